@@ -1,0 +1,1 @@
+"""vimage: a clonable network stack."""

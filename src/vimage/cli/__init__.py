@@ -1,0 +1,90 @@
+"""FreeBSD-style userland tools run inside a vnet: `vnet.cmd("ifconfig -a")`.
+
+Each tool is a function `main(ctx, argv) -> int` that writes to `ctx.out`; a
+`UsageError` becomes a one-line message and exit status 64 (EX_USAGE), an
+OSError or other `ToolError` a one-line message and status 1. Nothing raises out.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+from importlib import import_module
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from vimage.vnet import Vnet
+
+TOOLS: tuple[str, ...] = (
+    "arp", "ifconfig", "netstat", "ping", "route", "sysctl", "traceroute", "vlink",
+)
+
+
+class CmdResult(NamedTuple):
+    status: int
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+    def __str__(self) -> str:
+        return self.output
+
+
+class ToolError(Exception):
+    """A failure reported as `tool: message`, exit status `status`."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class UsageError(ToolError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 64)
+
+
+class Context:
+    """What a running tool sees: its vnet, its output stream and its name."""
+
+    __slots__ = ("name", "out", "vnet")
+
+    def __init__(self, vnet: Vnet, name: str) -> None:
+        self.vnet = vnet
+        self.name = name
+        self.out = io.StringIO()
+
+    def print(self, *args: object) -> None:
+        print(*args, file=self.out)
+
+
+def run_command(vnet: Vnet, line: str | list[str]) -> CmdResult:
+    try:
+        argv = shlex.split(line) if isinstance(line, str) else [str(a) for a in line]
+    except ValueError as exc:
+        return CmdResult(64, f"vimage: {exc}\n")
+    if not argv:
+        return CmdResult(64, "vimage: empty command\n")
+    name = argv[0]
+    if name not in TOOLS:
+        return CmdResult(127, f"vimage: {name}: command not found\n")
+    ctx = Context(vnet, name)
+    if not vnet.alive:
+        return CmdResult(1, f"{name}: vnet {vnet.display_name} is destroyed\n")
+    tool = import_module(f"vimage.cli.{name}")
+    try:
+        with vnet.kernel.sched.cond:
+            status = tool.main(ctx, argv[1:])
+    except ToolError as exc:
+        ctx.print(f"{name}: {exc}")
+        status = exc.status
+    except OSError as exc:
+        ctx.print(f"{name}: {exc.strerror or exc}")
+        status = 1
+    except (ValueError, LookupError) as exc:
+        ctx.print(f"{name}: {exc}")
+        status = 1
+    except KeyboardInterrupt:
+        status = 130
+    return CmdResult(status, ctx.out.getvalue())

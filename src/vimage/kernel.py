@@ -1,0 +1,187 @@
+"""The kernel: clock, scheduler, RNG, the vnet registry and the subsystem list."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from vimage.sched import FOREVER, NS_PER_S, Scheduler, Timer
+from vimage.subsystems import SUBSYSTEMS, Subsystem
+from vimage.sysctl import build_oid_table
+
+if TYPE_CHECKING:
+    from vimage.cli import CmdResult
+    from vimage.net.ifnet import Ifnet
+    from vimage.vnet import Vnet
+
+
+class Kernel:
+    """One process-local "machine" holding many independent network stacks.
+
+    `clock="virtual"` makes time discrete-event: `run()` jumps through timers and
+    returns at once. All randomness (MACs, ports, IDs, loss) comes from `rng`,
+    seeded by `seed`, so a virtual-time run is reproducible byte for byte.
+    """
+
+    def __init__(self, clock: str = "real", seed: int | None = None) -> None:
+        if clock not in ("real", "virtual"):
+            raise ValueError(f"clock must be 'real' or 'virtual', not {clock!r}")
+        from vimage.vnet import Vnet
+
+        self.clock = clock
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.sched = Scheduler(virtual=clock == "virtual")
+        self.subsystems: tuple[Subsystem, ...] = tuple(sorted(SUBSYSTEMS, key=lambda s: s.order))
+        self.oids = build_oid_table()
+        self._vnets: dict[str, Vnet] = {}
+        self._epair_units: set[int] = set()
+        self._epairs: dict[int, tuple[Ifnet, Ifnet]] = {}
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.base: Vnet = Vnet(self, "", None)
+        self.base.attach()
+
+    # -- vnets ----------------------------------------------------------------
+    def create(self, name: str) -> Vnet:
+        """Create vnet `name`; `a.b` is a child of `a`, which must exist."""
+        from vimage.vnet import Vnet, check_name
+
+        with self.sched.cond:
+            check_name(name)
+            if name in self._vnets:
+                raise FileExistsError(f"vnet {name!r} already exists")
+            parent_name, _, _ = name.rpartition(".")
+            parent = self._vnets.get(parent_name) if parent_name else self.base
+            if parent is None:
+                raise LookupError(f"parent vnet {parent_name!r} does not exist")
+            vnet = Vnet(self, name, parent)
+            self._vnets[name] = vnet
+            parent.add_child(vnet)
+            vnet.attach()
+            return vnet
+
+    def get(self, name: str) -> Vnet:
+        if name in ("", "0", "vnet0"):
+            return self.base
+        try:
+            return self._vnets[name]
+        except KeyError:
+            raise LookupError(f"no such vnet: {name!r}") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._vnets
+
+    def vnets(self) -> list[Vnet]:
+        """Every vnet except the base one, in name order."""
+        return [self._vnets[n] for n in sorted(self._vnets)]
+
+    def destroy(self, vnet: Vnet | str) -> None:
+        """Destroy a vnet and, first, its children (deepest first)."""
+        with self.sched.cond:
+            if isinstance(vnet, str):
+                vnet = self.get(vnet)
+            if vnet is self.base:
+                raise PermissionError("the base vnet cannot be destroyed")
+            if not vnet.alive:
+                raise LookupError(f"vnet {vnet.name!r} is already destroyed")
+            for child in list(vnet.children or ()):
+                self.destroy(child)
+            vnet.detach()
+            del self._vnets[vnet.name]
+            if vnet.parent is not None:
+                vnet.parent.remove_child(vnet)
+
+    # -- interface units --------------------------------------------------------
+    def alloc_unit(self, units: set[int], wanted: int | None = None) -> int:
+        if wanted is not None:
+            if wanted in units:
+                raise FileExistsError(f"unit {wanted} is in use")
+            unit = wanted
+        else:
+            unit = 0
+            while unit in units:
+                unit += 1
+        units.add(unit)
+        return unit
+
+    def epair(self, vnet: Vnet | None = None) -> tuple[Ifnet, Ifnet]:
+        """Create an epair in `vnet` (default: the base vnet); returns both ends."""
+        from vimage.net.ifnet import create_epair
+
+        with self.sched.cond:
+            return create_epair(vnet or self.base)
+
+    def random_mac(self) -> bytes:
+        """A locally administered unicast MAC from the kernel RNG."""
+        raw = bytearray(self.rng.getrandbits(48).to_bytes(6, "big"))
+        raw[0] = (raw[0] & 0xFC) | 0x02
+        return bytes(raw)
+
+    # -- time -------------------------------------------------------------------
+    @property
+    def now(self) -> float:
+        """Seconds since the kernel started (virtual or real)."""
+        return self.sched.now_ns() / NS_PER_S
+
+    def now_ns(self) -> int:
+        return self.sched.now_ns()
+
+    def call_later(self, seconds: float, callback: Callable[..., Any], *args: Any,
+                   owner: Vnet | None = None) -> Timer:
+        return self.sched.call_later(int(seconds * NS_PER_S), callback, *args, owner=owner)
+
+    def run(self, seconds: float = 0.0) -> None:
+        """Advance the kernel by `seconds`, processing every packet and timer due."""
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        deadline = self.sched.now_ns() + int(seconds * NS_PER_S)
+        self.sched.advance(deadline)
+
+    def run_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Run until `predicate()` is true; False if `timeout` seconds pass first."""
+        deadline = FOREVER if timeout is None else self.sched.now_ns() + int(timeout * NS_PER_S)
+        return self.sched.advance(deadline, predicate)
+
+    def wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """Used by blocking calls: drive (or wait for) the loop until `predicate()`."""
+        return self.run_until(predicate, timeout)
+
+    # -- background thread (real clock) ------------------------------------------
+    def start(self) -> None:
+        """Run the loop in a background thread (real clock only)."""
+        if self.clock != "real":
+            raise RuntimeError("a background kernel thread needs the real clock")
+        if self._thread is not None:
+            return
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="vimage-kernel", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        self.sched.advance(FOREVER, lambda: self._stopping)
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        with self.sched.cond:
+            self._stopping = True
+            self.sched.cond.notify_all()
+        self._thread.join()
+        self._thread = None
+
+    # -- convenience ----------------------------------------------------------------
+    def cmd(self, line: str | list[str]) -> CmdResult:
+        """Run a userland tool in the base vnet."""
+        return self.base.cmd(line)
+
+    def interfaces(self) -> list[Ifnet]:
+        out = list(self.base.ifaces.values())
+        for v in self._vnets.values():
+            out.extend(v.ifaces.values())
+        return out
+
+    def __repr__(self) -> str:
+        return f"<Kernel clock={self.clock} vnets={len(self._vnets)}>"

@@ -1,0 +1,196 @@
+"""ICMP for IPv4: echo, timestamps, error generation with rate limiting (ip_icmp.c)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
+from vimage.sched import NS_PER_S
+from vimage.sysctl import Oid
+from vimage.wire import WireError
+from vimage.wire import icmp as wicmp
+from vimage.wire.ipv4 import PROTO_ICMP, PROTO_UDP
+
+if TYPE_CHECKING:
+    from vimage.net.ifnet import Ifnet
+    from vimage.vnet import Vnet
+
+SYSCTLS: tuple[Oid, ...] = (
+    Oid("net.inet.icmp.icmplim", "icmp", "icmplim",
+        "Maximum number of ICMP responses per second (0 = unlimited)", 0, 2**31 - 1),
+    Oid("net.inet.icmp.bmcastecho", "icmp", "bmcastecho",
+        "Reply to ICMP echo sent to broadcast/multicast", 0, 1),
+    Oid("net.inet.icmp.quotelen", "icmp", "quotelen",
+        "Bytes of the original datagram after its header quoted in ICMP errors", 0, 548),
+)
+
+# netstat's histogram labels, indexed by ICMP type ("" = not shown)
+TYPE_NAMES: tuple[str, ...] = (
+    "echo reply", "", "", "destination unreachable", "source quench", "routing redirect",
+    "", "", "echo", "router advertisement", "router solicitation", "time exceeded",
+    "parameter problem", "time stamp", "time stamp reply", "information request",
+    "information request reply", "address mask request", "address mask reply",
+)
+
+STAT_LINES: tuple[tuple[str, str], ...] = (
+    ("error", "{} calls to icmp_error"),
+    ("oldicmp", "{} errors not generated in response to an icmp message"),
+    ("ratelimited", "{} errors not sent because of the rate limit"),
+    ("badcode", "{} messages with bad code fields"),
+    ("tooshort", "{} messages less than the minimum length"),
+    ("checksum", "{} bad checksums"),
+    ("badlen", "{} messages with bad length"),
+    ("bmcastecho", "{} multicast echo requests ignored"),
+    ("reflect", "{} message responses generated"),
+    ("badaddr", "{} invalid return addresses"),
+    ("noroute", "{} no return routes"),
+)
+
+
+class IcmpStats:
+    __slots__ = (*(name for name, _ in STAT_LINES), "inhist", "outhist")
+
+    def __init__(self) -> None:
+        for name, _ in STAT_LINES:
+            setattr(self, name, 0)
+        self.inhist = [0] * 19
+        self.outhist = [0] * 19
+
+
+class IcmpState:
+    __slots__ = ("bmcastecho", "icmplim", "lim_count", "lim_second", "quotelen", "stats", "vnet")
+
+    def __init__(self, vnet: Vnet) -> None:
+        self.vnet = vnet
+        self.stats = IcmpStats()
+        self.icmplim = 200
+        self.bmcastecho = 0
+        self.quotelen = 8
+        self.lim_second = -1
+        self.lim_count = 0
+
+    def _rate_ok(self) -> bool:
+        if self.icmplim <= 0:
+            return True
+        second = self.vnet.kernel.sched.now_ns() // NS_PER_S
+        if second != self.lim_second:
+            self.lim_second = second
+            self.lim_count = 0
+        self.lim_count += 1
+        return self.lim_count <= self.icmplim
+
+    def send(self, src: int, dst: int, msg: bytes) -> None:
+        st = self.stats
+        if msg[0] < len(st.outhist):
+            st.outhist[msg[0]] += 1
+        try:
+            self.vnet.ip.output(PROTO_ICMP, src, dst, msg)
+        except OSError:
+            st.noroute += 1
+
+    def input(self, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: int) -> None:
+        st = self.stats
+        try:
+            msg = wicmp.parse(memoryview(pkt)[hlen:])
+        except WireError as exc:
+            if exc.reason == "badsum":
+                st.checksum += 1
+            else:
+                st.tooshort += 1
+            return
+        if msg.type < len(st.inhist):
+            st.inhist[msg.type] += 1
+        vnet = self.vnet
+        ip = vnet.ip
+        is_bcast = dst == INADDR_BROADCAST or dst in ip.bcast or is_multicast(dst)
+        if msg.type == wicmp.ECHO or msg.type == wicmp.TSTAMP:
+            if msg.code != 0:
+                st.badcode += 1
+            elif is_bcast and not self.bmcastecho:
+                st.bmcastecho += 1
+            else:
+                self._reflect(ifp, msg, src, dst, is_bcast)
+        elif msg.type in wicmp.ERROR_TYPES:
+            self._notify(msg)
+        vnet.raw.input(pkt, PROTO_ICMP, src, dst)
+
+    def _reflect(self, ifp: Ifnet, msg: wicmp.IcmpRepr, src: int, dst: int,
+                 is_bcast: bool) -> None:
+        st = self.stats
+        if src == 0 or is_multicast(src) or src == INADDR_BROADCAST or src in self.vnet.ip.bcast:
+            st.badaddr += 1
+            return
+        reply_src = dst
+        if is_bcast:
+            reply_src = next((ia.addr for ia in ifp.addrs), 0)
+            if not reply_src:
+                return
+        if msg.type == wicmp.ECHO:
+            out = wicmp.build(wicmp.ECHO_REPLY, 0, msg.rest, msg.payload)
+        else:
+            if len(msg.payload) < 12:
+                st.badlen += 1
+                return
+            now_ms = (self.vnet.kernel.sched.now_ns() // 1_000_000) % 86_400_000
+            stamps = bytes(msg.payload[:4]) + now_ms.to_bytes(4, "big") * 2
+            out = wicmp.build(wicmp.TSTAMP_REPLY, 0, msg.rest, stamps)
+        st.reflect += 1
+        self.send(reply_src, src, out)
+
+    def _notify(self, msg: wicmp.IcmpRepr) -> None:
+        """Tell the transport whose datagram caused an error (FreeBSD pr_ctlinput)."""
+        quoted = msg.payload
+        if len(quoted) < 28 or quoted[0] >> 4 != 4:
+            self.stats.badlen += 1
+            return
+        qhlen = (quoted[0] & 0x0F) << 2
+        if len(quoted) < qhlen + 8:
+            self.stats.badlen += 1
+            return
+        if quoted[9] == PROTO_UDP:
+            qsrc = int.from_bytes(quoted[12:16], "big")
+            qdst = int.from_bytes(quoted[16:20], "big")
+            sport = (quoted[qhlen] << 8) | quoted[qhlen + 1]
+            dport = (quoted[qhlen + 2] << 8) | quoted[qhlen + 3]
+            self.vnet.udp.ctlinput(msg.type, msg.code, qsrc, qdst, sport, dport)
+
+
+def error(vnet: Vnet, pkt: bytes, type_: int, code: int, rest: int = 0) -> None:
+    """Send an ICMP error about `pkt` (an IPv4 packet this vnet received) to its source."""
+    icmp = vnet.icmp
+    st = icmp.stats
+    st.error += 1
+    hlen = (pkt[0] & 0x0F) << 2
+    if ((pkt[6] << 8) | pkt[7]) & 0x1FFF:
+        return  # only about the first fragment
+    if pkt[9] == PROTO_ICMP:
+        if len(pkt) < hlen + 1 or pkt[hlen] in wicmp.ERROR_TYPES or pkt[hlen] > 18:
+            st.oldicmp += 1
+            return
+    src = int.from_bytes(pkt[12:16], "big")
+    dst = int.from_bytes(pkt[16:20], "big")
+    ip = vnet.ip
+    if (src == 0 or src == INADDR_BROADCAST or is_multicast(src) or src in ip.bcast
+            or dst == INADDR_BROADCAST or is_multicast(dst) or dst in ip.bcast):
+        return
+    if not icmp._rate_ok():
+        st.ratelimited += 1
+        return
+    quoted = pkt[:hlen + icmp.quotelen]
+    if type_ == wicmp.UNREACH and code == wicmp.UNREACH_NEEDFRAG:
+        rest &= 0xFFFF
+    msg = wicmp.build_error(type_, code, quoted, rest)
+    try:
+        reply_src = dst if dst in ip.local else ip.select_source(src)
+    except OSError:
+        st.noroute += 1
+        return
+    icmp.send(reply_src, src, msg)
+
+
+def vnet_attach(vnet: Vnet) -> None:
+    vnet.icmp = IcmpState(vnet)
+
+
+def vnet_detach(vnet: Vnet) -> None:
+    return None

@@ -1,0 +1,125 @@
+"""IPv4 interface addresses and the routes that follow them (FreeBSD in.c)."""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from vimage.net.route import MASKS, RTF_STATIC, Route
+
+if TYPE_CHECKING:
+    from vimage.net.ifnet import Ifnet
+
+INADDR_ANY = 0
+INADDR_BROADCAST = 0xFFFFFFFF
+INADDR_LOOPBACK = 0x7F000001
+
+
+def is_multicast(addr: int) -> bool:
+    return addr >> 28 == 0xE
+
+
+def is_loopback(addr: int) -> bool:
+    return addr >> 24 == 127
+
+
+class InAddr:
+    """One IPv4 address on an interface."""
+
+    __slots__ = ("addr", "broadcast", "ifp", "mask", "net", "plen")
+
+    def __init__(self, ifp: Ifnet, addr: int, plen: int, broadcast: int | None) -> None:
+        self.ifp = ifp
+        self.addr = addr
+        self.plen = plen
+        self.mask = MASKS[plen]
+        self.net = addr & self.mask
+        if broadcast is None:
+            broadcast = (self.net | (~self.mask & 0xFFFFFFFF)) if plen < 31 else 0
+        self.broadcast = broadcast
+
+    def __repr__(self) -> str:
+        return f"<InAddr {self.addr:#010x}/{self.plen} on {self.ifp.name}>"
+
+
+def in_add_addr(ifp: Ifnet, addr: int, plen: int, broadcast: int | None = None) -> InAddr:
+    """Add (or update) an address; adds the prefix route and the local host route."""
+    vnet = ifp.vnet
+    ip = vnet.ip
+    if not 0 <= plen <= 32:
+        raise ValueError(f"bad prefix length {plen}")
+    if addr == INADDR_ANY or addr == INADDR_BROADCAST or is_multicast(addr):
+        raise OSError(errno.EINVAL, "invalid address")
+    existing = ip.local.get(addr)
+    if existing is not None:
+        if existing.ifp is not ifp:
+            raise OSError(errno.EEXIST, f"address already in use on {existing.ifp.name}")
+        _remove(existing)
+    ia = InAddr(ifp, addr, plen, broadcast)
+    ifp.addrs.append(ia)
+    ip.local[addr] = ia
+    if ia.broadcast:
+        ip.bcast[ia.broadcast] = ia
+    rt = vnet.rt
+    lo = vnet.ifaces.get("lo0")
+    if ifp.is_loopback:
+        if rt.get(addr, 32) is None:
+            rt.add(Route(addr, 32, ifp, 0, ifa=ia))
+    else:
+        if plen < 32 and rt.get(ia.net, plen) is None:
+            rt.add(Route(ia.net, plen, ifp, 0, ifa=ia))
+        if lo is not None and rt.get(addr, 32) is None:
+            rt.add(Route(addr, 32, lo, RTF_STATIC, ifa=ia))
+        if ifp.mac is not None and ifp.up:
+            vnet.arp.announce(ifp, addr)
+    return ia
+
+
+def _remove(ia: InAddr) -> None:
+    ifp = ia.ifp
+    vnet = ifp.vnet
+    ip = vnet.ip
+    ifp.addrs.remove(ia)
+    if ip.local.get(ia.addr) is ia:
+        del ip.local[ia.addr]
+    if ia.broadcast and ip.bcast.get(ia.broadcast) is ia:
+        del ip.bcast[ia.broadcast]
+        for other in ip.local.values():  # another address may share that broadcast
+            if other.broadcast == ia.broadcast:
+                ip.bcast[ia.broadcast] = other
+                break
+    rt = vnet.rt
+    rt.purge(lambda r: r.ifa is ia)
+    # a prefix route that another address of the same prefix can carry comes back
+    if ia.plen < 32 and not ifp.is_loopback:
+        for other in ip.local.values():
+            if (other.plen == ia.plen and other.net == ia.net and not other.ifp.is_loopback
+                    and rt.get(other.net, other.plen) is None):
+                rt.add(Route(other.net, other.plen, other.ifp, 0, ifa=other))
+                break
+
+
+def in_del_addr(ifp: Ifnet, addr: int) -> None:
+    for ia in ifp.addrs:
+        if ia.addr == addr:
+            _remove(ia)
+            return
+    raise OSError(errno.EADDRNOTAVAIL, "can't assign requested address")
+
+
+def in_purge_ifaddrs(ifp: Ifnet) -> None:
+    """Remove every address of `ifp` and every route through it."""
+    for ia in list(ifp.addrs):
+        _remove(ia)
+    ifp.vnet.rt.purge(lambda r: r.ifp is ifp)
+
+
+def source_for(ifp: Ifnet, dst: int) -> int:
+    """The source address to use towards `dst` out of `ifp`."""
+    best = 0
+    for ia in ifp.addrs:
+        if (dst & ia.mask) == ia.net:
+            return ia.addr
+        if not best:
+            best = ia.addr
+    return best

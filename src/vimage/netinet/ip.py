@@ -1,0 +1,352 @@
+"""IPv4 input, output and forwarding (FreeBSD ip_input.c, ip_output.c)."""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_HOST, RTF_REJECT
+from vimage.netinet import icmp as icmp_mod
+from vimage.netinet.in_ import INADDR_BROADCAST, is_loopback, is_multicast, source_for
+from vimage.netinet.reass import Reassembler, fragment
+from vimage.sysctl import Oid
+from vimage.wire import icmp as wicmp
+from vimage.wire.ipv4 import FLAG_DF, HEADER, OFFMASK, PROTO_ICMP, PROTO_UDP
+
+if TYPE_CHECKING:
+    from vimage.net.ifnet import Ifnet
+    from vimage.net.route import Route
+    from vimage.netinet.in_ import InAddr
+    from vimage.vnet import Vnet
+
+SYSCTLS: tuple[Oid, ...] = (
+    Oid("net.inet.ip.forwarding", "ip", "forwarding", "Enable IP forwarding between interfaces",
+        0, 1),
+    Oid("net.inet.ip.ttl", "ip", "ttl", "Maximum TTL on IP packets", 1, 255),
+    Oid("net.inet.ip.fragttl", "ip", "fragttl", "IP fragment life time on reassembly queue",
+        1, 3600),
+    Oid("net.inet.ip.maxfragpackets", "ip", "maxfragpackets",
+        "Maximum number of IPv4 fragment reassembly queue entries", 0, 2**20),
+    Oid("net.inet.ip.maxfragsperpacket", "ip", "maxfragsperpacket",
+        "Maximum number of IPv4 fragments allowed per packet", 1, 8192),
+    Oid("net.inet.ip.portrange.first", "ip", "port_first",
+        "First port of the ephemeral range", 1, 65535),
+    Oid("net.inet.ip.portrange.last", "ip", "port_last",
+        "Last port of the ephemeral range", 1, 65535),
+    Oid("net.inet.ip.portrange.lowfirst", "ip", "port_lowfirst",
+        "First port of the reserved range", 1, 1023),
+    Oid("net.inet.ip.portrange.lowlast", "ip", "port_lowlast",
+        "Last port of the reserved range", 1, 1023),
+)
+
+STAT_LINES: tuple[tuple[str, str], ...] = (
+    ("total", "{} total packets received"),
+    ("badsum", "{} bad header checksums"),
+    ("toosmall", "{} with size smaller than minimum"),
+    ("tooshort", "{} with data size < data length"),
+    ("toolong", "{} with ip length > max ip packet size"),
+    ("badhlen", "{} with header length < data size"),
+    ("badlen", "{} with data length < header length"),
+    ("badoptions", "{} with bad options"),
+    ("badvers", "{} with incorrect version number"),
+    ("fragments", "{} fragments received"),
+    ("fragdropped", "{} fragments dropped (dup or out of space)"),
+    ("fragtimeout", "{} fragments dropped after timeout"),
+    ("reassembled", "{} packets reassembled ok"),
+    ("delivered", "{} packets for this host"),
+    ("noproto", "{} packets for unknown/unsupported protocol"),
+    ("forward", "{} packets forwarded"),
+    ("cantforward", "{} packets not forwardable"),
+    ("notmember", "{} packets received for unknown multicast group"),
+    ("localout", "{} packets sent from this host"),
+    ("rawout", "{} packets sent with fabricated ip header"),
+    ("odropped", "{} output packets dropped due to no bufs, etc."),
+    ("noroute", "{} output packets discarded due to no route"),
+    ("fragmented", "{} output datagrams fragmented"),
+    ("ofragments", "{} fragments created"),
+    ("cantfrag", "{} datagrams that can't be fragmented"),
+    ("badaddr", "{} datagrams with bad address in header"),
+)
+
+
+class IpStats:
+    __slots__ = tuple(name for name, _ in STAT_LINES)
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+
+def _unreachable(route: Route) -> OSError:
+    if route.flags & RTF_HOST:
+        return OSError(errno.EHOSTUNREACH, "No route to host")
+    return OSError(errno.EHOSTUNREACH, "No route to host")
+
+
+class IpState:
+    """Per-vnet IPv4 state: addresses, tunables, counters and reassembly queues."""
+
+    __slots__ = ("bcast", "forwarding", "fragttl", "ident", "local", "maxfragpackets",
+                 "maxfragsperpacket", "port_first", "port_last", "port_lowfirst",
+                 "port_lowlast", "reass", "stats", "ttl", "vnet")
+
+    def __init__(self, vnet: Vnet) -> None:
+        self.vnet = vnet
+        self.local: dict[int, InAddr] = {}
+        self.bcast: dict[int, InAddr] = {}
+        self.stats = IpStats()
+        self.forwarding = 0
+        self.ttl = 64
+        self.fragttl = 30
+        self.maxfragpackets = 1024
+        self.maxfragsperpacket = 16
+        self.port_first = 10000
+        self.port_last = 65535
+        self.port_lowfirst = 1023
+        self.port_lowlast = 600
+        self.ident = vnet.kernel.rng.getrandbits(16)
+        self.reass: Reassembler | None = None
+
+    # -- input ---------------------------------------------------------------------
+    def input(self, ifp: Ifnet, pkt: bytes) -> None:
+        st = self.stats
+        st.total += 1
+        n = len(pkt)
+        if n < 20:
+            st.toosmall += 1
+            return
+        b0 = pkt[0]
+        if b0 >> 4 != 4:
+            st.badvers += 1
+            return
+        hlen = (b0 & 0x0F) << 2
+        if hlen < 20 or hlen > n:
+            st.badhlen += 1
+            return
+        if int.from_bytes(pkt[:hlen], "big") % 0xFFFF:
+            st.badsum += 1
+            return
+        total = (pkt[2] << 8) | pkt[3]
+        if total < hlen:
+            st.badlen += 1
+            return
+        if total > n:
+            st.tooshort += 1
+            return
+        if total < n:
+            pkt = pkt[:total]  # link-layer padding
+        src = int.from_bytes(pkt[12:16], "big")
+        dst = int.from_bytes(pkt[16:20], "big")
+        if is_multicast(src) or src == INADDR_BROADCAST or (
+                (is_loopback(src) or is_loopback(dst)) and not ifp.is_loopback):
+            st.badaddr += 1
+            return
+        if hlen > 20 and not _options_ok(pkt, hlen):
+            st.badoptions += 1
+            icmp_mod.error(self.vnet, pkt, wicmp.PARAMPROB, 0, 20 << 24)
+            return
+        if dst in self.local or dst in self.bcast or dst == INADDR_BROADCAST:
+            self.deliver(ifp, pkt, hlen, src, dst)
+        elif is_multicast(dst):
+            st.notmember += 1
+        else:
+            self.forward(ifp, pkt, hlen, dst)
+
+    def deliver(self, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: int) -> None:
+        st = self.stats
+        if ((pkt[6] << 8) | pkt[7]) & 0x3FFF:  # MF or an offset: a fragment
+            st.fragments += 1
+            if self.reass is None:
+                self.reass = Reassembler(self)
+            whole = self.reass.insert(pkt, hlen, src, dst)
+            if whole is None:
+                return
+            st.reassembled += 1
+            pkt = whole
+            hlen = (pkt[0] & 0x0F) << 2
+        st.delivered += 1
+        proto = pkt[9]
+        vnet = self.vnet
+        if proto == PROTO_ICMP:
+            vnet.icmp.input(ifp, pkt, hlen, src, dst)
+        elif proto == PROTO_UDP:
+            vnet.udp.input(ifp, pkt, hlen, src, dst)
+        elif not vnet.raw.input(pkt, proto, src, dst):
+            st.delivered -= 1
+            st.noproto += 1
+            if dst in self.local:
+                icmp_mod.error(vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_PROTOCOL)
+
+    # -- forwarding ---------------------------------------------------------------------
+    def forward(self, ifp_in: Ifnet, pkt: bytes, hlen: int, dst: int) -> None:
+        st = self.stats
+        vnet = self.vnet
+        if not self.forwarding or dst >> 24 in (0, 127) or dst >> 28 >= 0xE:
+            st.cantforward += 1
+            return
+        ttl = pkt[8]
+        if ttl <= 1:
+            st.cantforward += 1
+            icmp_mod.error(vnet, pkt, wicmp.TIMXCEED, wicmp.TIMXCEED_INTRANS)
+            return
+        route = vnet.rt.lookup(dst)
+        if route is None or route.flags & (RTF_REJECT | RTF_BLACKHOLE):
+            st.cantforward += 1
+            if route is None:
+                st.noroute += 1
+            if route is None or route.flags & RTF_REJECT:
+                icmp_mod.error(vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_HOST)
+            return
+        ifp = route.ifp
+        # TTL is the high byte of the word it shares with the protocol: RFC 1141 update
+        csum = ((pkt[10] << 8) | pkt[11]) + 0x100
+        csum = (csum & 0xFFFF) + (csum >> 16)
+        out = pkt[:8] + bytes((ttl - 1, pkt[9], csum >> 8, csum & 0xFF)) + pkt[12:]
+        nexthop = route.gateway if route.flags & RTF_GATEWAY else dst
+        mtu = route.mtu or ifp.mtu
+        if len(out) > mtu:
+            if (pkt[6] << 8) & FLAG_DF:
+                st.cantfrag += 1
+                st.cantforward += 1
+                icmp_mod.error(vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_NEEDFRAG, mtu)
+                return
+            st.forward += 1
+            self._send_fragments(ifp, out, mtu, nexthop, dst)
+            return
+        st.forward += 1
+        if not ifp.flags & 1:
+            st.odropped += 1
+            return
+        route.use += 1
+        try:
+            if ifp.mac is None:
+                ifp.output(out)
+            else:
+                vnet.arp.output(ifp, out, nexthop, dst == INADDR_BROADCAST)
+        except OSError:
+            icmp_mod.error(vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_HOST)
+
+    # -- output ------------------------------------------------------------------------
+    def next_ident(self) -> int:
+        self.ident = (self.ident + 1) & 0xFFFF
+        return self.ident
+
+    def route_to(self, dst: int) -> Route:
+        """The route used to reach `dst`, or OSError as ip_output would raise it."""
+        route = self.vnet.rt.lookup(dst)
+        if route is None:
+            self.stats.noroute += 1
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+        if route.flags & RTF_REJECT:
+            raise _unreachable(route)
+        return route
+
+    def select_source(self, dst: int) -> int:
+        """Source address for a packet to `dst` (the outgoing interface's address)."""
+        if dst in self.local:
+            return dst
+        route = self.route_to(dst)
+        if route.ifa is not None and not route.ifp.is_loopback:
+            return route.ifa.addr
+        src = source_for(route.ifp, dst)
+        if not src:
+            raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
+        return src
+
+    def output(self, proto: int, src: int, dst: int, payload: bytes, *, ttl: int | None = None,
+               tos: int = 0, df: bool = False, broadcast_ok: bool = False) -> None:
+        """Build an IPv4 header and send it (FreeBSD ip_output)."""
+        hlen = 20
+        total = hlen + len(payload)
+        if total > 0xFFFF:
+            raise OSError(errno.EMSGSIZE, "Message too long")
+        if ttl is None:
+            ttl = self.ttl
+        header = HEADER.pack(0x45, tos, total, self.next_ident(), FLAG_DF if df else 0, ttl,
+                             proto, 0, src, dst)
+        csum = ~(int.from_bytes(header, "big") % 0xFFFF) & 0xFFFF
+        pkt = header[:10] + csum.to_bytes(2, "big") + header[12:] + payload
+        self.output_packet(pkt, dst, broadcast_ok=broadcast_ok)
+
+    def output_packet(self, pkt: bytes, dst: int, *, broadcast_ok: bool = False,
+                      raw: bool = False) -> None:
+        """Route and transmit a complete IPv4 packet built by this host."""
+        st = self.stats
+        vnet = self.vnet
+        route = self.route_to(dst)
+        if route.flags & RTF_BLACKHOLE:
+            st.localout += 1
+            return
+        ifp = route.ifp
+        if not ifp.flags & 1:
+            st.odropped += 1
+            raise OSError(errno.ENETDOWN, "Network is down")
+        broadcast = dst == INADDR_BROADCAST or (dst in self.bcast and not ifp.is_loopback)
+        if broadcast and not broadcast_ok:
+            raise OSError(errno.EACCES, "Permission denied")
+        st.localout += 1
+        if raw:
+            st.rawout += 1
+        route.use += 1
+        nexthop = route.gateway if route.flags & RTF_GATEWAY else dst
+        mtu = route.mtu or ifp.mtu
+        if len(pkt) > mtu:
+            if pkt[6] & 0x40:
+                st.cantfrag += 1
+                raise OSError(errno.EMSGSIZE, "Message too long")
+            self._send_fragments(ifp, pkt, mtu, nexthop, dst)
+            return
+        if ifp.mac is None:
+            ifp.output(pkt)
+        else:
+            vnet.arp.output(ifp, pkt, nexthop, broadcast)
+
+    def _send_fragments(self, ifp: Ifnet, pkt: bytes, mtu: int, nexthop: int,
+                        dst: int) -> None:
+        st = self.stats
+        pieces = fragment(pkt, mtu)
+        st.fragmented += 1
+        st.ofragments += len(pieces)
+        broadcast = dst == INADDR_BROADCAST or dst in self.bcast
+        for piece in pieces:
+            if ifp.mac is None:
+                ifp.output(piece)
+            else:
+                self.vnet.arp.output(ifp, piece, nexthop, broadcast)
+
+    def clear(self) -> None:
+        if self.reass is not None:
+            self.reass.clear()
+            self.reass = None
+        self.local.clear()
+        self.bcast.clear()
+
+
+def _options_ok(pkt: bytes, hlen: int) -> bool:
+    """Walk the options (RFC 791): every length must be sane and inside the header."""
+    i = 20
+    while i < hlen:
+        kind = pkt[i]
+        if kind == 0:  # end of option list
+            return True
+        if kind == 1:  # no-operation
+            i += 1
+            continue
+        if i + 1 >= hlen:
+            return False
+        length = pkt[i + 1]
+        if length < 2 or i + length > hlen:
+            return False
+        i += length
+    return True
+
+
+def vnet_attach(vnet: Vnet) -> None:
+    vnet.ip = IpState(vnet)
+
+
+def vnet_detach(vnet: Vnet) -> None:
+    vnet.ip.clear()
+
+
+__all__ = ["OFFMASK", "IpState"]

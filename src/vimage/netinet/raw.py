@@ -1,0 +1,86 @@
+"""Raw IP sockets (FreeBSD raw_ip.c): ping and traceroute use them."""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from vimage.sysctl import Oid
+from vimage.wire.ipv4 import HEADER
+
+if TYPE_CHECKING:
+    from vimage.socket.socket import Socket
+    from vimage.vnet import Vnet
+
+IPPROTO_RAW = 255
+
+SYSCTLS: tuple[Oid, ...] = (
+    Oid("net.inet.raw.maxdgram", "raw", "maxdgram", "Maximum outgoing raw IP datagram size",
+        1, 65535),
+    Oid("net.inet.raw.recvspace", "raw", "recvspace", "Maximum space for incoming raw IP datagrams",
+        1, 2**26),
+)
+
+
+class RawState:
+    __slots__ = ("maxdgram", "recvspace", "sockets", "vnet")
+
+    def __init__(self, vnet: Vnet) -> None:
+        self.vnet = vnet
+        self.sockets: list[Socket] = []
+        self.maxdgram = 9216
+        self.recvspace = 9216
+
+    def input(self, pkt: bytes, proto: int, src: int, dst: int) -> bool:
+        """Give every matching raw socket a copy (header included); True if any took it."""
+        taken = False
+        for sock in self.sockets:
+            if sock.proto and sock.proto != proto:
+                continue
+            if sock.laddr and sock.laddr != dst:
+                continue
+            if sock.faddr and sock.faddr != src:
+                continue
+            sock.enqueue(pkt, src, 0)
+            taken = True
+        return taken
+
+    def output(self, sock: Socket, data: bytes, dst: int) -> None:
+        ip = self.vnet.ip
+        if len(data) > sock.sndbuf:
+            raise OSError(errno.EMSGSIZE, "Message too long")
+        if not sock.hdrincl:
+            src = sock.laddr or ip.select_source(dst)
+            ip.output(sock.proto, src, dst, data, ttl=sock.ttl, tos=sock.tos,
+                      df=sock.dontfrag, broadcast_ok=sock.broadcast)
+            return
+        # IP_HDRINCL: the caller wrote the header; the kernel fills id, length, checksum
+        if len(data) < 20 or data[0] >> 4 != 4 or (data[0] & 0x0F) << 2 > len(data):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        hdr = bytearray(data[:(data[0] & 0x0F) << 2])
+        fields = list(HEADER.unpack_from(hdr))
+        fields[2] = len(data)
+        if fields[3] == 0:
+            fields[3] = ip.next_ident()
+        if fields[8] == 0:
+            fields[8] = sock.laddr or ip.select_source(dst)
+        fields[9] = dst
+        fields[7] = 0
+        HEADER.pack_into(hdr, 0, *fields)
+        csum = ~(int.from_bytes(hdr, "big") % 0xFFFF) & 0xFFFF
+        hdr[10:12] = csum.to_bytes(2, "big")
+        ip.output_packet(bytes(hdr) + bytes(data[len(hdr):]), dst, broadcast_ok=sock.broadcast,
+                         raw=True)
+
+    def clear(self) -> None:
+        for sock in list(self.sockets):
+            sock.close()
+        self.sockets.clear()
+
+
+def vnet_attach(vnet: Vnet) -> None:
+    vnet.raw = RawState(vnet)
+
+
+def vnet_detach(vnet: Vnet) -> None:
+    vnet.raw.clear()

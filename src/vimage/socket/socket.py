@@ -1,0 +1,391 @@
+"""Sockets bound to a vnet, with the stdlib `socket` module's names and semantics."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket as _std
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from vimage.netinet.in_ import INADDR_BROADCAST
+from vimage.wire import WireError, ipv4
+
+if TYPE_CHECKING:
+    from vimage.vnet import Vnet
+
+AF_INET = _std.AF_INET
+SOCK_DGRAM = _std.SOCK_DGRAM
+SOCK_RAW = _std.SOCK_RAW
+SOCK_STREAM = _std.SOCK_STREAM
+SOL_SOCKET = _std.SOL_SOCKET
+IPPROTO_IP = _std.IPPROTO_IP
+IPPROTO_ICMP = _std.IPPROTO_ICMP
+IPPROTO_UDP = _std.IPPROTO_UDP
+IPPROTO_RAW = _std.IPPROTO_RAW
+SO_REUSEADDR = _std.SO_REUSEADDR
+SO_REUSEPORT = getattr(_std, "SO_REUSEPORT", 15)
+SO_BROADCAST = _std.SO_BROADCAST
+SO_RCVBUF = _std.SO_RCVBUF
+SO_SNDBUF = _std.SO_SNDBUF
+SO_ERROR = _std.SO_ERROR
+SO_TYPE = _std.SO_TYPE
+IP_TTL = _std.IP_TTL
+IP_TOS = _std.IP_TOS
+IP_HDRINCL = _std.IP_HDRINCL
+# FreeBSD's IP_DONTFRAG (67); Linux has no such option, so vimage defines it.
+IP_DONTFRAG = 67
+MSG_PEEK = _std.MSG_PEEK
+MSG_DONTWAIT = _std.MSG_DONTWAIT
+MSG_TRUNC = _std.MSG_TRUNC
+
+
+def parse_host(host: Any) -> int:
+    """'10.0.0.1', '' (any), '<broadcast>', 'localhost' -> address as an int."""
+    if not isinstance(host, str):
+        raise TypeError(f"str expected for the host, not {type(host).__name__}")
+    if host == "":
+        return 0
+    if host == "<broadcast>":
+        return INADDR_BROADCAST
+    if host == "localhost":
+        return 0x7F000001
+    try:
+        return ipv4.aton(host)
+    except WireError:
+        raise _std.gaierror(_std.EAI_NONAME, "Name or service not known") from None
+
+
+def parse_sockaddr(address: Any) -> tuple[int, int]:
+    if not isinstance(address, tuple) or len(address) != 2:
+        raise TypeError("AF_INET address must be a tuple (host, port)")
+    host, port = address
+    if not isinstance(port, int):
+        raise TypeError(f"'{type(port).__name__}' object cannot be interpreted as an integer")
+    if not 0 <= port <= 65535:
+        raise OverflowError("bind(): port must be 0-65535.")
+    return parse_host(host), port
+
+
+class Socket:
+    """An AF_INET datagram or raw socket living in one vnet."""
+
+    __slots__ = ("_rcvbytes", "_rcvq", "_so_error", "_timeout", "broadcast", "closed",
+                 "dontfrag", "family", "faddr", "fport", "hdrincl", "laddr", "lport", "proto",
+                 "rcvbuf", "reuseaddr", "reuseport", "sndbuf", "tos", "ttl", "type", "vnet")
+
+    def __init__(self, vnet: Vnet, family: int = AF_INET, type: int = SOCK_DGRAM,
+                 proto: int = 0) -> None:
+        if not vnet.alive:
+            raise OSError(errno.ENETDOWN, "vnet is destroyed")
+        if family != AF_INET:
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        base_type = type & 0xF
+        if base_type == SOCK_DGRAM:
+            if proto not in (0, IPPROTO_UDP):
+                raise OSError(errno.EPROTONOSUPPORT, "Protocol not supported")
+            proto = IPPROTO_UDP
+        elif base_type == SOCK_RAW:
+            if not 0 <= proto <= 255:
+                raise OSError(errno.EINVAL, "Invalid argument")
+        elif base_type == SOCK_STREAM:
+            raise OSError(errno.EPROTONOSUPPORT, "TCP is not available in this vnet yet")
+        else:
+            raise OSError(errno.ESOCKTNOSUPPORT, "Socket type not supported")
+        self.vnet = vnet
+        self.family = family
+        self.type = base_type
+        self.proto = proto
+        self.laddr = self.lport = self.faddr = self.fport = 0
+        self._rcvq: deque[tuple[bytes, int, int]] = deque()
+        self._rcvbytes = 0
+        self._so_error = 0
+        self._timeout: float | None = None
+        self.closed = False
+        self.reuseaddr = self.reuseport = self.broadcast = False
+        self.ttl: int | None = None
+        self.tos = 0
+        self.hdrincl = base_type == SOCK_RAW and proto == IPPROTO_RAW
+        self.dontfrag = False
+        if base_type == SOCK_RAW:
+            self.rcvbuf, self.sndbuf = vnet.raw.recvspace, vnet.raw.maxdgram
+            vnet.raw.sockets.append(self)
+        else:
+            self.rcvbuf, self.sndbuf = vnet.udp.recvspace, vnet.udp.maxdgram
+
+    # -- kernel side ----------------------------------------------------------------
+    def enqueue(self, data: bytes, src: int, sport: int) -> bool:
+        """Queue a received datagram; False if the receive buffer is full."""
+        if self.closed or self._rcvbytes + len(data) > self.rcvbuf:
+            return False
+        self._rcvq.append((data, src, sport))
+        self._rcvbytes += len(data)
+        return True
+
+    def set_error(self, err: int) -> None:
+        self._so_error = err
+
+    @property
+    def _lock(self) -> Any:
+        return self.vnet.kernel.sched.cond
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+
+    def _take_error(self) -> None:
+        err = self._so_error
+        if err:
+            self._so_error = 0
+            raise OSError(err, os.strerror(err))
+
+    @property
+    def _is_udp(self) -> bool:
+        return self.type == SOCK_DGRAM
+
+    # -- stdlib API -----------------------------------------------------------------
+    def bind(self, address: tuple[str, int]) -> None:
+        with self._lock:
+            self._check_open()
+            addr, port = parse_sockaddr(address)
+            vnet = self.vnet
+            if addr and addr not in vnet.ip.local and addr != INADDR_BROADCAST \
+                    and addr not in vnet.ip.bcast:
+                raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
+            if self._is_udp:
+                if self.lport:
+                    raise OSError(errno.EINVAL, "Invalid argument")
+                vnet.udp.bind(self, addr, port)
+            else:
+                self.laddr = addr
+
+    def connect(self, address: tuple[str, int]) -> None:
+        with self._lock:
+            self._check_open()
+            addr, port = parse_sockaddr(address)
+            vnet = self.vnet
+            if addr == 0:
+                addr = 0x7F000001  # BSD: connecting to INADDR_ANY means this host
+            if self._is_udp:
+                if addr in (INADDR_BROADCAST,) and not self.broadcast:
+                    raise OSError(errno.EACCES, "Permission denied")
+                if port == 0:
+                    raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
+                if not self.laddr:
+                    src = vnet.ip.select_source(addr)
+                    if not self.lport:
+                        vnet.udp.bind(self, 0, 0)
+                    self.laddr = src
+                self.faddr, self.fport = addr, port
+            else:
+                self.faddr = addr
+            self._so_error = 0
+
+    def connect_ex(self, address: tuple[str, int]) -> int:
+        try:
+            self.connect(address)
+        except OSError as exc:
+            return exc.errno or errno.EINVAL
+        return 0
+
+    def send(self, data: bytes, flags: int = 0) -> int:
+        with self._lock:
+            self._check_open()
+            if not self.faddr:
+                raise OSError(errno.EDESTADDRREQ, "Destination address required")
+            return self._send(bytes(data), self.faddr, self.fport)
+
+    def sendall(self, data: bytes, flags: int = 0) -> None:
+        self.send(data, flags)
+
+    def sendto(self, data: bytes, flags_or_address: Any, address: Any = None) -> int:
+        if address is None:
+            address = flags_or_address
+        with self._lock:
+            self._check_open()
+            if self.faddr:
+                raise OSError(errno.EISCONN, "Transport endpoint is already connected")
+            addr, port = parse_sockaddr(address)
+            if self._is_udp and port == 0:
+                raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
+            return self._send(bytes(data), addr or 0x7F000001, port)
+
+    def _send(self, data: bytes, dst: int, port: int) -> int:
+        vnet = self.vnet
+        if self._is_udp:
+            self._take_error()
+            if not self.lport:
+                vnet.udp.bind(self, 0, 0)
+            vnet.udp.output(self, data, dst, port)
+        else:
+            vnet.raw.output(self, data, dst)
+        self._lock.notify_all()
+        return len(data)
+
+    def _wait_readable(self, flags: int) -> None:
+        if self._rcvq or self._so_error:
+            return
+        if self._timeout == 0 or flags & MSG_DONTWAIT:
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        kernel = self.vnet.kernel
+        ready = kernel.wait(lambda: bool(self._rcvq or self._so_error or self.closed),
+                            self._timeout)
+        if self.closed:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        if not ready:
+            raise TimeoutError("timed out")
+
+    def _recv(self, bufsize: int, flags: int) -> tuple[bytes, int, int]:
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recvfrom")
+        with self._lock:
+            self._check_open()
+            self._wait_readable(flags)
+            if not self._rcvq:
+                self._take_error()
+            if flags & MSG_PEEK:
+                data, src, sport = self._rcvq[0]
+            else:
+                data, src, sport = self._rcvq.popleft()
+                self._rcvbytes -= len(data)
+            return data[:bufsize], src, sport
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        return self._recv(bufsize, flags)[0]
+
+    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, tuple[str, int]]:
+        data, src, sport = self._recv(bufsize, flags)
+        return data, (ipv4.ntoa(src), sport)
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        return self.recvfrom_into(buffer, nbytes, flags)[0]
+
+    def recvfrom_into(self, buffer: Any, nbytes: int = 0,
+                      flags: int = 0) -> tuple[int, tuple[str, int]]:
+        view = memoryview(buffer).cast("B")
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recvfrom_into")
+        if nbytes == 0 or nbytes > len(view):
+            if nbytes > len(view):
+                raise ValueError("nbytes is greater than the length of the buffer")
+            nbytes = len(view)
+        data, src, sport = self._recv(nbytes, flags)
+        view[:len(data)] = data
+        return len(data), (ipv4.ntoa(src), sport)
+
+    def getsockname(self) -> tuple[str, int]:
+        self._check_open()
+        return ipv4.ntoa(self.laddr), self.lport
+
+    def getpeername(self) -> tuple[str, int]:
+        self._check_open()
+        if not self.faddr:
+            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+        return ipv4.ntoa(self.faddr), self.fport
+
+    def setsockopt(self, level: int, option: int, value: Any) -> None:
+        self._check_open()
+        if isinstance(value, (bytes, bytearray)):
+            value = int.from_bytes(value[:4], "little") if value else 0
+        value = int(value)
+        if level == SOL_SOCKET:
+            if option == SO_REUSEADDR:
+                self.reuseaddr = bool(value)
+            elif option == SO_REUSEPORT:
+                self.reuseport = bool(value)
+            elif option == SO_BROADCAST:
+                self.broadcast = bool(value)
+            elif option == SO_RCVBUF:
+                self._set_buf("rcvbuf", value)
+            elif option == SO_SNDBUF:
+                self._set_buf("sndbuf", value)
+            else:
+                raise OSError(errno.ENOPROTOOPT, "Protocol not available")
+        elif level == IPPROTO_IP:
+            if option == IP_TTL:
+                if not 0 <= value <= 255:
+                    raise OSError(errno.EINVAL, "Invalid argument")
+                self.ttl = value or None
+            elif option == IP_TOS:
+                self.tos = value & 0xFF
+            elif option == IP_HDRINCL and self.type == SOCK_RAW:
+                self.hdrincl = bool(value)
+            elif option == IP_DONTFRAG:
+                self.dontfrag = bool(value)
+            else:
+                raise OSError(errno.ENOPROTOOPT, "Protocol not available")
+        else:
+            raise OSError(errno.ENOPROTOOPT, "Protocol not available")
+
+    def _set_buf(self, which: str, value: int) -> None:
+        if value <= 0 or value > 2**26:
+            raise OSError(errno.EINVAL if value <= 0 else errno.ENOBUFS, "Invalid argument")
+        setattr(self, which, value)
+
+    def getsockopt(self, level: int, option: int, buflen: int = 0) -> int:
+        self._check_open()
+        table = {
+            (SOL_SOCKET, SO_REUSEADDR): int(self.reuseaddr),
+            (SOL_SOCKET, SO_REUSEPORT): int(self.reuseport),
+            (SOL_SOCKET, SO_BROADCAST): int(self.broadcast),
+            (SOL_SOCKET, SO_RCVBUF): self.rcvbuf,
+            (SOL_SOCKET, SO_SNDBUF): self.sndbuf,
+            (SOL_SOCKET, SO_TYPE): self.type,
+            (IPPROTO_IP, IP_TTL): self.ttl or self.vnet.ip.ttl,
+            (IPPROTO_IP, IP_TOS): self.tos,
+            (IPPROTO_IP, IP_HDRINCL): int(self.hdrincl),
+            (IPPROTO_IP, IP_DONTFRAG): int(self.dontfrag),
+        }
+        if (level, option) == (SOL_SOCKET, SO_ERROR):
+            err, self._so_error = self._so_error, 0
+            return err
+        try:
+            return table[(level, option)]
+        except KeyError:
+            raise OSError(errno.ENOPROTOOPT, "Protocol not available") from None
+
+    def settimeout(self, value: float | None) -> None:
+        if value is not None:
+            value = float(value)
+            if value < 0:
+                raise ValueError("Timeout value out of range")
+        self._timeout = value
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self._timeout = None if flag else 0.0
+
+    def getblocking(self) -> bool:
+        return self._timeout != 0.0
+
+    @property
+    def timeout(self) -> float | None:
+        return self._timeout
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        with self._lock:
+            self.closed = True
+            vnet = self.vnet
+            if self.type == SOCK_RAW:
+                if self in vnet.raw.sockets:
+                    vnet.raw.sockets.remove(self)
+            elif self.lport:
+                vnet.udp.unbind(self)
+            self._rcvq.clear()
+            self._rcvbytes = 0
+            self._lock.notify_all()
+
+    def __enter__(self) -> Socket:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = " [closed]" if self.closed else ""
+        return (f"<vimage.Socket{state} vnet={self.vnet.display_name} type={self.type} "
+                f"proto={self.proto} laddr={self.getsockname() if not self.closed else None}>")

@@ -1,0 +1,68 @@
+"""Per-vnet sysctl tree.
+
+An OID names an attribute of a subsystem's per-vnet state, as FreeBSD's
+SYSCTL_INT(_net_inet_ip, ..., &VNET_NAME(ipforwarding)) points into the vnet.
+So a sysctl costs no memory per vnet, and the hot path reads a plain attribute.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from vimage.vnet import Vnet
+
+
+class Oid(NamedTuple):
+    name: str
+    slot: str  # attribute of Vnet holding the subsystem state
+    attr: str  # attribute of that state
+    descr: str
+    lo: int = 0
+    hi: int = 2**31 - 1
+
+
+def build_oid_table() -> dict[str, Oid]:
+    from vimage.netinet import arp, icmp, ip, raw, udp
+
+    table: dict[str, Oid] = {}
+    for module in (ip, icmp, udp, raw, arp):
+        for oid in module.SYSCTLS:
+            table[oid.name] = oid
+    return dict(sorted(table.items()))
+
+
+class SysctlError(LookupError):
+    pass
+
+
+def _oid(vnet: Vnet, name: str) -> Oid:
+    oid = vnet.kernel.oids.get(name)
+    if oid is None:
+        raise SysctlError(f"unknown oid '{name}'")
+    return oid
+
+
+def sysctl_get(vnet: Vnet, name: str) -> int:
+    oid = _oid(vnet, name)
+    return getattr(getattr(vnet, oid.slot), oid.attr)
+
+
+def sysctl_set(vnet: Vnet, name: str, value: int | str) -> None:
+    oid = _oid(vnet, name)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"invalid integer '{value}' for {name}") from None
+    if not oid.lo <= number <= oid.hi:
+        raise ValueError(f"{name}: {number} is out of range [{oid.lo}..{oid.hi}]")
+    setattr(getattr(vnet, oid.slot), oid.attr, number)
+
+
+def matching(vnet: Vnet, prefix: str) -> list[Oid]:
+    """OIDs named `prefix` or below it (`net.inet` lists the whole subtree)."""
+    oids = vnet.kernel.oids
+    if prefix in oids:
+        return [oids[prefix]]
+    return [o for n, o in oids.items() if n.startswith(prefix + ".")] if prefix else list(
+        oids.values())

@@ -1,0 +1,123 @@
+"""A vnet: one complete, independent network stack instance."""
+
+from __future__ import annotations
+
+import contextvars
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vimage.cli import CmdResult
+    from vimage.kernel import Kernel
+    from vimage.net.ifnet import Ifnet
+    from vimage.net.route import RouteTable
+    from vimage.netinet.arp import ArpState
+    from vimage.netinet.icmp import IcmpState
+    from vimage.netinet.ip import IpState
+    from vimage.netinet.raw import RawState
+    from vimage.netinet.udp import UdpState
+    from vimage.socket.socket import Socket
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\Z")
+
+# The vnet of the running application code (FreeBSD's curvnet). A ContextVar is a
+# handle, not state: its value lives in each task's or thread's context.
+CURRENT_VNET: contextvars.ContextVar[Vnet] = contextvars.ContextVar("vimage_current_vnet")
+
+
+def check_name(name: str) -> None:
+    if not isinstance(name, str) or not _NAME_RE.match(name) or len(name) > 255:
+        raise ValueError(
+            f"bad vnet name {name!r}: use letters, digits, '_' or '-', components joined by '.'")
+
+
+class Vnet:
+    """Every piece of networking state of one stack hangs off this object.
+
+    Subsystems fill their slot in `attach` and empty it in `detach`.
+    """
+
+    __slots__ = ("alive", "arp", "children", "icmp", "ifaces", "ip", "kernel", "name", "parent",
+                 "raw", "rt", "udp", "units")
+
+    def __init__(self, kernel: Kernel, name: str, parent: Vnet | None) -> None:
+        self.kernel = kernel
+        self.name = name
+        self.parent = parent
+        self.children: list[Vnet] | None = None
+        self.alive = True
+        self.ifaces: dict[str, Ifnet] = {}
+        self.units: dict[str, set[int]] | None = None  # cloner units used in this vnet
+        self.rt: RouteTable
+        self.ip: IpState
+        self.arp: ArpState
+        self.icmp: IcmpState
+        self.udp: UdpState
+        self.raw: RawState
+
+    # -- lifecycle ----------------------------------------------------------
+    def attach(self) -> None:
+        for sub in self.kernel.subsystems:
+            sub.attach(self)
+
+    def detach(self) -> None:
+        sched = self.kernel.sched
+        sched.purge(self, set(self.ifaces.values()))
+        self.alive = False
+        for sub in reversed(self.kernel.subsystems):
+            sub.detach(self)
+        sched.purge(self, set())
+
+    def add_child(self, child: Vnet) -> None:
+        if self.children is None:
+            self.children = []
+        self.children.append(child)
+
+    def remove_child(self, child: Vnet) -> None:
+        if self.children:
+            self.children.remove(child)
+            if not self.children:
+                self.children = None
+
+    # -- user-facing API ------------------------------------------------------
+    @property
+    def display_name(self) -> str:
+        return self.name or "vnet0"
+
+    def socket(self, family: int = 2, type: int = 1, proto: int = 0) -> Socket:
+        """A socket in this vnet, with the stdlib's method names and semantics."""
+        from vimage.socket.socket import Socket
+
+        return Socket(self, family, type, proto)
+
+    def cmd(self, line: str | list[str]) -> CmdResult:
+        """Run a userland tool (ifconfig, route, netstat, ...) inside this vnet."""
+        from vimage.cli import run_command
+
+        return run_command(self, line)
+
+    def iface(self, name: str) -> Ifnet:
+        try:
+            return self.ifaces[name]
+        except KeyError:
+            raise LookupError(f"interface {name} does not exist") from None
+
+    def sysctl(self, name: str, value: Any = None) -> Any:
+        """Read (or, with `value`, write) a sysctl of this vnet."""
+        from vimage.sysctl import sysctl_get, sysctl_set
+
+        if value is None:
+            return sysctl_get(self, name)
+        sysctl_set(self, name, value)
+        return sysctl_get(self, name)
+
+    def resolve(self, name: str) -> Vnet:
+        """Find vnet `name` relative to this one (a child), else by its full name."""
+        kernel = self.kernel
+        if self.name and f"{self.name}.{name}" in kernel:
+            return kernel.get(f"{self.name}.{name}")
+        return kernel.get(name)
+
+    def __repr__(self) -> str:
+        state = "" if self.alive else " destroyed"
+        return f"<Vnet {self.display_name}{state}>"
