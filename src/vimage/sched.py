@@ -77,9 +77,12 @@ class Scheduler:
                    owner: Any = None) -> Timer:
         self._seq += 1
         timer = Timer(self.now_ns() + max(0, int(delay_ns)), self._seq, callback, args, owner)
-        heapq.heappush(self._heap, timer)
-        if not self.virtual:
-            self.cond.notify_all()
+        if self.virtual:
+            heapq.heappush(self._heap, timer)
+        else:
+            with self.cond:
+                heapq.heappush(self._heap, timer)
+                self.cond.notify_all()
         return timer
 
     def next_deadline(self) -> int | None:

@@ -38,7 +38,7 @@ class Vnet:
     """
 
     __slots__ = ("alive", "arp", "children", "icmp", "ifaces", "ip", "kernel", "name", "parent",
-                 "raw", "rt", "udp", "units")
+                 "raw", "rt", "udp", "units", "__weakref__")
 
     def __init__(self, kernel: Kernel, name: str, parent: Vnet | None) -> None:
         self.kernel = kernel
