@@ -5,7 +5,8 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_HOST, RTF_REJECT
+from vimage.net.ifnet import IFF_BROADCAST
+from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_REJECT
 from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.in_ import INADDR_BROADCAST, is_loopback, is_multicast, source_for
 from vimage.netinet.reass import Reassembler, fragment
@@ -75,12 +76,6 @@ class IpStats:
     def __init__(self) -> None:
         for name in self.__slots__:
             setattr(self, name, 0)
-
-
-def _unreachable(route: Route) -> OSError:
-    if route.flags & RTF_HOST:
-        return OSError(errno.EHOSTUNREACH, "No route to host")
-    return OSError(errno.EHOSTUNREACH, "No route to host")
 
 
 class IpState:
@@ -234,12 +229,23 @@ class IpState:
     def route_to(self, dst: int) -> Route:
         """The route used to reach `dst`, or OSError as ip_output would raise it."""
         route = self.vnet.rt.lookup(dst)
+        if route is None and dst == INADDR_BROADCAST:
+            route = self._broadcast_route()
         if route is None:
             self.stats.noroute += 1
             raise OSError(errno.ENETUNREACH, "Network is unreachable")
         if route.flags & RTF_REJECT:
-            raise _unreachable(route)
+            raise OSError(errno.EHOSTUNREACH, "No route to host")
         return route
+
+    def _broadcast_route(self) -> Route | None:
+        """With no route to 255.255.255.255, use the first broadcast-capable interface."""
+        from vimage.net.route import Route
+
+        for ifp in self.vnet.ifaces.values():
+            if ifp.flags & IFF_BROADCAST and ifp.flags & 1 and ifp.addrs:
+                return Route(INADDR_BROADCAST, 32, ifp, 0, ifa=ifp.addrs[0])
+        return None
 
     def select_source(self, dst: int) -> int:
         """Source address for a packet to `dst` (the outgoing interface's address)."""
@@ -273,6 +279,9 @@ class IpState:
         """Route and transmit a complete IPv4 packet built by this host."""
         st = self.stats
         vnet = self.vnet
+        broadcast = dst == INADDR_BROADCAST or dst in self.bcast
+        if broadcast and not broadcast_ok:
+            raise OSError(errno.EACCES, "Permission denied")
         route = self.route_to(dst)
         if route.flags & RTF_BLACKHOLE:
             st.localout += 1
@@ -281,9 +290,6 @@ class IpState:
         if not ifp.flags & 1:
             st.odropped += 1
             raise OSError(errno.ENETDOWN, "Network is down")
-        broadcast = dst == INADDR_BROADCAST or (dst in self.bcast and not ifp.is_loopback)
-        if broadcast and not broadcast_ok:
-            raise OSError(errno.EACCES, "Permission denied")
         st.localout += 1
         if raw:
             st.rawout += 1

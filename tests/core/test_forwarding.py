@@ -1,0 +1,111 @@
+"""Forwarding through a chain of router vnets, TTL, ICMP errors and their rate limit."""
+
+import pytest
+from scapy.all import ICMP, IP
+from scapy.layers.inet import UDPerror
+
+from vimage.kernel import Kernel
+from vimage.topo import router_chain
+from vimage.wire import icmp as wicmp
+
+
+def _echo(sock, dst, seq=1, ttl=None):
+    from vimage.socket.socket import IP_TTL, IPPROTO_IP
+
+    if ttl is not None:
+        sock.setsockopt(IPPROTO_IP, IP_TTL, ttl)
+    sock.sendto(wicmp.build_echo(wicmp.ECHO, 0x1234, seq, b"payload"), (dst, 0))
+
+
+def test_echo_through_chain_of_routers():
+    k = Kernel(clock="virtual", seed=4)
+    nodes = router_chain(k, 5)
+    a, b = nodes[0], nodes[-1]
+    s = a.socket(2, 3, 1)
+    s.settimeout(5)
+    _echo(s, "10.0.5.2")
+    reply = IP(s.recv(2000))
+    assert reply.src == "10.0.5.2" and reply[ICMP].type == 0
+    assert reply[ICMP].id == 0x1234 and bytes(reply[ICMP].payload) == b"payload"
+    assert reply.ttl == 64 - 5  # five routers on the way back
+    assert all(r.ip.stats.forward == 2 for r in nodes[1:-1])
+
+
+def test_ttl_exceeded_names_each_router():
+    k = Kernel(clock="virtual", seed=4)
+    nodes = router_chain(k, 3)
+    a = nodes[0]
+    s = a.socket(2, 3, 1)
+    s.settimeout(5)
+    hops = []
+    for ttl in (1, 2, 3):
+        _echo(s, "10.0.3.2", seq=ttl, ttl=ttl)
+        err = IP(s.recv(2000))
+        assert err[ICMP].type == 11 and err[ICMP].code == 0
+        # the quoted header is ours: same destination, id and the sequence we sent
+        quoted = err[ICMP].payload
+        assert quoted.dst == "10.0.3.2"
+        hops.append(err.src)
+    assert hops == ["10.0.0.2", "10.0.1.2", "10.0.2.2"]
+
+
+def test_forwarding_is_off_by_default():
+    k = Kernel(clock="virtual", seed=4)
+    a, r, b = router_chain(k, 1)
+    r.sysctl("net.inet.ip.forwarding", 0)
+    rx = b.socket(2, 2)
+    rx.bind(("", 9))
+    rx.settimeout(3)
+    a.socket(2, 2).sendto(b"x", ("10.0.1.2", 9))
+    with pytest.raises(TimeoutError):
+        rx.recv(10)
+    assert r.ip.stats.cantforward == 1
+    assert k.create("fresh").sysctl("net.inet.ip.forwarding") == 0
+
+
+def test_port_unreachable_wire_format():
+    k = Kernel(clock="virtual", seed=4)
+    a, b = router_chain(k, 0)
+    icmp = a.socket(2, 3, 1)
+    icmp.settimeout(2)
+    a.socket(2, 2).sendto(b"nobody", ("10.0.0.2", 4321))
+    err = IP(icmp.recv(2000))
+    assert err[ICMP].type == 3 and err[ICMP].code == 3
+    inner = err[ICMP].payload
+    assert inner.dst == "10.0.0.2" and inner[UDPerror].dport == 4321
+    # scapy agrees with our checksums
+    raw_bytes = bytes(err)
+    again = IP(raw_bytes)
+    del again.chksum
+    del again[ICMP].chksum
+    assert IP(bytes(again)).chksum == err.chksum
+    assert IP(bytes(again))[ICMP].chksum == err[ICMP].chksum
+
+
+def test_icmp_error_rate_limit():
+    k = Kernel(clock="virtual", seed=4)
+    a, b = router_chain(k, 0)
+    b.sysctl("net.inet.icmp.icmplim", 10)
+    tx = a.socket(2, 2)
+    tx.sendto(b"x", ("10.0.0.2", 4321))  # resolve ARP first (its hold queue is 16)
+    k.run(1.5)
+    b.icmp.stats.outhist[3] = 0
+    for _ in range(50):
+        tx.sendto(b"x", ("10.0.0.2", 4321))
+    k.run(0.5)
+    assert b.icmp.stats.outhist[3] == 10
+    assert b.icmp.stats.ratelimited == 40
+    k.run(1)  # a new second: the budget is back
+    tx.sendto(b"x", ("10.0.0.2", 4321))
+    k.run(0.1)
+    assert b.icmp.stats.outhist[3] == 11
+
+
+def test_no_icmp_error_about_icmp_error():
+    from vimage.netinet import icmp as icmp_mod
+
+    k = Kernel(clock="virtual", seed=4)
+    a, b = router_chain(k, 0)
+    err = bytes(IP(src="10.0.0.1", dst="10.0.0.2") / ICMP(type=3, code=3) / (b"x" * 28))
+    icmp_mod.error(b, err, wicmp.UNREACH, wicmp.UNREACH_PROTOCOL)
+    assert b.icmp.stats.oldicmp == 1
