@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 from vimage.sched import FOREVER, NS_PER_S, Scheduler, Timer
 from vimage.subsystems import SUBSYSTEMS, Subsystem
 from vimage.sysctl import build_oid_table
+from vimage.vnet import Vnet, check_name
 
 if TYPE_CHECKING:
     from vimage.cli import CmdResult
     from vimage.net.ifnet import Ifnet
-    from vimage.vnet import Vnet
 
 
 class Kernel:
@@ -28,8 +28,6 @@ class Kernel:
     def __init__(self, clock: str = "real", seed: int | None = None) -> None:
         if clock not in ("real", "virtual"):
             raise ValueError(f"clock must be 'real' or 'virtual', not {clock!r}")
-        from vimage.vnet import Vnet
-
         self.clock = clock
         self.seed = seed
         self.rng = random.Random(seed)
@@ -47,9 +45,7 @@ class Kernel:
     # -- vnets ----------------------------------------------------------------
     def create(self, name: str) -> Vnet:
         """Create vnet `name`; `a.b` is a child of `a`, which must exist."""
-        from vimage.vnet import Vnet, check_name
-
-        with self.sched.cond:
+        with self.sched.lock:
             check_name(name)
             if name in self._vnets:
                 raise FileExistsError(f"vnet {name!r} already exists")
@@ -80,7 +76,7 @@ class Kernel:
 
     def destroy(self, vnet: Vnet | str) -> None:
         """Destroy a vnet and, first, its children (deepest first)."""
-        with self.sched.cond:
+        with self.sched.lock:
             if isinstance(vnet, str):
                 vnet = self.get(vnet)
             if vnet is self.base:

@@ -63,7 +63,8 @@ class Scheduler:
         self.queue: deque[tuple[Any, bytes]] = deque()
         self._virtual_now = 0
         self._real_base = time.monotonic_ns()
-        self.cond = threading.Condition(threading.RLock())
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
         self.events = 0  # packets delivered + timers fired, for determinism checks
 
     # -- time ---------------------------------------------------------------
@@ -106,7 +107,9 @@ class Scheduler:
             heapq.heapify(live)
             self._heap = live
         if receivers and self.queue:
-            self.queue = deque(e for e in self.queue if e[0] not in receivers)
+            kept = [e for e in self.queue if e[0] not in receivers]
+            self.queue.clear()  # in place: the loop may hold a reference to it
+            self.queue.extend(kept)
 
     def queued_for(self, receivers: set[Any]) -> int:
         return sum(1 for e in self.queue if e[0] in receivers)
@@ -120,11 +123,15 @@ class Scheduler:
         queue = self.queue
         heap = self._heap
         while True:
-            while queue:
-                receiver, frame = queue.popleft()
-                self.events += 1
-                receiver.input(frame)
+            if queue:
                 ran = True
+                count = 0
+                popleft = queue.popleft
+                while queue:
+                    receiver, frame = popleft()
+                    count += 1
+                    receiver.input(frame)
+                self.events += count
             now = self.now_ns()
             fired = False
             while heap and (heap[0].cancelled or heap[0].when <= now):

@@ -38,7 +38,7 @@ class Vnet:
     """
 
     __slots__ = ("alive", "arp", "children", "icmp", "ifaces", "ip", "kernel", "name", "parent",
-                 "raw", "rt", "udp", "units", "__weakref__")
+                 "raw", "rt", "udp", "__weakref__")
 
     def __init__(self, kernel: Kernel, name: str, parent: Vnet | None) -> None:
         self.kernel = kernel
@@ -47,7 +47,6 @@ class Vnet:
         self.children: list[Vnet] | None = None
         self.alive = True
         self.ifaces: dict[str, Ifnet] = {}
-        self.units: dict[str, set[int]] | None = None  # cloner units used in this vnet
         self.rt: RouteTable
         self.ip: IpState
         self.arp: ArpState

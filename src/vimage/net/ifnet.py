@@ -131,10 +131,12 @@ class Ifnet:
 def _link(vnet: Vnet, ifp: Ifnet) -> None:
     if ifp.name in vnet.ifaces:
         raise FileExistsError(f"interface {ifp.name} already exists in {vnet.display_name}")
-    used = {i.index for i in vnet.ifaces.values()}
+    ifaces = vnet.ifaces
     index = 1
-    while index in used:
-        index += 1
+    if ifaces:
+        used = {i.index for i in ifaces.values()}
+        while index in used:
+            index += 1
     ifp.index = index
     ifp.vnet = vnet
     vnet.ifaces[ifp.name] = ifp
@@ -196,22 +198,22 @@ class Epair(Ifnet):
             return
         self.ipackets += 1
         self.ibytes += len(frame)
-        self.vnet.arp.ether_input(self, frame)
+        # the common case inline: IPv4 unicast to us from a unicast source
+        if frame[12:14] == b"\x08\x00" and frame[:6] == self.mac and not frame[6] & 1:
+            self.vnet.ip.input(self, frame[14:])
+        else:
+            self.vnet.arp.ether_input(self, frame)
 
 
 # -- cloners -------------------------------------------------------------------
 def create_loopback(vnet: Vnet, unit: int | None = None) -> Loopback:
-    if vnet.units is None:
-        vnet.units = {}
-    units = vnet.units.setdefault("lo", set())
-    unit = vnet.kernel.alloc_unit(units, unit)
-    try:
-        ifp = Loopback(vnet, "lo", unit, f"lo{unit}", IFF_LOOPBACK | IFF_MULTICAST,
-                       LOOPBACK_MTU, None)
-    except FileExistsError:
-        units.discard(unit)
-        raise
-    return ifp
+    if unit is None:
+        used = {i.unit for i in vnet.ifaces.values() if i.kind == "lo"}
+        unit = 0
+        while unit in used:
+            unit += 1
+    return Loopback(vnet, "lo", unit, f"lo{unit}", IFF_LOOPBACK | IFF_MULTICAST,
+                    LOOPBACK_MTU, None)
 
 
 def create_epair(vnet: Vnet, unit: int | None = None) -> tuple[Epair, Epair]:
@@ -247,8 +249,6 @@ def destroy(ifp: Ifnet) -> None:
         if ifp.unit == 0 and ifp.vnet.alive:
             raise PermissionError("lo0 cannot be destroyed")
         _unlink(ifp)
-        if ifp.vnet.units:
-            ifp.vnet.units.get("lo", set()).discard(ifp.unit)
     else:
         _unlink(ifp)
 
@@ -274,8 +274,8 @@ def move(ifp: Ifnet, target: Vnet) -> None:
 def vnet_attach(vnet: Vnet) -> None:
     from vimage.netinet.in_ import in_add_addr
 
-    lo = create_loopback(vnet, 0)
-    lo.set_up(True)
+    lo = Loopback(vnet, "lo", 0, "lo0", IFF_UP | IFF_RUNNING | IFF_LOOPBACK | IFF_MULTICAST,
+                  LOOPBACK_MTU, None)
     in_add_addr(lo, 0x7F000001, 8)
 
 
@@ -293,4 +293,3 @@ def vnet_detach(vnet: Vnet) -> None:
     for a, _b in list(kernel._epairs.values()):
         if a.home is vnet:
             destroy(a)
-    vnet.units = None

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from vimage.net.ifnet import IFF_PROMISC
 from vimage.sched import NS_PER_S, Timer
+from vimage.stats import counters
 from vimage.sysctl import Oid
 from vimage.wire import WireError
 from vimage.wire import arp as warp
@@ -51,12 +52,7 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
 )
 
 
-class ArpStats:
-    __slots__ = tuple(name for name, _ in STAT_LINES)
-
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
+ArpStats = counters("ArpStats", tuple(name for name, _ in STAT_LINES))
 
 
 class ArpEntry:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
 from vimage.sched import NS_PER_S
+from vimage.stats import counters
 from vimage.sysctl import Oid
 from vimage.wire import WireError
 from vimage.wire import icmp as wicmp
@@ -47,12 +48,16 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
 )
 
 
-class IcmpStats:
-    __slots__ = (*(name for name, _ in STAT_LINES), "inhist", "outhist")
+_IcmpCounters = counters("_IcmpCounters", tuple(name for name, _ in STAT_LINES))
+
+
+class IcmpStats(_IcmpCounters):  # type: ignore[misc,valid-type]
+    """The counters plus per-type input and output histograms."""
+
+    __slots__ = ("inhist", "outhist")
 
     def __init__(self) -> None:
-        for name, _ in STAT_LINES:
-            setattr(self, name, 0)
+        super().__init__()
         self.inhist = [0] * 19
         self.outhist = [0] * 19
 

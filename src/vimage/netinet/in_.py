@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from vimage.net.ifnet import IFF_LOOPBACK
 from vimage.net.route import MASKS, RTF_STATIC, Route
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def in_add_addr(ifp: Ifnet, addr: int, plen: int, broadcast: int | None = None) 
     ip = vnet.ip
     if not 0 <= plen <= 32:
         raise ValueError(f"bad prefix length {plen}")
-    if addr == INADDR_ANY or addr == INADDR_BROADCAST or is_multicast(addr):
+    if addr == INADDR_ANY or addr == INADDR_BROADCAST or addr >> 28 == 0xE:
         raise OSError(errno.EINVAL, "invalid address")
     existing = ip.local.get(addr)
     if existing is not None:
@@ -61,11 +62,11 @@ def in_add_addr(ifp: Ifnet, addr: int, plen: int, broadcast: int | None = None) 
     if ia.broadcast:
         ip.bcast[ia.broadcast] = ia
     rt = vnet.rt
-    lo = vnet.ifaces.get("lo0")
-    if ifp.is_loopback:
+    if ifp.flags & IFF_LOOPBACK:
         if rt.get(addr, 32) is None:
             rt.add(Route(addr, 32, ifp, 0, ifa=ia))
     else:
+        lo = vnet.ifaces.get("lo0")
         if plen < 32 and rt.get(ia.net, plen) is None:
             rt.add(Route(ia.net, plen, ifp, 0, ifa=ia))
         if lo is not None and rt.get(addr, 32) is None:

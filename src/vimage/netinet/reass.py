@@ -117,8 +117,8 @@ class Reassembler:
             self._drop(key)
             return None
         if not more:
-            if q.total >= 0 and q.total != end:
-                st.fragdropped += len(q.frags) + 1
+            if (q.total >= 0 and q.total != end) or any(o + len(d) > end for o, d in q.frags):
+                st.fragdropped += len(q.frags) + 1  # a second end, or data past the end
                 self._drop(key)
                 return None
             q.total = end
@@ -143,6 +143,10 @@ class Reassembler:
                 return None
             covered = max(covered, o + len(d))
         if covered < q.total:
+            return None
+        if len(q.first_header) + q.total > MAX_DATAGRAM:
+            st.fragdropped += len(q.frags)  # a long first header pushed it past 64 KiB
+            self._drop(key)
             return None
         buf = bytearray(q.total)
         for o, d in reversed(q.frags):  # the earliest arrival wins where they overlap

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
+from vimage.stats import counters
 from vimage.sysctl import Oid
 from vimage.wire import WireError
 from vimage.wire import icmp as wicmp
@@ -54,12 +55,7 @@ _CTL_ERRNO: tuple[tuple[int, int, int], ...] = (
 )
 
 
-class UdpStats:
-    __slots__ = tuple(name for name, _ in STAT_LINES)
-
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
+UdpStats = counters("UdpStats", tuple(name for name, _ in STAT_LINES))
 
 
 class UdpState:

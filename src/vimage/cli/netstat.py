@@ -1,0 +1,215 @@
+"""netstat(1): routing table, protocol statistics, interfaces and sockets of a vnet.
+
+    netstat [-an] [-f inet] [-p udp|ip|icmp]     sockets
+    netstat -r [-n] [-f inet]                    routing table
+    netstat -s [-s] [-z] [-p ip|icmp|udp|arp]    protocol statistics
+    netstat -i [-bdn] [-I interface]             interfaces
+
+Nothing is resolved to a name, so `-n` changes nothing. Per-address rows of
+`netstat -i` print "-" for their packet counts: vimage counts packets per
+interface, not per address. Raw IP sockets are listed like FreeBSD lists them
+(`icm4` for IPPROTO_ICMP, `ip4` for the others).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vimage.cli import UsageError
+from vimage.cli._util import getopts, ifaces_by_index
+from vimage.net.route import flag_string
+from vimage.netinet import arp, icmp, ip, udp
+from vimage.socket.socket import SOCK_RAW
+from vimage.wire import ipv4
+from vimage.wire.ethernet import mac_ntoa
+
+if TYPE_CHECKING:
+    from vimage.cli import Context
+    from vimage.net.ifnet import Ifnet
+    from vimage.socket.socket import Socket
+    from vimage.vnet import Vnet
+
+# protocols of `netstat -s`, in FreeBSD's order: (name, vnet slot, STAT_LINES)
+STAT_PROTOS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
+    ("udp", "udp", udp.STAT_LINES),
+    ("ip", "ip", ip.STAT_LINES),
+    ("icmp", "icmp", icmp.STAT_LINES),
+    ("arp", "arp", arp.STAT_LINES),
+)
+SOCKET_PROTOS = frozenset({"udp", "ip", "icmp"})
+FAMILIES = frozenset({"inet"})
+IPPROTO_ICMP = 1
+
+
+def main(ctx: Context, argv: list[str]) -> int:
+    opts, args = getopts(argv, "46abdf:I:inp:rsWz")
+    if args:
+        raise UsageError(f"unexpected argument: {args[0]}")
+    mode = ""
+    sflag = 0
+    aflag = bflag = dflag = zflag = False
+    proto: str | None = None
+    iface: str | None = None
+    for opt, val in opts:
+        if opt == "-r":
+            mode = mode or "r"
+        elif opt == "-s":
+            mode = "s"
+            sflag += 1
+        elif opt == "-i":
+            mode = mode or "i"
+        elif opt == "-I":
+            mode, iface = "i", val
+        elif opt == "-a":
+            aflag = True
+        elif opt == "-b":
+            bflag = True
+        elif opt == "-d":
+            dflag = True
+        elif opt == "-z":
+            zflag = True
+        elif opt == "-f":
+            if val not in FAMILIES:
+                raise UsageError(f"{val}: unknown address family")
+        elif opt == "-p":
+            if val not in {name for name, _, _ in STAT_PROTOS}:
+                raise UsageError(f"{val}: unknown or uninstrumented protocol")
+            proto = val
+        elif opt == "-6":
+            raise UsageError("IPv6 is not supported")
+        # -4, -n, -W: nothing to change
+    vnet = ctx.vnet
+    if mode == "r":
+        lines = route_lines(vnet)
+    elif mode == "s":
+        lines = stat_lines(vnet, proto, sflag > 1, zflag)
+    elif mode == "i":
+        lines = iface_lines(vnet, iface, bflag, dflag)
+    else:
+        if proto is not None and proto not in SOCKET_PROTOS:
+            raise UsageError(f"{proto}: no socket list for this protocol")
+        lines = socket_lines(vnet, aflag, proto)
+    for line in lines:
+        ctx.print(line)
+    return 0
+
+
+# -- netstat -r ---------------------------------------------------------------------
+def _dst_name(dst: int, plen: int) -> str:
+    if plen == 0 and dst == 0:
+        return "default"
+    if plen == 32:
+        return ipv4.ntoa(dst)
+    return f"{ipv4.ntoa(dst)}/{plen}"
+
+
+def route_lines(vnet: Vnet) -> list[str]:
+    out = ["Routing tables", "", "Internet:",
+           f"{'Destination':<18} {'Gateway':<18} {'Flags':<6} {'Netif':>8} Expire"]
+    for r in vnet.rt.routes():
+        if r.gateway:
+            gw = ipv4.ntoa(r.gateway)
+        else:
+            owner = r.ifa.ifp if r.ifa is not None else r.ifp
+            gw = f"link#{owner.index}"
+        out.append(f"{_dst_name(r.dst, r.plen):<18} {gw:<18} {flag_string(r.flags):<6} "
+                   f"{r.ifp.name:>8}")
+    return out
+
+
+# -- netstat -s ---------------------------------------------------------------------
+def _histogram(title: str, hist: list[int]) -> list[str]:
+    rows = []
+    for type_, count in enumerate(hist):
+        if count:
+            name = icmp.TYPE_NAMES[type_] if type_ < len(icmp.TYPE_NAMES) else ""
+            label = name or f"unknown ICMP #{type_}"
+            rows.append(f"\t\t{label}: {count}")
+    return [f"\t{title}:", *rows] if rows else []
+
+
+def stat_lines(vnet: Vnet, only: str | None, nonzero: bool, zero: bool) -> list[str]:
+    out: list[str] = []
+    for name, slot, table in STAT_PROTOS:
+        if only is not None and name != only:
+            continue
+        stats = getattr(vnet, slot).stats
+        out.append(f"{name}:")
+        for attr, fmt in table:
+            if name == "icmp" and attr == "badcode":
+                out.extend(_histogram("Output histogram", stats.outhist))
+            elif name == "icmp" and attr == "reflect":
+                out.extend(_histogram("Input histogram", stats.inhist))
+            value = getattr(stats, attr)
+            if value or not nonzero:
+                out.append("\t" + fmt.format(value))
+        if zero:
+            for attr, _ in table:
+                setattr(stats, attr, 0)
+            if name == "icmp":
+                stats.inhist[:] = [0] * len(stats.inhist)
+                stats.outhist[:] = [0] * len(stats.outhist)
+    return out
+
+
+# -- netstat -i ---------------------------------------------------------------------
+def iface_lines(vnet: Vnet, only: str | None, bflag: bool, dflag: bool) -> list[str]:
+    def row(name: str, mtu: str, net: str, addr: str, cnt: tuple[str, ...]) -> str:
+        ipk, ierr, idrop, ibytes, opk, oerr, obytes, coll, drop = cnt
+        line = f"{name:<7}{mtu:>6} {net:<18} {addr:<17} {ipk:>13} {ierr:>5} {idrop:>5}"
+        if bflag:
+            line += f" {ibytes:>10}"
+        line += f" {opk:>9} {oerr:>5}"
+        if bflag:
+            line += f" {obytes:>10}"
+        line += f" {coll:>5}"
+        if dflag:
+            line += f" {drop:>5}"
+        return line
+
+    out = [row("Name", "Mtu", "Network", "Address",
+               ("Ipkts", "Ierrs", "Idrop", "Ibytes", "Opkts", "Oerrs", "Obytes", "Coll",
+                "Drop"))]
+    ifaces: list[Ifnet] = ifaces_by_index(vnet)
+    if only is not None:
+        ifaces = [i for i in ifaces if i.name == only]
+        if not ifaces:
+            raise LookupError(f"{only}: no such interface")
+    for ifp in ifaces:
+        name = ifp.name if ifp.up else ifp.name + "*"
+        link_addr = mac_ntoa(ifp.mac) if ifp.mac is not None else ifp.name
+        counts = tuple(str(v) for v in (ifp.ipackets, ifp.ierrors, ifp.iqdrops, ifp.ibytes,
+                                        ifp.opackets, ifp.oerrors, ifp.obytes, 0,
+                                        ifp.oqdrops))
+        out.append(row(name, str(ifp.mtu), f"<Link#{ifp.index}>", link_addr, counts))
+        for ia in ifp.addrs:
+            net = f"{ipv4.ntoa(ia.net)}/{ia.plen}"
+            out.append(row(name, "-", net, ipv4.ntoa(ia.addr), ("-",) * 9))
+    return out
+
+
+# -- netstat [-a] ---------------------------------------------------------------------
+def _endpoint(addr: int, port: int) -> str:
+    host = ipv4.ntoa(addr) if addr else "*"
+    return f"{host}.{port if port else '*'}"
+
+
+def socket_lines(vnet: Vnet, aflag: bool, proto: str | None) -> list[str]:
+    title = "Active Internet connections" + (" (including servers)" if aflag else "")
+    out = [title, f"{'Proto':<5} Recv-Q Send-Q {'Local Address':<22} "
+                  f"{'Foreign Address':<22} (state)"]
+    rows: list[tuple[str, Socket]] = []
+    if proto in (None, "udp"):
+        rows.extend(("udp4", s) for s in vnet.udp.sockets())
+    for s in vnet.raw.sockets:
+        is_icmp = s.proto == IPPROTO_ICMP
+        if proto is None or (proto == "icmp" and is_icmp) or (proto == "ip" and not is_icmp):
+            rows.append(("icm4" if is_icmp else "ip4", s))
+    for name, s in rows:
+        if not aflag and not s.laddr:
+            continue  # a server (wildcard) socket: shown with -a only
+        lport = s.lport if s.type != SOCK_RAW else 0
+        fport = s.fport if s.type != SOCK_RAW else 0
+        out.append(f"{name:<5} {s._rcvbytes:>6} {0:>6} {_endpoint(s.laddr, lport):<22} "
+                   f"{_endpoint(s.faddr, fport):<22} ")
+    return out

@@ -1,0 +1,362 @@
+"""ping(8): ICMP echo over a raw socket, as FreeBSD's ping does it.
+
+    ping [-Dnoq] [-c count] [-i wait] [-m ttl] [-S src_addr] [-s packetsize]
+         [-t timeout] [-W waittime] host
+
+There is no ^C inside `vnet.cmd`, so one of -c or -t is required. Waiting is
+done with socket timeouts; in virtual time the kernel clock jumps through them,
+so a run is instant and its round-trip times are exact.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from vimage.cli import ToolError, UsageError
+from vimage.cli._util import getopts
+from vimage.sched import NS_PER_S
+from vimage.socket.socket import (
+    AF_INET,
+    IP_DONTFRAG,
+    IP_TTL,
+    IPPROTO_ICMP,
+    IPPROTO_IP,
+    SO_RCVBUF,
+    SO_SNDBUF,
+    SOCK_RAW,
+    SOL_SOCKET,
+)
+from vimage.wire import WireError, ipv4
+from vimage.wire import icmp as wicmp
+
+if TYPE_CHECKING:
+    from vimage.cli import Context
+    from vimage.socket.socket import Socket
+
+EX_NOHOST = 68
+DEFDATALEN = 56
+IP_MAXPACKET = 65535
+MAXPAYLOAD = IP_MAXPACKET - 20 - 8
+TIMELEN = 8  # bytes of send timestamp at the start of the data
+MAXWAIT_MS = 10000
+MAXALARM = 3600
+RECV_BUF = IP_MAXPACKET + 128
+
+UNREACH_TEXT: tuple[tuple[int, str], ...] = (
+    (wicmp.UNREACH_NET, "Destination Net Unreachable"),
+    (wicmp.UNREACH_HOST, "Destination Host Unreachable"),
+    (wicmp.UNREACH_PROTOCOL, "Destination Protocol Unreachable"),
+    (wicmp.UNREACH_PORT, "Destination Port Unreachable"),
+    (wicmp.UNREACH_SRCFAIL, "Source Route Failed"),
+    (wicmp.UNREACH_FILTER_PROHIB, "Communication prohibited by filter"),
+)
+
+
+def _int_arg(text: str, what: str, lo: int, hi: int) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise UsageError(f"invalid {what}: `{text}'") from None
+    if not lo <= value <= hi:
+        raise UsageError(f"invalid {what}: `{text}'")
+    return value
+
+
+def resolve(text: str) -> int:
+    """A dotted quad or `localhost`; anything else is an unknown host (status 68)."""
+    if text == "localhost":
+        return 0x7F000001
+    try:
+        return ipv4.aton(text)
+    except WireError:
+        raise ToolError(f"cannot resolve {text}: Unknown host", EX_NOHOST) from None
+
+
+def timeout_for(remaining_ns: int) -> float:
+    """Seconds for settimeout() that convert back to exactly `remaining_ns` (>= 1 ns)."""
+    return (max(remaining_ns, 1) + 0.5) / NS_PER_S
+
+
+def describe_error(msg: wicmp.IcmpRepr) -> str:
+    """FreeBSD ping's line for an ICMP error (pr_icmph)."""
+    t, code = msg.type, msg.code
+    if t == wicmp.UNREACH:
+        if code == wicmp.UNREACH_NEEDFRAG:
+            return (f"frag needed and DF set (MTU {msg.mtu})" if msg.mtu
+                    else "frag needed and DF set")
+        for c, text in UNREACH_TEXT:
+            if c == code:
+                return text
+        return f"Dest Unreachable, Bad Code: {code}"
+    if t == wicmp.TIMXCEED:
+        if code == wicmp.TIMXCEED_INTRANS:
+            return "Time to live exceeded"
+        if code == wicmp.TIMXCEED_REASS:
+            return "Frag reassembly time exceeded"
+        return f"Time exceeded, Bad Code: {code}"
+    if t == wicmp.SOURCE_QUENCH:
+        return "Source Quench"
+    if t == wicmp.REDIRECT:
+        return f"Redirect (New addr: {ipv4.ntoa(msg.rest)})"
+    if t == wicmp.PARAMPROB:
+        return f"Parameter problem: pointer = 0x{msg.rest >> 24:02x}"
+    return f"Bad ICMP type: {t}"
+
+
+def dump_ip_header(quoted: bytes) -> list[str]:
+    """The returned IP header of an ICMP error, as FreeBSD's pr_iph prints it."""
+    hlen = (quoted[0] & 0x0F) << 2
+    off = int.from_bytes(quoted[6:8], "big")
+    src = ipv4.ntoa(int.from_bytes(quoted[12:16], "big"))
+    dst = ipv4.ntoa(int.from_bytes(quoted[16:20], "big"))
+    options = quoted[20:hlen].hex()
+    return [
+        "Vr HL TOS  Len   ID Flg  off TTL Pro  cks      Src      Dst",
+        f" {quoted[0] >> 4:1x}  {quoted[0] & 0x0F:1x}  {quoted[1]:02x} "
+        f"{int.from_bytes(quoted[2:4], 'big'):04x} {int.from_bytes(quoted[4:6], 'big'):04x}"
+        f"   {off >> 13:1x} {off & 0x1FFF:04x}  {quoted[8]:02x}  {quoted[9]:02x} "
+        f"{int.from_bytes(quoted[10:12], 'big'):04x} {src}  {dst} {options}",
+    ]
+
+
+class Pinger:
+    """One run of ping: its socket, counters and timing sums."""
+
+    def __init__(self, ctx: Context, sock: Socket, dst: int, ident: int, datalen: int,
+                 quiet: bool, waittime_ms: int | None) -> None:
+        self.ctx = ctx
+        self.kernel = ctx.vnet.kernel
+        self.sock = sock
+        self.dst = dst
+        self.ident = ident
+        self.datalen = datalen
+        self.timing = datalen >= TIMELEN
+        self.quiet = quiet
+        self.waittime_ms = waittime_ms
+        self.filler = bytes(i & 0xFF for i in range(TIMELEN, datalen))
+        self.ntransmitted = self.nreceived = self.nrepeats = self.nrcvtimeout = 0
+        self.received: set[int] = set()
+        self.tmin = math.inf
+        self.tmax = self.tsum = self.tsumsq = 0.0
+
+    def send(self) -> None:
+        """Send echo request number `ntransmitted`; a send error is reported, not fatal."""
+        seq = self.ntransmitted & 0xFFFF
+        self.received.discard(seq)
+        if self.timing:
+            data = self.kernel.now_ns().to_bytes(TIMELEN, "big") + self.filler
+        else:
+            data = bytes(i & 0xFF for i in range(self.datalen))
+        packet = wicmp.build_echo(wicmp.ECHO, self.ident, seq, data)
+        try:
+            self.sock.sendto(packet, (ipv4.ntoa(self.dst), 0))
+        except OSError as exc:
+            self.ctx.print(f"ping: sendto: {exc.strerror or exc}")
+        self.ntransmitted += 1
+
+    def receive(self, pkt: bytes, src: str) -> None:
+        """Account for (and print) one packet read from the raw socket (pr_pack)."""
+        hlen = (pkt[0] & 0x0F) << 2
+        if len(pkt) < hlen + wicmp.HEADER_LEN:
+            return
+        try:
+            msg = wicmp.parse(pkt[hlen:])
+        except WireError:
+            return
+        cc = len(pkt) - hlen
+        if msg.type == wicmp.ECHO_REPLY:
+            if msg.ident != self.ident:
+                return  # not our echo
+            self._echo_reply(msg, cc, src, pkt[8])
+        elif msg.type in wicmp.ERROR_TYPES:
+            self._error(msg, cc, src)
+
+    def _echo_reply(self, msg: wicmp.IcmpRepr, cc: int, src: str, ttl: int) -> None:
+        self.nreceived += 1
+        triptime = 0.0
+        timed = self.timing and len(msg.payload) >= TIMELEN
+        if timed:
+            sent = int.from_bytes(msg.payload[:TIMELEN], "big")
+            triptime = (self.kernel.now_ns() - sent) / 1e6
+            self.tsum += triptime
+            self.tsumsq += triptime * triptime
+            self.tmin = min(self.tmin, triptime)
+            self.tmax = max(self.tmax, triptime)
+        if self.waittime_ms is not None and triptime > self.waittime_ms:
+            self.nrcvtimeout += 1
+            return
+        seq = msg.seq
+        dup = seq in self.received
+        if dup:
+            self.nrepeats += 1
+            self.nreceived -= 1
+        else:
+            self.received.add(seq)
+        if self.quiet:
+            return
+        line = f"{cc} bytes from {src}: icmp_seq={seq} ttl={ttl}"
+        if timed:
+            line += f" time={triptime:.3f} ms"
+        if dup:
+            line += " (DUP!)"
+        if len(msg.payload) < self.datalen:
+            line += " (TRUNC!)"
+        self.ctx.print(line)
+
+    def _error(self, msg: wicmp.IcmpRepr, cc: int, src: str) -> None:
+        """Print an ICMP error if it quotes one of our echo requests."""
+        quoted = bytes(msg.payload)
+        if len(quoted) < 20:
+            return
+        qhlen = (quoted[0] & 0x0F) << 2
+        if len(quoted) < qhlen + 8:
+            return
+        if (int.from_bytes(quoted[16:20], "big") != self.dst or quoted[9] != IPPROTO_ICMP
+                or quoted[qhlen] != wicmp.ECHO
+                or int.from_bytes(quoted[qhlen + 4:qhlen + 6], "big") != self.ident):
+            return
+        if self.quiet:
+            return
+        self.ctx.print(f"{cc} bytes from {src}: {describe_error(msg)}")
+        for line in dump_ip_header(quoted):
+            self.ctx.print(line)
+        self.ctx.print()
+
+    def summary(self, hostname: str) -> None:
+        p = self.ctx.print
+        p()
+        p(f"--- {hostname} ping statistics ---")
+        line = f"{self.ntransmitted} packets transmitted, {self.nreceived} packets received, "
+        if self.nrepeats:
+            line += f"+{self.nrepeats} duplicates, "
+        if self.ntransmitted:
+            if self.nreceived > self.ntransmitted:
+                line += "-- somebody's printing up packets!"
+            else:
+                loss = (self.ntransmitted - self.nreceived) * 100.0 / self.ntransmitted
+                line += f"{loss:.1f}% packet loss"
+        if self.nrcvtimeout:
+            line += f", {self.nrcvtimeout} packets out of wait time"
+        p(line)
+        if self.nreceived and self.timing and self.tmin != math.inf:
+            n = self.nreceived + self.nrepeats
+            avg = self.tsum / n
+            dev = math.sqrt(max(0.0, self.tsumsq / n - avg * avg))
+            p(f"round-trip min/avg/max/stddev = {self.tmin:.3f}/{avg:.3f}/{self.tmax:.3f}/"
+              f"{dev:.3f} ms")
+
+
+def main(ctx: Context, argv: list[str]) -> int:
+    opts, args = getopts(argv, "c:Di:m:noqS:s:t:W:")
+    npackets = 0
+    interval_ns = NS_PER_S
+    datalen = DEFDATALEN
+    alarm = 0
+    ttl: int | None = None
+    source: str | None = None
+    waittime_ms: int | None = None
+    dontfrag = quiet = once = False
+    for opt, val in opts:
+        if opt == "-c":
+            npackets = _int_arg(val, "count of packets to transmit", 1, 2**63 - 1)
+        elif opt == "-D":
+            dontfrag = True
+        elif opt == "-i":
+            try:
+                seconds = float(val)
+            except ValueError:
+                raise UsageError(f"invalid timing interval: `{val}'") from None
+            if not 0.001 <= seconds <= 2**31 / 1000:
+                raise UsageError(f"invalid timing interval: `{val}'")
+            interval_ns = round(seconds * NS_PER_S)
+        elif opt == "-m":
+            ttl = _int_arg(val, "TTL", 0, 255)
+        elif opt == "-o":
+            once = True
+        elif opt == "-q":
+            quiet = True
+        elif opt == "-S":
+            source = val
+        elif opt == "-s":
+            datalen = _int_arg(val, "packet size", 0, 2**31 - 1)
+            if datalen > MAXPAYLOAD:
+                raise UsageError(f"packet size too large: {datalen} > {MAXPAYLOAD}")
+        elif opt == "-t":
+            alarm = _int_arg(val, "timeout", 1, MAXALARM)
+        elif opt == "-W":
+            waittime_ms = _int_arg(val, "timing interval", 0, 2**31 - 1)
+        # -n: addresses are never resolved to names anyway
+    if len(args) != 1:
+        raise UsageError("usage: ping [-Dnoq] [-c count] [-i wait] [-m ttl] [-S src_addr] "
+                         "[-s packetsize] [-t timeout] [-W waittime] host")
+    if not npackets and not alarm:
+        raise UsageError("-c count or -t timeout is required (there is no ^C in vnet.cmd)")
+    hostname = args[0]
+    dst = resolve(hostname)
+    vnet = ctx.vnet
+    kernel = vnet.kernel
+    with vnet.socket(AF_INET, SOCK_RAW, IPPROTO_ICMP) as sock:
+        if source is not None:
+            src = resolve(source)
+            try:
+                sock.bind((ipv4.ntoa(src), 0))
+            except OSError as exc:
+                raise ToolError(f"bind: {exc.strerror or exc}") from None
+        if ttl is not None:
+            sock.setsockopt(IPPROTO_IP, IP_TTL, ttl)
+        if dontfrag:
+            sock.setsockopt(IPPROTO_IP, IP_DONTFRAG, 1)
+        sock.setsockopt(SOL_SOCKET, SO_RCVBUF, RECV_BUF)
+        sock.setsockopt(SOL_SOCKET, SO_SNDBUF, RECV_BUF)
+        from_text = f" from {source}" if source is not None else ""
+        ctx.print(f"PING {hostname} ({ipv4.ntoa(dst)}){from_text}: {datalen} data bytes")
+        pinger = Pinger(ctx, sock, dst, kernel.rng.getrandbits(16), datalen, quiet, waittime_ms)
+        run(pinger, npackets, interval_ns, alarm, once,
+            MAXWAIT_MS if waittime_ms is None else waittime_ms)
+    pinger.summary(hostname)
+    return 0 if pinger.nreceived else 2
+
+
+def run(pinger: Pinger, npackets: int, interval_ns: int, alarm: int, once: bool,
+        maxwait_ms: int) -> None:
+    """FreeBSD ping's main loop: send every interval, read replies in between.
+
+    After the last request it waits twice the longest round trip (at least a
+    second) if anything came back, else `maxwait_ms`.
+    """
+    kernel = pinger.kernel
+    sock = pinger.sock
+    alarm_at = kernel.now_ns() + alarm * NS_PER_S if alarm else None
+    pinger.send()
+    last = kernel.now_ns()
+    intvl = interval_ns
+    almost_done = False
+    while True:
+        now = kernel.now_ns()
+        if alarm_at is not None and now >= alarm_at:
+            return
+        wake = last + intvl
+        if alarm_at is not None:
+            wake = min(wake, alarm_at)
+        if now < wake:
+            sock.settimeout(timeout_for(wake - now))
+            try:
+                pkt, (src, _port) = sock.recvfrom(RECV_BUF)
+            except TimeoutError:
+                continue
+            pinger.receive(pkt, src)
+            if (npackets and pinger.nreceived >= npackets) or (once and pinger.nreceived):
+                return
+            continue
+        if not npackets or pinger.ntransmitted < npackets:
+            pinger.send()
+        else:
+            if almost_done:
+                return
+            almost_done = True
+            if pinger.nreceived:
+                intvl = max(1, int(2 * pinger.tmax / 1000)) * NS_PER_S
+            else:
+                intvl = maxwait_ms * 1_000_000
+        last = kernel.now_ns()

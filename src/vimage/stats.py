@@ -1,0 +1,19 @@
+"""Counter classes for per-vnet statistics.
+
+`counters("IpStats", names)` builds a class with one slot per counter and an
+`__init__` that zeroes them all in one chained assignment: vnet creation runs it
+for every protocol, so it has to be cheap.
+"""
+
+from __future__ import annotations
+
+
+def counters(class_name: str, names: tuple[str, ...]) -> type:
+    if not all(name.isidentifier() for name in names):
+        raise ValueError(f"bad counter names in {class_name}")
+    body = f"def __init__(self):\n    self.{' = self.'.join(names)} = 0\n" if names else (
+        "def __init__(self):\n    pass\n")
+    namespace: dict[str, object] = {}
+    exec(body, namespace)  # noqa: S102 - generated from identifiers checked above
+    return type(class_name, (), {"__slots__": names, "__init__": namespace["__init__"],
+                                 "names": names})
