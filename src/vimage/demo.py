@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TextIO
 
 from vimage.kernel import Kernel
 from vimage.vnet import Vnet
@@ -40,7 +41,8 @@ STEPS: tuple[tuple[str, str], ...] = (
 )
 
 
-def run(clock: str = "virtual", out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+def run(clock: str = "virtual", out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     kernel = Kernel(clock=clock, seed=2024)
     for name in ("demo", "demo.a", "demo.r", "demo.b"):
         kernel.create(name)

@@ -37,8 +37,21 @@ class Vnet:
     Subsystems fill their slot in `attach` and empty it in `detach`.
     """
 
-    __slots__ = ("alive", "arp", "children", "icmp", "ifaces", "ip", "kernel", "name", "parent",
-                 "raw", "rt", "udp", "__weakref__")
+    __slots__ = (
+        "__weakref__",
+        "alive",
+        "arp",
+        "children",
+        "icmp",
+        "ifaces",
+        "ip",
+        "kernel",
+        "name",
+        "parent",
+        "raw",
+        "rt",
+        "udp",
+    )
 
     def __init__(self, kernel: Kernel, name: str, parent: Vnet | None) -> None:
         self.kernel = kernel

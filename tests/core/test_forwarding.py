@@ -20,7 +20,7 @@ def _echo(sock, dst, seq=1, ttl=None):
 def test_echo_through_chain_of_routers():
     k = Kernel(clock="virtual", seed=4)
     nodes = router_chain(k, 5)
-    a, b = nodes[0], nodes[-1]
+    a = nodes[0]
     s = a.socket(2, 3, 1)
     s.settimeout(5)
     _echo(s, "10.0.5.2")

@@ -122,8 +122,8 @@ def create(vnet: Vnet, name: str) -> Ifnet:
     """`ifconfig epair[N] create` / `ifconfig lo[N] create`; returns the (a-end) interface."""
     match = _CLONER_RE.match(name)
     if match is None:
-        raise ToolError(f"SIOCIFCREATE2 ({name}): cannot create: unknown interface type"
-                        " (epair and lo can be cloned)")
+        raise ToolError(f"SIOCIFCREATE2 ({name}): cannot create: the name must be"
+                        " epair[N] or lo[N]")
     kind, digits = match.groups()
     unit = int(digits) if digits else None
     if unit is not None and unit > 32767:
@@ -271,7 +271,7 @@ def _addresses(ifp: Ifnet, req: _Request) -> bool:
         req.addr, req.plen, req.action = first.addr, first.plen, "set"
     plen = req.netmask if req.netmask is not None else req.plen
     if plen is None:
-        plen = 8 if ifp.is_loopback and req.addr >> 24 == 127 else classful_plen(req.addr)
+        plen = classful_plen(req.addr)
     owner = ifp.vnet.ip.local.get(req.addr)
     if owner is not None and owner.ifp is not ifp:
         raise ToolError(f"ioctl (SIOCAIFADDR): File exists "

@@ -22,6 +22,7 @@ from vimage.socket.socket import (
     IP_TTL,
     IPPROTO_ICMP,
     IPPROTO_IP,
+    SO_BROADCAST,
     SO_RCVBUF,
     SO_SNDBUF,
     SOCK_RAW,
@@ -307,6 +308,7 @@ def main(ctx: Context, argv: list[str]) -> int:
             sock.setsockopt(IPPROTO_IP, IP_TTL, ttl)
         if dontfrag:
             sock.setsockopt(IPPROTO_IP, IP_DONTFRAG, 1)
+        sock.setsockopt(SOL_SOCKET, SO_BROADCAST, 1)  # FreeBSD raw sockets may always broadcast
         sock.setsockopt(SOL_SOCKET, SO_RCVBUF, RECV_BUF)
         sock.setsockopt(SOL_SOCKET, SO_SNDBUF, RECV_BUF)
         from_text = f" from {source}" if source is not None else ""

@@ -37,9 +37,28 @@ MAX_MTU = 65535
 class Ifnet:
     """State common to every interface. `vnet` is where it is now, `home` where it was born."""
 
-    __slots__ = ("addrs", "flags", "ibytes", "ierrors", "index", "ipackets", "iqdrops", "kind",
-                 "mac", "mtu", "name", "obytes", "oerrors", "opackets", "oqdrops", "peer", "pipe",
-                 "unit", "vnet", "home")
+    __slots__ = (
+        "addrs",
+        "flags",
+        "home",
+        "ibytes",
+        "ierrors",
+        "index",
+        "ipackets",
+        "iqdrops",
+        "kind",
+        "mac",
+        "mtu",
+        "name",
+        "obytes",
+        "oerrors",
+        "opackets",
+        "oqdrops",
+        "peer",
+        "pipe",
+        "unit",
+        "vnet",
+    )
 
     def __init__(self, vnet: Vnet, kind: str, unit: int, name: str, flags: int, mtu: int,
                  mac: bytes | None) -> None:

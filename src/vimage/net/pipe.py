@@ -20,9 +20,23 @@ DEFAULT_QUEUE = 50
 
 
 class LinkPipe:
-    __slots__ = ("_busy_until", "_done", "_timers", "ber", "bandwidth", "delay_ns",
-                 "delivered", "dropped_ber", "dropped_loss", "dropped_queue", "dup",
-                 "duplicated", "ifp", "loss", "queue")
+    __slots__ = (
+        "_busy_until",
+        "_done",
+        "_timers",
+        "bandwidth",
+        "ber",
+        "delay_ns",
+        "delivered",
+        "dropped_ber",
+        "dropped_loss",
+        "dropped_queue",
+        "dup",
+        "duplicated",
+        "ifp",
+        "loss",
+        "queue",
+    )
 
     def __init__(self, ifp: Ifnet) -> None:
         self.ifp = ifp
@@ -110,7 +124,7 @@ def configure(ifp: Ifnet, settings: dict[str, object]) -> LinkPipe:
             values[key] = parse_bandwidth(text) if text is not None else int(raw)  # type: ignore[call-overload]
         elif key == "delay":
             values["delay_ns"] = (parse_duration_ns(text) if text is not None
-                                  else int(round(float(raw) * NS_PER_S)))  # type: ignore[arg-type]
+                                  else round(float(raw) * NS_PER_S))  # type: ignore[arg-type]
         elif key in ("loss", "ber", "dup"):
             values[key] = parse_probability(text if text is not None else str(raw))
         else:
@@ -147,7 +161,7 @@ def parse_bandwidth(text: str) -> int:
         raise ValueError(f"bad bandwidth {text!r}") from None
     if value < 0:
         raise ValueError(f"bad bandwidth {text!r}")
-    return int(round(value * scale))
+    return round(value * scale)
 
 
 def parse_duration_ns(text: str) -> int:
@@ -165,7 +179,7 @@ def parse_duration_ns(text: str) -> int:
         raise ValueError(f"bad duration {text!r}") from None
     if value < 0:
         raise ValueError(f"bad duration {text!r}")
-    return int(round(value * scale))
+    return round(value * scale)
 
 
 def parse_probability(text: str) -> float:

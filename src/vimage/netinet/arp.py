@@ -56,7 +56,7 @@ ArpStats = counters("ArpStats", tuple(name for name, _ in STAT_LINES))
 
 
 class ArpEntry:
-    __slots__ = ("addr", "asked", "hold", "ifp", "mac", "state", "timer", "expire_ns")
+    __slots__ = ("addr", "asked", "expire_ns", "hold", "ifp", "mac", "state", "timer")
 
     def __init__(self, addr: int, ifp: Ifnet, state: int) -> None:
         self.addr = addr
@@ -220,7 +220,9 @@ class ArpState:
             if entry is not None and entry.ifp is ifp:
                 if entry.state != STATIC:
                     self._resolved(entry, msg.sha)
-            elif target is not None:
+            elif target is not None and (entry is None or entry.state != STATIC):
+                if entry is not None:
+                    self._drop(entry)  # learnt on another interface: stop its timer too
                 entry = ArpEntry(msg.spa, ifp, REACHABLE)
                 self.table[msg.spa] = entry
                 self._resolved(entry, msg.sha)

@@ -168,10 +168,10 @@ def error(vnet: Vnet, pkt: bytes, type_: int, code: int, rest: int = 0) -> None:
     hlen = (pkt[0] & 0x0F) << 2
     if ((pkt[6] << 8) | pkt[7]) & 0x1FFF:
         return  # only about the first fragment
-    if pkt[9] == PROTO_ICMP:
-        if len(pkt) < hlen + 1 or pkt[hlen] in wicmp.ERROR_TYPES or pkt[hlen] > 18:
-            st.oldicmp += 1
-            return
+    if pkt[9] == PROTO_ICMP and (
+            len(pkt) < hlen + 1 or pkt[hlen] in wicmp.ERROR_TYPES or pkt[hlen] > 18):
+        st.oldicmp += 1
+        return
     src = int.from_bytes(pkt[12:16], "big")
     dst = int.from_bytes(pkt[16:20], "big")
     ip = vnet.ip

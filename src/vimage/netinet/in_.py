@@ -49,7 +49,7 @@ def in_add_addr(ifp: Ifnet, addr: int, plen: int, broadcast: int | None = None) 
     ip = vnet.ip
     if not 0 <= plen <= 32:
         raise ValueError(f"bad prefix length {plen}")
-    if addr == INADDR_ANY or addr == INADDR_BROADCAST or addr >> 28 == 0xE:
+    if addr in (INADDR_ANY, INADDR_BROADCAST) or addr >> 28 == 0xE:
         raise OSError(errno.EINVAL, "invalid address")
     existing = ip.local.get(addr)
     if existing is not None:

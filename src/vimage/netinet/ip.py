@@ -192,8 +192,7 @@ class IpState:
             st.cantforward += 1
             return
         ttl = pkt[8]
-        if ttl <= 1:
-            st.cantforward += 1
+        if ttl <= 1:  # FreeBSD answers without counting it as not forwardable
             icmp_mod.error(vnet, pkt, wicmp.TIMXCEED, wicmp.TIMXCEED_INTRANS)
             return
         route = vnet.rt.lookup(dst)

@@ -70,9 +70,30 @@ def parse_sockaddr(address: Any) -> tuple[int, int]:
 class Socket:
     """An AF_INET datagram or raw socket living in one vnet."""
 
-    __slots__ = ("_rcvbytes", "_rcvq", "_so_error", "_timeout", "broadcast", "closed",
-                 "dontfrag", "family", "faddr", "fport", "hdrincl", "laddr", "lport", "proto",
-                 "rcvbuf", "reuseaddr", "reuseport", "sndbuf", "tos", "ttl", "type", "vnet")
+    __slots__ = (
+        "_rcvbytes",
+        "_rcvq",
+        "_so_error",
+        "_timeout",
+        "broadcast",
+        "closed",
+        "dontfrag",
+        "faddr",
+        "family",
+        "fport",
+        "hdrincl",
+        "laddr",
+        "lport",
+        "proto",
+        "rcvbuf",
+        "reuseaddr",
+        "reuseport",
+        "sndbuf",
+        "tos",
+        "ttl",
+        "type",
+        "vnet",
+    )
 
     def __init__(self, vnet: Vnet, family: int = AF_INET, type: int = SOCK_DGRAM,
                  proto: int = 0) -> None:
