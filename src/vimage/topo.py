@@ -71,3 +71,21 @@ def router_chain(kernel: Kernel, routers: int, name: str = "chain") -> list[Vnet
         elif i > 0:
             add_route(node, "default", f"{link_prefix(i - 1)}.1")
     return nodes
+
+
+def udp_delivered(src: Vnet, dst: Vnet, addr: str, port: int = 7000,
+                  timeout: float = 1.0) -> bool:
+    """Send one datagram from `src` to `addr`: True if `dst` receives it in `timeout` s."""
+    rx = dst.socket(2, 2)
+    tx = src.socket(2, 2)
+    try:
+        rx.bind(("", port))
+        rx.settimeout(timeout)
+        tx.sendto(b"data", (addr, port))
+        try:
+            return rx.recv(100) == b"data"
+        except TimeoutError:
+            return False
+    finally:
+        rx.close()
+        tx.close()

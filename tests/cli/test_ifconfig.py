@@ -6,6 +6,7 @@ import pytest
 
 from vimage.kernel import Kernel
 from vimage.socket.socket import AF_INET, SOCK_DGRAM
+from vimage.topo import udp_delivered as _udp_delivered
 from vimage.vnet import Vnet
 
 
@@ -27,24 +28,7 @@ def fails(vnet: Vnet | Kernel, line: str, *words: str) -> str:
 
 
 def udp_delivered(kernel: Kernel, src: Vnet, dst: Vnet, addr: str, port: int = 7000) -> bool:
-    """Send one datagram from `src` to `addr`; True if it arrives on `dst` within a second."""
-    rx = dst.socket(AF_INET, SOCK_DGRAM)
-    tx = src.socket(AF_INET, SOCK_DGRAM)
-    try:
-        rx.bind(("", port))
-        rx.settimeout(1.0)
-        try:
-            tx.sendto(b"hello", (addr, port))
-        except OSError:
-            return False
-        try:
-            data, _ = rx.recvfrom(100)
-        except TimeoutError:
-            return False
-        return data == b"hello"
-    finally:
-        rx.close()
-        tx.close()
+    return _udp_delivered(src, dst, addr, port)
 
 
 @pytest.fixture

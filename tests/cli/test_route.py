@@ -8,7 +8,7 @@ import pytest
 
 from vimage.kernel import Kernel
 from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_REJECT, RTF_STATIC
-from vimage.socket.socket import AF_INET, SOCK_DGRAM
+from vimage.topo import udp_delivered
 from vimage.vnet import Vnet
 
 NET2 = 0x0A000200  # 10.0.2.0
@@ -31,20 +31,7 @@ def fails(vnet: Vnet | Kernel, line: str, expected: str | None = None) -> str:
 
 
 def send(kernel: Kernel, src: Vnet, dst: Vnet, addr: str, port: int = 7000) -> bool:
-    """One datagram from `src` to `addr`: True if `dst` receives it within a second."""
-    rx = dst.socket(AF_INET, SOCK_DGRAM)
-    tx = src.socket(AF_INET, SOCK_DGRAM)
-    try:
-        rx.bind(("", port))
-        rx.settimeout(1.0)
-        tx.sendto(b"data", (addr, port))
-        try:
-            return rx.recv(100) == b"data"
-        except TimeoutError:
-            return False
-    finally:
-        rx.close()
-        tx.close()
+    return udp_delivered(src, dst, addr, port)
 
 
 @pytest.fixture

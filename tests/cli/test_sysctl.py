@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vimage.kernel import Kernel
-from vimage.socket.socket import AF_INET, SOCK_DGRAM
+from vimage.topo import udp_delivered
 from vimage.vnet import Vnet
 
 
@@ -25,20 +25,7 @@ def fails(vnet: Vnet | Kernel, line: str, expected: str | None = None) -> str:
     return lines[0]
 
 
-def send(src: Vnet, dst: Vnet, addr: str, port: int = 7000) -> bool:
-    rx = dst.socket(AF_INET, SOCK_DGRAM)
-    tx = src.socket(AF_INET, SOCK_DGRAM)
-    try:
-        rx.bind(("", port))
-        rx.settimeout(1.0)
-        tx.sendto(b"data", (addr, port))
-        try:
-            return rx.recv(100) == b"data"
-        except TimeoutError:
-            return False
-    finally:
-        rx.close()
-        tx.close()
+send = udp_delivered
 
 
 @pytest.fixture
