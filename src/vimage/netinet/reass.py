@@ -32,7 +32,9 @@ def _copied_options(pkt: bytes, hlen: int) -> bytes:
         if kind == 1:
             i += 1
             continue
-        length = pkt[i + 1]
+        length = pkt[i + 1] if i + 1 < hlen else 0
+        if length < 2 or i + length > hlen:
+            break  # malformed (only a raw IP_HDRINCL sender can get here): copy no more
         if kind & 0x80:
             out += pkt[i:i + length]
         i += length
