@@ -56,6 +56,7 @@ class Ifnet:
         "oqdrops",
         "peer",
         "pipe",
+        "txq",
         "unit",
         "vnet",
     )
@@ -74,6 +75,7 @@ class Ifnet:
         self.peer: Ifnet | None = None
         self.pipe: LinkPipe | None = None
         self.index = 0
+        self.txq = vnet.kernel.sched.queue  # the kernel's packet queue, bound once
         self.ipackets = self.ierrors = self.iqdrops = self.ibytes = 0
         self.opackets = self.oerrors = self.oqdrops = self.obytes = 0
         _link(vnet, self)
@@ -184,7 +186,7 @@ class Loopback(Ifnet):
             return False
         self.opackets += 1
         self.obytes += len(frame)
-        self.vnet.kernel.sched.queue.append((self, frame))
+        self.txq.append((self, frame))
         return True
 
     def input(self, frame: bytes) -> None:
@@ -208,7 +210,7 @@ class Epair(Ifnet):
         if self.pipe is not None:
             self.pipe.send(frame)
         else:
-            self.vnet.kernel.sched.queue.append((peer, frame))
+            self.txq.append((peer, frame))
         return True
 
     def input(self, frame: bytes) -> None:

@@ -195,7 +195,8 @@ class IpState:
         if ttl <= 1:  # FreeBSD answers without counting it as not forwardable
             icmp_mod.error(vnet, pkt, wicmp.TIMXCEED, wicmp.TIMXCEED_INTRANS)
             return
-        route = vnet.rt.lookup(dst)
+        rt = vnet.rt
+        route = rt._cache.get(dst) or rt.lookup(dst)
         if route is None or route.flags & (RTF_REJECT | RTF_BLACKHOLE):
             st.cantforward += 1
             if route is None:
