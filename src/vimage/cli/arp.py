@@ -119,9 +119,5 @@ def set_entry(vnet: Vnet, args: list[str]) -> int:
             or route.ifp.mac is None or addr in vnet.ip.local):
         raise ToolError(f"cannot intuit interface index and type for {ntoa(addr)}")
     arp = vnet.arp
-    arp.set_static(route.ifp, addr, mac)
-    if temp:  # an ordinary resolved entry: it ages out after max_age seconds
-        entry = arp.table[addr]
-        entry.state = REACHABLE
-        entry.timer = arp._arm(entry, arp.max_age, arp._expire)
+    arp.set_static(route.ifp, addr, mac, temporary=temp)
     return 0

@@ -238,16 +238,16 @@ class ArpState:
                    + warp.build(warp.OP_REQUEST, ifp.mac, addr, ZERO_MAC, addr))
 
     # -- administration (arp -s / -d / -a) ------------------------------------------
-    def set_static(self, ifp: Ifnet, addr: int, mac: bytes) -> None:
+    def set_static(self, ifp: Ifnet, addr: int, mac: bytes, temporary: bool = False) -> None:
+        """`arp -s`: a permanent entry, or with `temporary` one that ages out after max_age."""
         old = self.table.get(addr)
         if old is not None:
             self._drop(old)
-        entry = ArpEntry(addr, ifp, STATIC)
-        entry.mac = mac
+        entry = ArpEntry(addr, ifp, REACHABLE)
         self.table[addr] = entry
-        if old is not None and old.hold:
-            entry.hold = old.hold
-            self._resolved(entry, mac)
+        entry.hold = old.hold if old is not None else None
+        self._resolved(entry, mac)  # also sends what waited for this address
+        if not temporary:
             entry.state = STATIC
             if entry.timer is not None:
                 entry.timer.cancel()
