@@ -109,3 +109,35 @@ def test_no_icmp_error_about_icmp_error():
     err = bytes(IP(src="10.0.0.1", dst="10.0.0.2") / ICMP(type=3, code=3) / (b"x" * 28))
     icmp_mod.error(b, err, wicmp.UNREACH, wicmp.UNREACH_PROTOCOL)
     assert b.icmp.stats.oldicmp == 1
+
+
+def _unreach_code(a, dst):
+    icmp = a.socket(2, 3, 1)
+    icmp.settimeout(2)
+    a.socket(2, 2).sendto(b"x", (dst, 9))
+    pkt = icmp.recv(2000)
+    hl = (pkt[0] & 15) * 4
+    assert pkt[hl] == wicmp.UNREACH
+    return pkt[hl + 1]
+
+
+def test_router_answers_net_and_host_unreachable():
+    from vimage.net.route import RTF_BLACKHOLE, RTF_REJECT, RTF_STATIC, Route
+    from vimage.wire import ipv4
+
+    k = Kernel(clock="virtual", seed=4)
+    a, r, b = router_chain(k, 1)
+    r.rt.delete(0, 0)  # r loses its default route: 192.0.2.1 is nowhere
+    lo = r.ifaces["lo0"]
+    r.rt.add(Route(ipv4.aton("198.51.100.0"), 24, lo, RTF_REJECT | RTF_STATIC,
+                   gateway=ipv4.aton("127.0.0.1")))
+    r.rt.add(Route(ipv4.aton("203.0.113.0"), 24, lo, RTF_BLACKHOLE | RTF_STATIC,
+                   gateway=ipv4.aton("127.0.0.1")))
+    assert _unreach_code(a, "192.0.2.1") == wicmp.UNREACH_NET
+    assert _unreach_code(a, "198.51.100.1") == wicmp.UNREACH_HOST
+    icmp = a.socket(2, 3, 1)
+    icmp.settimeout(2)
+    a.socket(2, 2).sendto(b"x", ("203.0.113.1", 9))
+    with pytest.raises(TimeoutError):
+        icmp.recv(2000)  # blackholed: silently dropped
+    assert r.ip.stats.noroute == 1 and r.ip.stats.cantforward == 3

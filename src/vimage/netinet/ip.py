@@ -197,11 +197,14 @@ class IpState:
             return
         rt = vnet.rt
         route = rt._cache.get(dst) or rt.lookup(dst)
-        if route is None or route.flags & (RTF_REJECT | RTF_BLACKHOLE):
+        if route is None:  # no route at all: the network is unreachable
             st.cantforward += 1
-            if route is None:
-                st.noroute += 1
-            if route is None or route.flags & RTF_REJECT:
+            st.noroute += 1
+            icmp_mod.error(vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_NET)
+            return
+        if route.flags & (RTF_REJECT | RTF_BLACKHOLE):  # -reject answers, -blackhole not
+            st.cantforward += 1
+            if route.flags & RTF_REJECT:
                 icmp_mod.error(vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_HOST)
             return
         ifp = route.ifp
