@@ -13,11 +13,14 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 from vimage.kernel import Kernel
 from vimage.socket.socket import IPPROTO_ICMP, SOCK_DGRAM, SOCK_RAW
 from vimage.topo import link_prefix, router_chain
 from vimage.wire import icmp as wicmp
+
+_HERE = Path(__file__).resolve().parent
 
 
 def _first_frame(kernel: Kernel, nodes: list, size: int) -> bytes:
@@ -68,25 +71,64 @@ def forwarding(routers: int, packets: int, size: int) -> dict[str, float]:
     }
 
 
-def ping_rtt(routers: int, count: int) -> dict[str, float]:
-    kernel = Kernel(clock="real", seed=1)
-    nodes = router_chain(kernel, routers)
-    a = nodes[0]
-    dst = f"{link_prefix(len(nodes) - 2)}.2"
-    sock = a.socket(2, SOCK_RAW, IPPROTO_ICMP)
-    sock.settimeout(5)
+def echo_rtts(sock, dst: str, count: int) -> list[float]:  # type: ignore[no-untyped-def]
+    """Round trips in µs of `count` ICMP echoes over a raw socket (vimage's or the host's)."""
     rtts = []
     for seq in range(count + 1):
         t0 = time.perf_counter()
         sock.sendto(wicmp.build_echo(wicmp.ECHO, 1, seq, b"\x00" * 56), (dst, 0))
-        reply = sock.recv(2000)
-        rtt = time.perf_counter() - t0
-        assert reply[20] == wicmp.ECHO_REPLY
+        while True:
+            reply = sock.recv(2000)
+            if reply[20] == wicmp.ECHO_REPLY and int.from_bytes(reply[26:28], "big") == seq:
+                break
         if seq:  # the first one resolves ARP along the way
-            rtts.append(rtt * 1e6)
-    return {"routers": routers, "count": count, "rtt_us_min": min(rtts),
-            "rtt_us_median": statistics.median(rtts), "rtt_us_max": max(rtts),
+            rtts.append((time.perf_counter() - t0) * 1e6)
+    return rtts
+
+
+def _summary(rtts: list[float], routers: int) -> dict[str, float]:
+    return {"rtt_us_min": min(rtts), "rtt_us_median": statistics.median(rtts),
+            "rtt_us_max": max(rtts),
             "rtt_us_per_hop": statistics.median(rtts) / (2 * (routers + 1))}
+
+
+def ping_rtt(routers: int, count: int) -> dict[str, object]:
+    kernel = Kernel(clock="real", seed=1)
+    nodes = router_chain(kernel, routers)
+    dst = f"{link_prefix(len(nodes) - 2)}.2"
+    sock = nodes[0].socket(2, SOCK_RAW, IPPROTO_ICMP)
+    sock.settimeout(5)
+    result: dict[str, object] = {"routers": routers, "count": count,
+                                 "vimage": _summary(echo_rtts(sock, dst, count), routers)}
+    result["linux_netns"] = linux_rtt(routers, count, dst)
+    linux = result["linux_netns"]
+    if isinstance(linux, dict) and "rtt_us_median" in linux:
+        vimage_median = result["vimage"]["rtt_us_median"]  # type: ignore[index]
+        result["ratio_vimage_to_linux"] = vimage_median / linux["rtt_us_median"]
+    return result
+
+
+def linux_rtt(routers: int, count: int, dst: str) -> dict[str, object]:
+    """The same pings, same client code, through Linux namespaces and veth."""
+    import linux_chain
+
+    reason = linux_chain.available()
+    if reason:
+        return {"skipped": reason}
+    nodes = linux_chain.build(routers)
+    try:
+        code = (
+            "import json, socket, sys\n"
+            f"sys.path[:0] = {[str(p) for p in (_HERE, _HERE.parent / 'src')]!r}\n"
+            "from bench_forward import echo_rtts\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)\n"
+            "s.settimeout(5)\n"
+            f"print(json.dumps(echo_rtts(s, {dst!r}, {count})))\n"
+        )
+        rtts = json.loads(linux_chain.run_in(nodes[0], code))
+    finally:
+        linux_chain.teardown(routers)
+    return _summary(rtts, routers)
 
 
 def main(argv: list[str] | None = None) -> int:
