@@ -200,3 +200,18 @@ def test_blocking_recv_in_real_time_inline():
     rx.settimeout(2)
     a.socket(2, 2).sendto(b"inline", ("10.0.0.2", 9))
     assert rx.recv(100) == b"inline"
+
+
+def test_broadcast_is_heard_by_the_sender_too(net):
+    k, a, b = net
+    here = a.socket(2, 2)
+    here.bind(("", 6001))
+    there = b.socket(2, 2)
+    there.bind(("", 6001))
+    tx = a.socket(2, 2)
+    tx.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    tx.sendto(b"hello all", ("10.0.0.255", 6001))
+    assert there.recvfrom(20)[0] == b"hello all"
+    data, (src, _) = here.recvfrom(20)  # looped back as on a simplex interface
+    assert data == b"hello all" and src == "10.0.0.1"
+    assert a.ip.stats.badaddr == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from vimage.net.ifnet import IFF_PROMISC
+from vimage.net.ifnet import IFF_PROMISC, IFF_SIMPLEX
 from vimage.sched import NS_PER_S, Timer
 from vimage.stats import counters
 from vimage.sysctl import Oid
@@ -101,7 +101,9 @@ class ArpState:
     def output(self, ifp: Ifnet, packet: bytes, nexthop: int, broadcast: bool = False) -> None:
         """Send an IPv4 packet to `nexthop` on `ifp`, resolving it with ARP first."""
         if broadcast:
-            ifp.output(BROADCAST + ifp.mac + ETH_IP + packet)
+            frame = BROADCAST + ifp.mac + ETH_IP + packet
+            if ifp.output(frame) and ifp.flags & IFF_SIMPLEX:
+                ifp.txq.append((ifp, frame))  # if_simloop: a simplex link can't hear itself
             return
         entry = self.table.get(nexthop)
         if entry is not None and entry.ifp is ifp:
