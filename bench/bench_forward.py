@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
+from _report import report
 from vimage.kernel import Kernel
 from vimage.socket.socket import IPPROTO_ICMP, SOCK_DGRAM, SOCK_RAW
 from vimage.topo import link_prefix, router_chain
@@ -92,7 +92,7 @@ def _summary(rtts: list[float], routers: int) -> dict[str, float]:
             "rtt_us_per_hop": statistics.median(rtts) / (2 * (routers + 1))}
 
 
-def ping_rtt(routers: int, count: int) -> dict[str, object]:
+def ping_rtt(routers: int, count: int, with_linux: bool = True) -> dict[str, object]:
     kernel = Kernel(clock="real", seed=1)
     nodes = router_chain(kernel, routers)
     dst = f"{link_prefix(len(nodes) - 2)}.2"
@@ -100,7 +100,8 @@ def ping_rtt(routers: int, count: int) -> dict[str, object]:
     sock.settimeout(5)
     result: dict[str, object] = {"routers": routers, "count": count,
                                  "vimage": _summary(echo_rtts(sock, dst, count), routers)}
-    result["linux_netns"] = linux_rtt(routers, count, dst)
+    result["linux_netns"] = linux_rtt(routers, count, dst) if with_linux else {
+        "skipped": "not asked for (--no-linux)"}
     linux = result["linux_netns"]
     if isinstance(linux, dict) and "rtt_us_median" in linux:
         vimage_median = result["vimage"]["rtt_us_median"]  # type: ignore[index]
@@ -137,20 +138,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packets", type=int, default=20000)
     parser.add_argument("--size", type=int, default=64, help="UDP payload bytes")
     parser.add_argument("--pings", type=int, default=200)
+    parser.add_argument("--no-linux", action="store_true",
+                        help="skip the Linux namespace comparison")
     parser.add_argument("--out", help="write the JSON here too")
     args = parser.parse_args(argv)
     result = {
         "benchmark": "forward",
-        "python": sys.version.split()[0],
         "forwarding": forwarding(args.routers, args.packets, args.size),
-        "ping": ping_rtt(args.routers, args.pings),
+        "ping": ping_rtt(args.routers, args.pings, not args.no_linux),
         "targets": {"forwarded_per_s": 200000},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+    report(result, args.out)
     return 0
 
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import sys
 import time
 import tracemalloc
 
+from _report import report
 from vimage.kernel import Kernel
 
 
@@ -48,7 +47,7 @@ def linux_netns_rate(n: int) -> dict[str, object]:
 
     import linux_chain
 
-    reason = linux_chain.available()
+    reason = linux_chain.available() if n > 0 else "not asked for (--linux-n 0)"
     if reason:
         return {"skipped": reason}
     names = [f"{linux_chain.PREFIX}-n{i}" for i in range(n)]
@@ -73,7 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     linux = linux_netns_rate(args.linux_n)
     result = {
         "benchmark": "vnets",
-        "python": sys.version.split()[0],
         "rate": rate,
         "linux_netns": linux,
         "memory": memory_per_vnet(min(args.n, 5000)),
@@ -82,11 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if "create_per_s" in linux:
         result["ratio_create_vimage_to_linux"] = rate["create_per_s"] / float(
             linux["create_per_s"])  # type: ignore[arg-type]
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+    report(result, args.out)
     return 0
 
 

@@ -14,6 +14,7 @@ from vimage.netinet.reass import Reassembler, fragment
 from vimage.stats import counters
 from vimage.sysctl import Oid
 from vimage.wire import icmp as wicmp
+from vimage.wire.checksum import checksum
 from vimage.wire.ipv4 import FLAG_DF, HEADER, OFFMASK, PROTO_ICMP, PROTO_UDP
 
 ETH_IP = b"\x08\x00"
@@ -292,8 +293,7 @@ class IpState:
             ttl = self.ttl
         header = HEADER.pack(0x45, tos, total, self.next_ident(), FLAG_DF if df else 0, ttl,
                              proto, 0, src, dst)
-        csum = ~(int.from_bytes(header, "big") % 0xFFFF) & 0xFFFF
-        pkt = header[:10] + csum.to_bytes(2, "big") + header[12:] + payload
+        pkt = header[:10] + checksum(header).to_bytes(2, "big") + header[12:] + payload
         self.output_packet(pkt, dst, broadcast_ok=broadcast_ok)
 
     def output_packet(self, pkt: bytes, dst: int, *, broadcast_ok: bool = False,

@@ -6,6 +6,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from vimage.sysctl import Oid
+from vimage.wire.checksum import checksum
 from vimage.wire.ipv4 import HEADER
 
 if TYPE_CHECKING:
@@ -67,8 +68,7 @@ class RawState:
         fields[9] = dst
         fields[7] = 0
         HEADER.pack_into(hdr, 0, *fields)
-        csum = ~(int.from_bytes(hdr, "big") % 0xFFFF) & 0xFFFF
-        hdr[10:12] = csum.to_bytes(2, "big")
+        hdr[10:12] = checksum(hdr).to_bytes(2, "big")
         ip.output_packet(bytes(hdr) + bytes(data[len(hdr):]), dst, broadcast_ok=sock.broadcast,
                          raw=True)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING
 
 from vimage.sched import NS_PER_S, Timer
+from vimage.wire.checksum import checksum
 
 if TYPE_CHECKING:
     from vimage.netinet.ip import IpState
@@ -16,8 +18,7 @@ MAX_DATAGRAM = 65535
 
 def _checksummed(header: bytearray) -> bytes:
     header[10:12] = b"\x00\x00"
-    csum = ~(int.from_bytes(header, "big") % 0xFFFF) & 0xFFFF
-    header[10:12] = csum.to_bytes(2, "big")
+    header[10:12] = checksum(header).to_bytes(2, "big")
     return bytes(header)
 
 
@@ -60,7 +61,7 @@ def fragment(pkt: bytes, mtu: int) -> list[bytes]:
         header = first_header if off == 0 else later_header
         room = (mtu - len(header)) & ~7
         if room <= 0:
-            raise OSError(90, "Message too long")  # EMSGSIZE: MTU below header size
+            raise OSError(errno.EMSGSIZE, "Message too long")  # MTU below header size
         chunk = data[off:off + room]
         more = off + len(chunk) < total
         hdr = bytearray(header)
