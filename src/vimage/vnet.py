@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +18,6 @@ if TYPE_CHECKING:
     from vimage.socket.socket import Socket
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\Z")
-
-# The vnet of the running application code (FreeBSD's curvnet). A ContextVar is a
-# handle, not state: its value lives in each task's or thread's context.
-CURRENT_VNET: contextvars.ContextVar[Vnet] = contextvars.ContextVar("vimage_current_vnet")
 
 
 def check_name(name: str) -> None:
