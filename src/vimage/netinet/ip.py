@@ -43,10 +43,6 @@ SYSCTLS: tuple[Oid, ...] = (
         "First port of the ephemeral range", 1, 65535),
     Oid("net.inet.ip.portrange.last", "ip", "port_last",
         "Last port of the ephemeral range", 1, 65535),
-    Oid("net.inet.ip.portrange.lowfirst", "ip", "port_lowfirst",
-        "First port of the reserved range", 1, 1023),
-    Oid("net.inet.ip.portrange.lowlast", "ip", "port_lowlast",
-        "Last port of the reserved range", 1, 1023),
 )
 
 STAT_LINES: tuple[tuple[str, str], ...] = (
@@ -86,8 +82,7 @@ class IpState:
     """Per-vnet IPv4 state: addresses, tunables, counters and reassembly queues."""
 
     __slots__ = ("bcast", "forwarding", "fragttl", "ident", "local", "maxfragpackets",
-                 "maxfragsperpacket", "port_first", "port_last", "port_lowfirst",
-                 "port_lowlast", "reass", "stats", "ttl", "vnet")
+                 "maxfragsperpacket", "port_first", "port_last", "reass", "stats", "ttl", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
@@ -101,8 +96,6 @@ class IpState:
         self.maxfragsperpacket = 16
         self.port_first = 10000
         self.port_last = 65535
-        self.port_lowfirst = 1023
-        self.port_lowlast = 600
         self.ident = vnet.kernel.rng.getrandbits(16)
         self.reass: Reassembler | None = None
 
