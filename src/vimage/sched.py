@@ -11,6 +11,7 @@ loop sleeps (on a condition variable, so other threads can wake it).
 from __future__ import annotations
 
 import heapq
+import logging
 import threading
 import time
 from collections import deque
@@ -66,6 +67,8 @@ class Scheduler:
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.events = 0  # packets delivered + timers fired, for determinism checks
+        self.faults = 0  # exceptions caught inside the loop (each one is a bug)
+        self.last_fault: Exception | None = None
 
     # -- time ---------------------------------------------------------------
     def now_ns(self) -> int:
@@ -130,7 +133,10 @@ class Scheduler:
                 while queue:
                     receiver, frame = popleft()
                     count += 1
-                    receiver.input(frame)
+                    try:
+                        receiver.input(frame)
+                    except Exception as exc:  # a stack bug must not stop every other vnet
+                        self.fault(receiver, exc)
                 self.events += count
             now = self.now_ns()
             fired = False
@@ -140,12 +146,22 @@ class Scheduler:
                     continue
                 timer.cancelled = True
                 self.events += 1
-                timer.callback(*timer.args)
+                try:
+                    timer.callback(*timer.args)
+                except Exception as exc:
+                    self.fault(timer.callback, exc)
                 fired = ran = True
                 if queue:
                     break
             if not fired and not queue:
                 return ran
+
+    def fault(self, where: Any, exc: Exception) -> None:
+        """Count and log an exception raised inside the loop; the frame or timer is lost."""
+        self.faults += 1
+        self.last_fault = exc
+        logging.getLogger("vimage.sched").error("exception in %r: %r", where, exc,
+                                                exc_info=exc)
 
     def advance(self, deadline_ns: int, until: Callable[[], bool] | None = None) -> bool:
         """Run the loop up to `deadline_ns`, or until `until()` turns true.

@@ -96,3 +96,24 @@ def test_virtual_block_forever_is_an_error():
 def test_bad_clock():
     with pytest.raises(ValueError):
         Kernel(clock="sundial")
+
+
+def test_a_fault_in_one_frame_is_counted_and_the_loop_goes_on():
+    k = Kernel(clock="virtual")
+    delivered = []
+
+    class Broken:
+        def input(self, frame):
+            raise ZeroDivisionError("bug")
+
+    class Fine:
+        def input(self, frame):
+            delivered.append(frame)
+
+    k.sched.queue.append((Broken(), b"a"))
+    k.sched.queue.append((Fine(), b"b"))
+    k.call_later(1, lambda: 1 / 0)
+    k.call_later(2, delivered.append, b"timer")
+    k.run(3)
+    assert delivered == [b"b", b"timer"]
+    assert k.sched.faults == 2 and isinstance(k.sched.last_fault, ZeroDivisionError)
