@@ -215,3 +215,21 @@ def test_broadcast_is_heard_by_the_sender_too(net):
     data, (src, _) = here.recvfrom(20)  # looped back as on a simplex interface
     assert data == b"hello all" and src == "10.0.0.1"
     assert a.ip.stats.badaddr == 0
+
+
+def test_hdrincl_raw_socket_sends_our_header_and_rejects_bad_options(net):
+    from scapy.all import IP, UDP, raw
+
+    from vimage.socket.socket import IP_HDRINCL
+
+    k, a, b = net
+    rx = b.socket(2, 2)
+    rx.bind(("", 7777))
+    s = a.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+    s.setsockopt(socket.IPPROTO_IP, IP_HDRINCL, 1)
+    pkt = raw(IP(src="10.0.0.1", dst="10.0.0.2", ttl=9, id=0) / UDP(sport=5, dport=7777) / b"hi")
+    s.sendto(pkt, ("10.0.0.2", 0))
+    assert rx.recvfrom(10) == (b"hi", ("10.0.0.1", 5))
+    bad = bytearray(raw(IP(src="10.0.0.1", dst="10.0.0.2", ihl=6) / UDP(dport=7777)))
+    bad[20:24] = b"\x44\x00\x00\x00"  # a timestamp option claiming length 0
+    assert _errno(s.sendto, bytes(bad), ("10.0.0.2", 0)) == errno.EINVAL

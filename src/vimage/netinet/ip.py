@@ -141,7 +141,7 @@ class IpState:
                            and not ifp.flags & IFF_LOOPBACK):
             st.badaddr += 1  # multicast, broadcast or class E source; loopback from outside
             return
-        if hlen > 20 and not _options_ok(pkt, hlen):
+        if hlen > 20 and not options_ok(pkt, hlen):
             st.badoptions += 1
             icmp_mod.error(self.vnet, pkt, wicmp.PARAMPROB, 0, 20 << 24)
             return
@@ -343,7 +343,7 @@ class IpState:
         self.bcast.clear()
 
 
-def _options_ok(pkt: bytes, hlen: int) -> bool:
+def options_ok(pkt: bytes, hlen: int) -> bool:
     """Walk the options (RFC 791): every length must be sane and inside the header."""
     i = 20
     while i < hlen:

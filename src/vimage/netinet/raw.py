@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from vimage.netinet.ip import options_ok
 from vimage.sysctl import Oid
 from vimage.wire.checksum import checksum
 from vimage.wire.ipv4 import HEADER
@@ -58,7 +59,10 @@ class RawState:
         # IP_HDRINCL: the caller wrote the header; the kernel fills id, length, checksum
         if len(data) < 20 or data[0] >> 4 != 4 or (data[0] & 0x0F) << 2 > len(data):
             raise OSError(errno.EINVAL, "Invalid argument")
-        hdr = bytearray(data[:(data[0] & 0x0F) << 2])
+        hlen = (data[0] & 0x0F) << 2
+        if hlen < 20 or (hlen > 20 and not options_ok(data, hlen)):
+            raise OSError(errno.EINVAL, "Invalid argument")  # as FreeBSD's rip_output
+        hdr = bytearray(data[:hlen])
         fields = list(HEADER.unpack_from(hdr))
         fields[2] = len(data)
         if fields[3] == 0:
