@@ -37,6 +37,7 @@ class Kernel:
         self._vnets: dict[str, Vnet] = {}
         self._epair_units: set[int] = set()
         self._epairs: dict[int, tuple[Ifnet, Ifnet]] = {}
+        self._epairs_born: dict[Vnet, set[int]] = {}  # units of the epairs each vnet created
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.base: Vnet = Vnet(self, "", None)

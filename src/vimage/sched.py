@@ -99,8 +99,8 @@ class Scheduler:
         """Live timers (all, or those of one owner)."""
         return sum(1 for t in self._heap if not t.cancelled and (owner is None or t.owner is owner))
 
-    def purge(self, owner: Any, receivers: set[Any]) -> None:
-        """Drop every timer of `owner` and every queued frame for `receivers`."""
+    def purge_timers(self, owner: Any) -> None:
+        """Cancel and forget every timer that belongs to `owner` (a vnet)."""
         heap = self._heap
         for t in heap:
             if t.owner is owner:
@@ -109,9 +109,12 @@ class Scheduler:
         if len(live) != len(heap):
             heapq.heapify(live)
             self._heap = live
+
+    def purge_queue(self, receivers: set[Any]) -> None:
+        """Drop every queued frame addressed to one of `receivers`."""
         if receivers and self.queue:
             kept = [e for e in self.queue if e[0] not in receivers]
-            self.queue.clear()  # in place: the loop may hold a reference to it
+            self.queue.clear()  # in place: the loop and interfaces hold references to it
             self.queue.extend(kept)
 
     def queued_for(self, receivers: set[Any]) -> int:

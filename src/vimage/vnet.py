@@ -42,6 +42,7 @@ class Vnet:
         "ip",
         "kernel",
         "name",
+        "next_ifindex",
         "parent",
         "raw",
         "rt",
@@ -55,6 +56,7 @@ class Vnet:
         self.children: list[Vnet] | None = None
         self.alive = True
         self.ifaces: dict[str, Ifnet] = {}
+        self.next_ifindex = 1  # never reused, as Linux does: an index names one attachment
         self.rt: RouteTable
         self.ip: IpState
         self.arp: ArpState
@@ -69,11 +71,11 @@ class Vnet:
 
     def detach(self) -> None:
         sched = self.kernel.sched
-        sched.purge(self, set(self.ifaces.values()))
+        sched.purge_queue(set(self.ifaces.values()))  # frames for this vnet are dropped
         self.alive = False
         for sub in reversed(self.kernel.subsystems):
             sub.detach(self)
-        sched.purge(self, set())
+        sched.purge_timers(self)
 
     def add_child(self, child: Vnet) -> None:
         if self.children is None:

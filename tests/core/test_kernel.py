@@ -117,3 +117,25 @@ def test_a_fault_in_one_frame_is_counted_and_the_loop_goes_on():
     k.run(3)
     assert delivered == [b"b", b"timer"]
     assert k.sched.faults == 2 and isinstance(k.sched.last_fault, ZeroDivisionError)
+
+
+def test_kernel_timers_survive_interface_and_vnet_destruction():
+    k = Kernel(clock="virtual")
+    fired = []
+    k.call_later(5, fired.append, "kernel timer")  # owned by nobody
+    v = k.create("v")
+    x, y = k.epair(v)
+    x.destroy()
+    k.destroy(v)
+    k.run(6)
+    assert fired == ["kernel timer"]
+
+
+def test_interface_indexes_are_not_reused():
+    k = Kernel(clock="virtual")
+    v = k.create("v")
+    x, y = k.epair(v)
+    assert (v.ifaces["lo0"].index, x.index, y.index) == (1, 2, 3)
+    x.destroy()
+    z, w = k.epair(v)
+    assert (z.index, w.index) == (4, 5)

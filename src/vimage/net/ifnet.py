@@ -152,13 +152,8 @@ class Ifnet:
 def _link(vnet: Vnet, ifp: Ifnet) -> None:
     if ifp.name in vnet.ifaces:
         raise FileExistsError(f"interface {ifp.name} already exists in {vnet.display_name}")
-    ifaces = vnet.ifaces
-    index = 1
-    if ifaces:
-        used = {i.index for i in ifaces.values()}
-        while index in used:
-            index += 1
-    ifp.index = index
+    ifp.index = vnet.next_ifindex
+    vnet.next_ifindex += 1
     ifp.vnet = vnet
     vnet.ifaces[ifp.name] = ifp
 
@@ -172,7 +167,6 @@ def _unlink(ifp: Ifnet) -> None:
     vnet = ifp.vnet
     vnet.arp.purge_ifp(ifp)
     del vnet.ifaces[ifp.name]
-    vnet.kernel.sched.purge(None, {ifp})
 
 
 class Loopback(Ifnet):
@@ -251,6 +245,7 @@ def create_epair(vnet: Vnet, unit: int | None = None) -> tuple[Epair, Epair]:
         raise
     a.peer, b.peer = b, a
     kernel._epairs[unit] = (a, b)
+    kernel._epairs_born.setdefault(vnet, set()).add(unit)
     a.flags |= IFF_RUNNING
     b.flags |= IFF_RUNNING
     return a, b
@@ -258,20 +253,22 @@ def create_epair(vnet: Vnet, unit: int | None = None) -> tuple[Epair, Epair]:
 
 def destroy(ifp: Ifnet) -> None:
     """Destroy an interface; an epair end takes its peer with it."""
+    kernel = ifp.vnet.kernel
+    if ifp.kind == "lo" and ifp.unit == 0 and ifp.vnet.alive:
+        raise PermissionError("lo0 cannot be destroyed")
+    ends = [e for e in (ifp, ifp.peer) if e is not None]
+    for end in ends:
+        if end.vnet.ifaces.get(end.name) is end:
+            _unlink(end)
+        end.peer = None
+        end.flags = 0  # dead: anything still addressed to it is dropped
+    kernel.sched.purge_queue(set(ends))
     if ifp.kind == "epair":
-        for end in (ifp, ifp.peer):
-            if end is not None and end.vnet.ifaces.get(end.name) is end:
-                _unlink(end)
-                end.peer = None
-        kernel = ifp.vnet.kernel
         kernel._epair_units.discard(ifp.unit)
         kernel._epairs.pop(ifp.unit, None)
-    elif ifp.kind == "lo":
-        if ifp.unit == 0 and ifp.vnet.alive:
-            raise PermissionError("lo0 cannot be destroyed")
-        _unlink(ifp)
-    else:
-        _unlink(ifp)
+        born = kernel._epairs_born.get(ifp.home)
+        if born is not None:
+            born.discard(ifp.unit)
 
 
 def move(ifp: Ifnet, target: Vnet) -> None:
@@ -311,6 +308,7 @@ def vnet_detach(vnet: Vnet) -> None:
         else:
             destroy(ifp)
     # epairs born here whose ends both live elsewhere die with their home
-    for a, _b in list(kernel._epairs.values()):
-        if a.home is vnet:
-            destroy(a)
+    for unit in sorted(kernel._epairs_born.pop(vnet, ())):
+        pair = kernel._epairs.get(unit)
+        if pair is not None:
+            destroy(pair[0])
