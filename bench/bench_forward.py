@@ -16,14 +16,14 @@ from pathlib import Path
 
 from _report import report
 from vimage.kernel import Kernel
-from vimage.socket.socket import IPPROTO_ICMP, SOCK_DGRAM, SOCK_RAW
+from vimage.socket.socket import IPPROTO_ICMP, SOCK_DGRAM, SOCK_RAW, Socket
 from vimage.topo import link_prefix, router_chain
 from vimage.wire import icmp as wicmp
 
 _HERE = Path(__file__).resolve().parent
 
 
-def _first_frame(kernel: Kernel, nodes: list, size: int) -> bytes:
+def _first_frame(kernel: Kernel, nodes: list, size: int) -> tuple[bytes, Socket]:
     a, b = nodes[0], nodes[-1]
     dst = f"{link_prefix(len(nodes) - 2)}.2"
     rx = b.socket(2, SOCK_DGRAM)
@@ -46,13 +46,13 @@ def _first_frame(kernel: Kernel, nodes: list, size: int) -> bytes:
     kernel.run(0)
     out.peer = peer
     rx.setsockopt(1, 8, 1 << 26)  # SO_RCVBUF: room for every datagram of the run
-    return captured[0]
+    return captured[0], rx  # the caller keeps the receiving socket open
 
 
 def forwarding(routers: int, packets: int, size: int) -> dict[str, float]:
     kernel = Kernel(clock="virtual", seed=1)
     nodes = router_chain(kernel, routers)
-    frame = _first_frame(kernel, nodes, size)
+    frame, _sink = _first_frame(kernel, nodes, size)
     first_in = nodes[1].ifaces["epair0b"]
     queue = kernel.sched.queue
     before = sum(n.ip.stats.forward for n in nodes)

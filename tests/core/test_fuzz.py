@@ -56,6 +56,7 @@ class Side(NamedTuple):
     c: Vnet
     ifa: Ifnet  # a's end of the a-b link
     ifb: Ifnet  # b's end of the a-b link (the fuzz target)
+    sockets: tuple[Any, ...] = ()  # held open for the whole test
 
 
 class World(NamedTuple):
@@ -71,15 +72,16 @@ def _side(k: Kernel, prefix: str) -> Side:
     b.sysctl("net.inet.ip.forwarding", 1)
     topo.add_route(a, "default", B)
     topo.add_route(c, "default", B2)
+    socks = []
     for v in (b, c):
         s = v.socket(AF_INET, SOCK_DGRAM)
         s.bind(("", 7))
+        socks.append(s)
     conn = b.socket(AF_INET, SOCK_DGRAM)  # gets ICMP errors quoting 10.0.0.2:9 -> 10.0.0.1:9
     conn.bind((B, 9))
     conn.connect((A, 9))
-    b.socket(AF_INET, SOCK_RAW, IPPROTO_ICMP)
-    b.socket(AF_INET, SOCK_RAW, 253)
-    return Side(a, b, c, ifa, ifb)
+    socks += [conn, b.socket(AF_INET, SOCK_RAW, IPPROTO_ICMP), b.socket(AF_INET, SOCK_RAW, 253)]
+    return Side(a, b, c, ifa, ifb, tuple(socks))
 
 
 def build_world(seed: int = SEED, bystander: bool = True) -> World:

@@ -85,8 +85,8 @@ def test_ping_stays_in_its_pair(world, stack):
 
 def test_port_binding_is_per_vnet(world, stack):
     _k, p1, p2 = world
-    for p in (p1, p2):
-        s = p.b.socket(AF_INET, SOCK_DGRAM)
+    servers = [p.b.socket(AF_INET, SOCK_DGRAM) for p in (p1, p2)]
+    for s in servers:
         s.bind(("", 53))
     # a second bind in the same vnet conflicts, in the other vnet it did not
     dup = p1.b.socket(AF_INET, SOCK_DGRAM)

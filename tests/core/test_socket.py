@@ -148,12 +148,10 @@ def test_ephemeral_range_from_sysctl(net):
     k, a, b = net
     a.sysctl("net.inet.ip.portrange.first", 40000)
     a.sysctl("net.inet.ip.portrange.last", 40009)
-    ports = set()
-    for _ in range(10):
-        s = a.socket(2, 2)
+    socks = [a.socket(2, 2) for _ in range(10)]  # kept alive: each holds its port
+    for s in socks:
         s.sendto(b"x", ("10.0.0.2", 9))
-        ports.add(s.getsockname()[1])
-    assert ports == set(range(40000, 40010))
+    assert {s.getsockname()[1] for s in socks} == set(range(40000, 40010))
     assert _errno(a.socket(2, 2).bind, ("", 0)) == errno.EADDRNOTAVAIL
 
 
@@ -233,3 +231,18 @@ def test_hdrincl_raw_socket_sends_our_header_and_rejects_bad_options(net):
     bad = bytearray(raw(IP(src="10.0.0.1", dst="10.0.0.2", ihl=6) / UDP(dport=7777)))
     bad[20:24] = b"\x44\x00\x00\x00"  # a timestamp option claiming length 0
     assert _errno(s.sendto, bytes(bad), ("10.0.0.2", 0)) == errno.EINVAL
+
+
+def test_a_forgotten_socket_gives_its_port_back(net):
+    k, a, b = net
+    s = a.socket(2, 2)
+    s.bind(("", 9999))
+    raw = a.socket(2, 3, 1)
+    assert a.udp.bound(9999) == [s] and list(a.raw.sockets) == [raw]
+    del s, raw  # no close(): collected, as a stdlib socket's descriptor would be
+    assert a.udp.bound(9999) == [] and 9999 not in a.udp.ports
+    assert list(a.raw.sockets) == []
+    again = a.socket(2, 2)
+    again.bind(("", 9999))  # no EADDRINUSE
+    b.socket(2, 2).sendto(b"x", ("10.0.0.1", 9999))
+    assert again.recv(10) == b"x"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from vimage.netinet.in_pcb import PcbList
 from vimage.netinet.ip import options_ok
 from vimage.sysctl import Oid
 from vimage.wire.checksum import checksum
@@ -29,14 +30,14 @@ class RawState:
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
-        self.sockets: list[Socket] = []
+        self.sockets = PcbList()
         self.maxdgram = 9216
         self.recvspace = 9216
 
     def input(self, pkt: bytes, proto: int, src: int, dst: int) -> bool:
         """Give every matching raw socket a copy (header included); True if any took it."""
         taken = False
-        for sock in self.sockets:
+        for sock in self.sockets.live():
             if sock.proto and sock.proto != proto:
                 continue
             if sock.laddr and sock.laddr != dst:
@@ -77,9 +78,8 @@ class RawState:
                          raw=True)
 
     def clear(self) -> None:
-        for sock in list(self.sockets):
+        for sock in self.sockets.live():
             sock.close()
-        self.sockets.clear()
 
 
 def vnet_attach(vnet: Vnet) -> None:

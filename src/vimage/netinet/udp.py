@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
+from vimage.netinet.in_pcb import PcbList
 from vimage.stats import counters
 from vimage.sysctl import Oid
 from vimage.wire import WireError
@@ -63,7 +64,7 @@ class UdpState:
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
-        self.ports: dict[int, list[Socket]] = {}
+        self.ports: dict[int, PcbList] = {}
         self.stats = UdpStats()
         self.checksum = 1
         self.maxdgram = 9216
@@ -75,7 +76,7 @@ class UdpState:
         if port == 0:
             port = self.ephemeral(addr)
         else:
-            for other in self.ports.get(port, ()):
+            for other in self.bound(port):
                 if other.laddr != addr and other.laddr and addr:
                     continue
                 if sock.reuseport and other.reuseport:
@@ -87,7 +88,20 @@ class UdpState:
                 raise OSError(errno.EADDRINUSE, "Address already in use")
         sock.laddr = addr
         sock.lport = port
-        self.ports.setdefault(port, []).append(sock)
+        pcbs = self.ports.get(port)
+        if pcbs is None:
+            pcbs = self.ports[port] = PcbList()
+        pcbs.add(sock)
+
+    def bound(self, port: int) -> list[Socket]:
+        """The live sockets bound to `port` (forgetting the port once none is left)."""
+        pcbs = self.ports.get(port)
+        if pcbs is None:
+            return []
+        socks = pcbs.live()
+        if not socks:
+            del self.ports[port]
+        return socks
 
     def ephemeral(self, addr: int) -> int:
         ip = self.vnet.ip
@@ -97,15 +111,15 @@ class UdpState:
         ports = self.ports
         for i in range(span):
             port = first + (start + i) % span
-            if port not in ports:
+            if port not in ports or not self.bound(port):
                 return port
         raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
 
     def unbind(self, sock: Socket) -> None:
-        socks = self.ports.get(sock.lport)
-        if socks and sock in socks:
-            socks.remove(sock)
-            if not socks:
+        pcbs = self.ports.get(sock.lport)
+        if pcbs is not None:
+            pcbs.discard(sock)
+            if not pcbs:
                 del self.ports[sock.lport]
 
     # -- input ---------------------------------------------------------------------------
@@ -124,7 +138,8 @@ class UdpState:
             return
         if dgram.checksum == 0:
             st.nosum += 1
-        socks = self.ports.get(dgram.dport)
+        pcbs = self.ports.get(dgram.dport)
+        socks = pcbs.live() if pcbs is not None else ()
         sport = dgram.sport
         if dst == INADDR_BROADCAST or dst in self.vnet.ip.bcast or is_multicast(dst):
             delivered = False
@@ -169,7 +184,7 @@ class UdpState:
         err = next((e for t, c, e in _CTL_ERRNO if t == type_ and c == code), 0)
         if not err:
             return
-        for sock in self.ports.get(sport, ()):
+        for sock in self.bound(sport):
             if sock.faddr == dst and sock.fport == dport and sock.laddr in (0, src):
                 sock.set_error(err)
 
@@ -185,7 +200,7 @@ class UdpState:
         self.stats.opackets += 1
 
     def sockets(self) -> list[Socket]:
-        return [s for socks in self.ports.values() for s in socks]
+        return [s for port in list(self.ports) for s in self.bound(port)]
 
     def clear(self) -> None:
         for sock in self.sockets():

@@ -71,6 +71,7 @@ class Socket:
     """An AF_INET datagram or raw socket living in one vnet."""
 
     __slots__ = (
+        "__weakref__",
         "_rcvbytes",
         "_rcvq",
         "_so_error",
@@ -130,7 +131,7 @@ class Socket:
         self.dontfrag = False
         if base_type == SOCK_RAW:
             self.rcvbuf, self.sndbuf = vnet.raw.recvspace, vnet.raw.maxdgram
-            vnet.raw.sockets.append(self)
+            vnet.raw.sockets.add(self)
         else:
             self.rcvbuf, self.sndbuf = vnet.udp.recvspace, vnet.udp.maxdgram
 
@@ -392,8 +393,7 @@ class Socket:
             self.closed = True
             vnet = self.vnet
             if self.type == SOCK_RAW:
-                if self in vnet.raw.sockets:
-                    vnet.raw.sockets.remove(self)
+                vnet.raw.sockets.discard(self)
             elif self.lport:
                 vnet.udp.unbind(self)
             self._rcvq.clear()
