@@ -108,7 +108,7 @@ class Scheduler:
         live = [t for t in heap if not t.cancelled]
         if len(live) != len(heap):
             heapq.heapify(live)
-            self._heap = live
+            heap[:] = live  # in place: a running loop holds a reference to the heap
 
     def purge_queue(self, receivers: set[Any]) -> None:
         """Drop every queued frame addressed to one of `receivers`."""
