@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from vimage.net.route import RTF_GATEWAY, RTF_STATIC, Route
@@ -43,12 +44,26 @@ def link_prefix(i: int) -> str:
     return f"10.{(i >> 8) & 0xFF}.{i & 0xFF}"
 
 
-def router_chain(kernel: Kernel, routers: int, name: str = "chain") -> list[Vnet]:
-    """host `name.a` - `routers` routers - host `name.b`, each link a /24.
+def link_blocks(first: int, last: int) -> list[tuple[str, int]]:
+    """The fewest prefixes covering the /24s of links first..last: [("10.0.0.0", 22), ...]."""
+    blocks = []
+    while first <= last:
+        size = first & -first if first else 1 << 16
+        while size > last - first + 1:
+            size >>= 1
+        blocks.append((f"{link_prefix(first)}.0", 24 - size.bit_length() + 1))
+        first += size
+    return blocks
 
-    Link i joins node i (address .1) and node i+1 (address .2). Every router
-    forwards, routes back to the first link through its left neighbour and
-    defaults to its right one, so any node reaches any other.
+
+def router_chain(kernel: Kernel, routers: int, name: str = "chain",
+                 delay: str | float | None = None) -> list[Vnet]:
+    """host `name.a` - `routers` routers - host `name.b`; every node reaches every link.
+
+    Link i joins node i (address .1) and node i+1 (address .2) on the /24 given by
+    `link_prefix(i)`, and is delayed by `delay` each way if given. Each node
+    defaults to its right neighbour and reaches the links on its left through a
+    few aggregated prefixes, so a chain of thousands of routers stays small.
     """
     if routers < 0:
         raise ValueError("routers must be >= 0")
@@ -59,18 +74,31 @@ def router_chain(kernel: Kernel, routers: int, name: str = "chain") -> list[Vnet
     nodes.append(kernel.create(f"{name}.b"))
     for i in range(len(nodes) - 1):
         p = link_prefix(i)
-        connect(nodes[i], f"{p}.1/24", nodes[i + 1], f"{p}.2/24")
-    first = link_prefix(0)
+        left, right = connect(nodes[i], f"{p}.1/24", nodes[i + 1], f"{p}.2/24")
+        if delay is not None:
+            left.impair(delay=delay)
+            right.impair(delay=delay)
+    last = len(nodes) - 1
     for i, node in enumerate(nodes):
-        if 0 < i < len(nodes) - 1:
+        if 0 < i < last:
             node.ip.forwarding = 1
-            if i > 1:
-                add_route(node, f"{first}.0/24", f"{link_prefix(i - 1)}.1")
-        if i < len(nodes) - 1:
+        if i < last:
             add_route(node, "default", f"{link_prefix(i)}.2")
+            if i >= 2:
+                for net, plen in link_blocks(0, i - 2):
+                    add_route(node, f"{net}/{plen}", f"{link_prefix(i - 1)}.1")
         elif i > 0:
             add_route(node, "default", f"{link_prefix(i - 1)}.1")
     return nodes
+
+
+def chain_links(nodes: list[Vnet]) -> list[tuple[Ifnet, Ifnet]]:
+    """The (left, right) interfaces of each link of a chain of vnets."""
+    links = []
+    for left_node, right_node in pairwise(nodes):
+        links.append(next((ifp, ifp.peer) for ifp in left_node.ifaces.values()
+                          if ifp.peer is not None and ifp.peer.vnet is right_node))
+    return links
 
 
 def udp_delivered(src: Vnet, dst: Vnet, addr: str, port: int = 7000,

@@ -4,42 +4,17 @@ from __future__ import annotations
 
 from vimage.kernel import Kernel
 from vimage.net.ifnet import Ifnet
-from vimage.net.route import RTF_GATEWAY, RTF_STATIC, Route
+from vimage.topo import chain_links, router_chain
 from vimage.vnet import Vnet
-from vimage.wire.ipv4 import aton
 
 
 def build_chain(nrouters: int = 3, delay: str | None = "10ms",
-                seed: int = 11) -> tuple[Kernel, list[Vnet], list[tuple[Ifnet, Ifnet]]]:
+                seed: int = 7) -> tuple[Kernel, list[Vnet], list[tuple[Ifnet, Ifnet]]]:
     """h1 - r1 - ... - rN - h2; link i is 10.0.i.0/24 (.1 on the left, .2 on the right)."""
     kernel = Kernel(clock="virtual", seed=seed)
-    vnets = [kernel.create(n) for n in ["h1", *(f"r{i}" for i in range(1, nrouters + 1)), "h2"]]
-    links = []
-    for i in range(len(vnets) - 1):
-        left, right = kernel.epair()
-        left.move_to(vnets[i])
-        right.move_to(vnets[i + 1])
-        left.add_addr(f"10.0.{i}.1/24")
-        right.add_addr(f"10.0.{i}.2/24")
-        left.set_up(True)
-        right.set_up(True)
-        if delay:
-            left.impair(delay=delay)
-            right.impair(delay=delay)
-        links.append((left, right))
-    for i, vnet in enumerate(vnets):
-        if 0 < i < len(vnets) - 1:
-            vnet.sysctl("net.inet.ip.forwarding", 1)
-        for j in range(len(links)):
-            if j in (i - 1, i):
-                continue
-            if j > i:
-                ifp, gw = links[i][0], aton(f"10.0.{i}.2")
-            else:
-                ifp, gw = links[i - 1][1], aton(f"10.0.{i - 1}.1")
-            vnet.rt.add(Route(aton(f"10.0.{j}.0"), 24, ifp, RTF_GATEWAY | RTF_STATIC, gateway=gw))
-    kernel.run(1)
-    return kernel, vnets, links
+    vnets = router_chain(kernel, nrouters, delay=delay)
+    kernel.run(1)  # let the gratuitous ARPs land
+    return kernel, vnets, chain_links(vnets)
 
 
 def warm_arp(vnets: list[Vnet]) -> None:
