@@ -23,6 +23,6 @@ def test_long_chain_every_node_reaches_links_on_both_sides():
     assert max(len(v.rt) for v in nodes) <= 20
     assert udp_delivered(nodes[200], nodes[150], "10.0.150.1")  # leftwards, aggregated
     assert udp_delivered(nodes[260], nodes[290], "10.1.34.1")  # rightwards, by default
-    assert udp_delivered(nodes[-1], nodes[-40], f"{link_prefix(261)}.1")
+    assert udp_delivered(nodes[-1], nodes[262], f"{link_prefix(261)}.2")
     links = chain_links(nodes)
     assert len(links) == 301 and links[5][0].vnet is nodes[5] and links[5][1].vnet is nodes[6]
