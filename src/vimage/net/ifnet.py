@@ -6,7 +6,7 @@ its link pipe); the kernel loop later calls the receiving interface's `input`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from vimage.net.pipe import LinkPipe
@@ -39,6 +39,7 @@ class Ifnet:
 
     __slots__ = (
         "addrs",
+        "bpf",
         "flags",
         "home",
         "ibytes",
@@ -74,6 +75,7 @@ class Ifnet:
         self.addrs: list[InAddr] = []
         self.peer: Ifnet | None = None
         self.pipe: LinkPipe | None = None
+        self.bpf: Any = None  # a capture session (vimage.net.bpf) while someone listens
         self.index = 0
         self.txq = vnet.kernel.sched.queue  # the kernel's packet queue, bound once
         self.ipackets = self.ierrors = self.iqdrops = self.ibytes = 0
@@ -180,6 +182,8 @@ class Loopback(Ifnet):
             return False
         self.opackets += 1
         self.obytes += len(frame)
+        if self.bpf is not None:  # captured once, on the way out
+            self.bpf.tap(frame, True)
         self.txq.append((self, frame))
         return True
 
@@ -189,7 +193,27 @@ class Loopback(Ifnet):
         self.vnet.ip.input(self, frame)
 
 
-class Epair(Ifnet):
+class EtherIfnet(Ifnet):
+    """An Ethernet interface: what it receives goes to ether input."""
+
+    __slots__ = ()
+
+    def input(self, frame: bytes) -> None:
+        if not self.flags & IFF_UP:
+            self.iqdrops += 1
+            return
+        self.ipackets += 1
+        self.ibytes += len(frame)
+        if self.bpf is not None:
+            self.bpf.tap(frame, False)
+        # the common case inline: IPv4 unicast to us from a unicast source
+        if frame[12:14] == b"\x08\x00" and frame[:6] == self.mac and not frame[6] & 1:
+            self.vnet.ip.input(self, frame[14:])
+        else:
+            self.vnet.arp.ether_input(self, frame)
+
+
+class Epair(EtherIfnet):
     """One end of a virtual Ethernet cable (FreeBSD epair(4))."""
 
     __slots__ = ()
@@ -201,23 +225,13 @@ class Epair(Ifnet):
             return False
         self.opackets += 1
         self.obytes += len(frame)
+        if self.bpf is not None:
+            self.bpf.tap(frame, True)
         if self.pipe is not None:
             self.pipe.send(frame)
         else:
             self.txq.append((peer, frame))
         return True
-
-    def input(self, frame: bytes) -> None:
-        if not self.flags & IFF_UP:
-            self.iqdrops += 1
-            return
-        self.ipackets += 1
-        self.ibytes += len(frame)
-        # the common case inline: IPv4 unicast to us from a unicast source
-        if frame[12:14] == b"\x08\x00" and frame[:6] == self.mac and not frame[6] & 1:
-            self.vnet.ip.input(self, frame[14:])
-        else:
-            self.vnet.arp.ether_input(self, frame)
 
 
 # -- cloners -------------------------------------------------------------------
@@ -262,6 +276,8 @@ def destroy(ifp: Ifnet) -> None:
             _unlink(end)
         end.peer = None
         end.flags = 0  # dead: anything still addressed to it is dropped
+        if end.bpf is not None:
+            end.bpf.close()  # ends the capture sessions on it (and flushes their files)
     kernel.sched.purge_queue(set(ends))
     if ifp.kind == "epair":
         kernel._epair_units.discard(ifp.unit)
