@@ -5,7 +5,7 @@
     ifconfig IF [inet] ADDR[/LEN] [netmask MASK] [broadcast BCAST] [alias | -alias | delete]
                 [up | down] [mtu N] [ether | lladdr MAC] [promisc | -promisc]
                 [vnet NAME | -vnet NAME] [destroy]
-    ifconfig epair[N] | lo[N] create [parameters...]
+    ifconfig epair[N] | lo[N] | tap[N] create [netns LINUX_NETNS] [parameters...]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 # FreeBSD's epair sets a driver bit (0x20) that ifconfig prints in the hex word
 # but has no name for; shown so the flag word reads as on FreeBSD (8863).
 _EPAIR_DRV_FLAG = 0x20
-_CLONER_RE = re.compile(r"(epair|lo)(\d*)\Z")
+_CLONER_RE = re.compile(r"(epair|lo|tap)(\d*)\Z")
 _FAMILIES = frozenset(("inet", "ether", "link", "lladdr"))
 _DELETE_WORDS = frozenset(("-alias", "delete", "remove"))
 _ALIAS_WORDS = frozenset(("alias", "add"))
@@ -71,9 +71,12 @@ def main(ctx: Context, argv: list[str]) -> int:
         _reclaim(vnet, name, params[1])
         return 0
     if params and params[0] == "create":
-        ifp = create(vnet, name)
-        ctx.print(ifp.name)
         params = params[1:]
+        netns = None
+        if len(params) >= 2 and params[0] == "netns":  # tap: put the Linux side there
+            netns, params = params[1], params[2:]
+        ifp = create(vnet, name, netns)
+        ctx.print(ifp.name)
         if not params:
             return 0
     else:
@@ -118,12 +121,14 @@ def render(ifp: Ifnet, family: str | None = None) -> list[str]:
 
 
 # -- cloning --------------------------------------------------------------------------
-def create(vnet: Vnet, name: str) -> Ifnet:
-    """`ifconfig epair[N] create` / `ifconfig lo[N] create`; returns the (a-end) interface."""
+def create(vnet: Vnet, name: str, netns: str | None = None) -> Ifnet:
+    """`ifconfig epair[N] | lo[N] | tap[N] create`; returns the (a-end) interface."""
     match = _CLONER_RE.match(name)
     if match is None:
         raise ToolError(f"SIOCIFCREATE2 ({name}): cannot create: the name must be"
-                        " epair[N] or lo[N]")
+                        " epair[N], lo[N] or tap[N]")
+    if netns is not None and match.group(1) != "tap":
+        raise UsageError("netns applies to tap interfaces only")
     kind, digits = match.groups()
     unit = int(digits) if digits else None
     if unit is not None and unit > 32767:
@@ -131,6 +136,13 @@ def create(vnet: Vnet, name: str) -> Ifnet:
     try:
         if kind == "epair":
             return ifnet_mod.create_epair(vnet, unit)[0]
+        if kind == "tap":
+            from vimage.net.tap import TapError, create_tap
+
+            try:
+                return create_tap(vnet, unit, netns)
+            except TapError as exc:
+                raise ToolError(str(exc.strerror).removeprefix("tap: ")) from None
         return ifnet_mod.create_loopback(vnet, unit)
     except FileExistsError:
         raise ToolError(f"SIOCIFCREATE2 ({name}): File exists") from None

@@ -147,6 +147,9 @@ class Ifnet:
     def input(self, frame: bytes) -> None:
         raise NotImplementedError
 
+    def close_device(self) -> None:
+        """Release what backs the interface outside the process (a TAP device)."""
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} in {self.vnet.display_name}>"
 
@@ -278,6 +281,7 @@ def destroy(ifp: Ifnet) -> None:
         end.flags = 0  # dead: anything still addressed to it is dropped
         if end.bpf is not None:
             end.bpf.close()  # ends the capture sessions on it (and flushes their files)
+        end.close_device()
     kernel.sched.purge_queue(set(ends))
     if ifp.kind == "epair":
         kernel._epair_units.discard(ifp.unit)
