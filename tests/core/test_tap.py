@@ -54,6 +54,10 @@ def test_tap_lives_in_its_namespace_and_goes_with_its_vnet():
         links = subprocess.run(["ip", "-n", ns, "-o", "link"], capture_output=True,
                                text=True, check=True).stdout
         assert f" {tap.linux_name}:" in links and "mtu 1500" in links
+        assert v.cmd("ifconfig tap0 mtu 9000").status == 0  # honoured on the Linux side too
+        links = subprocess.run(["ip", "-n", ns, "-o", "link"], capture_output=True,
+                               text=True, check=True).stdout
+        assert "mtu 9000" in links
         host = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
         assert f" {tap.linux_name}:" not in host  # the host namespace was never touched
         k.destroy(v)

@@ -19,7 +19,8 @@ import selectors
 import socket
 import struct
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from vimage.net.ifnet import (
     ETHER_MTU,
@@ -29,6 +30,7 @@ from vimage.net.ifnet import (
     IFF_SIMPLEX,
     IFF_UP,
     EtherIfnet,
+    Ifnet,
 )
 
 if TYPE_CHECKING:
@@ -45,6 +47,10 @@ LINUX_NAME_PATTERN = "vimg%d"  # the Linux kernel picks the first free number
 MAX_FRAME = 65536 + 14
 
 
+T = TypeVar("T")
+_MTU_SLOT = Ifnet.mtu  # the slot a Tap's mtu property stores into
+
+
 class TapError(OSError):
     """Creating a TAP interface failed; the message names the cause in one line."""
 
@@ -53,6 +59,17 @@ class Tap(EtherIfnet):
     """An Ethernet interface of a vnet backed by a Linux TAP device."""
 
     __slots__ = ("_fd", "_reader", "_wake", "linux_name", "netns")
+
+    # The MTU is honoured on both sides: setting ours sets the Linux side's too.
+    @property  # type: ignore[override]
+    def mtu(self) -> int:
+        return _MTU_SLOT.__get__(self)
+
+    @mtu.setter
+    def mtu(self, value: int) -> None:
+        if getattr(self, "_fd", -1) >= 0 and value != _MTU_SLOT.__get__(self):
+            _in_netns(self.netns, lambda: _set_linux_mtu(self.linux_name, value))
+        _MTU_SLOT.__set__(self, value)
 
     def output(self, frame: bytes) -> bool:
         if not self.flags & IFF_UP or self._fd < 0:
@@ -115,6 +132,11 @@ def _libc_setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def _set_linux_mtu(name: str, mtu: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s.fileno(), SIOCSIFMTU, struct.pack("16si20x", name.encode(), mtu))
+
+
 def _open_tap(mtu: int) -> tuple[int, str]:
     """Open a TAP device in the calling thread's network namespace."""
     try:
@@ -133,29 +155,29 @@ def _open_tap(mtu: int) -> tuple[int, str]:
             raise TapError(errno.EPERM, "tap: creating a TAP device needs root or "
                                         "CAP_NET_ADMIN") from None
         name = ifr[:16].split(b"\0", 1)[0].decode()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            fcntl.ioctl(s.fileno(), SIOCSIFMTU, struct.pack("16si20x", name.encode(), mtu))
+        _set_linux_mtu(name, mtu)
     except BaseException:
         os.close(fd)
         raise
     return fd, name
 
 
-def _open_tap_in(netns: str | None, mtu: int) -> tuple[int, str]:
+def _in_netns(netns: str | None, work: Callable[[], T]) -> T:
+    """Run `work` in Linux network namespace `netns` (None: here), from a thread of its own."""
     if netns is None:
-        return _open_tap(mtu)
+        return work()
     path = netns if netns.startswith("/") else os.path.join(NETNS_DIR, netns)
     try:
         ns_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise TapError(errno.ENOENT, f"tap: no Linux network namespace {netns!r}") from None
-    result: list[tuple[int, str]] = []
+    result: list[T] = []
     failure: list[BaseException] = []
 
-    def inside() -> None:  # a thread of its own: only it enters the namespace
+    def inside() -> None:  # only this thread enters the namespace
         try:
             _libc_setns(ns_fd)
-            result.append(_open_tap(mtu))
+            result.append(work())
         except BaseException as exc:
             failure.append(exc)
 
@@ -170,7 +192,7 @@ def _open_tap_in(netns: str | None, mtu: int) -> tuple[int, str]:
         if isinstance(exc, TapError):
             raise exc
         raise TapError(getattr(exc, "errno", None) or errno.EIO,
-                       f"tap: cannot create the device in namespace {netns!r}: {exc}")
+                       f"tap: failed in namespace {netns!r}: {exc}")
     return result[0]
 
 
@@ -188,7 +210,7 @@ def create_tap(vnet: Vnet, unit: int | None = None, netns: str | None = None,
             unit += 1
     elif unit in used:
         raise FileExistsError(f"interface tap{unit} already exists")
-    fd, linux_name = _open_tap_in(netns, mtu)
+    fd, linux_name = _in_netns(netns, lambda: _open_tap(mtu))
     try:
         ifp = Tap(vnet, "tap", unit, f"tap{unit}", IFF_BROADCAST | IFF_SIMPLEX | IFF_MULTICAST,
                   mtu, kernel.random_mac())
