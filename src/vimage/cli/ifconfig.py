@@ -28,7 +28,7 @@ from vimage.cli._util import (
     try_addr,
 )
 from vimage.net import ifnet as ifnet_mod
-from vimage.net.ifnet import FLAG_NAMES, IFF_PROMISC, MAX_MTU, MIN_MTU
+from vimage.net.ifnet import FLAG_NAMES, IFF_PROMISC, IFF_RUNNING, MAX_MTU, MIN_MTU
 from vimage.netinet.in_ import in_add_addr, in_del_addr
 
 if TYPE_CHECKING:
@@ -116,6 +116,10 @@ def render(ifp: Ifnet, family: str | None = None) -> list[str]:
         if ifp.kind == "epair":
             lines.append(f"\t{_MEDIA}")
             lines.append(f"\tstatus: {'active' if ifp.peer is not None else 'no carrier'}")
+        elif ifp.kind == "tap":
+            lines.append(f"\tstatus: {'active' if ifp.flags & IFF_RUNNING else 'no carrier'}")
+            lines.append(f"\tLinux side: {ifp.linux_name}"
+                         + (f" in netns {ifp.netns}" if ifp.netns else ""))
         lines.append(f"\tgroups: {ifp.kind}")
     return lines
 

@@ -86,6 +86,7 @@ class Tap(EtherIfnet):
             if exc.errno == errno.EIO:  # the Linux side is down: no carrier
                 self.flags &= ~IFF_RUNNING
             return False
+        self.flags |= IFF_RUNNING  # carrier follows the Linux side
         return True
 
     def _read_loop(self, fd: int, wake: int) -> None:
