@@ -17,8 +17,12 @@ addrs = st.integers(0, 0xFFFFFFFF)
 
 
 def scapy_resum(data: bytes) -> int:
-    """Have scapy recompute the header checksum of ``data``."""
-    pkt = IP(data)
+    """Have scapy recompute the header checksum of ``data``.
+
+    Only the header is given to scapy: it re-encodes some payloads (IGMP, protocol 2,
+    gains a Router Alert option), which would change the header it sums.
+    """
+    pkt = IP(data[: (data[0] & 0x0F) * 4])
     del pkt.chksum
     return IP(raw(pkt)).chksum
 

@@ -107,10 +107,19 @@ class Tap(EtherIfnet):
                     return
                 if not frame:
                     return
-                with sched.cond:
+                # close_device() joins this thread while holding the kernel lock (destroy
+                # runs under it): never block on the lock past the device's closing.
+                while not sched.cond.acquire(timeout=0.05):
+                    if self._fd != fd:
+                        return
+                try:
+                    if self._fd != fd:  # closed while we waited: drop the frame
+                        return
                     self.flags |= IFF_RUNNING  # Linux is sending: the carrier is there
                     sched.queue.append((self, frame))
                     sched.cond.notify_all()
+                finally:
+                    sched.cond.release()
 
     def close_device(self) -> None:
         """Stop the reader and close the TAP file descriptor (the Linux side disappears)."""
