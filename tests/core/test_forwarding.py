@@ -141,3 +141,53 @@ def test_router_answers_net_and_host_unreachable():
     with pytest.raises(TimeoutError):
         icmp.recv(2000)  # blackholed: silently dropped
     assert r.ip.stats.noroute == 1 and r.ip.stats.cantforward == 3
+
+
+def _through_chain(options, routers=2):
+    """Send an ICMP echo with IP `options` across a chain; what reaches b (or a) is returned."""
+    from scapy.all import IP as SIP
+    from scapy.all import raw
+
+    k = Kernel(clock="virtual", seed=8)
+    nodes = router_chain(k, routers)
+    a, b = nodes[0], nodes[-1]
+    at_b = b.socket(2, 3, 1)
+    at_b.settimeout(2)
+    at_a = a.socket(2, 3, 1)
+    at_a.settimeout(2)
+    pkt = SIP(src="10.0.0.1", dst=f"10.0.{routers}.2", options=options) / ICMP(id=1, seq=1)
+    tx = a.socket(2, 3, 255)  # IPPROTO_RAW: we give the header
+    tx.sendto(raw(pkt), (f"10.0.{routers}.2", 0))
+    return k, at_a, at_b
+
+
+def test_routers_fill_in_record_route():
+    from scapy.layers.inet import IPOption_RR
+
+    k, at_a, at_b = _through_chain([IPOption_RR(routers=["0.0.0.0"] * 4)])
+    got = IP(at_b.recv(2000))
+    rr = got.options[0]
+    # each router records the address of the interface it sends on, then moves the pointer
+    assert rr.routers[:2] == ["10.0.1.1", "10.0.2.1"] and rr.pointer == 12
+    assert got.ttl == 62 and IP(bytes(got)).chksum == got.chksum
+
+
+def test_routers_fill_in_timestamps_and_count_overflow():
+    from scapy.layers.inet import IPOption_Timestamp
+
+    opt = IPOption_Timestamp(flg=1, pointer=5, length=12, timestamp=0)  # room for one pair
+    k, at_a, at_b = _through_chain([opt])
+    raw_pkt = at_b.recv(2000)
+    hl = (raw_pkt[0] & 15) * 4
+    ts = raw_pkt[20:hl]
+    assert ts[0] == 68 and ts[2] == 13  # one address/time pair written
+    assert ts[4:8] == bytes((10, 0, 1, 1))
+    assert ts[3] >> 4 == 1  # the second router found no room: overflow counted
+
+
+def test_malformed_record_route_gets_parameter_problem():
+    from scapy.layers.inet import IPOption_RR
+
+    k, at_a, at_b = _through_chain([IPOption_RR(pointer=2, routers=["0.0.0.0"])])
+    err = IP(at_a.recv(2000))
+    assert err[ICMP].type == 12 and err[ICMP].ptr == 22  # points at the bad pointer byte

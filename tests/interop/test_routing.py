@@ -15,7 +15,6 @@ from vimage.topo import add_route, connect
 
 if TYPE_CHECKING:
     from conftest import Lab, Link
-
     from vimage.vnet import Vnet
 
 PING_FAST = ("-i", "0.2", "-W", "2", "-w", "10")
@@ -137,8 +136,6 @@ def test_vimage_router_fragments_forwarded_packets(lab: Lab) -> None:
     assert re.search(r"^\s*[1-9]\d* output datagrams fragmented$", stats, re.MULTILINE), stats
 
 
-@pytest.mark.xfail(strict=True, reason="IP options are checked but not processed: a "
-                   "forwarding vnet does not fill in record route (FreeBSD's ip_dooptions does)")
 def test_vimage_router_records_route(lab: Lab) -> None:
     ping = lab.need("ping")
     net = build_routed(lab, 1)

@@ -202,20 +202,33 @@ class IpState:
                 icmp_mod.error(vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_HOST)
             return
         ifp = route.ifp
-        # TTL is the high byte of the word it shares with the protocol: RFC 1141 update
-        csum = ((pkt[10] << 8) | pkt[11]) + 0x100
-        csum = (csum & 0xFFFF) + (csum >> 16)
-        word = _ttl_word(ttl - 1, pkt[9], csum)
         nexthop = route.gateway if route.flags & RTF_GATEWAY else dst
         mtu = route.mtu or ifp.mtu
         route.use += 1
-        if len(pkt) <= mtu and ifp.flags & IFF_UP:
-            entry = vnet.arp.table.get(nexthop)
-            if entry is not None and entry.ifp is ifp and entry.mac is not None:
-                st.forward += 1  # the fast path: next hop resolved, no fragmentation
-                ifp.output(b"".join((entry.mac, ifp.mac, ETH_IP, pkt[:8], word, pkt[12:])))
+        if hlen == 20:
+            # TTL is the high byte of the word it shares with the protocol: RFC 1141 update
+            csum = ((pkt[10] << 8) | pkt[11]) + 0x100
+            csum = (csum & 0xFFFF) + (csum >> 16)
+            word = _ttl_word(ttl - 1, pkt[9], csum)
+            if len(pkt) <= mtu and ifp.flags & IFF_UP:
+                entry = vnet.arp.table.get(nexthop)
+                if entry is not None and entry.ifp is ifp and entry.mac is not None:
+                    st.forward += 1  # the fast path: next hop resolved, no fragmentation
+                    ifp.output(b"".join((entry.mac, ifp.mac, ETH_IP, pkt[:8], word, pkt[12:])))
+                    return
+            out = pkt[:8] + word + pkt[12:]
+        else:
+            here = route.ifa.addr if route.ifa is not None else source_for(ifp, dst)
+            now_ms = (vnet.kernel.sched.now_ns() // 1_000_000) % 86_400_000
+            header = stamp_options(pkt, hlen, here, now_ms)
+            if isinstance(header, int):  # a malformed or full option: parameter problem
+                st.cantforward += 1
+                icmp_mod.error(vnet, pkt, wicmp.PARAMPROB, 0, header << 24)
                 return
-        out = pkt[:8] + word + pkt[12:]
+            header[8] = ttl - 1
+            header[10:12] = b"\x00\x00"
+            header[10:12] = checksum(header).to_bytes(2, "big")
+            out = bytes(header) + pkt[hlen:]
         if len(out) > mtu:
             if (pkt[6] << 8) & FLAG_DF:
                 st.cantfrag += 1
@@ -360,6 +373,54 @@ def options_ok(pkt: bytes, hlen: int) -> bool:
             return False
         i += length
     return True
+
+
+OPT_RR = 7  # record route
+OPT_TS = 68  # internet timestamp
+
+
+def stamp_options(pkt: bytes, hlen: int, here: int, now_ms: int) -> bytearray | int:
+    """A forwarded header with this router recorded in its RR and timestamp options.
+
+    Returns the new header, or the offset of the offending byte when an option
+    is malformed (for ICMP parameter problem), as FreeBSD's ip_dooptions does.
+    """
+    header = bytearray(pkt[:hlen])
+    i = 20
+    while i < hlen:
+        kind = header[i]
+        if kind == 0:
+            break
+        if kind == 1:
+            i += 1
+            continue
+        length = header[i + 1]
+        if kind == OPT_RR:
+            ptr = header[i + 2]
+            if ptr < 4:
+                return i + 2
+            if ptr + 3 <= length:  # a free slot: write our address there
+                header[i + ptr - 1:i + ptr + 3] = here.to_bytes(4, "big")
+                header[i + 2] = ptr + 4
+        elif kind == OPT_TS:
+            ptr, flag = header[i + 2], header[i + 3] & 0x0F
+            if ptr < 5 or flag not in (0, 1, 3):
+                return i + 2 if ptr < 5 else i + 3
+            slot = 4 if flag == 0 else 8
+            if ptr + slot - 1 > length:  # no room: count the overflow (4 bits)
+                overflow = (header[i + 3] >> 4) + 1
+                if overflow > 15:
+                    return i + 3
+                header[i + 3] = (overflow << 4) | flag
+            elif flag == 0:
+                header[i + ptr - 1:i + ptr + 3] = now_ms.to_bytes(4, "big")
+                header[i + 2] = ptr + 4
+            elif flag == 1 or int.from_bytes(header[i + ptr - 1:i + ptr + 3], "big") == here:
+                header[i + ptr - 1:i + ptr + 7] = here.to_bytes(4, "big") + now_ms.to_bytes(
+                    4, "big")
+                header[i + 2] = ptr + 8
+        i += length
+    return header
 
 
 def vnet_attach(vnet: Vnet) -> None:
