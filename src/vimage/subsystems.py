@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 from vimage.net import ifnet, route
-from vimage.netinet import arp, icmp, ip, raw, udp
+from vimage.netinet import arp, icmp, ip, raw, tcp, udp
 
 if TYPE_CHECKING:
     from vimage.vnet import Vnet
@@ -29,6 +29,7 @@ SUBSYSTEMS: tuple[Subsystem, ...] = (
     Subsystem(30, "arp", arp.vnet_attach, arp.vnet_detach),
     Subsystem(40, "icmp", icmp.vnet_attach, icmp.vnet_detach),
     Subsystem(50, "udp", udp.vnet_attach, udp.vnet_detach),
+    Subsystem(55, "tcp", tcp.vnet_attach, tcp.vnet_detach),
     Subsystem(60, "raw", raw.vnet_attach, raw.vnet_detach),
     Subsystem(90, "ifnet", ifnet.vnet_attach, ifnet.vnet_detach),
 )

@@ -20,13 +20,14 @@ class Oid(NamedTuple):
     descr: str
     lo: int = 0
     hi: int = 2**31 - 1
+    choices: tuple[str, ...] = ()  # a string-valued OID takes one of these
 
 
 def build_oid_table() -> dict[str, Oid]:
-    from vimage.netinet import arp, icmp, ip, raw, udp
+    from vimage.netinet import arp, icmp, ip, raw, tcp, udp
 
     table: dict[str, Oid] = {}
-    for module in (ip, icmp, udp, raw, arp):
+    for module in (ip, icmp, tcp, udp, raw, arp):
         for oid in module.SYSCTLS:
             table[oid.name] = oid
     return dict(sorted(table.items()))
@@ -43,13 +44,18 @@ def _oid(vnet: Vnet, name: str) -> Oid:
     return oid
 
 
-def sysctl_get(vnet: Vnet, name: str) -> int:
+def sysctl_get(vnet: Vnet, name: str) -> int | str:
     oid = _oid(vnet, name)
     return getattr(getattr(vnet, oid.slot), oid.attr)
 
 
 def sysctl_set(vnet: Vnet, name: str, value: int | str) -> None:
     oid = _oid(vnet, name)
+    if oid.choices:
+        if str(value) not in oid.choices:
+            raise ValueError(f"{name}: {value!r} is not one of {', '.join(oid.choices)}")
+        setattr(getattr(vnet, oid.slot), oid.attr, str(value))
+        return
     try:
         number = int(value)
     except (TypeError, ValueError):

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from vimage.netinet.icmp import IcmpState
     from vimage.netinet.ip import IpState
     from vimage.netinet.raw import RawState
+    from vimage.netinet.tcp import TcpState
     from vimage.netinet.udp import UdpState
     from vimage.socket.socket import Socket
 
@@ -46,6 +47,7 @@ class Vnet:
         "parent",
         "raw",
         "rt",
+        "tcp",
         "udp",
     )
 
@@ -62,6 +64,7 @@ class Vnet:
         self.arp: ArpState
         self.icmp: IcmpState
         self.udp: UdpState
+        self.tcp: TcpState
         self.raw: RawState
 
     # -- lifecycle ----------------------------------------------------------
@@ -95,8 +98,12 @@ class Vnet:
 
     def socket(self, family: int = 2, type: int = 1, proto: int = 0) -> Socket:
         """A socket in this vnet, with the stdlib's method names and semantics."""
-        from vimage.socket.socket import Socket
+        from vimage.socket.socket import SOCK_STREAM, Socket
 
+        if type & 0xF == SOCK_STREAM and family == 2:
+            from vimage.socket.tcp_socket import TcpSocket
+
+            return TcpSocket(self, family, type, proto)  # type: ignore[return-value]
         return Socket(self, family, type, proto)
 
     def cmd(self, line: str | list[str]) -> CmdResult:

@@ -10,7 +10,7 @@ from vimage.stats import counters
 from vimage.sysctl import Oid
 from vimage.wire import WireError
 from vimage.wire import icmp as wicmp
-from vimage.wire.ipv4 import PROTO_ICMP, PROTO_UDP
+from vimage.wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP
 
 if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
@@ -158,6 +158,10 @@ class IcmpState:
             sport = (quoted[qhlen] << 8) | quoted[qhlen + 1]
             dport = (quoted[qhlen + 2] << 8) | quoted[qhlen + 3]
             self.vnet.udp.ctlinput(msg.type, msg.code, qsrc, qdst, sport, dport)
+        elif quoted[9] == PROTO_TCP:
+            from vimage.netinet.tcp import icmp_quote
+
+            icmp_quote(self.vnet, msg.type, msg.code, bytes(quoted), msg.rest)
 
 
 def error(vnet: Vnet, pkt: bytes, type_: int, code: int, rest: int = 0) -> None:

@@ -15,7 +15,7 @@ from vimage.stats import counters
 from vimage.sysctl import Oid
 from vimage.wire import icmp as wicmp
 from vimage.wire.checksum import checksum
-from vimage.wire.ipv4 import FLAG_DF, HEADER, OFFMASK, PROTO_ICMP, PROTO_UDP
+from vimage.wire.ipv4 import FLAG_DF, HEADER, OFFMASK, PROTO_ICMP, PROTO_TCP, PROTO_UDP
 
 ETH_IP = b"\x08\x00"
 # bound once: attribute lookups cost more than the work on a 20-byte header
@@ -171,6 +171,8 @@ class IpState:
             vnet.icmp.input(ifp, pkt, hlen, src, dst)
         elif proto == PROTO_UDP:
             vnet.udp.input(ifp, pkt, hlen, src, dst)
+        elif proto == PROTO_TCP:
+            vnet.tcp.input(ifp, pkt, hlen, src, dst)
         elif not vnet.raw.input(pkt, proto, src, dst):
             st.delivered -= 1
             st.noproto += 1

@@ -1,0 +1,493 @@
+"""TCP sockets with the stdlib `socket` module's names and semantics."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket as _std
+import struct
+from typing import TYPE_CHECKING, Any
+
+from vimage.netinet.tcp import (
+    CLOSE_WAIT,
+    CLOSED,
+    ESTABLISHED,
+    LISTEN,
+    SYN_RECEIVED,
+    SYN_SENT,
+    Tcb,
+    arm_keepalive,
+    wscale_for,
+)
+from vimage.socket.socket import (
+    IP_TOS,
+    IP_TTL,
+    IPPROTO_IP,
+    SO_BROADCAST,
+    SO_ERROR,
+    SO_RCVBUF,
+    SO_REUSEADDR,
+    SO_REUSEPORT,
+    SO_SNDBUF,
+    SO_TYPE,
+    SOCK_STREAM,
+    SOL_SOCKET,
+    parse_sockaddr,
+)
+from vimage.wire import ipv4
+
+if TYPE_CHECKING:
+    from vimage.vnet import Vnet
+
+IPPROTO_TCP = _std.IPPROTO_TCP
+TCP_NODELAY = _std.TCP_NODELAY
+TCP_MAXSEG = _std.TCP_MAXSEG
+SO_KEEPALIVE = _std.SO_KEEPALIVE
+SO_LINGER = _std.SO_LINGER
+SO_ACCEPTCONN = getattr(_std, "SO_ACCEPTCONN", 30)
+SHUT_RD, SHUT_WR, SHUT_RDWR = _std.SHUT_RD, _std.SHUT_WR, _std.SHUT_RDWR
+MSG_PEEK = _std.MSG_PEEK
+MSG_DONTWAIT = _std.MSG_DONTWAIT
+_LINGER = struct.Struct("ii")
+
+
+def _oserror(err: int) -> OSError:
+    if err == errno.ECONNREFUSED:
+        return ConnectionRefusedError(err, os.strerror(err))
+    if err == errno.ECONNRESET:
+        return ConnectionResetError(err, os.strerror(err))
+    if err == errno.EPIPE:
+        return BrokenPipeError(err, os.strerror(err))
+    if err == errno.ETIMEDOUT:
+        return TimeoutError(err, os.strerror(err))
+    if err == errno.ECONNABORTED:
+        return ConnectionAbortedError(err, os.strerror(err))
+    return OSError(err, os.strerror(err))
+
+
+class TcpSocket:
+    """An AF_INET SOCK_STREAM socket of one vnet."""
+
+    __slots__ = (
+        "__weakref__",
+        "_pending",
+        "_rd_shut",
+        "_timeout",
+        "closed",
+        "family",
+        "laddr",
+        "lport",
+        "proto",
+        "reuseaddr",
+        "reuseport",
+        "tcb",
+        "tos",
+        "ttl",
+        "type",
+        "vnet",
+    )
+
+    def __init__(self, vnet: Vnet, family: int = _std.AF_INET, type: int = SOCK_STREAM,
+                 proto: int = 0, _tcb: Tcb | None = None) -> None:
+        if not vnet.alive:
+            raise OSError(errno.ENETDOWN, "vnet is destroyed")
+        if proto not in (0, IPPROTO_TCP):
+            raise OSError(errno.EPROTONOSUPPORT, "Protocol not supported")
+        self.vnet = vnet
+        self.family, self.type, self.proto = family, SOCK_STREAM, IPPROTO_TCP
+        self.closed = False
+        self._timeout: float | None = None
+        self._rd_shut = False
+        self.reuseaddr = self.reuseport = False
+        self.ttl: int | None = None
+        self.tos = 0
+        self.laddr = self.lport = 0
+        self._pending = Tcb(vnet.tcp, 0, 0, 0, 0) if _tcb is None else None  # options holder
+        self.tcb = _tcb
+        if _tcb is not None:
+            _tcb.sock = self
+            self.laddr, self.lport = _tcb.laddr, _tcb.lport
+
+    # -- plumbing -------------------------------------------------------------------------------
+    @property
+    def _lock(self) -> Any:
+        return self.vnet.kernel.sched.cond
+
+    @property
+    def _opts(self) -> Tcb:
+        tcb = self.tcb if self.tcb is not None else self._pending
+        assert tcb is not None
+        return tcb
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+
+    def _wait(self, ready: Any, flags: int = 0) -> None:
+        """Block (or not) until ready(); in virtual time the kernel clock jumps."""
+        if ready():
+            return
+        if self._timeout == 0 or flags & MSG_DONTWAIT:
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        if not self.vnet.kernel.wait(lambda: bool(ready()) or self.closed, self._timeout):
+            raise TimeoutError("timed out")
+        self._check_open()
+
+    # -- connection set-up ------------------------------------------------------------------------
+    def bind(self, address: tuple[str, int]) -> None:
+        with self._lock:
+            self._check_open()
+            if self.tcb is not None or self.lport:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            addr, port = parse_sockaddr(address)
+            tcp = self.vnet.tcp
+            if addr and addr not in self.vnet.ip.local:
+                raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
+            if port == 0:
+                port = tcp.ephemeral(addr, 0, 0)
+            elif tcp.port_in_use(addr, port) and not (self.reuseaddr or self.reuseport):
+                raise OSError(errno.EADDRINUSE, "Address already in use")
+            self.laddr, self.lport = addr, port
+
+    def listen(self, backlog: int = 128) -> None:
+        with self._lock:
+            self._check_open()
+            tcp = self.vnet.tcp
+            if self.tcb is not None and self.tcb.state != LISTEN:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            if self.tcb is None:
+                if not self.lport:
+                    self.lport = tcp.ephemeral(self.laddr, 0, 0)
+                if any(t.laddr == self.laddr for t in tcp.listeners.get(self.lport, ())):
+                    raise OSError(errno.EADDRINUSE, "Address already in use")
+                tcb = self._opts
+                tcb.laddr, tcb.lport = self.laddr, self.lport
+                tcb.state = LISTEN
+                tcb.accept_q = []
+                tcb.sock = self
+                self.tcb, self._pending = tcb, None
+                tcp.listeners.setdefault(self.lport, []).append(tcb)
+            self.tcb.backlog = max(1, min(int(backlog), 4096))
+
+    def accept(self) -> tuple[TcpSocket, tuple[str, int]]:
+        with self._lock:
+            self._check_open()
+            tcb = self.tcb
+            if tcb is None or tcb.state != LISTEN:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            self._wait(lambda: tcb.accept_q)
+            child = tcb.accept_q.pop(0)
+            sock = TcpSocket(self.vnet, _tcb=child)
+            sock.ttl, sock.tos = self.ttl, self.tos
+            return sock, (ipv4.ntoa(child.faddr), child.fport)
+
+    def connect(self, address: tuple[str, int]) -> None:
+        with self._lock:
+            self._check_open()
+            tcb = self.tcb
+            if tcb is not None:
+                if tcb.state in (SYN_SENT, SYN_RECEIVED):
+                    if self._timeout == 0:
+                        raise BlockingIOError(errno.EALREADY, "Operation already in progress")
+                elif tcb.state == LISTEN:
+                    raise OSError(errno.EINVAL, "Invalid argument")
+                elif tcb.state != CLOSED or tcb.so_error == 0:
+                    raise OSError(errno.EISCONN, "Transport endpoint is already connected")
+            else:
+                self._start_connect(address)
+                tcb = self.tcb
+                assert tcb is not None
+                if self._timeout == 0:
+                    raise BlockingIOError(errno.EINPROGRESS, "Operation now in progress")
+            self._wait(lambda: tcb.state not in (SYN_SENT, SYN_RECEIVED))
+            if tcb.state == CLOSED:
+                err, tcb.so_error = tcb.so_error or errno.ECONNREFUSED, 0
+                raise _oserror(err)
+
+    def connect_ex(self, address: tuple[str, int]) -> int:
+        try:
+            self.connect(address)
+        except BlockingIOError as exc:
+            return exc.errno or errno.EINPROGRESS
+        except TimeoutError as exc:
+            return exc.errno or errno.ETIMEDOUT
+        except OSError as exc:
+            return exc.errno or errno.EINVAL
+        return 0
+
+    def _start_connect(self, address: tuple[str, int]) -> None:
+        addr, port = parse_sockaddr(address)
+        vnet = self.vnet
+        tcp = vnet.tcp
+        if addr == 0:
+            addr = 0x7F000001
+        if port == 0:
+            raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
+        if addr == 0xFFFFFFFF or addr in vnet.ip.bcast or addr >> 28 == 0xE:
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+        src = self.laddr or vnet.ip.select_source(addr)
+        lport = self.lport or tcp.ephemeral(src, addr, port)
+        key = (src, lport, addr, port)
+        old = tcp.conns.get(key)
+        if old is not None:
+            raise OSError(errno.EADDRINUSE, "Address already in use")
+        tcb = self._opts
+        tcb.laddr, tcb.lport, tcb.faddr, tcb.fport = src, lport, addr, port
+        tcb.sock = self
+        self.tcb, self._pending = tcb, None
+        self.laddr, self.lport = src, lport
+        tcb.iss = tcp.new_iss(tcb)
+        tcb.snd_una = tcb.snd_nxt = tcb.snd_max = tcb.iss
+        tcb.snd_buf_seq = (tcb.iss + 1) & 0xFFFFFFFF
+        tcb.rcv_wscale = wscale_for(tcb.rcv_space) if tcp.rfc1323 else 0
+        tcb.state = SYN_SENT
+        tcb.mss = tcb.peer_mss = min(tcp.mssdflt, 65535)
+        tcp.attach(tcb)
+        tcp.stats.connattempt += 1
+        tcp.output(tcb)
+        self._lock.notify_all()
+
+    # -- data -------------------------------------------------------------------------------------
+    def send(self, data: bytes, flags: int = 0) -> int:
+        with self._lock:
+            self._check_open()
+            tcb = self._connected()
+            data = memoryview(data).cast("B")
+            if not len(data):
+                return 0
+
+            def writable() -> bool:
+                return tcb.state == CLOSED or tcb.shut_wr or len(tcb.snd_buf) < tcb.snd_space
+
+            self._wait(writable, flags)
+            if tcb.state == CLOSED:
+                err, tcb.so_error = tcb.so_error or errno.EPIPE, 0
+                raise _oserror(err)
+            if tcb.shut_wr or tcb.state not in (ESTABLISHED, CLOSE_WAIT):
+                raise _oserror(errno.EPIPE)
+            room = tcb.snd_space - len(tcb.snd_buf)
+            chunk = data[:room]
+            tcb.snd_buf += chunk
+            self.vnet.tcp.output(tcb)
+            self._lock.notify_all()
+            return len(chunk)
+
+    def sendall(self, data: bytes, flags: int = 0) -> None:
+        view = memoryview(data).cast("B")
+        while len(view):
+            sent = self.send(view, flags)
+            view = view[sent:]
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recv")
+        with self._lock:
+            self._check_open()
+            tcb = self._connected(reading=True)
+            if self._rd_shut:
+                return b""
+            self._wait(lambda: tcb.rcv_buf or tcb.fin_rcvd or tcb.state == CLOSED, flags)
+            if not tcb.rcv_buf:
+                if tcb.state == CLOSED and tcb.so_error:
+                    err, tcb.so_error = tcb.so_error, 0
+                    raise _oserror(err)
+                return b""
+            data = bytes(tcb.rcv_buf[:bufsize])
+            if not flags & MSG_PEEK:
+                before = tcb.rcv_wnd()
+                del tcb.rcv_buf[:len(data)]
+                if before < tcb.mss <= tcb.rcv_wnd() or before == 0:
+                    self.vnet.tcp.output(tcb)  # the window reopened: tell the peer
+            return data
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        view = memoryview(buffer).cast("B")
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recv_into")
+        if nbytes > len(view):
+            raise ValueError("buffer too small for requested bytes")
+        data = self.recv(nbytes or len(view), flags)
+        view[:len(data)] = data
+        return len(data)
+
+    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, tuple[str, int] | None]:
+        return self.recv(bufsize, flags), None
+
+    def _connected(self, reading: bool = False) -> Tcb:
+        tcb = self.tcb
+        if tcb is None or tcb.state in (LISTEN, SYN_SENT, SYN_RECEIVED):
+            if tcb is not None and tcb.state in (SYN_SENT, SYN_RECEIVED):
+                self._wait(lambda: tcb.state not in (SYN_SENT, SYN_RECEIVED))
+                return self._connected(reading)
+            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+        if tcb.state == CLOSED and tcb.so_error:
+            err, tcb.so_error = tcb.so_error, 0
+            raise _oserror(err)
+        if tcb.state == CLOSED and not reading:
+            raise _oserror(errno.EPIPE)
+        return tcb
+
+    def shutdown(self, how: int) -> None:
+        with self._lock:
+            self._check_open()
+            tcb = self.tcb
+            if tcb is None or tcb.state in (LISTEN, CLOSED, SYN_SENT):
+                raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+            if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
+                raise OSError(errno.EINVAL, "Invalid argument")
+            if how in (SHUT_RD, SHUT_RDWR):
+                self._rd_shut = True
+            if how in (SHUT_WR, SHUT_RDWR) and not tcb.shut_wr:
+                tcb.shut_wr = True
+                self.vnet.tcp.output(tcb)
+            self._lock.notify_all()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        with self._lock:
+            self.closed = True
+            tcb = self.tcb
+            tcp = self.vnet.tcp
+            if tcb is not None:
+                tcb.sock = None
+                tcb.user_closed = True
+                if tcb.state == LISTEN or tcb.state in (SYN_SENT,):
+                    tcp.detach(tcb)
+                elif tcb.state != CLOSED:
+                    if tcb.linger == 0 or tcb.rcv_buf:
+                        # SO_LINGER 0, or unread data (RFC 2525 2.17): abort with RST
+                        tcp.drop(tcb, errno.ECONNRESET, send_rst=True)
+                    elif not tcb.shut_wr:
+                        tcb.shut_wr = True
+                        tcp.output(tcb)
+            self._lock.notify_all()
+
+    def __enter__(self) -> TcpSocket:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "closed", True):
+            with contextlib.suppress(Exception):  # at interpreter shutdown nothing helps
+                self.close()
+
+    # -- names and options -----------------------------------------------------------------------
+    def getsockname(self) -> tuple[str, int]:
+        self._check_open()
+        return ipv4.ntoa(self.laddr), self.lport
+
+    def getpeername(self) -> tuple[str, int]:
+        self._check_open()
+        tcb = self.tcb
+        if tcb is None or tcb.state in (LISTEN, SYN_SENT) or (tcb.state == CLOSED
+                                                             and not tcb.faddr):
+            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+        return ipv4.ntoa(tcb.faddr), tcb.fport
+
+    def setsockopt(self, level: int, option: int, value: Any) -> None:
+        self._check_open()
+        tcb = self._opts
+        if level == SOL_SOCKET and option == SO_LINGER:
+            onoff, secs = _LINGER.unpack(bytes(value)[:8]) if isinstance(
+                value, (bytes, bytearray)) else (1, int(value))
+            tcb.linger = secs if onoff else None
+            return
+        if isinstance(value, (bytes, bytearray)):
+            value = int.from_bytes(value[:4], "little") if value else 0
+        value = int(value)
+        if level == SOL_SOCKET:
+            if option == SO_REUSEADDR:
+                self.reuseaddr = bool(value)
+            elif option == SO_REUSEPORT:
+                self.reuseport = bool(value)
+            elif option == SO_KEEPALIVE:
+                tcb.keepalive = bool(value)
+                if value and tcb.state in (ESTABLISHED, CLOSE_WAIT):
+                    arm_keepalive(tcb)
+            elif option == SO_RCVBUF:
+                if value <= 0:
+                    raise OSError(errno.EINVAL, "Invalid argument")
+                tcb.rcv_space = min(value, self.vnet.tcp.rcvbuf_max)
+            elif option == SO_SNDBUF:
+                if value <= 0:
+                    raise OSError(errno.EINVAL, "Invalid argument")
+                tcb.snd_space = min(value, self.vnet.tcp.rcvbuf_max)
+            elif option == SO_BROADCAST:
+                pass
+            else:
+                raise OSError(errno.ENOPROTOOPT, "Protocol not available")
+        elif level == IPPROTO_TCP:
+            if option == TCP_NODELAY:
+                tcb.nodelay = bool(value)
+                if tcb.state in (ESTABLISHED, CLOSE_WAIT):
+                    self.vnet.tcp.output(tcb)
+            elif option == TCP_MAXSEG:
+                if not 64 <= value <= 65535:
+                    raise OSError(errno.EINVAL, "Invalid argument")
+                tcb.mss = min(tcb.mss, value)
+            else:
+                raise OSError(errno.ENOPROTOOPT, "Protocol not available")
+        elif level == IPPROTO_IP and option in (IP_TTL, IP_TOS):
+            if option == IP_TTL:
+                self.ttl = value or None
+            else:
+                self.tos = value & 0xFF
+        else:
+            raise OSError(errno.ENOPROTOOPT, "Protocol not available")
+
+    def getsockopt(self, level: int, option: int, buflen: int = 0) -> int | bytes:
+        self._check_open()
+        tcb = self._opts
+        if (level, option) == (SOL_SOCKET, SO_ERROR):
+            err, tcb.so_error = tcb.so_error, 0
+            return err
+        if (level, option) == (SOL_SOCKET, SO_LINGER):
+            raw = _LINGER.pack(int(tcb.linger is not None), tcb.linger or 0)
+            return raw if buflen else int(tcb.linger is not None)
+        table = {
+            (SOL_SOCKET, SO_REUSEADDR): int(self.reuseaddr),
+            (SOL_SOCKET, SO_REUSEPORT): int(self.reuseport),
+            (SOL_SOCKET, SO_KEEPALIVE): int(tcb.keepalive),
+            (SOL_SOCKET, SO_RCVBUF): tcb.rcv_space,
+            (SOL_SOCKET, SO_SNDBUF): tcb.snd_space,
+            (SOL_SOCKET, SO_TYPE): SOCK_STREAM,
+            (SOL_SOCKET, SO_ACCEPTCONN): int(tcb.state == LISTEN),
+            (SOL_SOCKET, SO_BROADCAST): 0,
+            (IPPROTO_TCP, TCP_NODELAY): int(tcb.nodelay),
+            (IPPROTO_TCP, TCP_MAXSEG): tcb.mss,
+            (IPPROTO_IP, IP_TTL): self.ttl or self.vnet.ip.ttl,
+            (IPPROTO_IP, IP_TOS): self.tos,
+        }
+        try:
+            return table[(level, option)]
+        except KeyError:
+            raise OSError(errno.ENOPROTOOPT, "Protocol not available") from None
+
+    def settimeout(self, value: float | None) -> None:
+        if value is not None:
+            value = float(value)
+            if value < 0:
+                raise ValueError("Timeout value out of range")
+        self._timeout = value
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self._timeout = None if flag else 0.0
+
+    def getblocking(self) -> bool:
+        return self._timeout != 0.0
+
+    @property
+    def timeout(self) -> float | None:
+        return self._timeout
+
+    def __repr__(self) -> str:
+        state = self.tcb.state_name if self.tcb is not None else "unbound"
+        return f"<vimage.TcpSocket vnet={self.vnet.display_name} {state} " \
+               f"{ipv4.ntoa(self.laddr)}:{self.lport}>"
