@@ -1143,6 +1143,8 @@ class TcpState:
             return
         sent = False
         mss = tcb.mss
+        if tcb.snd_una == tcb.snd_max and tcb.snd_buf:  # resuming after idle (RFC 5681 §4.1)
+            tcb.cc.on_idle(tcb.now(), tcb.rto)
         # new data
         while True:
             offset = (tcb.snd_nxt - tcb.snd_buf_seq) & MASK
