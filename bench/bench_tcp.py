@@ -1,0 +1,153 @@
+"""Bulk TCP throughput between vnets, and a lossy long-delay transfer in virtual time.
+
+Side by side in one run: the same bulk transfer between two Linux namespaces over
+veth with iperf3 (when root and iperf3 are available). Writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import subprocess
+import time
+
+from _report import report
+from vimage.kernel import Kernel
+from vimage.socket.tcp_socket import TcpSocket
+from vimage.topo import connect
+
+CHUNK = 1 << 16
+
+
+def _pair(kernel: Kernel, mtu: int | None) -> tuple[TcpSocket, TcpSocket, str]:
+    a, b = kernel.create("a"), kernel.create("b")
+    if mtu is None:  # both ends in one vnet, over lo0
+        b = a
+        dst = "127.0.0.1"
+    else:
+        ea, eb = connect(a, "10.0.0.1/24", b, "10.0.0.2/24")
+        ea.mtu = eb.mtu = mtu
+        dst = "10.0.0.2"
+    for v in {a, b}:
+        v.sysctl("net.inet.tcp.sendspace", 1 << 20)
+        v.sysctl("net.inet.tcp.recvspace", 1 << 20)
+    srv = b.socket(2, 1)
+    srv.bind(("", 5001))
+    srv.listen(1)
+    cli = a.socket(2, 1)
+    cli.connect((dst, 5001))
+    conn, _ = srv.accept()
+    return cli, conn, dst  # type: ignore[return-value]
+
+
+def _move(kernel: Kernel, cli: TcpSocket, conn: TcpSocket, size: int) -> float:
+    """Send `size` bytes from cli to conn; returns wall seconds. Data is checked by length
+    and by a sample of its content."""
+    payload = bytes(range(256)) * (CHUNK // 256 + 1)  # byte i of the stream is i % 256
+    cli.setblocking(False)
+    sent = received = 0
+    t0 = time.perf_counter()
+    while received < size:
+        if sent < size:
+            with contextlib.suppress(BlockingIOError):
+                start = sent % 256
+                sent += cli.send(payload[start:start + min(CHUNK, size - sent)])
+        chunk = conn.recv(1 << 20)
+        if not chunk:
+            raise RuntimeError("connection closed early")
+        if chunk[0] != received % 256:
+            raise RuntimeError("stream corrupted")
+        received += len(chunk)
+    return time.perf_counter() - t0
+
+
+def bulk(mtu: int | None, size: int) -> dict[str, object]:
+    kernel = Kernel(clock="virtual", seed=1)
+    cli, conn, _ = _pair(kernel, mtu)
+    wall = _move(kernel, cli, conn, size)
+    tcp = cli.vnet.tcp.stats
+    return {"path": "lo0" if mtu is None else f"epair mtu {mtu}", "bytes": size,
+            "seconds": wall, "mbit_per_s": size * 8 / wall / 1e6,
+            "segments_sent": tcp.sndpack}
+
+
+def lossy(size: int) -> dict[str, object]:
+    """10 MB over a 1%-loss, 50 ms, 100 Mbit/s link: virtual time taken and wall time spent."""
+    kernel = Kernel(clock="virtual", seed=1)
+    cli, conn, _ = _pair(kernel, 1500)
+    for ifp in (cli.vnet.ifaces["epair0a"], conn.vnet.ifaces["epair0b"]):
+        ifp.impair(bandwidth="100Mbit/s", delay="50ms", loss="1%", queue=1000)
+    v0 = kernel.now
+    wall = _move(kernel, cli, conn, size)
+    st = cli.vnet.tcp.stats
+    return {"bytes": size, "virtual_seconds": kernel.now - v0, "wall_seconds": wall,
+            "retransmitted_segments": st.sndrexmitpack, "sack_recoveries": st.sack_recovery,
+            "rto": st.rexmttimeo}
+
+
+def linux_iperf3(seconds: int) -> dict[str, object]:
+    import os
+
+    if os.geteuid() != 0:
+        return {"skipped": "needs root for network namespaces"}
+    if shutil.which("iperf3") is None or shutil.which("ip") is None:
+        return {"skipped": "needs iperf3 and iproute2"}
+    ns = ("vimgbench-tcp-a", "vimgbench-tcp-b")
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    for n in ns:
+        subprocess.run(["ip", "netns", "del", n], capture_output=True)
+        ip("netns", "add", n)
+    server = None
+    try:
+        ip("link", "add", "vbt0", "netns", ns[0], "type", "veth", "peer", "name", "vbt1",
+           "netns", ns[1])
+        ip("-n", ns[0], "addr", "add", "10.0.0.1/24", "dev", "vbt0")
+        ip("-n", ns[1], "addr", "add", "10.0.0.2/24", "dev", "vbt1")
+        for n, dev in zip(ns, ("vbt0", "vbt1"), strict=True):
+            ip("-n", n, "link", "set", dev, "up")
+        server = subprocess.Popen(["ip", "netns", "exec", ns[1], "iperf3", "-s", "-1"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        out = subprocess.run(["ip", "netns", "exec", ns[0], "iperf3", "-c", "10.0.0.2", "-t",
+                              str(seconds), "-J"], capture_output=True, text=True, timeout=60,
+                             check=True).stdout
+        bps = json.loads(out)["end"]["sum_received"]["bits_per_second"]
+        return {"tool": "iperf3 over veth", "seconds": seconds, "mbit_per_s": bps / 1e6}
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        for n in ns:
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=20 << 20, help="bytes per bulk run")
+    parser.add_argument("--lossy-size", type=int, default=10 << 20)
+    parser.add_argument("--no-linux", action="store_true")
+    parser.add_argument("--out", help="write the JSON here too")
+    args = parser.parse_args(argv)
+    runs = [bulk(1500, args.size), bulk(9000, args.size), bulk(None, args.size)]
+    linux = {"skipped": "not asked for (--no-linux)"} if args.no_linux else linux_iperf3(3)
+    result: dict[str, object] = {
+        "benchmark": "tcp",
+        "bulk": runs,
+        "lossy_10MB_1pct_50ms": lossy(args.lossy_size),
+        "linux": linux,
+        "targets": {"mbit_per_s_mtu1500": 1000},
+    }
+    if "mbit_per_s" in linux:
+        result["ratio_linux_to_vimage_mtu1500"] = float(linux["mbit_per_s"]) / float(
+            runs[0]["mbit_per_s"])  # type: ignore[arg-type]
+    report(result, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
