@@ -1,14 +1,19 @@
 """netstat(1): routing table, protocol statistics, interfaces and sockets of a vnet.
 
-    netstat [-an] [-f inet] [-p udp|ip|icmp]     sockets
-    netstat -r [-n] [-f inet]                    routing table
-    netstat -s [-s] [-z] [-p ip|icmp|udp|arp]    protocol statistics
-    netstat -i [-bdn] [-I interface]             interfaces
+    netstat [-aLn] [-f inet] [-p tcp|udp|ip|icmp]    sockets
+    netstat -r [-n] [-f inet]                        routing table
+    netstat -s [-s] [-z] [-p tcp|udp|ip|icmp|arp]    protocol statistics
+    netstat -i [-bdn] [-I interface]                 interfaces
 
 Nothing is resolved to a name, so `-n` changes nothing. Per-address rows of
 `netstat -i` print "-" for their packet counts: vimage counts packets per
 interface, not per address. Raw IP sockets are listed like FreeBSD lists them
-(`icm4` for IPPROTO_ICMP, `ip4` for the others).
+(`icm4` for IPPROTO_ICMP, `ip4` for the others). TCP sockets are the connection
+table's control blocks, listeners first: Recv-Q and Send-Q are the bytes in the
+receive and send buffers, and the state is FreeBSD's name for it. A TCP socket
+that is neither listening nor connected has no control block in the table yet
+and is not listed. `-L` shows the listen queues of TCP listeners as
+qlen/incqlen/maxqlen (completed connections, embryonic ones, the backlog).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import TYPE_CHECKING
 from vimage.cli import UsageError
 from vimage.cli._util import getopts, ifaces_by_index
 from vimage.net.route import flag_string
-from vimage.netinet import arp, icmp, ip, udp
+from vimage.netinet import arp, icmp, ip, tcp, udp
 from vimage.socket.socket import SOCK_RAW
 from vimage.wire import ipv4
 from vimage.wire.ethernet import mac_ntoa
@@ -26,28 +31,30 @@ from vimage.wire.ethernet import mac_ntoa
 if TYPE_CHECKING:
     from vimage.cli import Context
     from vimage.net.ifnet import Ifnet
+    from vimage.netinet.tcp import Tcb
     from vimage.socket.socket import Socket
     from vimage.vnet import Vnet
 
 # protocols of `netstat -s`, in FreeBSD's order: (name, vnet slot, STAT_LINES)
 STAT_PROTOS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
+    ("tcp", "tcp", tcp.STAT_LINES),
     ("udp", "udp", udp.STAT_LINES),
     ("ip", "ip", ip.STAT_LINES),
     ("icmp", "icmp", icmp.STAT_LINES),
     ("arp", "arp", arp.STAT_LINES),
 )
-SOCKET_PROTOS = frozenset({"udp", "ip", "icmp"})
+SOCKET_PROTOS = frozenset({"tcp", "udp", "ip", "icmp"})
 FAMILIES = frozenset({"inet"})
 IPPROTO_ICMP = 1
 
 
 def main(ctx: Context, argv: list[str]) -> int:
-    opts, args = getopts(argv, "46abdf:I:inp:rsWz")
+    opts, args = getopts(argv, "46abdf:I:iLnp:rsWz")
     if args:
         raise UsageError(f"unexpected argument: {args[0]}")
     mode = ""
     sflag = 0
-    aflag = bflag = dflag = zflag = False
+    aflag = bflag = dflag = lflag = zflag = False
     proto: str | None = None
     iface: str | None = None
     for opt, val in opts:
@@ -66,6 +73,8 @@ def main(ctx: Context, argv: list[str]) -> int:
             bflag = True
         elif opt == "-d":
             dflag = True
+        elif opt == "-L":
+            lflag = True
         elif opt == "-z":
             zflag = True
         elif opt == "-f":
@@ -88,7 +97,10 @@ def main(ctx: Context, argv: list[str]) -> int:
     else:
         if proto is not None and proto not in SOCKET_PROTOS:
             raise UsageError(f"{proto}: no socket list for this protocol")
-        lines = socket_lines(vnet, aflag, proto)
+        if lflag:
+            lines = listen_lines(vnet, proto)
+        else:
+            lines = socket_lines(vnet, aflag, proto)
     for line in lines:
         ctx.print(line)
     return 0
@@ -194,10 +206,22 @@ def _endpoint(addr: int, port: int) -> str:
     return f"{host}.{port if port else '*'}"
 
 
+def _tcp_rows(vnet: Vnet) -> list[Tcb]:
+    """The TCP control blocks of the vnet: listeners, then connections (TIME_WAIT too)."""
+    return [t for t in vnet.tcp.tcbs() if t.state != tcp.CLOSED]
+
+
 def socket_lines(vnet: Vnet, aflag: bool, proto: str | None) -> list[str]:
     title = "Active Internet connections" + (" (including servers)" if aflag else "")
     out = [title, f"{'Proto':<5} Recv-Q Send-Q {'Local Address':<22} "
                   f"{'Foreign Address':<22} (state)"]
+    if proto in (None, "tcp"):
+        for t in _tcp_rows(vnet):
+            if not aflag and (t.state == tcp.LISTEN or not t.laddr):
+                continue  # servers are shown with -a only
+            out.append(f"{'tcp4':<5} {len(t.rcv_buf):>6} {len(t.snd_buf):>6} "
+                       f"{_endpoint(t.laddr, t.lport):<22} {_endpoint(t.faddr, t.fport):<22} "
+                       f"{t.state_name:<11}")
     rows: list[tuple[str, Socket]] = []
     if proto in (None, "udp"):
         rows.extend(("udp4", s) for s in vnet.udp.sockets())
@@ -212,4 +236,17 @@ def socket_lines(vnet: Vnet, aflag: bool, proto: str | None) -> list[str]:
         fport = s.fport if s.type != SOCK_RAW else 0
         out.append(f"{name:<5} {s._rcvbytes:>6} {0:>6} {_endpoint(s.laddr, lport):<22} "
                    f"{_endpoint(s.faddr, fport):<22} ")
+    return out
+
+
+def listen_lines(vnet: Vnet, proto: str | None) -> list[str]:
+    """netstat -L: the queues of listening sockets (only TCP has them)."""
+    out = ["Current listen queue sizes (qlen/incqlen/maxqlen)",
+           f"{'Proto':<5} {'Listen':<32} Local Address"]
+    if proto in (None, "tcp"):
+        for t in _tcp_rows(vnet):
+            if t.state != tcp.LISTEN:
+                continue
+            queues = f"{len(t.accept_q or ())}/{t.syn_q}/{t.backlog}"
+            out.append(f"{'tcp4':<5} {queues:<32} {_endpoint(t.laddr, t.lport):<22} ")
     return out
