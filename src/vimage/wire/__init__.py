@@ -1,6 +1,6 @@
 """Packet formats: zero-copy parsing, emitting and validation. No state, no I/O."""
 
-from vimage.wire import arp, checksum, ethernet, icmp, ipv4, udp
+from vimage.wire import arp, checksum, ethernet, icmp, ipv4, tcp, udp
 from vimage.wire._common import Buffer, WireError
 
-__all__ = ["Buffer", "WireError", "arp", "checksum", "ethernet", "icmp", "ipv4", "udp"]
+__all__ = ["Buffer", "WireError", "arp", "checksum", "ethernet", "icmp", "ipv4", "tcp", "udp"]

@@ -49,6 +49,8 @@ _U32_PAIR = struct.Struct("!II")
 _TS_WITH_SACK_PERM = b"\x04\x02\x08\x0a"
 _TS_ALONE = b"\x01\x01\x08\x0a"
 _SACK_PERM_ALONE = b"\x01\x01\x04\x02"
+_TS_FAST = struct.Struct("!III")
+_TS_ALONE_WORD = 0x0101080A
 _MAX_SACK_BLOCKS = 4
 _SACK = tuple(struct.Struct("!BBBB" + "II" * n) for n in range(_MAX_SACK_BLOCKS + 1))
 """``_SACK[n]``: NOP NOP SACK with ``n`` blocks, indexed by block count."""
@@ -91,10 +93,12 @@ def _badopt(message: str) -> WireError:
 
 def parse_options(buf: Buffer) -> TcpOptions:
     """Parse the option bytes of a header (any order; when an option repeats, the last wins)."""
+    if len(buf) == 12:  # NOP NOP TIMESTAMP: the common case on an established connection
+        word, tsval, tsecr = _TS_FAST.unpack_from(buf)
+        if word == _TS_ALONE_WORD:
+            return TcpOptions(None, None, False, (), (tsval, tsecr))
     data = bytes(buf)
     end = len(data)
-    if end == 12 and data[:4] == _TS_ALONE:  # the common case on an established connection
-        return TcpOptions(ts=_U32_PAIR.unpack_from(data, 4))
     mss = wscale = ts = None
     sack_perm = False
     sack: tuple[tuple[int, int], ...] = ()
