@@ -7,7 +7,17 @@ import re
 from vimage.kernel import Kernel
 from vimage.net.ifnet import Ifnet
 from vimage.net.route import RTF_GATEWAY, RTF_STATIC, Route
-from vimage.socket.socket import AF_INET, IPPROTO_ICMP, SOCK_DGRAM, SOCK_RAW
+from vimage.netinet import tcp
+from vimage.socket.socket import (
+    AF_INET,
+    IPPROTO_ICMP,
+    SO_RCVBUF,
+    SOCK_DGRAM,
+    SOCK_RAW,
+    SOCK_STREAM,
+    SOL_SOCKET,
+)
+from vimage.socket.tcp_socket import TcpSocket
 from vimage.vnet import Vnet
 from vimage.wire.ipv4 import aton
 
@@ -99,7 +109,7 @@ def test_netstat_s_all_protocols_zero_suppression_and_reset() -> None:
     h1.cmd("ping -c 1 10.0.1.2")
     out = h1.cmd("netstat -s").output
     headers = [line for line in out.splitlines() if not line.startswith("\t")]
-    assert headers == ["udp:", "ip:", "icmp:", "arp:"]
+    assert headers == ["tcp:", "udp:", "ip:", "icmp:", "arp:"]
     assert "\t0 bad header checksums" in out
     assert stat(out, "ARP requests sent") >= 1
     terse = h1.cmd("netstat -ss").output
@@ -182,9 +192,171 @@ def test_netstat_an_lists_sockets() -> None:
 
 def test_netstat_usage_errors() -> None:
     _kernel, a, _b, _ifa, _ifb = build_pair()
-    for line in ("netstat -x", "netstat -s -p tcp", "netstat -rn -f inet6", "netstat -r foo",
-                 "netstat -p arp"):
+    for line in ("netstat -x", "netstat -s -p sctp", "netstat -rn -f inet6", "netstat -r foo",
+                 "netstat -p arp", "netstat -an -p sctp"):
         res = a.cmd(line)
         assert res.status == 64, line
         assert len(res.output.splitlines()) == 1
         assert res.output.startswith("netstat: ")
+
+
+# -- TCP ------------------------------------------------------------------------------
+def tcp_stat(output: str, label: str) -> int:
+    """The number on a `netstat -s -p tcp` line (any indentation) ending with `label`."""
+    match = re.search(rf"^\t+(\d+) {re.escape(label)}$", output, re.M)
+    assert match, f"no line {label!r} in:\n{output}"
+    return int(match.group(1))
+
+
+def tcp_rows(vnet: Vnet, flags: str = "-an") -> list[str]:
+    """The tcp4 rows of `netstat FLAGS` in `vnet`."""
+    res = vnet.cmd(f"netstat {flags}")
+    assert res.status == 0, res.output
+    return [line for line in res.output.splitlines() if line.startswith("tcp4")]
+
+
+def row(recvq: int, sendq: int, local: str, foreign: str, state: str) -> str:
+    return f"tcp4  {recvq:>6} {sendq:>6} {local:<22} {foreign:<22} {state:<11}"
+
+
+def tcp_connect(a: Vnet, b: Vnet, port: int = 80, rcvbuf: int | None = None,
+                backlog: int = 5) -> tuple[TcpSocket, TcpSocket, TcpSocket, str]:
+    """A listener on b's *.port, a connection from a accepted: (listener, client,
+    server side, client's local address as netstat prints it)."""
+    listener = b.socket(AF_INET, SOCK_STREAM)
+    if rcvbuf is not None:
+        listener.setsockopt(SOL_SOCKET, SO_RCVBUF, rcvbuf)  # inherited by accepted sockets
+    listener.bind(("0.0.0.0", port))
+    listener.listen(backlog)
+    client = a.socket(AF_INET, SOCK_STREAM)
+    client.connect(("10.0.0.2", port))
+    server, _peer = listener.accept()
+    addr, cport = client.getsockname()
+    return listener, client, server, f"{addr}.{cport}"
+
+
+def test_netstat_an_tcp_states_through_a_connection_life() -> None:
+    kernel, a, b, _ifa, _ifb = build_pair()
+    listener, client, server, cli = tcp_connect(a, b)
+    udp = b.socket(AF_INET, SOCK_DGRAM)
+    udp.bind(("10.0.0.2", 53))
+    kernel.run(1)
+    assert tcp_rows(a) == [row(0, 0, cli, "10.0.0.2.80", "ESTABLISHED")]
+    assert tcp_rows(b) == [row(0, 0, "*.80", "*.*", "LISTEN"),
+                           row(0, 0, "10.0.0.2.80", cli, "ESTABLISHED")]
+    # tcp comes before udp, as in FreeBSD; the listener is a server: -a only
+    lines = b.cmd("netstat -n").output.splitlines()
+    assert lines[2:] == [row(0, 0, "10.0.0.2.80", cli, "ESTABLISHED"),
+                         "udp4       0      0 10.0.0.2.53            *.*                    "]
+    # -p tcp / -p udp filter the list
+    assert [line.split()[0] for line in b.cmd("netstat -an -p tcp").output.splitlines()[2:]] \
+        == ["tcp4", "tcp4"]
+    assert [line.split()[0] for line in b.cmd("netstat -an -p udp").output.splitlines()[2:]] \
+        == ["udp4"]
+    # the client closes first: FIN_WAIT_2 on its side, CLOSE_WAIT on the server's
+    client.close()
+    kernel.run(1)
+    assert tcp_rows(a) == [row(0, 0, cli, "10.0.0.2.80", "FIN_WAIT_2")]
+    assert tcp_rows(b, "-n") == [row(0, 0, "10.0.0.2.80", cli, "CLOSE_WAIT")]
+    # the server closes: the client waits 2*MSL in TIME_WAIT, the server's row is gone
+    server.close()
+    kernel.run(1)
+    assert tcp_rows(a) == [row(0, 0, cli, "10.0.0.2.80", "TIME_WAIT")]
+    assert tcp_rows(a, "-n") == tcp_rows(a)  # a connection, not a server: shown without -a
+    assert tcp_rows(b) == [row(0, 0, "*.80", "*.*", "LISTEN")]
+    kernel.run(2 * a.tcp.msl / 1000 + 1)
+    assert tcp_rows(a) == []
+    listener.close()
+    udp.close()
+    assert tcp_rows(b) == []
+
+
+def test_netstat_an_tcp_queues_hold_what_nobody_read() -> None:
+    """Recv-Q is what the reader has not read, Send-Q what the peer has not taken."""
+    kernel, a, b, _ifa, _ifb = build_pair()
+    listener, client, server, cli = tcp_connect(a, b, rcvbuf=4096)
+    assert client.send(b"x" * 20000) == 20000  # far more than the server's window
+    kernel.run(1)
+    server_tcb, client_tcb = server.tcb, client.tcb
+    assert server_tcb is not None and client_tcb is not None
+    recvq, sendq = len(server_tcb.rcv_buf), len(client_tcb.snd_buf)
+    assert recvq > 0 and sendq > 0
+    assert recvq + sendq == 20000
+    assert tcp_rows(a) == [row(0, sendq, cli, "10.0.0.2.80", "ESTABLISHED")]
+    assert tcp_rows(b, "-n") == [row(recvq, 0, "10.0.0.2.80", cli, "ESTABLISHED")]
+    # the server reads: both queues drain
+    got = b""
+    while len(got) < 20000:
+        got += server.recv(65536)
+    kernel.run(1)
+    assert tcp_rows(a) == [row(0, 0, cli, "10.0.0.2.80", "ESTABLISHED")]
+    assert tcp_rows(b, "-n") == [row(0, 0, "10.0.0.2.80", cli, "ESTABLISHED")]
+    # and the other way round: the client does not read the server's answer
+    server.sendall(b"y" * 1000)
+    kernel.run(1)
+    assert tcp_rows(a) == [row(1000, 0, cli, "10.0.0.2.80", "ESTABLISHED")]
+    for s in (client, server, listener):
+        s.close()
+
+
+def test_netstat_L_shows_listen_queues() -> None:
+    kernel, a, b, _ifa, _ifb = build_pair()
+    listener = b.socket(AF_INET, SOCK_STREAM)
+    listener.bind(("0.0.0.0", 8080))
+    listener.listen(5)
+    clients = []
+    for _ in range(2):
+        c = a.socket(AF_INET, SOCK_STREAM)
+        c.connect(("10.0.0.2", 8080))
+        clients.append(c)
+    kernel.run(1)
+    assert b.cmd("netstat -Lan").output.splitlines() == [
+        "Current listen queue sizes (qlen/incqlen/maxqlen)",
+        "Proto Listen                           Local Address",
+        f"tcp4  {'2/0/5':<32} {'*.8080':<22} ",
+    ]
+    listener.accept()[0].close()
+    kernel.run(1)
+    assert b.cmd("netstat -L").output.splitlines()[2].split() == ["tcp4", "1/0/5", "*.8080"]
+    assert len(b.cmd("netstat -L -p udp").output.splitlines()) == 2
+    for s in (*clients, listener):
+        s.close()
+
+
+def test_netstat_s_tcp_counters_move() -> None:
+    kernel, a, b, _ifa, _ifb = build_pair()
+    before = a.cmd("netstat -s -p tcp").output
+    assert before.startswith("tcp:\n\t0 packets sent\n\t\t0 data packets\n")
+    assert "udp:" not in before
+    # every line of the block is tcp.STAT_LINES' format, in order
+    assert len(before.splitlines()) == 1 + len(tcp.STAT_LINES)
+    listener, client, server, _cli = tcp_connect(a, b)
+    client.sendall(b"z" * 5000)
+    got = b""
+    while len(got) < 5000:
+        got += server.recv(65536)
+    kernel.run(1)
+    out = a.cmd("netstat -s -p tcp").output
+    assert tcp_stat(out, "connection requests") == 1
+    assert tcp_stat(out, "connections established (including accepts)") == 1
+    assert tcp_stat(out, "data bytes") >= 5000  # (plus any retransmission)
+    assert tcp_stat(out, "data packets") >= 4  # 5000 bytes in segments of at most 1460
+    assert tcp_stat(out, "packets sent") > tcp_stat(out, "data packets")
+    assert tcp_stat(out, "bytes acked") >= 5000
+    srv = b.cmd("netstat -s -p tcp").output
+    assert tcp_stat(srv, "connection accepts") == 1
+    assert tcp_stat(srv, "bytes received in-sequence") == 5000
+    assert "\t\t5000 bytes received in-sequence\n" in srv  # FreeBSD's indentation
+    # a SYN to a closed port is answered with a reset
+    refused = a.socket(AF_INET, SOCK_STREAM)
+    assert refused.connect_ex(("10.0.0.2", 81)) != 0
+    assert tcp_stat(b.cmd("netstat -s -p tcp").output, "resets sent") == 1
+    assert tcp_stat(a.cmd("netstat -s -p tcp").output, "resets received") == 1
+    # tcp comes first in `netstat -s`; -ss hides the zeros; -z resets
+    whole = a.cmd("netstat -s").output
+    assert whole.startswith("tcp:\n") and whole.index("tcp:") < whole.index("udp:")
+    assert "\t0 " not in a.cmd("netstat -ss -p tcp").output
+    a.cmd("netstat -s -z -p tcp")
+    assert tcp_stat(a.cmd("netstat -s -p tcp").output, "data bytes") == 0
+    for s in (client, server, listener, refused):
+        s.close()

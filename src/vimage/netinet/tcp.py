@@ -60,6 +60,9 @@ SYSCTLS: tuple[Oid, ...] = (
         "Default congestion control algorithm", choices=("cubic", "newreno")),
     Oid("net.inet.tcp.rexmit_min", "tcp", "rexmit_min", "Minimum retransmission timeout (ms)",
         1, 60_000),
+    Oid("net.inet.tcp.rexmit_slop", "tcp", "rexmit_slop",
+        "Retransmission timer slop (ms), added to the RTO: above the peer's delayed ACK",
+        0, 60_000),
     Oid("net.inet.tcp.rexmit_initial", "tcp", "rexmit_initial",
         "Initial retransmission timeout (ms)", 1, 60_000),
     Oid("net.inet.tcp.delayed_ack", "tcp", "delayed_ack", "Delay ACK to try and piggyback it",
@@ -91,6 +94,8 @@ SYSCTLS: tuple[Oid, ...] = (
         "Do not send RST on segments to closed ports", 0, 1),
     Oid("net.inet.tcp.ack_war_maxcnt", "tcp", "challenge_limit",
         "Challenge ACKs sent per connection per second", 0, 10_000),
+    Oid("net.inet.tcp.path_mtu_discovery", "tcp", "path_mtu_discovery",
+        "Enable Path MTU Discovery (DF on every segment, RFC 1191)", 0, 1),
 )
 
 STAT_LINES: tuple[tuple[str, str], ...] = (
@@ -185,9 +190,12 @@ class Tcb:
         "challenge_second",
         "dupacks",
         "faddr",
+        "fin_ooo",
         "fin_rcvd",
         "fin_seq",
         "fport",
+        "ip_tos",
+        "ip_ttl",
         "irs",
         "iss",
         "keep_probes",
@@ -204,6 +212,7 @@ class Tcb:
         "rcv_buf",
         "rcv_nxt",
         "rcv_space",
+        "rcv_time",
         "rcv_wscale",
         "recover",
         "recovery",
@@ -213,6 +222,7 @@ class Tcb:
         "rtt_seq",
         "rtt_start",
         "rttvar",
+        "sack_last",
         "sack_ok",
         "sacked",
         "shut_wr",
@@ -265,6 +275,7 @@ class Tcb:
         self.rcv_nxt = self.rcv_adv = 0
         self.ooo: list[tuple[int, bytes]] = []  # out-of-order segments, sorted by seq
         self.sacked: list[tuple[int, int]] = []  # peer's SACK scoreboard, merged blocks
+        self.sack_last = 0  # sequence number of the out-of-order segment queued last
         self.mss = self.peer_mss = tcp.mssdflt
         self.ts_ok = self.sack_ok = self.ws_ok = False
         self.ts_recent = 0
@@ -280,11 +291,15 @@ class Tcb:
         self.recover = self.rexmt_high = 0
         self.fin_seq: int | None = None  # sequence number of our FIN once it is queued
         self.fin_rcvd = False
+        self.fin_ooo: int | None = None  # sequence number of a FIN that came out of order
         self.shut_wr = self.user_closed = False
         self.so_error = 0
         self.nodelay = False
+        self.ip_ttl: int | None = None  # IP_TTL and IP_TOS: they outlive the socket
+        self.ip_tos = 0
         self.keepalive = False
         self.keep_probes = 0
+        self.rcv_time = tcp.vnet.kernel.sched.now_ns()  # when we last heard from the peer
         self.linger: int | None = None
         self.want_ack = False
         self.unacked_segs = 0
@@ -356,9 +371,9 @@ class TcpState:
 
     __slots__ = ("blackhole", "cc_algorithm", "challenge_limit", "conns", "delacktime",
                  "delayed_ack", "finwait2_timeout", "keepcnt", "keepidle", "keepinit",
-                 "keepintvl", "listeners", "msl", "mssdflt", "rcvbuf_max", "recvspace",
-                 "rexmit_initial", "rexmit_min", "rfc1323", "sack_enable", "secret",
-                 "sendspace", "stats", "syncookies", "vnet")
+                 "keepintvl", "listeners", "msl", "mssdflt", "path_mtu_discovery",
+                 "rcvbuf_max", "recvspace", "rexmit_initial", "rexmit_min", "rexmit_slop",
+                 "rfc1323", "sack_enable", "secret", "sendspace", "stats", "syncookies", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
@@ -367,6 +382,7 @@ class TcpState:
         self.listeners: dict[int, list[Tcb]] = {}
         self.cc_algorithm = "cubic"
         self.rexmit_min = 30
+        self.rexmit_slop = 200
         self.rexmit_initial = 1000
         self.delayed_ack = 1
         self.delacktime = 40
@@ -385,6 +401,7 @@ class TcpState:
         self.rcvbuf_max = 2**24
         self.blackhole = 0
         self.challenge_limit = 5
+        self.path_mtu_discovery = 1
         self.secret = vnet.kernel.rng.getrandbits(128).to_bytes(16, "big")
 
     # -- the table --------------------------------------------------------------------------------
@@ -468,7 +485,7 @@ class TcpState:
             tcb.ts_ok or (opening and self.rfc1323)) else None
         kwargs: dict[str, Any] = {}
         if syn_options:
-            kwargs["mss"] = _offer_mss(self, tcb)
+            kwargs["mss"] = _offer_mss(self, tcb.faddr)
             if (opening and self.rfc1323) or tcb.ws_ok:
                 kwargs["wscale"] = tcb.rcv_wscale
             if (opening and self.sack_enable) or tcb.sack_ok:
@@ -494,7 +511,8 @@ class TcpState:
                 tcb.t_delack.cancel()
                 tcb.t_delack = None
         try:
-            self.vnet.ip.output(PROTO_TCP, tcb.laddr, tcb.faddr, segment)
+            self.vnet.ip.output(PROTO_TCP, tcb.laddr, tcb.faddr, segment, ttl=tcb.ip_ttl,
+                                tos=tcb.ip_tos, df=bool(self.path_mtu_discovery))
         except OSError as exc:
             if exc.errno == errno.EMSGSIZE:
                 raise
@@ -549,7 +567,7 @@ class TcpState:
         self.stats.sndtotal += 1
         self.stats.sndctrl += 1
         with contextlib.suppress(OSError):
-            self.vnet.ip.output(PROTO_TCP, dst, src, segment)
+            self.vnet.ip.output(PROTO_TCP, dst, src, segment, df=bool(self.path_mtu_discovery))
 
     # -- LISTEN -----------------------------------------------------------------------------------
     def listen_input(self, listener: Tcb, seg: wtcp.TcpRepr, src: int, dst: int) -> None:
@@ -577,6 +595,7 @@ class TcpState:
         tcb.listener = listener
         tcb.nodelay, tcb.keepalive = listener.nodelay, listener.keepalive
         tcb.rcv_space, tcb.snd_space = listener.rcv_space, listener.snd_space
+        tcb.ip_ttl, tcb.ip_tos = listener.ip_ttl, listener.ip_tos
         tcb.state = SYN_RECEIVED
         listener.syn_q += 1
         tcb.irs = seg.seq
@@ -606,7 +625,7 @@ class TcpState:
         self._set_mss(tcb)
 
     def _set_mss(self, tcb: Tcb) -> None:
-        mss = min(tcb.peer_mss, _offer_mss(self, tcb))
+        mss = min(tcb.peer_mss, _offer_mss(self, tcb.faddr))
         if tcb.ts_ok:
             mss -= 12
         tcb.mss = max(mss, 64)
@@ -634,11 +653,11 @@ class TcpState:
                | (t << 3) | idx) & MASK
         segment = wtcp.build(seg.dport, seg.sport, iss, (seg.seq + 1) & MASK, SYN | ACK,
                              min(listener.rcv_space, 65535), b"", src=dst, dst=src,
-                             mss=self._MSS_TABLE[idx])
+                             mss=_offer_mss(self, src))  # ours; the cookie keeps the peer's
         self.stats.cookiessent += 1
         self.stats.sndtotal += 1
         with contextlib.suppress(OSError):
-            self.vnet.ip.output(PROTO_TCP, dst, src, segment)
+            self.vnet.ip.output(PROTO_TCP, dst, src, segment, df=bool(self.path_mtu_discovery))
 
     def cookie_ok(self, seg: wtcp.TcpRepr, src: int, dst: int) -> bool:
         iss = (seg.ack - 1) & MASK
@@ -660,6 +679,7 @@ class TcpState:
         tcb.listener = listener
         tcb.nodelay, tcb.keepalive = listener.nodelay, listener.keepalive
         tcb.rcv_space, tcb.snd_space = listener.rcv_space, listener.snd_space
+        tcb.ip_ttl, tcb.ip_tos = listener.ip_ttl, listener.ip_tos
         tcb.iss = iss
         tcb.irs = (seg.seq - 1) & MASK
         tcb.rcv_nxt = seg.seq
@@ -724,6 +744,10 @@ class TcpState:
             else:
                 self.drop(tcb, errno.ECONNABORTED, send_rst=True)
                 return
+        tcb.rcv_time = tcb.now()
+        if tcb.t_keep is not None:  # keepinit
+            tcb.t_keep.cancel()
+            tcb.t_keep = None
         if tcb.keepalive:
             arm_keepalive(tcb)
         tcb.notify()
@@ -734,7 +758,15 @@ class TcpState:
         flags = seg.flags
         data = seg.payload
         seq = seg.seq
+        tcb.rcv_time = tcb.now()
         if after_syn:
+            seq = (seq + 1) & MASK
+            flags &= ~SYN
+        elif flags & SYN and tcb.state == SYN_RECEIVED and seq == tcb.irs and not flags & RST:
+            if not flags & ACK:  # the peer's SYN again: our SYN-ACK was lost
+                self.output(tcb, force_syn=True)
+                return
+            # simultaneous open: the peer's SYN-ACK; its SYN is known, its ACK is news
             seq = (seq + 1) & MASK
             flags &= ~SYN
         # timestamps: PAWS (RFC 7323 §5)
@@ -766,10 +798,9 @@ class TcpState:
                 st.rcvpackafterwin += 1
                 if wnd == 0 and seq == rcv_nxt:
                     st.rcvwinprobe += 1
-            # an old duplicate may still carry a useful ACK (window update after a probe)
-            if flags & ACK and tcb.state != SYN_RECEIVED and seglen and _lt(seq, rcv_nxt):
-                pass
             self.ack_now(tcb)
+            if tcb.state == TIME_WAIT and flags & FIN:  # RFC 9293 §3.10.7.4
+                tcb.set_main(2 * self.msl * MS, _close_timeout)
             return
         # 2. RST (RFC 5961 §3)
         if flags & RST:
@@ -788,9 +819,6 @@ class TcpState:
             return
         # 3. SYN in a synchronized state: challenge ACK (RFC 5961 §4)
         if flags & SYN:
-            if tcb.state == SYN_RECEIVED and tcb.listener is not None and seq == tcb.irs:
-                self.output(tcb, force_syn=True)  # retransmitted SYN: resend SYN-ACK
-                return
             self.challenge_ack(tcb)
             return
         # 4. ACK
@@ -799,7 +827,7 @@ class TcpState:
         if tcb.state == SYN_RECEIVED:
             if _lt(tcb.snd_una, seg.ack) and _leq(seg.ack, tcb.snd_max):
                 tcb.state = ESTABLISHED
-                tcb.snd_wnd = seg.window << tcb.snd_wscale
+                tcb.snd_wnd = seg.window if seg.flags & SYN else seg.window << tcb.snd_wscale
                 tcb.snd_wl1, tcb.snd_wl2 = seq, seg.ack
                 self._ack_advance(tcb, seg.ack, seg)
                 self.established(tcb)
@@ -813,17 +841,29 @@ class TcpState:
         if tcb.state == CLOSED:
             return
         # 5. data
+        if data and tcb.user_closed and tcb.state in (FIN_WAIT_1, FIN_WAIT_2, CLOSING):
+            # nobody can read it any more: tell the peer it was lost (RFC 1122 4.2.2.13)
+            st.rcvafterclose += 1
+            self.drop(tcb, errno.ECONNRESET, send_rst=True)
+            return
         if data and tcb.state in (ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2):
             self.receive_data(tcb, seq, bytes(data), seg)
         elif data:
             st.rcvafterclose += 1
-        # 6. FIN
+        # 6. FIN; one that came ahead of a hole is held until the hole fills (RFC 9293
+        # §3.10.7.4: segments beyond RCV.NXT are held for later processing)
         if flags & FIN:
             fin_seq = (seq + len(data)) & MASK
             if fin_seq == tcb.rcv_nxt and not tcb.fin_rcvd:
                 self.receive_fin(tcb)
             elif tcb.fin_rcvd:
                 self.ack_now(tcb)  # retransmitted FIN: ACK again
+            elif _lt(tcb.rcv_nxt, fin_seq) and _diff(fin_seq, tcb.rcv_nxt) <= tcb.rcv_wnd():
+                tcb.fin_ooo = fin_seq
+                if not data:
+                    self.ack_now(tcb)  # out of order: a duplicate ACK at once (RFC 5681 §4.2)
+        elif tcb.fin_ooo == tcb.rcv_nxt and not tcb.fin_rcvd:
+            self.receive_fin(tcb)
         if tcb.state != CLOSED:
             self.output(tcb)
 
@@ -854,7 +894,7 @@ class TcpState:
                 and _lt(ack, tcb.snd_una) and (tcb.snd_una - ack) & MASK > 65535 * 4:
             self.challenge_ack(tcb)  # RFC 5961 §5: too old
             return False
-        window = seg.window << tcb.snd_wscale
+        window = seg.window if seg.flags & SYN else seg.window << tcb.snd_wscale
         if seg.options.sack and tcb.sack_ok:
             st.sack_rcv_blocks += 1
             self.update_scoreboard(tcb, seg.options.sack)
@@ -864,7 +904,7 @@ class TcpState:
         if _lt(tcb.snd_una, ack):
             self._ack_advance(tcb, ack, seg)
             tcb.dupacks = 0
-        elif ack == tcb.snd_una and not seg.payload and window == tcb.snd_wnd \
+        elif ack == tcb.snd_una and not seg.payload and window == tcb.snd_wnd and window \
                 and tcb.in_flight() and not seg.flags & FIN:
             st.rcvdupack += 1
             tcb.dupacks += 1
@@ -879,6 +919,7 @@ class TcpState:
             if was_zero and window and tcb.t_main is not None and \
                     tcb.t_main.callback is _persist_timeout:
                 tcb.cancel_main()
+                tcb.rexmt_shift = 0  # the probes' backoff is not the retransmissions' one
         # state transitions driven by our FIN being acknowledged
         fin_acked = tcb.fin_seq is not None and _lt(tcb.fin_seq, tcb.snd_una)
         if tcb.state == FIN_WAIT_1 and fin_acked:
@@ -934,7 +975,9 @@ class TcpState:
             if _leq(tcb.recover, ack):
                 tcb.recovery = False
                 tcb.cc.on_exit_recovery(now)
-            else:  # partial ACK (RFC 6582): retransmit the next hole at once
+            elif not tcb.sack_ok or tcb.sacked:
+                # partial ACK (RFC 6582): retransmit the next hole at once; with SACK only
+                # a hole the scoreboard shows (RFC 6675): an empty one is no evidence of loss
                 self.retransmit_hole(tcb)
         elif tcb.state not in (SYN_SENT, SYN_RECEIVED):
             tcb.cc.on_ack(acked, rtt, now, in_flight)
@@ -955,7 +998,10 @@ class TcpState:
             delta = rtt - tcb.srtt
             tcb.rttvar += (abs(delta) - tcb.rttvar) // 4
             tcb.srtt += delta // 8
-        rto = tcb.srtt + max(MS, 4 * tcb.rttvar)
+        # FreeBSD's slop keeps the RTO above the peer's delayed ACK timer: on a short
+        # path SRTT + 4 * RTTVAR alone is less than 40 ms and every lone segment would
+        # be retransmitted before its (delayed) ACK could come back
+        rto = tcb.srtt + max(MS, 4 * tcb.rttvar) + self.rexmit_slop * MS
         tcb.rto = min(max(rto, self.rexmit_min * MS), MAX_RTO_NS)
 
     def update_scoreboard(self, tcb: Tcb, blocks: tuple[tuple[int, int], ...]) -> None:
@@ -981,6 +1027,8 @@ class TcpState:
         if tcb.recovery:
             if not tcb.sack_ok:
                 tcb.cc.cwnd += tcb.mss  # NewReno window inflation
+            elif tcb.sacked:  # a segment left the network: fill the next hole (RFC 6675)
+                self.retransmit_hole(tcb)
             self.output(tcb)
             return
         if tcb.dupacks >= 3 or (tcb.sack_ok and sacked_segments >= 3):
@@ -1030,9 +1078,9 @@ class TcpState:
         if offset > 0:  # the front was already received
             data = data[offset:]
             seq = rcv_nxt
-        room = tcb.rcv_wnd()
-        if len(data) > room + max(0, _diff(seq, rcv_nxt)):
-            data = data[:max(0, room - max(0, _diff(seq, rcv_nxt)))]
+        room = tcb.rcv_wnd() - max(0, _diff(seq, rcv_nxt))  # from seq to the window's end
+        if len(data) > room:
+            data = data[:max(0, room)]
         if not data:
             self.ack_now(tcb)
             return
@@ -1059,6 +1107,7 @@ class TcpState:
             return
         tcb.ooo.append((seq, data))
         tcb.ooo.sort(key=lambda item: _diff(item[0], tcb.rcv_nxt))
+        tcb.sack_last = seq
 
     def _drain_ooo(self, tcb: Tcb) -> None:
         keep = []
@@ -1085,7 +1134,12 @@ class TcpState:
                     blocks[-1] = (blocks[-1][0], end)
             else:
                 blocks.append((seq, end))
-        blocks.reverse()  # the most recent data first is what RFC 2018 asks; close enough
+        blocks.reverse()
+        # RFC 2018 §4: the first block is the one holding the segment that arrived last
+        for i, (left, right) in enumerate(blocks):
+            if _leq(left, tcb.sack_last) and _lt(tcb.sack_last, right):
+                blocks.insert(0, blocks.pop(i))
+                break
         return tuple(blocks[:3])
 
     def schedule_ack(self, tcb: Tcb) -> None:
@@ -1169,11 +1223,17 @@ class TcpState:
             if usable <= 0:
                 break
             length = min(mss, pending, usable)
-            if length < mss and length < pending:
-                break  # wait for a full segment's worth of window (silly window avoidance)
+            if length < mss and length < pending and length < tcb.snd_wnd // 2:
+                # wait for a full segment's worth of window (silly window avoidance), unless
+                # half the peer's window can go: a window below one MSS must not stall us
+                break
             if length < mss and not tcb.nodelay and flight and not tcb.shut_wr:
                 break  # Nagle (RFC 896): one small segment in flight at a time
-            self.send_data(tcb, tcb.snd_nxt, length)
+            if not self.send_data(tcb, tcb.snd_nxt, length):
+                if tcb.mss < mss:
+                    mss = tcb.mss
+                    continue  # the MSS shrank to the interface's MTU: try again
+                break
             sent = True
         # FIN
         if tcb.shut_wr and tcb.fin_seq is None and state in (ESTABLISHED, CLOSE_WAIT):
@@ -1192,7 +1252,8 @@ class TcpState:
         if sent:
             return
         # a window update worth telling (receiver SWS avoidance, RFC 9293 §3.8.6.2.2)
-        adv_room = _diff((tcb.rcv_nxt + tcb.rcv_wnd()) & MASK, tcb.rcv_adv)
+        wnd = min(tcb.rcv_wnd(), 65535 << tcb.rcv_wscale)  # what the header can carry
+        adv_room = _diff((tcb.rcv_nxt + wnd) & MASK, tcb.rcv_adv)
         if adv_room >= min(2 * mss, tcb.rcv_space // 2):
             self.stats.sndwinup += 1
             tcb.want_ack = True
@@ -1218,7 +1279,12 @@ class TcpState:
             flags |= FIN
         try:
             self.send_segment(tcb, seq, flags, data)
-        except OSError:  # EMSGSIZE: our MSS is too big for the path
+        except OSError:  # EMSGSIZE: DF is set and the interface's MTU shrank below our MSS
+            mss = _offer_mss(self, tcb.faddr) - (12 if tcb.ts_ok else 0)
+            if 64 <= mss < tcb.mss:
+                tcb.mss = mss
+                tcb.cc.set_mss(mss)
+                self.stats.pmtud_updates += 1
             return False
         st = self.stats
         retransmission = _lt(seq, tcb.snd_max)
@@ -1309,6 +1375,9 @@ def _persist_timeout(tcb: Tcb) -> None:
     offset = (tcb.snd_nxt - tcb.snd_buf_seq) & MASK
     if offset < len(tcb.snd_buf):
         tcp.send_segment(tcb, tcb.snd_nxt, ACK, bytes(tcb.snd_buf[offset:offset + 1]))
+        end = (tcb.snd_nxt + 1) & MASK
+        if _lt(tcb.snd_max, end):
+            tcb.snd_max = end  # the peer may keep the byte: its ACK must be acceptable
     tcb.rexmt_shift = min(tcb.rexmt_shift + 1, MAX_REXMT)
     delay = min(max(tcb.rto, tcp.rexmit_min * MS) << min(tcb.rexmt_shift, 6), MAX_RTO_NS)
     tcb.set_main(delay, _persist_timeout)
@@ -1329,20 +1398,32 @@ def _close_timeout(tcb: Tcb) -> None:
     tcb.tcp.detach(tcb)
 
 
-def arm_keepalive(tcb: Tcb) -> None:
+def arm_keepalive(tcb: Tcb, delay_ms: int | None = None) -> None:
+    """Start the keepalive timer: keepidle, or `delay_ms` (keepinit while connecting)."""
     if tcb.t_keep is not None:
         tcb.t_keep.cancel()
     tcb.keep_probes = 0
     tcp = tcb.tcp
-    tcb.t_keep = tcp.vnet.kernel.sched.call_later(tcp.keepidle * MS, _keep_timeout, tcb,
+    delay = tcp.keepidle if delay_ms is None else delay_ms
+    tcb.t_keep = tcp.vnet.kernel.sched.call_later(delay * MS, _keep_timeout, tcb,
                                                   owner=tcp.vnet)
 
 
 def _keep_timeout(tcb: Tcb) -> None:
     tcp = tcb.tcp
     tcb.t_keep = None
+    if tcb.state in (SYN_SENT, SYN_RECEIVED):  # keepinit: the connection took too long
+        tcp.stats.keeptimeo += 1
+        tcp.drop(tcb, tcb.so_error or errno.ETIMEDOUT)
+        return
     if tcb.state not in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, FIN_WAIT_2, CLOSING) \
             or not tcb.keepalive:
+        return
+    idle = tcb.now() - tcb.rcv_time
+    if idle < tcp.keepidle * MS:  # the peer spoke (or answered a probe) since: wait again
+        tcb.keep_probes = 0
+        tcb.t_keep = tcp.vnet.kernel.sched.call_later(tcp.keepidle * MS - idle, _keep_timeout,
+                                                      tcb, owner=tcp.vnet)
         return
     tcp.stats.keeptimeo += 1
     if tcb.keep_probes >= tcp.keepcnt:
@@ -1357,10 +1438,10 @@ def _keep_timeout(tcb: Tcb) -> None:
                                                   owner=tcp.vnet)
 
 
-def _offer_mss(tcp: TcpState, tcb: Tcb) -> int:
-    """The MSS we can receive: the outgoing interface's MTU minus 40."""
+def _offer_mss(tcp: TcpState, faddr: int) -> int:
+    """The MSS we can receive from `faddr`: the outgoing interface's MTU minus 40."""
     try:
-        route = tcp.vnet.ip.route_to(tcb.faddr)
+        route = tcp.vnet.ip.route_to(faddr)
     except OSError:
         return tcp.mssdflt
     mtu = route.mtu or route.ifp.mtu

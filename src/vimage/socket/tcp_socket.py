@@ -245,6 +245,7 @@ class TcpSocket:
         tcb.mss = tcb.peer_mss = min(tcp.mssdflt, 65535)
         tcp.attach(tcb)
         tcp.stats.connattempt += 1
+        arm_keepalive(tcb, tcp.keepinit)  # the connection-establishment timer
         tcp.output(tcb)
         self._lock.notify_all()
 
@@ -295,10 +296,8 @@ class TcpSocket:
                 return b""
             data = bytes(tcb.rcv_buf[:bufsize])
             if not flags & MSG_PEEK:
-                before = tcb.rcv_wnd()
                 del tcb.rcv_buf[:len(data)]
-                if before < tcb.mss <= tcb.rcv_wnd() or before == 0:
-                    self.vnet.tcp.output(tcb)  # the window reopened: tell the peer
+                self.vnet.tcp.output(tcb)  # a window update if the window opened enough
             return data
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
@@ -433,9 +432,9 @@ class TcpSocket:
                 raise OSError(errno.ENOPROTOOPT, "Protocol not available")
         elif level == IPPROTO_IP and option in (IP_TTL, IP_TOS):
             if option == IP_TTL:
-                self.ttl = value or None
+                self.ttl = tcb.ip_ttl = value or None
             else:
-                self.tos = value & 0xFF
+                self.tos = tcb.ip_tos = value & 0xFF
         else:
             raise OSError(errno.ENOPROTOOPT, "Protocol not available")
 

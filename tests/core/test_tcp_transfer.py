@@ -1,0 +1,431 @@
+"""Bulk TCP transfers between vnets over impaired links, verified byte for byte.
+
+Both ends use non-blocking sockets driven by one loop (`pump`) in virtual time: it
+writes and reads what it can, then lets the kernel run until some socket can make
+progress again. The counters show which recovery mechanisms were used.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from vimage import topo
+from vimage.kernel import Kernel
+from vimage.net.bpf import open_capture
+from vimage.netinet.tcp import CLOSED
+from vimage.topo import connect
+
+A, B = "10.0.0.1", "10.0.0.2"
+KB = 1024
+MB = 1024 * 1024
+S = 1_000_000_000
+
+
+@dataclass
+class Flow:
+    src: Any
+    dst: Any
+    data: bytes
+    sent: int = 0
+    got: bytearray = field(default_factory=bytearray)
+    shut: bool = False
+    eof: bool = False
+
+    def can_progress(self) -> bool:
+        tx, rx = self.src.tcb, self.dst.tcb
+        if not self.shut and len(tx.snd_buf) < tx.snd_space:
+            return True
+        return bool(rx.rcv_buf) or (rx.fin_rcvd and not self.eof) or rx.state == CLOSED
+
+
+def pump(kernel: Kernel, flows: list[Flow], timeout: float = 600.0) -> float:
+    """Move every flow's data to its destination, then EOF; the virtual seconds it took."""
+    start = kernel.now_ns()
+    deadline = start + int(timeout * S)
+    for f in flows:
+        f.src.setblocking(False)
+        f.dst.setblocking(False)
+    while not all(f.eof for f in flows):
+        moved = False
+        for f in flows:
+            if not f.shut:
+                if f.sent < len(f.data):
+                    try:
+                        n = f.src.send(f.data[f.sent:f.sent + 256 * KB])
+                        f.sent += n
+                        moved = moved or n > 0
+                    except BlockingIOError:
+                        pass
+                if f.sent == len(f.data):
+                    f.src.shutdown(socket.SHUT_WR)
+                    f.shut = moved = True
+            if not f.eof:
+                try:
+                    chunk = f.dst.recv(1 << 20)
+                except BlockingIOError:
+                    continue
+                if chunk:
+                    f.got += chunk
+                else:
+                    f.eof = True
+                moved = True
+        if not moved:
+            left = deadline - kernel.now_ns()
+            assert left > 0, "transfer stalled"
+            kernel.run_until(lambda: any(f.can_progress() for f in flows), timeout=left / S)
+    for f in flows:
+        assert len(f.got) == len(f.data)
+        assert bytes(f.got) == f.data  # byte for byte
+    return (kernel.now_ns() - start) / S
+
+
+class Link:
+    """Two vnets on one epair, both ends impaired alike, sysctls set on both sides."""
+
+    def __init__(self, seed: int = 1, sysctls: dict[str, Any] | None = None,
+                 **impair: Any) -> None:
+        self.k = Kernel(clock="virtual", seed=seed)
+        self.a = self.k.create("a")
+        self.b = self.k.create("b")
+        for v in (self.a, self.b):
+            for name, value in (sysctls or {}).items():
+                v.sysctl(f"net.inet.tcp.{name}", value)
+        self.ifa, self.ifb = connect(self.a, f"{A}/24", self.b, f"{B}/24")
+        if impair:
+            self.ifa.impair(**impair)
+            self.ifb.impair(**impair)
+        self.k.run(0)
+        self.rng = random.Random(seed)
+
+    def payload(self, size: int) -> bytes:
+        return self.rng.randbytes(size)
+
+    def sockets(self, port: int = 5001, bufsize: int | None = None) -> tuple[Any, Any]:
+        srv = self.b.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if bufsize:
+            srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, bufsize)
+            srv.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, bufsize)
+        srv.bind(("", port))
+        srv.listen(1)
+        cli = self.a.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if bufsize:
+            cli.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, bufsize)
+            cli.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, bufsize)
+        cli.settimeout(120)
+        cli.connect((B, port))
+        conn, _ = srv.accept()
+        srv.close()
+        return cli, conn
+
+    def stats(self, name: str) -> int:
+        return getattr(self.a.tcp.stats, name) + getattr(self.b.tcp.stats, name)
+
+    def no_faults(self) -> None:
+        assert self.k.sched.faults == 0, self.k.sched.last_fault
+
+
+def one_way(link: Link, size: int) -> float:
+    cli, conn = link.sockets()
+    return pump(link.k, [Flow(cli, conn, link.payload(size)), Flow(conn, cli, b"")])
+
+
+def both_ways(link: Link, size: int) -> float:
+    cli, conn = link.sockets()
+    return pump(link.k, [Flow(cli, conn, link.payload(size)),
+                         Flow(conn, cli, link.payload(size))])
+
+
+LINK = {"bandwidth": "20Mbit/s", "delay": "5ms", "queue": 100}
+
+
+@pytest.mark.parametrize("cc", ["newreno", "cubic"])
+def test_clean_link_both_directions(cc):
+    link = Link(sysctls={"cc.algorithm": cc}, **LINK)
+    secs = both_ways(link, 2 * MB)
+    assert link.stats("sndrexmitpack") == 0
+    assert link.stats("rexmttimeo") == 0
+    # 2 MiB each way over 20 Mbit/s take at least 0.84 s; a sane TCP needs little more
+    assert 0.8 < secs < 3.0
+    link.no_faults()
+
+
+def test_unimpaired_link_is_fast_and_clean():
+    link = Link()
+    one_way(link, 4 * MB)
+    assert link.stats("sndrexmitpack") == 0 and link.stats("rcvoopack") == 0
+    assert link.stats("rcvduppack") == 0
+    link.no_faults()
+
+
+@pytest.mark.parametrize("cc", ["newreno", "cubic"])
+@pytest.mark.parametrize("loss", ["1%", "5%"])
+def test_loss_with_sack(cc, loss):
+    link = Link(seed=3, sysctls={"cc.algorithm": cc}, loss=loss, **LINK)
+    one_way(link, 1 * MB)
+    assert link.stats("sndrexmitpack") > 0
+    assert link.stats("sack_recovery") > 0 and link.stats("sack_rexmits") > 0
+    assert link.stats("fastrexmit") > 0
+    assert link.stats("sack_rcv_blocks") > 0 and link.stats("sack_send_blocks") > 0
+    link.no_faults()
+
+
+@pytest.mark.parametrize("cc", ["newreno", "cubic"])
+@pytest.mark.parametrize("loss", ["1%", "5%"])
+def test_loss_without_sack(cc, loss):
+    link = Link(seed=4, sysctls={"cc.algorithm": cc, "sack.enable": 0}, loss=loss, **LINK)
+    one_way(link, 1 * MB)
+    assert link.stats("sndrexmitpack") > 0
+    assert link.stats("fastrexmit") > 0  # NewReno fast retransmit (RFC 6582)
+    assert link.stats("sack_recovery") == 0 and link.stats("sack_send_blocks") == 0
+    link.no_faults()
+
+
+def test_heavy_loss_both_directions_needs_timeouts():
+    link = Link(seed=5, loss="10%", **LINK)
+    both_ways(link, 256 * KB)
+    assert link.stats("rexmttimeo") > 0
+    assert link.stats("sndrexmitpack") > 0
+    link.no_faults()
+
+
+@pytest.mark.parametrize("rfc1323", [0, 1])
+def test_loss_with_and_without_rfc1323(rfc1323):
+    link = Link(seed=6, sysctls={"rfc1323": rfc1323}, loss="2%", **LINK)
+    cli, conn = link.sockets()
+    assert cli.tcb.ts_ok == bool(rfc1323) and cli.tcb.ws_ok == bool(rfc1323)
+    pump(link.k, [Flow(cli, conn, link.payload(1 * MB)), Flow(conn, cli, b"")])
+    assert link.stats("sndrexmitpack") > 0
+    assert link.stats("rttupdated") > 0
+    link.no_faults()
+
+
+def test_window_scaling_fills_a_long_fat_pipe():
+    """100 ms each way at 20 Mbit/s: 500 KB in flight; without scaling 64 KiB at most."""
+    results = {}
+    for rfc1323 in (0, 1):
+        link = Link(sysctls={"rfc1323": rfc1323, "recvspace": 1 << 20, "sendspace": 1 << 20},
+                    bandwidth="20Mbit/s", delay="100ms", queue=1000)
+        cli, conn = link.sockets()
+        results[rfc1323] = pump(link.k, [Flow(cli, conn, link.payload(2 * MB)),
+                                         Flow(conn, cli, b"")])
+        assert conn.tcb.rcv_wscale == (5 if rfc1323 else 0)
+        link.no_faults()
+    # 64 KiB per 200 ms round trip is 2.6 Mbit/s: more than 6 s for 2 MiB
+    assert results[0] > 6.0
+    assert results[1] < 3.0
+
+
+def test_no_ack_storm_when_the_buffer_exceeds_the_unscaled_window():
+    """Without window scaling a 1 MiB buffer still advertises 65535 at most: that cap is
+    no window update to announce again and again."""
+    link = Link(sysctls={"rfc1323": 0, "recvspace": 1 << 20}, bandwidth="20Mbit/s",
+                delay="100ms", queue=1000)
+    cli, conn = link.sockets()
+    cap = open_capture(link.ifb)
+    pump(link.k, [Flow(cli, conn, link.payload(256 * KB)), Flow(conn, cli, b"")], timeout=5)
+    from_b = sum(1 for _, frame in cap.packets if frame[14 + 12:14 + 16] == bytes([10, 0, 0, 2]))
+    data_segments = -(-256 * KB // 1460)
+    assert from_b <= data_segments  # at most one ACK per data segment, usually one per two
+    assert link.stats("fastrexmit") == 0 and link.stats("sndrexmitpack") == 0
+    link.no_faults()
+
+
+def test_long_delay_with_loss():
+    link = Link(seed=8, bandwidth="10Mbit/s", delay="100ms", loss="1%", queue=500)
+    both_ways(link, 512 * KB)
+    assert link.stats("sndrexmitpack") > 0
+    link.no_faults()
+
+
+def test_duplication():
+    link = Link(seed=9, dup="10%", **LINK)
+    both_ways(link, 1 * MB)
+    assert link.ifa.pipe.duplicated > 0 and link.ifb.pipe.duplicated > 0
+    assert link.stats("rcvduppack") > 0  # duplicate data is recognised and dropped
+    # duplicates can fake three duplicate ACKs (there is no D-SACK); each such spurious
+    # recovery resends one segment, never a whole window, and no timeout is needed
+    assert link.stats("sndrexmitpack") <= link.stats("fastrexmit") < 5
+    assert link.stats("rexmttimeo") == 0
+    link.no_faults()
+
+
+def test_duplication_and_loss():
+    link = Link(seed=10, dup="5%", loss="3%", **LINK)
+    both_ways(link, 512 * KB)
+    assert link.stats("rcvduppack") > 0 and link.stats("sndrexmitpack") > 0
+    link.no_faults()
+
+
+class Reorder:
+    """Stands between an epair end and its peer: every `every`-th frame is held back and
+    delivered after the next one (or after `hold` seconds if nothing follows)."""
+
+    def __init__(self, kernel: Kernel, target: Any, every: int = 7, hold: float = 0.002) -> None:
+        self.kernel = kernel
+        self.target = target
+        self.every = every
+        self.hold = hold
+        self.count = 0
+        self.held: bytes | None = None
+        self.swapped = 0
+
+    def input(self, frame: bytes) -> None:
+        self.count += 1
+        if self.held is not None:
+            self.target.input(frame)
+            self._release()
+            self.swapped += 1
+            return
+        if self.count % self.every == 0:
+            self.held = frame
+            self.kernel.call_later(self.hold, self._release)
+            return
+        self.target.input(frame)
+
+    def _release(self) -> None:
+        if self.held is not None:
+            frame, self.held = self.held, None
+            self.target.input(frame)
+
+
+@pytest.mark.parametrize("sack", [0, 1])
+def test_reordering(sack):
+    link = Link(seed=11, sysctls={"sack.enable": sack})
+    reorder = Reorder(link.k, link.ifb, every=5)
+    link.ifa.peer = reorder  # frames from a to b can overtake each other
+    one_way(link, 1 * MB)
+    assert reorder.swapped > 100
+    assert link.b.tcp.stats.rcvoopack > 0  # the receiver saw the reordering
+    # one segment displaced by one is not a loss: fewer than 3 duplicate ACKs each time
+    assert link.stats("fastrexmit") == 0 and link.stats("rexmttimeo") == 0
+    link.no_faults()
+
+
+def test_reordering_and_loss():
+    link = Link(seed=12, loss="2%", **LINK)
+    reorder = Reorder(link.k, link.ifb, every=3)
+    link.ifa.peer = reorder
+    one_way(link, 512 * KB)
+    assert link.stats("sndrexmitpack") > 0
+    link.no_faults()
+
+
+def test_small_buffers_many_round_trips():
+    link = Link(seed=13, loss="1%", **LINK)
+    cli, conn = link.sockets(bufsize=4 * KB)
+    pump(link.k, [Flow(cli, conn, link.payload(256 * KB)), Flow(conn, cli, link.payload(64 * KB))])
+    link.no_faults()
+
+
+def test_receive_buffer_smaller_than_one_segment():
+    link = Link(seed=14)
+    srv = link.b.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1000)
+    srv.bind(("", 5002))
+    srv.listen(1)
+    cli = link.a.socket(socket.AF_INET, socket.SOCK_STREAM)
+    cli.connect((B, 5002))
+    conn, _ = srv.accept()
+    secs = pump(link.k, [Flow(cli, conn, link.payload(64 * KB)), Flow(conn, cli, b"")],
+                timeout=60)
+    assert secs < 10  # no stall waiting for a window that never reaches a full segment
+    link.no_faults()
+
+
+def test_interleaved_small_messages_request_response():
+    link = Link(seed=15, delay="10ms")
+    cli, conn = link.sockets()
+    for i in range(50):
+        msg = f"request {i}".encode()
+        cli.sendall(msg)
+        assert conn.recv(100) == msg
+        conn.sendall(msg.upper())
+        assert cli.recv(100) == msg.upper()
+    # 50 round trips of 20 ms; delayed ACKs ride on the responses
+    assert link.stats("sndrexmitpack") == 0
+    assert link.b.tcp.stats.delack < 10
+    link.no_faults()
+
+
+# -- path MTU --------------------------------------------------------------------------------
+
+
+def mtu_chain(seed: int, pmtud: int) -> tuple[Kernel, Any, Any, Any]:
+    """a - r1 - r2 - b with a 1000-byte MTU between the routers."""
+    k = Kernel(clock="virtual", seed=seed)
+    nodes = topo.router_chain(k, 2)
+    a, r1, r2, b = nodes
+    for v in (a, b):
+        v.sysctl("net.inet.tcp.path_mtu_discovery", pmtud)
+    links = topo.chain_links(nodes)
+    left, right = links[1]
+    left.mtu = right.mtu = 1000
+    k.run(0)
+    return k, a, b, r1
+
+
+def chain_transfer(k: Kernel, a: Any, b: Any, size: int) -> tuple[Any, Any]:
+    srv = b.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("", 6000))
+    srv.listen(1)
+    cli = a.socket(socket.AF_INET, socket.SOCK_STREAM)
+    cli.connect((f"{topo.link_prefix(2)}.2", 6000))
+    conn, _ = srv.accept()
+    rng = random.Random(size)
+    pump(k, [Flow(cli, conn, rng.randbytes(size)), Flow(conn, cli, rng.randbytes(size // 4))])
+    return cli, conn
+
+
+def test_path_mtu_discovery_lowers_the_mss():
+    k, a, b, r1 = mtu_chain(16, pmtud=1)
+    cli, conn = chain_transfer(k, a, b, 512 * KB)
+    assert cli.tcb.mss == 1000 - 40 - 12  # timestamps on
+    assert conn.tcb.mss == 1000 - 40 - 12
+    assert a.tcp.stats.pmtud_updates >= 1 and b.tcp.stats.pmtud_updates >= 1
+    assert r1.ip.stats.cantfrag > 0
+    assert r1.ip.stats.fragmented == 0  # DF: nobody fragments
+    assert k.sched.faults == 0
+
+
+def test_without_path_mtu_discovery_fragmentation_carries_the_stream():
+    k, a, b, r1 = mtu_chain(17, pmtud=0)
+    cli, conn = chain_transfer(k, a, b, 256 * KB)
+    assert cli.tcb.mss == 1460 - 12
+    assert a.tcp.stats.pmtud_updates == 0
+    assert r1.ip.stats.fragmented > 0 and b.ip.stats.reassembled > 0
+    assert k.sched.faults == 0
+
+
+def test_local_mtu_lowered_on_an_idle_connection():
+    link = Link(seed=19)
+    cli, conn = link.sockets()
+    cli.sendall(b"warm up" * 1000)
+    got = b""
+    while len(got) < 7000:
+        got += conn.recv(1 << 20)
+    link.k.run(1)
+    link.ifa.mtu = 900  # nothing in flight, a whole window free: the first segment fails
+    pump(link.k, [Flow(cli, conn, link.payload(64 * KB)), Flow(conn, cli, b"")], timeout=10)
+    assert cli.tcb.mss == 900 - 40 - 12
+    assert link.a.tcp.stats.pmtud_updates == 1
+    link.no_faults()
+
+
+def test_local_mtu_lowered_during_a_transfer():
+    link = Link(seed=18, **LINK)
+    cli, conn = link.sockets()
+    data = link.payload(512 * KB)
+    cli.setblocking(False)
+    sent = cli.send(data[:64 * KB])
+    link.ifa.mtu = 900  # with DF set the next full segment no longer fits
+    link.ifb.mtu = 900
+    cap = open_capture(link.ifa)
+    pump(link.k, [Flow(cli, conn, data, sent=sent), Flow(conn, cli, b"")])
+    assert cli.tcb.mss == 900 - 40 - 12
+    assert max(len(frame) for _, frame in cap.packets) <= 900 + 14
+    link.no_faults()
