@@ -67,7 +67,44 @@ def parse_sockaddr(address: Any) -> tuple[int, int]:
     return parse_host(host), port
 
 
-class Socket:
+class TimeoutMixin:
+    """The stdlib's timeout and blocking-mode methods, over a `_timeout` attribute.
+
+    None blocks, 0.0 never blocks, a positive number is a timeout in seconds (of
+    the kernel's clock, so virtual in virtual time).
+    """
+
+    __slots__ = ()
+    _timeout: float | None
+
+    def settimeout(self, value: float | None) -> None:
+        if value is not None:
+            value = float(value)
+            if value < 0:
+                raise ValueError("Timeout value out of range")
+        self._timeout = value
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self._timeout = None if flag else 0.0
+
+    def getblocking(self) -> bool:
+        return self._timeout != 0.0
+
+    @property
+    def timeout(self) -> float | None:
+        return self._timeout
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()  # type: ignore[attr-defined]
+
+
+class Socket(TimeoutMixin):
     """An AF_INET datagram or raw socket living in one vnet."""
 
     __slots__ = (
@@ -366,26 +403,6 @@ class Socket:
         except KeyError:
             raise OSError(errno.ENOPROTOOPT, "Protocol not available") from None
 
-    def settimeout(self, value: float | None) -> None:
-        if value is not None:
-            value = float(value)
-            if value < 0:
-                raise ValueError("Timeout value out of range")
-        self._timeout = value
-
-    def gettimeout(self) -> float | None:
-        return self._timeout
-
-    def setblocking(self, flag: bool) -> None:
-        self._timeout = None if flag else 0.0
-
-    def getblocking(self) -> bool:
-        return self._timeout != 0.0
-
-    @property
-    def timeout(self) -> float | None:
-        return self._timeout
-
     def close(self) -> None:
         if self.closed:
             return
@@ -399,12 +416,6 @@ class Socket:
             self._rcvq.clear()
             self._rcvbytes = 0
             self._lock.notify_all()
-
-    def __enter__(self) -> Socket:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = " [closed]" if self.closed else ""

@@ -33,6 +33,7 @@ from vimage.socket.socket import (
     SO_TYPE,
     SOCK_STREAM,
     SOL_SOCKET,
+    TimeoutMixin,
     parse_sockaddr,
 )
 from vimage.wire import ipv4
@@ -66,7 +67,7 @@ def _oserror(err: int) -> OSError:
     return OSError(err, os.strerror(err))
 
 
-class TcpSocket:
+class TcpSocket(TimeoutMixin):
     """An AF_INET SOCK_STREAM socket of one vnet."""
 
     __slots__ = (
@@ -363,12 +364,6 @@ class TcpSocket:
                         tcp.output(tcb)
             self._lock.notify_all()
 
-    def __enter__(self) -> TcpSocket:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
     def __del__(self) -> None:
         if not getattr(self, "closed", True):
             with contextlib.suppress(Exception):  # at interpreter shutdown nothing helps
@@ -465,26 +460,6 @@ class TcpSocket:
             return table[(level, option)]
         except KeyError:
             raise OSError(errno.ENOPROTOOPT, "Protocol not available") from None
-
-    def settimeout(self, value: float | None) -> None:
-        if value is not None:
-            value = float(value)
-            if value < 0:
-                raise ValueError("Timeout value out of range")
-        self._timeout = value
-
-    def gettimeout(self) -> float | None:
-        return self._timeout
-
-    def setblocking(self, flag: bool) -> None:
-        self._timeout = None if flag else 0.0
-
-    def getblocking(self) -> bool:
-        return self._timeout != 0.0
-
-    @property
-    def timeout(self) -> float | None:
-        return self._timeout
 
     def __repr__(self) -> str:
         state = self.tcb.state_name if self.tcb is not None else "unbound"
