@@ -67,6 +67,13 @@ def parse_sockaddr(address: Any) -> tuple[int, int]:
     return parse_host(host), port
 
 
+def option_int(value: Any) -> int:
+    """A setsockopt value as an int: an int, or a native-endian C int in bytes."""
+    if isinstance(value, (bytes, bytearray)):
+        return int.from_bytes(value[:4], "little") if value else 0
+    return int(value)
+
+
 class TimeoutMixin:
     """The stdlib's timeout and blocking-mode methods, over a `_timeout` attribute.
 
@@ -344,9 +351,7 @@ class Socket(TimeoutMixin):
 
     def setsockopt(self, level: int, option: int, value: Any) -> None:
         self._check_open()
-        if isinstance(value, (bytes, bytearray)):
-            value = int.from_bytes(value[:4], "little") if value else 0
-        value = int(value)
+        value = option_int(value)
         if level == SOL_SOCKET:
             if option == SO_REUSEADDR:
                 self.reuseaddr = bool(value)

@@ -34,6 +34,7 @@ from vimage.socket.socket import (
     SOCK_STREAM,
     SOL_SOCKET,
     TimeoutMixin,
+    option_int,
     parse_sockaddr,
 )
 from vimage.wire import ipv4
@@ -390,9 +391,7 @@ class TcpSocket(TimeoutMixin):
                 value, (bytes, bytearray)) else (1, int(value))
             tcb.linger = secs if onoff else None
             return
-        if isinstance(value, (bytes, bytearray)):
-            value = int.from_bytes(value[:4], "little") if value else 0
-        value = int(value)
+        value = option_int(value)
         if level == SOL_SOCKET:
             if option == SO_REUSEADDR:
                 self.reuseaddr = bool(value)
