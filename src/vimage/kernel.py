@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,10 @@ from vimage.sched import FOREVER, NS_PER_S, Scheduler, Timer
 from vimage.subsystems import SUBSYSTEMS, Subsystem
 from vimage.sysctl import build_oid_table
 from vimage.vnet import Vnet, check_name
+
+FD_BASE = 1 << 28
+"""Socket descriptors of a kernel start here, above any real descriptor (Linux caps those
+at 2**20), so a selector can tell the two kinds apart and never hands ours to the OS."""
 
 if TYPE_CHECKING:
     from vimage.cli import CmdResult
@@ -40,6 +45,8 @@ class Kernel:
         self._epairs_born: dict[Vnet, set[int]] = {}  # units of the epairs each vnet created
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self.fds: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        self._next_fd = FD_BASE
         self.base: Vnet = Vnet(self, "", None)
         self.base.attach()
 
@@ -110,6 +117,13 @@ class Kernel:
 
         with self.sched.cond:
             return create_epair(vnet or self.base)
+
+    def alloc_fd(self, sock: Any) -> int:
+        """A descriptor number for `sock`, unique in this kernel (see FD_BASE)."""
+        fd = self._next_fd
+        self._next_fd += 1
+        self.fds[fd] = sock
+        return fd
 
     def random_mac(self) -> bytes:
         """A locally administered unicast MAC from the kernel RNG."""

@@ -69,6 +69,9 @@ class Scheduler:
         self.events = 0  # packets delivered + timers fired, for determinism checks
         self.faults = 0  # exceptions caught inside the loop (each one is a bug)
         self.last_fault: Exception | None = None
+        # Called (under the lock) whenever work arrives from another thread, so a loop
+        # that sleeps outside the condition variable (a selector) can be woken.
+        self.waker: Callable[[], None] | None = None
 
     # -- time ---------------------------------------------------------------
     def now_ns(self) -> int:
@@ -86,7 +89,7 @@ class Scheduler:
         else:
             with self.cond:
                 heapq.heappush(self._heap, timer)
-                self.cond.notify_all()
+                self.notify()
         return timer
 
     def next_deadline(self) -> int | None:
@@ -197,7 +200,13 @@ class Scheduler:
     def wake(self) -> None:
         if not self.virtual:
             with self.cond:
-                self.cond.notify_all()
+                self.notify()
+
+    def notify(self) -> None:
+        """Wake every thread and selector waiting for the loop (the lock must be held)."""
+        self.cond.notify_all()
+        if self.waker is not None:
+            self.waker()
 
 
 FOREVER = 1 << 62

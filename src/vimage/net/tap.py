@@ -117,7 +117,7 @@ class Tap(EtherIfnet):
                         return
                     self.flags |= IFF_RUNNING  # Linux is sending: the carrier is there
                     sched.queue.append((self, frame))
-                    sched.cond.notify_all()
+                    sched.notify()
                 finally:
                     sched.cond.release()
 

@@ -343,8 +343,11 @@ class Tcb:
         return sum((r - left) & MASK for left, r in self.sacked)
 
     def notify(self) -> None:
-        """Wake whoever waits on this connection's socket (threads in real time)."""
+        """Wake whoever waits on this connection's socket: threads, and a selector."""
         self.tcp.vnet.kernel.sched.cond.notify_all()
+        sock = self.sock
+        if sock is not None and sock._poll is not None:
+            sock._poll.touch(sock)
 
     # -- timers -----------------------------------------------------------------------------------
     def set_main(self, delay_ns: int, callback: Any) -> None:
@@ -741,6 +744,7 @@ class TcpState:
             if listener.state == LISTEN and listener.accept_q is not None:
                 listener.accept_q.append(tcb)
                 st.accepts += 1
+                listener.notify()
             else:
                 self.drop(tcb, errno.ECONNABORTED, send_rst=True)
                 return

@@ -111,11 +111,38 @@ class TimeoutMixin:
         self.close()  # type: ignore[attr-defined]
 
 
-class Socket(TimeoutMixin):
+class PollMixin:
+    """A descriptor number and readiness for selectors (vimage.aio.KernelSelector).
+
+    `_poll` is the selector watching the socket, or None; the stack calls `_touch()`
+    when the socket's readiness may have changed, so selectors check only those.
+    """
+
+    __slots__ = ()
+    _fd: int
+    _poll: Any
+    closed: bool
+    vnet: Vnet
+
+    def fileno(self) -> int:
+        if self.closed:
+            return -1
+        if self._fd < 0:
+            self._fd = self.vnet.kernel.alloc_fd(self)
+        return self._fd
+
+    def _touch(self) -> None:
+        if self._poll is not None:
+            self._poll.touch(self)
+
+
+class Socket(TimeoutMixin, PollMixin):
     """An AF_INET datagram or raw socket living in one vnet."""
 
     __slots__ = (
         "__weakref__",
+        "_fd",
+        "_poll",
         "_rcvbytes",
         "_rcvq",
         "_so_error",
@@ -168,6 +195,8 @@ class Socket(TimeoutMixin):
         self._so_error = 0
         self._timeout: float | None = None
         self.closed = False
+        self._fd = -1
+        self._poll = None
         self.reuseaddr = self.reuseport = self.broadcast = False
         self.ttl: int | None = None
         self.tos = 0
@@ -186,10 +215,17 @@ class Socket(TimeoutMixin):
             return False
         self._rcvq.append((data, src, sport))
         self._rcvbytes += len(data)
+        if self._poll is not None:
+            self._poll.touch(self)
         return True
 
     def set_error(self, err: int) -> None:
         self._so_error = err
+        self._touch()
+
+    def _events(self) -> int:
+        """Readiness as selectors' EVENT_READ (1) | EVENT_WRITE (2)."""
+        return (1 if self._rcvq or self._so_error or self.closed else 0) | 2
 
     @property
     def _lock(self) -> Any:
@@ -421,6 +457,7 @@ class Socket(TimeoutMixin):
             self._rcvq.clear()
             self._rcvbytes = 0
             self._lock.notify_all()
+            self._touch()
 
     def __repr__(self) -> str:
         state = " [closed]" if self.closed else ""

@@ -33,6 +33,7 @@ from vimage.socket.socket import (
     SO_TYPE,
     SOCK_STREAM,
     SOL_SOCKET,
+    PollMixin,
     TimeoutMixin,
     option_int,
     parse_sockaddr,
@@ -68,12 +69,14 @@ def _oserror(err: int) -> OSError:
     return OSError(err, os.strerror(err))
 
 
-class TcpSocket(TimeoutMixin):
+class TcpSocket(TimeoutMixin, PollMixin):
     """An AF_INET SOCK_STREAM socket of one vnet."""
 
     __slots__ = (
         "__weakref__",
+        "_fd",
         "_pending",
+        "_poll",
         "_rd_shut",
         "_timeout",
         "closed",
@@ -99,6 +102,8 @@ class TcpSocket(TimeoutMixin):
         self.vnet = vnet
         self.family, self.type, self.proto = family, SOCK_STREAM, IPPROTO_TCP
         self.closed = False
+        self._fd = -1
+        self._poll = None
         self._timeout: float | None = None
         self._rd_shut = False
         self.reuseaddr = self.reuseport = False
@@ -135,6 +140,23 @@ class TcpSocket(TimeoutMixin):
         if not self.vnet.kernel.wait(lambda: bool(ready()) or self.closed, self._timeout):
             raise TimeoutError("timed out")
         self._check_open()
+
+    def _events(self) -> int:
+        """Readiness as selectors' EVENT_READ (1) | EVENT_WRITE (2), as Linux's tcp_poll."""
+        tcb = self.tcb
+        if self.closed:
+            return 3
+        if tcb is None:
+            return 2  # unconnected: writable (and hung up), as on Linux
+        state = tcb.state
+        if state == LISTEN:
+            return 1 if tcb.accept_q else 0
+        if state in (SYN_SENT, SYN_RECEIVED):
+            return 0
+        closed = state == CLOSED
+        read = 1 if (tcb.rcv_buf or tcb.fin_rcvd or closed or self._rd_shut) else 0
+        write = 2 if (closed or tcb.shut_wr or len(tcb.snd_buf) < tcb.snd_space) else 0
+        return read | write
 
     # -- connection set-up ------------------------------------------------------------------------
     def bind(self, address: tuple[str, int]) -> None:
@@ -343,6 +365,7 @@ class TcpSocket(TimeoutMixin):
                 tcb.shut_wr = True
                 self.vnet.tcp.output(tcb)
             self._lock.notify_all()
+            self._touch()
 
     def close(self) -> None:
         if self.closed:
@@ -364,6 +387,7 @@ class TcpSocket(TimeoutMixin):
                         tcb.shut_wr = True
                         tcp.output(tcb)
             self._lock.notify_all()
+            self._touch()
 
     def __del__(self) -> None:
         if not getattr(self, "closed", True):
