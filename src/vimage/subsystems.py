@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
+from vimage import netdb
 from vimage.net import ifnet, route
 from vimage.netinet import arp, icmp, ip, raw, tcp, udp
 
@@ -31,5 +32,6 @@ SUBSYSTEMS: tuple[Subsystem, ...] = (
     Subsystem(50, "udp", udp.vnet_attach, udp.vnet_detach),
     Subsystem(55, "tcp", tcp.vnet_attach, tcp.vnet_detach),
     Subsystem(60, "raw", raw.vnet_attach, raw.vnet_detach),
+    Subsystem(70, "netdb", netdb.vnet_attach, netdb.vnet_detach),
     Subsystem(90, "ifnet", ifnet.vnet_attach, ifnet.vnet_detach),
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -10,6 +11,7 @@ if TYPE_CHECKING:
     from vimage.kernel import Kernel
     from vimage.net.ifnet import Ifnet
     from vimage.net.route import RouteTable
+    from vimage.netdb import HostsTable
     from vimage.netinet.arp import ArpState
     from vimage.netinet.icmp import IcmpState
     from vimage.netinet.ip import IpState
@@ -38,6 +40,7 @@ class Vnet:
         "alive",
         "arp",
         "children",
+        "hosts",
         "icmp",
         "ifaces",
         "ip",
@@ -66,6 +69,7 @@ class Vnet:
         self.udp: UdpState
         self.tcp: TcpState
         self.raw: RawState
+        self.hosts: HostsTable
 
     # -- lifecycle ----------------------------------------------------------
     def attach(self) -> None:
@@ -105,6 +109,20 @@ class Vnet:
 
             return TcpSocket(self, family, type, proto)  # type: ignore[return-value]
         return Socket(self, family, type, proto)
+
+    def activate(self) -> AbstractContextManager[Vnet]:
+        """`with vnet.activate():` runs the block inside this vnet.
+
+        Code in the block, and tasks and threads it starts with a copied context
+        (asyncio tasks, `asyncio.to_thread`, `contextvars.copy_context().run`), acts
+        on this vnet: the vimage event loop's networking methods, and the stdlib's
+        `socket.socket`, `socket.create_connection`, `socket.getaddrinfo` and what is
+        built on them (`urllib.request`, `http.client`). Outside any such block the
+        stdlib is the host's own (see vimage.stdlib).
+        """
+        from vimage.context import activate
+
+        return activate(self)
 
     def cmd(self, line: str | list[str]) -> CmdResult:
         """Run a userland tool (ifconfig, route, netstat, ...) inside this vnet."""

@@ -1,0 +1,146 @@
+"""The vimage asyncio event loop: asyncio's own selector loop over a KernelSelector.
+
+Everything asyncio does with sockets (transports, servers, `sock_*`, streams) it does
+through socket objects and a selector; here the sockets are vimage sockets, created in
+the current task's vnet by the stdlib dispatch of vimage.stdlib, and the selector runs
+the kernel. The loop's clock is the kernel's, so in virtual time `asyncio.sleep`,
+`wait_for` timeouts and every stack timer share one discrete-event clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import socket
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from vimage import netdb, stdlib
+from vimage.aio.selector import KernelSelector
+from vimage.context import current_vnet
+from vimage.kernel import FD_BASE
+from vimage.sched import NS_PER_S
+
+if TYPE_CHECKING:
+    from vimage.kernel import Kernel
+    from vimage.vnet import Vnet
+
+T = TypeVar("T")
+
+
+class VimageEventLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop whose networking acts on vnets of `kernel` and whose time is its clock.
+
+    Code running outside every vnet (no `vnet.activate()`, not started by `vimage.run`)
+    acts on `vnet`, by default the kernel's base vnet. One loop per kernel.
+    """
+
+    def __init__(self, kernel: Kernel, vnet: Vnet | None = None) -> None:
+        if kernel.sched.waker is not None:
+            raise RuntimeError("this kernel already has an event loop or selector")
+        self.kernel = kernel
+        self.vnet = vnet if vnet is not None else kernel.base
+        self._kselector = KernelSelector(kernel)
+        super().__init__(self._kselector)
+        stdlib.install()
+
+    # -- time -----------------------------------------------------------------------------
+    def time(self) -> float:
+        return self.kernel.sched.now_ns() / NS_PER_S
+
+    @property
+    def virtual(self) -> bool:
+        return self.kernel.sched.virtual
+
+    # -- the loop's own real descriptors ------------------------------------------------------
+    def _make_self_pipe(self) -> None:
+        self._ssock, self._csock = socket.socketpair()
+        self._ssock.setblocking(False)
+        self._csock.setblocking(False)
+        self._internal_fds += 1
+        self._kselector.register_internal(self._ssock.fileno(), 1,
+                                          (asyncio.Handle(self._read_from_self, (), self), None))
+
+    def run_in_executor(self, executor: Any, func: Callable[..., T],
+                        *args: Any) -> asyncio.Future[T]:
+        """As asyncio's; in virtual time the clock waits for the thread (its work takes no
+        virtual time), so a run stays deterministic as long as the thread is."""
+        future = super().run_in_executor(executor, func, *args)
+        selector = self._kselector
+        selector.pending_real += 1
+
+        def done(_f: Any) -> None:
+            selector.pending_real -= 1
+
+        future.add_done_callback(done)
+        return future
+
+    # -- the current vnet -----------------------------------------------------------------
+    def current_vnet(self) -> Vnet:
+        """The vnet of the running code (the loop's default outside every vnet)."""
+        vnet = current_vnet.get()
+        return vnet if vnet is not None else self.vnet
+
+    def create_task(self, coro: Any, *, name: str | None = None,
+                    context: contextvars.Context | None = None) -> asyncio.Task[Any]:
+        if context is None and current_vnet.get() is None:
+            context = contextvars.copy_context()
+            context.run(current_vnet.set, self.vnet)
+        return super().create_task(coro, name=name, context=context)
+
+    def create_task_in(self, vnet: Vnet, coro: Coroutine[Any, Any, T], *,
+                       name: str | None = None) -> asyncio.Task[T]:
+        """Start `coro` as a task inside `vnet` (its children inherit the vnet)."""
+        if vnet.kernel is not self.kernel:
+            raise ValueError(f"{vnet!r} belongs to another kernel")
+        context = contextvars.copy_context()
+        context.run(current_vnet.set, vnet)
+        return super().create_task(coro, name=name, context=context)
+
+    # -- name resolution in the vnet (no executor, no host resolver) --------------------------
+    async def getaddrinfo(self, host: Any, port: Any, *, family: int = 0, type: int = 0,
+                          proto: int = 0, flags: int = 0) -> list[tuple[Any, ...]]:
+        return netdb.getaddrinfo(self.current_vnet(), host, port, family, type, proto, flags)
+
+    async def getnameinfo(self, sockaddr: tuple[str, int], flags: int = 0) -> tuple[str, str]:
+        return netdb.getnameinfo(self.current_vnet(), sockaddr, flags)
+
+    async def _sock_sendfile_native(self, sock: Any, file: Any, offset: int,
+                                    count: int | None) -> int:
+        if sock.fileno() >= FD_BASE:
+            raise asyncio.SendfileNotAvailableError(
+                f"sendfile(2) cannot write to the vimage socket {sock!r}")
+        return await super()._sock_sendfile_native(sock, file, offset, count)
+
+    def __repr__(self) -> str:
+        return f"<VimageEventLoop clock={self.kernel.clock} vnet={self.vnet.display_name}>"
+
+
+def new_event_loop(kernel: Kernel, vnet: Vnet | None = None) -> VimageEventLoop:
+    return VimageEventLoop(kernel, vnet)
+
+
+def run(main: Coroutine[Any, Any, T], *, kernel: Kernel | None = None,
+        vnet: Vnet | None = None, debug: bool | None = None) -> T:
+    """`asyncio.run` on a vimage loop: `main` runs inside `vnet` (default: the kernel's base)."""
+    if kernel is None:
+        if vnet is None:
+            raise TypeError("vimage.run() needs kernel= or vnet=")
+        kernel = vnet.kernel
+    if vnet is None:
+        vnet = kernel.base
+    elif vnet.kernel is not kernel:
+        raise ValueError(f"{vnet!r} belongs to another kernel")
+    context = contextvars.copy_context()
+    context.run(current_vnet.set, vnet)
+    with asyncio.Runner(debug=debug, loop_factory=lambda: VimageEventLoop(kernel, vnet)) as r:
+        return r.run(main, context=context)
+
+
+def spawn(vnet: Vnet, coro: Coroutine[Any, Any, T], *,
+          name: str | None = None) -> asyncio.Task[T]:
+    """Start `coro` as a task inside `vnet` on the running vimage loop."""
+    loop = asyncio.get_running_loop()
+    if not isinstance(loop, VimageEventLoop):
+        raise RuntimeError("vimage.spawn() needs a running vimage event loop (vimage.run)")
+    return loop.create_task_in(vnet, coro, name=name)

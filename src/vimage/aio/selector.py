@@ -1,0 +1,259 @@
+"""A `selectors` selector for vimage sockets (and real descriptors) that drives a kernel.
+
+asyncio's selector event loop asks its selector "what is ready, waiting at most T
+seconds?". This one answers for vimage sockets by running the kernel's packet queue
+and timers: in virtual time it jumps the clock to the next kernel timer or to the
+deadline, whichever comes first, so `asyncio.sleep(3600)` takes no wall time; in real
+time it sleeps in the OS selector (real descriptors plus a wake-up socket) until the
+next kernel timer, a real descriptor, or another thread's packet (a TAP reader, a
+thread using a blocking vimage socket) needs it.
+
+Readiness is level-triggered, as epoll's default: a socket is re-checked when the
+stack says its state changed (`touch`, from `Tcb.notify` and datagram enqueue) and
+for as long as it stays ready, so an idle socket costs nothing per iteration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import socket
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from vimage.kernel import FD_BASE
+from vimage.sched import NS_PER_S
+
+if TYPE_CHECKING:
+    from vimage.kernel import Kernel
+
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
+
+
+def _fd_of(fileobj: Any) -> int:
+    if isinstance(fileobj, int):
+        fd = fileobj
+    else:
+        try:
+            fd = int(fileobj.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"Invalid file object: {fileobj!r}") from None
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    return fd
+
+
+class _Map(Mapping[Any, selectors.SelectorKey]):
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: dict[int, selectors.SelectorKey]) -> None:
+        self._keys = keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __getitem__(self, fileobj: Any) -> selectors.SelectorKey:
+        try:
+            return self._keys[_fd_of(fileobj)]
+        except (KeyError, ValueError):
+            raise KeyError(f"{fileobj!r} is not registered") from None
+
+    def __iter__(self) -> Any:
+        return iter(self._keys)
+
+
+class KernelSelector(selectors.BaseSelector):
+    """Selects over one kernel's sockets and real descriptors; see the module docstring."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self._sched = kernel.sched
+        self._virtual = self._sched.virtual
+        self._keys: dict[int, selectors.SelectorKey] = {}
+        self._socks: dict[int, Any] = {}  # our descriptors -> sockets (kept alive while registered)
+        self._candidates: set[int] = set()
+        self._real = selectors.DefaultSelector()
+        self._internal: set[int] = set()  # real descriptors of the loop itself (self-pipe)
+        self._waiting = False
+        self.pending_real = 0  # executor jobs under way: virtual time waits for them
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._real.register(self._wake_r, EVENT_READ, None)
+        self._sched.waker = self._wake
+
+    # -- the stack's side -----------------------------------------------------------------
+    def touch(self, sock: Any) -> None:
+        """The socket's readiness may have changed (called by the stack, lock held)."""
+        self._candidates.add(sock._fd)
+        if self._waiting:
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._waiting:
+            self._waiting = False
+            with contextlib.suppress(OSError):  # already full of wake-ups, or closing
+                self._wake_w.send(b"\0")
+
+    # -- registration ---------------------------------------------------------------------
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        if not events or events & ~(EVENT_READ | EVENT_WRITE):
+            raise ValueError(f"Invalid events: {events!r}")
+        fd = _fd_of(fileobj)
+        if fd in self._keys:
+            raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
+        key = selectors.SelectorKey(fileobj, fd, events, data)
+        if fd >= FD_BASE:
+            sock = self.kernel.fds.get(fd)
+            if sock is None or sock.closed:
+                raise ValueError(f"{fileobj!r}: no open vimage socket with descriptor {fd}")
+            if sock._poll is not None and sock._poll is not self:
+                raise ValueError(f"{sock!r} is registered with another selector")
+            with self._sched.lock:
+                sock._poll = self
+                self._socks[fd] = sock
+                self._candidates.add(fd)
+        else:
+            if self._virtual and fd not in self._internal:
+                raise RuntimeError(
+                    f"real file descriptor {fd} cannot be watched by a loop in virtual time: "
+                    "real I/O does not happen in virtual time (use clock='real')")
+            self._real.register(fd, events, data)
+        self._keys[fd] = key
+        return key
+
+    def register_internal(self, fileobj: Any, events: int, data: Any = None) -> Any:
+        """Register one of the loop's own real descriptors (its self-pipe)."""
+        self._internal.add(_fd_of(fileobj))
+        return self.register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        fd = fileobj if isinstance(fileobj, int) else _fd_of(fileobj)
+        key = self._keys.pop(fd, None)
+        if key is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        if fd >= FD_BASE:
+            with self._sched.lock:
+                sock = self._socks.pop(fd, None)
+                if sock is not None and sock._poll is self:
+                    sock._poll = None
+                self._candidates.discard(fd)
+        else:
+            self._internal.discard(fd)
+            with contextlib.suppress(KeyError, ValueError):
+                self._real.unregister(fd)
+        return key
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        fd = _fd_of(fileobj)
+        key = self._keys.get(fd)
+        if key is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        if fd < FD_BASE:
+            self._real.modify(fd, events, data)
+        key = key._replace(events=events, data=data)
+        self._keys[fd] = key
+        if fd >= FD_BASE:
+            self._candidates.add(fd)
+        return key
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return _Map(self._keys)
+
+    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
+        return self.get_map()[fileobj]
+
+    # -- selecting ------------------------------------------------------------------------
+    def _collect(self) -> list[tuple[selectors.SelectorKey, int]]:
+        ready: list[tuple[selectors.SelectorKey, int]] = []
+        if not self._candidates:
+            return ready
+        keys, socks = self._keys, self._socks
+        still: set[int] = set()
+        for fd in self._candidates:
+            key = keys.get(fd)
+            sock = socks.get(fd)
+            if key is None or sock is None:
+                continue
+            events = sock._events() & key.events
+            if events:
+                ready.append((key, events))
+                still.add(fd)
+        self._candidates = still
+        return ready
+
+    def _real_ready(self, timeout: float | None) -> list[tuple[selectors.SelectorKey, int]]:
+        out = []
+        for rkey, events in self._real.select(timeout):
+            if rkey.fileobj is self._wake_r:
+                self._drain_wake()
+                continue
+            key = self._keys.get(rkey.fd)
+            if key is not None:
+                out.append((key, events & key.events))
+        return out
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        sched = self._sched
+        has_real = len(self._real.get_map()) > 1  # more than the wake-up socket
+        deadline = None if timeout is None else sched.now_ns() + max(0, int(timeout * NS_PER_S))
+        while True:
+            with sched.lock:
+                sched.run_ready()
+                ready = self._collect()
+                now = sched.now_ns()
+                if ready or (deadline is not None and now >= deadline):
+                    break
+                nxt = sched.next_deadline()
+                target = nxt if deadline is None else (deadline if nxt is None
+                                                       else min(nxt, deadline))
+                if self._virtual and not self.pending_real:
+                    if has_real:
+                        real = self._real_ready(0)
+                        if real:
+                            return real
+                    if target is None:
+                        raise RuntimeError(
+                            "would block forever: nothing can happen in virtual time "
+                            "(no timer is armed and no socket can become ready)")
+                    sched._virtual_now = max(now, target)
+                    continue
+                self._waiting = True
+            if self._virtual:
+                wait = None  # a thread is working: its work takes no virtual time
+            else:
+                wait = None if target is None else max(0.0, (target - now) / NS_PER_S)
+            try:
+                real = self._real_ready(wait)
+            finally:
+                with sched.lock:
+                    self._waiting = False
+            if real:
+                with sched.lock:
+                    sched.run_ready()
+                    return real + self._collect()
+        if has_real:
+            ready.extend(self._real_ready(0))
+        return ready
+
+    def close(self) -> None:
+        with self._sched.lock:
+            for sock in self._socks.values():
+                if sock._poll is self:
+                    sock._poll = None
+            self._socks.clear()
+            self._keys.clear()
+            self._candidates.clear()
+            if self._sched.waker == self._wake:
+                self._sched.waker = None
+        self._real.close()
+        self._wake_r.close()
+        self._wake_w.close()
