@@ -83,7 +83,7 @@ def _is_dunder(name: str) -> bool:
 
 
 def _is_sunder(name: str) -> bool:  # enum's _member_map_, NamedTuple's _field_defaults
-    if name in ("_field_defaults", "_fields"):
+    if name in ("_field_defaults", "_fields", "_abc_impl"):  # _abc_impl: abc's own caches
         return True
     return len(name) > 2 and name[0] == name[-1] == "_" and name[1] != "_"
 

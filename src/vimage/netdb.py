@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket as _std
+import types
 from typing import TYPE_CHECKING, Any
 
 from vimage.wire import WireError, ipv4
@@ -24,7 +25,7 @@ _RAW = _std.SocketKind.SOCK_RAW
 # What glibc returns for each socket type when the caller leaves type/proto at 0.
 _KINDS: tuple[tuple[_std.SocketKind, int], ...] = (
     (_STREAM, _std.IPPROTO_TCP), (_DGRAM, _std.IPPROTO_UDP), (_RAW, 0))
-_PROTO_NAME = {_std.IPPROTO_TCP: "tcp", _std.IPPROTO_UDP: "udp"}
+_PROTO_NAME = types.MappingProxyType({_std.IPPROTO_TCP: "tcp", _std.IPPROTO_UDP: "udp"})
 
 
 class HostsTable:
