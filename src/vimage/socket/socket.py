@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import socket as _std
 from collections import deque
@@ -135,6 +136,56 @@ class PollMixin:
         if self._poll is not None:
             self._poll.touch(self)
 
+    # -- file objects (the stdlib's socket.makefile) ---------------------------------------
+    _io_refs: int
+
+    def makefile(self, mode: str = "r", buffering: int | None = None, *,
+                 encoding: str | None = None, errors: str | None = None,
+                 newline: str | None = None) -> Any:
+        """A file object over the socket, as `socket.socket.makefile` (http.client uses it).
+
+        As in the stdlib, closing the socket while such files are open only marks it:
+        it closes when the last file does."""
+        if not set(mode) <= {"r", "w", "b"}:
+            raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
+        writing, reading, binary = "w" in mode, "r" in mode or "w" not in mode, "b" in mode
+        raw = _std.SocketIO(self, ("r" if reading else "") + ("w" if writing else ""))
+        self._io_refs += 1 if self._io_refs >= 0 else -1
+        if buffering is None:
+            buffering = -1
+        if buffering < 0:
+            buffering = io.DEFAULT_BUFFER_SIZE
+        if buffering == 0:
+            if not binary:
+                raise ValueError("unbuffered streams must be binary")
+            return raw
+        buffer: Any
+        if reading and writing:
+            buffer = io.BufferedRWPair(raw, raw, buffering)
+        elif reading:
+            buffer = io.BufferedReader(raw, buffering)
+        else:
+            buffer = io.BufferedWriter(raw, buffering)
+        if binary:
+            return buffer
+        text = io.TextIOWrapper(buffer, encoding, errors, newline)
+        text.mode = mode  # type: ignore[misc]
+        return text
+
+    def _decref_socketios(self) -> None:
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        elif self._io_refs < 0:  # close() was called: the last file closes the socket
+            self._io_refs += 1
+            if self._io_refs == 0:
+                self.close()
+
+    def _defer_close(self) -> bool:
+        """close() with files still open: remember it (a negative count), close with the last."""
+        if self._io_refs > 0:
+            self._io_refs = -self._io_refs
+        return self._io_refs < 0
+
 
 class Socket(TimeoutMixin, PollMixin):
     """An AF_INET datagram or raw socket living in one vnet."""
@@ -142,6 +193,7 @@ class Socket(TimeoutMixin, PollMixin):
     __slots__ = (
         "__weakref__",
         "_fd",
+        "_io_refs",
         "_poll",
         "_rcvbytes",
         "_rcvq",
@@ -197,6 +249,7 @@ class Socket(TimeoutMixin, PollMixin):
         self.closed = False
         self._fd = -1
         self._poll = None
+        self._io_refs = 0
         self.reuseaddr = self.reuseport = self.broadcast = False
         self.ttl: int | None = None
         self.tos = 0
@@ -445,7 +498,7 @@ class Socket(TimeoutMixin, PollMixin):
             raise OSError(errno.ENOPROTOOPT, "Protocol not available") from None
 
     def close(self) -> None:
-        if self.closed:
+        if self.closed or self._defer_close():
             return
         with self._lock:
             self.closed = True

@@ -75,6 +75,7 @@ class TcpSocket(TimeoutMixin, PollMixin):
     __slots__ = (
         "__weakref__",
         "_fd",
+        "_io_refs",
         "_pending",
         "_poll",
         "_rd_shut",
@@ -104,6 +105,7 @@ class TcpSocket(TimeoutMixin, PollMixin):
         self.closed = False
         self._fd = -1
         self._poll = None
+        self._io_refs = 0
         self._timeout: float | None = None
         self._rd_shut = False
         self.reuseaddr = self.reuseport = False
@@ -368,7 +370,7 @@ class TcpSocket(TimeoutMixin, PollMixin):
             self._touch()
 
     def close(self) -> None:
-        if self.closed:
+        if self.closed or self._defer_close():
             return
         with self._lock:
             self.closed = True
