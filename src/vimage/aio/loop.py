@@ -36,11 +36,13 @@ class VimageEventLoop(asyncio.SelectorEventLoop):
     """
 
     def __init__(self, kernel: Kernel, vnet: Vnet | None = None) -> None:
-        if kernel.sched.waker is not None:
-            raise RuntimeError("this kernel already has an event loop or selector")
         self.kernel = kernel
         self.vnet = vnet if vnet is not None else kernel.base
-        self._kselector = KernelSelector(kernel)
+        try:
+            self._kselector = KernelSelector(kernel)
+        except RuntimeError:
+            self._closed = True  # half-built: let BaseEventLoop.__del__ see a closed loop
+            raise
         super().__init__(self._kselector)
         stdlib.install()
 
@@ -74,6 +76,13 @@ class VimageEventLoop(asyncio.SelectorEventLoop):
 
         future.add_done_callback(done)
         return future
+
+    async def shutdown_default_executor(self, *args: Any, **kwargs: Any) -> None:
+        self._kselector.pending_real += 1  # its thread calls back: wait for it
+        try:
+            await super().shutdown_default_executor(*args, **kwargs)
+        finally:
+            self._kselector.pending_real -= 1
 
     # -- the current vnet -----------------------------------------------------------------
     def current_vnet(self) -> Vnet:

@@ -67,6 +67,8 @@ class KernelSelector(selectors.BaseSelector):
     """Selects over one kernel's sockets and real descriptors; see the module docstring."""
 
     def __init__(self, kernel: Kernel) -> None:
+        if kernel.sched.waker is not None:
+            raise RuntimeError("this kernel already has an event loop or selector")
         self.kernel = kernel
         self._sched = kernel.sched
         self._virtual = self._sched.virtual
