@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from vimage.vnet import Vnet
 
 TOOLS: tuple[str, ...] = (
-    "arp", "ifconfig", "netstat", "ping", "route", "sysctl", "tcpdump", "traceroute", "vlink",
+    "arp", "hosts", "ifconfig", "netstat", "ping", "route", "sysctl", "tcpdump", "traceroute", "vlink",
 )
 
 
