@@ -143,7 +143,7 @@ def getaddrinfo(vnet: Vnet, host: Any, port: Any, family: int = 0, type: int = 0
     else:
         addrs = resolve_host(vnet, host, numeric_only=bool(flags & _std.AI_NUMERICHOST))
     kinds = [(k, p) for k, p in _KINDS
-             if (not type or k == type) and (not proto or p == proto or (k == _RAW and not type))]
+             if (not type or k == type) and (not proto or p == proto)]
     if type and not kinds:
         kinds = [(_std.SocketKind(type), proto)]
     canon = host if flags & _std.AI_CANONNAME and isinstance(host, str) else ""
