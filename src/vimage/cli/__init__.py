@@ -16,7 +16,16 @@ if TYPE_CHECKING:
     from vimage.vnet import Vnet
 
 TOOLS: tuple[str, ...] = (
-    "arp", "hosts", "ifconfig", "netstat", "ping", "route", "sysctl", "tcpdump", "traceroute", "vlink",
+    "arp",
+    "hosts",
+    "ifconfig",
+    "netstat",
+    "ping",
+    "route",
+    "sysctl",
+    "tcpdump",
+    "traceroute",
+    "vlink",
 )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from vimage import netdb
 from vimage.cli import ToolError, UsageError
 from vimage.cli._util import getopts
 from vimage.sched import NS_PER_S
@@ -34,6 +35,7 @@ from vimage.wire import icmp as wicmp
 if TYPE_CHECKING:
     from vimage.cli import Context
     from vimage.socket.socket import Socket
+    from vimage.vnet import Vnet
 
 EX_NOHOST = 68
 DEFDATALEN = 56
@@ -64,13 +66,11 @@ def _int_arg(text: str, what: str, lo: int, hi: int) -> int:
     return value
 
 
-def resolve(text: str) -> int:
-    """A dotted quad or `localhost`; anything else is an unknown host (status 68)."""
-    if text == "localhost":
-        return 0x7F000001
+def resolve(vnet: Vnet, text: str) -> int:
+    """A dotted quad or a name in the vnet's hosts table; else unknown host (status 68)."""
     try:
-        return ipv4.aton(text)
-    except WireError:
+        return netdb.resolve_host(vnet, text)[0]
+    except OSError:
         raise ToolError(f"cannot resolve {text}: Unknown host", EX_NOHOST) from None
 
 
@@ -294,12 +294,12 @@ def main(ctx: Context, argv: list[str]) -> int:
     if not npackets and not alarm:
         raise UsageError("-c count or -t timeout is required (there is no ^C in vnet.cmd)")
     hostname = args[0]
-    dst = resolve(hostname)
     vnet = ctx.vnet
+    dst = resolve(vnet, hostname)
     kernel = vnet.kernel
     with vnet.socket(AF_INET, SOCK_RAW, IPPROTO_ICMP) as sock:
         if source is not None:
-            src = resolve(source)
+            src = resolve(vnet, source)
             try:
                 sock.bind((ipv4.ntoa(src), 0))
             except OSError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vimage import netdb
 from vimage.cli import ToolError, UsageError
 from vimage.cli._util import getopts
 from vimage.sched import NS_PER_S
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from vimage.cli import Context
     from vimage.kernel import Kernel
     from vimage.socket.socket import Socket
+    from vimage.vnet import Vnet
 
 DEFAULT_PORT = 32768 + 666
 DEFAULT_PACKLEN = 40
@@ -70,12 +72,10 @@ def _int_arg(text: str, what: str, lo: int, hi: int) -> int:
     return value
 
 
-def _resolve(text: str) -> int:
-    if text == "localhost":
-        return 0x7F000001
+def _resolve(vnet: Vnet, text: str) -> int:
     try:
-        return ipv4.aton(text)
-    except WireError:
+        return netdb.resolve_host(vnet, text)[0]
+    except OSError:
         raise ToolError(f"unknown host {text}") from None
 
 
@@ -157,8 +157,8 @@ def main(ctx: Context, argv: list[str]) -> int:
     if len(args) == 2:
         packlen = _int_arg(args[1], "packet length", MIN_PACKLEN, MAX_PACKLEN)
     hostname = args[0]
-    dst = _resolve(hostname)
-    src = _resolve(source) if source is not None else 0
+    dst = _resolve(vnet, hostname)
+    src = _resolve(vnet, source) if source is not None else 0
     if not src and dst not in vnet.ip.local and vnet.rt.lookup(dst) is None:
         raise ToolError("findsaddr: Network is unreachable")  # no source address to use
     with vnet.socket(AF_INET, SOCK_DGRAM) as udp, \
