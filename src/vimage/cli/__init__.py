@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 TOOLS: tuple[str, ...] = (
     "arp",
+    "fault",
     "hosts",
     "ifconfig",
     "netstat",

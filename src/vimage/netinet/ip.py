@@ -24,10 +24,14 @@ _addrs = struct.Struct("!II").unpack_from
 _ttl_word = struct.Struct("!BBH").pack
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from vimage.net.ifnet import Ifnet
     from vimage.net.route import Route
     from vimage.netinet.in_ import InAddr
     from vimage.vnet import Vnet
+
+    InputHook = Callable[[Ifnet, bytes, int, int], bool]
 
 SYSCTLS: tuple[Oid, ...] = (
     Oid("net.inet.ip.forwarding", "ip", "forwarding", "Enable IP forwarding between interfaces",
@@ -72,6 +76,7 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
     ("ofragments", "{} fragments created"),
     ("cantfrag", "{} datagrams that can't be fragmented"),
     ("badaddr", "{} datagrams with bad address in header"),
+    ("faultdrop", "{} packets dropped by fault injection"),
 )
 
 
@@ -82,7 +87,8 @@ class IpState:
     """Per-vnet IPv4 state: addresses, tunables, counters and reassembly queues."""
 
     __slots__ = ("bcast", "forwarding", "fragttl", "ident", "local", "maxfragpackets",
-                 "maxfragsperpacket", "port_first", "port_last", "reass", "stats", "ttl", "vnet")
+                 "maxfragsperpacket", "pfil_in", "port_first", "port_last", "reass", "stats",
+                 "ttl", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
@@ -98,6 +104,8 @@ class IpState:
         self.port_last = 65535
         self.ident = vnet.kernel.rng.getrandbits(16)
         self.reass: Reassembler | None = None
+        # input hooks (FreeBSD pfil): None while there are none, so input pays one check
+        self.pfil_in: list[InputHook] | None = None
 
     # -- input ---------------------------------------------------------------------
     def input(self, ifp: Ifnet, pkt: bytes) -> None:
@@ -141,6 +149,8 @@ class IpState:
                            and not ifp.flags & IFF_LOOPBACK):
             st.badaddr += 1  # multicast, broadcast or class E source; loopback from outside
             return
+        if self.pfil_in is not None and not self.run_input_hooks(ifp, pkt, src, dst):
+            return  # taken by a hook (fault injection; later a firewall), which counted it
         if hlen > 20 and not options_ok(pkt, hlen):
             st.badoptions += 1
             icmp_mod.error(self.vnet, pkt, wicmp.PARAMPROB, 0, 20 << 24)
@@ -151,6 +161,17 @@ class IpState:
             st.notmember += 1
         else:
             self.forward(ifp, pkt, hlen, dst)
+
+    def run_input_hooks(self, ifp: Ifnet, pkt: bytes, src: int, dst: int) -> bool:
+        """True if every input hook passes the packet; a hook that drops it counts it."""
+        return all(hook(ifp, pkt, src, dst) for hook in self.pfil_in or ())
+
+    def add_input_hook(self, hook: InputHook) -> None:
+        self.pfil_in = [*(self.pfil_in or ()), hook]  # a new list: input may be iterating
+
+    def remove_input_hook(self, hook: InputHook) -> None:
+        hooks = [h for h in self.pfil_in or () if h is not hook]
+        self.pfil_in = hooks or None
 
     def deliver(self, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: int) -> None:
         st = self.stats
