@@ -1059,6 +1059,51 @@ def test_a_syn_cookie_offers_our_own_mss():
     assert sock.tcb.mss == 960
 
 
+def cookie_while_an_embryo_completes(w: Wire) -> tuple[Any, Seg]:
+    """listen(1): an embryo, a SYN answered with a cookie, then the embryo completes and
+    fills the listen queue before the cookie's ACK comes back."""
+    lsock = w.socket()
+    lsock.bind(("", PORT))
+    lsock.listen(1)
+    w.send("S", 100, sport=1111)
+    embryo = w.one()
+    w.send("S", 200, sport=2222)
+    cookie = w.one()
+    assert w.tcp.stats.cookiessent == 1
+    w.send("A", 101, embryo.seq + 1, sport=1111)
+    w.nothing()
+    assert len(w.tcp.listeners[PORT][0].accept_q) == 1
+    return lsock, cookie
+
+
+def test_cookie_ack_with_the_listen_queue_full_is_reset():
+    """FreeBSD: syncache_socket() cannot make the socket (sonewconn fails on the full
+    queue): a listen queue overflow, and a reset (net.inet.tcp.syncache.rst_on_sock_fail)."""
+    w = Wire()
+    lsock, cookie = cookie_while_an_embryo_completes(w)
+    w.send("A", 201, cookie.seq + 1, sport=2222)
+    rst = w.one()
+    assert rst.flags == "R" and rst.seq == cookie.seq + 1 and rst.dport == 2222
+    assert w.tcp.stats.cookiesrcvd == 1 and w.tcp.stats.listendrop == 1
+    assert [t.fport for t in w.tcp.conns.values()] == [1111]
+
+
+def test_cookie_ack_with_the_listen_queue_full_is_dropped_without_rst_on_sock_fail():
+    w = Wire(**{"syncache.rst_on_sock_fail": 0})
+    lsock, cookie = cookie_while_an_embryo_completes(w)
+    w.send("A", 201, cookie.seq + 1, sport=2222)
+    w.nothing()  # dropped: the peer's next segment may find room
+    assert w.tcp.stats.listendrop == 1
+    lsock.setblocking(False)
+    first, _ = lsock.accept()
+    w.send("PA", 201, cookie.seq + 1, sport=2222, data=b"again")
+    ack = w.one()
+    assert ack.flags == "A" and ack.ack == 206 and ack.dport == 2222
+    sock, addr = lsock.accept()
+    assert addr == (PEER, 2222) and sock.recv(10) == b"again"
+    assert w.tcp.stats.cookiesrcvd == 2
+
+
 def test_without_syn_cookies_an_overflowing_syn_is_dropped():
     w = Wire(syncookies=0)
     lsock = w.socket()
@@ -1098,9 +1143,15 @@ def test_fast_retransmit_with_sack():
     # the retransmission arrives: everything up to the highest SACKed byte is acked
     c.send("A", ack=segs[3].seq + 1460)
     assert c.tcb.recovery  # partial: 4 more segments are still out
+    # nothing is SACKed above: RFC 6675 rule 4 sends one rescue retransmission of the
+    # highest outstanding segment (the tail of the window may be lost)
+    rescue = w.one()
+    assert rescue.seq == segs[-1].seq and len(rescue.payload) == 1460
+    c.send("A", ack=segs[5].seq + 1460)
+    w.nothing()  # one rescue per recovery
     c.send("A", ack=segs[-1].seq + 1460)
     assert not c.tcb.recovery
-    assert w.tcp.stats.sndrexmitpack == 1
+    assert w.tcp.stats.sndrexmitpack == 2 and w.tcp.stats.sack_rexmits == 2
 
 
 def test_sack_recovery_fills_every_hole_without_waiting_for_partial_acks():
@@ -1134,8 +1185,9 @@ def test_newreno_partial_ack_retransmits_the_next_hole():
 
 
 def test_spurious_duplicate_acks_with_sack_retransmit_one_segment():
-    """Duplicated segments cause duplicate ACKs without SACK blocks: nothing was lost, so
-    after the fast retransmit the partial ACKs must not resend the whole window."""
+    """Duplicate ACKs without SACK blocks: an empty scoreboard is no evidence of loss, so
+    after the fast retransmit the partial ACKs must not resend the whole window; only the
+    one rescue retransmission of RFC 6675 goes (the highest segment)."""
     w = Wire()
     c = passive_open(w)
     segs = send_window(c, 8)
@@ -1145,8 +1197,9 @@ def test_spurious_duplicate_acks_with_sack_retransmit_one_segment():
     assert [x.seq for x in w.segments() if x.payload] == [una]
     for seg in segs:
         c.send("A", ack=seg.seq + 1460)
-    assert [x.seq for x in w.segments() if x.payload and x.seq <= segs[-1].seq] == []
-    assert w.tcp.stats.sndrexmitpack == 1
+    assert [x.seq for x in w.segments() if x.payload and x.seq <= segs[-1].seq] == [
+        segs[-1].seq]
+    assert w.tcp.stats.sndrexmitpack == 2
 
 
 def test_lost_segment_is_retransmitted_after_the_rto_with_backoff_then_etimedout():
@@ -1327,3 +1380,491 @@ def test_no_df_without_path_mtu_discovery():
     c = passive_open(w)
     c.sock.send(b"m" * 100)
     assert not w.one().df
+
+
+# -- TIME_WAIT: RFC 1337 and recycling by a new SYN (RFC 6191, FreeBSD tcp_twcheck) ---------
+
+
+def into_time_wait(w: Wire, ts: bool = False) -> Conn:
+    """Our side closes first: the connection ends in TIME_WAIT; the listener stays."""
+    c = passive_open(w, ts=ts)
+    c.sock.close()
+    fin = w.one()
+    c.rcv = fin.seq + 1
+    c.send("FA")
+    w.one()
+    assert c.tcb.state_name == "TIME_WAIT"
+    return c
+
+
+def test_time_wait_ignores_resets():
+    """RFC 1337 (TIME-WAIT assassination): a reset, even at RCV.NXT, changes nothing."""
+    w = Wire(msl=1000)
+    c = into_time_wait(w)
+    tcb, key = c.tcb, c.tcb.key
+    t0 = w.now()
+    c.send("R")
+    c.send("RA", seq=c.snd + 10)
+    w.nothing()
+    assert w.tcp.conns.get(key) is tcb and tcb.state_name == "TIME_WAIT"
+    assert w.tcp.stats.resets_rcvd == 0
+    w.kernel.run_until(lambda: key not in w.tcp.conns, timeout=10)
+    assert w.now() - t0 == 2 * S  # 2 MSL as if nothing had come
+
+
+def test_new_syn_beyond_rcv_nxt_recycles_time_wait():
+    w = Wire(msl=30000)
+    c = into_time_wait(w)
+    old = c.tcb
+    w.send("S", c.snd + 100000, options=[("MSS", 1460)])  # the same 4-tuple, a new ISN
+    synack = w.one()
+    assert synack.flags == "SA" and synack.ack == c.snd + 100001
+    assert old.state_name == "CLOSED"
+    new = w.tcp.conns[old.key]
+    assert new is not old and new.state_name == "SYN_RCVD"
+    w.send("A", c.snd + 100001, synack.seq + 1)
+    sock, addr = c.lsock.accept()
+    assert addr == (PEER, PPORT) and sock.tcb is new and new.state_name == "ESTABLISHED"
+
+
+def test_old_syn_in_time_wait_is_dropped():
+    """A SYN at or below RCV.NXT may be an old duplicate: FreeBSD drops it (no ACK flag)."""
+    w = Wire(msl=1000)
+    c = into_time_wait(w)
+    tcb = c.tcb
+    w.send("S", c.snd - 1)
+    w.send("S", c.snd)
+    w.nothing()
+    assert w.tcp.conns[tcb.key] is tcb and tcb.state_name == "TIME_WAIT"
+
+
+def test_syn_with_a_newer_timestamp_recycles_time_wait():
+    """RFC 6191: with timestamps, a newer TSval is proof enough, whatever the ISN."""
+    w = Wire(msl=30000)
+    c = into_time_wait(w, ts=True)
+    old = c.tcb
+    recent = old.ts_recent
+    # an older timestamp does not recycle, even with a sequence number beyond RCV.NXT
+    w.send("S", c.snd + 5000, options=[("MSS", 1460), ("Timestamp", (recent - 1, 0))])
+    w.nothing()
+    assert w.tcp.conns[old.key] is old
+    # a newer one does, even with a sequence number below RCV.NXT
+    w.send("S", c.snd - 5000, options=[("MSS", 1460), ("Timestamp", (recent + 1, 0))])
+    synack = w.one()
+    assert synack.flags == "SA" and synack.ack == c.snd - 4999
+    assert w.tcp.conns[old.key] is not old and old.state_name == "CLOSED"
+
+
+def test_time_wait_acks_what_is_not_a_plain_duplicate_ack():
+    w = Wire(msl=1000)
+    c = into_time_wait(w)
+    c.send("A")  # the peer's duplicate ACK: nothing to say
+    w.nothing()
+    c.send("PA", b"late", advance=False)
+    ack = w.one()
+    assert ack.flags == "A" and ack.ack == c.snd and ack.seq == c.rcv
+    c.send("A", ack=c.rcv + 7)  # an ACK of something we never sent
+    assert w.one().ack == c.snd
+
+
+# -- SO_LINGER (FreeBSD soclose) ---------------------------------------------------------------
+
+
+def linger(sock: Any, seconds: int) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, seconds))
+
+
+def frame_from_peer(w: Wire, flags: str, seq: int, ack: int) -> bytes:
+    pkt = IP(src=PEER, dst=HOST) / TCP(sport=PPORT, dport=PORT, seq=seq & MASK, ack=ack & MASK,
+                                       flags=flags, window=65535)
+    return bytes(Ether(dst=w.ifp.mac, src=PEER_MAC) / pkt)
+
+
+def test_linger_close_blocks_until_the_fin_is_acked():
+    w = Wire()
+    c = passive_open(w)
+    tcb = c.tcb
+    linger(c.sock, 10)
+    c.sock.send(b"last words")
+    data = w.one()
+    # the peer acknowledges the data and our FIN 300 ms from now
+    ack = frame_from_peer(w, "A", c.snd, data.seq + len(data.payload) + 1)
+    w.kernel.call_later(0.3, w.ifp.input, ack)
+    t0 = w.now()
+    c.sock.close()
+    assert w.now() - t0 == 300 * MS  # returned when the FIN was acknowledged
+    assert tcb.state_name == "FIN_WAIT_2"
+    assert [s.flags for s in w.segments()] == ["FA"]
+
+
+def test_linger_close_returns_after_the_linger_time_and_the_connection_goes_on():
+    w = Wire()
+    c = passive_open(w)
+    tcb = c.tcb
+    linger(c.sock, 2)
+    c.sock.send(b"x" * 100)
+    t0 = w.now()
+    c.sock.close()  # nobody acknowledges anything
+    assert w.now() - t0 == 2 * S
+    assert tcb.state_name == "FIN_WAIT_1" and tcb.sock is None
+    w.segments()
+    w.run(5)
+    assert any(s.payload == b"x" * 100 for s in w.segments())  # still retransmitting
+
+
+def test_linger_close_of_a_non_blocking_socket_returns_at_once():
+    w = Wire()
+    c = passive_open(w)
+    linger(c.sock, 10)
+    c.sock.send(b"x" * 100)
+    c.sock.setblocking(False)
+    t0 = w.now()
+    c.sock.close()
+    assert w.now() == t0
+    assert c.tcb.state_name == "FIN_WAIT_1"
+
+
+def test_linger_close_of_a_socket_with_a_timeout_returns_at_once():
+    """As CPython on FreeBSD: a socket with a timeout is non-blocking underneath."""
+    w = Wire()
+    c = passive_open(w)
+    linger(c.sock, 10)
+    c.sock.settimeout(5.0)
+    c.sock.send(b"x" * 100)
+    t0 = w.now()
+    c.sock.close()
+    assert w.now() == t0
+
+
+# -- soft errors (FreeBSD t_softerror) ---------------------------------------------------------
+
+
+def test_connect_to_a_dead_neighbour_fails_with_ehostdown():
+    """No ARP reply: ip output says EHOSTDOWN for the SYN retransmissions while the ARP entry
+    is down, and the connect that times out (keepinit) reports that instead of ETIMEDOUT."""
+    w = Wire()
+    s = w.socket()
+    t0 = w.now()
+    with pytest.raises(OSError) as exc:
+        s.connect(("10.0.0.3", 9000))
+    assert exc.value.errno == errno.EHOSTDOWN
+    assert w.now() - t0 == 75 * S  # net.inet.tcp.keepinit
+    assert w.tcp.stats.keeptimeo == 1
+
+
+def test_connect_through_a_dead_gateway_fails_with_ehostunreach():
+    w = Wire(keepinit=30000)
+    w.vnet.cmd("route add default 10.0.0.254")
+    s = w.socket()
+    with pytest.raises(OSError) as exc:
+        s.connect(("192.0.2.1", 9000))
+    assert exc.value.errno == errno.EHOSTUNREACH  # as FreeBSD's arpresolve for a gateway
+
+
+def test_established_connection_to_a_vanished_neighbour_reports_ehostdown():
+    w = Wire()
+    c = passive_open(w)
+    w.vnet.arp.delete(ipv4.aton(PEER))  # the peer is gone: ARP will not resolve it again
+    c.sock.send(b"anyone?")
+    w.kernel.run_until(lambda: c.tcb.state == tcpmod.CLOSED, timeout=3600)
+    assert w.tcp.stats.timeoutdrop == 1
+    with pytest.raises(OSError) as exc:
+        c.sock.recv(10)
+    assert exc.value.errno == errno.EHOSTDOWN
+
+
+def test_soft_error_is_not_so_error_while_connecting():
+    w = Wire()
+    s = w.socket()
+    s.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        s.connect((PEER, 9000))
+    w.run(0)
+    syn = w.one()
+    w.inject_ip(icmp_about(syn, 3, 1))
+    assert s.tcb.softerror == errno.EHOSTUNREACH
+    assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0  # still connecting
+    assert s.tcb.state_name == "SYN_SENT"
+
+
+def test_second_icmp_error_after_four_syn_retransmissions_aborts_the_connect():
+    """FreeBSD tcp_notify: a connection not yet established that has retransmitted more
+    than 3 times and already has a soft error gives up at the next ICMP error."""
+    w = Wire()
+    s = w.socket()
+    s.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        s.connect((PEER, 9000))
+    w.run(0)
+    syn = w.one()
+    w.run(15)  # SYNs at 1, 3, 7, 15 s: four retransmissions
+    assert s.tcb.rexmt_shift == 4
+    w.inject_ip(icmp_about(syn, 3, 1))
+    assert s.tcb.state_name == "SYN_SENT"  # the first only records the error
+    w.inject_ip(icmp_about(syn, 3, 0))
+    assert s.tcb.state_name == "CLOSED"
+    assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.EHOSTUNREACH
+
+
+def test_an_rtt_sample_clears_the_soft_error():
+    w = Wire()
+    c = passive_open(w)
+    c.sock.send(b"ping")
+    seg = w.one()
+    w.inject_ip(icmp_about(seg, 3, 3))  # port unreachable: a soft error while established
+    assert c.tcb.softerror == errno.ECONNREFUSED and c.tcb.state_name == "ESTABLISHED"
+    c.rcv += 4
+    c.send("A")  # the timed segment is acknowledged: the path works
+    assert c.tcb.softerror == 0
+
+
+# -- counters ------------------------------------------------------------------------------------
+
+
+def test_data_counters_separate_new_data_from_retransmissions():
+    """FreeBSD: sndpack/sndbyte count new data only, sndrexmitpack/byte the resent data,
+    sndprobe the window probes."""
+    w = Wire()
+    c = passive_open(w)
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    c.sock.send(b"a" * 1000)
+    c.sock.send(b"b" * 300)
+    assert len(w.segments()) == 2
+    st = w.tcp.stats
+    assert (st.sndpack, st.sndbyte, st.sndrexmitpack, st.sndrexmitbyte) == (2, 1300, 0, 0)
+    w.run(1.0)  # the RTO (500 ms) resends from SND.UNA, one segment, then backs off
+    again = w.one()
+    assert again.payload == b"a" * 1000 + b"b" * 300
+    assert (st.sndpack, st.sndbyte, st.sndrexmitpack, st.sndrexmitbyte) == (2, 1300, 1, 1300)
+    c.rcv += 1300
+    c.send("A", window=0)  # all acknowledged, and the window closes
+    c.sock.send(b"c" * 10)
+    w.run(1.0)
+    probe = w.one()
+    assert len(probe.payload) == 1 and st.sndprobe == 1
+    assert (st.sndpack, st.sndbyte, st.sndrexmitpack) == (2, 1300, 1)
+    out = w.vnet.cmd("netstat -s -p tcp").output
+    assert "\t2 data packets\n" in out and "\t1300 data bytes\n" in out
+    assert "\t1 data packets retransmitted\n" in out
+    assert "\t1300 data bytes retransmitted\n" in out
+
+
+# -- RTT from the handshake (RFC 6298) -----------------------------------------------------------
+
+
+def test_passive_open_without_timestamps_times_the_syn_ack():
+    w = Wire()
+    c = passive_open(w)  # no timestamps; the ACK of our SYN-ACK came 100 ms later
+    assert not c.tcb.ts_ok
+    assert c.tcb.srtt == 100 * MS and c.tcb.rttvar == 50 * MS
+    assert c.tcb.rto == 500 * MS  # 100 + 4 * 50 + 200 (slop)
+    assert w.tcp.stats.rttupdated == 1
+
+
+def test_a_retransmitted_syn_ack_is_not_timed():
+    w = Wire()
+    lsock = w.socket()
+    lsock.bind(("", PORT))
+    lsock.listen(1)
+    w.send("S", 1000)
+    synack = w.one()
+    w.run(1.0)
+    assert w.one().flags == "SA"  # the SYN-ACK again (RTO 1 s): Karn's rule
+    w.run(0.05)
+    w.send("A", 1001, synack.seq + 1)
+    sock, _ = lsock.accept()
+    assert sock.tcb.srtt == 0 and w.tcp.stats.rttupdated == 0
+
+
+def test_active_open_without_timestamps_times_the_syn():
+    w = Wire()
+    s = w.socket()
+    s.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        s.connect((PEER, 9000))
+    w.run(0)
+    syn = w.one()
+    w.run(0.08)
+    w.send("SA", 7000, syn.seq + 1, sport=9000, dport=syn.sport, options=[("MSS", 1460)])
+    assert s.tcb.state_name == "ESTABLISHED" and not s.tcb.ts_ok
+    assert s.tcb.srtt == 80 * MS and s.tcb.rto == (80 + 160 + 200) * MS
+
+
+# -- D-SACK (RFC 2883) -------------------------------------------------------------------------
+
+
+def test_a_duplicate_segment_is_reported_in_the_first_sack_block():
+    w = Wire()
+    c = passive_open(w)
+    base = c.snd
+    c.send("PA", b"a" * 500)
+    c.send("PA", b"b" * 500)
+    w.one()  # the ACK of two segments
+    c.send("PA", b"a" * 500, seq=base)  # the first again: a spurious retransmission
+    ack = w.one()
+    assert ack.ack == base + 1000
+    assert ack.opts["SAck"] == (base, base + 500)  # below the ACK: a D-SACK block
+    assert w.tcp.stats.rcvduppack == 1
+    c.send("PA", b"c" * 100)
+    w.run(1)
+    assert "SAck" not in w.one().opts  # reported once
+
+
+def test_a_partial_duplicate_reports_the_duplicated_part():
+    w = Wire()
+    c = passive_open(w)
+    base = c.snd
+    c.send("PA", b"a" * 500)
+    w.run(1)
+    w.one()
+    c.snd = base + 300
+    c.send("PA", b"a" * 200 + b"n" * 300)  # 200 old bytes, 300 new ones
+    ack = w.one()  # at once, not delayed
+    assert ack.ack == base + 800
+    assert ack.opts["SAck"] == (base + 300, base + 500)
+    assert c.sock.recv(1000) == b"a" * 500 + b"n" * 300
+
+
+def test_a_duplicate_of_out_of_order_data_comes_first_then_its_block():
+    w = Wire()
+    c = passive_open(w)
+    base = c.snd
+    c.send("A", b"x" * 500, seq=base + 1000)
+    c.send("A", b"y" * 500, seq=base + 2000)
+    w.segments()
+    c.send("A", b"x" * 500, seq=base + 1000)  # the first out-of-order segment again
+    ack = w.one()
+    assert ack.ack == base
+    assert ack.opts["SAck"] == (base + 1000, base + 1500, base + 1000, base + 1500,
+                                base + 2000, base + 2500)
+    assert len(c.tcb.ooo) == 2  # not queued twice
+
+
+def test_no_d_sack_without_sack():
+    w = Wire()
+    lsock = w.socket()
+    lsock.bind(("", PORT))
+    lsock.listen(1)
+    w.send("S", 10, options=[("MSS", 1460)])
+    synack = w.one()
+    w.send("A", 11, synack.seq + 1)
+    sock, _ = lsock.accept()
+    w.send("PA", 11, synack.seq + 1, data=b"z" * 100)
+    w.run(1)
+    w.one()
+    w.send("PA", 11, synack.seq + 1, data=b"z" * 100)
+    ack = w.one()
+    assert ack.ack == 111 and "SAck" not in ack.opts
+
+
+def test_d_sack_acks_are_not_duplicate_acks():
+    """RFC 6675 §2: a duplicate ACK must SACK new data; three ACKs that only report
+    duplicates (the network duplicated our segments) start no recovery."""
+    w = Wire()
+    c = passive_open(w)
+    segs = send_window(c, 4)
+    una = segs[0].seq
+    c.send("A", ack=una + 1460)
+    for _ in range(3):
+        c.send("A", ack=una + 1460, options=[("SAck", (una, una + 1460))])
+    assert w.tcp.stats.fastrexmit == 0 and not c.tcb.recovery
+    assert [s for s in w.segments() if s.payload] == []
+
+
+# -- SACK loss recovery (RFC 6675) ---------------------------------------------------------------
+
+
+def sack_opt(*blocks: tuple[int, int]) -> list[tuple[str, Any]]:
+    return [("SAck", tuple(edge for block in blocks for edge in block))]
+
+
+def test_is_lost_by_three_sacked_blocks_starts_recovery_at_once():
+    """IsLost(): three discontiguous SACKed blocks above a hole declare it lost even when
+    they hold fewer than two segments of data, on the first ACK that shows them."""
+    w = Wire(**{"cc.algorithm": "newreno"})
+    c = passive_open(w)
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    seqs = []
+    for _ in range(6):
+        c.sock.send(b"s" * 100)
+        seqs.append(w.one().seq)
+    # 0, 2 and 4 lost; 1, 3 and 5 arrive: one ACK with three blocks
+    c.send("A", ack=seqs[0], options=sack_opt((seqs[5], seqs[5] + 100),
+                                              (seqs[3], seqs[3] + 100),
+                                              (seqs[1], seqs[1] + 100)))
+    assert c.tcb.recovery and w.tcp.stats.fastrexmit == 1
+    rexmits = [(s.seq, len(s.payload)) for s in w.segments()]
+    # 0 is lost (rule 1); 2 and 4 are below SACKed data and nothing else can go (rule 3)
+    assert rexmits == [(seqs[0], 100), (seqs[2], 100), (seqs[4], 100)]
+    assert w.tcp.stats.sack_rexmits == 3 and w.tcp.stats.sack_rexmit_bytes == 300
+
+
+def test_pipe_limits_what_recovery_sends():
+    """NewReno halves the window to 6 segments; the pipe counts un-SACKed segments that are
+    not lost plus retransmissions, and a segment goes only when cwnd - pipe >= 1 MSS."""
+    w = Wire(**{"cc.algorithm": "newreno"})
+    c = passive_open(w)
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    m = 1460
+    c.sock.send(b"p" * (20 * m))  # 10 segments go (the initial window), 10 wait
+    segs = w.segments()
+    assert len(segs) == 10
+    una = segs[0].seq
+
+    def seg(i: int) -> int:
+        return una + i * m
+
+    # segment 0 is lost; 1 and 2 are SACKed: limited transmit sends 10 and 11
+    c.send("A", ack=una, options=sack_opt((seg(1), seg(2))))
+    c.send("A", ack=una, options=sack_opt((seg(1), seg(3))))
+    assert [s.seq for s in w.segments()] == [seg(10), seg(11)]
+    # 1-3 SACKed: segment 0 is lost; cwnd = ssthresh = 12 segments in flight / 2 = 6
+    c.send("A", ack=una, options=sack_opt((seg(1), seg(4))))
+    assert [s.seq for s in w.segments()] == [seg(0)]
+    assert c.tcb.cc.cwnd == 6 * m
+    tcp = w.tcp
+    assert tcp.set_pipe(c.tcb) == 9 * m  # segments 4-11 and the retransmission of 0
+    for i in (4, 5, 6):  # the pipe drains to 8, 7, 6 segments: nothing may go
+        c.send("A", ack=una, options=sack_opt((seg(1), seg(i + 1))))
+        assert w.segments() == []
+    c.send("A", ack=una, options=sack_opt((seg(1), seg(8))))
+    assert [s.seq for s in w.segments()] == [seg(12)]  # pipe 5: one new segment (rule 2)
+    assert tcp.set_pipe(c.tcb) == 6 * m
+
+
+def test_rescue_retransmission_repairs_a_lost_tail():
+    """The last two segments and the first are lost and nothing new is to be sent: after
+    the partial ACK, rule 4 resends the highest segment, whose SACK then shows the other
+    hole (rule 3): no retransmission timeout is needed."""
+    w = Wire()
+    c = passive_open(w)
+    segs = send_window(c, 8)
+    una, m = segs[0].seq, 1460
+    for i in (3, 4, 5, 6):  # 1-5 arrive (6 and 7 are lost): recovery after three
+        c.send("A", ack=una, options=sack_opt((una + m, una + i * m)))
+    assert [s.seq for s in w.segments()] == [una]
+    assert c.tcb.recovery
+    t0 = w.now()
+    c.send("A", ack=una + 6 * m)  # the retransmission of 0 arrived
+    rescue = w.one()
+    assert rescue.seq == una + 7 * m and rescue.time == t0  # the highest segment, at once
+    c.send("A", ack=una + 6 * m, options=sack_opt((una + 7 * m, una + 8 * m)))
+    assert [s.seq for s in w.segments()] == [una + 6 * m]  # the hole the rescue revealed
+    c.send("A", ack=una + 8 * m)
+    assert not c.tcb.recovery
+    assert w.tcp.stats.rexmttimeo == 0 and w.tcp.stats.sack_rexmits == 3
+
+
+def test_no_new_recovery_before_the_last_one_is_over():
+    """After a timeout, duplicate ACKs for data sent before it start no fast retransmit
+    (RFC 6582 §3.2 step 2, RFC 6675 §5: RecoveryPoint)."""
+    w = Wire()
+    c = passive_open(w)  # the handshake timed: RTO 500 ms
+    segs = send_window(c, 8)
+    una, m = segs[0].seq, 1460
+    w.run(0.5)  # the RTO: back to SND.UNA
+    assert w.tcp.stats.rexmttimeo == 1
+    w.segments()
+    for i in (2, 3, 4):
+        c.send("A", ack=una, options=sack_opt((una + m, una + i * m)))
+    assert w.tcp.stats.fastrexmit == 0 and not c.tcb.recovery

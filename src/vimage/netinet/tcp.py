@@ -4,8 +4,9 @@ The engine follows the order of RFC 9293 §3.10.7 ("SEGMENT ARRIVES") and FreeBS
 tcp_input.c: find the connection, handle LISTEN and SYN-SENT, then check the
 sequence number, RST (RFC 5961 challenge ACKs), SYN, ACK, data and FIN.
 
-Options: MSS, window scaling and timestamps (RFC 7323), SACK (RFC 2018) with
-SACK-based recovery in the spirit of RFC 6675. Timers: retransmission (RFC 6298),
+Options: MSS, window scaling and timestamps (RFC 7323), SACK (RFC 2018) and D-SACK
+(RFC 2883) with SACK-based loss recovery (RFC 6675: pipe, IsLost, NextSeg and the
+rescue retransmission). Timers: retransmission (RFC 6298),
 persist, delayed ACK, keepalive, FIN_WAIT_2 and TIME_WAIT. Congestion control is
 pluggable (`tcp_cc`, NewReno or CUBIC per `net.inet.tcp.cc.algorithm`).
 
@@ -21,6 +22,7 @@ import hashlib
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from vimage.net.route import RTF_GATEWAY
 from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
 from vimage.netinet.tcp_cc import create as create_cc
@@ -46,6 +48,11 @@ MAX_WSCALE = 14
 MAX_RTO_NS = 64 * NS_PER_S
 MAX_REXMT = 12  # retransmissions before the connection is dropped (FreeBSD TCP_MAXRXTSHIFT)
 MAX_SYN_REXMT = 6
+DUPTHRESH = 3  # RFC 5681 / RFC 6675 DupThresh
+# errors of ip output that are "soft" (FreeBSD t_softerror): the connection goes on,
+# and reports the error instead of ETIMEDOUT if it times out
+SOFT_ERRORS = frozenset({errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETDOWN,
+                         errno.ENETUNREACH})
 
 # states, FreeBSD's names and order
 CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, \
@@ -82,6 +89,8 @@ SYSCTLS: tuple[Oid, ...] = (
         "FIN_WAIT_2 timeout for closed sockets (ms)", 1, 2**31 - 1),
     Oid("net.inet.tcp.syncookies", "tcp", "syncookies",
         "Use TCP SYN cookies when the SYN queue overflows", 0, 1),
+    Oid("net.inet.tcp.syncache.rst_on_sock_fail", "tcp", "rst_on_sock_fail",
+        "Send reset on socket allocation failure (a full listen queue)", 0, 1),
     Oid("net.inet.tcp.sack.enable", "tcp", "sack_enable", "Enable SACK (RFC 2018)", 0, 1),
     Oid("net.inet.tcp.rfc1323", "tcp", "rfc1323",
         "Enable window scaling and timestamps (RFC 7323)", 0, 1),
@@ -143,6 +152,7 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
     ("keepdrops", "\t{} connections dropped by keepalive"),
     ("sack_recovery", "{} SACK recovery episodes"),
     ("sack_rexmits", "{} segment rexmits in SACK recovery episodes"),
+    ("sack_rexmit_bytes", "{} byte rexmits in SACK recovery episodes"),
     ("sack_rcv_blocks", "{} SACK options (SACK blocks) received"),
     ("sack_send_blocks", "{} SACK options (SACK blocks) sent"),
     ("fastrexmit", "{} fast retransmits"),
@@ -188,6 +198,7 @@ class Tcb:
         "cc",
         "challenge_count",
         "challenge_second",
+        "dsack",
         "dupacks",
         "faddr",
         "fin_ooo",
@@ -216,6 +227,7 @@ class Tcb:
         "rcv_wscale",
         "recover",
         "recovery",
+        "rescue_rxt",
         "rexmt_high",
         "rexmt_shift",
         "rto",
@@ -237,6 +249,7 @@ class Tcb:
         "snd_wnd",
         "snd_wscale",
         "so_error",
+        "softerror",
         "srtt",
         "state",
         "syn_q",
@@ -276,6 +289,7 @@ class Tcb:
         self.ooo: list[tuple[int, bytes]] = []  # out-of-order segments, sorted by seq
         self.sacked: list[tuple[int, int]] = []  # peer's SACK scoreboard, merged blocks
         self.sack_last = 0  # sequence number of the out-of-order segment queued last
+        self.dsack: tuple[int, int] | None = None  # a duplicate to report (RFC 2883)
         self.mss = self.peer_mss = tcp.mssdflt
         self.ts_ok = self.sack_ok = self.ws_ok = False
         self.ts_recent = 0
@@ -288,12 +302,16 @@ class Tcb:
         self.cc = create_cc(tcp.cc_algorithm, self.mss)
         self.dupacks = 0
         self.recovery = False
+        # RFC 6675: RecoveryPoint (recover), HighRxt (the end of the highest
+        # retransmission, rexmt_high) and RescueRxt (rescue_rxt)
         self.recover = self.rexmt_high = 0
+        self.rescue_rxt: int | None = None
         self.fin_seq: int | None = None  # sequence number of our FIN once it is queued
         self.fin_rcvd = False
         self.fin_ooo: int | None = None  # sequence number of a FIN that came out of order
         self.shut_wr = self.user_closed = False
         self.so_error = 0
+        self.softerror = 0  # FreeBSD t_softerror: reported instead of ETIMEDOUT
         self.nodelay = False
         self.ip_ttl: int | None = None  # IP_TTL and IP_TOS: they outlive the socket
         self.ip_tos = 0
@@ -342,6 +360,13 @@ class Tcb:
     def sacked_bytes(self) -> int:
         return sum((r - left) & MASK for left, r in self.sacked)
 
+    def set_iss(self, iss: int) -> None:
+        """Our initial sequence number: the send sequence variables start from it."""
+        self.iss = iss
+        self.snd_una = self.snd_nxt = self.snd_max = iss
+        self.snd_buf_seq = (iss + 1) & MASK
+        self.recover = self.rexmt_high = iss
+
     def notify(self) -> None:
         """Wake whoever waits on this connection's socket: threads, and a selector."""
         self.tcp.vnet.kernel.sched.cond.notify_all()
@@ -376,7 +401,8 @@ class TcpState:
                  "delayed_ack", "finwait2_timeout", "keepcnt", "keepidle", "keepinit",
                  "keepintvl", "listeners", "msl", "mssdflt", "path_mtu_discovery",
                  "rcvbuf_max", "recvspace", "rexmit_initial", "rexmit_min", "rexmit_slop",
-                 "rfc1323", "sack_enable", "secret", "sendspace", "stats", "syncookies", "vnet")
+                 "rfc1323", "rst_on_sock_fail", "sack_enable", "secret", "sendspace", "stats",
+                 "syncookies", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
@@ -396,6 +422,7 @@ class TcpState:
         self.keepinit = 75_000
         self.finwait2_timeout = 60_000
         self.syncookies = 1
+        self.rst_on_sock_fail = 1
         self.sack_enable = 1
         self.rfc1323 = 1
         self.mssdflt = DEFAULT_MSS
@@ -447,7 +474,13 @@ class TcpState:
         tcb.notify()
 
     def drop(self, tcb: Tcb, err: int, send_rst: bool = False) -> None:
-        """Abort a connection with `err` for its socket (RST sent if asked)."""
+        """Abort a connection with `err` for its socket (RST sent if asked).
+
+        A timeout reports the last soft error instead, as FreeBSD's tcp_drop: a connect
+        to a host whose ARP entry is down fails with EHOSTDOWN, not ETIMEDOUT.
+        """
+        if err == errno.ETIMEDOUT and tcb.softerror:
+            err = tcb.softerror
         if send_rst and tcb.state not in (CLOSED, LISTEN, SYN_SENT, TIME_WAIT):
             self.send_segment(tcb, tcb.snd_nxt, RST | ACK, b"", ack=tcb.rcv_nxt)
             self.stats.resets_sent += 1
@@ -475,7 +508,12 @@ class TcpState:
     # -- output of one segment --------------------------------------------------------------------
     def send_segment(self, tcb: Tcb, seq: int, flags: int, data: bytes,
                      ack: int | None = None, syn_options: bool = False,
-                     sack: tuple[tuple[int, int], ...] = ()) -> None:
+                     sack: tuple[tuple[int, int], ...] = (), probe: bool = False) -> None:
+        """Build and send one segment of `tcb`; counts it as FreeBSD's tcp_output does.
+
+        Data below SND.MAX is a retransmission (sndrexmitpack/byte), a window probe
+        is counted by its caller (sndprobe), the rest is new data (sndpack/byte).
+        """
         st = self.stats
         wnd = tcb.rcv_wnd()
         # the window in a SYN is never scaled (RFC 7323 §2.2)
@@ -500,8 +538,14 @@ class TcpState:
                              src=tcb.laddr, dst=tcb.faddr, ts=ts, **kwargs)
         st.sndtotal += 1
         if data:
-            st.sndpack += 1
-            st.sndbyte += len(data)
+            if probe:
+                pass
+            elif _lt(seq, tcb.snd_max):
+                st.sndrexmitpack += 1
+                st.sndrexmitbyte += len(data)
+            else:
+                st.sndpack += 1
+                st.sndbyte += len(data)
         elif flags & (SYN | FIN | RST):
             st.sndctrl += 1
         else:
@@ -519,7 +563,17 @@ class TcpState:
         except OSError as exc:
             if exc.errno == errno.EMSGSIZE:
                 raise
-            # soft errors (no route, host down) are reported through the timers
+            if exc.errno in SOFT_ERRORS:
+                tcb.softerror = self._soft_error(tcb, exc.errno)
+
+    def _soft_error(self, tcb: Tcb, err: int) -> int:
+        """ARP gave up on the next hop: EHOSTDOWN for a neighbour, EHOSTUNREACH for a
+        gateway (FreeBSD's arpresolve); our ARP says EHOSTDOWN for both."""
+        if err == errno.EHOSTDOWN:
+            with contextlib.suppress(OSError):
+                if self.vnet.ip.route_to(tcb.faddr).flags & RTF_GATEWAY:
+                    return errno.EHOSTUNREACH
+        return err
 
     # -- input ------------------------------------------------------------------------------------
     def input(self, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: int) -> None:
@@ -540,6 +594,10 @@ class TcpState:
         tcb = self.conns.get((dst, seg.dport, src, seg.sport))
         if tcb is None:
             tcb = self.conns.get((0, seg.dport, src, seg.sport))
+        if tcb is not None and tcb.state == TIME_WAIT:
+            if not self.time_wait_input(tcb, seg):
+                return
+            tcb = None  # recycled: the new SYN goes to a listener
         if tcb is None:
             for listener in self.listeners.get(seg.dport, ()):
                 if listener.laddr in (0, dst):
@@ -555,6 +613,35 @@ class TcpState:
             self.syn_sent_input(tcb, seg)
         else:
             self.established_input(tcb, seg)
+
+    def time_wait_input(self, tcb: Tcb, seg: wtcp.TcpRepr) -> bool:
+        """A segment for a connection in TIME_WAIT (FreeBSD tcp_twcheck).
+
+        True when it is a new SYN that recycles the connection (RFC 6191: a newer
+        timestamp, or without timestamps a sequence number beyond RCV.NXT): the old
+        connection is gone and the caller hands the SYN to a listener.
+        """
+        flags = seg.flags
+        if flags & RST:
+            return False  # RFC 1337: no assassination of TIME_WAIT
+        if flags & SYN and not flags & ACK:
+            ts = seg.options.ts
+            if tcb.ts_ok and ts is not None and self.rfc1323:
+                newer = _lt(tcb.ts_recent, ts[0]) or (
+                    ts[0] == tcb.ts_recent and _lt(tcb.rcv_nxt, seg.seq))
+            else:
+                newer = _lt(tcb.rcv_nxt, seg.seq)
+            if newer:
+                self.detach(tcb)
+                return True
+        if not flags & ACK:
+            return False
+        payload = len(seg.payload)
+        if flags & FIN and (seg.seq + payload + 1) & MASK == tcb.rcv_nxt:
+            tcb.set_main(2 * self.msl * MS, _close_timeout)  # the peer's FIN again
+        if flags != ACK or payload or seg.seq != tcb.rcv_nxt or seg.ack != tcb.snd_nxt:
+            self.ack_now(tcb)
+        return False
 
     def respond_rst(self, seg: wtcp.TcpRepr, src: int, dst: int) -> None:
         """RFC 9293 §3.10.7.1: answer a segment for no connection with a reset."""
@@ -604,9 +691,7 @@ class TcpState:
         tcb.irs = seg.seq
         tcb.rcv_nxt = (seg.seq + 1) & MASK
         self._take_syn_options(tcb, seg)
-        tcb.iss = self.new_iss(tcb)
-        tcb.snd_una = tcb.snd_nxt = tcb.snd_max = tcb.iss
-        tcb.snd_buf_seq = (tcb.iss + 1) & MASK
+        tcb.set_iss(self.new_iss(tcb))
         tcb.snd_wnd = seg.window  # unscaled in a SYN
         tcb.snd_wl1, tcb.snd_wl2 = seg.seq, tcb.iss
         self.attach(tcb)
@@ -673,21 +758,29 @@ class TcpState:
         return (iss & ~0xFF) == expect
 
     def cookie_accept(self, listener: Tcb, seg: wtcp.TcpRepr, src: int, dst: int) -> None:
+        """A valid cookie ACK: the handshake is complete, make the connection.
+
+        With the listen queue still full the socket cannot be made (FreeBSD's sonewconn
+        fails in syncache_socket): a listen queue overflow, answered with a reset when
+        net.inet.tcp.syncache.rst_on_sock_fail is set (the default), else dropped so
+        that a retransmission from the peer may find room.
+        """
+        self.stats.cookiesrcvd += 1
         if len(listener.accept_q or ()) >= listener.backlog:
             self.stats.listendrop += 1
+            if self.rst_on_sock_fail:
+                self.respond_rst(seg, src, dst)
             return
-        self.stats.cookiesrcvd += 1
         iss = (seg.ack - 1) & MASK
         tcb = Tcb(self, dst, seg.dport, src, seg.sport)
         tcb.listener = listener
         tcb.nodelay, tcb.keepalive = listener.nodelay, listener.keepalive
         tcb.rcv_space, tcb.snd_space = listener.rcv_space, listener.snd_space
         tcb.ip_ttl, tcb.ip_tos = listener.ip_ttl, listener.ip_tos
-        tcb.iss = iss
+        tcb.set_iss(iss)
         tcb.irs = (seg.seq - 1) & MASK
         tcb.rcv_nxt = seg.seq
         tcb.snd_una = tcb.snd_nxt = tcb.snd_max = seg.ack
-        tcb.snd_buf_seq = seg.ack
         tcb.peer_mss = self._MSS_TABLE[iss & 0x7]
         self._set_mss(tcb)
         tcb.snd_wnd = seg.window
@@ -798,13 +891,14 @@ class TcpState:
                 return
             if seglen and _lt(seq, rcv_nxt):
                 st.rcvduppack += 1
+                if data and tcb.sack_ok:  # report the duplicate (D-SACK, RFC 2883)
+                    end = (seq + len(data)) & MASK
+                    tcb.dsack = (seq, end if _lt(end, rcv_nxt) else rcv_nxt)
             elif seglen:
                 st.rcvpackafterwin += 1
                 if wnd == 0 and seq == rcv_nxt:
                     st.rcvwinprobe += 1
             self.ack_now(tcb)
-            if tcb.state == TIME_WAIT and flags & FIN:  # RFC 9293 §3.10.7.4
-                tcb.set_main(2 * self.msl * MS, _close_timeout)
             return
         # 2. RST (RFC 5961 §3)
         if flags & RST:
@@ -814,7 +908,7 @@ class TcpState:
                     self.detach(tcb)  # back to LISTEN: just forget the embryo
                     return
                 err = errno.ECONNREFUSED if tcb.state == SYN_RECEIVED else errno.ECONNRESET
-                if tcb.state in (CLOSING, LAST_ACK, TIME_WAIT):
+                if tcb.state in (CLOSING, LAST_ACK):
                     self.detach(tcb)
                 else:
                     self.drop(tcb, err)
@@ -899,18 +993,25 @@ class TcpState:
             self.challenge_ack(tcb)  # RFC 5961 §5: too old
             return False
         window = seg.window if seg.flags & SYN else seg.window << tcb.snd_wscale
-        if seg.options.sack and tcb.sack_ok:
+        sack = seg.options.sack if tcb.sack_ok else ()
+        new_sacked = 0
+        if sack:
             st.sack_rcv_blocks += 1
-            self.update_scoreboard(tcb, seg.options.sack)
+            new_sacked = self.update_scoreboard(tcb, sack)
         if tcb.ts_ok and seg.options.ts is not None and _leq(seq, tcb.rcv_adv) and \
                 _leq(seq, tcb.rcv_nxt):
             tcb.ts_recent = seg.options.ts[0]
+        classic = (ack == tcb.snd_una and not seg.payload and window == tcb.snd_wnd and window
+                   and tcb.in_flight() and not seg.flags & FIN)  # RFC 5681's duplicate ACK
         if _lt(tcb.snd_una, ack):
             self._ack_advance(tcb, ack, seg)
             tcb.dupacks = 0
-        elif ack == tcb.snd_una and not seg.payload and window == tcb.snd_wnd and window \
-                and tcb.in_flight() and not seg.flags & FIN:
+        elif classic:
             st.rcvdupack += 1
+        # RFC 6675 §2: with SACK a duplicate ACK is one that SACKs new data (even if it
+        # moves SND.UNA); an ACK without SACK option counts by RFC 5681's rule, for a
+        # peer that never sends blocks. Duplicated segments (D-SACK only) never count.
+        if new_sacked if sack else classic:
             tcb.dupacks += 1
             self.dupack(tcb)
         # window update (RFC 9293: SND.WL1/WL2 rule)
@@ -937,9 +1038,6 @@ class TcpState:
             self.stats.closed += 1
             self.detach(tcb)
             return False
-        elif tcb.state == TIME_WAIT:
-            self.ack_now(tcb)
-            tcb.set_main(2 * self.msl * MS, _close_timeout)
         return True
 
     def _ack_advance(self, tcb: Tcb, ack: int, seg: wtcp.TcpRepr) -> None:
@@ -955,8 +1053,9 @@ class TcpState:
         if tcb.ts_ok and seg.options.ts is not None and seg.options.ts[1]:
             rtt = ((tcb.tsval() - seg.options.ts[1]) & MASK) * MS
             rtt = max(rtt, MS // 10)
-        elif tcb.rtt_seq is not None and _lt(tcb.rtt_seq, ack):
-            rtt = now - tcb.rtt_start
+        if tcb.rtt_seq is not None and _lt(tcb.rtt_seq, ack):
+            if rtt is None:
+                rtt = now - tcb.rtt_start
             tcb.rtt_seq = None
         if rtt is not None and tcb.rexmt_shift == 0:
             self.update_rtt(tcb, rtt)
@@ -979,10 +1078,14 @@ class TcpState:
             if _leq(tcb.recover, ack):
                 tcb.recovery = False
                 tcb.cc.on_exit_recovery(now)
-            elif not tcb.sack_ok or tcb.sacked:
-                # partial ACK (RFC 6582): retransmit the next hole at once; with SACK only
-                # a hole the scoreboard shows (RFC 6675): an empty one is no evidence of loss
-                self.retransmit_hole(tcb)
+            elif not tcb.sack_ok:
+                # partial ACK (RFC 6582 §3.2 step 5): deflate the window by what was
+                # acknowledged, add back one segment, resend the first unacknowledged one
+                cc = tcb.cc
+                cc.cwnd = max(cc.cwnd - acked, tcb.mss) + (tcb.mss if acked >= tcb.mss else 0)
+                self.send_data(tcb, ack, tcb.mss, rexmit=True)
+            # with SACK, output() sends what NextSeg() picks (RFC 6675 step C); an empty
+            # scoreboard is no evidence of loss
         elif tcb.state not in (SYN_SENT, SYN_RECEIVED):
             tcb.cc.on_ack(acked, rtt, now, in_flight)
         # the retransmission timer (RFC 6298 5.2/5.3)
@@ -995,6 +1098,7 @@ class TcpState:
 
     def update_rtt(self, tcb: Tcb, rtt: int) -> None:
         self.stats.rttupdated += 1
+        tcb.softerror = 0  # the path works (FreeBSD tcp_xmit_timer)
         if tcb.srtt == 0:
             tcb.srtt = rtt
             tcb.rttvar = rtt // 2
@@ -1008,13 +1112,18 @@ class TcpState:
         rto = tcb.srtt + max(MS, 4 * tcb.rttvar) + self.rexmit_slop * MS
         tcb.rto = min(max(rto, self.rexmit_min * MS), MAX_RTO_NS)
 
-    def update_scoreboard(self, tcb: Tcb, blocks: tuple[tuple[int, int], ...]) -> None:
+    def update_scoreboard(self, tcb: Tcb, blocks: tuple[tuple[int, int], ...]) -> int:
+        """Merge the peer's SACK blocks into the scoreboard; the bytes newly SACKed."""
+        before = tcb.sacked_bytes()
         board = list(tcb.sacked)
+        una = tcb.snd_una
         for left, right in blocks:
-            if not _lt(tcb.snd_una, right) or _lt(tcb.snd_max, right) or not _lt(left, right):
-                continue  # stale or bogus block
+            if not _lt(una, right) or _lt(tcb.snd_max, right) or not _lt(left, right):
+                continue  # stale (a D-SACK below SND.UNA) or bogus block
+            if _lt(left, una):
+                left = una
             board.append((left, right))
-        board.sort(key=lambda b: _diff(b[0], tcb.snd_una))
+        board.sort(key=lambda b: (b[0] - una) & MASK)
         merged: list[tuple[int, int]] = []
         for left, right in board:
             if merged and _leq(left, merged[-1][1]):
@@ -1023,63 +1132,51 @@ class TcpState:
             else:
                 merged.append((left, right))
         tcb.sacked = merged
+        return tcb.sacked_bytes() - before
 
     def dupack(self, tcb: Tcb) -> None:
-        """Fast retransmit / recovery entry (RFC 5681 §3.2, RFC 6675 §5)."""
+        """A duplicate ACK: limited transmit, or fast retransmit and loss recovery
+        (RFC 5681 §3.2 and RFC 6582 without SACK, RFC 6675 §5 with it)."""
         st = self.stats
-        sacked_segments = tcb.sacked_bytes() // max(tcb.mss, 1)
         if tcb.recovery:
             if not tcb.sack_ok:
                 tcb.cc.cwnd += tcb.mss  # NewReno window inflation
-            elif tcb.sacked:  # a segment left the network: fill the next hole (RFC 6675)
-                self.retransmit_hole(tcb)
-            self.output(tcb)
-            return
-        if tcb.dupacks >= 3 or (tcb.sack_ok and sacked_segments >= 3):
-            tcb.recovery = True
-            tcb.recover = tcb.snd_max
-            tcb.rexmt_high = tcb.snd_una
-            tcb.cc.on_enter_recovery(tcb.now(), tcb.in_flight())
-            st.fastrexmit += 1
-            if tcb.sack_ok:
-                st.sack_recovery += 1
-            else:
-                tcb.cc.cwnd += 3 * tcb.mss
-            tcb.rtt_seq = None
-            self.retransmit_hole(tcb)
-            self.output(tcb)
-        elif tcb.dupacks <= 2:
-            self.output(tcb, limited_transmit=True)  # RFC 3042
-
-    def next_hole(self, tcb: Tcb) -> tuple[int, int] | None:
-        """The first un-SACKed range at or above `rexmt_high` below the highest SACK."""
-        start = tcb.rexmt_high if _lt(tcb.snd_una, tcb.rexmt_high) else tcb.snd_una
-        for left, right in tcb.sacked:
-            if _lt(start, left):
-                return start, left
-            if _lt(start, right):
-                start = right
-        if not tcb.sacked and tcb.recovery and start == tcb.snd_una:
-            return start, tcb.snd_max  # no SACK: the first unacked segment
-        return None
-
-    def retransmit_hole(self, tcb: Tcb) -> None:
-        hole = self.next_hole(tcb)
-        if hole is None:
-            return
-        start, end = hole
-        length = min(tcb.mss, (end - start) & MASK)
-        if self.send_data(tcb, start, length, rexmit=True):
-            tcb.rexmt_high = (start + length) & MASK
-            if tcb.sack_ok:
-                self.stats.sack_rexmits += 1
+            return  # output() sends what the window allows
+        lost = tcb.sack_ok and bool(tcb.sacked) and self.is_lost(tcb, tcb.snd_una)
+        if tcb.dupacks < DUPTHRESH and not lost:
+            if not tcb.sack_ok:
+                self.output(tcb, limited_transmit=True)  # RFC 3042
+            return  # with SACK output() counts SACKed bytes out of the flight
+        if not _leq(tcb.recover, tcb.snd_una):
+            return  # the previous recovery (or timeout) is not over: no new one yet
+        una = tcb.snd_una
+        tcb.recovery = True
+        tcb.recover = tcb.snd_max  # RecoveryPoint = HighData
+        tcb.cc.on_enter_recovery(tcb.now(), tcb.in_flight())
+        st.fastrexmit += 1
+        tcb.rtt_seq = None
+        length = min(tcb.mss, (tcb.snd_max - una) & MASK)
+        if tcb.sack_ok:
+            st.sack_recovery += 1
+            if tcb.sacked:
+                length = min(length, (tcb.sacked[0][0] - una) & MASK)
+        else:
+            tcb.cc.cwnd += DUPTHRESH * tcb.mss
+        if self.send_data(tcb, una, length, rexmit=True) and tcb.sack_ok:
+            st.sack_rexmits += 1
+            st.sack_rexmit_bytes += length
+        # HighRxt and RescueRxt: the end of this retransmission (RFC 6675 step 4.3)
+        tcb.rexmt_high = tcb.rescue_rxt = (una + length) & MASK
+        self.output(tcb)
 
     # -- data in ----------------------------------------------------------------------------------
     def receive_data(self, tcb: Tcb, seq: int, data: bytes, seg: wtcp.TcpRepr) -> None:
         st = self.stats
         rcv_nxt = tcb.rcv_nxt
         offset = _diff(rcv_nxt, seq)
-        if offset > 0:  # the front was already received
+        if offset > 0:  # the front was already received: report it (D-SACK, RFC 2883)
+            if tcb.sack_ok:
+                tcb.dsack = (seq, rcv_nxt)
             data = data[offset:]
             seq = rcv_nxt
         room = tcb.rcv_wnd() - max(0, _diff(seq, rcv_nxt))  # from seq to the window's end
@@ -1096,6 +1193,8 @@ class TcpState:
             if tcb.ooo:
                 self._drain_ooo(tcb)
                 self.ack_now(tcb)  # filling a hole: tell the sender at once
+            elif tcb.dsack is not None:
+                self.ack_now(tcb)  # a partial duplicate: at once, with its D-SACK block
             else:
                 self.schedule_ack(tcb)
             tcb.notify()
@@ -1106,8 +1205,18 @@ class TcpState:
             self.ack_now(tcb)  # a gap: duplicate ACK with SACK blocks
 
     def _queue_ooo(self, tcb: Tcb, seq: int, data: bytes) -> None:
-        limit = tcb.rcv_space
-        if sum(len(d) for _, d in tcb.ooo) + len(data) > limit:
+        end = (seq + len(data)) & MASK
+        total = 0
+        for qseq, qdata in tcb.ooo:
+            total += len(qdata)
+            qend = (qseq + len(qdata)) & MASK
+            if _lt(seq, qend) and _lt(qseq, end):  # overlaps data already held
+                if tcb.sack_ok and tcb.dsack is None:
+                    tcb.dsack = (seq if _lt(qseq, seq) else qseq, end if _lt(end, qend) else qend)
+                if _leq(qseq, seq) and _leq(end, qend):
+                    tcb.sack_last = qseq
+                    return  # nothing new
+        if total + len(data) > tcb.rcv_space:
             return
         tcb.ooo.append((seq, data))
         tcb.ooo.sort(key=lambda item: _diff(item[0], tcb.rcv_nxt))
@@ -1127,9 +1236,18 @@ class TcpState:
         tcb.ooo = keep
 
     def sack_blocks(self, tcb: Tcb) -> tuple[tuple[int, int], ...]:
-        """Up to 3 SACK blocks describing the out-of-order queue (RFC 2018 §4)."""
-        if not tcb.sack_ok or not tcb.ooo:
+        """The SACK blocks of the next ACK (RFC 2018 §4, RFC 2883).
+
+        A duplicate to report comes first (D-SACK), then the block that holds it if it
+        was out-of-order data, then the block of the segment that arrived last, then the
+        others; build() keeps what fits beside the other options (3 with timestamps).
+        """
+        if not tcb.sack_ok:
             return ()
+        dsack = tcb.dsack
+        tcb.dsack = None
+        if not tcb.ooo:
+            return (dsack,) if dsack is not None else ()
         blocks: list[tuple[int, int]] = []
         for seq, data in tcb.ooo:
             end = (seq + len(data)) & MASK
@@ -1144,7 +1262,13 @@ class TcpState:
             if _leq(left, tcb.sack_last) and _lt(tcb.sack_last, right):
                 blocks.insert(0, blocks.pop(i))
                 break
-        return tuple(blocks[:3])
+        if dsack is not None:
+            for i, (left, right) in enumerate(blocks):
+                if _leq(left, dsack[0]) and _leq(dsack[1], right):
+                    blocks.insert(0, blocks.pop(i))
+                    break
+            blocks.insert(0, dsack)
+        return tuple(blocks[:4])
 
     def schedule_ack(self, tcb: Tcb) -> None:
         tcb.want_ack = True
@@ -1193,17 +1317,61 @@ class TcpState:
             if tcb.snd_nxt == tcb.iss or force_syn:
                 flags = SYN if state == SYN_SENT else SYN | ACK
                 self.send_segment(tcb, tcb.iss, flags, b"", syn_options=True)
+                # time the SYN (or SYN-ACK) for a first RTT sample without timestamps
+                # (RFC 6298); a second transmission of the ISS cannot be timed (Karn)
+                if force_syn or tcb.rtt_seq is not None:
+                    tcb.rtt_seq = None
+                else:
+                    tcb.rtt_seq, tcb.rtt_start = tcb.iss, tcb.now()
                 tcb.snd_nxt = (tcb.iss + 1) & MASK
                 if _lt(tcb.snd_max, tcb.snd_nxt):
                     tcb.snd_max = tcb.snd_nxt
                 if tcb.t_main is None or tcb.t_main.callback is not _rexmt_timeout:
                     tcb.set_main(tcb.rto, _rexmt_timeout)
             return
-        sent = False
-        mss = tcb.mss
         if tcb.snd_una == tcb.snd_max and tcb.snd_buf:  # resuming after idle (RFC 5681 §4.1)
             tcb.cc.on_idle(tcb.now(), tcb.rto)
-        # new data
+        if tcb.recovery and tcb.sack_ok:
+            sent = self.sack_output(tcb)
+        else:
+            sent = self.send_new_data(tcb, limited_transmit)
+        # FIN
+        if tcb.shut_wr and tcb.fin_seq is None and state in (ESTABLISHED, CLOSE_WAIT):
+            fin = (tcb.snd_buf_seq + len(tcb.snd_buf)) & MASK
+            if tcb.snd_nxt == fin:
+                tcb.fin_seq = fin
+                tcb.state = FIN_WAIT_1 if state == ESTABLISHED else LAST_ACK
+        if tcb.fin_seq is not None and tcb.snd_nxt == tcb.fin_seq:
+            self.send_segment(tcb, tcb.fin_seq, FIN | ACK, b"")
+            tcb.snd_nxt = (tcb.fin_seq + 1) & MASK
+            if _lt(tcb.snd_max, tcb.snd_nxt):
+                tcb.snd_max = tcb.snd_nxt
+            if tcb.t_main is None or tcb.t_main.callback is not _rexmt_timeout:
+                tcb.set_main(tcb.rto, _rexmt_timeout)
+            sent = True
+        if sent:
+            return
+        mss = tcb.mss
+        # a window update worth telling (receiver SWS avoidance, RFC 9293 §3.8.6.2.2)
+        wnd = min(tcb.rcv_wnd(), 65535 << tcb.rcv_wscale)  # what the header can carry
+        adv_room = _diff((tcb.rcv_nxt + wnd) & MASK, tcb.rcv_adv)
+        if adv_room >= min(2 * mss, tcb.rcv_space // 2):
+            self.stats.sndwinup += 1
+            tcb.want_ack = True
+            tcb.unacked_segs = 2
+        if tcb.want_ack and (tcb.unacked_segs >= 2 or not self.delayed_ack):
+            self.ack_now(tcb)
+
+    def send_new_data(self, tcb: Tcb, limited_transmit: bool) -> bool:
+        """Send new data as the windows, silly window avoidance and Nagle allow.
+
+        SACKed bytes have left the network: they do not count against the congestion
+        window (RFC 6675's pipe outside recovery), which lets the first duplicate ACKs
+        clock out new segments (limited transmit, RFC 3042).
+        """
+        sent = False
+        mss = tcb.mss
+        sacked = tcb.sacked_bytes() if tcb.sacked else 0
         while True:
             offset = (tcb.snd_nxt - tcb.snd_buf_seq) & MASK
             if offset >= HALF:
@@ -1215,9 +1383,7 @@ class TcpState:
             if limited_transmit:
                 window = tcb.snd_wnd
                 limited_transmit = False
-            flight = (tcb.snd_nxt - tcb.snd_una) & MASK
-            if tcb.recovery and tcb.sack_ok:
-                flight = max(0, flight - tcb.sacked_bytes())
+            flight = ((tcb.snd_nxt - tcb.snd_una) & MASK) - sacked
             usable = window - flight
             if tcb.snd_wnd == 0:
                 if tcb.in_flight() == 0 and (tcb.t_main is None
@@ -1239,31 +1405,115 @@ class TcpState:
                     continue  # the MSS shrank to the interface's MTU: try again
                 break
             sent = True
-        # FIN
-        if tcb.shut_wr and tcb.fin_seq is None and state in (ESTABLISHED, CLOSE_WAIT):
-            fin = (tcb.snd_buf_seq + len(tcb.snd_buf)) & MASK
-            if tcb.snd_nxt == fin:
-                tcb.fin_seq = fin
-                tcb.state = FIN_WAIT_1 if state == ESTABLISHED else LAST_ACK
-        if tcb.fin_seq is not None and tcb.snd_nxt == tcb.fin_seq:
-            self.send_segment(tcb, tcb.fin_seq, FIN | ACK, b"")
-            tcb.snd_nxt = (tcb.fin_seq + 1) & MASK
-            if _lt(tcb.snd_max, tcb.snd_nxt):
-                tcb.snd_max = tcb.snd_nxt
-            if tcb.t_main is None or tcb.t_main.callback is not _rexmt_timeout:
-                tcb.set_main(tcb.rto, _rexmt_timeout)
+        return sent
+
+    # -- SACK loss recovery (RFC 6675) ------------------------------------------------------------
+    def is_lost(self, tcb: Tcb, seq: int) -> bool:
+        """IsLost(): DupThresh SACKed blocks, or more than (DupThresh - 1) * SMSS SACKed
+        bytes, above `seq`."""
+        above = blocks = 0
+        for left, right in tcb.sacked:
+            if _leq(seq, left):
+                above += (right - left) & MASK
+                blocks += 1
+        return blocks >= DUPTHRESH or above > (DUPTHRESH - 1) * tcb.mss
+
+    def set_pipe(self, tcb: Tcb) -> int:
+        """SetPipe(): the bytes in flight. Every hole that is not lost counts once, and its
+        part below HighRxt (retransmitted) once more; SACKed bytes do not count.
+
+        A hole has the same SACKed bytes above all of its octets, so IsLost() is decided
+        once per hole, walking the scoreboard from the top of the SACKed bytes down.
+        """
+        una = tcb.snd_una
+        rxt = tcb.rexmt_high
+        limit = 2 * tcb.mss
+        above = tcb.sacked_bytes()
+        blocks = len(tcb.sacked)
+        pipe = 0
+        start = una
+        for left, right in (*tcb.sacked, (tcb.snd_max, tcb.snd_max)):
+            if _lt(start, left):
+                if not (blocks >= DUPTHRESH or above > limit):
+                    pipe += (left - start) & MASK
+                if _lt(start, rxt):
+                    pipe += ((left if _lt(left, rxt) else rxt) - start) & MASK
+            above -= (right - left) & MASK
+            blocks -= 1
+            start = right
+        return pipe
+
+    def next_seg(self, tcb: Tcb) -> tuple[int, int, int] | None:
+        """NextSeg(): (seq, length, rule) of the segment to send next in recovery.
+
+        Rule 1: the first lost hole above HighRxt; 2: new data the receiver's window
+        allows; 3: the first hole above HighRxt below the highest SACKed byte even if
+        not lost; 4: once per recovery, a rescue retransmission of the highest
+        unSACKed segment (RFC 6675 §4).
+        """
+        mss = tcb.mss
+        una = tcb.snd_una
+        rxt = tcb.rexmt_high if _lt(una, tcb.rexmt_high) else una
+        sacked = tcb.sacked
+        rule3 = None
+        if sacked:
+            limit = (DUPTHRESH - 1) * mss
+            above = tcb.sacked_bytes()
+            blocks = len(sacked)
+            start = una
+            for left, right in sacked:
+                first = rxt if _lt(start, rxt) else start
+                if _lt(first, left):
+                    length = min(mss, (left - first) & MASK)
+                    if blocks >= DUPTHRESH or above > limit:
+                        return first, length, 1
+                    rule3 = (first, length, 3)
+                    break  # holes further up have fewer SACKed bytes above: not lost either
+                above -= (right - left) & MASK
+                blocks -= 1
+                start = right
+        # rule 2: new data
+        if tcb.snd_nxt == tcb.snd_max:
+            pending = len(tcb.snd_buf) - ((tcb.snd_max - tcb.snd_buf_seq) & MASK)
+            if pending > 0:
+                length = min(mss, pending)
+                if _diff((una + tcb.snd_wnd) & MASK, tcb.snd_max) >= length:
+                    return tcb.snd_max, length, 2
+        if rule3 is not None:
+            return rule3
+        # rule 4: the rescue retransmission
+        if tcb.rescue_rxt is None or _lt(tcb.rescue_rxt, una):
+            if not sacked or _lt(sacked[-1][1], tcb.snd_max):
+                top, bottom = tcb.snd_max, sacked[-1][1] if sacked else una
+            else:
+                top, bottom = sacked[-1][0], sacked[-2][1] if len(sacked) > 1 else una
+            if _lt(bottom, top):
+                length = min(mss, (top - bottom) & MASK)
+                return (top - length) & MASK, length, 4
+        return None
+
+    def sack_output(self, tcb: Tcb) -> bool:
+        """RFC 6675 §5 step (C): send while cwnd - pipe allows a full segment."""
+        st = self.stats
+        pipe = self.set_pipe(tcb)
+        sent = False
+        while tcb.cc.cwnd - pipe >= tcb.mss:
+            nxt = self.next_seg(tcb)
+            if nxt is None:
+                break
+            seq, length, rule = nxt
+            if not self.send_data(tcb, seq, length, rexmit=rule != 2):
+                break
+            if rule != 2:
+                st.sack_rexmits += 1
+                st.sack_rexmit_bytes += length
+                if rule == 4:
+                    tcb.rescue_rxt = tcb.recover  # one rescue per recovery; HighRxt stays
+                else:
+                    tcb.rexmt_high = (seq + length) & MASK
+            pipe += length
             sent = True
-        if sent:
-            return
-        # a window update worth telling (receiver SWS avoidance, RFC 9293 §3.8.6.2.2)
-        wnd = min(tcb.rcv_wnd(), 65535 << tcb.rcv_wscale)  # what the header can carry
-        adv_room = _diff((tcb.rcv_nxt + wnd) & MASK, tcb.rcv_adv)
-        if adv_room >= min(2 * mss, tcb.rcv_space // 2):
-            self.stats.sndwinup += 1
-            tcb.want_ack = True
-            tcb.unacked_segs = 2
-        if tcb.want_ack and (tcb.unacked_segs >= 2 or not self.delayed_ack):
-            self.ack_now(tcb)
+        return sent
 
     def send_data(self, tcb: Tcb, seq: int, length: int, rexmit: bool = False) -> bool:
         """Send `length` bytes of the buffer starting at sequence number `seq`."""
@@ -1290,11 +1540,7 @@ class TcpState:
                 tcb.cc.set_mss(mss)
                 self.stats.pmtud_updates += 1
             return False
-        st = self.stats
-        retransmission = _lt(seq, tcb.snd_max)
-        if retransmission:
-            st.sndrexmitpack += 1
-            st.sndrexmitbyte += len(data)
+        if _lt(seq, tcb.snd_max):  # a retransmission (counted by send_segment)
             if tcb.rtt_seq is not None and _leq(seq, tcb.rtt_seq):
                 tcb.rtt_seq = None  # Karn: never time a retransmitted segment
         elif tcb.rtt_seq is None and not tcb.ts_ok:
@@ -1324,12 +1570,26 @@ class TcpState:
                 tcb.snd_nxt = tcb.snd_una  # resend what was too big
                 self.output(tcb)
             return
-        if type_ == wicmp.UNREACH and tcb.state == SYN_SENT:
-            err = errno.ECONNREFUSED if code in (2, 3) else errno.EHOSTUNREACH
-            if tcb.rexmt_shift >= 3 or code in (2, 3):
-                self.drop(tcb, err)
-            else:
-                tcb.so_error = err  # soft error: reported if the connect times out
+        if type_ == wicmp.UNREACH:
+            refused = code in (wicmp.UNREACH_PROTOCOL, wicmp.UNREACH_PORT)
+            if refused and tcb.state == SYN_SENT:  # FreeBSD's icmp_may_rst
+                self.drop(tcb, errno.ECONNREFUSED)
+                return
+            self.notify_error(tcb, errno.ECONNREFUSED if refused else errno.EHOSTUNREACH)
+        elif type_ == wicmp.TIMXCEED:
+            self.notify_error(tcb, errno.EHOSTUNREACH)
+
+    def notify_error(self, tcb: Tcb, err: int) -> None:
+        """An ICMP error for a connection (FreeBSD tcp_notify): unreachability is ignored
+        while established; a connection being set up that has retransmitted more than 3
+        times gives up on a second error; otherwise it is a soft error."""
+        if tcb.state == ESTABLISHED and err in (errno.EHOSTUNREACH, errno.ENETUNREACH,
+                                                errno.EHOSTDOWN):
+            return
+        if tcb.state in (SYN_SENT, SYN_RECEIVED) and tcb.rexmt_shift > 3 and tcb.softerror:
+            self.drop(tcb, err)
+        else:
+            tcb.softerror = err
 
 
 # -- timers (module functions: a Timer holds the function and the tcb) ----------------------------
@@ -1344,7 +1604,7 @@ def _rexmt_timeout(tcb: Tcb) -> None:
     limit = MAX_SYN_REXMT if tcb.state in (SYN_SENT, SYN_RECEIVED) else MAX_REXMT
     if tcb.rexmt_shift > limit:
         st.timeoutdrop += 1
-        tcp.drop(tcb, tcb.so_error or errno.ETIMEDOUT, send_rst=True)
+        tcp.drop(tcb, errno.ETIMEDOUT, send_rst=True)
         return
     tcb.rto = min(tcb.rto * 2, MAX_RTO_NS)
     if tcb.state in (SYN_SENT, SYN_RECEIVED):
@@ -1354,8 +1614,10 @@ def _rexmt_timeout(tcb: Tcb) -> None:
     # RFC 6298 5.4-5.6 and RFC 5681: collapse the window, go back to SND.UNA
     tcb.cc.on_timeout(tcb.now(), tcb.in_flight())
     tcb.recovery = False
+    tcb.recover = tcb.snd_max  # no fast retransmit for what was sent before (RFC 6582)
+    tcb.rescue_rxt = None
     tcb.dupacks = 0
-    tcb.sacked = []
+    tcb.sacked = []  # the receiver may have reneged (RFC 2018 §8)
     tcb.rtt_seq = None
     tcb.snd_nxt = tcb.snd_una
     tcb.set_main(tcb.rto, _rexmt_timeout)
@@ -1378,7 +1640,8 @@ def _persist_timeout(tcb: Tcb) -> None:
     tcp.stats.sndprobe += 1
     offset = (tcb.snd_nxt - tcb.snd_buf_seq) & MASK
     if offset < len(tcb.snd_buf):
-        tcp.send_segment(tcb, tcb.snd_nxt, ACK, bytes(tcb.snd_buf[offset:offset + 1]))
+        tcp.send_segment(tcb, tcb.snd_nxt, ACK, bytes(tcb.snd_buf[offset:offset + 1]),
+                         probe=True)
         end = (tcb.snd_nxt + 1) & MASK
         if _lt(tcb.snd_max, end):
             tcb.snd_max = end  # the peer may keep the byte: its ACK must be acceptable
@@ -1418,7 +1681,7 @@ def _keep_timeout(tcb: Tcb) -> None:
     tcb.t_keep = None
     if tcb.state in (SYN_SENT, SYN_RECEIVED):  # keepinit: the connection took too long
         tcp.stats.keeptimeo += 1
-        tcp.drop(tcb, tcb.so_error or errno.ETIMEDOUT)
+        tcp.drop(tcb, errno.ETIMEDOUT)
         return
     if tcb.state not in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, FIN_WAIT_2, CLOSING) \
             or not tcb.keepalive:

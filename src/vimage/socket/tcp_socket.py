@@ -13,9 +13,11 @@ from vimage.netinet.tcp import (
     CLOSE_WAIT,
     CLOSED,
     ESTABLISHED,
+    FIN_WAIT_2,
     LISTEN,
     SYN_RECEIVED,
     SYN_SENT,
+    TIME_WAIT,
     Tcb,
     arm_keepalive,
     wscale_for,
@@ -53,6 +55,7 @@ SHUT_RD, SHUT_WR, SHUT_RDWR = _std.SHUT_RD, _std.SHUT_WR, _std.SHUT_RDWR
 MSG_PEEK = _std.MSG_PEEK
 MSG_DONTWAIT = _std.MSG_DONTWAIT
 _LINGER = struct.Struct("ii")
+_FIN_ACKED = frozenset({FIN_WAIT_2, TIME_WAIT, CLOSED})  # nothing of ours is unacknowledged
 
 
 def _oserror(err: int) -> OSError:
@@ -263,9 +266,7 @@ class TcpSocket(TimeoutMixin, PollMixin):
         tcb.sock = self
         self.tcb, self._pending = tcb, None
         self.laddr, self.lport = src, lport
-        tcb.iss = tcp.new_iss(tcb)
-        tcb.snd_una = tcb.snd_nxt = tcb.snd_max = tcb.iss
-        tcb.snd_buf_seq = (tcb.iss + 1) & 0xFFFFFFFF
+        tcb.set_iss(tcp.new_iss(tcb))
         tcb.rcv_wscale = wscale_for(tcb.rcv_space) if tcp.rfc1323 else 0
         tcb.state = SYN_SENT
         tcb.mss = tcb.peer_mss = min(tcp.mssdflt, 65535)
@@ -370,12 +371,24 @@ class TcpSocket(TimeoutMixin, PollMixin):
             self._touch()
 
     def close(self) -> None:
+        """Close; with SO_LINGER on a blocking socket, wait for the FIN to be acknowledged.
+
+        As FreeBSD's soclose: a positive linger time makes close() of a blocking socket
+        wait (on the kernel clock) until all data and the FIN are acknowledged or the
+        time runs out; the connection then goes on in the background either way. A
+        non-blocking socket, or one with a timeout (CPython makes those non-blocking
+        underneath), does not wait. Zero linger aborts with a reset.
+        """
         if self.closed or self._defer_close():
             return
+        self._close(wait=True)
+
+    def _close(self, wait: bool) -> None:
         with self._lock:
             self.closed = True
             tcb = self.tcb
             tcp = self.vnet.tcp
+            linger = 0
             if tcb is not None:
                 tcb.sock = None
                 tcb.user_closed = True
@@ -385,16 +398,21 @@ class TcpSocket(TimeoutMixin, PollMixin):
                     if tcb.linger == 0 or tcb.rcv_buf:
                         # SO_LINGER 0, or unread data (RFC 2525 2.17): abort with RST
                         tcp.drop(tcb, errno.ECONNRESET, send_rst=True)
-                    elif not tcb.shut_wr:
-                        tcb.shut_wr = True
-                        tcp.output(tcb)
+                    else:
+                        if not tcb.shut_wr:
+                            tcb.shut_wr = True
+                            tcp.output(tcb)
+                        if wait and tcb.linger and self._timeout is None:
+                            linger = tcb.linger
             self._lock.notify_all()
             self._touch()
+            if linger:
+                self.vnet.kernel.wait(lambda: tcb.state in _FIN_ACKED, linger)
 
     def __del__(self) -> None:
         if not getattr(self, "closed", True):
             with contextlib.suppress(Exception):  # at interpreter shutdown nothing helps
-                self.close()
+                self._close(wait=False)  # never block the garbage collector
 
     # -- names and options -----------------------------------------------------------------------
     def getsockname(self) -> tuple[str, int]:
