@@ -41,7 +41,8 @@ _HANDLES = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionTyp
             contextvars.ContextVar, enum.Enum, TypeVar, typing.ParamSpec, types.GenericAlias,
             types.UnionType, property, staticmethod, classmethod, types.MemberDescriptorType,
             types.GetSetDescriptorType, __future__._Feature,
-            type(namedtuple("_T", "field").field))  # NamedTuple field accessors
+            type(namedtuple("_T", "field").field),  # NamedTuple field accessors
+            pytest.StashKey, type(pytest.fixture(lambda: None)))  # the pytest plugin's handles
 
 
 def mutable_reason(value: Any, depth: int = 0) -> str | None:

@@ -47,6 +47,8 @@ class Kernel:
         self._stopping = False
         self.fds: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         self._next_fd = FD_BASE
+        # called with each interface attached to a vnet (created or moved), e.g. by a trace
+        self.if_attach_hooks: list[Callable[[Ifnet], None]] = []
         self.base: Vnet = Vnet(self, "", None)
         self.base.attach()
 

@@ -37,6 +37,7 @@ class Net:
         self.routers_: set[str] = set()
         self.links: list[tuple[Ifnet, Ifnet]] = []
         self._routed = 0  # number of links when routes were last computed
+        self.auto_route = False  # route() after every link (set once a test body runs)
 
     # -- nodes ------------------------------------------------------------------------------
     def _names(self, spec: tuple[Any, ...], prefix: str) -> list[str]:
@@ -74,6 +75,8 @@ class Net:
             end_a.impair(**impair)
             end_b.impair(**impair)
         self.links.append((end_a, end_b))
+        if self.auto_route:
+            self.route()
         return end_a, end_b
 
     def link_between(self, a: Vnet, b: Vnet) -> tuple[Ifnet, Ifnet]:

@@ -161,6 +161,8 @@ def _link(vnet: Vnet, ifp: Ifnet) -> None:
     vnet.next_ifindex += 1
     ifp.vnet = vnet
     vnet.ifaces[ifp.name] = ifp
+    for hook in vnet.kernel.if_attach_hooks:  # a kernel-wide trace follows new interfaces
+        hook(ifp)
 
 
 def _unlink(ifp: Ifnet) -> None:

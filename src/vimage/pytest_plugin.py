@@ -1,0 +1,135 @@
+"""pytest plugin (entry point `vimage`): topologies as fixtures, async tests in virtual time.
+
+Fixtures:
+    vimage_kernel   a Kernel in virtual time (seed: `@pytest.mark.vimage(seed=N)`, else
+                    --vimage-seed, default 0; `clock="real"` in the marker for real time)
+    net             a vimage.testing.Net on that kernel (build anything; routes are
+                    computed before the test body runs)
+    hosts, routers  net.hosts / net.routers: `a, b = hosts("a", "b")`, `routers(2)`
+    star, line      factories: `star(5, delay="10ms")`, `line(4)` (see vimage.testing)
+
+An `async def` test that uses any of them runs on a vimage event loop, inside the
+kernel's base vnet, in virtual time: start programs with `vimage.spawn(vnet, coro)`.
+
+When such a test fails, the frames every interface saw during the test body are
+written as a pcapng file (default directory `.vimage-traces` under the rootdir, or
+--vimage-trace-dir) and the failure report names it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import vimage
+from vimage import testing
+from vimage.kernel import Kernel
+from vimage.net.pcapng import TraceRecorder
+
+KERNEL_KEY = pytest.StashKey[Kernel]()
+TRACE_KEY = pytest.StashKey[TraceRecorder]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("vimage", "vimage network topologies")
+    group.addoption("--vimage-seed", type=int, default=0,
+                    help="seed of vimage_kernel when the test sets none (default 0)")
+    group.addoption("--vimage-trace-dir", default=None,
+                    help="directory for packet traces of failing tests "
+                         "(default: .vimage-traces under the rootdir)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "vimage(seed=None, clock='virtual'): settings of the vimage_kernel fixture")
+
+
+@pytest.fixture
+def vimage_kernel(request: pytest.FixtureRequest) -> Iterator[Kernel]:
+    marker = request.node.get_closest_marker("vimage")
+    settings = dict(marker.kwargs) if marker else {}
+    seed = settings.get("seed")
+    kernel = Kernel(clock=settings.get("clock", "virtual"),
+                    seed=request.config.getoption("--vimage-seed") if seed is None else seed)
+    request.node.stash[KERNEL_KEY] = kernel
+    yield kernel
+    recorder = request.node.stash.get(TRACE_KEY, None)
+    if recorder is not None:
+        recorder.close()
+    kernel.stop()
+    for vnet in reversed(kernel.vnets()):
+        if vnet.alive and vnet.parent is kernel.base:
+            kernel.destroy(vnet)
+
+
+@pytest.fixture
+def net(vimage_kernel: Kernel) -> testing.Net:
+    return testing.Net(vimage_kernel)
+
+
+@pytest.fixture
+def hosts(net: testing.Net) -> Callable[..., Any]:
+    return net.hosts
+
+
+@pytest.fixture
+def routers(net: testing.Net) -> Callable[..., Any]:
+    return net.routers
+
+
+@pytest.fixture
+def star(vimage_kernel: Kernel) -> Callable[..., testing.Net]:
+    def make(n: int, **kwargs: Any) -> testing.Net:
+        return testing.star(vimage_kernel, n, **kwargs)
+    return make
+
+
+@pytest.fixture
+def line(vimage_kernel: Kernel) -> Callable[..., testing.Net]:
+    def make(n: int, **kwargs: Any) -> testing.Net:
+        return testing.line(vimage_kernel, n, **kwargs)
+    return make
+
+
+def _start_trace(item: pytest.Item, kernel: Kernel) -> None:
+    recorder = TraceRecorder(kernel)
+    recorder.follow()
+    item.stash[TRACE_KEY] = recorder
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    kernel = pyfuncitem.stash.get(KERNEL_KEY, None)
+    if kernel is None:
+        return None
+    built = pyfuncitem.funcargs.get("net")
+    if isinstance(built, testing.Net):
+        built.route()
+        built.auto_route = True  # links made by the test body are routed at once
+    _start_trace(pyfuncitem, kernel)
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    coro = pyfuncitem.obj(**{name: pyfuncitem.funcargs[name] for name in names})
+    vimage.run(coro, kernel=kernel)
+    return True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    recorder = item.stash.get(TRACE_KEY, None)
+    if report.when == "call" and report.failed and recorder is not None:
+        where = item.config.getoption("--vimage-trace-dir") or os.path.join(
+            str(item.config.rootpath), ".vimage-traces")
+        os.makedirs(where, exist_ok=True)
+        path = os.path.join(where, re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid) + ".pcapng")
+        count = recorder.write(path)
+        report.sections.append(("vimage packet trace",
+                                f"{count} frames on {len(recorder.names)} interfaces: {path}"))
+    return report
