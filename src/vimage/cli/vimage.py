@@ -1,0 +1,450 @@
+"""vimage(8): create, list, destroy and enter vnets held by the vimage daemon.
+
+    vimage [--socket PATH] [-c | -m] NAME [param=value ...]
+    vimage -d NAME
+    vimage -l[rvj] [NAME]
+    vimage -i NAME IFNAME [NEWNAME]
+    vimage NAME [command ...]          (no command: a shell inside NAME)
+    vimage TOOL [argument ...]         (a tool in the current vnet: ifconfig, route, ...)
+    vimage create|modify|destroy|list|ifmove|exec|daemon ...   (each with --help)
+
+A first word that is a subcommand or a tool is one; anything else names a vnet
+(`vimage exec NAME ...` reaches a vnet whose name is a tool's). Names are relative
+to the current vnet: inside `vimage exec X`, `child` is X.child. This module is
+kept light (no stack imports): it is also what the PATH shims run.
+"""
+
+from __future__ import annotations
+
+import getopt
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from vimage.cli import TOOLS
+from vimage.ctl.client import Client, connect, daemon_pid, open_client
+from vimage.ctl.protocol import PERMISSION, UNAVAILABLE, CtlError
+
+USAGE = """\
+usage: vimage [--socket PATH] [-c | -m] NAME [param=value ...]
+       vimage -d NAME
+       vimage -l[rvj] [NAME]
+       vimage -i NAME IFNAME [NEWNAME]
+       vimage NAME [command ...]
+       vimage TOOL [argument ...]
+       vimage create|modify|destroy|list|ifmove|exec|daemon ... (see --help of each)
+"""
+
+EX_USAGE = 64
+
+
+class Usage(Exception):
+    """A command-line mistake: one line and exit status 64."""
+
+
+class Ctx:
+    """What a command needs: the socket option and a connection made on first use."""
+
+    def __init__(self, socket_option: str | None) -> None:
+        self.socket_option = socket_option
+        self._client: Client | None = None
+
+    def client(self, autostart: bool | None = None) -> Client:
+        if self._client is None:
+            self._client = open_client(self.socket_option, autostart=autostart)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        socket_option, argv = _socket_option(argv)
+    except Usage as exc:
+        return _usage_error(str(exc))
+    ctx = Ctx(socket_option)
+    try:
+        return dispatch(ctx, argv)
+    except Usage as exc:
+        return _usage_error(str(exc))
+    except CtlError as exc:
+        print(f"vimage: {exc.message}", file=sys.stderr)
+        return 77 if exc.code == PERMISSION else 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        ctx.close()
+
+
+def shim_main(name: str, argv: list[str]) -> int:
+    """A PATH shim: `ifconfig ARGS` inside a vnet is `vimage ifconfig ARGS`."""
+    return main(argv if name == "vimage" else [name, *argv])
+
+
+def _usage_error(message: str) -> int:
+    if message:
+        print(f"vimage: {message}", file=sys.stderr)
+    sys.stderr.write(USAGE)
+    return EX_USAGE
+
+
+def _socket_option(argv: list[str]) -> tuple[str | None, list[str]]:
+    if argv and argv[0] == "--socket":
+        if len(argv) < 2:
+            raise Usage("--socket needs a path")
+        return argv[1], argv[2:]
+    if argv and argv[0].startswith("--socket="):
+        return argv[0].partition("=")[2], argv[1:]
+    return None, argv
+
+
+def dispatch(ctx: Ctx, argv: list[str]) -> int:
+    if not argv:
+        raise Usage("")
+    first = argv[0]
+    if first in ("-h", "--help"):
+        sys.stdout.write(USAGE)
+        return 0
+    if first in SUBCOMMANDS:
+        return SUBCOMMANDS[first](ctx, argv[1:])
+    if first in TOOLS:
+        return run_tool(ctx, "", argv)
+    if first == "--":
+        if len(argv) < 2:
+            raise Usage("a vnet name must follow --")
+        return enter(ctx, argv[1], argv[2:])
+    if first.startswith("-"):
+        return classic(ctx, argv)
+    return enter(ctx, first, argv[1:])
+
+
+# -- the vimage(8) option forms -------------------------------------------------------------
+def classic(ctx: Ctx, argv: list[str]) -> int:
+    try:
+        opts, args = getopt.getopt(argv, "cdijlmrv")
+    except getopt.GetoptError as exc:
+        raise Usage(str(exc)) from None
+    command = None
+    recursive, verbose = False, 0
+    for opt, _ in opts:
+        if opt in ("-c", "-d", "-i", "-l", "-m"):
+            if command not in (None, opt):
+                raise Usage(f"{command} and {opt} do not go together")
+            command = opt
+        elif opt == "-r":
+            recursive = True
+        elif opt == "-v":
+            verbose += 1
+        elif opt == "-j":
+            verbose = 2
+    if command != "-l" and (recursive or verbose):
+        raise Usage("-r, -v and -j go with -l")
+    if command is None:
+        raise Usage("")
+    if command == "-l":
+        if len(args) > 1:
+            raise Usage("-l takes at most one vnet name")
+        return do_list(ctx, args[0] if args else "", recursive, verbose)
+    if command == "-c":
+        if not args:
+            raise Usage("-c needs a vnet name")
+        return do_create(ctx, args[0], args[1:])
+    if command == "-m":
+        if len(args) < 2:
+            raise Usage("-m needs a vnet name and param=value")
+        return do_modify(ctx, args[0], args[1:])
+    if command == "-d":
+        if len(args) != 1:
+            raise Usage("-d takes one vnet name")
+        return do_destroy(ctx, args[0])
+    if not 2 <= len(args) <= 3:
+        raise Usage("-i takes a vnet name, an interface and maybe a new name")
+    return do_ifmove(ctx, *args)
+
+
+def parse_params(words: list[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for word in words:
+        name, eq, value = word.partition("=")
+        if not eq or not name or not value:
+            raise Usage(f"bad parameter {word!r} (use param=value)")
+        params[name] = value
+    return params
+
+
+def do_create(ctx: Ctx, name: str, words: list[str]) -> int:
+    ctx.client().request("create", name=name, params=parse_params(words))
+    return 0
+
+
+def do_modify(ctx: Ctx, name: str, words: list[str]) -> int:
+    ctx.client().request("modify", name=name, params=parse_params(words))
+    return 0
+
+
+def do_destroy(ctx: Ctx, name: str) -> int:
+    ctx.client().request("destroy", name=name)
+    return 0
+
+
+def do_ifmove(ctx: Ctx, name: str, ifname: str, newname: str = "") -> int:
+    reply = ctx.client().request("ifmove", vnet=name, ifname=ifname, newname=newname)
+    print(f"{reply['ifname']}@{name}")
+    return 0
+
+
+def do_list(ctx: Ctx, name: str, recursive: bool, verbose: int) -> int:
+    reply = ctx.client().request("list", name=name, recursive=recursive)
+    sys.stdout.write(format_list(reply["vnets"], verbose))
+    return 0
+
+
+def format_list(rows: list[dict[str, Any]], verbose: int) -> str:
+    """The vimage -l layout: names; with -v a block per vnet; -j (or -vv) adds ids."""
+    lines: list[str] = []
+    for row in rows:
+        if not verbose:
+            lines.append(row["name"])
+            continue
+        lines += [f"{row['name']}:", "    Path: /", f"    Hostname: {row['hostname']}",
+                  f"    Domainname: {row['domainname']}", f"    Children: {row['children']}"]
+        if verbose >= 2:
+            lines += [f"    Children limit: {row['children_max']}", f"    JID: {row['jid']}",
+                      f"    PJID: {row['pjid']}"]
+        lines.append(f"    Interfaces: {' '.join(row['interfaces'])}")
+    return "".join(line + "\n" for line in lines)
+
+
+# -- tools and processes ----------------------------------------------------------------------
+def run_tool(ctx: Ctx, vnet: str, argv: list[str]) -> int:
+    status, output = ctx.client().tool(argv, vnet)
+    sys.stdout.write(output)
+    sys.stdout.flush()
+    return status
+
+
+def enter(ctx: Ctx, name: str, command: list[str]) -> int:
+    """`vimage NAME [command ...]`: a tool runs in the daemon, anything else as a process."""
+    if command and command[0] == "--":
+        command = command[1:]
+    if command and command[0] in TOOLS:
+        return run_tool(ctx, name, command)
+    return run_exec(ctx, name, command)
+
+
+def run_exec(ctx: Ctx, name: str, command: list[str], user: str | None = None) -> int:
+    """Run `command` (default: $SHELL) with $VIMAGE, a channel scoped to NAME in
+    $VIMAGE_CTL_FD and the tool shims first on PATH; its exit status is ours."""
+    from vimage.ctl import shims
+
+    if user is not None and os.geteuid() != 0:
+        raise CtlError(PERMISSION, "-u needs root")
+    interactive = not command
+    if interactive:
+        command = [os.environ.get("SHELL") or "/bin/sh"]
+    reply, fds = ctx.client().call("exec", vnet=name)
+    ctx.close()
+    if len(fds) != 1:
+        raise CtlError(UNAVAILABLE, "the daemon sent no channel")
+    channel = fds[0]
+    bindir = shims.make_dir()
+    try:
+        env = dict(os.environ)
+        env.pop("VIMAGE_SOCKET", None)
+        env.update(VIMAGE=reply["vnet"], VIMAGE_CTL_FD=str(channel),
+                   PATH=os.pathsep.join((bindir, env.get("PATH") or os.defpath)))
+        kwargs: dict[str, Any] = {}
+        if user is not None:
+            kwargs = _as_user(user, env)
+        if interactive and sys.stdin.isatty():
+            print(f"Switched to vimage {name}")
+            sys.stdout.flush()
+        try:
+            proc = subprocess.Popen(command, env=env, pass_fds=(channel,), **kwargs)
+        except FileNotFoundError:
+            print(f"vimage: {command[0]}: command not found", file=sys.stderr)
+            return 127
+        except PermissionError:
+            print(f"vimage: {command[0]}: permission denied", file=sys.stderr)
+            return 126
+        finally:
+            os.close(channel)
+        return _wait(proc)
+    finally:
+        shims.remove_dir(bindir)
+
+
+def _as_user(user: str, env: dict[str, str]) -> dict[str, Any]:
+    import pwd
+
+    try:
+        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        raise CtlError("not-found", f"unknown user {user}") from None
+    env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
+    return {"user": pw.pw_uid, "group": pw.pw_gid,
+            "extra_groups": os.getgrouplist(pw.pw_name, pw.pw_gid)}
+
+
+def _wait(proc: subprocess.Popen[bytes]) -> int:
+    """Wait like system(3): ^C and ^\\ are the child's business, not ours."""
+    saved = [(s, signal.signal(s, signal.SIG_IGN)) for s in (signal.SIGINT, signal.SIGQUIT)]
+    try:
+        status = proc.wait()
+    finally:
+        for signum, handler in saved:
+            signal.signal(signum, handler)
+    return 128 - status if status < 0 else status
+
+
+# -- subcommands -------------------------------------------------------------------------------
+def _parser(prog: str, description: str) -> Any:
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> Any:
+            raise Usage(f"{prog}: {message}")
+
+    return Parser(prog=f"vimage {prog}", description=description)
+
+
+def _parse(parser: Any, argv: list[str]) -> Any:
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:  # --help
+        raise _Exit(int(exc.code or 0)) from None
+
+
+class _Exit(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _subcommand(func: Callable[[Ctx, list[str]], int]) -> Callable[[Ctx, list[str]], int]:
+    def run(ctx: Ctx, argv: list[str]) -> int:
+        try:
+            return func(ctx, argv)
+        except _Exit as exc:
+            return exc.status
+    run.__doc__ = func.__doc__
+    return run
+
+
+@_subcommand
+def sub_create(ctx: Ctx, argv: list[str]) -> int:
+    p = _parser("create", "Create vnet NAME (a.b is a child of a), as vimage -c. Parameters: "
+                          "children.max=N (vnets its processes may create below it), "
+                          "host.hostname=S, host.domainname=S, or any sysctl "
+                          "(net.inet.ip.forwarding=1).")
+    p.add_argument("name")
+    p.add_argument("params", nargs="*", metavar="param=value")
+    args = _parse(p, argv)
+    return do_create(ctx, args.name, args.params)
+
+
+@_subcommand
+def sub_modify(ctx: Ctx, argv: list[str]) -> int:
+    p = _parser("modify", "Change parameters of vnet NAME, as vimage -m.")
+    p.add_argument("name")
+    p.add_argument("params", nargs="+", metavar="param=value")
+    args = _parse(p, argv)
+    return do_modify(ctx, args.name, args.params)
+
+
+@_subcommand
+def sub_destroy(ctx: Ctx, argv: list[str]) -> int:
+    p = _parser("destroy", "Destroy vnet NAME and its children, as vimage -d; interfaces "
+                           "born elsewhere go back to their home vnet.")
+    p.add_argument("name")
+    return do_destroy(ctx, _parse(p, argv).name)
+
+
+@_subcommand
+def sub_list(ctx: Ctx, argv: list[str]) -> int:
+    p = _parser("list", "List the vnets one level below the current one, as vimage -l.")
+    p.add_argument("-r", action="store_true", help="the whole subtree")
+    p.add_argument("-v", action="count", default=0, help="details (twice: ids and limits)")
+    p.add_argument("-j", action="store_true", help="same as -vv")
+    p.add_argument("name", nargs="?", default="", help="only this vnet (with -r: its subtree)")
+    args = _parse(p, argv)
+    return do_list(ctx, args.name, args.r, 2 if args.j else args.v)
+
+
+@_subcommand
+def sub_ifmove(ctx: Ctx, argv: list[str]) -> int:
+    p = _parser("ifmove", "Move interface IFNAME from the current vnet to vnet NAME, "
+                          "renamed NEWNAME if given, as vimage -i; prints IFNAME@NAME.")
+    p.add_argument("name")
+    p.add_argument("ifname")
+    p.add_argument("newname", nargs="?", default="")
+    args = _parse(p, argv)
+    return do_ifmove(ctx, args.name, args.ifname, args.newname)
+
+
+@_subcommand
+def sub_exec(ctx: Ctx, argv: list[str]) -> int:
+    import argparse
+
+    p = _parser("exec", "Run a command (default: $SHELL) inside vnet NAME: $VIMAGE names the "
+                        "vnet, $VIMAGE_CTL_FD holds a control channel scoped to it, and PATH "
+                        "starts with ifconfig, route, netstat, ... acting on it.")
+    p.add_argument("-u", metavar="USER", help="run as USER (root only)")
+    p.add_argument("name")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    args = _parse(p, argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    return run_exec(ctx, args.name, command, args.u)
+
+
+@_subcommand
+def sub_daemon(ctx: Ctx, argv: list[str]) -> int:
+    p = _parser("daemon", "Start, stop or ask about vimaged (clients start it on first use; "
+                          "VIMAGE_AUTOSTART=0 turns that off).")
+    p.add_argument("action", choices=("start", "stop", "status"))
+    action = _parse(p, argv).action
+    from vimage.ctl import paths
+
+    where = paths.resolve(ctx.socket_option)
+    try:
+        client = ctx.client(autostart=False)
+    except CtlError as exc:
+        if exc.code != UNAVAILABLE:
+            raise
+        if action == "start":
+            connect(where, autostart=True).close()
+            print(f"vimaged started as pid {daemon_pid(where)} ({where.socket})")
+            return 0
+        print(f"vimaged is not running ({where.socket})")
+        return 1
+    if action == "start":
+        print(f"vimaged is already running as pid {client.info.get('pid')}")
+        return 0
+    if action == "stop":
+        client.request("stop")
+        print("vimaged stopped")
+        return 0
+    st = client.request("status")
+    where_text = st.get("socket") or f"channel of vnet {st.get('vnet')}"
+    extra = (f", {st['connections']} connections" if "connections" in st else "")
+    print(f"vimaged is running as pid {st['pid']} ({where_text}, protocol {st['version']}, "
+          f"up {st['uptime']:.1f} s, {st['vnets']} vnets{extra})")
+    return 0
+
+
+SUBCOMMANDS: Mapping[str, Callable[[Ctx, list[str]], int]] = MappingProxyType({
+    "create": sub_create, "modify": sub_modify, "destroy": sub_destroy, "list": sub_list,
+    "ifmove": sub_ifmove, "exec": sub_exec, "daemon": sub_daemon,
+})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

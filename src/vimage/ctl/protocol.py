@@ -1,0 +1,149 @@
+"""The control protocol: length-prefixed JSON frames over a unix stream socket.
+
+A frame is a 4-byte big-endian length and that many bytes of UTF-8 JSON (one
+object). Descriptors travel with a frame as SCM_RIGHTS ancillary data on its first
+byte. docs/vimage.md describes the requests and replies; this module only moves
+frames and knows the limits.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import json
+import os
+import socket
+import struct
+from typing import Any
+
+VERSION = 1
+"""Protocol version, exchanged in the hello; a daemon answers other versions with an error."""
+
+MAX_REQUEST = 1 << 20
+"""Largest request frame (bytes of JSON) a daemon reads; a larger one is refused."""
+
+MAX_REPLY = 64 << 20
+"""Largest reply frame a client reads."""
+
+MAX_FDS = 16
+"""Most descriptors one frame may carry."""
+
+HEADER = struct.Struct("!I")
+
+# error codes (docs/vimage.md lists them with their meaning)
+MALFORMED = "malformed"
+TOO_BIG = "too-big"
+BAD_VERSION = "version"
+NO_HELLO = "no-hello"
+UNKNOWN_OP = "unknown-op"
+BAD_REQUEST = "bad-request"
+PERMISSION = "permission"
+NOT_FOUND = "not-found"
+EXISTS = "exists"
+BUSY = "busy"
+FAILED = "failed"
+INTERNAL = "internal"
+UNAVAILABLE = "unavailable"  # client side only: no daemon, or it went away
+
+
+class CtlError(Exception):
+    """An error reply (or a client-side failure) with a code and a one-line message."""
+
+    def __init__(self, code: str, message: str, fatal: bool = False) -> None:
+        super().__init__(one_line(message))
+        self.code = code
+        self.message = one_line(message)
+        self.fatal = fatal  # the connection cannot go on (framing lost, or refused)
+
+    def reply(self, rid: Any = None) -> dict[str, Any]:
+        return error_reply(rid, self.code, self.message)
+
+
+def one_line(text: object) -> str:
+    """`text` as a single line (messages are shown to users as one line)."""
+    return " ".join(str(text).split()) or "error"
+
+
+def error_reply(rid: Any, code: str, message: str) -> dict[str, Any]:
+    return {"id": rid, "ok": False, "error": {"code": code, "message": one_line(message)}}
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    payload = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return HEADER.pack(len(payload)) + payload
+
+
+def send(sock: socket.socket, obj: dict[str, Any], fds: list[int] | tuple[int, ...] = ()) -> None:
+    """Send one frame, with `fds` attached to its first byte."""
+    data = encode(obj)
+    if fds:
+        sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                      array.array("i", fds))])
+        data = data[sent:]
+    if data:
+        sock.sendall(data)
+
+
+def _recv_exact(sock: socket.socket, n: int, fds: list[int]) -> bytes | None:
+    """Read exactly n bytes (collecting descriptors); None on EOF before the first byte."""
+    buf = bytearray()
+    space = socket.CMSG_SPACE(MAX_FDS * 4)
+    while len(buf) < n:
+        data, anc, flags, _ = sock.recvmsg(n - len(buf), space)
+        fds.extend(take_fds(anc))
+        if flags & socket.MSG_CTRUNC:
+            raise CtlError(BAD_REQUEST, f"more than {MAX_FDS} descriptors in one frame",
+                           fatal=True)
+        if not data:
+            if not buf:
+                return None
+            raise ConnectionError("connection closed in the middle of a frame")
+        buf += data
+    return bytes(buf)
+
+
+def take_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors of SCM_RIGHTS ancillary data."""
+    fds: list[int] = []
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            arr = array.array("i")
+            arr.frombytes(data[: len(data) - len(data) % arr.itemsize])
+            fds.extend(arr)
+    return fds
+
+
+def recv(sock: socket.socket, limit: int) -> tuple[Any, list[int]] | None:
+    """Read one frame: (decoded JSON, descriptors), or None on a clean EOF.
+
+    Raises CtlError: `too-big` (fatal: the rest of the frame is not read) or
+    `malformed` (the frame was read whole, so the connection can go on). Descriptors
+    received with a frame that fails are closed here.
+    """
+    fds: list[int] = []
+    try:
+        head = _recv_exact(sock, HEADER.size, fds)
+        if head is None:
+            return None
+        (length,) = HEADER.unpack(head)
+        if length > limit:
+            raise CtlError(TOO_BIG, f"frame of {length} bytes is over the limit of {limit}",
+                           fatal=True)
+        payload = _recv_exact(sock, length, fds) if length else b""
+        if payload is None:
+            raise ConnectionError("connection closed in the middle of a frame")
+        try:
+            obj = json.loads(payload.decode())
+        except (ValueError, RecursionError) as exc:
+            raise CtlError(MALFORMED, f"frame is not valid JSON: {exc}") from None
+    except BaseException:
+        close_fds(fds)
+        raise
+    return obj, fds
+
+
+def close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    fds.clear()
