@@ -55,12 +55,14 @@ class FaultEvent(NamedTuple):
 class Scheduled:
     """A fault waiting for its time (a kernel timer)."""
 
-    __slots__ = ("action", "target", "timer", "when_ns")
+    __slots__ = ("action", "fault", "target", "timer", "when_ns")
 
-    def __init__(self, when_ns: int, action: str, target: str) -> None:
+    def __init__(self, when_ns: int, action: str, target: str,
+                 fault: Partition | Cut | Crash | None) -> None:
         self.when_ns = when_ns
         self.action = action
         self.target = target
+        self.fault = fault  # the fault this timer begins, marked cancelled if the timer dies
         self.timer: Timer | None = None
 
     @property
@@ -230,7 +232,7 @@ class Faults:
         return when
 
     def _at(self, at: float | None, owner: Vnet, action: str, target: str,
-            apply: Callable[[], None]) -> None:
+            apply: Callable[[], None], fault: Partition | Cut | Crash | None = None) -> None:
         """Run `apply` now, or at kernel time `at` on a timer owned by `owner`."""
         if at is None:
             apply()
@@ -240,7 +242,7 @@ class Faults:
         if when == sched.now_ns():
             apply()
             return
-        entry = Scheduled(when, action, target)
+        entry = Scheduled(when, action, target, fault)
         entry.timer = sched.call_later(when - sched.now_ns(), self._fire, entry, apply,
                                        owner=owner)
         self._pending.append(entry)
@@ -251,7 +253,12 @@ class Faults:
 
     def scheduled(self) -> list[Scheduled]:
         """Faults still waiting for their time (those of destroyed vnets are gone)."""
-        live = [e for e in self._pending if e.timer is not None and not e.timer.cancelled]
+        live = []
+        for entry in self._pending:
+            if entry.timer is not None and not entry.timer.cancelled:
+                live.append(entry)
+            elif entry.fault is not None and entry.fault.state == "scheduled":
+                entry.fault.state = "cancelled"  # its owner was destroyed
         self._pending[:] = live
         return sorted(live, key=lambda e: e.when_ns)
 
@@ -272,7 +279,7 @@ class Faults:
             self._next_id += 1
             self.partitions.append(part)
             self._at(at, side_a[0], "partition", f"{part.id}: {part.describe()}",
-                     lambda: self._start(part))
+                     lambda: self._start(part), part)
             return part
 
     def heal(self, partition: Partition | int | None = None, at: float | None = None) -> None:
@@ -363,7 +370,8 @@ class Faults:
                 raise ValueError(f"{ends[0].name} is already cut")
             cut = Cut(ends)
             self.cuts.append(cut)
-            self._at(at, ends[0].vnet, "cut", cut.describe(), lambda: self._apply_cut(cut))
+            self._at(at, ends[0].vnet, "cut", cut.describe(), lambda: self._apply_cut(cut),
+                     cut)
             return cut
 
     def restore(self, link: Cut | Ifnet | Link, at: float | None = None) -> None:
@@ -481,7 +489,8 @@ class Faults:
                 raise ValueError(f"{vnet.display_name} is already crashed")
             crash = Crash(vnet)
             self.crashes.append(crash)
-            self._at(at, vnet, "crash", vnet.display_name, lambda: self._crash(crash))
+            self._at(at, vnet, "crash", vnet.display_name, lambda: self._crash(crash),
+                     crash)
             return crash
 
     def restart(self, vnet: Vnet | str, at: float | None = None) -> None:

@@ -401,15 +401,16 @@ def test_crash_api_errors(star):
 def test_destroying_a_vnet_cancels_its_scheduled_faults(star):
     s = star
     before = s.k.sched.pending_timers(owner=s.h2)  # the stack's own (ARP)
-    s.faults.crash(s.h2, at=5)
-    s.faults.cut(s.links[1][0], at=6)
+    crash = s.faults.crash(s.h2, at=5)
+    cut = s.faults.cut(s.links[1][0], at=6)
     s.faults.impair(s.links[1][0], at=7, delay="1ms")
-    s.faults.partition([s.h2], [s.h1], at=8)
+    part = s.faults.partition([s.h2], [s.h1], at=8)
     s.faults.crash(s.h1, at=9)
     assert s.k.sched.pending_timers(owner=s.h2) == before + 4
     s.k.destroy(s.h2)
     assert s.k.sched.pending_timers(owner=s.h2) == 0
     assert [e.action for e in s.faults.scheduled()] == ["crash"]
+    assert crash.state == cut.state == part.state == "cancelled"
     s.k.run(10)
     assert [(e.action, e.target) for e in s.faults.events] == [("crash", "h1")]
 

@@ -215,6 +215,9 @@ def cmd_list(ctx: Context, faults: Faults, args: list[str]) -> None:
     if args not in ([], ["-a"]):
         raise UsageError("usage: fault list [-a]")
     show_all = bool(args)
+    pending = [e for e in faults.scheduled()  # first: it marks what died with its vnet
+               if e.timer is not None and e.timer.owner is not None
+               and in_scope(ctx, e.timer.owner)]
 
     def shown(state: str) -> bool:
         return show_all or state in ("active", "crashed")
@@ -223,9 +226,6 @@ def cmd_list(ctx: Context, faults: Faults, args: list[str]) -> None:
     cuts = [c for c in faults.cuts if shown(c.state)
             and all(in_scope(ctx, e.vnet) for e in c.ends)]
     crashes = [c for c in faults.crashes if shown(c.state) and in_scope(ctx, c.vnet)]
-    pending = [e for e in faults.scheduled()
-               if e.timer is not None and e.timer.owner is not None
-               and in_scope(ctx, e.timer.owner)]
     lines: list[str] = []
     if parts:
         lines.append("Partitions:")
