@@ -18,7 +18,8 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -43,6 +44,16 @@ def wait_gone(pid: int, timeout: float = 10.0) -> bool:
         return bool(ready)
     finally:
         os.close(fd)
+
+
+def until(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Poll a condition on the daemon's side (it runs in real time, on its own)."""
+    pause = threading.Event()
+    for _ in range(int(timeout / 0.02)):
+        if predicate():
+            return True
+        pause.wait(0.02)
+    return predicate()
 
 
 def daemon_processes(sock_path: str) -> list[int]:

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 
 import pytest
 
 from vimage.ctl import protocol
 from vimage.ctl.client import daemon_pid
 
-from .conftest import hello, recv_frame, send_frame
+from .conftest import hello, recv_frame, send_frame, until
 
 
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    """Poll a daemon-side condition (real time is the point here)."""
-    done = threading.Event()
-    for _ in range(int(timeout / 0.02)):
-        if predicate():
-            return True
-        done.wait(0.02)
-    return predicate()
 
 
 def test_hello_reports_version_and_scope(shared_vimaged):
@@ -145,8 +134,8 @@ def test_a_client_dying_mid_frame_or_mid_request_costs_nothing(shared_vimaged):
         sock.close()
         # others are served meanwhile, and the daemon ends up where it was
         assert c.request("nop") == {}
-        assert wait_for(lambda: c.request("status")["connections"] == baseline)
-        assert wait_for(lambda: fd_count(pid) == fds)
+        assert until(lambda: c.request("status")["connections"] == baseline)
+        assert until(lambda: fd_count(pid) == fds)
     daemon.ok("-d", "dying")
 
 

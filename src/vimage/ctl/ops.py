@@ -220,6 +220,8 @@ def op_ifmove(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
         ifp = scope.ifaces.get(ifname)
         if ifp is None:
             raise LookupError(f"interface {ifname} does not exist")
+        if ifp.is_loopback:
+            raise PermissionError(f"{ifname}: loopback interfaces cannot be moved")
         final = newname or ifname
         if final in target.ifaces:
             raise FileExistsError(f"interface {final} already exists in vnet {rel}")
