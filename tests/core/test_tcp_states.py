@@ -1868,3 +1868,20 @@ def test_no_new_recovery_before_the_last_one_is_over():
     for i in (2, 3, 4):
         c.send("A", ack=una, options=sack_opt((una + m, una + i * m)))
     assert w.tcp.stats.fastrexmit == 0 and not c.tcb.recovery
+
+
+def test_resending_after_a_timeout_skips_what_the_receiver_sacked():
+    """RFC 6675 §5.1: the scoreboard is dropped at the timeout, but the SACK blocks of the
+    ACKs that follow are used to fill in only the missing data."""
+    w = Wire()
+    c = passive_open(w)
+    segs = send_window(c, 6)
+    una, m = segs[0].seq, 1460
+    w.run(0.5)  # 0 and 1 were lost, the ACKs for 2-5 too: the RTO resends 0
+    assert [s.seq for s in w.segments()] == [una]
+    assert c.tcb.sacked == []
+    c.send("A", ack=una + m, options=sack_opt((una + 2 * m, una + 6 * m)))
+    assert [s.seq for s in w.segments()] == [una + m]  # 1 only, not 2 again
+    c.send("A", ack=una + 6 * m)
+    assert c.tcb.snd_una == c.tcb.snd_max
+    assert w.tcp.stats.sndrexmitpack == 2

@@ -1367,16 +1367,22 @@ class TcpState:
 
         SACKed bytes have left the network: they do not count against the congestion
         window (RFC 6675's pipe outside recovery), which lets the first duplicate ACKs
-        clock out new segments (limited transmit, RFC 3042).
+        clock out new segments (limited transmit, RFC 3042). Resending from SND.UNA after
+        a timeout skips what the receiver SACKed since (RFC 6675 §5.1).
         """
         sent = False
         mss = tcb.mss
-        sacked = tcb.sacked_bytes() if tcb.sacked else 0
         while True:
+            hole = 0
+            sacked = 0
+            if tcb.sacked:
+                sacked, hole = self._sacked_below(tcb)
             offset = (tcb.snd_nxt - tcb.snd_buf_seq) & MASK
             if offset >= HALF:
                 offset = 0
             pending = len(tcb.snd_buf) - offset
+            if hole:
+                pending = min(pending, hole)
             if pending <= 0:
                 break
             window = min(tcb.snd_wnd, tcb.cc.cwnd)
@@ -1406,6 +1412,24 @@ class TcpState:
                 break
             sent = True
         return sent
+
+    def _sacked_below(self, tcb: Tcb) -> tuple[int, int]:
+        """The SACKed bytes below SND.NXT, and the room up to the next SACKed block when
+        SND.NXT is below SND.MAX (resending after a timeout: SND.NXT leaves SACKed
+        blocks at once)."""
+        nxt = tcb.snd_nxt
+        resending = _lt(nxt, tcb.snd_max)
+        below = 0
+        for left, right in tcb.sacked:
+            if resending and _leq(left, nxt) and _lt(nxt, right):
+                nxt = tcb.snd_nxt = right  # the receiver has this block: skip it
+            if _leq(right, nxt):
+                below += (right - left) & MASK
+            elif resending:
+                return below, (left - nxt) & MASK
+            else:
+                break
+        return below, 0
 
     # -- SACK loss recovery (RFC 6675) ------------------------------------------------------------
     def is_lost(self, tcb: Tcb, seq: int) -> bool:
@@ -1449,7 +1473,10 @@ class TcpState:
         Rule 1: the first lost hole above HighRxt; 2: new data the receiver's window
         allows; 3: the first hole above HighRxt below the highest SACKed byte even if
         not lost; 4: once per recovery, a rescue retransmission of the highest
-        unSACKed segment (RFC 6675 §4).
+        unSACKed segment (RFC 6675 §4). As FreeBSD we rescue only after a partial ACK
+        left no SACKed data above it and all data has been sent (application limited): a
+        lost tail has nothing after it to reveal it, while otherwise the highest segment
+        is most likely still on its way and the rescue would be spurious.
         """
         mss = tcb.mss
         una = tcb.snd_una
@@ -1473,22 +1500,21 @@ class TcpState:
                 blocks -= 1
                 start = right
         # rule 2: new data
-        if tcb.snd_nxt == tcb.snd_max:
-            pending = len(tcb.snd_buf) - ((tcb.snd_max - tcb.snd_buf_seq) & MASK)
-            if pending > 0:
-                length = min(mss, pending)
-                if _diff((una + tcb.snd_wnd) & MASK, tcb.snd_max) >= length:
-                    return tcb.snd_max, length, 2
+        pending = len(tcb.snd_buf) - ((tcb.snd_max - tcb.snd_buf_seq) & MASK)
+        if tcb.snd_nxt == tcb.snd_max and pending > 0:
+            length = min(mss, pending)
+            if _diff((una + tcb.snd_wnd) & MASK, tcb.snd_max) >= length:
+                return tcb.snd_max, length, 2
         if rule3 is not None:
             return rule3
         # rule 4: the rescue retransmission
-        if tcb.rescue_rxt is None or _lt(tcb.rescue_rxt, una):
-            if not sacked or _lt(sacked[-1][1], tcb.snd_max):
-                top, bottom = tcb.snd_max, sacked[-1][1] if sacked else una
-            else:
-                top, bottom = sacked[-1][0], sacked[-2][1] if len(sacked) > 1 else una
-            if _lt(bottom, top):
-                length = min(mss, (top - bottom) & MASK)
+        if not sacked and pending <= 0 and (tcb.rescue_rxt is None
+                                            or _lt(tcb.rescue_rxt, una)):
+            top = tcb.snd_max
+            if tcb.fin_seq is not None and _lt(tcb.fin_seq, top):
+                top = tcb.fin_seq  # the FIN rides on the last data segment
+            if _lt(una, top):
+                length = min(mss, (top - una) & MASK)
                 return (top - length) & MASK, length, 4
         return None
 
