@@ -20,6 +20,7 @@ TOOLS: tuple[str, ...] = (
     "fault",
     "hosts",
     "ifconfig",
+    "iperf3",
     "netstat",
     "ping",
     "route",
