@@ -16,6 +16,7 @@ for as long as it stays ready, so an idle socket costs nothing per iteration.
 from __future__ import annotations
 
 import contextlib
+import math
 import selectors
 import socket
 from collections.abc import Mapping
@@ -206,7 +207,10 @@ class KernelSelector(selectors.BaseSelector):
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         sched = self._sched
         has_real = len(self._real.get_map()) > 1  # more than the wake-up socket
-        deadline = None if timeout is None else sched.now_ns() + max(0, int(timeout * NS_PER_S))
+        # Round up: asyncio asks for the float gap to its next timer, and a gap rounded down
+        # to 0 ns would leave that timer forever "not yet due" in virtual time.
+        deadline = None if timeout is None else sched.now_ns() + max(
+            0, math.ceil(timeout * NS_PER_S))
         while True:
             with sched.lock:
                 sched.run_ready()
