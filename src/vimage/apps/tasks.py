@@ -45,8 +45,9 @@ class TaskCancelled(Exception):
 class _Hook:
     """The `_poll` object of a task's sockets: a touch schedules a step of the task.
 
-    It holds the task weakly, so a task nobody keeps is freed (and its generator
-    closed, which closes its sockets) as soon as it is forgotten.
+    It holds the task weakly, so sockets do not keep a task alive: one nobody keeps is
+    freed by the garbage collector, which closes its generator (and, through the
+    generator's `finally`, its sockets).
     """
 
     __slots__ = ("task",)

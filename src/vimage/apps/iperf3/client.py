@@ -118,17 +118,20 @@ def _client_run(test: IperfTest, timeout: float) -> Steps[None]:
     s = test.settings
     assert test.start_ns is not None
     end = test.start_ns + s.duration * NS_PER_S if s.duration else None
+    idle_ns = int(max(timeout, RCV_IDLE) * NS_PER_S)
     while True:
-        wake = test.pump()
+        test.tick()  # intervals end before the data of their last instant moves
         now = test.now()
-        test.tick()
-        if (end is not None and now >= end) or test.limit_reached():
+        if end is not None and now >= end:
+            break
+        wake = test.pump()
+        if test.limit_reached():
             break
         _check_ctrl(test)
-        if now - test.last_data_ns >= int(max(timeout, RCV_IDLE) * NS_PER_S):
+        if now - test.last_data_ns >= idle_ns:
             raise IperfError("idle timeout for receiving data")
         yield earliest(end, test.next_interval_ns if test.interval_ns else None, wake,
-                        test.last_data_ns + int(max(timeout, RCV_IDLE) * NS_PER_S))
+                       test.last_data_ns + idle_ns)
     if test.sending:  # the test ends when the receiver has everything
         deadline = test.now() + int(timeout * NS_PER_S)
         while test.unacked() and test.now() < deadline:

@@ -96,9 +96,10 @@ def server_error_text(code: int, err: int) -> str:
 # -- parameters --------------------------------------------------------------------------------
 @dataclass
 class Settings:
-    """What a test does. `duration` is 0 when `nbytes` or `blocks` ends the test."""
+    """What a test does. Without a `duration`, a test ends after `nbytes` or `blocks` if
+    either is set, else after DEFAULT_DURATION seconds (0: only the client ends it)."""
 
-    duration: int = DEFAULT_DURATION
+    duration: int = None  # type: ignore[assignment]  # resolved by __post_init__
     nbytes: int = 0
     blocks: int = 0
     blksize: int = DEFAULT_BLKSIZE
@@ -109,6 +110,10 @@ class Settings:
     mss: int = 0
     rate: int = 0  # bits per second per stream, 0: as fast as possible
     tos: int = 0
+
+    def __post_init__(self) -> None:
+        if self.duration is None:
+            self.duration = 0 if (self.nbytes or self.blocks) else DEFAULT_DURATION
 
     def check(self) -> None:
         """ParamError (with iperf3's code and wording) for values iperf3 refuses."""

@@ -61,13 +61,14 @@ def server_steps(task: Task[None], server: Server) -> Steps[None]:
             server.current = test
             try:
                 yield from _serve(task, server, test)
+                yield from _await_done(server, test)
             except Exception as exc:  # a failed test is reported; the server goes on
                 test.error = str(failure(test, exc))
                 test.report.error(test.error)
+                server.finished(test)
             finally:
                 test.close()
                 server.current = None
-            server.finished(test)
             if server.once:
                 return
     finally:
@@ -106,21 +107,23 @@ def _serve(task: Task[None], server: Server, test: IperfTest) -> Steps[None]:
     test.stop(test.end_ns)
     test.report.summary()
     yield from write_json(test, test.results(), "unable to send results")
+    server.finished(test)  # complete now: recorded before the client can know it is over
     yield from send_state(test, DISPLAY_RESULTS)
     for st in test.streams:
         st.close()
-    # the client answers IPERF_DONE and closes; either ends the test
-    deadline = tasks.deadline_in(kernel, server.timeout)
-    while test.now() < (deadline or 0):
+
+
+def _await_done(server: Server, test: IperfTest) -> Steps[None]:
+    """The client answers DISPLAY_RESULTS with IPERF_DONE and closes; either will do."""
+    deadline = test.now() + int(server.timeout * NS_PER_S)
+    while test.now() < deadline:
         server.deny_others()
         try:
             state = poll_state(test)
         except IperfError:
             return
-        if state in (IPERF_DONE, CLIENT_TERMINATE):
-            return
         if state is not None:
-            raise IperfError("received an unknown control message")
+            return
         yield deadline
 
 
@@ -179,6 +182,7 @@ def same_cookie(a: bytes, b: bytes) -> bool:
 
 def deny(sock: TcpSocket) -> None:
     """Refuse a connection: read what it sent, answer ACCESS_DENIED and close it."""
+    sock.setblocking(False)
     try:
         while sock.recv(65536):
             pass
@@ -206,8 +210,8 @@ def _server_run(server: Server, test: IperfTest) -> Steps[None]:
     idle_ns = int(RCV_IDLE * NS_PER_S)
     while True:
         server.deny_others()
-        wake = test.pump()
         test.tick()
+        wake = test.pump()
         state = poll_state(test)
         if state == TEST_END:
             if test.sending:

@@ -66,6 +66,7 @@ class IperfTest:
         self.counting = False  # bytes are counted while the test runs (and while draining)
         self.bytes_sent = self.bytes_received = 0
         self.blocks_sent = self.blocks_received = 0
+        self.bytes_taken = self.blocks_taken = 0  # blocks handed to streams, sent or not
         self.last_data_ns = self.kernel.now_ns()
         self.interval_ns = int(interval * NS_PER_S)
         self.next_interval_ns = 0
@@ -151,11 +152,15 @@ class IperfTest:
         self.doing = "unable to write to stream socket"
         while self.counting:
             if not st.pending:
-                if self.limit_reached():
-                    return None
+                # the next block, if the byte or block budget has room for it (the blocks
+                # other streams are still sending count against it)
                 size = s.blksize
                 if s.nbytes:
-                    size = min(size, s.nbytes - self.bytes_sent)
+                    size = min(size, s.nbytes - self.bytes_taken)
+                if size <= 0 or (s.blocks and self.blocks_taken >= s.blocks):
+                    return None
+                self.bytes_taken += size
+                self.blocks_taken += 1
                 st.pending = memoryview(self.payload)[:size]
             if s.rate:
                 assert self.start_ns is not None
