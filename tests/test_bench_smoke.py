@@ -27,3 +27,30 @@ def test_bench_forward_delivers_every_packet():
     fwd = result["forwarding"]
     assert fwd["forwarded"] == 3 * 200 and fwd["delivered_at_b"] == 200
     assert result["ping"]["vimage"]["rtt_us_median"] > 0
+
+
+def test_bench_aio_delivers_every_message_in_both_clocks():
+    result = _run("bench_aio.py", "--quick")
+    runs = result["runs"]
+    # every (proto, hosts) ran in virtual time and on localhost
+    clocks = ("virtual", "real (localhost)")
+    assert {(r["proto"], r["hosts"], r["clock"]) for r in runs} == {
+        (p, n, c) for p in ("udp", "tcp") for n in (5, 20) for c in clocks}
+    for r in runs:
+        assert r["messages_expected"] == 2 * r["hosts"] * r["requests_per_host"]
+        assert r["messages_delivered"] == r["messages_expected"], r
+        assert r["errors"] == 0
+        assert r["messages_per_wall_s"] > 0 and r["cpu_us_per_message"] > 0
+    for r in runs:
+        if r["clock"] == "virtual":
+            assert r["kernel_faults"] == 0
+            assert abs(r["loop_seconds"] - 3.0) < 1e-6  # the virtual span asked for
+            assert r["worst_send_lateness_ms"] == 0  # virtual time is never late
+    assert {(c["proto"], c["hosts"]) for c in result["comparison"]} == {
+        (p, n) for p in ("udp", "tcp") for n in (5, 20)}
+    for c in result["comparison"]:
+        assert c["virtual_s_per_wall_s"]["localhost"] == 1.0
+        assert set(c["messages_per_wall_s"]) == {"vimage", "localhost"}
+    assert len(result["memory"]) == 8
+    assert all(m["complete"] and 0 < m["bytes_per_host"] < 1_000_000
+               for m in result["memory"])
