@@ -1,7 +1,8 @@
 """Bulk TCP throughput between vnets, and a lossy long-delay transfer in virtual time.
 
-Side by side in one run: the same bulk transfer between two Linux namespaces over
-veth with iperf3 (when root and iperf3 are available). Writes JSON.
+Side by side in one run: iperf3 between two vnets (vimage.apps.iperf3, real clock) and
+the real iperf3 between two Linux namespaces over veth (when root and iperf3 are
+available). Writes JSON.
 """
 
 from __future__ import annotations
@@ -87,6 +88,26 @@ def lossy(size: int) -> dict[str, object]:
             "rto": st.rexmttimeo}
 
 
+def vimage_iperf3(seconds: int) -> dict[str, object]:
+    """Our iperf3 client and server between two vnets (epair, MTU 1500), real clock: kernel
+    time is wall time, so its bitrate is the application's and the stack's, like Linux's."""
+    from vimage.apps import iperf3
+
+    kernel = Kernel(clock="real", seed=1)
+    a, b = kernel.create("a"), kernel.create("b")
+    connect(a, "10.0.0.1/24", b, "10.0.0.2/24")
+    for v in (a, b):
+        v.sysctl("net.inet.tcp.sendspace", 1 << 20)
+        v.sysctl("net.inet.tcp.recvspace", 1 << 20)
+    server = iperf3.serve(b, once=True)
+    report = iperf3.client(a, "10.0.0.2", seconds=seconds, interval=0)
+    server.close()
+    end = report["end"]
+    return {"tool": "vimage iperf3 over epair", "seconds": seconds,
+            "bytes": end["sum_received"]["bytes"],
+            "mbit_per_s": end["sum_received"]["bits_per_second"] / 1e6}
+
+
 def linux_iperf3(seconds: int) -> dict[str, object]:
     import os
 
@@ -131,20 +152,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=20 << 20, help="bytes per bulk run")
     parser.add_argument("--lossy-size", type=int, default=10 << 20)
     parser.add_argument("--no-linux", action="store_true")
+    parser.add_argument("--iperf3-seconds", type=int, default=3,
+                        help="length of the iperf3 runs, ours and Linux's (0: none)")
     parser.add_argument("--out", help="write the JSON here too")
     args = parser.parse_args(argv)
     runs = [bulk(1500, args.size), bulk(9000, args.size), bulk(None, args.size)]
-    linux = {"skipped": "not asked for (--no-linux)"} if args.no_linux else linux_iperf3(3)
+    secs = args.iperf3_seconds
+    linux = ({"skipped": "not asked for (--no-linux)"} if args.no_linux
+             else {"skipped": "--iperf3-seconds 0"} if not secs else linux_iperf3(secs))
+    ours = vimage_iperf3(secs) if secs else {"skipped": "--iperf3-seconds 0"}
     result: dict[str, object] = {
         "benchmark": "tcp",
         "bulk": runs,
         "lossy_10MB_1pct_50ms": lossy(args.lossy_size),
+        "iperf3": ours,
         "linux": linux,
         "targets": {"mbit_per_s_mtu1500": 1000},
     }
     if "mbit_per_s" in linux:
         result["ratio_linux_to_vimage_mtu1500"] = float(linux["mbit_per_s"]) / float(
             runs[0]["mbit_per_s"])  # type: ignore[arg-type]
+    if "mbit_per_s" in linux and "mbit_per_s" in ours:
+        result["ratio_linux_to_vimage_iperf3"] = float(linux["mbit_per_s"]) / float(
+            ours["mbit_per_s"])  # type: ignore[arg-type]
     report(result, args.out)
     return 0
 

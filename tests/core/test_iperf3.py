@@ -478,3 +478,22 @@ def test_tool_server_from_a_thread_with_the_real_clock() -> None:
     assert lines[3].startswith("Accepted connection from 10.0.0.1, port ")
     match = SUMMARY.fullmatch(lines[-1].rstrip())
     assert match is not None and match.group(2) == "200 KBytes" and match.group(4) == "receiver"
+
+
+def test_timed_test_over_an_instant_link_says_why_it_cannot_end(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without bandwidth or delay on the path, virtual time stands still while data
+    # flows: a test that ends on the clock would run for ever. The client notices.
+    from vimage.apps.iperf3 import client_end
+
+    monkeypatch.setattr(client_end, "FROZEN_BYTES", 1 << 20)
+    net = Net(shaped=False)
+    server = iperf3.serve(net.b)
+    res = net.a.cmd("iperf3 -c 10.0.0.2 -t 1")
+    assert res.status == 1
+    assert res.output.splitlines()[-1].startswith("iperf3: error - the kernel clock stands "
+                                                  "still")
+    assert net.kernel.now == 0
+    # byte-limited tests are fine there, and the server is ready for them
+    assert sums(iperf3.client(net.a, B, nbytes=4 * MB)) == (4 * MB, 4 * MB)
+    assert server.results[0]["error"] == "control socket has closed unexpectedly"

@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from vimage.apps.iperf3.client import client_steps
+from vimage.apps.iperf3.client_end import client_steps
 from vimage.apps.iperf3.params import (
     CTRL_TIMEOUT,
     DEFAULT_BLKSIZE,
@@ -48,7 +48,7 @@ from vimage.apps.iperf3.params import (
     Settings,
     make_cookie,
 )
-from vimage.apps.iperf3.server import deny, server_steps
+from vimage.apps.iperf3.server_end import deny, server_steps
 from vimage.apps.iperf3.session import IperfTest
 from vimage.apps.tasks import Task
 from vimage.socket.socket import SO_REUSEADDR, SOL_SOCKET

@@ -40,6 +40,11 @@ from vimage.sched import NS_PER_S
 from vimage.socket.tcp_socket import IPPROTO_TCP, TCP_NODELAY
 from vimage.wire import ipv4
 
+FROZEN_BYTES = 16 << 20
+FROZEN_TEXT = ("the kernel clock stands still: over links without bandwidth or delay, "
+               "virtual time does not advance and a timed test (-t) would never end; "
+               "shape a link (vlink) or use -n")
+
 if TYPE_CHECKING:
     from vimage.apps.iperf3.session import IperfTest
     from vimage.apps.tasks import Steps, Task
@@ -119,6 +124,8 @@ def _client_run(test: IperfTest, timeout: float) -> Steps[None]:
     assert test.start_ns is not None
     end = test.start_ns + s.duration * NS_PER_S if s.duration else None
     idle_ns = int(max(timeout, RCV_IDLE) * NS_PER_S)
+    watch_clock = end is not None and test.kernel.clock == "virtual"
+    instant, moved_then = test.now(), 0
     while True:
         test.tick()  # intervals end before the data of their last instant moves
         now = test.now()
@@ -127,6 +134,12 @@ def _client_run(test: IperfTest, timeout: float) -> Steps[None]:
         wake = test.pump()
         if test.limit_reached():
             break
+        if watch_clock:
+            moved = test.bytes_sent + test.bytes_received
+            if now != instant:
+                instant, moved_then = now, moved
+            elif moved - moved_then > FROZEN_BYTES:
+                raise IperfError(FROZEN_TEXT)
         _check_ctrl(test)
         if now - test.last_data_ns >= idle_ns:
             raise IperfError("idle timeout for receiving data")
