@@ -24,13 +24,10 @@ from typing import Any
 
 import pytest
 
+import vimage
 from vimage.cli import vimage as cli
-from vimage.ctl import paths, protocol
+from vimage.ctl import paths, protocol, shims
 from vimage.ctl.client import Client, connect, daemon_pid
-
-WRAPPER = """#!/bin/sh
-exec {python} -m vimage.cli.vimage "$@"
-"""
 
 
 def wait_gone(pid: int, timeout: float = 10.0) -> bool:
@@ -79,9 +76,13 @@ class Vimaged:
         self.paths = paths.resolve(self.socket)
         self.bin = os.path.join(directory, "bin")
         os.makedirs(self.bin, exist_ok=True)
+        # `vimage` on PATH: the launcher the exec shims use (it skips importing the whole
+        # stack, which the console script pays for); test_daemon also runs `-m vimage.cli.vimage`
+        package = os.path.dirname(os.path.abspath(vimage.__file__))
         wrapper = os.path.join(self.bin, "vimage")
         with open(wrapper, "w") as fh:
-            fh.write(WRAPPER.format(python=sys.executable))
+            fh.write(shims.SHIM.format(python=sys.executable, name="vimage", package=package,
+                                       parent=os.path.dirname(package)))
         os.chmod(wrapper, 0o755)
 
     def env(self, **extra: str) -> dict[str, str]:

@@ -101,6 +101,12 @@ def test_descriptors_on_a_request_that_takes_none_are_refused_and_closed(shared_
     pid = daemon_pid(shared_vimaged.paths)
     with shared_vimaged.raw() as sock:
         hello(sock)
+
+        def alone() -> bool:  # earlier connections are closed on the daemon's side too
+            send_frame(sock, {"id": 1, "op": "status"})
+            return recv_frame(sock)["connections"] == 1
+
+        assert until(alone)
         before = fd_count(pid)
         r, w = os.pipe()
         try:

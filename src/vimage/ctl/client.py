@@ -49,11 +49,14 @@ class Client:
         self._next_id += 1
         rid = self._next_id
         try:
-            protocol.send(self.sock, {"id": rid, "op": op, **fields}, list(fds))
+            # the daemon may have refused us already: then its reply can still be read
+            with contextlib.suppress(OSError):
+                protocol.send(self.sock, {"id": rid, "op": op, **fields}, list(fds))
             while True:
                 frame = protocol.recv(self.sock, protocol.MAX_REPLY)
                 if frame is None:
-                    raise CtlError(UNAVAILABLE, f"the daemon closed the connection ({self.where})")
+                    raise CtlError(UNAVAILABLE, f"lost the daemon ({self.where}): it closed "
+                                                "the connection")
                 reply, got = frame
                 if isinstance(reply, dict) and "ok" in reply:
                     break
@@ -246,10 +249,10 @@ def connect_channel(fd_text: str, vnet: str = "?") -> Client:
                                         "channel")
         bell.sendmsg([b"c"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                                array.array("i", [theirs.fileno()]))])
-    except OSError as exc:
+    except OSError:
         ours.close()
-        raise CtlError(UNAVAILABLE, f"the control channel of vnet {vnet} is closed "
-                                    f"(has the daemon stopped?): {exc.strerror or exc}") from None
+        raise CtlError(UNAVAILABLE, f"the control channel of vnet {vnet} is closed (the vnet "
+                                    "or the daemon has gone)") from None
     except BaseException:
         ours.close()
         raise

@@ -301,6 +301,7 @@ class Daemon:
         log.warning("refused pid %d uid %d", pid, uid)
         protocol.send(session.conn, protocol.error_reply(
             None, PERMISSION, f"uid {uid} may not use this daemon (it belongs to uid {self.uid})"))
+        _linger_close(session.conn, most=protocol.MAX_REQUEST)
         return False
 
     # -- requests --------------------------------------------------------------------------

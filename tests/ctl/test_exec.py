@@ -1,0 +1,107 @@
+"""`vimage exec` and `vimage NAME cmd`: real processes with $VIMAGE, a scoped channel and
+the tool shims first on PATH; their exit status is vimage's."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from vimage.cli import TOOLS
+
+from .conftest import until
+
+
+@pytest.fixture(scope="module")
+def vd(shared_vimaged):
+    vd = shared_vimaged
+    vd.ok("-c", "x")
+    vd.ok("ifconfig", "epair", "create")
+    vd.ok("-i", "x", "epair0a")
+    yield vd
+    vd.ok("-d", "x")
+    vd.cli("ifconfig", "epair0a", "destroy")
+
+
+def test_exec_sets_vimage_the_channel_and_the_shims(vd):
+    script = ('echo "$VIMAGE"; test -n "$VIMAGE_CTL_FD" && echo fd; bin=${PATH%%:*}; '
+              'ls "$bin"; command -v ifconfig; ifconfig -l; echo "$bin" >&2')
+    done = vd.run("exec", "x", "--", "sh", "-c", script)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    bindir = done.stderr.strip()
+    assert lines[0] == "x" and lines[1] == "fd"
+    assert lines[2:-2] == sorted((*TOOLS, "vimage"))
+    assert lines[-2] == os.path.join(bindir, "ifconfig")
+    assert lines[-1] == "lo0 epair0a"
+    assert not os.path.exists(bindir)  # removed once the process is done
+    assert "VIMAGE_SOCKET" not in done.stdout
+
+
+def test_the_name_form_runs_a_process_when_the_command_is_not_a_tool(vd):
+    done = vd.run("x", "sh", "-c", "ifconfig epair0a 10.1.0.1/24 up && netstat -rn; exit 7")
+    assert done.returncode == 7
+    assert "10.1.0.0/24" in done.stdout and "epair0a" in done.stdout
+    assert "10.1.0.1 netmask 0xffffff00" in vd.ok("x", "ifconfig", "epair0a")
+    assert vd.run("x", "true").returncode == 0
+
+
+def test_exit_status_and_signals_come_back(vd):
+    assert vd.run("exec", "x", "sh", "-c", "exit 42").returncode == 42
+    assert vd.run("x", "sh", "-c", "kill -TERM $$").returncode == 128 + 15
+    missing = vd.run("x", "no-such-program-here")
+    assert missing.returncode == 127
+    assert missing.stderr == "vimage: no-such-program-here: command not found\n"
+
+
+def test_with_no_command_a_shell_reads_stdin(vd):
+    done = vd.run("x", input="echo in $VIMAGE\nifconfig -l\nexit 3\n", SHELL="/bin/sh")
+    assert done.returncode == 3
+    assert done.stdout == "in x\nlo0 epair0a\n"  # no greeting: stdin is not a terminal
+    done = vd.run("exec", "x", input="echo $0\n", SHELL="/bin/bash")
+    assert done.stdout.strip() in ("bash", "/bin/bash")
+
+
+def test_stdio_passes_through(vd):
+    done = vd.run("x", "cat", input="through the vnet\n")
+    assert done.stdout == "through the vnet\n"
+
+
+def test_shims_in_parallel_each_get_their_own_connection(vd):
+    script = ("for i in 1 2 3 4 5 6; do (sysctl -n net.inet.ip.ttl > out.$i) & done; wait; "
+              "cat out.*; rm -f out.*")
+    done = vd.run("x", "sh", "-c", script)
+    assert done.returncode == 0 and done.stdout == "64\n" * 6, done.stderr
+
+
+def test_nested_exec_reaches_a_child(vd):
+    vd.ok("-c", "x.inner")
+    done = vd.run("x", "sh", "-c", 'vimage inner sh -c \'echo "$VIMAGE"; ifconfig -l\'')
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "x.inner\nlo0\n"
+    vd.ok("-d", "x.inner")
+
+
+def test_the_channel_goes_away_with_the_process(vd):
+    with vd.client() as c:
+        before = c.request("status")["doorbells"]
+        assert vd.run("x", "true").returncode == 0
+        assert until(lambda: c.request("status")["doorbells"] == before)
+
+
+def test_a_channel_outlives_its_vnet_only_as_an_error(vd):
+    vd.ok("-c", "brief")
+    proc = subprocess.Popen(["vimage", "brief", "sh", "-c", "read x; ifconfig -l"],
+                            env=vd.env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    with vd.client() as c:
+        assert until(lambda: c.request("status")["doorbells"] >= 1)
+    vd.ok("-d", "brief")
+    vd.ok("-c", "brief")  # a new vnet of the same name is not the old channel's
+    vd.ok("brief", "ifconfig", "lo1", "create")
+    out, err = proc.communicate("go\n", timeout=30)
+    assert proc.returncode == 1 and out == ""
+    assert err == ("vimage: the control channel of vnet brief is closed "
+                   "(the vnet or the daemon has gone)\n")
+    vd.ok("-d", "brief")
