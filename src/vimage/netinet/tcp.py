@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from vimage.net.route import RTF_GATEWAY
 from vimage.netinet import icmp as icmp_mod
-from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
+from vimage.netinet.in_ import INADDR_BROADCAST
 from vimage.netinet.tcp_cc import create as create_cc
 from vimage.sched import NS_PER_S, Timer
 from vimage.stats import counters
@@ -198,6 +198,7 @@ class Tcb:
         "cc",
         "challenge_count",
         "challenge_second",
+        "delack_due",
         "dsack",
         "dupacks",
         "faddr",
@@ -215,6 +216,7 @@ class Tcb:
         "linger",
         "listener",
         "lport",
+        "main_due",
         "mss",
         "nodelay",
         "ooo",
@@ -322,7 +324,9 @@ class Tcb:
         self.want_ack = False
         self.unacked_segs = 0
         self.t_main: Timer | None = None  # rexmt, persist, 2MSL or FIN_WAIT_2 (one at a time)
+        self.main_due = 0  # when t_main is due (a retransmission timer may fire early)
         self.t_delack: Timer | None = None
+        self.delack_due = 0  # when the delayed ACK is due (its timer may fire early)
         self.t_keep: Timer | None = None
         self.challenge_second = -1
         self.challenge_count = 0
@@ -376,9 +380,17 @@ class Tcb:
 
     # -- timers -----------------------------------------------------------------------------------
     def set_main(self, delay_ns: int, callback: Any) -> None:
-        if self.t_main is not None:
-            self.t_main.cancel()
+        """Arm the main timer. Restarting the retransmission timer later than it is armed
+        (every ACK does) only moves `main_due`: the timer fires early, sees it, and waits
+        for the rest; the timer heap sees one timer per RTO instead of one per ACK."""
         sched = self.tcp.vnet.kernel.sched
+        due = sched.now_ns() + delay_ns
+        self.main_due = due
+        timer = self.t_main
+        if timer is not None:
+            if callback is _rexmt_timeout and timer.callback is callback and timer.when <= due:
+                return
+            timer.cancel()
         self.t_main = sched.call_later(delay_ns, callback, self, owner=self.tcp.vnet)
 
     def cancel_main(self) -> None:
@@ -515,32 +527,43 @@ class TcpState:
         is counted by its caller (sndprobe), the rest is new data (sndpack/byte).
         """
         st = self.stats
-        wnd = tcb.rcv_wnd()
-        # the window in a SYN is never scaled (RFC 7323 §2.2)
-        window = min(wnd if flags & SYN else wnd >> tcb.rcv_wscale, 65535)
+        wnd = tcb.rcv_space - len(tcb.rcv_buf)
+        if wnd < 0:
+            wnd = 0
+        shift = 0 if flags & SYN else tcb.rcv_wscale  # a SYN's window is never scaled
+        window = wnd >> shift
+        if window > 65535:
+            window = 65535
         if ack is None:
             ack = tcb.rcv_nxt
-        ack_field = ack if flags & ACK else 0
-        opening = bool(flags & SYN and not flags & ACK)  # our own SYN offers everything
-        ts = (tcb.tsval(), tcb.ts_recent if flags & ACK else 0) if (
-            tcb.ts_ok or (opening and self.rfc1323)) else None
-        kwargs: dict[str, Any] = {}
-        if syn_options:
-            kwargs["mss"] = _offer_mss(self, tcb.faddr)
-            if (opening and self.rfc1323) or tcb.ws_ok:
-                kwargs["wscale"] = tcb.rcv_wscale
-            if (opening and self.sack_enable) or tcb.sack_ok:
-                kwargs["sack_perm"] = True
-        if sack:
-            kwargs["sack"] = sack
-            st.sack_send_blocks += 1
-        segment = wtcp.build(tcb.lport, tcb.fport, seq, ack_field, flags, window, data,
-                             src=tcb.laddr, dst=tcb.faddr, ts=ts, **kwargs)
+        has_ack = flags & ACK
+        ack_field = ack if has_ack else 0
+        if syn_options or sack or not tcb.ts_ok:
+            opening = bool(flags & SYN and not has_ack)  # our own SYN offers everything
+            ts = (tcb.tsval(), tcb.ts_recent if has_ack else 0) if (
+                tcb.ts_ok or (opening and self.rfc1323)) else None
+            kwargs: dict[str, Any] = {}
+            if syn_options:
+                kwargs["mss"] = _offer_mss(self, tcb.faddr)
+                if (opening and self.rfc1323) or tcb.ws_ok:
+                    kwargs["wscale"] = tcb.rcv_wscale
+                if (opening and self.sack_enable) or tcb.sack_ok:
+                    kwargs["sack_perm"] = True
+            if sack:
+                kwargs["sack"] = sack
+                st.sack_send_blocks += 1
+            segment = wtcp.build(tcb.lport, tcb.fport, seq, ack_field, flags, window, data,
+                                 src=tcb.laddr, dst=tcb.faddr, ts=ts, **kwargs)
+        else:  # the common case: the timestamp option only
+            tsval = (self.vnet.kernel.sched.now_ns() // MS + tcb.ts_offset) & MASK
+            segment = wtcp.build_ts(tcb.lport, tcb.fport, seq, ack_field, flags, window, data,
+                                    tcb.laddr, tcb.faddr, tsval,
+                                    tcb.ts_recent if has_ack else 0)
         st.sndtotal += 1
         if data:
             if probe:
                 pass
-            elif _lt(seq, tcb.snd_max):
+            elif 0 < (tcb.snd_max - seq) & MASK < HALF:  # below SND.MAX: a retransmission
                 st.sndrexmitpack += 1
                 st.sndrexmitbyte += len(data)
             else:
@@ -550,13 +573,10 @@ class TcpState:
             st.sndctrl += 1
         else:
             st.sndacks += 1
-        if flags & ACK:
-            tcb.rcv_adv = (ack + (window << (0 if flags & SYN else tcb.rcv_wscale))) & MASK
-            tcb.want_ack = False
+        if has_ack:
+            tcb.rcv_adv = (ack + (window << shift)) & MASK
+            tcb.want_ack = False  # a delayed ACK timer still armed finds nothing to do
             tcb.unacked_segs = 0
-            if tcb.t_delack is not None:
-                tcb.t_delack.cancel()
-                tcb.t_delack = None
         try:
             self.vnet.ip.output(PROTO_TCP, tcb.laddr, tcb.faddr, segment, ttl=tcb.ip_ttl,
                                 tos=tcb.ip_tos, df=bool(self.path_mtu_discovery))
@@ -589,11 +609,13 @@ class TcpState:
             else:
                 st.rcvbadoff += 1
             return
-        if dst == INADDR_BROADCAST or dst in self.vnet.ip.bcast or is_multicast(dst):
-            return  # TCP is unicast only
+        if dst >> 28 == 0xE or dst == INADDR_BROADCAST or dst in self.vnet.ip.bcast:
+            return  # TCP is unicast only (multicast, broadcast)
         tcb = self.conns.get((dst, seg.dport, src, seg.sport))
         if tcb is None:
             tcb = self.conns.get((0, seg.dport, src, seg.sport))
+        elif tcb.state == ESTABLISHED and self.fast_input(tcb, seg):
+            return
         if tcb is not None and tcb.state == TIME_WAIT:
             if not self.time_wait_input(tcb, seg):
                 return
@@ -613,6 +635,52 @@ class TcpState:
             self.syn_sent_input(tcb, seg)
         else:
             self.established_input(tcb, seg)
+
+    def fast_input(self, tcb: Tcb, seg: wtcp.TcpRepr) -> bool:
+        """Header prediction (FreeBSD tcp_input's fast path): the next in-sequence segment
+        of an established connection that is a plain ACK of new data or plain in-order
+        data, with nothing unusual (no SACK, no recovery, the same window). False if the
+        segment needs the full processing of established_input."""
+        if seg.flags & 0x37 != ACK or seg.seq != tcb.rcv_nxt:  # FIN SYN RST URG, no ACK
+            return False
+        ts = seg.options.ts
+        if tcb.ts_ok and (ts is None or 0 < (tcb.ts_recent - ts[0]) & MASK < HALF):
+            return False  # no timestamp, or an old one (PAWS): the slow path
+        if seg.options.sack or tcb.recovery or tcb.sacked or tcb.snd_nxt != tcb.snd_max:
+            return False
+        window = seg.window << tcb.snd_wscale
+        if not window or not tcb.snd_wnd:
+            return False  # zero windows and the persist timer: the slow path
+        data = seg.payload
+        ack = seg.ack
+        if data:
+            if ack != tcb.snd_una or tcb.ooo or tcb.fin_ooo is not None or tcb.user_closed \
+                    or len(data) > tcb.rcv_space - len(tcb.rcv_buf):
+                return False
+        elif ack == tcb.snd_una or not 0 < (tcb.snd_max - ack) & MASK <= (
+                tcb.snd_max - tcb.snd_una) & MASK:  # not an ACK of new, sent data
+            return False
+        seq = seg.seq
+        tcb.rcv_time = self.vnet.kernel.sched.now_ns()
+        if ts is not None:
+            tcb.ts_recent = ts[0]
+        tcb.snd_wl1, tcb.snd_wl2 = seq, ack
+        if window != tcb.snd_wnd:
+            tcb.snd_wnd = window
+            self.stats.rcvwinupd += 1
+        if data:
+            st = self.stats
+            tcb.rcv_buf += data
+            tcb.rcv_nxt = (seq + len(data)) & MASK
+            st.rcvpack += 1
+            st.rcvbyte += len(data)
+            self.schedule_ack(tcb)
+            tcb.notify()
+        else:
+            self._ack_advance(tcb, ack, seg)
+            tcb.dupacks = 0
+        self.output(tcb)
+        return True
 
     def time_wait_input(self, tcb: Tcb, seg: wtcp.TcpRepr) -> bool:
         """A segment for a connection in TIME_WAIT (FreeBSD tcp_twcheck).
@@ -1275,8 +1343,11 @@ class TcpState:
         tcb.unacked_segs += 1
         if not self.delayed_ack or tcb.unacked_segs >= 2:
             return  # output() sends the ACK now (every second segment, RFC 1122)
+        # the timer is left armed when an ACK goes (one timer per delay, not per ACK): an
+        # earlier one still armed fires, sees `delack_due` and waits for the rest
+        sched = self.vnet.kernel.sched
+        tcb.delack_due = sched.now_ns() + self.delacktime * MS
         if tcb.t_delack is None:
-            sched = self.vnet.kernel.sched
             tcb.t_delack = sched.call_later(self.delacktime * MS, _delack_timeout, tcb,
                                             owner=self.vnet)
 
@@ -1333,8 +1404,10 @@ class TcpState:
             tcb.cc.on_idle(tcb.now(), tcb.rto)
         if tcb.recovery and tcb.sack_ok:
             sent = self.sack_output(tcb)
-        else:
+        elif (0 <= _diff(tcb.snd_nxt, tcb.snd_buf_seq) < len(tcb.snd_buf)) or not tcb.snd_wnd:
             sent = self.send_new_data(tcb, limited_transmit)
+        else:
+            sent = False  # nothing new to send
         # FIN
         if tcb.shut_wr and tcb.fin_seq is None and state in (ESTABLISHED, CLOSE_WAIT):
             fin = (tcb.snd_buf_seq + len(tcb.snd_buf)) & MASK
@@ -1625,6 +1698,11 @@ def _rexmt_timeout(tcb: Tcb) -> None:
     tcb.t_main = None
     if tcb.state == CLOSED:
         return
+    early = tcb.main_due - tcb.now()
+    if early > 0:  # restarted since it was armed (see Tcb.set_main): wait for the rest
+        tcb.t_main = tcp.vnet.kernel.sched.call_later(early, _rexmt_timeout, tcb,
+                                                      owner=tcp.vnet)
+        return
     st.rexmttimeo += 1
     tcb.rexmt_shift += 1
     limit = MAX_SYN_REXMT if tcb.state in (SYN_SENT, SYN_RECEIVED) else MAX_REXMT
@@ -1678,9 +1756,16 @@ def _persist_timeout(tcb: Tcb) -> None:
 
 def _delack_timeout(tcb: Tcb) -> None:
     tcb.t_delack = None
-    if tcb.want_ack and tcb.state != CLOSED:
-        tcb.tcp.stats.delack += 1
-        tcb.tcp.ack_now(tcb)
+    if not tcb.want_ack or tcb.state == CLOSED:
+        return
+    tcp = tcb.tcp
+    early = tcb.delack_due - tcb.now()
+    if early > 0:
+        tcb.t_delack = tcp.vnet.kernel.sched.call_later(early, _delack_timeout, tcb,
+                                                        owner=tcp.vnet)
+        return
+    tcp.stats.delack += 1
+    tcp.ack_now(tcb)
 
 
 def _close_timeout(tcb: Tcb) -> None:

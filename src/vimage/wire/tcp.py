@@ -51,6 +51,9 @@ _TS_ALONE = b"\x01\x01\x08\x0a"
 _SACK_PERM_ALONE = b"\x01\x01\x04\x02"
 _TS_FAST = struct.Struct("!III")
 _TS_ALONE_WORD = 0x0101080A
+_HEADER_TS = struct.Struct("!HHIIBBHHHIII")
+"""A header with NOP NOP TIMESTAMP, the options of every segment on most connections."""
+_from_bytes = int.from_bytes
 _MAX_SACK_BLOCKS = 4
 _SACK = tuple(struct.Struct("!BBBB" + "II" * n) for n in range(_MAX_SACK_BLOCKS + 1))
 """``_SACK[n]``: NOP NOP SACK with ``n`` blocks, indexed by block count."""
@@ -147,14 +150,31 @@ def parse(buf: Buffer, src: int | None = None, dst: int | None = None) -> TcpRep
     size = len(view)
     if size < HEADER_LEN:
         raise WireError("tooshort", f"tcp segment of {size} bytes")
+    if size >= 32 and view[12] == 0x80:  # 12 bytes of options: NOP NOP TIMESTAMP, mostly
+        sport, dport, seq, ack, _, flags, window, cksum, urgent, word, tsval, tsecr = \
+            _HEADER_TS.unpack_from(view)
+        if word == _TS_ALONE_WORD:
+            if src is not None and dst is not None:
+                total = _from_bytes(view, "big")
+                if size & 1:
+                    total <<= 8
+                if size > MAX_SEGMENT or (total + src + dst + PROTO_TCP + size) % 0xFFFF:
+                    raise WireError("badsum", "tcp checksum")
+            return TcpRepr(sport, dport, seq, ack, flags, window, cksum, urgent, 32,
+                           TcpOptions(None, None, False, (), (tsval, tsecr)), view[32:])
     sport, dport, seq, ack, offset, flags, window, cksum, urgent = HEADER.unpack_from(view)
     header_len = (offset >> 4) << 2
     if header_len < HEADER_LEN or header_len > size:
         raise WireError("badoff", f"tcp header length {header_len}, buffer {size}")
     if src is not None and dst is not None:
-        # The pseudo-header's 16-bit length cannot describe a longer segment: never valid.
-        pseudo = _cksum.pseudo_sum_v4(src, dst, PROTO_TCP, size) if size <= MAX_SEGMENT else -1
-        if pseudo < 0 or not _cksum.verify(view, pseudo):
+        # The ones'-complement sum is the value of the bytes modulo 0xFFFF (2**16 == 1),
+        # so the pseudo-header adds src + dst + protocol + length; a valid segment sums
+        # to 0xFFFF, that is 0 modulo 0xFFFF. The pseudo-header's 16-bit length cannot
+        # describe a longer segment: never valid.
+        total = _from_bytes(view, "big")
+        if size & 1:
+            total <<= 8
+        if size > MAX_SEGMENT or (total + src + dst + PROTO_TCP + size) % 0xFFFF:
             raise WireError("badsum", "tcp checksum")
     if header_len == HEADER_LEN:
         options = NO_OPTIONS
@@ -243,6 +263,9 @@ def build(
 
     SACK blocks that would push the options past 40 bytes are dropped from the end.
     """
+    if ts is not None and mss is None and wscale is None and not sack_perm and not sack:
+        return build_ts(sport, dport, seq, ack, flags, window, payload, src, dst,
+                        ts[0], ts[1], urgent)
     if mss is None and wscale is None and ts is None and not sack_perm and not sack:
         opts = b""
     else:
@@ -267,6 +290,32 @@ def build(
     partial = _cksum.ones_sum(header, _cksum.pseudo_sum_v4(src, dst, PROTO_TCP, length))
     struct.pack_into("!H", header, _CHECKSUM_OFFSET, _cksum.checksum(payload, partial))
     return b"".join((header, payload))
+
+
+def build_ts(sport: int, dport: int, seq: int, ack: int, flags: int, window: int,
+             payload: Buffer, src: int, dst: int, tsval: int, tsecr: int,
+             urgent: int = 0) -> bytes:
+    """``build`` for a segment whose only option is a timestamp (NOP NOP TS): the hot path.
+
+    The checksum is computed from the field values (a 32-bit field is congruent to the
+    sum of its halves modulo 0xFFFF) and the payload, and packed in one go.
+    """
+    length = 32 + len(payload)
+    if length > MAX_SEGMENT:
+        raise ValueError(f"tcp segment too long: {length}")
+    seq &= _SEQ_MASK
+    ack &= _SEQ_MASK
+    tsval &= _SEQ_MASK
+    tsecr &= _SEQ_MASK
+    body = _from_bytes(payload, "big")
+    if length & 1:
+        body <<= 8
+    total = (sport + dport + seq + ack + 0x8000 + flags + window + urgent + _TS_ALONE_WORD
+             + tsval + tsecr + src + dst + PROTO_TCP + length + body)
+    total %= 0xFFFF
+    cksum = ~total & 0xFFFF if total else 0
+    return _HEADER_TS.pack(sport, dport, seq, ack, 0x80, flags, window, cksum, urgent,
+                           _TS_ALONE_WORD, tsval, tsecr) + payload
 
 
 def seq_lt(a: int, b: int) -> bool:
