@@ -325,3 +325,45 @@ def test_run_needs_a_kernel():
     with pytest.raises(TypeError, match="kernel= or vnet="):
         vimage.run(coro)
     coro.close()
+
+
+def test_crash_kills_the_vnets_tasks_and_restart_brings_services_back():
+    from vimage.fault import Faults
+
+    kernel, a, b = two_hosts()
+    starts: list[float] = []
+
+    async def daemon() -> None:
+        starts.append(asyncio.get_running_loop().time())
+        server = await asyncio.start_server(_echo, "0.0.0.0", 7)
+        async with server:
+            await server.serve_forever()
+
+    async def ask() -> bytes:
+        reader, writer = await asyncio.open_connection("10.0.0.2", 7)
+        writer.write(b"x")
+        data = await reader.readexactly(1)
+        writer.close()
+        return data
+
+    async def main() -> tuple[bytes, type, bytes, bool]:
+        faults = Faults.of(kernel)
+        vimage.service(b, daemon)
+        stray = vimage.spawn(b, asyncio.sleep(1000))  # any process of b dies in the crash
+        await asyncio.sleep(0.001)  # the daemon starts listening
+        first = await vimage.spawn(a, ask())
+        faults.crash(b, at=10)
+        faults.restart(b, at=20)
+        await asyncio.sleep(15)
+        try:
+            await asyncio.wait_for(vimage.spawn(a, ask()), 2)
+        except (OSError, TimeoutError) as exc:
+            down = type(exc)
+        await asyncio.sleep(10)
+        return first, down, await vimage.spawn(a, ask()), stray.cancelled()
+
+    first, down, again, stray_cancelled = vimage.run(main(), kernel=kernel)
+    assert (first, again) == (b"x", b"x")
+    assert down is TimeoutError  # a crashed host answers nothing
+    assert stray_cancelled
+    assert starts == [0.0, 20.0]

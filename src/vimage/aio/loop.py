@@ -44,6 +44,7 @@ class VimageEventLoop(asyncio.SelectorEventLoop):
             self._closed = True  # half-built: let BaseEventLoop.__del__ see a closed loop
             raise
         super().__init__(self._kselector)
+        self._services: dict[Vnet, list[tuple[Any, str | None]]] | None = None
         stdlib.install()
 
     # -- time -----------------------------------------------------------------------------
@@ -121,8 +122,53 @@ class VimageEventLoop(asyncio.SelectorEventLoop):
                 f"sendfile(2) cannot write to the vimage socket {sock!r}")
         return await super()._sock_sendfile_native(sock, file, offset, count)
 
+    # -- processes of a vnet: crash and restart (vimage.fault) ----------------------------------
+    def service(self, vnet: Vnet, factory: Callable[[], Coroutine[Any, Any, Any]], *,
+                name: str | None = None) -> asyncio.Task[Any]:
+        """Run `factory()` as a task in `vnet`, and again each time the vnet restarts
+        after a crash (a daemon started at boot). Returns the current task."""
+        self._watch_faults()
+        self._services.setdefault(vnet, []).append((factory, name))
+        return self.create_task_in(vnet, factory(), name=name)
+
+    def _watch_faults(self) -> None:
+        if self._services is None:
+            from vimage.fault import Faults
+
+            self._services = {}
+            faults = Faults.of(self.kernel)
+            faults.on_crash.append(self._crashed)
+            faults.on_restart.append(self._restarted)
+
+    def _crashed(self, vnet: Vnet) -> None:
+        """A crashed host's processes die: cancel every task running in `vnet` or below."""
+        for task in asyncio.all_tasks(self):
+            owner = _task_vnet(task)
+            while owner is not None and owner is not vnet:
+                owner = owner.parent
+            if owner is vnet:
+                task.cancel(f"vnet {vnet.display_name} crashed")
+
+    def _restarted(self, vnet: Vnet) -> None:
+        for factory, name in (self._services or {}).get(vnet, ()):
+            self.create_task_in(vnet, factory(), name=name)
+
     def __repr__(self) -> str:
         return f"<VimageEventLoop clock={self.kernel.clock} vnet={self.vnet.display_name}>"
+
+
+def _task_vnet(task: asyncio.Task[Any]) -> Vnet | None:
+    context = task.get_context() if hasattr(task, "get_context") else task._context  # 3.11
+    return context.get(current_vnet)
+
+
+def service(vnet: Vnet, factory: Callable[[], Coroutine[Any, Any, Any]], *,
+            name: str | None = None) -> asyncio.Task[Any]:
+    """On the running vimage loop: VimageEventLoop.service()."""
+    loop = asyncio.get_running_loop()
+    if not isinstance(loop, VimageEventLoop):
+        raise RuntimeError("vimage.service() needs a running vimage event loop (vimage.run)")
+    return loop.service(vnet, factory, name=name)
 
 
 def new_event_loop(kernel: Kernel, vnet: Vnet | None = None) -> VimageEventLoop:
