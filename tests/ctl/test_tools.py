@@ -105,6 +105,7 @@ def test_tcpdump_files_are_opened_where_the_client_is(lab, tmp_path):
     assert read.stdout.count("ICMP echo") == 2 and "10.0.0.1 > 10.0.0.2" in read.stdout
     missing = lab.cli("tcpdump", "-r", str(tmp_path / "nope.pcap"))
     assert missing[0] == 1 and "nope.pcap: No such file or directory" in missing[1]
+    assert lab.cli("tcpdump", "-Z") == (64, "tcpdump: option -Z not recognized\n", "")
 
 
 def test_file_operands_by_path_are_refused_by_the_daemon(lab, tmp_path):
@@ -113,6 +114,8 @@ def test_file_operands_by_path_are_refused_by_the_daemon(lab, tmp_path):
             c._tool_call("", ["tcpdump", "-r", str(tmp_path / "x")], [])
         with pytest.raises(CtlError, match="must be passed as a descriptor"):
             c._tool_call("", ["tcpdump", "-nr/etc/hostname"], [])
+        with pytest.raises(CtlError, match="option -Z not recognized"):  # cannot tell: refused
+            c._tool_call("", ["tcpdump", "-Z", "-w", "/tmp/x"], [])
         r, w = os.pipe()
         try:  # a descriptor open for reading cannot stand for -w
             with pytest.raises(CtlError, match="not open for writing"):

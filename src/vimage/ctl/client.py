@@ -92,19 +92,20 @@ class Client:
         to the daemon as descriptors."""
         from vimage.ctl.policy import file_operands
 
-        parsed = file_operands(argv)
+        try:
+            argv, where = file_operands(argv)
+        except ValueError as exc:
+            return 64, f"{exc}\n"  # as the tool would: a usage error
         fds: list[int] = []
         try:
-            if parsed is not None:
-                argv, where = parsed
-                for k, (index, mode) in enumerate(where):
-                    path = argv[index]
-                    flags = os.O_RDONLY if "r" in mode else os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-                    try:
-                        fds.append(os.open(path, flags | os.O_CLOEXEC, 0o666))
-                    except OSError as exc:
-                        return 1, f"{argv[0]}: {path}: {exc.strerror}\n"
-                    argv[index] = f"@fd:{k}"
+            for k, (index, mode) in enumerate(where):
+                path = argv[index]
+                flags = os.O_RDONLY if "r" in mode else os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                try:
+                    fds.append(os.open(path, flags | os.O_CLOEXEC, 0o666))
+                except OSError as exc:
+                    return 1, f"{argv[0]}: {path}: {exc.strerror}\n"
+                argv[index] = f"@fd:{k}"
             reply = self._tool_call(vnet, argv, fds)
         finally:
             protocol.close_fds(fds)

@@ -54,7 +54,10 @@ HELLO_TIMEOUT = 10.0  # seconds a fresh connection has to say hello
 LOCK_WAIT = 10.0  # seconds a starting daemon waits for a stopping one to let go
 _UCRED = struct.Struct("3i")
 
-log = logging.getLogger("vimaged")
+
+
+def log() -> logging.Logger:
+    return logging.getLogger("vimaged")
 
 
 class Session:
@@ -127,7 +130,7 @@ class Daemon:
         self.kernel.start()
         self._selector.register(listener, selectors.EVENT_READ, ("accept", None))
         self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
-        log.info("listening on %s", where.socket)
+        log().info("listening on %s", where.socket)
 
     def serve_forever(self) -> None:
         """The main loop: accept connections, answer doorbells, until a stop."""
@@ -191,7 +194,7 @@ class Daemon:
                         self._close_doorbell(fd, sock)
 
     def _shutdown(self) -> None:
-        log.info("stopping")
+        log().info("stopping")
         if self._listener is not None:
             with contextlib.suppress(OSError):
                 st = os.stat(self.paths.socket)
@@ -229,7 +232,7 @@ class Daemon:
         stopper = self._stopper
         if stopper is not None and stopper.thread is not None:
             stopper.thread.join(5.0)  # let it send its reply
-        log.info("stopped")
+        log().info("stopped")
 
     # -- connections -----------------------------------------------------------------------
     def _accept(self) -> None:
@@ -298,7 +301,7 @@ class Daemon:
         session.peer = pid, uid, _gid = _UCRED.unpack(raw)
         if uid in (self.uid, 0):
             return True
-        log.warning("refused pid %d uid %d", pid, uid)
+        log().warning("refused pid %d uid %d", pid, uid)
         protocol.send(session.conn, protocol.error_reply(
             None, PERMISSION, f"uid {uid} may not use this daemon (it belongs to uid {self.uid})"))
         _linger_close(session.conn, most=protocol.MAX_REQUEST)
@@ -331,7 +334,7 @@ class Daemon:
         except OSError as exc:
             return protocol.error_reply(rid, FAILED, _message(exc)), [], False
         except Exception as exc:  # a bug: report it, keep serving
-            log.exception("internal error in %r", obj)
+            log().exception("internal error in %r", obj)
             return protocol.error_reply(rid, INTERNAL, f"internal error: {exc!r}"), [], False
         finally:
             protocol.close_fds(fds)
@@ -497,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         daemon.open()
     except (OSError, ValueError) as exc:
         message = f"cannot start: {_message(exc)}"
-        log.error("%s", message)
+        log().error("%s", message)
         _tell(ready, f"error: {message}\n")
         return 1
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -47,17 +47,17 @@ FILE_OPTIONS: Mapping[str, FileSpec] = MappingProxyType({
 })
 
 
-def file_operands(argv: list[str]) -> tuple[list[str], list[tuple[int, str]]] | None:
+def file_operands(argv: list[str]) -> tuple[list[str], list[tuple[int, str]]]:
     """`argv` rewritten so each option and value is its own word, and where the file
-    operands are (index, mode). None if the options do not parse; ([], []) if the tool
-    has no file operands."""
+    operands are (index, mode); `argv` itself for a tool without file operands.
+    ValueError if the options do not parse (then nobody can tell what is a file)."""
     spec = FILE_OPTIONS.get(argv[0]) if argv else None
     if spec is None:
         return list(argv), []
     try:
         opts, args = getopt.getopt(argv[1:], spec.shortopts, list(spec.longopts))
-    except getopt.GetoptError:
-        return None
+    except getopt.GetoptError as exc:
+        raise ValueError(f"{argv[0]}: {exc}") from None
     out = [argv[0]]
     where: list[tuple[int, str]] = []
     for opt, val in opts:
@@ -80,10 +80,7 @@ def bind_files(argv: list[str], fds: list[int]) -> list[str]:
 
     Raises PermissionError for an operand given by path, or a descriptor not opened
     for what the tool does with it (reading, writing)."""
-    parsed = file_operands(argv)
-    if parsed is None:
-        return list(argv)  # the tool reports its own usage error; nothing gets opened
-    out, where = parsed
+    out, where = file_operands(argv)
     for index, mode in where:
         match = FD_OPERAND_RE.match(out[index])
         if match is None or int(match.group(1)) >= len(fds):
