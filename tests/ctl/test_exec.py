@@ -3,8 +3,10 @@ the tool shims first on PATH; their exit status is vimage's."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
+import termios
 
 import pytest
 
@@ -105,3 +107,29 @@ def test_a_channel_outlives_its_vnet_only_as_an_error(vd):
     assert err == ("vimage: the control channel of vnet brief is closed "
                    "(the vnet or the daemon has gone)\n")
     vd.ok("-d", "brief")
+
+
+def test_an_interactive_shell_on_a_terminal_greets_and_works(vd):
+    leader, follower = os.openpty()
+    try:
+        proc = subprocess.Popen(["vimage", "x"], env=vd.env(SHELL="/bin/sh"), stdin=follower,
+                                stdout=follower, stderr=follower, start_new_session=True,
+                                preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+        os.close(follower)
+        os.write(leader, b"ifconfig -l; exit 5\n")
+        chunks = []
+        while True:
+            try:
+                data = os.read(leader, 4096)
+            except OSError:  # EIO: every process on the terminal has gone
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(30) == 5
+    finally:
+        os.close(leader)
+    text = b"".join(chunks).decode().replace("\r\n", "\n")
+    echo, greeting, rest = text.partition("Switched to vimage x\n")  # the terminal echoes
+    assert greeting and "ifconfig -l" in echo
+    assert "lo0 epair0a\n" in rest and "job control turned off" not in rest
