@@ -260,7 +260,9 @@ def run_exec(ctx: Ctx, name: str, command: list[str], user: str | None = None) -
         env = dict(os.environ)
         env.pop("VIMAGE_SOCKET", None)
         env.update(VIMAGE=reply["vnet"], VIMAGE_CTL_FD=str(channel),
-                   PATH=os.pathsep.join((bindir, env.get("PATH") or os.defpath)))
+                   PATH=os.pathsep.join((bindir, env.get("PATH") or os.defpath)),
+                   # its sitecustomize puts Python programs' sockets in the vnet
+                   PYTHONPATH=os.pathsep.join(p for p in (bindir, env.get("PYTHONPATH")) if p))
         kwargs: dict[str, Any] = {}
         if user is not None:
             kwargs = _as_user(user, env)

@@ -29,7 +29,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from vimage.ctl import names, ops, paths, protocol
+from vimage.ctl import names, ops, paths, protocol, sockops
 from vimage.ctl.protocol import (
     BAD_REQUEST,
     BUSY,
@@ -55,7 +55,6 @@ LOCK_WAIT = 10.0  # seconds a starting daemon waits for a stopping one to let go
 _UCRED = struct.Struct("3i")
 
 
-
 def log() -> logging.Logger:
     return logging.getLogger("vimaged")
 
@@ -79,6 +78,8 @@ class Daemon:
         self.paths = where
         self.kernel = kernel if kernel is not None else Kernel(clock="real")
         self.ops: dict[str, ops.Op] = dict(ops.OPS)
+        self.ops.update(sockops.OPS)  # the sockets of processes in vnets (vimage exec)
+        self.sockets = sockops.SocketTable(self.kernel)
         self.meta: dict[Vnet, ops.VnetMeta] = {}
         self.renamed: dict[Ifnet, str] = {}  # interfaces renamed by ifmove: original names
         self.next_jid = 0
@@ -210,6 +211,7 @@ class Daemon:
                 session.conn.shutdown(socket.SHUT_RDWR)
         for fd, (sock, _vnet) in bells:
             self._close_doorbell(fd, sock)
+        self.sockets.close()
         with self.kernel.sched.cond:
             for vnet in list(self.kernel.base.children or ()):
                 self.destroy_vnet(vnet)
@@ -293,6 +295,7 @@ class Daemon:
         finally:
             with self._lock:
                 self._sessions.discard(session)
+            self.sockets.session_closed(session)  # the process is gone: so are its sockets
             conn.close()
 
     def _peer_allowed(self, session: Session) -> bool:

@@ -28,6 +28,29 @@ sys.exit(shim_main({name!r}, sys.argv[1:]))
 """
 
 
+SITECUSTOMIZE = """# vimage: this process's sockets live in vnet $VIMAGE (vimage.ctl.remote)
+import os, sys, types
+if os.environ.get("VIMAGE_CTL_FD"):
+    if {parent!r} not in sys.path:
+        sys.path.append({parent!r})
+    _fake = "vimage" not in sys.modules
+    if _fake:  # the client alone, without loading the whole stack
+        _pkg = types.ModuleType("vimage")
+        _pkg.__path__ = [{package!r}]
+        sys.modules["vimage"] = _pkg
+    try:
+        from vimage.ctl.remote import install_from_env
+        install_from_env()
+    except Exception as exc:
+        sys.stderr.write("vimage: cannot put this process in vnet %s: %s\\n"
+                         % (os.environ.get("VIMAGE", "?"), exc))
+        raise SystemExit(70)
+    finally:
+        if _fake:
+            del sys.modules["vimage"]  # a later `import vimage` gets the real package
+"""
+
+
 def names() -> tuple[str, ...]:
     return (*TOOLS, "vimage")
 
@@ -47,6 +70,8 @@ def make_dir(python: str | None = None) -> str:
                 fh.write(SHIM.format(python=python, name=name, package=package,
                                      parent=os.path.dirname(package)))
             os.chmod(path, 0o755)
+        with open(os.path.join(directory, "sitecustomize.py"), "w") as fh:
+            fh.write(SITECUSTOMIZE.format(package=package, parent=os.path.dirname(package)))
     except BaseException:
         remove_dir(directory)
         raise

@@ -1,0 +1,301 @@
+"""Python's `socket` module inside `vimage exec`: real descriptors relayed by vimaged.
+
+A process started by `vimage exec NAME` imports this at start-up (the daemon puts a
+`sitecustomize` that does it on PYTHONPATH), and every AF_INET socket it makes is a
+`socket.socket` whose descriptor is one end of a unix socketpair; vimaged holds the
+other end and relays it to a TCP or UDP socket of vnet NAME. Data calls (send, recv,
+sendall, makefile, sendfile) go straight to that descriptor, so `select`,
+`selectors`, `socketserver` and `asyncio` work unchanged; calls that name addresses or
+change state (bind, listen, accept, connect, getsockname, setsockopt, ...) are
+requests on the process's scoped control channel. Accepted connections arrive as
+descriptors passed with SCM_RIGHTS.
+
+On the wire between the process and the daemon:
+- a stream socket's pair carries the TCP byte stream as it is; the daemon half-closes
+  each side when the other does;
+- a datagram socket's pair (SOCK_DGRAM) carries one message per datagram, headed by
+  `DGRAM_HEADER` (kind, IPv4 address, port): kind 0 is data (to or from that
+  address; 0.0.0.0:0 means the connected peer), kind 1 an error for the next
+  receive (errno in the port field);
+- a listening socket's pair carries one byte per connection waiting for accept().
+Names are resolved by the daemon in the vnet (its hosts table).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket as _socket
+import struct
+import threading
+from typing import Any
+
+from vimage.ctl.client import Client, connect_channel
+from vimage.ctl.protocol import CtlError
+
+DGRAM_HEADER = struct.Struct("!B4sH")
+DGRAM_DATA = 0
+DGRAM_ERROR = 1
+_ORIGINAL = "_vimage_original"
+
+
+def _oserror(reply: dict[str, Any]) -> OSError:
+    if "gaierror" in reply:
+        return _socket.gaierror(int(reply["gaierror"]), str(reply.get("message", "")))
+    err = int(reply["errno"])
+    return OSError(err, reply.get("message") or os.strerror(err))
+
+
+def _addr(address: Any) -> tuple[str, int]:
+    if not isinstance(address, tuple) or len(address) != 2:
+        raise TypeError("AF_INET address must be a tuple (host, port)")
+    host, port = address
+    if not isinstance(port, int):
+        raise TypeError(f"'{type(port).__name__}' object cannot be interpreted as an integer")
+    if isinstance(host, bytes):
+        host = host.decode()
+    return str(host), port
+
+
+class Channel:
+    """The scoped control connection, shared by every thread of the process."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.lock = threading.Lock()
+
+    def call(self, op: str, **fields: Any) -> tuple[dict[str, Any], list[int]]:
+        """A socket request; OSError (or gaierror) when the daemon says it failed."""
+        with self.lock:
+            try:
+                reply, fds = self.client.call(op, **fields)
+            except CtlError as exc:
+                raise OSError(errno.EIO, f"vimage: {exc.message}") from None
+        if "errno" in reply or "gaierror" in reply:
+            for fd in fds:
+                os.close(fd)
+            raise _oserror(reply)
+        return reply, fds
+
+    def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        return self.call(op, **fields)[0]
+
+
+def make_socket_class(channel: Channel, real: type) -> type:
+    """The `socket.socket` of a process in a vnet (a subclass of the real one)."""
+
+    class socket(real):  # type: ignore[misc,valid-type]
+        __slots__ = ("_vid", "_vproto", "_vtype")
+
+        def __new__(cls, family: int = -1, type: int = -1, proto: int = -1,
+                    fileno: int | None = None) -> Any:
+            if family in (-1, _socket.AF_INET) and fileno is None:
+                return real.__new__(cls)
+            return real(family, type, proto, fileno)  # AF_UNIX and friends stay real
+
+        def __init__(self, family: int = -1, type: int = -1, proto: int = -1,
+                     fileno: int | None = None) -> None:
+            kind = _socket.SOCK_STREAM if type == -1 else type
+            reply, fds = channel.call("socket", type=int(kind), proto=max(proto, 0))
+            self._adopt(reply, fds[0])
+
+        def _adopt(self, reply: dict[str, Any], fd: int) -> None:
+            self._vid = int(reply["sid"])
+            self._vtype = _socket.SocketKind(int(reply["type"]))
+            self._vproto = int(reply["proto"])
+            pair = _socket.SOCK_STREAM if self._vtype == _socket.SOCK_STREAM else \
+                _socket.SOCK_SEQPACKET
+            real.__init__(self, _socket.AF_UNIX, pair, 0, fd)
+
+        @classmethod
+        def _wrap(cls, reply: dict[str, Any], fd: int) -> Any:
+            sock = real.__new__(cls)
+            sock._adopt(reply, fd)
+            return sock
+
+        # what the socket is, as the program made it
+        family = property(lambda self: _socket.AF_INET)
+        type = property(lambda self: self._vtype)
+        proto = property(lambda self: self._vproto)
+
+        def __repr__(self) -> str:
+            return (f"<vimage socket fd={self.fileno()}, family=AF_INET, type={self._vtype!r}, "
+                    f"vnet={channel.client.vnet}>")
+
+        # -- set-up: requests to the daemon ----------------------------------------------
+        def bind(self, address: Any) -> None:
+            host, port = _addr(address)
+            channel.request("sock.bind", sid=self._vid, host=host, port=port)
+
+        def listen(self, backlog: int = 128) -> None:
+            channel.request("sock.listen", sid=self._vid, backlog=int(backlog))
+
+        def connect(self, address: Any) -> None:
+            host, port = _addr(address)
+            timeout = self.gettimeout()
+            if timeout == 0:
+                channel.request("sock.connect", sid=self._vid, host=host, port=port, wait=0.0)
+                return
+            channel.request("sock.connect", sid=self._vid, host=host, port=port,
+                            wait=-1.0 if timeout is None else timeout)
+
+        def connect_ex(self, address: Any) -> int:
+            try:
+                self.connect(address)
+            except OSError as exc:
+                return exc.errno or errno.EINVAL
+            return 0
+
+        def accept(self) -> tuple[Any, tuple[str, int]]:
+            timeout = self.gettimeout()
+            if timeout != 0:
+                ready, _, _ = select.select([self], [], [], timeout)
+                if not ready:
+                    raise TimeoutError("timed out")
+            if not real.recv(self, 1):  # one byte per waiting connection
+                raise OSError(errno.EBADF, "the listening socket was closed by the daemon")
+            reply, fds = channel.call("sock.accept", sid=self._vid)
+            conn = type(self)._wrap(reply, fds[0])
+            if _socket.getdefaulttimeout() is None and timeout:
+                conn.setblocking(True)  # as the stdlib's accept()
+            return conn, (str(reply["host"]), int(reply["port"]))
+
+        def getsockname(self) -> tuple[str, int]:
+            reply = channel.request("sock.name", sid=self._vid, peer=False)
+            return str(reply["host"]), int(reply["port"])
+
+        def getpeername(self) -> tuple[str, int]:
+            reply = channel.request("sock.name", sid=self._vid, peer=True)
+            return str(reply["host"]), int(reply["port"])
+
+        def setsockopt(self, level: int, option: int, value: Any, optlen: Any = None) -> None:
+            if isinstance(value, (bytes, bytearray)):
+                value = {"bytes": bytes(value).hex()}
+            elif value is None:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            else:
+                value = int(value)  # True, IntEnum: plain ints in JSON
+            channel.request("sock.setopt", sid=self._vid, level=level, option=option,
+                            value=value)
+
+        def getsockopt(self, level: int, option: int, buflen: int = 0) -> Any:
+            reply = channel.request("sock.getopt", sid=self._vid, level=level, option=option,
+                                    buflen=buflen)
+            value = reply["value"]
+            return bytes.fromhex(value["bytes"]) if isinstance(value, dict) else int(value)
+
+        def dup(self) -> Any:
+            return type(self)._wrap({"sid": self._vid, "type": int(self._vtype),
+                                     "proto": self._vproto}, os.dup(self.fileno()))
+
+        # -- datagrams: one headed message per datagram ----------------------------------
+        def _dgram(self) -> bool:
+            return self._vtype != _socket.SOCK_STREAM
+
+        def sendto(self, data: Any, flags_or_addr: Any, addr: Any = None) -> int:
+            if not self._dgram():
+                return real.sendto(self, data, flags_or_addr, addr) if addr is not None \
+                    else real.sendto(self, data, flags_or_addr)
+            flags, address = (0, flags_or_addr) if addr is None else (flags_or_addr, addr)
+            host, port = _addr(address)
+            packed = channel.request("sock.resolve", host=host)["addr"] if not _is_ip(host) \
+                else host
+            head = DGRAM_HEADER.pack(DGRAM_DATA, _socket.inet_aton(packed), port)
+            real.send(self, head + bytes(data), flags)
+            return len(data)
+
+        def send(self, data: Any, flags: int = 0) -> int:
+            if not self._dgram():
+                return real.send(self, data, flags)
+            real.send(self, DGRAM_HEADER.pack(DGRAM_DATA, b"\0\0\0\0", 0) + bytes(data), flags)
+            return len(data)
+
+        def sendall(self, data: Any, flags: int = 0) -> None:
+            if not self._dgram():
+                return real.sendall(self, data, flags)
+            self.send(data, flags)
+            return None
+
+        def _recv_dgram(self, bufsize: int, flags: int) -> tuple[bytes, tuple[str, int]]:
+            message = real.recv(self, max(bufsize, 0) + DGRAM_HEADER.size, flags)
+            kind, raw, port = DGRAM_HEADER.unpack_from(message)
+            if kind == DGRAM_ERROR:
+                raise OSError(port, os.strerror(port))
+            return message[DGRAM_HEADER.size:][:bufsize], (_socket.inet_ntoa(raw), port)
+
+        def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
+            if not self._dgram():
+                return real.recv(self, bufsize, flags), None
+            return self._recv_dgram(bufsize, flags)
+
+        def recv(self, bufsize: int, flags: int = 0) -> bytes:
+            if not self._dgram():
+                return real.recv(self, bufsize, flags)
+            return self._recv_dgram(bufsize, flags)[0]
+
+        def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
+            if not self._dgram():
+                return real.recv_into(self, buffer, nbytes, flags), None
+            view = memoryview(buffer).cast("B")
+            data, address = self._recv_dgram(nbytes or len(view), flags)
+            view[:len(data)] = data
+            return len(data), address
+
+        def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+            if not self._dgram():
+                return real.recv_into(self, buffer, nbytes, flags)
+            return self.recvfrom_into(buffer, nbytes, flags)[0]
+
+    setattr(socket, _ORIGINAL, real)
+    return socket
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        _socket.inet_aton(host)
+    except OSError:
+        return False
+    return host.count(".") == 3
+
+
+def _resolver(channel: Channel, op: str, original: Any) -> Any:
+    def resolve(*args: Any, **kwargs: Any) -> Any:
+        reply = channel.request("netdb", call=op, args=list(args), kwargs=kwargs)
+        return _from_json(op, reply["result"])
+
+    resolve.__name__ = resolve.__qualname__ = op
+    resolve.__doc__ = original.__doc__
+    setattr(resolve, _ORIGINAL, original)
+    return resolve
+
+
+def _from_json(op: str, result: Any) -> Any:
+    if op == "getaddrinfo":
+        return [(_socket.AddressFamily(f), _socket.SocketKind(t), p, c, tuple(a))
+                for f, t, p, c, a in result]
+    if op in ("gethostbyname_ex", "gethostbyaddr", "getnameinfo"):
+        return tuple(result)
+    return result
+
+
+RESOLVERS = ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr",
+             "getnameinfo")
+
+
+def install(client: Client) -> None:
+    """Make this process's `socket` module act in the client's vnet (once)."""
+    if hasattr(_socket.socket, _ORIGINAL):
+        return
+    channel = Channel(client)
+    for name in RESOLVERS:
+        setattr(_socket, name, _resolver(channel, name, getattr(_socket, name)))
+    _socket.socket = make_socket_class(channel, _socket.socket)  # type: ignore[misc]
+
+
+def install_from_env() -> None:
+    """Enter the vnet named by $VIMAGE through the channel in $VIMAGE_CTL_FD."""
+    fd = os.environ.get("VIMAGE_CTL_FD")
+    if not fd:
+        return
+    install(connect_channel(fd, os.environ.get("VIMAGE", "?")))
