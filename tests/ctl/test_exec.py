@@ -34,7 +34,7 @@ def test_exec_sets_vimage_the_channel_and_the_shims(vd):
     lines = done.stdout.splitlines()
     bindir = done.stderr.strip()
     assert lines[0] == "x" and lines[1] == "fd"
-    assert lines[2:-2] == sorted((*TOOLS, "vimage"))
+    assert {*TOOLS, "vimage"} <= set(lines[2:-2])  # a shim for every tool (and maybe more)
     assert lines[-2] == os.path.join(bindir, "ifconfig")
     assert lines[-1] == "lo0 epair0a"
     assert not os.path.exists(bindir)  # removed once the process is done
