@@ -498,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s vimaged[{os.getpid()}]: %(message)s")
     ready = args.ready_fd
+    # Session threads, the relay loop and the kernel thread hand work to each other all the
+    # time; the default 5 ms GIL switch interval would add up to 5 ms to every hand-off.
+    sys.setswitchinterval(0.0002)
     daemon = Daemon(where)
     try:
         daemon.open()
