@@ -20,6 +20,7 @@ timer owned by the vnet it concerns, so destroying that vnet cancels it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, NamedTuple
@@ -475,9 +476,10 @@ class Faults:
 
         Every TCP connection is dropped without a segment sent and its socket gets
         ECONNRESET (recv/send raise ConnectionResetError). Listening sockets are closed
-        (a blocked accept() raises OSError EBADF). UDP and raw sockets lose their
-        queued datagrams and their port (free again after a restart), and their next
-        call raises ConnectionResetError; they stay open but receive nothing again.
+        (a blocked accept() raises OSError EBADF) and leave the selector watching them.
+        UDP and raw sockets lose their queued datagrams and their port (free again after
+        a restart), and their next call raises ConnectionResetError; they stay open but
+        receive nothing again.
         The ARP cache (static entries kept) and the reassembly queues are flushed and
         every interface goes down: frames reaching the vnet are dropped and counted
         (interface input drops, `Crash.drops`). Addresses, routes and sysctls stay,
@@ -558,6 +560,9 @@ class Faults:
                     tcb.accept_q.clear()  # its children were dropped above, silently
                 sock = tcb.sock
                 if sock is not None:
+                    if sock._poll is not None:  # as a closed descriptor leaves an epoll set
+                        with contextlib.suppress(KeyError, ValueError):
+                            sock._poll.unregister(sock)
                     sock.closed = True
                     crash.listeners += 1
                 tcb.so_error = errno.ECONNRESET

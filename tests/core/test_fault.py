@@ -317,6 +317,30 @@ def test_crash_resets_sockets_without_a_word_on_the_wire(star):
     assert s.faults.crashed(s.h3)
 
 
+def test_a_crash_takes_a_closed_listener_out_of_its_selector(star):
+    """Else an event loop would see a closed socket ready forever and fail to unregister it
+    (its fileno() is -1 once closed): closing a descriptor takes it out of an epoll set."""
+
+    class Poll:
+        def __init__(self) -> None:
+            self.unregistered: list[int] = []
+
+        def touch(self, sock) -> None:
+            pass
+
+        def unregister(self, sock) -> None:
+            self.unregistered.append(sock.fileno())
+            sock._poll = None
+
+    srv = star.h3.socket(AF_INET, socket.SOCK_STREAM)
+    srv.bind(("", 80))
+    srv.listen(4)
+    fd = srv.fileno()
+    srv._poll = poll = Poll()
+    star.faults.crash(star.h3)
+    assert poll.unregistered == [fd] and srv.fileno() == -1
+
+
 def test_peer_gets_a_reset_when_it_sends_after_the_restart(star):
     s = star
     srv, cli, conn = s.tcp_pair(s.h1, s.h3, H3)
