@@ -1647,6 +1647,12 @@ def test_data_counters_separate_new_data_from_retransmissions():
     assert "\t2 data packets\n" in out and "\t1300 data bytes\n" in out
     assert "\t1 data packets retransmitted\n" in out
     assert "\t1300 data bytes retransmitted\n" in out
+    assert "\t1 window probe packets\n" in out
+    assert st.rcvwinupd == 0  # ACKs of new data are no window update packets
+    c.send("A")  # the window opens again (the probe byte was dropped): a pure update
+    assert st.rcvwinupd == 1
+    assert w.one().payload == b"c" * 10  # from the probe byte on: counted as resent
+    assert (st.sndpack, st.sndrexmitpack, st.sndrexmitbyte) == (2, 2, 1310)
 
 
 # -- RTT from the handshake (RFC 6298) -----------------------------------------------------------

@@ -665,9 +665,7 @@ class TcpState:
         if ts is not None:
             tcb.ts_recent = ts[0]
         tcb.snd_wl1, tcb.snd_wl2 = seq, ack
-        if window != tcb.snd_wnd:
-            tcb.snd_wnd = window
-            self.stats.rcvwinupd += 1
+        tcb.snd_wnd = window  # (an ACK of new data or data: no pure window update)
         if data:
             st = self.stats
             tcb.rcv_buf += data
@@ -1084,8 +1082,8 @@ class TcpState:
             self.dupack(tcb)
         # window update (RFC 9293: SND.WL1/WL2 rule)
         if _lt(tcb.snd_wl1, seq) or (tcb.snd_wl1 == seq and _leq(tcb.snd_wl2, ack)):
-            if window != tcb.snd_wnd:
-                st.rcvwinupd += 1
+            if not seg.payload and ack == tcb.snd_wl2 and window > tcb.snd_wnd:
+                st.rcvwinupd += 1  # a pure window update (as FreeBSD counts them)
             was_zero = tcb.snd_wnd == 0
             tcb.snd_wnd = window
             tcb.snd_wl1, tcb.snd_wl2 = seq, ack
