@@ -303,7 +303,6 @@ class Replica:
         held = await self._quorum([self._fetch(p, key) for p in self._all()], self.r)
         counter = max([self.clock, *(e[0][0] for e in held if e is not None)]) + 1
         entry = ((counter, self.name), value)
-        self.apply(key, entry)
         await self._quorum([self._put(p, key, entry) for p in self._all()], self.w)
 
     async def get(self, key: str) -> str | None:
@@ -416,8 +415,8 @@ class Replica:
                     await self._put(peer, key, entry)
                     self.stats["repairs"] += 1
             self.stats["syncs"] += 1
-        except (OSError, TimeoutError, ProtocolError, asyncio.IncompleteReadError):
-            self.stats["sync_failures"] += 1
+        except (OSError, TimeoutError, ValueError, ProtocolError, asyncio.IncompleteReadError):
+            self.stats["sync_failures"] += 1  # try the next peer next time
 
 
 class Client:
@@ -524,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
             async def one() -> str:
                 client = Client(*args.address)
                 try:
-                    return await client.request(" ".join(args.request))
+                    multi = args.request[0] == "DUMP"
+                    return "\n".join(await client.peer.call(" ".join(args.request), multi))
                 finally:
                     client.close()
             print(asyncio.run(one()))
