@@ -4,8 +4,10 @@ real descriptors relayed by vimaged, so http.server, urllib, selectors and async
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import textwrap
+import time
 
 import pytest
 
@@ -52,7 +54,7 @@ def start(d, vnet: str, source: str) -> subprocess.Popen[str]:
         fh.write(source)
     proc = subprocess.Popen(["vimage", "exec", vnet, "--", "python", path], env=d.env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=d.dir)
+                            cwd=d.dir, start_new_session=True)  # killed as a group
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.startswith("listening"), (line, proc.stderr.read() if proc.poll() else "")
@@ -74,7 +76,7 @@ def routed(vimaged):
     procs: list[subprocess.Popen[str]] = []
     yield vimaged, procs
     for proc in procs:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)  # vimage exec and the program it started
         proc.wait(10)
 
 
@@ -201,3 +203,44 @@ def test_sockets_of_a_finished_process_are_closed(routed):
     """)
     assert out.strip() == "again"
     assert "7777" not in d.ok("b", "netstat", "-an")
+
+
+ASYNC_SERVER = textwrap.dedent("""
+    import asyncio
+    async def main():
+        await asyncio.start_server(lambda r, w: w.close(), "0.0.0.0", 9000)
+        print("listening", flush=True)
+        await asyncio.sleep(3600)
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.parametrize("program", [SERVER, ASYNC_SERVER], ids=["http.server", "asyncio"])
+def test_a_server_whose_daemon_is_gone_waits_instead_of_spinning(routed, program):
+    d, procs = routed
+    server = start(d, "b", program)
+    procs.append(server)
+    with d.client() as client:
+        client.request("stop")  # the network of the process disappears under it
+    time.sleep(1.0)
+    program = _program_pid(server.pid, "b-prog.py")
+    states = []
+    for _ in range(20):  # a spinning loop is running or runnable (R), a waiting one asleep (S)
+        with open(f"/proc/{program}/stat") as fh:
+            states.append(fh.read().rsplit(")", 1)[1].split()[0])
+        time.sleep(0.05)
+    assert states.count("S") >= 18, states
+
+
+def _program_pid(leader: int, script: str) -> int:
+    """The process of the group of `leader` that runs `script`."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    cmdline = fh.read()
+                if script.encode() in cmdline and os.getpgid(int(entry)) == leader:
+                    return int(entry)
+            except OSError:
+                continue
+    raise LookupError(script)

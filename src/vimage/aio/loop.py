@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import socket
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -44,7 +45,11 @@ class VimageEventLoop(asyncio.SelectorEventLoop):
             self._closed = True  # half-built: let BaseEventLoop.__del__ see a closed loop
             raise
         super().__init__(self._kselector)
+        self._kselector.has_callbacks = lambda: bool(self._ready)
         self._services: dict[Vnet, list[tuple[Any, str | None]]] | None = None
+        # the vnet each task was started in (3.11's C tasks do not show their context)
+        self._task_vnets: weakref.WeakKeyDictionary[asyncio.Task[Any], Vnet] = \
+            weakref.WeakKeyDictionary()
         stdlib.install()
 
     # -- time -----------------------------------------------------------------------------
@@ -96,7 +101,10 @@ class VimageEventLoop(asyncio.SelectorEventLoop):
         if context is None and current_vnet.get() is None:
             context = contextvars.copy_context()
             context.run(current_vnet.set, self.vnet)
-        return super().create_task(coro, name=name, context=context)
+        task = super().create_task(coro, name=name, context=context)
+        vnet = context.get(current_vnet) if context is not None else current_vnet.get()
+        self._task_vnets[task] = vnet if vnet is not None else self.vnet
+        return task
 
     def create_task_in(self, vnet: Vnet, coro: Coroutine[Any, Any, T], *,
                        name: str | None = None) -> asyncio.Task[T]:
@@ -105,7 +113,7 @@ class VimageEventLoop(asyncio.SelectorEventLoop):
             raise ValueError(f"{vnet!r} belongs to another kernel")
         context = contextvars.copy_context()
         context.run(current_vnet.set, vnet)
-        return super().create_task(coro, name=name, context=context)
+        return self.create_task(coro, name=name, context=context)
 
     # -- name resolution in the vnet (no executor, no host resolver) --------------------------
     async def getaddrinfo(self, host: Any, port: Any, *, family: int = 0, type: int = 0,
@@ -142,8 +150,9 @@ class VimageEventLoop(asyncio.SelectorEventLoop):
 
     def _crashed(self, vnet: Vnet) -> None:
         """A crashed host's processes die: cancel every task running in `vnet` or below."""
-        for task in asyncio.all_tasks(self):
-            owner = _task_vnet(task)
+        for task, owner in list(self._task_vnets.items()):
+            if task.done():
+                continue
             while owner is not None and owner is not vnet:
                 owner = owner.parent
             if owner is vnet:
@@ -155,11 +164,6 @@ class VimageEventLoop(asyncio.SelectorEventLoop):
 
     def __repr__(self) -> str:
         return f"<VimageEventLoop clock={self.kernel.clock} vnet={self.vnet.display_name}>"
-
-
-def _task_vnet(task: asyncio.Task[Any]) -> Vnet | None:
-    context = task.get_context() if hasattr(task, "get_context") else task._context  # 3.11
-    return context.get(current_vnet)
 
 
 def service(vnet: Vnet, factory: Callable[[], Coroutine[Any, Any, Any]], *,

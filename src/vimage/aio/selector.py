@@ -19,7 +19,7 @@ import contextlib
 import math
 import selectors
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from vimage.kernel import FD_BASE
@@ -80,6 +80,8 @@ class KernelSelector(selectors.BaseSelector):
         self._internal: set[int] = set()  # real descriptors of the loop itself (self-pipe)
         self._waiting = False
         self.pending_real = 0  # executor jobs under way: virtual time waits for them
+        # set by the loop: True when asyncio has callbacks ready (so time must not move on)
+        self.has_callbacks: Callable[[], bool] = lambda: False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -177,8 +179,9 @@ class KernelSelector(selectors.BaseSelector):
         for fd in self._candidates:
             key = keys.get(fd)
             sock = socks.get(fd)
-            if key is None or sock is None:
-                continue
+            if key is None or sock is None or sock.closed:
+                continue  # closed under the loop (a crash, a destroyed vnet): like epoll,
+                # which forgets a closed descriptor, report nothing more
             events = sock._events() & key.events
             if events:
                 ready.append((key, events))
@@ -216,8 +219,8 @@ class KernelSelector(selectors.BaseSelector):
                 sched.run_ready()
                 ready = self._collect()
                 now = sched.now_ns()
-                if ready or (deadline is not None and now >= deadline):
-                    break
+                if ready or (deadline is not None and now >= deadline) or self.has_callbacks():
+                    break  # (a kernel timer may have scheduled asyncio work: go run it)
                 nxt = sched.next_deadline()
                 target = nxt if deadline is None else (deadline if nxt is None
                                                        else min(nxt, deadline))

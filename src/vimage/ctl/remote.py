@@ -154,12 +154,24 @@ def make_socket_class(channel: Channel, real: type) -> type:
                 if not ready:
                     raise TimeoutError("timed out")
             if not real.recv(self, 1):  # one byte per waiting connection
-                raise OSError(errno.EBADF, "the listening socket was closed by the daemon")
+                self._go_quiet()
+                raise OSError(errno.ENETDOWN, "vimage: the daemon closed this listening socket")
             reply, fds = channel.call("sock.accept", sid=self._vid)
             conn = type(self)._wrap(reply, fds[0])
             if _socket.getdefaulttimeout() is None and timeout:
                 conn.setblocking(True)  # as the stdlib's accept()
             return conn, (str(reply["host"]), int(reply["port"]))
+
+        def _go_quiet(self) -> None:
+            """The daemon's end is gone: put a never-readable descriptor in its place, so
+            a server's select loop waits (as on a dead network) instead of spinning."""
+            quiet = real(_socket.AF_UNIX, _socket.SOCK_STREAM)
+            try:
+                quiet.bind("")  # autobind to an abstract name nobody will connect to
+                quiet.listen(1)
+                os.dup2(quiet.fileno(), self.fileno())
+            finally:
+                quiet.close()
 
         def getsockname(self) -> tuple[str, int]:
             reply = channel.request("sock.name", sid=self._vid, peer=False)
