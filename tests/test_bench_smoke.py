@@ -54,3 +54,23 @@ def test_bench_aio_delivers_every_message_in_both_clocks():
     assert len(result["memory"]) == 8
     assert all(m["complete"] and 0 < m["bytes_per_host"] < 1_000_000
                for m in result["memory"])
+
+
+def test_bench_pytcp_moves_the_same_bytes_on_both_stacks():
+    import importlib.util
+    import os
+    import shutil
+
+    import pytest
+
+    if os.geteuid() != 0 or not os.path.exists("/dev/net/tun") or shutil.which("ip") is None:
+        pytest.skip("bench_pytcp needs root, /dev/net/tun and ip (iproute2)")
+    if importlib.util.find_spec("pytcp") is None:
+        pytest.skip("pytcp not installed (pip install -e '.[bench]')")
+    result = _run("bench_pytcp.py", "--quick")
+    rx = result["rx"]
+    for stack in ("vimage", "pytcp"):
+        assert "skipped" not in rx[stack], rx[stack]
+        assert [r["bytes"] for r in rx[stack]["runs"]] == [result["bytes"]]
+        assert rx[stack]["mbit_s_best"] > 0 and rx[stack]["runs"][0]["cpu_s"] > 0
+    assert rx["ratio_vimage_over_pytcp"]["mbit_s_best"] > 0
