@@ -52,12 +52,16 @@ def start(d, vnet: str, source: str) -> subprocess.Popen[str]:
     path = os.path.join(d.dir, f"{vnet}-prog.py")
     with open(path, "w") as fh:
         fh.write(source)
-    proc = subprocess.Popen(["vimage", "exec", vnet, "--", "python", path], env=d.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=d.dir, start_new_session=True)  # killed as a group
+    errors = os.path.join(d.dir, f"{vnet}-prog.err")  # a file: a full pipe would block it
+    with open(errors, "w") as err:
+        proc = subprocess.Popen(["vimage", "exec", vnet, "--", "python", path], env=d.env(),
+                                stdout=subprocess.PIPE, stderr=err, text=True,
+                                cwd=d.dir, start_new_session=True)  # killed as a group
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    assert line.startswith("listening"), (line, proc.stderr.read() if proc.poll() else "")
+    if not line.startswith("listening"):
+        with open(errors) as fh:
+            pytest.fail(f"the server did not start: {line!r} {fh.read()}")
     return proc
 
 
@@ -233,13 +237,15 @@ def test_a_server_whose_daemon_is_gone_waits_instead_of_spinning(routed, program
 
 
 def _program_pid(leader: int, script: str) -> int:
-    """The process of the group of `leader` that runs `script`."""
+    """The child of `leader` (vimage exec) that runs `script`."""
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                    cmdline = fh.read()
-                if script.encode() in cmdline and os.getpgid(int(entry)) == leader:
+                    argv = fh.read().split(b"\0")
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+                if ppid == leader and len(argv) > 1 and argv[1].endswith(script.encode()):
                     return int(entry)
             except OSError:
                 continue

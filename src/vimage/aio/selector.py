@@ -209,7 +209,8 @@ class KernelSelector(selectors.BaseSelector):
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         sched = self._sched
-        has_real = len(self._real.get_map()) > 1  # more than the wake-up socket
+        # real descriptors besides the wake-up socket and the loop's own self-pipe
+        has_real = len(self._real.get_map()) > 1 + len(self._internal)
         # Round up: asyncio asks for the float gap to its next timer, and a gap rounded down
         # to 0 ns would leave that timer forever "not yet due" in virtual time.
         deadline = None if timeout is None else sched.now_ns() + max(
@@ -225,7 +226,7 @@ class KernelSelector(selectors.BaseSelector):
                 target = nxt if deadline is None else (deadline if nxt is None
                                                        else min(nxt, deadline))
                 if self._virtual and not self.pending_real:
-                    if has_real:
+                    if has_real or self._internal:  # before the clock moves: any real news?
                         real = self._real_ready(0)
                         if real:
                             return real
