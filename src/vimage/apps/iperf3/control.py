@@ -63,8 +63,8 @@ def read_json(test: IperfTest, doing: str) -> Steps[object]:
         raise IperfError(doing) from None
 
 
-def wait_state(test: IperfTest, seconds: float, between: Callable[[], object] | None = None
-                ) -> Steps[int]:
+def wait_state(test: IperfTest, seconds: float,
+               between: Callable[[], object] | None = None) -> Steps[int]:
     """The next state byte, waiting at most `seconds`; `between()` runs at every step."""
     deadline = tasks.deadline_in(test.kernel, seconds)
     while True:

@@ -55,8 +55,8 @@ def server_steps(task: Task[None], server: Server) -> Steps[None]:
             server.report_listening()
             ctrl, _peer = yield from tasks.accept(lsock, None)
             task.adopt(ctrl)
-            test = IperfTest("s", task.vnet, Settings(), b"", server.interval, server.json_mode,
-                        server.fmt)
+            test = IperfTest("s", task.vnet, Settings(), b"", server.interval,
+                             server.json_mode, server.fmt)
             test.ctrl = ctrl
             server.current = test
             try:
@@ -234,7 +234,7 @@ def _server_run(server: Server, test: IperfTest) -> Steps[None]:
         if not test.sending and now - test.last_data_ns >= idle_ns:
             raise IperfError("idle timeout for receiving data")
         yield earliest(limit, wake, test.next_interval_ns if test.interval_ns else None,
-                        None if test.sending else test.last_data_ns + idle_ns)
+                       None if test.sending else test.last_data_ns + idle_ns)
 
 
 def _drain(server: Server, test: IperfTest) -> Steps[None]:
