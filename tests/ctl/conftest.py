@@ -53,6 +53,24 @@ def until(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
     return predicate()
 
 
+def processes_in(directory: str) -> list[int]:
+    """Pids of processes (ours excepted) running in `directory` or naming it on their
+    command line: what a test started there."""
+    found = []
+    mine = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == mine:
+            continue
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+            if os.fsencode(directory) in cmdline or cwd == directory \
+                    or cwd.startswith(directory + os.sep):
+                found.append(int(entry))
+    return found
+
+
 def daemon_processes(sock_path: str) -> list[int]:
     """Pids of vimaged processes serving `sock_path` (by their command line)."""
     found = []
@@ -136,6 +154,14 @@ class Vimaged:
                     os.kill(stray, signal.SIGKILL)
                 wait_gone(stray, 5)
                 pytest.fail(f"vimaged pid {stray} did not stop")
+        # what the test started (inside its vnets, say) must end with the daemon
+        left = [p for p in processes_in(self.dir) if not wait_gone(p, 5)]
+        for stray in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stray, signal.SIGKILL)
+            wait_gone(stray, 5)
+        if left:
+            pytest.fail(f"processes left behind by the test (now killed): {left}")
 
 
 def send_frame(sock: socket.socket, obj: Any) -> None:
