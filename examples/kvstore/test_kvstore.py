@@ -36,41 +36,21 @@ class Cluster:
         self.disks: dict[str, dict[str, Any]] = {name: {} for name in REPLICAS}
         self.replicas: dict[str, Replica] = {}
         self.starts = dict.fromkeys(REPLICAS, 0)
-        self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.listeners: dict[str, list[int]] = {}
         timeout = options.get("timeout", 1.0)
         self.clients = {name: Client(name, PORT, timeout=4 * timeout) for name in REPLICAS}
 
-    async def _boot(self, name: str) -> None:
+    def _boot(self, name: str) -> Awaitable[None]:
+        """The service's factory: a new replica process on the host's disk."""
         peers = {p: (p, PORT) for p in REPLICAS if p != name}
         replica = Replica(name, peers, port=PORT, store=self.disks[name],
                           variant=self.variant, **self.options)
         self.replicas[name] = replica
         self.starts[name] += 1
-        self.tasks[name] = asyncio.current_task()
-        await replica.start()
-        self.listeners[name] = [s.fileno() for s in replica.server.sockets]
-        await replica.run()
-
-    def _crashed(self, vnet: Any) -> None:
-        # WORKAROUND for two vimage bugs, until they are fixed (harmless afterwards):
-        # - vimage.service should cancel a crashed vnet's tasks, but on Python 3.11 its
-        #   hook fails (C tasks have no _context): cancel our replica's task ourselves;
-        # - the loop keeps a listener the crash closed registered and reports it ready
-        #   for ever (server.close() cannot find it once fileno() is -1): take it out by
-        #   the descriptor number recorded while it was open.
-        task = self.tasks.get(vnet.name)
-        if task is not None:
-            task.cancel()
-        for fd in self.listeners.pop(vnet.name, ()):
-            self.loop.remove_reader(fd)
+        return replica.serve()
 
     async def start(self) -> Cluster:
-        self.loop = asyncio.get_running_loop()
-        Faults.of(self.net.kernel).on_crash.append(self._crashed)
         for name in REPLICAS:
             vimage.service(self.net[name], lambda name=name: self._boot(name))
-        await asyncio.sleep(0)  # the services start
         for name in REPLICAS:
             await self.replicas[name].ready.wait()
         return self
