@@ -130,6 +130,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         os.makedirs(where, exist_ok=True)
         path = os.path.join(where, re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid) + ".pcapng")
         count = recorder.write(path)
-        report.sections.append(("vimage packet trace",
-                                f"{count} frames on {len(recorder.names)} interfaces: {path}"))
+        where_to = f"{count} frames on {recorder.written_interfaces} interfaces: {path}"
+        report.sections.append(("vimage packet trace", where_to))
     return report

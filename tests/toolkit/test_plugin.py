@@ -93,3 +93,6 @@ def test_a_failing_test_leaves_a_pcapng_trace(pytester: pytest.Pytester):
     # seen leaving h1, entering and leaving the router, entering h2
     assert len(udp) == 4
     assert {p["IP"].dst for p in udp} == {"10.0.1.1"}
+    # one interface description per interface that saw frames, named vnet:ifname
+    names = {p.sniffed_on for p in packets}
+    assert names == {"h1:epair0a", "r:epair0b", "r:epair1b", "h2:epair1a"}

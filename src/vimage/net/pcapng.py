@@ -72,6 +72,7 @@ class TraceRecorder:
         self.sessions: dict[Ifnet, Session] = {}
         self.seen = 0
         self.following = False
+        self.written_interfaces = 0
 
     def attach(self, ifp: Ifnet) -> None:
         """Record `ifp` (again, under its new name, if it moved to another vnet)."""
@@ -106,13 +107,18 @@ class TraceRecorder:
 
     def write(self, dest: str | IO[bytes]) -> int:
         """Write the trace; returns the number of frames written."""
+        # only interfaces that saw a frame (an epair is recorded first in the vnet that
+        # created it, then again where it was moved), renumbered in order
+        used = sorted({frame[0] for frame in self.frames})
+        number = {index: n for n, index in enumerate(used)}
         chunks = [section_header()]
-        chunks += [interface_description(lt, name) for lt, name in self.names]
-        chunks += [enhanced_packet(*frame) for frame in self.frames]
+        chunks += [interface_description(*self.names[index]) for index in used]
+        chunks += [enhanced_packet(number[index], *rest) for index, *rest in self.frames]
         blob = b"".join(chunks)
         if isinstance(dest, str):
             with open(dest, "wb") as fh:
                 fh.write(blob)
         else:
             dest.write(blob)
+        self.written_interfaces = len(used)
         return len(self.frames)
