@@ -133,3 +133,24 @@ def test_an_interactive_shell_on_a_terminal_greets_and_works(vd):
     echo, greeting, rest = text.partition("Switched to vimage x\n")  # the terminal echoes
     assert greeting and "ifconfig -l" in echo
     assert "lo0 epair0a\n" in rest and "job control turned off" not in rest
+
+
+def test_a_killed_vimage_leaves_its_shims_to_the_next_one(vd):
+    done = vd.run("x", "sh", "-c", 'echo "${PATH%%:*}"; kill -KILL $PPID')
+    assert done.returncode == -9
+    bindir = done.stdout.strip()
+    assert os.path.basename(bindir).startswith("vimage-bin-") and os.path.isdir(bindir)
+    assert vd.run("x", "true").returncode == 0
+    assert not os.path.exists(bindir)
+
+
+def test_sweep_spares_live_and_foreign_directories(tmp_path):
+    from vimage.ctl import shims
+
+    gone = tmp_path / f"vimage-bin-{2**22 + 7}-abc"  # above pid_max: no such process
+    live = tmp_path / f"vimage-bin-{os.getpid()}-abc"
+    other = tmp_path / "vimage-bin-notapid"
+    for d in (gone, live, other):
+        d.mkdir()
+    assert shims.sweep(str(tmp_path)) == 1
+    assert not gone.exists() and live.exists() and other.exists()

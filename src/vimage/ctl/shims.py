@@ -55,13 +55,20 @@ def names() -> tuple[str, ...]:
     return (*TOOLS, "vimage")
 
 
+PREFIX = "vimage-bin-"
+
+
 def make_dir(python: str | None = None) -> str:
-    """A fresh directory of shims (mode 0755, readable by a `-u USER` process)."""
+    """A fresh directory of shims (mode 0755, readable by a `-u USER` process).
+
+    Its name carries our pid: a vimage killed before it could remove its directory
+    leaves it to the next one (`sweep`)."""
     import vimage
 
+    sweep()
     package = os.path.abspath(vimage.__path__[0])
     python = python or os.environ.get("VIMAGE_PYTHON") or sys.executable
-    directory = tempfile.mkdtemp(prefix="vimage-bin-")
+    directory = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
     try:
         os.chmod(directory, 0o755)
         for name in names():
@@ -80,3 +87,30 @@ def make_dir(python: str | None = None) -> str:
 
 def remove_dir(directory: str) -> None:
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def sweep(parent: str | None = None) -> int:
+    """Remove our shim directories whose vimage process is gone; how many went."""
+    parent = parent or tempfile.gettempdir()
+    removed = 0
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return 0
+    for entry in entries:
+        pid, dash, _ = entry.name.removeprefix(PREFIX).partition("-")
+        if not entry.name.startswith(PREFIX) or not dash or not pid.isdigit():
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) \
+                    or entry.stat(follow_symlinks=False).st_uid != os.geteuid():
+                continue
+            os.kill(int(pid), 0)
+            continue  # its vimage still runs
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        remove_dir(entry.path)
+        removed += 1
+    return removed
