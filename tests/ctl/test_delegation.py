@@ -73,6 +73,9 @@ ATTEMPTS = [
     ("ifconfig epair1a destroy", 77, "vimage: ifconfig: epair1a (or its peer) belongs to a vnet"),
     ("ifconfig epair0a destroy", 77, "vimage: ifconfig: epair0a (or its peer) belongs to a vnet"),
     ("ifconfig tap create", 77, "vimage: ifconfig: tap interfaces reach the host's network"),
+    ("fault impair -b epair0a delay 5ms", 77,
+     "vimage: fault: the peer of epair0a is outside this vnet's subtree\n"),
+    ("fault crash Y", 1, "fault: no such vnet: Y\n"),
     ("vimage daemon stop", 77, "vimage: stop: not allowed on a channel scoped to vnet X\n"),
     ("vimage --socket /nonexistent/ctl.sock -l", 1, "vimage: no daemon is listening on"),
     ("VIMAGE_CTL_FD=99 vimage -l", 1, "vimage: VIMAGE_CTL_FD=99 is not an open descriptor"),
@@ -158,12 +161,14 @@ def test_inside_x_everything_about_x_and_its_children_works(world):
         "vimage -m child host.hostname=kid",
         "vimage -lv child | grep Hostname",
         "vimage child sh -c 'echo $VIMAGE; vimage -l'",
+        "hosts add 10.0.0.9 srv && hosts lookup srv",
+        "fault impair epair0a delay 5ms && fault impair epair0a clear",
     ])
     done = inside(world, "X", script)
     assert done.returncode == 0, (done.stdout, done.stderr)
     assert done.stdout.splitlines() == [
         "net.inet.ip.forwarding: 0 -> 1", "add net 10.9.0.0: gateway 10.0.0.2", "lo0",
-        "lo0 epair1a", "epair2a", "    Hostname: kid", "X.child", "grand"]
+        "lo0 epair1a", "epair2a", "    Hostname: kid", "X.child", "grand", "10.0.0.9"]
     assert world.ok("X", "sysctl", "-n", "net.inet.ip.forwarding") == "1\n"
     assert world.ok("Y", "sysctl", "-n", "net.inet.ip.forwarding") == "0\n"
     assert world.ok("sysctl", "-n", "net.inet.ip.forwarding") == "0\n"

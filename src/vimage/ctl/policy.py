@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from vimage.vnet import Vnet
 
 REVIEWED_TOOLS = frozenset(
-    ("arp", "ifconfig", "netstat", "ping", "route", "sysctl", "tcpdump", "traceroute", "vlink"))
+    ("arp", "fault", "hosts", "ifconfig", "iperf3", "netstat", "ping", "route", "sysctl",
+     "tcpdump", "traceroute", "vlink"))
 """Tools whose arguments were checked for ways out of a vnet's subtree."""
 
 _TAP_RE = re.compile(r"tap\d*\Z")
@@ -103,6 +104,8 @@ def screen(argv: list[str], here: Vnet, scope: Vnet) -> None:
         raise PermissionError(f"{tool}: not available on a delegated channel")
     if tool == "ifconfig":
         _screen_ifconfig(argv[1:], here, scope)
+    elif tool == "fault":
+        _screen_fault(argv[1:], here, scope)
 
 
 def _screen_ifconfig(words: list[str], here: Vnet, scope: Vnet) -> None:
@@ -127,3 +130,16 @@ def _screen_ifconfig(words: list[str], here: Vnet, scope: Vnet) -> None:
                 if end is not None and not (within(end.vnet, scope) and within(end.home, scope)):
                     raise PermissionError(f"ifconfig: {word} (or its peer) belongs to a vnet "
                                           "outside this one's subtree; destroy it from there")
+
+
+def _screen_fault(words: list[str], here: Vnet, scope: Vnet) -> None:
+    """fault names vnets below `here` only; but `impair -b IF` shapes IF's peer too."""
+    if words[:2] != ["impair", "-b"] or len(words) < 3:
+        return
+    name, colon, ifname = words[2].rpartition(":")
+    kernel = here.kernel
+    full = (f"{here.name}.{name}" if here.name else name) if colon else here.name
+    vnet = kernel.get(full) if not colon or full in kernel else None
+    ifp = vnet.ifaces.get(ifname) if vnet is not None else None
+    if ifp is not None and ifp.peer is not None and not within(ifp.peer.vnet, scope):
+        raise PermissionError(f"fault: the peer of {words[2]} is outside this vnet's subtree")
