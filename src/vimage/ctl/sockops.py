@@ -25,6 +25,7 @@ from vimage.aio.loop import VimageEventLoop
 from vimage.ctl.ops import Op, OpFunc, Request
 from vimage.ctl.protocol import BAD_REQUEST, CtlError
 from vimage.ctl.remote import DGRAM_DATA, DGRAM_ERROR, DGRAM_HEADER
+from vimage.wire import ipv4
 
 if TYPE_CHECKING:
     from vimage.ctl.daemon import Daemon, Session
@@ -112,9 +113,6 @@ class SocketTable:
             if self._relay is None:
                 self._relay = RelayLoop(self.kernel)
             return self._relay
-
-    def count(self) -> int:
-        return sum(len(t) for t in self.by_session.values())
 
     def get(self, session: Session, sid: Any) -> Relayed:
         rel = self.by_session.get(session, {}).get(sid) if isinstance(sid, int) else None
@@ -320,8 +318,7 @@ def op_socket(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
 def _resolve(vnet: Vnet, host: str) -> str:
     if host in ("", "0.0.0.0"):
         return host
-    addr = netdb.resolve_host(vnet, host)[0]
-    return f"{addr >> 24}.{(addr >> 16) & 255}.{(addr >> 8) & 255}.{addr & 255}"
+    return ipv4.ntoa(netdb.resolve_host(vnet, host)[0])
 
 
 def op_bind(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
