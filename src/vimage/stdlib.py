@@ -23,7 +23,9 @@ from typing import Any
 from vimage import netdb
 from vimage.context import current_vnet
 
-_ORIGINAL = "_vimage_original"
+ORIGINAL = "_vimage_original"
+"""Attribute naming what a replacement in the socket module replaced (vimage.ctl.remote's too):
+its presence on `socket.socket` means one of them is installed."""
 
 
 class _SocketType(type(_socket.socket)):  # type: ignore[misc]
@@ -32,7 +34,7 @@ class _SocketType(type(_socket.socket)):  # type: ignore[misc]
     def __instancecheck__(cls, obj: object) -> bool:
         from vimage.socket.socket import PollMixin
 
-        original = cls.__dict__.get(_ORIGINAL)
+        original = cls.__dict__.get(ORIGINAL)
         if original is not None and isinstance(obj, (PollMixin, original)):
             return True  # sockets made before install() are still stdlib sockets
         return type.__instancecheck__(cls, obj)
@@ -48,7 +50,7 @@ def _make_socket_class(original: type) -> type:
         return original.__new__(cls, family, type, proto, fileno)
 
     ns = {"__new__": __new__, "__module__": "socket", "__doc__": original.__doc__,
-          "__slots__": (), _ORIGINAL: original}
+          "__slots__": (), ORIGINAL: original}
     return _SocketType("socket", (original,), ns)
 
 
@@ -63,7 +65,7 @@ def _dispatch(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
 
     dispatcher.__name__ = dispatcher.__qualname__ = name
     dispatcher.__doc__ = original.__doc__
-    setattr(dispatcher, _ORIGINAL, original)
+    setattr(dispatcher, ORIGINAL, original)
     return dispatcher
 
 
@@ -72,7 +74,7 @@ _FUNCTIONS = ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr
 
 
 def installed() -> bool:
-    return hasattr(_socket.socket, _ORIGINAL)
+    return hasattr(_socket.socket, ORIGINAL)
 
 
 def install() -> None:
@@ -89,4 +91,4 @@ def uninstall() -> None:
     if not installed():
         return
     for name in (*_FUNCTIONS, "socket"):
-        setattr(_socket, name, getattr(getattr(_socket, name), _ORIGINAL))
+        setattr(_socket, name, getattr(getattr(_socket, name), ORIGINAL))

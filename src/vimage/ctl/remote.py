@@ -33,11 +33,11 @@ from typing import Any
 
 from vimage.ctl.client import Client, connect_channel
 from vimage.ctl.protocol import CtlError
+from vimage.stdlib import ORIGINAL
 
 DGRAM_HEADER = struct.Struct("!B4sH")
 DGRAM_DATA = 0
 DGRAM_ERROR = 1
-_ORIGINAL = "_vimage_original"
 
 
 def _oserror(reply: dict[str, Any]) -> OSError:
@@ -259,7 +259,7 @@ def make_socket_class(channel: Channel, real: type) -> type:
                 return real.recv_into(self, buffer, nbytes, flags)
             return self.recvfrom_into(buffer, nbytes, flags)[0]
 
-    setattr(socket, _ORIGINAL, real)
+    setattr(socket, ORIGINAL, real)
     return socket
 
 
@@ -278,7 +278,7 @@ def _resolver(channel: Channel, op: str, original: Any) -> Any:
 
     resolve.__name__ = resolve.__qualname__ = op
     resolve.__doc__ = original.__doc__
-    setattr(resolve, _ORIGINAL, original)
+    setattr(resolve, ORIGINAL, original)
     return resolve
 
 
@@ -297,7 +297,7 @@ RESOLVERS = ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr"
 
 def install(client: Client) -> None:
     """Make this process's `socket` module act in the client's vnet (once)."""
-    if hasattr(_socket.socket, _ORIGINAL):
+    if hasattr(_socket.socket, ORIGINAL):
         return
     channel = Channel(client)
     for name in RESOLVERS:
