@@ -124,11 +124,12 @@ class Vnet:
 
         return activate(self)
 
-    def cmd(self, line: str | list[str]) -> CmdResult:
-        """Run a userland tool (ifconfig, route, netstat, ...) inside this vnet."""
+    def cmd(self, line: str | list[str], stdin: bytes | None = None) -> CmdResult:
+        """Run a userland tool (ifconfig, route, netstat, ...) inside this vnet; `stdin`
+        is what it reads for a file operand `-` (`tcpdump -r -`)."""
         from vimage.cli import run_command
 
-        return run_command(self, line)
+        return run_command(self, line, stdin)
 
     def iface(self, name: str) -> Ifnet:
         try:

@@ -3,13 +3,19 @@
 Each tool is a function `main(ctx, argv) -> int` that writes to `ctx.out`; a
 `UsageError` becomes a one-line message and exit status 64 (EX_USAGE), an
 OSError or other `ToolError` a one-line message and status 1. Nothing raises out.
+
+A tool runs under the kernel lock, unless its module sets `LOCKS_ITSELF = True`: then
+its main() takes the lock itself for what needs the kernel and nothing else (tcpdump
+-r reads a file, which may be a pipe that stays silent, and needs no kernel at all).
 """
 
 from __future__ import annotations
 
 import io
 import shlex
+from collections.abc import Mapping
 from importlib import import_module
+from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -57,20 +63,38 @@ class UsageError(ToolError):
 
 
 class Context:
-    """What a running tool sees: its vnet, its output stream and its name."""
+    """What a running tool sees: its vnet, its output stream, its name, its standard
+    input (bytes, for a file operand `-`) and what to call its file operands in messages
+    (vimaged passes files as /proc/self/fd/N but the user typed a path)."""
 
-    __slots__ = ("name", "out", "vnet")
+    __slots__ = ("labels", "name", "out", "stdin", "vnet")
 
-    def __init__(self, vnet: Vnet, name: str) -> None:
+    def __init__(self, vnet: Vnet, name: str, stdin: bytes | None = None,
+                 labels: Mapping[str, str] | None = None) -> None:
         self.vnet = vnet
         self.name = name
         self.out = io.StringIO()
+        self.stdin = stdin
+        self.labels: Mapping[str, str] = MappingProxyType(dict(labels or {}))
 
     def print(self, *args: object) -> None:
         print(*args, file=self.out)
 
+    def label(self, path: str) -> str:
+        """The name of file operand `path` for messages."""
+        return self.labels.get(path, path)
 
-def run_command(vnet: Vnet, line: str | list[str]) -> CmdResult:
+
+def locks_itself(name: str) -> bool:
+    """True if tool `name` takes the kernel lock itself (see the module docstring)."""
+    if name not in TOOLS:
+        return False
+    return bool(getattr(import_module(f"vimage.cli.{name}"), "LOCKS_ITSELF", False))
+
+
+def run_command(vnet: Vnet, line: str | list[str], stdin: bytes | None = None,
+                labels: Mapping[str, str] | None = None) -> CmdResult:
+    """Run tool command `line` in `vnet`; `stdin` is what a file operand `-` reads."""
     try:
         argv = shlex.split(line) if isinstance(line, str) else [str(a) for a in line]
     except ValueError as exc:
@@ -80,13 +104,16 @@ def run_command(vnet: Vnet, line: str | list[str]) -> CmdResult:
     name = argv[0]
     if name not in TOOLS:
         return CmdResult(127, f"vimage: {name}: command not found\n")
-    ctx = Context(vnet, name)
+    ctx = Context(vnet, name, stdin, labels)
     if not vnet.alive:
         return CmdResult(1, f"{name}: vnet {vnet.display_name} is destroyed\n")
     tool = import_module(f"vimage.cli.{name}")
     try:
-        with vnet.kernel.sched.cond:
+        if getattr(tool, "LOCKS_ITSELF", False):
             status = tool.main(ctx, argv[1:])
+        else:
+            with vnet.kernel.sched.cond:
+                status = tool.main(ctx, argv[1:])
     except ToolError as exc:
         ctx.print(f"{name}: {exc}")
         status = exc.status

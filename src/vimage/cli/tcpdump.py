@@ -17,12 +17,17 @@ application protocols are not decoded (port 53 is `UDP, length N`), and the line
 tcpdump writes to stderr (`listening on ...`, the closing counts) are part of the
 output. Files written with -w are classic pcap with nanosecond timestamps unless
 `--time-stamp-precision micro` is given; printed timestamps have microseconds unless
-`--time-stamp-precision nano` is given.
+`--time-stamp-precision nano` is given. `-r -` reads standard input (the `stdin` of
+`vnet.cmd`; through vimage, the client's).
+
+Reading a file needs no kernel, so tcpdump takes the kernel lock itself, for a live
+capture only: a -r file that is a silent pipe holds up nobody but its reader.
 """
 
 from __future__ import annotations
 
 import getopt
+import io
 import struct
 import time
 from typing import TYPE_CHECKING
@@ -94,6 +99,7 @@ TCPOPT_NAMES: tuple[tuple[int, str], ...] = (
     (8, "TS"), (19, "md5"), (28, "uto"), (29, "tcp-ao"), (30, "mptcp"), (34, "tfo"),
 )
 MAX_U32 = 0xFFFFFFFF
+LOCKS_ITSELF = True  # main() takes the kernel lock for a live capture only (see above)
 
 
 def _name(table: tuple[tuple[int, str], ...], key: int, default: str) -> str:
@@ -568,9 +574,13 @@ def main(ctx: Context, argv: list[str]) -> int:
     if count is None and duration is None:
         raise UsageError("-c count or --duration seconds is required (there is no ^C in "
                          "vnet.cmd)")
-    ifp = pick_interface(ctx, iface)
-    return live(ctx, ifp, wfile, expr, count, duration, snaplen, direction, printer_opts,
-                file_precision, flush)
+    vnet = ctx.vnet
+    with vnet.kernel.sched.cond:
+        if not vnet.alive:
+            raise ToolError(f"vnet {vnet.display_name} is destroyed")
+        ifp = pick_interface(ctx, iface)
+        return live(ctx, ifp, wfile, expr, count, duration, snaplen, direction,
+                    printer_opts, file_precision, flush)
 
 
 def pick_interface(ctx: Context, name: str | None) -> Ifnet:
@@ -591,11 +601,11 @@ def pick_interface(ctx: Context, name: str | None) -> Ifnet:
 
 
 def open_output(path: str, linktype: int, snaplen: int, precision: str,
-                flush: bool = False) -> bpf.PcapWriter:
+                flush: bool = False, label: str | None = None) -> bpf.PcapWriter:
     try:
         return bpf.PcapWriter(path, linktype, snaplen, precision, flush)
     except OSError as exc:
-        raise ToolError(f"{path}: {exc.strerror or exc}") from None
+        raise ToolError(f"{label or path}: {exc.strerror or exc}") from None
 
 
 def compile_or_fail(expr: str, linktype: int, netmask: int | None) -> bpf.Matcher | None:
@@ -625,7 +635,7 @@ def live(ctx: Context, ifp: Ifnet, wfile: str | None, expr: str, count: int | No
     except OSError as exc:
         if wfile is None:
             raise
-        raise ToolError(f"{wfile}: {exc.strerror or exc}") from None
+        raise ToolError(f"{ctx.label(wfile)}: {exc.strerror or exc}") from None
     if wfile is None and not printer_opts["vflag"]:
         ctx.print("tcpdump: verbose output suppressed, use -v[v]... for full protocol decode")
     lead = "tcpdump: " if wfile is not None or printer_opts["vflag"] else ""
@@ -660,19 +670,25 @@ def live(ctx: Context, ifp: Ifnet, wfile: str | None, expr: str, count: int | No
 
 def read_file(ctx: Context, rfile: str, wfile: str | None, expr: str, count: int | None,
               printer_opts: dict, precision: str) -> int:
-    """-r: print (or, with -w, copy) the packets of a pcap file that pass the filter."""
+    """-r: print (or, with -w, copy) the packets of a pcap file that pass the filter;
+    `-r -` reads ctx.stdin. Messages name the file as the user did (ctx.label)."""
+    name = ctx.label(rfile)
     try:
-        fh = open(rfile, "rb")  # noqa: SIM115 - closed below
+        fh = io.BytesIO(ctx.stdin or b"") if rfile == "-" else open(rfile, "rb")  # noqa: SIM115
     except OSError as exc:
-        raise ToolError(f"{rfile}: {exc.strerror or exc}") from None
+        raise ToolError(f"{name}: {exc.strerror or exc}") from None
     with fh:
         try:
             linktype, snaplen, _nano, records = bpf.iter_pcap(fh)
         except ValueError as exc:
-            raise ToolError(f"{rfile}: {exc}") from None
+            raise ToolError(f"{name}: {exc}") from None
+        except OSError as exc:
+            raise ToolError(f"{name}: {exc.strerror or exc}") from None
         match = compile_or_fail(expr, linktype, None)
-        ctx.print(f"reading from file {rfile}, {_link_desc(linktype)}, snapshot length {snaplen}")
-        writer = open_output(wfile, linktype, snaplen, precision) if wfile else None
+        ctx.print(f"reading from file {name}, {_link_desc(linktype)}, snapshot length {snaplen}")
+        writer = None
+        if wfile:
+            writer = open_output(wfile, linktype, snaplen, precision, label=ctx.label(wfile))
         printer = Printer(linktype, **printer_opts)
         done = 0
         try:

@@ -27,7 +27,7 @@ from typing import Any
 
 from vimage.cli import TOOLS
 from vimage.ctl.client import Client, connect, daemon_pid, open_client
-from vimage.ctl.protocol import PERMISSION, UNAVAILABLE, CtlError
+from vimage.ctl.protocol import PERMISSION, UNAVAILABLE, CtlError, shown
 
 USAGE = """\
 usage: vimage [--socket PATH] [-c | -m] NAME [param=value ...]
@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except CtlError as exc:
         print(f"vimage: {exc.message}", file=sys.stderr)
         return 77 if exc.code == PERMISSION else 1
+    except UnicodeError as exc:  # bytes that are not UTF-8 met text that must be (a bug)
+        print(f"vimage: {shown(str(exc))}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     finally:
@@ -91,7 +94,7 @@ def shim_main(name: str, argv: list[str]) -> int:
 
 def _usage_error(message: str) -> int:
     if message:
-        print(f"vimage: {message}", file=sys.stderr)
+        print(f"vimage: {shown(message)}", file=sys.stderr)
     sys.stderr.write(USAGE)
     return EX_USAGE
 

@@ -9,6 +9,7 @@ a one-line message.
 from __future__ import annotations
 
 import array
+import base64
 import contextlib
 import fcntl
 import os
@@ -17,7 +18,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import IO, Any
 
 from vimage.ctl import paths, protocol
 from vimage.ctl.protocol import UNAVAILABLE, VERSION, CtlError
@@ -85,34 +86,54 @@ class Client:
         protocol.close_fds(fds)
         return reply
 
-    def tool(self, argv: list[str], vnet: str = "") -> tuple[int, str]:
+    def tool(self, argv: list[str], vnet: str = "",
+             stdin: IO[bytes] | bytes | None = None) -> tuple[int, str]:
         """Run a tool in `vnet` (relative to this connection's vnet); (status, output).
 
         File operands (tcpdump -r/-w) are opened here, where the user is, and passed
-        to the daemon as descriptors."""
+        to the daemon as descriptors, with the names typed for its messages; a file
+        operand `-` to read (tcpdump -r -) is standard input (`stdin`, else ours), read
+        here whole, up to protocol.MAX_STDIN bytes, and sent with the request. Other
+        arguments travel as text: one that is not UTF-8 is a CtlError."""
         from vimage.ctl.policy import file_operands
 
         try:
             argv, where = file_operands(argv)
         except ValueError as exc:
-            return 64, f"{exc}\n"  # as the tool would: a usage error
+            return 64, f"{protocol.shown(str(exc))}\n"  # as the tool would: a usage error
         fds: list[int] = []
+        extra: dict[str, Any] = {}
         try:
-            for k, (index, mode) in enumerate(where):
+            for index, mode in where:
                 path = argv[index]
+                if path == "-" and "r" in mode:
+                    data = _read_stdin(_our_stdin() if stdin is None else stdin)
+                    if data is None:
+                        return 1, (f"{argv[0]}: -: standard input is over the "
+                                   f"{protocol.MAX_STDIN >> 10} KiB vimage forwards; "
+                                   "use -r FILE\n")
+                    extra["stdin"] = base64.b64encode(data).decode()
+                    continue
                 flags = os.O_RDONLY if "r" in mode else os.O_WRONLY | os.O_CREAT | os.O_TRUNC
                 try:
                     fds.append(os.open(path, flags | os.O_CLOEXEC, 0o666))
                 except OSError as exc:
-                    return 1, f"{argv[0]}: {path}: {exc.strerror}\n"
-                argv[index] = f"@fd:{k}"
-            reply = self._tool_call(vnet, argv, fds)
+                    return 1, f"{argv[0]}: {protocol.shown(path)}: {exc.strerror}\n"
+                extra.setdefault("files", []).append(protocol.shown(path))
+                argv[index] = f"@fd:{len(fds) - 1}"
+            bad = protocol.not_text(argv)
+            if bad is not None:
+                raise CtlError(protocol.BAD_REQUEST,
+                               f"{protocol.shown(argv[0])}: argument '{protocol.shown(bad)}' "
+                               "is not valid UTF-8 (vimage passes tool arguments as text)")
+            reply = self._tool_call(vnet, argv, fds, **extra)
         finally:
             protocol.close_fds(fds)
         return int(reply["status"]), str(reply["output"])
 
-    def _tool_call(self, vnet: str, argv: list[str], fds: list[int]) -> dict[str, Any]:
-        reply, got = self.call("tool", fds=fds, vnet=vnet, argv=argv)
+    def _tool_call(self, vnet: str, argv: list[str], fds: list[int],
+                   **extra: Any) -> dict[str, Any]:
+        reply, got = self.call("tool", fds=fds, vnet=vnet, argv=argv, **extra)
         protocol.close_fds(got)
         return reply
 
@@ -124,6 +145,27 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _our_stdin() -> IO[bytes] | bytes:
+    return b"" if sys.stdin is None else sys.stdin.buffer
+
+
+def _read_stdin(source: IO[bytes] | bytes) -> bytes | None:
+    """Standard input for the daemon, whole: None if it is over protocol.MAX_STDIN."""
+    if isinstance(source, bytes):
+        data = source
+    else:
+        chunks: list[bytes] = []
+        size = 0
+        while size <= protocol.MAX_STDIN:
+            chunk = source.read(protocol.MAX_STDIN + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    return data if len(data) <= protocol.MAX_STDIN else None
 
 
 # -- connecting -----------------------------------------------------------------------------
@@ -171,6 +213,9 @@ def _start_and_connect(where: paths.Paths) -> Client:
     try:
         paths.ensure_dir(where)
         lock = os.open(where.start, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:  # an explicit path in a directory that is not there
+        raise CtlError(UNAVAILABLE, f"{protocol.shown(where.socket)}: No such file or directory"
+                                    " (vimage creates only its default run directory)") from None
     except OSError as exc:
         raise CtlError(UNAVAILABLE, f"cannot start the daemon: {exc.strerror or exc}") from None
     try:
@@ -189,9 +234,10 @@ def _start_and_connect(where: paths.Paths) -> Client:
         os.close(lock)
 
 
-def start_daemon(where: paths.Paths) -> None:
+def start_daemon(where: paths.Paths, options: Sequence[str] = ()) -> None:
     """Start vimaged detached (its own session, output to the .log file) and wait until it
-    listens. The caller holds the `.start` lock."""
+    listens, with daemon `options` (--max-connections N, ...). The caller holds the
+    `.start` lock (or knows no other client can start one)."""
     import vimage
 
     parent = os.path.dirname(os.path.abspath(vimage.__path__[0]))
@@ -203,7 +249,7 @@ def start_daemon(where: paths.Paths) -> None:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "vimage.ctl.daemon", "--socket", where.socket,
-                 "--detach", "--ready-fd", str(write_end)],
+                 "--detach", "--ready-fd", str(write_end), *options],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(write_end,),
                 start_new_session=True, cwd="/", env=env)
         finally:

@@ -50,6 +50,12 @@ if TYPE_CHECKING:
     from vimage.vnet import Vnet
 
 MAX_CONNECTIONS = 512
+"""Connections served at once (host connections and channel connections together)."""
+RESERVED_CONNECTIONS = 16
+"""Of MAX_CONNECTIONS, the slots only host connections (the socket owner's or root's, not a
+channel's) may take: processes inside vnets, however many, cannot lock the host out."""
+MAX_REFUSING = 16  # connections of other uids being answered `permission` at once
+REFUSE_LINGER = 2.0  # seconds a refused or broken connection may take to hang up
 HELLO_TIMEOUT = 10.0  # seconds a fresh connection has to say hello
 LOCK_WAIT = 10.0  # seconds a starting daemon waits for a stopping one to let go
 _UCRED = struct.Struct("3i")
@@ -74,8 +80,14 @@ class Session:
 
 
 class Daemon:
-    def __init__(self, where: paths.Paths, kernel: Kernel | None = None) -> None:
+    def __init__(self, where: paths.Paths, kernel: Kernel | None = None, *,
+                 max_connections: int = MAX_CONNECTIONS,
+                 reserved_connections: int = RESERVED_CONNECTIONS,
+                 frame_timeout: float = protocol.FRAME_TIMEOUT) -> None:
         self.paths = where
+        self.max_connections = max_connections
+        self.reserved_connections = min(reserved_connections, max_connections)
+        self.frame_timeout = frame_timeout
         self.kernel = kernel if kernel is not None else Kernel(clock="real")
         self.ops: dict[str, ops.Op] = dict(ops.OPS)
         self.ops.update(sockops.OPS)  # the sockets of processes in vnets (vimage exec)
@@ -87,6 +99,7 @@ class Daemon:
         self.stopped = threading.Event()
         self._lock = threading.Lock()  # sessions, doorbells, the pending list
         self._sessions: set[Session] = set()
+        self._refusing = 0
         self._doorbells: dict[int, tuple[socket.socket, Vnet]] = {}
         self._pending: list[tuple[str, Any]] = []  # work for the selector thread
         self._stopper: Session | None = None
@@ -244,12 +257,24 @@ class Daemon:
         except OSError:
             return
         conn.setblocking(True)
-        self._start_session(conn, self.kernel.base, scoped=False)
+        try:  # SO_PEERCRED before a slot is taken: other uids never count against the limit
+            peer = _peer(conn)
+        except OSError:
+            conn.close()
+            return
+        if peer[1] not in (self.uid, 0):
+            self._refuse(conn, peer)
+            return
+        self._start_session(conn, self.kernel.base, scoped=False, peer=peer)
 
-    def _start_session(self, conn: socket.socket, scope: Vnet, scoped: bool) -> None:
+    def _start_session(self, conn: socket.socket, scope: Vnet, scoped: bool,
+                       peer: tuple[int, int, int] | None = None) -> None:
         session = Session(conn, scope, scoped)
+        session.peer = peer
+        # channels stop short of the reserve, which is the host's (the owner's, root's)
+        limit = self.max_connections - (self.reserved_connections if scoped else 0)
         with self._lock:
-            full = len(self._sessions) >= MAX_CONNECTIONS or self._stopping
+            full = len(self._sessions) >= limit or self._stopping
             if not full:
                 self._sessions.add(session)
         if full:
@@ -263,16 +288,17 @@ class Daemon:
         session.thread.start()
 
     def _serve(self, session: Session) -> None:
+        """Requests in, replies out. Between requests a connection may idle as long as it
+        likes once it has said hello (a process's channel connection does); a frame once
+        begun must arrive whole within `frame_timeout`, and a reply be taken as fast."""
         conn = session.conn
         try:
-            if not session.scoped and not self._peer_allowed(session):
-                return
-            conn.settimeout(HELLO_TIMEOUT)
             while True:
+                conn.settimeout(None if session.hello else HELLO_TIMEOUT)
                 try:
-                    frame = protocol.recv(conn, protocol.MAX_REQUEST)
+                    frame = protocol.recv(conn, protocol.MAX_REQUEST, self.frame_timeout)
                 except CtlError as exc:
-                    protocol.send(conn, exc.reply())
+                    self._reply(conn, exc.reply())
                     if exc.fatal:
                         _linger_close(conn)
                         return
@@ -281,15 +307,16 @@ class Daemon:
                     return
                 obj, fds = frame
                 reply, out_fds, fatal = self.handle(session, obj, fds)
-                if session.hello:
-                    conn.settimeout(None)
                 try:
-                    protocol.send(conn, reply, out_fds)
+                    self._reply(conn, reply, out_fds)
                 finally:
                     protocol.close_fds(out_fds)
                 if fatal:
                     _linger_close(conn)
                     return
+        except protocol.FrameTimeout as exc:
+            log().info("closed a connection (pid %s): %s",
+                       session.peer[0] if session.peer else "?", exc)
         except OSError:
             return  # the client went away (or timed out before its hello): nothing to undo
         finally:
@@ -298,17 +325,43 @@ class Daemon:
             self.sockets.session_closed(session)  # the process is gone: so are its sockets
             conn.close()
 
-    def _peer_allowed(self, session: Session) -> bool:
-        """SO_PEERCRED: only the socket owner's uid, or root."""
-        raw = session.conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-        session.peer = pid, uid, _gid = _UCRED.unpack(raw)
-        if uid in (self.uid, 0):
-            return True
+    def _reply(self, conn: socket.socket, reply: dict[str, Any],
+               fds: list[int] | tuple[int, ...] = ()) -> None:
+        """Send a reply; a client that does not take it within frame_timeout is dropped."""
+        conn.settimeout(self.frame_timeout)
+        try:
+            protocol.send(conn, reply, fds)
+        except CtlError as exc:  # not text (a bug): say so rather than say nothing
+            log().error("unsendable reply %r: %s", reply.get("id"), exc.message)
+            protocol.send(conn, protocol.error_reply(reply.get("id"), INTERNAL, exc.message))
+
+    def _refuse(self, conn: socket.socket, peer: tuple[int, int, int]) -> None:
+        """SO_PEERCRED said another uid: answer `permission` (in a thread of its own, a
+        bounded few at once) without taking a connection slot."""
+        pid, uid, _gid = peer
         log().warning("refused pid %d uid %d", pid, uid)
-        protocol.send(session.conn, protocol.error_reply(
-            None, PERMISSION, f"uid {uid} may not use this daemon (it belongs to uid {self.uid})"))
-        _linger_close(session.conn, most=protocol.MAX_REQUEST)
-        return False
+        with self._lock:
+            busy = self._refusing >= MAX_REFUSING
+            if not busy:
+                self._refusing += 1
+        if busy:
+            conn.close()
+            return
+
+        def run() -> None:
+            try:
+                with contextlib.suppress(OSError):
+                    conn.settimeout(REFUSE_LINGER)
+                    protocol.send(conn, protocol.error_reply(
+                        None, PERMISSION,
+                        f"uid {uid} may not use this daemon (it belongs to uid {self.uid})"))
+                    _linger_close(conn, most=protocol.MAX_REQUEST)
+            finally:
+                conn.close()
+                with self._lock:
+                    self._refusing -= 1
+
+        threading.Thread(target=run, name="vimaged-refuse", daemon=True).start()
 
     # -- requests --------------------------------------------------------------------------
     def handle(self, session: Session, obj: Any, fds: list[int]
@@ -438,14 +491,27 @@ def _message(exc: BaseException) -> str:
     return str(exc.args[0]) if len(exc.args) == 1 else str(exc)
 
 
-def _linger_close(conn: socket.socket, most: int = 64 << 20) -> None:
+def _peer(conn: socket.socket) -> tuple[int, int, int]:
+    """SO_PEERCRED of a unix connection: (pid, uid, gid)."""
+    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    pid, uid, gid = _UCRED.unpack(raw)
+    return pid, uid, gid
+
+
+def _linger_close(conn: socket.socket, most: int = 64 << 20,
+                  seconds: float = REFUSE_LINGER) -> None:
     """End a connection whose reply is sent but whose input may hold unread bytes (an
     oversized frame): closing on unread input would reset the connection and the client
-    could lose the reply. So: end our side, drain a bounded amount until it hangs up."""
+    could lose the reply. So: end our side, drain a bounded amount, for a bounded time,
+    until it hangs up."""
+    deadline = time.monotonic() + seconds
     with contextlib.suppress(OSError):
         conn.shutdown(socket.SHUT_WR)
-        conn.settimeout(2.0)
         while most > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            conn.settimeout(left)
             data = conn.recv(1 << 16)
             if not data:
                 break
@@ -489,7 +555,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detach", action="store_true",
                         help="fork into the background (a new session) once started")
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+                        help=f"connections served at once (default {MAX_CONNECTIONS})")
+    parser.add_argument("--reserved-connections", type=int, default=RESERVED_CONNECTIONS,
+                        help="of those, the slots kept for host connections, which channels "
+                             f"of processes in vnets cannot take (default {RESERVED_CONNECTIONS})")
+    parser.add_argument("--frame-timeout", type=float, default=protocol.FRAME_TIMEOUT,
+                        help="seconds a request frame, once begun, has to arrive whole "
+                             f"(default {protocol.FRAME_TIMEOUT:g})")
     args = parser.parse_args(argv)
+    if args.max_connections < 1 or args.reserved_connections < 0 or args.frame_timeout <= 0:
+        parser.error("--max-connections must be at least 1, --reserved-connections at "
+                     "least 0, --frame-timeout more than 0")
     where = paths.resolve(args.socket)
     if args.detach and os.fork() > 0:
         os._exit(0)  # the parent returns at once; the child carries on alone
@@ -501,7 +578,9 @@ def main(argv: list[str] | None = None) -> int:
     # Session threads, the relay loop and the kernel thread hand work to each other all the
     # time; the default 5 ms GIL switch interval would add up to 5 ms to every hand-off.
     sys.setswitchinterval(0.0002)
-    daemon = Daemon(where)
+    daemon = Daemon(where, max_connections=args.max_connections,
+                    reserved_connections=args.reserved_connections,
+                    frame_timeout=args.frame_timeout)
     try:
         daemon.open()
     except (OSError, ValueError) as exc:

@@ -9,6 +9,7 @@ reply; `Daemon.handle` turns those into replies, so an op never has to. New ops
 
 from __future__ import annotations
 
+import binascii
 import os
 import re
 import socket
@@ -21,6 +22,7 @@ from vimage.ctl.protocol import (
     BAD_REQUEST,
     BAD_VERSION,
     MAX_FDS,
+    MAX_STDIN,
     PERMISSION,
     VERSION,
     CtlError,
@@ -76,6 +78,17 @@ class Request:
             raise CtlError(BAD_REQUEST, f"{self.op}: field {key!r} must be a list of at most "
                                         f"{most} strings")
         return value
+
+    def base64(self, key: str, most: int) -> bytes:
+        """A field of bytes, sent base64-encoded, at most `most` of them."""
+        value = self.args.get(key, "")
+        try:
+            if not isinstance(value, str) or len(value) > (most + 2) // 3 * 4:
+                raise ValueError
+            return binascii.a2b_base64(value, strict_mode=True)
+        except (ValueError, binascii.Error):
+            raise CtlError(BAD_REQUEST, f"{self.op}: field {key!r} must be base64 of at most "
+                                        f"{most} bytes") from None
 
     def params(self) -> dict[str, str]:
         value = self.args.get("params", {})
@@ -232,18 +245,28 @@ def op_ifmove(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
 
 
 def op_tool(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
+    """Run a tool. Most run under the kernel lock, screened and run in one hold of it; a
+    tool that takes the lock itself (tcpdump, whose -r may wait on a pipe for ever) runs
+    outside it, so it can only hold up its own connection."""
+    from vimage.cli import locks_itself, run_command
+
     rel = req.str("vnet", "")
     argv = req.strings("argv")
     if not argv:
         raise CtlError(BAD_REQUEST, "tool: 'argv' is empty")
+    files = req.strings("files", MAX_FDS) if "files" in req.args else None
+    stdin = req.base64("stdin", MAX_STDIN) if "stdin" in req.args else None
     kernel = d.kernel
     with kernel.sched.cond:
         scope = d.live_scope(s)
         here = names.lookup(kernel, scope, rel)
         if s.scoped:
             policy.screen(argv, here, scope)
-        argv = policy.bind_files(argv, req.fds)
-        result = here.cmd(argv)
+        argv, labels = policy.bind_files(argv, req.fds, files)
+        if not locks_itself(argv[0]):
+            result = run_command(here, argv, stdin=stdin, labels=labels)
+            return {"status": result.status, "output": result.output}
+    result = run_command(here, argv, stdin=stdin, labels=labels)
     return {"status": result.status, "output": result.output}
 
 
@@ -275,7 +298,7 @@ OPS: Mapping[str, Op] = MappingProxyType({
     "destroy": Op(op_destroy, frozenset(("name",))),
     "list": Op(op_list, frozenset(("name", "recursive"))),
     "ifmove": Op(op_ifmove, frozenset(("vnet", "ifname", "newname"))),
-    "tool": Op(op_tool, frozenset(("vnet", "argv")), fds=True),
+    "tool": Op(op_tool, frozenset(("vnet", "argv", "files", "stdin")), fds=True),
     "exec": Op(op_exec, frozenset(("vnet",))),
     "stop": Op(op_stop, frozenset(), host_only=True),
 })

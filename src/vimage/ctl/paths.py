@@ -8,6 +8,7 @@ running daemon), `.start` (serialises clients that start one), `.pid` and `.log`
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Mapping
@@ -56,16 +57,20 @@ def check_length(paths: Paths) -> None:
 
 
 def ensure_dir(paths: Paths) -> None:
-    """Create the socket's directory (mode 0700); a default one must be private and ours."""
+    """Create the default directory (mode 0700), which must be private and ours; a socket
+    path given explicitly (--socket, $VIMAGE_SOCKET) must be in a directory that exists:
+    a typo must not leave directories and a daemon behind."""
     check_length(paths)
     directory = paths.directory
+    if not paths.default_dir:
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), paths.socket)
+        return
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
     except OSError as exc:
         raise OSError(exc.errno, f"cannot create {directory}: {exc.strerror}") from None
-    if paths.default_dir:
-        st = os.lstat(directory)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() \
-                or st.st_mode & 0o077:
-            raise PermissionError(f"run directory {directory} is not a private directory "
-                                  f"of uid {os.geteuid()} (mode 0700)")
+    st = os.lstat(directory)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise PermissionError(f"run directory {directory} is not a private directory "
+                              f"of uid {os.geteuid()} (mode 0700)")

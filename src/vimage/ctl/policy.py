@@ -76,13 +76,19 @@ def file_operands(argv: list[str]) -> tuple[list[str], list[tuple[int, str]]]:
     return out, where
 
 
-def bind_files(argv: list[str], fds: list[int]) -> list[str]:
-    """The argv a tool runs with: each `@fd:K` operand becomes /proc/self/fd/N.
+def bind_files(argv: list[str], fds: list[int],
+               names: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The argv a tool runs with, each `@fd:K` operand become /proc/self/fd/N, and what
+    to call those in messages: the K-th of `names` (the path the user typed), else `@fd:K`.
+    A `-` operand to read is standard input (the request's `stdin`).
 
     Raises PermissionError for an operand given by path, or a descriptor not opened
     for what the tool does with it (reading, writing)."""
     out, where = file_operands(argv)
+    labels: dict[str, str] = {}
     for index, mode in where:
+        if out[index] == "-" and "r" in mode:
+            continue
         match = FD_OPERAND_RE.match(out[index])
         if match is None or int(match.group(1)) >= len(fds):
             raise PermissionError(f"{argv[0]}: file operand {out[index]!r} must be passed as "
@@ -94,7 +100,9 @@ def bind_files(argv: list[str], fds: list[int]) -> list[str]:
             raise PermissionError(f"{argv[0]}: descriptor for {out[index - 1]} is not open "
                                   f"for {'writing' if 'w' in mode else 'reading'}")
         out[index] = f"/proc/self/fd/{fd}"
-    return out
+        k = int(match.group(1))
+        labels[out[index]] = names[k] if names is not None and k < len(names) else f"@fd:{k}"
+    return out, labels
 
 
 def screen(argv: list[str], here: Vnet, scope: Vnet) -> None:

@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import struct
+import time
 from typing import Any
 
 VERSION = 1
@@ -27,6 +28,14 @@ MAX_REPLY = 64 << 20
 
 MAX_FDS = 16
 """Most descriptors one frame may carry."""
+
+FRAME_TIMEOUT = 10.0
+"""Seconds a frame has, from its first byte, to arrive whole (and a reply to be taken);
+the daemon closes a connection that takes longer (`vimaged --frame-timeout`)."""
+
+MAX_STDIN = 512 << 10
+"""Most bytes of standard input a client forwards with a `tool` request (`tcpdump -r -`):
+base64 of this much, with the rest of the request, stays under MAX_REQUEST."""
 
 HEADER = struct.Struct("!I")
 
@@ -60,16 +69,57 @@ class CtlError(Exception):
 
 
 def one_line(text: object) -> str:
-    """`text` as a single line (messages are shown to users as one line)."""
-    return " ".join(str(text).split()) or "error"
+    """`text` as a single line (messages are shown to users as one line), and text:
+    non-UTF-8 bytes in it (a path, say) are shown escaped, so it can always be sent."""
+    return " ".join(shown(str(text)).split()) or "error"
 
 
 def error_reply(rid: Any, code: str, message: str) -> dict[str, Any]:
     return {"id": rid, "ok": False, "error": {"code": code, "message": one_line(message)}}
 
 
+def shown(text: str) -> str:
+    """`text` for a message: bytes that are not UTF-8 (a command line's, decoded with
+    surrogateescape as Python does) appear as `\\xff`."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def not_text(obj: Any) -> str | None:
+    """The first string in `obj` (a JSON-able value) that is not valid Unicode text, i.e.
+    holds surrogates: non-UTF-8 bytes of argv, the environment or a path."""
+    if isinstance(obj, str):
+        try:
+            obj.encode()
+        except UnicodeEncodeError:
+            return obj
+        return None
+    if isinstance(obj, dict):
+        parts: list[Any] = [*obj, *obj.values()]
+    elif isinstance(obj, list | tuple):
+        parts = list(obj)
+    else:
+        return None
+    for part in parts:
+        bad = not_text(part)
+        if bad is not None:
+            return bad
+    return None
+
+
 def encode(obj: dict[str, Any]) -> bytes:
-    payload = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    """One frame. CtlError (bad-request) if a string in `obj` is not valid UTF-8: frames
+    carry text, and a lone surrogate would be neither UTF-8 nor what the user typed."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        payload = text.encode()
+    except UnicodeEncodeError:
+        bad = not_text(obj)
+        raise CtlError(BAD_REQUEST, f"'{shown(bad or '')}' is not valid UTF-8 (the vimage "
+                                    "control protocol carries text)") from None
     return HEADER.pack(len(payload)) + payload
 
 
@@ -84,12 +134,52 @@ def send(sock: socket.socket, obj: dict[str, Any], fds: list[int] | tuple[int, .
         sock.sendall(data)
 
 
-def _recv_exact(sock: socket.socket, n: int, fds: list[int]) -> bytes | None:
+class FrameTimeout(TimeoutError):
+    """A frame was begun and not finished in time (see FRAME_TIMEOUT)."""
+
+
+class _FrameClock:
+    """How long the rest of a frame may take once its first byte is in: until then the
+    socket's own timeout applies (an idle connection between frames is no fault)."""
+
+    __slots__ = ("deadline", "saved", "seconds", "sock")
+
+    def __init__(self, sock: socket.socket, seconds: float | None) -> None:
+        self.sock = sock
+        self.seconds = seconds
+        self.saved = sock.gettimeout()
+        self.deadline: float | None = None
+
+    def before_read(self) -> None:
+        if self.deadline is None:
+            return
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise FrameTimeout(f"a frame was not finished within {self.seconds} s")
+        self.sock.settimeout(left)
+
+    def got_data(self) -> None:
+        if self.deadline is None and self.seconds is not None:
+            self.deadline = time.monotonic() + self.seconds
+
+    def restore(self) -> None:
+        if self.deadline is not None:
+            self.sock.settimeout(self.saved)
+
+
+def _recv_exact(sock: socket.socket, n: int, fds: list[int],
+                clock: _FrameClock) -> bytes | None:
     """Read exactly n bytes (collecting descriptors); None on EOF before the first byte."""
     buf = bytearray()
     space = socket.CMSG_SPACE(MAX_FDS * 4)
     while len(buf) < n:
-        data, anc, flags, _ = sock.recvmsg(n - len(buf), space)
+        clock.before_read()
+        try:
+            data, anc, flags, _ = sock.recvmsg(n - len(buf), space)
+        except TimeoutError:
+            if clock.deadline is None:
+                raise
+            raise FrameTimeout(f"a frame was not finished within {clock.seconds} s") from None
         fds.extend(take_fds(anc))
         if flags & socket.MSG_CTRUNC:
             raise CtlError(BAD_REQUEST, f"more than {MAX_FDS} descriptors in one frame",
@@ -98,6 +188,7 @@ def _recv_exact(sock: socket.socket, n: int, fds: list[int]) -> bytes | None:
             if not buf:
                 return None
             raise ConnectionError("connection closed in the middle of a frame")
+        clock.got_data()
         buf += data
     return bytes(buf)
 
@@ -113,23 +204,26 @@ def take_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
     return fds
 
 
-def recv(sock: socket.socket, limit: int) -> tuple[Any, list[int]] | None:
+def recv(sock: socket.socket, limit: int,
+         frame_timeout: float | None = None) -> tuple[Any, list[int]] | None:
     """Read one frame: (decoded JSON, descriptors), or None on a clean EOF.
 
     Raises CtlError: `too-big` (fatal: the rest of the frame is not read) or
-    `malformed` (the frame was read whole, so the connection can go on). Descriptors
-    received with a frame that fails are closed here.
+    `malformed` (the frame was read whole, so the connection can go on); FrameTimeout
+    if `frame_timeout` seconds pass between the frame's first byte and its last.
+    Descriptors received with a frame that fails are closed here.
     """
     fds: list[int] = []
+    clock = _FrameClock(sock, frame_timeout)
     try:
-        head = _recv_exact(sock, HEADER.size, fds)
+        head = _recv_exact(sock, HEADER.size, fds, clock)
         if head is None:
             return None
         (length,) = HEADER.unpack(head)
         if length > limit:
             raise CtlError(TOO_BIG, f"frame of {length} bytes is over the limit of {limit}",
                            fatal=True)
-        payload = _recv_exact(sock, length, fds) if length else b""
+        payload = _recv_exact(sock, length, fds, clock) if length else b""
         if payload is None:
             raise ConnectionError("connection closed in the middle of a frame")
         try:
@@ -139,6 +233,8 @@ def recv(sock: socket.socket, limit: int) -> tuple[Any, list[int]] | None:
     except BaseException:
         close_fds(fds)
         raise
+    finally:
+        clock.restore()
     return obj, fds
 
 
