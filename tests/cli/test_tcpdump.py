@@ -284,6 +284,48 @@ def test_write_then_read_round_trip(tmp_path) -> None:
     assert run(lab.b, f"tcpdump -r {copy}")[1:] == MIXED[4:]
 
 
+def test_r_dash_reads_the_standard_input_given_to_cmd(tmp_path) -> None:
+    path = tmp_path / "mixed.pcap"
+    lab = Lab()
+    lab.at(0.5, lab.mixed)
+    run(lab.a, f"tcpdump -i epair0a -c 7 -w {path}")
+    result = lab.b.cmd("tcpdump -r - -c 2 icmp", stdin=path.read_bytes())
+    assert result.status == 0, result.output
+    assert result.output.splitlines() == [
+        "reading from file -, link-type EN10MB (Ethernet), snapshot length 262144",
+        MIXED[4], MIXED[5]]
+    assert run(lab.b, "tcpdump -r -", 1) == [  # no standard input given: it is empty
+        "tcpdump: -: truncated dump file; tried to read 4 file header bytes, only got 0"]
+
+
+def test_reading_a_file_does_not_take_the_kernel_lock(tmp_path) -> None:
+    """-r needs no kernel: a reader waiting on a pipe must not hold up the kernel."""
+    from vimage.cli import Context, tcpdump
+
+    lab = Lab()
+    lab.at(0.5, lab.mixed)
+    path = tmp_path / "mixed.pcap"
+    run(lab.a, f"tcpdump -i epair0a -c 7 -w {path}")
+    held: list[bool] = []
+
+    class Spy:
+        def __enter__(self) -> None:
+            held.append(True)
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    sched = lab.kernel.sched
+    real = sched.cond
+    sched.cond = Spy()  # type: ignore[assignment]
+    try:
+        ctx = Context(lab.a, "tcpdump")
+        assert tcpdump.main(ctx, ["-r", str(path), "-c", "1"]) == 0
+    finally:
+        sched.cond = real
+    assert held == [] and ctx.out.getvalue().count("\n") == 2
+
+
 @pytest.mark.parametrize(("line", "message", "status"), [
     ("tcpdump -i epair0a -c 1 udp and bogus",
      "tcpdump: can't parse filter expression: unknown word 'bogus'", 1),
