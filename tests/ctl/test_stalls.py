@@ -226,3 +226,13 @@ def test_idle_channels_cannot_lock_the_host_owner_out(tight):
             c.close()
         os.close(channel)
         assert until(lambda: tight.cli("-d", "crowd")[0] == 0)
+
+
+def test_a_socket_path_that_is_not_utf8_is_shown_escaped(place, capsys):
+    odd = os.path.join(place.dir, "a\udcff", "sock")  # what argv makes of the byte 0xff
+    assert cli.main(["--socket", odd, "daemon", "status"]) == 1
+    shown = os.path.join(place.dir, "a\\xff", "sock")
+    assert capsys.readouterr().out == f"vimaged is not running ({shown})\n"
+    assert cli.main(["--socket", odd, "-l"]) == 1
+    assert capsys.readouterr().err == (f"vimage: {shown}: No such file or directory (vimage "
+                                       "creates only its default run directory)\n")

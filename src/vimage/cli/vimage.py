@@ -426,9 +426,9 @@ def sub_daemon(ctx: Ctx, argv: list[str]) -> int:
             raise
         if action == "start":
             connect(where, autostart=True).close()
-            print(f"vimaged started as pid {daemon_pid(where)} ({where.socket})")
+            print(f"vimaged started as pid {daemon_pid(where)} ({shown(where.socket)})")
             return 0
-        print(f"vimaged is not running ({where.socket})")
+        print(f"vimaged is not running ({shown(where.socket)})")
         return 1
     if action == "start":
         print(f"vimaged is already running as pid {client.info.get('pid')}")

@@ -56,7 +56,7 @@ RESERVED_CONNECTIONS = 16
 channel's) may take: processes inside vnets, however many, cannot lock the host out."""
 MAX_REFUSING = 16  # connections of other uids being answered `permission` at once
 REFUSE_LINGER = 2.0  # seconds a refused or broken connection may take to hang up
-HELLO_TIMEOUT = 10.0  # seconds a fresh connection has to say hello
+HELLO_TIMEOUT = 10.0  # seconds a fresh connection has to say hello (and be answered)
 LOCK_WAIT = 10.0  # seconds a starting daemon waits for a stopping one to let go
 _UCRED = struct.Struct("3i")
 
@@ -292,9 +292,16 @@ class Daemon:
         likes once it has said hello (a process's channel connection does); a frame once
         begun must arrive whole within `frame_timeout`, and a reply be taken as fast."""
         conn = session.conn
+        hello_by = time.monotonic() + HELLO_TIMEOUT  # however many frames come before it
         try:
             while True:
-                conn.settimeout(None if session.hello else HELLO_TIMEOUT)
+                if session.hello:
+                    conn.settimeout(None)
+                else:
+                    left = hello_by - time.monotonic()
+                    if left <= 0:
+                        return
+                    conn.settimeout(left)
                 try:
                     frame = protocol.recv(conn, protocol.MAX_REQUEST, self.frame_timeout)
                 except CtlError as exc:

@@ -26,6 +26,7 @@ from vimage.ctl.protocol import (
     PERMISSION,
     VERSION,
     CtlError,
+    shown,
 )
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ def op_status(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
     out: dict[str, Any] = {"pid": os.getpid(), "version": VERSION, "vnets": count,
                            "uptime": round(d.uptime(), 3), "vnet": s.scope.display_name}
     if not s.scoped:
-        out.update(socket=d.paths.socket, connections=d.connection_count(),
+        out.update(socket=shown(d.paths.socket), connections=d.connection_count(),
                    doorbells=d.doorbell_count())
     return out
 
