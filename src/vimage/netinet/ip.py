@@ -474,13 +474,17 @@ def check_options(pkt: bytes, hlen: int) -> int | None:
 
 
 def _check_timestamp(pkt: bytes, i: int, optlen: int) -> int | None:
-    """ip_dooptions' IPOPT_TS checks for the option at `i`; the offending offset or None."""
+    """ip_dooptions' IPOPT_TS checks for the option at `i`; the offending offset or None.
+
+    One difference: FreeBSD finds the option full when pointer > length - 4, which
+    never fills the last 4-byte slot; RFC 791 (and Linux) fill it, and so do we.
+    """
     if optlen < 4:
         return i + 1
     off = pkt[i + 2]
     if off < 5:
         return i + 1  # FreeBSD names the length byte here too
-    if off > optlen - 4:  # full: only the overflow count moves, and it must not wrap
+    if off > optlen - 3:  # full: only the overflow count moves, and it must not wrap
         return i + 2 if pkt[i + 3] >> 4 == 15 else None
     flag = pkt[i + 3] & 0x0F
     if flag == TS_TSONLY:
@@ -522,7 +526,7 @@ def stamp_options(pkt: bytes, hlen: int, here: int, now_ms: int,
 def _stamp_timestamp(header: bytearray, i: int, length: int, here: int, now_ms: int,
                      local: Container[int]) -> None:
     ptr, flag = header[i + 2], header[i + 3] & 0x0F
-    if ptr > length - 4:  # no room: count the overflow (4 bits, checked not to wrap)
+    if ptr > length - 3:  # no room: count the overflow (4 bits, checked not to wrap)
         header[i + 3] += 0x10
         return
     at = i + ptr - 1
