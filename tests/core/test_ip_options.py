@@ -5,7 +5,7 @@ source routes are refused as FreeBSD's defaults do; nothing raises."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scapy.all import ICMP, IP, raw
 
@@ -161,24 +161,31 @@ _KINDS = st.sampled_from([0, 1, 7, 68, 131, 137, 0x94, 0x82, 0x99, 255])
 
 @st.composite
 def _options(draw) -> bytes:
-    """Option lists near the edges: known kinds with any length, pointer and flag bytes."""
+    """Option lists near the edges: known kinds with any length, pointer and flag bytes,
+    each possibly cut short (what follows the last one is EOL padding)."""
     out = b""
     for _ in range(draw(st.integers(0, 6))):
         kind = draw(_KINDS)
         if kind in (0, 1):
             out += bytes((kind,))
             continue
-        length = draw(st.one_of(st.integers(0, 12), st.integers(0, 255)))
+        length = draw(st.one_of(st.integers(0, 12), st.integers(0, 255)))  # nearly any
         ptr = draw(st.one_of(st.integers(0, 13), st.integers(0, 255)))
         flags = draw(st.integers(0, 255))
-        body = draw(st.binary(min_size=0, max_size=10))
-        out += bytes((kind, length & 0xFF, ptr, flags)) + body
+        option = bytes((kind, length, ptr, flags)) + draw(st.binary(max_size=10))
+        out += option[:draw(st.integers(1, len(option)))]  # cut anywhere, even to 1 byte
     return out[:40]
 
 
+_KNOWN_BAD = st.sampled_from([case[1] for case in MALFORMED])
+
+
 @settings(max_examples=500)
-@given(options=st.one_of(_options(), st.binary(max_size=40)),
+@given(options=st.one_of(_options(), st.binary(max_size=40),
+                         st.tuples(_options(), _KNOWN_BAD).map(lambda t: (t[0] + t[1])[-40:])),
        dst=st.sampled_from([B, R, R_OUT]))
+@example(options=b"\x01\x01\x07\x02", dst=B)  # raised IndexError while stamping
+@example(options=b"\x44\x02", dst=B)
 def test_fuzzed_options_never_raise_and_are_always_accounted(options, dst):
     c = _fuzz_chain()
     st_ = c.r.ip.stats
