@@ -186,8 +186,8 @@ _KNOWN_BAD = st.sampled_from([case[1] for case in MALFORMED])
        dst=st.sampled_from([B, R, R_OUT]))
 @example(options=b"\x01\x01\x07\x02", dst=B)  # raised IndexError while stamping
 @example(options=b"\x44\x02", dst=B)
-def test_fuzzed_options_never_raise_and_are_always_accounted(options, dst):
-    c = _fuzz_chain()
+def test_fuzzed_options_never_raise_and_are_always_accounted(fuzz_chain, options, dst):
+    c = fuzz_chain
     st_ = c.r.ip.stats
     before = (st_.forward, st_.badoptions + st_.cantforward + st_.delivered)
     b_in = (c.b.ip.stats.total, c.b.ip.stats.badsum + c.b.ip.stats.badhlen)
@@ -201,14 +201,10 @@ def test_fuzzed_options_never_raise_and_are_always_accounted(options, dst):
     assert c.b.ip.stats.badsum + c.b.ip.stats.badhlen == b_in[1]
 
 
-def _fuzz_chain() -> Chain:
+@pytest.fixture(scope="module")
+def fuzz_chain() -> Chain:
     """One chain for the whole property run (building one per example is the slow part);
     b drops datagrams to closed ports silently, so nothing comes back through r."""
-    chain = _FUZZ.get("chain")
-    if chain is None:
-        chain = _FUZZ["chain"] = Chain(seed=5)
-        chain.b.sysctl("net.inet.udp.blackhole", 1)
+    chain = Chain(seed=5)
+    chain.b.sysctl("net.inet.udp.blackhole", 1)
     return chain
-
-
-_FUZZ: dict[str, Chain] = {}
