@@ -452,12 +452,9 @@ def check_options(pkt: bytes, hlen: int) -> int | None:
         optlen = pkt[i + 1]
         if optlen < 2 or optlen > hlen - i:
             return i + 1
-        if opt == OPT_RR:
-            if optlen < 3:
-                return i + 2
-            if pkt[i + 2] < IPOPT_MINOFF:
-                return i + 2
-            # a full option is passed on unchanged
+        if opt == OPT_RR:  # (a full one is passed on unchanged)
+            if optlen < 3 or pkt[i + 2] < IPOPT_MINOFF:
+                return i + 2  # FreeBSD names the pointer byte, even past a 2-byte option
         elif opt == OPT_TS:
             bad = _check_timestamp(pkt, i, optlen)
             if bad is not None:
