@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 from typing import TYPE_CHECKING
 
 from vimage.net.ifnet import IFF_PROMISC, IFF_SIMPLEX
@@ -12,6 +13,7 @@ from vimage.sysctl import Oid
 from vimage.wire import WireError
 from vimage.wire import arp as warp
 from vimage.wire.ethernet import BROADCAST
+from vimage.wire.ipv4 import ntoa
 
 if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
@@ -37,6 +39,11 @@ SYSCTLS: tuple[Oid, ...] = (
         "Incomplete ARP entry lifetime in seconds", 1, 3600),
     Oid("net.link.ether.inet.host_down_time", "arp", "host_down_time",
         "How long an unresolvable host is reported down, in seconds", 1, 3600),
+    Oid("net.link.ether.inet.max_entries", "arp", "max_entries",
+        "Maximum number of ARP entries per interface", 1, 2**20),
+    Oid("net.link.ether.inet.max_log_per_second", "arp", "max_log_per_second",
+        "Maximum number of remotely triggered ARP messages that can be logged per second",
+        0, 2**31 - 1),
 )
 
 STAT_LINES: tuple[tuple[str, str], ...] = (
@@ -49,6 +56,8 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
     ("dropped", "{} total packets dropped due to no ARP entry"),
     ("timeouts", "{} ARP entrys timed out"),
     ("dupips", "{} Duplicate IPs seen"),
+    ("notlocal", "{} ARP packets from senders not on the receiving interface's networks"),
+    ("tablefull", "{} ARP entries refused (interface table full)"),
 )
 
 
@@ -70,18 +79,32 @@ class ArpEntry:
 
 
 class ArpState:
-    __slots__ = ("host_down_time", "max_age", "maxhold", "maxtries", "stats", "table", "vnet",
-                 "wait")
+    """The vnet's ARP table: one dict by address, with a count of entries per interface.
+
+    FreeBSD keeps one table per interface and does not bound it; here each interface
+    holds at most `max_entries` entries (net.link.ether.inet.max_entries, a vimage
+    addition), so neither a flood of ARP packets nor traffic to many on-link addresses
+    can grow the table (and its timers) without limit.
+    """
+
+    __slots__ = ("host_down_time", "log_count", "log_second", "max_age", "max_entries",
+                 "max_log_per_second", "maxhold", "maxtries", "per_ifp", "stats", "table",
+                 "vnet", "wait")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
         self.table: dict[int, ArpEntry] = {}
+        self.per_ifp: dict[Ifnet, int] = {}  # entries in `table` on each interface
         self.stats = ArpStats()
         self.max_age = 1200
         self.maxtries = 5
         self.maxhold = 16
         self.wait = 1
         self.host_down_time = 20
+        self.max_entries = 4096
+        self.max_log_per_second = 1
+        self.log_second = -1
+        self.log_count = 0
 
     # -- Ethernet ------------------------------------------------------------------
     def ether_input(self, ifp: Ifnet, frame: bytes) -> None:
@@ -114,11 +137,13 @@ class ArpState:
             if entry.state == DOWN:
                 raise OSError(errno.EHOSTDOWN, "Host is down")
         else:
+            if not self._room(ifp, nexthop):
+                raise OSError(errno.ENOBUFS, "No buffer space available")
             if entry is not None:
                 self._drop(entry)
             entry = ArpEntry(nexthop, ifp, INCOMPLETE)
             entry.hold = []
-            self.table[nexthop] = entry
+            self._link(entry)
             self._request(entry)
         hold = entry.hold
         assert hold is not None
@@ -170,14 +195,55 @@ class ArpState:
         if self.table.get(entry.addr) is entry:
             if entry.state == REACHABLE:
                 self.stats.timeouts += 1
-            del self.table[entry.addr]
+            self._unlink(entry)
 
     def _drop(self, entry: ArpEntry) -> None:
         if entry.timer is not None:
             entry.timer.cancel()
             entry.timer = None
         if self.table.get(entry.addr) is entry:
-            del self.table[entry.addr]
+            self._unlink(entry)
+
+    # -- the table and its per-interface bound ------------------------------------------
+    def _link(self, entry: ArpEntry) -> None:
+        self.table[entry.addr] = entry
+        per_ifp = self.per_ifp
+        per_ifp[entry.ifp] = per_ifp.get(entry.ifp, 0) + 1
+
+    def _unlink(self, entry: ArpEntry) -> None:
+        del self.table[entry.addr]
+        per_ifp = self.per_ifp
+        left = per_ifp[entry.ifp] - 1
+        if left:
+            per_ifp[entry.ifp] = left
+        else:
+            del per_ifp[entry.ifp]
+
+    def _room(self, ifp: Ifnet, addr: int) -> bool:
+        """True if `ifp` may hold one more entry; a refusal is counted and logged."""
+        if self.per_ifp.get(ifp, 0) < self.max_entries:
+            return True
+        self.stats.tablefull += 1
+        self._log(logging.WARNING, "%s: table full (%d entries), no entry for %s",
+                  ifp.name, self.max_entries, ntoa(addr))
+        return False
+
+    def count(self, ifp: Ifnet) -> int:
+        """Entries on `ifp` (netstat, tests)."""
+        return self.per_ifp.get(ifp, 0)
+
+    def _log(self, level: int, fmt: str, *args: object) -> None:
+        """FreeBSD's ARP_LOG: messages a remote host can trigger, at most
+        net.link.ether.inet.max_log_per_second of them (if_ether.c, ppsratecheck)."""
+        second = self.vnet.kernel.sched.now_ns() // NS_PER_S
+        if second != self.log_second:
+            self.log_second = second
+            self.log_count = 0
+        if self.log_count >= self.max_log_per_second:
+            return
+        self.log_count += 1
+        logging.getLogger("vimage.arp").log(level, "arp: " + fmt + " (vnet %s)", *args,
+                                            self.vnet.name)
 
     def _resolved(self, entry: ArpEntry, mac: bytes) -> None:
         entry.mac = mac
@@ -213,25 +279,52 @@ class ArpState:
         mine = local.get(msg.spa)
         if mine is not None and mine.ifp is ifp:
             stats.dupips += 1
+            self._log(logging.ERROR, "%s is using my IP address %s on %s!",
+                      msg.sha.hex(":"), ntoa(msg.spa), ifp.name)
             return
         target = local.get(msg.tpa)
         if target is not None and target.ifp is not ifp:
             target = None
-        entry = self.table.get(msg.spa)
         if msg.spa:
-            if entry is not None and entry.ifp is ifp:
-                if entry.state != STATIC:
-                    self._resolved(entry, msg.sha)
-            elif target is not None and (entry is None or entry.state != STATIC):
-                if entry is not None:
-                    self._drop(entry)  # learnt on another interface: stop its timer too
-                entry = ArpEntry(msg.spa, ifp, REACHABLE)
-                self.table[msg.spa] = entry
-                self._resolved(entry, msg.sha)
+            self._learn(ifp, msg.spa, msg.sha, target is not None)
+        # answered even when the sender is off-link and got no entry (in_arpinput: "we will
+        # try to answer the request instead of dropping frame")
         if msg.op == warp.OP_REQUEST and target is not None and msg.spa != msg.tpa:
             stats.txreplies += 1
             ifp.output(msg.sha + ifp.mac + ETH_ARP
                        + warp.build(warp.OP_REPLY, ifp.mac, msg.tpa, msg.sha, msg.spa))
+
+    def _learn(self, ifp: Ifnet, spa: int, sha: bytes, to_us: bool) -> None:
+        """Update the sender's entry, or create one (FreeBSD in_arpinput).
+
+        An existing entry on this interface is refreshed by any ARP packet; a new one is
+        made only for a request or reply aimed at our address, and only when the sender
+        is on one of the receiving interface's networks (lltable_alloc_entry fails the
+        in_lltable_rtcheck otherwise) and the interface has room.
+        """
+        entry = self.table.get(spa)
+        if entry is not None and entry.ifp is ifp:
+            if entry.state != STATIC:
+                self._resolved(entry, sha)
+            return
+        if not to_us or (entry is not None and entry.state == STATIC):
+            return
+        if not on_link(ifp, spa):
+            self.stats.notlocal += 1
+            if entry is not None:  # log_arp_wrong_iface
+                self._log(logging.WARNING, "%s is on %s but got reply from %s on %s",
+                          ntoa(spa), entry.ifp.name, sha.hex(":"), ifp.name)
+            else:
+                self._log(logging.INFO, 'IPv4 address: "%s" is not on the network of %s',
+                          ntoa(spa), ifp.name)
+            return
+        if not self._room(ifp, spa):
+            return
+        if entry is not None:
+            self._drop(entry)  # learnt on another interface: stop its timer too
+        entry = ArpEntry(spa, ifp, REACHABLE)
+        self._link(entry)
+        self._resolved(entry, sha)
 
     def announce(self, ifp: Ifnet, addr: int) -> None:
         """Gratuitous ARP for a newly configured address."""
@@ -246,7 +339,7 @@ class ArpState:
         if old is not None:
             self._drop(old)
         entry = ArpEntry(addr, ifp, REACHABLE)
-        self.table[addr] = entry
+        self._link(entry)  # an administrator's entry is not refused at max_entries
         entry.hold = old.hold if old is not None else None
         self._resolved(entry, mac)  # also sends what waited for this address
         if not temporary:
@@ -271,6 +364,11 @@ class ArpState:
     def clear(self) -> None:
         for entry in list(self.table.values()):
             self._drop(entry)
+
+
+def on_link(ifp: Ifnet, addr: int) -> bool:
+    """True if `addr` is on the network of one of `ifp`'s addresses."""
+    return any(addr & ia.mask == ia.net for ia in ifp.addrs)
 
 
 def vnet_attach(vnet: Vnet) -> None:

@@ -24,7 +24,7 @@ _addrs = struct.Struct("!II").unpack_from
 _ttl_word = struct.Struct("!BBH").pack
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Container
 
     from vimage.net.ifnet import Ifnet
     from vimage.net.route import Route
@@ -151,16 +151,35 @@ class IpState:
             return
         if self.pfil_in is not None and not self.run_input_hooks(ifp, pkt, src, dst):
             return  # taken by a hook (fault injection; later a firewall), which counted it
-        if hlen > 20 and not options_ok(pkt, hlen):
-            st.badoptions += 1
-            icmp_mod.error(self.vnet, pkt, wicmp.PARAMPROB, 0, 20 << 24)
-            return
+        if hlen > 20:
+            bad = check_options(pkt, hlen)
+            if bad is not None:
+                self.bad_options(pkt, bad, dst)
+                return
         if dst in self.local or dst in self.bcast or dst == INADDR_BROADCAST:
             self.deliver(ifp, pkt, hlen, src, dst)
         elif dst >> 28 == 0xE:
             st.notmember += 1
         else:
             self.forward(ifp, pkt, hlen, dst)
+
+    def bad_options(self, pkt: bytes, bad: int, dst: int) -> None:
+        """Drop a packet check_options refused, as ip_dooptions does (ip_options.c).
+
+        A malformed option gets a parameter problem pointing at the offending byte.
+        Source routes are refused as FreeBSD does by default (net.inet.ip.sourceroute
+        and accept_sourceroute are 0): source route failed, except that a host that is
+        not a router silently drops one still on its way.
+        """
+        st = self.stats
+        if bad >= 0:
+            st.badoptions += 1
+            icmp_mod.error(self.vnet, pkt, wicmp.PARAMPROB, 0, bad << 24)
+        elif bad == SRCRT_ON_WAY and dst in self.local and not self.forwarding:
+            st.cantforward += 1
+        else:
+            st.badoptions += 1
+            icmp_mod.error(self.vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_SRCFAIL)
 
     def run_input_hooks(self, ifp: Ifnet, pkt: bytes, src: int, dst: int) -> bool:
         """True if every input hook passes the packet; a hook that drops it counts it."""
@@ -243,11 +262,7 @@ class IpState:
         else:
             here = route.ifa.addr if route.ifa is not None else source_for(ifp, dst)
             now_ms = (vnet.kernel.sched.now_ns() // 1_000_000) % 86_400_000
-            header = stamp_options(pkt, hlen, here, now_ms)
-            if isinstance(header, int):  # a malformed or full option: parameter problem
-                st.cantforward += 1
-                icmp_mod.error(vnet, pkt, wicmp.PARAMPROB, 0, header << 24)
-                return
+            header = stamp_options(pkt, hlen, here, now_ms, self.local)
             header[8] = ttl - 1
             header[10:12] = b"\x00\x00"
             header[10:12] = checksum(header).to_bytes(2, "big")
@@ -270,8 +285,9 @@ class IpState:
                 ifp.output(out)
             else:
                 vnet.arp.output(ifp, out, nexthop, dst == INADDR_BROADCAST)
-        except OSError:
-            icmp_mod.error(vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_HOST)
+        except OSError as exc:
+            if exc.errno != errno.ENOBUFS:  # ip_forward: no ICMP error for ENOBUFS
+                icmp_mod.error(vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_HOST)
 
     # -- output ------------------------------------------------------------------------
     def next_ident(self) -> int:
@@ -398,54 +414,128 @@ def options_ok(pkt: bytes, hlen: int) -> bool:
     return True
 
 
+# option kinds and timestamp flags (RFC 791; FreeBSD netinet/ip.h)
+OPT_EOL = 0
+OPT_NOP = 1
 OPT_RR = 7  # record route
 OPT_TS = 68  # internet timestamp
+OPT_LSRR = 131  # loose source and record route
+OPT_SSRR = 137  # strict source and record route
+IPOPT_MINOFF = 4  # smallest pointer of a route option
+TS_TSONLY = 0
+TS_TSANDADDR = 1
+TS_PRESPEC = 3
+# check_options results that are not a byte offset: a well-formed source route option,
+# with addresses left to visit or used up
+SRCRT_ON_WAY = -1
+SRCRT_END = -2
 
 
-def stamp_options(pkt: bytes, hlen: int, here: int, now_ms: int) -> bytearray | int:
+def check_options(pkt: bytes, hlen: int) -> int | None:
+    """The checks of FreeBSD's ip_dooptions (ip_options.c), in its order, without acting.
+
+    None if the options are well formed; else the offset in the header of the byte a
+    parameter problem points at (the same byte FreeBSD names), or SRCRT_ON_WAY /
+    SRCRT_END for the first source route option (the caller refuses it). Reads stay
+    inside the header whatever its bytes are.
+    """
+    i = 20
+    while i < hlen:
+        opt = pkt[i]
+        if opt == OPT_EOL:
+            break
+        if opt == OPT_NOP:
+            i += 1
+            continue
+        if hlen - i < 2:
+            return i + 1  # no room for the length byte
+        optlen = pkt[i + 1]
+        if optlen < 2 or optlen > hlen - i:
+            return i + 1
+        if opt == OPT_RR:  # (a full one is passed on unchanged)
+            if optlen < 3 or pkt[i + 2] < IPOPT_MINOFF:
+                return i + 2  # FreeBSD names the pointer byte, even past a 2-byte option
+        elif opt == OPT_TS:
+            bad = _check_timestamp(pkt, i, optlen)
+            if bad is not None:
+                return bad
+        elif opt in (OPT_LSRR, OPT_SSRR):
+            if optlen < 3:
+                return i + 1
+            off = pkt[i + 2]
+            if off < IPOPT_MINOFF:
+                return i + 2
+            return SRCRT_END if off - 1 > optlen - 4 else SRCRT_ON_WAY
+        i += optlen
+    return None
+
+
+def _check_timestamp(pkt: bytes, i: int, optlen: int) -> int | None:
+    """ip_dooptions' IPOPT_TS checks for the option at `i`; the offending offset or None.
+
+    One difference: FreeBSD finds the option full when pointer > length - 4, which
+    never fills the last 4-byte slot; RFC 791 (and Linux) fill it, and so do we.
+    """
+    if optlen < 4:
+        return i + 1
+    off = pkt[i + 2]
+    if off < 5:
+        return i + 1  # FreeBSD names the length byte here too
+    if off > optlen - 3:  # full: only the overflow count moves, and it must not wrap
+        return i + 2 if pkt[i + 3] >> 4 == 15 else None
+    flag = pkt[i + 3] & 0x0F
+    if flag == TS_TSONLY:
+        return None
+    if flag in (TS_TSANDADDR, TS_PRESPEC):
+        return i + 2 if off - 1 + 8 > optlen else None
+    return i + 3
+
+
+def stamp_options(pkt: bytes, hlen: int, here: int, now_ms: int,
+                  local: Container[int]) -> bytearray:
     """A forwarded header with this router recorded in its RR and timestamp options.
 
-    Returns the new header, or the offset of the offending byte when an option
-    is malformed (for ICMP parameter problem), as FreeBSD's ip_dooptions does.
+    `pkt` passed check_options (no source route, every length and pointer sane):
+    as ip_dooptions, a full record route is left alone, a full timestamp counts an
+    overflow, a prespecified timestamp is written only for one of our addresses.
     """
     header = bytearray(pkt[:hlen])
     i = 20
     while i < hlen:
         kind = header[i]
-        if kind == 0:
+        if kind == OPT_EOL:
             break
-        if kind == 1:
+        if kind == OPT_NOP:
             i += 1
             continue
         length = header[i + 1]
         if kind == OPT_RR:
             ptr = header[i + 2]
-            if ptr < 4:
-                return i + 2
-            if ptr + 3 <= length:  # a free slot: write our address there
+            if ptr - 1 <= length - 4:  # a free slot: write our address there
                 header[i + ptr - 1:i + ptr + 3] = here.to_bytes(4, "big")
                 header[i + 2] = ptr + 4
         elif kind == OPT_TS:
-            ptr, flag = header[i + 2], header[i + 3] & 0x0F
-            if ptr < 5 or flag not in (0, 1, 3):
-                return i + 2 if ptr < 5 else i + 3
-            slot = 4 if flag == 0 else 8
-            if ptr + slot - 1 > length:  # no room: count the overflow (4 bits)
-                overflow = (header[i + 3] >> 4) + 1
-                if overflow > 15:
-                    return i + 3
-                header[i + 3] = (overflow << 4) | flag
-            elif flag == 0:
-                header[i + ptr - 1:i + ptr + 3] = now_ms.to_bytes(4, "big")
-                header[i + 2] = ptr + 4
-            elif flag == 1 or int.from_bytes(header[i + ptr - 1:i + ptr + 3], "big") == here:
-                header[i + ptr - 1:i + ptr + 7] = here.to_bytes(4, "big") + now_ms.to_bytes(
-                    4, "big")
-                header[i + 2] = ptr + 8
+            _stamp_timestamp(header, i, length, here, now_ms, local)
         i += length
     return header
 
 
+def _stamp_timestamp(header: bytearray, i: int, length: int, here: int, now_ms: int,
+                     local: Container[int]) -> None:
+    ptr, flag = header[i + 2], header[i + 3] & 0x0F
+    if ptr > length - 3:  # no room: count the overflow (4 bits, checked not to wrap)
+        header[i + 3] += 0x10
+        return
+    at = i + ptr - 1
+    if flag == TS_TSANDADDR:
+        header[at:at + 4] = here.to_bytes(4, "big")
+        at += 4
+    elif flag == TS_PRESPEC:
+        if int.from_bytes(header[at:at + 4], "big") not in local:
+            return  # another router's turn
+        at += 4
+    header[at:at + 4] = now_ms.to_bytes(4, "big")
+    header[i + 2] = at + 4 - i + 1
 def vnet_attach(vnet: Vnet) -> None:
     vnet.ip = IpState(vnet)
 
