@@ -250,3 +250,28 @@ def _program_pid(leader: int, script: str) -> int:
             except OSError:
                 continue
     raise LookupError(script)
+
+
+# -- errors must never need the program to read (issue: no packet, peer or client may stall) ---
+UDP_FLOOD = """
+    import errno, socket, time
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    failed = sent = 0
+    start = time.monotonic()
+    for _ in range(100_000):
+        try:
+            s.sendto(b"x" * 32, ("10.99.0.1", 9))   # no route in this vnet
+            sent += 1
+        except OSError as exc:
+            assert exc.errno == errno.ENETUNREACH, exc
+            failed += 1
+    print(failed > 0, failed + sent, round(time.monotonic() - start, 2), failed)
+"""
+
+
+def test_a_program_that_only_sends_unroutable_udp_finishes(vimaged):
+    vimaged.ok("-c", "lone")
+    out = run_in(vimaged, "lone", UDP_FLOOD, timeout=30)
+    failed, total, _seconds, _n = out.split()
+    print("FLOOD", out)
+    assert (failed, total) == ("True", "100000"), out

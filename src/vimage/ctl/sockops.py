@@ -197,12 +197,17 @@ async def _dgram_out(rel: Relayed) -> None:
             else:
                 rel.vsock.sendto(data, (socket.inet_ntoa(raw), port))
         except OSError as exc:
-            await _dgram_error(rel, exc.errno or errno.EIO)
+            _dgram_error(rel, exc.errno or errno.EIO)
 
 
-async def _dgram_error(rel: Relayed, err: int) -> None:
-    await asyncio.get_running_loop().sock_sendall(
-        rel.ours, DGRAM_HEADER.pack(DGRAM_ERROR, b"\0\0\0\0", err))
+def _dgram_error(rel: Relayed, err: int) -> None:
+    """Report a send's error to the process, asynchronously as a kernel reports a datagram
+    socket's so_error (FreeBSD udp_send / Linux sk_err): the process takes it on its next
+    send or receive. It never waits for the process to read: when the pair is full the
+    report is dropped, as a full socket drops a datagram, so a program that only sends
+    cannot stall the relay (and, with it, itself)."""
+    with contextlib.suppress(OSError):  # full (BlockingIOError), or the process has gone
+        rel.ours.send(DGRAM_HEADER.pack(DGRAM_ERROR, b"\0\0\0\0", err))
 
 
 async def _dgram_in(rel: Relayed) -> None:
@@ -213,7 +218,7 @@ async def _dgram_in(rel: Relayed) -> None:
         except OSError as exc:
             if exc.errno in (errno.EBADF, None):
                 return
-            await _dgram_error(rel, exc.errno)
+            _dgram_error(rel, exc.errno)
             continue
         head = DGRAM_HEADER.pack(DGRAM_DATA, socket.inet_aton(host), port)
         with contextlib.suppress(BlockingIOError):  # a full pair drops, as a full socket does
