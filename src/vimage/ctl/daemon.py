@@ -387,6 +387,7 @@ class Daemon:
             elif names.within(ifp.vnet, vnet) and original not in ifp.vnet.ifaces:
                 self.rename(ifp, original)  # so it can go home under the name it had there
         self.kernel.destroy(vnet)
+        self.sockets.vnets_destroyed()  # wake the processes blocked on their sockets
         for dead in [v for v in self.meta if not v.alive]:
             del self.meta[dead]
         with self._lock:

@@ -56,10 +56,16 @@ class Relayed:
         self.connecting: asyncio.Task[Any] | None = None
 
     def close(self) -> None:
+        self.cancel()
+        self.release()
+
+    def cancel(self) -> None:
         for task in self.tasks:
             task.cancel()
         if self.connecting is not None:
             self.connecting.cancel()
+
+    def release(self) -> None:
         for conn, _ in self.pending:
             conn.close()
         self.pending.clear()
@@ -125,6 +131,27 @@ class SocketTable:
         if table:
             self.relay.run(_close_all(list(table.values())))
 
+    def vnets_destroyed(self) -> None:
+        """Close the sockets whose vnet is gone, so the processes blocked on them wake up
+        with an error instead of waiting forever (as a jail's sockets go with it). Safe
+        with the kernel lock held: it only schedules the work on the relay loop."""
+        with self._lock:
+            relay = self._relay
+        if relay is not None:
+            relay.loop.call_soon_threadsafe(self._close_dead)
+
+    def _close_dead(self) -> None:
+        dead = []
+        for table in list(self.by_session.values()):
+            for sid, rel in list(table.items()):
+                if not rel.vnet.alive:
+                    table.pop(sid, None)
+                    rel.cancel()
+                    dead.append(rel)
+        # the descriptors close after the cancelled tasks have let go of them (their
+        # clean-up callbacks are already queued): the daemon's ends close, the process wakes
+        asyncio.get_running_loop().call_soon(_release_all, dead)
+
     def close(self) -> None:
         with self._lock:
             relay, self._relay = self._relay, None
@@ -133,6 +160,11 @@ class SocketTable:
             self.by_session.clear()
             relay.run(_close_all([r for t in tables for r in t.values()]))
             relay.stop()
+
+
+def _release_all(rels: list[Relayed]) -> None:
+    for rel in rels:
+        rel.release()
 
 
 async def _close_all(rels: list[Relayed]) -> None:
