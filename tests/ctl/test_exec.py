@@ -6,12 +6,14 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 import termios
 
 import pytest
 
 from vimage.cli import TOOLS
+from vimage.ctl import procs
 
 from .conftest import until, wait_gone
 
@@ -221,3 +223,22 @@ def test_destroying_a_vnet_ends_its_processes(vd):
         assert proc.wait(10) == 128 + signal.SIGKILL
     finally:
         _cleanup(proc, shell, child)
+
+
+def test_holders_of_a_channel_are_found_and_killed_but_the_spared():
+    ours, theirs = socket.socketpair()
+    inode = os.fstat(theirs.fileno()).st_ino
+    holders = [subprocess.Popen(["sleep", "60"], pass_fds=(theirs.fileno(),)) for _ in range(2)]
+    other = subprocess.Popen(["sleep", "60"])  # holds no channel
+    try:
+        theirs.close()
+        assert sorted(procs.holders([inode])) == sorted(p.pid for p in holders)
+        assert procs.kill_holders([inode], spare=[holders[1].pid]) == [holders[0].pid]
+        assert holders[0].wait(10) == -9
+        assert holders[1].poll() is None and other.poll() is None
+        assert procs.holders([]) == []
+    finally:
+        for proc in (*holders, other):
+            proc.kill()
+            proc.wait(10)
+        ours.close()
