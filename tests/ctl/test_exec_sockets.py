@@ -284,6 +284,7 @@ BLOCKED = """
     listener = socket.socket()
     listener.bind(("0.0.0.0", 5001))
     listener.listen()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     results = []
     def wait(name, call):
         try:
@@ -295,7 +296,6 @@ BLOCKED = """
     for t in threads:
         t.start()
     print("ready", flush=True)
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     while True:
         try:
             s.sendto(b"x", ("10.99.0.1", 9))

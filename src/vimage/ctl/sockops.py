@@ -253,7 +253,7 @@ async def _dgram_in(rel: Relayed) -> None:
             _dgram_error(rel, exc.errno)
             continue
         head = DGRAM_HEADER.pack(DGRAM_DATA, socket.inet_aton(host), port)
-        with contextlib.suppress(BlockingIOError):  # a full pair drops, as a full socket does
+        with contextlib.suppress(OSError):  # a full pair drops, as a full socket does (or: gone)
             rel.ours.send(head + data)
 
 
