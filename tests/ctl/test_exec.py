@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
+import socket
 import subprocess
 import termios
 
 import pytest
 
 from vimage.cli import TOOLS
+from vimage.ctl import procs
 
-from .conftest import until
+from .conftest import until, wait_gone
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +95,27 @@ def test_the_channel_goes_away_with_the_process(vd):
         assert until(lambda: c.request("status")["doorbells"] == before)
 
 
+HIDE_THE_CHANNEL = """
+import os, socket, sys
+fd = int(os.environ["VIMAGE_CTL_FD"])
+a, b = socket.socketpair()
+socket.send_fds(a, [b"c"], [fd])  # in flight, held by no process: out of the kill's sight
+os.close(fd)
+print("hidden", flush=True)
+sys.stdin.readline()
+os.dup2(socket.recv_fds(b, 1, 1)[1][0], fd)
+os.execvp("ifconfig", ["ifconfig", "-l"])
+"""
+
+
 def test_a_channel_outlives_its_vnet_only_as_an_error(vd):
+    # destroying the vnet kills the processes holding its channel; one that hid its
+    # channel survives, and the channel reaches neither the old vnet nor a new one
     vd.ok("-c", "brief")
-    proc = subprocess.Popen(["vimage", "brief", "sh", "-c", "read x; ifconfig -l"],
+    proc = subprocess.Popen(["vimage", "brief", "python", "-c", HIDE_THE_CHANNEL],
                             env=vd.env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    with vd.client() as c:
-        assert until(lambda: c.request("status")["doorbells"] >= 1)
+    assert proc.stdout is not None and proc.stdout.readline() == "hidden\n"
     vd.ok("-d", "brief")
     vd.ok("-c", "brief")  # a new vnet of the same name is not the old channel's
     vd.ok("brief", "ifconfig", "lo1", "create")
@@ -154,3 +171,74 @@ def test_sweep_spares_live_and_foreign_directories(tmp_path):
         d.mkdir()
     assert shims.sweep(str(tmp_path)) == 1
     assert not gone.exists() and live.exists() and other.exists()
+
+
+# -- a vnet's processes are under control: they die with their vimage and with the vnet ------
+LISTENER = """
+import os, socket
+s = socket.socket()
+s.bind(("0.0.0.0", 7070))
+s.listen()
+print(os.getpid(), flush=True)
+s.accept()
+"""
+
+
+def _spawn(vd, *argv: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(["vimage", *argv], env=vd.env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=vd.dir,
+                            start_new_session=True)
+
+
+def _cleanup(proc: subprocess.Popen[str], *pids: int) -> None:
+    for pid in (proc.pid, *pids):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    proc.communicate(timeout=10)
+
+
+def test_a_killed_vimage_exec_takes_its_program_and_its_port_with_it(vd):
+    proc = _spawn(vd, "exec", "x", "--", "python", "-c", LISTENER)
+    assert proc.stdout is not None
+    program = int(proc.stdout.readline())
+    try:
+        assert "*.7070" in vd.ok("x", "netstat", "-an")
+        os.kill(proc.pid, signal.SIGKILL)
+        assert wait_gone(program, 10)
+        assert until(lambda: "*.7070" not in vd.ok("x", "netstat", "-an"), 10)
+    finally:
+        _cleanup(proc, program)
+
+
+def test_destroying_a_vnet_ends_its_processes(vd):
+    vd.ok("-c", "jailed")
+    proc = _spawn(vd, "jailed", "sh", "-c", "sleep 300 & echo $$ $!; wait")
+    assert proc.stdout is not None
+    shell, child = map(int, proc.stdout.readline().split())
+    try:
+        vd.ok("-d", "jailed")
+        assert wait_gone(shell, 10) and wait_gone(child, 10)  # its child too: it holds the channel
+        assert proc.wait(10) == 128 + signal.SIGKILL
+    finally:
+        _cleanup(proc, shell, child)
+
+
+def test_holders_of_a_channel_are_found_and_killed_but_the_spared():
+    ours, theirs = socket.socketpair()
+    inode = os.fstat(theirs.fileno()).st_ino
+    holders = [subprocess.Popen(["sleep", "60"], pass_fds=(theirs.fileno(),)) for _ in range(2)]
+    other = subprocess.Popen(["sleep", "60"])  # holds no channel
+    try:
+        theirs.close()
+        assert sorted(procs.holders([inode])) == sorted(p.pid for p in holders)
+        assert procs.kill_holders([inode], spare=[holders[1].pid]) == [holders[0].pid]
+        assert holders[0].wait(10) == -9
+        assert holders[1].poll() is None and other.poll() is None
+        assert procs.holders([]) == []
+    finally:
+        for proc in (*holders, other):
+            proc.kill()
+            proc.wait(10)
+        ours.close()

@@ -250,3 +250,79 @@ def _program_pid(leader: int, script: str) -> int:
             except OSError:
                 continue
     raise LookupError(script)
+
+
+# -- errors must never need the program to read (issue: no packet, peer or client may stall) ---
+UDP_FLOOD = """
+    import errno, socket, time
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    failed = sent = 0
+    start = time.monotonic()
+    for _ in range(100_000):
+        try:
+            s.sendto(b"x" * 32, ("10.99.0.1", 9))   # no route in this vnet
+            sent += 1
+        except OSError as exc:
+            assert exc.errno == errno.ENETUNREACH, exc
+            failed += 1
+    print(failed > 0, failed + sent, round(time.monotonic() - start, 2))
+"""
+
+
+def test_a_program_that_only_sends_unroutable_udp_finishes(vimaged):
+    vimaged.ok("-c", "lone")
+    out = run_in(vimaged, "lone", UDP_FLOOD, timeout=30)
+    failed, total, _seconds = out.split()
+    assert (failed, total) == ("True", "100000"), out
+
+
+BLOCKED = """
+    import errno, os, socket, threading
+    os.close(int(os.environ["VIMAGE_CTL_FD"]))  # so destroying the vnet does not kill it
+    r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    r.bind(("0.0.0.0", 5000))
+    listener = socket.socket()
+    listener.bind(("0.0.0.0", 5001))
+    listener.listen()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    results = []
+    def wait(name, call):
+        try:
+            call()
+        except OSError as exc:
+            results.append((name, errno.errorcode[exc.errno]))
+    threads = [threading.Thread(target=wait, args=("recv", lambda: r.recv(100))),
+               threading.Thread(target=wait, args=("accept", listener.accept))]
+    for t in threads:
+        t.start()
+    print("ready", flush=True)
+    while True:
+        try:
+            s.sendto(b"x", ("10.99.0.1", 9))
+        except OSError as exc:
+            if exc.errno != errno.ENETUNREACH:
+                results.append(("sendto", errno.errorcode[exc.errno]))
+                break
+    for t in threads:
+        t.join()
+    print(sorted(results))
+"""
+
+
+def test_destroying_its_vnet_wakes_a_program_blocked_on_its_sockets(vimaged):
+    vimaged.ok("-c", "doomed")
+    path = os.path.join(vimaged.dir, "blocked.py")
+    with open(path, "w") as fh:
+        fh.write(textwrap.dedent(BLOCKED))
+    proc = subprocess.Popen(["vimage", "exec", "doomed", "--", "python", path],
+                            env=vimaged.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=vimaged.dir)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        vimaged.ok("-d", "doomed")
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out == "[('accept', 'ENETDOWN'), ('recv', 'ENETDOWN'), ('sendto', 'ENETDOWN')]\n"

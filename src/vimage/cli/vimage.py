@@ -266,9 +266,9 @@ def run_exec(ctx: Ctx, name: str, command: list[str], user: str | None = None) -
                    PATH=os.pathsep.join((bindir, env.get("PATH") or os.defpath)),
                    # its sitecustomize puts Python programs' sockets in the vnet
                    PYTHONPATH=os.pathsep.join(p for p in (bindir, env.get("PYTHONPATH")) if p))
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"preexec_fn": _die_with_parent()}
         if user is not None:
-            kwargs = _as_user(user, env)
+            kwargs.update(_as_user(user, env))
         if interactive and sys.stdin.isatty():
             print(f"Switched to vimage {name}")
             sys.stdout.flush()
@@ -285,6 +285,30 @@ def run_exec(ctx: Ctx, name: str, command: list[str], user: str | None = None) -
         return _wait(proc)
     finally:
         shims.remove_dir(bindir)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """What the child runs before exec: SIGKILL when this vimage dies, so a killed
+    `vimage exec` leaves no program behind, out of anyone's control (as a jail's
+    processes do not outlive it). Linux prctl(2) PR_SET_PDEATHSIG; it runs after the
+    set-uid of `-u`, which would clear it. None where there is no prctl."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def child() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # it died before the prctl: too late to be told
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return child
 
 
 def _as_user(user: str, env: dict[str, str]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from vimage.ctl import names, ops, paths, protocol, sockops
+from vimage.ctl import names, ops, paths, procs, protocol, sockops
 from vimage.ctl.protocol import (
     BAD_REQUEST,
     BUSY,
@@ -101,6 +101,8 @@ class Daemon:
         self._sessions: set[Session] = set()
         self._refusing = 0
         self._doorbells: dict[int, tuple[socket.socket, Vnet]] = {}
+        # doorbell -> (inode of the channel's other end, pid of the process that asked for it)
+        self._channel_ends: dict[socket.socket, tuple[int, int]] = {}
         self._pending: list[tuple[str, Any]] = []  # work for the selector thread
         self._stopper: Session | None = None
         self._stopping = False
@@ -203,9 +205,13 @@ class Daemon:
                 self._doorbells[sock.fileno()] = (sock, vnet)
                 self._selector.register(sock, selectors.EVENT_READ, ("bell", vnet))
             elif what == "retire":
+                ends = []
                 for fd, (sock, vnet) in list(self._doorbells.items()):
                     if not vnet.alive:
+                        ends.append(self._channel_ends.get(sock, (0, 0)))
                         self._close_doorbell(fd, sock)
+                # the vnet's processes go with it, as with jail -r
+                procs.kill_holders([e for e, _ in ends if e], spare=[p for _, p in ends])
 
     def _shutdown(self) -> None:
         log().info("stopping")
@@ -433,9 +439,14 @@ class Daemon:
                               "no longer exists")
         return session.scope
 
-    def add_doorbell(self, sock: socket.socket, vnet: Vnet) -> None:
+    def add_doorbell(self, sock: socket.socket, vnet: Vnet, end: int = 0, asker: int = 0
+                     ) -> None:
+        """Answer connections rung on `sock` in `vnet`. `end` is the inode of the channel's
+        other end, which the vnet's processes hold, and `asker` the pid of the `vimage
+        exec` that starts them: destroying the vnet kills the first, not the second."""
         sock.setblocking(False)
         with self._lock:
+            self._channel_ends[sock] = (end, asker)
             self._pending.append(("bell", (sock, vnet)))
         self._wake()
 
@@ -447,6 +458,7 @@ class Daemon:
             elif names.within(ifp.vnet, vnet) and original not in ifp.vnet.ifaces:
                 self.rename(ifp, original)  # so it can go home under the name it had there
         self.kernel.destroy(vnet)
+        self.sockets.vnets_destroyed()  # wake the processes blocked on their sockets
         for dead in [v for v in self.meta if not v.alive]:
             del self.meta[dead]
         with self._lock:
@@ -487,6 +499,8 @@ class Daemon:
 
     def _close_doorbell(self, fd: int, sock: socket.socket) -> None:
         self._doorbells.pop(fd, None)
+        with self._lock:
+            self._channel_ends.pop(sock, None)
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(sock)
         sock.close()

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from vimage.ctl import names, policy
+from vimage.ctl import names, policy, procs
 from vimage.ctl.protocol import (
     BAD_REQUEST,
     BAD_VERSION,
@@ -277,7 +277,7 @@ def op_exec(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
         scope = d.live_scope(s)
         target = names.lookup(d.kernel, scope, rel)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        d.add_doorbell(ours, target)
+        d.add_doorbell(ours, target, os.fstat(theirs.fileno()).st_ino, procs.peer_pid(s.conn))
     req.out_fds.append(theirs.detach())
     return {"vnet": target.display_name}
 

@@ -15,19 +15,24 @@ On the wire between the process and the daemon:
   each side when the other does;
 - a datagram socket's pair (SOCK_DGRAM) carries one message per datagram, headed by
   `DGRAM_HEADER` (kind, IPv4 address, port): kind 0 is data (to or from that
-  address; 0.0.0.0:0 means the connected peer), kind 1 an error for the next
-  receive (errno in the port field);
+  address; 0.0.0.0:0 means the connected peer), kind 1 an error (errno in the port
+  field) that the relay reports without waiting (dropped if the pair is full) and the
+  process raises on its next receive, or its next send when nothing is queued before it;
 - a listening socket's pair carries one byte per connection waiting for accept().
+When the socket's vnet is destroyed the daemon closes its ends: a datagram socket's calls
+then fail with ENETDOWN, a stream sees the end of its connection.
 Names are resolved by the daemon in the vnet (its hosts table).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import select
 import socket as _socket
 import struct
+import termios
 import threading
 from typing import Any
 
@@ -213,14 +218,14 @@ def make_socket_class(channel: Channel, real: type) -> type:
             host, port = _addr(address)
             packed = channel.request("sock.resolve", host=host)["addr"] if not _is_ip(host) \
                 else host
-            head = DGRAM_HEADER.pack(DGRAM_DATA, _socket.inet_aton(packed), port)
-            real.send(self, head + bytes(data), flags)
+            self._send_dgram(DGRAM_HEADER.pack(DGRAM_DATA, _socket.inet_aton(packed), port),
+                             data, flags)
             return len(data)
 
         def send(self, data: Any, flags: int = 0) -> int:
             if not self._dgram():
                 return real.send(self, data, flags)
-            real.send(self, DGRAM_HEADER.pack(DGRAM_DATA, b"\0\0\0\0", 0) + bytes(data), flags)
+            self._send_dgram(DGRAM_HEADER.pack(DGRAM_DATA, b"\0\0\0\0", 0), data, flags)
             return len(data)
 
         def sendall(self, data: Any, flags: int = 0) -> None:
@@ -229,8 +234,35 @@ def make_socket_class(channel: Channel, real: type) -> type:
             self.send(data, flags)
             return None
 
+        def _send_dgram(self, head: bytes, data: Any, flags: int) -> None:
+            self._take_error()
+            try:
+                real.send(self, head + bytes(data), flags)
+            except (BrokenPipeError, ConnectionResetError):
+                raise _gone() from None
+
+        def _take_error(self) -> None:
+            """Raise the error the relay reported for an earlier datagram, if it heads the
+            queue: a send returns a socket's pending error (so_error) as a kernel's does.
+            Never a wait: FIONREAD says whether anything is queued (cheaper than a
+            failing MSG_DONTWAIT peek), then a peek at the head."""
+            queued = bytearray(4)
+            fcntl.ioctl(self.fileno(), termios.FIONREAD, queued)
+            if queued == b"\0\0\0\0":
+                return
+            try:
+                head = real.recv(self, DGRAM_HEADER.size, _socket.MSG_PEEK | _socket.MSG_DONTWAIT)
+            except BlockingIOError:  # another thread took it
+                return
+            if len(head) == DGRAM_HEADER.size and head[0] == DGRAM_ERROR:
+                real.recv(self, DGRAM_HEADER.size, _socket.MSG_DONTWAIT)  # taken: cleared
+                err = DGRAM_HEADER.unpack(head)[2]
+                raise OSError(err, os.strerror(err))
+
         def _recv_dgram(self, bufsize: int, flags: int) -> tuple[bytes, tuple[str, int]]:
             message = real.recv(self, max(bufsize, 0) + DGRAM_HEADER.size, flags)
+            if not message:  # the daemon closed its end: the vnet (or the daemon) is gone
+                raise _gone()
             kind, raw, port = DGRAM_HEADER.unpack_from(message)
             if kind == DGRAM_ERROR:
                 raise OSError(port, os.strerror(port))
@@ -261,6 +293,10 @@ def make_socket_class(channel: Channel, real: type) -> type:
 
     setattr(socket, ORIGINAL, real)
     return socket
+
+
+def _gone() -> OSError:
+    return OSError(errno.ENETDOWN, "vimage: the vnet of this socket (or the daemon) has gone")
 
 
 def _is_ip(host: str) -> bool:

@@ -56,10 +56,16 @@ class Relayed:
         self.connecting: asyncio.Task[Any] | None = None
 
     def close(self) -> None:
+        self.cancel()
+        self.release()
+
+    def cancel(self) -> None:
         for task in self.tasks:
             task.cancel()
         if self.connecting is not None:
             self.connecting.cancel()
+
+    def release(self) -> None:
         for conn, _ in self.pending:
             conn.close()
         self.pending.clear()
@@ -125,6 +131,27 @@ class SocketTable:
         if table:
             self.relay.run(_close_all(list(table.values())))
 
+    def vnets_destroyed(self) -> None:
+        """Close the sockets whose vnet is gone, so the processes blocked on them wake up
+        with an error instead of waiting forever (as a jail's sockets go with it). Safe
+        with the kernel lock held: it only schedules the work on the relay loop."""
+        with self._lock:
+            relay = self._relay
+        if relay is not None:
+            relay.loop.call_soon_threadsafe(self._close_dead)
+
+    def _close_dead(self) -> None:
+        dead = []
+        for table in list(self.by_session.values()):
+            for sid, rel in list(table.items()):
+                if not rel.vnet.alive:
+                    table.pop(sid, None)
+                    rel.cancel()
+                    dead.append(rel)
+        # the descriptors close after the cancelled tasks have let go of them (their
+        # clean-up callbacks are already queued): the daemon's ends close, the process wakes
+        asyncio.get_running_loop().call_soon(_release_all, dead)
+
     def close(self) -> None:
         with self._lock:
             relay, self._relay = self._relay, None
@@ -133,6 +160,11 @@ class SocketTable:
             self.by_session.clear()
             relay.run(_close_all([r for t in tables for r in t.values()]))
             relay.stop()
+
+
+def _release_all(rels: list[Relayed]) -> None:
+    for rel in rels:
+        rel.release()
 
 
 async def _close_all(rels: list[Relayed]) -> None:
@@ -197,12 +229,17 @@ async def _dgram_out(rel: Relayed) -> None:
             else:
                 rel.vsock.sendto(data, (socket.inet_ntoa(raw), port))
         except OSError as exc:
-            await _dgram_error(rel, exc.errno or errno.EIO)
+            _dgram_error(rel, exc.errno or errno.EIO)
 
 
-async def _dgram_error(rel: Relayed, err: int) -> None:
-    await asyncio.get_running_loop().sock_sendall(
-        rel.ours, DGRAM_HEADER.pack(DGRAM_ERROR, b"\0\0\0\0", err))
+def _dgram_error(rel: Relayed, err: int) -> None:
+    """Report a send's error to the process, asynchronously as a kernel reports a datagram
+    socket's so_error (FreeBSD udp_send / Linux sk_err): the process takes it on its next
+    send or receive. It never waits for the process to read: when the pair is full the
+    report is dropped, as a full socket drops a datagram, so a program that only sends
+    cannot stall the relay (and, with it, itself)."""
+    with contextlib.suppress(OSError):  # full (BlockingIOError), or the process has gone
+        rel.ours.send(DGRAM_HEADER.pack(DGRAM_ERROR, b"\0\0\0\0", err))
 
 
 async def _dgram_in(rel: Relayed) -> None:
@@ -213,10 +250,10 @@ async def _dgram_in(rel: Relayed) -> None:
         except OSError as exc:
             if exc.errno in (errno.EBADF, None):
                 return
-            await _dgram_error(rel, exc.errno)
+            _dgram_error(rel, exc.errno)
             continue
         head = DGRAM_HEADER.pack(DGRAM_DATA, socket.inet_aton(host), port)
-        with contextlib.suppress(BlockingIOError):  # a full pair drops, as a full socket does
+        with contextlib.suppress(OSError):  # a full pair drops, as a full socket does (or: gone)
             rel.ours.send(head + data)
 
 
