@@ -653,7 +653,7 @@ def test_syn_in_established_gets_a_challenge_ack():
 
 
 def test_challenge_acks_are_rate_limited():
-    w = Wire(ack_war_maxcnt=3)
+    w = Wire(ack_war_cnt=3)
     c = passive_open(w)
     for i in range(10):
         c.send("R", seq=c.snd + 10 + i)

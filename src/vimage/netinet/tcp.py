@@ -101,8 +101,10 @@ SYSCTLS: tuple[Oid, ...] = (
         1024, 2**26),
     Oid("net.inet.tcp.blackhole", "tcp", "blackhole",
         "Do not send RST on segments to closed ports", 0, 1),
-    Oid("net.inet.tcp.ack_war_maxcnt", "tcp", "challenge_limit",
-        "Challenge ACKs sent per connection per second", 0, 10_000),
+    Oid("net.inet.tcp.ack_war_timewindow", "tcp", "ack_war_timewindow",
+        "Time window (ms) of the ACK war limit (0: no limit)", 0, 2**31 - 1),
+    Oid("net.inet.tcp.ack_war_cnt", "tcp", "ack_war_cnt",
+        "ACKs answering unacceptable segments per time window (0: no limit)", 0, 2**31 - 1),
     Oid("net.inet.tcp.path_mtu_discovery", "tcp", "path_mtu_discovery",
         "Enable Path MTU Discovery (DF on every segment, RFC 1191)", 0, 1),
 )
@@ -157,6 +159,7 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
     ("sack_send_blocks", "{} SACK options (SACK blocks) sent"),
     ("fastrexmit", "{} fast retransmits"),
     ("challenge_acks", "{} challenge ACKs sent"),
+    ("ack_war_drops", "{} ACKs to unacceptable segments not sent (ACK war limit)"),
     ("cookiessent", "{} cookies sent"),
     ("cookiesrcvd", "{} cookies received"),
     ("resets_sent", "{} resets sent"),
@@ -194,10 +197,10 @@ class Tcb:
     __slots__ = (
         "_sock",
         "accept_q",
+        "ack_war_count",
+        "ack_war_end",
         "backlog",
         "cc",
-        "challenge_count",
-        "challenge_second",
         "delack_due",
         "dsack",
         "dupacks",
@@ -328,8 +331,8 @@ class Tcb:
         self.t_delack: Timer | None = None
         self.delack_due = 0  # when the delayed ACK is due (its timer may fire early)
         self.t_keep: Timer | None = None
-        self.challenge_second = -1
-        self.challenge_count = 0
+        self.ack_war_end = 0  # when the current ACK war window ends (ns)
+        self.ack_war_count = 0  # ACKs sent to unacceptable segments in that window
 
     # -- helpers ----------------------------------------------------------------------------------
     @property
@@ -409,7 +412,8 @@ class Tcb:
 class TcpState:
     """Per-vnet TCP: tunables, counters, listeners and connections."""
 
-    __slots__ = ("blackhole", "cc_algorithm", "challenge_limit", "conns", "delacktime",
+    __slots__ = ("ack_war_cnt", "ack_war_timewindow", "blackhole", "cc_algorithm", "conns",
+                 "delacktime",
                  "delayed_ack", "finwait2_timeout", "keepcnt", "keepidle", "keepinit",
                  "keepintvl", "listeners", "msl", "mssdflt", "path_mtu_discovery",
                  "rcvbuf_max", "recvspace", "rexmit_initial", "rexmit_min", "rexmit_slop",
@@ -442,7 +446,8 @@ class TcpState:
         self.recvspace = 65536
         self.rcvbuf_max = 2**24
         self.blackhole = 0
-        self.challenge_limit = 5
+        self.ack_war_timewindow = 1000  # FreeBSD's defaults: 5 ACKs per second
+        self.ack_war_cnt = 5
         self.path_mtu_discovery = 1
         self.secret = vnet.kernel.rng.getrandbits(128).to_bytes(16, "big")
 
@@ -937,7 +942,7 @@ class TcpState:
         if (tcb.ts_ok and ts is not None and not flags & RST
                 and _lt(ts[0], tcb.ts_recent) and tcb.state != SYN_RECEIVED):
             st.rcvduppack += 1
-            self.ack_now(tcb)
+            self.drop_after_ack(tcb)
             return
         # 1. sequence number acceptability (RFC 9293 table)
         seglen = len(data) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
@@ -964,7 +969,9 @@ class TcpState:
                 st.rcvpackafterwin += 1
                 if wnd == 0 and seq == rcv_nxt:
                     st.rcvwinprobe += 1
-            self.ack_now(tcb)
+                    self.ack_now(tcb)  # a window probe is always answered (tcp_input.c)
+                    return
+            self.drop_after_ack(tcb)
             return
         # 2. RST (RFC 5961 §3)
         if flags & RST:
@@ -1031,15 +1038,37 @@ class TcpState:
         if tcb.state != CLOSED:
             self.output(tcb)
 
+    def ack_war_check(self, tcb: Tcb) -> bool:
+        """May an ACK answer an unacceptable segment? (FreeBSD's tcp_ack_war_check)
+
+        Every such ACK, challenge ACKs (RFC 5961 §3-5) included, counts against one
+        allowance of `ack_war_cnt` ACKs per `ack_war_timewindow` ms and connection; a
+        window starts with the first ACK after the previous one ended. Without it two
+        ends that disagree on the sequence space (one spoofed segment is enough) ACK
+        each other's ACKs for ever.
+        """
+        if not self.ack_war_timewindow or not self.ack_war_cnt:
+            return True
+        now = tcb.now()
+        if now >= tcb.ack_war_end:
+            tcb.ack_war_end = now + self.ack_war_timewindow * MS
+            tcb.ack_war_count = 0
+        if tcb.ack_war_count < self.ack_war_cnt:
+            tcb.ack_war_count += 1
+            return True
+        self.stats.ack_war_drops += 1
+        return False
+
+    def drop_after_ack(self, tcb: Tcb) -> None:
+        """Drop the segment, answering with an ACK if the ACK war limit allows
+        (RFC 9293 §3.10.7.4 "send an acknowledgment ... drop", FreeBSD's dropafterack)."""
+        if self.ack_war_check(tcb):
+            self.ack_now(tcb)
+
     def challenge_ack(self, tcb: Tcb) -> None:
-        second = tcb.now() // NS_PER_S
-        if second != tcb.challenge_second:
-            tcb.challenge_second, tcb.challenge_count = second, 0
-        tcb.challenge_count += 1
-        if self.challenge_limit and tcb.challenge_count > self.challenge_limit:
-            return
-        self.stats.challenge_acks += 1
-        self.ack_now(tcb)
+        if self.ack_war_check(tcb):
+            self.stats.challenge_acks += 1
+            self.ack_now(tcb)
 
     def ack_now(self, tcb: Tcb) -> None:
         if tcb.state in (CLOSED, LISTEN, SYN_SENT):
@@ -1050,9 +1079,9 @@ class TcpState:
     def process_ack(self, tcb: Tcb, seg: wtcp.TcpRepr, seq: int) -> bool:
         st = self.stats
         ack = seg.ack
-        if _lt(tcb.snd_max, ack):
+        if _lt(tcb.snd_max, ack):  # RFC 9293 §3.10.7.4, RFC 5961 §5.2: ACK once, drop
             st.rcvacktoomuch += 1
-            self.ack_now(tcb)
+            self.drop_after_ack(tcb)
             return False
         if _lt(ack, (tcb.snd_una - tcb.snd_wnd - 1) & MASK if tcb.snd_wnd else tcb.snd_una) \
                 and _lt(ack, tcb.snd_una) and (tcb.snd_una - ack) & MASK > 65535 * 4:
