@@ -163,3 +163,112 @@ def test_a_raw_socket_in_a_third_vnet_cannot_stall_a_bystander_pair(guard):
     p.k.run(0.01)
     assert u2.recvfrom(10)[0] == b"ping"
     assert not guard["tripped"]
+
+
+# -- 3. the out-of-order queue ----------------------------------------------------------------
+
+
+def record_acks(monkeypatch: pytest.MonkeyPatch, tcp: tcpmod.TcpState) -> list[Any]:
+    """The SACK blocks of every segment `tcp` sends, as send_segment got them."""
+    log: list[Any] = []
+    original = tcpmod.TcpState.send_segment
+
+    def recording(self: Any, tcb: Any, seq: int, flags: int, data: bytes, *args: Any,
+                  **kwargs: Any) -> None:
+        if self is tcp:
+            log.append(kwargs.get("sack", ()))
+        original(self, tcb, seq, flags, data, *args, **kwargs)
+
+    monkeypatch.setattr(tcpmod.TcpState, "send_segment", recording)
+    return log
+
+
+def test_out_of_order_blocks_are_capped_as_freebsd():
+    p = Pair()
+    tb = p.conn.tcb
+    base = tb.rcv_nxt
+    limit = min(tb.rcv_space // tb.mss + 1, 100)  # FreeBSD: min(sb_hiwat / maxseg + 1, 100)
+    for i in range(200):  # one-byte segments, each a block of its own
+        p.inject_to_b(base + 1 + 2 * i, tb.snd_nxt, data=b"x")
+    assert len(tb.ooo) == limit
+    assert p.b.tcp.stats.rcvreassfull == 200 - limit
+    assert p.b.tcp.stats.rcvoopack == 200
+    # a segment that joins a block held is still taken; the hole fills everything up
+    p.inject_to_b(base + 2, tb.snd_nxt, data=b"y")
+    assert len(tb.ooo) == limit - 1
+    p.inject_to_b(base, tb.snd_nxt, data=b"z")
+    p.k.run(0.1)
+    assert p.conn.recv(1000) == b"zxyx"  # up to the next hole, at base + 4
+    assert len(tb.ooo) == limit - 2 and tb.ooo_bytes == limit - 2
+
+
+def test_maxqueuelen_sysctl_lowers_the_cap():
+    p = Pair()
+    p.b.sysctl("net.inet.tcp.reass.maxqueuelen", 10)
+    tb = p.conn.tcb
+    for i in range(30):
+        p.inject_to_b(tb.rcv_nxt + 100 * (i + 1), tb.snd_nxt, data=b"q" * 10)
+    assert len(tb.ooo) == 10 and p.b.tcp.stats.rcvreassfull == 20
+    assert "discarded due to full reassembly queue" in p.b.cmd("netstat -s -p tcp").output
+
+
+def test_adjacent_out_of_order_segments_coalesce_and_are_not_capped():
+    p = Pair()
+    tb = p.conn.tcb
+    base = tb.rcv_nxt
+    stream = bytes(range(256)) * 4
+    for i in range(1, 1024):  # in reverse: every segment extends the block to the front
+        p.inject_to_b(base + 1024 - i, tb.snd_nxt, data=stream[1024 - i:1025 - i])
+    assert len(tb.ooo) == 1 and p.b.tcp.stats.rcvreassfull == 0
+    assert tb.ooo_bytes == 1023
+    p.inject_to_b(base, tb.snd_nxt, data=stream[:1])
+    p.k.run(0.1)
+    assert p.conn.recv(4096) == stream
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_out_of_order_segments_reassemble_and_sack_correctly(monkeypatch, seed):
+    import random
+
+    p = Pair()
+    p.b.sysctl("net.inet.tcp.reass.maxqueuelen", 100_000)
+    p.conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    tb = p.conn.tcb
+    acks = record_acks(monkeypatch, p.b.tcp)
+    base = tb.rcv_nxt
+    size = 3000
+    stream = bytes((i * 7 + 3) % 251 for i in range(size))
+    rng = random.Random(seed)
+    have: set[int] = set()
+    for _ in range(400):
+        start = rng.randrange(1, size - 1)
+        end = min(size, start + rng.randrange(1, 60))
+        acks.clear()
+        p.inject_to_b(base + start, tb.snd_nxt, data=stream[start:end])
+        have.update(range(start, end))
+        assert len(acks) == 1
+        blocks = [((left - base) & MASK, (right - base) & MASK) for left, right in acks[0]]
+        assert 1 <= len(blocks) <= 4
+        for i, (left, right) in enumerate(blocks):
+            assert left < right and all(k in have for k in range(left, right))
+            if i or (left - 1 not in have and right not in have):
+                continue
+            assert i == 0  # only a leading D-SACK block may be a part of a run
+        runs = [b for b in blocks if b[0] - 1 not in have and b[1] not in have]
+        assert any(left <= start < right for left, right in runs[:2])  # RFC 2018 §4
+        # the queue itself: sorted, disjoint, not touching, the bytes of the stream
+        offs = [(s - base) & MASK for s in tb.ooo]
+        assert offs == sorted(offs)
+        for s, d in zip(offs, tb.ooo_data, strict=True):
+            assert bytes(d) == stream[s:s + len(d)]
+        for (s1, d1), s2 in zip(zip(offs, tb.ooo_data, strict=True), offs[1:], strict=False):
+            assert s1 + len(d1) < s2
+        assert tb.ooo_bytes == len(have)
+    assert p.b.tcp.stats.rcvreassfull == 0
+    p.inject_to_b(base, tb.snd_nxt, data=stream[:1])
+    have.add(0)
+    contiguous = 0
+    while contiguous in have:
+        contiguous += 1
+    p.k.run(0.1)
+    assert p.conn.recv(size) == stream[:contiguous]

@@ -16,6 +16,7 @@ them in sequence space.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import hashlib
@@ -105,6 +106,8 @@ SYSCTLS: tuple[Oid, ...] = (
         "Time window (ms) of the ACK war limit (0: no limit)", 0, 2**31 - 1),
     Oid("net.inet.tcp.ack_war_cnt", "tcp", "ack_war_cnt",
         "ACKs answering unacceptable segments per time window (0: no limit)", 0, 2**31 - 1),
+    Oid("net.inet.tcp.reass.maxqueuelen", "tcp", "reass_maxqueuelen",
+        "Maximum number of TCP segments per reassembly queue", 0, 2**31 - 1),
     Oid("net.inet.tcp.path_mtu_discovery", "tcp", "path_mtu_discovery",
         "Enable Path MTU Discovery (DF on every segment, RFC 1191)", 0, 1),
 )
@@ -130,6 +133,7 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
     ("rcvoopack", "\t{} out-of-order packets"),
     ("rcvoobyte", "\t\t{} out-of-order bytes"),
     ("rcvpackafterwin", "\t{} packets of data after window"),
+    ("rcvreassfull", "\t{} discarded due to full reassembly queue"),
     ("rcvwinprobe", "\t{} window probes"),
     ("rcvwinupd", "\t{} window update packets"),
     ("rcvafterclose", "\t{} packets received after close"),
@@ -223,6 +227,8 @@ class Tcb:
         "mss",
         "nodelay",
         "ooo",
+        "ooo_bytes",
+        "ooo_data",
         "peer_mss",
         "rcv_adv",
         "rcv_buf",
@@ -291,7 +297,11 @@ class Tcb:
         self.rcv_space = tcp.recvspace
         self.rcv_buf = bytearray()
         self.rcv_nxt = self.rcv_adv = 0
-        self.ooo: list[tuple[int, bytes]] = []  # out-of-order segments, sorted by seq
+        # the out-of-order queue: contiguous blocks that neither overlap nor touch, sorted
+        # in sequence space from RCV.NXT (FreeBSD's coalesced tseg_qent entries)
+        self.ooo: list[int] = []  # their starts
+        self.ooo_data: list[bytearray] = []
+        self.ooo_bytes = 0
         self.sacked: list[tuple[int, int]] = []  # peer's SACK scoreboard, merged blocks
         self.sack_last = 0  # sequence number of the out-of-order segment queued last
         self.dsack: tuple[int, int] | None = None  # a duplicate to report (RFC 2883)
@@ -412,13 +422,13 @@ class Tcb:
 class TcpState:
     """Per-vnet TCP: tunables, counters, listeners and connections."""
 
-    __slots__ = ("ack_war_cnt", "ack_war_timewindow", "blackhole", "cc_algorithm", "conns",
-                 "delacktime",
-                 "delayed_ack", "finwait2_timeout", "keepcnt", "keepidle", "keepinit",
-                 "keepintvl", "listeners", "msl", "mssdflt", "path_mtu_discovery",
-                 "rcvbuf_max", "recvspace", "rexmit_initial", "rexmit_min", "rexmit_slop",
-                 "rfc1323", "rst_on_sock_fail", "sack_enable", "secret", "sendspace", "stats",
-                 "syncookies", "vnet")
+    __slots__ = (
+        "ack_war_cnt", "ack_war_timewindow", "blackhole", "cc_algorithm", "conns", "delacktime",
+        "delayed_ack", "finwait2_timeout", "keepcnt", "keepidle", "keepinit", "keepintvl",
+        "listeners", "msl", "mssdflt", "path_mtu_discovery", "rcvbuf_max", "reass_maxqueuelen",
+        "recvspace", "rexmit_initial", "rexmit_min", "rexmit_slop", "rfc1323", "rst_on_sock_fail",
+        "sack_enable", "secret", "sendspace", "stats", "syncookies", "vnet"
+    )
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
@@ -449,6 +459,7 @@ class TcpState:
         self.ack_war_timewindow = 1000  # FreeBSD's defaults: 5 ACKs per second
         self.ack_war_cnt = 5
         self.path_mtu_discovery = 1
+        self.reass_maxqueuelen = 100  # FreeBSD's default (tcp_reass.c)
         self.secret = vnet.kernel.rng.getrandbits(128).to_bytes(16, "big")
 
     # -- the table --------------------------------------------------------------------------------
@@ -1300,68 +1311,150 @@ class TcpState:
             self.ack_now(tcb)  # a gap: duplicate ACK with SACK blocks
 
     def _queue_ooo(self, tcb: Tcb, seq: int, data: bytes) -> None:
-        end = (seq + len(data)) & MASK
-        total = 0
-        for qseq, qdata in tcb.ooo:
-            total += len(qdata)
-            qend = (qseq + len(qdata)) & MASK
-            if _lt(seq, qend) and _lt(qseq, end):  # overlaps data already held
-                if tcb.sack_ok and tcb.dsack is None:
-                    tcb.dsack = (seq if _lt(qseq, seq) else qseq, end if _lt(end, qend) else qend)
-                if _leq(qseq, seq) and _leq(end, qend):
-                    tcb.sack_last = qseq
-                    return  # nothing new
-        if total + len(data) > tcb.rcv_space:
-            return
-        tcb.ooo.append((seq, data))
-        tcb.ooo.sort(key=lambda item: _diff(item[0], tcb.rcv_nxt))
+        """Hold data that came ahead of a hole (FreeBSD tcp_reass).
+
+        Blocks are found by bisection on their offsets from RCV.NXT, and a segment that
+        overlaps or touches blocks is merged with them (the data already held wins), so
+        a segment costs O(log n) plus the bytes it moves, never a pass over the queue.
+        As FreeBSD's tcp_reass (12 and later), a segment that joins no block may start
+        a new one only while there are fewer than min(recvspace / MSS + 1,
+        `net.inet.tcp.reass.maxqueuelen`) blocks, and all the data held stays within the
+        receive buffer; other segments are dropped (rcvreassfull). The segment at
+        RCV.NXT never waits here.
+        """
+        starts, blocks = tcb.ooo, tcb.ooo_data
+        rcv = tcb.rcv_nxt
+
+        def key(s: int) -> int:
+            return (s - rcv) & MASK
+
+        lo = key(seq)
+        hi = lo + len(data)
+        first = bisect.bisect_left(starts, lo, key=key)  # blocks from `first` start >= lo
+        if first and key(starts[first - 1]) + len(blocks[first - 1]) >= lo:
+            first -= 1  # the block before overlaps or touches the segment
+        last = bisect.bisect_right(starts, hi, key=key)  # blocks before `last` start <= hi
+        if first == last:  # a new block of its own
+            if self._ooo_full(tcb, len(data), True):
+                return
+            starts.insert(first, seq)
+            blocks.insert(first, bytearray(data))
+            tcb.ooo_bytes += len(data)
+        else:
+            if self._ooo_merge(tcb, first, last, lo, hi):
+                return  # nothing new
+            if self._ooo_full(tcb, len(data), False):
+                return
+            self._ooo_join(tcb, first, last, seq, lo, data)
         tcb.sack_last = seq
 
+    def _ooo_full(self, tcb: Tcb, length: int, new_block: bool) -> bool:
+        """No room for `length` more bytes, or for one more block if `new_block`: count
+        the drop (FreeBSD tcps_rcvreassfull)."""
+        limit = min(tcb.rcv_space // tcb.mss + 1, self.reass_maxqueuelen)
+        if (new_block and len(tcb.ooo) >= limit) or tcb.ooo_bytes + length > tcb.rcv_space:
+            self.stats.rcvreassfull += 1
+            return True
+        return False
+
+    def _ooo_merge(self, tcb: Tcb, first: int, last: int, lo: int, hi: int) -> bool:
+        """Note the duplicate part of a segment that meets blocks `first`..`last - 1`
+        (D-SACK, RFC 2883); True if one block already holds all of it."""
+        rcv = tcb.rcv_nxt
+        for i in range(first, last):
+            qlo = (tcb.ooo[i] - rcv) & MASK
+            qhi = qlo + len(tcb.ooo_data[i])
+            if lo < qhi and qlo < hi:  # overlaps (not only touches) data already held
+                if tcb.sack_ok and tcb.dsack is None:
+                    tcb.dsack = ((rcv + max(lo, qlo)) & MASK, (rcv + min(hi, qhi)) & MASK)
+                if qlo <= lo and hi <= qhi:
+                    tcb.sack_last = tcb.ooo[i]
+                    return True
+        return False
+
+    def _ooo_join(self, tcb: Tcb, first: int, last: int, seq: int, lo: int,
+                  data: bytes) -> None:
+        """Merge a segment with blocks `first`..`last - 1` into one block: the first
+        block grows in place when the segment does not start before it."""
+        starts, blocks = tcb.ooo, tcb.ooo_data
+        rcv = tcb.rcv_nxt
+        held = sum(len(blocks[i]) for i in range(first, last))  # before blocks[first] grows
+        head = (starts[first] - rcv) & MASK
+        if lo < head:  # the segment starts the block
+            buf = bytearray(data[:head - lo])
+            start, pos = seq, lo
+        else:
+            buf = blocks[first]
+            start, pos = starts[first], head
+        for i in range(first, last):
+            qlo = (starts[i] - rcv) & MASK
+            end = pos + len(buf)
+            if qlo > end:  # a gap between blocks: the segment fills it
+                buf += data[end - lo:qlo - lo]
+            block = blocks[i]
+            if block is not buf:
+                buf += block
+        tail = pos + len(buf)
+        if lo + len(data) > tail:
+            buf += data[tail - lo:]
+        tcb.ooo_bytes += len(buf) - held
+        starts[first:last] = [start]
+        blocks[first:last] = [buf]
+
     def _drain_ooo(self, tcb: Tcb) -> None:
-        keep = []
-        for seq, data in tcb.ooo:
-            offset = _diff(tcb.rcv_nxt, seq)
-            if offset >= len(data):
-                continue  # entirely old now
-            if offset >= 0:
-                tcb.rcv_buf += data[offset:]
-                tcb.rcv_nxt = (tcb.rcv_nxt + len(data) - offset) & MASK
-            else:
-                keep.append((seq, data))
-        tcb.ooo = keep
+        """RCV.NXT moved: blocks it reached go to the receive buffer."""
+        starts, blocks = tcb.ooo, tcb.ooo_data
+        n = 0
+        while n < len(starts) and _leq(starts[n], tcb.rcv_nxt):
+            block = blocks[n]
+            offset = (tcb.rcv_nxt - starts[n]) & MASK
+            if offset < len(block):
+                tcb.rcv_buf += block[offset:]
+                tcb.rcv_nxt = (tcb.rcv_nxt + len(block) - offset) & MASK
+            tcb.ooo_bytes -= len(block)
+            n += 1
+        if n:
+            del starts[:n], blocks[:n]
+
+    def _ooo_find(self, tcb: Tcb, left: int, right: int) -> int | None:
+        """The index of the block holding [left, right), if one does."""
+        rcv = tcb.rcv_nxt
+        lo, hi = (left - rcv) & MASK, (right - rcv) & MASK
+        i = bisect.bisect_right(tcb.ooo, lo, key=lambda s: (s - rcv) & MASK) - 1
+        if i >= 0 and hi <= ((tcb.ooo[i] - rcv) & MASK) + len(tcb.ooo_data[i]) and lo <= hi:
+            return i
+        return None
 
     def sack_blocks(self, tcb: Tcb) -> tuple[tuple[int, int], ...]:
         """The SACK blocks of the next ACK (RFC 2018 §4, RFC 2883).
 
         A duplicate to report comes first (D-SACK), then the block that holds it if it
         was out-of-order data, then the block of the segment that arrived last, then the
-        others; build() keeps what fits beside the other options (3 with timestamps).
+        others from the highest down; build() keeps what fits beside the other options
+        (3 with timestamps). At most 4 blocks: the cost does not grow with the queue.
         """
         if not tcb.sack_ok:
             return ()
         dsack = tcb.dsack
         tcb.dsack = None
-        if not tcb.ooo:
+        starts = tcb.ooo
+        if not starts:
             return (dsack,) if dsack is not None else ()
-        blocks: list[tuple[int, int]] = []
-        for seq, data in tcb.ooo:
-            end = (seq + len(data)) & MASK
-            if blocks and _leq(seq, blocks[-1][1]):
-                if _lt(blocks[-1][1], end):
-                    blocks[-1] = (blocks[-1][0], end)
-            else:
-                blocks.append((seq, end))
-        blocks.reverse()
-        # RFC 2018 §4: the first block is the one holding the segment that arrived last
-        for i, (left, right) in enumerate(blocks):
-            if _leq(left, tcb.sack_last) and _lt(tcb.sack_last, right):
-                blocks.insert(0, blocks.pop(i))
-                break
+        order: list[int] = []
         if dsack is not None:
-            for i, (left, right) in enumerate(blocks):
-                if _leq(left, dsack[0]) and _leq(dsack[1], right):
-                    blocks.insert(0, blocks.pop(i))
-                    break
+            i = self._ooo_find(tcb, *dsack)
+            if i is not None:
+                order.append(i)
+        i = self._ooo_find(tcb, tcb.sack_last, (tcb.sack_last + 1) & MASK)
+        if i is not None and i not in order:
+            order.append(i)
+        i = len(starts) - 1
+        while len(order) < 4 and i >= 0:
+            if i not in order:
+                order.append(i)
+            i -= 1
+        blocks = [(starts[i], (starts[i] + len(tcb.ooo_data[i])) & MASK) for i in order]
+        if dsack is not None:
             blocks.insert(0, dsack)
         return tuple(blocks[:4])
 
