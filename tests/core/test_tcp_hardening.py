@@ -272,3 +272,60 @@ def test_random_out_of_order_segments_reassemble_and_sack_correctly(monkeypatch,
         contiguous += 1
     p.k.run(0.1)
     assert p.conn.recv(size) == stream[:contiguous]
+
+
+# -- 11. the MSS floor ------------------------------------------------------------------------
+
+
+def inject_to_a(p: Pair, ip_packet: bytes) -> None:
+    frame = ethernet.build(p.ea.mac, p.eb.mac, 0x0800, ip_packet)
+    with p.k.sched.cond:
+        p.ea.input(frame)
+
+
+def needfrag(p: Pair, mtu: int) -> None:
+    """An ICMP "fragmentation needed" from b about the client's first unacknowledged byte."""
+    from vimage.wire import icmp as wicmp
+
+    tc = p.cli.tcb
+    quoted = ipv4.build(tc.laddr, tc.faddr, 6, wtcp.build(
+        tc.lport, tc.fport, tc.snd_una, 0, wtcp.ACK, 0, src=tc.laddr, dst=tc.faddr)[:8])
+    icmp = wicmp.build_error(wicmp.UNREACH, wicmp.UNREACH_NEEDFRAG, quoted, rest=mtu)
+    inject_to_a(p, ipv4.build(tc.faddr, tc.laddr, 1, icmp))
+
+
+@pytest.mark.parametrize(("mtu", "mss"), [(116, 216), (200, 216), (256, 216), (600, 560)])
+def test_needfrag_never_lowers_the_mss_below_minmss(mtu, mss):
+    p = Pair()
+    tc = p.cli.tcb
+    assert tc.ts_ok  # the MSS we keep is the payload: 12 bytes go to the timestamps
+    p.cli.send(b"d" * 5000)  # in flight, not acknowledged yet
+    needfrag(p, mtu)
+    assert tc.mss == mss - 12
+    assert p.a.tcp.stats.pmtud_updates == 1
+    p.k.run(1)
+    assert p.conn.recv(10000) == b"d" * 5000
+
+
+def test_minmss_sysctl_sets_the_floor():
+    p = Pair()
+    assert p.a.sysctl("net.inet.tcp.minmss") == 216
+    p.a.sysctl("net.inet.tcp.minmss", 64)
+    p.cli.send(b"d" * 3000)
+    needfrag(p, 116)
+    assert p.cli.tcb.mss == 116 - 40 - 12
+
+
+def test_a_tiny_mss_option_from_the_peer_is_raised_to_minmss():
+    p = Pair()
+    tb = p.conn.tcb
+    for offer, expect in ((48, 216), (100, 216), (300, 300)):
+        port = 2000 + offer
+        seg = wtcp.build(port, 80, 1000, 0, wtcp.SYN, 65535, src=ipv4.aton(A),
+                         dst=ipv4.aton(B), mss=offer)
+        frame = ethernet.build(p.eb.mac, p.ea.mac, 0x0800,
+                               ipv4.build(ipv4.aton(A), ipv4.aton(B), 6, seg))
+        with p.k.sched.cond:
+            p.eb.input(frame)
+        embryo = p.b.tcp.conns[(tb.laddr, 80, tb.faddr, port)]
+        assert embryo.mss == expect

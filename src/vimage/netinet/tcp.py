@@ -45,6 +45,7 @@ MASK = MOD - 1
 HALF = 1 << 31
 MS = 1_000_000  # ns per ms
 DEFAULT_MSS = 536
+TCP_MINMSS = 216  # FreeBSD's floor for a peer's MSS option and a path MTU (tcp_var.h)
 MAX_WSCALE = 14
 MAX_RTO_NS = 64 * NS_PER_S
 MAX_REXMT = 12  # retransmissions before the connection is dropped (FreeBSD TCP_MAXRXTSHIFT)
@@ -96,6 +97,7 @@ SYSCTLS: tuple[Oid, ...] = (
     Oid("net.inet.tcp.rfc1323", "tcp", "rfc1323",
         "Enable window scaling and timestamps (RFC 7323)", 0, 1),
     Oid("net.inet.tcp.mssdflt", "tcp", "mssdflt", "Default maximum segment size", 88, 65535),
+    Oid("net.inet.tcp.minmss", "tcp", "minmss", "Minimum TCP Maximum Segment Size", 64, 65535),
     Oid("net.inet.tcp.sendspace", "tcp", "sendspace", "Initial send socket buffer size",
         1024, 2**26),
     Oid("net.inet.tcp.recvspace", "tcp", "recvspace", "Initial receive socket buffer size",
@@ -425,9 +427,9 @@ class TcpState:
     __slots__ = (
         "ack_war_cnt", "ack_war_timewindow", "blackhole", "cc_algorithm", "conns", "delacktime",
         "delayed_ack", "finwait2_timeout", "keepcnt", "keepidle", "keepinit", "keepintvl",
-        "listeners", "msl", "mssdflt", "path_mtu_discovery", "rcvbuf_max", "reass_maxqueuelen",
-        "recvspace", "rexmit_initial", "rexmit_min", "rexmit_slop", "rfc1323", "rst_on_sock_fail",
-        "sack_enable", "secret", "sendspace", "stats", "syncookies", "vnet"
+        "listeners", "minmss", "msl", "mssdflt", "path_mtu_discovery", "rcvbuf_max",
+        "reass_maxqueuelen", "recvspace", "rexmit_initial", "rexmit_min", "rexmit_slop", "rfc1323",
+        "rst_on_sock_fail", "sack_enable", "secret", "sendspace", "stats", "syncookies", "vnet"
     )
 
     def __init__(self, vnet: Vnet) -> None:
@@ -452,6 +454,7 @@ class TcpState:
         self.sack_enable = 1
         self.rfc1323 = 1
         self.mssdflt = DEFAULT_MSS
+        self.minmss = TCP_MINMSS
         self.sendspace = 65536
         self.recvspace = 65536
         self.rcvbuf_max = 2**24
@@ -795,7 +798,10 @@ class TcpState:
         self._set_mss(tcb)
 
     def _set_mss(self, tcb: Tcb) -> None:
-        mss = min(tcb.peer_mss, _offer_mss(self, tcb.faddr))
+        """The MSS from the peer's offer, floored at net.inet.tcp.minmss so a tiny offer
+        cannot make us send a flood of tiny segments (FreeBSD tcp_mss_update), and our
+        own interface's MTU."""
+        mss = min(max(tcb.peer_mss, self.minmss), _offer_mss(self, tcb.faddr))
         if tcb.ts_ok:
             mss -= 12
         tcb.mss = max(mss, 64)
@@ -1781,6 +1787,8 @@ class TcpState:
         if tcb is None or not (_leq(tcb.snd_una, seq) and _lt(seq, tcb.snd_max)):
             return  # RFC 5927: the quoted sequence number must be in flight
         if type_ == wicmp.UNREACH and code == wicmp.UNREACH_NEEDFRAG and mtu:
+            # FreeBSD tcp_ctlinput: the MTU is never taken below minmss + 40 bytes of headers
+            mtu = max(mtu, self.minmss + 40)
             new_mss = mtu - 40 - (12 if tcb.ts_ok else 0)
             if 64 <= new_mss < tcb.mss:
                 tcb.mss = new_mss
