@@ -329,3 +329,99 @@ def test_a_tiny_mss_option_from_the_peer_is_raised_to_minmss():
             p.eb.input(frame)
         embryo = p.b.tcp.conns[(tb.laddr, 80, tb.faddr, port)]
         assert embryo.mss == expect
+
+
+# -- 12. the syncache -------------------------------------------------------------------------
+
+
+class Flood:
+    """A listener in b (backlog 4096); SYNs that claim to come from a's address, whose
+    SYN-ACKs a silently ignores (blackhole), as a spoofed flood's would be."""
+
+    def __init__(self, **sysctls: int) -> None:
+        self.k = Kernel(clock="virtual", seed=3)
+        self.a, self.b = self.k.create("a"), self.k.create("b")
+        self.ea, self.eb = connect(self.a, f"{A}/24", self.b, f"{B}/24")
+        self.a.sysctl("net.inet.tcp.blackhole", 1)
+        for name, value in sysctls.items():
+            self.b.sysctl(f"net.inet.tcp.{name}", value)
+        self.srv = self.b.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.srv.bind(("", 80))
+        self.srv.listen(4096)
+        self.k.run(0)
+
+    def syn(self, sport: int) -> None:
+        src, dst = ipv4.aton(A), ipv4.aton(B)
+        seg = wtcp.build(sport, 80, sport * 1000, 0, wtcp.SYN, 65535, src=src, dst=dst,
+                         mss=1460)
+        frame = ethernet.build(self.eb.mac, self.ea.mac, 0x0800, ipv4.build(src, dst, 6, seg))
+        with self.k.sched.cond:
+            self.eb.input(frame)
+
+    @property
+    def tcp(self) -> tcpmod.TcpState:
+        return self.b.tcp
+
+
+def test_a_syn_flood_keeps_bounded_short_lived_state_and_real_clients_get_in():
+    f = Flood(**{"syncache.cachelimit": 200})
+    for sport in range(1024, 4024):
+        f.syn(sport)
+    f.k.run(0.01)
+    st = f.tcp.stats
+    assert f.tcp.syncache_count <= 200 and len(f.tcp.conns) <= 200
+    assert st.sc_added + st.cookiessent + st.sc_dropped >= 3000 and st.cookiessent > 0
+    assert f.tcp.syncache_count == sum(len(v) for v in f.tcp.syncache.values())
+    # a real client during the flood
+    cli = f.a.socket(socket.AF_INET, socket.SOCK_STREAM)
+    cli.connect((B, 80))
+    conn, _ = f.srv.accept()
+    cli.sendall(b"still here")
+    f.k.run(0.1)
+    assert conn.recv(100) == b"still here"
+    # FreeBSD's lifetime: SYN-ACK at 0, 1, 3 and 7 s, dropped at 15 s
+    f.k.run(14.0)
+    assert f.tcp.syncache_count > 0
+    f.k.run(1.0)
+    assert f.tcp.syncache_count == 0 and f.tcp.syncache == {}
+    assert list(f.tcp.conns.values()) == [conn.tcb]
+    assert f.tcp.listeners[80][0].syn_q == 0
+    assert st.sc_stale > 0 and st.sc_retransmitted == 3 * st.sc_stale
+
+
+def test_a_full_bucket_loses_its_oldest_entry_then_answers_with_cookies():
+    f = Flood(**{"syncache.bucketlimit": 2})
+    tcp = f.tcp
+    la, lb = ipv4.aton(B), ipv4.aton(A)
+    same: list[int] = []
+    want = None
+    for sport in range(1024, 60000):
+        bucket = tcp.syncache_bucket((la, 80, lb, sport))
+        if want is None:
+            want = bucket
+        if bucket == want:
+            same.append(sport)
+            if len(same) == 4:
+                break
+    f.syn(same[0])
+    f.k.run(0.5)
+    f.syn(same[1])
+    f.syn(same[2])  # the bucket is full: the oldest entry goes
+    assert tcp.stats.sc_bucketoverflow == 1
+    assert [t.fport for t in tcp.syncache[want]] == [same[1], same[2]]
+    assert (la, 80, lb, same[0]) not in tcp.conns
+    f.syn(same[3])  # for a while after an overflow: cookies, no state
+    assert tcp.stats.cookiessent == 1 and tcp.syncache_count == 2
+    f.k.run(16)
+    f.syn(same[3])
+    assert tcp.syncache_count == 1
+
+
+def test_without_syncookies_a_full_cache_drops_syns():
+    f = Flood(syncookies=0, **{"syncache.cachelimit": 10})
+    for sport in range(1024, 1524):
+        f.syn(sport)
+    assert f.tcp.syncache_count <= 10
+    assert f.tcp.stats.cookiessent == 0
+    assert f.tcp.stats.sc_dropped + f.tcp.stats.sc_zonefail + \
+        f.tcp.stats.sc_bucketoverflow >= 490

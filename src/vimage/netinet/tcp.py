@@ -50,6 +50,8 @@ MAX_WSCALE = 14
 MAX_RTO_NS = 64 * NS_PER_S
 MAX_REXMT = 12  # retransmissions before the connection is dropped (FreeBSD TCP_MAXRXTSHIFT)
 MAX_SYN_REXMT = 6
+SYNCACHE_HASHSIZE = 512  # FreeBSD's default net.inet.tcp.syncache.hashsize
+SYNCOOKIE_LIFETIME_NS = 15 * NS_PER_S  # an overflowed bucket answers with cookies this long
 DUPTHRESH = 3  # RFC 5681 / RFC 6675 DupThresh
 # errors of ip output that are "soft" (FreeBSD t_softerror): the connection goes on,
 # and reports the error instead of ETIMEDOUT if it times out
@@ -91,6 +93,12 @@ SYSCTLS: tuple[Oid, ...] = (
         "FIN_WAIT_2 timeout for closed sockets (ms)", 1, 2**31 - 1),
     Oid("net.inet.tcp.syncookies", "tcp", "syncookies",
         "Use TCP SYN cookies when the SYN queue overflows", 0, 1),
+    Oid("net.inet.tcp.syncache.rexmtlimit", "tcp", "syncache_rexmtlimit",
+        "Limit on SYN/ACK retransmissions", 0, 64),
+    Oid("net.inet.tcp.syncache.bucketlimit", "tcp", "syncache_bucketlimit",
+        "Per-bucket hash limit for syncache", 1, 2**31 - 1),
+    Oid("net.inet.tcp.syncache.cachelimit", "tcp", "syncache_cachelimit",
+        "Overall entry limit for syncache", 1, 2**31 - 1),
     Oid("net.inet.tcp.syncache.rst_on_sock_fail", "tcp", "rst_on_sock_fail",
         "Send reset on socket allocation failure (a full listen queue)", 0, 1),
     Oid("net.inet.tcp.sack.enable", "tcp", "sack_enable", "Enable SACK (RFC 2018)", 0, 1),
@@ -166,6 +174,14 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
     ("fastrexmit", "{} fast retransmits"),
     ("challenge_acks", "{} challenge ACKs sent"),
     ("ack_war_drops", "{} ACKs to unacceptable segments not sent (ACK war limit)"),
+    ("sc_added", "{} syncache entries added"),
+    ("sc_retransmitted", "\t{} retransmitted"),
+    ("sc_dupsyn", "\t{} dupsyn"),
+    ("sc_dropped", "\t{} dropped"),
+    ("sc_completed", "\t{} completed"),
+    ("sc_bucketoverflow", "\t{} bucket overflow"),
+    ("sc_stale", "\t{} stale"),
+    ("sc_zonefail", "\t{} zone failures"),
     ("cookiessent", "{} cookies sent"),
     ("cookiesrcvd", "{} cookies received"),
     ("resets_sent", "{} resets sent"),
@@ -250,6 +266,7 @@ class Tcb:
         "sack_last",
         "sack_ok",
         "sacked",
+        "sc_bucket",
         "shut_wr",
         "snd_buf",
         "snd_buf_seq",
@@ -285,6 +302,7 @@ class Tcb:
         self.state = CLOSED
         self._sock: weakref.ref[TcpSocket] | None = None
         self.listener: Tcb | None = None
+        self.sc_bucket = -1  # the syncache bucket of an embryonic connection, or -1
         self.accept_q: list[Tcb] | None = None
         self.syn_q = 0
         self.backlog = 0
@@ -429,7 +447,9 @@ class TcpState:
         "delayed_ack", "finwait2_timeout", "keepcnt", "keepidle", "keepinit", "keepintvl",
         "listeners", "minmss", "msl", "mssdflt", "path_mtu_discovery", "rcvbuf_max",
         "reass_maxqueuelen", "recvspace", "rexmit_initial", "rexmit_min", "rexmit_slop", "rfc1323",
-        "rst_on_sock_fail", "sack_enable", "secret", "sendspace", "stats", "syncookies", "vnet"
+        "rst_on_sock_fail", "sack_enable", "secret", "sendspace", "stats", "syncache",
+        "syncache_bucketlimit", "syncache_cachelimit", "syncache_count", "syncache_overflow",
+        "syncache_rexmtlimit", "syncookies", "vnet"
     )
 
     def __init__(self, vnet: Vnet) -> None:
@@ -450,6 +470,14 @@ class TcpState:
         self.keepinit = 75_000
         self.finwait2_timeout = 60_000
         self.syncookies = 1
+        # the syncache (FreeBSD tcp_syncache.c): embryonic connections by hash bucket, the
+        # oldest first, and when each bucket last overflowed
+        self.syncache: dict[int, list[Tcb]] = {}
+        self.syncache_count = 0
+        self.syncache_overflow: dict[int, int] = {}
+        self.syncache_rexmtlimit = 3
+        self.syncache_bucketlimit = 30
+        self.syncache_cachelimit = SYNCACHE_HASHSIZE * 30
         self.rst_on_sock_fail = 1
         self.sack_enable = 1
         self.rfc1323 = 1
@@ -501,6 +529,8 @@ class TcpState:
             del self.conns[tcb.key]
         if tcb.listener is not None and tcb.state == SYN_RECEIVED:
             tcb.listener.syn_q -= 1
+        if tcb.sc_bucket >= 0:
+            self.syncache_remove(tcb)
         tcb.state = CLOSED
         tcb.notify()
 
@@ -535,6 +565,9 @@ class TcpState:
             tcb.state = CLOSED
         self.conns.clear()
         self.listeners.clear()
+        self.syncache.clear()
+        self.syncache_overflow.clear()
+        self.syncache_count = 0
 
     # -- output of one segment --------------------------------------------------------------------
     def send_segment(self, tcb: Tcb, seq: int, flags: int, data: bytes,
@@ -766,6 +799,13 @@ class TcpState:
             else:
                 st.listendrop += 1
             return
+        bucket = self.syncache_bucket((dst, seg.dport, src, seg.sport))
+        if not self.syncache_admit(bucket):
+            if self.syncookies:
+                self.send_cookie(listener, seg, src, dst)
+            else:
+                st.sc_dropped += 1
+            return
         tcb = Tcb(self, dst, seg.dport, src, seg.sport)
         tcb.listener = listener
         tcb.nodelay, tcb.keepalive = listener.nodelay, listener.keepalive
@@ -780,7 +820,55 @@ class TcpState:
         tcb.snd_wnd = seg.window  # unscaled in a SYN
         tcb.snd_wl1, tcb.snd_wl2 = seg.seq, tcb.iss
         self.attach(tcb)
+        tcb.sc_bucket = bucket
+        self.syncache.setdefault(bucket, []).append(tcb)
+        self.syncache_count += 1
+        st.sc_added += 1
         self.output(tcb)  # SYN-ACK, and the retransmission timer
+
+    # -- the syncache -----------------------------------------------------------------------------
+    def syncache_bucket(self, key: tuple[int, int, int, int]) -> int:
+        """A keyed hash: a flood cannot aim at the bucket of a connection it wants evicted."""
+        h = hashlib.blake2s(repr(key).encode(), key=self.secret, digest_size=4,
+                            person=b"syncache")
+        return int.from_bytes(h.digest(), "big") % SYNCACHE_HASHSIZE
+
+    def syncache_admit(self, bucket: int) -> bool:
+        """Room for one more embryonic connection in `bucket`? (FreeBSD syncache_add and
+        syncache_insert.) A full bucket loses its oldest entry (bucket overflow); a full
+        cache loses the oldest of this bucket (zone failure), and if the bucket has none
+        the SYN gets no entry. After an overflow, and with syncookies on, the bucket's
+        SYNs are answered with cookies only for SYNCOOKIE_LIFETIME: a flood keeps no
+        state and cannot evict entries for ever."""
+        now = self.vnet.kernel.sched.now_ns()
+        last = self.syncache_overflow.get(bucket)
+        if last is not None:
+            if now - last < SYNCOOKIE_LIFETIME_NS:
+                if self.syncookies:
+                    return False
+            else:
+                del self.syncache_overflow[bucket]
+        entries = self.syncache.get(bucket, ())
+        if len(entries) >= self.syncache_bucketlimit:
+            self.stats.sc_bucketoverflow += 1
+        elif self.syncache_count >= self.syncache_cachelimit:
+            self.stats.sc_zonefail += 1
+            if not entries:
+                return False
+        else:
+            return True
+        self.syncache_overflow[bucket] = now
+        self.detach(entries[0])
+        return True
+
+    def syncache_remove(self, tcb: Tcb) -> None:
+        entries = self.syncache.get(tcb.sc_bucket)
+        if entries is not None and tcb in entries:
+            entries.remove(tcb)
+            self.syncache_count -= 1
+            if not entries:
+                del self.syncache[tcb.sc_bucket]
+        tcb.sc_bucket = -1
 
     def _take_syn_options(self, tcb: Tcb, seg: wtcp.TcpRepr) -> None:
         opts = seg.options
@@ -919,6 +1007,9 @@ class TcpState:
         st.connects += 1
         tcb.cancel_main()
         tcb.rexmt_shift = 0
+        if tcb.sc_bucket >= 0:
+            st.sc_completed += 1
+            self.syncache_remove(tcb)
         listener = tcb.listener
         if listener is not None and tcb.sock is None:
             listener.syn_q -= 1
@@ -949,6 +1040,8 @@ class TcpState:
             flags &= ~SYN
         elif flags & SYN and tcb.state == SYN_RECEIVED and seq == tcb.irs and not flags & RST:
             if not flags & ACK:  # the peer's SYN again: our SYN-ACK was lost
+                if tcb.sc_bucket >= 0:
+                    st.sc_dupsyn += 1
                 self.output(tcb, force_syn=True)
                 return
             # simultaneous open: the peer's SYN-ACK; its SYN is known, its ACK is news
@@ -1833,6 +1926,12 @@ def _rexmt_timeout(tcb: Tcb) -> None:
         return
     st.rexmttimeo += 1
     tcb.rexmt_shift += 1
+    if tcb.sc_bucket >= 0:  # a syncache entry (FreeBSD syncache_timer): 1, 2, 4, 8 s
+        if tcb.rexmt_shift > tcp.syncache_rexmtlimit:
+            st.sc_stale += 1
+            tcp.detach(tcb)  # silently: the peer may never have sent the SYN
+            return
+        st.sc_retransmitted += 1
     limit = MAX_SYN_REXMT if tcb.state in (SYN_SENT, SYN_RECEIVED) else MAX_REXMT
     if tcb.rexmt_shift > limit:
         st.timeoutdrop += 1
