@@ -328,7 +328,7 @@ class Tcb:
         self.mss = self.peer_mss = tcp.mssdflt
         self.ts_ok = self.sack_ok = self.ws_ok = False
         self.ts_recent = 0
-        self.ts_offset = tcp.vnet.kernel.rng.getrandbits(32)
+        self.ts_offset = 0  # set with the ISS, once the 4-tuple is known
         self.srtt = self.rttvar = 0
         self.rto = tcp.rexmit_initial * MS
         self.rexmt_shift = 0
@@ -398,8 +398,10 @@ class Tcb:
         return sum((r - left) & MASK for left, r in self.sacked)
 
     def set_iss(self, iss: int) -> None:
-        """Our initial sequence number: the send sequence variables start from it."""
+        """Our initial sequence number: the send sequence variables start from it. The
+        timestamp offset is fixed at the same time (see TcpState.ts_offset)."""
         self.iss = iss
+        self.ts_offset = self.tcp.ts_offset(self.key)
         self.snd_una = self.snd_nxt = self.snd_max = iss
         self.snd_buf_seq = (iss + 1) & MASK
         self.recover = self.rexmt_high = iss
@@ -491,7 +493,7 @@ class TcpState:
         self.ack_war_cnt = 5
         self.path_mtu_discovery = 1
         self.reass_maxqueuelen = 100  # FreeBSD's default (tcp_reass.c)
-        self.secret = vnet.kernel.rng.getrandbits(128).to_bytes(16, "big")
+        self.secret = vnet.rng.getrandbits(128).to_bytes(16, "big")  # per vnet (RFC 6528)
 
     # -- the table --------------------------------------------------------------------------------
     def port_in_use(self, addr: int, port: int) -> bool:
@@ -504,7 +506,7 @@ class TcpState:
         ip = self.vnet.ip
         first, last = sorted((ip.port_first, ip.port_last))
         span = last - first + 1
-        start = self.vnet.kernel.rng.randrange(span)
+        start = self.vnet.rng.randrange(span)  # the vnet's own stream: see Vnet.rng
         for i in range(span):
             port = first + (start + i) % span
             if (laddr, port, faddr, fport) not in self.conns and port not in self.listeners:
@@ -896,9 +898,18 @@ class TcpState:
         tcb.cc.set_mss(tcb.mss)
 
     def new_iss(self, tcb: Tcb) -> int:
-        """RFC 6528: a keyed hash of the 4-tuple plus a 4 µs clock."""
+        """RFC 6528: a keyed hash of the 4-tuple plus a 4 µs clock; the key is this
+        vnet's secret, so another vnet learns nothing of our sequence space."""
         h = hashlib.blake2s(tcb.key.__repr__().encode(), key=self.secret, digest_size=4)
         return (int.from_bytes(h.digest(), "big") + tcb.now() // 4000) & MASK
+
+    def ts_offset(self, key: tuple[int, int, int, int]) -> int:
+        """The timestamp clock's offset for one connection: a keyed hash of its 4-tuple
+        (RFC 7323 §7.1, FreeBSD tcp_new_ts_offset), so timestamps reveal neither our
+        uptime nor another connection's clock."""
+        h = hashlib.blake2s(repr(key).encode(), key=self.secret, digest_size=4,
+                            person=b"tsoffset")
+        return int.from_bytes(h.digest(), "big")
 
     # -- SYN cookies ------------------------------------------------------------------------------
     _MSS_TABLE = (536, 1220, 1440, 1460, 8940, 8960)
