@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,7 @@ class Vnet:
         "next_ifindex",
         "parent",
         "raw",
+        "rng",
         "rt",
         "tcp",
         "udp",
@@ -62,6 +64,10 @@ class Vnet:
         self.alive = True
         self.ifaces: dict[str, Ifnet] = {}
         self.next_ifindex = 1  # never reused, as Linux does: an index names one attachment
+        # this vnet's own random stream (secrets, ephemeral ports), seeded once from the
+        # kernel's: still reproducible, but what one vnet draws, or sees of its draws,
+        # tells nothing of another's, and one vnet's activity does not shift another's
+        self.rng = random.Random(kernel.rng.getrandbits(64))
         self.rt: RouteTable
         self.ip: IpState
         self.arp: ArpState

@@ -367,7 +367,9 @@ def test_sack_recovery_resends_exactly_the_lost_segments(cc):
 
 @pytest.mark.parametrize("loss", ["1%", "3%"])
 def test_sack_recovery_over_random_loss_resends_little_beyond_the_losses(loss):
-    link = Link(seed=21, loss=loss, **LINK)
+    # a seed whose loss pattern drops more than 5 segments of the 1 MB (the draws moved
+    # when each vnet got its own random stream)
+    link = Link(seed=22, loss=loss, **LINK)
     dropper = Dropper(link.ifb, set())
     link.ifa.peer = dropper
     one_way(link, 1 * MB)

@@ -16,6 +16,7 @@ them in sequence space.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import hashlib
@@ -44,10 +45,13 @@ MASK = MOD - 1
 HALF = 1 << 31
 MS = 1_000_000  # ns per ms
 DEFAULT_MSS = 536
+TCP_MINMSS = 216  # FreeBSD's floor for a peer's MSS option and a path MTU (tcp_var.h)
 MAX_WSCALE = 14
 MAX_RTO_NS = 64 * NS_PER_S
 MAX_REXMT = 12  # retransmissions before the connection is dropped (FreeBSD TCP_MAXRXTSHIFT)
 MAX_SYN_REXMT = 6
+SYNCACHE_HASHSIZE = 512  # FreeBSD's default net.inet.tcp.syncache.hashsize
+SYNCOOKIE_LIFETIME_NS = 15 * NS_PER_S  # an overflowed bucket answers with cookies this long
 DUPTHRESH = 3  # RFC 5681 / RFC 6675 DupThresh
 # errors of ip output that are "soft" (FreeBSD t_softerror): the connection goes on,
 # and reports the error instead of ETIMEDOUT if it times out
@@ -89,20 +93,31 @@ SYSCTLS: tuple[Oid, ...] = (
         "FIN_WAIT_2 timeout for closed sockets (ms)", 1, 2**31 - 1),
     Oid("net.inet.tcp.syncookies", "tcp", "syncookies",
         "Use TCP SYN cookies when the SYN queue overflows", 0, 1),
+    Oid("net.inet.tcp.syncache.rexmtlimit", "tcp", "syncache_rexmtlimit",
+        "Limit on SYN/ACK retransmissions", 0, 64),
+    Oid("net.inet.tcp.syncache.bucketlimit", "tcp", "syncache_bucketlimit",
+        "Per-bucket hash limit for syncache", 1, 2**31 - 1),
+    Oid("net.inet.tcp.syncache.cachelimit", "tcp", "syncache_cachelimit",
+        "Overall entry limit for syncache", 1, 2**31 - 1),
     Oid("net.inet.tcp.syncache.rst_on_sock_fail", "tcp", "rst_on_sock_fail",
         "Send reset on socket allocation failure (a full listen queue)", 0, 1),
     Oid("net.inet.tcp.sack.enable", "tcp", "sack_enable", "Enable SACK (RFC 2018)", 0, 1),
     Oid("net.inet.tcp.rfc1323", "tcp", "rfc1323",
         "Enable window scaling and timestamps (RFC 7323)", 0, 1),
     Oid("net.inet.tcp.mssdflt", "tcp", "mssdflt", "Default maximum segment size", 88, 65535),
+    Oid("net.inet.tcp.minmss", "tcp", "minmss", "Minimum TCP Maximum Segment Size", 64, 65535),
     Oid("net.inet.tcp.sendspace", "tcp", "sendspace", "Initial send socket buffer size",
         1024, 2**26),
     Oid("net.inet.tcp.recvspace", "tcp", "recvspace", "Initial receive socket buffer size",
         1024, 2**26),
     Oid("net.inet.tcp.blackhole", "tcp", "blackhole",
         "Do not send RST on segments to closed ports", 0, 1),
-    Oid("net.inet.tcp.ack_war_maxcnt", "tcp", "challenge_limit",
-        "Challenge ACKs sent per connection per second", 0, 10_000),
+    Oid("net.inet.tcp.ack_war_timewindow", "tcp", "ack_war_timewindow",
+        "Time window (ms) of the ACK war limit (0: no limit)", 0, 2**31 - 1),
+    Oid("net.inet.tcp.ack_war_cnt", "tcp", "ack_war_cnt",
+        "ACKs answering unacceptable segments per time window (0: no limit)", 0, 2**31 - 1),
+    Oid("net.inet.tcp.reass.maxqueuelen", "tcp", "reass_maxqueuelen",
+        "Maximum number of TCP segments per reassembly queue", 0, 2**31 - 1),
     Oid("net.inet.tcp.path_mtu_discovery", "tcp", "path_mtu_discovery",
         "Enable Path MTU Discovery (DF on every segment, RFC 1191)", 0, 1),
 )
@@ -128,6 +143,7 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
     ("rcvoopack", "\t{} out-of-order packets"),
     ("rcvoobyte", "\t\t{} out-of-order bytes"),
     ("rcvpackafterwin", "\t{} packets of data after window"),
+    ("rcvreassfull", "\t{} discarded due to full reassembly queue"),
     ("rcvwinprobe", "\t{} window probes"),
     ("rcvwinupd", "\t{} window update packets"),
     ("rcvafterclose", "\t{} packets received after close"),
@@ -157,6 +173,15 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
     ("sack_send_blocks", "{} SACK options (SACK blocks) sent"),
     ("fastrexmit", "{} fast retransmits"),
     ("challenge_acks", "{} challenge ACKs sent"),
+    ("ack_war_drops", "{} ACKs to unacceptable segments not sent (ACK war limit)"),
+    ("sc_added", "{} syncache entries added"),
+    ("sc_retransmitted", "\t{} retransmitted"),
+    ("sc_dupsyn", "\t{} dupsyn"),
+    ("sc_dropped", "\t{} dropped"),
+    ("sc_completed", "\t{} completed"),
+    ("sc_bucketoverflow", "\t{} bucket overflow"),
+    ("sc_stale", "\t{} stale"),
+    ("sc_zonefail", "\t{} zone failures"),
     ("cookiessent", "{} cookies sent"),
     ("cookiesrcvd", "{} cookies received"),
     ("resets_sent", "{} resets sent"),
@@ -194,10 +219,10 @@ class Tcb:
     __slots__ = (
         "_sock",
         "accept_q",
+        "ack_war_count",
+        "ack_war_end",
         "backlog",
         "cc",
-        "challenge_count",
-        "challenge_second",
         "delack_due",
         "dsack",
         "dupacks",
@@ -220,6 +245,8 @@ class Tcb:
         "mss",
         "nodelay",
         "ooo",
+        "ooo_bytes",
+        "ooo_data",
         "peer_mss",
         "rcv_adv",
         "rcv_buf",
@@ -239,6 +266,7 @@ class Tcb:
         "sack_last",
         "sack_ok",
         "sacked",
+        "sc_bucket",
         "shut_wr",
         "snd_buf",
         "snd_buf_seq",
@@ -274,6 +302,7 @@ class Tcb:
         self.state = CLOSED
         self._sock: weakref.ref[TcpSocket] | None = None
         self.listener: Tcb | None = None
+        self.sc_bucket = -1  # the syncache bucket of an embryonic connection, or -1
         self.accept_q: list[Tcb] | None = None
         self.syn_q = 0
         self.backlog = 0
@@ -288,14 +317,18 @@ class Tcb:
         self.rcv_space = tcp.recvspace
         self.rcv_buf = bytearray()
         self.rcv_nxt = self.rcv_adv = 0
-        self.ooo: list[tuple[int, bytes]] = []  # out-of-order segments, sorted by seq
+        # the out-of-order queue: contiguous blocks that neither overlap nor touch, sorted
+        # in sequence space from RCV.NXT (FreeBSD's coalesced tseg_qent entries)
+        self.ooo: list[int] = []  # their starts
+        self.ooo_data: list[bytearray] = []
+        self.ooo_bytes = 0
         self.sacked: list[tuple[int, int]] = []  # peer's SACK scoreboard, merged blocks
         self.sack_last = 0  # sequence number of the out-of-order segment queued last
         self.dsack: tuple[int, int] | None = None  # a duplicate to report (RFC 2883)
         self.mss = self.peer_mss = tcp.mssdflt
         self.ts_ok = self.sack_ok = self.ws_ok = False
         self.ts_recent = 0
-        self.ts_offset = tcp.vnet.kernel.rng.getrandbits(32)
+        self.ts_offset = 0  # set with the ISS, once the 4-tuple is known
         self.srtt = self.rttvar = 0
         self.rto = tcp.rexmit_initial * MS
         self.rexmt_shift = 0
@@ -328,8 +361,8 @@ class Tcb:
         self.t_delack: Timer | None = None
         self.delack_due = 0  # when the delayed ACK is due (its timer may fire early)
         self.t_keep: Timer | None = None
-        self.challenge_second = -1
-        self.challenge_count = 0
+        self.ack_war_end = 0  # when the current ACK war window ends (ns)
+        self.ack_war_count = 0  # ACKs sent to unacceptable segments in that window
 
     # -- helpers ----------------------------------------------------------------------------------
     @property
@@ -365,8 +398,10 @@ class Tcb:
         return sum((r - left) & MASK for left, r in self.sacked)
 
     def set_iss(self, iss: int) -> None:
-        """Our initial sequence number: the send sequence variables start from it."""
+        """Our initial sequence number: the send sequence variables start from it. The
+        timestamp offset is fixed at the same time (see TcpState.ts_offset)."""
         self.iss = iss
+        self.ts_offset = self.tcp.ts_offset(self.key)
         self.snd_una = self.snd_nxt = self.snd_max = iss
         self.snd_buf_seq = (iss + 1) & MASK
         self.recover = self.rexmt_high = iss
@@ -409,12 +444,15 @@ class Tcb:
 class TcpState:
     """Per-vnet TCP: tunables, counters, listeners and connections."""
 
-    __slots__ = ("blackhole", "cc_algorithm", "challenge_limit", "conns", "delacktime",
-                 "delayed_ack", "finwait2_timeout", "keepcnt", "keepidle", "keepinit",
-                 "keepintvl", "listeners", "msl", "mssdflt", "path_mtu_discovery",
-                 "rcvbuf_max", "recvspace", "rexmit_initial", "rexmit_min", "rexmit_slop",
-                 "rfc1323", "rst_on_sock_fail", "sack_enable", "secret", "sendspace", "stats",
-                 "syncookies", "vnet")
+    __slots__ = (
+        "ack_war_cnt", "ack_war_timewindow", "blackhole", "cc_algorithm", "conns", "delacktime",
+        "delayed_ack", "finwait2_timeout", "keepcnt", "keepidle", "keepinit", "keepintvl",
+        "listeners", "minmss", "msl", "mssdflt", "path_mtu_discovery", "rcvbuf_max",
+        "reass_maxqueuelen", "recvspace", "rexmit_initial", "rexmit_min", "rexmit_slop", "rfc1323",
+        "rst_on_sock_fail", "sack_enable", "secret", "sendspace", "stats", "syncache",
+        "syncache_bucketlimit", "syncache_cachelimit", "syncache_count", "syncache_overflow",
+        "syncache_rexmtlimit", "syncookies", "vnet"
+    )
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
@@ -434,17 +472,28 @@ class TcpState:
         self.keepinit = 75_000
         self.finwait2_timeout = 60_000
         self.syncookies = 1
+        # the syncache (FreeBSD tcp_syncache.c): embryonic connections by hash bucket, the
+        # oldest first, and when each bucket last overflowed
+        self.syncache: dict[int, list[Tcb]] = {}
+        self.syncache_count = 0
+        self.syncache_overflow: dict[int, int] = {}
+        self.syncache_rexmtlimit = 3
+        self.syncache_bucketlimit = 30
+        self.syncache_cachelimit = SYNCACHE_HASHSIZE * 30
         self.rst_on_sock_fail = 1
         self.sack_enable = 1
         self.rfc1323 = 1
         self.mssdflt = DEFAULT_MSS
+        self.minmss = TCP_MINMSS
         self.sendspace = 65536
         self.recvspace = 65536
         self.rcvbuf_max = 2**24
         self.blackhole = 0
-        self.challenge_limit = 5
+        self.ack_war_timewindow = 1000  # FreeBSD's defaults: 5 ACKs per second
+        self.ack_war_cnt = 5
         self.path_mtu_discovery = 1
-        self.secret = vnet.kernel.rng.getrandbits(128).to_bytes(16, "big")
+        self.reass_maxqueuelen = 100  # FreeBSD's default (tcp_reass.c)
+        self.secret = vnet.rng.getrandbits(128).to_bytes(16, "big")  # per vnet (RFC 6528)
 
     # -- the table --------------------------------------------------------------------------------
     def port_in_use(self, addr: int, port: int) -> bool:
@@ -457,7 +506,7 @@ class TcpState:
         ip = self.vnet.ip
         first, last = sorted((ip.port_first, ip.port_last))
         span = last - first + 1
-        start = self.vnet.kernel.rng.randrange(span)
+        start = self.vnet.rng.randrange(span)  # the vnet's own stream: see Vnet.rng
         for i in range(span):
             port = first + (start + i) % span
             if (laddr, port, faddr, fport) not in self.conns and port not in self.listeners:
@@ -482,6 +531,8 @@ class TcpState:
             del self.conns[tcb.key]
         if tcb.listener is not None and tcb.state == SYN_RECEIVED:
             tcb.listener.syn_q -= 1
+        if tcb.sc_bucket >= 0:
+            self.syncache_remove(tcb)
         tcb.state = CLOSED
         tcb.notify()
 
@@ -516,6 +567,9 @@ class TcpState:
             tcb.state = CLOSED
         self.conns.clear()
         self.listeners.clear()
+        self.syncache.clear()
+        self.syncache_overflow.clear()
+        self.syncache_count = 0
 
     # -- output of one segment --------------------------------------------------------------------
     def send_segment(self, tcb: Tcb, seq: int, flags: int, data: bytes,
@@ -747,6 +801,13 @@ class TcpState:
             else:
                 st.listendrop += 1
             return
+        bucket = self.syncache_bucket((dst, seg.dport, src, seg.sport))
+        if not self.syncache_admit(bucket):
+            if self.syncookies:
+                self.send_cookie(listener, seg, src, dst)
+            else:
+                st.sc_dropped += 1
+            return
         tcb = Tcb(self, dst, seg.dport, src, seg.sport)
         tcb.listener = listener
         tcb.nodelay, tcb.keepalive = listener.nodelay, listener.keepalive
@@ -761,7 +822,55 @@ class TcpState:
         tcb.snd_wnd = seg.window  # unscaled in a SYN
         tcb.snd_wl1, tcb.snd_wl2 = seg.seq, tcb.iss
         self.attach(tcb)
+        tcb.sc_bucket = bucket
+        self.syncache.setdefault(bucket, []).append(tcb)
+        self.syncache_count += 1
+        st.sc_added += 1
         self.output(tcb)  # SYN-ACK, and the retransmission timer
+
+    # -- the syncache -----------------------------------------------------------------------------
+    def syncache_bucket(self, key: tuple[int, int, int, int]) -> int:
+        """A keyed hash: a flood cannot aim at the bucket of a connection it wants evicted."""
+        h = hashlib.blake2s(repr(key).encode(), key=self.secret, digest_size=4,
+                            person=b"syncache")
+        return int.from_bytes(h.digest(), "big") % SYNCACHE_HASHSIZE
+
+    def syncache_admit(self, bucket: int) -> bool:
+        """Room for one more embryonic connection in `bucket`? (FreeBSD syncache_add and
+        syncache_insert.) A full bucket loses its oldest entry (bucket overflow); a full
+        cache loses the oldest of this bucket (zone failure), and if the bucket has none
+        the SYN gets no entry. After an overflow, and with syncookies on, the bucket's
+        SYNs are answered with cookies only for SYNCOOKIE_LIFETIME: a flood keeps no
+        state and cannot evict entries for ever."""
+        now = self.vnet.kernel.sched.now_ns()
+        last = self.syncache_overflow.get(bucket)
+        if last is not None:
+            if now - last < SYNCOOKIE_LIFETIME_NS:
+                if self.syncookies:
+                    return False
+            else:
+                del self.syncache_overflow[bucket]
+        entries = self.syncache.get(bucket, ())
+        if len(entries) >= self.syncache_bucketlimit:
+            self.stats.sc_bucketoverflow += 1
+        elif self.syncache_count >= self.syncache_cachelimit:
+            self.stats.sc_zonefail += 1
+            if not entries:
+                return False
+        else:
+            return True
+        self.syncache_overflow[bucket] = now
+        self.detach(entries[0])
+        return True
+
+    def syncache_remove(self, tcb: Tcb) -> None:
+        entries = self.syncache.get(tcb.sc_bucket)
+        if entries is not None and tcb in entries:
+            entries.remove(tcb)
+            self.syncache_count -= 1
+            if not entries:
+                del self.syncache[tcb.sc_bucket]
+        tcb.sc_bucket = -1
 
     def _take_syn_options(self, tcb: Tcb, seg: wtcp.TcpRepr) -> None:
         opts = seg.options
@@ -779,16 +888,28 @@ class TcpState:
         self._set_mss(tcb)
 
     def _set_mss(self, tcb: Tcb) -> None:
-        mss = min(tcb.peer_mss, _offer_mss(self, tcb.faddr))
+        """The MSS from the peer's offer, floored at net.inet.tcp.minmss so a tiny offer
+        cannot make us send a flood of tiny segments (FreeBSD tcp_mss_update), and our
+        own interface's MTU."""
+        mss = min(max(tcb.peer_mss, self.minmss), _offer_mss(self, tcb.faddr))
         if tcb.ts_ok:
             mss -= 12
         tcb.mss = max(mss, 64)
         tcb.cc.set_mss(tcb.mss)
 
     def new_iss(self, tcb: Tcb) -> int:
-        """RFC 6528: a keyed hash of the 4-tuple plus a 4 µs clock."""
+        """RFC 6528: a keyed hash of the 4-tuple plus a 4 µs clock; the key is this
+        vnet's secret, so another vnet learns nothing of our sequence space."""
         h = hashlib.blake2s(tcb.key.__repr__().encode(), key=self.secret, digest_size=4)
         return (int.from_bytes(h.digest(), "big") + tcb.now() // 4000) & MASK
+
+    def ts_offset(self, key: tuple[int, int, int, int]) -> int:
+        """The timestamp clock's offset for one connection: a keyed hash of its 4-tuple
+        (RFC 7323 §7.1, FreeBSD tcp_new_ts_offset), so timestamps reveal neither our
+        uptime nor another connection's clock."""
+        h = hashlib.blake2s(repr(key).encode(), key=self.secret, digest_size=4,
+                            person=b"tsoffset")
+        return int.from_bytes(h.digest(), "big")
 
     # -- SYN cookies ------------------------------------------------------------------------------
     _MSS_TABLE = (536, 1220, 1440, 1460, 8940, 8960)
@@ -897,6 +1018,9 @@ class TcpState:
         st.connects += 1
         tcb.cancel_main()
         tcb.rexmt_shift = 0
+        if tcb.sc_bucket >= 0:
+            st.sc_completed += 1
+            self.syncache_remove(tcb)
         listener = tcb.listener
         if listener is not None and tcb.sock is None:
             listener.syn_q -= 1
@@ -927,6 +1051,8 @@ class TcpState:
             flags &= ~SYN
         elif flags & SYN and tcb.state == SYN_RECEIVED and seq == tcb.irs and not flags & RST:
             if not flags & ACK:  # the peer's SYN again: our SYN-ACK was lost
+                if tcb.sc_bucket >= 0:
+                    st.sc_dupsyn += 1
                 self.output(tcb, force_syn=True)
                 return
             # simultaneous open: the peer's SYN-ACK; its SYN is known, its ACK is news
@@ -937,7 +1063,7 @@ class TcpState:
         if (tcb.ts_ok and ts is not None and not flags & RST
                 and _lt(ts[0], tcb.ts_recent) and tcb.state != SYN_RECEIVED):
             st.rcvduppack += 1
-            self.ack_now(tcb)
+            self.drop_after_ack(tcb)
             return
         # 1. sequence number acceptability (RFC 9293 table)
         seglen = len(data) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
@@ -964,7 +1090,9 @@ class TcpState:
                 st.rcvpackafterwin += 1
                 if wnd == 0 and seq == rcv_nxt:
                     st.rcvwinprobe += 1
-            self.ack_now(tcb)
+                    self.ack_now(tcb)  # a window probe is always answered (tcp_input.c)
+                    return
+            self.drop_after_ack(tcb)
             return
         # 2. RST (RFC 5961 §3)
         if flags & RST:
@@ -1031,15 +1159,37 @@ class TcpState:
         if tcb.state != CLOSED:
             self.output(tcb)
 
+    def ack_war_check(self, tcb: Tcb) -> bool:
+        """May an ACK answer an unacceptable segment? (FreeBSD's tcp_ack_war_check)
+
+        Every such ACK, challenge ACKs (RFC 5961 §3-5) included, counts against one
+        allowance of `ack_war_cnt` ACKs per `ack_war_timewindow` ms and connection; a
+        window starts with the first ACK after the previous one ended. Without it two
+        ends that disagree on the sequence space (one spoofed segment is enough) ACK
+        each other's ACKs for ever.
+        """
+        if not self.ack_war_timewindow or not self.ack_war_cnt:
+            return True
+        now = tcb.now()
+        if now >= tcb.ack_war_end:
+            tcb.ack_war_end = now + self.ack_war_timewindow * MS
+            tcb.ack_war_count = 0
+        if tcb.ack_war_count < self.ack_war_cnt:
+            tcb.ack_war_count += 1
+            return True
+        self.stats.ack_war_drops += 1
+        return False
+
+    def drop_after_ack(self, tcb: Tcb) -> None:
+        """Drop the segment, answering with an ACK if the ACK war limit allows
+        (RFC 9293 §3.10.7.4 "send an acknowledgment ... drop", FreeBSD's dropafterack)."""
+        if self.ack_war_check(tcb):
+            self.ack_now(tcb)
+
     def challenge_ack(self, tcb: Tcb) -> None:
-        second = tcb.now() // NS_PER_S
-        if second != tcb.challenge_second:
-            tcb.challenge_second, tcb.challenge_count = second, 0
-        tcb.challenge_count += 1
-        if self.challenge_limit and tcb.challenge_count > self.challenge_limit:
-            return
-        self.stats.challenge_acks += 1
-        self.ack_now(tcb)
+        if self.ack_war_check(tcb):
+            self.stats.challenge_acks += 1
+            self.ack_now(tcb)
 
     def ack_now(self, tcb: Tcb) -> None:
         if tcb.state in (CLOSED, LISTEN, SYN_SENT):
@@ -1050,9 +1200,9 @@ class TcpState:
     def process_ack(self, tcb: Tcb, seg: wtcp.TcpRepr, seq: int) -> bool:
         st = self.stats
         ack = seg.ack
-        if _lt(tcb.snd_max, ack):
+        if _lt(tcb.snd_max, ack):  # RFC 9293 §3.10.7.4, RFC 5961 §5.2: ACK once, drop
             st.rcvacktoomuch += 1
-            self.ack_now(tcb)
+            self.drop_after_ack(tcb)
             return False
         if _lt(ack, (tcb.snd_una - tcb.snd_wnd - 1) & MASK if tcb.snd_wnd else tcb.snd_una) \
                 and _lt(ack, tcb.snd_una) and (tcb.snd_una - ack) & MASK > 65535 * 4:
@@ -1271,68 +1421,150 @@ class TcpState:
             self.ack_now(tcb)  # a gap: duplicate ACK with SACK blocks
 
     def _queue_ooo(self, tcb: Tcb, seq: int, data: bytes) -> None:
-        end = (seq + len(data)) & MASK
-        total = 0
-        for qseq, qdata in tcb.ooo:
-            total += len(qdata)
-            qend = (qseq + len(qdata)) & MASK
-            if _lt(seq, qend) and _lt(qseq, end):  # overlaps data already held
-                if tcb.sack_ok and tcb.dsack is None:
-                    tcb.dsack = (seq if _lt(qseq, seq) else qseq, end if _lt(end, qend) else qend)
-                if _leq(qseq, seq) and _leq(end, qend):
-                    tcb.sack_last = qseq
-                    return  # nothing new
-        if total + len(data) > tcb.rcv_space:
-            return
-        tcb.ooo.append((seq, data))
-        tcb.ooo.sort(key=lambda item: _diff(item[0], tcb.rcv_nxt))
+        """Hold data that came ahead of a hole (FreeBSD tcp_reass).
+
+        Blocks are found by bisection on their offsets from RCV.NXT, and a segment that
+        overlaps or touches blocks is merged with them (the data already held wins), so
+        a segment costs O(log n) plus the bytes it moves, never a pass over the queue.
+        As FreeBSD's tcp_reass (12 and later), a segment that joins no block may start
+        a new one only while there are fewer than min(recvspace / MSS + 1,
+        `net.inet.tcp.reass.maxqueuelen`) blocks, and all the data held stays within the
+        receive buffer; other segments are dropped (rcvreassfull). The segment at
+        RCV.NXT never waits here.
+        """
+        starts, blocks = tcb.ooo, tcb.ooo_data
+        rcv = tcb.rcv_nxt
+
+        def key(s: int) -> int:
+            return (s - rcv) & MASK
+
+        lo = key(seq)
+        hi = lo + len(data)
+        first = bisect.bisect_left(starts, lo, key=key)  # blocks from `first` start >= lo
+        if first and key(starts[first - 1]) + len(blocks[first - 1]) >= lo:
+            first -= 1  # the block before overlaps or touches the segment
+        last = bisect.bisect_right(starts, hi, key=key)  # blocks before `last` start <= hi
+        if first == last:  # a new block of its own
+            if self._ooo_full(tcb, len(data), True):
+                return
+            starts.insert(first, seq)
+            blocks.insert(first, bytearray(data))
+            tcb.ooo_bytes += len(data)
+        else:
+            if self._ooo_merge(tcb, first, last, lo, hi):
+                return  # nothing new
+            if self._ooo_full(tcb, len(data), False):
+                return
+            self._ooo_join(tcb, first, last, seq, lo, data)
         tcb.sack_last = seq
 
+    def _ooo_full(self, tcb: Tcb, length: int, new_block: bool) -> bool:
+        """No room for `length` more bytes, or for one more block if `new_block`: count
+        the drop (FreeBSD tcps_rcvreassfull)."""
+        limit = min(tcb.rcv_space // tcb.mss + 1, self.reass_maxqueuelen)
+        if (new_block and len(tcb.ooo) >= limit) or tcb.ooo_bytes + length > tcb.rcv_space:
+            self.stats.rcvreassfull += 1
+            return True
+        return False
+
+    def _ooo_merge(self, tcb: Tcb, first: int, last: int, lo: int, hi: int) -> bool:
+        """Note the duplicate part of a segment that meets blocks `first`..`last - 1`
+        (D-SACK, RFC 2883); True if one block already holds all of it."""
+        rcv = tcb.rcv_nxt
+        for i in range(first, last):
+            qlo = (tcb.ooo[i] - rcv) & MASK
+            qhi = qlo + len(tcb.ooo_data[i])
+            if lo < qhi and qlo < hi:  # overlaps (not only touches) data already held
+                if tcb.sack_ok and tcb.dsack is None:
+                    tcb.dsack = ((rcv + max(lo, qlo)) & MASK, (rcv + min(hi, qhi)) & MASK)
+                if qlo <= lo and hi <= qhi:
+                    tcb.sack_last = tcb.ooo[i]
+                    return True
+        return False
+
+    def _ooo_join(self, tcb: Tcb, first: int, last: int, seq: int, lo: int,
+                  data: bytes) -> None:
+        """Merge a segment with blocks `first`..`last - 1` into one block: the first
+        block grows in place when the segment does not start before it."""
+        starts, blocks = tcb.ooo, tcb.ooo_data
+        rcv = tcb.rcv_nxt
+        held = sum(len(blocks[i]) for i in range(first, last))  # before blocks[first] grows
+        head = (starts[first] - rcv) & MASK
+        if lo < head:  # the segment starts the block
+            buf = bytearray(data[:head - lo])
+            start, pos = seq, lo
+        else:
+            buf = blocks[first]
+            start, pos = starts[first], head
+        for i in range(first, last):
+            qlo = (starts[i] - rcv) & MASK
+            end = pos + len(buf)
+            if qlo > end:  # a gap between blocks: the segment fills it
+                buf += data[end - lo:qlo - lo]
+            block = blocks[i]
+            if block is not buf:
+                buf += block
+        tail = pos + len(buf)
+        if lo + len(data) > tail:
+            buf += data[tail - lo:]
+        tcb.ooo_bytes += len(buf) - held
+        starts[first:last] = [start]
+        blocks[first:last] = [buf]
+
     def _drain_ooo(self, tcb: Tcb) -> None:
-        keep = []
-        for seq, data in tcb.ooo:
-            offset = _diff(tcb.rcv_nxt, seq)
-            if offset >= len(data):
-                continue  # entirely old now
-            if offset >= 0:
-                tcb.rcv_buf += data[offset:]
-                tcb.rcv_nxt = (tcb.rcv_nxt + len(data) - offset) & MASK
-            else:
-                keep.append((seq, data))
-        tcb.ooo = keep
+        """RCV.NXT moved: blocks it reached go to the receive buffer."""
+        starts, blocks = tcb.ooo, tcb.ooo_data
+        n = 0
+        while n < len(starts) and _leq(starts[n], tcb.rcv_nxt):
+            block = blocks[n]
+            offset = (tcb.rcv_nxt - starts[n]) & MASK
+            if offset < len(block):
+                tcb.rcv_buf += block[offset:]
+                tcb.rcv_nxt = (tcb.rcv_nxt + len(block) - offset) & MASK
+            tcb.ooo_bytes -= len(block)
+            n += 1
+        if n:
+            del starts[:n], blocks[:n]
+
+    def _ooo_find(self, tcb: Tcb, left: int, right: int) -> int | None:
+        """The index of the block holding [left, right), if one does."""
+        rcv = tcb.rcv_nxt
+        lo, hi = (left - rcv) & MASK, (right - rcv) & MASK
+        i = bisect.bisect_right(tcb.ooo, lo, key=lambda s: (s - rcv) & MASK) - 1
+        if i >= 0 and hi <= ((tcb.ooo[i] - rcv) & MASK) + len(tcb.ooo_data[i]) and lo <= hi:
+            return i
+        return None
 
     def sack_blocks(self, tcb: Tcb) -> tuple[tuple[int, int], ...]:
         """The SACK blocks of the next ACK (RFC 2018 §4, RFC 2883).
 
         A duplicate to report comes first (D-SACK), then the block that holds it if it
         was out-of-order data, then the block of the segment that arrived last, then the
-        others; build() keeps what fits beside the other options (3 with timestamps).
+        others from the highest down; build() keeps what fits beside the other options
+        (3 with timestamps). At most 4 blocks: the cost does not grow with the queue.
         """
         if not tcb.sack_ok:
             return ()
         dsack = tcb.dsack
         tcb.dsack = None
-        if not tcb.ooo:
+        starts = tcb.ooo
+        if not starts:
             return (dsack,) if dsack is not None else ()
-        blocks: list[tuple[int, int]] = []
-        for seq, data in tcb.ooo:
-            end = (seq + len(data)) & MASK
-            if blocks and _leq(seq, blocks[-1][1]):
-                if _lt(blocks[-1][1], end):
-                    blocks[-1] = (blocks[-1][0], end)
-            else:
-                blocks.append((seq, end))
-        blocks.reverse()
-        # RFC 2018 §4: the first block is the one holding the segment that arrived last
-        for i, (left, right) in enumerate(blocks):
-            if _leq(left, tcb.sack_last) and _lt(tcb.sack_last, right):
-                blocks.insert(0, blocks.pop(i))
-                break
+        order: list[int] = []
         if dsack is not None:
-            for i, (left, right) in enumerate(blocks):
-                if _leq(left, dsack[0]) and _leq(dsack[1], right):
-                    blocks.insert(0, blocks.pop(i))
-                    break
+            i = self._ooo_find(tcb, *dsack)
+            if i is not None:
+                order.append(i)
+        i = self._ooo_find(tcb, tcb.sack_last, (tcb.sack_last + 1) & MASK)
+        if i is not None and i not in order:
+            order.append(i)
+        i = len(starts) - 1
+        while len(order) < 4 and i >= 0:
+            if i not in order:
+                order.append(i)
+            i -= 1
+        blocks = [(starts[i], (starts[i] + len(tcb.ooo_data[i])) & MASK) for i in order]
+        if dsack is not None:
             blocks.insert(0, dsack)
         return tuple(blocks[:4])
 
@@ -1659,6 +1891,8 @@ class TcpState:
         if tcb is None or not (_leq(tcb.snd_una, seq) and _lt(seq, tcb.snd_max)):
             return  # RFC 5927: the quoted sequence number must be in flight
         if type_ == wicmp.UNREACH and code == wicmp.UNREACH_NEEDFRAG and mtu:
+            # FreeBSD tcp_ctlinput: the MTU is never taken below minmss + 40 bytes of headers
+            mtu = max(mtu, self.minmss + 40)
             new_mss = mtu - 40 - (12 if tcb.ts_ok else 0)
             if 64 <= new_mss < tcb.mss:
                 tcb.mss = new_mss
@@ -1703,6 +1937,12 @@ def _rexmt_timeout(tcb: Tcb) -> None:
         return
     st.rexmttimeo += 1
     tcb.rexmt_shift += 1
+    if tcb.sc_bucket >= 0:  # a syncache entry (FreeBSD syncache_timer): 1, 2, 4, 8 s
+        if tcb.rexmt_shift > tcp.syncache_rexmtlimit:
+            st.sc_stale += 1
+            tcp.detach(tcb)  # silently: the peer may never have sent the SYN
+            return
+        st.sc_retransmitted += 1
     limit = MAX_SYN_REXMT if tcb.state in (SYN_SENT, SYN_RECEIVED) else MAX_REXMT
     if tcb.rexmt_shift > limit:
         st.timeoutdrop += 1

@@ -107,7 +107,7 @@ class UdpState:
         ip = self.vnet.ip
         first, last = sorted((ip.port_first, ip.port_last))
         span = last - first + 1
-        start = self.vnet.kernel.rng.randrange(span)
+        start = self.vnet.rng.randrange(span)  # the vnet's own stream: see Vnet.rng
         ports = self.ports
         for i in range(span):
             port = first + (start + i) % span
