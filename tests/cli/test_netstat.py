@@ -21,6 +21,8 @@ from vimage.socket.tcp_socket import TcpSocket
 from vimage.vnet import Vnet
 from vimage.wire.ipv4 import aton
 
+from .conftest import error_lines
+
 
 def build_pair(seed: int = 5) -> tuple[Kernel, Vnet, Vnet, Ifnet, Ifnet]:
     """Vnet a (10.0.0.1/24, default via 10.0.0.2) and vnet b (10.0.0.2/24) on epair0."""
@@ -196,7 +198,7 @@ def test_netstat_usage_errors() -> None:
                  "netstat -p arp", "netstat -an -p sctp"):
         res = a.cmd(line)
         assert res.status == 64, line
-        assert len(res.output.splitlines()) == 1
+        assert len(error_lines(res.output, "netstat")) == 1
         assert res.output.startswith("netstat: ")
 
 

@@ -73,7 +73,7 @@ def test_create_with_a_sysctl_and_modify(vd):
     (("-d",), 64, "vimage: -d takes one vnet name\n"),
     (("-cd", "x"), 64, "vimage: -c and -d do not go together\n"),
     (("-r", "x"), 64, "vimage: -r, -v and -j go with -l\n"),
-    (("-x",), 64, "vimage: option -x not recognized\n"),
+    (("-x",), 64, "vimage: illegal option -- x\n"),
     (("-i", "dup"), 64, "vimage: -i takes a vnet name, an interface and maybe a new name\n"),
     (("ghost",), 1, "vimage: vnet ghost does not exist\n"),
     (("ghost", "ifconfig"), 1, "vimage: vnet ghost does not exist\n"),

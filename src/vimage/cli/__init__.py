@@ -1,12 +1,20 @@
 """FreeBSD-style userland tools run inside a vnet: `vnet.cmd("ifconfig -a")`.
 
-Each tool is a function `main(ctx, argv) -> int` that writes to `ctx.out`; a
-`UsageError` becomes a one-line message and exit status 64 (EX_USAGE), an
-OSError or other `ToolError` a one-line message and status 1. Nothing raises out.
+Each tool is a module with a function `main(ctx, argv) -> int` that writes to
+`ctx.out`, and a `USAGE` string: its synopsis, FreeBSD's usage() lines. A
+`UsageError` becomes exit status 64 (EX_USAGE): its message (`ping: illegal option
+-- z`) and, for a bad option or wrong operands, the usage lines after it, as
+FreeBSD's tools print them. An OSError or other `ToolError` is a one-line message
+and status 1. Nothing raises out.
+
+`--help` as the first argument (and `-h`, unless the tool has its own -h: see
+`HELP_OPTIONS`) prints the usage with status 0. FreeBSD's tools have no --help:
+there it is a bad option (status 64); answering it is what Linux users expect.
 """
 
 from __future__ import annotations
 
+import getopt
 import io
 import shlex
 from importlib import import_module
@@ -52,8 +60,43 @@ class ToolError(Exception):
 
 
 class UsageError(ToolError):
-    def __init__(self, message: str) -> None:
+    """A command-line mistake: exit status 64 (EX_USAGE).
+
+    With `synopsis` the tool's USAGE follows the message, as FreeBSD's usage() does
+    for a bad option or wrong operands; a bad value alone is one line, as its
+    errx(EX_USAGE, ...). Without a message there is only the usage.
+    """
+
+    def __init__(self, message: str = "", synopsis: bool | None = None) -> None:
         super().__init__(message, 64)
+        self.synopsis = not message if synopsis is None else synopsis
+
+
+HELP_OPTIONS: tuple[str, ...] = ("--help", "-h")
+
+
+def getopt_message(exc: getopt.GetoptError) -> str:
+    """FreeBSD getopt(3)'s wording for a bad option (lib/libc/stdlib/getopt.c:
+    `illegal option -- z`, `option requires an argument -- c`; getopt_long.c's for
+    long options)."""
+    opt, msg = exc.opt, exc.msg
+    if not msg.startswith("option --"):
+        if "requires" in msg:
+            return f"option requires an argument -- {opt}"
+        return f"illegal option -- {opt}"
+    if "requires" in msg:
+        return f"option `--{opt}' requires an argument"
+    if "must not have" in msg:
+        return f"option `--{opt}' doesn't allow an argument"
+    if "unique prefix" in msg:
+        return f"option `--{opt}' is ambiguous"
+    return f"unrecognized option `--{opt}'"
+
+
+def usage_of(name: str) -> str:
+    """The usage lines of tool `name`, ending in a newline."""
+    text: str = import_module(f"vimage.cli.{name}").USAGE
+    return text if text.endswith("\n") else text + "\n"
 
 
 class Context:
@@ -84,9 +127,17 @@ def run_command(vnet: Vnet, line: str | list[str]) -> CmdResult:
     if not vnet.alive:
         return CmdResult(1, f"{name}: vnet {vnet.display_name} is destroyed\n")
     tool = import_module(f"vimage.cli.{name}")
+    if argv[1:2] and argv[1] in getattr(tool, "HELP_OPTIONS", HELP_OPTIONS):
+        return CmdResult(0, usage_of(name))
     try:
         with vnet.kernel.sched.cond:
             status = tool.main(ctx, argv[1:])
+    except UsageError as exc:
+        if str(exc):
+            ctx.print(f"{name}: {exc}")
+        if exc.synopsis:
+            ctx.out.write(usage_of(name))
+        status = exc.status
     except ToolError as exc:
         ctx.print(f"{name}: {exc}")
         status = exc.status

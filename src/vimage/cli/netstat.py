@@ -48,10 +48,19 @@ FAMILIES = frozenset({"inet"})
 IPPROTO_ICMP = 1
 
 
+# netstat(1)'s usage(), the forms vimage implements
+USAGE = """\
+usage: netstat [-aLn] [-f address_family] [-p protocol]
+       netstat -i [-bdn] [-I interface]
+       netstat -r [-n] [-f address_family]
+       netstat -s [-sz] [-p protocol]
+protocol: tcp, udp, ip, icmp (and arp with -s); address_family: inet
+"""
+
 def main(ctx: Context, argv: list[str]) -> int:
     opts, args = getopts(argv, "46abdf:I:iLnp:rsWz")
     if args:
-        raise UsageError(f"unexpected argument: {args[0]}")
+        raise UsageError(f"unexpected argument: {args[0]}", synopsis=True)
     mode = ""
     sflag = 0
     aflag = bflag = dflag = lflag = zflag = False

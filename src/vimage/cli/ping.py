@@ -45,6 +45,11 @@ TIMELEN = 8  # bytes of send timestamp at the start of the data
 MAXWAIT_MS = 10000
 MAXALARM = 3600
 RECV_BUF = IP_MAXPACKET + 128
+# ping(8)'s SYNOPSIS, the options vimage implements
+USAGE = """\
+usage: ping [-Dnoq] [-c count] [-i wait] [-m ttl] [-S src_addr] [-s packetsize]
+            [-t timeout] [-W waittime] host
+"""
 
 UNREACH_TEXT: tuple[tuple[int, str], ...] = (
     (wicmp.UNREACH_NET, "Destination Net Unreachable"),
@@ -289,8 +294,7 @@ def main(ctx: Context, argv: list[str]) -> int:
             waittime_ms = _int_arg(val, "timing interval", 0, 2**31 - 1)
         # -n: addresses are never resolved to names anyway
     if len(args) != 1:
-        raise UsageError("usage: ping [-Dnoq] [-c count] [-i wait] [-m ttl] [-S src_addr] "
-                         "[-s packetsize] [-t timeout] [-W waittime] host")
+        raise UsageError()
     if not npackets and not alarm:
         raise UsageError("-c count or -t timeout is required (there is no ^C in vnet.cmd)")
     hostname = args[0]

@@ -62,6 +62,12 @@ UNREACH_MARKS: tuple[tuple[int, str, bool], ...] = (
 )
 
 
+# traceroute(8)'s usage(), the options vimage implements
+USAGE = """\
+usage: traceroute [-Fn] [-f first_ttl] [-m max_ttl] [-p port] [-q nqueries]
+                  [-s src_addr] [-w waittime] host [packetlen]
+"""
+
 def _int_arg(text: str, what: str, lo: int, hi: int) -> int:
     try:
         value = int(text, 0)
@@ -149,8 +155,7 @@ def main(ctx: Context, argv: list[str]) -> int:
         elif opt == "-w":
             waittime = _int_arg(val, "wait time", 1, 24 * 60 * 60)
     if not 1 <= len(args) <= 2:
-        raise UsageError("usage: traceroute [-Fn] [-f first_ttl] [-m max_ttl] [-p port] "
-                         "[-q nqueries] [-s src_addr] [-w waittime] host [packetlen]")
+        raise UsageError()
     if first_ttl > max_ttl:
         raise UsageError(f"first ttl ({first_ttl}) may not be greater than max ttl ({max_ttl})")
     packlen = DEFAULT_PACKLEN

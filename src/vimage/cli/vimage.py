@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from vimage.cli import TOOLS
+from vimage.cli import TOOLS, getopt_message
 from vimage.ctl.client import Client, connect, daemon_pid, open_client
 from vimage.ctl.protocol import PERMISSION, UNAVAILABLE, CtlError
 
@@ -131,7 +131,7 @@ def classic(ctx: Ctx, argv: list[str]) -> int:
     try:
         opts, args = getopt.getopt(argv, "cdijlmrv")
     except getopt.GetoptError as exc:
-        raise Usage(str(exc)) from None
+        raise Usage(getopt_message(exc)) from None
     command = None
     recursive, verbose = False, 0
     for opt, _ in opts:
