@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from vimage.cli import usage_of
+from vimage.cli import vimage as cli
+
 
 @pytest.fixture
 def vd(shared_vimaged):
@@ -137,6 +140,16 @@ def test_help_and_usage(vd):
     assert status == 0 and "vimage -l[rvj] [NAME]" in out and "vimage NAME [command ...]" in out
     status, _, err = vd.cli("list", "--bogus")
     assert status == 64 and err.startswith("vimage: list: unrecognized arguments: --bogus\n")
+
+
+def test_a_bad_option_shows_the_error_and_the_usage(vd):
+    """vimage and the tools it runs print usage as FreeBSD's do; --help/-h succeed."""
+    assert vd.cli("-Z") == (64, "", "vimage: illegal option -- Z\n" + cli.USAGE)
+    assert vd.cli("-h") == (0, cli.USAGE, "")
+    assert vd.cli("ping", "--help") == (0, usage_of("ping"), "")
+    assert vd.cli("ping", "-Z") == (64, "ping: illegal option -- Z\n" + usage_of("ping"), "")
+    vd.ok("-c", "u1")
+    assert vd.cli("u1", "netstat", "-h") == (0, usage_of("netstat"), "")
 
 
 def test_tools_without_a_name_act_on_the_base_vnet_and_dash_dash_forces_a_name(vd):

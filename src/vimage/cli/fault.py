@@ -38,7 +38,7 @@ usage: fault [list [-a]]
        fault cut | restore interface [when]
        fault impair [-b] interface setting value ... | clear [when]
        fault crash | restart name [when]
-when: at T | in T (seconds, or ms, us, s); setting: bw, delay, loss, ber, dup, queue
+when: at T | in T (T in s, ms, us); setting: bw, delay, loss, ber, dup, queue
 """
 _UNITS: tuple[tuple[str, int], ...] = (("ms", 1_000_000), ("us", 1_000), ("ns", 1),
                                        ("s", NS_PER_S))
