@@ -93,6 +93,12 @@ def getopt_message(exc: getopt.GetoptError) -> str:
     return f"unrecognized option `--{opt}'"
 
 
+def destroyed(vnet: Vnet) -> str:
+    """Why a tool stopped when its vnet was destroyed while it ran (its sockets are
+    closed then, and would otherwise say `Bad file descriptor`)."""
+    return f"vnet {vnet.display_name} was destroyed"
+
+
 def usage_of(name: str) -> str:
     """The usage lines of tool `name`, ending in a newline."""
     text: str = import_module(f"vimage.cli.{name}").USAGE
@@ -142,7 +148,7 @@ def run_command(vnet: Vnet, line: str | list[str]) -> CmdResult:
         ctx.print(f"{name}: {exc}")
         status = exc.status
     except OSError as exc:
-        ctx.print(f"{name}: {exc.strerror or exc}")
+        ctx.print(f"{name}: {destroyed(vnet) if not vnet.alive else exc.strerror or exc}")
         status = 1
     except (ValueError, LookupError) as exc:
         ctx.print(f"{name}: {exc}")

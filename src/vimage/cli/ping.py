@@ -14,7 +14,7 @@ import math
 from typing import TYPE_CHECKING
 
 from vimage import netdb
-from vimage.cli import ToolError, UsageError
+from vimage.cli import ToolError, UsageError, destroyed
 from vimage.cli._util import getopts
 from vimage.sched import NS_PER_S
 from vimage.socket.socket import (
@@ -318,9 +318,17 @@ def main(ctx: Context, argv: list[str]) -> int:
         from_text = f" from {source}" if source is not None else ""
         ctx.print(f"PING {hostname} ({ipv4.ntoa(dst)}){from_text}: {datalen} data bytes")
         pinger = Pinger(ctx, sock, dst, kernel.rng.getrandbits(16), datalen, quiet, waittime_ms)
-        run(pinger, npackets, interval_ns, alarm, once,
-            MAXWAIT_MS if waittime_ms is None else waittime_ms)
+        try:
+            run(pinger, npackets, interval_ns, alarm, once,
+                MAXWAIT_MS if waittime_ms is None else waittime_ms)
+        except OSError:
+            if vnet.alive:
+                raise
+            # destroyed under us (its sockets closed): the statistics so far, then why,
+            # as an interrupted FreeBSD ping prints its statistics before it exits
     pinger.summary(hostname)
+    if not vnet.alive:
+        raise ToolError(destroyed(vnet))
     return 0 if pinger.nreceived else 2
 
 
