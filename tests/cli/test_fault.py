@@ -77,7 +77,7 @@ def test_partition_counter_in_netstat(lab):
     ok(lab.lab, "fault partition h1 h3")
     assert not lab.udp(1, 3)
     out = lab.h[3].cmd("netstat -s -p ip").output
-    assert "\t1 packets dropped by fault injection\n" in out
+    assert "\t1 packet dropped by fault injection\n" in out
 
 
 def test_scheduled_faults_with_at_and_in(lab):

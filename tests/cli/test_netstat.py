@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from vimage.cli.netstat import counted
 from vimage.kernel import Kernel
 from vimage.net.ifnet import Ifnet
 from vimage.net.route import RTF_GATEWAY, RTF_STATIC, Route
@@ -59,11 +60,13 @@ def build_router() -> tuple[Kernel, Vnet, Vnet, Vnet]:
     return kernel, h1, r, h2
 
 
-def stat(output: str, label: str) -> int:
-    """The number on the `netstat -s` line ending with `label`."""
-    match = re.search(rf"^\t(\d+) {re.escape(label)}$", output, re.M)
-    assert match, f"no line {label!r} in:\n{output}"
-    return int(match.group(1))
+def stat(output: str, label: str, indent: str = "\t") -> int:
+    """The number on the `netstat -s` line ending with `label` (plural as given; in the
+    singular when the number is 1, as netstat prints it)."""
+    for number, rest in re.findall(rf"^{indent}(\d+) (.*)$", output, re.M):
+        if counted("{} " + label, int(number)) == f"{number} {rest}":
+            return int(number)
+    raise AssertionError(f"no line {label!r} in:\n{output}")
 
 
 def test_netstat_rn_lists_exactly_the_routes() -> None:
@@ -116,7 +119,7 @@ def test_netstat_s_all_protocols_zero_suppression_and_reset() -> None:
     assert stat(out, "ARP requests sent") >= 1
     terse = h1.cmd("netstat -ss").output
     assert "\t0 " not in terse
-    assert "packets sent from this host" in terse
+    assert stat(terse, "packets sent from this host") == 1
     h1.cmd("netstat -s -z -p arp")
     assert stat(h1.cmd("netstat -s -p arp").output, "ARP requests sent") == 0
     assert h1.cmd("netstat -s -p ip").output != h1.cmd("netstat -ss -p ip").output
@@ -205,9 +208,7 @@ def test_netstat_usage_errors() -> None:
 # -- TCP ------------------------------------------------------------------------------
 def tcp_stat(output: str, label: str) -> int:
     """The number on a `netstat -s -p tcp` line (any indentation) ending with `label`."""
-    match = re.search(rf"^\t+(\d+) {re.escape(label)}$", output, re.M)
-    assert match, f"no line {label!r} in:\n{output}"
-    return int(match.group(1))
+    return stat(output, label, "\t+")
 
 
 def tcp_rows(vnet: Vnet, flags: str = "-an") -> list[str]:
@@ -362,3 +363,22 @@ def test_netstat_s_tcp_counters_move() -> None:
     assert tcp_stat(a.cmd("netstat -s -p tcp").output, "data bytes") == 0
     for s in (client, server, listener, refused):
         s.close()
+
+
+def test_statistics_count_in_the_singular_for_one() -> None:
+    """netstat's plural(): `1 packet sent`, `2 packets sent` (FreeBSD usr.bin/netstat)."""
+    assert counted("{} packets sent", 1) == "1 packet sent"
+    assert counted("{} packets sent", 2) == "2 packets sent"
+    assert counted("\t{} data packets", 1) == "\t1 data packet"
+    assert counted("{} connections established (including accepts)", 1) == (
+        "1 connection established (including accepts)")
+    assert counted("{} ARP entrys timed out", 1) == "1 ARP entry timed out"
+    assert counted("{} with bad checksum", 1) == "1 with bad checksum"
+    kernel = Kernel(clock="virtual", seed=1)
+    kernel.cmd("ifconfig lo0 up")
+    assert kernel.cmd("ping -c 1 127.0.0.1").ok
+    out = kernel.cmd("netstat -s -p icmp").output
+    assert "\t1 message response generated\n" in out
+    assert "\t0 message responses generated\n" not in out
+    out = kernel.cmd("netstat -s -p ip").output
+    assert "\t2 total packets received\n" in out and "\t0 bad header checksums\n" in out
