@@ -179,10 +179,10 @@ def test_netstat_an_lists_sockets() -> None:
     assert res.output.splitlines() == [
         "Active Internet connections (including servers)",
         "Proto Recv-Q Send-Q Local Address          Foreign Address        (state)",
-        "udp4      17      0 10.0.0.1.5000          *.*                    ",
-        "udp4       0      0 *.53                   *.*                    ",
-        f"udp4       0      0 {'10.0.0.1.' + str(lport):<22} 10.0.0.2.53            ",
-        "icm4       0      0 *.*                    *.*                    ",
+        "udp4      17      0 10.0.0.1.5000          *.*",
+        "udp4       0      0 *.53                   *.*",
+        f"udp4       0      0 {'10.0.0.1.' + str(lport):<22} 10.0.0.2.53",
+        "icm4       0      0 *.*                    *.*",
     ]
     plain = a.cmd("netstat -n").output.splitlines()
     assert plain[0] == "Active Internet connections"
@@ -219,7 +219,7 @@ def tcp_rows(vnet: Vnet, flags: str = "-an") -> list[str]:
 
 
 def row(recvq: int, sendq: int, local: str, foreign: str, state: str) -> str:
-    return f"tcp4  {recvq:>6} {sendq:>6} {local:<22} {foreign:<22} {state:<11}"
+    return f"tcp4  {recvq:>6} {sendq:>6} {local:<22} {foreign:<22} {state}"
 
 
 def tcp_connect(a: Vnet, b: Vnet, port: int = 80, rcvbuf: int | None = None,
@@ -250,7 +250,7 @@ def test_netstat_an_tcp_states_through_a_connection_life() -> None:
     # tcp comes before udp, as in FreeBSD; the listener is a server: -a only
     lines = b.cmd("netstat -n").output.splitlines()
     assert lines[2:] == [row(0, 0, "10.0.0.2.80", cli, "ESTABLISHED"),
-                         "udp4       0      0 10.0.0.2.53            *.*                    "]
+                         "udp4       0      0 10.0.0.2.53            *.*"]
     # -p tcp / -p udp filter the list
     assert [line.split()[0] for line in b.cmd("netstat -an -p tcp").output.splitlines()[2:]] \
         == ["tcp4", "tcp4"]
@@ -316,7 +316,7 @@ def test_netstat_L_shows_listen_queues() -> None:
     assert b.cmd("netstat -Lan").output.splitlines() == [
         "Current listen queue sizes (qlen/incqlen/maxqlen)",
         "Proto Listen                           Local Address",
-        f"tcp4  {'2/0/5':<32} {'*.8080':<22} ",
+        f"tcp4  {'2/0/5':<32} *.8080",
     ]
     listener.accept()[0].close()
     kernel.run(1)
@@ -382,3 +382,18 @@ def test_statistics_count_in_the_singular_for_one() -> None:
     assert "\t0 message responses generated\n" not in out
     out = kernel.cmd("netstat -s -p ip").output
     assert "\t2 total packets received\n" in out and "\t0 bad header checksums\n" in out
+
+
+def test_no_socket_row_ends_in_spaces() -> None:
+    """FreeBSD pads the last column (`%-22s`); vimage's output lines never end in a space."""
+    _kernel, a, _b, _ifa, _ifb = build_pair()
+    udp = a.socket(AF_INET, SOCK_DGRAM)
+    udp.bind(("", 53))
+    tcp = a.socket(AF_INET, SOCK_STREAM)
+    tcp.bind(("", 80))
+    tcp.listen(5)
+    for line in ("netstat -a", "netstat -an", "netstat -L", "netstat -i", "netstat -rn"):
+        out = a.cmd(line).output
+        assert out.endswith("\n") and all(row == row.rstrip() for row in out.splitlines()), out
+    rows = a.cmd("netstat -a").output.splitlines()
+    assert rows[-1].startswith("udp4") and rows[-1].endswith("*.53                   *.*")

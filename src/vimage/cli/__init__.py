@@ -155,4 +155,11 @@ def run_command(vnet: Vnet, line: str | list[str]) -> CmdResult:
         status = 1
     except KeyboardInterrupt:
         status = 130
-    return CmdResult(status, ctx.out.getvalue())
+    return CmdResult(status, trim(ctx.out.getvalue()))
+
+
+def trim(text: str) -> str:
+    """`text` with no line ending in spaces (fixed-width columns pad the last one)."""
+    if " \n" not in text:
+        return text
+    return "\n".join(line.rstrip(" ") for line in text.split("\n"))
