@@ -8,6 +8,8 @@ from vimage.kernel import Kernel
 from vimage.topo import udp_delivered
 from vimage.vnet import Vnet
 
+from .conftest import error_lines
+
 H2 = 0x0A000002
 
 
@@ -20,7 +22,7 @@ def ok(vnet: Vnet | Kernel, line: str) -> str:
 def fails(vnet: Vnet | Kernel, line: str, expected: str | None = None) -> str:
     result = vnet.cmd(line)
     assert result.status != 0, f"{line!r} unexpectedly succeeded: {result.output}"
-    lines = result.output.splitlines()
+    lines = error_lines(result.output, "arp")
     assert len(lines) == 1, result.output
     if expected is not None:
         assert lines[0] == expected
@@ -154,7 +156,7 @@ def test_lookup_missing_host(hosts: tuple[Kernel, Vnet, Vnet]) -> None:
     ("arp -d -s 10.0.0.5", "-d"),
     ("arp -a 10.0.0.5", "10.0.0.5"),
     ("arp -i epair7a -a", "epair7a"),
-    ("arp -x", "-x"),
+    ("arp -x", "illegal option -- x"),
 ])
 def test_errors(hosts: tuple[Kernel, Vnet, Vnet], line: str, word: str) -> None:
     _, h1, _ = hosts

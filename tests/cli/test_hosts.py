@@ -7,6 +7,7 @@ import socket
 import pytest
 
 from vimage import netdb
+from vimage.cli import usage_of
 from vimage.kernel import Kernel
 
 
@@ -29,14 +30,18 @@ def test_add_list_lookup_delete(vnet):
 @pytest.mark.parametrize("line, message", [
     ("hosts add 10.0.0.300 x", "hosts: bad address '10.0.0.300': an IPv4 address is needed"),
     ("hosts add 10.0.0.1 bad_name!", "hosts: bad host name 'bad_name!'"),
-    ("hosts add 10.0.0.1", "hosts: usage: hosts add ADDR NAME [NAME ...]"),
+    ("hosts add 10.0.0.1", ""),
     ("hosts delete nosuch", "hosts: nosuch: no such host in the hosts table"),
-    ("hosts frob", "hosts: unknown command 'frob' (add, delete, flush, lookup)"),
+    ("hosts frob", "hosts: unknown command 'frob'"),
 ])
 def test_errors_are_one_line(vnet, line, message):
+    """One line, and the usage after it where the words were wrong (none: only the usage)."""
     res = vnet.cmd(line)
     assert res.status != 0
-    assert res.output == message + "\n"
+    if res.status == 64:
+        assert res.output == (message + "\n" if message else "") + usage_of("hosts")
+    else:
+        assert res.output == message + "\n"
 
 
 def test_each_vnet_has_its_own_table():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from vimage.cli.netstat import counted
 from vimage.kernel import Kernel
 from vimage.net.ifnet import Ifnet
 from vimage.net.route import RTF_GATEWAY, RTF_STATIC, Route
@@ -20,6 +21,8 @@ from vimage.socket.socket import (
 from vimage.socket.tcp_socket import TcpSocket
 from vimage.vnet import Vnet
 from vimage.wire.ipv4 import aton
+
+from .conftest import error_lines
 
 
 def build_pair(seed: int = 5) -> tuple[Kernel, Vnet, Vnet, Ifnet, Ifnet]:
@@ -57,11 +60,13 @@ def build_router() -> tuple[Kernel, Vnet, Vnet, Vnet]:
     return kernel, h1, r, h2
 
 
-def stat(output: str, label: str) -> int:
-    """The number on the `netstat -s` line ending with `label`."""
-    match = re.search(rf"^\t(\d+) {re.escape(label)}$", output, re.M)
-    assert match, f"no line {label!r} in:\n{output}"
-    return int(match.group(1))
+def stat(output: str, label: str, indent: str = "\t") -> int:
+    """The number on the `netstat -s` line ending with `label` (plural as given; in the
+    singular when the number is 1, as netstat prints it)."""
+    for number, rest in re.findall(rf"^{indent}(\d+) (.*)$", output, re.M):
+        if counted("{} " + label, int(number)) == f"{number} {rest}":
+            return int(number)
+    raise AssertionError(f"no line {label!r} in:\n{output}")
 
 
 def test_netstat_rn_lists_exactly_the_routes() -> None:
@@ -114,7 +119,7 @@ def test_netstat_s_all_protocols_zero_suppression_and_reset() -> None:
     assert stat(out, "ARP requests sent") >= 1
     terse = h1.cmd("netstat -ss").output
     assert "\t0 " not in terse
-    assert "packets sent from this host" in terse
+    assert stat(terse, "packets sent from this host") == 1
     h1.cmd("netstat -s -z -p arp")
     assert stat(h1.cmd("netstat -s -p arp").output, "ARP requests sent") == 0
     assert h1.cmd("netstat -s -p ip").output != h1.cmd("netstat -ss -p ip").output
@@ -174,10 +179,10 @@ def test_netstat_an_lists_sockets() -> None:
     assert res.output.splitlines() == [
         "Active Internet connections (including servers)",
         "Proto Recv-Q Send-Q Local Address          Foreign Address        (state)",
-        "udp4      17      0 10.0.0.1.5000          *.*                    ",
-        "udp4       0      0 *.53                   *.*                    ",
-        f"udp4       0      0 {'10.0.0.1.' + str(lport):<22} 10.0.0.2.53            ",
-        "icm4       0      0 *.*                    *.*                    ",
+        "udp4      17      0 10.0.0.1.5000          *.*",
+        "udp4       0      0 *.53                   *.*",
+        f"udp4       0      0 {'10.0.0.1.' + str(lport):<22} 10.0.0.2.53",
+        "icm4       0      0 *.*                    *.*",
     ]
     plain = a.cmd("netstat -n").output.splitlines()
     assert plain[0] == "Active Internet connections"
@@ -196,16 +201,14 @@ def test_netstat_usage_errors() -> None:
                  "netstat -p arp", "netstat -an -p sctp"):
         res = a.cmd(line)
         assert res.status == 64, line
-        assert len(res.output.splitlines()) == 1
+        assert len(error_lines(res.output, "netstat")) == 1
         assert res.output.startswith("netstat: ")
 
 
 # -- TCP ------------------------------------------------------------------------------
 def tcp_stat(output: str, label: str) -> int:
     """The number on a `netstat -s -p tcp` line (any indentation) ending with `label`."""
-    match = re.search(rf"^\t+(\d+) {re.escape(label)}$", output, re.M)
-    assert match, f"no line {label!r} in:\n{output}"
-    return int(match.group(1))
+    return stat(output, label, "\t+")
 
 
 def tcp_rows(vnet: Vnet, flags: str = "-an") -> list[str]:
@@ -216,7 +219,7 @@ def tcp_rows(vnet: Vnet, flags: str = "-an") -> list[str]:
 
 
 def row(recvq: int, sendq: int, local: str, foreign: str, state: str) -> str:
-    return f"tcp4  {recvq:>6} {sendq:>6} {local:<22} {foreign:<22} {state:<11}"
+    return f"tcp4  {recvq:>6} {sendq:>6} {local:<22} {foreign:<22} {state}"
 
 
 def tcp_connect(a: Vnet, b: Vnet, port: int = 80, rcvbuf: int | None = None,
@@ -247,7 +250,7 @@ def test_netstat_an_tcp_states_through_a_connection_life() -> None:
     # tcp comes before udp, as in FreeBSD; the listener is a server: -a only
     lines = b.cmd("netstat -n").output.splitlines()
     assert lines[2:] == [row(0, 0, "10.0.0.2.80", cli, "ESTABLISHED"),
-                         "udp4       0      0 10.0.0.2.53            *.*                    "]
+                         "udp4       0      0 10.0.0.2.53            *.*"]
     # -p tcp / -p udp filter the list
     assert [line.split()[0] for line in b.cmd("netstat -an -p tcp").output.splitlines()[2:]] \
         == ["tcp4", "tcp4"]
@@ -313,7 +316,7 @@ def test_netstat_L_shows_listen_queues() -> None:
     assert b.cmd("netstat -Lan").output.splitlines() == [
         "Current listen queue sizes (qlen/incqlen/maxqlen)",
         "Proto Listen                           Local Address",
-        f"tcp4  {'2/0/5':<32} {'*.8080':<22} ",
+        f"tcp4  {'2/0/5':<32} *.8080",
     ]
     listener.accept()[0].close()
     kernel.run(1)
@@ -360,3 +363,37 @@ def test_netstat_s_tcp_counters_move() -> None:
     assert tcp_stat(a.cmd("netstat -s -p tcp").output, "data bytes") == 0
     for s in (client, server, listener, refused):
         s.close()
+
+
+def test_statistics_count_in_the_singular_for_one() -> None:
+    """netstat's plural(): `1 packet sent`, `2 packets sent` (FreeBSD usr.bin/netstat)."""
+    assert counted("{} packets sent", 1) == "1 packet sent"
+    assert counted("{} packets sent", 2) == "2 packets sent"
+    assert counted("\t{} data packets", 1) == "\t1 data packet"
+    assert counted("{} connections established (including accepts)", 1) == (
+        "1 connection established (including accepts)")
+    assert counted("{} ARP entrys timed out", 1) == "1 ARP entry timed out"
+    assert counted("{} with bad checksum", 1) == "1 with bad checksum"
+    kernel = Kernel(clock="virtual", seed=1)
+    kernel.cmd("ifconfig lo0 up")
+    assert kernel.cmd("ping -c 1 127.0.0.1").ok
+    out = kernel.cmd("netstat -s -p icmp").output
+    assert "\t1 message response generated\n" in out
+    assert "\t0 message responses generated\n" not in out
+    out = kernel.cmd("netstat -s -p ip").output
+    assert "\t2 total packets received\n" in out and "\t0 bad header checksums\n" in out
+
+
+def test_no_socket_row_ends_in_spaces() -> None:
+    """FreeBSD pads the last column (`%-22s`); vimage's output lines never end in a space."""
+    _kernel, a, _b, _ifa, _ifb = build_pair()
+    udp = a.socket(AF_INET, SOCK_DGRAM)
+    udp.bind(("", 53))
+    tcp = a.socket(AF_INET, SOCK_STREAM)
+    tcp.bind(("", 80))
+    tcp.listen(5)
+    for line in ("netstat -a", "netstat -an", "netstat -L", "netstat -i", "netstat -rn"):
+        out = a.cmd(line).output
+        assert out.endswith("\n") and all(row == row.rstrip() for row in out.splitlines()), out
+    rows = a.cmd("netstat -a").output.splitlines()
+    assert rows[-1].startswith("udp4") and rows[-1].endswith("*.53                   *.*")

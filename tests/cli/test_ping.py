@@ -161,3 +161,31 @@ def test_ping_usage_errors() -> None:
     res = vnet.cmd("ping -c 1 10.1.2.3")  # no route at all
     assert res.status == 2
     assert "ping: sendto: Network is unreachable" in res.output
+
+
+def test_ping_whose_vnet_is_destroyed_prints_its_statistics_and_why() -> None:
+    """The destroy closes ping's socket mid-wait: statistics so far, then the reason."""
+    kernel, vnets, _links = build_chain(nrouters=1)
+    kernel.call_later(2.5, kernel.destroy, vnets[0])  # after the third reply, before the 4th
+    res = vnets[0].cmd("ping -c 10 10.0.1.2")
+    lines = res.output.splitlines()
+    assert res.status == 1, res.output
+    assert [line.split(":")[1] for line in lines[1:4]] == [" icmp_seq=0 ttl=63 time=80.000 ms",
+                                                          " icmp_seq=1 ttl=63 time=40.000 ms",
+                                                          " icmp_seq=2 ttl=63 time=40.000 ms"]
+    assert lines[4:] == [
+        "", "--- 10.0.1.2 ping statistics ---",
+        "3 packets transmitted, 3 packets received, 0.0% packet loss",
+        "round-trip min/avg/max/stddev = 40.000/53.333/80.000/18.856 ms",
+        f"ping: vnet {vnets[0].display_name} was destroyed"]
+    assert "Bad file descriptor" not in res.output
+
+
+def test_ping_of_a_destroyed_vnet_and_of_a_survivor() -> None:
+    kernel, vnets, _links = build_chain(nrouters=1)
+    kernel.call_later(2.5, kernel.destroy, vnets[2])  # the far end goes: ping just loses
+    res = vnets[0].cmd("ping -c 4 10.0.1.2")
+    assert res.status == 0 and "was destroyed" not in res.output  # some replies came
+    assert "4 packets transmitted, 3 packets received, 25.0% packet loss" in res.output
+    res = vnets[2].cmd("ping -c 1 10.0.0.1")
+    assert res.status == 1 and res.output.endswith("is destroyed\n")

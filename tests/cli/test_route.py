@@ -11,6 +11,8 @@ from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_REJECT, RTF_STATIC
 from vimage.topo import udp_delivered
 from vimage.vnet import Vnet
 
+from .conftest import error_lines
+
 NET2 = 0x0A000200  # 10.0.2.0
 
 
@@ -23,8 +25,8 @@ def ok(vnet: Vnet | Kernel, line: str) -> str:
 def fails(vnet: Vnet | Kernel, line: str, expected: str | None = None) -> str:
     result = vnet.cmd(line)
     assert result.status != 0, f"{line!r} unexpectedly succeeded: {result.output}"
-    lines = result.output.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("route: "), result.output
+    lines = error_lines(result.output, "route")
+    assert len(lines) == 1 and lines[0].startswith(("route: ", "usage: route")), result.output
     if expected is not None:
         assert lines[0] == expected
     return lines[0]
@@ -258,7 +260,7 @@ def test_flush_removes_gateway_routes_only(net: tuple[Kernel, Vnet, Vnet, Vnet])
     ("route add 10.0.2.0/24 10.0.1.2 -netmask", "-netmask"),
     ("route add 10.0.2.0/24 10.0.1.2 255.0.255.0", "255.0.255.0"),
     ("route get 10.0.2.1 10.0.2.2", "10.0.2.2"),
-    ("route -Z get 10.0.2.1", "-Z"),
+    ("route -Z get 10.0.2.1", "illegal option -- Z"),
     ("route flush now", "now"),
 ])
 def test_usage_errors(net: tuple[Kernel, Vnet, Vnet, Vnet], line: str, word: str) -> None:

@@ -114,3 +114,15 @@ def test_traceroute_errors() -> None:
     res = vnet.cmd("traceroute -n 127.0.0.1")
     assert res.status == 0
     assert res.output.splitlines()[1].startswith(" 1  127.0.0.1  0.000 ms")
+
+
+def test_traceroute_whose_vnet_is_destroyed_says_so() -> None:
+    """The probes of the current hop so far, then the reason (not `Bad file descriptor`)."""
+    kernel = Kernel(clock="virtual", seed=3)
+    vnet = kernel.create("v")
+    vnet.cmd("ifconfig epair create")
+    vnet.cmd("ifconfig epair0a 10.0.0.1/24 up")
+    kernel.call_later(2.5, kernel.destroy, vnet)  # two 1-second probes unanswered by then
+    res = vnet.cmd("traceroute -n -w 1 10.0.0.99")
+    assert (res.status, res.output.splitlines()[1:]) == (1, [" 1  * *",
+                                                             "traceroute: vnet v was destroyed"])

@@ -95,7 +95,7 @@ def test_partition_across_router_blocks_udp_between_groups_only(star):
     assert part.drops == 2
     assert s.r.ip.stats.forward >= 4  # the dropped packets did cross the router
     out = s.h3.cmd("netstat -s -p ip").output
-    assert "\t1 packets dropped by fault injection" in out.splitlines()
+    assert "\t1 packet dropped by fault injection" in out.splitlines()
     s.faults.heal(part)
     assert part.state == "healed" and part.until == s.k.now
     assert s.udp(s.h1, s.h3, H3) and s.udp(s.h3, s.h2, H2)

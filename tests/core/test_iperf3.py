@@ -37,6 +37,7 @@ from vimage.apps.iperf3.params import (
     TEST_START,
     make_cookie,
 )
+from vimage.cli import usage_of
 from vimage.kernel import Kernel
 from vimage.socket.tcp_socket import TcpSocket
 from vimage.topo import connect
@@ -403,7 +404,7 @@ def test_tool_client_without_server(net: Net) -> None:
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    ("", "parameter error - must either be a client (-c) or server (-s); usage: iperf3"),
+    ("", "parameter error - must either be a client (-c) or server (-s)"),
     ("-c 10.0.0.2 -s", "parameter error - cannot be both server and client"),
     ("-c 10.0.0.2 -u", "parameter error - UDP tests are not supported (TCP only)"),
     ("-c 10.0.0.2 --bidir", "parameter error - bidirectional tests (--bidir) are not supported"),
@@ -420,14 +421,15 @@ def test_tool_client_without_server(net: Net) -> None:
     ("-c 10.0.0.2 -i 0.01", "parameter error - invalid report interval"),
     ("-s -R", "parameter error - some option you are trying to set is client only"),
     ("-c 10.0.0.2 -1", "parameter error - some option you are trying to set is server only"),
-    ("-c 10.0.0.2 -x", "parameter error - option -x not recognized"),
+    ("-c 10.0.0.2 -x", "illegal option -- x"),
     ("-c 10.0.0.2 extra", "parameter error - unexpected argument 'extra'"),
 ])
 def test_tool_bad_options(net: Net, argv: str, message: str) -> None:
     res = net.a.cmd(f"iperf3 {argv}")
     assert res.status == 64
-    assert res.output.count("\n") == 1
-    assert res.output.startswith(f"iperf3: {message}")
+    first, _, rest = res.output.partition("\n")
+    assert first.startswith(f"iperf3: {message}")
+    assert rest in ("", usage_of("iperf3"))  # a bad option or operand: the usage follows
 
 
 def test_tool_unknown_host(net: Net) -> None:

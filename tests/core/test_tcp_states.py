@@ -1648,9 +1648,9 @@ def test_data_counters_separate_new_data_from_retransmissions():
     assert (st.sndpack, st.sndbyte, st.sndrexmitpack) == (2, 1300, 1)
     out = w.vnet.cmd("netstat -s -p tcp").output
     assert "\t2 data packets\n" in out and "\t1300 data bytes\n" in out
-    assert "\t1 data packets retransmitted\n" in out
+    assert "\t1 data packet retransmitted\n" in out
     assert "\t1300 data bytes retransmitted\n" in out
-    assert "\t1 window probe packets\n" in out
+    assert "\t1 window probe packet\n" in out
     assert st.rcvwinupd == 0  # ACKs of new data are no window update packets
     c.send("A")  # the window opens again (the probe byte was dropped): a pure update
     assert st.rcvwinupd == 1

@@ -30,6 +30,13 @@ from vimage.ctl import paths, protocol, shims
 from vimage.ctl.client import Client, connect, daemon_pid
 
 
+def names(listing: str) -> list[str]:
+    """The vnet names in a `vimage -l` table (under its header)."""
+    lines = listing.splitlines()
+    assert lines and lines[0].split() == ["Name", "Hostname", "Interfaces"], listing
+    return [line.split()[0] for line in lines[1:]]
+
+
 def wait_gone(pid: int, timeout: float = 10.0) -> bool:
     """Wait for a process that is not our child to exit (pidfd, no polling)."""
     try:

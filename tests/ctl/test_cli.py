@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from vimage.cli import usage_of
+from vimage.cli import vimage as cli
+
+from .conftest import names
+
 
 @pytest.fixture
 def vd(shared_vimaged):
     """The shared daemon, emptied of vnets after each test."""
     yield shared_vimaged
-    for name in shared_vimaged.ok("-l").split():
+    for name in names(shared_vimaged.ok("-l")):
         shared_vimaged.ok("-d", name)
     for line in shared_vimaged.ok("ifconfig", "-l").split():
         if line.startswith("epair"):
@@ -21,13 +26,13 @@ def test_create_list_destroy(vd):
     vd.ok("-c", "b")
     vd.ok("-c", "a.x")
     vd.ok("-c", "a.x.deep")
-    assert vd.ok("-l") == "a\nb\n"
-    assert vd.ok("-lr") == "a\na.x\na.x.deep\nb\n"
-    assert vd.ok("-l", "a") == "a\n"
-    assert vd.ok("-l", "-r", "a") == "a\na.x\na.x.deep\n"
-    assert vd.ok("-l", "a.x") == "a.x\n"
+    assert names(vd.ok("-l")) == ["a", "b"]
+    assert names(vd.ok("-lr")) == ["a", "a.x", "a.x.deep", "b"]
+    assert names(vd.ok("-l", "a")) == ["a"]
+    assert names(vd.ok("-l", "-r", "a")) == ["a", "a.x", "a.x.deep"]
+    assert names(vd.ok("-l", "a.x")) == ["a.x"]
     assert vd.cli("-d", "a") == (0, "", "")  # children go first
-    assert vd.ok("-lr") == "b\n"
+    assert names(vd.ok("-lr")) == ["b"]
 
 
 def test_list_verbose_layouts(vd):
@@ -43,6 +48,39 @@ def test_list_verbose_layouts(vd):
     jid = int(out.split("    JID: ")[1].split("\n")[0])
     assert f"    PJID: {jid}\n" in vd.ok("-lvv", "web.app")
     assert "    Domainname: example.org\n" in vd.ok("-lv", "web.app")  # inherited
+
+
+def test_list_is_a_table_under_a_header_even_when_empty(vd):
+    """As jls(8) prints its header with no jails, vimage -l prints its own."""
+    assert vd.ok("-l") == "Name  Hostname  Interfaces\n"
+    assert vd.ok("list", "-r") == "Name  Hostname  Interfaces\n"
+    vd.ok("-c", "web", "host.hostname=www")
+    vd.ok("-c", "web.application")
+    vd.ok("ifconfig", "epair", "create")
+    vd.ok("-i", "web", "epair0a")
+    assert vd.ok("-lr") == ("Name             Hostname     Interfaces\n"
+                            "web              www          lo0 epair0a\n"
+                            "web.application  application  lo0\n")
+
+
+def test_no_listing_line_ends_in_a_space(vd):
+    vd.ok("-c", "bare")  # no domain name: an empty field
+    vd.ok("-c", "bare.kid")
+    for args in (("-l",), ("-lr",), ("-lv",), ("-lrv",), ("-lj",), ("list", "-r", "-v")):
+        out = vd.ok(*args)
+        assert out.endswith("\n") and all(line == line.rstrip() for line in out.splitlines())
+    assert "    Domainname:\n" in vd.ok("-lv", "bare")
+
+
+def test_counts_agree_with_their_nouns():
+    assert [cli.plural(n, "vnet") for n in (0, 1, 2)] == ["0 vnets", "1 vnet", "2 vnets"]
+
+
+def test_daemon_status_says_1_vnet(vd):
+    vd.ok("-c", "only")
+    out = vd.ok("daemon", "status")
+    assert ", 1 vnet, " in out or out.endswith(", 1 vnet)\n"), out
+    assert " 1 connections" not in out and " 1 vnets" not in out
 
 
 def test_create_with_a_sysctl_and_modify(vd):
@@ -73,7 +111,7 @@ def test_create_with_a_sysctl_and_modify(vd):
     (("-d",), 64, "vimage: -d takes one vnet name\n"),
     (("-cd", "x"), 64, "vimage: -c and -d do not go together\n"),
     (("-r", "x"), 64, "vimage: -r, -v and -j go with -l\n"),
-    (("-x",), 64, "vimage: option -x not recognized\n"),
+    (("-x",), 64, "vimage: illegal option -- x\n"),
     (("-i", "dup"), 64, "vimage: -i takes a vnet name, an interface and maybe a new name\n"),
     (("ghost",), 1, "vimage: vnet ghost does not exist\n"),
     (("ghost", "ifconfig"), 1, "vimage: vnet ghost does not exist\n"),
@@ -86,7 +124,7 @@ def test_errors_are_one_line_and_nonzero(vd, args, status, message):
     first, _, rest = err.partition("\n")
     assert message in err
     assert rest == "" or rest.startswith("usage: vimage") or first.startswith("usage:")
-    assert vd.ok("-l") == "dup\n"  # nothing else happened
+    assert names(vd.ok("-l")) == ["dup"]  # nothing else happened
 
 
 def test_ifmove_prints_where_the_interface_went_and_can_rename(vd):
@@ -111,8 +149,8 @@ def test_ifmove_prints_where_the_interface_went_and_can_rename(vd):
 def test_subcommands_do_what_the_options_do(vd):
     assert vd.cli("create", "s1", "children.max=2") == (0, "", "")
     vd.ok("create", "s1.k")
-    assert vd.ok("list") == "s1\n"
-    assert vd.ok("list", "-r") == "s1\ns1.k\n"
+    assert names(vd.ok("list")) == ["s1"]
+    assert names(vd.ok("list", "-r")) == ["s1", "s1.k"]
     assert vd.ok("list", "-v", "s1").startswith("s1:\n    Path: /\n")
     assert "Children limit: 2" in vd.ok("list", "-j", "s1")
     vd.ok("modify", "s1", "host.hostname=h")
@@ -122,7 +160,7 @@ def test_subcommands_do_what_the_options_do(vd):
     done = vd.run("exec", "s1", "--", "sh", "-c", "echo $VIMAGE; ifconfig -l")
     assert (done.returncode, done.stdout) == (0, "s1\nlo0 epair0a\n")
     assert vd.cli("destroy", "s1") == (0, "", "")
-    assert vd.ok("list") == ""
+    assert names(vd.ok("list")) == []
 
 
 @pytest.mark.parametrize("sub", ["create", "destroy", "list", "ifmove", "exec", "daemon",
@@ -137,6 +175,16 @@ def test_help_and_usage(vd):
     assert status == 0 and "vimage -l[rvj] [NAME]" in out and "vimage NAME [command ...]" in out
     status, _, err = vd.cli("list", "--bogus")
     assert status == 64 and err.startswith("vimage: list: unrecognized arguments: --bogus\n")
+
+
+def test_a_bad_option_shows_the_error_and_the_usage(vd):
+    """vimage and the tools it runs print usage as FreeBSD's do; --help/-h succeed."""
+    assert vd.cli("-Z") == (64, "", "vimage: illegal option -- Z\n" + cli.USAGE)
+    assert vd.cli("-h") == (0, cli.USAGE, "")
+    assert vd.cli("ping", "--help") == (0, usage_of("ping"), "")
+    assert vd.cli("ping", "-Z") == (64, "ping: illegal option -- Z\n" + usage_of("ping"), "")
+    vd.ok("-c", "u1")
+    assert vd.cli("u1", "netstat", "-h") == (0, usage_of("netstat"), "")
 
 
 def test_tools_without_a_name_act_on_the_base_vnet_and_dash_dash_forces_a_name(vd):

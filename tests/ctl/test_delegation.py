@@ -11,6 +11,8 @@ import pytest
 
 from vimage.ctl.client import daemon_pid
 
+from .conftest import names
+
 FORGERY = textwrap.dedent("""
     import json
     from vimage.ctl import protocol
@@ -46,8 +48,8 @@ FORGERY = textwrap.dedent("""
 
 ATTEMPTS = [
     # (shell command run inside X, expected status, expected one-line error or output)
-    ("vimage -l", 0, "child\n"),
-    ("vimage -lr", 0, "child\nchild.grand\n"),
+    ("vimage -l | cut -d' ' -f1", 0, "Name\nchild\n"),
+    ("vimage -lr | cut -d' ' -f1", 0, "Name\nchild\nchild.grand\n"),
     ("vimage -l Y", 1, "vimage: vnet Y does not exist\n"),
     ("vimage -l X", 1, "vimage: vnet X does not exist\n"),
     ("vimage -d Y", 1, "vimage: vnet Y does not exist\n"),
@@ -115,7 +117,7 @@ def test_escape_attempts_fail_with_one_line(world):
         if status:
             assert output.count("\n") == 1, (cmd, output)
     # nothing moved, nothing died
-    assert world.ok("-lr") == "X\nX.child\nX.child.grand\nY\nY.child\n"
+    assert names(world.ok("-lr")) == ["X", "X.child", "X.child.grand", "Y", "Y.child"]
     assert world.ok("X", "ifconfig", "-l") == "lo0 epair0a epair1a\n"
     assert world.ok("Y", "ifconfig", "-l") == "lo0 epair0b\n"
     assert world.ok("ifconfig", "-l") == "lo0 epair1b\n"
@@ -140,7 +142,7 @@ def test_forged_requests_on_the_channel_are_refused(world, tmp_path):
     assert got["status"]["vnet"] == "X" and "socket" not in got["status"]
     assert got["status"]["vnets"] == 2
     assert [row["name"] for row in got["list"]["vnets"]] == ["child", "child.grand"]
-    assert world.ok("-lr") == "X\nX.child\nX.child.grand\nY\nY.child\n"
+    assert names(world.ok("-lr")) == ["X", "X.child", "X.child.grand", "Y", "Y.child"]
     assert daemon_pid(world.paths) is not None
 
 
@@ -160,7 +162,7 @@ def test_inside_x_everything_about_x_and_its_children_works(world):
         "ifconfig epair2a destroy",
         "vimage -m child host.hostname=kid",
         "vimage -lv child | grep Hostname",
-        "vimage child sh -c 'echo $VIMAGE; vimage -l'",
+        "vimage child sh -c 'echo $VIMAGE; vimage -l | cut -d\" \" -f1'",
         "hosts add 10.0.0.9 srv && hosts lookup srv",
         "fault impair epair0a delay 5ms && fault impair epair0a clear",
     ])
@@ -168,7 +170,7 @@ def test_inside_x_everything_about_x_and_its_children_works(world):
     assert done.returncode == 0, (done.stdout, done.stderr)
     assert done.stdout.splitlines() == [
         "net.inet.ip.forwarding: 0 -> 1", "add net 10.9.0.0: gateway 10.0.0.2", "lo0",
-        "lo0 epair1a", "epair2a", "    Hostname: kid", "X.child", "grand", "10.0.0.9"]
+        "lo0 epair1a", "epair2a", "    Hostname: kid", "X.child", "Name", "grand", "10.0.0.9"]
     assert world.ok("X", "sysctl", "-n", "net.inet.ip.forwarding") == "1\n"
     assert world.ok("Y", "sysctl", "-n", "net.inet.ip.forwarding") == "0\n"
     assert world.ok("sysctl", "-n", "net.inet.ip.forwarding") == "0\n"
@@ -185,5 +187,5 @@ def test_children_max_bounds_what_a_vnet_may_create(world):
     done = inside(world, "X.child", "vimage -c more; echo rc=$?")
     assert done.stdout == "rc=77\n"
     assert done.stderr == "vimage: children.max (3) of an enclosing vnet reached\n"
-    assert world.ok("-lr", "X") == "X\nX.c2\nX.child\nX.child.grand\n"
+    assert names(world.ok("-lr", "X")) == ["X", "X.c2", "X.child", "X.child.grand"]
     world.ok("-c", "X.c3")  # the host is not bound by it

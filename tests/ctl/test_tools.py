@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from vimage.cli import TOOLS
+from vimage.cli import TOOLS, usage_of
 from vimage.ctl.protocol import CtlError
 
 from .conftest import until
@@ -105,7 +105,8 @@ def test_tcpdump_files_are_opened_where_the_client_is(lab, tmp_path):
     assert read.stdout.count("ICMP echo") == 2 and "10.0.0.1 > 10.0.0.2" in read.stdout
     missing = lab.cli("tcpdump", "-r", str(tmp_path / "nope.pcap"))
     assert missing[0] == 1 and "nope.pcap: No such file or directory" in missing[1]
-    assert lab.cli("tcpdump", "-Z") == (64, "tcpdump: option -Z not recognized\n", "")
+    assert lab.cli("tcpdump", "-Z") == (64, "tcpdump: illegal option -- Z\n" + usage_of("tcpdump"),
+                                        "")
 
 
 def test_file_operands_by_path_are_refused_by_the_daemon(lab, tmp_path):
@@ -114,7 +115,7 @@ def test_file_operands_by_path_are_refused_by_the_daemon(lab, tmp_path):
             c._tool_call("", ["tcpdump", "-r", str(tmp_path / "x")], [])
         with pytest.raises(CtlError, match="must be passed as a descriptor"):
             c._tool_call("", ["tcpdump", "-nr/etc/hostname"], [])
-        with pytest.raises(CtlError, match="option -Z not recognized"):  # cannot tell: refused
+        with pytest.raises(CtlError, match="illegal option -- Z"):  # cannot tell: refused
             c._tool_call("", ["tcpdump", "-Z", "-w", "/tmp/x"], [])
         r, w = os.pipe()
         try:  # a descriptor open for reading cannot stand for -w

@@ -1,8 +1,15 @@
 """FreeBSD-style userland tools run inside a vnet: `vnet.cmd("ifconfig -a")`.
 
-Each tool is a function `main(ctx, argv) -> int` that writes to `ctx.out`; a
-`UsageError` becomes a one-line message and exit status 64 (EX_USAGE), an
-OSError or other `ToolError` a one-line message and status 1. Nothing raises out.
+Each tool is a module with a function `main(ctx, argv) -> int` that writes to
+`ctx.out`, and a `USAGE` string: its synopsis, FreeBSD's usage() lines. A
+`UsageError` becomes exit status 64 (EX_USAGE): its message (`ping: illegal option
+-- z`) and, for a bad option or wrong operands, the usage lines after it, as
+FreeBSD's tools print them. An OSError or other `ToolError` is a one-line message
+and status 1. Nothing raises out.
+
+`--help` as the first argument (and `-h`, unless the tool has its own -h: see
+`HELP_OPTIONS`) prints the usage with status 0. FreeBSD's tools have no --help:
+there it is a bad option (status 64); answering it is what Linux users expect.
 
 A tool runs under the kernel lock, unless its module sets `LOCKS_ITSELF = True`: then
 its main() takes the lock itself for what needs the kernel and nothing else (tcpdump
@@ -11,6 +18,7 @@ its main() takes the lock itself for what needs the kernel and nothing else (tcp
 
 from __future__ import annotations
 
+import getopt
 import io
 import shlex
 from collections.abc import Mapping
@@ -58,8 +66,49 @@ class ToolError(Exception):
 
 
 class UsageError(ToolError):
-    def __init__(self, message: str) -> None:
+    """A command-line mistake: exit status 64 (EX_USAGE).
+
+    With `synopsis` the tool's USAGE follows the message, as FreeBSD's usage() does
+    for a bad option or wrong operands; a bad value alone is one line, as its
+    errx(EX_USAGE, ...). Without a message there is only the usage.
+    """
+
+    def __init__(self, message: str = "", synopsis: bool | None = None) -> None:
         super().__init__(message, 64)
+        self.synopsis = not message if synopsis is None else synopsis
+
+
+HELP_OPTIONS: tuple[str, ...] = ("--help", "-h")
+
+
+def getopt_message(exc: getopt.GetoptError) -> str:
+    """FreeBSD getopt(3)'s wording for a bad option (lib/libc/stdlib/getopt.c:
+    `illegal option -- z`, `option requires an argument -- c`; getopt_long.c's for
+    long options)."""
+    opt, msg = exc.opt, exc.msg
+    if not msg.startswith("option --"):
+        if "requires" in msg:
+            return f"option requires an argument -- {opt}"
+        return f"illegal option -- {opt}"
+    if "requires" in msg:
+        return f"option `--{opt}' requires an argument"
+    if "must not have" in msg:
+        return f"option `--{opt}' doesn't allow an argument"
+    if "unique prefix" in msg:
+        return f"option `--{opt}' is ambiguous"
+    return f"unrecognized option `--{opt}'"
+
+
+def destroyed(vnet: Vnet) -> str:
+    """Why a tool stopped when its vnet was destroyed while it ran (its sockets are
+    closed then, and would otherwise say `Bad file descriptor`)."""
+    return f"vnet {vnet.display_name} was destroyed"
+
+
+def usage_of(name: str) -> str:
+    """The usage lines of tool `name`, ending in a newline."""
+    text: str = import_module(f"vimage.cli.{name}").USAGE
+    return text if text.endswith("\n") else text + "\n"
 
 
 class Context:
@@ -108,21 +157,36 @@ def run_command(vnet: Vnet, line: str | list[str], stdin: bytes | None = None,
     if not vnet.alive:
         return CmdResult(1, f"{name}: vnet {vnet.display_name} is destroyed\n")
     tool = import_module(f"vimage.cli.{name}")
+    if argv[1:2] and argv[1] in getattr(tool, "HELP_OPTIONS", HELP_OPTIONS):
+        return CmdResult(0, usage_of(name))
     try:
         if getattr(tool, "LOCKS_ITSELF", False):
             status = tool.main(ctx, argv[1:])
         else:
             with vnet.kernel.sched.cond:
                 status = tool.main(ctx, argv[1:])
+    except UsageError as exc:
+        if str(exc):
+            ctx.print(f"{name}: {exc}")
+        if exc.synopsis:
+            ctx.out.write(usage_of(name))
+        status = exc.status
     except ToolError as exc:
         ctx.print(f"{name}: {exc}")
         status = exc.status
     except OSError as exc:
-        ctx.print(f"{name}: {exc.strerror or exc}")
+        ctx.print(f"{name}: {destroyed(vnet) if not vnet.alive else exc.strerror or exc}")
         status = 1
     except (ValueError, LookupError) as exc:
         ctx.print(f"{name}: {exc}")
         status = 1
     except KeyboardInterrupt:
         status = 130
-    return CmdResult(status, ctx.out.getvalue())
+    return CmdResult(status, trim(ctx.out.getvalue()))
+
+
+def trim(text: str) -> str:
+    """`text` with no line ending in spaces (fixed-width columns pad the last one)."""
+    if " \n" not in text:
+        return text
+    return "\n".join(line.rstrip(" ") for line in text.split("\n"))

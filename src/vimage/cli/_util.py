@@ -9,7 +9,7 @@ from __future__ import annotations
 import getopt
 from typing import TYPE_CHECKING
 
-from vimage.cli import ToolError, UsageError
+from vimage.cli import ToolError, UsageError, getopt_message
 from vimage.net.route import MASKS
 from vimage.wire import WireError, ipv4
 from vimage.wire.ethernet import mac_aton
@@ -22,11 +22,12 @@ HOST_NAMES: tuple[tuple[str, int], ...] = (("localhost", 0x7F000001),)
 
 
 def getopts(argv: list[str], spec: str) -> tuple[list[tuple[str, str]], list[str]]:
-    """POSIX getopt (stops at the first operand); a bad option is a UsageError."""
+    """POSIX getopt (stops at the first operand); a bad option is a UsageError
+    worded as FreeBSD's getopt(3) words it, followed by the tool's usage."""
     try:
         return getopt.getopt(argv, spec)
     except getopt.GetoptError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(getopt_message(exc), synopsis=True) from None
 
 
 def parse_addr(text: str, what: str = "address") -> int:

@@ -23,6 +23,16 @@ if TYPE_CHECKING:
     from vimage.vnet import Vnet
 
 
+# arp(8)'s usage(), the forms vimage implements (no pub, reject, blackhole or -f)
+USAGE = """\
+usage: arp [-n] [-i interface] hostname
+       arp [-n] [-i interface] -a
+       arp -d hostname
+       arp -d [-i interface] -a
+       arp -s hostname ether_addr [temp]
+       arp -S hostname ether_addr [temp]
+"""
+
 def main(ctx: Context, argv: list[str]) -> int:
     opts, args = getopts(argv, "adi:nSs")
     given = {o for o, _ in opts}
@@ -44,7 +54,7 @@ def main(ctx: Context, argv: list[str]) -> int:
                 ctx.print(f"{ntoa(entry.addr)} ({ntoa(entry.addr)}) deleted")
             return 0
         if len(args) != 1:
-            raise UsageError("usage: arp -d HOST | arp -d -a")
+            raise UsageError()
         addr = parse_addr(args[0], "host")
         if addr not in vnet.arp.table:
             raise ToolError(f"{args[0]}: not in arp table")
@@ -58,7 +68,7 @@ def main(ctx: Context, argv: list[str]) -> int:
             ctx.print(line)
         return 0
     if len(args) != 1:
-        raise UsageError("usage: arp [-n] [-i IF] HOST | arp -a | arp -d HOST | arp -s HOST MAC")
+        raise UsageError()
     addr = parse_addr(args[0], "host")
     for found, line in table_lines(vnet, only):
         if found == addr:
@@ -101,7 +111,7 @@ def table_lines(vnet: Vnet, only: Ifnet | None = None) -> list[tuple[int, str]]:
 def set_entry(vnet: Vnet, args: list[str]) -> int:
     """`arp -s HOST MAC [temp]`: a static (or, with temp, an expiring) entry."""
     if len(args) < 2:
-        raise UsageError("usage: arp -s HOST MAC [temp]")
+        raise UsageError()
     temp = False
     for word in args[2:]:
         if word == "temp":

@@ -30,8 +30,16 @@ if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
     from vimage.vnet import Vnet
 
-USAGE = "usage: fault [list [-a] | log | partition | heal | cut | restore | impair | crash | " \
-        "restart] ..."
+USAGE = """\
+usage: fault [list [-a]]
+       fault log
+       fault partition name[,name ...] name[,name ...] [when]
+       fault heal [id] [when]
+       fault cut | restore interface [when]
+       fault impair [-b] interface setting value ... | clear [when]
+       fault crash | restart name [when]
+when: at T | in T (T in s, ms, us); setting: bw, delay, loss, ber, dup, queue
+"""
 _UNITS: tuple[tuple[str, int], ...] = (("ms", 1_000_000), ("us", 1_000), ("ns", 1),
                                        ("s", NS_PER_S))
 
@@ -43,7 +51,9 @@ def main(ctx: Context, argv: list[str]) -> int:
     command, args = argv[0], argv[1:]
     handler = dict(COMMANDS).get(command)
     if handler is None:
-        raise UsageError(f"unknown command '{command}'; {USAGE}")
+        if command.startswith("-"):
+            raise UsageError(f"illegal option -- {command.lstrip('-')}", synopsis=True)
+        raise UsageError(f"unknown command '{command}'", synopsis=True)
     handler(ctx, faults, args)
     return 0
 
@@ -120,7 +130,7 @@ def one(args: list[str], what: str) -> str:
 def cmd_partition(ctx: Context, faults: Faults, args: list[str]) -> None:
     args, at = parse_when(ctx, args)
     if len(args) != 2:
-        raise UsageError("usage: fault partition A[,B...] C[,D...] [at T | in T]")
+        raise UsageError()
     groups = []
     for word in args:
         names = word.split(",")
@@ -134,7 +144,7 @@ def cmd_partition(ctx: Context, faults: Faults, args: list[str]) -> None:
 def cmd_heal(ctx: Context, faults: Faults, args: list[str]) -> None:
     args, at = parse_when(ctx, args)
     if len(args) > 1:
-        raise UsageError("usage: fault heal [ID] [at T | in T]")
+        raise UsageError()
     if not args:
         if ctx.vnet.name:  # not the base vnet: only the partitions of this subtree
             parts = [p for p in faults.partitions if p.state in ("scheduled", "active")
@@ -175,7 +185,7 @@ def cmd_impair(ctx: Context, faults: Faults, args: list[str]) -> None:
     if both:
         args = args[1:]
     if not args or args[0].startswith("-"):
-        raise UsageError("usage: fault impair [-b] IF SETTING VALUE ... | clear [at T | in T]")
+        raise UsageError()
     ifp = find_iface(ctx, args[0])
     words = args[1:]
     if words == ["clear"]:
@@ -213,7 +223,7 @@ def cmd_restart(ctx: Context, faults: Faults, args: list[str]) -> None:
 
 def cmd_list(ctx: Context, faults: Faults, args: list[str]) -> None:
     if args not in ([], ["-a"]):
-        raise UsageError("usage: fault list [-a]")
+        raise UsageError()
     show_all = bool(args)
     pending = [e for e in faults.scheduled()  # first: it marks what died with its vnet
                if e.timer is not None and e.timer.owner is not None
@@ -251,7 +261,7 @@ def cmd_list(ctx: Context, faults: Faults, args: list[str]) -> None:
 
 def cmd_log(ctx: Context, faults: Faults, args: list[str]) -> None:
     if args:
-        raise UsageError("usage: fault log")
+        raise UsageError()
     for event in faults.events:
         ctx.print(f"{event.time:>12.6f}  {event.action} {event.target}")
 

@@ -12,6 +12,13 @@ from __future__ import annotations
 from vimage.cli import Context, ToolError, UsageError
 from vimage.wire import ipv4
 
+USAGE = """\
+usage: hosts
+       hosts add address name [name ...]
+       hosts delete name
+       hosts flush
+       hosts lookup name
+"""
 
 def main(ctx: Context, argv: list[str]) -> int:
     hosts = ctx.vnet.hosts
@@ -22,26 +29,28 @@ def main(ctx: Context, argv: list[str]) -> int:
     verb, args = argv[0], argv[1:]
     if verb == "add":
         if len(args) < 2:
-            raise UsageError("usage: hosts add ADDR NAME [NAME ...]")
+            raise UsageError()
         hosts.add(args[0], *args[1:])
         return 0
     if verb == "delete":
         if len(args) != 1:
-            raise UsageError("usage: hosts delete NAME")
+            raise UsageError()
         hosts.remove(args[0])
         return 0
     if verb == "flush":
         if args:
-            raise UsageError(f"unexpected argument '{args[0]}'")
+            raise UsageError(f"unexpected argument '{args[0]}'", synopsis=True)
         hosts.clear()
         return 0
     if verb == "lookup":
         if len(args) != 1:
-            raise UsageError("usage: hosts lookup NAME")
+            raise UsageError()
         addrs = hosts.lookup(args[0])
         if not addrs:
             raise ToolError(f"{args[0]}: unknown host")
         for addr in addrs:
             ctx.print(ipv4.ntoa(addr))
         return 0
-    raise UsageError(f"unknown command '{verb}' (add, delete, flush, lookup)")
+    if verb.startswith("-"):
+        raise UsageError(f"illegal option -- {verb.lstrip('-')}", synopsis=True)
+    raise UsageError(f"unknown command '{verb}'", synopsis=True)

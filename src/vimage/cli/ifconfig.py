@@ -45,6 +45,20 @@ _ALIAS_WORDS = frozenset(("alias", "add"))
 _MEDIA = "media: Ethernet 10Gbase-T (10Gbase-T <full-duplex>)"
 
 
+# ifconfig(8)'s usage(), adapted to what vimage implements
+USAGE = """\
+usage: ifconfig [-a] [-du] [address_family]
+       ifconfig -l [-du] [address_family]
+       ifconfig interface [address_family]
+       ifconfig interface [inet] address[/len] [netmask mask] [broadcast addr]
+                [alias | -alias | delete] [parameters]
+       ifconfig interface [parameters]
+       ifconfig interface create [netns linux_netns] [parameters]
+       ifconfig interface destroy
+       ifconfig interface -vnet vnet
+address_family: inet, ether; parameters: up, down, mtu n, ether mac, [-]promisc
+"""
+
 def main(ctx: Context, argv: list[str]) -> int:
     opts, args = getopts(argv, "adlmuv")
     flags = {o for o, _ in opts}
@@ -53,7 +67,7 @@ def main(ctx: Context, argv: list[str]) -> int:
     if "-l" in flags or "-a" in flags or not args:
         extra = [a for a in args if a not in _FAMILIES] or args[1:]
         if extra:
-            raise UsageError(f"unexpected argument '{extra[0]}' with -a or -l")
+            raise UsageError(f"unexpected argument '{extra[0]}' with -a or -l", synopsis=True)
         family = args[0] if args else None
         chosen = [i for i in ifaces_by_index(vnet)
                   if not (only_up and not i.up) and not (only_down and i.up)]
@@ -67,7 +81,7 @@ def main(ctx: Context, argv: list[str]) -> int:
     name, params = args[0], args[1:]
     if params and params[0] == "-vnet":
         if len(params) != 2:
-            raise UsageError("usage: ifconfig IF -vnet NAME")
+            raise UsageError()
         _reclaim(vnet, name, params[1])
         return 0
     if params and params[0] == "create":

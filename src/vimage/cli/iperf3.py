@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from vimage.apps import iperf3 as app
 from vimage.apps.iperf3.report import FORMATS
-from vimage.cli import ToolError, UsageError
+from vimage.cli import ToolError, UsageError, getopt_message
 from vimage.cli._util import parse_addr
 
 if TYPE_CHECKING:
@@ -42,8 +42,13 @@ ALIASES = MappingProxyType({
 })
 CLIENT_ONLY = "tnklPRNwb"
 SERVER_ONLY = "1"
-USAGE = ("usage: iperf3 [-s|-c host] [-p port] [-t time|-n bytes|-k blocks] [-R] [-P n] "
-         "[-l len] [-J] [-N] [-1] [-i interval]")
+USAGE = """\
+usage: iperf3 -s [-1J] [-p port] [-i interval] [-f format] [-B host]
+       iperf3 -c host [-JNR] [-p port] [-t time | -n bytes[KMGT] | -k blocks]
+              [-P parallel] [-l length[KMGT]] [-w window[KMGT]]
+              [-b bitrate[KMGT]] [-i interval] [-f format]
+       iperf3 -h | --help
+"""
 UNIT = MappingProxyType({"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40})
 RATE_UNIT = MappingProxyType({"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12})
 
@@ -76,9 +81,9 @@ def main(ctx: Context, argv: list[str]) -> int:
     try:
         pairs, args = getopt.gnu_getopt(argv, SHORT, list(LONG))
     except getopt.GetoptError as exc:
-        raise UsageError(f"parameter error - {exc}") from None
+        raise UsageError(getopt_message(exc), synopsis=True) from None
     if args:
-        raise UsageError(f"parameter error - unexpected argument '{args[0]}'")
+        raise UsageError(f"parameter error - unexpected argument '{args[0]}'", synopsis=True)
     opts: dict[str, str] = {}
     for opt, val in pairs:
         if opt == "--bidir":
@@ -93,8 +98,8 @@ def main(ctx: Context, argv: list[str]) -> int:
     if client and server:
         raise parameter_error("cannot be both server and client")
     if not client and not server:
-        raise UsageError(f"parameter error - must either be a client (-c) or server (-s); "
-                         f"{USAGE}")
+        raise UsageError("parameter error - must either be a client (-c) or server (-s)",
+                         synopsis=True)
     if server and any(f"-{c}" in opts for c in CLIENT_ONLY):
         raise parameter_error("some option you are trying to set is client only")
     if client and any(f"-{c}" in opts for c in SERVER_ONLY):

@@ -18,6 +18,7 @@ qlen/incqlen/maxqlen (completed connections, embryonic ones, the backlog).
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.cli import UsageError
@@ -48,10 +49,19 @@ FAMILIES = frozenset({"inet"})
 IPPROTO_ICMP = 1
 
 
+# netstat(1)'s usage(), the forms vimage implements
+USAGE = """\
+usage: netstat [-aLn] [-f address_family] [-p protocol]
+       netstat -i [-bdn] [-I interface]
+       netstat -r [-n] [-f address_family]
+       netstat -s [-sz] [-p protocol]
+protocol: tcp, udp, ip, icmp (and arp with -s); address_family: inet
+"""
+
 def main(ctx: Context, argv: list[str]) -> int:
     opts, args = getopts(argv, "46abdf:I:iLnp:rsWz")
     if args:
-        raise UsageError(f"unexpected argument: {args[0]}")
+        raise UsageError(f"unexpected argument: {args[0]}", synopsis=True)
     mode = ""
     sflag = 0
     aflag = bflag = dflag = lflag = zflag = False
@@ -140,6 +150,35 @@ def _histogram(title: str, hist: list[int]) -> list[str]:
     return [f"\t{title}:", *rows] if rows else []
 
 
+# The counted nouns of the statistics, singular when the count is 1, as netstat's
+# plural(), plurales() and pluralies() make them (usr.bin/netstat/main.c, inet.c).
+_SINGULAR = MappingProxyType({
+    "ACKs": "ACK", "IPs": "IP", "accepts": "accept", "acks": "ack", "addresses": "address",
+    "attempts": "attempt", "bytes": "byte", "calls": "call", "checksums": "checksum",
+    "connections": "connection", "cookies": "cookie", "datagrams": "datagram",
+    "entrys": "entry", "episodes": "episode", "errors": "error", "fields": "field",
+    "fragments": "fragment", "messages": "message", "options": "option",
+    "overflows": "overflow", "packets": "packet", "probes": "probe", "replies": "reply",
+    "requests": "request", "resets": "reset", "responses": "response",
+    "retransmits": "retransmit", "rexmits": "rexmit", "routes": "route",
+    "segments": "segment", "timeouts": "timeout", "updates": "update",
+})
+
+
+def counted(fmt: str, value: int) -> str:
+    """A statistics line: `1 packet sent`, `2 packets sent` (the first counted noun
+    after the number agrees with it; `data`, `bad` and the like are skipped)."""
+    if value == 1:
+        head, mark, tail = fmt.partition("{}")
+        words = tail.split(" ")
+        for i, word in enumerate(words):
+            if word in _SINGULAR:
+                words[i] = _SINGULAR[word]
+                break
+        fmt = head + mark + " ".join(words)
+    return fmt.format(value)
+
+
 def stat_lines(vnet: Vnet, only: str | None, nonzero: bool, zero: bool) -> list[str]:
     out: list[str] = []
     for name, slot, table in STAT_PROTOS:
@@ -154,7 +193,7 @@ def stat_lines(vnet: Vnet, only: str | None, nonzero: bool, zero: bool) -> list[
                 out.extend(_histogram("Input histogram", stats.inhist))
             value = getattr(stats, attr)
             if value or not nonzero:
-                out.append("\t" + fmt.format(value))
+                out.append("\t" + counted(fmt, value))
         if zero:
             for attr, _ in table:
                 setattr(stats, attr, 0)

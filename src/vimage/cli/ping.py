@@ -14,7 +14,7 @@ import math
 from typing import TYPE_CHECKING
 
 from vimage import netdb
-from vimage.cli import ToolError, UsageError
+from vimage.cli import ToolError, UsageError, destroyed
 from vimage.cli._util import getopts
 from vimage.sched import NS_PER_S
 from vimage.socket.socket import (
@@ -45,6 +45,11 @@ TIMELEN = 8  # bytes of send timestamp at the start of the data
 MAXWAIT_MS = 10000
 MAXALARM = 3600
 RECV_BUF = IP_MAXPACKET + 128
+# ping(8)'s SYNOPSIS, the options vimage implements
+USAGE = """\
+usage: ping [-Dnoq] [-c count] [-i wait] [-m ttl] [-S src_addr] [-s packetsize]
+            [-t timeout] [-W waittime] host
+"""
 
 UNREACH_TEXT: tuple[tuple[int, str], ...] = (
     (wicmp.UNREACH_NET, "Destination Net Unreachable"),
@@ -289,8 +294,7 @@ def main(ctx: Context, argv: list[str]) -> int:
             waittime_ms = _int_arg(val, "timing interval", 0, 2**31 - 1)
         # -n: addresses are never resolved to names anyway
     if len(args) != 1:
-        raise UsageError("usage: ping [-Dnoq] [-c count] [-i wait] [-m ttl] [-S src_addr] "
-                         "[-s packetsize] [-t timeout] [-W waittime] host")
+        raise UsageError()
     if not npackets and not alarm:
         raise UsageError("-c count or -t timeout is required (there is no ^C in vnet.cmd)")
     hostname = args[0]
@@ -314,9 +318,17 @@ def main(ctx: Context, argv: list[str]) -> int:
         from_text = f" from {source}" if source is not None else ""
         ctx.print(f"PING {hostname} ({ipv4.ntoa(dst)}){from_text}: {datalen} data bytes")
         pinger = Pinger(ctx, sock, dst, kernel.rng.getrandbits(16), datalen, quiet, waittime_ms)
-        run(pinger, npackets, interval_ns, alarm, once,
-            MAXWAIT_MS if waittime_ms is None else waittime_ms)
+        try:
+            run(pinger, npackets, interval_ns, alarm, once,
+                MAXWAIT_MS if waittime_ms is None else waittime_ms)
+        except OSError:
+            if vnet.alive:
+                raise
+            # destroyed under us (its sockets closed): the statistics so far, then why,
+            # as an interrupted FreeBSD ping prints its statistics before it exits
     pinger.summary(hostname)
+    if not vnet.alive:
+        raise ToolError(destroyed(vnet))
     return 0 if pinger.nreceived else 2
 
 

@@ -43,14 +43,26 @@ UNREACHABLE = "writing to routing socket: Network is unreachable"
 NOT_FOUND = "route has not been found"
 
 
+# route(8)'s usage() is one line; the commands vimage implements follow it
+USAGE = """\
+usage: route [-46dnqtv] command [[modifiers] args]
+       route add [-net | -host] destination[/len] gateway [netmask] [modifiers]
+       route add default gateway
+       route change destination[/len] gateway [modifiers]
+       route delete destination[/len]
+       route get | show destination
+       route flush
+modifiers: -netmask mask, -blackhole, -reject, -interface, -mtu n
+"""
+
 def main(ctx: Context, argv: list[str]) -> int:
     opts, args = getopts(argv, "46dnqtv")
     quiet = any(o == "-q" for o, _ in opts)
     if not args:
-        raise UsageError("missing command (usage: route [-nq] command [[modifiers] args])")
+        raise UsageError()
     cmd, rest = args[0], args[1:]
     if cmd not in COMMANDS:
-        raise UsageError(f"bad command '{cmd}' (use add, change, delete, flush, get or show)")
+        raise UsageError(f"bad command '{cmd}'", synopsis=True)
     out: Callable[..., None] = _silent if quiet else ctx.print
     vnet = ctx.vnet
     if cmd == "flush":

@@ -12,6 +12,13 @@ from vimage.cli import Context, UsageError
 from vimage.cli._util import getopts
 from vimage.sysctl import Oid, SysctlError, matching, sysctl_get, sysctl_set
 
+# sysctl(8)'s usage(), the options vimage implements
+USAGE = """\
+usage: sysctl [-dehiNnq] name[=value] ...
+       sysctl [-dehNnq] -a
+"""
+# -h is sysctl's own option (human-readable numbers), so only --help asks for the usage
+HELP_OPTIONS = ("--help",)
 
 def main(ctx: Context, argv: list[str]) -> int:
     opts, args = getopts(argv, "adehiNnq")
@@ -30,12 +37,12 @@ def main(ctx: Context, argv: list[str]) -> int:
 
     if "-a" in given:
         if args:
-            raise UsageError(f"unexpected argument '{args[0]}' with -a")
+            raise UsageError(f"unexpected argument '{args[0]}' with -a", synopsis=True)
         for oid in matching(vnet, ""):
             show(oid)
         return 0
     if not args:
-        raise UsageError("usage: sysctl [-dehiNnq] name[=value] ... | sysctl -a")
+        raise UsageError()
     status = 0
     for arg in args:
         name, eq, value = arg.partition("=")

@@ -32,7 +32,7 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
-from vimage.cli import ToolError, UsageError
+from vimage.cli import ToolError, UsageError, getopt_message
 from vimage.cli._util import ifaces_by_index
 from vimage.net import bpf
 from vimage.net.bpf import Record
@@ -47,9 +47,12 @@ if TYPE_CHECKING:
     from vimage.cli import Context
     from vimage.net.ifnet import Ifnet
 
-USAGE = ("usage: tcpdump [-enpqSUvx] [-c count] [-i interface] [-Q in|out|inout] [-r file] "
-         "[-s snaplen] [-t[tttt]] [-w file] [--duration seconds] "
-         "[--time-stamp-precision micro|nano] [expression]")
+# tcpdump(1)'s usage, the options vimage implements
+USAGE = """\
+usage: tcpdump [-enpqStUvx] [-c count] [-i interface] [-Q in|out|inout]
+               [-r file] [-s snaplen] [-w file] [--duration seconds]
+               [--time-stamp-precision micro|nano] [expression]
+"""
 
 ETHERTYPE_NAMES: tuple[tuple[int, str], ...] = (
     (0x0800, "IPv4"), (0x0806, "ARP"), (0x8035, "Reverse ARP"), (0x86DD, "IPv6"),
@@ -505,7 +508,7 @@ def main(ctx: Context, argv: list[str]) -> int:
         opts, args = getopt.getopt(argv, "c:ei:npqQ:r:s:StUvw:x",
                                    ["duration=", "time-stamp-precision="])
     except getopt.GetoptError as exc:
-        raise UsageError(f"{exc}; {USAGE}") from None
+        raise UsageError(getopt_message(exc), synopsis=True) from None
     count: int | None = None
     duration: float | None = None
     iface: str | None = None

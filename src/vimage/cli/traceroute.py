@@ -62,6 +62,12 @@ UNREACH_MARKS: tuple[tuple[int, str, bool], ...] = (
 )
 
 
+# traceroute(8)'s usage(), the options vimage implements
+USAGE = """\
+usage: traceroute [-Fn] [-f first_ttl] [-m max_ttl] [-p port] [-q nqueries]
+                  [-s src_addr] [-w waittime] host [packetlen]
+"""
+
 def _int_arg(text: str, what: str, lo: int, hi: int) -> int:
     try:
         value = int(text, 0)
@@ -149,8 +155,7 @@ def main(ctx: Context, argv: list[str]) -> int:
         elif opt == "-w":
             waittime = _int_arg(val, "wait time", 1, 24 * 60 * 60)
     if not 1 <= len(args) <= 2:
-        raise UsageError("usage: traceroute [-Fn] [-f first_ttl] [-m max_ttl] [-p port] "
-                         "[-q nqueries] [-s src_addr] [-w waittime] host [packetlen]")
+        raise UsageError()
     if first_ttl > max_ttl:
         raise UsageError(f"first ttl ({first_ttl}) may not be greater than max ttl ({max_ttl})")
     packlen = DEFAULT_PACKLEN
@@ -190,48 +195,53 @@ def trace(ctx: Context, udp: Socket, icmp: Socket, dst: int, ttls: range, nprobe
         lastaddr: str | None = None
         got_there = False
         unreachable = 0
-        for _probe in range(nprobes):
-            seq += 1
-            dport = (port + seq) & 0xFFFF
-            sent = kernel.now_ns()
-            # the classic payload: probe number, TTL and the send time, zero padded
-            data = (bytes((seq & 0xFF, ttl)) + sent.to_bytes(8, "big") + bytes(datalen))[:datalen]
-            udp.setsockopt(IPPROTO_IP, IP_TTL, ttl)
-            try:
-                udp.sendto(data, (dst_text, dport))
-            except OSError as exc:
-                ctx.print(f"traceroute: sendto: {exc.strerror or exc}")
-            reply = wait_for_reply(kernel, icmp, sent + wait_ns, dst, sport, dport)
-            if reply is None:
-                line += " *"
-                continue
-            if reply.src != lastaddr:
-                if lastaddr is not None:
-                    line += "\n   "
-                line += f" {reply.src}" if numeric else f" {reply.src} ({reply.src})"
-                lastaddr = reply.src
-            line += f"  {(kernel.now_ns() - sent) / 1e6:.3f} ms"
-            if reply.code == -1:
-                continue  # time exceeded in transit
-            code = reply.code - 1
-            if code == wicmp.UNREACH_PORT:
-                if reply.ttl <= 1:
-                    line += " !"
-                got_there = True
-            elif code == wicmp.UNREACH_NEEDFRAG:
-                unreachable += 1
-                line += f" !F-{reply.mtu}"
-            else:
-                mark = next((m for m in UNREACH_MARKS if m[0] == code), None)
-                if mark is None:
+        try:
+            for _probe in range(nprobes):
+                seq += 1
+                dport = (port + seq) & 0xFFFF
+                sent = kernel.now_ns()
+                # the classic payload: probe number, TTL and the send time, zero padded
+                data = bytes((seq & 0xFF, ttl)) + sent.to_bytes(8, "big") + bytes(datalen)
+                data = data[:datalen]
+                udp.setsockopt(IPPROTO_IP, IP_TTL, ttl)
+                try:
+                    udp.sendto(data, (dst_text, dport))
+                except OSError as exc:
+                    ctx.print(f"traceroute: sendto: {exc.strerror or exc}")
+                reply = wait_for_reply(kernel, icmp, sent + wait_ns, dst, sport, dport)
+                if reply is None:
+                    line += " *"
+                    continue
+                if reply.src != lastaddr:
+                    if lastaddr is not None:
+                        line += "\n   "
+                    line += f" {reply.src}" if numeric else f" {reply.src} ({reply.src})"
+                    lastaddr = reply.src
+                line += f"  {(kernel.now_ns() - sent) / 1e6:.3f} ms"
+                if reply.code == -1:
+                    continue  # time exceeded in transit
+                code = reply.code - 1
+                if code == wicmp.UNREACH_PORT:
+                    if reply.ttl <= 1:
+                        line += " !"
+                    got_there = True
+                elif code == wicmp.UNREACH_NEEDFRAG:
                     unreachable += 1
-                    line += f" !<{code}>"
+                    line += f" !F-{reply.mtu}"
                 else:
-                    line += mark[1]
-                    if mark[2]:
-                        got_there = True
-                    else:
+                    mark = next((m for m in UNREACH_MARKS if m[0] == code), None)
+                    if mark is None:
                         unreachable += 1
+                        line += f" !<{code}>"
+                    else:
+                        line += mark[1]
+                        if mark[2]:
+                            got_there = True
+                        else:
+                            unreachable += 1
+        except OSError:  # its vnet destroyed: the probes so far, as traceroute had written them
+            ctx.print(line)
+            raise
         ctx.print(line)
         if got_there or (unreachable > 0 and unreachable >= nprobes - 1):
             return

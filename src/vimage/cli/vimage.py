@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from vimage.cli import TOOLS
+from vimage.cli import TOOLS, getopt_message
 from vimage.ctl.client import Client, connect, daemon_pid, open_client
 from vimage.ctl.protocol import PERMISSION, UNAVAILABLE, CtlError, shown
 
@@ -134,7 +134,7 @@ def classic(ctx: Ctx, argv: list[str]) -> int:
     try:
         opts, args = getopt.getopt(argv, "cdijlmrv")
     except getopt.GetoptError as exc:
-        raise Usage(str(exc)) from None
+        raise Usage(getopt_message(exc)) from None
     command = None
     recursive, verbose = False, 0
     for opt, _ in opts:
@@ -210,20 +210,40 @@ def do_list(ctx: Ctx, name: str, recursive: bool, verbose: int) -> int:
     return 0
 
 
+LIST_HEADER = ("Name", "Hostname", "Interfaces")
+
+
 def format_list(rows: list[dict[str, Any]], verbose: int) -> str:
-    """The vimage -l layout: names; with -v a block per vnet; -j (or -vv) adds ids."""
+    """The vimage -l layout: a table under a header, which is there even with no vnet
+    (as jls(8) prints its header); with -v a block per vnet; -j (or -vv) adds ids.
+    No line ends in a space (an empty field is dropped at the end of its line)."""
+    if not verbose:
+        return format_table([LIST_HEADER, *([row["name"], row["hostname"],
+                                             " ".join(row["interfaces"])] for row in rows)])
     lines: list[str] = []
     for row in rows:
-        if not verbose:
-            lines.append(row["name"])
-            continue
         lines += [f"{row['name']}:", "    Path: /", f"    Hostname: {row['hostname']}",
                   f"    Domainname: {row['domainname']}", f"    Children: {row['children']}"]
         if verbose >= 2:
             lines += [f"    Children limit: {row['children_max']}", f"    JID: {row['jid']}",
                       f"    PJID: {row['pjid']}"]
         lines.append(f"    Interfaces: {' '.join(row['interfaces'])}")
-    return "".join(line + "\n" for line in lines)
+    return "".join(line.rstrip() + "\n" for line in lines)
+
+
+def format_table(rows: list[tuple[str, ...] | list[str]]) -> str:
+    """Columns two spaces apart, each as wide as its widest cell; the last one unpadded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    out = []
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        out.append("  ".join([*cells, row[-1]]).rstrip() + "\n")
+    return "".join(out)
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 vnet`, `2 vnets`, `0 vnets`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 # -- tools and processes ----------------------------------------------------------------------
@@ -463,9 +483,9 @@ def sub_daemon(ctx: Ctx, argv: list[str]) -> int:
         return 0
     st = client.request("status")
     where_text = st.get("socket") or f"channel of vnet {st.get('vnet')}"
-    extra = (f", {st['connections']} connections" if "connections" in st else "")
+    extra = f", {plural(st['connections'], 'connection')}" if "connections" in st else ""
     print(f"vimaged is running as pid {st['pid']} ({where_text}, protocol {st['version']}, "
-          f"up {st['uptime']:.1f} s, {st['vnets']} vnets{extra})")
+          f"up {st['uptime']:.1f} s, {plural(st['vnets'], 'vnet')}{extra})")
     return 0
 
 

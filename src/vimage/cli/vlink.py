@@ -29,9 +29,15 @@ KEYWORDS: tuple[tuple[str, str], ...] = (
 )
 
 
+USAGE = """\
+usage: vlink [interface]
+       vlink interface clear
+       vlink interface [bw rate] [delay time] [loss p] [ber p] [dup p] [queue n]
+"""
+
 def main(ctx: Context, argv: list[str]) -> int:
     if argv and argv[0].startswith("-"):
-        raise UsageError(f"unknown option '{argv[0]}'")
+        raise UsageError(f"illegal option -- {argv[0].lstrip('-')}", synopsis=True)
     vnet = ctx.vnet
     if not argv:
         for ifp in ifaces_by_index(vnet):

@@ -57,8 +57,11 @@ def file_operands(argv: list[str]) -> tuple[list[str], list[tuple[int, str]]]:
         return list(argv), []
     try:
         opts, args = getopt.getopt(argv[1:], spec.shortopts, list(spec.longopts))
-    except getopt.GetoptError as exc:
-        raise ValueError(f"{argv[0]}: {exc}") from None
+    except getopt.GetoptError as exc:  # the tool's own words: its message and usage
+        from vimage.cli import getopt_message, usage_of
+
+        text = f"{argv[0]}: {getopt_message(exc)}\n{usage_of(argv[0])}"
+        raise ValueError(text.rstrip("\n")) from None
     out = [argv[0]]
     where: list[tuple[int, str]] = []
     for opt, val in opts:
