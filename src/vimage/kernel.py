@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import random
 import threading
 import weakref
@@ -36,6 +38,10 @@ class Kernel:
         self.clock = clock
         self.seed = seed
         self.rng = random.Random(seed)
+        # the root of every vnet's secret (Vnet.secret): from the seed when there is one
+        self._secret = (os.urandom(32) if seed is None else
+                        hashlib.blake2b(repr(seed).encode(), person=b"vimage.kernel").digest())
+        self._vnet_serial = 0
         self.sched = Scheduler(virtual=clock == "virtual")
         self.subsystems: tuple[Subsystem, ...] = tuple(sorted(SUBSYSTEMS, key=lambda s: s.order))
         self.oids = build_oid_table()
@@ -53,6 +59,11 @@ class Kernel:
         self.base.attach()
 
     # -- vnets ----------------------------------------------------------------
+    def vnet_secret(self) -> bytes:
+        """A new vnet's 64-byte secret (see Vnet.secret): a keyed hash of its serial."""
+        self._vnet_serial += 1
+        return hashlib.blake2b(self._vnet_serial.to_bytes(8, "big"), key=self._secret).digest()
+
     def create(self, name: str) -> Vnet:
         """Create vnet `name`; `a.b` is a child of `a`, which must exist."""
         with self.sched.lock:

@@ -38,6 +38,7 @@ class Vnet:
 
     __slots__ = (
         "__weakref__",
+        "_rng",
         "alive",
         "arp",
         "children",
@@ -50,8 +51,8 @@ class Vnet:
         "next_ifindex",
         "parent",
         "raw",
-        "rng",
         "rt",
+        "secret",
         "tcp",
         "udp",
     )
@@ -64,10 +65,15 @@ class Vnet:
         self.alive = True
         self.ifaces: dict[str, Ifnet] = {}
         self.next_ifindex = 1  # never reused, as Linux does: an index names one attachment
-        # this vnet's own random stream (secrets, ephemeral ports), seeded once from the
-        # kernel's: still reproducible, but what one vnet draws, or sees of its draws,
-        # tells nothing of another's, and one vnet's activity does not shift another's
-        self.rng = random.Random(kernel.rng.getrandbits(64))
+        # this vnet's own secret, keyed from the kernel's by a creation serial: still
+        # reproducible from the seed, but no vnet's secret, random draws or what it sees of
+        # them (ISNs, ports, IP IDs) tells anything of another's, and one vnet's activity
+        # does not shift another's draws. Drawn from no shared generator (a Mersenne
+        # Twister's state can be recovered from its outputs).
+        # Layout: [0:16] TCP's key (ISNs, cookies, syncache hash; RFC 6528), [16:32] the
+        # seed of `rng`, [32:34] the first IP ID; one hash, as vnet creation is hot.
+        self.secret = kernel.vnet_secret()
+        self._rng: random.Random | None = None  # made on first use: most vnets never draw
         self.rt: RouteTable
         self.ip: IpState
         self.arp: ArpState
@@ -89,6 +95,13 @@ class Vnet:
         for sub in reversed(self.kernel.subsystems):
             sub.detach(self)
         sched.purge_timers(self)
+
+    @property
+    def rng(self) -> random.Random:
+        """This vnet's own random stream (ephemeral ports and the like)."""
+        if self._rng is None:
+            self._rng = random.Random(self.secret[16:32])
+        return self._rng
 
     def add_child(self, child: Vnet) -> None:
         if self.children is None:

@@ -23,7 +23,7 @@ from vimage.ctl.client import Client, connect_channel, start_daemon
 from vimage.ctl.protocol import BUSY, CtlError
 from vimage.net import bpf
 
-from .conftest import Vimaged, hello, private_daemon, recv_frame, send_frame, until
+from .conftest import Vimaged, hello, names, private_daemon, recv_frame, send_frame, until
 
 FRAME = bytes.fromhex("020000000002 020000000001 88b5") + b"vimage" * 4  # local experimental
 PACKET_LINE = ("00:00:01.000000 02:00:00:00:00:01 > 02:00:00:00:00:02, "
@@ -69,7 +69,8 @@ def test_tcpdump_reading_a_silent_fifo_does_not_hold_up_the_daemon(vimaged, tmp_
             assert within(5, c.request, "list", name="", recursive=False) == {"vnets": []}
             assert within(5, c.tool, ["sysctl", "-n", "net.inet.ip.ttl"]) == (0, "64\n")
             assert time.monotonic() - t0 < 2.0
-        assert within(5, vimaged.cli, "-l") == (0, "", "")
+        status, out, err = within(5, vimaged.cli, "-l")
+        assert (status, names(out), err) == (0, [], "")
         assert reader.poll() is None  # still reading
         os.write(held, data[2:])
     finally:
@@ -213,7 +214,8 @@ def test_idle_channels_cannot_lock_the_host_owner_out(tight):
         with pytest.raises(CtlError) as busy:
             connect_channel(str(channel), "crowd")
         assert busy.value.code == BUSY
-        assert tight.cli("-l") == (0, "crowd\n", "")  # the owner still administers
+        status, out, err = tight.cli("-l")
+        assert (status, names(out), err) == (0, ["crowd"], "")  # the owner still administers
         held.append(tight.client())
         held.append(tight.client())
         with pytest.raises(CtlError) as full:  # now all 8 are taken

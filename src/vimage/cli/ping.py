@@ -300,7 +300,6 @@ def main(ctx: Context, argv: list[str]) -> int:
     hostname = args[0]
     vnet = ctx.vnet
     dst = resolve(vnet, hostname)
-    kernel = vnet.kernel
     with vnet.socket(AF_INET, SOCK_RAW, IPPROTO_ICMP) as sock:
         if source is not None:
             src = resolve(vnet, source)
@@ -317,7 +316,7 @@ def main(ctx: Context, argv: list[str]) -> int:
         sock.setsockopt(SOL_SOCKET, SO_SNDBUF, RECV_BUF)
         from_text = f" from {source}" if source is not None else ""
         ctx.print(f"PING {hostname} ({ipv4.ntoa(dst)}){from_text}: {datalen} data bytes")
-        pinger = Pinger(ctx, sock, dst, kernel.rng.getrandbits(16), datalen, quiet, waittime_ms)
+        pinger = Pinger(ctx, sock, dst, vnet.rng.getrandbits(16), datalen, quiet, waittime_ms)
         try:
             run(pinger, npackets, interval_ns, alarm, once,
                 MAXWAIT_MS if waittime_ms is None else waittime_ms)

@@ -102,7 +102,7 @@ class IpState:
         self.maxfragsperpacket = 16
         self.port_first = 10000
         self.port_last = 65535
-        self.ident = vnet.kernel.rng.getrandbits(16)
+        self.ident = int.from_bytes(vnet.secret[32:34], "big")  # per vnet: Vnet.secret
         self.reass: Reassembler | None = None
         # input hooks (FreeBSD pfil): None while there are none, so input pays one check
         self.pfil_in: list[InputHook] | None = None

@@ -493,7 +493,7 @@ class TcpState:
         self.ack_war_cnt = 5
         self.path_mtu_discovery = 1
         self.reass_maxqueuelen = 100  # FreeBSD's default (tcp_reass.c)
-        self.secret = vnet.rng.getrandbits(128).to_bytes(16, "big")  # per vnet (RFC 6528)
+        self.secret = vnet.secret[:16]  # per vnet (RFC 6528)
 
     # -- the table --------------------------------------------------------------------------------
     def port_in_use(self, addr: int, port: int) -> bool:

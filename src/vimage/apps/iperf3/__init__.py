@@ -149,7 +149,7 @@ def start_client(vnet: Vnet, host: str, port: int = DEFAULT_PORT, *,
     settings.check()
     with vnet.kernel.sched.cond:
         task: Task[IperfTest] = Task(vnet, f"iperf3 -c {host}")
-        test = IperfTest("c", vnet, settings, make_cookie(vnet.kernel.rng), interval,
+        test = IperfTest("c", vnet, settings, make_cookie(vnet.rng), interval,
                          json_mode, fmt)
         return task.start(client_steps(task, test, host, port, timeout))
 
