@@ -229,6 +229,9 @@ async def _dgram_out(rel: Relayed) -> None:
             else:
                 rel.vsock.sendto(data, (socket.inet_ntoa(raw), port))
         except OSError as exc:
+            if not rel.vnet.alive:  # closed by the destroy: the pair closes next
+                _dgram_error(rel, errno.ENETDOWN)
+                return
             _dgram_error(rel, exc.errno or errno.EIO)
 
 
