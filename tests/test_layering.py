@@ -35,6 +35,8 @@ import ast
 from pathlib import Path
 from typing import NamedTuple
 
+import pytest
+
 import vimage
 
 PACKAGE = "vimage"
@@ -84,9 +86,9 @@ def layer_of(module: str) -> tuple[int, str] | None:
     best: tuple[int, int, str] | None = None
     for rank, (name, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if module == prefix or module.startswith(prefix + "."):
-                if best is None or len(prefix) > best[0]:
-                    best = (len(prefix), rank, name)
+            inside = module == prefix or module.startswith(prefix + ".")
+            if inside and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), rank, name)
     return None if best is None else (best[1], best[2])
 
 
@@ -212,10 +214,11 @@ def test_allowed_upward_edges_still_exist():
 
 def test_core_imports_no_asyncio_or_tools():
     """The kernel/vnet layer and the protocols work without the event loop and the tools."""
-    core = [m for m, _ in modules_of(SRC, PACKAGE).items()
-            if (layer := layer_of(m)) is not None and layer[0] <= 4]
-    for module in core:
-        path = modules_of(SRC, PACKAGE)[module]
+    netinet = [name for name, _ in LAYERS].index("netinet")
+    for module, path in modules_of(SRC, PACKAGE).items():
+        layer = layer_of(module)
+        if layer is None or layer[0] > netinet:
+            continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         names = {alias.name.split(".")[0] for node in _runtime_imports(tree)
                  if isinstance(node, ast.Import) for alias in node.names}
@@ -281,3 +284,24 @@ def test_layer_of_uses_the_longest_prefix():
     assert layer_of("vimage.netinet.tcp.input")[1] == "netinet"
     assert layer_of("vimage.netdb")[1] == "socket"
     assert layer_of("vimage.network") is None
+
+
+# -- the hooks that replace the core's upward imports ------------------------------------------
+def test_userland_hooks_are_installed_by_the_layers_above():
+    from vimage import cli, stdlib
+    from vimage.context import Userland
+
+    assert Userland.cmd is cli.run_command
+    assert Userland.activate is stdlib.activate
+    kernel = vimage.Kernel(clock="virtual", seed=1)
+    assert kernel.base.cmd("sysctl -n net.inet.ip.forwarding").output.strip() == "0"
+    with kernel.base.activate() as vnet:
+        assert vimage.get_vnet() is vnet and stdlib.installed()
+    assert vimage.get_vnet() is None
+
+
+def test_userland_refuses_an_unknown_hook():
+    from vimage.context import Userland
+
+    with pytest.raises(TypeError, match="no userland hook"):
+        Userland.install(cmdd=print)

@@ -6,7 +6,9 @@ dispatchers in the `socket` module: `socket.socket`, `getaddrinfo`, `gethostbyna
 vnet (vimage.context); outside every vnet it is the original function, so the rest of
 the program is unaffected. `create_connection`, `create_server`, `http.client` and
 `urllib.request` look these names up in the `socket` module when they run, so they
-follow. `uninstall()` puts the originals back.
+follow. `uninstall()` puts the originals back. Importing this module makes its
+`activate` the one behind `vnet.activate()` (`vimage.context.Userland`: the core does
+not import this layer).
 
 Inside a vnet, `socket.socket(AF_INET, ...)` returns a vimage socket: blocking calls,
 timeouts and non-blocking mode work; its `fileno()` is a vimage descriptor that the
@@ -17,11 +19,15 @@ vimage loop or `vimage exec` for OS-level readiness).
 from __future__ import annotations
 
 import socket as _socket
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
-from vimage import netdb
+from vimage import context, netdb
 from vimage.context import current_vnet
+
+if TYPE_CHECKING:
+    from vimage.vnet import Vnet
 
 ORIGINAL = "_vimage_original"
 """Attribute naming what a replacement in the socket module replaced (vimage.ctl.remote's too):
@@ -92,3 +98,14 @@ def uninstall() -> None:
         return
     for name in (*_FUNCTIONS, "socket"):
         setattr(_socket, name, getattr(getattr(_socket, name), ORIGINAL))
+
+
+@contextmanager
+def activate(vnet: Vnet) -> Iterator[Vnet]:
+    """`vnet.activate()`: the current vnet, and the stdlib's socket API follows it."""
+    with context.activate(vnet):  # refuses a destroyed vnet before anything is installed
+        install()
+        yield vnet
+
+
+context.Userland.install(activate=activate)

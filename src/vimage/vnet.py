@@ -139,16 +139,18 @@ class Vnet:
         built on them (`urllib.request`, `http.client`). Outside any such block the
         stdlib is the host's own (see vimage.stdlib).
         """
-        from vimage.context import activate
+        from vimage.context import Userland  # vimage.stdlib's hook, once it is imported
 
-        return activate(self)
+        return Userland.activate(self)
 
     def cmd(self, line: str | list[str], stdin: bytes | None = None) -> CmdResult:
         """Run a userland tool (ifconfig, route, netstat, ...) inside this vnet; `stdin`
         is what it reads for a file operand `-` (`tcpdump -r -`)."""
-        from vimage.cli import run_command
+        from vimage.context import Userland
 
-        return run_command(self, line, stdin)
+        if Userland.cmd is None:  # only when vimage.cli was loaded without the package
+            raise RuntimeError("the userland tools (vimage.cli) are not loaded")
+        return Userland.cmd(self, line, stdin)
 
     def iface(self, name: str) -> Ifnet:
         try:

@@ -11,6 +11,9 @@ and status 1. Nothing raises out.
 `HELP_OPTIONS`) prints the usage with status 0. FreeBSD's tools have no --help:
 there it is a bad option (status 64); answering it is what Linux users expect.
 
+Importing this package installs `run_command` as `vnet.cmd()` (`vimage.context.Userland`:
+the core does not import the tools; the package's `__init__` imports this one).
+
 A tool runs under the kernel lock, unless its module sets `LOCKS_ITSELF = True`: then
 its main() takes the lock itself for what needs the kernel and nothing else (tcpdump
 -r reads a file, which may be a pipe that stays silent, and needs no kernel at all).
@@ -25,6 +28,8 @@ from collections.abc import Mapping
 from importlib import import_module
 from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
+
+from vimage.context import Userland
 
 if TYPE_CHECKING:
     from vimage.vnet import Vnet
@@ -190,3 +195,6 @@ def trim(text: str) -> str:
     if " \n" not in text:
         return text
     return "\n".join(line.rstrip(" ") for line in text.split("\n"))
+
+
+Userland.install(cmd=run_command)
