@@ -98,6 +98,23 @@ class Scheduler:
             heapq.heappop(heap)
         return heap[0].when if heap else None
 
+    def next_event(self, deadline_ns: int | None = None) -> int | None:
+        """When the loop next has something to do: the next live timer, or `deadline_ns`
+        if that comes first (None: no timer armed and no deadline)."""
+        nxt = self.next_deadline()
+        if deadline_ns is None:
+            return nxt
+        return deadline_ns if nxt is None else min(nxt, deadline_ns)
+
+    def jump_to(self, when_ns: int) -> None:
+        """Move virtual time on to `when_ns` (never back): what a loop does when nothing is
+        runnable before then. The only way the virtual clock moves; used by `advance` and by
+        loops that wait for more than the kernel (vimage.aio.selector)."""
+        if not self.virtual:
+            raise RuntimeError("the real clock cannot be moved")
+        if when_ns > self._virtual_now:
+            self._virtual_now = when_ns
+
     def pending_timers(self, owner: Any = None) -> int:
         """Live timers (all, or those of one owner)."""
         return sum(1 for t in self._heap if not t.cancelled and (owner is None or t.owner is owner))
@@ -191,7 +208,7 @@ class Scheduler:
                             and deadline_ns >= FOREVER:
                         raise RuntimeError(
                             "would block forever: nothing can happen in virtual time")
-                    self._virtual_now = max(self._virtual_now, target)
+                    self.jump_to(target)
                 else:
                     wait = (target - now) / NS_PER_S
                     if wait > 0:

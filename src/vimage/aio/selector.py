@@ -222,9 +222,7 @@ class KernelSelector(selectors.BaseSelector):
                 now = sched.now_ns()
                 if ready or (deadline is not None and now >= deadline) or self.has_callbacks():
                     break  # (a kernel timer may have scheduled asyncio work: go run it)
-                nxt = sched.next_deadline()
-                target = nxt if deadline is None else (deadline if nxt is None
-                                                       else min(nxt, deadline))
+                target = sched.next_event(deadline)
                 if self._virtual and not self.pending_real:
                     if has_real or self._internal:  # before the clock moves: any real news?
                         real = self._real_ready(0)
@@ -234,7 +232,7 @@ class KernelSelector(selectors.BaseSelector):
                         raise RuntimeError(
                             "would block forever: nothing can happen in virtual time "
                             "(no timer is armed and no socket can become ready)")
-                    sched._virtual_now = max(now, target)
+                    sched.jump_to(target)
                     continue
                 self._waiting = True
             if self._virtual:

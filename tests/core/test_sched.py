@@ -1,0 +1,71 @@
+"""The scheduler's public clock API, which the asyncio selector drives the kernel with."""
+
+import pytest
+
+from vimage.kernel import Kernel
+from vimage.sched import NS_PER_S, Scheduler
+
+
+def test_next_event_is_the_sooner_of_timer_and_deadline():
+    sched = Scheduler(virtual=True)
+    assert sched.next_event() is None and sched.next_event(500) == 500
+    timer = sched.call_later(1000, lambda: None)
+    assert sched.next_event() == 1000
+    assert sched.next_event(500) == 500 and sched.next_event(2000) == 1000
+    timer.cancel()
+    assert sched.next_event() is None and sched.next_event(2000) == 2000
+
+
+def test_jump_to_moves_virtual_time_forward_only():
+    sched = Scheduler(virtual=True)
+    sched.jump_to(3 * NS_PER_S)
+    assert sched.now_ns() == 3 * NS_PER_S
+    sched.jump_to(NS_PER_S)  # never back
+    assert sched.now_ns() == 3 * NS_PER_S
+
+
+def test_jump_to_does_not_run_timers():
+    sched = Scheduler(virtual=True)
+    fired = []
+    sched.call_later(10, fired.append, 1)
+    sched.jump_to(20)
+    assert fired == []
+    assert sched.run_ready() and fired == [1]
+
+
+def test_real_clock_cannot_jump():
+    with pytest.raises(RuntimeError, match="real clock"):
+        Scheduler(virtual=False).jump_to(10)
+
+
+def test_kernel_run_moves_the_clock_through_jump_to(monkeypatch):
+    kernel = Kernel(clock="virtual", seed=1)
+    jumps = []
+    real_jump = kernel.sched.jump_to
+    monkeypatch.setattr(kernel.sched, "jump_to", lambda t: (jumps.append(t), real_jump(t)))
+    kernel.sched.call_later(NS_PER_S, lambda: None)
+    kernel.run(2)
+    assert jumps == [NS_PER_S, 2 * NS_PER_S] and kernel.now_ns() == 2 * NS_PER_S
+
+
+def test_no_module_reaches_into_the_scheduler():
+    """Only sched.py touches the scheduler's private fields (`sched._heap`, `_virtual_now`)."""
+    import ast
+    from pathlib import Path
+
+    import vimage
+
+    root = Path(vimage.__file__).resolve().parent
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "sched.py" and path.parent == root:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                    and not node.attr.startswith("__")):
+                continue
+            owner = node.value
+            name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
+            if name in ("sched", "_sched", "scheduler") or node.attr == "_virtual_now":
+                bad.append(f"{path.relative_to(root)}:{node.lineno}: .{node.attr}")
+    assert bad == []
