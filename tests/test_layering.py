@@ -108,14 +108,34 @@ def _is_type_checking(test: ast.expr) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
+def _dynamic_target(node: ast.AST) -> str | None:
+    """The module named by `import_module("...")` / `__import__("...")`, or, for an
+    f-string such as `f"vimage.cli.{name}"`, its constant head (`vimage.cli`)."""
+    if not (isinstance(node, ast.Call) and node.args):
+        return None
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    if name not in ("import_module", "__import__"):
+        return None
+    arg = node.args[0]
+    if isinstance(arg, ast.JoinedStr) and arg.values:
+        arg = arg.values[0]
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return arg.value.rstrip(".")
+    return None
+
+
 def _runtime_imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
-    """Every import statement not inside an `if TYPE_CHECKING:` body, at any depth."""
+    """Every import not inside an `if TYPE_CHECKING:` body, at any depth; an
+    `import_module("x")` call counts as `import x`."""
     found: list[ast.Import | ast.ImportFrom] = []
     todo: list[ast.AST] = [tree]
     while todo:
         node = todo.pop()
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             found.append(node)
+        elif (target := _dynamic_target(node)) is not None:
+            found.append(ast.copy_location(ast.Import(names=[ast.alias(name=target)]), node))
         elif isinstance(node, ast.If) and _is_type_checking(node.test):
             todo.extend(node.orelse)
             continue
@@ -253,7 +273,9 @@ def test_checker_finds_an_upward_edge(tmp_path):
                          "        if self:\n            from ..netinet import arp\n"),
         "netinet/__init__.py": "",
         "netinet/ip.py": "",
-        "netinet/arp.py": "from vimage.net import ifnet\nimport vimage\n",
+        "netinet/arp.py": ("from vimage.net import ifnet\nimport vimage\n"
+                           "from importlib import import_module\n"
+                           "def tool(n):\n    return import_module(f'vimage.cli.{n}')\n"),
         "cli/__init__.py": "from vimage.kernel import f\ntool = 1\n",
     })
     edges = import_graph(root, PACKAGE)
@@ -264,6 +286,7 @@ def test_checker_finds_an_upward_edge(tmp_path):
         "vimage.net.ifnet -> vimage.netinet.arp (layer net -> layer netinet), line 5",
         "vimage.net.ifnet -> vimage.netinet.ip (layer net -> layer netinet), line 1",
         "vimage.netinet.arp -> vimage (layer netinet -> layer top), line 2",
+        "vimage.netinet.arp -> vimage.cli (layer netinet -> layer top), line 5",
         "vimage.wire.ipv4 -> vimage.sched (layer wire -> layer sched), line 2",
     ]
 
