@@ -108,6 +108,7 @@ def fast_input(tcb: Tcb, seg: wtcp.TcpRepr) -> bool:
     if seg.flags & 0x37 != ACK or seg.seq != tcb.rcv_nxt:  # FIN SYN RST URG, no ACK
         return False
     ts = seg.options.ts
+    # (the sequence comparisons are seq_lt's, inlined: this runs for every segment)
     if tcb.ts_ok and (ts is None or 0 < (tcb.ts_recent - ts[0]) & MASK < HALF):
         return False  # no timestamp, or an old one (PAWS): the slow path
     if seg.options.sack or tcb.recovery or tcb.sacked or tcb.snd_nxt != tcb.snd_max:

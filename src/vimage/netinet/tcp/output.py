@@ -83,7 +83,8 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = 
     if data:
         if probe:
             pass
-        elif 0 < (tcb.snd_max - seq) & MASK < HALF:  # below SND.MAX: a retransmission
+        elif 0 < (tcb.snd_max - seq) & MASK < HALF:  # seq_lt(seq, snd_max), inlined:
+            # below SND.MAX, a retransmission
             st.sndrexmitpack += 1
             st.sndrexmitbyte += len(data)
         else:

@@ -68,17 +68,6 @@ def cancel_all(tcb: Tcb) -> None:
             setattr(tcb, name, None)
 
 
-def rexmt_armed(tcb: Tcb) -> bool:
-    """Is the main timer the retransmission timer?"""
-    return tcb.t_main is not None and tcb.t_main.callback is rexmt_timeout
-
-
-def arm_rexmt(tcb: Tcb) -> None:
-    """Start the retransmission timer unless it runs already (RFC 6298 5.1)."""
-    if tcb.t_main is None or tcb.t_main.callback is not rexmt_timeout:
-        set_main(tcb, tcb.rto, rexmt_timeout)
-
-
 def rexmt_timeout(tcb: Tcb) -> None:
     tcp = tcb.tcp
     st = tcp.stats
@@ -128,16 +117,6 @@ def rexmt_timeout(tcb: Tcb) -> None:
     if tcb.snd_buf:
         send_data(tcb, tcb.snd_una, tcb.mss)
     output(tcb)
-
-
-def arm_persist(tcb: Tcb) -> None:
-    """Nothing in flight and a zero window: start probing (unless probing already)."""
-    if tcb.t_main is None or tcb.t_main.callback is not persist_timeout:
-        set_main(tcb, max(tcb.rto, tcb.tcp.rexmit_min * MS), persist_timeout)
-
-
-def persist_armed(tcb: Tcb) -> bool:
-    return tcb.t_main is not None and tcb.t_main.callback is persist_timeout
 
 
 def persist_timeout(tcb: Tcb) -> None:

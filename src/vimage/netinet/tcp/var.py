@@ -14,6 +14,7 @@ import functools
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from vimage.netinet.tcp.cc import ALGORITHMS
 from vimage.netinet.tcp.cc import create as cc_create
 from vimage.netinet.tcp.seq import MASK
 from vimage.sched import NS_PER_S, Timer
@@ -52,7 +53,8 @@ STATE_NAMES: tuple[str, ...] = (
 
 SYSCTLS: tuple[Oid, ...] = (
     Oid("net.inet.tcp.cc.algorithm", "tcp", "cc_algorithm",
-        "Default congestion control algorithm", choices=("cubic", "newreno")),
+        "Default congestion control algorithm",
+        choices=tuple(sorted(name for name, _ in ALGORITHMS))),
     Oid("net.inet.tcp.rexmit_min", "tcp", "rexmit_min", "Minimum retransmission timeout (ms)",
         1, 60_000),
     Oid("net.inet.tcp.rexmit_slop", "tcp", "rexmit_slop",
