@@ -259,9 +259,10 @@ def established_input(tcb: Tcb, seg: wtcp.TcpRepr, after_syn: bool = False) -> N
         return
     if not flags & ACK or not check_ack(tcb, seg, seq):
         return
-    if not process_text(tcb, seg, seq):
+    if seg.payload and not process_text(tcb, seg, seq):
         return
-    check_fin(tcb, seg, seq, flags)
+    if flags & FIN or tcb.fin_ooo is not None:
+        check_fin(tcb, seg, seq, flags)
     if tcb.state != CLOSED:
         output(tcb)
 
@@ -350,12 +351,9 @@ def check_ack(tcb: Tcb, seg: wtcp.TcpRepr, seq: int) -> bool:
 
 
 def process_text(tcb: Tcb, seg: wtcp.TcpRepr, seq: int) -> bool:
-    """Seventh, process the segment text: in-order data to the receive buffer, the rest
-    to the out-of-order queue; data nobody can read any more resets the connection.
-    False when the connection is gone."""
-    data = seg.payload
-    if not data:
-        return True
+    """Seventh, process the segment text (a segment with data): in-order data to the
+    receive buffer, the rest to the out-of-order queue; data nobody can read any more
+    resets the connection. False when the connection is gone."""
     state = tcb.state
     if tcb.user_closed and state in (FIN_WAIT_1, FIN_WAIT_2, CLOSING):
         # nobody can read it any more: tell the peer it was lost (RFC 1122 4.2.2.13)
@@ -363,16 +361,16 @@ def process_text(tcb: Tcb, seg: wtcp.TcpRepr, seq: int) -> bool:
         drop(tcb, errno.ECONNRESET, send_rst=True)
         return False
     if state in (ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2):
-        receive_data(tcb, seq, bytes(data))
+        receive_data(tcb, seq, bytes(seg.payload))
     else:
         tcb.tcp.stats.rcvafterclose += 1
     return True
 
 
 def check_fin(tcb: Tcb, seg: wtcp.TcpRepr, seq: int, flags: int) -> None:
-    """Eighth, the FIN bit. A FIN that came ahead of a hole is held until the hole
-    fills (RFC 9293 §3.10.7.4: segments beyond RCV.NXT are held for later
-    processing)."""
+    """Eighth, the FIN bit (of this segment, or one held back). A FIN that came ahead
+    of a hole is held until the hole fills (RFC 9293 §3.10.7.4: segments beyond
+    RCV.NXT are held for later processing)."""
     if flags & FIN:
         fin_seq = (seq + len(seg.payload)) & MASK
         if fin_seq == tcb.rcv_nxt and not tcb.fin_rcvd:
