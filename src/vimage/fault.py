@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from vimage.net.ifnet import IFF_LOOPBACK, IFF_UP
 from vimage.net.pipe import LinkPipe, configure
 from vimage.netinet.arp import STATIC as ARP_STATIC
-from vimage.netinet.tcp import LISTEN
+from vimage.netinet.tcp import LISTEN, detach, drop
 from vimage.sched import NS_PER_S
 
 if TYPE_CHECKING:
@@ -551,7 +551,7 @@ class Faults:
         tcbs = tcp.tcbs()
         for tcb in tcbs:
             if tcb.state != LISTEN:
-                tcp.drop(tcb, errno.ECONNRESET)  # no RST: a crashed host says nothing
+                drop(tcb, errno.ECONNRESET)  # no RST: a crashed host says nothing
                 if tcb.sock is not None:
                     crash.conns += 1
         for tcb in tcbs:
@@ -566,7 +566,7 @@ class Faults:
                     sock.closed = True
                     crash.listeners += 1
                 tcb.so_error = errno.ECONNRESET
-                tcp.detach(tcb)  # frees the port and wakes a blocked accept()
+                detach(tcb)  # frees the port and wakes a blocked accept()
 
     def _reset_datagram_sockets(self, vnet: Vnet, crash: Crash) -> None:
         udp, raw = vnet.udp, vnet.raw

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vimage.netinet.tcp_cc import (
+from vimage.netinet.tcp.cc import (
     ALGORITHMS,
     INFINITE_SSTHRESH,
     CongestionControl,

@@ -14,6 +14,9 @@ import pytest
 
 from vimage.kernel import Kernel
 from vimage.netinet import tcp as tcpmod
+from vimage.netinet.tcp import output as tcp_output
+from vimage.netinet.tcp import subr as tcp_subr
+from vimage.netinet.tcp.syncache import syncache_bucket
 from vimage.socket.socket import AF_INET, IPPROTO_RAW, SOCK_DGRAM, SOCK_RAW
 from vimage.topo import add_route, connect
 from vimage.wire import ethernet, ipv4
@@ -62,17 +65,24 @@ def guard(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Stop an endless exchange: after 2,000 segments every send is swallowed (so the
     test fails on its assertions instead of hanging the suite)."""
     state = {"sent": 0, "tripped": 0}
-    original = tcpmod.TcpState.send_segment
+    original = tcp_output.send_segment
 
-    def counted(self: Any, *args: Any, **kwargs: Any) -> None:
+    def counted(*args: Any, **kwargs: Any) -> None:
         state["sent"] += 1
         if state["sent"] > 2000:
             state["tripped"] = 1
             return
-        original(self, *args, **kwargs)
+        original(*args, **kwargs)
 
-    monkeypatch.setattr(tcpmod.TcpState, "send_segment", counted)
+    patch_send_segment(monkeypatch, counted)
     return state
+
+
+def patch_send_segment(monkeypatch: pytest.MonkeyPatch, replacement: Any) -> None:
+    """Every segment a connection sends goes through output.send_segment; subr (the
+    reset of a drop) holds its own reference."""
+    monkeypatch.setattr(tcp_output, "send_segment", replacement)
+    monkeypatch.setattr(tcp_subr, "send_segment", replacement)
 
 
 # -- 1. ACK wars ------------------------------------------------------------------------------
@@ -171,15 +181,15 @@ def test_a_raw_socket_in_a_third_vnet_cannot_stall_a_bystander_pair(guard):
 def record_acks(monkeypatch: pytest.MonkeyPatch, tcp: tcpmod.TcpState) -> list[Any]:
     """The SACK blocks of every segment `tcp` sends, as send_segment got them."""
     log: list[Any] = []
-    original = tcpmod.TcpState.send_segment
+    original = tcp_output.send_segment
 
-    def recording(self: Any, tcb: Any, seq: int, flags: int, data: bytes, *args: Any,
+    def recording(tcb: Any, seq: int, flags: int, data: bytes, *args: Any,
                   **kwargs: Any) -> None:
-        if self is tcp:
+        if tcb.tcp is tcp:
             log.append(kwargs.get("sack", ()))
-        original(self, tcb, seq, flags, data, *args, **kwargs)
+        original(tcb, seq, flags, data, *args, **kwargs)
 
-    monkeypatch.setattr(tcpmod.TcpState, "send_segment", recording)
+    patch_send_segment(monkeypatch, recording)
     return log
 
 
@@ -396,7 +406,7 @@ def test_a_full_bucket_loses_its_oldest_entry_then_answers_with_cookies():
     same: list[int] = []
     want = None
     for sport in range(1024, 60000):
-        bucket = tcp.syncache_bucket((la, 80, lb, sport))
+        bucket = syncache_bucket(tcp, (la, 80, lb, sport))
         if want is None:
             want = bucket
         if bucket == want:
@@ -479,4 +489,4 @@ def test_timestamp_offsets_differ_per_connection():
     other = p.a.socket(socket.AF_INET, socket.SOCK_STREAM)
     other.connect((B, 80))
     assert other.tcb.ts_offset != p.cli.tcb.ts_offset
-    assert p.cli.tcb.ts_offset == p.a.tcp.ts_offset(p.cli.tcb.key)
+    assert p.cli.tcb.ts_offset == tcp_subr.ts_offset(p.a.tcp, p.cli.tcb.key)

@@ -22,6 +22,7 @@ from scapy.packet import Raw
 
 from vimage.kernel import Kernel
 from vimage.netinet import tcp as tcpmod
+from vimage.netinet.tcp.sack import set_pipe
 from vimage.wire import ipv4
 
 logging.getLogger("scapy").setLevel(logging.ERROR)
@@ -1831,14 +1832,13 @@ def test_pipe_limits_what_recovery_sends():
     c.send("A", ack=una, options=sack_opt((seg(1), seg(4))))
     assert [s.seq for s in w.segments()] == [seg(0)]
     assert c.tcb.cc.cwnd == 6 * m
-    tcp = w.tcp
-    assert tcp.set_pipe(c.tcb) == 9 * m  # segments 4-11 and the retransmission of 0
+    assert set_pipe(c.tcb) == 9 * m  # segments 4-11 and the retransmission of 0
     for i in (4, 5, 6):  # the pipe drains to 8, 7, 6 segments: nothing may go
         c.send("A", ack=una, options=sack_opt((seg(1), seg(i + 1))))
         assert w.segments() == []
     c.send("A", ack=una, options=sack_opt((seg(1), seg(8))))
     assert [s.seq for s in w.segments()] == [seg(12)]  # pipe 5: one new segment (rule 2)
-    assert tcp.set_pipe(c.tcb) == 6 * m
+    assert set_pipe(c.tcb) == 6 * m
 
 
 def test_rescue_retransmission_repairs_a_lost_tail():

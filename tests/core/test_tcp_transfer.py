@@ -18,6 +18,7 @@ from vimage import topo
 from vimage.kernel import Kernel
 from vimage.net.bpf import open_capture
 from vimage.netinet.tcp import CLOSED
+from vimage.netinet.tcp.seq import seq_gt
 from vimage.topo import connect
 from vimage.wire import tcp as wtcp
 
@@ -336,7 +337,7 @@ class Dropper:
             seg = wtcp.parse(frame[14 + hlen:])
             if seg.payload:
                 end = (seg.seq + len(seg.payload)) & 0xFFFFFFFF
-                if self.high is None or wtcp.seq_gt(end, self.high):
+                if self.high is None or seq_gt(end, self.high):
                     self.high = end
                     index, self.new = self.new, self.new + 1
                     if index in self.drop:

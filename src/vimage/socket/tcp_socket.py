@@ -1,4 +1,8 @@
-"""TCP sockets with the stdlib `socket` module's names and semantics."""
+"""TCP sockets with the stdlib `socket` module's names and semantics.
+
+A thin layer: blocking, timeouts, errno exceptions and readiness are the socket's;
+what is done to the connection is `vimage.netinet.tcp.usrreq`'s.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ import socket as _std
 import struct
 from typing import TYPE_CHECKING, Any
 
-from vimage.netinet.tcp import (
+from vimage.netinet.tcp import usrreq
+from vimage.netinet.tcp.var import (
     CLOSE_WAIT,
     CLOSED,
     ESTABLISHED,
@@ -19,8 +24,6 @@ from vimage.netinet.tcp import (
     SYN_SENT,
     TIME_WAIT,
     Tcb,
-    arm_keepalive,
-    wscale_for,
 )
 from vimage.socket.socket import (
     IP_TOS,
@@ -170,34 +173,20 @@ class TcpSocket(TimeoutMixin, PollMixin):
             if self.tcb is not None or self.lport:
                 raise OSError(errno.EINVAL, "Invalid argument")
             addr, port = parse_sockaddr(address)
-            tcp = self.vnet.tcp
-            if addr and addr not in self.vnet.ip.local:
-                raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
-            if port == 0:
-                port = tcp.ephemeral(addr, 0, 0)
-            elif tcp.port_in_use(addr, port) and not (self.reuseaddr or self.reuseport):
-                raise OSError(errno.EADDRINUSE, "Address already in use")
+            port = usrreq.bind(self.vnet.tcp, addr, port, self.reuseaddr or self.reuseport)
             self.laddr, self.lport = addr, port
 
     def listen(self, backlog: int = 128) -> None:
         with self._lock:
             self._check_open()
-            tcp = self.vnet.tcp
             if self.tcb is not None and self.tcb.state != LISTEN:
                 raise OSError(errno.EINVAL, "Invalid argument")
+            tcb = self._opts
+            usrreq.listen(tcb, self.laddr, self.lport, backlog)
             if self.tcb is None:
-                if not self.lport:
-                    self.lport = tcp.ephemeral(self.laddr, 0, 0)
-                if any(t.laddr == self.laddr for t in tcp.listeners.get(self.lport, ())):
-                    raise OSError(errno.EADDRINUSE, "Address already in use")
-                tcb = self._opts
-                tcb.laddr, tcb.lport = self.laddr, self.lport
-                tcb.state = LISTEN
-                tcb.accept_q = []
                 tcb.sock = self
                 self.tcb, self._pending = tcb, None
-                tcp.listeners.setdefault(self.lport, []).append(tcb)
-            self.tcb.backlog = max(1, min(int(backlog), 4096))
+                self.lport = tcb.lport
 
     def accept(self) -> tuple[TcpSocket, tuple[str, int]]:
         with self._lock:
@@ -206,7 +195,7 @@ class TcpSocket(TimeoutMixin, PollMixin):
             if tcb is None or tcb.state != LISTEN:
                 raise OSError(errno.EINVAL, "Invalid argument")
             self._wait(lambda: tcb.accept_q)
-            child = tcb.accept_q.pop(0)
+            child = usrreq.accept(tcb)
             sock = TcpSocket(self.vnet, _tcb=child)
             sock.ttl, sock.tos = self.ttl, self.tos
             return sock, (ipv4.ntoa(child.faddr), child.fport)
@@ -247,33 +236,11 @@ class TcpSocket(TimeoutMixin, PollMixin):
 
     def _start_connect(self, address: tuple[str, int]) -> None:
         addr, port = parse_sockaddr(address)
-        vnet = self.vnet
-        tcp = vnet.tcp
-        if addr == 0:
-            addr = 0x7F000001
-        if port == 0:
-            raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
-        if addr == 0xFFFFFFFF or addr in vnet.ip.bcast or addr >> 28 == 0xE:
-            raise OSError(errno.ENETUNREACH, "Network is unreachable")
-        src = self.laddr or vnet.ip.select_source(addr)
-        lport = self.lport or tcp.ephemeral(src, addr, port)
-        key = (src, lport, addr, port)
-        old = tcp.conns.get(key)
-        if old is not None:
-            raise OSError(errno.EADDRINUSE, "Address already in use")
         tcb = self._opts
-        tcb.laddr, tcb.lport, tcb.faddr, tcb.fport = src, lport, addr, port
+        usrreq.connect(tcb, self.laddr, self.lport, addr, port)
         tcb.sock = self
         self.tcb, self._pending = tcb, None
-        self.laddr, self.lport = src, lport
-        tcb.set_iss(tcp.new_iss(tcb))
-        tcb.rcv_wscale = wscale_for(tcb.rcv_space) if tcp.rfc1323 else 0
-        tcb.state = SYN_SENT
-        tcb.mss = tcb.peer_mss = min(tcp.mssdflt, 65535)
-        tcp.attach(tcb)
-        tcp.stats.connattempt += 1
-        arm_keepalive(tcb, tcp.keepinit)  # the connection-establishment timer
-        tcp.output(tcb)
+        self.laddr, self.lport = tcb.laddr, tcb.lport
         self._lock.notify_all()
 
     # -- data -------------------------------------------------------------------------------------
@@ -294,12 +261,9 @@ class TcpSocket(TimeoutMixin, PollMixin):
                 raise _oserror(err)
             if tcb.shut_wr or tcb.state not in (ESTABLISHED, CLOSE_WAIT):
                 raise _oserror(errno.EPIPE)
-            room = tcb.snd_space - len(tcb.snd_buf)
-            chunk = data[:room]
-            tcb.snd_buf += chunk
-            self.vnet.tcp.output(tcb)
+            sent = usrreq.send(tcb, data)
             self._lock.notify_all()
-            return len(chunk)
+            return sent
 
     def sendall(self, data: bytes, flags: int = 0) -> None:
         view = memoryview(data).cast("B")
@@ -321,11 +285,7 @@ class TcpSocket(TimeoutMixin, PollMixin):
                     err, tcb.so_error = tcb.so_error, 0
                     raise _oserror(err)
                 return b""
-            data = bytes(tcb.rcv_buf[:bufsize])
-            if not flags & MSG_PEEK:
-                del tcb.rcv_buf[:len(data)]
-                self.vnet.tcp.output(tcb)  # a window update if the window opened enough
-            return data
+            return usrreq.receive(tcb, bufsize, bool(flags & MSG_PEEK))
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         view = memoryview(buffer).cast("B")
@@ -364,9 +324,8 @@ class TcpSocket(TimeoutMixin, PollMixin):
                 raise OSError(errno.EINVAL, "Invalid argument")
             if how in (SHUT_RD, SHUT_RDWR):
                 self._rd_shut = True
-            if how in (SHUT_WR, SHUT_RDWR) and not tcb.shut_wr:
-                tcb.shut_wr = True
-                self.vnet.tcp.output(tcb)
+            if how in (SHUT_WR, SHUT_RDWR):
+                usrreq.shutdown(tcb)
             self._lock.notify_all()
             self._touch()
 
@@ -387,23 +346,11 @@ class TcpSocket(TimeoutMixin, PollMixin):
         with self._lock:
             self.closed = True
             tcb = self.tcb
-            tcp = self.vnet.tcp
             linger = 0
             if tcb is not None:
-                tcb.sock = None
-                tcb.user_closed = True
-                if tcb.state == LISTEN or tcb.state in (SYN_SENT,):
-                    tcp.detach(tcb)
-                elif tcb.state != CLOSED:
-                    if tcb.linger == 0 or tcb.rcv_buf:
-                        # SO_LINGER 0, or unread data (RFC 2525 2.17): abort with RST
-                        tcp.drop(tcb, errno.ECONNRESET, send_rst=True)
-                    else:
-                        if not tcb.shut_wr:
-                            tcb.shut_wr = True
-                            tcp.output(tcb)
-                        if wait and tcb.linger and self._timeout is None:
-                            linger = tcb.linger
+                usrreq.close(tcb)
+                if wait and tcb.linger and self._timeout is None and tcb.state != CLOSED:
+                    linger = tcb.linger  # shut down, not reset: wait for the FIN's ACK
             self._lock.notify_all()
             self._touch()
             if linger:
@@ -442,9 +389,7 @@ class TcpSocket(TimeoutMixin, PollMixin):
             elif option == SO_REUSEPORT:
                 self.reuseport = bool(value)
             elif option == SO_KEEPALIVE:
-                tcb.keepalive = bool(value)
-                if value and tcb.state in (ESTABLISHED, CLOSE_WAIT):
-                    arm_keepalive(tcb)
+                usrreq.set_keepalive(tcb, bool(value))
             elif option == SO_RCVBUF:
                 if value <= 0:
                     raise OSError(errno.EINVAL, "Invalid argument")
@@ -459,13 +404,9 @@ class TcpSocket(TimeoutMixin, PollMixin):
                 raise OSError(errno.ENOPROTOOPT, "Protocol not available")
         elif level == IPPROTO_TCP:
             if option == TCP_NODELAY:
-                tcb.nodelay = bool(value)
-                if tcb.state in (ESTABLISHED, CLOSE_WAIT):
-                    self.vnet.tcp.output(tcb)
+                usrreq.set_nodelay(tcb, bool(value))
             elif option == TCP_MAXSEG:
-                if not 64 <= value <= 65535:
-                    raise OSError(errno.EINVAL, "Invalid argument")
-                tcb.mss = min(tcb.mss, value)
+                usrreq.set_maxseg(tcb, value)
             else:
                 raise OSError(errno.ENOPROTOOPT, "Protocol not available")
         elif level == IPPROTO_IP and option in (IP_TTL, IP_TOS):

@@ -40,7 +40,6 @@ MAX_WSCALE = 14
 """RFC 7323 section 2.3: a larger shift count is treated as 14."""
 
 _SEQ_MASK = 0xFFFFFFFF
-_SEQ_HALF = 0x80000000
 _CHECKSUM_OFFSET = 16
 
 _MSS = struct.Struct("!BBH")
@@ -316,24 +315,3 @@ def build_ts(sport: int, dport: int, seq: int, ack: int, flags: int, window: int
     cksum = ~total & 0xFFFF if total else 0
     return _HEADER_TS.pack(sport, dport, seq, ack, 0x80, flags, window, cksum, urgent,
                            _TS_ALONE_WORD, tsval, tsecr) + payload
-
-
-def seq_lt(a: int, b: int) -> bool:
-    """``a`` precedes ``b`` in sequence space (signed 32-bit difference is negative)."""
-    return ((a - b) & _SEQ_MASK) >= _SEQ_HALF
-
-
-def seq_leq(a: int, b: int) -> bool:
-    """``a`` precedes or equals ``b`` in sequence space."""
-    diff = (a - b) & _SEQ_MASK
-    return diff == 0 or diff >= _SEQ_HALF
-
-
-def seq_gt(a: int, b: int) -> bool:
-    """``a`` follows ``b`` in sequence space (signed 32-bit difference is positive)."""
-    return 0 < ((a - b) & _SEQ_MASK) < _SEQ_HALF
-
-
-def seq_geq(a: int, b: int) -> bool:
-    """``a`` follows or equals ``b`` in sequence space."""
-    return ((a - b) & _SEQ_MASK) < _SEQ_HALF

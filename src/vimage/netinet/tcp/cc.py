@@ -67,10 +67,6 @@ class CongestionControl:
         return (f"<{type(self).__name__} cwnd={self.cwnd} ssthresh={self.ssthresh} "
                 f"mss={self.mss}>")
 
-    @property
-    def in_slow_start(self) -> bool:
-        return self.cwnd < self.ssthresh
-
     def on_ack(self, acked: int, rtt_ns: int | None, now_ns: int, in_flight: int) -> None:
         """New data acknowledged outside recovery: `acked` bytes, `in_flight` before it.
 

@@ -1,0 +1,324 @@
+"""TCP output (FreeBSD tcp_output.c): what the windows allow of SYN, data and FIN,
+retransmissions chosen by NextSeg() in SACK recovery, pure ACKs and window updates,
+and the building of one segment with its options and counters."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+from typing import TYPE_CHECKING, Any
+
+from vimage.net.route import RTF_GATEWAY
+from vimage.netinet.tcp.sack import next_seg, sack_blocks, sacked_below, set_pipe
+from vimage.netinet.tcp.seq import HALF, MASK, seq_diff, seq_leq, seq_lt
+from vimage.netinet.tcp.timer import persist_timeout, rexmt_timeout, set_main
+from vimage.netinet.tcp.var import (
+    ACK,
+    CLOSE_WAIT,
+    CLOSED,
+    ESTABLISHED,
+    FIN,
+    FIN_WAIT_1,
+    LAST_ACK,
+    LISTEN,
+    MS,
+    PROTO_TCP,
+    PSH,
+    RST,
+    SOFT_ERRORS,
+    SYN,
+    SYN_RECEIVED,
+    SYN_SENT,
+    TIME_WAIT,
+)
+from vimage.wire import tcp as wtcp
+
+if TYPE_CHECKING:
+    from vimage.netinet.tcp.var import Tcb, TcpState
+
+
+def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = None,
+                 syn_options: bool = False, sack: tuple[tuple[int, int], ...] = (),
+                 probe: bool = False) -> None:
+    """Build and send one segment of `tcb`; counts it as FreeBSD's tcp_output does.
+
+    Data below SND.MAX is a retransmission (sndrexmitpack/byte), a window probe
+    is counted by its caller (sndprobe), the rest is new data (sndpack/byte).
+    """
+    tcp = tcb.tcp
+    st = tcp.stats
+    wnd = tcb.rcv_space - len(tcb.rcv_buf)
+    if wnd < 0:
+        wnd = 0
+    shift = 0 if flags & SYN else tcb.rcv_wscale  # a SYN's window is never scaled
+    window = wnd >> shift
+    if window > 65535:
+        window = 65535
+    if ack is None:
+        ack = tcb.rcv_nxt
+    has_ack = flags & ACK
+    ack_field = ack if has_ack else 0
+    if syn_options or sack or not tcb.ts_ok:
+        opening = bool(flags & SYN and not has_ack)  # our own SYN offers everything
+        ts = (tcb.tsval(), tcb.ts_recent if has_ack else 0) if (
+            tcb.ts_ok or (opening and tcp.rfc1323)) else None
+        kwargs: dict[str, Any] = {}
+        if syn_options:
+            kwargs["mss"] = offer_mss(tcp, tcb.faddr)
+            if (opening and tcp.rfc1323) or tcb.ws_ok:
+                kwargs["wscale"] = tcb.rcv_wscale
+            if (opening and tcp.sack_enable) or tcb.sack_ok:
+                kwargs["sack_perm"] = True
+        if sack:
+            kwargs["sack"] = sack
+            st.sack_send_blocks += 1
+        segment = wtcp.build(tcb.lport, tcb.fport, seq, ack_field, flags, window, data,
+                             src=tcb.laddr, dst=tcb.faddr, ts=ts, **kwargs)
+    else:  # the common case: the timestamp option only
+        tsval = (tcp.vnet.kernel.sched.now_ns() // MS + tcb.ts_offset) & MASK
+        segment = wtcp.build_ts(tcb.lport, tcb.fport, seq, ack_field, flags, window, data,
+                                tcb.laddr, tcb.faddr, tsval,
+                                tcb.ts_recent if has_ack else 0)
+    st.sndtotal += 1
+    if data:
+        if probe:
+            pass
+        elif 0 < (tcb.snd_max - seq) & MASK < HALF:  # seq_lt(seq, snd_max), inlined:
+            # below SND.MAX, a retransmission
+            st.sndrexmitpack += 1
+            st.sndrexmitbyte += len(data)
+        else:
+            st.sndpack += 1
+            st.sndbyte += len(data)
+    elif flags & (SYN | FIN | RST):
+        st.sndctrl += 1
+    else:
+        st.sndacks += 1
+    if has_ack:
+        tcb.rcv_adv = (ack + (window << shift)) & MASK
+        tcb.want_ack = False  # a delayed ACK timer still armed finds nothing to do
+        tcb.unacked_segs = 0
+    try:
+        tcp.vnet.ip.output(PROTO_TCP, tcb.laddr, tcb.faddr, segment, ttl=tcb.ip_ttl,
+                           tos=tcb.ip_tos, df=bool(tcp.path_mtu_discovery))
+    except OSError as exc:
+        if exc.errno == errno.EMSGSIZE:
+            raise
+        if exc.errno in SOFT_ERRORS:
+            tcb.softerror = _soft_error(tcb, exc.errno)
+
+
+def _soft_error(tcb: Tcb, err: int) -> int:
+    """ARP gave up on the next hop: EHOSTDOWN for a neighbour, EHOSTUNREACH for a
+    gateway (FreeBSD's arpresolve); our ARP says EHOSTDOWN for both."""
+    if err == errno.EHOSTDOWN:
+        with contextlib.suppress(OSError):
+            if tcb.tcp.vnet.ip.route_to(tcb.faddr).flags & RTF_GATEWAY:
+                return errno.EHOSTUNREACH
+    return err
+
+
+def ack_now(tcb: Tcb) -> None:
+    if tcb.state in (CLOSED, LISTEN, SYN_SENT):
+        return
+    send_segment(tcb, tcb.snd_nxt, ACK, b"", sack=sack_blocks(tcb))
+
+
+def output(tcb: Tcb, force_syn: bool = False, limited_transmit: bool = False) -> None:
+    """Send what the windows allow: SYN, data, FIN, or a pending ACK (tcp_output)."""
+    state = tcb.state
+    if state in (CLOSED, LISTEN, TIME_WAIT):
+        return
+    if state in (SYN_SENT, SYN_RECEIVED):
+        if tcb.snd_nxt == tcb.iss or force_syn:
+            flags = SYN if state == SYN_SENT else SYN | ACK
+            send_segment(tcb, tcb.iss, flags, b"", syn_options=True)
+            # time the SYN (or SYN-ACK) for a first RTT sample without timestamps
+            # (RFC 6298); a second transmission of the ISS cannot be timed (Karn)
+            if force_syn or tcb.rtt_seq is not None:
+                tcb.rtt_seq = None
+            else:
+                tcb.rtt_seq, tcb.rtt_start = tcb.iss, tcb.now()
+            tcb.snd_nxt = (tcb.iss + 1) & MASK
+            if seq_lt(tcb.snd_max, tcb.snd_nxt):
+                tcb.snd_max = tcb.snd_nxt
+            if tcb.t_main is None or tcb.t_main.callback is not rexmt_timeout:
+                set_main(tcb, tcb.rto, rexmt_timeout)
+        return
+    if tcb.snd_una == tcb.snd_max and tcb.snd_buf:  # resuming after idle (RFC 5681 §4.1)
+        tcb.cc.on_idle(tcb.now(), tcb.rto)
+    if tcb.recovery and tcb.sack_ok:
+        sent = sack_output(tcb)
+    elif (0 <= seq_diff(tcb.snd_nxt, tcb.snd_buf_seq) < len(tcb.snd_buf)) or not tcb.snd_wnd:
+        sent = send_new_data(tcb, limited_transmit)
+    else:
+        sent = False  # nothing new to send
+    # FIN
+    if tcb.shut_wr and tcb.fin_seq is None and state in (ESTABLISHED, CLOSE_WAIT):
+        fin = (tcb.snd_buf_seq + len(tcb.snd_buf)) & MASK
+        if tcb.snd_nxt == fin:
+            tcb.fin_seq = fin
+            tcb.state = FIN_WAIT_1 if state == ESTABLISHED else LAST_ACK
+    if tcb.fin_seq is not None and tcb.snd_nxt == tcb.fin_seq:
+        send_segment(tcb, tcb.fin_seq, FIN | ACK, b"")
+        tcb.snd_nxt = (tcb.fin_seq + 1) & MASK
+        if seq_lt(tcb.snd_max, tcb.snd_nxt):
+            tcb.snd_max = tcb.snd_nxt
+        if tcb.t_main is None or tcb.t_main.callback is not rexmt_timeout:
+            set_main(tcb, tcb.rto, rexmt_timeout)
+        sent = True
+    if sent:
+        return
+    mss = tcb.mss
+    # a window update worth telling (receiver SWS avoidance, RFC 9293 §3.8.6.2.2)
+    wnd = min(tcb.rcv_wnd(), 65535 << tcb.rcv_wscale)  # what the header can carry
+    adv_room = seq_diff((tcb.rcv_nxt + wnd) & MASK, tcb.rcv_adv)
+    if adv_room >= min(2 * mss, tcb.rcv_space // 2):
+        tcb.tcp.stats.sndwinup += 1
+        tcb.want_ack = True
+        tcb.unacked_segs = 2
+    if tcb.want_ack and (tcb.unacked_segs >= 2 or not tcb.tcp.delayed_ack):
+        ack_now(tcb)
+
+
+def send_new_data(tcb: Tcb, limited_transmit: bool) -> bool:
+    """Send new data as the windows, silly window avoidance and Nagle allow.
+
+    SACKed bytes have left the network: they do not count against the congestion
+    window (RFC 6675's pipe outside recovery), which lets the first duplicate ACKs
+    clock out new segments (limited transmit, RFC 3042). Resending from SND.UNA after
+    a timeout skips what the receiver SACKed since (RFC 6675 §5.1).
+    """
+    sent = False
+    mss = tcb.mss
+    while True:
+        hole = 0
+        sacked = 0
+        if tcb.sacked:
+            sacked, hole = sacked_below(tcb)
+        offset = (tcb.snd_nxt - tcb.snd_buf_seq) & MASK
+        if offset >= HALF:
+            offset = 0
+        pending = len(tcb.snd_buf) - offset
+        if hole:
+            pending = min(pending, hole)
+        if pending <= 0:
+            break
+        window = min(tcb.snd_wnd, tcb.cc.cwnd)
+        if limited_transmit:
+            window = tcb.snd_wnd
+            limited_transmit = False
+        flight = ((tcb.snd_nxt - tcb.snd_una) & MASK) - sacked
+        usable = window - flight
+        if tcb.snd_wnd == 0:
+            if tcb.in_flight() == 0 and (tcb.t_main is None
+                                         or tcb.t_main.callback is not persist_timeout):
+                set_main(tcb, max(tcb.rto, tcb.tcp.rexmit_min * MS), persist_timeout)
+            break
+        if usable <= 0:
+            break
+        length = min(mss, pending, usable)
+        if length < mss and length < pending and length < tcb.snd_wnd // 2:
+            # wait for a full segment's worth of window (silly window avoidance), unless
+            # half the peer's window can go: a window below one MSS must not stall us
+            break
+        if length < mss and not tcb.nodelay and flight and not tcb.shut_wr:
+            break  # Nagle (RFC 896): one small segment in flight at a time
+        if not send_data(tcb, tcb.snd_nxt, length):
+            if tcb.mss < mss:
+                mss = tcb.mss
+                continue  # the MSS shrank to the interface's MTU: try again
+            break
+        sent = True
+    return sent
+
+
+def sack_output(tcb: Tcb) -> bool:
+    """RFC 6675 §5 step (C): send while cwnd - pipe allows a full segment."""
+    st = tcb.tcp.stats
+    pipe = set_pipe(tcb)
+    sent = False
+    while tcb.cc.cwnd - pipe >= tcb.mss:
+        nxt = next_seg(tcb)
+        if nxt is None:
+            break
+        seq, length, rule = nxt
+        if not send_data(tcb, seq, length, rexmit=rule != 2):
+            break
+        if rule != 2:
+            st.sack_rexmits += 1
+            st.sack_rexmit_bytes += length
+            if rule == 4:
+                tcb.rescue_rxt = tcb.recover  # one rescue per recovery; HighRxt stays
+            else:
+                tcb.rexmt_high = (seq + length) & MASK
+        pipe += length
+        sent = True
+    return sent
+
+
+def send_data(tcb: Tcb, seq: int, length: int, rexmit: bool = False) -> bool:
+    """Send `length` bytes of the buffer starting at sequence number `seq`."""
+    offset = (seq - tcb.snd_buf_seq) & MASK
+    if offset >= HALF or offset >= len(tcb.snd_buf):
+        return False
+    data = bytes(tcb.snd_buf[offset:offset + length])
+    if not data:
+        return False
+    end = (seq + len(data)) & MASK
+    flags = ACK
+    if end == (tcb.snd_buf_seq + len(tcb.snd_buf)) & MASK:
+        flags |= PSH
+    fin_now = tcb.fin_seq is not None and end == tcb.fin_seq and tcb.fin_seq == (
+        tcb.snd_buf_seq + len(tcb.snd_buf)) & MASK and rexmit
+    if fin_now:
+        flags |= FIN
+    try:
+        send_segment(tcb, seq, flags, data)
+    except OSError:  # EMSGSIZE: DF is set and the interface's MTU shrank below our MSS
+        mss = offer_mss(tcb.tcp, tcb.faddr) - (12 if tcb.ts_ok else 0)
+        if 64 <= mss < tcb.mss:
+            tcb.mss = mss
+            tcb.cc.set_mss(mss)
+            tcb.tcp.stats.pmtud_updates += 1
+        return False
+    if seq_lt(seq, tcb.snd_max):  # a retransmission (counted by send_segment)
+        if tcb.rtt_seq is not None and seq_leq(seq, tcb.rtt_seq):
+            tcb.rtt_seq = None  # Karn: never time a retransmitted segment
+    elif tcb.rtt_seq is None and not tcb.ts_ok:
+        tcb.rtt_seq, tcb.rtt_start = seq, tcb.now()
+    if not rexmit:
+        tcb.snd_nxt = end
+    if seq_lt(tcb.snd_max, end):
+        tcb.snd_max = end
+    if tcb.t_main is None or tcb.t_main.callback is not rexmt_timeout:
+        set_main(tcb, tcb.rto, rexmt_timeout)
+    return True
+
+
+def offer_mss(tcp: TcpState, faddr: int) -> int:
+    """The MSS we can receive from `faddr`: the outgoing interface's MTU minus 40."""
+    try:
+        route = tcp.vnet.ip.route_to(faddr)
+    except OSError:
+        return tcp.mssdflt
+    mtu = route.mtu or route.ifp.mtu
+    return max(mtu - 40, 64)
+
+
+def respond_rst(tcp: TcpState, seg: wtcp.TcpRepr, src: int, dst: int) -> None:
+    """RFC 9293 §3.10.7.1: answer a segment for no connection with a reset (FreeBSD
+    tcp_dropwithreset and tcp_respond)."""
+    if seg.flags & RST or tcp.blackhole:
+        return
+    seglen = len(seg.payload) + (1 if seg.flags & SYN else 0) + (1 if seg.flags & FIN else 0)
+    if seg.flags & ACK:
+        seq, ack, flags = seg.ack, 0, RST
+    else:
+        seq, ack, flags = 0, (seg.seq + seglen) & MASK, RST | ACK
+    segment = wtcp.build(seg.dport, seg.sport, seq, ack, flags, 0, b"", src=dst, dst=src)
+    tcp.stats.resets_sent += 1
+    tcp.stats.sndtotal += 1
+    tcp.stats.sndctrl += 1
+    with contextlib.suppress(OSError):
+        tcp.vnet.ip.output(PROTO_TCP, dst, src, segment, df=bool(tcp.path_mtu_discovery))
