@@ -15,9 +15,9 @@ from vimage.stats import counters
 from vimage.sysctl import Oid
 from vimage.wire import icmp as wicmp
 from vimage.wire.checksum import checksum
+from vimage.wire.ethernet import ETHERTYPE_IP_BYTES as ETH_IP
 from vimage.wire.ipv4 import FLAG_DF, HEADER, OFFMASK, PROTO_ICMP, PROTO_TCP, PROTO_UDP
 
-ETH_IP = b"\x08\x00"
 # bound once: attribute lookups cost more than the work on a 20-byte header
 _from_bytes = int.from_bytes
 _addrs = struct.Struct("!II").unpack_from

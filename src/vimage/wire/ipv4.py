@@ -10,6 +10,7 @@ from vimage.wire._common import Buffer, WireError, as_view
 PROTO_ICMP = 1
 PROTO_TCP = 6
 PROTO_UDP = 17
+PROTO_RAW = 255  # IPPROTO_RAW: a raw socket that supplies the IP header
 
 FLAG_DF = 0x4000
 FLAG_MF = 0x2000

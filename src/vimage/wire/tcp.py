@@ -12,10 +12,10 @@ from typing import NamedTuple
 
 from vimage.wire import checksum as _cksum
 from vimage.wire._common import Buffer, WireError, as_view
+from vimage.wire.ipv4 import PROTO_TCP
 
 HEADER = struct.Struct("!HHIIBBHHH")
 HEADER_LEN = 20
-PROTO_TCP = 6
 MAX_SEGMENT = 65535
 
 FIN = 0x01
