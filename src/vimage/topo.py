@@ -159,12 +159,6 @@ class Net:
             self.route()
         return end_a, end_b
 
-    def link_between(self, a: Vnet, b: Vnet) -> tuple[Ifnet, Ifnet]:
-        for end_a, end_b in self.links:
-            if (end_a.vnet, end_b.vnet) in ((a, b), (b, a)):
-                return (end_a, end_b) if end_a.vnet is a else (end_b, end_a)
-        raise LookupError(f"no link between {a.name} and {b.name}")
-
     def addr(self, vnet: Vnet | str) -> str:
         """The node's first address (the one its name resolves to)."""
         vnet = self.nodes[vnet] if isinstance(vnet, str) else vnet

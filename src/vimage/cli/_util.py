@@ -77,12 +77,6 @@ def parse_netmask(text: str) -> int:
         raise ToolError(f"non-contiguous netmask: {text}") from None
 
 
-def parse_cidr(text: str) -> tuple[int, int | None]:
-    """`a.b.c.d[/len]` -> (address, prefix length or None)."""
-    addr, slash, plen = text.partition("/")
-    return parse_addr(addr), parse_plen(plen) if slash else None
-
-
 def classful_plen(addr: int) -> int:
     """The historical class A/B/C prefix length of `addr` (FreeBSD's default netmask)."""
     if addr >> 31 == 0:
@@ -92,10 +86,6 @@ def classful_plen(addr: int) -> int:
     if addr >> 29 == 0b110:
         return 24
     return 32
-
-
-def mask_of(plen: int) -> int:
-    return MASKS[plen]
 
 
 def mask_hex(plen: int) -> str:
