@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from vimage.wire import checksum as _cksum
 from vimage.wire._common import Buffer, WireError, as_view
@@ -214,31 +215,10 @@ def build_header(
     return bytes(header)
 
 
-def build(
-    src: int,
-    dst: int,
-    proto: int,
-    payload: Buffer,
-    *,
-    ttl: int = 64,
-    tos: int = 0,
-    ident: int = 0,
-    flags_frag: int = 0,
-    options: bytes = b"",
-) -> bytes:
-    """Emit a complete IPv4 packet (header checksum computed)."""
-    header = build_header(
-        src,
-        dst,
-        proto,
-        len(payload),
-        ttl=ttl,
-        tos=tos,
-        ident=ident,
-        flags_frag=flags_frag,
-        options=options,
-    )
-    return b"".join((header, payload))
+def build(src: int, dst: int, proto: int, payload: Buffer, **header: Any) -> bytes:
+    """Emit a complete IPv4 packet; ``header`` takes `build_header`'s keywords (ttl, tos,
+    ident, flags_frag, options)."""
+    return b"".join((build_header(src, dst, proto, len(payload), **header), payload))
 
 
 def aton(text: str) -> int:
