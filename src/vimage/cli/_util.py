@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
     from vimage.vnet import Vnet
 
-HOST_NAMES: tuple[tuple[str, int], ...] = (("localhost", 0x7F000001),)
+HOST_NAMES: tuple[tuple[str, int], ...] = (("localhost", ipv4.INADDR_LOOPBACK),)
 
 
 def getopts(argv: list[str], spec: str) -> tuple[list[tuple[str, str]], list[str]]:

@@ -338,7 +338,7 @@ class _Parser:
 
     def host(self, tok: str) -> int:
         if tok == "localhost":
-            return 0x7F000001
+            return ipv4.INADDR_LOOPBACK
         try:
             return ipv4.aton(tok)
         except WireError:

@@ -8,6 +8,10 @@ from typing import Any
 from vimage.wire import checksum as _cksum
 from vimage.wire._common import Buffer, WireError, as_view
 
+INADDR_ANY = 0
+INADDR_BROADCAST = 0xFFFFFFFF
+INADDR_LOOPBACK = 0x7F000001
+
 PROTO_ICMP = 1
 PROTO_TCP = 6
 PROTO_UDP = 17
