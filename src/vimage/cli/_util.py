@@ -93,10 +93,6 @@ def mask_hex(plen: int) -> str:
     return f"0x{MASKS[plen]:08x}"
 
 
-def ntoa(addr: int) -> str:
-    return ipv4.ntoa(addr)
-
-
 def parse_mac(text: str) -> bytes:
     try:
         return mac_aton(text)
