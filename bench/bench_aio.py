@@ -243,7 +243,7 @@ def run_vimage(proto: str, hosts: int, count: int, period: float = 1.0,
               file=sys.stderr)
     result = _result(proto, hosts, "virtual", t, tally, count)
     result["build_wall_seconds"] = build_s
-    result["kernel_faults"] = kernel.sched.faults
+    result["kernel_errors"] = kernel.sched.errors
     result["kernel_events"] = kernel.sched.events
     return result
 

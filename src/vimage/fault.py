@@ -601,7 +601,7 @@ class Faults:
             try:
                 hook(vnet)
             except Exception as exc:  # a runtime's bug must not leave the crash half done
-                self.kernel.sched.fault(hook, exc)
+                self.kernel.sched.record_error(hook, exc)
 
     def __repr__(self) -> str:
         return (f"<Faults partitions={len(self.active_partitions())} "

@@ -67,8 +67,8 @@ class Scheduler:
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.events = 0  # packets delivered + timers fired, for determinism checks
-        self.faults = 0  # exceptions caught inside the loop (each one is a bug)
-        self.last_fault: Exception | None = None
+        self.errors = 0  # exceptions caught inside the loop (each one is a bug)
+        self.last_error: Exception | None = None
         # Called (under the lock) whenever work arrives from another thread, so a loop
         # that sleeps outside the condition variable (a selector) can be woken.
         self.waker: Callable[[], None] | None = None
@@ -159,7 +159,7 @@ class Scheduler:
                     try:
                         receiver.input(frame)
                     except Exception as exc:  # a stack bug must not stop every other vnet
-                        self.fault(receiver, exc)
+                        self.record_error(receiver, exc)
                 self.events += count
             now = self.now_ns()
             fired = False
@@ -172,17 +172,17 @@ class Scheduler:
                 try:
                     timer.callback(*timer.args)
                 except Exception as exc:
-                    self.fault(timer.callback, exc)
+                    self.record_error(timer.callback, exc)
                 fired = ran = True
                 if queue:
                     break
             if not fired and not queue:
                 return ran
 
-    def fault(self, where: Any, exc: Exception) -> None:
+    def record_error(self, where: Any, exc: Exception) -> None:
         """Count and log an exception raised inside the loop; the frame or timer is lost."""
-        self.faults += 1
-        self.last_fault = exc
+        self.errors += 1
+        self.last_error = exc
         logging.getLogger("vimage.sched").error("exception in %r: %r", where, exc,
                                                 exc_info=exc)
 

@@ -1,9 +1,33 @@
-"""Small helpers that build common topologies through the public API."""
+"""Topologies through the public API: the one builder behind benches, tests and the pytest plugin.
+
+Functions for hand-made layouts: `connect(a, "10.0.0.1/24", b, "10.0.0.2/24")` (an
+epair, addressed and up), `add_route`, `udp_delivered` (did one datagram arrive?).
+
+`Net` builds a topology in a few lines (the pytest plugin's `net` fixture; also
+`vimage.testing.Net`):
+
+    net = Net(Kernel(clock="virtual", seed=1))
+    a, b = net.hosts("a", "b")
+    r = net.routers("r")
+    net.link(a, r, delay="5ms")
+    net.link(r, b, loss="1%")
+    net.route()                 # static routes along shortest paths, names in every vnet
+
+Each link gets its own /24 (`link_prefix`), the lower-named end .1 and the other
+.2. A host (one link) gets a default route; a router forwards and gets a route to
+every link it does not touch, through its neighbour on a shortest path. Every vnet's
+hosts table learns every node's name (its first address), so programs connect by name.
+
+`star`, `line` and `router_chain` are common shapes made with `Net`; `router_chain`
+routes with a few aggregated prefixes per node instead of `route()`, so a chain of
+thousands of routers stays small.
+"""
 
 from __future__ import annotations
 
+from collections import deque
 from itertools import pairwise
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vimage.net.route import RTF_GATEWAY, RTF_STATIC, Route
 from vimage.wire import ipv4
@@ -12,7 +36,6 @@ if TYPE_CHECKING:
     from vimage.kernel import Kernel
     from vimage.net.ifnet import Ifnet
     from vimage.vnet import Vnet
-
 
 def connect(a: Vnet, a_cidr: str, b: Vnet, b_cidr: str) -> tuple[Ifnet, Ifnet]:
     """Join two vnets with an epair, address both ends and bring them up."""
@@ -27,16 +50,18 @@ def connect(a: Vnet, a_cidr: str, b: Vnet, b_cidr: str) -> tuple[Ifnet, Ifnet]:
     return end_a, end_b
 
 
-def add_route(vnet: Vnet, dest: str, gateway: str) -> Route:
-    """Static route: `dest` is 'a.b.c.d/len' or 'default'."""
-    net, _, plen = ("0.0.0.0/0" if dest == "default" else dest).partition("/")
-    gw = ipv4.aton(gateway)
+def add_route(vnet: Vnet, dest: str, gateway: str, *, replace: bool = False) -> Route:
+    """Static route: `dest` is 'a.b.c.d/len' or 'default'; `replace` drops a route to
+    the same prefix first (else that is EEXIST)."""
+    net, _, plen_text = ("0.0.0.0/0" if dest == "default" else dest).partition("/")
+    dst, plen, gw = ipv4.aton(net), int(plen_text or 32), ipv4.aton(gateway)
     route = vnet.rt.lookup(gw)
     if route is None:
         raise OSError(f"gateway {gateway} is not reachable from {vnet.display_name}")
     with vnet.kernel.sched.cond:
-        return vnet.rt.add(Route(ipv4.aton(net), int(plen or 32), route.ifp,
-                                 RTF_GATEWAY | RTF_STATIC, gateway=gw))
+        if replace and vnet.rt.get(dst, plen) is not None:
+            vnet.rt.delete(dst, plen)
+        return vnet.rt.add(Route(dst, plen, route.ifp, RTF_GATEWAY | RTF_STATIC, gateway=gw))
 
 
 def link_prefix(i: int) -> str:
@@ -54,42 +79,6 @@ def link_blocks(first: int, last: int) -> list[tuple[str, int]]:
         blocks.append((f"{link_prefix(first)}.0", 24 - size.bit_length() + 1))
         first += size
     return blocks
-
-
-def router_chain(kernel: Kernel, routers: int, name: str = "chain",
-                 delay: str | float | None = None) -> list[Vnet]:
-    """host `name.a` - `routers` routers - host `name.b`; every node reaches every link.
-
-    Link i joins node i (address .1) and node i+1 (address .2) on the /24 given by
-    `link_prefix(i)`, and is delayed by `delay` each way if given. Each node
-    defaults to its right neighbour and reaches the links on its left through a
-    few aggregated prefixes, so a chain of thousands of routers stays small.
-    """
-    if routers < 0:
-        raise ValueError("routers must be >= 0")
-    if name not in kernel:
-        kernel.create(name)
-    nodes = [kernel.create(f"{name}.a")]
-    nodes += [kernel.create(f"{name}.r{i}") for i in range(1, routers + 1)]
-    nodes.append(kernel.create(f"{name}.b"))
-    for i in range(len(nodes) - 1):
-        p = link_prefix(i)
-        left, right = connect(nodes[i], f"{p}.1/24", nodes[i + 1], f"{p}.2/24")
-        if delay is not None:
-            left.impair(delay=delay)
-            right.impair(delay=delay)
-    last = len(nodes) - 1
-    for i, node in enumerate(nodes):
-        if 0 < i < last:
-            node.ip.forwarding = 1
-        if i < last:
-            add_route(node, "default", f"{link_prefix(i)}.2")
-            if i >= 2:
-                for net, plen in link_blocks(0, i - 2):
-                    add_route(node, f"{net}/{plen}", f"{link_prefix(i - 1)}.1")
-        elif i > 0:
-            add_route(node, "default", f"{link_prefix(i - 1)}.1")
-    return nodes
 
 
 def chain_links(nodes: list[Vnet]) -> list[tuple[Ifnet, Ifnet]]:
@@ -117,3 +106,171 @@ def udp_delivered(src: Vnet, dst: Vnet, addr: str, port: int = 7000,
     finally:
         rx.close()
         tx.close()
+
+
+class Net:
+    """A topology under construction; see the module docstring."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.nodes: dict[str, Vnet] = {}
+        self.routers_: set[str] = set()
+        self.links: list[tuple[Ifnet, Ifnet]] = []
+        self._routed = 0  # number of links when routes were last computed
+        self.auto_route = False  # route() after every link (set once a test body runs)
+
+    # -- nodes ------------------------------------------------------------------------------
+    def _names(self, spec: tuple[Any, ...], prefix: str) -> list[str]:
+        if len(spec) == 1 and isinstance(spec[0], int):
+            start = sum(1 for n in self.nodes if n.startswith(prefix)) + 1
+            return [f"{prefix}{i}" for i in range(start, start + spec[0])]
+        return [str(s) for s in spec]
+
+    def hosts(self, *spec: Any, prefix: str = "h") -> list[Vnet]:
+        """`hosts(3)` makes h1..h3 (continuing the numbering); `hosts("a", "b")` names them."""
+        out = []
+        for name in self._names(spec, prefix):
+            self.nodes[name] = vnet = self.kernel.create(name)
+            out.append(vnet)
+        return out
+
+    def routers(self, *spec: Any, prefix: str = "r") -> list[Vnet]:
+        """Like hosts(), with forwarding on."""
+        out = self.hosts(*spec, prefix=prefix)
+        for vnet in out:
+            vnet.ip.forwarding = 1
+            self.routers_.add(vnet.name)
+        return out
+
+    def __getitem__(self, name: str) -> Vnet:
+        return self.nodes[name]
+
+    # -- links ------------------------------------------------------------------------------
+    def link(self, a: Vnet, b: Vnet, **impair: Any) -> tuple[Ifnet, Ifnet]:
+        """An epair between `a` and `b`, addressed, up, impaired both ways if asked
+        (`delay`, `bandwidth`, `loss`, `ber`, `dup`, `queue` as `vlink` takes them)."""
+        p = link_prefix(len(self.links))
+        end_a, end_b = connect(a, f"{p}.1/24", b, f"{p}.2/24")
+        if impair:
+            end_a.impair(**impair)
+            end_b.impair(**impair)
+        self.links.append((end_a, end_b))
+        if self.auto_route:
+            self.route()
+        return end_a, end_b
+
+    def addr(self, vnet: Vnet | str) -> str:
+        """The node's first address (the one its name resolves to)."""
+        vnet = self.nodes[vnet] if isinstance(vnet, str) else vnet
+        for end_a, end_b in self.links:
+            for end in (end_a, end_b):
+                if end.vnet is vnet:
+                    return ipv4.ntoa(end.addrs[0].addr)
+        raise LookupError(f"{vnet.name} has no link")
+
+    # -- routes and names --------------------------------------------------------------------
+    def route(self) -> Net:
+        """Install routes and names for the links made so far (again after adding links)."""
+        if self._routed == len(self.links):
+            return self
+        adj: dict[Vnet, list[tuple[Vnet, Ifnet, Ifnet]]] = {v: [] for v in self.nodes.values()}
+        for end_a, end_b in self.links:
+            adj.setdefault(end_a.vnet, []).append((end_b.vnet, end_a, end_b))
+            adj.setdefault(end_b.vnet, []).append((end_a.vnet, end_b, end_a))
+        for node, edges in adj.items():
+            if not edges:
+                continue
+            if len(edges) == 1 and node.name not in self.routers_:
+                gateway = ipv4.ntoa(edges[0][2].addrs[0].addr)
+                add_route(node, "default", gateway, replace=True)
+                continue
+            node.ip.forwarding = 1
+            first_hop = _first_hops(node, adj)
+            touching = {id(end) for _, end, _ in edges}
+            for end_a, end_b in self.links:
+                if id(end_a) in touching or id(end_b) in touching:
+                    continue
+                hop = first_hop.get(end_a.vnet) or first_hop.get(end_b.vnet)
+                if hop is None:
+                    continue  # not connected to this part of the graph
+                net = ipv4.ntoa(end_a.addrs[0].addr & 0xFFFFFF00)
+                add_route(node, f"{net}/24", ipv4.ntoa(hop.addrs[0].addr), replace=True)
+        names = [(name, self.addr(v)) for name, v in self.nodes.items() if adj.get(v)]
+        for vnet in self.nodes.values():
+            for name, address in names:
+                if address not in [ipv4.ntoa(a) for a in vnet.hosts.lookup(name)]:
+                    vnet.hosts.add(address, name)
+        self._routed = len(self.links)
+        return self
+
+
+def _first_hops(src: Vnet, adj: dict[Vnet, list[tuple[Vnet, Ifnet, Ifnet]]]) -> dict[Vnet, Ifnet]:
+    """For every node reachable from `src`: the neighbour's interface to send through."""
+    hops: dict[Vnet, Ifnet] = {}
+    seen = {src}
+    todo: deque[Vnet] = deque()
+    for peer, _mine, theirs in adj[src]:
+        if peer not in seen:
+            seen.add(peer)
+            hops[peer] = theirs
+            todo.append(peer)
+    while todo:
+        node = todo.popleft()
+        for peer, _mine, _theirs in adj.get(node, ()):
+            if peer not in seen:
+                seen.add(peer)
+                hops[peer] = hops[node]
+                todo.append(peer)
+    return hops
+
+
+def star(kernel: Kernel, n: int, prefix: str = "h", center: str = "r", **impair: Any) -> Net:
+    """`n` hosts h1..hn, each on its own link to router `center`."""
+    net = Net(kernel)
+    (router,) = net.routers(center)
+    for host in net.hosts(n, prefix=prefix):
+        net.link(host, router, **impair)
+    return net.route()
+
+
+def line(kernel: Kernel, n: int, prefix: str = "n", **impair: Any) -> Net:
+    """`n` nodes n1..nn in a chain; the inner ones forward."""
+    net = Net(kernel)
+    nodes = net.hosts(n, prefix=prefix)
+    for left, right in pairwise(nodes):
+        net.link(left, right, **impair)
+    for node in nodes[1:-1]:
+        net.routers_.add(node.name)
+    return net.route()
+
+
+def router_chain(kernel: Kernel, routers: int, name: str = "chain",
+                 delay: str | float | None = None) -> list[Vnet]:
+    """host `name.a` - `routers` routers - host `name.b`; every node reaches every link.
+
+    Link i joins node i (address .1) and node i+1 (address .2) on the /24 given by
+    `link_prefix(i)`, and is delayed by `delay` each way if given. Each node
+    defaults to its right neighbour and reaches the links on its left through a
+    few aggregated prefixes, so a chain of thousands of routers stays small.
+    """
+    if routers < 0:
+        raise ValueError("routers must be >= 0")
+    if name not in kernel:
+        kernel.create(name)
+    net = Net(kernel)
+    nodes = net.hosts(f"{name}.a")
+    nodes += net.routers(*(f"{name}.r{i}" for i in range(1, routers + 1)))
+    nodes += net.hosts(f"{name}.b")
+    impair = {} if delay is None else {"delay": delay}
+    for left, right in pairwise(nodes):
+        net.link(left, right, **impair)
+    last = len(nodes) - 1
+    for i, node in enumerate(nodes):
+        if i < last:
+            add_route(node, "default", f"{link_prefix(i)}.2")
+            if i >= 2:
+                for prefix, plen in link_blocks(0, i - 2):
+                    add_route(node, f"{prefix}/{plen}", f"{link_prefix(i - 1)}.1")
+        elif i > 0:
+            add_route(node, "default", f"{link_prefix(i - 1)}.1")
+    return nodes

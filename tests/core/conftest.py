@@ -7,11 +7,11 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from vimage import topo
 from vimage.kernel import Kernel
 from vimage.net.ifnet import Ifnet
 from vimage.netinet import arp, icmp, ip, udp
 from vimage.socket.socket import AF_INET, IPPROTO_ICMP, SOCK_DGRAM, SOCK_RAW
+from vimage.topo import Net
 from vimage.vnet import Vnet
 from vimage.wire import icmp as wicmp
 
@@ -38,9 +38,9 @@ class Stack:
     @staticmethod
     def pair(kernel: Kernel, prefix: str) -> Pair:
         """vnets `<prefix>a` (10.0.0.1/24) and `<prefix>b` (10.0.0.2/24) on one epair."""
-        a = kernel.create(f"{prefix}a")
-        b = kernel.create(f"{prefix}b")
-        ifa, ifb = topo.connect(a, f"{A_ADDR}/24", b, f"{B_ADDR}/24")
+        net = Net(kernel)
+        a, b = net.hosts(f"{prefix}a", f"{prefix}b")
+        ifa, ifb = net.link(a, b)  # the first link: 10.0.0.0/24
         kernel.run(0)
         return Pair(a, b, ifa, ifb)
 

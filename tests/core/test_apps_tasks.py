@@ -66,7 +66,7 @@ def test_two_tasks_talk_in_one_thread(pair: tuple[Kernel, Vnet, Vnet]) -> None:
     assert server.wait(5) == b"hello"
     # 10 ms one way (a -> b) for the ARP request, the SYN and the data; the rest is instant
     assert kernel.now == pytest.approx(0.03)
-    assert 7000 not in b.tcp.listeners and kernel.sched.faults == 0
+    assert 7000 not in b.tcp.listeners and kernel.sched.errors == 0
 
 
 def test_a_task_sleeps_until_the_time_it_yields(pair: tuple[Kernel, Vnet, Vnet]) -> None:
@@ -91,7 +91,7 @@ def test_failures_are_the_task_s_not_the_loop_s(pair: tuple[Kernel, Vnet, Vnet])
     with pytest.raises(ConnectionRefusedError):
         task.wait(5)
     assert task.done and isinstance(task.error, ConnectionRefusedError)
-    assert kernel.sched.faults == 0
+    assert kernel.sched.errors == 0
 
 
 def test_peer_closing_early_is_eof(pair: tuple[Kernel, Vnet, Vnet]) -> None:

@@ -17,9 +17,11 @@ from scapy.all import ARP, ICMP, IP, TCP, UDP, Ether, IPOption_RR, Loopback, raw
 from vimage import topo
 from vimage.kernel import Kernel
 from vimage.net import bpf
-from vimage.net.bpf import compile_filter, open_capture, read_pcap
+from vimage.net.bpf import open_capture
+from vimage.net.bpf_filter import compile_filter
 from vimage.socket.socket import AF_INET, IPPROTO_ICMP, SOCK_DGRAM, SOCK_RAW
 from vimage.wire import icmp as wicmp
+from vimage.wire import pcap
 
 logging.getLogger("scapy").setLevel(logging.ERROR)
 
@@ -124,7 +126,7 @@ CASES: tuple[tuple[str, frozenset[str]], ...] = (
 
 @pytest.mark.parametrize(("expr", "matches"), CASES, ids=[c[0] or "empty" for c in CASES])
 def test_filter_primitives_on_crafted_frames(expr: str, matches: frozenset[str]) -> None:
-    match = compile_filter(expr, bpf.LINKTYPE_ETHERNET, netmask=0xFFFFFF00)
+    match = compile_filter(expr, pcap.LINKTYPE_ETHERNET, netmask=0xFFFFFF00)
     got = {name for name, frame in FRAMES.items() if match(frame)}
     assert got == matches
 
@@ -180,17 +182,17 @@ def test_bad_filters_name_the_offending_word(expr: str, word: str) -> None:
 
 def test_ether_primitives_are_refused_on_loopback() -> None:
     with pytest.raises(ValueError, match="Ethernet"):
-        compile_filter("ether host 02:00:00:00:00:01", bpf.LINKTYPE_NULL)
+        compile_filter("ether host 02:00:00:00:00:01", pcap.LINKTYPE_NULL)
     with pytest.raises(ValueError, match="Ethernet"):
-        compile_filter("broadcast", bpf.LINKTYPE_NULL)
+        compile_filter("broadcast", pcap.LINKTYPE_NULL)
 
 
 def test_filters_on_loopback_and_raw_frames() -> None:
     pkt = raw(IP(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=5000, dport=9))
     null = struct.pack("<I", 2) + pkt
     null_be = struct.pack(">I", 2) + pkt
-    for linktype, frame in ((bpf.LINKTYPE_NULL, null), (bpf.LINKTYPE_NULL, null_be),
-                            (bpf.LINKTYPE_RAW, pkt)):
+    for linktype, frame in ((pcap.LINKTYPE_NULL, null), (pcap.LINKTYPE_NULL, null_be),
+                            (pcap.LINKTYPE_RAW, pkt)):
         assert compile_filter("udp and dst port 9 and host 127.0.0.1", linktype)(frame)
         assert not compile_filter("icmp or port 53 or arp", linktype)(frame)
 
@@ -198,7 +200,7 @@ def test_filters_on_loopback_and_raw_frames() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=80), st.sampled_from([e for e, _ in CASES if "broadcast" not in e]))
 def test_filters_never_raise_on_garbage(frame: bytes, expr: str) -> None:
-    for linktype in (bpf.LINKTYPE_ETHERNET, bpf.LINKTYPE_NULL, bpf.LINKTYPE_RAW):
+    for linktype in (pcap.LINKTYPE_ETHERNET, pcap.LINKTYPE_NULL, pcap.LINKTYPE_RAW):
         try:
             match = compile_filter(expr, linktype)
         except ValueError:
@@ -320,8 +322,8 @@ def test_pcap_file_read_back_by_scapy_exactly(tmp_path) -> None:
     assert pkts[2][UDP].dport == 7000 and bytes(pkts[2][UDP].payload) == b"hello"
     assert {p[ICMP].type for p in pkts if ICMP in p} == {0, 3, 8}
     # our own reader agrees
-    back = read_pcap(path)
-    assert back.linktype == bpf.LINKTYPE_ETHERNET and back.nano and back.snaplen == 262144
+    back = pcap.read_pcap(path)
+    assert back.linktype == pcap.LINKTYPE_ETHERNET and back.nano and back.snaplen == 262144
     assert [(r.time_ns, r.data) for r in back.records] == session.packets
 
 
@@ -340,7 +342,7 @@ def test_microsecond_pcap_and_snaplen(tmp_path) -> None:
         assert Decimal(pkt.time) == Decimal(t // 1000) / 10**6
     assert any(t % 1000 for t, _ in session.packets)  # the file really lost precision
     assert max(p.wirelen for p in pkts) == 14 + 84  # the echo, cut to 40 bytes
-    assert read_pcap(path).records[0].wirelen == 42
+    assert pcap.read_pcap(path).records[0].wirelen == 42
 
 
 def test_virtual_capture_is_byte_for_byte_reproducible() -> None:
@@ -405,7 +407,7 @@ def test_capture_on_loopback(tmp_path) -> None:
     pkts = rdpcap(path)
     assert all(Loopback in p for p in pkts)
     assert pkts[0][UDP].dport == 9 and pkts[1][ICMP].type == 3
-    assert read_pcap(path).linktype == bpf.LINKTYPE_NULL
+    assert pcap.read_pcap(path).linktype == pcap.LINKTYPE_NULL
 
 
 def test_capture_on_interfaces_of_several_vnets() -> None:
@@ -439,27 +441,27 @@ def test_open_capture_validates_arguments(tmp_path) -> None:
 
 def test_reader_handles_big_endian_and_reports_damage(tmp_path) -> None:
     frame = FRAMES["udp"]
-    big = struct.pack(">IHHiIII", bpf.MAGIC_MICRO, 2, 4, 0, 0, 65535, 1)
+    big = struct.pack(">IHHiIII", pcap.MAGIC_MICRO, 2, 4, 0, 0, 65535, 1)
     big += struct.pack(">IIII", 12, 345678, len(frame), len(frame)) + frame
     path = tmp_path / "big.pcap"
     path.write_bytes(big)
-    got = read_pcap(str(path))
-    assert got.records == [bpf.Record(12_345_678_000, frame, len(frame))] and not got.nano
+    got = pcap.read_pcap(str(path))
+    assert got.records == [pcap.Record(12_345_678_000, frame, len(frame))] and not got.nano
     path.write_bytes(big[:-3])
     with pytest.raises(ValueError, match="truncated dump file"):
-        read_pcap(str(path))
+        pcap.read_pcap(str(path))
     path.write_bytes(b"not a pcap file at all, sorry")
     with pytest.raises(ValueError, match="bad dump file format"):
-        read_pcap(str(path))
+        pcap.read_pcap(str(path))
 
 
 def test_writer_round_trip_through_a_file_object() -> None:
     buf = io.BytesIO()
-    with bpf.PcapWriter(buf, bpf.LINKTYPE_ETHERNET) as w:
+    with pcap.PcapWriter(buf, pcap.LINKTYPE_ETHERNET) as w:
         w.write(1_000_000_001, FRAMES["tcp"], len(FRAMES["tcp"]))
         w.write(2_500_000_000, FRAMES["arp_req"][:20], len(FRAMES["arp_req"]))
     buf.seek(0)
-    linktype, snaplen, nano, records = bpf.iter_pcap(buf)
+    linktype, snaplen, nano, records = pcap.iter_pcap(buf)
     assert (linktype, snaplen, nano) == (1, 262144, True)
-    assert list(records) == [bpf.Record(1_000_000_001, FRAMES["tcp"], len(FRAMES["tcp"])),
-                             bpf.Record(2_500_000_000, FRAMES["arp_req"][:20], 42)]
+    assert list(records) == [pcap.Record(1_000_000_001, FRAMES["tcp"], len(FRAMES["tcp"])),
+                             pcap.Record(2_500_000_000, FRAMES["arp_req"][:20], 42)]

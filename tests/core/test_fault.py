@@ -394,12 +394,12 @@ def test_crash_hooks_are_called_and_a_failing_one_is_contained(star):
 
     s.faults.on_crash.extend([lambda v: seen.append(("crash", v, s.k.now)), bad])
     s.faults.on_restart.append(lambda v: seen.append(("restart", v, s.k.now)))
-    faults_before = s.k.sched.faults
+    errors_before = s.k.sched.errors
     s.faults.crash(s.h1, at=1.5)
     s.faults.restart(s.h1, at=2.5)
     s.k.run(2)
     assert seen == [("crash", s.h1, 1.5), ("restart", s.h1, 2.5)]
-    assert s.k.sched.faults == faults_before + 1
+    assert s.k.sched.errors == errors_before + 1
 
 
 def test_crash_api_errors(star):

@@ -191,3 +191,26 @@ def test_malformed_record_route_gets_parameter_problem():
     k, at_a, at_b = _through_chain([IPOption_RR(pointer=2, routers=["0.0.0.0"])])
     err = IP(at_a.recv(2000))
     assert err[ICMP].type == 12 and err[ICMP].ptr == 22  # points at the bad pointer byte
+
+
+def test_forwarded_checksum_equals_full_recomputation_at_the_wrap():
+    """A header whose checksum is 0xFEFF: after TTL - 1 the sum is exactly zero. RFC 1624
+    eqn. 3 (and a full recomputation) give 0x0000 there; RFC 1141's update gave 0xFFFF."""
+    from vimage.net.bpf import open_capture
+    from vimage.wire.checksum import checksum, update16
+    from vimage.wire.ipv4 import HEADER, aton
+
+    k = Kernel(clock="virtual", seed=3)
+    a, _r, b = router_chain(k, 1)
+    src, dst = aton("10.0.0.1"), aton("10.0.1.2")
+    ident = next(i for i in range(1, 0x10000)
+                 if checksum(HEADER.pack(0x45, 0, 21, i, 0, 64, 253, 0, src, dst)) == 0xFEFF)
+    seen = open_capture(b.ifaces["epair1b"], filter="ip proto 253")
+    a.socket(2, 3, 255).sendto(HEADER.pack(0x45, 0, 21, ident, 0, 64, 253, 0, src, dst) + b"x",
+                               ("10.0.1.2", 0))
+    k.run(1)
+    (_, frame), = seen.packets
+    header = frame[14:34]
+    assert header[8] == 63 and header[10:12] == b"\x00\x00"
+    assert checksum(header[:10] + b"\x00\x00" + header[12:]) == 0
+    assert update16(0xFEFF, 64 << 8 | 253, 63 << 8 | 253) == 0

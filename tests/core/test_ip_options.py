@@ -87,7 +87,7 @@ def test_malformed_option_gets_parameter_problem(options, pointer, where):
     before = (st.badoptions, st.forward, st.delivered)
     c.inject(pkt)
     assert (st.badoptions, st.forward, st.delivered) == (before[0] + 1, *before[1:])
-    assert c.k.sched.faults == 0
+    assert c.k.sched.errors == 0
     err = c.icmp_at_a()
     assert err is not None and err.src == R
     assert err[ICMP].type == 12 and err[ICMP].code == 0 and err[ICMP].ptr == pointer
@@ -192,7 +192,7 @@ def test_fuzzed_options_never_raise_and_are_always_accounted(fuzz_chain, options
     before = (st_.forward, st_.badoptions + st_.cantforward + st_.delivered)
     b_in = (c.b.ip.stats.total, c.b.ip.stats.badsum + c.b.ip.stats.badhlen)
     c.inject(c.packet(dst, options, proto=17), wait=0)
-    assert c.k.sched.faults == 0
+    assert c.k.sched.errors == 0
     # each packet is forwarded, delivered, or counted as dropped, exactly once
     forwarded = st_.forward - before[0]
     assert forwarded + st_.badoptions + st_.cantforward + st_.delivered == before[1] + 1

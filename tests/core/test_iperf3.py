@@ -316,7 +316,7 @@ def test_server_survives_garbage_on_the_control_connection(net: Net) -> None:
     assert errors[0].startswith("unable to receive parameters from client")
     assert errors[1] == "unable to receive parameters from client"
     assert errors[2] is None
-    assert net.kernel.sched.faults == 0
+    assert net.kernel.sched.errors == 0
 
 
 class RawServer:

@@ -116,7 +116,7 @@ def test_a_fault_in_one_frame_is_counted_and_the_loop_goes_on():
     k.call_later(2, delivered.append, b"timer")
     k.run(3)
     assert delivered == [b"b", b"timer"]
-    assert k.sched.faults == 2 and isinstance(k.sched.last_fault, ZeroDivisionError)
+    assert k.sched.errors == 2 and isinstance(k.sched.last_error, ZeroDivisionError)
 
 
 def test_kernel_timers_survive_interface_and_vnet_destruction():

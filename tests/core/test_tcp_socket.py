@@ -281,7 +281,7 @@ def test_sendall_with_a_small_send_buffer_blocks_and_completes(net):
         assert chunk
         got += chunk
     assert bytes(got) == data
-    assert net.k.sched.faults == 0
+    assert net.k.sched.errors == 0
 
 
 def test_recv_into_and_msg_peek(net):
@@ -416,7 +416,7 @@ def test_destroying_a_vnet_with_open_connections(net):
         while cli.recv(65536):
             pass
     assert exc.value.errno in (errno.ETIMEDOUT, errno.ECONNRESET)
-    assert net.k.sched.faults == 0
+    assert net.k.sched.errors == 0
 
 
 def test_a_forgotten_connected_socket_is_closed_by_the_gc(net):

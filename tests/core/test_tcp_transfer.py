@@ -128,7 +128,7 @@ class Link:
         return getattr(self.a.tcp.stats, name) + getattr(self.b.tcp.stats, name)
 
     def no_faults(self) -> None:
-        assert self.k.sched.faults == 0, self.k.sched.last_fault
+        assert self.k.sched.errors == 0, self.k.sched.last_error
 
 
 def one_way(link: Link, size: int) -> float:
@@ -456,7 +456,7 @@ def test_path_mtu_discovery_lowers_the_mss():
     assert a.tcp.stats.pmtud_updates >= 1 and b.tcp.stats.pmtud_updates >= 1
     assert r1.ip.stats.cantfrag > 0
     assert r1.ip.stats.fragmented == 0  # DF: nobody fragments
-    assert k.sched.faults == 0
+    assert k.sched.errors == 0
 
 
 def test_without_path_mtu_discovery_fragmentation_carries_the_stream():
@@ -465,7 +465,7 @@ def test_without_path_mtu_discovery_fragmentation_carries_the_stream():
     assert cli.tcb.mss == 1460 - 12
     assert a.tcp.stats.pmtud_updates == 0
     assert r1.ip.stats.fragmented > 0 and b.ip.stats.reassembled > 0
-    assert k.sched.faults == 0
+    assert k.sched.errors == 0
 
 
 def test_local_mtu_lowered_on_an_idle_connection():

@@ -21,7 +21,7 @@ from vimage.cli import vimage as cli
 from vimage.ctl import protocol
 from vimage.ctl.client import Client, connect_channel, start_daemon
 from vimage.ctl.protocol import BUSY, CtlError
-from vimage.net import bpf
+from vimage.wire import pcap
 
 from .conftest import Vimaged, hello, names, private_daemon, recv_frame, send_frame, until
 
@@ -33,7 +33,7 @@ PACKET_LINE = ("00:00:01.000000 02:00:00:00:00:01 > 02:00:00:00:00:02, "
 def pcap_bytes() -> bytes:
     """A pcap file of one Ethernet frame, at time 1 s."""
     out = io.BytesIO()
-    writer = bpf.PcapWriter(out, bpf.LINKTYPE_ETHERNET, precision="micro")
+    writer = pcap.PcapWriter(out, pcap.LINKTYPE_ETHERNET, precision="micro")
     writer.write(1_000_000_000, FRAME, len(FRAME))
     return out.getvalue()
 

@@ -6,7 +6,7 @@ test calls `lab.start()`), plus helpers that create Linux network namespaces
 programs (ping, traceroute, socat, python3) inside them. Whatever a test
 creates is torn down even when it fails: spawned processes are killed, the
 kernel thread is stopped, TAP devices are destroyed and the namespaces deleted;
-an exception the kernel loop swallowed (`sched.faults`) fails the test. A
+an exception the kernel loop swallowed (`sched.errors`) fails the test. A
 session-wide check then asserts that nothing of ours is left: no namespace with
 our prefix, no `vimg*` link in the host namespace, no TAP device open, no
 process running.
@@ -283,9 +283,9 @@ class Lab:
         except Exception as exc:
             problems.append(f"kernel stop: {exc!r}")
         sched = self.kernel.sched
-        if sched.faults:
-            problems.append(f"{sched.faults} exception(s) in the kernel loop, the last: "
-                            f"{sched.last_fault!r}")
+        if sched.errors:
+            problems.append(f"{sched.errors} exception(s) in the kernel loop, the last: "
+                            f"{sched.last_error!r}")
         for t in self.threads:
             t.join(timeout=10)
             if t.is_alive():

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
     from vimage.vnet import Vnet
 
-HOST_NAMES: tuple[tuple[str, int], ...] = (("localhost", 0x7F000001),)
+HOST_NAMES: tuple[tuple[str, int], ...] = (("localhost", ipv4.INADDR_LOOPBACK),)
 
 
 def getopts(argv: list[str], spec: str) -> tuple[list[tuple[str, str]], list[str]]:
@@ -77,12 +77,6 @@ def parse_netmask(text: str) -> int:
         raise ToolError(f"non-contiguous netmask: {text}") from None
 
 
-def parse_cidr(text: str) -> tuple[int, int | None]:
-    """`a.b.c.d[/len]` -> (address, prefix length or None)."""
-    addr, slash, plen = text.partition("/")
-    return parse_addr(addr), parse_plen(plen) if slash else None
-
-
 def classful_plen(addr: int) -> int:
     """The historical class A/B/C prefix length of `addr` (FreeBSD's default netmask)."""
     if addr >> 31 == 0:
@@ -94,17 +88,9 @@ def classful_plen(addr: int) -> int:
     return 32
 
 
-def mask_of(plen: int) -> int:
-    return MASKS[plen]
-
-
 def mask_hex(plen: int) -> str:
     """Netmask as ifconfig prints it: 0xffffff00."""
     return f"0x{MASKS[plen]:08x}"
-
-
-def ntoa(addr: int) -> str:
-    return ipv4.ntoa(addr)
 
 
 def parse_mac(text: str) -> bytes:

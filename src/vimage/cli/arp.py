@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vimage.cli import Context, ToolError, UsageError
-from vimage.cli._util import find_iface, getopts, ntoa, parse_addr, parse_mac
+from vimage.cli._util import find_iface, getopts, parse_addr, parse_mac
 from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_REJECT
 from vimage.netinet.arp import REACHABLE, STATIC
 from vimage.sched import NS_PER_S
+from vimage.wire.ipv4 import ntoa
 
 if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet

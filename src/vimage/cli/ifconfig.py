@@ -20,7 +20,6 @@ from vimage.cli._util import (
     getopts,
     ifaces_by_index,
     mask_hex,
-    ntoa,
     parse_addr,
     parse_mac,
     parse_netmask,
@@ -30,6 +29,7 @@ from vimage.cli._util import (
 from vimage.net import ifnet as ifnet_mod
 from vimage.net.ifnet import FLAG_NAMES, IFF_PROMISC, IFF_RUNNING, MAX_MTU, MIN_MTU
 from vimage.netinet.in_ import in_add_addr, in_del_addr
+from vimage.wire.ipv4 import ntoa
 
 if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet

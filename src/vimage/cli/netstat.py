@@ -25,7 +25,7 @@ from vimage.cli import UsageError
 from vimage.cli._util import getopts, ifaces_by_index
 from vimage.net.route import flag_string
 from vimage.netinet import arp, icmp, ip, tcp, udp
-from vimage.socket.socket import SOCK_RAW
+from vimage.socket.socket import IPPROTO_ICMP, SOCK_RAW
 from vimage.wire import ipv4
 from vimage.wire.ethernet import mac_ntoa
 
@@ -46,7 +46,6 @@ STAT_PROTOS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
 )
 SOCKET_PROTOS = frozenset({"tcp", "udp", "ip", "icmp"})
 FAMILIES = frozenset({"inet"})
-IPPROTO_ICMP = 1
 
 
 # netstat(1)'s usage(), the forms vimage implements

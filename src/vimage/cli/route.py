@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vimage.cli import Context, ToolError, UsageError
-from vimage.cli._util import getopts, ntoa, parse_addr, parse_netmask, parse_plen
+from vimage.cli._util import getopts, parse_addr, parse_netmask, parse_plen
 from vimage.net.route import (
     MASKS,
     RTF_BLACKHOLE,
@@ -25,6 +25,7 @@ from vimage.net.route import (
     RTF_STATIC,
     Route,
 )
+from vimage.wire.ipv4 import ntoa
 
 if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet

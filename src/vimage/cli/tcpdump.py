@@ -34,14 +34,20 @@ from typing import TYPE_CHECKING
 
 from vimage.cli import ToolError, UsageError, getopt_message
 from vimage.cli._util import ifaces_by_index
-from vimage.net import bpf
-from vimage.net.bpf import Record
+from vimage.net import bpf, bpf_filter
 from vimage.sched import NS_PER_S
-from vimage.wire import WireError, checksum, ipv4
+from vimage.wire import WireError, checksum, ipv4, pcap
 from vimage.wire import arp as warp
 from vimage.wire import icmp as wicmp
 from vimage.wire import udp as wudp
-from vimage.wire.ethernet import mac_ntoa
+from vimage.wire.ethernet import (
+    ETHERTYPE_ARP,
+    ETHERTYPE_IP,
+    ETHERTYPE_IPV6,
+    ETHERTYPE_RARP,
+    ETHERTYPE_VLAN,
+    mac_ntoa,
+)
 
 if TYPE_CHECKING:
     from vimage.cli import Context
@@ -55,8 +61,8 @@ usage: tcpdump [-enpqStUvx] [-c count] [-i interface] [-Q in|out|inout]
 """
 
 ETHERTYPE_NAMES: tuple[tuple[int, str], ...] = (
-    (0x0800, "IPv4"), (0x0806, "ARP"), (0x8035, "Reverse ARP"), (0x86DD, "IPv6"),
-    (0x8100, "802.1Q"), (0x88CC, "LLDP"),
+    (ETHERTYPE_IP, "IPv4"), (ETHERTYPE_ARP, "ARP"), (ETHERTYPE_RARP, "Reverse ARP"),
+    (ETHERTYPE_IPV6, "IPv6"), (ETHERTYPE_VLAN, "802.1Q"), (0x88CC, "LLDP"),
 )
 AF_NAMES: tuple[tuple[int, str], ...] = (
     (2, "IPv4"), (24, "IPv6"), (28, "IPv6"), (30, "IPv6"),
@@ -168,7 +174,7 @@ class Printer:
         return self.clock(ns) + " "
 
     # -- link layer ----------------------------------------------------------------------
-    def packet(self, rec: Record) -> list[str]:
+    def packet(self, rec: pcap.Record) -> list[str]:
         """The lines for one packet."""
         text, net_off, undecoded = self.link(rec.data, rec.wirelen)
         lines = (self.timestamp(rec.time_ns) + text).split("\n")
@@ -180,11 +186,11 @@ class Printer:
     def link(self, data: bytes, wirelen: int) -> tuple[str, int, bool]:
         """(text, offset of the network layer, True if it could not be decoded)."""
         lt = self.linktype
-        if lt == bpf.LINKTYPE_ETHERNET:
+        if lt == pcap.LINKTYPE_ETHERNET:
             if len(data) < 14:
                 return "[|ether]", 0, False
             etype = int.from_bytes(data[12:14], "big")
-            known = etype in (0x0800, 0x0806, 0x8035)
+            known = etype in (ETHERTYPE_IP, ETHERTYPE_ARP, ETHERTYPE_RARP)
             head = ""
             if self.eflag or not known:
                 head = f"{mac_ntoa(data[6:12])} > {mac_ntoa(data[0:6])}, "
@@ -196,7 +202,7 @@ class Printer:
             if not known:
                 return head.rstrip(), 14, True
             return head + self.network(etype, data[14:], wirelen - 14), 14, False
-        if lt == bpf.LINKTYPE_NULL:
+        if lt == pcap.LINKTYPE_NULL:
             if len(data) < 4:
                 return "[|null]", 0, False
             af = int.from_bytes(data[:4], "little")
@@ -205,17 +211,17 @@ class Printer:
             head = ""
             if self.eflag:
                 head = f"AF {_name(AF_NAMES, af, 'Unknown')} ({af}), length {wirelen}: "
-            if af != bpf.AF_INET:
+            if af != pcap.AF_INET:
                 return (head or f"AF {af}, length {wirelen}: ").rstrip(), 4, True
-            return head + self.network(0x0800, data[4:], wirelen - 4), 4, False
-        if lt in (bpf.LINKTYPE_RAW, bpf.LINKTYPE_IPV4):
+            return head + self.network(ETHERTYPE_IP, data[4:], wirelen - 4), 4, False
+        if lt in (pcap.LINKTYPE_RAW, pcap.LINKTYPE_IPV4):
             if data and data[0] >> 4 == 4:
-                return self.network(0x0800, data, wirelen), 0, False
+                return self.network(ETHERTYPE_IP, data, wirelen), 0, False
             return f"raw packet, length {wirelen}", 0, True
         return f"link-type {lt}, length {wirelen}", 0, True
 
     def network(self, etype: int, payload: bytes, length: int) -> str:
-        if etype == 0x0800:
+        if etype == ETHERTYPE_IP:
             return self.ip(payload)
         return self.arp(payload, length)
 
@@ -498,7 +504,7 @@ def _plural(n: int) -> str:
 
 
 def _link_desc(linktype: int) -> str:
-    named = bpf.linktype_name(linktype)
+    named = pcap.linktype_name(linktype)
     return f"link-type {linktype}" if named is None else f"link-type {named[0]} ({named[1]})"
 
 
@@ -514,7 +520,7 @@ def main(ctx: Context, argv: list[str]) -> int:
     iface: str | None = None
     rfile: str | None = None
     wfile: str | None = None
-    snaplen = bpf.DEFAULT_SNAPLEN
+    snaplen = pcap.DEFAULT_SNAPLEN
     direction = "inout"
     precision: str | None = None
     eflag = qflag = sflag = flush = False
@@ -548,9 +554,9 @@ def main(ctx: Context, argv: list[str]) -> int:
                 snaplen = int(val, 0)
             except ValueError:
                 snaplen = -1
-            if not 0 <= snaplen <= bpf.MAX_SNAPLEN:
+            if not 0 <= snaplen <= pcap.MAX_SNAPLEN:
                 raise ToolError(f"invalid snaplen {val}")
-            snaplen = snaplen or bpf.DEFAULT_SNAPLEN
+            snaplen = snaplen or pcap.DEFAULT_SNAPLEN
         elif opt == "-S":
             sflag = True
         elif opt == "-t":
@@ -604,18 +610,18 @@ def pick_interface(ctx: Context, name: str | None) -> Ifnet:
 
 
 def open_output(path: str, linktype: int, snaplen: int, precision: str,
-                flush: bool = False, label: str | None = None) -> bpf.PcapWriter:
+                flush: bool = False, label: str | None = None) -> pcap.PcapWriter:
     try:
-        return bpf.PcapWriter(path, linktype, snaplen, precision, flush)
+        return pcap.PcapWriter(path, linktype, snaplen, precision, flush)
     except OSError as exc:
         raise ToolError(f"{label or path}: {exc.strerror or exc}") from None
 
 
-def compile_or_fail(expr: str, linktype: int, netmask: int | None) -> bpf.Matcher | None:
+def compile_or_fail(expr: str, linktype: int, netmask: int | None) -> bpf_filter.Matcher | None:
     if not expr.strip():
         return None
     try:
-        return bpf.compile_filter(expr, linktype, netmask)
+        return bpf_filter.compile_filter(expr, linktype, netmask)
     except ValueError as exc:
         raise ToolError(f"can't parse filter expression: {exc}") from None
 
@@ -626,10 +632,10 @@ def live(ctx: Context, ifp: Ifnet, wfile: str | None, expr: str, count: int | No
     linktype = bpf.linktype_of(ifp)
     netmask = ifp.addrs[0].mask if ifp.addrs else None
     compile_or_fail(expr, linktype, netmask)  # report a bad filter before opening anything
-    records: list[Record] = []
+    records: list[pcap.Record] = []
 
     def collect(time_ns: int, data: bytes, wirelen: int) -> None:
-        records.append(Record(time_ns, data, wirelen))
+        records.append(pcap.Record(time_ns, data, wirelen))
 
     try:
         session = bpf.open_capture(ifp, wfile, expr, snaplen, count=count, keep=False,
@@ -682,7 +688,7 @@ def read_file(ctx: Context, rfile: str, wfile: str | None, expr: str, count: int
         raise ToolError(f"{name}: {exc.strerror or exc}") from None
     with fh:
         try:
-            linktype, snaplen, _nano, records = bpf.iter_pcap(fh)
+            linktype, snaplen, _nano, records = pcap.iter_pcap(fh)
         except ValueError as exc:
             raise ToolError(f"{name}: {exc}") from None
         except OSError as exc:

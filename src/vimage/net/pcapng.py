@@ -1,6 +1,6 @@
 """pcapng traces of many interfaces at once (one Interface Description Block each).
 
-Classic pcap (bpf.PcapWriter) holds one link type; a trace of a whole topology mixes
+Classic pcap (wire.pcap.PcapWriter) holds one link type; a trace of a whole topology mixes
 Ethernet interfaces and loopbacks, and should say which interface saw each frame, so
 it is written as pcapng (draft-ietf-opsawg-pcapng): a Section Header Block, an IDB per
 interface with its name ("vnet:ifname") and nanosecond resolution, then an Enhanced

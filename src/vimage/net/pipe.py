@@ -144,6 +144,17 @@ def configure(ifp: Ifnet, settings: dict[str, object]) -> LinkPipe:
     return pipe
 
 
+def _scaled(number: str, scale: int, what: str, text: str) -> int:
+    """`number` (its unit suffix stripped) times `scale`, rounded; ValueError naming `text`."""
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"bad {what} {text!r}") from None
+    if value < 0:
+        raise ValueError(f"bad {what} {text!r}")
+    return round(value * scale)
+
+
 def parse_bandwidth(text: str) -> int:
     """'1Mbit/s', '100kbps', '1.5M', '64000' -> bit/s."""
     t = text.strip().lower()
@@ -155,13 +166,7 @@ def parse_bandwidth(text: str) -> int:
     if t and t[-1] in "kmg":
         scale = {"k": 10**3, "m": 10**6, "g": 10**9}[t[-1]]
         t = t[:-1]
-    try:
-        value = float(t)
-    except ValueError:
-        raise ValueError(f"bad bandwidth {text!r}") from None
-    if value < 0:
-        raise ValueError(f"bad bandwidth {text!r}")
-    return round(value * scale)
+    return _scaled(t, scale, "bandwidth", text)
 
 
 def parse_duration_ns(text: str) -> int:
@@ -173,13 +178,7 @@ def parse_duration_ns(text: str) -> int:
             t = t[: -len(suffix)]
             scale = mult
             break
-    try:
-        value = float(t)
-    except ValueError:
-        raise ValueError(f"bad duration {text!r}") from None
-    if value < 0:
-        raise ValueError(f"bad duration {text!r}")
-    return round(value * scale)
+    return _scaled(t, scale, "duration", text)
 
 
 def parse_probability(text: str) -> float:

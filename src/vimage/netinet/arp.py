@@ -13,14 +13,14 @@ from vimage.sysctl import Oid
 from vimage.wire import WireError
 from vimage.wire import arp as warp
 from vimage.wire.ethernet import BROADCAST
+from vimage.wire.ethernet import ETHERTYPE_ARP_BYTES as ETH_ARP
+from vimage.wire.ethernet import ETHERTYPE_IP_BYTES as ETH_IP
 from vimage.wire.ipv4 import ntoa
 
 if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
     from vimage.vnet import Vnet
 
-ETH_IP = b"\x08\x00"
-ETH_ARP = b"\x08\x06"
 ZERO_MAC = b"\x00" * 6
 
 INCOMPLETE = 0

@@ -7,13 +7,10 @@ from typing import TYPE_CHECKING
 
 from vimage.net.ifnet import IFF_LOOPBACK
 from vimage.net.route import MASKS, RTF_STATIC, Route
+from vimage.wire.ipv4 import INADDR_ANY, INADDR_BROADCAST
 
 if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
-
-INADDR_ANY = 0
-INADDR_BROADCAST = 0xFFFFFFFF
-INADDR_LOOPBACK = 0x7F000001
 
 
 def is_multicast(addr: int) -> bool:

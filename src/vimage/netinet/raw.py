@@ -15,8 +15,6 @@ if TYPE_CHECKING:
     from vimage.socket.socket import Socket
     from vimage.vnet import Vnet
 
-IPPROTO_RAW = 255
-
 SYSCTLS: tuple[Oid, ...] = (
     Oid("net.inet.raw.maxdgram", "raw", "maxdgram", "Maximum outgoing raw IP datagram size",
         1, 65535),

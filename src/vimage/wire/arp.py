@@ -6,13 +6,13 @@ import struct
 from typing import NamedTuple
 
 from vimage.wire._common import Buffer, WireError, as_view
+from vimage.wire.ethernet import ETHERTYPE_IP as PTYPE_IP
 
 OP_REQUEST = 1
 OP_REPLY = 2
 LENGTH = 28
 
 HTYPE_ETHER = 1
-PTYPE_IP = 0x0800
 PACKET = struct.Struct("!HHBBH6sI6sI")
 
 

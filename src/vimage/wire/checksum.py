@@ -53,7 +53,10 @@ def pseudo_sum_v4(src: int, dst: int, proto: int, length: int) -> int:
 def update16(cksum: int, old: int, new: int) -> int:
     """RFC 1624 eqn. 3: the checksum field after a 16-bit word changes from ``old`` to ``new``.
 
-    HC' = ~(~HC + ~m + m').
+    HC' = ~(~HC + ~m + m'), which gives what a full recomputation gives (unlike RFC 1141's
+    HC + m - m', which can yield 0xFFFF for 0x0000). IPv4 forwarding inlines the case of
+    the TTL byte dropping by one (`netinet.ip`, hot path); a NAT rewriting addresses and
+    ports calls this.
     """
     total = (~cksum & 0xFFFF) + (~old & 0xFFFF) + (new & 0xFFFF)
     total = (total & 0xFFFF) + (total >> 16)

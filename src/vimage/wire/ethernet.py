@@ -9,7 +9,12 @@ from vimage.wire._common import Buffer, WireError, as_view
 HEADER_LEN = 14
 ETHERTYPE_IP = 0x0800
 ETHERTYPE_ARP = 0x0806
+ETHERTYPE_RARP = 0x8035
+ETHERTYPE_VLAN = 0x8100
 ETHERTYPE_IPV6 = 0x86DD
+ETHERTYPE_IP_BYTES = ETHERTYPE_IP.to_bytes(2, "big")
+ETHERTYPE_ARP_BYTES = ETHERTYPE_ARP.to_bytes(2, "big")
+"""The type field as it sits in a frame, for code that joins headers by hand."""
 BROADCAST = b"\xff" * 6
 HEADER = struct.Struct("!6s6sH")
 MIN_FRAME = 60

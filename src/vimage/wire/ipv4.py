@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from vimage.wire import checksum as _cksum
 from vimage.wire._common import Buffer, WireError, as_view
 
+INADDR_ANY = 0
+INADDR_BROADCAST = 0xFFFFFFFF
+INADDR_LOOPBACK = 0x7F000001
+
 PROTO_ICMP = 1
 PROTO_TCP = 6
 PROTO_UDP = 17
+PROTO_RAW = 255  # IPPROTO_RAW: a raw socket that supplies the IP header
 
 FLAG_DF = 0x4000
 FLAG_MF = 0x2000
@@ -213,31 +219,10 @@ def build_header(
     return bytes(header)
 
 
-def build(
-    src: int,
-    dst: int,
-    proto: int,
-    payload: Buffer,
-    *,
-    ttl: int = 64,
-    tos: int = 0,
-    ident: int = 0,
-    flags_frag: int = 0,
-    options: bytes = b"",
-) -> bytes:
-    """Emit a complete IPv4 packet (header checksum computed)."""
-    header = build_header(
-        src,
-        dst,
-        proto,
-        len(payload),
-        ttl=ttl,
-        tos=tos,
-        ident=ident,
-        flags_frag=flags_frag,
-        options=options,
-    )
-    return b"".join((header, payload))
+def build(src: int, dst: int, proto: int, payload: Buffer, **header: Any) -> bytes:
+    """Emit a complete IPv4 packet; ``header`` takes `build_header`'s keywords (ttl, tos,
+    ident, flags_frag, options)."""
+    return b"".join((build_header(src, dst, proto, len(payload), **header), payload))
 
 
 def aton(text: str) -> int:

@@ -12,10 +12,10 @@ from typing import NamedTuple
 
 from vimage.wire import checksum as _cksum
 from vimage.wire._common import Buffer, WireError, as_view
+from vimage.wire.ipv4 import PROTO_TCP
 
 HEADER = struct.Struct("!HHIIBBHHH")
 HEADER_LEN = 20
-PROTO_TCP = 6
 MAX_SEGMENT = 65535
 
 FIN = 0x01
@@ -143,6 +143,21 @@ def parse_options(buf: Buffer) -> TcpOptions:
     return TcpOptions(mss, wscale, sack_perm, sack, ts)
 
 
+def _verify(view: memoryview, size: int, src: int, dst: int) -> None:
+    """WireError("badsum") unless the segment's checksum, with the pseudo-header, is right.
+
+    The ones'-complement sum is the value of the bytes modulo 0xFFFF (2**16 == 1), so the
+    pseudo-header adds src + dst + protocol + length; a valid segment sums to 0xFFFF,
+    that is 0 modulo 0xFFFF. The pseudo-header's 16-bit length cannot describe a longer
+    segment: never valid.
+    """
+    total = _from_bytes(view, "big")
+    if size & 1:
+        total <<= 8
+    if size > MAX_SEGMENT or (total + src + dst + PROTO_TCP + size) % 0xFFFF:
+        raise WireError("badsum", "tcp checksum")
+
+
 def parse(buf: Buffer, src: int | None = None, dst: int | None = None) -> TcpRepr:
     """Parse a TCP segment (the whole buffer); verify the checksum if ``src`` and ``dst`` given."""
     view = as_view(buf)
@@ -154,11 +169,7 @@ def parse(buf: Buffer, src: int | None = None, dst: int | None = None) -> TcpRep
             _HEADER_TS.unpack_from(view)
         if word == _TS_ALONE_WORD:
             if src is not None and dst is not None:
-                total = _from_bytes(view, "big")
-                if size & 1:
-                    total <<= 8
-                if size > MAX_SEGMENT or (total + src + dst + PROTO_TCP + size) % 0xFFFF:
-                    raise WireError("badsum", "tcp checksum")
+                _verify(view, size, src, dst)
             return TcpRepr(sport, dport, seq, ack, flags, window, cksum, urgent, 32,
                            TcpOptions(None, None, False, (), (tsval, tsecr)), view[32:])
     sport, dport, seq, ack, offset, flags, window, cksum, urgent = HEADER.unpack_from(view)
@@ -166,15 +177,7 @@ def parse(buf: Buffer, src: int | None = None, dst: int | None = None) -> TcpRep
     if header_len < HEADER_LEN or header_len > size:
         raise WireError("badoff", f"tcp header length {header_len}, buffer {size}")
     if src is not None and dst is not None:
-        # The ones'-complement sum is the value of the bytes modulo 0xFFFF (2**16 == 1),
-        # so the pseudo-header adds src + dst + protocol + length; a valid segment sums
-        # to 0xFFFF, that is 0 modulo 0xFFFF. The pseudo-header's 16-bit length cannot
-        # describe a longer segment: never valid.
-        total = _from_bytes(view, "big")
-        if size & 1:
-            total <<= 8
-        if size > MAX_SEGMENT or (total + src + dst + PROTO_TCP + size) % 0xFFFF:
-            raise WireError("badsum", "tcp checksum")
+        _verify(view, size, src, dst)
     if header_len == HEADER_LEN:
         options = NO_OPTIONS
     else:

@@ -7,10 +7,10 @@ from typing import NamedTuple
 
 from vimage.wire import checksum as _cksum
 from vimage.wire._common import Buffer, WireError, as_view
+from vimage.wire.ipv4 import PROTO_UDP
 
 HEADER = struct.Struct("!HHHH")
 HEADER_LEN = 8
-PROTO_UDP = 17
 MAX_PAYLOAD = 65535 - HEADER_LEN
 
 
