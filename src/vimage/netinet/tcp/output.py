@@ -22,7 +22,6 @@ from vimage.netinet.tcp.var import (
     LAST_ACK,
     LISTEN,
     MS,
-    PROTO_TCP,
     PSH,
     RST,
     SOFT_ERRORS,
@@ -32,6 +31,7 @@ from vimage.netinet.tcp.var import (
     TIME_WAIT,
 )
 from vimage.wire import tcp as wtcp
+from vimage.wire.ipv4 import PROTO_TCP
 
 if TYPE_CHECKING:
     from vimage.netinet.tcp.var import Tcb, TcpState

@@ -27,7 +27,6 @@ from vimage.netinet.tcp.var import (
     ACK,
     DEFAULT_MSS,
     ESTABLISHED,
-    PROTO_TCP,
     SYN,
     SYN_RECEIVED,
     SYNCACHE_HASHSIZE,
@@ -36,6 +35,7 @@ from vimage.netinet.tcp.var import (
 )
 from vimage.sched import NS_PER_S
 from vimage.wire import tcp as wtcp
+from vimage.wire.ipv4 import PROTO_TCP
 
 if TYPE_CHECKING:
     from vimage.netinet.tcp.var import TcpState

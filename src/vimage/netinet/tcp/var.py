@@ -21,17 +21,16 @@ from vimage.sched import NS_PER_S, Timer
 from vimage.stats import counters
 from vimage.sysctl import Oid
 from vimage.wire import tcp as wtcp
+from vimage.wire.tcp import MAX_WSCALE
 
 if TYPE_CHECKING:
     from vimage.socket.tcp_socket import TcpSocket
     from vimage.vnet import Vnet
 
-PROTO_TCP = 6
 FIN, SYN, RST, PSH, ACK, URG = wtcp.FIN, wtcp.SYN, wtcp.RST, wtcp.PSH, wtcp.ACK, wtcp.URG
 MS = 1_000_000  # ns per ms
 DEFAULT_MSS = 536
 TCP_MINMSS = 216  # FreeBSD's floor for a peer's MSS option and a path MTU (tcp_var.h)
-MAX_WSCALE = 14
 MAX_RTO_NS = 64 * NS_PER_S
 MAX_REXMT = 12  # retransmissions before the connection is dropped (FreeBSD TCP_MAXRXTSHIFT)
 MAX_SYN_REXMT = 6
