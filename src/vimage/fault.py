@@ -5,7 +5,8 @@ All state lives on one `Faults` object per kernel (`Faults.of(kernel)`, then
 (seconds; virtual seconds on a virtual clock). A scheduled fault is a kernel
 timer owned by the vnet it concerns, so destroying that vnet cancels it.
 
-- A partition is an IPv4 input hook (`IpState.pfil_in`) on every member vnet: a
+- A partition is a pfil hook (vimage.net.pfil) at IPv4 input (`IpState.pfil_in`),
+  ordered before any firewall, on every member vnet: a
   packet whose source is an address of the other side, and whose destination is
   this vnet or its own side, is dropped and counted (`ip.stats.faultdrop` and
   `Partition.drops`). Addresses are looked up live in the other side's address
@@ -22,9 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import struct
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
+from vimage.net import pfil
 from vimage.net.ifnet import IFF_LOOPBACK, IFF_UP
 from vimage.net.pipe import LinkPipe, configure
 from vimage.netinet.arp import STATIC as ARP_STATIC
@@ -167,6 +170,9 @@ class CutPipe(LinkPipe):
         self.cut.drops += 1
 
 
+_ADDRS = struct.Struct("!II").unpack_from
+
+
 class _PartitionHook:
     """The IPv4 input hook of one member vnet, for every partition it is part of."""
 
@@ -177,9 +183,10 @@ class _PartitionHook:
         # (partition, address tables of this side, address tables of the other side)
         self.rules: list[tuple[Partition, tuple[dict, ...], tuple[dict, ...]]] = []
 
-    def __call__(self, ifp: Ifnet, pkt: bytes, src: int, dst: int) -> bool:
-        if ifp.flags & IFF_LOOPBACK:
-            return True  # 127.0.0.1 is everybody's: traffic on lo0 never crosses a partition
+    def __call__(self, pkt: bytes, ifp: Ifnet | None) -> bytes | None:
+        if ifp is not None and ifp.flags & IFF_LOOPBACK:
+            return pkt  # 127.0.0.1 is everybody's: traffic on lo0 never crosses a partition
+        src, dst = _ADDRS(pkt, 12)
         for part, mine, other in self.rules:
             for table in other:
                 if src in table:
@@ -191,8 +198,8 @@ class _PartitionHook:
                     or any(dst in table for table in mine)):
                 ip.stats.faultdrop += 1
                 part.drops += 1
-                return False
-        return True
+                return None
+        return pkt
 
 
 class Faults:
@@ -335,7 +342,7 @@ class Faults:
                 hook = self._hooks.get(vnet)
                 if hook is None:
                     hook = self._hooks[vnet] = _PartitionHook(vnet.ip)
-                    vnet.ip.add_input_hook(hook)
+                    pfil.link(vnet.ip, "pfil_in", hook, order=pfil.ORDER_FAULT, name="partition")
                 hook.rules.append((part, mine, other))
         self._log("partition", f"{part.id}: {part.describe()}")
 
@@ -353,7 +360,7 @@ class Faults:
                 hook.rules = [r for r in hook.rules if r[0] is not part]
                 if not hook.rules:
                     del self._hooks[vnet]
-                    vnet.ip.remove_input_hook(hook)
+                    pfil.unlink(vnet.ip, "pfil_in", hook)
         else:
             return
         self._log("heal", str(part.id))

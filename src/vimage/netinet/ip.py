@@ -6,6 +6,7 @@ import errno
 import struct
 from typing import TYPE_CHECKING
 
+from vimage.net import pfil
 from vimage.net.ifnet import IFF_BROADCAST, IFF_LOOPBACK, IFF_UP
 from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_REJECT
 from vimage.netinet import icmp as icmp_mod
@@ -24,14 +25,12 @@ _addrs = struct.Struct("!II").unpack_from
 _ttl_word = struct.Struct("!BBH").pack
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Container
+    from collections.abc import Container
 
     from vimage.net.ifnet import Ifnet
     from vimage.net.route import Route
     from vimage.netinet.in_ import InAddr
     from vimage.vnet import Vnet
-
-    InputHook = Callable[[Ifnet, bytes, int, int], bool]
 
 SYSCTLS: tuple[Oid, ...] = (
     Oid("net.inet.ip.forwarding", "ip", "forwarding", "Enable IP forwarding between interfaces",
@@ -87,8 +86,8 @@ class IpState:
     """Per-vnet IPv4 state: addresses, tunables, counters and reassembly queues."""
 
     __slots__ = ("bcast", "forwarding", "fragttl", "ident", "local", "maxfragpackets",
-                 "maxfragsperpacket", "pfil_in", "port_first", "port_last", "reass", "stats",
-                 "ttl", "vnet")
+                 "maxfragsperpacket", "pfil_fwd", "pfil_in", "pfil_out", "port_first",
+                 "port_last", "reass", "stats", "ttl", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
@@ -104,8 +103,10 @@ class IpState:
         self.port_last = 65535
         self.ident = int.from_bytes(vnet.secret[32:34], "big")  # per vnet: Vnet.secret
         self.reass: Reassembler | None = None
-        # input hooks (FreeBSD pfil): None while there are none, so input pays one check
-        self.pfil_in: list[InputHook] | None = None
+        # pfil hook points (vimage.net.pfil): None while empty, so a packet pays one test
+        self.pfil_in: pfil.Head = None  # every packet received, before local or forward
+        self.pfil_fwd: pfil.Head = None  # a packet about to be forwarded
+        self.pfil_out: pfil.Head = None  # every packet sent, local or forwarded, unfragmented
 
     # -- input ---------------------------------------------------------------------
     def input(self, ifp: Ifnet, pkt: bytes) -> None:
@@ -149,8 +150,14 @@ class IpState:
                            and not ifp.flags & IFF_LOOPBACK):
             st.badaddr += 1  # multicast, broadcast or class E source; loopback from outside
             return
-        if self.pfil_in is not None and not self.run_input_hooks(ifp, pkt, src, dst):
-            return  # taken by a hook (fault injection; later a firewall), which counted it
+        if self.pfil_in is not None:
+            passed = pfil.run(self.pfil_in, pkt, ifp)
+            if passed is None:
+                return  # taken by a hook (fault injection, a firewall), which counted it
+            if passed is not pkt:  # rewritten (NAT): read the header again
+                pkt = passed
+                hlen = (pkt[0] & 0x0F) << 2
+                src, dst = _addrs(pkt, 12)
         if hlen > 20:
             bad = check_options(pkt, hlen)
             if bad is not None:
@@ -180,17 +187,6 @@ class IpState:
         else:
             st.badoptions += 1
             icmp_mod.error(self.vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_SRCFAIL)
-
-    def run_input_hooks(self, ifp: Ifnet, pkt: bytes, src: int, dst: int) -> bool:
-        """True if every input hook passes the packet; a hook that drops it counts it."""
-        return all(hook(ifp, pkt, src, dst) for hook in self.pfil_in or ())
-
-    def add_input_hook(self, hook: InputHook) -> None:
-        self.pfil_in = [*(self.pfil_in or ()), hook]  # a new list: input may be iterating
-
-    def remove_input_hook(self, hook: InputHook) -> None:
-        hooks = [h for h in self.pfil_in or () if h is not hook]
-        self.pfil_in = hooks or None
 
     def deliver(self, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: int) -> None:
         st = self.stats
@@ -227,6 +223,12 @@ class IpState:
         if not self.forwarding or dst >> 24 in (0, 127) or dst >> 28 >= 0xE:
             st.cantforward += 1
             return
+        if self.pfil_fwd is not None:
+            passed = pfil.run(self.pfil_fwd, pkt, ifp_in)
+            if passed is None:
+                return
+            if passed is not pkt:
+                pkt, hlen, dst = passed, (passed[0] & 0x0F) << 2, _addrs(passed, 12)[1]
         ttl = pkt[8]
         if ttl <= 1:  # FreeBSD answers without counting it as not forwardable
             icmp_mod.error(vnet, pkt, wicmp.TIMXCEED, wicmp.TIMXCEED_INTRANS)
@@ -253,7 +255,7 @@ class IpState:
             csum = (pkt[10] << 8) | pkt[11]
             csum = csum - 0xFEFF if csum >= 0xFEFF else csum + 0x100
             word = _ttl_word(ttl - 1, pkt[9], csum)
-            if len(pkt) <= mtu and ifp.flags & IFF_UP:
+            if len(pkt) <= mtu and ifp.flags & IFF_UP and self.pfil_out is None:
                 entry = vnet.arp.table.get(nexthop)
                 if entry is not None and entry.ifp is ifp and entry.mac is not None:
                     st.forward += 1  # the fast path: next hop resolved, no fragmentation
@@ -268,6 +270,11 @@ class IpState:
             header[10:12] = b"\x00\x00"
             header[10:12] = checksum(header).to_bytes(2, "big")
             out = bytes(header) + pkt[hlen:]
+        if self.pfil_out is not None:
+            passed = pfil.run(self.pfil_out, out, ifp)
+            if passed is None:
+                return
+            out = passed
         if len(out) > mtu:
             if (pkt[6] << 8) & FLAG_DF:
                 st.cantfrag += 1
@@ -360,6 +367,11 @@ class IpState:
         route.use += 1
         nexthop = route.gateway if route.flags & RTF_GATEWAY else dst
         mtu = route.mtu or ifp.mtu
+        if self.pfil_out is not None:
+            passed = pfil.run(self.pfil_out, pkt, ifp)
+            if passed is None:
+                return  # taken by a hook, which counted it (FreeBSD: EACCES for a deny)
+            pkt = passed
         if len(pkt) > mtu:
             if pkt[6] & 0x40:
                 st.cantfrag += 1
