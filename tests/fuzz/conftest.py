@@ -4,7 +4,9 @@
     ya (10.0.0.1) ==epair== yb (10.0.0.2)          the bystanders, same addresses
 
 The victim `fv` holds a UDP socket, a TCP listener, a live TCP connection with `fp`
-(the fuzzer only ever guesses its sequence numbers blindly) and "ghost" connections
+(the fuzzer only ever guesses its sequence numbers blindly, so it must survive), a
+"duel" connection with `fp` (fuzzed knowing its numbers: it may be reset, but the two
+stacks must not start an endless exchange over it) and "ghost" connections
 with peers that exist only in the fuzzer (10.0.0.50...; the victim reaches them through
 static ARP entries naming a MAC nobody has): one per TCP state from SYN_SENT to
 TIME_WAIT. Fuzzed frames enter through the kernel's packet queue addressed to the
@@ -20,13 +22,14 @@ constants below; docs/testing.md explains how to run the fuzzer long.
 from __future__ import annotations
 
 import logging
+import os
 import struct
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 from vimage import topo
 from vimage.kernel import Kernel
@@ -69,12 +72,17 @@ SUITE_EXAMPLES = 12  # examples per fuzz test in the normal suite: a modest CI b
 
 
 def fuzz_settings(examples: int = SUITE_EXAMPLES) -> settings:
-    """`examples` in the normal suite; a profile asking for more (`long`) takes over.
+    """`examples` in the normal suite; more when asked for.
 
-    Decorators are evaluated after the hypothesis plugin loaded `--hypothesis-profile`,
-    so `settings.default` here is the profile in force."""
-    wanted = settings.default.max_examples
-    return settings(max_examples=wanted if wanted > 100 else examples, deadline=None,
+    A profile asking for more than hypothesis' default of 100 (`long`) takes over, and
+    so does VIMAGE_FUZZ_EXAMPLES=N (as in tests/core/test_fuzz.py). Decorators run after
+    the hypothesis plugin loaded `--hypothesis-profile`, so `settings.default` here is
+    the profile in force."""
+    wanted = int(os.environ.get("VIMAGE_FUZZ_EXAMPLES", "0")) or settings.default.max_examples
+    deep = wanted > 100 or "VIMAGE_FUZZ_EXAMPLES" in os.environ
+    # in the suite a failure is not shrunk: an xfail would pay for the search on every run
+    phases = tuple(Phase) if deep else tuple(p for p in Phase if p != Phase.shrink)
+    return settings(max_examples=wanted if deep else examples, deadline=None, phases=phases,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.function_scoped_fixture])
 
@@ -94,6 +102,13 @@ class BoundedQueue(deque):
         super().__init__()
         self.popped = 0
         self.limit: int | None = None
+        self.to_ghosts: list[bytes] = []  # frames sent to GHOST_MAC, while recording
+
+    def append(self, entry: Any) -> None:
+        if entry[1][:6] == GHOST_MAC:
+            self.to_ghosts.append(entry[1])
+            del self.to_ghosts[:-64]
+        super().append(entry)
 
     def popleft(self) -> Any:  # type: ignore[override]
         self.popped += 1
@@ -107,8 +122,9 @@ class Ghost(NamedTuple):
     name: str
     addr: int
     port: int
-    tcb: ntcp.Tcb | None  # None once the victim dropped it
+    tcb: ntcp.Tcb | None  # None if the victim keeps no control block (a syncache entry)
     iss: int  # the ghost's initial sequence number
+    viss: int  # the victim's, read off its SYN|ACK on the wire
 
 
 # -- building frames ----------------------------------------------------------------------------
@@ -164,6 +180,7 @@ class Harness:
         self.keep: list[Any] = []  # sockets held open for the whole run
         self._victim_sockets()
         self.live_v, self.live_p = self._tcp_pair(self.peer, self.victim, 81)
+        self.duel_v, self.duel_p = self._tcp_pair(self.peer, self.victim, 81)
         self.by_a, self.by_b = self._tcp_pair(self.ya, self.yb, 80)
         self.ghosts: list[Ghost] = []
         self._make_ghosts()
@@ -199,7 +216,7 @@ class Harness:
         listener.listen(16)
         live_listener = v.socket(AF_INET, SOCK_STREAM)
         live_listener.bind(("", 81))
-        live_listener.listen(1)
+        live_listener.listen(2)
         self.udp, self.listener = udp, listener
         self.keep += [udp, conn, listener, live_listener, v.socket(AF_INET, SOCK_RAW, IPPROTO_ICMP)]
 
@@ -245,19 +262,30 @@ class Harness:
                 s.connect_ex((ipv4.ntoa(addr), LISTEN_PORT))
                 self.keep.append(s)
                 tcb = s.tcb
-                self.ghosts.append(Ghost(name, addr, tcb.fport, tcb, iss))
+                self.ghosts.append(Ghost(name, addr, tcb.fport, tcb, iss, tcb.iss))
                 continue
+            self.queue.to_ghosts.clear()
             self._ghost_send(addr, port, iss, 0, wtcp.SYN)
+            viss = self._syn_ack_iss(addr, port)
             key = (ipv4.aton(VICTIM), LISTEN_PORT, addr, port)
-            tcb = v.tcp.conns[key]
             if name != "SYN_RCVD":
-                self._ghost_send(addr, port, iss + 1, tcb.iss + 1, wtcp.ACK)
+                self._ghost_send(addr, port, iss + 1, viss + 1, wtcp.ACK)
                 sock, _ = self.listener.accept()
                 self.keep.append(sock)
-                self._drive_ghost(name, sock, tcb, addr, port, iss + 1)
-            assert tcb.state_name == name, (name, tcb.state_name)
-            self.ghosts.append(Ghost(name, addr, port, tcb, iss))
+                self._drive_ghost(name, sock, v.tcp.conns[key], addr, port, iss + 1)
+            tcb = v.tcp.conns.get(key)
+            assert tcb is None or tcb.state_name == name, (name, tcb.state_name)
+            self.ghosts.append(Ghost(name, addr, port, tcb, iss, viss))
         k.run(0)
+
+    def _syn_ack_iss(self, addr: int, port: int) -> int:
+        for frame in self.queue.to_ghosts:
+            if frame[12:14] == ETH_IP and frame[23] == 6:
+                hl = (frame[14] & 0x0F) * 4
+                seg = wtcp.parse(memoryview(frame[14 + hl:]))
+                if seg.dport == port and seg.flags & wtcp.SYN:
+                    return seg.seq
+        raise AssertionError(f"no SYN|ACK to ghost {ipv4.ntoa(addr)}:{port}")
 
     def _drive_ghost(self, name: str, sock: Any, tcb: ntcp.Tcb, addr: int, port: int,
                      seq: int) -> None:
