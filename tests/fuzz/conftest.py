@@ -118,6 +118,16 @@ class BoundedQueue(deque):
         return super().popleft()
 
 
+def bounded_kernel(seed: int) -> tuple[Kernel, BoundedQueue]:
+    """A virtual-clock kernel whose packet queue is a BoundedQueue."""
+    k = Kernel(clock="virtual", seed=seed)
+    queue = BoundedQueue()
+    k.sched.queue = queue  # before any other interface binds it (see Ifnet.txq)
+    for ifp in k.base.ifaces.values():
+        ifp.txq = queue
+    return k, queue
+
+
 class Ghost(NamedTuple):
     name: str
     addr: int
@@ -161,11 +171,7 @@ class Harness:
     """One kernel: victim, its peers and ghosts, and the bystanders. See the module doc."""
 
     def __init__(self, seed: int = 19) -> None:
-        self.k = k = Kernel(clock="virtual", seed=seed)
-        self.queue = BoundedQueue()
-        k.sched.queue = self.queue  # before any interface binds it (see Ifnet.txq)
-        for ifp in k.base.ifaces.values():
-            ifp.txq = self.queue
+        self.k, self.queue = k, _ = bounded_kernel(seed)
         self.timers_armed = 0
         self.timer_limit: int | None = None
         self._wrap_call_later()
