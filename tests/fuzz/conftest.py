@@ -33,7 +33,6 @@ from hypothesis import HealthCheck, Phase, settings
 
 from vimage import topo
 from vimage.kernel import Kernel
-from vimage.net.ifnet import Ifnet
 from vimage.netinet import tcp as ntcp
 from vimage.socket.socket import AF_INET, IPPROTO_ICMP, SOCK_DGRAM, SOCK_RAW, SOCK_STREAM
 from vimage.vnet import Vnet
@@ -51,7 +50,7 @@ LISTEN_PORT, UDP_PORT, LIVE_DATA = 80, 7, b"live connection still works"
 GHOSTS = ("SYN_SENT", "SYN_RCVD", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "FIN_WAIT_1",
           "FIN_WAIT_2", "CLOSING", "TIME_WAIT")
 
-# -- documented limits (docs/testing.md) --------------------------------------------------------
+# -- documented limits (docs/testing.md) -------------------------------------------------------
 LIMIT_FRAMES_PER_ITEM = 64  # frames the loop may deliver per fuzzed input (plus a base)
 LIMIT_FRAMES_BASE = 2_000  # for the checks' own traffic and the timers of a settle
 LIMIT_TIMERS_PER_ITEM = 64  # timers that may be armed per fuzzed input (plus the base)
@@ -68,7 +67,7 @@ BYSTANDER_IP = ("toosmall", "badvers", "badhlen", "badsum", "badlen", "tooshort"
 BYSTANDER_TCP = ("rcvbadsum", "rcvbadoff", "rcvshort", "badsyn", "rcvacktoomuch",
                  "challenge_acks", "resets_rcvd", "rcvoopack", "rcvpackafterwin")
 
-SUITE_EXAMPLES = 12  # examples per fuzz test in the normal suite: a modest CI budget
+SUITE_EXAMPLES = 100  # examples per fuzz test in the normal suite: a modest CI budget
 
 
 def fuzz_settings(examples: int = SUITE_EXAMPLES) -> settings:
@@ -137,7 +136,7 @@ class Ghost(NamedTuple):
     viss: int  # the victim's, read off its SYN|ACK on the wire
 
 
-# -- building frames ----------------------------------------------------------------------------
+# -- building frames ---------------------------------------------------------------------------
 def eth(dst: bytes, src: bytes, payload: bytes, etype: bytes = ETH_IP) -> bytes:
     return dst + src + etype + payload
 
@@ -166,7 +165,7 @@ def corrupt(frame: bytes, where: int) -> bytes:
     return bytes(out)
 
 
-# -- the harness --------------------------------------------------------------------------------
+# -- the harness -------------------------------------------------------------------------------
 class Harness:
     """One kernel: victim, its peers and ghosts, and the bystanders. See the module doc."""
 

@@ -134,7 +134,7 @@ def check_reply(reply: Any) -> None:
         assert "\n" not in error["message"] and error["message"], reply
 
 
-@fuzz_settings(15)
+@fuzz_settings(50)
 @given(hello=st.sampled_from((True, True, True, False)),
        sent=st.lists(frames, max_size=6), tail=tails)
 def test_fuzz_control_protocol(daemon, hello, sent, tail):

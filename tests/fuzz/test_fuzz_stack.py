@@ -46,11 +46,12 @@ pytestmark = pytest.mark.fuzz
 MIN_MSS = 216  # FreeBSD net.inet.tcp.minmss: what an ICMP "needs fragmentation" may lower to
 A_VICTIM, A_PEER = ipv4.aton(VICTIM), ipv4.aton(PEER)
 
-# -- shared bits of strategy ------------------------------------------------------------------------
+# -- shared bits of strategy -------------------------------------------------------------------
 u8, u16, u32 = st.integers(0, 0xFF), st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF)
 # deltas around a sequence number: the edges a TCP gets wrong
-DELTAS = st.one_of(st.just(0), st.just(0), st.sampled_from((0, 1, -1, 2, -2, 5, 100, 1460, -1460, 65535, 65536,
-                                    -65536, 1 << 30, 1 << 31, -(1 << 31), (1 << 31) - 1)),
+DELTAS = st.one_of(st.just(0), st.just(0),
+                   st.sampled_from((1, -1, 2, -2, 5, 100, 1460, -1460, 65535, 65536, -65536,
+                                    1 << 30, 1 << 31, -(1 << 31), (1 << 31) - 1)),
                    st.integers(-70000, 70000))
 BAD = st.one_of(st.none(), st.none(), st.none(), st.none(), st.integers(0, 1500))
 ADDR_KINDS = ("victim", "victim2", "peer", "far", "ghost", "subnet", "bcast", "net_bcast",
@@ -89,7 +90,7 @@ def l4_checksum(src: int, dst: int, proto: int, segment: bytes, offset: int) -> 
     return bytes(seg)
 
 
-# -- Ethernet and raw bytes ---------------------------------------------------------------------
+# -- Ethernet and raw bytes --------------------------------------------------------------------
 class RawFrame(NamedTuple):
     data: bytes
 
@@ -117,7 +118,7 @@ eth_frames = st.builds(
     st.binary(max_size=120))
 
 
-# -- ARP --------------------------------------------------------------------------------------------
+# -- ARP ---------------------------------------------------------------------------------------
 class ArpMsg(NamedTuple):
     op: int
     head: tuple[int, int, int, int]  # htype, ptype, hlen, plen
@@ -148,7 +149,7 @@ arp_msgs = st.builds(
     st.one_of(st.none(), st.none(), st.integers(0, 40)), st.binary(max_size=12))
 
 
-# -- IPv4 with options ------------------------------------------------------------------------------
+# -- IPv4 with options -------------------------------------------------------------------------
 @st.composite
 def ip_options(draw: st.DrawFn) -> bytes:
     """Options as a fuzzer that knows the formats writes them: plausible, often wrong
@@ -211,7 +212,7 @@ ipv4_packets = st.builds(
     st.one_of(st.none(), st.none(), st.none(), st.integers(0, 15)), BAD)
 
 
-# -- fragments --------------------------------------------------------------------------------------
+# -- fragments ---------------------------------------------------------------------------------
 class Fragments(NamedTuple):
     dst: str
     proto: int
@@ -247,7 +248,7 @@ fragments = st.builds(
     BAD)
 
 
-# -- ICMP -------------------------------------------------------------------------------------------
+# -- ICMP --------------------------------------------------------------------------------------
 class IcmpMsg(NamedTuple):
     type: int
     code: int
@@ -294,7 +295,7 @@ icmp_msgs = st.builds(
     st.binary(max_size=16), BAD)
 
 
-# -- UDP --------------------------------------------------------------------------------------------
+# -- UDP ---------------------------------------------------------------------------------------
 class UdpDgram(NamedTuple):
     dport: int
     sport: int
@@ -324,7 +325,7 @@ udp_dgrams = st.builds(
     st.sampled_from(("right", "right", "right", "zero", "wrong")))
 
 
-# -- TCP --------------------------------------------------------------------------------------------
+# -- TCP ---------------------------------------------------------------------------------------
 TCP_OPTION = st.one_of(
     st.tuples(st.just("mss"), u16), st.tuples(st.just("ws"), u8), st.just(("sackok", 0)),
     st.tuples(st.just("sack"), st.lists(st.tuples(DELTAS, DELTAS), max_size=4)),
@@ -422,7 +423,7 @@ tcp_segments = st.builds(
     st.one_of(st.none(), st.none(), st.none(), st.integers(0, 15)), BAD)
 
 
-# -- the tests ----------------------------------------------------------------------------------------
+# -- the tests ---------------------------------------------------------------------------------
 def batches(item: st.SearchStrategy[Any], size: int = 8) -> st.SearchStrategy[Any]:
     return st.lists(st.lists(item, min_size=1, max_size=size), min_size=1, max_size=3)
 
@@ -509,7 +510,8 @@ def test_fuzz_tcp(batch_list):
     run(batch_list)
 
 
-@xfail_defect(1, "a spoofed in-window segment starts an endless ACK exchange", "i19-tcp")
+@pytest.mark.xfail(reason="issue 19 defects 1, 2, 4 and 11 (whichever the draw meets first), "
+                          "fixed on branches i19-tcp and i19-ipar", strict=False)
 @fuzz_settings()
 @given(batches(st.one_of(raw_frames, eth_frames, arp_msgs, ipv4_packets, fragments,
                          icmp_msgs, udp_dgrams, tcp_segments), 12))
@@ -518,7 +520,7 @@ def test_fuzz_everything(batch_list):
 
 
 @xfail_defect(3, "the TCP out-of-order queue is unbounded and quadratic", "i19-tcp")
-@fuzz_settings(4)
+@fuzz_settings(6)
 @given(count=st.integers(300, 2000), stride=st.integers(2, 5), size=st.integers(1, 3),
        target=st.sampled_from(("ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2")),
        reverse=st.booleans())
@@ -541,7 +543,7 @@ EMBRYO_LIFETIME = 75  # s: FreeBSD's keepinit, the longest an embryonic connecti
 
 
 @xfail_defect(12, "embryonic state of a SYN flood lingers for minutes", "i19-tcp")
-@fuzz_settings(4)
+@fuzz_settings(6)
 @given(count=st.integers(20, 400), onlink=st.booleans(), seed=st.integers(0, 2**16))
 def test_fuzz_syn_flood(count, onlink, seed):
     """A SYN flood: bounded state during, nothing left after the embryonic lifetime, and

@@ -114,7 +114,7 @@ def check_result(tool: str, argv: list[str], res: Any) -> None:
 
 
 @pytest.mark.parametrize("tool", TOOLS)
-@fuzz_settings(25)
+@fuzz_settings(50)
 @given(data=st.data())
 def test_fuzz_tool_arguments(tool, data):
     k, a, queue = world()
@@ -129,7 +129,7 @@ def test_fuzz_tool_arguments(tool, data):
         assert k.sched.faults == 0, f"{tool} {argv!r}: {k.sched.last_fault!r}"
 
 
-@fuzz_settings(40)
+@fuzz_settings(100)
 @given(line=st.text(max_size=40))
 def test_fuzz_command_lines(line):
     """`vnet.cmd` with a whole line: quoting errors and unknown tools are answered too."""
