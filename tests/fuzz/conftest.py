@@ -79,8 +79,10 @@ def fuzz_settings(examples: int = SUITE_EXAMPLES) -> settings:
     the profile in force."""
     wanted = int(os.environ.get("VIMAGE_FUZZ_EXAMPLES", "0")) or settings.default.max_examples
     deep = wanted > 100 or "VIMAGE_FUZZ_EXAMPLES" in os.environ
-    # in the suite a failure is not shrunk: an xfail would pay for the search on every run
-    phases = tuple(Phase) if deep else tuple(p for p in Phase if p != Phase.shrink)
+    # in the suite a failure is not shrunk: an xfail would pay for the search on every run;
+    # the explain phase traces every line (sys.settrace) and makes shrinking crawl
+    skip = {Phase.explain} if deep else {Phase.explain, Phase.shrink}
+    phases = tuple(p for p in Phase if p not in skip)
     return settings(max_examples=wanted if deep else examples, deadline=None, phases=phases,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.function_scoped_fixture])
