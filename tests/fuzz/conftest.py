@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
@@ -224,7 +223,7 @@ class Harness:
         live_listener = v.socket(AF_INET, SOCK_STREAM)
         live_listener.bind(("", 81))
         live_listener.listen(2)
-        self.udp, self.listener = udp, listener
+        self.udp, self.listener, self.live_listener = udp, listener, live_listener
         self.keep += [udp, conn, listener, live_listener, v.socket(AF_INET, SOCK_RAW, IPPROTO_ICMP)]
 
     def _tcp_pair(self, client: Vnet, server: Vnet, port: int) -> tuple[Any, Any]:
@@ -235,7 +234,7 @@ class Harness:
             listener.listen(1)
             self.keep.append(listener)
         else:
-            listener = self.keep[3]
+            listener = self.live_listener
         c = client.socket(AF_INET, SOCK_STREAM)
         c.settimeout(5)
         c.connect((VICTIM, port))
@@ -244,7 +243,7 @@ class Harness:
         return s, c
 
     def _ghost_addr(self, i: int) -> int:
-        return ipv4.aton(VICTIM) - 2 + 50 + i  # 10.0.0.50 ...
+        return ipv4.aton("10.0.0.50") + i
 
     def ghost_frame(self, src: int, sport: int, seq: int, ack: int, flags: int,
                     window: int = 65535, payload: bytes = b"", **opts: Any) -> bytes:
@@ -373,8 +372,7 @@ class Harness:
         v = self.victim
         assert len(v.arp.table) <= LIMIT_ARP, f"{len(v.arp.table)} ARP entries"
         for e in v.arp.entries():
-            nets = [(a.addr & a.mask) for a in e.ifp.addrs]
-            assert any(e.addr & a.mask == n for a, n in zip(e.ifp.addrs, nets, strict=True)), \
+            assert any(e.addr & a.mask == a.addr & a.mask for a in e.ifp.addrs), \
                 f"ARP entry for off-subnet {ipv4.ntoa(e.addr)}"
 
     def check_tcp(self) -> None:
@@ -422,10 +420,6 @@ def ping(src: Vnet, dst: str, ident: int = 0x4242) -> bool:
         return False
     finally:
         s.close()
-
-
-def pack_ports(sport: int, dport: int) -> bytes:
-    return struct.pack("!HH", sport, dport)
 
 
 @pytest.fixture(autouse=True)
