@@ -43,8 +43,12 @@ ETH_IP = b"\x08\x00"
 ETH_ARP = b"\x08\x06"
 BCAST = b"\xff" * 6
 
-# VIMAGE_FUZZ_EXAMPLES=5000 makes a deeper, randomised run; by default it is fixed and quick
-_DEEP = int(os.environ.get("VIMAGE_FUZZ_EXAMPLES", "0"))
+pytestmark = pytest.mark.fuzz
+
+# VIMAGE_FUZZ_EXAMPLES=5000 (or --hypothesis-profile long) makes a deeper, randomised run;
+# by default it is fixed and quick
+_DEEP = int(os.environ.get("VIMAGE_FUZZ_EXAMPLES", "0")) or (
+    settings.default.max_examples if settings.default.max_examples > 100 else 0)
 FUZZ_SETTINGS = settings(max_examples=_DEEP or 150, deadline=None, derandomize=not _DEEP,
                          database=None, suppress_health_check=[HealthCheck.too_slow])
 

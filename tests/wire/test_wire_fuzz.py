@@ -3,10 +3,15 @@
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vimage.wire import WireError, arp, ethernet, icmp, ipv4, udp
+
+pytestmark = pytest.mark.fuzz
+# at least 300 examples; more when the profile asks for more (--hypothesis-profile long)
+EXAMPLES = max(300, settings.default.max_examples)
 
 SRC = ipv4.aton("10.0.0.1")
 DST = ipv4.aton("10.0.0.2")
@@ -49,7 +54,7 @@ PARSERS: tuple[Callable[[memoryview], Any], ...] = (
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=EXAMPLES)
 @given(st.binary(max_size=120))
 def test_random_bytes(data: bytes) -> None:
     for parser in PARSERS:
@@ -67,7 +72,7 @@ SEEDS = (
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=EXAMPLES)
 @given(
     st.sampled_from(SEEDS),
     st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=6),
