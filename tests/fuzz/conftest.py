@@ -34,6 +34,7 @@ from vimage import topo
 from vimage.kernel import Kernel
 from vimage.netinet import tcp as ntcp
 from vimage.netinet.arp import STATIC
+from vimage.netinet.tcp.seq import seq_leq
 from vimage.socket.socket import AF_INET, IPPROTO_ICMP, SOCK_DGRAM, SOCK_RAW, SOCK_STREAM
 from vimage.vnet import Vnet
 from vimage.wire import checksum, ipv4
@@ -79,9 +80,8 @@ def fuzz_settings(examples: int = SUITE_EXAMPLES) -> settings:
     the profile in force."""
     wanted = int(os.environ.get("VIMAGE_FUZZ_EXAMPLES", "0")) or settings.default.max_examples
     deep = wanted > 100 or "VIMAGE_FUZZ_EXAMPLES" in os.environ
-    # in the suite a failure is not shrunk: an xfail would pay for the search on every run;
     # the explain phase traces every line (sys.settrace) and makes shrinking crawl
-    skip = {Phase.explain} if deep else {Phase.explain, Phase.shrink}
+    skip = {Phase.explain}
     phases = tuple(p for p in Phase if p not in skip)
     return settings(max_examples=wanted if deep else examples, deadline=None, phases=phases,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -192,7 +192,7 @@ class Harness:
         self.ghosts: list[Ghost] = []
         self._make_ghosts()
         k.run(1)
-        self.baseline_faults = k.sched.faults
+        self.baseline_errors = k.sched.errors
         self.bystander_counters = self._bystander_counters()
         self.batches = 0
 
@@ -352,7 +352,7 @@ class Harness:
     def check(self) -> None:
         """Every invariant after a batch (the bystanders' traffic runs under the bound)."""
         k, v = self.k, self.victim
-        assert k.sched.faults == self.baseline_faults, f"kernel fault: {k.sched.last_fault!r}"
+        assert k.sched.errors == self.baseline_errors, f"kernel error: {k.sched.last_error!r}"
         assert len(self.queue) <= LIMIT_QUEUE, f"{len(self.queue)} frames still queued"
         pending = k.sched.pending_timers()
         assert pending <= LIMIT_PENDING_TIMERS, f"{pending} timers pending"
@@ -367,7 +367,7 @@ class Harness:
         self.forget_spoofed_arp()
         self.check_bystanders()
         self.check_live()
-        assert k.sched.faults == self.baseline_faults, f"kernel fault: {k.sched.last_fault!r}"
+        assert k.sched.errors == self.baseline_errors, f"kernel error: {k.sched.last_error!r}"
 
     def check_arp(self) -> None:
         """Bounded, and (as FreeBSD's in_arpinput) only neighbours on a connected subnet."""
@@ -392,8 +392,8 @@ class Harness:
             where = f"{tcb.state_name} {ipv4.ntoa(tcb.faddr)}:{tcb.fport}"
             assert len(tcb.ooo) <= LIMIT_OOO_SEGS, f"{where}: {len(tcb.ooo)} ooo segments"
             if tcb.state >= ntcp.ESTABLISHED:
-                assert wtcp.seq_leq(tcb.snd_una, tcb.snd_nxt), where
-                assert wtcp.seq_leq(tcb.snd_nxt, tcb.snd_max), where
+                assert seq_leq(tcb.snd_una, tcb.snd_nxt), where
+                assert seq_leq(tcb.snd_nxt, tcb.snd_max), where
             assert len(tcb.rcv_buf) <= max(tcb.rcv_space, 1 << 17), where
 
     def exchange(self, a: Any, b: Any, payload: bytes) -> None:
@@ -433,8 +433,8 @@ def ping(src: Vnet, dst: str, ident: int = 0x4242) -> bool:
 
 
 @pytest.fixture(autouse=True)
-def _quiet_faults() -> Iterator[None]:
-    """A fault is asserted on; its traceback in the log would only be noise."""
+def _quiet_errors() -> Iterator[None]:
+    """A loop error is asserted on; its traceback in the log would only be noise."""
     log = logging.getLogger("vimage.sched")
     level = log.level
     log.setLevel(logging.CRITICAL)

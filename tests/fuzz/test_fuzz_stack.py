@@ -438,14 +438,8 @@ def run(batch_list: list[list[Any]], extra_check: Any = None) -> Harness:
     return h
 
 
-def xfail_defect(n: int, what: str, branch: str) -> pytest.MarkDecorator:
-    """A known defect of issue 19 this test finds, fixed on another branch: un-mark after
-    the merge."""
-    return pytest.mark.xfail(reason=f"issue 19 defect {n} ({what}), fixed on branch {branch}",
-                             strict=False)
-
-
-# the shortest known input for each defect: the suite always tries it first
+# the shortest known input for each defect of issue 19 (all fixed): the suite always
+# tries them first, as regression examples
 SPOOFED_FIN = TcpSeg(len(GHOSTS), 0, "una", 0, 0x11, 0, (), 0, 0, None, None)  # on the duel
 RR_AT_HEADER_END = Ipv4Pkt(b"\x01\x01\x07\x02", "far", "peer", 0, 17, 64, 0, b"", None, None)
 NEEDFRAG_116 = IcmpMsg(3, 4, 116, GHOSTS.index("ESTABLISHED"), 0, 28, "far", b"", None)
@@ -459,7 +453,6 @@ def test_fuzz_ethernet(batch_list):
     run(batch_list)
 
 
-@xfail_defect(4, "ARP learns off-subnet senders", "i19-ipar")
 @fuzz_settings()
 @given(batches(arp_msgs))
 @example([[OFFNET_ARP]])
@@ -467,7 +460,6 @@ def test_fuzz_arp(batch_list):
     run(batch_list)
 
 
-@xfail_defect(2, "IndexError on malformed RR/TS options of forwarded packets", "i19-ipar")
 @fuzz_settings()
 @given(batches(ipv4_packets))
 @example([[RR_AT_HEADER_END]])
@@ -488,7 +480,6 @@ def mss_floor(h: Harness) -> None:
             assert tcb.mss >= MIN_MSS, f"{tcb.state_name}: MSS {tcb.mss}"
 
 
-@xfail_defect(11, "ICMP needs-frag lowers the MSS to 64", "i19-tcp")
 @fuzz_settings()
 @given(batches(icmp_msgs))
 @example([[NEEDFRAG_116]])
@@ -502,7 +493,6 @@ def test_fuzz_udp(batch_list):
     run(batch_list)
 
 
-@xfail_defect(1, "a spoofed in-window segment starts an endless ACK exchange", "i19-tcp")
 @fuzz_settings()
 @given(batches(tcp_segments, 12))
 @example([[SPOOFED_FIN]])
@@ -510,8 +500,6 @@ def test_fuzz_tcp(batch_list):
     run(batch_list)
 
 
-@pytest.mark.xfail(reason="issue 19 defects 1, 2, 4 and 11 (whichever the draw meets first), "
-                          "fixed on branches i19-tcp and i19-ipar", strict=False)
 @fuzz_settings()
 @given(batches(st.one_of(raw_frames, eth_frames, arp_msgs, ipv4_packets, fragments,
                          icmp_msgs, udp_dgrams, tcp_segments), 12))
@@ -519,7 +507,6 @@ def test_fuzz_everything(batch_list):
     run(batch_list)
 
 
-@xfail_defect(3, "the TCP out-of-order queue is unbounded and quadratic", "i19-tcp")
 @fuzz_settings(6)
 @given(count=st.integers(300, 2000), stride=st.integers(2, 5), size=st.integers(1, 3),
        target=st.sampled_from(("ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2")),
@@ -542,7 +529,6 @@ def test_fuzz_tcp_out_of_order_flood(count, stride, size, target, reverse):
 EMBRYO_LIFETIME = 75  # s: FreeBSD's keepinit, the longest an embryonic connection may live
 
 
-@xfail_defect(12, "embryonic state of a SYN flood lingers for minutes", "i19-tcp")
 @fuzz_settings(6)
 @given(count=st.integers(20, 400), onlink=st.booleans(), seed=st.integers(0, 2**16))
 def test_fuzz_syn_flood(count, onlink, seed):

@@ -126,7 +126,7 @@ def test_fuzz_tool_arguments(tool, data):
         finally:
             queue.limit = None
         check_result(tool, argv, res)
-        assert k.sched.faults == 0, f"{tool} {argv!r}: {k.sched.last_fault!r}"
+        assert k.sched.errors == 0, f"{tool} {argv!r}: {k.sched.last_error!r}"
 
 
 @fuzz_settings(100)
@@ -143,4 +143,4 @@ def test_fuzz_command_lines(line):
     res = a.cmd(line)
     assert isinstance(res.status, int)
     assert res.output == "" or res.output.endswith("\n")
-    assert k.sched.faults == 0
+    assert k.sched.errors == 0
