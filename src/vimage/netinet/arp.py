@@ -1,4 +1,4 @@
-"""Ethernet input/output and ARP (FreeBSD if_ether.c / if_ethersubr.c)."""
+"""ARP, and IPv4 output over Ethernet (FreeBSD if_ether.c)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import errno
 import logging
 from typing import TYPE_CHECKING
 
-from vimage.net.ifnet import IFF_PROMISC, IFF_SIMPLEX
+from vimage.net.ifnet import IFF_SIMPLEX
 from vimage.sched import NS_PER_S, Timer
 from vimage.stats import counters
 from vimage.sysctl import Oid
@@ -106,21 +106,7 @@ class ArpState:
         self.log_second = -1
         self.log_count = 0
 
-    # -- Ethernet ------------------------------------------------------------------
-    def ether_input(self, ifp: Ifnet, frame: bytes) -> None:
-        if len(frame) < 14 or frame[6] & 1:
-            ifp.ierrors += 1
-            return
-        if frame[:6] != ifp.mac and not frame[0] & 1 and not ifp.flags & IFF_PROMISC:
-            return  # not for us
-        etype = frame[12:14]
-        if etype == ETH_IP:
-            self.vnet.ip.input(ifp, frame[14:])
-        elif etype == ETH_ARP:
-            self.input(ifp, frame[14:])
-        else:
-            ifp.iqdrops += 1  # unknown protocol
-
+    # -- output ----------------------------------------------------------------------
     def output(self, ifp: Ifnet, packet: bytes, nexthop: int, broadcast: bool = False) -> None:
         """Send an IPv4 packet to `nexthop` on `ifp`, resolving it with ARP first."""
         if broadcast:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import struct
+from socket import AF_INET
 from typing import TYPE_CHECKING
 
 from vimage.net.ifnet import IFF_BROADCAST, IFF_LOOPBACK, IFF_UP
@@ -11,11 +12,12 @@ from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_REJECT
 from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.in_ import INADDR_BROADCAST, source_for
 from vimage.netinet.reass import Reassembler, fragment
+from vimage.protosw import ANY
 from vimage.stats import counters
 from vimage.sysctl import Oid
 from vimage.wire import icmp as wicmp
 from vimage.wire.checksum import checksum
-from vimage.wire.ipv4 import FLAG_DF, HEADER, OFFMASK, PROTO_ICMP, PROTO_TCP, PROTO_UDP
+from vimage.wire.ipv4 import FLAG_DF, HEADER, OFFMASK
 
 ETH_IP = b"\x08\x00"
 # bound once: attribute lookups cost more than the work on a 20-byte header
@@ -87,8 +89,8 @@ class IpState:
     """Per-vnet IPv4 state: addresses, tunables, counters and reassembly queues."""
 
     __slots__ = ("bcast", "forwarding", "fragttl", "ident", "local", "maxfragpackets",
-                 "maxfragsperpacket", "pfil_in", "port_first", "port_last", "reass", "stats",
-                 "ttl", "vnet")
+                 "maxfragsperpacket", "pfil_in", "port_first", "port_last", "protox", "reass",
+                 "stats", "ttl", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
@@ -104,6 +106,8 @@ class IpState:
         self.port_last = 65535
         self.ident = int.from_bytes(vnet.secret[32:34], "big")  # per vnet: Vnet.secret
         self.reass: Reassembler | None = None
+        # protocol number -> bound input, filled by the protocol switch as protocols attach
+        self.protox = vnet.inputs.setdefault(AF_INET, {})
         # input hooks (FreeBSD pfil): None while there are none, so input pays one check
         self.pfil_in: list[InputHook] | None = None
 
@@ -205,19 +209,25 @@ class IpState:
             pkt = whole
             hlen = (pkt[0] & 0x0F) << 2
         st.delivered += 1
-        proto = pkt[9]
-        vnet = self.vnet
-        if proto == PROTO_ICMP:
-            vnet.icmp.input(ifp, pkt, hlen, src, dst)
-        elif proto == PROTO_UDP:
-            vnet.udp.input(ifp, pkt, hlen, src, dst)
-        elif proto == PROTO_TCP:
-            vnet.tcp.input(ifp, pkt, hlen, src, dst)
-        elif not vnet.raw.input(pkt, proto, src, dst):
-            st.delivered -= 1
-            st.noproto += 1
-            if dst in self.local:
-                icmp_mod.error(vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_PROTOCOL)
+        # ip_protox: the protocol switch's table for this vnet (vimage.protosw); what no
+        # protocol claims goes to the ANY entry (raw IP), which calls noproto() if no
+        # socket takes it either
+        handler = self.protox.get(pkt[9])
+        if handler is None:
+            handler = self.protox.get(ANY)
+            if handler is None:
+                self.noproto(pkt, dst)
+                return
+        handler(ifp, pkt, hlen, src, dst)
+
+    def noproto(self, pkt: bytes, dst: int) -> None:
+        """A delivered packet no protocol took: uncount it, answer protocol unreachable
+        (FreeBSD's rip_input when no raw socket matched)."""
+        st = self.stats
+        st.delivered -= 1
+        st.noproto += 1
+        if dst in self.local:
+            icmp_mod.error(self.vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_PROTOCOL)
 
     # -- forwarding ---------------------------------------------------------------------
     def forward(self, ifp_in: Ifnet, pkt: bytes, hlen: int, dst: int) -> None:
