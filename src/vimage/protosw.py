@@ -12,12 +12,16 @@ at the top of the package (`vimage/__init__.py`, as a kernel config would) and s
 `Kernel.standard_protocols`; `Kernel(protocols=...)` or `kernel.register(proto)` adds
 others. This module sits in the kernel layer, so it imports nothing above it.
 
-Per vnet, attaching a descriptor fills (see `attach`):
-  vnet.<slot>                  the protocol's state (set by its own `attach`)
+Per vnet, attaching a descriptor creates `vnet.<slot>`, the protocol's state (its
+own `attach` does); `bind` fills the vnet's demultiplexing tables:
   vnet.inputs[domain][number]  its bound `input`, for a descriptor with `protocol`
   vnet.ctlinputs[domain][...]  its bound `ctlinput` (ICMP errors quoting it)
   vnet.ethertypes[b"\\x08\\x00"] its bound `input`, for a descriptor with `ethertype`
-so the hot paths do one dict lookup and call a bound method.
+so the hot paths do one dict lookup and call a bound method. The tables are bound on
+a vnet's first packet, not at creation: most vnets of a big topology never carry one
+before they die, and eight bound methods per vnet cost a third of the creation time
+(mostly in the garbage collector, which walks them). A lookup that misses calls
+`bind`, which fills the tables once, so a hit costs no check.
 """
 
 from __future__ import annotations
@@ -139,9 +143,30 @@ def build_oids(protocols: tuple[Protocol, ...]) -> dict[str, Oid]:
 
 # -- per vnet ----------------------------------------------------------------------------
 def attach(vnet: Vnet, proto: Protocol) -> None:
-    """Attach one protocol to a vnet: its state, then its entries in the demux tables."""
+    """Attach one protocol to a vnet: its state, and its table entries if already bound."""
     if proto.attach is not None:
         proto.attach(vnet)
+    if vnet.bound:
+        _bind(vnet, proto)
+
+
+def bind(vnet: Vnet) -> bool:
+    """Fill `vnet`'s demultiplexing tables from its protocols; False if they were."""
+    if vnet.bound or not vnet.alive:
+        return False
+    vnet.bound = True
+    for proto in vnet.kernel.protocols:
+        _bind(vnet, proto)
+    return True
+
+
+def late_ethertype(vnet: Vnet, etype: bytes) -> Callable[..., None] | None:
+    """After a miss in `vnet.ethertypes`: the input for `etype` if binding the tables
+    just now found one."""
+    return vnet.ethertypes.get(etype) if bind(vnet) else None
+
+
+def _bind(vnet: Vnet, proto: Protocol) -> None:
     if proto.slot is None:
         return
     state = getattr(vnet, proto.slot)

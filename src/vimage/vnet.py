@@ -50,6 +50,7 @@ class Vnet:
         "_rng",
         "alive",
         "arp",
+        "bound",
         "children",
         "ctlinputs",
         "ethertypes",
@@ -86,7 +87,9 @@ class Vnet:
         # seed of `rng`, [32:34] the first IP ID; one hash, as vnet creation is hot.
         self.secret = kernel.vnet_secret()
         self._rng: random.Random | None = None  # made on first use: most vnets never draw
-        # domain -> IP protocol number -> bound input / ctlinput; ethertype bytes -> input
+        # domain -> IP protocol number -> bound input / ctlinput; ethertype bytes -> input:
+        # filled on the first packet (protosw.bind)
+        self.bound = False
         self.inputs: dict[int, dict[int, Callable[..., None]]] = {}
         self.ctlinputs: dict[int, dict[int, Callable[..., None]]] = {}
         self.ethertypes: dict[bytes, Callable[..., None]] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vimage import protosw
 from vimage.net import ifnet  # a module reference: ifnet imports this module too
 
 if TYPE_CHECKING:
@@ -24,8 +25,10 @@ def ether_input(ifp: Ifnet, frame: bytes) -> None:
         return
     if frame[:6] != ifp.mac and not frame[0] & 1 and not ifp.flags & ifnet.IFF_PROMISC:
         return  # unicast to another station
-    handler = ifp.vnet.ethertypes.get(frame[12:14])
-    if handler is None:
+    etype = frame[12:14]
+    vnet = ifp.vnet
+    handler = vnet.ethertypes.get(etype)
+    if handler is None and (handler := protosw.late_ethertype(vnet, etype)) is None:
         ifp.iqdrops += 1  # unknown protocol
         return
     handler(ifp, frame[14:])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from socket import AF_INET
 from typing import TYPE_CHECKING
 
+from vimage import protosw
 from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
 from vimage.sched import NS_PER_S
 from vimage.stats import counters
@@ -158,6 +159,8 @@ class IcmpState:
             self.stats.badlen += 1
             return
         handler = self.ctlx.get(quoted[9])
+        if handler is None and protosw.bind(self.vnet):
+            handler = self.ctlx.get(quoted[9])
         if handler is not None:
             handler(msg.type, msg.code, bytes(quoted), msg.rest)
 

@@ -7,6 +7,7 @@ import struct
 from socket import AF_INET
 from typing import TYPE_CHECKING
 
+from vimage import protosw
 from vimage.net.ifnet import IFF_BROADCAST, IFF_LOOPBACK, IFF_UP
 from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_REJECT
 from vimage.netinet import icmp as icmp_mod
@@ -214,11 +215,20 @@ class IpState:
         # socket takes it either
         handler = self.protox.get(pkt[9])
         if handler is None:
-            handler = self.protox.get(ANY)
+            handler = self.unclaimed(pkt[9])
             if handler is None:
                 self.noproto(pkt, dst)
                 return
         handler(ifp, pkt, hlen, src, dst)
+
+    def unclaimed(self, proto: int) -> Callable[..., None] | None:
+        """The input for `proto` once the tables are bound (a vnet's first packet may
+        find them empty), else the raw IP default."""
+        if protosw.bind(self.vnet):
+            handler = self.protox.get(proto)
+            if handler is not None:
+                return handler
+        return self.protox.get(ANY)
 
     def noproto(self, pkt: bytes, dst: int) -> None:
         """A delivered packet no protocol took: uncount it, answer protocol unreachable
