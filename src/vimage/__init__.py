@@ -4,7 +4,8 @@ Importing the package assembles the standard protocol set, as a kernel config do
 the protocol switch (vimage.protosw) sits below the protocols and cannot name them,
 so the set is built here, at the top, from each layer's descriptors, the socket
 factories (socket layer) added to the Internet protocols (netinet layer), and set
-once as `Kernel.standard_protocols`, an immutable tuple. Python imports this module
+once as `Kernel.standard_protocols`, an immutable tuple (and the interface cloners as
+`Kernel.standard_cloners`). Python imports this module
 before any submodule, so `from vimage.kernel import Kernel; Kernel()` always has it.
 """
 
@@ -30,6 +31,7 @@ Kernel.standard_protocols = (
     _netdb.PROTOCOL,
     _ifnet.PROTOCOL,
 )
+Kernel.standard_cloners = (("epair", _ifnet.EpairCloner),)
 
 __all__ = ["Kernel", "VimageEventLoop", "Vnet", "get_vnet", "run", "service", "spawn"]
 __version__ = "0.1.0"

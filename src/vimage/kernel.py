@@ -36,10 +36,12 @@ class Kernel:
     `protocols` is the protocol set (vimage.protosw) every vnet attaches, by default
     `standard_protocols`, which the package's `__init__` sets once to the standard set
     (ARP, IPv4, ICMP, UDP, TCP, raw IP, ...): this layer cannot import the protocols,
-    which sit above it. `register()` adds one later, to every vnet.
+    which sit above it. `register()` adds one later, to every vnet. Interface cloners
+    (`standard_cloners`, the epair one) are named there the same way.
     """
 
     standard_protocols: tuple[Protocol, ...] = ()
+    standard_cloners: tuple[tuple[str, type], ...] = ()  # (name, service class), likewise
 
     def __init__(self, clock: str = "real", seed: int | None = None,
                  protocols: tuple[Protocol, ...] | None = None) -> None:
@@ -222,12 +224,17 @@ class Kernel:
         units.add(unit)
         return unit
 
+    def cloner(self, name: str) -> Any:
+        """The interface cloner `name` ("epair"), a service of this kernel."""
+        cls = dict(self.standard_cloners).get(name)
+        if cls is None:
+            raise LookupError(f"no interface cloner {name!r}")
+        return self.service(cls)
+
     def epair(self, vnet: Vnet | None = None) -> tuple[Ifnet, Ifnet]:
         """Create an epair in `vnet` (default: the base vnet); returns both ends."""
-        from vimage.net.ifnet import create_epair
-
         with self.sched.cond:
-            return create_epair(vnet or self.base)
+            return self.cloner("epair").create(vnet or self.base)  # type: ignore[no-any-return]
 
     def alloc_fd(self, sock: Any) -> int:
         """A descriptor number for `sock`, unique in this kernel (see FD_BASE)."""
