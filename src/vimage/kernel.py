@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from vimage import protosw
 from vimage.protosw import Protocol
 from vimage.sched import FOREVER, NS_PER_S, Scheduler, Timer
+from vimage.sysctl import Oid
 from vimage.vnet import Vnet, check_name
 
 FD_BASE = 1 << 28
@@ -55,9 +56,13 @@ class Kernel:
                         hashlib.blake2b(repr(seed).encode(), person=b"vimage.kernel").digest())
         self._vnet_serial = 0
         self.sched = Scheduler(virtual=clock == "virtual")
-        self.protocols = protosw.check_set(
-            self.standard_protocols if protocols is None else tuple(protocols))
-        self.oids = protosw.build_oids(self.protocols)
+        self.protocols: tuple[Protocol, ...] = ()
+        self.oids: dict[str, Oid] = {}
+        # what creating a vnet and an interface arriving run, gathered once (hot enough)
+        self.attaches: tuple[Callable[[Vnet], None], ...] = ()
+        self.detaches: tuple[Callable[[Vnet], None], ...] = ()  # in reverse order
+        self.ifattaches: tuple[Callable[[Ifnet], None], ...] = ()
+        self._set_protocols(self.standard_protocols if protocols is None else tuple(protocols))
         self._vnets: dict[str, Vnet] = {}
         self._services: dict[type, Any] = {}
         # objects told of interface and vnet events (services, traces): see subscribe()
@@ -127,9 +132,7 @@ class Kernel:
         """Add a protocol to this kernel and attach it to every live vnet (and to their
         interfaces), as loading a protocol module does; ValueError if it clashes."""
         with self.sched.lock:
-            protocols = protosw.check_set((*self.protocols, proto))
-            oids = protosw.build_oids(protocols)
-            self.protocols, self.oids = protocols, oids
+            self._set_protocols((*self.protocols, proto))
             for vnet in (self.base, *self._vnets.values()):
                 protosw.attach(vnet, proto)
                 if proto.ifattach is not None:
@@ -147,8 +150,15 @@ class Kernel:
                     for ifp in list(vnet.ifaces.values()):
                         proto.ifdetach(ifp)
                 protosw.detach(vnet, proto)
-            self.protocols = tuple(p for p in self.protocols if p is not proto)
-            self.oids = protosw.build_oids(self.protocols)
+            self._set_protocols(tuple(p for p in self.protocols if p is not proto))
+
+    def _set_protocols(self, protocols: tuple[Protocol, ...]) -> None:
+        protocols = protosw.check_set(protocols)
+        oids = protosw.build_oids(protocols)
+        self.protocols, self.oids = protocols, oids
+        self.attaches = tuple(p.attach for p in protocols if p.attach is not None)
+        self.detaches = tuple(p.detach for p in reversed(protocols) if p.detach is not None)
+        self.ifattaches = tuple(p.ifattach for p in protocols if p.ifattach is not None)
 
     def socket_factory(self, family: int, type_: int, proto: int) -> Callable[..., Any]:
         return protosw.socket_factory(self.protocols, family, type_, proto)
@@ -181,13 +191,13 @@ class Kernel:
 
     def ifnet_arrival(self, ifp: Ifnet) -> None:
         """`ifp` arrived in `ifp.vnet`: protocols in attach order, then listeners."""
-        for proto in self.protocols:
-            if proto.ifattach is not None:
-                proto.ifattach(ifp)
-        for listener in list(self._listeners):
-            hook = getattr(listener, "ifattach", None)
-            if hook is not None:
-                hook(ifp)
+        for ifattach in self.ifattaches:
+            ifattach(ifp)
+        if self._listeners:
+            for listener in list(self._listeners):
+                hook = getattr(listener, "ifattach", None)
+                if hook is not None:
+                    hook(ifp)
 
     def ifnet_departure(self, ifp: Ifnet) -> None:
         """`ifp` is leaving `ifp.vnet`: listeners, then protocols in reverse order."""

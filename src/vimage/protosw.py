@@ -13,23 +13,25 @@ at the top of the package (`vimage/__init__.py`, as a kernel config would) and s
 others. This module sits in the kernel layer, so it imports nothing above it.
 
 Per vnet, attaching a descriptor creates `vnet.<slot>`, the protocol's state (its
-own `attach` does); `bind` fills the vnet's demultiplexing tables:
+own `attach` does); `bind` makes and fills the vnet's demultiplexing tables:
   vnet.inputs[domain][number]  its bound `input`, for a descriptor with `protocol`
   vnet.ctlinputs[domain][...]  its bound `ctlinput` (ICMP errors quoting it)
   vnet.ethertypes[b"\\x08\\x00"] its bound `input`, for a descriptor with `ethertype`
 so the hot paths do one dict lookup and call a bound method. The tables are bound on
 a vnet's first packet, not at creation: most vnets of a big topology never carry one
-before they die, and eight bound methods per vnet cost a third of the creation time
-(mostly in the garbage collector, which walks them). A lookup that misses calls
-`bind`, which fills the tables once, so a hit costs no check.
+before they die, and five tables and eight bound methods per vnet cost a third of the
+creation time (mostly in the garbage collector, which walks them) and 700 bytes. Until
+then every table is the shared empty UNBOUND; a lookup that misses calls `bind`, and
+the protocols that keep a table of their own (IPv4's `protox`, ICMP's `ctlx`) fetch
+it again there, so a hit costs no check.
 """
 
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import MethodType
+from types import MappingProxyType, MethodType
 from typing import TYPE_CHECKING, Any
 
 from vimage.sysctl import Oid
@@ -41,6 +43,9 @@ if TYPE_CHECKING:
 ANY = -1
 """`protocol=ANY`: the protocol takes what no other claims in its domain (FreeBSD's raw IP
 wildcard entry in ip_protox), and its sockets accept any protocol number."""
+
+UNBOUND: Mapping[Any, Callable[..., None]] = MappingProxyType({})
+"""What a demultiplexing table is before its vnet is bound: empty, and shared."""
 
 StatLines = tuple[tuple[str, str], ...]
 """`netstat -s` lines: (counter attribute of `state.stats`, format with one `{}`)."""
@@ -146,15 +151,15 @@ def attach(vnet: Vnet, proto: Protocol) -> None:
     """Attach one protocol to a vnet: its state, and its table entries if already bound."""
     if proto.attach is not None:
         proto.attach(vnet)
-    if vnet.bound:
+    if vnet.inputs is not None:
         _bind(vnet, proto)
 
 
 def bind(vnet: Vnet) -> bool:
-    """Fill `vnet`'s demultiplexing tables from its protocols; False if they were."""
-    if vnet.bound or not vnet.alive:
+    """Make and fill `vnet`'s demultiplexing tables; False if they were (or it is dead)."""
+    if vnet.inputs is not None or not vnet.alive:
         return False
-    vnet.bound = True
+    vnet.inputs, vnet.ctlinputs, vnet.ethertypes = {}, {}, {}
     for proto in vnet.kernel.protocols:
         _bind(vnet, proto)
     return True
@@ -170,12 +175,13 @@ def _bind(vnet: Vnet, proto: Protocol) -> None:
     if proto.slot is None:
         return
     state = getattr(vnet, proto.slot)
+    assert vnet.inputs is not None and vnet.ctlinputs is not None
     if proto.input is not None:
         bound = MethodType(proto.input, state)
         if proto.protocol is not None:
             vnet.inputs.setdefault(proto.domain, {})[proto.protocol] = bound
         if proto.ethertype is not None:
-            vnet.ethertypes[proto.ethertype.to_bytes(2, "big")] = bound
+            vnet.ethertypes[proto.ethertype.to_bytes(2, "big")] = bound  # type: ignore[index]
     if proto.ctlinput is not None and proto.protocol is not None:
         vnet.ctlinputs.setdefault(proto.domain, {})[proto.protocol] = MethodType(
             proto.ctlinput, state)
@@ -183,11 +189,12 @@ def _bind(vnet: Vnet, proto: Protocol) -> None:
 
 def detach(vnet: Vnet, proto: Protocol) -> None:
     """Undo `attach`: no packet reaches the protocol once its state is released."""
-    if proto.protocol is not None:
-        vnet.inputs.get(proto.domain, {}).pop(proto.protocol, None)
-        vnet.ctlinputs.get(proto.domain, {}).pop(proto.protocol, None)
-    if proto.ethertype is not None:
-        vnet.ethertypes.pop(proto.ethertype.to_bytes(2, "big"), None)
+    if vnet.inputs is not None and vnet.ctlinputs is not None:
+        if proto.protocol is not None:
+            vnet.inputs.get(proto.domain, {}).pop(proto.protocol, None)
+            vnet.ctlinputs.get(proto.domain, {}).pop(proto.protocol, None)
+        if proto.ethertype is not None:
+            vnet.ethertypes.pop(proto.ethertype.to_bytes(2, "big"), None)  # type: ignore
     if proto.detach is not None:
         proto.detach(vnet)
 

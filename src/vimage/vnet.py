@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +50,6 @@ class Vnet:
         "_rng",
         "alive",
         "arp",
-        "bound",
         "children",
         "ctlinputs",
         "ethertypes",
@@ -88,11 +87,10 @@ class Vnet:
         self.secret = kernel.vnet_secret()
         self._rng: random.Random | None = None  # made on first use: most vnets never draw
         # domain -> IP protocol number -> bound input / ctlinput; ethertype bytes -> input:
-        # filled on the first packet (protosw.bind)
-        self.bound = False
-        self.inputs: dict[int, dict[int, Callable[..., None]]] = {}
-        self.ctlinputs: dict[int, dict[int, Callable[..., None]]] = {}
-        self.ethertypes: dict[bytes, Callable[..., None]] = {}
+        # made on the first packet (protosw.bind)
+        self.inputs: dict[int, dict[int, Callable[..., None]]] | None = None
+        self.ctlinputs: dict[int, dict[int, Callable[..., None]]] | None = None
+        self.ethertypes: Mapping[bytes, Callable[..., None]] = protosw.UNBOUND
         self.rt: RouteTable
         self.ip: IpState
         self.arp: ArpState
@@ -104,8 +102,8 @@ class Vnet:
 
     # -- lifecycle ----------------------------------------------------------
     def attach(self) -> None:
-        for proto in self.kernel.protocols:
-            protosw.attach(self, proto)
+        for attach in self.kernel.attaches:  # a new vnet's demux tables are not bound yet
+            attach(self)
 
     def detach(self) -> None:
         kernel = self.kernel
@@ -113,8 +111,12 @@ class Vnet:
         sched.purge_queue(set(self.ifaces.values()))  # frames for this vnet are dropped
         self.alive = False
         kernel.vnet_departure(self)
-        for proto in reversed(kernel.protocols):
-            protosw.detach(self, proto)
+        if self.inputs is None:  # never bound: nothing to take out of the demux tables
+            for detach in kernel.detaches:
+                detach(self)
+        else:
+            for proto in reversed(kernel.protocols):
+                protosw.detach(self, proto)
         sched.purge_timers(self)
 
     @property

@@ -134,6 +134,8 @@ def test_destroying_a_vnet_detaches_the_protocol() -> None:
     k = Kernel(clock="virtual", seed=1, protocols=(*Kernel.standard_protocols, ECHO))
     a, b = two_vnets(k)
     state = weakref.ref(b.echo)  # type: ignore[attr-defined]
+    k.run(1)  # the gratuitous ARPs bind the vnets' demux tables
+    assert b.inputs is not None and b.inputs[AF_INET][PROTO_ECHO] is not None
     assert k.sched.pending_timers() == 2 + 1  # one echo timer per vnet, the base's too
     k.destroy(b)
     k.destroy(a)

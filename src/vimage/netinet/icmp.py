@@ -15,6 +15,8 @@ from vimage.wire import icmp as wicmp
 from vimage.wire.ipv4 import PROTO_ICMP
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from vimage.net.ifnet import Ifnet
     from vimage.vnet import Vnet
 
@@ -70,8 +72,8 @@ class IcmpState:
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
-        # quoted protocol number -> bound ctlinput, filled by the protocol switch
-        self.ctlx = vnet.ctlinputs.setdefault(AF_INET, {})
+        # quoted protocol number -> bound ctlinput: the vnet's table once bound
+        self.ctlx: Mapping[int, Callable[..., None]] = protosw.UNBOUND
         self.stats = IcmpStats()
         self.icmplim = 200
         self.bmcastecho = 0
@@ -159,7 +161,11 @@ class IcmpState:
             self.stats.badlen += 1
             return
         handler = self.ctlx.get(quoted[9])
-        if handler is None and protosw.bind(self.vnet):
+        if handler is None and self.ctlx is protosw.UNBOUND:
+            protosw.bind(self.vnet)
+            if self.vnet.ctlinputs is None:
+                return
+            self.ctlx = self.vnet.ctlinputs.setdefault(AF_INET, {})
             handler = self.ctlx.get(quoted[9])
         if handler is not None:
             handler(msg.type, msg.code, bytes(quoted), msg.rest)

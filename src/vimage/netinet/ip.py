@@ -27,7 +27,7 @@ _addrs = struct.Struct("!II").unpack_from
 _ttl_word = struct.Struct("!BBH").pack
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Container
+    from collections.abc import Callable, Container, Mapping
 
     from vimage.net.ifnet import Ifnet
     from vimage.net.route import Route
@@ -107,8 +107,8 @@ class IpState:
         self.port_last = 65535
         self.ident = int.from_bytes(vnet.secret[32:34], "big")  # per vnet: Vnet.secret
         self.reass: Reassembler | None = None
-        # protocol number -> bound input, filled by the protocol switch as protocols attach
-        self.protox = vnet.inputs.setdefault(AF_INET, {})
+        # protocol number -> bound input: the vnet's table once bound (see unclaimed)
+        self.protox: Mapping[int, Callable[..., None]] = protosw.UNBOUND
         # input hooks (FreeBSD pfil): None while there are none, so input pays one check
         self.pfil_in: list[InputHook] | None = None
 
@@ -222,9 +222,14 @@ class IpState:
         handler(ifp, pkt, hlen, src, dst)
 
     def unclaimed(self, proto: int) -> Callable[..., None] | None:
-        """The input for `proto` once the tables are bound (a vnet's first packet may
-        find them empty), else the raw IP default."""
-        if protosw.bind(self.vnet):
+        """The input for `proto` after a miss: the vnet's first packet finds the tables
+        unbound (vimage.protosw.bind), else the raw IP default."""
+        if self.protox is protosw.UNBOUND:
+            protosw.bind(self.vnet)
+            inputs = self.vnet.inputs
+            if inputs is None:
+                return None  # a dead vnet
+            self.protox = inputs.setdefault(AF_INET, {})
             handler = self.protox.get(proto)
             if handler is not None:
                 return handler
