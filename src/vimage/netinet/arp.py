@@ -6,6 +6,7 @@ import errno
 import logging
 from typing import TYPE_CHECKING
 
+from vimage.net.ether import ether_output
 from vimage.net.ifnet import IFF_SIMPLEX
 from vimage.sched import NS_PER_S, Timer
 from vimage.stats import counters
@@ -151,8 +152,8 @@ class ArpState:
                 src = ifp.addrs[0].addr
         entry.asked += 1
         self.stats.txrequests += 1
-        ifp.output(BROADCAST + ifp.mac + ETH_ARP
-                   + warp.build(warp.OP_REQUEST, ifp.mac, src, ZERO_MAC, entry.addr))
+        ether_output(ifp, BROADCAST, ETH_ARP,
+                     warp.build(warp.OP_REQUEST, ifp.mac, src, ZERO_MAC, entry.addr))
         entry.timer = self._arm(entry, self.wait, self._retry)
 
     def _arm(self, entry: ArpEntry, seconds: int, callback) -> Timer:  # type: ignore[no-untyped-def]
@@ -277,8 +278,8 @@ class ArpState:
         # try to answer the request instead of dropping frame")
         if msg.op == warp.OP_REQUEST and target is not None and msg.spa != msg.tpa:
             stats.txreplies += 1
-            ifp.output(msg.sha + ifp.mac + ETH_ARP
-                       + warp.build(warp.OP_REPLY, ifp.mac, msg.tpa, msg.sha, msg.spa))
+            ether_output(ifp, msg.sha, ETH_ARP,
+                         warp.build(warp.OP_REPLY, ifp.mac, msg.tpa, msg.sha, msg.spa))
 
     def _learn(self, ifp: Ifnet, spa: int, sha: bytes, to_us: bool) -> None:
         """Update the sender's entry, or create one (FreeBSD in_arpinput).
@@ -315,8 +316,8 @@ class ArpState:
     def announce(self, ifp: Ifnet, addr: int) -> None:
         """Gratuitous ARP for a newly configured address."""
         self.stats.txrequests += 1
-        ifp.output(BROADCAST + ifp.mac + ETH_ARP
-                   + warp.build(warp.OP_REQUEST, ifp.mac, addr, ZERO_MAC, addr))
+        ether_output(ifp, BROADCAST, ETH_ARP,
+                     warp.build(warp.OP_REQUEST, ifp.mac, addr, ZERO_MAC, addr))
 
     # -- administration (arp -s / -d / -a) ------------------------------------------
     def set_static(self, ifp: Ifnet, addr: int, mac: bytes, temporary: bool = False) -> None:
