@@ -246,12 +246,12 @@ class EtherIfnet(Ifnet):
         self.ibytes += len(frame)
         if self.bpf is not None:
             self.bpf.tap(frame, False)
-        # the common case inline: unicast to us from a unicast source, a known ethertype
-        if frame[:6] == self.mac and len(frame) >= 14 and not frame[6] & 1:
-            handler = self.vnet.ethertypes.get(frame[12:14])
-            if handler is not None:
-                handler(self, frame[14:])
-                return
+        # the common case inline: a known ethertype (so 14 bytes at least), unicast to us
+        # from a unicast source
+        handler = self.vnet.ethertypes.get(frame[12:14])
+        if handler is not None and frame[:6] == self.mac and not frame[6] & 1:
+            handler(self, frame[14:])
+            return
         ether.ether_input(self, frame)
 
 
