@@ -167,7 +167,8 @@ class Ifnet:
 
         The one transmit path of every interface (FreeBSD's if_transmit plus the
         BPF_MTAP every driver does): the counters and the capture tap are here, the
-        driver's part is `transmit`.
+        driver's part is `transmit`, except that a frame for a peer (an epair without
+        impairment, the hottest case) is queued here, saving a call per frame.
         """
         if not self.flags & IFF_UP:
             self.oqdrops += 1
@@ -176,6 +177,10 @@ class Ifnet:
         self.obytes += len(frame)
         if self.bpf is not None:  # captured once, on the way out
             self.bpf.tap(frame, True)
+        peer = self.peer
+        if peer is not None and self.pipe is None:  # an epair's common case, inline
+            self.txq.append((peer, frame))
+            return True
         return self.transmit(frame)
 
     def transmit(self, frame: bytes) -> bool:
@@ -261,15 +266,12 @@ class Epair(EtherIfnet):
     __slots__ = ()
 
     def transmit(self, frame: bytes) -> bool:
+        """Through the link's impairment pipe (`output` queues to the peer itself)."""
         if self.pipe is not None:
             self.pipe.send(frame)
             return True
-        peer = self.peer
-        if peer is None:  # a destroyed end someone brought up again
-            self.oerrors += 1
-            return False
-        self.txq.append((peer, frame))
-        return True
+        self.oerrors += 1  # no peer: a destroyed end someone brought up again
+        return False
 
 
 # -- cloners -------------------------------------------------------------------
