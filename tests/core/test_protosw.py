@@ -98,7 +98,10 @@ def two_vnets(kernel: Kernel) -> tuple[Vnet, Vnet]:
 def test_registered_protocol_echoes_between_vnets() -> None:
     k = Kernel(clock="virtual", seed=1)
     a, b = two_vnets(k)
+    k.run(1)  # the vnets have carried packets: their demux tables are bound
+    assert a.inputs is not None and PROTO_ECHO not in a.inputs[AF_INET]
     k.register(ECHO)  # after the vnets exist: attached to each, and to their interfaces
+    assert a.inputs[AF_INET][PROTO_ECHO] is not None
     assert sorted(a.echo.ifaces_seen) == ["epair0a", "lo0"]  # type: ignore[attr-defined]
     sock = a.socket(AF_INET, SOCK_DGRAM, PROTO_ECHO)
     assert isinstance(sock, EchoSocket) and sock.proto == PROTO_ECHO
