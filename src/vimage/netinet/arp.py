@@ -13,15 +13,15 @@ from vimage.stats import counters
 from vimage.sysctl import Oid
 from vimage.wire import WireError
 from vimage.wire import arp as warp
-from vimage.wire.ethernet import BROADCAST
+from vimage.wire.ethernet import BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IP
 from vimage.wire.ipv4 import ntoa
 
 if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
     from vimage.vnet import Vnet
 
-ETH_IP = b"\x08\x00"
-ETH_ARP = b"\x08\x06"
+ETH_IP = ETHERTYPE_IP.to_bytes(2, "big")  # as they stand in a frame
+ETH_ARP = ETHERTYPE_ARP.to_bytes(2, "big")
 ZERO_MAC = b"\x00" * 6
 
 INCOMPLETE = 0
