@@ -56,25 +56,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
              "vimage.testing", "vimage.topo", "vimage.pytest_plugin")),
 )
 
-# Upward edges that exist today in files another part of issue 10 is rewriting, each to be
-# removed by that work; the test fails once one of them is gone, so the list only shrinks.
-ALLOWED_UPWARD: tuple[tuple[str, str], ...] = (
-    # removed by the protocol-switch work (kernel services registry: the epair cloner)
-    ("vimage.kernel", "vimage.net.ifnet"),
-    # removed by the protocol-switch work (descriptors registered from the top)
-    ("vimage.subsystems", "vimage.net"),
-    ("vimage.subsystems", "vimage.netdb"),
-    ("vimage.subsystems", "vimage.netinet"),
-    # removed by the protocol-switch work (socket factory found in the switch)
-    ("vimage.vnet", "vimage.socket.socket"),
-    ("vimage.vnet", "vimage.socket.tcp_socket"),
-    # removed by the protocol-switch work (sysctl OIDs from the descriptors)
-    ("vimage.sysctl", "vimage.netinet"),
-    # removed by the protocol-switch work (the link layer knows no network protocol)
-    ("vimage.net.ifnet", "vimage.netinet.in_"),
-)
-
-
 class Edge(NamedTuple):
     module: str
     imported: str
@@ -196,12 +177,6 @@ def upward_edges(edges: list[Edge], package: str = PACKAGE) -> list[str]:
     return bad
 
 
-def _allowed(edge: Edge) -> bool:
-    return any(edge.module == module and (edge.imported == imported or
-                                          edge.imported.startswith(imported + "."))
-               for module, imported in ALLOWED_UPWARD)
-
-
 EDGES = import_graph(SRC, PACKAGE)
 
 
@@ -219,17 +194,8 @@ def test_every_module_has_a_layer():
 
 
 def test_imports_only_go_down():
-    bad = upward_edges([e for e in EDGES if not _allowed(e)])
+    bad = upward_edges(EDGES)
     assert bad == [], "upward imports:\n" + "\n".join(bad)
-
-
-def test_allowed_upward_edges_still_exist():
-    """An allowance whose edge has gone must be deleted, so the list only shrinks."""
-    upward = {(e.module, e.imported) for e in EDGES if upward_edges([e])}
-    stale = [pair for pair in ALLOWED_UPWARD
-             if not any(m == pair[0] and (i == pair[1] or i.startswith(pair[1] + "."))
-                        for m, i in upward)]
-    assert stale == [], "no longer needed, remove from ALLOWED_UPWARD"
 
 
 def test_core_imports_no_asyncio_or_tools():

@@ -1,12 +1,40 @@
-"""vimage: a clonable network stack — many independent FreeBSD-style stacks in one process."""
+"""vimage: a clonable network stack — many independent FreeBSD-style stacks in one process.
+
+Importing the package assembles the standard protocol set, as a kernel config does:
+the protocol switch (vimage.protosw) sits below the protocols and cannot name them,
+so the set is built here, at the top, from each layer's descriptors, the socket
+factories (socket layer) added to the Internet protocols (netinet layer), and set
+once as `Kernel.standard_protocols`, an immutable tuple (and the interface cloners as
+`Kernel.standard_cloners`). Python imports this module
+before any submodule, so `from vimage.kernel import Kernel; Kernel()` always has it.
+"""
+
+from dataclasses import replace as _replace
 
 # cli and stdlib install the userland the core reaches through vimage.context.Userland when
 # imported: vnet.cmd() (the tools) and the stdlib's socket API under vnet.activate()
 from vimage import cli, stdlib  # noqa: F401
+from vimage import netdb as _netdb
 from vimage.aio import VimageEventLoop, run, service, spawn
 from vimage.context import get_vnet
 from vimage.kernel import Kernel
+from vimage.net import ifnet as _ifnet
+from vimage.net import route as _route
+from vimage.netinet import in_proto as _in_proto
+from vimage.socket.socket import SOCK_DGRAM, SOCK_RAW, SOCK_STREAM, Socket
+from vimage.socket.tcp_socket import TcpSocket
 from vimage.vnet import Vnet
+
+Kernel.standard_protocols = (
+    _route.PROTOCOL,
+    *_in_proto.PROTOCOLS[:3],  # ip, arp, icmp
+    _replace(_in_proto.UDP, sockets=((SOCK_DGRAM, Socket),)),
+    _replace(_in_proto.TCP, sockets=((SOCK_STREAM, TcpSocket),)),
+    _replace(_in_proto.RAW, sockets=((SOCK_RAW, Socket),)),
+    _netdb.PROTOCOL,
+    _ifnet.PROTOCOL,
+)
+Kernel.standard_cloners = (("epair", _ifnet.EpairCloner),)
 
 __all__ = ["Kernel", "VimageEventLoop", "Vnet", "get_vnet", "run", "service", "spawn"]
 __version__ = "0.1.0"

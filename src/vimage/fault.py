@@ -1,9 +1,9 @@
 """Fault injection: partitions, cut and impaired links, crashed and restarted vnets.
 
-All state lives on one `Faults` object per kernel (`Faults.of(kernel)`, then
-`kernel.faults`). Every fault happens now (`at=None`) or at kernel time `at`
-(seconds; virtual seconds on a virtual clock). A scheduled fault is a kernel
-timer owned by the vnet it concerns, so destroying that vnet cancels it.
+All state lives on one `Faults` object per kernel, a kernel service
+(`Faults.of(kernel)` is `kernel.service(Faults)`). Every fault happens now (`at=None`)
+or at kernel time `at` (seconds; virtual seconds on a virtual clock). A scheduled fault
+is a kernel timer owned by the vnet it concerns, so destroying that vnet cancels it.
 
 - A partition is a pfil hook (vimage.net.pfil) at IPv4 input (`IpState.pfil_in`),
   ordered before any firewall, on every member vnet: a
@@ -222,12 +222,8 @@ class Faults:
 
     @classmethod
     def of(cls, kernel: Kernel) -> Faults:
-        """The kernel's fault state, created on first use and kept as `kernel.faults`."""
-        faults = getattr(kernel, "faults", None)
-        if faults is None:
-            faults = cls(kernel)
-            setattr(kernel, "faults", faults)  # noqa: B010 (Kernel does not declare it)
-        return faults
+        """The kernel's fault state: its `Faults` service, made on first use."""
+        return kernel.service(cls)
 
     # -- scheduling -------------------------------------------------------------------
     def _when_ns(self, at: float) -> int:

@@ -1,4 +1,4 @@
-"""The kernel: clock, scheduler, RNG, the vnet registry and the subsystem list."""
+"""The kernel: clock, scheduler, RNG, the vnet registry, the protocol set and services."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import random
 import threading
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from vimage import protosw
+from vimage.protosw import Protocol
 from vimage.sched import FOREVER, NS_PER_S, Scheduler, Timer
-from vimage.subsystems import SUBSYSTEMS, Subsystem
-from vimage.sysctl import build_oid_table
+from vimage.sysctl import Oid
 from vimage.vnet import Vnet, check_name
 
 FD_BASE = 1 << 28
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from vimage.cli import CmdResult
     from vimage.net.ifnet import Ifnet
 
+S = TypeVar("S")
+
 
 class Kernel:
     """One process-local "machine" holding many independent network stacks.
@@ -30,9 +33,19 @@ class Kernel:
     `clock="virtual"` makes time discrete-event: `run()` jumps through timers and
     returns at once. All randomness (MACs, ports, IDs, loss) comes from `rng`,
     seeded by `seed`, so a virtual-time run is reproducible byte for byte.
+
+    `protocols` is the protocol set (vimage.protosw) every vnet attaches, by default
+    `standard_protocols`, which the package's `__init__` sets once to the standard set
+    (ARP, IPv4, ICMP, UDP, TCP, raw IP, ...): this layer cannot import the protocols,
+    which sit above it. `register()` adds one later, to every vnet. Interface cloners
+    (`standard_cloners`, the epair one) are named there the same way.
     """
 
-    def __init__(self, clock: str = "real", seed: int | None = None) -> None:
+    standard_protocols: tuple[Protocol, ...] = ()
+    standard_cloners: tuple[tuple[str, type], ...] = ()  # (name, service class), likewise
+
+    def __init__(self, clock: str = "real", seed: int | None = None,
+                 protocols: tuple[Protocol, ...] | None = None) -> None:
         if clock not in ("real", "virtual"):
             raise ValueError(f"clock must be 'real' or 'virtual', not {clock!r}")
         self.clock = clock
@@ -43,18 +56,21 @@ class Kernel:
                         hashlib.blake2b(repr(seed).encode(), person=b"vimage.kernel").digest())
         self._vnet_serial = 0
         self.sched = Scheduler(virtual=clock == "virtual")
-        self.subsystems: tuple[Subsystem, ...] = tuple(sorted(SUBSYSTEMS, key=lambda s: s.order))
-        self.oids = build_oid_table()
+        self.protocols: tuple[Protocol, ...] = ()
+        self.oids: dict[str, Oid] = {}
+        # what creating a vnet and an interface arriving run, gathered once (hot enough)
+        self.attaches: tuple[Callable[[Vnet], None], ...] = ()
+        self.detaches: tuple[Callable[[Vnet], None], ...] = ()  # in reverse order
+        self.ifattaches: tuple[Callable[[Ifnet], None], ...] = ()
+        self._set_protocols(self.standard_protocols if protocols is None else tuple(protocols))
         self._vnets: dict[str, Vnet] = {}
-        self._epair_units: set[int] = set()
-        self._epairs: dict[int, tuple[Ifnet, Ifnet]] = {}
-        self._epairs_born: dict[Vnet, set[int]] = {}  # units of the epairs each vnet created
+        self._services: dict[type, Any] = {}
+        # objects told of interface and vnet events (services, traces): see subscribe()
+        self._listeners: list[Any] = []
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.fds: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         self._next_fd = FD_BASE
-        # called with each interface attached to a vnet (created or moved), e.g. by a trace
-        self.if_attach_hooks: list[Callable[[Ifnet], None]] = []
         self.base: Vnet = Vnet(self, "", None)
         self.base.attach()
 
@@ -111,6 +127,100 @@ class Kernel:
             if vnet.parent is not None:
                 vnet.parent.remove_child(vnet)
 
+    # -- the protocol set -------------------------------------------------------------
+    def register(self, proto: Protocol) -> None:
+        """Add a protocol to this kernel and attach it to every live vnet (and to their
+        interfaces), as loading a protocol module does; ValueError if it clashes."""
+        with self.sched.lock:
+            self._set_protocols((*self.protocols, proto))
+            for vnet in (self.base, *self._vnets.values()):
+                protosw.attach(vnet, proto)
+                if proto.ifattach is not None:
+                    for ifp in list(vnet.ifaces.values()):
+                        proto.ifattach(ifp)
+
+    def unregister(self, name: str) -> None:
+        """Detach protocol `name` from every vnet and remove it from the set."""
+        with self.sched.lock:
+            proto = next((p for p in self.protocols if p.name == name), None)
+            if proto is None:
+                raise LookupError(f"no protocol {name!r}")
+            for vnet in (self.base, *self._vnets.values()):
+                if proto.ifdetach is not None:
+                    for ifp in list(vnet.ifaces.values()):
+                        proto.ifdetach(ifp)
+                protosw.detach(vnet, proto)
+            self._set_protocols(tuple(p for p in self.protocols if p is not proto))
+
+    def _set_protocols(self, protocols: tuple[Protocol, ...]) -> None:
+        protocols = protosw.check_set(protocols)
+        oids = protosw.build_oids(protocols)
+        self.protocols, self.oids = protocols, oids
+        self.attaches = tuple(p.attach for p in protocols if p.attach is not None)
+        self.detaches = tuple(p.detach for p in reversed(protocols) if p.detach is not None)
+        self.ifattaches = tuple(p.ifattach for p in protocols if p.ifattach is not None)
+
+    def socket_factory(self, family: int, type_: int, proto: int) -> Callable[..., Any]:
+        return protosw.socket_factory(self.protocols, family, type_, proto)
+
+    # -- services and events --------------------------------------------------------------
+    def service(self, cls: type[S]) -> S:
+        """The kernel's instance of service `cls` (fault injection, the epair cloner...),
+        made with `cls(kernel)` on first use and subscribed to events (see subscribe)."""
+        svc = self._services.get(cls)
+        if svc is None:
+            svc = self._services[cls] = cls(self)  # type: ignore[call-arg]
+            self.subscribe(svc)
+        return svc  # type: ignore[no-any-return]
+
+    @property
+    def services(self) -> tuple[Any, ...]:
+        return tuple(self._services.values())
+
+    def subscribe(self, listener: Any) -> None:
+        """Tell `listener` of events through whichever of these methods it has:
+        ifattach(ifp) when an interface arrives in a vnet (created or moved in),
+        ifdetach(ifp) before it leaves one, vnet_detach(vnet) when a vnet is destroyed
+        (FreeBSD's ifnet_arrival_event, ifnet_departure_event, vnet shutdown)."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Any) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def ifnet_arrival(self, ifp: Ifnet) -> None:
+        """`ifp` arrived in `ifp.vnet`: protocols in attach order, then listeners."""
+        for ifattach in self.ifattaches:
+            ifattach(ifp)
+        if self._listeners:
+            for listener in list(self._listeners):
+                hook = getattr(listener, "ifattach", None)
+                if hook is not None:
+                    hook(ifp)
+
+    def ifnet_departure(self, ifp: Ifnet) -> None:
+        """`ifp` is leaving `ifp.vnet`: listeners, then protocols in reverse order."""
+        for listener in list(self._listeners):
+            hook = getattr(listener, "ifdetach", None)
+            if hook is not None:
+                hook(ifp)
+        for proto in reversed(self.protocols):
+            if proto.ifdetach is not None:
+                proto.ifdetach(ifp)
+
+    def ifnet_up(self, ifp: Ifnet) -> None:
+        """`ifp` came up (gratuitous ARP and the like)."""
+        for proto in self.protocols:
+            if proto.ifup is not None:
+                proto.ifup(ifp)
+
+    def vnet_departure(self, vnet: Vnet) -> None:
+        for listener in list(self._listeners):
+            hook = getattr(listener, "vnet_detach", None)
+            if hook is not None:
+                hook(vnet)
+
     # -- interface units --------------------------------------------------------
     def alloc_unit(self, units: set[int], wanted: int | None = None) -> int:
         if wanted is not None:
@@ -124,12 +234,17 @@ class Kernel:
         units.add(unit)
         return unit
 
+    def cloner(self, name: str) -> Any:
+        """The interface cloner `name` ("epair"), a service of this kernel."""
+        cls = dict(self.standard_cloners).get(name)
+        if cls is None:
+            raise LookupError(f"no interface cloner {name!r}")
+        return self.service(cls)
+
     def epair(self, vnet: Vnet | None = None) -> tuple[Ifnet, Ifnet]:
         """Create an epair in `vnet` (default: the base vnet); returns both ends."""
-        from vimage.net.ifnet import create_epair
-
         with self.sched.cond:
-            return create_epair(vnet or self.base)
+            return self.cloner("epair").create(vnet or self.base)  # type: ignore[no-any-return]
 
     def alloc_fd(self, sock: Any) -> int:
         """A descriptor number for `sock`, unique in this kernel (see FD_BASE)."""

@@ -13,6 +13,7 @@ import socket as _std
 import types
 from typing import TYPE_CHECKING, Any
 
+from vimage.protosw import Protocol
 from vimage.wire import WireError, ipv4
 
 if TYPE_CHECKING:
@@ -192,3 +193,6 @@ def vnet_attach(vnet: Vnet) -> None:
 
 def vnet_detach(vnet: Vnet) -> None:
     vnet.hosts.clear()
+
+
+PROTOCOL = Protocol("netdb", 70, "hosts", vnet_attach, vnet_detach)

@@ -3,6 +3,8 @@
 An OID names an attribute of a subsystem's per-vnet state, as FreeBSD's
 SYSCTL_INT(_net_inet_ip, ..., &VNET_NAME(ipforwarding)) points into the vnet.
 So a sysctl costs no memory per vnet, and the hot path reads a plain attribute.
+The kernel's table (`kernel.oids`) is built from its protocols' descriptors
+(vimage.protosw); a protocol registered later brings its OIDs with it.
 """
 
 from __future__ import annotations
@@ -21,16 +23,6 @@ class Oid(NamedTuple):
     lo: int = 0
     hi: int = 2**31 - 1
     choices: tuple[str, ...] = ()  # a string-valued OID takes one of these
-
-
-def build_oid_table() -> dict[str, Oid]:
-    from vimage.netinet import arp, icmp, ip, raw, tcp, udp
-
-    table: dict[str, Oid] = {}
-    for module in (ip, icmp, tcp, udp, raw, arp):
-        for oid in module.SYSCTLS:
-            table[oid.name] = oid
-    return dict(sorted(table.items()))
 
 
 class SysctlError(LookupError):

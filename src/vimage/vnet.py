@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import random
 import re
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
+
+from vimage import protosw
 
 if TYPE_CHECKING:
     from vimage.cli import CmdResult
@@ -33,18 +37,26 @@ def check_name(name: str) -> None:
 class Vnet:
     """Every piece of networking state of one stack hangs off this object.
 
-    Subsystems fill their slot in `attach` and empty it in `detach`.
+    Protocols (vimage.protosw) fill their slot in `attach` and empty it in `detach`;
+    `inputs`, `ctlinputs` and `ethertypes` are the demultiplexing tables built from
+    their descriptors.
     """
 
+    # the standard protocols' slots are declared, so the hot paths read them as fast as
+    # any attribute; a protocol registered later keeps its state in the __dict__
     __slots__ = (
+        "__dict__",
         "__weakref__",
         "_rng",
         "alive",
         "arp",
         "children",
+        "ctlinputs",
+        "ethertypes",
         "hosts",
         "icmp",
         "ifaces",
+        "inputs",
         "ip",
         "kernel",
         "name",
@@ -74,6 +86,11 @@ class Vnet:
         # seed of `rng`, [32:34] the first IP ID; one hash, as vnet creation is hot.
         self.secret = kernel.vnet_secret()
         self._rng: random.Random | None = None  # made on first use: most vnets never draw
+        # domain -> IP protocol number -> bound input / ctlinput; ethertype bytes -> input:
+        # made on the first packet (protosw.bind)
+        self.inputs: dict[int, dict[int, Callable[..., None]]] | None = None
+        self.ctlinputs: dict[int, dict[int, Callable[..., None]]] | None = None
+        self.ethertypes: Mapping[bytes, Callable[..., None]] = protosw.UNBOUND
         self.rt: RouteTable
         self.ip: IpState
         self.arp: ArpState
@@ -85,15 +102,21 @@ class Vnet:
 
     # -- lifecycle ----------------------------------------------------------
     def attach(self) -> None:
-        for sub in self.kernel.subsystems:
-            sub.attach(self)
+        for attach in self.kernel.attaches:  # a new vnet's demux tables are not bound yet
+            attach(self)
 
     def detach(self) -> None:
-        sched = self.kernel.sched
+        kernel = self.kernel
+        sched = kernel.sched
         sched.purge_queue(set(self.ifaces.values()))  # frames for this vnet are dropped
         self.alive = False
-        for sub in reversed(self.kernel.subsystems):
-            sub.detach(self)
+        kernel.vnet_departure(self)
+        if self.inputs is None:  # never bound: nothing to take out of the demux tables
+            for detach in kernel.detaches:
+                detach(self)
+        else:
+            for proto in reversed(kernel.protocols):
+                protosw.detach(self, proto)
         sched.purge_timers(self)
 
     @property
@@ -120,14 +143,12 @@ class Vnet:
         return self.name or "vnet0"
 
     def socket(self, family: int = 2, type: int = 1, proto: int = 0) -> Socket:
-        """A socket in this vnet, with the stdlib's method names and semantics."""
-        from vimage.socket.socket import SOCK_STREAM, Socket
-
-        if type & 0xF == SOCK_STREAM and family == 2:
-            from vimage.socket.tcp_socket import TcpSocket
-
-            return TcpSocket(self, family, type, proto)  # type: ignore[return-value]
-        return Socket(self, family, type, proto)
+        """A socket in this vnet, with the stdlib's method names and semantics; the
+        protocol switch finds its factory by (family, type, proto)."""
+        if not self.alive:
+            raise OSError(errno.ENETDOWN, "vnet is destroyed")
+        factory = self.kernel.socket_factory(family, type & 0xF, proto)
+        return factory(self, family, type, proto)  # type: ignore[no-any-return]
 
     def activate(self) -> AbstractContextManager[Vnet]:
         """`with vnet.activate():` runs the block inside this vnet.

@@ -4,6 +4,7 @@ import gc
 import weakref
 
 from vimage.kernel import Kernel
+from vimage.net.ifnet import EpairCloner
 from vimage.topo import connect
 
 
@@ -70,10 +71,11 @@ def test_no_timers_or_queue_after_many_create_destroy():
     # the epairs were born in the base vnet: their ends came home, addresses gone
     assert len(k.base.ifaces) == 1 + 2 * 50
     assert all(not i.addrs for n, i in k.base.ifaces.items() if n != "lo0")
-    for unit in list(k._epairs):
-        k._epairs[unit][0].destroy()
+    epairs = k.service(EpairCloner)
+    for unit in list(epairs.pairs):
+        epairs.pairs[unit][0].destroy()
     assert list(k.base.ifaces) == ["lo0"]
-    assert k._epairs == {} and k._epair_units == set()
+    assert epairs.pairs == {} and epairs.units == set() and not any(epairs.born.values())
 
 
 def test_destroyed_vnet_is_released():

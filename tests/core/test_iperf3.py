@@ -51,6 +51,7 @@ RATE = 10_000_000  # bit/s of the shaped link, each way
 class Net:
     def __init__(self, seed: int = 1, shaped: bool = True) -> None:
         self.kernel = Kernel(clock="virtual", seed=seed)
+        self.server: iperf3.Server | None = None
         self.a, self.b = self.kernel.create("a"), self.kernel.create("b")
         ifa, ifb = connect(self.a, f"{A}/24", self.b, f"{B}/24")
         if shaped:
@@ -147,7 +148,7 @@ def test_parallel_streams_carry_their_own_counts(net: Net) -> None:
 
 
 def test_rate_limit_paces_the_sender(net: Net) -> None:
-    iperf3.serve(net.b, once=True)
+    net.server = iperf3.serve(net.b, once=True)  # kept: a server nobody holds is garbage
     ours = iperf3.client(net.a, B, seconds=2, rate=2_000_000, blksize=10_000)
     bps = ours["end"]["sum_sent"]["bits_per_second"]
     assert bps == pytest.approx(2_000_000, rel=0.05)  # the last ACK wait counts too
@@ -155,7 +156,7 @@ def test_rate_limit_paces_the_sender(net: Net) -> None:
 
 
 def test_block_count_ends_the_test(net: Net) -> None:
-    iperf3.serve(net.b, once=True)
+    net.server = iperf3.serve(net.b, once=True)  # kept: a server nobody holds is garbage
     ours = iperf3.client(net.a, B, blocks=5, blksize=1000, nodelay=True)
     assert sums(ours) == (5000, 5000)
 
@@ -164,7 +165,7 @@ def test_same_seed_same_report() -> None:
     reports = []
     for _ in range(2):
         net = Net(seed=7)
-        iperf3.serve(net.b, once=True)
+        net.server = iperf3.serve(net.b, once=True)  # kept: a server nobody holds is garbage
         reports.append(iperf3.client(net.a, B, seconds=1, parallel=2))
     assert reports[0] == reports[1]
 
@@ -367,7 +368,7 @@ SUMMARY = re.compile(r"\[  1\]   0\.00-(\d+\.\d\d) +sec +(\S+ \S+) +(\S+ \S+/sec
 
 
 def test_tool_client_prints_iperf3_report(net: Net) -> None:
-    iperf3.serve(net.b)
+    net.server = iperf3.serve(net.b)  # kept: a server nobody holds is garbage
     res = net.a.cmd("iperf3 -c 10.0.0.2 -n 1M")
     assert res.status == 0, res.output
     lines = res.output.splitlines()
@@ -386,7 +387,7 @@ def test_tool_client_prints_iperf3_report(net: Net) -> None:
 
 
 def test_tool_client_json_and_reverse(net: Net) -> None:
-    iperf3.serve(net.b)
+    net.server = iperf3.serve(net.b)  # kept: a server nobody holds is garbage
     res = net.a.cmd("iperf3 -c 10.0.0.2 -n 100K -R -J -P 2")
     assert res.status == 0, res.output
     report = json.loads(res.output)

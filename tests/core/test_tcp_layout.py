@@ -42,10 +42,15 @@ def test_modules_import_only_downwards():
 
 
 def test_a_vnets_input_is_tcp_input_bound_to_its_state():
+    """The protocol switch binds tcp_input itself to the vnet's state: no layer between."""
     from vimage.kernel import Kernel
     from vimage.netinet.tcp.input import tcp_input
-    from vimage.netinet.tcp.subr import tcp_ctlinput
+    from vimage.netinet.tcp.subr import tcp_ctlinput_quoted
+    from vimage.protosw import bind
 
     vnet = Kernel(clock="virtual", seed=1).create("a")
-    assert vnet.tcp.input.func is tcp_input and vnet.tcp.input.args == (vnet.tcp,)
-    assert vnet.tcp.ctlinput.func is tcp_ctlinput
+    bind(vnet)
+    handler = vnet.inputs[2][6]
+    assert handler.__func__ is tcp_input and handler.__self__ is vnet.tcp
+    ctl = vnet.ctlinputs[2][6]
+    assert ctl.__func__ is tcp_ctlinput_quoted and ctl.__self__ is vnet.tcp

@@ -6,6 +6,8 @@ import re
 import time
 from typing import TYPE_CHECKING
 
+from vimage.cli.netstat import counted
+
 if TYPE_CHECKING:
     from conftest import Pair
 
@@ -13,10 +15,12 @@ PING_FAST = ("-i", "0.2", "-W", "2", "-w", "10")
 
 
 def netstat_count(out: str, label: str) -> int:
-    """The number in front of `label` in `netstat -s` output."""
-    match = re.search(rf"^\s*(\d+) {re.escape(label)}$", out, re.MULTILINE)
-    assert match is not None, f"no {label!r} line in:\n{out}"
-    return int(match.group(1))
+    """The number in front of `label` in `netstat -s` output (its noun singular for 1)."""
+    for line in out.splitlines():
+        number, _, text = line.strip().partition(" ")
+        if number.isdigit() and text == counted("{} " + label, int(number)).partition(" ")[2]:
+            return int(number)
+    raise AssertionError(f"no {label!r} line in:\n{out}")
 
 
 def linux_neigh_mac(pair: Pair, addr: str) -> str | None:

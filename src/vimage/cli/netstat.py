@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from vimage.cli import UsageError
 from vimage.cli._util import getopts, ifaces_by_index
 from vimage.net.route import flag_string
-from vimage.netinet import arp, icmp, ip, tcp, udp
+from vimage.netinet import icmp, tcp
 from vimage.socket.socket import IPPROTO_ICMP, SOCK_RAW
 from vimage.wire import ipv4
 from vimage.wire.ethernet import mac_ntoa
@@ -33,17 +33,16 @@ if TYPE_CHECKING:
     from vimage.cli import Context
     from vimage.net.ifnet import Ifnet
     from vimage.netinet.tcp import Tcb
+    from vimage.protosw import Protocol
     from vimage.socket.socket import Socket
     from vimage.vnet import Vnet
 
-# protocols of `netstat -s`, in FreeBSD's order: (name, vnet slot, STAT_LINES)
-STAT_PROTOS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
-    ("tcp", "tcp", tcp.STAT_LINES),
-    ("udp", "udp", udp.STAT_LINES),
-    ("ip", "ip", ip.STAT_LINES),
-    ("icmp", "icmp", icmp.STAT_LINES),
-    ("arp", "arp", arp.STAT_LINES),
-)
+def stat_protos(vnet: Vnet) -> list[Protocol]:
+    """The protocols `netstat -s` shows, in FreeBSD's order (their `stats_order`)."""
+    return sorted((p for p in vnet.kernel.protocols if p.stats and p.slot is not None),
+                  key=lambda p: p.stats_order)
+
+
 SOCKET_PROTOS = frozenset({"tcp", "udp", "ip", "icmp"})
 FAMILIES = frozenset({"inet"})
 
@@ -90,7 +89,7 @@ def main(ctx: Context, argv: list[str]) -> int:
             if val not in FAMILIES:
                 raise UsageError(f"{val}: unknown address family")
         elif opt == "-p":
-            if val not in {name for name, _, _ in STAT_PROTOS}:
+            if val not in {p.name for p in stat_protos(ctx.vnet)}:
                 raise UsageError(f"{val}: unknown or uninstrumented protocol")
             proto = val
         elif opt == "-6":
@@ -180,10 +179,11 @@ def counted(fmt: str, value: int) -> str:
 
 def stat_lines(vnet: Vnet, only: str | None, nonzero: bool, zero: bool) -> list[str]:
     out: list[str] = []
-    for name, slot, table in STAT_PROTOS:
+    for proto in stat_protos(vnet):
+        name, table = proto.name, proto.stats
         if only is not None and name != only:
             continue
-        stats = getattr(vnet, slot).stats
+        stats = getattr(vnet, proto.slot).stats  # type: ignore[arg-type]
         out.append(f"{name}:")
         for attr, fmt in table:
             if name == "icmp" and attr == "badcode":

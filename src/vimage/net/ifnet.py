@@ -1,14 +1,27 @@
-"""Network interfaces: the common part, loopback and epair.
+"""Network interfaces: the common part, loopback and epair, and the epair cloner.
 
 An interface that transmits puts the frame on the kernel's packet queue (or into
 its link pipe); the kernel loop later calls the receiving interface's `input`.
+This layer knows no network protocol: Ethernet frames go to `ether_input`
+(vimage.net.ether), which dispatches by ethertype through the vnet's table, and
+protocols learn of interfaces through the kernel's interface events
+(`Kernel.ifnet_arrival`, `ifnet_departure`, `ifnet_up`), as FreeBSD's
+ifnet_arrival_event and ifnet_departure_event tell them.
 """
 
 from __future__ import annotations
 
+import errno
+from socket import AF_INET
 from typing import TYPE_CHECKING, Any
 
+from vimage import protosw
+from vimage.net import ether  # a module reference: ether imports this module too
+from vimage.protosw import Protocol
+from vimage.wire.ethernet import ETHERTYPE_IP, ETHERTYPE_IPV6
+
 if TYPE_CHECKING:
+    from vimage.kernel import Kernel
     from vimage.net.pipe import LinkPipe
     from vimage.netinet.in_ import InAddr
     from vimage.vnet import Vnet
@@ -28,6 +41,12 @@ FLAG_NAMES: tuple[tuple[int, str], ...] = (
     (IFF_SIMPLEX, "SIMPLEX"), (IFF_MULTICAST, "MULTICAST"),
 )
 
+# a looped packet's IP version -> the ethertype whose input takes it: IPv6 for 6, else
+# IPv4, whose input counts and drops a bad version as it always did
+_LOOP_TYPES: tuple[bytes, ...] = tuple(
+    (ETHERTYPE_IPV6 if v == 6 else ETHERTYPE_IP).to_bytes(2, "big") for v in range(16))
+_LOOP_EMPTY = ETHERTYPE_IP.to_bytes(2, "big")
+
 LOOPBACK_MTU = 16384
 ETHER_MTU = 1500
 MIN_MTU = 68
@@ -39,6 +58,7 @@ class Ifnet:
 
     __slots__ = (
         "addrs",
+        "afdata",
         "bpf",
         "flags",
         "home",
@@ -72,7 +92,10 @@ class Ifnet:
         self.flags = flags
         self.mtu = mtu
         self.mac = mac
+        # per-family address data: INET's addresses in their own slot (read on hot
+        # paths), other families' under their AF number in `afdata`, made on first use
         self.addrs: list[InAddr] = []
+        self.afdata: dict[int, Any] | None = None
         self.peer: Ifnet | None = None
         self.pipe: LinkPipe | None = None
         self.bpf: Any = None  # a capture session (vimage.net.bpf) while someone listens
@@ -95,22 +118,21 @@ class Ifnet:
         if up:
             was_up = self.flags & IFF_UP
             self.flags |= IFF_UP | IFF_RUNNING
-            if not was_up and self.mac is not None:
-                for ia in self.addrs:  # announce our addresses (gratuitous ARP)
-                    self.vnet.arp.announce(self, ia.addr)
+            if not was_up:
+                self.vnet.kernel.ifnet_up(self)  # e.g. gratuitous ARP for its addresses
         else:
             self.flags &= ~(IFF_UP | IFF_RUNNING)
 
     # -- configuration API ----------------------------------------------------------
-    def add_addr(self, cidr: str, broadcast: str | None = None) -> None:
-        """Add an IPv4 address given as 'a.b.c.d/len' (an alias if one exists)."""
-        from vimage.netinet.in_ import in_add_addr
-        from vimage.wire import ipv4
-
-        addr, _, plen = cidr.partition("/")
+    def add_addr(self, cidr: str, broadcast: str | None = None, family: int = AF_INET) -> None:
+        """Add an address given in its family's text form, 'a.b.c.d/len' for IPv4 (an
+        alias if one exists), through that family's `add_addr` in the protocol switch."""
         with self.vnet.kernel.sched.cond:
-            in_add_addr(self, ipv4.aton(addr), int(plen) if plen else 32,
-                        ipv4.aton(broadcast) if broadcast else None)
+            for proto in self.vnet.kernel.protocols:
+                if proto.domain == family and proto.add_addr is not None:
+                    proto.add_addr(self, cidr, broadcast)
+                    return
+        raise OSError(errno.EAFNOSUPPORT, f"address family {family} is not supported")
 
     def move_to(self, vnet: Vnet) -> None:
         with self.vnet.kernel.sched.cond:
@@ -141,7 +163,28 @@ class Ifnet:
 
     # -- data path ---------------------------------------------------------------
     def output(self, frame: bytes) -> bool:
-        """Transmit `frame`; False (and a drop counted) if the interface cannot send."""
+        """Transmit `frame`; False (and a drop counted) if the interface cannot send.
+
+        The one transmit path of every interface (FreeBSD's if_transmit plus the
+        BPF_MTAP every driver does): the counters and the capture tap are here, the
+        driver's part is `transmit`, except that a frame for a peer (an epair without
+        impairment, the hottest case) is queued here, saving a call per frame.
+        """
+        if not self.flags & IFF_UP:
+            self.oqdrops += 1
+            return False
+        self.opackets += 1
+        self.obytes += len(frame)
+        if self.bpf is not None:  # captured once, on the way out
+            self.bpf.tap(frame, True)
+        peer = self.peer
+        if peer is not None and self.pipe is None:  # an epair's common case, inline
+            self.txq.append((peer, frame))
+            return True
+        return self.transmit(frame)
+
+    def transmit(self, frame: bytes) -> bool:
+        """The driver: put a counted, captured frame on its way; False if it failed."""
         raise NotImplementedError
 
     def input(self, frame: bytes) -> None:
@@ -161,18 +204,15 @@ def _link(vnet: Vnet, ifp: Ifnet) -> None:
     vnet.next_ifindex += 1
     ifp.vnet = vnet
     vnet.ifaces[ifp.name] = ifp
-    for hook in vnet.kernel.if_attach_hooks:  # a kernel-wide trace follows new interfaces
-        hook(ifp)
+    vnet.kernel.ifnet_arrival(ifp)  # protocols (lo0's 127.0.0.1), then traces
 
 
 def _unlink(ifp: Ifnet) -> None:
-    from vimage.netinet.in_ import in_purge_ifaddrs
-
-    in_purge_ifaddrs(ifp)
+    """Take `ifp` out of its vnet: protocols drop its addresses, routes, ARP entries."""
+    vnet = ifp.vnet
+    vnet.kernel.ifnet_departure(ifp)
     if ifp.pipe is not None:
         ifp.pipe.flush()
-    vnet = ifp.vnet
-    vnet.arp.purge_ifp(ifp)
     del vnet.ifaces[ifp.name]
 
 
@@ -181,21 +221,21 @@ class Loopback(Ifnet):
 
     __slots__ = ()
 
-    def output(self, frame: bytes) -> bool:
-        if not self.flags & IFF_UP:
-            self.oqdrops += 1
-            return False
-        self.opackets += 1
-        self.obytes += len(frame)
-        if self.bpf is not None:  # captured once, on the way out
-            self.bpf.tap(frame, True)
+    def transmit(self, frame: bytes) -> bool:
         self.txq.append((self, frame))
         return True
 
     def input(self, frame: bytes) -> None:
+        """A looped packet has no link header: its IP version stands in for the
+        ethertype (FreeBSD's if_loop hands the address family along instead)."""
         self.ipackets += 1
         self.ibytes += len(frame)
-        self.vnet.ip.input(self, frame)
+        etype = _LOOP_TYPES[frame[0] >> 4] if frame else _LOOP_EMPTY
+        handler = self.vnet.ethertypes.get(etype)
+        if handler is None and (handler := protosw.late_ethertype(self.vnet, etype)) is None:
+            self.iqdrops += 1
+            return
+        handler(self, frame)
 
 
 class EtherIfnet(Ifnet):
@@ -211,11 +251,13 @@ class EtherIfnet(Ifnet):
         self.ibytes += len(frame)
         if self.bpf is not None:
             self.bpf.tap(frame, False)
-        # the common case inline: IPv4 unicast to us from a unicast source
-        if frame[12:14] == b"\x08\x00" and frame[:6] == self.mac and not frame[6] & 1:
-            self.vnet.ip.input(self, frame[14:])
-        else:
-            self.vnet.arp.ether_input(self, frame)
+        # the common case inline: a known ethertype (so 14 bytes at least), unicast to us
+        # from a unicast source
+        handler = self.vnet.ethertypes.get(frame[12:14])
+        if handler is not None and frame[:6] == self.mac and not frame[6] & 1:
+            handler(self, frame[14:])
+            return
+        ether.ether_input(self, frame)
 
 
 class Epair(EtherIfnet):
@@ -223,20 +265,13 @@ class Epair(EtherIfnet):
 
     __slots__ = ()
 
-    def output(self, frame: bytes) -> bool:
-        peer = self.peer
-        if not self.flags & IFF_UP or peer is None:
-            self.oqdrops += 1
-            return False
-        self.opackets += 1
-        self.obytes += len(frame)
-        if self.bpf is not None:
-            self.bpf.tap(frame, True)
+    def transmit(self, frame: bytes) -> bool:
+        """Through the link's impairment pipe (`output` queues to the peer itself)."""
         if self.pipe is not None:
             self.pipe.send(frame)
-        else:
-            self.txq.append((peer, frame))
-        return True
+            return True
+        self.oerrors += 1  # no peer: a destroyed end someone brought up again
+        return False
 
 
 # -- cloners -------------------------------------------------------------------
@@ -250,24 +285,56 @@ def create_loopback(vnet: Vnet, unit: int | None = None) -> Loopback:
                     LOOPBACK_MTU, None)
 
 
+class EpairCloner:
+    """The epair(4) cloner, a kernel service (`kernel.service(EpairCloner)`): unit
+    numbers are kernel-wide, and a pair dies with the vnet that created it once both
+    ends live elsewhere (FreeBSD destroys cloned interfaces with their home vnet)."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.units: set[int] = set()
+        self.pairs: dict[int, tuple[Ifnet, Ifnet]] = {}
+        self.born: dict[Vnet, set[int]] = {}  # units of the epairs each vnet created
+
+    def create(self, vnet: Vnet, unit: int | None = None) -> tuple[Epair, Epair]:
+        kernel = self.kernel
+        unit = kernel.alloc_unit(self.units, unit)
+        flags = IFF_BROADCAST | IFF_SIMPLEX | IFF_MULTICAST
+        try:
+            a = Epair(vnet, "epair", unit, f"epair{unit}a", flags, ETHER_MTU,
+                      kernel.random_mac())
+            b = Epair(vnet, "epair", unit, f"epair{unit}b", flags, ETHER_MTU,
+                      kernel.random_mac())
+        except FileExistsError:
+            if f"epair{unit}a" in vnet.ifaces and vnet.ifaces[f"epair{unit}a"].unit == unit:
+                _unlink(vnet.ifaces[f"epair{unit}a"])
+            self.units.discard(unit)
+            raise
+        a.peer, b.peer = b, a
+        self.pairs[unit] = (a, b)
+        self.born.setdefault(vnet, set()).add(unit)
+        a.flags |= IFF_RUNNING
+        b.flags |= IFF_RUNNING
+        return a, b
+
+    def destroyed(self, ifp: Ifnet) -> None:
+        """Forget the pair `ifp` belonged to (both ends are gone)."""
+        self.units.discard(ifp.unit)
+        self.pairs.pop(ifp.unit, None)
+        born = self.born.get(ifp.home)
+        if born is not None:
+            born.discard(ifp.unit)
+
+    def vnet_detach(self, vnet: Vnet) -> None:
+        """Epairs born in `vnet` whose ends both live elsewhere die with it."""
+        for unit in sorted(self.born.pop(vnet, ())):
+            pair = self.pairs.get(unit)
+            if pair is not None:
+                destroy(pair[0])
+
+
 def create_epair(vnet: Vnet, unit: int | None = None) -> tuple[Epair, Epair]:
-    kernel = vnet.kernel
-    unit = kernel.alloc_unit(kernel._epair_units, unit)
-    flags = IFF_BROADCAST | IFF_SIMPLEX | IFF_MULTICAST
-    try:
-        a = Epair(vnet, "epair", unit, f"epair{unit}a", flags, ETHER_MTU, kernel.random_mac())
-        b = Epair(vnet, "epair", unit, f"epair{unit}b", flags, ETHER_MTU, kernel.random_mac())
-    except FileExistsError:
-        if f"epair{unit}a" in vnet.ifaces and vnet.ifaces[f"epair{unit}a"].unit == unit:
-            _unlink(vnet.ifaces[f"epair{unit}a"])
-        kernel._epair_units.discard(unit)
-        raise
-    a.peer, b.peer = b, a
-    kernel._epairs[unit] = (a, b)
-    kernel._epairs_born.setdefault(vnet, set()).add(unit)
-    a.flags |= IFF_RUNNING
-    b.flags |= IFF_RUNNING
-    return a, b
+    return vnet.kernel.service(EpairCloner).create(vnet, unit)
 
 
 def destroy(ifp: Ifnet) -> None:
@@ -286,11 +353,7 @@ def destroy(ifp: Ifnet) -> None:
         end.close_device()
     kernel.sched.purge_queue(set(ends))
     if ifp.kind == "epair":
-        kernel._epair_units.discard(ifp.unit)
-        kernel._epairs.pop(ifp.unit, None)
-        born = kernel._epairs_born.get(ifp.home)
-        if born is not None:
-            born.discard(ifp.unit)
+        kernel.service(EpairCloner).destroyed(ifp)
 
 
 def move(ifp: Ifnet, target: Vnet) -> None:
@@ -312,15 +375,13 @@ def move(ifp: Ifnet, target: Vnet) -> None:
 
 # -- vnet attach/detach ------------------------------------------------------------
 def vnet_attach(vnet: Vnet) -> None:
-    from vimage.netinet.in_ import in_add_addr
-
-    lo = Loopback(vnet, "lo", 0, "lo0", IFF_UP | IFF_RUNNING | IFF_LOOPBACK | IFF_MULTICAST,
-                  LOOPBACK_MTU, None)
-    in_add_addr(lo, 0x7F000001, 8)
+    """Every vnet has lo0 (the INET protocol gives it 127.0.0.1 as it arrives)."""
+    Loopback(vnet, "lo", 0, "lo0", IFF_UP | IFF_RUNNING | IFF_LOOPBACK | IFF_MULTICAST,
+             LOOPBACK_MTU, None)
 
 
 def vnet_detach(vnet: Vnet) -> None:
-    kernel = vnet.kernel
+    """Interfaces born elsewhere go home; the others are destroyed (if_vnet_shutdown)."""
     for ifp in list(vnet.ifaces.values()):
         if vnet.ifaces.get(ifp.name) is not ifp:
             continue  # already gone with its peer
@@ -329,8 +390,8 @@ def vnet_detach(vnet: Vnet) -> None:
             move(ifp, home)
         else:
             destroy(ifp)
-    # epairs born here whose ends both live elsewhere die with their home
-    for unit in sorted(kernel._epairs_born.pop(vnet, ())):
-        pair = kernel._epairs.get(unit)
-        if pair is not None:
-            destroy(pair[0])
+
+
+PROTOCOL = Protocol("ifnet", 90, None, vnet_attach, vnet_detach)
+"""Interfaces attach last, so lo0 arrives with every protocol ready for it, and detach
+first, while the protocols can still let go of them."""

@@ -94,12 +94,15 @@ class TraceRecorder:
         for ifp in self.kernel.interfaces():
             self.attach(ifp)
         if not self.following:
-            self.kernel.if_attach_hooks.append(self.attach)
+            self.kernel.subscribe(self)  # its ifattach: the kernel's interface arrivals
             self.following = True
+
+    def ifattach(self, ifp: Ifnet) -> None:
+        self.attach(ifp)
 
     def close(self) -> None:
         if self.following:
-            self.kernel.if_attach_hooks.remove(self.attach)
+            self.kernel.unsubscribe(self)
             self.following = False
         for session in self.sessions.values():
             session.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from vimage.protosw import Protocol
+
 if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
     from vimage.netinet.in_ import InAddr
@@ -129,3 +131,6 @@ def vnet_attach(vnet: Vnet) -> None:
 
 def vnet_detach(vnet: Vnet) -> None:
     vnet.rt.clear()
+
+
+PROTOCOL = Protocol("route", 10, "rt", vnet_attach, vnet_detach)

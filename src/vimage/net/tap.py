@@ -28,7 +28,6 @@ from vimage.net.ifnet import (
     IFF_MULTICAST,
     IFF_RUNNING,
     IFF_SIMPLEX,
-    IFF_UP,
     EtherIfnet,
     Ifnet,
 )
@@ -71,14 +70,10 @@ class Tap(EtherIfnet):
             _in_netns(self.netns, lambda: _set_linux_mtu(self.linux_name, value))
         _MTU_SLOT.__set__(self, value)
 
-    def output(self, frame: bytes) -> bool:
-        if not self.flags & IFF_UP or self._fd < 0:
-            self.oqdrops += 1
+    def transmit(self, frame: bytes) -> bool:
+        if self._fd < 0:  # the device is closed
+            self.oerrors += 1
             return False
-        self.opackets += 1
-        self.obytes += len(frame)
-        if self.bpf is not None:
-            self.bpf.tap(frame, True)
         try:
             os.write(self._fd, frame)
         except OSError as exc:

@@ -1,4 +1,4 @@
-"""Ethernet input/output and ARP (FreeBSD if_ether.c / if_ethersubr.c)."""
+"""ARP, and IPv4 output over Ethernet (FreeBSD if_ether.c)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import errno
 import logging
 from typing import TYPE_CHECKING
 
-from vimage.net.ifnet import IFF_PROMISC, IFF_SIMPLEX
+from vimage.net.ether import ether_output
+from vimage.net.ifnet import IFF_SIMPLEX
 from vimage.sched import NS_PER_S, Timer
 from vimage.stats import counters
 from vimage.sysctl import Oid
@@ -106,21 +107,7 @@ class ArpState:
         self.log_second = -1
         self.log_count = 0
 
-    # -- Ethernet ------------------------------------------------------------------
-    def ether_input(self, ifp: Ifnet, frame: bytes) -> None:
-        if len(frame) < 14 or frame[6] & 1:
-            ifp.ierrors += 1
-            return
-        if frame[:6] != ifp.mac and not frame[0] & 1 and not ifp.flags & IFF_PROMISC:
-            return  # not for us
-        etype = frame[12:14]
-        if etype == ETH_IP:
-            self.vnet.ip.input(ifp, frame[14:])
-        elif etype == ETH_ARP:
-            self.input(ifp, frame[14:])
-        else:
-            ifp.iqdrops += 1  # unknown protocol
-
+    # -- output ----------------------------------------------------------------------
     def output(self, ifp: Ifnet, packet: bytes, nexthop: int, broadcast: bool = False) -> None:
         """Send an IPv4 packet to `nexthop` on `ifp`, resolving it with ARP first."""
         if broadcast:
@@ -165,8 +152,8 @@ class ArpState:
                 src = ifp.addrs[0].addr
         entry.asked += 1
         self.stats.txrequests += 1
-        ifp.output(BROADCAST + ifp.mac + ETH_ARP
-                   + warp.build(warp.OP_REQUEST, ifp.mac, src, ZERO_MAC, entry.addr))
+        ether_output(ifp, BROADCAST, ETH_ARP,
+                     warp.build(warp.OP_REQUEST, ifp.mac, src, ZERO_MAC, entry.addr))
         entry.timer = self._arm(entry, self.wait, self._retry)
 
     def _arm(self, entry: ArpEntry, seconds: int, callback) -> Timer:  # type: ignore[no-untyped-def]
@@ -291,8 +278,8 @@ class ArpState:
         # try to answer the request instead of dropping frame")
         if msg.op == warp.OP_REQUEST and target is not None and msg.spa != msg.tpa:
             stats.txreplies += 1
-            ifp.output(msg.sha + ifp.mac + ETH_ARP
-                       + warp.build(warp.OP_REPLY, ifp.mac, msg.tpa, msg.sha, msg.spa))
+            ether_output(ifp, msg.sha, ETH_ARP,
+                         warp.build(warp.OP_REPLY, ifp.mac, msg.tpa, msg.sha, msg.spa))
 
     def _learn(self, ifp: Ifnet, spa: int, sha: bytes, to_us: bool) -> None:
         """Update the sender's entry, or create one (FreeBSD in_arpinput).
@@ -329,8 +316,8 @@ class ArpState:
     def announce(self, ifp: Ifnet, addr: int) -> None:
         """Gratuitous ARP for a newly configured address."""
         self.stats.txrequests += 1
-        ifp.output(BROADCAST + ifp.mac + ETH_ARP
-                   + warp.build(warp.OP_REQUEST, ifp.mac, addr, ZERO_MAC, addr))
+        ether_output(ifp, BROADCAST, ETH_ARP,
+                     warp.build(warp.OP_REQUEST, ifp.mac, addr, ZERO_MAC, addr))
 
     # -- administration (arp -s / -d / -a) ------------------------------------------
     def set_static(self, ifp: Ifnet, addr: int, mac: bytes, temporary: bool = False) -> None:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from socket import AF_INET
 from typing import TYPE_CHECKING
 
+from vimage import protosw
 from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
 from vimage.sched import NS_PER_S
 from vimage.stats import counters
 from vimage.sysctl import Oid
 from vimage.wire import WireError
 from vimage.wire import icmp as wicmp
-from vimage.wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP
+from vimage.wire.ipv4 import PROTO_ICMP
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from vimage.net.ifnet import Ifnet
     from vimage.vnet import Vnet
 
@@ -63,10 +67,13 @@ class IcmpStats(_IcmpCounters):  # type: ignore[misc,valid-type]
 
 
 class IcmpState:
-    __slots__ = ("bmcastecho", "icmplim", "lim_count", "lim_second", "quotelen", "stats", "vnet")
+    __slots__ = ("bmcastecho", "ctlx", "icmplim", "lim_count", "lim_second", "quotelen", "stats",
+                 "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
+        # quoted protocol number -> bound ctlinput: the vnet's table once bound
+        self.ctlx: Mapping[int, Callable[..., None]] = protosw.UNBOUND
         self.stats = IcmpStats()
         self.icmplim = 200
         self.bmcastecho = 0
@@ -143,7 +150,8 @@ class IcmpState:
         self.send(reply_src, src, out)
 
     def _notify(self, msg: wicmp.IcmpRepr) -> None:
-        """Tell the transport whose datagram caused an error (FreeBSD pr_ctlinput)."""
+        """Tell the transport whose datagram caused an error (FreeBSD pr_ctlinput): its
+        `ctlinput` in the protocol switch, found by the quoted protocol number."""
         quoted = msg.payload
         if len(quoted) < 28 or quoted[0] >> 4 != 4:
             self.stats.badlen += 1
@@ -152,16 +160,23 @@ class IcmpState:
         if len(quoted) < qhlen + 8:
             self.stats.badlen += 1
             return
-        if quoted[9] == PROTO_UDP:
-            qsrc = int.from_bytes(quoted[12:16], "big")
-            qdst = int.from_bytes(quoted[16:20], "big")
-            sport = (quoted[qhlen] << 8) | quoted[qhlen + 1]
-            dport = (quoted[qhlen + 2] << 8) | quoted[qhlen + 3]
-            self.vnet.udp.ctlinput(msg.type, msg.code, qsrc, qdst, sport, dport)
-        elif quoted[9] == PROTO_TCP:
-            from vimage.netinet.tcp import icmp_quote
+        handler = self.ctlx.get(quoted[9])
+        if handler is None and self.ctlx is protosw.UNBOUND:
+            protosw.bind(self.vnet)
+            if self.vnet.ctlinputs is None:
+                return
+            self.ctlx = self.vnet.ctlinputs.setdefault(AF_INET, {})
+            handler = self.ctlx.get(quoted[9])
+        if handler is not None:
+            handler(msg.type, msg.code, bytes(quoted), msg.rest)
 
-            icmp_quote(self.vnet, msg.type, msg.code, bytes(quoted), msg.rest)
+
+def quoted_ports(quoted: bytes) -> tuple[int, int, int, int]:
+    """(src, dst, sport, dport) of the packet an ICMP error quotes (checked by _notify to
+    hold its IP header and 8 bytes: the ports of UDP and TCP)."""
+    qhlen = (quoted[0] & 0x0F) << 2
+    return (int.from_bytes(quoted[12:16], "big"), int.from_bytes(quoted[16:20], "big"),
+            (quoted[qhlen] << 8) | quoted[qhlen + 1], (quoted[qhlen + 2] << 8) | quoted[qhlen + 3])
 
 
 def error(vnet: Vnet, pkt: bytes, type_: int, code: int, rest: int = 0) -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from vimage.net.ifnet import IFF_LOOPBACK
 from vimage.net.route import MASKS, RTF_STATIC, Route
+from vimage.wire import ipv4
 from vimage.wire.ipv4 import INADDR_ANY, INADDR_BROADCAST
 
 if TYPE_CHECKING:
@@ -95,6 +96,13 @@ def _remove(ia: InAddr) -> None:
                     and rt.get(other.net, other.plen) is None):
                 rt.add(Route(other.net, other.plen, other.ifp, 0, ifa=other))
                 break
+
+
+def in_add_addr_text(ifp: Ifnet, cidr: str, broadcast: str | None = None) -> None:
+    """`Ifnet.add_addr` for INET: an address as 'a.b.c.d/len' (/32 if no length)."""
+    addr, _, plen = cidr.partition("/")
+    in_add_addr(ifp, ipv4.aton(addr), int(plen) if plen else 32,
+                ipv4.aton(broadcast) if broadcast else None)
 
 
 def in_del_addr(ifp: Ifnet, addr: int) -> None:

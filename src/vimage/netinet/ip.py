@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import errno
 import struct
+from socket import AF_INET
 from typing import TYPE_CHECKING
 
+from vimage import protosw
 from vimage.net import pfil
 from vimage.net.ifnet import IFF_BROADCAST, IFF_LOOPBACK, IFF_UP
 from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_REJECT
 from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.in_ import INADDR_BROADCAST, source_for
 from vimage.netinet.reass import Reassembler, fragment
+from vimage.protosw import ANY
 from vimage.stats import counters
 from vimage.sysctl import Oid
 from vimage.wire import icmp as wicmp
 from vimage.wire.checksum import checksum
 from vimage.wire.ethernet import ETHERTYPE_IP_BYTES as ETH_IP
-from vimage.wire.ipv4 import FLAG_DF, HEADER, OFFMASK, PROTO_ICMP, PROTO_TCP, PROTO_UDP
+from vimage.wire.ipv4 import FLAG_DF, HEADER, OFFMASK
 
 # bound once: attribute lookups cost more than the work on a 20-byte header
 _from_bytes = int.from_bytes
@@ -25,7 +28,7 @@ _addrs = struct.Struct("!II").unpack_from
 _ttl_word = struct.Struct("!BBH").pack
 
 if TYPE_CHECKING:
-    from collections.abc import Container
+    from collections.abc import Callable, Container, Mapping
 
     from vimage.net.ifnet import Ifnet
     from vimage.net.route import Route
@@ -87,7 +90,7 @@ class IpState:
 
     __slots__ = ("bcast", "forwarding", "fragttl", "ident", "local", "maxfragpackets",
                  "maxfragsperpacket", "pfil_fwd", "pfil_in", "pfil_out", "port_first",
-                 "port_last", "reass", "stats", "ttl", "vnet")
+                 "port_last", "protox", "reass", "stats", "ttl", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
@@ -103,6 +106,8 @@ class IpState:
         self.port_last = 65535
         self.ident = int.from_bytes(vnet.secret[32:34], "big")  # per vnet: Vnet.secret
         self.reass: Reassembler | None = None
+        # protocol number -> bound input: the vnet's table once bound (see unclaimed)
+        self.protox: Mapping[int, Callable[..., None]] = protosw.UNBOUND
         # pfil hook points (vimage.net.pfil): None while empty, so a packet pays one test
         self.pfil_in: pfil.Head = None  # every packet received, before local or forward
         self.pfil_fwd: pfil.Head = None  # a packet about to be forwarded
@@ -201,19 +206,39 @@ class IpState:
             pkt = whole
             hlen = (pkt[0] & 0x0F) << 2
         st.delivered += 1
-        proto = pkt[9]
-        vnet = self.vnet
-        if proto == PROTO_ICMP:
-            vnet.icmp.input(ifp, pkt, hlen, src, dst)
-        elif proto == PROTO_UDP:
-            vnet.udp.input(ifp, pkt, hlen, src, dst)
-        elif proto == PROTO_TCP:
-            vnet.tcp.input(ifp, pkt, hlen, src, dst)
-        elif not vnet.raw.input(pkt, proto, src, dst):
-            st.delivered -= 1
-            st.noproto += 1
-            if dst in self.local:
-                icmp_mod.error(vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_PROTOCOL)
+        # ip_protox: the protocol switch's table for this vnet (vimage.protosw); what no
+        # protocol claims goes to the ANY entry (raw IP), which calls noproto() if no
+        # socket takes it either
+        handler = self.protox.get(pkt[9])
+        if handler is None:
+            handler = self.unclaimed(pkt[9])
+            if handler is None:
+                self.noproto(pkt, dst)
+                return
+        handler(ifp, pkt, hlen, src, dst)
+
+    def unclaimed(self, proto: int) -> Callable[..., None] | None:
+        """The input for `proto` after a miss: the vnet's first packet finds the tables
+        unbound (vimage.protosw.bind), else the raw IP default."""
+        if self.protox is protosw.UNBOUND:
+            protosw.bind(self.vnet)
+            inputs = self.vnet.inputs
+            if inputs is None:
+                return None  # a dead vnet
+            self.protox = inputs.setdefault(AF_INET, {})
+            handler = self.protox.get(proto)
+            if handler is not None:
+                return handler
+        return self.protox.get(ANY)
+
+    def noproto(self, pkt: bytes, dst: int) -> None:
+        """A delivered packet no protocol took: uncount it, answer protocol unreachable
+        (FreeBSD's rip_input when no raw socket matched)."""
+        st = self.stats
+        st.delivered -= 1
+        st.noproto += 1
+        if dst in self.local:
+            icmp_mod.error(self.vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_PROTOCOL)
 
     # -- forwarding ---------------------------------------------------------------------
     def forward(self, ifp_in: Ifnet, pkt: bytes, hlen: int, dst: int) -> None:

@@ -12,6 +12,7 @@ from vimage.wire.checksum import checksum
 from vimage.wire.ipv4 import HEADER
 
 if TYPE_CHECKING:
+    from vimage.net.ifnet import Ifnet
     from vimage.socket.socket import Socket
     from vimage.vnet import Vnet
 
@@ -45,6 +46,12 @@ class RawState:
             sock.enqueue(pkt, src, 0)
             taken = True
         return taken
+
+    def ip_input(self, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: int) -> None:
+        """The protocol switch's entry for every IP protocol no other protocol takes
+        (FreeBSD's rip_input in ip_protox): raw sockets, else protocol unreachable."""
+        if not self.input(pkt, pkt[9], src, dst):
+            self.vnet.ip.noproto(pkt, dst)
 
     def output(self, sock: Socket, data: bytes, dst: int) -> None:
         ip = self.vnet.ip

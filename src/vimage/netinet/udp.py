@@ -6,6 +6,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from vimage.netinet import icmp as icmp_mod
+from vimage.netinet.icmp import quoted_ports
 from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
 from vimage.netinet.in_pcb import PcbList
 from vimage.stats import counters
@@ -187,6 +188,10 @@ class UdpState:
         for sock in self.bound(sport):
             if sock.faddr == dst and sock.fport == dport and sock.laddr in (0, src):
                 sock.set_error(err)
+
+    def ctlinput_quoted(self, type_: int, code: int, quoted: bytes, rest: int) -> None:
+        """The protocol switch's ctlinput: an ICMP error quoting one of our datagrams."""
+        self.ctlinput(type_, code, *quoted_ports(quoted))
 
     # -- output -----------------------------------------------------------------------------
     def output(self, sock: Socket, data: bytes, dst: int, dport: int) -> None:

@@ -36,8 +36,8 @@ from vimage.netinet.tcp.input import tcp_input
 from vimage.netinet.tcp.subr import (
     detach,
     drop,
-    icmp_quote,
     tcp_ctlinput,
+    tcp_ctlinput_quoted,
     vnet_attach,
     vnet_detach,
 )
@@ -81,8 +81,8 @@ __all__ = [
     "TcpStats",
     "detach",
     "drop",
-    "icmp_quote",
     "tcp_ctlinput",
+    "tcp_ctlinput_quoted",
     "tcp_input",
     "vnet_attach",
     "vnet_detach",

@@ -167,8 +167,7 @@ def drop(tcb: Tcb, err: int, send_rst: bool = False) -> None:
 # -- ICMP errors ---------------------------------------------------------------------------------
 def tcp_ctlinput(tcp: TcpState, type_: int, code: int, src: int, dst: int, sport: int,
                  dport: int, seq: int, mtu: int) -> None:
-    """An ICMP error about one of our segments (FreeBSD tcp_ctlinput); bound to each
-    vnet's TcpState as its `ctlinput`."""
+    """An ICMP error about one of our segments (FreeBSD tcp_ctlinput)."""
     tcb = tcp.conns.get((src, sport, dst, dport))
     if tcb is None or not (seq_leq(tcb.snd_una, seq) and seq_lt(seq, tcb.snd_max)):
         return  # RFC 5927: the quoted sequence number must be in flight
@@ -206,17 +205,17 @@ def notify_error(tcb: Tcb, err: int) -> None:
         tcb.softerror = err
 
 
-def icmp_quote(vnet: Vnet, type_: int, code: int, quoted: bytes, rest: int) -> None:
-    """An ICMP error quoted a TCP segment of ours: hand it to the connection."""
+def tcp_ctlinput_quoted(tcp: TcpState, type_: int, code: int, quoted: bytes,
+                        rest: int) -> None:
+    """The protocol switch's ctlinput for TCP: an ICMP error quoting one of our segments
+    (its IP header and at least 8 bytes, checked by ICMP): the connection, the quoted
+    sequence number, and for "fragmentation needed" the next-hop MTU in `rest`."""
     qhlen = (quoted[0] & 0x0F) << 2
-    if len(quoted) < qhlen + 8:
-        return
-    src = int.from_bytes(quoted[12:16], "big")
-    dst = int.from_bytes(quoted[16:20], "big")
-    sport = int.from_bytes(quoted[qhlen:qhlen + 2], "big")
-    dport = int.from_bytes(quoted[qhlen + 2:qhlen + 4], "big")
-    seq = int.from_bytes(quoted[qhlen + 4:qhlen + 8], "big")
-    vnet.tcp.ctlinput(type_, code, src, dst, sport, dport, seq, rest & 0xFFFF)
+    tcp_ctlinput(tcp, type_, code, int.from_bytes(quoted[12:16], "big"),
+                 int.from_bytes(quoted[16:20], "big"),
+                 int.from_bytes(quoted[qhlen:qhlen + 2], "big"),
+                 int.from_bytes(quoted[qhlen + 2:qhlen + 4], "big"),
+                 int.from_bytes(quoted[qhlen + 4:qhlen + 8], "big"), rest & 0xFFFF)
 
 
 # -- per vnet ------------------------------------------------------------------------------------

@@ -10,9 +10,8 @@ other modules, each taking the Tcb first. `TcpState` is one vnet's TCP: tunables
 from __future__ import annotations
 
 import errno
-import functools
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vimage.netinet.tcp.cc import ALGORITHMS
 from vimage.netinet.tcp.cc import create as cc_create
@@ -385,8 +384,8 @@ class TcpState:
     """
 
     __slots__ = (
-        "ack_war_cnt", "ack_war_timewindow", "blackhole", "cc_algorithm", "conns", "ctlinput",
-        "delacktime", "delayed_ack", "finwait2_timeout", "input", "keepcnt", "keepidle",
+        "ack_war_cnt", "ack_war_timewindow", "blackhole", "cc_algorithm", "conns",
+        "delacktime", "delayed_ack", "finwait2_timeout", "keepcnt", "keepidle",
         "keepinit", "keepintvl", "listeners", "minmss", "msl", "mssdflt", "path_mtu_discovery",
         "rcvbuf_max", "reass_maxqueuelen", "recvspace", "rexmit_initial", "rexmit_min",
         "rexmit_slop", "rfc1323", "rst_on_sock_fail", "sack_enable", "secret", "sendspace",
@@ -395,13 +394,6 @@ class TcpState:
     )
 
     def __init__(self, vnet: Vnet) -> None:
-        # the entry points live with the code they run (input.py, subr.py), which
-        # imports this module: bound here, once per vnet
-        from vimage.netinet.tcp.input import tcp_input
-        from vimage.netinet.tcp.subr import tcp_ctlinput
-
-        self.input: Any = functools.partial(tcp_input, self)
-        self.ctlinput: Any = functools.partial(tcp_ctlinput, self)
         self.vnet = vnet
         self.stats = TcpStats()
         self.conns: dict[tuple[int, int, int, int], Tcb] = {}
