@@ -385,6 +385,7 @@ def test_interfaces_down_before_the_crash_stay_down(star):
     assert not extra.up and s.links[1][0].up
 
 
+@pytest.mark.loop_errors
 def test_crash_hooks_are_called_and_a_failing_one_is_contained(star):
     s = star
     seen = []

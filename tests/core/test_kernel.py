@@ -98,6 +98,7 @@ def test_bad_clock():
         Kernel(clock="sundial")
 
 
+@pytest.mark.loop_errors
 def test_a_fault_in_one_frame_is_counted_and_the_loop_goes_on():
     k = Kernel(clock="virtual")
     delivered = []
