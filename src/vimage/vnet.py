@@ -62,6 +62,8 @@ class Vnet:
         "name",
         "next_ifindex",
         "parent",
+        "pfil_link_in",
+        "pfil_link_out",
         "raw",
         "rt",
         "secret",
@@ -91,6 +93,10 @@ class Vnet:
         self.inputs: dict[int, dict[int, Callable[..., None]]] | None = None
         self.ctlinputs: dict[int, dict[int, Callable[..., None]]] | None = None
         self.ethertypes: Mapping[bytes, Callable[..., None]] = protosw.UNBOUND
+        # the link layer's pfil hook points (vimage.net.pfil; FreeBSD's "ethernet" head):
+        # every Ethernet frame received / about to be sent by this vnet's interfaces
+        self.pfil_link_in: tuple[Any, ...] | None = None
+        self.pfil_link_out: tuple[Any, ...] | None = None
         self.rt: RouteTable
         self.ip: IpState
         self.arp: ArpState

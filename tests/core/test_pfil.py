@@ -156,3 +156,38 @@ def test_an_in_hook_may_rewrite_the_destination():
     k.run(1)
     data, (src, _port) = srv.recvfrom(100)
     assert data == b"payload" and src == "10.0.0.1"
+
+
+def test_link_hooks_see_ethernet_frames_both_ways_and_not_lo0():
+    k = Kernel(clock="virtual", seed=1)
+    a, r, b = router_chain(k, 1)
+    seen_in: list[tuple[bytes, str]] = []
+    seen_out: list[tuple[bytes, str]] = []
+    pfil.link(a, "pfil_link_in", lambda f, ifp: seen_in.append((f[12:14], ifp.name)) or f)
+    pfil.link(a, "pfil_link_out", lambda f, ifp: seen_out.append((f[12:14], ifp.name)) or f)
+    assert a.cmd("ping -c 1 10.0.1.2").ok
+    assert a.cmd("ping -c 1 127.0.0.1").ok  # lo0 has no link header: no link hooks
+    assert {ifname for _, ifname in seen_in + seen_out} == {"epair0a"}
+    assert (b"\x08\x06", "epair0a") in seen_out and (b"\x08\x06", "epair0a") in seen_in
+    assert (b"\x08\x00", "epair0a") in seen_out and (b"\x08\x00", "epair0a") in seen_in
+
+
+def test_a_link_hook_that_drops_arp_cuts_the_host_off():
+    k = Kernel(clock="virtual", seed=1)
+    a, r, b = router_chain(k, 1)
+    k.run(30)  # gratuitous ARPs settled: they teach a nothing of r
+    assert 0x0A000002 not in a.arp.table
+    dropped = []
+
+    def no_arp(frame, ifp):
+        if frame[12:14] == b"\x08\x06":
+            dropped.append(frame)
+            return None
+        return frame
+
+    pfil.link(r, "pfil_link_in", no_arp, name="no-arp")
+    res = a.cmd("ping -c 1 -t 2 10.0.0.2")
+    assert not res.ok and dropped  # r never hears a's requests, so never answers
+    pfil.unlink(r, "pfil_link_in", no_arp)
+    assert r.pfil_link_in is None
+    assert a.cmd("ping -c 1 -t 5 10.0.0.2").ok

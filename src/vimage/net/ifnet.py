@@ -16,7 +16,7 @@ from socket import AF_INET
 from typing import TYPE_CHECKING, Any
 
 from vimage import protosw
-from vimage.net import ether  # a module reference: ether imports this module too
+from vimage.net import ether, pfil  # ether: a module reference (it imports this module too)
 from vimage.protosw import Protocol
 from vimage.wire.ethernet import ETHERTYPE_IP, ETHERTYPE_IPV6
 
@@ -173,6 +173,11 @@ class Ifnet:
         if not self.flags & IFF_UP:
             self.oqdrops += 1
             return False
+        hooks = self.vnet.pfil_link_out
+        if hooks is not None and self.mac is not None:  # Ethernet frames only
+            frame = pfil.run(hooks, frame, self)  # type: ignore[assignment]
+            if frame is None:
+                return True  # taken by a hook, which counted it
         self.opackets += 1
         self.obytes += len(frame)
         if self.bpf is not None:  # captured once, on the way out
@@ -251,9 +256,14 @@ class EtherIfnet(Ifnet):
         self.ibytes += len(frame)
         if self.bpf is not None:
             self.bpf.tap(frame, False)
+        vnet = self.vnet
+        if vnet.pfil_link_in is not None:  # after the tap, as ether_input runs pfil
+            frame = pfil.run(vnet.pfil_link_in, frame, self)  # type: ignore[assignment]
+            if frame is None:
+                return
         # the common case inline: a known ethertype (so 14 bytes at least), unicast to us
         # from a unicast source
-        handler = self.vnet.ethertypes.get(frame[12:14])
+        handler = vnet.ethertypes.get(frame[12:14])
         if handler is not None and frame[:6] == self.mac and not frame[6] & 1:
             handler(self, frame[14:])
             return
