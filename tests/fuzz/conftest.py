@@ -75,7 +75,7 @@ def fuzz_settings(examples: int = SUITE_EXAMPLES) -> settings:
     """`examples` in the normal suite; more when asked for.
 
     A profile asking for more than hypothesis' default of 100 (`long`) takes over, and
-    so does VIMAGE_FUZZ_EXAMPLES=N (as in tests/core/test_fuzz.py). Decorators run after
+    so does VIMAGE_FUZZ_EXAMPLES=N (as in tests/fuzz/test_fuzz_frames.py). Decorators run after
     the hypothesis plugin loaded `--hypothesis-profile`, so `settings.default` here is
     the profile in force."""
     wanted = int(os.environ.get("VIMAGE_FUZZ_EXAMPLES", "0")) or settings.default.max_examples
