@@ -75,10 +75,15 @@ class Kernel:
         self.base.attach()
 
     # -- vnets ----------------------------------------------------------------
-    def vnet_secret(self) -> bytes:
-        """A new vnet's 64-byte secret (see Vnet.secret): a keyed hash of its serial."""
+    def vnet_serial(self) -> int:
+        """A new vnet's creation serial: what its secret is derived from."""
         self._vnet_serial += 1
-        return hashlib.blake2b(self._vnet_serial.to_bytes(8, "big"), key=self._secret).digest()
+        return self._vnet_serial
+
+    def vnet_secret(self, serial: int) -> bytes:
+        """The 64-byte secret of the vnet created `serial`th (see Vnet.secret): a keyed
+        hash under the kernel's root, so no vnet's secret tells anything of another's."""
+        return hashlib.blake2b(serial.to_bytes(8, "big"), key=self._secret).digest()
 
     def create(self, name: str) -> Vnet:
         """Create vnet `name`; `a.b` is a child of `a`, which must exist."""

@@ -16,7 +16,7 @@ Per vnet, attaching a descriptor creates `vnet.<slot>`, the protocol's state (it
 own `attach` does); `bind` makes and fills the vnet's demultiplexing tables:
   vnet.inputs[domain][number]  its bound `input`, for a descriptor with `protocol`
   vnet.ctlinputs[domain][...]  its bound `ctlinput` (ICMP errors quoting it)
-  vnet.ethertypes[b"\\x08\\x00"] its bound `input`, for a descriptor with `ethertype`
+  vnet.ethertypes[0x0800] its bound `input`, for a descriptor with `ethertype`
 so the hot paths do one dict lookup and call a bound method. The tables are bound on
 a vnet's first packet, not at creation: most vnets of a big topology never carry one
 before they die, and five tables and eight bound methods per vnet cost a third of the
@@ -165,7 +165,7 @@ def bind(vnet: Vnet) -> bool:
     return True
 
 
-def late_ethertype(vnet: Vnet, etype: bytes) -> Callable[..., None] | None:
+def late_ethertype(vnet: Vnet, etype: int) -> Callable[..., None] | None:
     """After a miss in `vnet.ethertypes`: the input for `etype` if binding the tables
     just now found one."""
     return vnet.ethertypes.get(etype) if bind(vnet) else None
@@ -181,7 +181,7 @@ def _bind(vnet: Vnet, proto: Protocol) -> None:
         if proto.protocol is not None:
             vnet.inputs.setdefault(proto.domain, {})[proto.protocol] = bound
         if proto.ethertype is not None:
-            vnet.ethertypes[proto.ethertype.to_bytes(2, "big")] = bound  # type: ignore[index]
+            vnet.ethertypes[proto.ethertype] = bound  # type: ignore[index]
     if proto.ctlinput is not None and proto.protocol is not None:
         vnet.ctlinputs.setdefault(proto.domain, {})[proto.protocol] = MethodType(
             proto.ctlinput, state)
@@ -194,7 +194,7 @@ def detach(vnet: Vnet, proto: Protocol) -> None:
             vnet.inputs.get(proto.domain, {}).pop(proto.protocol, None)
             vnet.ctlinputs.get(proto.domain, {}).pop(proto.protocol, None)
         if proto.ethertype is not None:
-            vnet.ethertypes.pop(proto.ethertype.to_bytes(2, "big"), None)  # type: ignore
+            vnet.ethertypes.pop(proto.ethertype, None)  # type: ignore
     if proto.detach is not None:
         proto.detach(vnet)
 

@@ -48,6 +48,7 @@ class Vnet:
         "__dict__",
         "__weakref__",
         "_rng",
+        "_secret",
         "alive",
         "arp",
         "children",
@@ -66,7 +67,7 @@ class Vnet:
         "pfil_link_out",
         "raw",
         "rt",
-        "secret",
+        "serial",
         "tcp",
         "udp",
     )
@@ -84,15 +85,14 @@ class Vnet:
         # them (ISNs, ports, IP IDs) tells anything of another's, and one vnet's activity
         # does not shift another's draws. Drawn from no shared generator (a Mersenne
         # Twister's state can be recovered from its outputs).
-        # Layout: [0:16] TCP's key (ISNs, cookies, syncache hash; RFC 6528), [16:32] the
-        # seed of `rng`, [32:34] the first IP ID; one hash, as vnet creation is hot.
-        self.secret = kernel.vnet_secret()
+        self.serial = kernel.vnet_serial()  # the secret is derived from it on first use
+        self._secret: bytes | None = None
         self._rng: random.Random | None = None  # made on first use: most vnets never draw
         # domain -> IP protocol number -> bound input / ctlinput; ethertype bytes -> input:
         # made on the first packet (protosw.bind)
         self.inputs: dict[int, dict[int, Callable[..., None]]] | None = None
         self.ctlinputs: dict[int, dict[int, Callable[..., None]]] | None = None
-        self.ethertypes: Mapping[bytes, Callable[..., None]] = protosw.UNBOUND
+        self.ethertypes: Mapping[int, Callable[..., None]] = protosw.UNBOUND
         # the link layer's pfil hook points (vimage.net.pfil; FreeBSD's "ethernet" head):
         # every Ethernet frame received / about to be sent by this vnet's interfaces
         self.pfil_link_in: tuple[Any, ...] | None = None
@@ -124,6 +124,21 @@ class Vnet:
             for proto in reversed(kernel.protocols):
                 protosw.detach(self, proto)
         sched.purge_timers(self)
+
+    def pfil_changed(self, head: str) -> None:
+        """A link-layer pfil point changed (vimage.net.pfil): the interfaces re-mark."""
+        for ifp in self.ifaces.values():
+            ifp.sync_link_hooks()
+
+    @property
+    def secret(self) -> bytes:
+        """This vnet's own 64 secret bytes, made on first use (most vnets never need
+        them): [0:16] TCP's key (ISNs, cookies, syncache hash; RFC 6528), [16:32] the seed
+        of `rng`, [32:34] the first IP ID."""
+        secret = self._secret
+        if secret is None:
+            secret = self._secret = self.kernel.vnet_secret(self.serial)
+        return secret
 
     @property
     def rng(self) -> random.Random:

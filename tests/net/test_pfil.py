@@ -191,3 +191,23 @@ def test_a_link_hook_that_drops_arp_cuts_the_host_off():
     pfil.unlink(r, "pfil_link_in", no_arp)
     assert r.pfil_link_in is None
     assert a.cmd("ping -c 1 -t 5 10.0.0.2").ok
+
+
+def test_link_hooks_follow_interfaces_that_move_and_never_show_in_flags():
+    k = Kernel(clock="virtual", seed=1)
+    a, b, c = k.create("a"), k.create("b"), k.create("c")
+    seen = []
+    pfil.link(c, "pfil_link_out", lambda f, ifp: seen.append(ifp.name) or f, name="count")
+    ea, eb = k.epair(a)
+    eb.move_to(b)
+    assert a.cmd("ifconfig epair0a 10.0.0.1/24 up").ok
+    assert b.cmd("ifconfig epair0b 10.0.0.2/24 up").ok
+    flags_before = a.cmd("ifconfig epair0a").output.split("flags=")[1].split("<")[0]
+    assert a.cmd("ping -c 1 10.0.0.2").ok and seen == []  # a has no hooks
+    ea.move_to(c)
+    assert c.cmd("ifconfig epair0a 10.0.0.1/24 up").ok
+    assert c.cmd("ping -c 1 10.0.0.2").ok and "epair0a" in seen  # c's hooks see it now
+    assert c.cmd("ifconfig epair0a").output.split("flags=")[1].split("<")[0] == flags_before
+    pfil.unlink(c, "pfil_link_out", c.pfil_link_out[0].fn)
+    seen.clear()
+    assert c.cmd("ping -c 1 10.0.0.2").ok and seen == []

@@ -27,7 +27,14 @@ from vimage.cli._util import (
     try_addr,
 )
 from vimage.net import ifnet as ifnet_mod
-from vimage.net.ifnet import FLAG_NAMES, IFF_PROMISC, IFF_RUNNING, MAX_MTU, MIN_MTU
+from vimage.net.ifnet import (
+    FLAG_NAMES,
+    IFF_LINK_HOOKS,
+    IFF_PROMISC,
+    IFF_RUNNING,
+    MAX_MTU,
+    MIN_MTU,
+)
 from vimage.netinet.in_ import in_add_addr, in_del_addr
 from vimage.wire.ipv4 import ntoa
 
@@ -111,7 +118,7 @@ def main(ctx: Context, argv: list[str]) -> int:
 # -- display --------------------------------------------------------------------------
 def flag_word(ifp: Ifnet) -> str:
     names = ",".join(name for bit, name in FLAG_NAMES if ifp.flags & bit)
-    value = ifp.flags | (_EPAIR_DRV_FLAG if ifp.kind == "epair" else 0)
+    value = (ifp.flags & ~IFF_LINK_HOOKS) | (_EPAIR_DRV_FLAG if ifp.kind == "epair" else 0)
     return f"flags={value:x}<{names}>"
 
 

@@ -25,7 +25,7 @@ def ether_input(ifp: Ifnet, frame: bytes) -> None:
         return
     if frame[:6] != ifp.mac and not frame[0] & 1 and not ifp.flags & ifnet.IFF_PROMISC:
         return  # unicast to another station
-    etype = frame[12:14]
+    etype = (frame[12] << 8) | frame[13]
     vnet = ifp.vnet
     handler = vnet.ethertypes.get(etype)
     if handler is None and (handler := protosw.late_ethertype(vnet, etype)) is None:

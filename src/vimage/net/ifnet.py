@@ -34,6 +34,10 @@ IFF_RUNNING = 0x40
 IFF_PROMISC = 0x100
 IFF_SIMPLEX = 0x800
 IFF_MULTICAST = 0x8000
+# vimage-private, never shown: the interface's vnet has link-layer pfil hooks, so the
+# data path tests one flag word for "up, and no hooks" (see Ifnet.sync_link_hooks)
+IFF_LINK_HOOKS = 0x40000000
+_UP_OR_HOOKS = IFF_UP | IFF_LINK_HOOKS
 
 FLAG_NAMES: tuple[tuple[int, str], ...] = (
     (IFF_UP, "UP"), (IFF_BROADCAST, "BROADCAST"), (IFF_LOOPBACK, "LOOPBACK"),
@@ -43,9 +47,8 @@ FLAG_NAMES: tuple[tuple[int, str], ...] = (
 
 # a looped packet's IP version -> the ethertype whose input takes it: IPv6 for 6, else
 # IPv4, whose input counts and drops a bad version as it always did
-_LOOP_TYPES: tuple[bytes, ...] = tuple(
-    (ETHERTYPE_IPV6 if v == 6 else ETHERTYPE_IP).to_bytes(2, "big") for v in range(16))
-_LOOP_EMPTY = ETHERTYPE_IP.to_bytes(2, "big")
+_LOOP_TYPES: tuple[int, ...] = tuple(ETHERTYPE_IPV6 if v == 6 else ETHERTYPE_IP for v in range(16))
+_LOOP_EMPTY = ETHERTYPE_IP
 
 LOOPBACK_MTU = 16384
 ETHER_MTU = 1500
@@ -123,6 +126,15 @@ class Ifnet:
         else:
             self.flags &= ~(IFF_UP | IFF_RUNNING)
 
+    def sync_link_hooks(self) -> None:
+        """Set IFF_LINK_HOOKS as the vnet's link-layer pfil points say (Ethernet only)."""
+        vnet = self.vnet
+        if self.mac is not None and self.flags and (
+                vnet.pfil_link_in is not None or vnet.pfil_link_out is not None):
+            self.flags |= IFF_LINK_HOOKS
+        else:
+            self.flags &= ~IFF_LINK_HOOKS
+
     # -- configuration API ----------------------------------------------------------
     def add_addr(self, cidr: str, broadcast: str | None = None, family: int = AF_INET) -> None:
         """Add an address given in its family's text form, 'a.b.c.d/len' for IPv4 (an
@@ -170,14 +182,16 @@ class Ifnet:
         driver's part is `transmit`, except that a frame for a peer (an epair without
         impairment, the hottest case) is queued here, saving a call per frame.
         """
-        if not self.flags & IFF_UP:
-            self.oqdrops += 1
-            return False
-        hooks = self.vnet.pfil_link_out
-        if hooks is not None and self.mac is not None:  # Ethernet frames only
-            frame = pfil.run(hooks, frame, self)  # type: ignore[assignment]
-            if frame is None:
-                return True  # taken by a hook, which counted it
+        flags = self.flags
+        if flags & _UP_OR_HOOKS != IFF_UP:  # down, or link hooks to run: one test for both
+            if not flags & IFF_UP:
+                self.oqdrops += 1
+                return False
+            hooks = self.vnet.pfil_link_out
+            if hooks is not None:
+                frame = pfil.run(hooks, frame, self)  # type: ignore[assignment]
+                if frame is None:
+                    return True  # taken by a hook, which counted it
         self.opackets += 1
         self.obytes += len(frame)
         if self.bpf is not None:  # captured once, on the way out
@@ -209,6 +223,7 @@ def _link(vnet: Vnet, ifp: Ifnet) -> None:
     vnet.next_ifindex += 1
     ifp.vnet = vnet
     vnet.ifaces[ifp.name] = ifp
+    ifp.sync_link_hooks()  # this vnet's link-layer pfil hooks, not the last one's
     vnet.kernel.ifnet_arrival(ifp)  # protocols (lo0's 127.0.0.1), then traces
 
 
@@ -249,7 +264,8 @@ class EtherIfnet(Ifnet):
     __slots__ = ()
 
     def input(self, frame: bytes) -> None:
-        if not self.flags & IFF_UP:
+        flags = self.flags
+        if not flags & IFF_UP:
             self.iqdrops += 1
             return
         self.ipackets += 1
@@ -257,13 +273,16 @@ class EtherIfnet(Ifnet):
         if self.bpf is not None:
             self.bpf.tap(frame, False)
         vnet = self.vnet
-        if vnet.pfil_link_in is not None:  # after the tap, as ether_input runs pfil
+        if flags & IFF_LINK_HOOKS and vnet.pfil_link_in is not None:  # after the tap
             frame = pfil.run(vnet.pfil_link_in, frame, self)  # type: ignore[assignment]
             if frame is None:
                 return
-        # the common case inline: a known ethertype (so 14 bytes at least), unicast to us
-        # from a unicast source
-        handler = vnet.ethertypes.get(frame[12:14])
+        # the common case inline: a known ethertype, unicast to us from a unicast source;
+        # the type as an int (no slice to allocate and hash), a runt left to ether_input
+        try:
+            handler = vnet.ethertypes.get((frame[12] << 8) | frame[13])
+        except IndexError:
+            handler = None
         if handler is not None and frame[:6] == self.mac and not frame[6] & 1:
             handler(self, frame[14:])
             return

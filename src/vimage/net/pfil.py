@@ -50,6 +50,7 @@ def link(owner: Any, head: str, fn: HookFn, *, order: int = ORDER_FIREWALL,
     merged = [*(hooks or ()), entry]
     merged.sort(key=lambda h: h.order)  # stable: equal orders keep the order of linking
     setattr(owner, head, tuple(merged))
+    _changed(owner, head)
 
 
 def unlink(owner: Any, head: str, fn: HookFn) -> bool:
@@ -59,7 +60,16 @@ def unlink(owner: Any, head: str, fn: HookFn) -> bool:
         return False
     left = tuple(h for h in hooks if h.fn is not fn)
     setattr(owner, head, left or None)
+    _changed(owner, head)
     return True
+
+
+def _changed(owner: Any, head: str) -> None:
+    """Tell an owner that caches what its points hold (`pfil_changed(head)`): a vnet marks
+    its interfaces so the link layer's data path tests one flag word."""
+    notify = getattr(owner, "pfil_changed", None)
+    if notify is not None:
+        notify(head)
 
 
 def run(hooks: tuple[Hook, ...], pkt: bytes, ifp: Ifnet | None) -> bytes | None:

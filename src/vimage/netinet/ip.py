@@ -104,7 +104,7 @@ class IpState:
         self.maxfragsperpacket = 16
         self.port_first = 10000
         self.port_last = 65535
-        self.ident = int.from_bytes(vnet.secret[32:34], "big")  # per vnet: Vnet.secret
+        self.ident = -1  # the first IP ID comes from Vnet.secret when first needed
         self.reass: Reassembler | None = None
         # protocol number -> bound input: the vnet's table once bound (see unclaimed)
         self.protox: Mapping[int, Callable[..., None]] = protosw.UNBOUND
@@ -321,8 +321,11 @@ class IpState:
 
     # -- output ------------------------------------------------------------------------
     def next_ident(self) -> int:
-        self.ident = (self.ident + 1) & 0xFFFF
-        return self.ident
+        ident = self.ident
+        if ident < 0:  # the first packet: start where the vnet's secret says
+            ident = int.from_bytes(self.vnet.secret[32:34], "big")
+        self.ident = ident = (ident + 1) & 0xFFFF
+        return ident
 
     def route_to(self, dst: int) -> Route:
         """The route used to reach `dst`, or OSError as ip_output would raise it."""

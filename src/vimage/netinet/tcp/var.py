@@ -378,9 +378,8 @@ class Tcb:
 class TcpState:
     """Per-vnet TCP: tunables, counters, listeners, connections and the syncache.
 
-    `input` and `ctlinput` are the protocol's entry points (the IP demultiplexer and
-    ICMP call them); they are tcp_input and tcp_ctlinput bound to this state, so a
-    segment pays no extra call on its way in.
+    The protocol switch binds tcp_input and tcp_ctlinput_quoted to this state (see
+    netinet/in_proto.py), so a segment pays no extra call on its way in.
     """
 
     __slots__ = (
@@ -388,7 +387,7 @@ class TcpState:
         "delacktime", "delayed_ack", "finwait2_timeout", "keepcnt", "keepidle",
         "keepinit", "keepintvl", "listeners", "minmss", "msl", "mssdflt", "path_mtu_discovery",
         "rcvbuf_max", "reass_maxqueuelen", "recvspace", "rexmit_initial", "rexmit_min",
-        "rexmit_slop", "rfc1323", "rst_on_sock_fail", "sack_enable", "secret", "sendspace",
+        "rexmit_slop", "rfc1323", "rst_on_sock_fail", "sack_enable", "sendspace",
         "stats", "syncache", "syncache_bucketlimit", "syncache_cachelimit", "syncache_count",
         "syncache_overflow", "syncache_rexmtlimit", "syncookies", "vnet"
     )
@@ -432,9 +431,14 @@ class TcpState:
         self.ack_war_cnt = 5
         self.path_mtu_discovery = 1
         self.reass_maxqueuelen = 100  # FreeBSD's default (tcp_reass.c)
-        self.secret = vnet.secret[:16]  # per vnet (RFC 6528)
 
     # -- the table --------------------------------------------------------------------------------
+    @property
+    def secret(self) -> bytes:
+        """The vnet's TCP key (RFC 6528): ISNs, SYN cookies, syncache hashing,
+        timestamp offsets."""
+        return self.vnet.secret[:16]
+
     def port_in_use(self, addr: int, port: int) -> bool:
         if any(t.laddr in (0, addr) or addr == 0 for t in self.listeners.get(port, ())):
             return True
