@@ -9,7 +9,7 @@ from vimage import protosw
 from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
 from vimage.sched import NS_PER_S
 from vimage.stats import counters
-from vimage.sysctl import Oid
+from vimage.sysctl import Oid, oids
 from vimage.wire import WireError
 from vimage.wire import icmp as wicmp
 from vimage.wire.ipv4 import PROTO_ICMP
@@ -20,14 +20,11 @@ if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
     from vimage.vnet import Vnet
 
-SYSCTLS: tuple[Oid, ...] = (
-    Oid("net.inet.icmp.icmplim", "icmp", "icmplim",
-        "Maximum number of ICMP responses per second (0 = unlimited)", 0, 2**31 - 1),
-    Oid("net.inet.icmp.bmcastecho", "icmp", "bmcastecho",
-        "Reply to ICMP echo sent to broadcast/multicast", 0, 1),
-    Oid("net.inet.icmp.quotelen", "icmp", "quotelen",
-        "Bytes of the original datagram after its header quoted in ICMP errors", 0, 548),
-)
+SYSCTLS: tuple[Oid, ...] = oids("net.inet.icmp", "icmp", (
+    ("icmplim", "Maximum number of ICMP responses per second (0 = unlimited)", 0, 2**31 - 1),
+    ("bmcastecho", "Reply to ICMP echo sent to broadcast/multicast", 0, 1),
+    ("quotelen", "Bytes of the original datagram after its header quoted in ICMP errors", 0, 548),
+))
 
 # netstat's histogram labels, indexed by ICMP type ("" = not shown)
 TYPE_NAMES: tuple[str, ...] = (

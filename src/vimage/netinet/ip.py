@@ -16,7 +16,7 @@ from vimage.netinet.in_ import INADDR_BROADCAST, source_for
 from vimage.netinet.reass import Reassembler, fragment
 from vimage.protosw import ANY
 from vimage.stats import counters
-from vimage.sysctl import Oid
+from vimage.sysctl import Oid, oids
 from vimage.wire import icmp as wicmp
 from vimage.wire.checksum import checksum
 from vimage.wire.ethernet import ETHERTYPE_IP_BYTES as ETH_IP
@@ -35,21 +35,15 @@ if TYPE_CHECKING:
     from vimage.netinet.in_ import InAddr
     from vimage.vnet import Vnet
 
-SYSCTLS: tuple[Oid, ...] = (
-    Oid("net.inet.ip.forwarding", "ip", "forwarding", "Enable IP forwarding between interfaces",
-        0, 1),
-    Oid("net.inet.ip.ttl", "ip", "ttl", "Maximum TTL on IP packets", 1, 255),
-    Oid("net.inet.ip.fragttl", "ip", "fragttl", "IP fragment life time on reassembly queue",
-        1, 3600),
-    Oid("net.inet.ip.maxfragpackets", "ip", "maxfragpackets",
-        "Maximum number of IPv4 fragment reassembly queue entries", 0, 2**20),
-    Oid("net.inet.ip.maxfragsperpacket", "ip", "maxfragsperpacket",
-        "Maximum number of IPv4 fragments allowed per packet", 1, 8192),
-    Oid("net.inet.ip.portrange.first", "ip", "port_first",
-        "First port of the ephemeral range", 1, 65535),
-    Oid("net.inet.ip.portrange.last", "ip", "port_last",
-        "Last port of the ephemeral range", 1, 65535),
-)
+SYSCTLS: tuple[Oid, ...] = oids("net.inet.ip", "ip", (
+    ("forwarding", "Enable IP forwarding between interfaces", 0, 1),
+    ("ttl", "Maximum TTL on IP packets", 1, 255),
+    ("fragttl", "IP fragment life time on reassembly queue", 1, 3600),
+    ("maxfragpackets", "Maximum number of IPv4 fragment reassembly queue entries", 0, 2**20),
+    ("maxfragsperpacket", "Maximum number of IPv4 fragments allowed per packet", 1, 8192),
+    ("portrange.first", "First port of the ephemeral range", 1, 65535),
+    ("portrange.last", "Last port of the ephemeral range", 1, 65535),
+), {"portrange.first": "port_first", "portrange.last": "port_last"})
 
 STAT_LINES: tuple[tuple[str, str], ...] = (
     ("total", "{} total packets received"),

@@ -10,7 +10,7 @@ from vimage.netinet.icmp import quoted_ports
 from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
 from vimage.netinet.in_pcb import PcbList
 from vimage.stats import counters
-from vimage.sysctl import Oid
+from vimage.sysctl import Oid, oids
 from vimage.wire import WireError
 from vimage.wire import icmp as wicmp
 from vimage.wire import udp as wudp
@@ -21,15 +21,12 @@ if TYPE_CHECKING:
     from vimage.socket.socket import Socket
     from vimage.vnet import Vnet
 
-SYSCTLS: tuple[Oid, ...] = (
-    Oid("net.inet.udp.checksum", "udp", "checksum", "Compute UDP checksums on output", 0, 1),
-    Oid("net.inet.udp.maxdgram", "udp", "maxdgram", "Maximum outgoing UDP datagram size",
-        1, 65535),
-    Oid("net.inet.udp.recvspace", "udp", "recvspace", "Maximum space for incoming UDP datagrams",
-        1, 2**26),
-    Oid("net.inet.udp.blackhole", "udp", "blackhole",
-        "Do not send port unreachables for refused connects", 0, 1),
-)
+SYSCTLS: tuple[Oid, ...] = oids("net.inet.udp", "udp", (
+    ("checksum", "Compute UDP checksums on output", 0, 1),
+    ("maxdgram", "Maximum outgoing UDP datagram size", 1, 65535),
+    ("recvspace", "Maximum space for incoming UDP datagrams", 1, 2**26),
+    ("blackhole", "Do not send port unreachables for refused connects", 0, 1),
+))
 
 STAT_LINES: tuple[tuple[str, str], ...] = (
     ("ipackets", "{} datagrams received"),
