@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from socket import AF_INET
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage import protosw
 from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
 from vimage.sched import NS_PER_S
-from vimage.stats import counters
+from vimage.stats import count_drop, counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import WireError
 from vimage.wire import icmp as wicmp
@@ -48,6 +49,9 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
     ("noroute", "{} no return routes"),
 )
 
+
+# a message the parser refuses: its WireError reason -> the counter ("" for any other)
+_PARSE_DROPS = MappingProxyType({"badsum": "checksum", "": "tooshort"})
 
 _IcmpCounters = counters("_IcmpCounters", tuple(name for name, _ in STAT_LINES))
 
@@ -102,10 +106,7 @@ class IcmpState:
         try:
             msg = wicmp.parse(memoryview(pkt)[hlen:])
         except WireError as exc:
-            if exc.reason == "badsum":
-                st.checksum += 1
-            else:
-                st.tooshort += 1
+            count_drop(st, exc.reason, _PARSE_DROPS)
             return
         if msg.type < len(st.inhist):
             st.inhist[msg.type] += 1

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import errno
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.icmp import quoted_ports
 from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
 from vimage.netinet.in_pcb import PcbList
-from vimage.stats import counters
+from vimage.stats import count_drop, counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import WireError
 from vimage.wire import icmp as wicmp
@@ -53,6 +54,9 @@ _CTL_ERRNO: tuple[tuple[int, int, int], ...] = (
     (wicmp.UNREACH, wicmp.UNREACH_NEEDFRAG, errno.EMSGSIZE),
 )
 
+
+# a datagram the parser refuses: its WireError reason -> the counter ("" for any other)
+_PARSE_DROPS = MappingProxyType({"badsum": "badsum", "badlen": "badlen", "": "hdrops"})
 
 UdpStats = counters("UdpStats", tuple(name for name, _ in STAT_LINES))
 
@@ -127,12 +131,7 @@ class UdpState:
         try:
             dgram = wudp.parse(memoryview(pkt)[hlen:], src, dst)
         except WireError as exc:
-            if exc.reason == "badsum":
-                st.badsum += 1
-            elif exc.reason == "badlen":
-                st.badlen += 1
-            else:
-                st.hdrops += 1
+            count_drop(st, exc.reason, _PARSE_DROPS)
             return
         if dgram.checksum == 0:
             st.nosum += 1
