@@ -30,6 +30,7 @@ from socket import (  # a vnet's socket takes the stdlib's constants
 )
 from socket import IPPROTO_ICMP as IPPROTO_ICMP  # re-exported for the tools
 from socket import MSG_TRUNC as MSG_TRUNC
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from vimage.netinet.in_ import INADDR_BROADCAST
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
     from vimage.vnet import Vnet
 
 SO_REUSEPORT = getattr(_std, "SO_REUSEPORT", 15)
+# the SOL_SOCKET options every vnet socket keeps as a flag of its own: option -> attribute
+REUSE_FLAGS = MappingProxyType({SO_REUSEADDR: "reuseaddr", SO_REUSEPORT: "reuseport"})
+_FLAGS = MappingProxyType({**REUSE_FLAGS, SO_BROADCAST: "broadcast"})
 # FreeBSD's IP_DONTFRAG (67); Linux has no such option, so vimage defines it.
 IP_DONTFRAG = 67
 
@@ -444,12 +448,8 @@ class Socket(TimeoutMixin, PollMixin):
         self._check_open()
         value = option_int(value)
         if level == SOL_SOCKET:
-            if option == SO_REUSEADDR:
-                self.reuseaddr = bool(value)
-            elif option == SO_REUSEPORT:
-                self.reuseport = bool(value)
-            elif option == SO_BROADCAST:
-                self.broadcast = bool(value)
+            if option in _FLAGS:
+                setattr(self, _FLAGS[option], bool(value))
             elif option == SO_RCVBUF:
                 self._set_buf("rcvbuf", value)
             elif option == SO_SNDBUF:
@@ -479,10 +479,9 @@ class Socket(TimeoutMixin, PollMixin):
 
     def getsockopt(self, level: int, option: int, buflen: int = 0) -> int:
         self._check_open()
+        if level == SOL_SOCKET and option in _FLAGS:
+            return int(getattr(self, _FLAGS[option]))
         table = {
-            (SOL_SOCKET, SO_REUSEADDR): int(self.reuseaddr),
-            (SOL_SOCKET, SO_REUSEPORT): int(self.reuseport),
-            (SOL_SOCKET, SO_BROADCAST): int(self.broadcast),
             (SOL_SOCKET, SO_RCVBUF): self.rcvbuf,
             (SOL_SOCKET, SO_SNDBUF): self.sndbuf,
             (SOL_SOCKET, SO_TYPE): self.type,

@@ -26,7 +26,6 @@ from socket import (  # a vnet's socket takes the stdlib's constants
     SO_KEEPALIVE,
     SO_LINGER,
     SO_RCVBUF,
-    SO_REUSEADDR,
     SO_SNDBUF,
     SO_TYPE,
     SOCK_STREAM,
@@ -49,7 +48,7 @@ from vimage.netinet.tcp.var import (
     Tcb,
 )
 from vimage.socket.socket import (
-    SO_REUSEPORT,
+    REUSE_FLAGS,
     PollMixin,
     TimeoutMixin,
     option_int,
@@ -388,10 +387,8 @@ class TcpSocket(TimeoutMixin, PollMixin):
             return
         value = option_int(value)
         if level == SOL_SOCKET:
-            if option == SO_REUSEADDR:
-                self.reuseaddr = bool(value)
-            elif option == SO_REUSEPORT:
-                self.reuseport = bool(value)
+            if option in REUSE_FLAGS:
+                setattr(self, REUSE_FLAGS[option], bool(value))
             elif option == SO_KEEPALIVE:
                 usrreq.set_keepalive(tcb, bool(value))
             elif option == SO_RCVBUF:
@@ -430,9 +427,9 @@ class TcpSocket(TimeoutMixin, PollMixin):
         if (level, option) == (SOL_SOCKET, SO_LINGER):
             raw = _LINGER.pack(int(tcb.linger is not None), tcb.linger or 0)
             return raw if buflen else int(tcb.linger is not None)
+        if level == SOL_SOCKET and option in REUSE_FLAGS:
+            return int(getattr(self, REUSE_FLAGS[option]))
         table = {
-            (SOL_SOCKET, SO_REUSEADDR): int(self.reuseaddr),
-            (SOL_SOCKET, SO_REUSEPORT): int(self.reuseport),
             (SOL_SOCKET, SO_KEEPALIVE): int(tcb.keepalive),
             (SOL_SOCKET, SO_RCVBUF): tcb.rcv_space,
             (SOL_SOCKET, SO_SNDBUF): tcb.snd_space,
