@@ -252,8 +252,6 @@ def test_a_forgotten_socket_gives_its_port_back(net):
 @pytest.mark.parametrize("option", [socket.SO_REUSEADDR, socket.SO_REUSEPORT])
 def test_reuse_flags_set_and_read_back(kind, option):
     """Both socket kinds keep SO_REUSEADDR and SO_REUSEPORT as their own flags."""
-    from vimage.kernel import Kernel
-
     s = Kernel(clock="virtual", seed=1).create("v").socket(socket.AF_INET, kind)
     assert s.getsockopt(socket.SOL_SOCKET, option) == 0
     s.setsockopt(socket.SOL_SOCKET, option, 1)
