@@ -7,6 +7,11 @@ for every protocol, so it has to be cheap.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 
 def counters(class_name: str, names: tuple[str, ...]) -> type:
     if not all(name.isidentifier() for name in names):
@@ -17,3 +22,10 @@ def counters(class_name: str, names: tuple[str, ...]) -> type:
     exec(body, namespace)
     return type(class_name, (), {"__slots__": names, "__init__": namespace["__init__"],
                                  "names": names})
+
+
+def count_drop(stats: object, reason: str, counter_of: Mapping[str, str]) -> None:
+    """Count a packet its parser refused (a WireError's `reason`) on the counter that
+    `counter_of` names for the reason, or on its "" entry for any other reason."""
+    name = counter_of.get(reason) or counter_of[""]
+    setattr(stats, name, getattr(stats, name) + 1)

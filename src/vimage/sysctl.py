@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
     from vimage.vnet import Vnet
 
 
@@ -23,6 +25,18 @@ class Oid(NamedTuple):
     lo: int = 0
     hi: int = 2**31 - 1
     choices: tuple[str, ...] = ()  # a string-valued OID takes one of these
+
+
+def oids(prefix: str, slot: str, rows: Iterable[tuple[str, str, int, int]],
+         attrs: Mapping[str, str] | None = None) -> tuple[Oid, ...]:
+    """The integer OIDs `prefix.<leaf>` of rows `(leaf, description, lo, hi)`, on `slot`.
+
+    A leaf's attribute is the leaf with its dots made underscores
+    (`syncache.rexmtlimit` -> `syncache_rexmtlimit`), unless `attrs` names another.
+    """
+    attrs = attrs or {}
+    return tuple(Oid(f"{prefix}.{leaf}", slot, attrs.get(leaf, leaf.replace(".", "_")), descr,
+                     lo, hi) for leaf, descr, lo, hi in rows)
 
 
 class SysctlError(LookupError):

@@ -122,3 +122,24 @@ def test_reassembly_limits():
         ifp.input(frame)
     assert (0x0A000009, 0x0A000001, 17, 99) not in a.ip.reass.queues
     assert a.ip.stats.reassembled == 0
+
+
+def test_later_fragments_carry_only_copied_options():
+    """RFC 791: the first fragment keeps every option, the others those with the copied
+    bit (here a loose source route, not the record route nor the NOP before it)."""
+    from vimage.netinet.reass import fragment
+
+    rr = b"\x07\x07\x04" + bytes(4)
+    lsrr = b"\x83\x07\x04" + bytes(4)
+    options = b"\x01" + rr + lsrr + b"\x00"  # 16 bytes
+    pkt = raw(IP(src="10.0.0.1", dst="10.0.0.2", options=[], proto=17) / (bytes(8) + bytes(600)))
+    pkt = bytearray(pkt)
+    pkt[0] = 0x40 | (20 + len(options)) >> 2
+    pkt[20:20] = options
+    pkt[2:4] = len(pkt).to_bytes(2, "big")
+    first, *later = fragment(bytes(pkt), 576)
+    assert first[20:36] == options
+    assert later
+    for frag in later:
+        assert frag[0] & 0x0F == 7  # 20 + 8: the source route padded to 4 bytes
+        assert frag[20:28] == lsrr + b"\x00"

@@ -246,3 +246,17 @@ def test_a_forgotten_socket_gives_its_port_back(net):
     again.bind(("", 9999))  # no EADDRINUSE
     b.socket(2, 2).sendto(b"x", ("10.0.0.1", 9999))
     assert again.recv(10) == b"x"
+
+
+@pytest.mark.parametrize("kind", [socket.SOCK_DGRAM, socket.SOCK_STREAM])
+@pytest.mark.parametrize("option", [socket.SO_REUSEADDR, socket.SO_REUSEPORT])
+def test_reuse_flags_set_and_read_back(kind, option):
+    """Both socket kinds keep SO_REUSEADDR and SO_REUSEPORT as their own flags."""
+    s = Kernel(clock="virtual", seed=1).create("v").socket(socket.AF_INET, kind)
+    assert s.getsockopt(socket.SOL_SOCKET, option) == 0
+    s.setsockopt(socket.SOL_SOCKET, option, 1)
+    assert s.getsockopt(socket.SOL_SOCKET, option) == 1
+    other = socket.SO_REUSEPORT if option == socket.SO_REUSEADDR else socket.SO_REUSEADDR
+    assert s.getsockopt(socket.SOL_SOCKET, other) == 0
+    s.setsockopt(socket.SOL_SOCKET, option, b"\x00\x00\x00\x00")
+    assert s.getsockopt(socket.SOL_SOCKET, option) == 0

@@ -436,3 +436,17 @@ def test_mask_to_prefix_noncontiguous(mask: str) -> None:
     with pytest.raises(WireError) as exc:
         ipv4.mask_to_prefix(ipv4.aton(mask))
     assert exc.value.reason == "badmask"
+
+
+@pytest.mark.parametrize(("options", "walked"), [
+    (b"", []),
+    (b"\x01\x01\x07\x07\x04" + bytes(4) + b"\x00\x07\x03\x04",  # NOP NOP RR EOL (then junk)
+     [(22, 7, 7)]),
+    (b"\x83\x03\x04\x01\x44\x04\x05\x00", [(20, 0x83, 3), (24, 0x44, 4)]),
+    (b"\x01\x07", [(21, 7, 0)]),  # no room for the length byte
+    (b"\x07\x01\x07\x03", [(20, 7, 0)]),  # a length below 2
+    (b"\x07\x03\x04\x44\x09\x00\x00\x00", [(20, 7, 3), (23, 0x44, 0)]),  # past the end
+])
+def test_walk_options(options: bytes, walked: list[tuple[int, int, int]]) -> None:
+    header = bytes(20) + options
+    assert list(ipv4.walk_options(header, 20, len(header))) == walked

@@ -10,7 +10,7 @@ from vimage.net.ether import ether_output
 from vimage.net.ifnet import IFF_SIMPLEX
 from vimage.sched import NS_PER_S, Timer
 from vimage.stats import counters
-from vimage.sysctl import Oid
+from vimage.sysctl import Oid, oids
 from vimage.wire import WireError
 from vimage.wire import arp as warp
 from vimage.wire.ethernet import BROADCAST
@@ -29,23 +29,17 @@ REACHABLE = 1
 DOWN = 2
 STATIC = 3
 
-SYSCTLS: tuple[Oid, ...] = (
-    Oid("net.link.ether.inet.max_age", "arp", "max_age",
-        "ARP entry lifetime in seconds", 1, 2**31 - 1),
-    Oid("net.link.ether.inet.maxtries", "arp", "maxtries",
-        "ARP resolution attempts before returning error", 1, 100),
-    Oid("net.link.ether.inet.maxhold", "arp", "maxhold",
-        "Number of packets to hold per ARP entry", 1, 10000),
-    Oid("net.link.ether.inet.wait", "arp", "wait",
-        "Incomplete ARP entry lifetime in seconds", 1, 3600),
-    Oid("net.link.ether.inet.host_down_time", "arp", "host_down_time",
-        "How long an unresolvable host is reported down, in seconds", 1, 3600),
-    Oid("net.link.ether.inet.max_entries", "arp", "max_entries",
-        "Maximum number of ARP entries per interface", 1, 2**20),
-    Oid("net.link.ether.inet.max_log_per_second", "arp", "max_log_per_second",
-        "Maximum number of remotely triggered ARP messages that can be logged per second",
-        0, 2**31 - 1),
-)
+SYSCTLS: tuple[Oid, ...] = oids("net.link.ether.inet", "arp", (
+    ("max_age", "ARP entry lifetime in seconds", 1, 2**31 - 1),
+    ("maxtries", "ARP resolution attempts before returning error", 1, 100),
+    ("maxhold", "Number of packets to hold per ARP entry", 1, 10000),
+    ("wait", "Incomplete ARP entry lifetime in seconds", 1, 3600),
+    ("host_down_time", "How long an unresolvable host is reported down, in seconds", 1, 3600),
+    ("max_entries", "Maximum number of ARP entries per interface", 1, 2**20),
+    ("max_log_per_second",
+     "Maximum number of remotely triggered ARP messages that can be logged per second",
+     0, 2**31 - 1),
+))
 
 STAT_LINES: tuple[tuple[str, str], ...] = (
     ("txrequests", "{} ARP requests sent"),

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from socket import AF_INET
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage import protosw
 from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
 from vimage.sched import NS_PER_S
-from vimage.stats import counters
-from vimage.sysctl import Oid
+from vimage.stats import count_drop, counters
+from vimage.sysctl import Oid, oids
 from vimage.wire import WireError
 from vimage.wire import icmp as wicmp
 from vimage.wire.ipv4 import PROTO_ICMP
@@ -20,14 +21,11 @@ if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
     from vimage.vnet import Vnet
 
-SYSCTLS: tuple[Oid, ...] = (
-    Oid("net.inet.icmp.icmplim", "icmp", "icmplim",
-        "Maximum number of ICMP responses per second (0 = unlimited)", 0, 2**31 - 1),
-    Oid("net.inet.icmp.bmcastecho", "icmp", "bmcastecho",
-        "Reply to ICMP echo sent to broadcast/multicast", 0, 1),
-    Oid("net.inet.icmp.quotelen", "icmp", "quotelen",
-        "Bytes of the original datagram after its header quoted in ICMP errors", 0, 548),
-)
+SYSCTLS: tuple[Oid, ...] = oids("net.inet.icmp", "icmp", (
+    ("icmplim", "Maximum number of ICMP responses per second (0 = unlimited)", 0, 2**31 - 1),
+    ("bmcastecho", "Reply to ICMP echo sent to broadcast/multicast", 0, 1),
+    ("quotelen", "Bytes of the original datagram after its header quoted in ICMP errors", 0, 548),
+))
 
 # netstat's histogram labels, indexed by ICMP type ("" = not shown)
 TYPE_NAMES: tuple[str, ...] = (
@@ -51,6 +49,9 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
     ("noroute", "{} no return routes"),
 )
 
+
+# a message the parser refuses: its WireError reason -> the counter ("" for any other)
+_PARSE_DROPS = MappingProxyType({"badsum": "checksum", "": "tooshort"})
 
 _IcmpCounters = counters("_IcmpCounters", tuple(name for name, _ in STAT_LINES))
 
@@ -105,10 +106,7 @@ class IcmpState:
         try:
             msg = wicmp.parse(memoryview(pkt)[hlen:])
         except WireError as exc:
-            if exc.reason == "badsum":
-                st.checksum += 1
-            else:
-                st.tooshort += 1
+            count_drop(st, exc.reason, _PARSE_DROPS)
             return
         if msg.type < len(st.inhist):
             st.inhist[msg.type] += 1

@@ -16,11 +16,11 @@ from vimage.netinet.in_ import INADDR_BROADCAST, source_for
 from vimage.netinet.reass import Reassembler, fragment
 from vimage.protosw import ANY
 from vimage.stats import counters
-from vimage.sysctl import Oid
+from vimage.sysctl import Oid, oids
 from vimage.wire import icmp as wicmp
 from vimage.wire.checksum import checksum
 from vimage.wire.ethernet import ETHERTYPE_IP_BYTES as ETH_IP
-from vimage.wire.ipv4 import FLAG_DF, HEADER, OFFMASK
+from vimage.wire.ipv4 import FLAG_DF, HEADER, OFFMASK, walk_options
 
 # bound once: attribute lookups cost more than the work on a 20-byte header
 _from_bytes = int.from_bytes
@@ -35,21 +35,15 @@ if TYPE_CHECKING:
     from vimage.netinet.in_ import InAddr
     from vimage.vnet import Vnet
 
-SYSCTLS: tuple[Oid, ...] = (
-    Oid("net.inet.ip.forwarding", "ip", "forwarding", "Enable IP forwarding between interfaces",
-        0, 1),
-    Oid("net.inet.ip.ttl", "ip", "ttl", "Maximum TTL on IP packets", 1, 255),
-    Oid("net.inet.ip.fragttl", "ip", "fragttl", "IP fragment life time on reassembly queue",
-        1, 3600),
-    Oid("net.inet.ip.maxfragpackets", "ip", "maxfragpackets",
-        "Maximum number of IPv4 fragment reassembly queue entries", 0, 2**20),
-    Oid("net.inet.ip.maxfragsperpacket", "ip", "maxfragsperpacket",
-        "Maximum number of IPv4 fragments allowed per packet", 1, 8192),
-    Oid("net.inet.ip.portrange.first", "ip", "port_first",
-        "First port of the ephemeral range", 1, 65535),
-    Oid("net.inet.ip.portrange.last", "ip", "port_last",
-        "Last port of the ephemeral range", 1, 65535),
-)
+SYSCTLS: tuple[Oid, ...] = oids("net.inet.ip", "ip", (
+    ("forwarding", "Enable IP forwarding between interfaces", 0, 1),
+    ("ttl", "Maximum TTL on IP packets", 1, 255),
+    ("fragttl", "IP fragment life time on reassembly queue", 1, 3600),
+    ("maxfragpackets", "Maximum number of IPv4 fragment reassembly queue entries", 0, 2**20),
+    ("maxfragsperpacket", "Maximum number of IPv4 fragments allowed per packet", 1, 8192),
+    ("portrange.first", "First port of the ephemeral range", 1, 65535),
+    ("portrange.last", "Last port of the ephemeral range", 1, 65535),
+), {"portrange.first": "port_first", "portrange.last": "port_last"})
 
 STAT_LINES: tuple[tuple[str, str], ...] = (
     ("total", "{} total packets received"),
@@ -436,26 +430,10 @@ class IpState:
 
 def options_ok(pkt: bytes, hlen: int) -> bool:
     """Walk the options (RFC 791): every length must be sane and inside the header."""
-    i = 20
-    while i < hlen:
-        kind = pkt[i]
-        if kind == 0:  # end of option list
-            return True
-        if kind == 1:  # no-operation
-            i += 1
-            continue
-        if i + 1 >= hlen:
-            return False
-        length = pkt[i + 1]
-        if length < 2 or i + length > hlen:
-            return False
-        i += length
-    return True
+    return all(length for _, _, length in walk_options(pkt, 20, hlen))
 
 
 # option kinds and timestamp flags (RFC 791; FreeBSD netinet/ip.h)
-OPT_EOL = 0
-OPT_NOP = 1
 OPT_RR = 7  # record route
 OPT_TS = 68  # internet timestamp
 OPT_LSRR = 131  # loose source and record route
@@ -478,18 +456,8 @@ def check_options(pkt: bytes, hlen: int) -> int | None:
     SRCRT_END for the first source route option (the caller refuses it). Reads stay
     inside the header whatever its bytes are.
     """
-    i = 20
-    while i < hlen:
-        opt = pkt[i]
-        if opt == OPT_EOL:
-            break
-        if opt == OPT_NOP:
-            i += 1
-            continue
-        if hlen - i < 2:
-            return i + 1  # no room for the length byte
-        optlen = pkt[i + 1]
-        if optlen < 2 or optlen > hlen - i:
+    for i, opt, optlen in walk_options(pkt, 20, hlen):
+        if not optlen:  # no room for the length byte, or a length that does not fit
             return i + 1
         if opt == OPT_RR:  # (a full one is passed on unchanged)
             if optlen < 3 or pkt[i + 2] < IPOPT_MINOFF:
@@ -505,7 +473,6 @@ def check_options(pkt: bytes, hlen: int) -> int | None:
             if off < IPOPT_MINOFF:
                 return i + 2
             return SRCRT_END if off - 1 > optlen - 4 else SRCRT_ON_WAY
-        i += optlen
     return None
 
 
@@ -539,15 +506,7 @@ def stamp_options(pkt: bytes, hlen: int, here: int, now_ms: int,
     overflow, a prespecified timestamp is written only for one of our addresses.
     """
     header = bytearray(pkt[:hlen])
-    i = 20
-    while i < hlen:
-        kind = header[i]
-        if kind == OPT_EOL:
-            break
-        if kind == OPT_NOP:
-            i += 1
-            continue
-        length = header[i + 1]
+    for i, kind, length in walk_options(header, 20, hlen):
         if kind == OPT_RR:
             ptr = header[i + 2]
             if ptr - 1 <= length - 4:  # a free slot: write our address there
@@ -555,7 +514,6 @@ def stamp_options(pkt: bytes, hlen: int, here: int, now_ms: int,
                 header[i + 2] = ptr + 4
         elif kind == OPT_TS:
             _stamp_timestamp(header, i, length, here, now_ms, local)
-        i += length
     return header
 
 

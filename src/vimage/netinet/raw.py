@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from vimage.netinet.in_pcb import PcbList
 from vimage.netinet.ip import options_ok
-from vimage.sysctl import Oid
+from vimage.sysctl import Oid, oids
 from vimage.wire.checksum import checksum
 from vimage.wire.ipv4 import HEADER
 
@@ -16,12 +16,10 @@ if TYPE_CHECKING:
     from vimage.socket.socket import Socket
     from vimage.vnet import Vnet
 
-SYSCTLS: tuple[Oid, ...] = (
-    Oid("net.inet.raw.maxdgram", "raw", "maxdgram", "Maximum outgoing raw IP datagram size",
-        1, 65535),
-    Oid("net.inet.raw.recvspace", "raw", "recvspace", "Maximum space for incoming raw IP datagrams",
-        1, 2**26),
-)
+SYSCTLS: tuple[Oid, ...] = oids("net.inet.raw", "raw", (
+    ("maxdgram", "Maximum outgoing raw IP datagram size", 1, 65535),
+    ("recvspace", "Maximum space for incoming raw IP datagrams", 1, 2**26),
+))
 
 
 class RawState:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from vimage.sched import NS_PER_S, Timer
 from vimage.wire.checksum import checksum
+from vimage.wire.ipv4 import walk_options
 
 if TYPE_CHECKING:
     from vimage.netinet.ip import IpState
@@ -24,23 +25,11 @@ def _checksummed(header: bytearray) -> bytes:
 
 def _copied_options(pkt: bytes, hlen: int) -> bytes:
     """Options with the 'copied' bit, which every fragment carries (RFC 791)."""
-    out = bytearray()
-    i = 20
-    while i < hlen:
-        kind = pkt[i]
-        if kind == 0:
-            break
-        if kind == 1:
-            i += 1
-            continue
-        length = pkt[i + 1] if i + 1 < hlen else 0
-        if length < 2 or i + length > hlen:
-            break  # malformed (only a raw IP_HDRINCL sender can get here): copy no more
-        if kind & 0x80:
-            out += pkt[i:i + length]
-        i += length
-    out += b"\x00" * (-len(out) % 4)
-    return bytes(out)
+    # a malformed length (only a raw IP_HDRINCL sender can get here) comes as 0 and ends
+    # the walk: nothing more is copied
+    out = b"".join(pkt[i:i + length] for i, kind, length in walk_options(pkt, 20, hlen)
+                   if kind & 0x80)
+    return out + b"\x00" * (-len(out) % 4)
 
 
 def fragment(pkt: bytes, mtu: int) -> list[bytes]:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import errno
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.icmp import quoted_ports
 from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
 from vimage.netinet.in_pcb import PcbList
-from vimage.stats import counters
-from vimage.sysctl import Oid
+from vimage.stats import count_drop, counters
+from vimage.sysctl import Oid, oids
 from vimage.wire import WireError
 from vimage.wire import icmp as wicmp
 from vimage.wire import udp as wudp
@@ -21,15 +22,12 @@ if TYPE_CHECKING:
     from vimage.socket.socket import Socket
     from vimage.vnet import Vnet
 
-SYSCTLS: tuple[Oid, ...] = (
-    Oid("net.inet.udp.checksum", "udp", "checksum", "Compute UDP checksums on output", 0, 1),
-    Oid("net.inet.udp.maxdgram", "udp", "maxdgram", "Maximum outgoing UDP datagram size",
-        1, 65535),
-    Oid("net.inet.udp.recvspace", "udp", "recvspace", "Maximum space for incoming UDP datagrams",
-        1, 2**26),
-    Oid("net.inet.udp.blackhole", "udp", "blackhole",
-        "Do not send port unreachables for refused connects", 0, 1),
-)
+SYSCTLS: tuple[Oid, ...] = oids("net.inet.udp", "udp", (
+    ("checksum", "Compute UDP checksums on output", 0, 1),
+    ("maxdgram", "Maximum outgoing UDP datagram size", 1, 65535),
+    ("recvspace", "Maximum space for incoming UDP datagrams", 1, 2**26),
+    ("blackhole", "Do not send port unreachables for refused connects", 0, 1),
+))
 
 STAT_LINES: tuple[tuple[str, str], ...] = (
     ("ipackets", "{} datagrams received"),
@@ -56,6 +54,9 @@ _CTL_ERRNO: tuple[tuple[int, int, int], ...] = (
     (wicmp.UNREACH, wicmp.UNREACH_NEEDFRAG, errno.EMSGSIZE),
 )
 
+
+# a datagram the parser refuses: its WireError reason -> the counter ("" for any other)
+_PARSE_DROPS = MappingProxyType({"badsum": "badsum", "badlen": "badlen", "": "hdrops"})
 
 UdpStats = counters("UdpStats", tuple(name for name, _ in STAT_LINES))
 
@@ -130,12 +131,7 @@ class UdpState:
         try:
             dgram = wudp.parse(memoryview(pkt)[hlen:], src, dst)
         except WireError as exc:
-            if exc.reason == "badsum":
-                st.badsum += 1
-            elif exc.reason == "badlen":
-                st.badlen += 1
-            else:
-                st.hdrops += 1
+            count_drop(st, exc.reason, _PARSE_DROPS)
             return
         if dgram.checksum == 0:
             st.nosum += 1

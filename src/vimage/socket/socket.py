@@ -7,6 +7,30 @@ import io
 import os
 import socket as _std
 from collections import deque
+from socket import (  # a vnet's socket takes the stdlib's constants
+    AF_INET,
+    IP_HDRINCL,
+    IP_TOS,
+    IP_TTL,
+    IPPROTO_IP,
+    IPPROTO_RAW,
+    IPPROTO_UDP,
+    MSG_DONTWAIT,
+    MSG_PEEK,
+    SO_BROADCAST,
+    SO_ERROR,
+    SO_RCVBUF,
+    SO_REUSEADDR,
+    SO_SNDBUF,
+    SO_TYPE,
+    SOCK_DGRAM,
+    SOCK_RAW,
+    SOCK_STREAM,
+    SOL_SOCKET,
+)
+from socket import IPPROTO_ICMP as IPPROTO_ICMP  # re-exported for the tools
+from socket import MSG_TRUNC as MSG_TRUNC
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from vimage.netinet.in_ import INADDR_BROADCAST
@@ -15,30 +39,12 @@ from vimage.wire import WireError, ipv4
 if TYPE_CHECKING:
     from vimage.vnet import Vnet
 
-AF_INET = _std.AF_INET
-SOCK_DGRAM = _std.SOCK_DGRAM
-SOCK_RAW = _std.SOCK_RAW
-SOCK_STREAM = _std.SOCK_STREAM
-SOL_SOCKET = _std.SOL_SOCKET
-IPPROTO_IP = _std.IPPROTO_IP
-IPPROTO_ICMP = _std.IPPROTO_ICMP
-IPPROTO_UDP = _std.IPPROTO_UDP
-IPPROTO_RAW = _std.IPPROTO_RAW
-SO_REUSEADDR = _std.SO_REUSEADDR
 SO_REUSEPORT = getattr(_std, "SO_REUSEPORT", 15)
-SO_BROADCAST = _std.SO_BROADCAST
-SO_RCVBUF = _std.SO_RCVBUF
-SO_SNDBUF = _std.SO_SNDBUF
-SO_ERROR = _std.SO_ERROR
-SO_TYPE = _std.SO_TYPE
-IP_TTL = _std.IP_TTL
-IP_TOS = _std.IP_TOS
-IP_HDRINCL = _std.IP_HDRINCL
+# the SOL_SOCKET options every vnet socket keeps as a flag of its own: option -> attribute
+REUSE_FLAGS = MappingProxyType({SO_REUSEADDR: "reuseaddr", SO_REUSEPORT: "reuseport"})
+_FLAGS = MappingProxyType({**REUSE_FLAGS, SO_BROADCAST: "broadcast"})
 # FreeBSD's IP_DONTFRAG (67); Linux has no such option, so vimage defines it.
 IP_DONTFRAG = 67
-MSG_PEEK = _std.MSG_PEEK
-MSG_DONTWAIT = _std.MSG_DONTWAIT
-MSG_TRUNC = _std.MSG_TRUNC
 
 
 def parse_host(host: Any) -> int:
@@ -442,12 +448,8 @@ class Socket(TimeoutMixin, PollMixin):
         self._check_open()
         value = option_int(value)
         if level == SOL_SOCKET:
-            if option == SO_REUSEADDR:
-                self.reuseaddr = bool(value)
-            elif option == SO_REUSEPORT:
-                self.reuseport = bool(value)
-            elif option == SO_BROADCAST:
-                self.broadcast = bool(value)
+            if option in _FLAGS:
+                setattr(self, _FLAGS[option], bool(value))
             elif option == SO_RCVBUF:
                 self._set_buf("rcvbuf", value)
             elif option == SO_SNDBUF:
@@ -477,10 +479,9 @@ class Socket(TimeoutMixin, PollMixin):
 
     def getsockopt(self, level: int, option: int, buflen: int = 0) -> int:
         self._check_open()
+        if level == SOL_SOCKET and option in _FLAGS:
+            return int(getattr(self, _FLAGS[option]))
         table = {
-            (SOL_SOCKET, SO_REUSEADDR): int(self.reuseaddr),
-            (SOL_SOCKET, SO_REUSEPORT): int(self.reuseport),
-            (SOL_SOCKET, SO_BROADCAST): int(self.broadcast),
             (SOL_SOCKET, SO_RCVBUF): self.rcvbuf,
             (SOL_SOCKET, SO_SNDBUF): self.sndbuf,
             (SOL_SOCKET, SO_TYPE): self.type,

@@ -11,6 +11,28 @@ import errno
 import os
 import socket as _std
 import struct
+from socket import (  # a vnet's socket takes the stdlib's constants
+    IP_TOS,
+    IP_TTL,
+    IPPROTO_IP,
+    IPPROTO_TCP,
+    MSG_DONTWAIT,
+    MSG_PEEK,
+    SHUT_RD,
+    SHUT_RDWR,
+    SHUT_WR,
+    SO_BROADCAST,
+    SO_ERROR,
+    SO_KEEPALIVE,
+    SO_LINGER,
+    SO_RCVBUF,
+    SO_SNDBUF,
+    SO_TYPE,
+    SOCK_STREAM,
+    SOL_SOCKET,
+    TCP_MAXSEG,
+    TCP_NODELAY,
+)
 from typing import TYPE_CHECKING, Any
 
 from vimage.netinet.tcp import usrreq
@@ -26,18 +48,7 @@ from vimage.netinet.tcp.var import (
     Tcb,
 )
 from vimage.socket.socket import (
-    IP_TOS,
-    IP_TTL,
-    IPPROTO_IP,
-    SO_BROADCAST,
-    SO_ERROR,
-    SO_RCVBUF,
-    SO_REUSEADDR,
-    SO_REUSEPORT,
-    SO_SNDBUF,
-    SO_TYPE,
-    SOCK_STREAM,
-    SOL_SOCKET,
+    REUSE_FLAGS,
     PollMixin,
     TimeoutMixin,
     option_int,
@@ -48,15 +59,7 @@ from vimage.wire import ipv4
 if TYPE_CHECKING:
     from vimage.vnet import Vnet
 
-IPPROTO_TCP = _std.IPPROTO_TCP
-TCP_NODELAY = _std.TCP_NODELAY
-TCP_MAXSEG = _std.TCP_MAXSEG
-SO_KEEPALIVE = _std.SO_KEEPALIVE
-SO_LINGER = _std.SO_LINGER
 SO_ACCEPTCONN = getattr(_std, "SO_ACCEPTCONN", 30)
-SHUT_RD, SHUT_WR, SHUT_RDWR = _std.SHUT_RD, _std.SHUT_WR, _std.SHUT_RDWR
-MSG_PEEK = _std.MSG_PEEK
-MSG_DONTWAIT = _std.MSG_DONTWAIT
 _LINGER = struct.Struct("ii")
 _FIN_ACKED = frozenset({FIN_WAIT_2, TIME_WAIT, CLOSED})  # nothing of ours is unacknowledged
 
@@ -384,10 +387,8 @@ class TcpSocket(TimeoutMixin, PollMixin):
             return
         value = option_int(value)
         if level == SOL_SOCKET:
-            if option == SO_REUSEADDR:
-                self.reuseaddr = bool(value)
-            elif option == SO_REUSEPORT:
-                self.reuseport = bool(value)
+            if option in REUSE_FLAGS:
+                setattr(self, REUSE_FLAGS[option], bool(value))
             elif option == SO_KEEPALIVE:
                 usrreq.set_keepalive(tcb, bool(value))
             elif option == SO_RCVBUF:
@@ -426,9 +427,9 @@ class TcpSocket(TimeoutMixin, PollMixin):
         if (level, option) == (SOL_SOCKET, SO_LINGER):
             raw = _LINGER.pack(int(tcb.linger is not None), tcb.linger or 0)
             return raw if buflen else int(tcb.linger is not None)
+        if level == SOL_SOCKET and option in REUSE_FLAGS:
+            return int(getattr(self, REUSE_FLAGS[option]))
         table = {
-            (SOL_SOCKET, SO_REUSEADDR): int(self.reuseaddr),
-            (SOL_SOCKET, SO_REUSEPORT): int(self.reuseport),
             (SOL_SOCKET, SO_KEEPALIVE): int(tcb.keepalive),
             (SOL_SOCKET, SO_RCVBUF): tcb.rcv_space,
             (SOL_SOCKET, SO_SNDBUF): tcb.snd_space,

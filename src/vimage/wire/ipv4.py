@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vimage.wire import checksum as _cksum
 from vimage.wire._common import Buffer, WireError, as_view
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 INADDR_ANY = 0
 INADDR_BROADCAST = 0xFFFFFFFF
@@ -223,6 +226,30 @@ def build(src: int, dst: int, proto: int, payload: Buffer, **header: Any) -> byt
     """Emit a complete IPv4 packet; ``header`` takes `build_header`'s keywords (ttl, tos,
     ident, flags_frag, options)."""
     return b"".join((build_header(src, dst, proto, len(payload), **header), payload))
+
+
+def walk_options(buf: Buffer, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(offset, kind, length) of each option in `buf[start:end]` but the NOPs, up to an EOL.
+
+    The option list of RFC 791 section 3.1, which TCP's shares (RFC 9293 section 3.1):
+    kind 0 ends it, kind 1 is a byte of padding, any other kind is followed by its length,
+    both bytes counted. A length that does not fit (no length byte, less than 2, past
+    `end`) is yielded as 0 and ends the walk, so a reader never leaves `buf[:end]`.
+    """
+    i = start
+    while i < end:
+        kind = buf[i]
+        if kind == 0:
+            return
+        if kind == 1:
+            i += 1
+            continue
+        length = buf[i + 1] if end - i > 1 else 0
+        if not 2 <= length <= end - i:
+            yield i, kind, 0
+            return
+        yield i, kind, length
+        i += length
 
 
 def aton(text: str) -> int:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from vimage.wire import checksum as _cksum
 from vimage.wire._common import Buffer, WireError, as_view
-from vimage.wire.ipv4 import PROTO_TCP
+from vimage.wire.ipv4 import PROTO_TCP, walk_options
 
 HEADER = struct.Struct("!HHIIBBHHH")
 HEADER_LEN = 20
@@ -104,19 +104,9 @@ def parse_options(buf: Buffer) -> TcpOptions:
     mss = wscale = ts = None
     sack_perm = False
     sack: tuple[tuple[int, int], ...] = ()
-    pos = 0
-    while pos < end:
-        kind = data[pos]
-        if kind == OPT_EOL:
-            break
-        if kind == OPT_NOP:
-            pos += 1
-            continue
-        if pos + 1 >= end:
-            raise _badopt(f"option {kind} has no length byte")
-        length = data[pos + 1]
-        if length < 2 or pos + length > end:
-            raise _badopt(f"option {kind} length {length} at offset {pos} of {end}")
+    for pos, kind, length in walk_options(data, 0, end):
+        if not length:
+            raise _badopt(f"option {kind} at offset {pos} of {end}: its length does not fit")
         if kind == OPT_MSS:
             if length != 4:
                 raise _badopt(f"mss length {length}")
@@ -139,7 +129,6 @@ def parse_options(buf: Buffer) -> TcpOptions:
                 raise _badopt(f"sack length {length}")
             edges = _SACK_EDGES[blocks].unpack_from(data, pos + 2)
             sack = tuple(zip(edges[::2], edges[1::2], strict=True))
-        pos += length
     return TcpOptions(mss, wscale, sack_perm, sack, ts)
 
 

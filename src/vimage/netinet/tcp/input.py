@@ -10,6 +10,7 @@ segment goes on to the next one.
 from __future__ import annotations
 
 import errno
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.netinet.in_ import INADDR_BROADCAST
@@ -49,12 +50,16 @@ from vimage.netinet.tcp.var import (
     SYN_SENT,
     TIME_WAIT,
 )
+from vimage.stats import count_drop
 from vimage.wire import WireError
 from vimage.wire import tcp as wtcp
 
 if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
     from vimage.netinet.tcp.var import Tcb, TcpState
+
+# a segment the parser refuses: its WireError reason -> the counter ("" for any other)
+_PARSE_DROPS = MappingProxyType({"badsum": "rcvbadsum", "tooshort": "rcvshort", "": "rcvbadoff"})
 
 
 def tcp_input(tcp: TcpState, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: int) -> None:
@@ -65,12 +70,7 @@ def tcp_input(tcp: TcpState, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: i
     try:
         seg = wtcp.parse(memoryview(pkt)[hlen:], src, dst)
     except WireError as exc:
-        if exc.reason == "badsum":
-            st.rcvbadsum += 1
-        elif exc.reason == "tooshort":
-            st.rcvshort += 1
-        else:
-            st.rcvbadoff += 1
+        count_drop(st, exc.reason, _PARSE_DROPS)
         return
     if dst >> 28 == 0xE or dst == INADDR_BROADCAST or dst in tcp.vnet.ip.bcast:
         return  # TCP is unicast only (multicast, broadcast)
