@@ -269,3 +269,46 @@ def test_services_are_one_per_kernel() -> None:
     k.destroy(v)
     assert svc.arrived == ["lo0", "epair0a", "epair0b"] and svc.gone == ["v"]
     assert Kernel(clock="virtual").service(Counter) is not svc
+
+
+class LinkCounter:
+    """A link-layer protocol on a local experimental ethertype: counts what it gets."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def input(self, ifp: object, payload: bytes) -> None:
+        self.frames.append(payload)
+
+
+def _counter_attach(vnet: Vnet) -> None:
+    vnet.lcount = LinkCounter()  # type: ignore[attr-defined]
+
+
+def _counter_detach(vnet: Vnet) -> None:
+    del vnet.lcount  # type: ignore[attr-defined]
+
+
+LCOUNT = Protocol("lcount", 67, "lcount", _counter_attach, _counter_detach,
+                  ethertype=0x88B5, input=LinkCounter.input)
+
+
+def test_an_ethertype_beside_ipv4_and_the_first_type_fast_path() -> None:
+    """A registered ethertype is reached through the table; IPv4, the first ethertype in
+    protocol order, keeps the fast entry; unregistering a type leaves nothing behind."""
+    k = Kernel(clock="virtual", seed=1)
+    a, b = k.create("a"), k.create("b")
+    ea, eb = k.epair(a)
+    eb.move_to(b)
+    ea.set_up(True)
+    eb.set_up(True)
+    k.register(LCOUNT)
+    ea.output(eb.mac + ea.mac + b"\x88\xb5" + b"hello".ljust(46, b"\0"))
+    k.run(0.01)
+    assert [f[:5] for f in b.lcount.frames] == [b"hello"]  # type: ignore[attr-defined]
+    assert b.ether_fast_type == b"\x08\x00" and b.ethertypes[0x88B5].__self__ is b.lcount
+    k.unregister("lcount")
+    assert 0x88B5 not in b.ethertypes and b.ether_fast_type == b"\x08\x00"
+    ea.output(eb.mac + ea.mac + b"\x88\xb5" + bytes(46))
+    k.run(0.01)
+    assert eb.iqdrops == 1  # an unknown type now, counted and dropped

@@ -182,6 +182,9 @@ def _bind(vnet: Vnet, proto: Protocol) -> None:
             vnet.inputs.setdefault(proto.domain, {})[proto.protocol] = bound
         if proto.ethertype is not None:
             vnet.ethertypes[proto.ethertype] = bound  # type: ignore[index]
+            if vnet.ether_fast is None:  # the first ethertype in protocol order
+                vnet.ether_fast_type = proto.ethertype.to_bytes(2, "big")
+                vnet.ether_fast = bound
     if proto.ctlinput is not None and proto.protocol is not None:
         vnet.ctlinputs.setdefault(proto.domain, {})[proto.protocol] = MethodType(
             proto.ctlinput, state)
@@ -195,6 +198,10 @@ def detach(vnet: Vnet, proto: Protocol) -> None:
             vnet.ctlinputs.get(proto.domain, {}).pop(proto.protocol, None)
         if proto.ethertype is not None:
             vnet.ethertypes.pop(proto.ethertype, None)  # type: ignore
+            if vnet.ether_fast_type == proto.ethertype.to_bytes(2, "big"):
+                first = next(iter(vnet.ethertypes.items()), None)
+                vnet.ether_fast_type = b"" if first is None else first[0].to_bytes(2, "big")
+                vnet.ether_fast = None if first is None else first[1]
     if proto.detach is not None:
         proto.detach(vnet)
 

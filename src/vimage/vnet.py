@@ -53,6 +53,8 @@ class Vnet:
         "arp",
         "children",
         "ctlinputs",
+        "ether_fast",
+        "ether_fast_type",
         "ethertypes",
         "hosts",
         "icmp",
@@ -93,6 +95,10 @@ class Vnet:
         self.inputs: dict[int, dict[int, Callable[..., None]]] | None = None
         self.ctlinputs: dict[int, dict[int, Callable[..., None]]] | None = None
         self.ethertypes: Mapping[int, Callable[..., None]] = protosw.UNBOUND
+        # the first ethertype in protocol order (IPv4 in the standard set) and its input,
+        # tested by Ethernet input before the table: a bytes compare, no hash per frame
+        self.ether_fast_type = b""
+        self.ether_fast: Callable[..., None] | None = None
         # the link layer's pfil hook points (vimage.net.pfil; FreeBSD's "ethernet" head):
         # every Ethernet frame received / about to be sent by this vnet's interfaces
         self.pfil_link_in: tuple[Any, ...] | None = None

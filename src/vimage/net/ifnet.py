@@ -277,14 +277,10 @@ class EtherIfnet(Ifnet):
             frame = pfil.run(vnet.pfil_link_in, frame, self)  # type: ignore[assignment]
             if frame is None:
                 return
-        # the common case inline: a known ethertype, unicast to us from a unicast source;
-        # the type as an int (no slice to allocate and hash), a runt left to ether_input
-        try:
-            handler = vnet.ethertypes.get((frame[12] << 8) | frame[13])
-        except IndexError:
-            handler = None
-        if handler is not None and frame[:6] == self.mac and not frame[6] & 1:
-            handler(self, frame[14:])
+        # the common case inline: the vnet's first ethertype (IPv4), unicast to us from a
+        # unicast source; everything else (and a vnet's first frame) goes through the table
+        if frame[12:14] == vnet.ether_fast_type and frame[:6] == self.mac and not frame[6] & 1:
+            vnet.ether_fast(self, frame[14:])  # type: ignore[misc]
             return
         ether.ether_input(self, frame)
 
