@@ -254,13 +254,18 @@ def make_socket_class(channel: Channel, real: type) -> type:
                 head = real.recv(self, DGRAM_HEADER.size, _socket.MSG_PEEK | _socket.MSG_DONTWAIT)
             except BlockingIOError:  # another thread took it
                 return
+            except ConnectionResetError:  # the daemon closed its end with ours unread
+                raise _gone() from None
             if len(head) == DGRAM_HEADER.size and head[0] == DGRAM_ERROR:
                 real.recv(self, DGRAM_HEADER.size, _socket.MSG_DONTWAIT)  # taken: cleared
                 err = DGRAM_HEADER.unpack(head)[2]
                 raise OSError(err, os.strerror(err))
 
         def _recv_dgram(self, bufsize: int, flags: int) -> tuple[bytes, tuple[str, int]]:
-            message = real.recv(self, max(bufsize, 0) + DGRAM_HEADER.size, flags)
+            try:
+                message = real.recv(self, max(bufsize, 0) + DGRAM_HEADER.size, flags)
+            except ConnectionResetError:  # the daemon closed its end: the vnet is gone
+                raise _gone() from None
             if not message:  # the daemon closed its end: the vnet (or the daemon) is gone
                 raise _gone()
             kind, raw, port = DGRAM_HEADER.unpack_from(message)
