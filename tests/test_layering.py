@@ -56,6 +56,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
              "vimage.testing", "vimage.topo", "vimage.pytest_plugin")),
 )
 
+
 class Edge(NamedTuple):
     module: str
     imported: str

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
     from vimage.vnet import Vnet
 
+
 def connect(a: Vnet, a_cidr: str, b: Vnet, b_cidr: str) -> tuple[Ifnet, Ifnet]:
     """Join two vnets with an epair, address both ends and bring them up."""
     kernel = a.kernel

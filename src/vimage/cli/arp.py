@@ -34,6 +34,7 @@ usage: arp [-n] [-i interface] hostname
        arp -S hostname ether_addr [temp]
 """
 
+
 def main(ctx: Context, argv: list[str]) -> int:
     opts, args = getopts(argv, "adi:nSs")
     given = {o for o, _ in opts}

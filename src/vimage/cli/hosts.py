@@ -20,6 +20,7 @@ usage: hosts
        hosts lookup name
 """
 
+
 def main(ctx: Context, argv: list[str]) -> int:
     hosts = ctx.vnet.hosts
     if not argv:

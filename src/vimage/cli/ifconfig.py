@@ -66,6 +66,7 @@ usage: ifconfig [-a] [-du] [address_family]
 address_family: inet, ether; parameters: up, down, mtu n, ether mac, [-]promisc
 """
 
+
 def main(ctx: Context, argv: list[str]) -> int:
     opts, args = getopts(argv, "adlmuv")
     flags = {o for o, _ in opts}

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from vimage.socket.socket import Socket
     from vimage.vnet import Vnet
 
+
 def stat_protos(vnet: Vnet) -> list[Protocol]:
     """The protocols `netstat -s` shows, in FreeBSD's order (their `stats_order`)."""
     return sorted((p for p in vnet.kernel.protocols if p.stats and p.slot is not None),
@@ -55,6 +56,7 @@ usage: netstat [-aLn] [-f address_family] [-p protocol]
        netstat -s [-sz] [-p protocol]
 protocol: tcp, udp, ip, icmp (and arp with -s); address_family: inet
 """
+
 
 def main(ctx: Context, argv: list[str]) -> int:
     opts, args = getopts(argv, "46abdf:I:iLnp:rsWz")

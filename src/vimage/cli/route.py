@@ -56,6 +56,7 @@ usage: route [-46dnqtv] command [[modifiers] args]
 modifiers: -netmask mask, -blackhole, -reject, -interface, -mtu n
 """
 
+
 def main(ctx: Context, argv: list[str]) -> int:
     opts, args = getopts(argv, "46dnqtv")
     quiet = any(o == "-q" for o, _ in opts)

@@ -20,6 +20,7 @@ usage: sysctl [-dehiNnq] name[=value] ...
 # -h is sysctl's own option (human-readable numbers), so only --help asks for the usage
 HELP_OPTIONS = ("--help",)
 
+
 def main(ctx: Context, argv: list[str]) -> int:
     opts, args = getopts(argv, "adehiNnq")
     given = {o for o, _ in opts}

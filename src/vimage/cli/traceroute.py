@@ -68,6 +68,7 @@ usage: traceroute [-Fn] [-f first_ttl] [-m max_ttl] [-p port] [-q nqueries]
                   [-s src_addr] [-w waittime] host [packetlen]
 """
 
+
 def _int_arg(text: str, what: str, lo: int, hi: int) -> int:
     try:
         value = int(text, 0)

@@ -35,6 +35,7 @@ usage: vlink [interface]
        vlink interface [bw rate] [delay time] [loss p] [ber p] [dup p] [queue n]
 """
 
+
 def main(ctx: Context, argv: list[str]) -> int:
     if argv and argv[0].startswith("-"):
         raise UsageError(f"illegal option -- {argv[0].lstrip('-')}", synopsis=True)

@@ -533,6 +533,8 @@ def _stamp_timestamp(header: bytearray, i: int, length: int, here: int, now_ms: 
         at += 4
     header[at:at + 4] = now_ms.to_bytes(4, "big")
     header[i + 2] = at + 4 - i + 1
+
+
 def vnet_attach(vnet: Vnet) -> None:
     vnet.ip = IpState(vnet)
 

@@ -50,6 +50,7 @@ def queue(tcb: Tcb, seq: int, data: bytes) -> None:
         _join(tcb, first, last, seq, lo, data)
     tcb.sack_last = seq
 
+
 def _full(tcb: Tcb, length: int, new_block: bool) -> bool:
     """No room for `length` more bytes, or for one more block if `new_block`: count
     the drop (FreeBSD tcps_rcvreassfull)."""
@@ -58,6 +59,7 @@ def _full(tcb: Tcb, length: int, new_block: bool) -> bool:
         tcb.tcp.stats.rcvreassfull += 1
         return True
     return False
+
 
 def _merge(tcb: Tcb, first: int, last: int, lo: int, hi: int) -> bool:
     """Note the duplicate part of a segment that meets blocks `first`..`last - 1`
@@ -74,8 +76,8 @@ def _merge(tcb: Tcb, first: int, last: int, lo: int, hi: int) -> bool:
                 return True
     return False
 
-def _join(tcb: Tcb, first: int, last: int, seq: int, lo: int,
-              data: bytes) -> None:
+
+def _join(tcb: Tcb, first: int, last: int, seq: int, lo: int, data: bytes) -> None:
     """Merge a segment with blocks `first`..`last - 1` into one block: the first
     block grows in place when the segment does not start before it."""
     starts, blocks = tcb.ooo, tcb.ooo_data
@@ -103,6 +105,7 @@ def _join(tcb: Tcb, first: int, last: int, seq: int, lo: int,
     starts[first:last] = [start]
     blocks[first:last] = [buf]
 
+
 def drain(tcb: Tcb) -> None:
     """RCV.NXT moved: blocks it reached go to the receive buffer."""
     starts, blocks = tcb.ooo, tcb.ooo_data
@@ -117,6 +120,7 @@ def drain(tcb: Tcb) -> None:
         n += 1
     if n:
         del starts[:n], blocks[:n]
+
 
 def find_block(tcb: Tcb, left: int, right: int) -> int | None:
     """The index of the block holding [left, right), if one does."""

@@ -40,6 +40,7 @@ def update_scoreboard(tcb: Tcb, blocks: tuple[tuple[int, int], ...]) -> int:
     tcb.sacked = merged
     return tcb.sacked_bytes() - before
 
+
 def sacked_below(tcb: Tcb) -> tuple[int, int]:
     """The SACKed bytes below SND.NXT, and the room up to the next SACKed block when
     SND.NXT is below SND.MAX (resending after a timeout: SND.NXT leaves SACKed
@@ -58,6 +59,7 @@ def sacked_below(tcb: Tcb) -> tuple[int, int]:
             break
     return below, 0
 
+
 def is_lost(tcb: Tcb, seq: int) -> bool:
     """IsLost(): DupThresh SACKed blocks, or more than (DupThresh - 1) * SMSS SACKed
     bytes, above `seq`."""
@@ -67,6 +69,7 @@ def is_lost(tcb: Tcb, seq: int) -> bool:
             above += (right - left) & MASK
             blocks += 1
     return blocks >= DUPTHRESH or above > (DUPTHRESH - 1) * tcb.mss
+
 
 def set_pipe(tcb: Tcb) -> int:
     """SetPipe(): the bytes in flight. Every hole that is not lost counts once, and its
@@ -92,6 +95,7 @@ def set_pipe(tcb: Tcb) -> int:
         blocks -= 1
         start = right
     return pipe
+
 
 def next_seg(tcb: Tcb) -> tuple[int, int, int] | None:
     """NextSeg(): (seq, length, rule) of the segment to send next in recovery.
@@ -143,6 +147,7 @@ def next_seg(tcb: Tcb) -> tuple[int, int, int] | None:
             length = min(mss, (top - una) & MASK)
             return (top - length) & MASK, length, 4
     return None
+
 
 def sack_blocks(tcb: Tcb) -> tuple[tuple[int, int], ...]:
     """The SACK blocks of the next ACK (RFC 2018 §4, RFC 2883).
