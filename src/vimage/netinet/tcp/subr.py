@@ -5,7 +5,6 @@ completion, ICMP errors (tcp_ctlinput), and the per-vnet attach and detach."""
 from __future__ import annotations
 
 import errno
-import hashlib
 from typing import TYPE_CHECKING
 
 from vimage.netinet.tcp.output import offer_mss, output, send_segment
@@ -36,17 +35,14 @@ if TYPE_CHECKING:
 def new_iss(tcb: Tcb) -> int:
     """RFC 6528: a keyed hash of the 4-tuple plus a 4 µs clock; the key is this
     vnet's secret, so another vnet learns nothing of our sequence space."""
-    h = hashlib.blake2s(tcb.key.__repr__().encode(), key=tcb.tcp.secret, digest_size=4)
-    return (int.from_bytes(h.digest(), "big") + tcb.now() // 4000) & MASK
+    return (tcb.tcp.keyed_hash(repr(tcb.key).encode()) + tcb.now() // 4000) & MASK
 
 
 def ts_offset(tcp: TcpState, key: tuple[int, int, int, int]) -> int:
     """The timestamp clock's offset for one connection: a keyed hash of its 4-tuple
     (RFC 7323 §7.1, FreeBSD tcp_new_ts_offset), so timestamps reveal neither our
     uptime nor another connection's clock."""
-    h = hashlib.blake2s(repr(key).encode(), key=tcp.secret, digest_size=4,
-                        person=b"tsoffset")
-    return int.from_bytes(h.digest(), "big")
+    return tcp.keyed_hash(repr(key).encode(), b"tsoffset")
 
 
 def set_iss(tcb: Tcb, iss: int) -> None:

@@ -10,7 +10,6 @@ the connection needs, and no state is kept until the ACK brings it back.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from typing import TYPE_CHECKING
 
 from vimage.netinet.tcp.output import offer_mss, output, respond_rst
@@ -91,9 +90,7 @@ def _child(listener: Tcb, laddr: int, lport: int, faddr: int, fport: int) -> Tcb
 
 def syncache_bucket(tcp: TcpState, key: tuple[int, int, int, int]) -> int:
     """A keyed hash: a flood cannot aim at the bucket of a connection it wants evicted."""
-    h = hashlib.blake2s(repr(key).encode(), key=tcp.secret, digest_size=4,
-                        person=b"syncache")
-    return int.from_bytes(h.digest(), "big") % SYNCACHE_HASHSIZE
+    return tcp.keyed_hash(repr(key).encode(), b"syncache") % SYNCACHE_HASHSIZE
 
 
 def syncache_admit(tcp: TcpState, bucket: int) -> bool:
@@ -141,8 +138,7 @@ def syncache_remove(tcb: Tcb) -> None:
 def _cookie(tcp: TcpState, src: int, dst: int, sport: int, dport: int, irs: int,
             t: int) -> int:
     data = f"{src}:{dst}:{sport}:{dport}:{irs}:{t}".encode()
-    return int.from_bytes(hashlib.blake2s(data, key=tcp.secret, digest_size=4).digest(),
-                          "big")
+    return tcp.keyed_hash(data)
 
 
 def send_cookie(listener: Tcb, seg: wtcp.TcpRepr, src: int, dst: int) -> None:

@@ -10,6 +10,7 @@ other modules, each taking the Tcb first. `TcpState` is one vnet's TCP: tunables
 from __future__ import annotations
 
 import errno
+import hashlib
 import weakref
 from typing import TYPE_CHECKING
 
@@ -418,6 +419,13 @@ class TcpState:
         """The vnet's TCP key (RFC 6528): ISNs, SYN cookies, syncache hashing,
         timestamp offsets."""
         return self.vnet.secret[:16]
+
+    def keyed_hash(self, data: bytes, person: bytes = b"") -> int:
+        """32 bits of a BLAKE2s hash of `data` under the TCP key: what ISNs, timestamp
+        offsets, syncache buckets and SYN cookies are made of (`person` keeps the uses
+        apart)."""
+        return int.from_bytes(hashlib.blake2s(data, key=self.secret, digest_size=4,
+                                              person=person).digest(), "big")
 
     def port_in_use(self, addr: int, port: int) -> bool:
         if any(t.laddr in (0, addr) or addr == 0 for t in self.listeners.get(port, ())):
