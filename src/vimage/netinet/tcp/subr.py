@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from vimage.netinet.icmp import quoted_ports
 from vimage.netinet.tcp.output import offer_mss, output, send_segment
 from vimage.netinet.tcp.seq import MASK, seq_leq, seq_lt
 from vimage.netinet.tcp.timer import arm_keepalive, cancel_all, cancel_main
@@ -207,11 +208,8 @@ def tcp_ctlinput_quoted(tcp: TcpState, type_: int, code: int, quoted: bytes,
     (its IP header and at least 8 bytes, checked by ICMP): the connection, the quoted
     sequence number, and for "fragmentation needed" the next-hop MTU in `rest`."""
     qhlen = (quoted[0] & 0x0F) << 2
-    tcp_ctlinput(tcp, type_, code, int.from_bytes(quoted[12:16], "big"),
-                 int.from_bytes(quoted[16:20], "big"),
-                 int.from_bytes(quoted[qhlen:qhlen + 2], "big"),
-                 int.from_bytes(quoted[qhlen + 2:qhlen + 4], "big"),
-                 int.from_bytes(quoted[qhlen + 4:qhlen + 8], "big"), rest & 0xFFFF)
+    seq = int.from_bytes(quoted[qhlen + 4:qhlen + 8], "big")
+    tcp_ctlinput(tcp, type_, code, *quoted_ports(quoted), seq, rest & 0xFFFF)
 
 
 # -- per vnet ------------------------------------------------------------------------------------
