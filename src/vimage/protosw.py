@@ -171,6 +171,14 @@ def late_ethertype(vnet: Vnet, etype: int) -> Callable[..., None] | None:
     return vnet.ethertypes.get(etype) if bind(vnet) else None
 
 
+def bound_table(vnet: Vnet, tables: str, domain: int) -> dict[int, Callable[..., None]] | None:
+    """For a protocol whose own copy of a table was UNBOUND: bind `vnet`, and its
+    `tables` ("inputs" or "ctlinputs") entry for `domain`; None if the vnet is dead."""
+    bind(vnet)
+    by_domain = getattr(vnet, tables)
+    return None if by_domain is None else by_domain.setdefault(domain, {})
+
+
 def _bind(vnet: Vnet, proto: Protocol) -> None:
     if proto.slot is None:
         return

@@ -25,13 +25,18 @@ def ether_input(ifp: Ifnet, frame: bytes) -> None:
         return
     if frame[:6] != ifp.mac and not frame[0] & 1 and not ifp.flags & ifnet.IFF_PROMISC:
         return  # unicast to another station
-    etype = (frame[12] << 8) | frame[13]
+    demux(ifp, (frame[12] << 8) | frame[13], frame[14:])
+
+
+def demux(ifp: Ifnet, etype: int, payload: bytes) -> None:
+    """Hand `payload` to the protocol registered for `etype` in the vnet's table (the
+    first packet binds it), or count an unknown type (ether_demux)."""
     vnet = ifp.vnet
     handler = vnet.ethertypes.get(etype)
     if handler is None and (handler := protosw.late_ethertype(vnet, etype)) is None:
         ifp.iqdrops += 1  # unknown protocol
         return
-    handler(ifp, frame[14:])
+    handler(ifp, payload)
 
 
 def ether_output(ifp: Ifnet, dst: bytes, ethertype: bytes, payload: bytes) -> bool:

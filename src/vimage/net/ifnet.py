@@ -15,7 +15,6 @@ import errno
 from socket import AF_INET
 from typing import TYPE_CHECKING, Any
 
-from vimage import protosw
 from vimage.net import ether, pfil  # ether: a module reference (it imports this module too)
 from vimage.protosw import Protocol
 from vimage.wire.ethernet import ETHERTYPE_IP, ETHERTYPE_IPV6
@@ -250,12 +249,7 @@ class Loopback(Ifnet):
         ethertype (FreeBSD's if_loop hands the address family along instead)."""
         self.ipackets += 1
         self.ibytes += len(frame)
-        etype = _LOOP_TYPES[frame[0] >> 4] if frame else _LOOP_EMPTY
-        handler = self.vnet.ethertypes.get(etype)
-        if handler is None and (handler := protosw.late_ethertype(self.vnet, etype)) is None:
-            self.iqdrops += 1
-            return
-        handler(self, frame)
+        ether.demux(self, _LOOP_TYPES[frame[0] >> 4] if frame else _LOOP_EMPTY, frame)
 
 
 class EtherIfnet(Ifnet):

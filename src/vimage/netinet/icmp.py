@@ -160,11 +160,11 @@ class IcmpState:
             return
         handler = self.ctlx.get(quoted[9])
         if handler is None and self.ctlx is protosw.UNBOUND:
-            protosw.bind(self.vnet)
-            if self.vnet.ctlinputs is None:
-                return
-            self.ctlx = self.vnet.ctlinputs.setdefault(AF_INET, {})
-            handler = self.ctlx.get(quoted[9])
+            table = protosw.bound_table(self.vnet, "ctlinputs", AF_INET)
+            if table is None:
+                return  # a dead vnet
+            self.ctlx = table
+            handler = table.get(quoted[9])
         if handler is not None:
             handler(msg.type, msg.code, bytes(quoted), msg.rest)
 

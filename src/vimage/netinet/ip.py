@@ -215,12 +215,11 @@ class IpState:
         """The input for `proto` after a miss: the vnet's first packet finds the tables
         unbound (vimage.protosw.bind), else the raw IP default."""
         if self.protox is protosw.UNBOUND:
-            protosw.bind(self.vnet)
-            inputs = self.vnet.inputs
-            if inputs is None:
+            table = protosw.bound_table(self.vnet, "inputs", AF_INET)
+            if table is None:
                 return None  # a dead vnet
-            self.protox = inputs.setdefault(AF_INET, {})
-            handler = self.protox.get(proto)
+            self.protox = table
+            handler = table.get(proto)
             if handler is not None:
                 return handler
         return self.protox.get(ANY)
