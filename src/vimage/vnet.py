@@ -90,7 +90,7 @@ class Vnet:
         self.serial = kernel.vnet_serial()  # the secret is derived from it on first use
         self._secret: bytes | None = None
         self._rng: random.Random | None = None  # made on first use: most vnets never draw
-        # domain -> IP protocol number -> bound input / ctlinput; ethertype bytes -> input:
+        # domain -> IP protocol number -> bound input / ctlinput; ethertype -> input:
         # made on the first packet (protosw.bind)
         self.inputs: dict[int, dict[int, Callable[..., None]]] | None = None
         self.ctlinputs: dict[int, dict[int, Callable[..., None]]] | None = None

@@ -23,7 +23,6 @@ import selectors
 import signal
 import socket
 import stat
-import struct
 import sys
 import threading
 import time
@@ -58,7 +57,6 @@ MAX_REFUSING = 16  # connections of other uids being answered `permission` at on
 REFUSE_LINGER = 2.0  # seconds a refused or broken connection may take to hang up
 HELLO_TIMEOUT = 10.0  # seconds a fresh connection has to say hello (and be answered)
 LOCK_WAIT = 10.0  # seconds a starting daemon waits for a stopping one to let go
-_UCRED = struct.Struct("3i")
 
 
 def log() -> logging.Logger:
@@ -264,7 +262,7 @@ class Daemon:
             return
         conn.setblocking(True)
         try:  # SO_PEERCRED before a slot is taken: other uids never count against the limit
-            peer = _peer(conn)
+            peer = procs.peer_cred(conn)
         except OSError:
             conn.close()
             return
@@ -510,13 +508,6 @@ def _message(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     return str(exc.args[0]) if len(exc.args) == 1 else str(exc)
-
-
-def _peer(conn: socket.socket) -> tuple[int, int, int]:
-    """SO_PEERCRED of a unix connection: (pid, uid, gid)."""
-    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    pid, uid, gid = _UCRED.unpack(raw)
-    return pid, uid, gid
 
 
 def _linger_close(conn: socket.socket, most: int = 64 << 20,

@@ -21,13 +21,20 @@ from collections.abc import Iterable
 _UCRED = struct.Struct("3i")
 
 
+def peer_cred(conn: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a unix socket (SO_PEERCRED);
+    OSError if the socket has no peer."""
+    pid, uid, gid = _UCRED.unpack(
+        conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    return pid, uid, gid
+
+
 def peer_pid(conn: socket.socket) -> int:
-    """The pid of the process at the other end of a unix socket (SO_PEERCRED); 0 if unknown."""
+    """The pid of the process at the other end of a unix socket; 0 if unknown."""
     try:
-        raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        return peer_cred(conn)[0]
     except OSError:
         return 0
-    return int(_UCRED.unpack(raw)[0])
 
 
 def holders(inodes: Iterable[int], proc: str = "/proc") -> list[int]:
