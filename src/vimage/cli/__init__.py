@@ -165,7 +165,7 @@ def run_command(vnet: Vnet, line: str | list[str], stdin: bytes | None = None,
     if argv[1:2] and argv[1] in getattr(tool, "HELP_OPTIONS", HELP_OPTIONS):
         return CmdResult(0, usage_of(name))
     try:
-        if getattr(tool, "LOCKS_ITSELF", False):
+        if locks_itself(name):
             status = tool.main(ctx, argv[1:])
         else:
             with vnet.kernel.sched.cond:
