@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import struct
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -33,6 +32,7 @@ from vimage.net.pipe import LinkPipe, configure
 from vimage.netinet.arp import STATIC as ARP_STATIC
 from vimage.netinet.tcp import LISTEN, detach, drop
 from vimage.sched import NS_PER_S
+from vimage.wire.ipv4 import ADDRESSES
 
 if TYPE_CHECKING:
     from vimage.kernel import Kernel
@@ -170,9 +170,6 @@ class CutPipe(LinkPipe):
         self.cut.drops += 1
 
 
-_ADDRS = struct.Struct("!II").unpack_from
-
-
 class _PartitionHook:
     """The IPv4 input hook of one member vnet, for every partition it is part of."""
 
@@ -186,7 +183,7 @@ class _PartitionHook:
     def __call__(self, pkt: bytes, ifp: Ifnet | None) -> bytes | None:
         if ifp is not None and ifp.flags & IFF_LOOPBACK:
             return pkt  # 127.0.0.1 is everybody's: traffic on lo0 never crosses a partition
-        src, dst = _ADDRS(pkt, 12)
+        src, dst = ADDRESSES.unpack_from(pkt, 12)
         for part, mine, other in self.rules:
             for table in other:
                 if src in table:

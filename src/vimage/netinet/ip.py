@@ -20,11 +20,11 @@ from vimage.sysctl import Oid, oids
 from vimage.wire import icmp as wicmp
 from vimage.wire.checksum import checksum
 from vimage.wire.ethernet import ETHERTYPE_IP_BYTES as ETH_IP
-from vimage.wire.ipv4 import FLAG_DF, HEADER, OFFMASK, walk_options
+from vimage.wire.ipv4 import ADDRESSES, FLAG_DF, HEADER, OFFMASK, walk_options
 
 # bound once: attribute lookups cost more than the work on a 20-byte header
 _from_bytes = int.from_bytes
-_addrs = struct.Struct("!II").unpack_from
+_addrs = ADDRESSES.unpack_from
 _ttl_word = struct.Struct("!BBH").pack
 
 if TYPE_CHECKING:

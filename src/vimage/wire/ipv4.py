@@ -25,6 +25,8 @@ FLAG_MF = 0x2000
 OFFMASK = 0x1FFF
 
 HEADER = struct.Struct("!BBHHHBBHII")
+ADDRESSES = struct.Struct("!II")
+"""The source and destination addresses, at offset 12 of the header."""
 MIN_HEADER_LEN = 20
 MAX_HEADER_LEN = 60
 MAX_OPTIONS_LEN = MAX_HEADER_LEN - MIN_HEADER_LEN
