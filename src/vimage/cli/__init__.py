@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 TOOLS: tuple[str, ...] = (
     "arp",
+    "dnctl",
     "fault",
     "hosts",
     "ifconfig",
