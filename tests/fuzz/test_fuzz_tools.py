@@ -38,6 +38,10 @@ JUNK = ("", "-", "--", "---", "-" + "x" * 300, " ", "\t", "%s%n", "{}", "a=b", "
 
 OPTIONS: dict[str, tuple[str, ...]] = {
     "arp": ("-a", "-d", "-i", "-n", "-S", "-s", "-an", "delete", *MACS, "temp", "pub"),
+    "dnctl": ("pipe", "queue", "sched", "config", "show", "list", "delete", "flush", "bw",
+              "delay", "plr", "queue", "mask", "all", "dst-ip", "src-port", "0xffffffff",
+              "buckets", "red", "gred", "0.002/5/15/0.1", "type", "wf2q+", "rr", "fifo", "qfq",
+              "weight", "pipe", "1Mbit/s", "64KByte/s", "10KB", "noerror", "-q"),
     "fault": ("list", "log", "partition", "heal", "cut", "restore", "impair", "crash",
               "restart", "at", "in", "a", "b", "1s", "10ms", "loss", "delay", "-b", "50%"),
     "hosts": ("add", "delete", "flush", "lookup", "a", "b", "host.example"),
