@@ -185,7 +185,7 @@ class _Options:
         self.burst: int | None = None
         self.qsize: tuple[int, bool] | None = None
         self.plr: int | None = None
-        self.red: Red | None | bool = False  # False: unchanged; None: droptail
+        self.red: Red | bool | None = False  # False: unchanged; None: droptail
         self.mask: Mask | None = None
         self.buckets: int | None = None
         self.noerror = False

@@ -148,8 +148,22 @@ class Queue:
     """One queue: packets (bytes, resume, arrival ns) of one flow of a flowset in one
     scheduler instance, with its counters and its discipline's bookkeeping."""
 
-    __slots__ = ("avg", "count", "credit", "finish", "fs", "fid", "idle_since", "ni",
-                 "order", "pkts", "seq", "si", "start", "weight")
+    __slots__ = (
+        "avg",
+        "count",
+        "credit",
+        "fid",
+        "finish",
+        "fs",
+        "idle_since",
+        "ni",
+        "order",
+        "pkts",
+        "seq",
+        "si",
+        "start",
+        "weight",
+    )
 
     def __init__(self, fs: FlowSet, si: SchedInstance, fid: FlowKey, seq: int) -> None:
         self.fs = fs
