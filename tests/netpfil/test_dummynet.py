@@ -130,7 +130,7 @@ def test_sysctls(vnet: Vnet) -> None:
         "dnctl pipe show").output
     out = vnet.cmd("sysctl net.inet.ip.dummynet").output
     for name in ("io_pkt", "io_pkt_drop", "queue_count", "expire", "red_avg_pkt_size",
-                 "pipe_slot_limit", "max_chain_len"):
+                 "pipe_slot_limit", "max_chain_len", "si_count"):
         assert f"net.inet.ip.dummynet.{name}: " in out
 
 
@@ -193,3 +193,41 @@ def test_deleting_a_busy_pipe_drops_what_it_holds() -> None:
     assert a.dummynet.io_pkt_drop == 10 - delivered
     k.run(2)
     assert b.ip.stats.total == delivered
+
+
+def test_a_flood_of_flows_is_bounded_and_counted() -> None:
+    """A masked pipe keeps at most buckets x max_chain_len instances: idle ones expire to
+    make room; when all are busy a packet of a new flow is dropped and counted."""
+    k = Kernel(clock="virtual", seed=1)
+    a, b = k.create("a"), k.create("b")
+    connect(a, "10.0.0.1/24", b, "10.0.0.2/24")
+    a.cmd("dnctl pipe 1 config bw 64k mask dst-port 0xffff buckets 4")
+    a.sysctl("net.inet.ip.dummynet.max_chain_len", 8)
+    shape(a)
+    k.run(0.01)
+    s = a.socket(2, 2)
+    for port in range(1000, 1100):
+        s.sendto(b"f" * 500, ("10.0.0.2", port))
+    dn = a.dummynet
+    assert dn.si_count == 32 and dn.io_pkt_drop == 100 - 32
+    k.run(2)  # all delivered: the instances are idle now
+    s.sendto(b"f" * 500, ("10.0.0.2", 2000))
+    assert dn.si_count == 1 and dn.io_pkt_drop == 68  # the idle ones expired
+
+
+def test_changing_a_busy_queue_weight() -> None:
+    k = Kernel(clock="virtual", seed=1)
+    a, b = k.create("a"), k.create("b")
+    connect(a, "10.0.0.1/24", b, "10.0.0.2/24")
+    a.cmd("dnctl pipe 1 config bw 64k")
+    a.cmd("dnctl queue 1 config pipe 1 weight 2")
+    shape(a, lambda pkt: (1, True))
+    k.run(0.01)
+    s = a.socket(2, 2)
+    for _ in range(5):
+        s.sendto(b"w" * 500, ("10.0.0.2", 9))
+    a.cmd("dnctl queue 1 config weight 5")
+    alg = a.dummynet.schedulers[1].instances[(0, 0, 0, 0, 0)].alg
+    assert alg.wsum == 5
+    k.run(2)
+    assert alg.wsum == 0 and b.udp.stats.ipackets == 5

@@ -386,7 +386,7 @@ def _apply_fs(dn: DummynetState, fs: FlowSet, o: _Options) -> None:
     if o.weight is not None:
         fs.weight = o.weight
         for q in fs.queues.values():
-            q.weight = o.weight
+            q.si.alg.reweight(q, o.weight)
     if o.lmax is not None:
         fs.lmax = o.lmax
     if o.pri is not None:

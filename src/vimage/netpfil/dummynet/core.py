@@ -233,10 +233,9 @@ STAT_NAMES = ("io_pkt", "io_pkt_fast", "io_pkt_drop")
 class DummynetState:
     """Per-vnet dummynet (`vnet.dummynet`): links, schedulers, flowsets, counters."""
 
-    __slots__ = ("expire", "flowsets", "hash_size", "io_fast", "io_pkt", "io_pkt_drop",
-                 "io_pkt_fast", "links", "max_chain_len", "pipe_byte_limit",
-                 "pipe_slot_limit", "queue_count", "red_avg_pkt_size", "red_lookup_depth",
-                 "red_max_pkt_size", "schedulers", "seq", "si_count", "vnet")
+    __slots__ = ("expire", "flowsets", "hash_size", "io_pkt", "io_pkt_drop", "io_pkt_fast",
+                 "links", "max_chain_len", "pipe_byte_limit", "pipe_slot_limit",
+                 "queue_count", "red_avg_pkt_size", "schedulers", "seq", "si_count", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
@@ -250,10 +249,7 @@ class DummynetState:
         self.pipe_byte_limit = 1024 * 1024
         self.expire = 1
         self.max_chain_len = 16
-        self.io_fast = 1
-        self.red_lookup_depth = 256
         self.red_avg_pkt_size = 512
-        self.red_max_pkt_size = 1500
         # counters
         self.io_pkt = self.io_pkt_fast = self.io_pkt_drop = 0
         self.queue_count = self.si_count = 0

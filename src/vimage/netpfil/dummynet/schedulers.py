@@ -7,6 +7,7 @@ next. Each discipline is a small object with
     dequeue()     the queue to send from, its head packet removed by the caller; None
                   when every queue is empty
     forget(q)     `q` is being freed (its packets were dropped)
+    reweight(q, w)  `queue N config weight W` changed the weight of `q`
 FreeBSD's equivalents are the `dn_alg` tables of dn_sched_fifo.c, dn_sched_wf2q.c and
 dn_sched_rr.c; QFQ (dn_sched_qfq.c) is not provided.
 """
@@ -44,6 +45,9 @@ class Fifo:
     def forget(self, q: Queue) -> None:
         if self.queue is q:
             self.queue = None
+
+    def reweight(self, q: Queue, weight: int) -> None:
+        q.weight = weight
 
 
 class Wf2q:
@@ -100,6 +104,13 @@ class Wf2q:
             self.active.remove(q)
             self.wsum -= q.weight
 
+    def reweight(self, q: Queue, weight: int) -> None:
+        """A new weight counts from the next packet; the sum of the backlogged weights
+        follows at once."""
+        if q in self.active:
+            self.wsum += weight - q.weight
+        q.weight = weight
+
 
 class Drr:
     """Deficit round robin (Shreedhar & Varghese 1995), as dn_sched_rr.c: the queue at
@@ -134,6 +145,9 @@ class Drr:
     def forget(self, q: Queue) -> None:
         if q in self.ring:
             self.ring.remove(q)
+
+    def reweight(self, q: Queue, weight: int) -> None:
+        q.weight = weight
 
 
 DISCIPLINES: tuple[tuple[str, type[Fifo] | type[Wf2q] | type[Drr]], ...] = (
