@@ -333,3 +333,19 @@ def test_packets_to_a_missing_pipe_are_dropped_and_counted() -> None:
     sock.sendto(b"x", (B, 9))
     k.run(1)
     assert a.dummynet.io_pkt_drop == 1 and b.ip.stats.total == 0
+
+
+def test_burst_lets_an_idle_pipe_send_its_bank_at_once() -> None:
+    """`burst 3000`: after idling, 3000 bytes pass without serialisation, the rest at bw."""
+    k, a, b = pair()
+    a.cmd("dnctl pipe 1 config bw 1Mbit/s delay 5 burst 3000")
+    shape(a)
+    arrivals = Arrivals(b)
+    sock = a.socket(2, 2)
+    t0 = k.now_ns()
+    for _ in range(5):
+        sock.sendto(b"s" * 972, (B, 9))  # 1000 IP bytes
+    k.run(1)
+    assert [t - t0 for t, _, _ in arrivals.log] == [5_000_000, 5_000_000, 5_000_000,
+                                                    13_000_000, 21_000_000]
+    assert "burst 3000" in a.cmd("dnctl pipe show").output

@@ -206,8 +206,8 @@ class SchedInstance:
     """One instance of a scheduler: the queues it serves, the packet on its link and its
     delay line, and the one timer it arms while busy."""
 
-    __slots__ = ("alg", "busy_until", "dline", "fid", "last_release", "ni", "sched", "seq",
-                 "timer", "tx", "tx_end")
+    __slots__ = ("alg", "busy_until", "credit", "dline", "fid", "last_release", "ni",
+                 "sched", "seq", "timer", "tx", "tx_end")
 
     def __init__(self, sched: Sched, fid: FlowKey, seq: int) -> None:
         self.sched = sched
@@ -217,7 +217,8 @@ class SchedInstance:
         self.ni = Counts()
         self.tx: tuple[bytes, Resume] | None = None
         self.tx_end = 0
-        self.busy_until = 0
+        self.busy_until = -1  # never busy yet
+        self.credit = 0  # burst credit, in bit-nanoseconds per second (bits * 1e9)
         self.dline: deque[tuple[int, bytes, Resume]] = deque()
         self.last_release = 0
         self.timer: Timer | None = None
@@ -424,9 +425,7 @@ class DummynetState:
             if not q.pkts:
                 q.idle_since = now
             start = max(si.busy_until, arrived)
-            bw = link.bw
-            # serialisation, rounded up to the nanosecond
-            si.tx_end = start + (-(-size * 8 * NS_PER_S // bw) if bw else 0)
+            si.tx_end = start + self._serialisation(si, link, start, size * 8)
             si.busy_until = si.tx_end
             si.tx = (pkt, resume)
         due: list[tuple[bytes, Resume]] = []
@@ -443,6 +442,24 @@ class DummynetState:
         if nxt is not None and timer is None:
             si.timer = kernel.sched.call_later(nxt - now, self._run, si, owner=self.vnet)
         self._resume(due)
+
+    @staticmethod
+    def _serialisation(si: SchedInstance, link: Link, start: int, bits: int) -> int:
+        """Nanoseconds `bits` occupy the link from `start` (rounded up). With `burst`, a
+        link idle for a while has banked up to `burst` bytes of credit, sent at no cost
+        (FreeBSD's si->credit after idle_time, dummynet(4) `burst`)."""
+        bw = link.bw
+        if not bw:
+            return 0
+        if link.burst:
+            if start > si.busy_until:  # idle since busy_until: the bank fills at bw
+                full = link.burst * 8 * NS_PER_S  # a new instance starts with it full
+                si.credit = full if si.busy_until < 0 else min(
+                    full, si.credit + (start - si.busy_until) * bw)
+            spent = min(si.credit, bits * NS_PER_S)
+            si.credit -= spent
+            return -(-(bits * NS_PER_S - spent) // bw)
+        return -(-bits * NS_PER_S // bw)
 
     def _resume(self, due: list[tuple[bytes, Resume]]) -> None:
         sched = self.vnet.kernel.sched
