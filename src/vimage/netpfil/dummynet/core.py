@@ -273,7 +273,7 @@ class DummynetState:
             self.io_pkt_drop += 1  # too many flows: the tables are full
             return
         now = self.vnet.kernel.sched.now_ns()
-        if not self._admit(fs, q, si, len(pkt), now):
+        if not self._admit(q.fs, q, si, len(pkt), now):
             return
         was_empty = not q.pkts
         q.pkts.append((pkt, resume, now))
@@ -358,9 +358,10 @@ class DummynetState:
     def _queue(self, fs: FlowSet, si: SchedInstance, fid: FlowKey) -> Queue | None:
         if not si.sched.cls.multiqueue:  # FIFO: the instance's single queue
             q = si.alg.queue
-            if q is None:
+            if q is None:  # sized by the scheduler's own flowset if it has one (a pipe's)
                 self.seq += 1
-                q = Queue(fs, si, si.fid, self.seq)
+                own = self.flowsets.get(si.sched.nr + DN_MAX_ID, fs)
+                q = Queue(own, si, si.fid, self.seq)
                 si.alg.queue = q
             return q
         key = (si, fs.mask.apply(fid))
