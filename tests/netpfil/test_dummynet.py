@@ -99,7 +99,6 @@ def test_pipe_numbers_ranges_delete_and_flush(vnet: Vnet) -> None:
     ("pipe 1 config red 2/1/2/0.1", "0 < w_q <= 1"),
     ("pipe 1 config red 0.1/9/3/0.1", "min_th 9 must be < than max_th 3"),
     ("pipe 1 config mask src-port 0x10000", "port mask must be 16 bit"),
-    ("sched 1 config type qfq", "scheduler type qfq is not supported (use wf2q+, rr or fifo)"),
     ("sched 1 config type cbq", "invalid scheduler type cbq"),
     ("pipe 0 config", "pipe number must be between 1 and 65535: 0"),
 ])

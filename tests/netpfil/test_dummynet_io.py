@@ -246,18 +246,21 @@ def _two_queues(sched_type: str, w1: int, w2: int) -> tuple[float, float]:
     a.cmd(f"dnctl queue 2 config pipe 1 weight {w2}")
     shape(a, lambda pkt: (1 if dport(pkt) == 5001 else 2, True))
     arrivals = Arrivals(b)
-    flood(k, a, 5001, 1000, 1_000_000, 400)
-    flood(k, a, 5002, 1000, 1_000_000, 400)
-    k.run(2)
-    t0, t1 = 200_000_000, 2_000_000_000  # both queues backlogged throughout
+    flood(k, a, 5001, 1000, 1_000_000, 700)
+    flood(k, a, 5002, 1000, 1_000_000, 700)
+    k.run(5)
+    # both queues backlogged throughout; long enough for QFQ, which serves in bursts
+    # of its slot size (1500 bytes / weight) where WF2Q+ interleaves packet by packet
+    t0, t1 = 200_000_000, 5_000_000_000
     one = arrivals.bytes_between(5001, t0, t1)
     two = arrivals.bytes_between(5002, t0, t1)
     return one / (one + two), two / (one + two)
 
 
-@pytest.mark.parametrize("sched_type", ["", "wf2q+", "rr"])
+@pytest.mark.parametrize("sched_type", ["", "wf2q+", "rr", "qfq"])
 def test_weighted_queues_share_the_pipe(sched_type: str) -> None:
-    """WF2Q+ (the default) and DRR give weights 1 and 3 a quarter and three quarters."""
+    """WF2Q+ (the default), DRR and QFQ give weights 1 and 3 a quarter and three
+    quarters."""
     one, two = _two_queues(sched_type, 1, 3)
     assert one == pytest.approx(0.25, rel=0.02)
     assert two == pytest.approx(0.75, rel=0.02)
@@ -269,6 +272,7 @@ def test_weighted_queues_share_the_pipe(sched_type: str) -> None:
     # of finish times goes to the queue that became busy first; DRR: 1514-byte quantum)
     ("wf2q+", [1, 1, 2, 1, 2, 2]),
     ("rr", [1, 1, 2, 1, 2, 2]),
+    ("qfq", [1, 1, 1, 2, 2, 2]),  # one 1500-byte slot holds queue 1's next two packets
 ])
 def test_order_of_service(sched_type: str, order: list[int]) -> None:
     k, a, b = pair()
@@ -285,8 +289,9 @@ def test_order_of_service(sched_type: str, order: list[int]) -> None:
     assert [p - 5000 for _, _, p in arrivals.log] == order
 
 
-def test_wf2q_shares_follow_a_change_of_weight() -> None:
-    one, _ = _two_queues("", 2, 3)
+@pytest.mark.parametrize("sched_type", ["", "qfq"])
+def test_shares_follow_other_weights(sched_type: str) -> None:
+    one, _ = _two_queues(sched_type, 2, 3)
     assert one == pytest.approx(0.4, rel=0.02)
 
 
@@ -349,3 +354,24 @@ def test_burst_lets_an_idle_pipe_send_its_bank_at_once() -> None:
     assert [t - t0 for t, _, _ in arrivals.log] == [5_000_000, 5_000_000, 5_000_000,
                                                     13_000_000, 21_000_000]
     assert "burst 3000" in a.cmd("dnctl pipe show").output
+
+
+@pytest.mark.parametrize("sched_type", ["wf2q+", "rr", "qfq"])
+def test_deleting_a_backlogged_queue_leaves_the_link_to_the_other(sched_type: str) -> None:
+    k, a, b = pair()
+    a.cmd("dnctl pipe 1 config bw 1Mbit/s")
+    a.cmd(f"dnctl sched 1 config type {sched_type}")
+    a.cmd("dnctl queue 1 config pipe 1 weight 1")
+    a.cmd("dnctl queue 2 config pipe 1 weight 3")
+    shape(a, lambda pkt: (dport(pkt) - 5000, True))
+    arrivals = Arrivals(b)
+    flood(k, a, 5001, 1000, 1_000_000, 400)
+    flood(k, a, 5002, 1000, 1_000_000, 400)
+    k.run(1)
+    assert a.cmd("dnctl queue 2 delete").ok
+    k.run(0.2)  # what queue 2 had on the link or in the delay line is out by now
+    t0 = k.now_ns()
+    k.run(1)
+    assert arrivals.bytes_between(5002, t0, k.now_ns()) == 0
+    one = arrivals.bytes_between(5001, t0, k.now_ns())
+    assert one * 8 == pytest.approx(1_000_000, rel=0.01)  # queue 1 has the whole pipe

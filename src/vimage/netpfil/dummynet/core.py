@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from vimage.netpfil.dummynet.schedulers import Fifo, Wf2q
+from vimage.netpfil.dummynet.schedulers import Fifo
 from vimage.sched import NS_PER_S
 from vimage.stats import counters
 
@@ -156,6 +156,7 @@ class Queue:
         "finish",
         "fs",
         "idle_since",
+        "inv_w",
         "ni",
         "order",
         "pkts",
@@ -175,6 +176,7 @@ class Queue:
         self.weight = max(1, fs.weight)
         self.start = self.finish = 0.0  # WF2Q+
         self.order = 0
+        self.inv_w = 0  # QFQ
         self.credit = 0  # DRR
         self.avg = 0.0  # RED: average queue length, and packets since the last drop
         self.count = -1
@@ -492,10 +494,6 @@ class DummynetState:
                     dropped += len(q.pkts)
                     q.pkts.clear()
                     self.queue_count -= 1
-            if isinstance(alg, Wf2q):
-                alg.active.clear()
-            else:
-                alg.ring.clear()
         return dropped
 
     def free_sched_instances(self, sched: Sched, recreate: bool = True) -> None:
