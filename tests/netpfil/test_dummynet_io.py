@@ -375,3 +375,16 @@ def test_deleting_a_backlogged_queue_leaves_the_link_to_the_other(sched_type: st
     assert arrivals.bytes_between(5002, t0, k.now_ns()) == 0
     one = arrivals.bytes_between(5001, t0, k.now_ns())
     assert one * 8 == pytest.approx(1_000_000, rel=0.01)  # queue 1 has the whole pipe
+
+
+def test_a_fifo_scheduler_queue_is_sized_by_its_own_flowset() -> None:
+    """`sched 1 config type fifo queue 5`: queues fed to it share one 5-slot FIFO."""
+    k, a, b = pair()
+    a.cmd("dnctl pipe 1 config bw 1Mbit/s")
+    a.cmd("dnctl sched 1 config type fifo queue 5")
+    a.cmd("dnctl queue 1 config pipe 1 queue 50")
+    shape(a, lambda pkt: (1, True))
+    sock = a.socket(2, 2)
+    for _ in range(10):
+        sock.sendto(b"f" * 500, (B, 9))
+    assert a.dummynet.io_pkt_drop == 10 - 1 - 5  # one on the link, five queued

@@ -199,7 +199,7 @@ class _Options:
 def _parse(kind: str, words: list[str]) -> _Options:
     o = _Options()
     is_pipe, is_queue, is_sched = kind == "pipe", kind == "queue", kind == "sched"
-    has_fs = is_pipe or is_queue
+    has_fs = True  # a sched's own flowset (N + 65536) sizes a FIFO scheduler's queue
     red_text: tuple[str, bool] | None = None
     i = 0
 
@@ -250,7 +250,7 @@ def _parse(kind: str, words: list[str]) -> _Options:
             else:
                 o.qsize = (size, False)
         elif tok == "buckets":
-            need(has_fs or is_sched, "buckets is only for pipes or flowsets")
+            need(has_fs, "buckets is only for pipes or flowsets")
             o.buckets, _ = _leading_int(arg("buckets needs argument"), "buckets")
         elif tok in ("red", "gred"):
             red_text = (arg("red/gred needs w_q/min_th/max_th/max_p"), tok == "gred")
@@ -332,9 +332,15 @@ def configure(dn: DummynetState, kind: str, nr: int, words: list[str]) -> None:
         if fs is None:
             fs = dn.flowsets[nr + 2 * DN_MAX_ID] = FlowSet(nr + 2 * DN_MAX_ID, nr + DN_MAX_ID)
             fs.weight = 0
-        mask, o.mask = o.mask, None  # a pipe's mask is its schedulers', not its flowset's
+        o.mask = None  # a pipe's mask is its schedulers', not its flowset's
         _apply_fs(dn, fs, o)
-        o.mask = mask
+    elif o.qsize is not None or o.plr is not None or o.red is not False or o.noerror:
+        fs = dn.flowsets.get(nr + DN_MAX_ID)
+        if fs is None:
+            fs = dn.flowsets[nr + DN_MAX_ID] = FlowSet(nr + DN_MAX_ID, nr)
+            fs.weight = 0
+        o.mask = o.buckets = None
+        _apply_fs(dn, fs, o)
 
 
 def _sched(dn: DummynetState, nr: int, cls: type | None, link: Link) -> Sched:
@@ -402,15 +408,14 @@ def delete(dn: DummynetState, kind: str, nr: int) -> None:
             raise ValueError(f"queue {nr} does not exist")
         dn.free_fs_queues(fs)
         return
-    if nr not in dn.schedulers:
+    if (nr + DN_MAX_ID if kind == "pipe" else nr) not in dn.schedulers:
         raise ValueError(f"{kind} {nr} does not exist")
     numbers = (nr, nr + DN_MAX_ID) if kind == "pipe" else (nr,)
     for number in numbers:
         sched = dn.schedulers.pop(number, None)
         if sched is not None:
             dn.free_sched_instances(sched, recreate=False)
-    if kind == "pipe":
-        dn.flowsets.pop(nr + 2 * DN_MAX_ID, None)
+    dn.flowsets.pop(nr + (2 * DN_MAX_ID if kind == "pipe" else DN_MAX_ID), None)
     if not any(n % DN_MAX_ID == nr for n in dn.schedulers):
         dn.links.pop(nr, None)
 
