@@ -457,7 +457,8 @@ def show(dn: DummynetState, kind: str, ranges: list[tuple[int, int]]) -> str:
                 sched = dn.schedulers[nr]
                 lines.append(_link_line(sched.link))
                 _sched_lines(dn, sched, lines)
-                children = [fs.nr for fs in dn.flowsets.values() if fs.sched_nr == nr]
+                children = [fs.nr for fs in dn.flowsets.values()
+                            if fs.sched_nr == nr and fs.nr < DN_MAX_ID]
                 if children:
                     lines.append("   Children flowsets: " +
                                  "".join(f"{n} " for n in sorted(children, reverse=True)))
