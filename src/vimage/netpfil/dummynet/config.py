@@ -50,6 +50,8 @@ def command(vnet: Vnet, argv: list[str], prog: str = "dnctl") -> str:
         raise ValueError(f"{kind}: missing command (config, show, list, delete, flush)")
     verb, rest = args[0], args[1:]
     dn: DummynetState = vnet.dummynet
+    if verb in ("config", "delete"):
+        dn.own_tables()
     if verb == "config":
         if not rest:
             raise ValueError("need a number")

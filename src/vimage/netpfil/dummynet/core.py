@@ -22,7 +22,8 @@ line leaving), so virtual time needs no tick and idle pipes cost nothing.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from vimage.netpfil.dummynet.schedulers import Fifo
@@ -39,6 +40,9 @@ DN_MAX_ID = 65536
 DN_MAX_ID, its own flowset N + 2 * DN_MAX_ID (ip_dummynet.h)."""
 DEFAULT_QSIZE = 50
 PLR_ONE = 0x7FFFFFFF  # FreeBSD keeps plr as a fraction of 2^31 - 1
+
+NO_TABLE: Mapping[int, Any] = MappingProxyType({})
+"""What `links`, `schedulers` and `flowsets` are before a vnet's first configuration."""
 
 Resume = Callable[[bytes], None]
 FlowKey = tuple[int, int, int, int, int]  # proto, src, dst, sport, dport
@@ -242,20 +246,25 @@ class DummynetState:
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
-        self.links: dict[int, Link] = {}
-        self.schedulers: dict[int, Sched] = {}
-        self.flowsets: dict[int, FlowSet] = {}
-        self.seq = 0
-        # tunables (sysctl net.inet.ip.dummynet.*, FreeBSD's defaults)
+        # the shared empty table until the first `config` (own_tables): most vnets never
+        # configure dummynet, and three dicts are half of what this object costs them
+        self.links: dict[int, Link] = NO_TABLE  # type: ignore[assignment]
+        self.schedulers: dict[int, Sched] = NO_TABLE  # type: ignore[assignment]
+        self.flowsets: dict[int, FlowSet] = NO_TABLE  # type: ignore[assignment]
+        # tunables (sysctl net.inet.ip.dummynet.*, FreeBSD's defaults), then counters
         self.hash_size = 64
         self.pipe_slot_limit = 100
         self.pipe_byte_limit = 1024 * 1024
         self.expire = 1
         self.max_chain_len = 16
         self.red_avg_pkt_size = 512
-        # counters
-        self.io_pkt = self.io_pkt_fast = self.io_pkt_drop = 0
+        self.seq = self.io_pkt = self.io_pkt_fast = self.io_pkt_drop = 0
         self.queue_count = self.si_count = 0
+
+    def own_tables(self) -> None:
+        """Give this vnet tables of its own, before a configuration change."""
+        if self.links is NO_TABLE:
+            self.links, self.schedulers, self.flowsets = {}, {}, {}
 
     # -- the packet path -------------------------------------------------------------
     def enqueue(self, number: int, is_queue: bool, pkt: bytes, ifp: Ifnet | None,
@@ -531,9 +540,7 @@ class DummynetState:
             sched.instances.clear()
         for fs in self.flowsets.values():
             fs.queues.clear()
-        self.schedulers.clear()
-        self.flowsets.clear()
-        self.links.clear()
+        self.links = self.schedulers = self.flowsets = NO_TABLE  # type: ignore[assignment]
         self.queue_count = self.si_count = 0
 
 
