@@ -40,8 +40,8 @@ from vimage.emu.model import (
     Node,
     Route,
     Topology,
-    parse_ber,
     parse_bandwidth,
+    parse_ber,
     parse_duration_us,
     parse_percent,
 )

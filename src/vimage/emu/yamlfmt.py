@@ -3,7 +3,7 @@
 `load(path)` / `loads(text, filename)` return a checked `Topology` or raise
 `TopologyError` whose message is one line: `FILE:LINE: nodes.r1.type: unknown node type
 'wlan'`. The line is found from the position of each key in the file: the text is
-composed with PyYAML's SafeLoader (`compose`), every mapping key and sequence item is
+composed once with PyYAML's SafeLoader, every mapping key and sequence item is
 recorded with its line, and a problem's field path is looked up there (its longest
 recorded prefix). Duplicate keys, which YAML loaders silently merge, are refused.
 `dump(topology)` writes the format back; loading the dump gives an equal Topology.
@@ -60,15 +60,18 @@ def _duplicate_message(at: Path, key: str) -> str:
 
 def loads(text: str, filename: str = "<string>") -> Topology:
     """Parse, validate and build a topology from YAML text."""
+    loader = yaml.SafeLoader(text)
     try:
-        document = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 (SafeLoader)
+        document = loader.get_single_node()  # composed once: lines from it, data from it
+        data = loader.construct_document(document) if document is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
         raise TopologyError(f"{filename}:{line}: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise TopologyError(f"{filename}:1: {exc}") from None
+    finally:
+        loader.dispose()
     lines = _Lines()
     if document is not None:
         lines.walk(document, ())
