@@ -362,7 +362,7 @@ def _iface_problems(at: Path, node: Node, iface: Interface) -> list[Problem]:
     out = []
     if not _IFNAME_RE.match(iface.name):
         out.append(Problem(at, f"bad interface name '{iface.name}'"))
-    if (iface.ipv4 or iface.ipv6) and not node.is_l3:
+    if (iface.ipv4 or iface.ipv6) and node.type in SWITCH_TYPES:
         out.append(Problem(at, f"a {node.type} has no addresses"))
     for family, key in ((4, "ipv4"), (6, "ipv6")):
         for j, text in enumerate(getattr(iface, key)):
