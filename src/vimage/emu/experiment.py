@@ -203,9 +203,8 @@ class Experiment:
             self._build(topo)
         except Exception as exc:
             self._teardown()
-            if isinstance(exc, ExperimentError):
-                raise
-            raise ExperimentError(f"experiment {self.name}: {exc}") from exc
+            problems = exc.problems if isinstance(exc, ExperimentError) else [str(exc)]
+            raise ExperimentError(f"experiment {self.name}: {exc}", problems) from exc
         return self
 
     def down(self) -> None:
