@@ -78,7 +78,9 @@ def auto_assign(topo: Topology, ipv4: bool = True, ipv6: bool = False) -> Topolo
                 while host in taken:
                     host += 1
                 taken.add(host)
-                getattr(iface, key).append(f"{net[host]}/{net.prefixlen}")
+                # IMUNES writes the same digits in both families: .20 and ::20
+                index = host if family == 4 else int(str(host), 16)
+                getattr(iface, key).append(f"{net[index]}/{net.prefixlen}")
     return topo
 
 
