@@ -124,7 +124,8 @@ def loads(text: str, filename: str = "<imn>", skip_unsupported: bool = False,
     topo.hosts = hosts
     problems = topo.problems()
     if problems:
-        raise TopologyError(f"{filename}: {problems[0]}", problems)
+        raise TopologyError(f"{filename}: {problems[0]}", problems,
+                            [f"{filename}: {p}" for p in problems])
     return topo
 
 

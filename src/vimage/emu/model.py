@@ -58,9 +58,11 @@ class Problem(ValueError):
 class TopologyError(ValueError):
     """A topology refused: the first problem as one line, all of them in `problems`."""
 
-    def __init__(self, line: str, problems: list[Problem] | None = None) -> None:
+    def __init__(self, line: str, problems: list[Problem] | None = None,
+                 lines: list[str] | None = None) -> None:
         super().__init__(line)
         self.problems = problems or []
+        self.lines = lines or [line]  # every problem as its own one-line message
 
 
 # -- units --------------------------------------------------------------------------------------

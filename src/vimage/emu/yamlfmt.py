@@ -78,14 +78,17 @@ def loads(text: str, filename: str = "<string>") -> Topology:
     if lines.duplicates:
         first = lines.duplicates[0]
         line = lines.lines[("__dup__", 1)]
-        raise TopologyError(f"{filename}:{line}: {first}", lines.duplicates)
+        raise TopologyError(f"{filename}:{line}: {first}", lines.duplicates,
+                            [f"{filename}:{lines.lines[('__dup__', k + 1)]}: {p}"
+                             for k, p in enumerate(lines.duplicates)])
     try:
         return Topology.from_dict(data)
     except TopologyError as exc:
         problems = sorted(exc.problems, key=lambda p: lines.line_of(p.path))
         first = problems[0] if problems else Problem((), str(exc))
-        raise TopologyError(f"{filename}:{lines.line_of(first.path)}: {first}",
-                            problems) from None
+        raise TopologyError(f"{filename}:{lines.line_of(first.path)}: {first}", problems,
+                            [f"{filename}:{lines.line_of(p.path)}: {p}" for p in problems]
+                            ) from None
 
 
 def load(path: str | FsPath) -> Topology:
