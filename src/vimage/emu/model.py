@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 FORMAT_VERSION = 1
@@ -232,11 +232,8 @@ class Link:
 
     def params(self) -> dict[str, Any]:
         """The parameters that differ from an unimpaired link."""
-        return {k: getattr(self, k) for k in LINK_FIELDS
-                if getattr(self, k) != getattr(_PLAIN, k)}
-
-
-_PLAIN = Link(("", ""), ("", ""))
+        defaults = {f.name: f.default for f in fields(self)}
+        return {k: getattr(self, k) for k in LINK_FIELDS if getattr(self, k) != defaults[k]}
 
 
 @dataclass
