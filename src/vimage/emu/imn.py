@@ -28,6 +28,7 @@ interfaces, queue disciplines) is reported in `warnings`.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
@@ -120,6 +121,9 @@ def loads(text: str, filename: str = "<imn>", skip_unsupported: bool = False,
         topo = _build(nodes, links, skip_unsupported, warnings)
     except (Problem, ValueError) as exc:
         raise TopologyError(f"{filename}: {exc}") from None
+    except (AttributeError, TypeError, KeyError, OverflowError) as exc:
+        # a value of another shape than IMUNES writes (a list for a mapping, ...)
+        raise TopologyError(f"{filename}: malformed IMUNES configuration ({exc})") from None
     topo.name = name
     topo.hosts = hosts
     problems = topo.problems()
@@ -171,7 +175,7 @@ def _json_node(nid: str, spec: dict[str, Any], gui: dict[str, Any],
         iface = RawIface(iid, str(ispec.get("name", iid)), str(ispec.get("type", "phys")))
         iface.ipv4 = [str(a) for a in ispec.get("ipv4_addrs") or []]
         iface.ipv6 = [str(a) for a in ispec.get("ipv6_addrs") or []]
-        iface.mac = ispec.get("mac") or None
+        iface.mac = str(ispec["mac"]) if ispec.get("mac") else None
         iface.mtu = int(ispec["mtu"]) if ispec.get("mtu") else None
         iface.queue_len = int(ispec["queue_len"]) if ispec.get("queue_len") else None
         iface.link = ispec.get("link") or None
@@ -499,9 +503,12 @@ def _number(value: Any, what: str, link: str) -> float:
     if not text:
         return 0.0
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
-        raise ValueError(f"link {link}: bad {what} {value!r}") from None
+        number = math.nan
+    if not 0 <= number < math.inf:
+        raise ValueError(f"link {link}: bad {what} {value!r}")
+    return number
 
 
 def _link_params(link: RawLink, warnings: list[str]) -> dict[str, Any]:
@@ -518,8 +525,6 @@ def _link_params(link: RawLink, warnings: list[str]) -> dict[str, Any]:
     jitter = [_number(v, "jitter", link.id) for key in ("jitter_upstream", "jitter_downstream")
               for v in str(p.get(key, "")).replace("{", " ").replace("}", " ").split()]
     out["jitter"] = int(max(jitter, default=0))
-    if any(v < 0 for v in out.values() if not isinstance(v, bool)):
-        raise ValueError(f"link {link.id}: negative link parameter")
     if out["loss"] > 100 or out["duplicate"] > 100:
         raise ValueError(f"link {link.id}: a percentage above 100")
     return out

@@ -16,6 +16,7 @@ jitter in microseconds, loss and duplication in percent, BER as 1/N (0: none).
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -60,9 +61,17 @@ class TopologyError(ValueError):
 
     def __init__(self, line: str, problems: list[Problem] | None = None,
                  lines: list[str] | None = None) -> None:
+        line = one_line(line)
         super().__init__(line)
         self.problems = problems or []
-        self.lines = lines or [line]  # every problem as its own one-line message
+        self.lines = [one_line(t) for t in lines or [line]]  # every problem, one line each
+
+
+def one_line(text: str) -> str:
+    """`text` with control characters (a newline quoted from a file) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 # -- units --------------------------------------------------------------------------------------
@@ -86,7 +95,7 @@ def parse_bandwidth(value: Any) -> int:
             number = float(text)
         except ValueError:
             raise ValueError(f"bad bandwidth {value!r}") from None
-    if number < 0:
+    if not 0 <= number < math.inf:
         raise ValueError(f"bad bandwidth {value!r}")
     return round(number * scale)
 
@@ -108,7 +117,7 @@ def parse_duration_us(value: Any) -> int:
             number = float(text)
         except ValueError:
             raise ValueError(f"bad duration {value!r}") from None
-    if number < 0:
+    if not 0 <= number < math.inf:
         raise ValueError(f"bad duration {value!r}")
     return round(number * scale)
 
@@ -138,7 +147,7 @@ def parse_ber(value: Any) -> int:
         number = float(text)
     except ValueError:
         raise ValueError(f"bad bit error rate {value!r}") from None
-    if number < 0 or number != int(number):
+    if not 0 <= number < math.inf or number != int(number):
         raise ValueError(f"bad bit error rate {value!r} (a whole N for 1/N)")
     return int(number)
 
