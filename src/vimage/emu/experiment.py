@@ -197,7 +197,10 @@ class Experiment:
     def up(self) -> Experiment:
         if self.is_up:
             raise ExperimentError(f"experiment {self.name} is already up")
-        topo = self._resolved()
+        try:
+            topo = self._resolved()
+        except ValueError as exc:
+            raise ExperimentError(f"experiment {self.name}: {exc}") from None
         self._preflight(topo)
         try:
             self._build(topo)
