@@ -3,7 +3,7 @@
 `load(path)` / `loads(text, filename)` return a checked `Topology` or raise
 `TopologyError` whose message is one line: `FILE:LINE: nodes.r1.type: unknown node type
 'wlan'`. The line is found from the position of each key in the file: the text is
-composed once with PyYAML's SafeLoader, every mapping key and sequence item is
+composed once with PyYAML's safe loader, every mapping key and sequence item is
 recorded with its line, and a problem's field path is looked up there (its longest
 recorded prefix). Duplicate keys, which YAML loaders silently merge, are refused.
 `dump(topology)` writes the format back; loading the dump gives an equal Topology.
@@ -17,6 +17,11 @@ from typing import Any
 import yaml
 
 from vimage.emu.model import Path, Problem, Topology, TopologyError
+
+# libyaml's parser when PyYAML has it (several times faster), else the pure-Python one;
+# both give nodes with marks and build only plain data (SafeConstructor)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 class _Lines:
@@ -60,7 +65,7 @@ def _duplicate_message(at: Path, key: str) -> str:
 
 def loads(text: str, filename: str = "<string>") -> Topology:
     """Parse, validate and build a topology from YAML text."""
-    loader = yaml.SafeLoader(text)
+    loader = _LOADER(text)
     try:
         document = loader.get_single_node()  # composed once: lines from it, data from it
         data = loader.construct_document(document) if document is not None else None
@@ -102,8 +107,8 @@ def load(path: str | FsPath) -> Topology:
 
 def dumps(topology: Topology) -> str:
     """The topology as YAML in our format (version 1)."""
-    return yaml.safe_dump(topology.to_dict(), sort_keys=False, default_flow_style=None,
-                          allow_unicode=True, width=100)
+    return yaml.dump(topology.to_dict(), Dumper=_DUMPER, sort_keys=False,
+                     default_flow_style=None, allow_unicode=True, width=100)
 
 
 def dump(topology: Topology, path: str | FsPath) -> None:
