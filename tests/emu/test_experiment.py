@@ -195,6 +195,21 @@ def test_auto_addressing_on_a_model_built_in_python(kernel):
     assert topo.nodes["a"].interfaces["eth0"].ipv4 == []  # the model itself is unchanged
 
 
+def test_hub_and_ext_nodes_are_refused_with_what_they_need():
+    topo = Topology(name="lab")
+    topo.add_node("pc1")
+    topo.add_node("hub1", "hub")
+    topo.add_node("out", "ext")
+    topo.connect("pc1", "hub1")
+    topo.connect("out", "hub1")
+    kernel = NoBridgeKernel(clock="virtual", seed=1)
+    with pytest.raises(ExperimentError) as info:
+        Experiment(topo, kernel).up()
+    assert info.value.problems == ["node hub1: hub needs the hub or bridge interface",
+                                   "node out: ext nodes are not realised by Experiment yet"]
+    assert kernel.vnets() == []
+
+
 def test_bridge_detection():
     assert kernel_has_cloner(Kernel(), "epair")
     assert not kernel_has_cloner(NoBridgeKernel(), "bridge")

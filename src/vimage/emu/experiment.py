@@ -342,6 +342,8 @@ class Experiment:
         """A lanswitch is a learning bridge; a hub floods (G6): the hub interface if the
         kernel has one, else a bridge."""
         kind = "hub" if node.type == "hub" and kernel_has_cloner(self.kernel, "hub") else "bridge"
+        if node.type == "hub" and kind == "bridge":
+            self.warnings.append(f"node {node.name}: hub realised as a learning bridge")
         vnet = self.nodes[node.name]
         created = vnet.cmd(f"ifconfig {kind} create")
         if not created.ok:
