@@ -77,6 +77,15 @@ def test_a_live_link_change(exp):
     exp.link("router1", "pc1").set(delay="50ms")
     assert exp.link("pc1", "router1").params == {"delay": 50_000}
     assert rtts(exp.node("pc1").cmd("ping -c 2 10.0.0.1").output)[1] == "100.000"
+    exp.link("pc1", "router1").set(delay=None, bandwidth="1Mbit/s")
+    assert exp.link("pc1", "router1").params == {"bandwidth": 1_000_000}
+    assert exp.topology.links[0].bandwidth == 1_000_000  # the model follows
+    assert rtts(exp.node("pc1").cmd("ping -c 2 10.0.0.1").output)[1] == "1.568"
+    exp.link("pc1", "router1").set(direct=True)
+    assert exp.link("pc1", "router1").ends[0].pipe is None
+    with pytest.raises(ValueError, match="not between 0 and 100"):
+        exp.link("pc1", "router1").set(delay="1ms", loss="200%")
+    assert exp.link("pc1", "router1").model.delay == 0  # nothing changed
     with pytest.raises(ValueError, match="unknown link parameter 'speed'"):
         exp.link("pc1", "router1").set(speed=1)
     with pytest.raises(LookupError):

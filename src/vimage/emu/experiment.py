@@ -28,7 +28,7 @@ import copy
 import ipaddress
 import socket as _std_socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from vimage.cli import TOOLS
@@ -46,6 +46,7 @@ from vimage.emu.model import (
     parse_percent,
 )
 from vimage.net.ifnet import create_loopback
+from vimage.net.pipe import DEFAULT_QUEUE
 from vimage.topo import add_route
 
 if TYPE_CHECKING:
@@ -73,30 +74,28 @@ def kernel_has_cloner(kernel: Kernel, name: str) -> bool:
     return name in dict(kernel.standard_cloners)
 
 
-def pipe_settings(link: Link) -> dict[str, Any]:
-    """The link's impairment in vimage.net.pipe's units (nothing for a direct link)."""
+def pipe_settings(link: Link, every: bool = False) -> dict[str, Any]:
+    """The link's impairment in vimage.net.pipe's units: the settings that impair
+    (nothing for a direct link), or with `every` all of them, defaults included."""
     if link.direct:
         return {}
-    out: dict[str, Any] = {}
-    if link.bandwidth:
-        out["bandwidth"] = link.bandwidth
-    if link.delay:
-        out["delay"] = link.delay / 1e6
-    if link.loss:
-        out["loss"] = link.loss / 100
-    if link.ber:
-        out["ber"] = 1.0 / link.ber
-    if link.duplicate:
-        out["dup"] = link.duplicate / 100
-    if link.queue:
-        out["queue"] = link.queue
-    return out
+    out: dict[str, Any] = {
+        "bandwidth": link.bandwidth,
+        "delay": link.delay / 1e6,
+        "loss": link.loss / 100,
+        "ber": 1.0 / link.ber if link.ber else 0.0,
+        "dup": link.duplicate / 100,
+        "queue": link.queue or DEFAULT_QUEUE,
+    }
+    if every:
+        return out
+    return {k: v for k, v in out.items() if v and not (k == "queue" and not link.queue)}
 
 
 _SETTERS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
     ("bandwidth", parse_bandwidth), ("delay", parse_duration_us), ("jitter", parse_duration_us),
     ("loss", parse_percent), ("ber", parse_ber), ("duplicate", parse_percent),
-    ("queue", int), ("direct", bool),
+    ("queue", int), ("direct", lambda v: str(v).lower() in ("1", "true", "yes")),
 )
 
 
@@ -108,24 +107,27 @@ class ExpLink:
     ends: tuple[Ifnet, Ifnet]
 
     def set(self, **params: Any) -> None:
-        """Change the link (YAML-style values: delay='20ms', bandwidth='1Mbit/s', loss='1%');
-        everything is checked before anything changes."""
+        """Change the link (YAML-style values: delay='20ms', bandwidth='1Mbit/s', loss='1%';
+        None puts a parameter back to its default). Everything is checked before anything
+        changes; the topology's Link is updated too. Frames already on the wire keep
+        their timing (the pipe is reconfigured, as vlink does, not replaced)."""
         updated = copy.copy(self.model)
         setters = dict(_SETTERS)
+        defaults = {f.name: f.default for f in fields(Link)}
         for key, value in params.items():
             if key not in setters:
                 raise ValueError(f"unknown link parameter '{key}' ({', '.join(LINK_FIELDS)})")
-            parsed = setters[key](value) if value is not None else None
+            parsed = defaults[key] if value is None else setters[key](value)
             if key == "queue" and parsed is not None and parsed < 1:
                 raise ValueError("queue must be at least 1 frame")
             setattr(updated, key, parsed)
-        settings = pipe_settings(updated)
         for key, value in vars(updated).items():
             setattr(self.model, key, value)
         for end in self.ends:
-            end.clear_impairment()
-            if settings:
-                end.impair(**settings)
+            if updated.direct:
+                end.clear_impairment()
+            elif pipe_settings(updated) or end.pipe is not None:
+                end.impair(**pipe_settings(updated, every=True))
 
     @property
     def params(self) -> dict[str, Any]:
