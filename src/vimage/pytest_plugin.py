@@ -7,6 +7,10 @@ Fixtures:
                     computed before the test body runs)
     hosts, routers  net.hosts / net.routers: `a, b = hosts("a", "b")`, `routers(2)`
     star, line      factories: `star(5, delay="10ms")`, `line(4)` (see vimage.testing)
+    topology        a factory: `exp = topology("routing.yaml")` loads a topology file (YAML
+                    or IMUNES .imn; a relative path from the test file's directory, else
+                    the rootdir) and brings it up in vimage_kernel as a
+                    vimage.emu.Experiment (keyword arguments go to it); down at teardown
 
 An `async def` test that uses any of them runs on a vimage event loop, inside the
 kernel's base vnet, in virtual time: start programs with `vimage.spawn(vnet, coro)`.
@@ -94,6 +98,27 @@ def line(vimage_kernel: Kernel) -> Callable[..., testing.Net]:
     def make(n: int, **kwargs: Any) -> testing.Net:
         return testing.line(vimage_kernel, n, **kwargs)
     return make
+
+
+@pytest.fixture
+def topology(vimage_kernel: Kernel, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    from vimage.emu import Experiment, load  # the emulator only for the tests that use it
+
+    made: list[Any] = []
+
+    def make(path: str | os.PathLike[str], **kwargs: Any) -> Any:
+        found = os.fspath(path)
+        if not os.path.isabs(found):
+            here = os.path.join(os.path.dirname(str(request.node.path)), found)
+            found = here if os.path.exists(here) else os.path.join(
+                str(request.config.rootpath), found)
+        experiment = Experiment(load(found), vimage_kernel, **kwargs).up()
+        made.append(experiment)
+        return experiment
+
+    yield make
+    for experiment in reversed(made):
+        experiment.down()
 
 
 def _start_trace(item: pytest.Item, kernel: Kernel) -> None:

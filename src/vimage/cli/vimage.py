@@ -6,7 +6,7 @@
     vimage -i NAME IFNAME [NEWNAME]
     vimage NAME [command ...]          (no command: a shell inside NAME)
     vimage TOOL [argument ...]         (a tool in the current vnet: ifconfig, route, ...)
-    vimage create|modify|destroy|list|ifmove|exec|daemon ...   (each with --help)
+    vimage create|modify|destroy|list|ifmove|exec|daemon|topo ...   (each with --help)
 
 A first word that is a subcommand or a tool is one; anything else names a vnet
 (`vimage exec NAME ...` reaches a vnet whose name is a tool's). Names are relative
@@ -36,7 +36,7 @@ usage: vimage [--socket PATH] [-c | -m] NAME [param=value ...]
        vimage -i NAME IFNAME [NEWNAME]
        vimage NAME [command ...]
        vimage TOOL [argument ...]
-       vimage create|modify|destroy|list|ifmove|exec|daemon ... (see --help of each)
+       vimage create|modify|destroy|list|ifmove|exec|daemon|topo ... (see --help of each)
 """
 
 EX_USAGE = 64
@@ -489,9 +489,55 @@ def sub_daemon(ctx: Ctx, argv: list[str]) -> int:
     return 0
 
 
+@_subcommand
+def sub_topo(ctx: Ctx, argv: list[str]) -> int:
+    p = _parser("topo", "Topology files (docs/emulator.md): check one, or convert an IMUNES "
+                        ".imn file to our YAML format.")
+    actions = p.add_subparsers(dest="action", required=True, metavar="check|convert")
+    check = actions.add_parser("check", help="validate FILE (.yaml or .imn): one line per "
+                                             "problem, status 1 if any")
+    convert = actions.add_parser("convert", help="import FILE (.imn or .yaml) and write YAML")
+    convert.add_argument("-o", dest="output", metavar="OUT.yaml", help="default: stdout")
+    for sub in (check, convert):
+        sub.add_argument("file")
+        sub.add_argument("--skip-unsupported", action="store_true",
+                         help="leave out .imn node types the emulator does not model")
+    args = _parse(p, argv)
+    return topo_file(args.action, args.file, args.skip_unsupported, getattr(args, "output", None))
+
+
+def topo_file(action: str, path: str, skip_unsupported: bool, output: str | None) -> int:
+    """`vimage topo check|convert`: local work on a file, no daemon involved."""
+    from vimage.emu import TopologyError, imn, yamlfmt
+
+    warnings: list[str] = []
+    try:
+        if path.endswith(".imn"):
+            topology = imn.load(path, skip_unsupported=skip_unsupported, warnings=warnings)
+        else:
+            topology = yamlfmt.load(path)
+    except TopologyError as exc:
+        for line in exc.lines:
+            print(f"vimage topo: {line}", file=sys.stderr)
+        return 1
+    for warning in warnings:
+        print(f"vimage topo: {path}: warning: {warning}", file=sys.stderr)
+    if action == "check":
+        print(f"{path}: {plural(len(topology.nodes), 'node')}, "
+              f"{plural(len(topology.links), 'link')}")
+        return 0
+    text = yamlfmt.dumps(topology)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        with open(output, "w", encoding="utf-8") as out:
+            out.write(text)
+    return 0
+
+
 SUBCOMMANDS: Mapping[str, Callable[[Ctx, list[str]], int]] = MappingProxyType({
     "create": sub_create, "modify": sub_modify, "destroy": sub_destroy, "list": sub_list,
-    "ifmove": sub_ifmove, "exec": sub_exec, "daemon": sub_daemon,
+    "ifmove": sub_ifmove, "exec": sub_exec, "daemon": sub_daemon, "topo": sub_topo,
 })
 
 

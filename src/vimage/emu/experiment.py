@@ -1,0 +1,414 @@
+"""An Experiment realises a Topology in a Kernel: one vnet per node, an epair per link.
+
+Naming: the experiment is a vnet `EXP` (the topology's name unless given) and every node
+a child vnet `EXP.NODE`, so `vimage exec EXP.pc1 -- ...` and every tool reach a node, and
+several experiments live side by side in one kernel.
+
+`up()` checks first what the kernel must provide (the bridge interface for lanswitch
+nodes, a hub for hubs, IPv6 for IPv6 addresses, a `routed` tool for RIP routers) and
+refuses before creating anything; then it creates the vnets, the links (an epair per
+link, its ends moved into the two nodes and renamed as the model names them, impaired
+both ways as IMUNES's netem does: the delay applies once in each direction, G6),
+forwarding on routers (G5), addresses, lo0's extra addresses, static routes (G3),
+automatic default routes (G2), the hosts tables (IMUNES hostsAutoAssign), the routing
+daemons and the start-up commands (run with `vnet.cmd`). It is all or nothing: any
+failure destroys what was made and raises ExperimentError naming the node.
+`down()` destroys the experiment vnet; the link ends belong to their nodes (an end's
+home is its node's vnet), so a link dies with either node, and nothing is left.
+
+Link units converted to the link model (vimage.net.pipe): bandwidth bit/s as is,
+delay µs -> s, loss and duplicate % -> probability, BER 1/N -> 1/N per bit, queue
+in frames; jitter is not modelled (a warning). A `direct` link is not impaired.
+`link(a, b).set(delay="20ms", ...)` changes a live link (values as in the YAML format).
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import socket as _std_socket
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from vimage.cli import TOOLS
+from vimage.emu import address
+from vimage.emu.model import (
+    LINK_FIELDS,
+    SWITCH_TYPES,
+    Link,
+    Node,
+    Route,
+    Topology,
+    parse_bandwidth,
+    parse_ber,
+    parse_duration_us,
+    parse_percent,
+)
+from vimage.net.ifnet import create_loopback
+from vimage.net.pipe import DEFAULT_QUEUE
+from vimage.topo import add_route
+
+if TYPE_CHECKING:
+    from vimage.kernel import Kernel
+    from vimage.net.ifnet import Ifnet
+    from vimage.vnet import Vnet
+
+IPV6_PROTOCOL_NAMES = frozenset({"ip6", "ipv6", "inet6"})
+
+
+class ExperimentError(RuntimeError):
+    """An experiment that could not be brought up (nothing of it is left)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+
+
+def kernel_has_ipv6(kernel: Kernel) -> bool:
+    return any(p.domain in (_std_socket.AF_INET6, 28) or p.name in IPV6_PROTOCOL_NAMES
+               for p in kernel.protocols)
+
+
+def kernel_has_cloner(kernel: Kernel, name: str) -> bool:
+    return name in dict(kernel.standard_cloners)
+
+
+def pipe_settings(link: Link, every: bool = False) -> dict[str, Any]:
+    """The link's impairment in vimage.net.pipe's units: the settings that impair
+    (nothing for a direct link), or with `every` all of them, defaults included."""
+    if link.direct:
+        return {}
+    out: dict[str, Any] = {
+        "bandwidth": link.bandwidth,
+        "delay": link.delay / 1e6,
+        "loss": link.loss / 100,
+        "ber": 1.0 / link.ber if link.ber else 0.0,
+        "dup": link.duplicate / 100,
+        "queue": link.queue or DEFAULT_QUEUE,
+    }
+    if every:
+        return out
+    return {k: v for k, v in out.items() if v and not (k == "queue" and not link.queue)}
+
+
+_SETTERS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
+    ("bandwidth", parse_bandwidth), ("delay", parse_duration_us), ("jitter", parse_duration_us),
+    ("loss", parse_percent), ("ber", parse_ber), ("duplicate", parse_percent),
+    ("queue", int), ("direct", lambda v: str(v).lower() in ("1", "true", "yes")),
+)
+
+
+@dataclass
+class ExpLink:
+    """A live link: the model's Link and the two interfaces realising it."""
+
+    model: Link
+    ends: tuple[Ifnet, Ifnet]
+
+    def set(self, **params: Any) -> None:
+        """Change the link (YAML-style values: delay='20ms', bandwidth='1Mbit/s', loss='1%';
+        None puts a parameter back to its default). Everything is checked before anything
+        changes; the topology's Link is updated too. Frames already on the wire keep
+        their timing (the pipe is reconfigured, as vlink does, not replaced)."""
+        updated = copy.copy(self.model)
+        setters = dict(_SETTERS)
+        defaults = {f.name: f.default for f in fields(Link)}
+        for key, value in params.items():
+            if key not in setters:
+                raise ValueError(f"unknown link parameter '{key}' ({', '.join(LINK_FIELDS)})")
+            parsed = defaults[key] if value is None else setters[key](value)
+            if key == "queue" and parsed is not None and parsed < 1:
+                raise ValueError("queue must be at least 1 frame")
+            setattr(updated, key, parsed)
+        for key, value in vars(updated).items():
+            setattr(self.model, key, value)
+        for end in self.ends:
+            if updated.direct:
+                end.clear_impairment()
+            elif pipe_settings(updated) or end.pipe is not None:
+                end.impair(**pipe_settings(updated, every=True))
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.model.params()
+
+    def state(self) -> dict[str, Any]:
+        """JSON-serialisable: the ends, parameters and counters of each direction."""
+        return {
+            "a": ":".join(self.model.a), "b": ":".join(self.model.b),
+            "params": self.params,
+            "counters": [{"ifname": e.name, "opackets": e.opackets, "obytes": e.obytes,
+                          "ipackets": e.ipackets, "ibytes": e.ibytes} for e in self.ends],
+        }
+
+
+@dataclass
+class Experiment:
+    """A topology brought up in a kernel; see the module docstring."""
+
+    topology: Topology
+    kernel: Kernel
+    name: str | None = None
+    skip_ipv6: bool = False  # configure IPv4 only (when the kernel has no IPv6)
+    progress: Callable[[int, int, str], None] | None = None  # (done, total, what)
+    vnet: Vnet | None = None
+    nodes: dict[str, Vnet] = field(default_factory=dict)
+    links: list[ExpLink] = field(default_factory=list)
+    routing: dict[str, tuple[str, ...]] = field(default_factory=dict)  # RIP intent
+    warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.topology.check()
+        if self.name is None:
+            self.name = self.topology.name
+
+    # -- the public face ------------------------------------------------------------------------
+    @property
+    def is_up(self) -> bool:
+        return self.vnet is not None and self.vnet.alive
+
+    def node(self, name: str) -> Vnet:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise LookupError(f"experiment {self.name} has no node {name!r}") from None
+
+    def link(self, a: str, b: str) -> ExpLink:
+        for link in self.links:
+            if link.model.nodes in ((a, b), (b, a)):
+                return link
+        raise LookupError(f"experiment {self.name} has no link between {a} and {b}")
+
+    def state(self) -> dict[str, Any]:
+        """JSON-serialisable state: nodes (vnet, interfaces) and links (params, counters)."""
+        return {
+            "name": self.name, "up": self.is_up,
+            "nodes": {name: {"vnet": v.name, "type": self.topology.nodes[name].type,
+                             "interfaces": sorted(v.ifaces)} for name, v in self.nodes.items()},
+            "links": [link.state() for link in self.links],
+        }
+
+    def __enter__(self) -> Experiment:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    # -- up and down ------------------------------------------------------------------------
+    def up(self) -> Experiment:
+        if self.is_up:
+            raise ExperimentError(f"experiment {self.name} is already up")
+        try:
+            topo = self._resolved()
+        except ValueError as exc:
+            raise ExperimentError(f"experiment {self.name}: {exc}") from None
+        self._preflight(topo)
+        try:
+            self._build(topo)
+        except Exception as exc:
+            self._teardown()
+            problems = exc.problems if isinstance(exc, ExperimentError) else [str(exc)]
+            raise ExperimentError(f"experiment {self.name}: {exc}", problems) from exc
+        return self
+
+    def down(self) -> None:
+        self._teardown()
+
+    def _teardown(self) -> None:
+        kernel = self.kernel
+        with kernel.sched.cond:
+            if self.vnet is not None and self.vnet.alive:
+                kernel.destroy(self.vnet)
+        self.vnet = None
+        self.nodes = {}
+        self.links = []
+        self.routing = {}
+
+    # -- preparation ------------------------------------------------------------------------
+    def _resolved(self) -> Topology:
+        topo = self.topology
+        if topo.auto_address or topo.auto_address6:
+            topo = address.auto_assign(topo, topo.auto_address, topo.auto_address6)
+        return topo
+
+    def _preflight(self, topo: Topology) -> None:
+        """Refuse, before creating anything, what this kernel cannot realise."""
+        kernel = self.kernel
+        problems = []
+        if self.name in kernel:
+            problems.append(f"vnet {self.name} already exists")
+        has_ipv6 = kernel_has_ipv6(kernel)
+        for node in topo.nodes.values():
+            problems.extend(self._node_needs(node, has_ipv6))
+        if problems:
+            raise ExperimentError(f"experiment {self.name}: {problems[0]}", problems)
+
+    def _node_needs(self, node: Node, has_ipv6: bool) -> list[str]:
+        kernel = self.kernel
+        out = []
+        if node.type == "lanswitch" and not kernel_has_cloner(kernel, "bridge"):
+            out.append(f"node {node.name}: lanswitch needs the bridge interface")
+        if node.type == "hub" and not (kernel_has_cloner(kernel, "hub")
+                                        or kernel_has_cloner(kernel, "bridge")):
+            out.append(f"node {node.name}: hub needs the hub or bridge interface")
+        if node.type == "ext":
+            out.append(f"node {node.name}: ext nodes are not realised by Experiment yet")
+        if node.routing and "routed" not in TOOLS:
+            out.append(f"node {node.name}: model {node.model} needs the routed daemon, "
+                       "which this vimage does not have (use model static)")
+        wants_ipv6 = any(i.ipv6 for i in node.interfaces.values()) or any(
+            r.family == 6 for r in node.routes)
+        if wants_ipv6 and not has_ipv6 and not self.skip_ipv6:
+            out.append(f"node {node.name}: IPv6 addresses need IPv6 in the kernel "
+                       "(or skip_ipv6 / --skip-ipv6)")
+        return out
+
+    def _step(self, done: int, total: int, what: str) -> None:
+        if self.progress is not None:
+            self.progress(done, total, what)
+
+    # -- building ---------------------------------------------------------------------------
+    def _build(self, topo: Topology) -> None:
+        kernel = self.kernel
+        use_ipv6 = kernel_has_ipv6(kernel) and not self.skip_ipv6
+        total = len(topo.nodes) + len(topo.links)
+        with kernel.sched.cond:
+            self.vnet = kernel.create(str(self.name))
+            for k, node in enumerate(topo.nodes.values()):
+                self.nodes[node.name] = vnet = kernel.create(f"{self.name}.{node.name}")
+                if node.type == "router":
+                    vnet.ip.forwarding = 1  # G5; pc and host nodes do not forward
+                self._step(k + 1, total, f"node {node.name}")
+            for k, link in enumerate(self.topology.links):
+                self.links.append(self._make_link(topo, link))
+                self._step(len(topo.nodes) + k + 1, total, f"link {link.a[0]}-{link.b[0]}")
+            for node in topo.nodes.values():
+                self._configure(node, use_ipv6)
+            for node in topo.nodes.values():
+                if node.type in SWITCH_TYPES:
+                    self._switch(node)
+            for node in topo.nodes.values():
+                self._routes(node, node.routes, use_ipv6)
+            for name, routes in address.default_routes(topo).items():
+                self._auto_defaults(topo.nodes[name], routes, use_ipv6)
+            if topo.hosts:
+                self._hosts(topo)
+        for node in topo.nodes.values():  # tools take the kernel lock themselves
+            self._start(node)
+
+    def _make_link(self, topo: Topology, link: Link) -> ExpLink:
+        assert self.vnet is not None
+        ends = self.kernel.epair(self.vnet)
+        for end, (node_name, ifname) in zip(ends, (link.a, link.b), strict=True):
+            vnet = self.nodes[node_name]
+            end.move_to(vnet)
+            _rename(end, ifname)
+            end.home = vnet  # the link belongs to its nodes: it dies with either
+            iface = topo.nodes[node_name].interfaces[ifname]
+            if iface.mac is not None:
+                end.mac = bytes.fromhex(iface.mac.replace(":", ""))
+            if iface.mtu is not None:
+                end.mtu = iface.mtu
+        settings = pipe_settings(link)
+        if settings:
+            for end in ends:
+                end.impair(**settings)
+        if link.jitter and not link.direct:
+            self.warnings.append(f"link {link.a[0]}-{link.b[0]}: jitter is not modelled")
+        for end in ends:
+            end.set_up(True)
+        return ExpLink(link, (ends[0], ends[1]))
+
+    def _configure(self, node: Node, use_ipv6: bool) -> None:
+        vnet = self.nodes[node.name]
+        for ifname, iface in node.interfaces.items():
+            ifp = vnet.ifaces.get(ifname)
+            if ifp is None:
+                if not ifname.startswith("lo"):
+                    if iface.ipv4 or iface.ipv6:
+                        self.warnings.append(f"node {node.name}: {ifname} is on no link")
+                    continue
+                ifp = create_loopback(vnet, int(ifname[2:] or 0))
+                ifp.set_up(True)
+            for cidr in iface.ipv4:
+                try:
+                    ifp.add_addr(cidr)
+                except (OSError, ValueError) as exc:
+                    raise ExperimentError(f"node {node.name}: {ifname} {cidr}: {exc}") from exc
+            if use_ipv6:
+                for cidr in iface.ipv6:
+                    self._cmd(node, f"ifconfig {ifname} inet6 {cidr}")
+
+    def _switch(self, node: Node) -> None:
+        """A lanswitch is a learning bridge; a hub floods (G6): the hub interface if the
+        kernel has one, else a bridge."""
+        kind = "hub" if node.type == "hub" and kernel_has_cloner(self.kernel, "hub") else "bridge"
+        if node.type == "hub" and kind == "bridge":
+            self.warnings.append(f"node {node.name}: hub realised as a learning bridge")
+        vnet = self.nodes[node.name]
+        created = vnet.cmd(f"ifconfig {kind} create")
+        if not created.ok:
+            raise ExperimentError(f"node {node.name}: {created.output.strip()}")
+        bridge = created.output.strip().split()[-1]
+        members = [f"addm {name}" for name in node.interfaces if name in vnet.ifaces]
+        self._cmd(node, f"ifconfig {bridge} {' '.join(members)} up")
+
+    def _routes(self, node: Node, routes: list[Route], use_ipv6: bool) -> None:
+        vnet = self.nodes[node.name]
+        for route in routes:
+            if route.family == 6:
+                if use_ipv6:
+                    self._cmd(node, f"route add -inet6 {route.dest} {route.gateway}")
+                continue
+            try:
+                add_route(vnet, route.dest, route.gateway)
+            except (OSError, ValueError) as exc:
+                raise ExperimentError(f"node {node.name}: route {route}: {exc}") from exc
+
+    def _auto_defaults(self, node: Node, routes: list[Route], use_ipv6: bool) -> None:
+        """G2's default routes; this stack holds one route per prefix, so the first gateway
+        of each family (the preferred one) is used unless a static default exists."""
+        have = {ipaddress.ip_network(r.dest).version for r in node.routes
+                if ipaddress.ip_network(r.dest).prefixlen == 0}
+        chosen = []
+        for route in routes:
+            if route.family not in have:
+                have.add(route.family)
+                chosen.append(route)
+        self._routes(node, chosen, use_ipv6)
+
+    def _hosts(self, topo: Topology) -> None:
+        names = []
+        for node in topo.nodes.values():
+            first = next((a for i in node.interfaces.values() for a in i.ipv4), None)
+            if first is not None:
+                names.append((first.partition("/")[0], node.name))
+        for vnet in self.nodes.values():
+            for addr, name in names:
+                vnet.hosts.add(addr, name)
+
+    def _start(self, node: Node) -> None:
+        if node.routing:
+            self.routing[node.name] = node.routing
+            self._cmd(node, "routed")
+        for line in node.commands:
+            self._cmd(node, line)
+
+    def _cmd(self, node: Node, line: str) -> None:
+        result = self.nodes[node.name].cmd(line)
+        if not result.ok:
+            output = " ".join(result.output.split()) or f"status {result.status}"
+            raise ExperimentError(f"node {node.name}: '{line}' failed: {output}")
+
+
+def _rename(ifp: Ifnet, name: str) -> None:
+    """Give an interface the model's name inside its (new) vnet."""
+    vnet = ifp.vnet
+    if ifp.name == name:
+        return
+    if name in vnet.ifaces:
+        raise FileExistsError(f"interface {name} already exists in {vnet.display_name}")
+    del vnet.ifaces[ifp.name]
+    ifp.name = name
+    vnet.ifaces[name] = ifp

@@ -1,0 +1,28 @@
+"""examples/routing.yaml: two LANs joined by three static routers, in virtual time."""
+
+from __future__ import annotations
+
+import re
+
+from vimage.emu import load
+from vimage.emu.experiment import pipe_settings
+
+
+def test_routing_example_pings_end_to_end(topology):
+    exp = topology("examples/routing.yaml")
+    res = exp.node("pc1").cmd("ping -c 2 10.0.3.20")
+    assert res.status == 0, res.output
+    # 1 + 5 + 5 + 1 ms each way, plus 98-byte frames serialised at 100 and 10 Mbit/s
+    serialise_ms = 2 * (2 * 98 * 8 / 100e6 + 2 * 98 * 8 / 10e6) * 1e3
+    rtt = float(re.findall(r"time=([0-9.]+) ms", res.output)[1])
+    assert abs(rtt - (24 + serialise_ms)) < 0.002
+    hops = re.findall(r"^ *\d+  (\S+)", exp.node("pc2").cmd("traceroute -n -q 1 10.0.0.20")
+                      .output, re.MULTILINE)
+    assert hops == ["10.0.3.1", "10.0.2.1", "10.0.1.1", "10.0.0.20"]  # r3, r2, r1, pc1
+
+
+def test_routing_example_file_is_what_the_docs_say():
+    topo = load("examples/routing.yaml")
+    assert [n.type for n in topo.nodes.values()] == ["pc", "router", "router", "router", "pc"]
+    assert all(n.routing == () for n in topo.nodes.values())  # static until RIP lands
+    assert pipe_settings(topo.links[1]) == {"bandwidth": 10_000_000, "delay": 0.005}
