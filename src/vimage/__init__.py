@@ -21,6 +21,7 @@ from vimage.kernel import Kernel
 from vimage.net import ifnet as _ifnet
 from vimage.net import route as _route
 from vimage.netinet import in_proto as _in_proto
+from vimage.netpfil import nat as _nat
 from vimage.socket.socket import SOCK_DGRAM, SOCK_RAW, SOCK_STREAM, Socket
 from vimage.socket.tcp_socket import TcpSocket
 from vimage.vnet import Vnet
@@ -33,6 +34,7 @@ Kernel.standard_protocols = (
     _replace(_in_proto.RAW, sockets=((SOCK_RAW, Socket),)),
     _netdb.PROTOCOL,
     _ifnet.PROTOCOL,
+    _nat.PROTOCOL,
 )
 Kernel.standard_cloners = (("epair", _ifnet.EpairCloner),)
 
