@@ -258,10 +258,12 @@ class NatInstance:
     def _touch(self, link: Link) -> None:
         link.timeout = self._timeout(link)
         link.expire_ns = self.vnet.kernel.sched.now_ns() + link.timeout * NS
-        if self.timer is None:
-            self._arm(link.expire_ns)
+        if self.timer is None or link.expire_ns < self.timer.when:
+            self._arm(link.expire_ns)  # a shorter timeout (a TCP close) re-arms earlier
 
     def _arm(self, when_ns: int) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
         delay = max(0, when_ns - self.vnet.kernel.sched.now_ns())
         self.timer = self.vnet.kernel.sched.call_later(delay, self._sweep, owner=self.vnet)
 
@@ -487,7 +489,7 @@ class NatInstance:
             self.frags[(src, dst, ipid, proto)] = (
                 link.laddr, self.vnet.kernel.sched.now_ns() + FRAGMENT_EXPIRE * NS)
             if self.timer is None:
-                self._arm(self.vnet.kernel.sched.now_ns() + FRAGMENT_EXPIRE * NS)
+                self._arm(self.frags[(src, dst, ipid, proto)][1])
         rewrite_l4(buf, 0, False, link.laddr, link.lport, len(buf))
         return True
 
