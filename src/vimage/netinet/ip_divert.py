@@ -42,6 +42,7 @@ SYSCTLS: tuple[Oid, ...] = oids("net.inet.divert", "divert", (
     ("sendspace", "Maximum outgoing divert datagram size", 1, 65535),
 ))
 
+# counters of vnet.divert.stats (FreeBSD's divert keeps none that netstat shows)
 STAT_LINES: tuple[tuple[str, str], ...] = (
     ("diverted", "{} packets diverted"),
     ("tee", "{} packets copied (tee)"),
@@ -222,6 +223,6 @@ def vnet_detach(vnet: Vnet) -> None:
 
 PROTOCOL = Protocol(
     "divert", 62, "divert", vnet_attach, vnet_detach, domain=AF_INET,
-    protocol=IPPROTO_DIVERT, sysctls=SYSCTLS, stats=STAT_LINES, stats_order=60)
+    protocol=IPPROTO_DIVERT, sysctls=SYSCTLS)
 """Divert's descriptor: its socket (added by the package's __init__, as for the others)
 is found by its number, 258, ahead of raw IP's catch-all (protosw.socket_factory)."""

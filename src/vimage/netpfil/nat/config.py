@@ -9,6 +9,7 @@ in the order nat.c tests them. Errors are `ValueError` with ipfw's one-line mess
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from vimage.wire import WireError
 from vimage.wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, aton, ntoa
@@ -16,9 +17,10 @@ from vimage.wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, aton, ntoa
 # libalias mode flags, in the order nat_show_cfg prints them
 MODE_FLAGS: tuple[str, ...] = ("log", "deny_in", "same_ports", "skip_global", "unreg_only",
                                "unreg_cgn", "reset", "reverse", "proxy_only")
-PROTO_BY_NAME = {"icmp": PROTO_ICMP, "tcp": PROTO_TCP, "udp": PROTO_UDP, "gre": 47,
-                 "esp": 50, "ah": 51, "sctp": 132, "ipip": 4, "ipv6": 41}
-NAME_BY_PROTO = {v: k for k, v in PROTO_BY_NAME.items()}
+PROTO_BY_NAME = MappingProxyType({"icmp": PROTO_ICMP, "tcp": PROTO_TCP, "udp": PROTO_UDP,
+                                  "gre": 47, "esp": 50, "ah": 51, "sctp": 132, "ipip": 4,
+                                  "ipv6": 41})
+NAME_BY_PROTO = MappingProxyType({v: k for k, v in PROTO_BY_NAME.items()})
 
 
 @dataclass(frozen=True, slots=True)
