@@ -86,57 +86,67 @@ class NatState:
 
 def _number(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"nat: bad instance number ``{text}''")
+        raise ValueError(f"illegal nat id: {text}")
     return int(text)
 
 
 def _show_log(inst: NatInstance) -> list[str]:
-    """libalias's LibAliasLog line (what `ipfw nat show` prints for each instance),
-    then this instance's translation and drop counters."""
+    """An instance with `log`: libalias's LibAliasLog line (ShowAliasStats, what
+    `ipfw nat show log` prints), then vimage's translation and drop counters."""
+    if "log" not in inst.cfg.modes:
+        return []  # no log buffer: FreeBSD prints nothing for the instance
     c = inst.link_counts()
-    total = sum(c.values())
+    frags = len(inst.frags)
+    total = sum(c.values()) + frags
     s = inst.stats
     return [
         f"nat {inst.cfg.number}: icmp={c['icmp']}, udp={c['udp']}, tcp={c['tcp']}, sctp=0, "
-        f"pptp=0, proto={c['proto']}, frag_id={len(inst.frags)} frag_ptr=0 / tot={total}",
-        f"  translated out {s.translated_out}, in {s.translated_in}, passed {s.passed}; "
-        f"links made {s.created}, expired {s.expired}; dropped: deny_in {s.deny_in}, "
-        f"table full {s.limit}, no free port {s.noport}, malformed {s.bad}",
+        f"pptp=0, proto={c['proto']}, frag_id={frags} frag_ptr=0 / tot={total}",
+        f"nat {inst.cfg.number}: translated out {s.translated_out}, in {s.translated_in}, "
+        f"passed {s.passed}; links made {s.created}, expired {s.expired}; dropped: "
+        f"deny_in {s.deny_in}, table full {s.limit}, no free port {s.noport}, "
+        f"malformed {s.bad}",
     ]
 
 
 def command(vnet: Vnet, argv: list[str]) -> str:
-    """`nat N config ...`, `nat N show [config]`, `nat show [config]`, `nat N delete`
-    (argv starts with `nat`); the output text. ValueError for bad input."""
+    """`nat N config ...` (prints the resulting config, as ipfw does unless -q),
+    `nat N delete`, `nat [N] show [config|log]` (`show` alone is `show log`); argv
+    starts with `nat`; the output text. ValueError with ipfw's message for bad input."""
     state: NatState = vnet.ipfw_nat
     if not argv or argv[0] != "nat":
         raise ValueError("nat: expected ``nat''")
     rest = argv[1:]
     if not rest:
-        raise ValueError("nat: missing argument")
+        raise ValueError("missing nat id")
     number = None
     if rest[0] != "show":
         number = _number(rest[0])
         rest = rest[1:]
         if not rest:
-            raise ValueError("nat: missing option")
+            raise ValueError("missing option")
     verb, rest = rest[0], rest[1:]
     if verb == "config" and number is not None:
-        state.configure(number, rest)
-        return ""
+        if not rest:
+            raise ValueError("missing option")
+        inst = state.configure(number, rest)
+        return format_config(inst.cfg) + "\n"
     if verb == "delete" and number is not None and not rest:
         state.delete(number)
         return ""
-    if verb == "show" and rest in ([], ["log"], ["config"]):
+    if verb == "show" and len(rest) <= 1:
+        what = rest[0] if rest else "log"
+        if what not in ("config", "log"):
+            raise ValueError("Please specify action. Available: config,log")
         if number is None:
             chosen = [state.instances[n] for n in sorted(state.instances)]
         elif number in state.instances:
             chosen = [state.instances[number]]
         else:
-            raise ValueError(f"nat {number} not found")
+            raise ValueError(f"Error getting nat {number} instance info")
         lines: list[str] = []
         for inst in chosen:
-            lines += [format_config(inst.cfg)] if rest == ["config"] else _show_log(inst)
+            lines += [format_config(inst.cfg)] if what == "config" else _show_log(inst)
         return "".join(line + "\n" for line in lines)
     raise ValueError(f"unrecognised option ``{verb}''")
 

@@ -80,26 +80,27 @@ def _proto(text: str, what: str, allowed: tuple[int, ...] | None = None) -> int:
     if number is None and text.isdigit() and 0 < int(text) < 256:
         number = int(text)
     if number is None or (allowed is not None and number not in allowed):
-        raise ValueError(f"{what}: unknown protocol ``{text}''")
+        raise ValueError(f"{what}: unknown protocol {text}")
     return number
 
 
-def _ports(text: str, what: str) -> tuple[int, int]:
-    """'80' or '8000-8010' -> (first, count)."""
+def _ports(text: str, error: str) -> tuple[int, int]:
+    """'80' or '8000-8010' -> (first, count); ValueError(error) if it is not one."""
     lo, dash, hi = text.partition("-")
     try:
         first = int(lo)
         last = int(hi) if dash else first
     except ValueError:
-        raise ValueError(f"{what}: invalid port ``{text}''") from None
+        first = last = -1
     if not (0 < first <= last <= 65535):
-        raise ValueError(f"{what}: invalid port range ``{text}''")
+        raise ValueError(error)
     return first, last - first + 1
 
 
 def _need(argv: list[str], i: int, n: int, what: str) -> None:
-    if i + n > len(argv):
-        raise ValueError(f"{what}: missing argument")
+    if i + n > len(argv):  # nat.c: "missing option" after ip/if, else not enough arguments
+        raise ValueError("missing option" if what in ("ip", "if", "port_range")
+                         else f"{what}: not enough arguments")
 
 
 def _is_addr_token(text: str) -> bool:
@@ -126,9 +127,10 @@ def parse_config(number: int, argv: list[str]) -> NatConfig:
             modes.add(tok)
         elif tok == "port_range":
             _need(argv, i, 1, "port_range")
-            first, count = _ports(argv[i], "port_range")
+            bad = f"invalid port_range ``{argv[i]}''"
+            first, count = _ports(argv[i], bad)
             if count < 2 or first < 1024:
-                raise ValueError(f"port_range: invalid port range ``{argv[i]}''")
+                raise ValueError(bad)
             cfg.port_range = (first, first + count - 1)
             i += 1
         elif tok == "redirect_addr":
@@ -162,15 +164,15 @@ def _parse_redirect_port(argv: list[str], i: int, cfg: NatConfig) -> int:
     proto = _proto(argv[i], what, (PROTO_TCP, PROTO_UDP))
     local, colon, lports = argv[i + 1].partition(":")
     if not colon:
-        raise ValueError(f"{what}: missing local port in ``{argv[i + 1]}''")
+        raise ValueError(f"{what}: invalid local port range")
     laddr = _addr(local)
-    lport, lcount = _ports(lports, what)
+    lport, lcount = _ports(lports, f"{what}: invalid local port range")
     public = argv[i + 2]
     paddr = 0
     if ":" in public:
         ptext, _, public = public.partition(":")
         paddr = _addr(ptext)
-    pport, pcount = _ports(public, what)
+    pport, pcount = _ports(public, f"{what}: invalid public port range")
     if lcount != pcount:
         raise ValueError(f"{what}: port ranges must be equal in size")
     i += 3
@@ -179,7 +181,7 @@ def _parse_redirect_port(argv: list[str], i: int, cfg: NatConfig) -> int:
         rtext, colon, rports = argv[i].partition(":")
         raddr = _addr(rtext)
         if colon:
-            rport = _ports(rports, what)[0]
+            rport = _ports(rports, f"{what}: invalid remote port range")[0]
         i += 1
     cfg.redirects.append(RedirectPort(proto, laddr, lport, pport, pcount, paddr, raddr, rport))
     return i
