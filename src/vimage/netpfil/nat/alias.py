@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -60,6 +61,7 @@ TH_FIN, TH_SYN, TH_RST = 0x01, 0x02, 0x04
 ICMP_ECHOREPLY, ICMP_ECHO, ICMP_TSTAMP, ICMP_TSTAMPREPLY = 0, 8, 13, 14
 ICMP_QUERIES = frozenset({ICMP_ECHO, ICMP_TSTAMP})
 ICMP_REPLIES = frozenset({ICMP_ECHOREPLY, ICMP_TSTAMPREPLY})
+ICMP_ECHO_LIKE = ICMP_QUERIES | ICMP_REPLIES
 ICMP_ERRORS = frozenset({3, 4, 5, 11, 12})
 
 # RFC 1918 and RFC 6598 prefixes (libalias's unreg_only / unreg_cgn tests)
@@ -128,17 +130,22 @@ def _fold(total: int) -> int:
     return total
 
 
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+_PAIR16 = struct.Struct("!HH")  # two ports; the fragment word and the TTL/proto word
+_PAIR32 = struct.Struct("!II")  # source and destination address
+
+
 def _get16(pkt: bytearray, off: int) -> int:
-    return (pkt[off] << 8) | pkt[off + 1]
+    return _U16.unpack_from(pkt, off)[0]
 
 
 def _put16(pkt: bytearray, off: int, value: int) -> None:
-    pkt[off] = value >> 8
-    pkt[off + 1] = value & 0xFF
+    _U16.pack_into(pkt, off, value)
 
 
 def _get32(pkt: bytearray, off: int) -> int:
-    return int.from_bytes(pkt[off:off + 4], "big")
+    return _U32.unpack_from(pkt, off)[0]
 
 
 def rewrite_l4(pkt: bytearray, ip_off: int, src_side: bool, addr: int, port: int,
@@ -148,36 +155,36 @@ def rewrite_l4(pkt: bytearray, ip_off: int, src_side: bool, addr: int, port: int
     and the TCP/UDP/ICMP-echo checksum when present. The port of an ICMP query is its id."""
     hlen = (pkt[ip_off] & 0x0F) << 2
     a_off = ip_off + (12 if src_side else 16)
-    old_addr = _get32(pkt, a_off)
+    old_addr = _U32.unpack_from(pkt, a_off)[0]
     proto = pkt[ip_off + 9]
-    first = not ((pkt[ip_off + 6] << 8) | pkt[ip_off + 7]) & 0x1FFF
-    l4 = ip_off + hlen
     old_a, new_a = _words(old_addr), _words(addr)
-    pkt[a_off:a_off + 4] = addr.to_bytes(4, "big")
-    _put16(pkt, ip_off + 10, adjust(_get16(pkt, ip_off + 10), old_a, new_a))
-    if not first:
-        return
+    _U32.pack_into(pkt, a_off, addr)
+    _U16.pack_into(pkt, ip_off + 10,
+                   adjust(_U16.unpack_from(pkt, ip_off + 10)[0], old_a, new_a))
+    if _U16.unpack_from(pkt, ip_off + 6)[0] & 0x1FFF:
+        return  # a later fragment: no transport header
+    l4 = ip_off + hlen
     end = ip_off + length
     if proto in (PROTO_TCP, PROTO_UDP):
-        p_off = l4 + (0 if src_side else 2)
+        p_off = l4 if src_side else l4 + 2
+        c_off = l4 + (16 if proto == PROTO_TCP else 6)
         if p_off + 2 > end:
             return
-        old_port = _get16(pkt, p_off)
-        _put16(pkt, p_off, port)
-        c_off = l4 + (16 if proto == PROTO_TCP else 6)
+        old_port = _U16.unpack_from(pkt, p_off)[0]
+        _U16.pack_into(pkt, p_off, port)
         if c_off + 2 > end:
             return  # a quote too short to hold the checksum
-        cksum = _get16(pkt, c_off)
+        cksum = _U16.unpack_from(pkt, c_off)[0]
         if proto == PROTO_UDP and cksum == 0:
             return  # no checksum (RFC 768)
         cksum = adjust(cksum, _fold(old_a + old_port), _fold(new_a + port))
         if proto == PROTO_UDP and cksum == 0:
             cksum = 0xFFFF
-        _put16(pkt, c_off, cksum)
-    elif proto == PROTO_ICMP and l4 + 8 <= end and pkt[l4] in ICMP_QUERIES | ICMP_REPLIES:
-        old_id = _get16(pkt, l4 + 4)
-        _put16(pkt, l4 + 4, port)
-        _put16(pkt, l4 + 2, adjust(_get16(pkt, l4 + 2), old_id, port))
+        _U16.pack_into(pkt, c_off, cksum)
+    elif proto == PROTO_ICMP and l4 + 8 <= end and pkt[l4] in ICMP_ECHO_LIKE:
+        old_id = _U16.unpack_from(pkt, l4 + 4)[0]
+        _U16.pack_into(pkt, l4 + 4, port)
+        _U16.pack_into(pkt, l4 + 2, adjust(_U16.unpack_from(pkt, l4 + 2)[0], old_id, port))
 
 
 # -- the instance ----------------------------------------------------------------------------
@@ -194,6 +201,8 @@ class NatInstance:
         self.stats = NatStats()
         self.alias_cache = 0  # the alias address last used (`if IF` follows it)
         self.timer: Timer | None = None
+        self.unreg: bool | None = None  # unreg_only: False, unreg_cgn: True, else None
+        self._modes(cfg)
         seed = hashlib.blake2b(vnet.secret + b"ipfw_nat" + cfg.number.to_bytes(4, "big"),
                                digest_size=16).digest()
         self.rng = random.Random(seed)
@@ -202,6 +211,11 @@ class NatInstance:
     def configure(self, cfg: NatConfig) -> None:
         """Reconfigure (ipfw keeps the libalias instance and its links)."""
         self.cfg = cfg
+        self._modes(cfg)
+
+    def _modes(self, cfg: NatConfig) -> None:
+        modes = cfg.modes
+        self.unreg = True if "unreg_cgn" in modes else False if "unreg_only" in modes else None
 
     def alias_addr(self) -> int:
         """The alias address: `ip ADDR`, or the first address of `if IF` now; a changed
@@ -256,7 +270,8 @@ class NatInstance:
         return nat.proto_expire
 
     def _touch(self, link: Link) -> None:
-        link.timeout = self._timeout(link)
+        """A packet of the link: it lives `link.timeout` more seconds (set when the link
+        is made and when its TCP state changes, as libalias sets expire.time)."""
         link.expire_ns = self.vnet.kernel.sched.now_ns() + link.timeout * NS
         if self.timer is None or link.expire_ns < self.timer.when:
             self._arm(link.expire_ns)  # a shorter timeout (a TCP close) re-arms earlier
@@ -293,6 +308,7 @@ class NatInstance:
         self.out[link.out_key] = link
         self.inn[link.in_key] = link
         self.stats.created += 1
+        link.timeout = self._timeout(link)
         self._touch(link)
         return link
 
@@ -369,23 +385,19 @@ class NatInstance:
     def _out(self, buf: bytearray, alias: int) -> bool | None:
         """Translate an outgoing packet in place: True if changed, False to pass it as it
         is, None to drop it (counted)."""
-        cfg = self.cfg
-        src = _get32(buf, 12)
-        if ("unreg_only" in cfg.modes or "unreg_cgn" in cfg.modes) and \
-                not is_unregistered(src, "unreg_cgn" in cfg.modes):
-            return False
+        src, dst = _PAIR32.unpack_from(buf, 12)
+        if self.unreg is not None and not is_unregistered(src, self.unreg):
+            return False  # unreg_only / unreg_cgn: a public source is left alone
         hlen = (buf[0] & 0x0F) << 2
         proto = buf[9]
-        if _get16(buf, 6) & 0x1FFF:  # a later fragment: the address only (FragmentOut)
-            buf_addr = self._static_alias(src, proto, alias)
-            rewrite_l4(buf, 0, True, buf_addr, 0, len(buf))
+        if _U16.unpack_from(buf, 6)[0] & 0x1FFF:  # a later fragment: FragmentOut
+            rewrite_l4(buf, 0, True, self._static_alias(src, proto, alias), 0, len(buf))
             return True
-        dst = _get32(buf, 16)
         if proto in (PROTO_TCP, PROTO_UDP):
             if len(buf) < hlen + (20 if proto == PROTO_TCP else 8):
                 self.stats.bad += 1
                 return None
-            sport, dport = _get16(buf, hlen), _get16(buf, hlen + 2)
+            sport, dport = _PAIR16.unpack_from(buf, hlen)
             link = self._link_out(proto, src, sport, dst, dport, alias)
             assert link is not None
             if proto == PROTO_TCP:
@@ -447,9 +459,9 @@ class NatInstance:
     def _in(self, buf: bytearray, alias: int) -> bool | None:
         hlen = (buf[0] & 0x0F) << 2
         proto = buf[9]
-        src, dst = _get32(buf, 12), _get32(buf, 16)
-        ipid = _get16(buf, 4)
-        if _get16(buf, 6) & 0x1FFF:  # a later fragment (FragmentIn)
+        src, dst = _PAIR32.unpack_from(buf, 12)
+        ipid, frag = _PAIR16.unpack_from(buf, 4)
+        if frag & 0x1FFF:  # a later fragment (FragmentIn)
             entry = self.frags.get((src, dst, ipid, proto))
             if entry is None:
                 return self._unmatched()
@@ -459,7 +471,7 @@ class NatInstance:
             if len(buf) < hlen + (20 if proto == PROTO_TCP else 8):
                 self.stats.bad += 1
                 return None
-            sport, dport = _get16(buf, hlen), _get16(buf, hlen + 2)
+            sport, dport = _PAIR16.unpack_from(buf, hlen)
             link = self._link_in(proto, src, sport, dst, dport, alias)
             if link is None:
                 return self._unmatched()
@@ -485,7 +497,7 @@ class NatInstance:
             if link is None:
                 return self._unmatched()
         self._touch(link)
-        if _get16(buf, 6) & 0x2000:  # a first fragment: later ones follow its link
+        if frag & 0x2000:  # a first fragment: later ones follow its link
             self.frags[(src, dst, ipid, proto)] = (
                 link.laddr, self.vnet.kernel.sched.now_ns() + FRAGMENT_EXPIRE * NS)
             if self.timer is None:
@@ -572,9 +584,8 @@ class NatInstance:
         return True
 
     # -- TCP state (TcpMonitorIn / TcpMonitorOut) --------------------------------------------------
-    @staticmethod
-    def _tcp_monitor(link: Link, flags: int, outgoing: bool) -> None:
-        state = link.state_out if outgoing else link.state_in
+    def _tcp_monitor(self, link: Link, flags: int, outgoing: bool) -> None:
+        old = state = link.state_out if outgoing else link.state_in
         if state == TCP_NOT_CONNECTED:
             if flags & TH_RST:
                 state = TCP_DISCONNECTED
@@ -582,10 +593,13 @@ class NatInstance:
                 state = TCP_CONNECTED
         elif state == TCP_CONNECTED and flags & (TH_FIN | TH_RST):
             state = TCP_DISCONNECTED
+        if state == old:
+            return
         if outgoing:
             link.state_out = state
         else:
             link.state_in = state
+        link.timeout = self._timeout(link)
 
     # -- reporting -----------------------------------------------------------------------------
     def link_counts(self) -> dict[str, int]:
