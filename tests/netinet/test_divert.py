@@ -178,3 +178,25 @@ def test_natd_example_translates_through_a_divert_socket():
     assert translator.translated == 2
     result = w.h.cmd("ping -c 1 192.0.2.7")
     assert result.status != 0  # natd is gone: nothing is reinjected any more
+
+
+def test_natd_translator_rewrites_echo_ids_and_checksums():
+    from scapy.all import ICMP, TCP
+
+    t = load_natd().Translator("192.0.2.1", first_port=41000)
+    ping = IP(src="10.0.0.2", dst="192.0.2.7") / ICMP(type=8, id=7, seq=1) / b"data"
+    out = IP(t.outgoing(raw(ping)))
+    assert out.src == "192.0.2.1" and out[ICMP].id == 41000
+    fresh = out.copy()
+    fresh.chksum = fresh[ICMP].chksum = None
+    assert raw(IP(raw(fresh))) == raw(out)
+    reply = IP(src="192.0.2.7", dst="192.0.2.1") / ICMP(type=0, id=41000, seq=1) / b"data"
+    back = IP(t.incoming(raw(reply)))
+    assert back.dst == "10.0.0.2" and back[ICMP].id == 7
+    syn = IP(src="10.0.0.2", dst="192.0.2.7") / TCP(sport=5000, dport=80, flags="S")
+    out = IP(t.outgoing(raw(syn)))
+    fresh = out.copy()
+    fresh.chksum = fresh[TCP].chksum = None
+    assert out[TCP].sport == 41001 and raw(IP(raw(fresh))) == raw(out)
+    stranger = raw(IP(src="192.0.2.7", dst="192.0.2.1") / TCP(sport=80, dport=999))
+    assert t.incoming(stranger) == stranger  # not ours: left to the host

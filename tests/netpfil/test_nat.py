@@ -383,3 +383,38 @@ def test_malformed_and_unknown_instance_are_counted_drops():
     assert v.ipfw_nat.instances[1].stats.bad == 2
     assert v.ipfw_nat.translate(7, raw(IP() / UDP()), None, True) is None
     assert v.ipfw_nat.stats.noinstance == 1
+
+
+# -- hostile input: whatever the bytes, translate() returns bytes or None ------------------
+SEEDS = [
+    raw(IP(src=INSIDE, dst=SERVER) / TCP(sport=5000, dport=80, flags="S")),
+    raw(IP(src=SERVER, dst=ALIAS) / UDP(sport=53, dport=40000) / b"x"),
+    raw(IP(src=SERVER, dst=ALIAS) / ICMP(type=3, code=3) /
+        IP(src=ALIAS, dst=SERVER) / UDP(sport=40000, dport=53)),
+    raw(IP(src=INSIDE, dst=SERVER) / ICMP(type=11) / IP(src=SERVER, dst=INSIDE) /
+        ICMP(type=8, id=9)),
+    raw(IP(src=SERVER, dst="192.0.2.50", options=b"\x01\x01\x01\x00") / TCP(dport=8080)),
+]
+
+
+@pytest.mark.fuzz
+def test_translate_survives_any_bytes():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    _, v = nat(f"ip {ALIAS} redirect_port tcp {INSIDE}:80 8080 redirect_addr 10.0.0.3 "
+               "192.0.2.50 redirect_proto gre 10.0.0.4")
+    translate = v.ipfw_nat.translate
+
+    @given(st.sampled_from(SEEDS), st.integers(0, 80),
+           st.lists(st.tuples(st.integers(0, 79), st.integers(0, 255)), max_size=4),
+           st.booleans())
+    def check(seed, cut, flips, outgoing):
+        pkt = bytearray(seed[:cut] if cut else seed)
+        for at, value in flips:
+            if at < len(pkt):
+                pkt[at] = value
+        result = translate(1, bytes(pkt), None, outgoing)
+        assert result is None or isinstance(result, bytes)
+
+    check()
