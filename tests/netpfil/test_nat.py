@@ -150,6 +150,17 @@ def test_icmp_port_unreachable_through_nat_reaches_the_inside_socket():
     assert w.s.icmp.stats.outhist[3] == 1
 
 
+def test_traceroute_through_nat_and_a_ping_of_the_nat_address():
+    w = World()
+    res = w.h.cmd(f"traceroute -n -q 1 -w 1 {SERVER}")
+    assert res.status == 0, res.output
+    assert res.output.splitlines()[1:] == [" 1  10.0.0.1  0.000 ms", f" 2  {SERVER}  0.000 ms"]
+    # the port unreachable that ends it came back through the NAT, quote rewritten
+    assert w.nat.stats.translated_in >= 1
+    res = w.s.cmd(f"ping -c 1 {ALIAS}")  # the router answers for itself, untranslated
+    assert res.status == 0 and w.nat.stats.passed == 2
+
+
 def test_udp_link_expires_in_virtual_time():
     w = World()
     srv, cli = w.udp(w.s, 7000), w.udp(w.h, 5000)

@@ -452,7 +452,10 @@ class NatInstance:
     def _addr_only_out(self, buf: bytearray, src: int, alias: int) -> bool:
         """A packet with no flow of its own (a reply to the host's own address, an ICMP
         type libalias does not track): the source becomes the alias address."""
-        rewrite_l4(buf, 0, True, self._static_alias(src, buf[9], alias), 0, len(buf))
+        addr = self._static_alias(src, buf[9], alias)
+        if addr == src:
+            return False  # this host's own address already (an answer to a ping of it)
+        rewrite_l4(buf, 0, True, addr, 0, len(buf))
         return True
 
     # -- incoming (LibAliasIn) -------------------------------------------------------------------
