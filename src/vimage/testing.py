@@ -7,7 +7,10 @@ They live in `vimage.topo` (one implementation for tests, benches and the plugin
 `nat_via` and `divert_via` stand in for the ipfw rules `ipfw add nat N ip from any to
 any via IF` and `ipfw add divert PORT ip from any to any via IF` until ipfw is part of
 the build: the NAT and divert tests, the interop tests and examples/natd.py call them,
-so switching them to the real rules is a change here only.
+so switching them to the real rules is a change here only. With ipfw, mind its default
+rule (deny, unless `net.inet.ip.fw.default_to_accept=1`): the stand-ins let everything
+else through, so the switch adds `ipfw add 65000 allow ip from any to any` — and a
+reinjected packet resumes after the divert rule's number, which `rule` gives here.
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ Writing to the socket reinjects (div_output): a sockaddr with sin_addr 0.0.0.0 s
 datagram out, an address of one of the vnet's interfaces (or an interface name) makes it
 arrive on that interface; ipfw resumes at the first rule numbered above sin_port. That
 is ipfw core's `vimage.netpfil.ipfw.reinject(vnet, pkt, outgoing, ifname, after_rule)`.
-Without it (ipfw not built in) the datagram goes straight on: out through IPv4 output
-after the pfil hooks (routed, fragmented if it must be, header checksum filled in as
-ip_output does), or into IPv4 input after the pfil hooks (local delivery or forwarding),
-from the kernel loop rather than from inside sendto.
+Without it (ipfw not built in, or not attached to the vnet) the datagram goes straight
+on: out through IPv4 output after the pfil hooks (routed, fragmented if it must be,
+header checksum filled in as ip_output does), or into IPv4 input after the pfil hooks
+(local delivery or forwarding), from the kernel loop rather than from inside sendto.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class DivertState:
         self._reinject(pkt, False, ifp.name, rule)
 
     def _reinject(self, pkt: bytes, outgoing: bool, ifname: str | None, rule: int) -> None:
-        reinject = _ipfw_reinject()
+        reinject = _ipfw_reinject() if hasattr(self.vnet, "ipfw") else None
         if reinject is not None:
             reinject(self.vnet, pkt, outgoing, ifname, rule)
         elif outgoing:
@@ -205,7 +205,8 @@ class DivertState:
 
 
 def _ipfw_reinject() -> Any:
-    """ipfw core's reinjection entry, or None while ipfw is not part of the build."""
+    """ipfw core's reinjection entry, or None while ipfw is not part of the build (used
+    only for a vnet that has ipfw attached)."""
     try:
         from vimage.netpfil import ipfw
     except ImportError:
