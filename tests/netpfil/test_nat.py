@@ -121,6 +121,25 @@ def test_redirect_addr_is_static_nat_both_ways():
     assert srv.recvfrom(10)[1][0] == "192.0.2.50"
 
 
+def test_a_server_on_the_nat_host_itself_answers_from_its_own_port():
+    """An unknown incoming flow gets a link to itself (libalias's FindLinkIn with create),
+    so the router's reply keeps port 22 even without same_ports."""
+    w = World()
+    lsn = w.r.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsn.bind(("", 22))
+    lsn.listen(4)
+    cli = w.s.socket(socket.AF_INET, socket.SOCK_STREAM)
+    cli.connect((ALIAS, 22))
+    conn, (peer, _) = lsn.accept()
+    assert peer == SERVER and cli.getpeername() == (ALIAS, 22)
+    conn.sendall(b"SSH-2.0-x\r\n")
+    w.k.run(0.5)
+    assert cli.recv(100) == b"SSH-2.0-x\r\n"
+    (link,) = w.nat.out.values()
+    assert (link.laddr, link.lport) == (link.aaddr, link.aport) == (0xC0000201, 22)
+    assert w.nat.stats.translated_in == w.nat.stats.translated_out == 0
+
+
 @pytest.mark.parametrize("deny", [False, True])
 def test_deny_in_drops_unknown_incoming_flows(deny):
     w = World(f"ip {ALIAS}" + (" deny_in" if deny else ""))

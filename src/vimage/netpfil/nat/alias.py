@@ -403,6 +403,8 @@ class NatInstance:
             if proto == PROTO_TCP:
                 self._tcp_monitor(link, buf[hlen + 13], outgoing=True)
             self._touch(link)
+            if link.aaddr == src and link.aport == sport:
+                return False  # a link to itself (see _identity): nothing to rewrite
             rewrite_l4(buf, 0, True, link.aaddr, link.aport, len(buf))
             return True
         if proto == PROTO_ICMP:
@@ -443,6 +445,8 @@ class NatInstance:
             if link is None:  # a reply of no flow (to an untracked query)
                 return self._addr_only_out(buf, src, alias)
             self._touch(link)
+            if link.aaddr == src and link.aport == ident:
+                return False  # a link to itself (see _identity)
             rewrite_l4(buf, 0, True, link.aaddr, link.aport, len(buf))
             return True
         if icmp_type in ICMP_ERRORS:
@@ -477,7 +481,9 @@ class NatInstance:
             sport, dport = _PAIR16.unpack_from(buf, hlen)
             link = self._link_in(proto, src, sport, dst, dport, alias)
             if link is None:
-                return self._unmatched()
+                link = self._identity(proto, src, sport, dst, dport)
+                if link is None:
+                    return None
             if proto == PROTO_TCP:
                 self._tcp_monitor(link, buf[hlen + 13], outgoing=False)
         elif proto == PROTO_ICMP:
@@ -491,8 +497,11 @@ class NatInstance:
             ident = _get16(buf, hlen + 4)
             if icmp_type in ICMP_REPLIES:
                 link = self._live(self.inn.get((PROTO_ICMP, src, 0, dst, ident)))
-            elif icmp_type in ICMP_QUERIES and dst != alias:
-                link = self._link_in(PROTO_ICMP, src, 0, dst, ident, alias)
+            elif icmp_type in ICMP_QUERIES:
+                link = self._link_in(PROTO_ICMP, src, 0, dst, ident, alias) or \
+                    self._identity(PROTO_ICMP, src, 0, dst, ident)
+                if link is None:
+                    return None
             if link is None:
                 return self._unmatched()
         else:
@@ -500,6 +509,8 @@ class NatInstance:
             if link is None:
                 return self._unmatched()
         self._touch(link)
+        if link.laddr == dst and link.lport == link.aport:
+            return False  # a link to itself: nothing to rewrite
         if frag & 0x2000:  # a first fragment: later ones follow its link
             self.frags[(src, dst, ipid, proto)] = (
                 link.laddr, self.vnet.kernel.sched.now_ns() + FRAGMENT_EXPIRE * NS)
@@ -507,6 +518,17 @@ class NatInstance:
                 self._arm(self.frags[(src, dst, ipid, proto)][1])
         rewrite_l4(buf, 0, False, link.laddr, link.lport, len(buf))
         return True
+
+    def _identity(self, proto: int, src: int, sport: int, dst: int,
+                  dport: int) -> Link | None:
+        """The link of an incoming flow nothing redirects: None (counted) with deny_in,
+        else a link to the destination itself (libalias's FindLinkIn with create, to
+        FindOriginalAddress), so what answers it — the NAT host's own services, or an
+        inside host with a public address — answers from the same port or id."""
+        if "deny_in" in self.cfg.modes:
+            self.stats.deny_in += 1
+            return None
+        return self._add(Link(proto, dst, dport, src, sport, dst, dport))
 
     def _unmatched(self) -> bool | None:
         """An incoming packet of no known flow: dropped with deny_in, else passed."""
