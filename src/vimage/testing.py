@@ -25,21 +25,23 @@ if TYPE_CHECKING:
     from vimage.vnet import Vnet
 
 
-def nat_via(vnet: Vnet, number: int, ifname: str) -> None:
+def nat_via(vnet: Vnet, number: int, ifname: str | None) -> None:
     """Translate with NAT instance `number` what `vnet` receives on or sends through
-    `ifname` (as `ipfw add nat N ip from any to any via IF`)."""
+    `ifname` (as `ipfw add nat N ip from any to any via IF`), or through any interface
+    if `ifname` is None (as `ipfw add nat N ip from any to any`)."""
     def nat_in(pkt: bytes, ifp: Ifnet | None) -> bytes | None:
-        if ifp is None or ifp.name != ifname:
+        if ifname is not None and (ifp is None or ifp.name != ifname):
             return pkt
         return vnet.ipfw_nat.translate(number, pkt, ifp, False)
 
     def nat_out(pkt: bytes, ifp: Ifnet | None) -> bytes | None:
-        if ifp is None or ifp.name != ifname:
+        if ifname is not None and (ifp is None or ifp.name != ifname):
             return pkt
         return vnet.ipfw_nat.translate(number, pkt, ifp, True)
 
-    pfil.link(vnet.ip, "pfil_in", nat_in, name=f"nat {number} via {ifname}")
-    pfil.link(vnet.ip, "pfil_out", nat_out, name=f"nat {number} via {ifname}")
+    name = f"nat {number}" + (f" via {ifname}" if ifname else "")
+    pfil.link(vnet.ip, "pfil_in", nat_in, name=name)
+    pfil.link(vnet.ip, "pfil_out", nat_out, name=name)
 
 
 def divert_via(vnet: Vnet, port: int, ifname: str, rule: int = 100) -> None:
