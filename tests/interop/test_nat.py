@@ -143,3 +143,15 @@ def test_linux_curl_reaches_a_server_behind_nat_with_redirect_port(lab: Lab):
     assert res.returncode == 0, f"curl exit {res.returncode}: {res.stderr}"
     assert res.stdout.split() == ["200", str(len(BODY))]
     assert peers == ["10.9.0.2"]  # the server inside sees the real client
+
+
+def test_ping_from_behind_nat_reaches_linux_with_the_alias_id(lab: Lab):
+    """ICMP echo through the NAT against the Linux kernel: Linux answers the alias
+    address (it has no route to 10.0.0.0/24), the id comes back translated."""
+    h, r, link = nat_world(lab, "ip 10.9.0.1")
+    res = h.cmd(f"ping -c 2 -i 0.2 {link.linux_addr}")
+    assert res.status == 0, res.output
+    assert "2 packets received" in res.output
+    with lab.kernel.sched.cond:
+        (echo,) = [lk for lk in r.ipfw_nat.instances[1].out.values() if lk.proto == 1]
+    assert echo.aaddr == 0x0A090001 and echo.laddr == 0x0A000002
