@@ -272,13 +272,19 @@ class NatInstance:
     def _touch(self, link: Link) -> None:
         """A packet of the link: it lives `link.timeout` more seconds (set when the link
         is made and when its TCP state changes, as libalias sets expire.time)."""
-        link.expire_ns = self.vnet.kernel.sched.now_ns() + link.timeout * NS
-        if self.timer is None or link.expire_ns < self.timer.when:
-            self._arm(link.expire_ns)  # a shorter timeout (a TCP close) re-arms earlier
+        link.expire_ns = expire = self.vnet.kernel.sched.now_ns() + link.timeout * NS
+        timer = self.timer
+        if timer is None or -(-expire // NS) * NS < timer.when:
+            self._arm(expire)  # a shorter timeout (a TCP close) re-arms earlier
 
     def _arm(self, when_ns: int) -> None:
+        """Sweep at `when_ns` rounded up to a whole second of kernel time (libalias's
+        clock ticks in seconds): expiries of one second share one sweep, so a table of
+        n links costs at most one O(n) sweep per second however they are refreshed. A
+        link is never matched past its time (`_live`); the sweep only frees it."""
         if self.timer is not None:
             self.timer.cancel()
+        when_ns = -(-when_ns // NS) * NS
         delay = max(0, when_ns - self.vnet.kernel.sched.now_ns())
         self.timer = self.vnet.kernel.sched.call_later(delay, self._sweep, owner=self.vnet)
 
