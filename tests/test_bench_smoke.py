@@ -74,3 +74,12 @@ def test_bench_pytcp_moves_the_same_bytes_on_both_stacks():
         assert [r["bytes"] for r in rx[stack]["runs"]] == [result["bytes"]]
         assert rx[stack]["mbit_s_best"] > 0 and rx[stack]["runs"][0]["cpu_s"] > 0
     assert rx["ratio_vimage_over_pytcp"]["mbit_s_best"] > 0
+
+
+def test_bench_nat_forwards_and_translates_every_packet():
+    result = _run("bench_nat.py", "--packets", "300", "--flows", "30")
+    for run in ("no_filter", "nat_one_flow", "nat_many_flows"):
+        assert result[run]["forwarded"] == 300 and result[run]["delivered_at_b"] == 300
+    assert result["nat_many_flows"]["nat_links"] == 30
+    assert result["nat_many_flows"]["translated"] == 300
+    assert result["translate"]["us_per_call"] > 0

@@ -21,7 +21,10 @@ from vimage.kernel import Kernel
 from vimage.net import ifnet as _ifnet
 from vimage.net import route as _route
 from vimage.netinet import in_proto as _in_proto
+from vimage.netinet import ip_divert as _ip_divert
 from vimage.netpfil import dummynet as _dummynet
+from vimage.netpfil import nat as _nat
+from vimage.socket.divert import DivertSocket
 from vimage.socket.socket import SOCK_DGRAM, SOCK_RAW, SOCK_STREAM, Socket
 from vimage.socket.tcp_socket import TcpSocket
 from vimage.vnet import Vnet
@@ -33,8 +36,10 @@ Kernel.standard_protocols = (
     _replace(_in_proto.TCP, sockets=((SOCK_STREAM, TcpSocket),)),
     _replace(_in_proto.RAW, sockets=((SOCK_RAW, Socket),)),
     _dummynet.PROTOCOL,
+    _replace(_ip_divert.PROTOCOL, sockets=((SOCK_RAW, DivertSocket),)),
     _netdb.PROTOCOL,
     _ifnet.PROTOCOL,
+    _nat.PROTOCOL,
 )
 Kernel.standard_cloners = (("epair", _ifnet.EpairCloner),)
 

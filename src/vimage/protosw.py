@@ -222,10 +222,12 @@ def socket_factory(protocols: tuple[Protocol, ...], family: int, type_: int,
     Errors as the stdlib's socket() reports FreeBSD's: an unknown family
     EAFNOSUPPORT, a type the family lacks ESOCKTNOSUPPORT, a protocol number no
     protocol of that type takes EPROTONOSUPPORT. `proto` 0 picks the first protocol
-    of that type in attach order (UDP for datagrams).
+    of that type in attach order (UDP for datagrams); a protocol registered with that
+    number comes before a catch-all (ANY) one, so divert (258) is not raw IP.
     """
     known_family = False
     known_type = False
+    wildcard = None  # as pffindproto: an exact protocol number wins over raw IP's ANY
     for desc in protocols:
         if desc.domain != family or not desc.sockets:
             continue
@@ -234,8 +236,12 @@ def socket_factory(protocols: tuple[Protocol, ...], family: int, type_: int,
             if stype != type_:
                 continue
             known_type = True
-            if proto == 0 or desc.protocol in (proto, ANY):
+            if proto == 0 or desc.protocol == proto:
                 return factory
+            if desc.protocol == ANY and wildcard is None:
+                wildcard = factory
+    if wildcard is not None:
+        return wildcard
     if not known_family:
         raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
     if not known_type:
