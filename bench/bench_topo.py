@@ -70,7 +70,8 @@ def up_down(k: int, timers: int) -> dict[str, object]:
     vnets = len(kernel.vnets())
     ping = exp.node("h0_0").cmd(f"ping -c 1 {_first_addr(exp, 'r0_0')}")  # its gateway
     down_cpu, down_wall = _timed(exp.down)
-    return {"side": k, "timers_per_node": timers, "nodes": len(topo.nodes), "links": len(topo.links), "vnets": vnets,
+    return {"side": k, "timers_per_node": timers, "nodes": len(topo.nodes),
+            "links": len(topo.links), "vnets": vnets,
             "up_cpu_s": round(up_cpu, 3), "up_wall_s": round(up_wall, 3),
             "down_cpu_s": round(down_cpu, 3), "down_wall_s": round(down_wall, 3),
             "host_to_router_ping_ok": ping.ok, "vnets_left": len(kernel.vnets()),
