@@ -181,7 +181,8 @@ def op_topo_up(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
     except ExperimentError as exc:
         with kernel.sched.cond:
             d.experiments.pop(full, None)
-        raise CtlError(FAILED, str(exc).replace(f"experiment {full}", f"experiment {rel}")) from None
+        message = str(exc).replace(f"experiment {full}", f"experiment {rel}")
+        raise CtlError(FAILED, message) from None
     except BaseException:
         with kernel.sched.cond:
             d.experiments.pop(full, None)
