@@ -118,13 +118,16 @@ def linux_available() -> str | None:
     return None
 
 
-def linux_batches(topo: Topology, limit: int) -> tuple[list[str], str, str]:
-    """(namespace names, `ip -batch` text to build, to delete) for the first `limit` nodes."""
+def linux_batches(topo: Topology, limit: int
+                  ) -> tuple[list[str], str, dict[str, str], str]:
+    """For the first `limit` nodes: (namespace names, `ip -batch` text making the namespaces
+    and veth pairs, per namespace the `ip -n NS -batch` text configuring it, the text
+    deleting them). Batch lines take no -n, hence one batch per namespace."""
     topo = address.auto_assign(topo, True, False)
     chosen = list(topo.nodes)[:limit]
     ns = {name: f"{LINUX_PREFIX}-{name}" for name in chosen}
     build = [f"netns add {ns[n]}" for n in chosen]
-    build += [f"-n {ns[n]} link set lo up" for n in chosen]
+    inside: dict[str, list[str]] = {ns[n]: ["link set lo up"] for n in chosen}
     for index, link in enumerate(topo.links):
         (na, ia), (nb, ib) = link.a, link.b
         if na not in ns or nb not in ns:
@@ -133,26 +136,38 @@ def linux_batches(topo: Topology, limit: int) -> tuple[list[str], str, str]:
         build.append(f"link add {left} netns {ns[na]} type veth peer name {right} netns {ns[nb]}")
         for node, ifname, dev in ((na, ia, left), (nb, ib, right)):
             for cidr in topo.nodes[node].interfaces[ifname].ipv4:
-                build.append(f"-n {ns[node]} addr add {cidr} dev {dev}")
-            build.append(f"-n {ns[node]} link set {dev} up")
+                inside[ns[node]].append(f"addr add {cidr} dev {dev}")
+            inside[ns[node]].append(f"link set {dev} up")
     delete = [f"netns del {ns[n]}" for n in chosen]
-    return list(ns.values()), "\n".join(build) + "\n", "\n".join(delete) + "\n"
+    return (list(ns.values()), "\n".join(build) + "\n",
+            {name: "\n".join(lines) + "\n" for name, lines in inside.items()},
+            "\n".join(delete) + "\n")
 
 
 def linux_run(topo: Topology, limit: int) -> dict[str, object]:
     reason = linux_available() if limit > 0 else "not asked for (--linux-nodes 0)"
     if reason:
         return {"skipped": reason}
-    names, build, delete = linux_batches(topo, limit)
+    names, build, inside, delete = linux_batches(topo, limit)
     subprocess.run(["ip", "-force", "-batch", "-"], input=delete, text=True,
                    capture_output=True)  # leftovers of an interrupted run
     t0 = time.perf_counter()
-    subprocess.run(["ip", "-batch", "-"], input=build, text=True, check=True)
-    t1 = time.perf_counter()
-    subprocess.run(["ip", "-force", "-batch", "-"], input=delete, text=True, check=True)
-    t2 = time.perf_counter()
-    return {"nodes": len(names), "up_wall_s": round(t1 - t0, 3),
-            "down_wall_s": round(t2 - t1, 3)}
+    try:
+        subprocess.run(["ip", "-batch", "-"], input=build, text=True, check=True,
+                       capture_output=True)
+        for name, text in inside.items():
+            subprocess.run(["ip", "-n", name, "-batch", "-"], input=text, text=True,
+                           check=True, capture_output=True)
+    except subprocess.CalledProcessError as exc:
+        return {"skipped": f"ip failed: {exc.stderr.strip()}"}
+    finally:
+        t1 = time.perf_counter()
+        subprocess.run(["ip", "-force", "-batch", "-"], input=delete, text=True,
+                       capture_output=True)
+        t2 = time.perf_counter()
+    return {"nodes": len(names), "links": build.count("\nlink add ") + build.startswith(
+        "link add "), "up_wall_s": round(t1 - t0, 3), "down_wall_s": round(t2 - t1, 3),
+        "note": "netns del returns before the kernel has cleaned the namespaces up"}
 
 
 def vimage_first(topo: Topology, limit: int) -> dict[str, object]:

@@ -28,12 +28,13 @@ def test_linux_batch_builds_the_first_nodes_of_the_same_grid():
         import bench_topo
     finally:
         sys.path.remove(str(BENCH))
-    names, build, delete = bench_topo.linux_batches(bench_topo.grid(3), 4)
+    names, build, inside, delete = bench_topo.linux_batches(bench_topo.grid(3), 4)
     assert names == ["vimgtopo-r0_0", "vimgtopo-h0_0", "vimgtopo-r0_1", "vimgtopo-h0_1"]
     lines = build.splitlines()
     assert lines[0] == "netns add vimgtopo-r0_0"
     veths = [line for line in lines if line.startswith("link add")]
     assert len(veths) == 3  # h0_0-r0_0, r0_0-r0_1, h0_1-r0_1: links among the first four
-    assert "-n vimgtopo-h0_0 addr add 10.0.0.10/24 dev vt0a" in lines
-    assert "-n vimgtopo-r0_0 addr add 10.0.0.1/24 dev vt0b" in lines
+    assert inside["vimgtopo-h0_0"].splitlines() == [
+        "link set lo up", "addr add 10.0.0.10/24 dev vt0a", "link set vt0a up"]
+    assert "addr add 10.0.0.1/24 dev vt0b" in inside["vimgtopo-r0_0"].splitlines()
     assert delete.splitlines() == [f"netns del {n}" for n in names]
