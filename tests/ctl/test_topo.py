@@ -186,3 +186,26 @@ def test_experiments_from_inside_a_vnet(vimaged, lab):
     assert done.returncode == 77 and done.stderr == (
         "vimage: children.max (5) of this vnet is too small for 4 vnets\n")
     vimaged.ok("topo", "down", "box.lab")
+
+
+def test_delegated_channels_may_not_run_start_up_commands(vimaged, lab):
+    path = f"{vimaged.dir}/cmds.yaml"
+    with open(path, "w") as fh:
+        fh.write(LAB.replace("r1: {type: router}", "r1: {type: router, commands: [arp -a]}"))
+    vimaged.ok("create", "box")
+    done = vimaged.run("exec", "box", "--", "vimage", "topo", "up", "-q", path)
+    assert done.returncode == 77 and done.stderr == (
+        "vimage: node r1: start-up commands are run only for experiments made from the host\n")
+    assert names(vimaged.ok("-l", "-r")) == ["box"]
+    assert vimaged.ok("topo", "up", "-q", path) == "lab: 3 nodes, 2 links up\n"  # the host may
+
+
+def test_imn_file_with_unsupported_nodes(vimaged):
+    path = f"{vimaged.dir}/air.imn"
+    with open(path, "w") as fh:
+        fh.write("node n0 {\n    type pc\n    network-config {\n\thostname pc1\n\t!\n    }\n}\n"
+                 "node n1 {\n    type wlan\n    network-config {\n\thostname air\n\t!\n    }\n}\n")
+    _, err = _fail(vimaged, "topo", "up", "-q", path)
+    assert err.startswith(f"vimage: {path}: unsupported node types wlan: air (wlan)"), err
+    assert vimaged.ok("topo", "up", "-q", "--skip-unsupported", path) == "air: 1 node, 0 links up\n"
+    assert names(vimaged.ok("-l", "-r")) == ["air", "air.pc1"]
