@@ -113,9 +113,10 @@ class _Progress:
     """Progress of an `up`, sent as frames by a thread of its own (never under the kernel
     lock, so a client slow to read holds up only itself), at most every PROGRESS_EVERY s."""
 
-    def __init__(self, s: Session, rid: int) -> None:
+    def __init__(self, s: Session, rid: int, timeout: float) -> None:
         self.session = s
         self.rid = rid
+        self.timeout = timeout  # a frame not taken in this long ends the progress
         self.latest: tuple[int, int, str] | None = None
         self.sent: tuple[int, int, str] | None = None
         self.done = threading.Event()
@@ -131,6 +132,7 @@ class _Progress:
         self.sent = latest
         done, total, what = latest
         try:
+            self.session.conn.settimeout(self.timeout)  # the session thread is in the op
             send(self.session.conn, {"id": self.rid, "progress": {
                 "done": done, "total": total, "what": what}})
         except OSError:
@@ -175,7 +177,7 @@ def op_topo_up(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
         exp = Experiment(topology, kernel, name=full, skip_ipv6=skip_ipv6)
         d.experiments[full] = exp  # claimed: a second `up` of the name waits, then fails
     try:
-        with _Progress(s, req.id) as progress:
+        with _Progress(s, req.id, d.frame_timeout) as progress:
             exp.progress = progress
             exp.up()
     except ExperimentError as exc:
