@@ -14,6 +14,7 @@ import heapq
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +25,7 @@ NS_PER_S = 1_000_000_000
 class Timer:
     """A one-shot kernel timer. `owner` is the vnet it belongs to (or None)."""
 
-    __slots__ = ("args", "callback", "cancelled", "owner", "seq", "when")
+    __slots__ = ("__weakref__", "args", "callback", "cancelled", "owner", "seq", "when")
 
     def __init__(self, when: int, seq: int, callback: Callable[..., Any], args: tuple,
                  owner: Any) -> None:
@@ -62,8 +63,9 @@ class Scheduler:
         self._heap: list[Timer] = []
         self._seq = 0
         # timers by owner, so destroying a vnet cancels its own timers without a scan of
-        # the heap; fired and cancelled ones are pruned when a list doubles (see _own)
-        self._owned: dict[Any, list[Timer]] = {}
+        # the heap; weak references, so a fired timer does not keep what it called alive
+        # (the heap holds the pending ones); dead ones are pruned when a list doubles
+        self._owned: dict[Any, list[weakref.ref[Timer]]] = {}
         self._owned_cap: dict[Any, int] = {}
         self._purged = 0  # timers cancelled by purge_timers still in the heap (at most)
         self.queue: deque[tuple[Any, bytes]] = deque()
@@ -132,9 +134,9 @@ class Scheduler:
         owned = self._owned.get(owner)
         if owned is None:
             owned = self._owned[owner] = []
-        owned.append(timer)
+        owned.append(weakref.ref(timer))
         if len(owned) >= self._owned_cap.get(owner, 32):
-            owned[:] = [t for t in owned if not t.cancelled]
+            owned[:] = [r for r in owned if (t := r()) is not None and not t.cancelled]
             self._owned_cap[owner] = max(32, 2 * len(owned))
 
     def purge_timers(self, owner: Any) -> None:
@@ -146,8 +148,9 @@ class Scheduler:
         compaction, whose cost those cancellations paid for."""
         owned = self._owned.pop(owner, ())
         self._owned_cap.pop(owner, None)
-        for t in owned:
-            if not t.cancelled and t.owner is owner:
+        for ref in owned:
+            t = ref()
+            if t is not None and not t.cancelled and t.owner is owner:
                 t.cancel()
                 self._purged += 1
         heap = self._heap

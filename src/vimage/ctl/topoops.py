@@ -22,7 +22,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from vimage.ctl import names, ops
@@ -302,11 +304,11 @@ def op_topo_link(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
         return {"link": _link_row(exp, a, b, d.live_scope(s))}
 
 
-OPS = {
+OPS: Mapping[str, ops.Op] = MappingProxyType({
     "topo_up": ops.Op(op_topo_up, frozenset(("name", "file", "skip_ipv6", "skip_unsupported",
                                              "wait_converged", "timeout")), fds=True),
     "topo_down": ops.Op(op_topo_down, frozenset(("name",))),
     "topo_list": ops.Op(op_topo_list, frozenset()),
     "topo_show": ops.Op(op_topo_show, frozenset(("name", "node", "a", "b"))),
     "topo_link": ops.Op(op_topo_link, frozenset(("name", "a", "b", "params"))),
-}
+})
