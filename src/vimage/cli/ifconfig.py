@@ -380,6 +380,11 @@ _MEMBER_FLAG_WORDS = {"learn": 0x0001, "discover": 0x0002, "private": 0x0800, "s
 _BRIDGE_PATH_COST = 2000  # what FreeBSD shows for a 10 Gbit/s member
 
 
+def _strerror(code: int) -> str:
+    """strerror(3) as FreeBSD words it where Linux's wording differs."""
+    return "Device busy" if code == errno.EBUSY else os.strerror(code)
+
+
 def _bits(value: int, names: tuple[tuple[int, str], ...]) -> str:
     return f"flags={value:x}<{','.join(name for bit, name in names if value & bit)}>"
 
@@ -428,13 +433,13 @@ def bridge_addr_lines(bridge: Bridge) -> list[str]:
 
 
 def _bridge_err(cmd: str, arg: str, exc: OSError) -> ToolError:
-    return ToolError(f"{cmd} {arg}: {os.strerror(exc.errno or errno.EINVAL)}")
+    return ToolError(f"{cmd} {arg}: {_strerror(exc.errno or errno.EINVAL)}")
 
 
 def _port(bridge: Bridge, cmd: str, name: str) -> Ifnet:
     ifp = bridge.vnet.ifaces.get(name)
     if ifp is None:
-        raise ToolError(f"{cmd} {name}: {os.strerror(errno.ENOENT)}")
+        raise ToolError(f"{cmd} {name}: {_strerror(errno.ENOENT)}")
     return ifp
 
 
@@ -528,7 +533,7 @@ def _vlan_params(vlan: Vlan, params: list[str]) -> list[str]:
         if word == "vlandev":
             parent = vlan.vnet.ifaces.get(value)
             if parent is None:
-                raise ToolError(f"SIOCSETVLAN: {os.strerror(errno.ENOENT)} ({value})")
+                raise ToolError(f"SIOCSETVLAN: {_strerror(errno.ENOENT)} ({value})")
         elif word == "vlanproto":
             if value.lower() not in ("802.1q", "0x8100"):
                 raise ToolError(f"invalid value for vlanproto: {value} (802.1q only)")
@@ -547,7 +552,7 @@ def _vlan_params(vlan: Vlan, params: list[str]) -> list[str]:
                 vid = None
             vlan.configure(parent, vid, pcp)
     except OSError as exc:
-        raise ToolError(f"SIOCSETVLAN: {os.strerror(exc.errno or errno.EINVAL)} "
+        raise ToolError(f"SIOCSETVLAN: {_strerror(exc.errno or errno.EINVAL)} "
                         f"({exc.strerror})") from None
     return rest
 
@@ -572,5 +577,5 @@ def _create_dotted_vlan(vnet: Vnet, name: str) -> Ifnet:
     except FileExistsError:
         raise ToolError(f"SIOCIFCREATE2 ({name}): File exists") from None
     except OSError as exc:
-        raise ToolError(f"SIOCIFCREATE2 ({name}): {os.strerror(exc.errno or errno.EINVAL)}"
+        raise ToolError(f"SIOCIFCREATE2 ({name}): {_strerror(exc.errno or errno.EINVAL)}"
                         f" ({exc.strerror})") from None
