@@ -74,3 +74,11 @@ def test_bench_pytcp_moves_the_same_bytes_on_both_stacks():
         assert [r["bytes"] for r in rx[stack]["runs"]] == [result["bytes"]]
         assert rx[stack]["mbit_s_best"] > 0 and rx[stack]["runs"][0]["cpu_s"] > 0
     assert rx["ratio_vimage_over_pytcp"]["mbit_s_best"] > 0
+
+
+def test_bench_bridge_forwards_every_frame_by_one_port():
+    result = _run("bench_bridge.py", "--frames", "300")
+    br, plain = result["bridge_learnt_unicast"], result["plain_epair_hop"]
+    assert plain["delivered_at_b"] == 300 and br["delivered_at_b"] == 300
+    assert br["bridge_forwarded"] == 300 and br["sent_back_to_source_port"] == 0
+    assert result["bridge_vs_plain_ratio"] > 0
