@@ -75,7 +75,7 @@ def _blast(kernel: Kernel, receiver: object, frame: bytes, frames: int, b: Vnet)
 def plain(frames: int, size: int) -> dict:
     kernel = Kernel(clock="virtual", seed=1)
     a, b = kernel.create("a"), kernel.create("b")
-    ea, eb = kernel.epair(a)
+    _ea, eb = kernel.epair(a)
     eb.move_to(b)
     _cmd(a, "ifconfig epair0a 10.0.0.1/24 up")
     _cmd(b, "ifconfig epair0b 10.0.0.2/24 up")

@@ -327,3 +327,19 @@ def test_ifconfig_bridge_shows_members_newest_first():
     assert f"ifmaxaddr 0 port {lan.ports[0].index} priority 128 path cost 2000" in out
     assert "\tgroups: bridge" in out and "\tnd6 options=9<PERFORMNUD,IFDISABLED>" in out
     assert "maxaddr 2000 timeout 1200" in out
+
+
+def test_sticky_entries_neither_age_nor_move():
+    lan = Lan(3)
+    ok(lan.sw, "ifconfig bridge0 flushall")
+    ok(lan.sw, f"ifconfig bridge0 sticky {lan.ports[0].name} timeout 10")
+    assert "flags=153<LEARNING,DISCOVER,STICKY,AUTOEDGE,AUTOPTP>" in ok(lan.sw,
+                                                                         "ifconfig bridge0")
+    assert lan.udp(0, 1)
+    line = f"{lan.mac(0).hex(':')} Vlan1 {lan.ports[0].name} 0 flags=2<STICKY>"
+    assert line in ok(lan.sw, "ifconfig bridge0 addr")
+    lan.k.run(60)
+    ok(lan.sw, "ifconfig bridge0 flush")  # flush takes dynamic entries only
+    assert line in ok(lan.sw, "ifconfig bridge0 addr")
+    ok(lan.sw, "ifconfig bridge0 flushall")
+    assert ok(lan.sw, "ifconfig bridge0 addr") == ""

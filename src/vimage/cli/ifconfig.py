@@ -30,7 +30,7 @@ from vimage.cli._util import (
     try_addr,
 )
 from vimage.net import ifnet as ifnet_mod
-from vimage.net.if_bridge import IFBIF_NAMES, Bridge, create_bridge
+from vimage.net.if_bridge import IFBAF_NAMES, IFBIF_NAMES, Bridge, create_bridge
 from vimage.net.if_vlan import Vlan, create_vlan
 from vimage.net.ifnet import (
     FLAG_NAMES,
@@ -428,7 +428,7 @@ def l2_trailer_lines(ifp: Ifnet, so_far: list[str]) -> list[str]:
 def bridge_addr_lines(bridge: Bridge) -> list[str]:
     """`ifconfig bridgeN addr` (bridge_addresses): MAC, VLAN, member, seconds left, flags."""
     return [f"{mac.hex(':')} Vlan1 {ifp.name} {left} "
-            f"{_bits(flags, ((0x01, 'STATIC'),))}"
+            f"{_bits(flags, IFBAF_NAMES)}"
             for mac, ifp, left, flags in bridge.addresses()]
 
 

@@ -67,6 +67,9 @@ IFBIF_NAMES: tuple[tuple[int, str], ...] = (
     (IFBIF_BSTP_AUTOPTP, "AUTOPTP"),
 )
 IFBAF_STATIC = 0x01  # an address cache entry that never ages or moves
+IFBAF_STICKY = 0x02  # learnt on a sticky member: never ages or moves, survives `flush`
+_FIXED = IFBAF_STATIC | IFBAF_STICKY  # not IFBAF_DYNAMIC (FreeBSD's IFBAF_TYPEMASK test)
+IFBAF_NAMES: tuple[tuple[int, str], ...] = ((IFBAF_STATIC, "STATIC"), (IFBAF_STICKY, "STICKY"))
 
 BRIDGE_RTABLE_MAX = 2000  # default `maxaddr` (if_bridge.c)
 BRIDGE_RTABLE_TIMEOUT = 1200  # default `timeout`, seconds
@@ -209,7 +212,7 @@ class Bridge(EtherIfnet):
         entry = self.rt.get(src)
         expire = self.sched.now_ns() + self.timeout * _NS
         if entry is not None:
-            if entry.flags & IFBAF_STATIC:
+            if entry.flags & _FIXED:
                 return
             if entry.member is not member:  # the station moved
                 entry.member.naddrs -= 1
@@ -221,7 +224,8 @@ class Bridge(EtherIfnet):
                                             member.naddrs >= member.ifmaxaddr):
             self.exceeded += 1
             return
-        self.rt[src] = RtEntry(member, expire, 0)
+        sticky = member.flags & IFBIF_STICKY
+        self.rt[src] = RtEntry(member, 0 if sticky else expire, IFBAF_STICKY if sticky else 0)
         member.naddrs += 1
         if self.ageing is None and self.timeout > 0:
             self.ageing = self.vnet.kernel.call_later(self.timeout, self._age, owner=self.vnet)
@@ -245,13 +249,15 @@ class Bridge(EtherIfnet):
             entry.member.naddrs -= 1
 
     def flush(self, all_entries: bool = False) -> None:
-        """flush (dynamic entries) or flushall (static ones too): BRDGFLUSH."""
+        """flush (dynamic entries) or flushall (every entry): BRDGFLUSH."""
         self.rt = {mac: e for mac, e in self.rt.items()
-                   if not all_entries and e.flags & IFBAF_STATIC}
+                   if not all_entries and e.flags & _FIXED}
         for member in self.members.values():
             member.naddrs = 0
-        if not any(not e.flags & IFBAF_STATIC for e in self.rt.values()):
-            self._stop_ageing()
+        for entry in self.rt.values():
+            if not entry.flags & IFBAF_STATIC:
+                entry.member.naddrs += 1
+        self._stop_ageing()  # nothing left to age
 
     def set_timeout(self, seconds: int) -> None:
         self.timeout = seconds
@@ -259,7 +265,7 @@ class Bridge(EtherIfnet):
         if seconds > 0:
             now = self.sched.now_ns()
             for entry in self.rt.values():
-                if not entry.flags & IFBAF_STATIC:
+                if not entry.flags & _FIXED:
                     entry.expire = min(entry.expire, now + seconds * _NS)
             self._age()
         # timeout 0 disables ageing (if_bridge(4)): entries stay until flushed
@@ -268,14 +274,14 @@ class Bridge(EtherIfnet):
         """maxaddr N: the cache keeps its `count` freshest dynamic entries (bridge_rttrim)."""
         self.maxaddr = count
         dynamic = sorted((e.expire, mac) for mac, e in self.rt.items()
-                         if not e.flags & IFBAF_STATIC)
+                         if not e.flags & _FIXED)
         for _expire, mac in dynamic[:max(0, len(self.rt) - count)]:
             self.delete_addr(mac)
 
     def addresses(self) -> list[tuple[bytes, Ifnet, int, int]]:
         """(mac, member, seconds left, flags) per cache entry (BRDGRTS), as listed."""
         now = self.sched.now_ns()
-        return [(mac, e.member.ifp, 0 if e.flags & IFBAF_STATIC else
+        return [(mac, e.member.ifp, 0 if e.flags & _FIXED else
                  max(0, (e.expire - now + _NS - 1) // _NS), e.flags)
                 for mac, e in self.rt.items()]
 
@@ -285,7 +291,7 @@ class Bridge(EtherIfnet):
         now = self.sched.now_ns()
         nxt = None
         for mac, entry in list(self.rt.items()):
-            if entry.flags & IFBAF_STATIC:
+            if entry.flags & _FIXED:
                 continue
             if entry.expire <= now:
                 del self.rt[mac]
