@@ -200,3 +200,23 @@ def test_vnet_destroy_leaves_nothing(trunk):
     assert eb.vnet is a and eb.l2 is None and not eb.flags & IFF_L2
     assert a.cmd("ping -c 1 10.10.0.2 -t 1").status != 0
     k.run(100)
+
+
+def test_junk_tagged_frames_are_survived(trunk):
+    """Random tagged frames of every length (any VID, any inner type) into a parent
+    with VLANs: counted and dropped, never raised; the VLAN keeps working."""
+    import random
+
+    k, a, b, ea, eb = trunk
+    rng = random.Random(7)
+    for _ in range(400):
+        size = rng.choice((12, 14, 16, 17, 18, 19, 30, 64))
+        body = bytes(rng.getrandbits(8) for _ in range(max(0, size - 14)))
+        vid = rng.choice((0, 10, 11, 4095))
+        frame = (bytes(eb.mac) + bytes(ea.mac) + b"\x81\x00"
+                 + (rng.getrandbits(4) << 12 | vid).to_bytes(2, "big") + body)[:size]
+        k.sched.queue.append((eb, frame))
+    k.run(1)
+    assert k.sched.errors == 0
+    assert eb.l2.unknown_vid > 0 and eb.ierrors > 0
+    assert a.cmd("ping -c 1 10.10.0.2").status == 0
