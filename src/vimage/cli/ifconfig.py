@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.cli import Context, ToolError, UsageError
@@ -376,7 +377,8 @@ def _reclaim(here: Vnet, name: str, vnet_name: str) -> None:
 _ND6_BRIDGE = "\tnd6 options=9<PERFORMNUD,IFDISABLED>"
 _ND6_VLAN = "\tnd6 options=29<PERFORMNUD,IFDISABLED,AUTO_LINKLOCAL>"
 # bridge words taking a member name and setting (+) or clearing (-) a member flag
-_MEMBER_FLAG_WORDS = {"learn": 0x0001, "discover": 0x0002, "private": 0x0800, "sticky": 0x0010}
+_MEMBER_FLAG_WORDS = MappingProxyType(
+    {"learn": 0x0001, "discover": 0x0002, "private": 0x0800, "sticky": 0x0010})
 _BRIDGE_PATH_COST = 2000  # what FreeBSD shows for a 10 Gbit/s member
 
 
