@@ -363,3 +363,14 @@ def test_junk_frames_into_bridge_and_hub_members_are_survived():
         assert lan.k.sched.errors == 0
         assert sum(p.ierrors for p in lan.ports) > 0
         assert lan.udp(0, 1) and lan.udp(2, 0)
+
+
+def test_kernel_cloners():
+    k = Kernel(clock="virtual", seed=1)
+    v = k.create("v")
+    with k.sched.cond:
+        hub = k.cloner("hub").create(v)
+        br = k.cloner("bridge").create(v)
+        vlan = k.cloner("vlan").create(v)
+    assert (hub.name, hub.kind, br.name, br.kind, vlan.name) == (
+        "hub0", "hub", "bridge0", "bridge", "vlan0")

@@ -433,5 +433,16 @@ class BridgeCloner:
                 other.spans.pop(ifp)
 
 
+class HubCloner:
+    """The `hub` cloner (`kernel.cloner("hub")`): hubs made by the bridge service, which
+    also looks after their members."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+
+    def create(self, vnet: Vnet, unit: int | None = None) -> Bridge:
+        return self.kernel.service(BridgeCloner).create(vnet, unit, "hub")
+
+
 def create_bridge(vnet: Vnet, unit: int | None = None, kind: str = "bridge") -> Bridge:
     return vnet.kernel.service(BridgeCloner).create(vnet, unit, kind)
