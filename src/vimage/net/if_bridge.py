@@ -313,9 +313,10 @@ class Bridge(EtherIfnet):
         tick = self.sched.now_ns() >> _TICK_SHIFT
         if tick != self.tick:
             self.tick = tick
-            self.tick_count = 0
-        self.tick_count += 1
-        if self.tick_count > self.max_per_tick:
+            self.tick_count = 1
+        elif self.tick_count < self.max_per_tick:
+            self.tick_count += 1
+        else:
             self.storm_drops += 1
             self.iqdrops += 1
             return True
@@ -346,6 +347,15 @@ class Bridge(EtherIfnet):
             self._flood(frame, member, True)
             EtherIfnet.input(self, frame)
             return True
+        entry = self.rt.get(dst)
+        if entry is not None:
+            out = entry.member
+            if out is member or member.flags & out.flags & IFBIF_PRIVATE:
+                return True  # the station is on the segment it came from, or both private
+            self.ipackets += 1  # forwarded frames are the bridge's input (bridge_forward)
+            self.ibytes += len(frame)
+            out.ifp.output(frame)
+            return True
         if dst == self.mac:
             EtherIfnet.input(self, frame)
             return True
@@ -355,16 +365,7 @@ class Bridge(EtherIfnet):
                     return False
                 ether.ether_input(other, frame)
                 return True
-        entry = self.rt.get(dst)
-        if entry is None:
-            self._flood(frame, member, False)
-            return True
-        out = entry.member
-        if out is member or member.flags & out.flags & IFBIF_PRIVATE:
-            return True  # the station is on the segment it came from, or both private
-        self.ipackets += 1  # forwarded frames are the bridge's input (bridge_forward)
-        self.ibytes += len(frame)
-        out.ifp.output(frame)
+        self._flood(frame, member, False)  # unknown unicast
         return True
 
     def transmit(self, frame: bytes) -> bool:
