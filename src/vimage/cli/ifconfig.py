@@ -35,6 +35,7 @@ from vimage.net.if_bridge import IFBAF_NAMES, IFBIF_NAMES, Bridge, create_bridge
 from vimage.net.if_vlan import Vlan, create_vlan
 from vimage.net.ifnet import (
     FLAG_NAMES,
+    IFF_L2,
     IFF_LINK_HOOKS,
     IFF_PROMISC,
     IFF_RUNNING,
@@ -135,7 +136,7 @@ def main(ctx: Context, argv: list[str]) -> int:
 # -- display --------------------------------------------------------------------------
 def flag_word(ifp: Ifnet) -> str:
     names = ",".join(name for bit, name in FLAG_NAMES if ifp.flags & bit)
-    value = (ifp.flags & ~IFF_LINK_HOOKS) | (_EPAIR_DRV_FLAG if ifp.kind == "epair" else 0)
+    value = (ifp.flags & ~(IFF_LINK_HOOKS | IFF_L2)) | (_EPAIR_DRV_FLAG if ifp.kind == "epair" else 0)
     return f"flags={value:x}<{names}>"
 
 
