@@ -136,7 +136,8 @@ def main(ctx: Context, argv: list[str]) -> int:
 # -- display --------------------------------------------------------------------------
 def flag_word(ifp: Ifnet) -> str:
     names = ",".join(name for bit, name in FLAG_NAMES if ifp.flags & bit)
-    value = (ifp.flags & ~(IFF_LINK_HOOKS | IFF_L2)) | (_EPAIR_DRV_FLAG if ifp.kind == "epair" else 0)
+    value = ifp.flags & ~(IFF_LINK_HOOKS | IFF_L2)  # vimage-private bits are not shown
+    value |= _EPAIR_DRV_FLAG if ifp.kind == "epair" else 0
     return f"flags={value:x}<{names}>"
 
 
