@@ -374,3 +374,11 @@ def test_kernel_cloners():
         vlan = k.cloner("vlan").create(v)
     assert (hub.name, hub.kind, br.name, br.kind, vlan.name) == (
         "hub0", "hub", "bridge0", "bridge", "vlan0")
+
+
+def test_bridge_mtu_sets_every_member():
+    lan = Lan(2)
+    ok(lan.sw, "ifconfig bridge0 mtu 9000")
+    assert lan.br.mtu == 9000 and all(p.mtu == 9000 for p in lan.ports)
+    res = lan.sw.cmd("ifconfig bridge0 mtu 20")
+    assert res.status == 1 and "SIOCSIFMTU" in res.output and lan.br.mtu == 9000

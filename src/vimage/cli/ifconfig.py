@@ -460,7 +460,7 @@ def _bridge_params(bridge: Bridge, params: list[str]) -> list[str]:
             i += 1
             continue
         nargs = {"addm": 1, "deletem": 1, "span": 1, "-span": 1, "deladdr": 1, "maxaddr": 1,
-                 "timeout": 1, "static": 2, "ifmaxaddr": 2}.get(word)
+                 "timeout": 1, "static": 2, "ifmaxaddr": 2, "mtu": 1}.get(word)
         if nargs is None and base in _MEMBER_FLAG_WORDS:
             nargs = 1
         if nargs is None:
@@ -489,11 +489,13 @@ def _bridge_word(bridge: Bridge, word: str, args: list[str]) -> None:
             bridge.delete_addr(parse_mac(arg))
         elif word == "static":
             bridge.add_static(_port(bridge, "BRDGSADDR", arg), parse_mac(args[1]))
-        elif word in ("maxaddr", "timeout", "ifmaxaddr"):
+        elif word in ("maxaddr", "timeout", "ifmaxaddr", "mtu"):
             text = args[-1]
             if not text.isdigit():
                 raise ToolError(f"invalid value: {text}")
-            if word == "maxaddr":
+            if word == "mtu":
+                _bridge_mtu(bridge, int(text))
+            elif word == "maxaddr":
                 bridge.set_maxaddr(int(text))
             elif word == "timeout":
                 bridge.set_timeout(int(text))
@@ -508,6 +510,16 @@ def _bridge_word(bridge: Bridge, word: str, args: list[str]) -> None:
                "-span": "BRDGDELS", "deladdr": "BRDGDADDR", "static": "BRDGSADDR"}.get(
                    word, "BRDGSIFFLGS")
         raise _bridge_err(cmd, arg, exc) from None
+
+
+def _bridge_mtu(bridge: Bridge, mtu: int) -> None:
+    """`mtu N` on a bridge sets every member's MTU too (if_bridge.c, SIOCSIFMTU)."""
+    if not MIN_MTU <= mtu <= MAX_MTU:
+        raise ToolError(f"ioctl SIOCSIFMTU (set mtu): Invalid argument "
+                        f"(mtu {mtu} is outside {MIN_MTU}..{MAX_MTU})")
+    for ifp in bridge.members:
+        ifp.mtu = mtu
+    bridge.mtu = mtu
 
 
 def _vlan_params(vlan: Vlan, params: list[str]) -> list[str]:
