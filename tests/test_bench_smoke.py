@@ -83,3 +83,11 @@ def test_bench_nat_forwards_and_translates_every_packet():
     assert result["nat_many_flows"]["nat_links"] == 30
     assert result["nat_many_flows"]["translated"] == 300
     assert result["translate"]["us_per_call"] > 0
+
+
+def test_bench_bridge_forwards_every_frame_by_one_port():
+    result = _run("bench_bridge.py", "--frames", "300")
+    br, plain = result["bridge_learnt_unicast"], result["plain_epair_hop"]
+    assert plain["delivered_at_b"] == 300 and br["delivered_at_b"] == 300
+    assert br["bridge_forwarded"] == 300 and br["sent_back_to_source_port"] == 0
+    assert result["bridge_vs_plain_ratio"] > 0

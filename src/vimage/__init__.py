@@ -18,6 +18,8 @@ from vimage import netdb as _netdb
 from vimage.aio import VimageEventLoop, run, service, spawn
 from vimage.context import get_vnet
 from vimage.kernel import Kernel
+from vimage.net import if_bridge as _if_bridge
+from vimage.net import if_vlan as _if_vlan
 from vimage.net import ifnet as _ifnet
 from vimage.net import route as _route
 from vimage.netinet import in_proto as _in_proto
@@ -41,7 +43,12 @@ Kernel.standard_protocols = (
     _ifnet.PROTOCOL,
     _nat.PROTOCOL,
 )
-Kernel.standard_cloners = (("epair", _ifnet.EpairCloner),)
+Kernel.standard_cloners = (
+    ("epair", _ifnet.EpairCloner),
+    ("bridge", _if_bridge.BridgeCloner),
+    ("hub", _if_bridge.HubCloner),
+    ("vlan", _if_vlan.VlanCloner),
+)
 
 __all__ = ["Kernel", "VimageEventLoop", "Vnet", "get_vnet", "run", "service", "spawn"]
 __version__ = "0.1.0"

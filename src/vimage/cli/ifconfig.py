@@ -6,12 +6,16 @@
                 [up | down] [mtu N] [ether | lladdr MAC] [promisc | -promisc]
                 [vnet NAME | -vnet NAME] [destroy]
     ifconfig epair[N] | lo[N] | tap[N] create [netns LINUX_NETNS] [parameters...]
+    ifconfig bridge[N] | hub[N] create [bridge parameters...]; ifconfig bridgeN addr
+    ifconfig vlan[N] create [vlan VID vlandev PARENT] [vlanpcp N]; ifconfig PARENT.VID create
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import re
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.cli import Context, ToolError, UsageError
@@ -27,8 +31,11 @@ from vimage.cli._util import (
     try_addr,
 )
 from vimage.net import ifnet as ifnet_mod
+from vimage.net.if_bridge import IFBAF_NAMES, IFBIF_NAMES, Bridge, create_bridge
+from vimage.net.if_vlan import Vlan, create_vlan
 from vimage.net.ifnet import (
     FLAG_NAMES,
+    IFF_L2,
     IFF_LINK_HOOKS,
     IFF_PROMISC,
     IFF_RUNNING,
@@ -45,7 +52,7 @@ if TYPE_CHECKING:
 # FreeBSD's epair sets a driver bit (0x20) that ifconfig prints in the hex word
 # but has no name for; shown so the flag word reads as on FreeBSD (8863).
 _EPAIR_DRV_FLAG = 0x20
-_CLONER_RE = re.compile(r"(epair|lo|tap)(\d*)\Z")
+_CLONER_RE = re.compile(r"(epair|lo|tap|bridge|hub|vlan)(\d*)\Z")
 _FAMILIES = frozenset(("inet", "ether", "link", "lladdr"))
 _DELETE_WORDS = frozenset(("-alias", "delete", "remove"))
 _ALIAS_WORDS = frozenset(("alias", "add"))
@@ -64,6 +71,10 @@ usage: ifconfig [-a] [-du] [address_family]
        ifconfig interface destroy
        ifconfig interface -vnet vnet
 address_family: inet, ether; parameters: up, down, mtu n, ether mac, [-]promisc
+bridge (and hub) parameters: addm if, deletem if, [-]learn if, [-]discover if,
+       [-]private if, [-]span if, static if mac, deladdr mac, flush, flushall,
+       maxaddr n, timeout s, ifmaxaddr if n; ifconfig bridgeN addr
+vlan parameters: vlan vid, vlandev if, -vlandev, vlanpcp n, vlanproto 802.1q
 """
 
 
@@ -98,6 +109,8 @@ def main(ctx: Context, argv: list[str]) -> int:
         if len(params) >= 2 and params[0] == "netns":  # tap: put the Linux side there
             netns, params = params[1], params[2:]
         ifp = create(vnet, name, netns)
+        if isinstance(ifp, Vlan) and params:
+            params = _vlan_create_params(ifp, params)  # applied before the name is printed
         ctx.print(ifp.name)
         if not params:
             return 0
@@ -105,6 +118,10 @@ def main(ctx: Context, argv: list[str]) -> int:
         ifp = vnet.ifaces.get(name)
         if ifp is None:
             raise ToolError(f"interface {name} does not exist")
+    if params == ["addr"] and isinstance(ifp, Bridge):
+        for line in bridge_addr_lines(ifp):
+            ctx.print(line)
+        return 0
     if not params or (len(params) == 1 and params[0] in _FAMILIES):
         for line in render(ifp, params[0] if params else None):
             ctx.print(line)
@@ -119,7 +136,8 @@ def main(ctx: Context, argv: list[str]) -> int:
 # -- display --------------------------------------------------------------------------
 def flag_word(ifp: Ifnet) -> str:
     names = ",".join(name for bit, name in FLAG_NAMES if ifp.flags & bit)
-    value = (ifp.flags & ~IFF_LINK_HOOKS) | (_EPAIR_DRV_FLAG if ifp.kind == "epair" else 0)
+    value = ifp.flags & ~(IFF_LINK_HOOKS | IFF_L2)  # vimage-private bits are not shown
+    value |= _EPAIR_DRV_FLAG if ifp.kind == "epair" else 0
     return f"flags={value:x}<{names}>"
 
 
@@ -142,7 +160,9 @@ def render(ifp: Ifnet, family: str | None = None) -> list[str]:
             lines.append(f"\tstatus: {'active' if ifp.flags & IFF_RUNNING else 'no carrier'}")
             lines.append(f"\tLinux side: {ifp.linux_name}"
                          + (f" in netns {ifp.netns}" if ifp.netns else ""))
+        lines.extend(l2_status_lines(ifp))
         lines.append(f"\tgroups: {ifp.kind}")
+        lines.extend(l2_trailer_lines(ifp, lines))
     return lines
 
 
@@ -150,9 +170,11 @@ def render(ifp: Ifnet, family: str | None = None) -> list[str]:
 def create(vnet: Vnet, name: str, netns: str | None = None) -> Ifnet:
     """`ifconfig epair[N] | lo[N] | tap[N] create`; returns the (a-end) interface."""
     match = _CLONER_RE.match(name)
+    if match is None and "." in name:
+        return _create_dotted_vlan(vnet, name)
     if match is None:
         raise ToolError(f"SIOCIFCREATE2 ({name}): cannot create: the name must be"
-                        " epair[N], lo[N] or tap[N]")
+                        " epair[N], lo[N], tap[N], bridge[N], hub[N], vlan[N] or IF.VID")
     if netns is not None and match.group(1) != "tap":
         raise UsageError("netns applies to tap interfaces only")
     kind, digits = match.groups()
@@ -162,6 +184,10 @@ def create(vnet: Vnet, name: str, netns: str | None = None) -> Ifnet:
     try:
         if kind == "epair":
             return ifnet_mod.create_epair(vnet, unit)[0]
+        if kind in ("bridge", "hub"):
+            return create_bridge(vnet, unit, kind)
+        if kind == "vlan":
+            return create_vlan(vnet, name)
         if kind == "tap":
             from vimage.net.tap import TapError, create_tap
 
@@ -252,6 +278,12 @@ def _parse(params: list[str]) -> _Request:
 
 
 def configure(ctx: Context, ifp: Ifnet, params: list[str]) -> None:
+    if isinstance(ifp, Bridge):
+        params = _bridge_params(ifp, params)
+    elif isinstance(ifp, Vlan):
+        params = _vlan_params(ifp, params)
+    if not params:
+        return
     req = _parse(params)
     if req.mtu is not None:
         if not MIN_MTU <= req.mtu <= MAX_MTU:
@@ -340,3 +372,226 @@ def _reclaim(here: Vnet, name: str, vnet_name: str) -> None:
     if ifp is None:
         raise ToolError(f"interface {name} does not exist in vnet {other.display_name}")
     ifnet_mod.move(ifp, here)
+
+
+# -- bridge, hub and vlan (if_bridge(4), vlan(4); FreeBSD sbin/ifconfig/ifbridge.c,
+#    ifvlan.c) --------------------------------------------------------------------------
+_ND6_BRIDGE = "\tnd6 options=9<PERFORMNUD,IFDISABLED>"
+_ND6_VLAN = "\tnd6 options=29<PERFORMNUD,IFDISABLED,AUTO_LINKLOCAL>"
+# bridge words taking a member name and setting (+) or clearing (-) a member flag
+_MEMBER_FLAG_WORDS = MappingProxyType(
+    {"learn": 0x0001, "discover": 0x0002, "private": 0x0800, "sticky": 0x0010})
+_BRIDGE_PATH_COST = 2000  # what FreeBSD shows for a 10 Gbit/s member
+
+
+def _strerror(code: int) -> str:
+    """strerror(3) as FreeBSD words it where Linux's wording differs."""
+    return "Device busy" if code == errno.EBUSY else os.strerror(code)
+
+
+def _bits(value: int, names: tuple[tuple[int, str], ...]) -> str:
+    return f"flags={value:x}<{','.join(name for bit, name in names if value & bit)}>"
+
+
+def l2_status_lines(ifp: Ifnet) -> list[str]:
+    """Bridge and vlan lines of `ifconfig IF`, printed before `groups:` (bridge_status,
+    vlan_status)."""
+    if isinstance(ifp, Bridge):
+        mac = ifp.mac.hex(":") if ifp.mac else "00:00:00:00:00:00"
+        lines = [] if ifp.hub else [  # a hub has no spanning-tree or cache parameters
+            f"\tid {mac} priority 32768 hellotime 2 fwddelay 15",
+            f"\tmaxage 20 holdcnt 6 proto rstp maxaddr {ifp.maxaddr} timeout {ifp.timeout}",
+            f"\troot id {mac} priority 32768 ifcost 0 port 0"]
+        # FreeBSD inserts members at the head of its list: the newest is shown first
+        ports = [*reversed(ifp.members.values()), *reversed(ifp.spans.values())]
+        for member in ports:
+            lines.append(f"\tmember: {member.ifp.name} {_bits(member.flags, IFBIF_NAMES)}")
+            lines.append(f"\t        ifmaxaddr {member.ifmaxaddr} port {member.ifp.index} "
+                         f"priority 128 path cost {_BRIDGE_PATH_COST}")
+        return lines
+    if isinstance(ifp, Vlan):
+        parent = ifp.parent.name if ifp.parent is not None else "<none>"
+        return [f"\tvlan: {ifp.vid} vlanproto: 802.1q vlanpcp: {ifp.pcp} "
+                f"parent interface: {parent}",
+                f"\tstatus: {'active' if ifp.flags & IFF_RUNNING else 'no carrier'}"]
+    return []
+
+
+def l2_trailer_lines(ifp: Ifnet, so_far: list[str]) -> list[str]:
+    """The `nd6 options` line FreeBSD prints for bridges and vlans (unless another part
+    of ifconfig printed one already)."""
+    if any(line.startswith("\tnd6 options") for line in so_far):
+        return []
+    if isinstance(ifp, Bridge):
+        return [_ND6_BRIDGE]
+    if isinstance(ifp, Vlan):
+        return [_ND6_VLAN]
+    return []
+
+
+def bridge_addr_lines(bridge: Bridge) -> list[str]:
+    """`ifconfig bridgeN addr` (bridge_addresses): MAC, VLAN, member, seconds left, flags."""
+    return [f"{mac.hex(':')} Vlan1 {ifp.name} {left} "
+            f"{_bits(flags, IFBAF_NAMES)}"
+            for mac, ifp, left, flags in bridge.addresses()]
+
+
+def _bridge_err(cmd: str, arg: str, exc: OSError) -> ToolError:
+    return ToolError(f"{cmd} {arg}: {_strerror(exc.errno or errno.EINVAL)}")
+
+
+def _port(bridge: Bridge, cmd: str, name: str) -> Ifnet:
+    ifp = bridge.vnet.ifaces.get(name)
+    if ifp is None:
+        raise ToolError(f"{cmd} {name}: {_strerror(errno.ENOENT)}")
+    return ifp
+
+
+def _bridge_params(bridge: Bridge, params: list[str]) -> list[str]:
+    """Apply the bridge words of `params` in order (as ifconfig does, one ioctl each);
+    returns the other words for the generic parser."""
+    rest: list[str] = []
+    i = 0
+    while i < len(params):
+        word = params[i]
+        base = word.removeprefix("-")
+        if word in ("flush", "flushall"):
+            bridge.flush(all_entries=word == "flushall")
+            i += 1
+            continue
+        nargs = {"addm": 1, "deletem": 1, "span": 1, "-span": 1, "deladdr": 1, "maxaddr": 1,
+                 "timeout": 1, "static": 2, "ifmaxaddr": 2, "mtu": 1}.get(word)
+        if nargs is None and base in _MEMBER_FLAG_WORDS:
+            nargs = 1
+        if nargs is None:
+            rest.append(word)
+            i += 1
+            continue
+        if i + nargs >= len(params):
+            raise UsageError(f"'{word}' requires argument")
+        _bridge_word(bridge, word, params[i + 1:i + 1 + nargs])
+        i += 1 + nargs
+    return rest
+
+
+def _bridge_word(bridge: Bridge, word: str, args: list[str]) -> None:
+    arg = args[0]
+    try:
+        if word == "addm":
+            bridge.add_member(_port(bridge, "BRDGADD", arg))
+        elif word == "deletem":
+            bridge.delete_member(_port(bridge, "BRDGDEL", arg))
+        elif word == "span":
+            bridge.add_span(_port(bridge, "BRDGADDS", arg))
+        elif word == "-span":
+            bridge.delete_span(_port(bridge, "BRDGDELS", arg))
+        elif word == "deladdr":
+            bridge.delete_addr(parse_mac(arg))
+        elif word == "static":
+            bridge.add_static(_port(bridge, "BRDGSADDR", arg), parse_mac(args[1]))
+        elif word in ("maxaddr", "timeout", "ifmaxaddr", "mtu"):
+            text = args[-1]
+            if not text.isdigit():
+                raise ToolError(f"invalid value: {text}")
+            if word == "mtu":
+                _bridge_mtu(bridge, int(text))
+            elif word == "maxaddr":
+                bridge.set_maxaddr(int(text))
+            elif word == "timeout":
+                bridge.set_timeout(int(text))
+            else:
+                bridge.member(_port(bridge, "BRDGSIFMAXADDR", arg)).ifmaxaddr = int(text)
+        else:
+            member = bridge.member(_port(bridge, "BRDGGIFFLGS", arg))
+            bit = _MEMBER_FLAG_WORDS[word.removeprefix("-")]
+            member.flags = member.flags & ~bit if word.startswith("-") else member.flags | bit
+    except OSError as exc:
+        cmd = {"addm": "BRDGADD", "deletem": "BRDGDEL", "span": "BRDGADDS",
+               "-span": "BRDGDELS", "deladdr": "BRDGDADDR", "static": "BRDGSADDR"}.get(
+                   word, "BRDGSIFFLGS")
+        raise _bridge_err(cmd, arg, exc) from None
+
+
+def _bridge_mtu(bridge: Bridge, mtu: int) -> None:
+    """`mtu N` on a bridge sets every member's MTU too (if_bridge.c, SIOCSIFMTU)."""
+    if not MIN_MTU <= mtu <= MAX_MTU:
+        raise ToolError(f"ioctl SIOCSIFMTU (set mtu): Invalid argument "
+                        f"(mtu {mtu} is outside {MIN_MTU}..{MAX_MTU})")
+    for ifp in bridge.members:
+        ifp.mtu = mtu
+    bridge.mtu = mtu
+
+
+def _vlan_params(vlan: Vlan, params: list[str]) -> list[str]:
+    """Take `vlan VID`, `vlandev IF`, `-vlandev [IF]`, `vlanpcp N`, `vlanproto P` out of
+    `params` and apply them together (SIOCSETVLAN); returns the other words."""
+    rest: list[str] = []
+    vid = pcp = None
+    parent: Ifnet | None = None
+    detach = False
+    i = 0
+    while i < len(params):
+        word = params[i]
+        if word == "-vlandev":
+            detach = True
+            if i + 1 < len(params) and params[i + 1] in vlan.vnet.ifaces:
+                i += 1  # `-vlandev IF`: the name is optional
+            i += 1
+            continue
+        if word not in ("vlan", "vlandev", "vlanpcp", "vlanproto"):
+            rest.append(word)
+            i += 1
+            continue
+        if i + 1 >= len(params):
+            raise UsageError(f"'{word}' requires argument")
+        value = params[i + 1]
+        i += 2
+        if word == "vlandev":
+            parent = vlan.vnet.ifaces.get(value)
+            if parent is None:
+                raise ToolError(f"SIOCSETVLAN: {_strerror(errno.ENOENT)} ({value})")
+        elif word == "vlanproto":
+            if value.lower() not in ("802.1q", "0x8100"):
+                raise ToolError(f"invalid value for vlanproto: {value} (802.1q only)")
+        elif not value.isdigit():
+            raise ToolError(f"value {value}: bad {word}")
+        elif word == "vlan":
+            vid = int(value)
+        else:
+            pcp = int(value)
+    try:
+        if detach:
+            vlan.unconfigure()
+        if vid is not None or parent is not None or pcp is not None:
+            if parent is None and vlan.parent is None and vid is not None:
+                vlan.vid = vid  # remembered until a vlandev is given (FreeBSD does too)
+                vid = None
+            vlan.configure(parent, vid, pcp)
+    except OSError as exc:
+        raise ToolError(f"SIOCSETVLAN: {_strerror(exc.errno or errno.EINVAL)} "
+                        f"({exc.strerror})") from None
+    return rest
+
+
+def _vlan_create_params(vlan: Vlan, params: list[str]) -> list[str]:
+    """`ifconfig vlan create vlan N vlandev IF ...`: an interface that cannot be
+    configured is not left behind (the parameters go with SIOCIFCREATE2)."""
+    try:
+        return _vlan_params(vlan, params)
+    except ToolError:
+        ifnet_mod.destroy(vlan)
+        raise
+
+
+def _create_dotted_vlan(vnet: Vnet, name: str) -> Ifnet:
+    """`ifconfig epair0a.10 create`: a VLAN with its parent and VID in its name."""
+    parent, _, vid = name.rpartition(".")
+    if not vid.isdigit() or not parent:
+        raise ToolError(f"SIOCIFCREATE2 ({name}): Invalid argument")
+    try:
+        return create_vlan(vnet, name)
+    except FileExistsError:
+        raise ToolError(f"SIOCIFCREATE2 ({name}): File exists") from None
+    except OSError as exc:
+        raise ToolError(f"SIOCIFCREATE2 ({name}): {_strerror(exc.errno or errno.EINVAL)}"
+                        f" ({exc.strerror})") from None
