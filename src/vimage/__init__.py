@@ -21,6 +21,7 @@ from vimage.kernel import Kernel
 from vimage.net import ifnet as _ifnet
 from vimage.net import route as _route
 from vimage.netinet import in_proto as _in_proto
+from vimage.netpfil import ipfw as _ipfw
 from vimage.socket.socket import SOCK_DGRAM, SOCK_RAW, SOCK_STREAM, Socket
 from vimage.socket.tcp_socket import TcpSocket
 from vimage.vnet import Vnet
@@ -28,6 +29,7 @@ from vimage.vnet import Vnet
 Kernel.standard_protocols = (
     _route.PROTOCOL,
     *_in_proto.PROTOCOLS[:3],  # ip, arp, icmp
+    _ipfw.PROTOCOL,
     _replace(_in_proto.UDP, sockets=((SOCK_DGRAM, Socket),)),
     _replace(_in_proto.TCP, sockets=((SOCK_STREAM, TcpSocket),)),
     _replace(_in_proto.RAW, sockets=((SOCK_RAW, Socket),)),

@@ -39,6 +39,7 @@ TOOLS: tuple[str, ...] = (
     "fault",
     "hosts",
     "ifconfig",
+    "ipfw",
     "iperf3",
     "netstat",
     "ping",

@@ -1,0 +1,1 @@
+"""Packet filters attached to the pfil hooks (FreeBSD sys/netpfil): ipfw, dummynet, NAT."""
