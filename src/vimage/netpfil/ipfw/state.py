@@ -94,6 +94,8 @@ class IpfwState:
         # interface by these bytes (addresses and IP ID) for `recv IF` (FreeBSD's rcvif)
         self.fwd_key = b""
         self.fwd_rcvif: Ifnet | None = None
+        # set while ipfw sends a RST of its own: FreeBSD marks it M_SKIP_FIREWALL
+        self.bypass = False
 
     # -- tunables -------------------------------------------------------------------
     @property
@@ -213,6 +215,8 @@ class IpfwState:
         return self.check(Args(pkt, False, ifp, ifp), 0)
 
     def _hook_out(self, pkt: bytes, ifp: Ifnet | None) -> bytes | None:
+        if self.bypass:
+            return pkt
         rcvif = self.fwd_rcvif if self.fwd_key == pkt[4:6] + pkt[12:20] else None
         return self.check(Args(pkt, True, ifp, rcvif), 0)
 
@@ -362,7 +366,11 @@ class IpfwState:
                 seg = wtcp.parse(memoryview(pkt)[a.hlen:a.iplen])
             except Exception:
                 return
-            respond_rst(self.vnet.tcp, seg, a.src, a.dst)
+            self.bypass = True  # ipfw_send_pkt: M_SKIP_FIREWALL
+            try:
+                respond_rst(self.vnet.tcp, seg, a.src, a.dst)
+            finally:
+                self.bypass = False
             return
         if a.proto == PROTO_ICMP and a.icmptype in wicmp.ERROR_TYPES:
             return
