@@ -82,14 +82,10 @@ _NUMBERED = MappingProxyType({R.A_SKIPTO: ("skipto", 65535), R.A_CALL: ("call", 
 
 
 def tokens(argv: list[str]) -> list[str]:
-    """Split braces and `!` off words, as ipfw's parser sees `{a,b}` and `!80`."""
+    """Split braces off words, as ipfw's parser sees `{a,b}`."""
     out: list[str] = []
     for word in argv:
-        for part in word.replace("{", " { ").replace("}", " } ").split():
-            if part.startswith("!") and len(part) > 1:
-                out += ["not", part[1:]]
-            else:
-                out.append(part)
+        out += word.replace("{", " { ").replace("}", " } ").split()
     return out
 
 
@@ -124,6 +120,16 @@ class Parser:
     def accept(self, word: str) -> bool:
         if self.peek() == word:
             self.pos += 1
+            return True
+        return False
+
+    def negated(self) -> bool:
+        """`not X` or `!X` (the `!` is split off the word it prefixes)."""
+        if self.accept("not"):
+            return True
+        tok = self.peek()
+        if tok is not None and tok.startswith("!") and len(tok) > 1:
+            self.toks[self.pos] = tok[1:]
             return True
         return False
 
@@ -324,7 +330,7 @@ class Parser:
         return text, preds
 
     def address(self, side: str) -> tuple[str, Pred | None]:
-        negate = self.accept("not")
+        negate = self.negated()
         if self.accept("{"):
             items: list[str] = []
             while not self.accept("}"):
@@ -446,7 +452,7 @@ class Parser:
 
     # -- options ----------------------------------------------------------------------------
     def option(self, r: Rule) -> tuple[str, Pred | None]:
-        if self.accept("not"):
+        if self.negated():
             text, pred = self.option(r)
             if pred is None:
                 return f"not {text}", lambda a: False
