@@ -74,13 +74,22 @@ def test_fragments_v4(trio: Trio):
 
 
 def test_fragments_keep_state(trio: Trio):
-    """fragments.sh with a stateful ruleset: the state made by the first fragment (it
-    has the ports) does not cover later fragments (no ports), so they need a rule of
-    their own, as on FreeBSD."""
+    """fragments.sh with a stateful ruleset: the state made by a datagram's first
+    fragment (which has the ports) does not cover its later fragments (no ports), so
+    they need a rule of their own, as on FreeBSD."""
     t = trio
-    t.fw(t.r, "add 100 check-state", "add 200 allow icmp from 10.0.0.0/24 to any keep-state",
-         "add 300 allow ip from any to any frag", "add 400 deny ip from any to any")
-    assert t.ping(t.a, B, size=4000)
+    t.fw(t.r, "add 100 check-state", "add 200 allow udp from 10.0.0.0/24 to any keep-state",
+         "add 400 deny ip from any to any")
+    rx = t.b.socket(2, 2)
+    rx.bind(("", 7000))
+    rx.settimeout(1)
+    tx = t.a.socket(2, 2)
+    tx.sendto(b"u" * 4000, (B, 7000))
+    t.k.run(1)
+    assert t.b.ip.stats.reassembled == 0  # the later fragments were denied
+    t.fw(t.r, "add 300 allow ip from any to any frag")
+    tx.sendto(b"v" * 4000, (B, 7000))
+    assert rx.recv(5000) == b"v" * 4000
 
 
 def test_icmp_errors_through_the_firewall(trio: Trio):
