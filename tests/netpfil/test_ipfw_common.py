@@ -75,10 +75,11 @@ def test_fragments_v4(trio: Trio):
 
 def test_fragments_keep_state(trio: Trio):
     """fragments.sh with a stateful ruleset: the state made by a datagram's first
-    fragment (which has the ports) does not cover its later fragments (no ports), so
-    they need a rule of their own, as on FreeBSD."""
+    fragment (which has the ports) does not cover its later fragments (no ports), and a
+    rule naming a port cannot match them: they need a rule of their own, as on FreeBSD."""
     t = trio
-    t.fw(t.r, "add 100 check-state", "add 200 allow udp from 10.0.0.0/24 to any keep-state",
+    t.fw(t.r, "add 100 check-state",
+         "add 200 allow udp from 10.0.0.0/24 to any 7000 keep-state",
          "add 400 deny ip from any to any")
     rx = t.b.socket(2, 2)
     rx.bind(("", 7000))
