@@ -5,14 +5,16 @@
 
 Each piece is checked as it is read; the first bad token stops the parse with
 ipfw's one-line error naming it (an `IpfwError`), and nothing is changed. What is
-read becomes a `Rule`: predicates (closures) and the canonical text `ipfw list`
-prints (FreeBSD prints the rule back from its instructions, so `accept` lists as
-`allow` and `{a,b}` as `a,b`).
+read becomes a `Rule`: a matcher compiled once from the conditions (an expression
+per option, ints inlined, other values bound by name: no user text enters the source)
+and the canonical text `ipfw list` prints (FreeBSD prints the rule back from its
+instructions, so `accept` lists as `allow` and `{a,b}` as `a,b`).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -104,6 +106,7 @@ class Parser:
         self.toks = toks
         self.pos = 0
         self.tablearg_used = False
+        self.env: dict[str, object] = {}  # the values the rule's matcher reads
 
     # -- token helpers -------------------------------------------------------------
     def peek(self, k: int = 0) -> str | None:
@@ -163,9 +166,10 @@ class Parser:
                 n = _int(self.take(f"missing {word} number"), f"{word} number", 1, 65534)
                 setattr(r, word, n)
                 head += f" {word} {n}"
-        preds: list[Pred] = []
+        preds: list[str] = []
         if r.action == R.A_CHECK_STATE and self.peek() is None:
             r.probe = True
+            r.plain = False
             r.text = head
             return r
         proto_text, proto_pred = self.proto()
@@ -197,7 +201,8 @@ class Parser:
             body += " " + " ".join(opt_texts)
         if self.tablearg_used is False and r.arg == R.TABLEARG:
             raise IpfwError("tablearg used without a table lookup", EX_DATAERR)
-        r.preds = tuple(preds)
+        r.match = self.compile(preds)
+        r.plain = not r.probe and r.prob >= 1.0 and r.state is None
         r.text = body
         return r
 
@@ -280,33 +285,50 @@ class Parser:
             return "nat global"
         return f"{name} {arg}"
 
+    # -- compiling ----------------------------------------------------------------------------
+    def bind(self, value: object) -> str:
+        """A name for `value` in the rule's matcher (no user text enters its source)."""
+        name = f"_v{len(self.env)}"
+        self.env[name] = value
+        return name
+
+    def compile(self, exprs: list[str]) -> Pred:
+        """The rule's matcher: one function testing every condition inline (FreeBSD's
+        compiled instruction string), built once when the rule is added."""
+        src = " and ".join(f"({e})" for e in exprs) or "True"
+        code = f"def match(a):\n    return {src}\n"
+        env = dict(self.env)
+        exec(compile(code, "<ipfw rule>", "exec"), env)  # the source is ours, values are bound
+        match: Pred = env["match"]
+        return match
+
     # -- protocol --------------------------------------------------------------------------
-    def proto(self) -> tuple[str, Pred | None]:
+    def proto(self) -> tuple[str, str | None]:
         if self.accept("{"):
-            texts, preds = [], []
+            texts, exprs = [], []
             while True:
-                text, pred = self.one_proto(self.take("missing ``}''"))
+                text, expr = self.one_proto(self.take("missing ``}''"))
                 texts.append(text)
-                preds.append(pred)
+                exprs.append(expr)
                 if self.accept("}"):
                     break
                 if not self.accept("or"):
                     raise IpfwError(f"missing ``or'' before {self.peek()}")
-            live = tuple(p for p in preds if p is not None)
-            if len(live) < len(preds):
-                return "{ " + " or ".join(texts) + " }", None
-            return "{ " + " or ".join(texts) + " }", lambda a: any(p(a) for p in live)
+            joined = "{ " + " or ".join(texts) + " }"
+            if any(e is None for e in exprs):
+                return joined, None
+            return joined, " or ".join(f"({e})" for e in exprs)
         return self.one_proto(self.take("missing protocol"))
 
-    def one_proto(self, word: str) -> tuple[str, Pred | None]:
+    def one_proto(self, word: str) -> tuple[str, str | None]:
         if word in ("ip", "all"):
             return "ip", None
         if word in ("ip4", "ipv4"):
-            return "ip4", lambda a: a.family == 4
+            return "ip4", "a.family == 4"
         if word in ("ip6", "ipv6"):
-            return "ip6", lambda a: a.family == 6
+            return "ip6", "a.family == 6"
         if word in ("icmp6", "ipv6-icmp"):
-            return "ipv6-icmp", lambda a: a.family == 6 and a.proto == 58
+            return "ipv6-icmp", "a.family == 6 and a.proto == 58"
         number = PROTOCOLS.get(word)
         if number is None:
             if not word.isdigit() or int(word) > 255:
@@ -314,22 +336,22 @@ class Parser:
             number = int(word)
         if number == 0:
             return "ip", None
-        return PROTO_NAMES.get(number, str(number)), lambda a: a.proto == number
+        return PROTO_NAMES.get(number, str(number)), f"a.proto == {number:d}"
 
     # -- addresses and ports -------------------------------------------------------------
-    def address_and_ports(self, side: str) -> tuple[str, list[Pred]]:
-        text, pred = self.address(side)
-        preds = [pred] if pred is not None else []
+    def address_and_ports(self, side: str) -> tuple[str, list[str]]:
+        text, expr = self.address(side)
+        exprs = [expr] if expr is not None else []
         nxt = self.peek()
         if nxt is not None and (nxt[0].isdigit() or nxt.split(",")[0].split("-")[0]
                                 in SERVICES):
             self.pos += 1
-            ptext, ppred = self.ports(nxt, "sport" if side == "src" else "dport")
+            ptext, pexpr = self.ports(nxt, "sport" if side == "src" else "dport")
             text += " " + ptext
-            preds.append(ppred)
-        return text, preds
+            exprs.append(pexpr)
+        return text, exprs
 
-    def address(self, side: str) -> tuple[str, Pred | None]:
+    def address(self, side: str) -> tuple[str, str | None]:
         negate = self.negated()
         if self.accept("{"):
             items: list[str] = []
@@ -337,53 +359,34 @@ class Parser:
                 word = self.take("missing ``}''")
                 if word != "or":
                     items += [w for w in word.split(",") if w]
-            text, pred = self.addr_list(",".join(items), side)
+            text, expr = self.addr_list(",".join(items), side)
         else:
-            text, pred = self.addr_list(self.take(f"missing {side} address"), side)
+            text, expr = self.addr_list(self.take(f"missing {side} address"), side)
         if negate:
-            if pred is None:
-                return "not " + text, lambda a: False
-            inner = pred
-            return "not " + text, lambda a: not inner(a)
-        return text, pred
+            return "not " + text, "False" if expr is None else f"not ({expr})"
+        return text, expr
 
-    def addr_list(self, word: str, side: str) -> tuple[str, Pred | None]:
+    def addr_list(self, word: str, side: str) -> tuple[str, str | None]:
         """One address word: any, me, me6, table(NAME[,VALUE]) or a comma list of
         address[/len|:mask] (FreeBSD fill_ip)."""
-        get = (lambda a: a.src) if side == "src" else (lambda a: a.dst)
+        field = "a.src" if side == "src" else "a.dst"
         if word == "any":
             return "any", None
         if word == "me":
-            local = self.fw.vnet.ip.local
-            if side == "src":
-                return "me", lambda a: a.family == 4 and a.src in local
-            return "me", lambda a: a.family == 4 and a.dst in local
+            return "me", f"a.family == 4 and {field} in {self.bind(self.fw.vnet.ip.local)}"
         if word == "me6":
-            return "me6", lambda a: False  # no IPv6 addresses yet
+            return "me6", "False"  # no IPv6 addresses yet
         if word.startswith("table(") and word.endswith(")"):
             return self.table_ref(word, side)
-        nets: list[tuple[int, int]] = []
-        for item in word.split(","):
-            nets.append(self.one_addr(item))
-        texts = [ipv4.ntoa(n) if p == 32 else f"{ipv4.ntoa(n)}/{p}" for n, p in nets]
+        nets = [self.one_addr(item) for item in word.split(",")]
+        texts = ",".join(ipv4.ntoa(n) if p == 32 else f"{ipv4.ntoa(n)}/{p}" for n, p in nets)
         hosts = frozenset(n for n, p in nets if p == 32)
-        masked = tuple((MASKS[p], n) for n, p in nets if p != 32)
-        if not masked:
-            if side == "src":
-                return ",".join(texts), lambda a: a.family == 4 and a.src in hosts
-            return ",".join(texts), lambda a: a.family == 4 and a.dst in hosts
-        if len(nets) == 1:
-            mask, net = masked[0]
-            if side == "src":
-                return texts[0], lambda a: a.family == 4 and a.src & mask == net
-            return texts[0], lambda a: a.family == 4 and a.dst & mask == net
-
-        def any_net(a: Args) -> bool:
-            if a.family != 4:
-                return False
-            x = get(a)
-            return x in hosts or any(x & m == n for m, n in masked)
-        return ",".join(texts), any_net
+        tests = [f"{field} & {MASKS[p]:d} == {n:d}" for n, p in nets if p != 32]
+        if len(hosts) == 1:
+            tests.insert(0, f"{field} == {next(iter(hosts)):d}")
+        elif hosts:
+            tests.insert(0, f"{field} in {self.bind(hosts)}")
+        return texts, f"a.family == 4 and ({' or '.join(tests)})"
 
     def one_addr(self, item: str) -> tuple[int, int]:
         host, sep, mask = item.partition("/")
@@ -392,7 +395,8 @@ class Parser:
         try:
             addr = ipv4.aton(host)
         except WireError:
-            names = self.fw.vnet.hosts.lookup(host) if hasattr(self.fw.vnet, "hosts") else []
+            hosts = getattr(self.fw.vnet, "hosts", None)
+            names = hosts.lookup(host) if hosts is not None else []
             if not names:
                 raise IpfwError(f"hostname ``{host}'' unknown", EX_DATAERR) from None
             addr = names[0]
@@ -408,22 +412,20 @@ class Parser:
                 raise IpfwError(f"bad netmask ``{mask}''", EX_DATAERR) from None
         return addr & MASKS[plen], plen
 
-    def table_ref(self, word: str, side: str) -> tuple[str, Pred]:
+    def table_ref(self, word: str, side: str) -> tuple[str, str]:
         inner = word[6:-1]
         name, _, value_text = inner.partition(",")
-        if not name:
-            raise IpfwError(f"invalid table name ``{word}''", EX_DATAERR)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,63}", name):
+            raise IpfwError(f"Invalid table name: {name}", EX_DATAERR)
         if name not in self.tables:  # FreeBSD makes an addr table a rule names
             self.tables[name] = Table(name)
-        fw = self.fw  # looked up per packet: a rule file installs new table objects
         self.tablearg_used = True
         want = _int(value_text, "table value", 0, 2**32 - 1) if value_text else None
         text = f"table({name}" + (f",{want})" if value_text else ")")
+        fw = self.fw  # the table is looked up per packet: a rule file installs new ones
         src = side == "src"
 
         def lookup(a: Args) -> bool:
-            if a.family != 4:
-                return False
             table = fw.tables.get(name)
             if table is None:
                 return False
@@ -432,46 +434,31 @@ class Parser:
                 return False
             a.tablearg = value
             return True
-        return text, lookup
+        return text, f"a.family == 4 and {self.bind(lookup)}(a)"
 
-    def ports(self, word: str, field: str) -> tuple[str, Pred]:
+    def ports(self, word: str, field: str) -> tuple[str, str]:
         ranges = parse_ranges(word, "port", SERVICES)
-        text = format_ranges(ranges)
-        sport = field == "sport"
-        if len(ranges) == 1 and ranges[0][0] == ranges[0][1]:
-            p = ranges[0][0]
-            if sport:
-                return text, lambda a: a.sport == p
-            return text, lambda a: a.dport == p
-        rs = tuple(ranges)
-
-        def in_ranges(a: Args) -> bool:
-            x = a.sport if sport else a.dport
-            return x >= 0 and any(lo <= x <= hi for lo, hi in rs)
-        return text, in_ranges
+        return format_ranges(ranges), range_expr(f"a.{field}", ranges)
 
     # -- options ----------------------------------------------------------------------------
-    def option(self, r: Rule) -> tuple[str, Pred | None]:
+    def option(self, r: Rule) -> tuple[str, str | None]:
         if self.negated():
-            text, pred = self.option(r)
-            if pred is None:
-                return f"not {text}", lambda a: False
-            inner = pred
-            return f"not {text}", lambda a: not inner(a)
+            text, expr = self.option(r)
+            return f"not {text}", "False" if expr is None else f"not ({expr})"
         if self.accept("{"):
-            texts, preds = [], []
+            texts, exprs = [], []
             while True:
-                text, pred = self.option(r)
+                text, expr = self.option(r)
                 texts.append(text)
-                preds.append(pred)
+                exprs.append(expr)
                 if self.accept("}"):
                     break
                 if not self.accept("or"):
                     raise IpfwError(f"missing ``or'' before {self.peek()}")
-            if any(p is None for p in preds):
-                return "{ " + " or ".join(texts) + " }", None
-            alts = tuple(p for p in preds if p is not None)
-            return "{ " + " or ".join(texts) + " }", lambda a: any(p(a) for p in alts)
+            joined = "{ " + " or ".join(texts) + " }"
+            if any(e is None for e in exprs):
+                return joined, None
+            return joined, " or ".join(f"({e})" for e in exprs)
         word = self.take("missing option")
         simple = _SIMPLE.get(word)
         if simple is not None:
@@ -481,24 +468,23 @@ class Parser:
             raise IpfwError(f"unrecognised option [-1] {word}")
         return handler(r, word)  # type: ignore[no-any-return]
 
-    def opt_via(self, r: Rule, word: str) -> tuple[str, Pred]:
+    def opt_via(self, r: Rule, word: str) -> tuple[str, str]:
         spec = self.take(f"missing interface name for {word}")
-        match = iface_matcher(spec)
-        if word == "recv":
-            return f"recv {spec}", lambda a: match(a.rcvif)
-        if word == "xmit":
-            return f"xmit {spec}", lambda a: match(a.oif)
-        return f"via {spec}", lambda a: match(a.oif if a.out else a.rcvif)
+        field = {"recv": "a.rcvif", "xmit": "a.oif"}.get(word, "(a.oif if a.out else a.rcvif)")
+        if re.fullmatch(r"[A-Za-z][A-Za-z0-9_.]*", spec) and spec != "any":
+            return f"{word} {spec}", (f"{field} is not None and "
+                                      f"{field}.name == {self.bind(spec)}")
+        return f"{word} {spec}", f"{self.bind(iface_matcher(spec))}({field})"
 
     opt_recv = opt_xmit = opt_via
 
-    def opt_tcpflags(self, r: Rule, word: str) -> tuple[str, Pred]:
+    def opt_tcpflags(self, r: Rule, word: str) -> tuple[str, str]:
         spec = self.take("missing argument for tcpflags")
         want, refuse = flag_spec(spec, TCP_FLAGS, "tcp flag")
-        return f"tcpflags {spec}", lambda a: (a.tcpflags >= 0 and a.tcpflags & want == want
-                                              and not a.tcpflags & refuse)
+        return f"tcpflags {spec}", (f"a.tcpflags >= 0 and a.tcpflags & {want} == {want} "
+                                    f"and not a.tcpflags & {refuse}")
 
-    def opt_tcpoptions(self, r: Rule, word: str) -> tuple[str, Pred]:
+    def opt_tcpoptions(self, r: Rule, word: str) -> tuple[str, str]:
         spec = self.take("missing argument for tcpoptions")
         want_bits, refuse_bits = flag_spec(spec, {k: 1 << v for k, v in TCP_OPTIONS.items()},
                                            "tcp option")
@@ -511,63 +497,62 @@ class Parser:
                 if kind < 32:
                     bits |= 1 << kind
             return bits & want_bits == want_bits and not bits & refuse_bits
-        return f"tcpoptions {spec}", check
+        return f"tcpoptions {spec}", f"{self.bind(check)}(a)"
 
-    def opt_icmptypes(self, r: Rule, word: str) -> tuple[str, Pred]:
+    def opt_icmptypes(self, r: Rule, word: str) -> tuple[str, str]:
         spec = self.take("missing argument for icmptypes")
         types = frozenset(_int(t, "ICMP type", 0, 255) for t in spec.split(","))
-        return f"icmptypes {','.join(str(t) for t in sorted(types))}", \
-            lambda a: a.icmptype in types
+        return (f"icmptypes {','.join(str(t) for t in sorted(types))}",
+                f"a.icmptype in {self.bind(types)}")
 
-    def opt_icmp6types(self, r: Rule, word: str) -> tuple[str, Pred]:
+    def opt_icmp6types(self, r: Rule, word: str) -> tuple[str, str]:
         spec = self.take("missing argument for icmp6types")
         for t in spec.split(","):
             _int(t, "ICMP6 type", 0, 255)
-        return f"icmp6types {spec}", lambda a: False
+        return f"icmp6types {spec}", "False"
 
-    def _numeric(self, word: str, attr: str, hi: int) -> tuple[str, Pred]:
+    def _numeric(self, word: str, attr: str, hi: int) -> tuple[str, str]:
         spec = self.take(f"missing argument for {word}")
-        ranges = tuple(parse_ranges(spec, word, {}, hi))
+        ranges = parse_ranges(spec, word, {}, hi)
+        return f"{word} {format_ranges(ranges)}", range_expr(f"a.{attr}", ranges)
 
-        def check(a: Args) -> bool:
-            x = getattr(a, attr)
-            return any(lo <= x <= top for lo, top in ranges)
-        return f"{word} {format_ranges(list(ranges))}", check
-
-    def opt_iplen(self, r: Rule, word: str) -> tuple[str, Pred]:
+    def opt_iplen(self, r: Rule, word: str) -> tuple[str, str]:
         return self._numeric(word, "iplen", 65535)
 
-    def opt_ipttl(self, r: Rule, word: str) -> tuple[str, Pred]:
+    def opt_ipttl(self, r: Rule, word: str) -> tuple[str, str]:
         return self._numeric(word, "ttl", 255)
 
-    def opt_ipid(self, r: Rule, word: str) -> tuple[str, Pred]:
+    def opt_ipid(self, r: Rule, word: str) -> tuple[str, str]:
         return self._numeric(word, "ipid", 65535)
 
-    def opt_dst_port(self, r: Rule, word: str) -> tuple[str, Pred]:
-        text, pred = self.ports(self.take(f"missing argument for {word}"), "dport")
-        return f"dst-port {text}", pred
+    def opt_dst_port(self, r: Rule, word: str) -> tuple[str, str]:
+        text, expr = self.ports(self.take(f"missing argument for {word}"), "dport")
+        return f"dst-port {text}", expr
 
-    def opt_src_port(self, r: Rule, word: str) -> tuple[str, Pred]:
-        text, pred = self.ports(self.take(f"missing argument for {word}"), "sport")
-        return f"src-port {text}", pred
+    def opt_src_port(self, r: Rule, word: str) -> tuple[str, str]:
+        text, expr = self.ports(self.take(f"missing argument for {word}"), "sport")
+        return f"src-port {text}", expr
 
-    def opt_src_ip(self, r: Rule, word: str) -> tuple[str, Pred | None]:
-        text, pred = self.addr_list(self.take(f"missing argument for {word}"), "src")
-        return f"src-ip {text}", pred
+    def opt_src_ip(self, r: Rule, word: str) -> tuple[str, str | None]:
+        text, expr = self.addr_list(self.take(f"missing argument for {word}"), "src")
+        return f"src-ip {text}", expr
 
-    def opt_dst_ip(self, r: Rule, word: str) -> tuple[str, Pred | None]:
-        text, pred = self.addr_list(self.take(f"missing argument for {word}"), "dst")
-        return f"dst-ip {text}", pred
+    def opt_dst_ip(self, r: Rule, word: str) -> tuple[str, str | None]:
+        text, expr = self.addr_list(self.take(f"missing argument for {word}"), "dst")
+        return f"dst-ip {text}", expr
 
-    def opt_proto(self, r: Rule, word: str) -> tuple[str, Pred | None]:
-        text, pred = self.one_proto(self.take("missing protocol"))
-        return f"proto {text}", pred
+    def opt_proto(self, r: Rule, word: str) -> tuple[str, str | None]:
+        text, expr = self.one_proto(self.take("missing protocol"))
+        return f"proto {text}", expr
 
-    def opt_tagged(self, r: Rule, word: str) -> tuple[str, Pred]:
+    def opt_tagged(self, r: Rule, word: str) -> tuple[str, str]:
         spec = self.take("missing argument for tagged")
         ranges = tuple(parse_ranges(spec, "tag", {}, 65534))
-        return f"tagged {format_ranges(list(ranges))}", lambda a: a.tags is not None and any(
-            lo <= t <= hi for t in a.tags for lo, hi in ranges)
+
+        def tagged(a: Args) -> bool:
+            return a.tags is not None and any(lo <= t <= hi for t in a.tags
+                                              for lo, hi in ranges)
+        return f"tagged {format_ranges(list(ranges))}", f"{self.bind(tagged)}(a)"
 
     def opt_tag(self, r: Rule, word: str) -> tuple[str, None]:
         n = _int(self.take(f"missing {word} number"), f"{word} number", 1, 65534)
@@ -607,19 +592,24 @@ class Parser:
         return "", None
 
 
-_SETUP = 0x02
-_EST = 0x04 | 0x10
-_SIMPLE: Mapping[str, tuple[str, Pred]] = MappingProxyType({
-    "in": ("in", lambda a: not a.out),
-    "out": ("out", lambda a: a.out),
-    "setup": ("setup", lambda a: a.tcpflags >= 0 and a.tcpflags & 0x12 == _SETUP),
-    "established": ("established", lambda a: a.tcpflags >= 0 and bool(a.tcpflags & _EST)),
-    "frag": ("frag", lambda a: a.off != 0),
-    "ipv4": ("ip4", lambda a: a.family == 4),
-    "ip4": ("ip4", lambda a: a.family == 4),
-    "ipv6": ("ip6", lambda a: a.family == 6),
-    "ip6": ("ip6", lambda a: a.family == 6),
+_SIMPLE: Mapping[str, tuple[str, str]] = MappingProxyType({
+    "in": ("in", "not a.out"),
+    "out": ("out", "a.out"),
+    "setup": ("setup", "a.tcpflags >= 0 and a.tcpflags & 18 == 2"),  # SYN without ACK
+    "established": ("established", "a.tcpflags >= 0 and a.tcpflags & 20 != 0"),  # RST|ACK
+    "frag": ("frag", "a.off != 0"),
+    "ipv4": ("ip4", "a.family == 4"),
+    "ip4": ("ip4", "a.family == 4"),
+    "ipv6": ("ip6", "a.family == 6"),
+    "ip6": ("ip6", "a.family == 6"),
 })
+
+
+def range_expr(field: str, ranges: list[tuple[int, int]]) -> str:
+    """`field` in one of `ranges` (ints only enter the source)."""
+    tests = [f"{field} == {lo:d}" if lo == hi else f"{lo:d} <= {field} <= {hi:d}"
+             for lo, hi in ranges]
+    return " or ".join(tests)
 
 
 def parse_ranges(spec: str, what: str, names: dict[str, int],

@@ -2,10 +2,10 @@
 
 FreeBSD compiles a rule to a string of `ipfw_insn` microinstructions once, when it is
 added (sbin/ipfw/ipfw2.c compile_rule), and ip_fw2.c's ipfw_chk interprets them per
-packet. Here the parser (vimage.netpfil.ipfw.parse) turns each match option into a
-closure over precomputed values, `pred(args) -> bool`, so a packet costs a tuple of
-calls and no string work; the canonical text (what `ipfw list` prints) is made at the
-same time, once.
+packet. Here the parser (vimage.netpfil.ipfw.parse) turns each match option into an
+expression over precomputed values and compiles a rule's expressions into one function,
+`match(args) -> bool`, once: a packet costs one call per rule and no string work. The
+canonical text (what `ipfw list` prints) is made at the same time.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class StateSpec(NamedTuple):
 
 class Rule:
     __slots__ = ("action", "arg", "bcnt", "fwd", "idx", "log", "log_left", "logamount",
-                 "num", "pcnt", "preds", "prob", "probe", "set", "setbit", "state", "tag",
+                 "match", "num", "pcnt", "plain", "prob", "probe", "set", "setbit", "state", "tag",
                  "text", "timestamp", "untag")
 
     def __init__(self, num: int, action: int, arg: int = 0) -> None:
@@ -68,9 +68,10 @@ class Rule:
         self.log = False
         self.logamount = 0  # 0: net.inet.ip.fw.verbose_limit when added
         self.log_left = 0
-        self.preds: tuple[Pred, ...] = ()
+        self.match: Pred = _always  # the compiled conditions (vimage.netpfil.ipfw.parse)
         self.state: StateSpec | None = None
         self.probe = False  # look the packet up in the dynamic table first
+        self.plain = True  # no probe, no prob, not check-state: the evaluator's fast path
         self.tag = 0  # tag N
         self.untag = 0  # untag N
         self.text = ""  # the canonical body, as `ipfw list` prints it after the number
@@ -89,8 +90,7 @@ class Rule:
             setattr(dup, name, getattr(self, name))
         return dup
 
-    def matches(self, args: Args) -> bool:
-        for pred in self.preds:
-            if not pred(args):
-                return False
-        return True
+
+
+def _always(args: Args) -> bool:
+    return True

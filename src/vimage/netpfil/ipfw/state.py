@@ -227,47 +227,35 @@ class IpfwState:
         disabled = self.set_disable
         probed = False
         stack: list[int] | None = None
-        now = -1
         while True:
             r = rules[i]
-            if r.setbit & disabled:
-                i += 1
-                continue
-            by_state = False
-            if r.probe and not probed:
-                probed = True
-                if self.dyn.by_key:
-                    now = self.vnet.kernel.sched.now_ns()
-                    st = self.dyn.lookup(a, now)
-                    if st is not None:  # the parent rule's action, its counters too
-                        r = st.rule
-                        i = r.idx
-                        by_state = True
-            if not by_state:
-                if r.action == R.A_CHECK_STATE:
+            if r.plain:  # the common rule: a test of its set and one call
+                if r.setbit & disabled or not r.match(a):
                     i += 1
                     continue
-                if r.prob < 1.0 and self.vnet.rng.random() >= r.prob:
+            else:
+                if r.setbit & disabled:
                     i += 1
                     continue
-                matched = True
-                for pred in r.preds:
-                    if not pred(a):
-                        matched = False
-                        break
-                if not matched:
+                hit = None
+                if r.probe and not probed:  # the first keep-state/limit/check-state rule
+                    probed = True
+                    if self.dyn.by_key:
+                        hit = self.dyn.lookup(a, self.vnet.kernel.sched.now_ns())
+                if hit is not None:  # the parent rule's action, and its counters
+                    r = hit.rule
+                    i = r.idx
+                elif (r.action == R.A_CHECK_STATE
+                      or (r.prob < 1.0 and self.vnet.rng.random() >= r.prob)
+                      or not r.match(a)):
                     i += 1
                     continue
-                if r.state is not None:
-                    if now < 0:
-                        now = self.vnet.kernel.sched.now_ns()
-                    if not self.dyn.install(r, a, now):
-                        return None
-            if now < 0:
-                now = self.vnet.kernel.sched.now_ns()
+                elif r.state is not None and not self.dyn.install(
+                        r, a, self.vnet.kernel.sched.now_ns()):
+                    return None  # refused (dyn_max, limit): FreeBSD denies the packet
             r.pcnt += 1
             r.bcnt += len(a.pkt)
-            r.timestamp = now // NS_PER_S or 1
+            r.timestamp = self.vnet.kernel.sched.now_ns() // NS_PER_S or 1
             if r.tag or r.untag:
                 self.tagging(r, a)
             if r.log:
