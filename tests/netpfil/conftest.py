@@ -3,6 +3,7 @@ send real traffic through it in virtual time."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket as _socket
 from dataclasses import dataclass
@@ -88,10 +89,8 @@ class Trio:
         cli = src.socket(2, 1)
         cli.setblocking(False)
         try:
-            try:
+            with contextlib.suppress(BlockingIOError):
                 cli.connect((addr, port))
-            except BlockingIOError:
-                pass
             self.k.run(seconds)
             err = cli.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
             if cli.tcb is not None and cli.tcb.state_name == "ESTABLISHED":

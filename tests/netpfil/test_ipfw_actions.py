@@ -3,16 +3,17 @@ on a host's own input and output; counters exact."""
 
 from __future__ import annotations
 
-from .conftest import B, RA, Trio
-
 from vimage.wire.ipv4 import PROTO_ICMP
+
+from .conftest import RA, B, Trio
 
 ECHO_BYTES = 20 + 8 + 8  # an echo with 8 bytes of data, as Trio.ping sends it
 
 
 def test_allow_and_deny_forwarded_icmp_with_exact_counters(trio: Trio):
     t = trio
-    t.fw(t.r, "add 100 allow icmp from any to any icmptypes 0", "add 200 count icmp from any to any",
+    t.fw(t.r, "add 100 allow icmp from any to any icmptypes 0",
+         "add 200 count icmp from any to any",
          "add 300 allow icmp from any to any icmptypes 8")
     assert t.ping(t.a, B)
     assert t.ping(t.a, B, seq=2)

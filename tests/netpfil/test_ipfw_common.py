@@ -7,7 +7,7 @@ peer) and a firewall vnet (alcatraz) on an epair, or a client, router and server
 
 from __future__ import annotations
 
-from .conftest import A, B, RA, Trio
+from .conftest import RA, A, B, Trio
 
 
 def test_pass_block_v4(trio: Trio):

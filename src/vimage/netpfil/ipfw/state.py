@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import time as _time
 from collections import deque
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.net import pfil
@@ -61,7 +62,7 @@ SYSCTLS: tuple[Oid, ...] = oids("net.inet.ip.fw", "ipfw", (
     ("dyn_refused", "Dynamic rules refused (dyn_max or a limit reached)", 0, 2**31 - 1),
 ))
 
-_LOG_PROTO = {PROTO_TCP: "TCP", PROTO_UDP: "UDP"}
+_LOG_PROTO = MappingProxyType({PROTO_TCP: "TCP", PROTO_UDP: "UDP"})
 
 
 class IpfwState:
