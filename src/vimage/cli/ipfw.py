@@ -28,19 +28,17 @@ from vimage.netpfil.ipfw.command import Options
 from vimage.netpfil.ipfw.parse import IpfwError
 
 USAGE = """\
-usage: ipfw [-abcdefNnqSTt] [add|delete|flush|list|show|zero|resetlog|set|table|log] ...
+usage: ipfw [-acdefNnqSTt] {add|delete|flush|list|show|zero|resetlog} ...
+       ipfw {set|table|log|enable|disable} ...
        ipfw [-q] [-n] pathname
        ipfw {pipe|queue|sched|nat} ...
 """
-HELP_OPTIONS = ("--help",)  # -h is ipfw's own (help text) in FreeBSD; we keep --help
 _DUMMYNET = ("pipe", "queue", "sched")
 
 
 def main(ctx: Context, argv: list[str]) -> int:
-    opts_list, args = getopts(argv, "abcdefhNnqSs:Tt")
+    opts_list, args = getopts(argv, "abcdefNnqSs:Tt")
     given = {o for o, _ in opts_list}
-    if "-h" in given:
-        raise UsageError()
     opts = Options(counters="-a" in given, dynamic="-d" in given or "-e" in given,
                    expired="-e" in given, quiet="-q" in given, sets="-S" in given,
                    time="numeric" if "-T" in given else "string" if "-t" in given else "",
