@@ -74,3 +74,14 @@ def test_bench_pytcp_moves_the_same_bytes_on_both_stacks():
         assert [r["bytes"] for r in rx[stack]["runs"]] == [result["bytes"]]
         assert rx[stack]["mbit_s_best"] > 0 and rx[stack]["runs"][0]["cpu_s"] > 0
     assert rx["ratio_vimage_over_pytcp"]["mbit_s_best"] > 0
+
+
+def test_bench_ipfw_forwards_every_packet_in_every_ruleset():
+    result = _run("bench_ipfw.py", "--packets", "200", "--sizes", "0,10", "--table", "50")
+    runs = {r["ruleset"]: r for r in result["runs"]}
+    assert set(runs) == {"none", "rules=0", "rules=10", "table"}
+    for r in runs.values():
+        assert r["forwarded"] == r["packets"] == r["delivered_at_b"], r
+        assert r["forwarded_per_s"] > 0
+    assert runs["rules=10"]["rules_evaluated_per_pass"] == 11
+    assert runs["table"]["table_entries"] == 50
