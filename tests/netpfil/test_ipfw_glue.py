@@ -186,3 +186,27 @@ def test_destroying_a_vnet_frees_its_ipfw():
     assert ref() is None
     k.run(10)
     assert k.sched.pending_timers(r) == 0
+
+
+def test_reinject_refuses_malformed_datagrams_and_counts_them(trio: Trio):
+    t = trio
+    from vimage.wire import icmp as wicmp
+    from vimage.wire.checksum import checksum
+    from vimage.wire.ipv4 import HEADER, aton
+
+    msg = wicmp.build_echo(wicmp.ECHO, 5, 1, b"hi")
+    hdr = HEADER.pack(0x45, 0, 20 + len(msg), 1, 0, 64, 1, 0, aton(A), aton(B))
+    good = hdr[:10] + checksum(hdr).to_bytes(2, "big") + hdr[12:] + msg
+    st = t.b.ip.stats
+    reinject(t.b, good[:10], False, "epair1b", 0)
+    reinject(t.b, b"\x65" + good[1:], False, "epair1b", 0)
+    reinject(t.b, b"\x4f" + good[1:], False, "epair1b", 0)
+    reinject(t.b, good[:2] + b"\x00\x10" + good[4:], False, "epair1b", 0)
+    reinject(t.b, good[:2] + b"\x05\x00" + good[4:], False, "epair1b", 0)
+    reinject(t.b, good[:10] + b"\x00\x00" + good[12:], False, "epair1b", 0)
+    assert (st.toosmall, st.badvers, st.badhlen, st.badlen, st.tooshort, st.badsum) == (
+        1, 1, 1, 1, 1, 1)
+    reinject(t.a, hdr + msg, True, None, 0)  # going out, the checksum is made
+    reinject(t.b, good + b"pad", False, "epair1b", 0)  # trailing bytes are trimmed
+    t.k.run(0.1)
+    assert t.b.icmp.stats.inhist[8] == 2

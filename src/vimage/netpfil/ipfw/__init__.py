@@ -19,6 +19,7 @@ from vimage.netpfil.ipfw import state as _state
 from vimage.netpfil.ipfw.parse import IpfwError
 from vimage.netpfil.ipfw.state import IpfwState
 from vimage.protosw import Protocol
+from vimage.wire.checksum import checksum
 
 if TYPE_CHECKING:
     from vimage.vnet import Vnet
@@ -36,11 +37,50 @@ def reinject(vnet: Vnet, pkt: bytes, outgoing: bool, ifname: str | None,
     fw: IpfwState | None = getattr(vnet, "ipfw", None)
     if fw is None or not vnet.alive:
         return
+    checked = _checked(vnet, pkt, outgoing)
+    if checked is None:
+        return
+    pkt = checked
     ifp = vnet.ifaces.get(ifname) if ifname else None
     rules = fw.ruleset()
     start = fw.next_index(after_rule + 1)
     fw.resume(pkt, outgoing, ifp, None if outgoing else ifp, min(start, len(rules) - 1),
               skip=False)
+
+
+def _checked(vnet: Vnet, pkt: bytes, outgoing: bool) -> bytes | None:
+    """A reinjected datagram as IPv4 would take it, or None (counted in IPv4's counters,
+    as ip_input counts what it refuses). Going out, the header checksum is computed, as
+    ip_output does for divert(4)'s writes; coming in, it must be right."""
+    st = vnet.ip.stats
+    n = len(pkt)
+    if n < 20:
+        st.toosmall += 1
+        return None
+    if pkt[0] >> 4 != 4:
+        st.badvers += 1
+        return None
+    hlen = (pkt[0] & 0x0F) << 2
+    if hlen < 20 or hlen > n:
+        st.badhlen += 1
+        return None
+    total = (pkt[2] << 8) | pkt[3]
+    if total < hlen:
+        st.badlen += 1
+        return None
+    if total > n:
+        st.tooshort += 1
+        return None
+    pkt = bytes(pkt[:total])
+    if outgoing:
+        header = bytearray(pkt[:hlen])
+        header[10:12] = b"\x00\x00"
+        header[10:12] = checksum(header).to_bytes(2, "big")
+        return bytes(header) + pkt[hlen:]
+    if checksum(pkt[:hlen]) != 0:
+        st.badsum += 1
+        return None
+    return pkt
 
 
 __all__ = ["PROTOCOL", "IpfwError", "IpfwState", "reinject"]
