@@ -240,3 +240,13 @@ def test_matching_reads_icmp_proto_by_number(trio: Trio):
     t.fw(t.r, f"add 100 deny {PROTO_ICMP} from any to any", "add 200 allow ip from any to any")
     assert t.r.cmd("ipfw list 100").output == "00100 deny icmp from any to any\n"
     assert not t.ping(t.a, B)
+
+
+def test_verbose_limit_is_the_default_logamount(trio: Trio):
+    t = trio
+    t.r.cmd("sysctl net.inet.ip.fw.verbose=1")
+    t.r.cmd("sysctl net.inet.ip.fw.verbose_limit=1")
+    t.fw(t.r, "add 100 allow log icmp from any to any")
+    assert t.ping(t.a, B)
+    assert list(t.r.ipfw.log) == ["ipfw: 100 Accept ICMP:8.0 10.0.0.1 10.0.1.2 in via epair0b",
+                                  "ipfw: limit 1 reached on entry 100"]
