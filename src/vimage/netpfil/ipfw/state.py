@@ -66,7 +66,37 @@ _LOG_PROTO = MappingProxyType({PROTO_TCP: "TCP", PROTO_UDP: "UDP"})
 
 
 class IpfwState:
-    """One vnet's ipfw instance."""
+    """One vnet's ipfw instance. Every vnet has one, most never use it: what only a
+    used firewall needs (the state table, the log, the bound hooks) is made on demand."""
+
+    __slots__ = (
+        "__weakref__",
+        "_default_to_accept",
+        "_dyn",
+        "_enable",
+        "_log",
+        "bypass",
+        "dyn_ack_lifetime",
+        "dyn_fin_lifetime",
+        "dyn_max",
+        "dyn_rst_lifetime",
+        "dyn_short_lifetime",
+        "dyn_syn_lifetime",
+        "dyn_udp_lifetime",
+        "fwd_key",
+        "fwd_rcvif",
+        "hook_in",
+        "hook_out",
+        "linked",
+        "nums",
+        "one_pass",
+        "rules",
+        "set_disable",
+        "tables",
+        "verbose",
+        "verbose_limit",
+        "vnet",
+    )
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
@@ -86,17 +116,31 @@ class IpfwState:
         self.nums: list[int] = []  # the rule numbers, for skipto/call (bisect)
         self.set_disable = 0
         self.tables: dict[str, Table] = {}
-        self.dyn = DynTable(self)
-        self.log: deque[str] = deque(maxlen=LOG_LINES)
+        self._dyn: DynTable | None = None
+        self._log: deque[str] | None = None
         self.linked = False
-        self.hook_in = self._hook_in  # bound once: pfil.unlink finds a hook by identity
-        self.hook_out = self._hook_out
+        # bound once, when first linked: pfil.unlink finds a hook by identity
+        self.hook_in: pfil.HookFn | None = None
+        self.hook_out: pfil.HookFn | None = None
         # the packet being forwarded, seen at in: its out pass finds its receiving
         # interface by these bytes (addresses and IP ID) for `recv IF` (FreeBSD's rcvif)
         self.fwd_key = b""
         self.fwd_rcvif: Ifnet | None = None
         # set while ipfw sends a RST of its own: FreeBSD marks it M_SKIP_FIREWALL
         self.bypass = False
+
+    @property
+    def dyn(self) -> DynTable:
+        if self._dyn is None:
+            self._dyn = DynTable(self)
+        return self._dyn
+
+    @property
+    def log(self) -> deque[str]:
+        """The last LOG_LINES lines `log` rules wrote (`ipfw log`)."""
+        if self._log is None:
+            self._log = deque(maxlen=LOG_LINES)
+        return self._log
 
     # -- tunables -------------------------------------------------------------------
     @property
@@ -138,8 +182,10 @@ class IpfwState:
 
     @property
     def dyn_count(self) -> int:
-        self.dyn.expire(self.vnet.kernel.sched.now_ns())
-        return len(self.dyn)
+        if self._dyn is None:
+            return 0
+        self._dyn.expire(self.vnet.kernel.sched.now_ns())
+        return len(self._dyn)
 
     @dyn_count.setter
     def dyn_count(self, value: int) -> None:
@@ -147,7 +193,7 @@ class IpfwState:
 
     @property
     def dyn_refused(self) -> int:
-        return self.dyn.refused
+        return 0 if self._dyn is None else self._dyn.refused
 
     @dyn_refused.setter
     def dyn_refused(self, value: int) -> None:
@@ -186,7 +232,8 @@ class IpfwState:
             self.set_disable = set_disable
         if tables is not None:
             self.tables = tables
-        self.dyn.drop_rules({id(r) for r in rules})
+        if self._dyn is not None:
+            self._dyn.drop_rules({id(r) for r in rules})
         self.sync_hooks()
 
     def sync_hooks(self) -> None:
@@ -197,9 +244,12 @@ class IpfwState:
             return
         ip = self.vnet.ip
         if want:
+            if self.hook_in is None or self.hook_out is None:
+                self.hook_in, self.hook_out = self._hook_in, self._hook_out
             pfil.link(ip, "pfil_in", self.hook_in, name="ipfw")
             pfil.link(ip, "pfil_out", self.hook_out, name="ipfw")
         else:
+            assert self.hook_in is not None and self.hook_out is not None
             pfil.unlink(ip, "pfil_in", self.hook_in)
             pfil.unlink(ip, "pfil_out", self.hook_out)
         self.linked = want
@@ -241,8 +291,9 @@ class IpfwState:
                 hit = None
                 if r.probe and not probed:  # the first keep-state/limit/check-state rule
                     probed = True
-                    if self.dyn.by_key:
-                        hit = self.dyn.lookup(a, self.vnet.kernel.sched.now_ns())
+                    dyn = self._dyn
+                    if dyn is not None and dyn.by_key:
+                        hit = dyn.lookup(a, self.vnet.kernel.sched.now_ns())
                 if hit is not None:  # the parent rule's action, and its counters
                     r = hit.rule
                     i = r.idx
@@ -461,15 +512,16 @@ class IpfwState:
             else _time.time()
 
     def clear(self) -> None:
-        self.dyn.clear()
-        if self.linked and self.vnet.ip is not None:
+        if self._dyn is not None:
+            self._dyn.clear()
+        if self.linked and self.hook_in is not None and self.hook_out is not None:
             pfil.unlink(self.vnet.ip, "pfil_in", self.hook_in)
             pfil.unlink(self.vnet.ip, "pfil_out", self.hook_out)
             self.linked = False
         self.rules = []
         self.nums = []
         self.tables.clear()
-        self.log.clear()
+        self._log = None
 
 
 def log_action(r: R.Rule, a: Args) -> str:
