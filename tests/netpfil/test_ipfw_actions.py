@@ -250,3 +250,10 @@ def test_verbose_limit_is_the_default_logamount(trio: Trio):
     assert t.ping(t.a, B)
     assert list(t.r.ipfw.log) == ["ipfw: 100 Accept ICMP:8.0 10.0.0.1 10.0.1.2 in via epair0b",
                                   "ipfw: limit 1 reached on entry 100"]
+
+
+def test_reading_the_sysctls_does_not_start_the_ruleset(trio: Trio):
+    t = trio
+    assert "net.inet.ip.fw.static_count: 1" in t.a.cmd("sysctl -a").output
+    assert t.a.cmd("sysctl net.inet.ip.fw.default_to_accept=1").ok
+    assert t.a.cmd("ipfw list").output == "65535 allow ip from any to any\n"

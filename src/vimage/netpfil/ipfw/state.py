@@ -174,7 +174,7 @@ class IpfwState:
 
     @property
     def static_count(self) -> int:
-        return len(self.ruleset())
+        return len(self.rules) or 1  # reading it does not start the ruleset
 
     @static_count.setter
     def static_count(self, value: int) -> None:
