@@ -257,3 +257,13 @@ def test_reading_the_sysctls_does_not_start_the_ruleset(trio: Trio):
     assert "net.inet.ip.fw.static_count: 1" in t.a.cmd("sysctl -a").output
     assert t.a.cmd("sysctl net.inet.ip.fw.default_to_accept=1").ok
     assert t.a.cmd("ipfw list").output == "65535 allow ip from any to any\n"
+
+
+def test_tags_follow_a_forwarded_packet_from_in_to_out(trio: Trio):
+    t = trio
+    t.fw(t.r, "add 100 count tag 9 icmp from any to any in recv epair0b",
+         "add 200 deny icmp from any to any out tagged 9", "add 300 allow ip from any to any")
+    assert not t.ping(t.a, B)
+    counts = {r.num: r.pcnt for r in t.r.ipfw.rules}
+    assert counts[100] == 1 and counts[200] == 1
+    assert t.ping(t.a, "10.0.1.1")  # to the router itself: no out pass, tag irrelevant

@@ -85,6 +85,7 @@ class IpfwState:
         "dyn_udp_lifetime",
         "fwd_key",
         "fwd_rcvif",
+        "fwd_tags",
         "hook_in",
         "hook_out",
         "linked",
@@ -126,6 +127,7 @@ class IpfwState:
         # interface by these bytes (addresses and IP ID) for `recv IF` (FreeBSD's rcvif)
         self.fwd_key = b""
         self.fwd_rcvif: Ifnet | None = None
+        self.fwd_tags: set[int] | None = None
         # set while ipfw sends a RST of its own: FreeBSD marks it M_SKIP_FIREWALL
         self.bypass = False
 
@@ -260,16 +262,24 @@ class IpfwState:
 
     # -- pfil hooks ----------------------------------------------------------------------
     def _hook_in(self, pkt: bytes, ifp: Ifnet | None) -> bytes | None:
-        if int.from_bytes(pkt[16:20], "big") not in self.vnet.ip.local:
-            self.fwd_key = pkt[4:6] + pkt[12:20]
-            self.fwd_rcvif = ifp
-        return self.check(Args(pkt, False, ifp, ifp), 0)
+        a = Args(pkt, False, ifp, ifp)
+        if a.dst in self.vnet.ip.local:
+            return self.check(a, 0)
+        self.fwd_key = pkt[4:6] + pkt[12:20]
+        self.fwd_rcvif = ifp
+        out = self.check(a, 0)
+        self.fwd_tags = a.tags  # mbuf tags travel with the packet to its out pass
+        return out
 
     def _hook_out(self, pkt: bytes, ifp: Ifnet | None) -> bytes | None:
         if self.bypass:
             return pkt
-        rcvif = self.fwd_rcvif if self.fwd_key == pkt[4:6] + pkt[12:20] else None
-        return self.check(Args(pkt, True, ifp, rcvif), 0)
+        if self.fwd_key == pkt[4:6] + pkt[12:20]:  # the packet being forwarded
+            a = Args(pkt, True, ifp, self.fwd_rcvif)
+            if self.fwd_tags:
+                a.tags = set(self.fwd_tags)
+            return self.check(a, 0)
+        return self.check(Args(pkt, True, ifp, None), 0)
 
     # -- evaluation (ipfw_chk) --------------------------------------------------------------
     def check(self, a: Args, i: int) -> bytes | None:
@@ -383,7 +393,8 @@ class IpfwState:
         return out
 
     def tagging(self, r: R.Rule, a: Args) -> None:
-        """tag/untag: FreeBSD's mbuf tags; here they last for this pass of the ruleset."""
+        """tag/untag: FreeBSD's mbuf tags. They last for the packet's pass, and a
+        forwarded packet carries them from its in pass to its out pass."""
         if r.tag:
             if a.tags is None:
                 a.tags = set()
