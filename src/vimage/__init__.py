@@ -25,6 +25,7 @@ from vimage.net import route as _route
 from vimage.netinet import in_proto as _in_proto
 from vimage.netinet import ip_divert as _ip_divert
 from vimage.netpfil import dummynet as _dummynet
+from vimage.netpfil import ipfw as _ipfw
 from vimage.netpfil import nat as _nat
 from vimage.socket.divert import DivertSocket
 from vimage.socket.socket import SOCK_DGRAM, SOCK_RAW, SOCK_STREAM, Socket
@@ -34,6 +35,7 @@ from vimage.vnet import Vnet
 Kernel.standard_protocols = (
     _route.PROTOCOL,
     *_in_proto.PROTOCOLS[:3],  # ip, arp, icmp
+    _ipfw.PROTOCOL,
     _replace(_in_proto.UDP, sockets=((SOCK_DGRAM, Socket),)),
     _replace(_in_proto.TCP, sockets=((SOCK_STREAM, TcpSocket),)),
     _replace(_in_proto.RAW, sockets=((SOCK_RAW, Socket),)),

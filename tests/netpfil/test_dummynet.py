@@ -12,7 +12,7 @@ from vimage.netpfil.dummynet import DN_MAX_ID, command
 from vimage.topo import connect
 from vimage.vnet import Vnet
 
-from .conftest import shape
+from .shaping import shape
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from vimage.net import pfil
 from vimage.topo import connect
 from vimage.vnet import Vnet
 
-from .conftest import dport, shape
+from .shaping import dport, shape
 
 A, B = "10.0.0.1", "10.0.0.2"
 SEG = 1448  # TCP payload of a full segment: 1500 - 20 (IP) - 20 (TCP) - 12 (timestamps)

@@ -40,6 +40,7 @@ TOOLS: tuple[str, ...] = (
     "fault",
     "hosts",
     "ifconfig",
+    "ipfw",
     "iperf3",
     "netstat",
     "ping",

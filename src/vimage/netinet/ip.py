@@ -169,6 +169,24 @@ class IpState:
         else:
             self.forward(ifp, pkt, hlen, dst)
 
+    def input_after_pfil(self, pkt: bytes, ifp: Ifnet) -> None:
+        """The rest of `input` for a packet a pfil hook took and now releases (ipfw's
+        dummynet `resume`, divert reinjection): options, then local delivery or
+        forwarding. The header was validated before the hook took it (or by the hook)."""
+        hlen = (pkt[0] & 0x0F) << 2
+        src, dst = _addrs(pkt, 12)
+        if hlen > 20:
+            bad = check_options(pkt, hlen)
+            if bad is not None:
+                self.bad_options(pkt, bad, dst)
+                return
+        if dst in self.local or dst in self.bcast or dst == INADDR_BROADCAST:
+            self.deliver(ifp, pkt, hlen, src, dst)
+        elif dst >> 28 == 0xE:
+            self.stats.notmember += 1
+        else:
+            self.forward(ifp, pkt, hlen, dst)
+
     def bad_options(self, pkt: bytes, bad: int, dst: int) -> None:
         """Drop a packet check_options refused, as ip_dooptions does (ip_options.c).
 
@@ -400,6 +418,40 @@ class IpState:
             self._send_fragments(ifp, pkt, mtu, nexthop, dst)
             return
         self._link_output(ifp, pkt, nexthop, broadcast)
+
+    def output_after_pfil(self, pkt: bytes, ifp: Ifnet | None = None,
+                          nexthop: int | None = None) -> None:
+        """Send a packet that has been through the out hooks (ipfw's dummynet `resume`,
+        divert reinjection, `fwd`): route it by `nexthop` if given (ipfw fwd), else by
+        its destination, then fragment and hand it to the link. Errors are counted
+        (noroute, odropped, cantfrag), never raised: there is no caller to tell.
+        `ifp` (where the hooks saw it leave) is not needed: the route decides."""
+        st = self.stats
+        dst = _addrs(pkt, 12)[1]
+        target = dst if nexthop is None else nexthop
+        try:
+            route = self.route_to(target)
+        except OSError:
+            return
+        if route.flags & RTF_BLACKHOLE:
+            return
+        out_ifp = route.ifp
+        if not out_ifp.flags & IFF_UP:
+            st.odropped += 1
+            return
+        gateway = route.gateway if route.flags & RTF_GATEWAY else target
+        mtu = route.mtu or out_ifp.mtu
+        broadcast = dst == INADDR_BROADCAST or dst in self.bcast
+        try:
+            if len(pkt) > mtu:
+                if pkt[6] & 0x40:
+                    st.cantfrag += 1
+                    return
+                self._send_fragments(out_ifp, pkt, mtu, gateway, dst)
+            else:
+                self._link_output(out_ifp, pkt, gateway, broadcast)
+        except OSError:
+            st.odropped += 1
 
     def _send_fragments(self, ifp: Ifnet, pkt: bytes, mtu: int, nexthop: int,
                         dst: int) -> None:
