@@ -20,13 +20,16 @@ from vimage.context import get_vnet
 from vimage.kernel import Kernel
 from vimage.net import ifnet as _ifnet
 from vimage.net import route as _route
+from vimage.net import rtsock as _rtsock
 from vimage.netinet import in_proto as _in_proto
+from vimage.socket.rtsock import RouteSocket
 from vimage.socket.socket import SOCK_DGRAM, SOCK_RAW, SOCK_STREAM, Socket
 from vimage.socket.tcp_socket import TcpSocket
 from vimage.vnet import Vnet
 
 Kernel.standard_protocols = (
     _route.PROTOCOL,
+    _replace(_rtsock.PROTOCOL, sockets=((SOCK_RAW, RouteSocket),)),
     *_in_proto.PROTOCOLS[:3],  # ip, arp, icmp
     _replace(_in_proto.UDP, sockets=((SOCK_DGRAM, Socket),)),
     _replace(_in_proto.TCP, sockets=((SOCK_STREAM, TcpSocket),)),
