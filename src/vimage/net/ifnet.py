@@ -15,7 +15,7 @@ import errno
 from socket import AF_INET
 from typing import TYPE_CHECKING, Any
 
-from vimage.net import ether, pfil  # ether: a module reference (it imports this module too)
+from vimage.net import ether, pfil, rtsock  # ether: a module reference (it imports this module too)
 from vimage.protosw import Protocol
 from vimage.wire.ethernet import ETHERTYPE_IP, ETHERTYPE_IPV6
 
@@ -62,6 +62,7 @@ class Ifnet:
         "addrs",
         "afdata",
         "bpf",
+        "fib",
         "flags",
         "home",
         "ibytes",
@@ -102,6 +103,7 @@ class Ifnet:
         self.pipe: LinkPipe | None = None
         self.bpf: Any = None  # a capture session (vimage.net.bpf) while someone listens
         self.index = 0
+        self.fib = 0  # the FIB its addresses' routes go in (ifconfig IF fib N)
         self.txq = vnet.kernel.sched.queue  # the kernel's packet queue, bound once
         self.ipackets = self.ierrors = self.iqdrops = self.ibytes = 0
         self.opackets = self.oerrors = self.oqdrops = self.obytes = 0
@@ -122,8 +124,12 @@ class Ifnet:
             self.flags |= IFF_UP | IFF_RUNNING
             if not was_up:
                 self.vnet.kernel.ifnet_up(self)  # e.g. gratuitous ARP for its addresses
-        else:
+                rtsock.ifinfo(self)
+        elif self.flags & IFF_UP:
             self.flags &= ~(IFF_UP | IFF_RUNNING)
+            rtsock.ifinfo(self)
+        else:
+            self.flags &= ~IFF_RUNNING
 
     def sync_link_hooks(self) -> None:
         """Set IFF_LINK_HOOKS as the vnet's link-layer pfil points say (Ethernet only)."""

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING, Any, Protocol as TypingProtocol
+from typing import TYPE_CHECKING, Any
+from typing import Protocol as TypingProtocol
 
 from vimage.net.route import (
     MASKS,
