@@ -43,6 +43,7 @@ TOOLS: tuple[str, ...] = (
     "netstat",
     "ping",
     "route",
+    "setfib",
     "sysctl",
     "tcpdump",
     "traceroute",

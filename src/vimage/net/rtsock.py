@@ -272,10 +272,7 @@ def _do(vnet: Vnet, table: RouteTable, req: m.ParsedRtMsg, dst: int, plen: int,
             route = next((p for p in route.group if p.gateway == gw), route)
         return route
     if req.type == m.RTM_DELETE:
-        head = table.get(dst, plen)
-        if head is None:
-            raise OSError(errno.ESRCH, "No such process")
-        return table.delete(dst, plen, gw if head.group is not None else None)
+        return table.delete(dst, plen, gw)
     if req.type == m.RTM_ADD:
         ifp, ifa, gateway, flags = _nexthop(vnet, table, req, gw_sa)
         route = Route(dst, plen, ifp, flags, gateway, ifa=ifa)
