@@ -36,7 +36,7 @@ from vimage.net.route import (
     Route,
     RouteTable,
 )
-from vimage.protosw import Protocol
+from vimage.protosw import ANY, Protocol
 from vimage.wire import WireError
 from vimage.wire import rtmsg as m
 
@@ -389,6 +389,6 @@ def _ifdetach(ifp: Ifnet) -> None:
 
 
 PROTOCOL = Protocol("rtsock", 11, "rtsock", vnet_attach, vnet_detach, domain=AF_ROUTE,
-                    ifattach=_ifattach, ifdetach=_ifdetach)
+                    protocol=ANY, ifattach=_ifattach, ifdetach=_ifdetach)
 """Sockets are added where the standard set is assembled (vimage/__init__.py): the
 socket class lives in the socket layer."""

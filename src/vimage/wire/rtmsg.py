@@ -96,6 +96,8 @@ COMMON = struct.Struct("=HBB")
 SOCKADDR_IN = struct.Struct("=BBH4s8x")  # len 16, family, port (net order), addr, zero
 SOCKADDR_IN6 = struct.Struct("=BBHI16sI")  # len 28, family, port, flowinfo, addr, scope
 SOCKADDR_DL = struct.Struct("=BBHBBBB")  # len, family, index, type, nlen, alen, slen
+SOCKADDR_DL_SIZE = 54  # sizeof(struct sockaddr_dl): its sdl_data is 46 bytes
+SOCKADDR_DL_SHORT = 16  # sizeof(struct sockaddr_dl_short): sdl_data[8]
 
 METRIC_NAMES = ("locks", "mtu", "hopcount", "expire", "recvpipe", "sendpipe", "ssthresh",
                 "rtt", "rttvar", "pksent", "weight", "nhidx")
@@ -127,11 +129,17 @@ def sockaddr_in6(addr: int, scope: int = 0) -> bytes:
 
 def sockaddr_dl(index: int, name: str = "", mac: bytes | None = None,
                 iftype: int = 6) -> bytes:
-    """A struct sockaddr_dl (net/if_dl.h): at least 20 bytes (its sdl_data is 12)."""
+    """A struct sockaddr_dl (net/if_dl.h). Named, it is an interface's link address as
+    FreeBSD's if_attach sizes it: the name and address rounded up to a long, at least
+    sizeof(struct sockaddr_dl) (54). Bare (a route's `link#N` gateway), it is a struct
+    sockaddr_dl_short (16 bytes), as FreeBSD 13's nexthops keep it."""
     nm = name.encode()
     lladdr = mac or b""
     data = nm + lladdr
-    length = max(20, 8 + len(data))
+    if not data:
+        length = SOCKADDR_DL_SHORT
+    else:
+        length = max(SOCKADDR_DL_SIZE, (8 + len(data) + LONG - 1) & ~(LONG - 1))
     return (SOCKADDR_DL.pack(length, AF_LINK, index, iftype, len(nm), len(lladdr), 0)
             + data.ljust(length - 8, b"\0"))
 
