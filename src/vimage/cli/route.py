@@ -6,7 +6,7 @@
     route [-n] delete DEST[/LEN] [GATEWAY]
     route [-n] get | show DEST
     route [-n] flush
-    route monitor [-fib N] [-c COUNT]
+    route monitor [-fib N] [-count N]
 
 Every command writes FreeBSD's rt_msghdr messages to `socket(AF_ROUTE, SOCK_RAW, 0)`
 (vimage.net.rtsock) and reads the kernel's reply, as FreeBSD's route.c does; `monitor`
@@ -87,10 +87,10 @@ usage: route [-46dnqtv] [-F fib] command [[modifiers] args]
        route delete destination[/len] [gateway]
        route get | show destination
        route flush
-       route monitor [-fib n] [-c count]
-modifiers: -netmask mask, -blackhole, -reject, -interface, -ifp ifname, -ifa addr,
-       -gateway addr, -prefsrc addr, -proto1, -proto2, -static, -nostatic, -fib n,
-       -mtu n, -hopcount n, -expire [+]secs, -weight n
+       route monitor [-fib n] [-count n]
+modifiers: -netmask mask, -blackhole, -reject, -interface, -ifp ifname,
+       -ifa addr, -gateway addr, -prefsrc addr, -proto1, -proto2, -static,
+       -nostatic, -fib n, -mtu n, -hopcount n, -expire [+]secs, -weight n
 """
 
 
@@ -455,11 +455,11 @@ def flush(vnet: Vnet, rs: _Rtsock, out: Callable[..., None]) -> int:
 # -- monitor ----------------------------------------------------------------------------------
 def monitor(ctx: Context, words: list[str], fib: int | None) -> int:
     """Print every message the routing socket reads (route.c monitor + print_rtmsg).
-    `-c COUNT` (a vimage addition) stops after COUNT messages."""
+    `-count N` (a vimage addition) stops after N messages."""
     count = 0
     i = 0
     while i < len(words):
-        if words[i] in ("-fib", "-c") and i + 1 < len(words):
+        if words[i] in ("-fib", "-count") and i + 1 < len(words):
             value = _number(words[i + 1], words[i][1:])
             if words[i] == "-fib":
                 fib = value

@@ -23,6 +23,8 @@ def main(ctx: Context, argv: list[str]) -> int:
         args = args[1:]
     elif args[:1] and args[0].startswith("-F") and args[0][2:].isdigit():
         args = [args[0][2:], *args[1:]]
+    if args[:1] and args[0].startswith("-") and len(args[0]) > 1:
+        raise UsageError(f"illegal option -- {args[0][1]}", synopsis=True)
     if len(args) < 2:
         raise UsageError()
     text, command = args[0], args[1:]
