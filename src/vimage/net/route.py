@@ -107,13 +107,22 @@ def flag_string(flags: int) -> str:
     return "".join(letter for bit, letter in FLAG_LETTERS if flags & bit)
 
 
+def _fmix(h: int) -> int:
+    """MurmurHash3's 32-bit finalizer: every input bit reaches every output bit."""
+    h ^= h >> 16
+    h = h * 0x85EBCA6B & 0xFFFFFFFF
+    h ^= h >> 13
+    h = h * 0xC2B2AE35 & 0xFFFFFFFF
+    return h ^ (h >> 16)
+
+
 def flow_hash(key: int, src: int, dst: int, ports: int = 0, proto: int = 0) -> int:
     """A deterministic flow hash keyed by the vnet's secret (what FreeBSD's RSS/flowid
     does for multipath selection): same flow, same path; another key, another spread."""
-    h = (key ^ src) * 0x9E3779B1 & 0xFFFFFFFF
-    h = ((h ^ (h >> 15)) + dst) * 0x85EBCA77 & 0xFFFFFFFF
-    h = ((h ^ (h >> 13)) + (ports << 8 | proto)) * 0xC2B2AE3D & 0xFFFFFFFF
-    return h ^ (h >> 16)
+    h = _fmix(key ^ src)
+    h = _fmix(h ^ dst)
+    h = _fmix(h ^ ports)
+    return _fmix(h ^ proto)
 
 
 def select(route: Route, flowid: int) -> Route:
