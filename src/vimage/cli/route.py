@@ -35,6 +35,7 @@ from vimage.net.route import (
     RTF_STATIC,
     RTF_UP,
 )
+from vimage.net.rtsock import strerror
 from vimage.socket.rtsock import AF_ROUTE, SO_SETFIB
 from vimage.socket.socket import MSG_DONTWAIT, SOCK_RAW, SOL_SOCKET
 from vimage.wire import rtmsg as m
@@ -172,7 +173,7 @@ class _Rtsock:
             try:
                 raw = self.sock.recv(4096, MSG_DONTWAIT)  # the reply is queued already
             except BlockingIOError:
-                raise ToolError(f"writing to routing socket: {os.strerror(err)}") from None
+                raise ToolError(f"writing to routing socket: {strerror(err)}") from None
             reply = m.parse_rtmsg(raw) if raw[3] <= m.RTM_RESOLVE else None
             if reply is not None and reply.seq == self.seq and reply.pid == self.pid:
                 return reply, err or reply.errno
@@ -396,7 +397,7 @@ def newroute(vnet: Vnet, rs: _Rtsock, cmd: str, req: _Request) -> None:
     if err == errno.ESRCH:
         raise ToolError(NOT_FOUND)
     if err:
-        raise ToolError(f"writing to routing socket: {os.strerror(err)}")
+        raise ToolError(f"writing to routing socket: {strerror(err)}")
 
 
 # -- get / flush ----------------------------------------------------------------------------
@@ -411,7 +412,7 @@ def get_lines(vnet: Vnet, rs: _Rtsock, req: _Request) -> list[str]:
     reply, err = rs.request(m.RtMsg(m.RTM_GET, RTF_UP | (RTF_HOST if req.exact and
                                                           req.plen == 32 else 0), addrs))
     if err:
-        raise ToolError(NOT_FOUND if err == errno.ESRCH else os.strerror(err))
+        raise ToolError(NOT_FOUND if err == errno.ESRCH else strerror(err))
     a = reply.addrs
     dst = int(a[m.RTA_DST].addr)
     lines = [f"   route to: {_name(req.dst)}", f"destination: {_name(dst)}"]
@@ -448,7 +449,7 @@ def flush(vnet: Vnet, rs: _Rtsock, out: Callable[..., None]) -> int:
         else:
             dest = "default" if route.plen == 0 else f"{ntoa(route.dst)}/{route.plen}"
         out(f"{dest:<20.20} {ntoa(route.gateway):<20.20} "
-            + ("done" if not err else os.strerror(err)))
+            + ("done" if not err else strerror(err)))
     return 0
 
 

@@ -52,6 +52,18 @@ USER_FLAGS = (RTF_GATEWAY | RTF_HOST | RTF_REJECT | RTF_BLACKHOLE | RTF_STATIC |
               | RTF_PROTO1 | RTF_PROTO2 | RTF_PROTO3 | RTF_FIXEDMTU | RTF_PINNED | RTF_STICKY)
 IFF_PUBLIC = 0xFFFF  # the interface flags if_msghdr reports (no vimage-private bits)
 IFF_RUNNING = 0x40
+# FreeBSD's strerror() for what a request can fail with (libc's sys_errlist wording)
+MESSAGES = {
+    errno.EEXIST: "File exists", errno.ESRCH: "No such process",
+    errno.ENETUNREACH: "Network is unreachable", errno.EINVAL: "Invalid argument",
+    errno.EADDRNOTAVAIL: "Can't assign requested address",
+    errno.EAFNOSUPPORT: "Address family not supported by protocol family",
+    errno.EPROTONOSUPPORT: "Protocol not supported", errno.EOPNOTSUPP: "Operation not supported",
+}
+
+
+def strerror(err: int) -> str:
+    return MESSAGES.get(err) or os.strerror(err)
 
 
 class Listener(TypingProtocol):
@@ -210,7 +222,7 @@ def write(vnet: Vnet, data: bytes, sender: Any) -> None:
     reply, err = route_output(vnet, data, sender.fib, os.getpid())
     broadcast(vnet, reply, m.AF_INET, sender.fib, sender)
     if err:
-        raise OSError(err, os.strerror(err))
+        raise OSError(err, strerror(err))
 
 
 def _plen(mask: int) -> int:
