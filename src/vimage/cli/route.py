@@ -20,6 +20,7 @@ import errno
 import os
 import time
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.cli import Context, ToolError, UsageError, destroyed
@@ -200,10 +201,11 @@ class _Request:
         self.fib: int | None = None
 
 
-_FLAG_WORDS = {"-blackhole": RTF_BLACKHOLE, "-reject": RTF_REJECT, "-proto1": RTF_PROTO1,
-               "-proto2": RTF_PROTO2, "-static": RTF_STATIC}
-_METRIC_WORDS = {"-mtu": ("mtu", 68, 65535), "-hopcount": ("hopcount", 0, 255),
-                 "-weight": ("weight", 1, 2**24)}
+_FLAG_WORDS = MappingProxyType({"-blackhole": RTF_BLACKHOLE, "-reject": RTF_REJECT,
+                                "-proto1": RTF_PROTO1, "-proto2": RTF_PROTO2,
+                                "-static": RTF_STATIC})
+_METRIC_WORDS = MappingProxyType({"-mtu": ("mtu", 68, 65535), "-hopcount": ("hopcount", 0, 255),
+                                  "-weight": ("weight", 1, 2**24)})
 
 
 def _parse(cmd: str, words: list[str]) -> _Request:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from typing import Protocol as TypingProtocol
 
@@ -53,13 +54,13 @@ USER_FLAGS = (RTF_GATEWAY | RTF_HOST | RTF_REJECT | RTF_BLACKHOLE | RTF_STATIC |
 IFF_PUBLIC = 0xFFFF  # the interface flags if_msghdr reports (no vimage-private bits)
 IFF_RUNNING = 0x40
 # FreeBSD's strerror() for what a request can fail with (libc's sys_errlist wording)
-MESSAGES = {
+MESSAGES = MappingProxyType({
     errno.EEXIST: "File exists", errno.ESRCH: "No such process",
     errno.ENETUNREACH: "Network is unreachable", errno.EINVAL: "Invalid argument",
     errno.EADDRNOTAVAIL: "Can't assign requested address",
     errno.EAFNOSUPPORT: "Address family not supported by protocol family",
     errno.EPROTONOSUPPORT: "Protocol not supported", errno.EOPNOTSUPP: "Operation not supported",
-}
+})
 
 
 def strerror(err: int) -> str:
