@@ -1,6 +1,7 @@
 """route(8): manipulate the vnet's routing tables through a routing socket.
 
     route [-n] [-F fib] add [-net | -host] DEST[/LEN] GATEWAY [NETMASK] [modifiers]
+                      (-fib N, or a list: -fib 0,2 or -fib 1-3, one request each)
     route [-n] add default GATEWAY
     route [-n] change DEST[/LEN] [GATEWAY] [modifiers]
     route [-n] delete DEST[/LEN] [GATEWAY]
@@ -116,17 +117,31 @@ def main(ctx: Context, argv: list[str]) -> int:
         with _Rtsock(vnet, fib) as rs:
             return flush(vnet, rs, out)
     req = _parse(cmd, rest)
-    if req.fib is not None:
-        fib = req.fib
-    with _Rtsock(vnet, fib) as rs:
-        if cmd in ("get", "show"):
+    fibs = req.fibs or [fib]
+    if cmd in ("get", "show"):
+        with _Rtsock(vnet, fibs[0]) as rs:
             for line in get_lines(vnet, rs, req):
                 ctx.print(line)
-            return 0
-        newroute(vnet, rs, cmd, req)
-    suffix = f" fib {fib}" if fib else ""
-    out(f"{cmd} {req.kind} {req.dest_text}" + _gw_suffix(req) + suffix)
+        return 0
+    for each in fibs:  # route.c's newroute: one request per fib of a -fib list
+        with _Rtsock(vnet, each) as rs:
+            newroute(vnet, rs, cmd, req)
+        suffix = f" fib {each}" if len(fibs) > 1 else ""
+        out(f"{cmd} {req.kind} {req.dest_text}" + _gw_suffix(req) + suffix)
     return 0
+
+
+def fib_list(text: str) -> list[int]:
+    """route.c's fiboptlist_csv: `-fib 1`, `-fib 0,2`, `-fib 1-3`."""
+    fibs: list[int] = []
+    for part in text.split(","):
+        lo, dash, hi = part.partition("-")
+        first = _number(lo, "fib")
+        last = _number(hi, "fib") if dash else first
+        if last < first or last - first > 65535:
+            raise ToolError(f"bad fib: {text}")
+        fibs += [n for n in range(first, last + 1) if n not in fibs]
+    return fibs
 
 
 def _silent(*_args: object) -> None:
@@ -182,7 +197,7 @@ class _Rtsock:
 
 # -- parsing -----------------------------------------------------------------------------
 class _Request:
-    __slots__ = ("dest_text", "dst", "exact", "expire", "fib", "flags", "gateway_text",
+    __slots__ = ("dest_text", "dst", "exact", "expire", "fibs", "flags", "gateway_text",
                  "hopcount", "ifa", "ifp", "interface", "kind", "mtu", "plen", "weight")
 
     def __init__(self) -> None:
@@ -198,7 +213,7 @@ class _Request:
         self.expire = ""
         self.ifp = ""
         self.ifa = ""
-        self.fib: int | None = None
+        self.fibs: list[int] = []
 
 
 _FLAG_WORDS = MappingProxyType({"-blackhole": RTF_BLACKHOLE, "-reject": RTF_REJECT,
@@ -250,7 +265,7 @@ def _parse(cmd: str, words: list[str]) -> _Request:
                 raise ToolError(f"bad expire: {req.expire}")
             i += 1
         elif word == "-fib":
-            req.fib = _number(arg(), "fib")
+            req.fibs = fib_list(arg())
             i += 1
         elif word == "-ifp":
             req.ifp = arg()
