@@ -24,10 +24,8 @@ from vimage.net.route import (
     RTF_BLACKHOLE,
     RTF_DONE,
     RTF_DYNAMIC,
-    RTF_FIXEDMTU,
     RTF_GATEWAY,
     RTF_HOST,
-    RTF_PINNED,
     RTF_PROTO1,
     RTF_PROTO2,
     RTF_PROTO3,
@@ -48,9 +46,11 @@ if TYPE_CHECKING:
 
 AF_ROUTE = m.AF_ROUTE
 NS = 1_000_000_000
-# the flags a request may set (FreeBSD's RTF_FMASK, plus GATEWAY and HOST route(8) sends)
-USER_FLAGS = (RTF_GATEWAY | RTF_HOST | RTF_REJECT | RTF_BLACKHOLE | RTF_STATIC | RTF_DYNAMIC
-              | RTF_PROTO1 | RTF_PROTO2 | RTF_PROTO3 | RTF_FIXEDMTU | RTF_PINNED | RTF_STICKY)
+# the flags a request may set: FreeBSD's RTF_FMASK, and GATEWAY and HOST, which say
+# what the gateway and destination are
+RTF_FMASK = (RTF_PROTO1 | RTF_PROTO2 | RTF_PROTO3 | RTF_BLACKHOLE | RTF_REJECT | RTF_STATIC
+             | RTF_STICKY)
+USER_FLAGS = RTF_GATEWAY | RTF_HOST | RTF_FMASK
 IFF_PUBLIC = 0xFFFF  # the interface flags if_msghdr reports (no vimage-private bits)
 IFF_RUNNING = 0x40
 # FreeBSD's strerror() for what a request can fail with (libc's sys_errlist wording)
