@@ -4,7 +4,9 @@ messages the stack broadcasts (addresses, interfaces, misses, redirects, losing)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import random
 import struct
 from socket import SOL_SOCKET
 
@@ -377,3 +379,29 @@ def test_destroy_closes_routing_sockets_and_expiry_timer(pair: tuple[Kernel, Vne
     assert s.closed and kernel.sched.pending_timers(a) == 0
     with pytest.raises(OSError):
         s.send(add_msg(0x0A010000, 16, 0x0A000002))
+
+
+def test_mutated_messages_only_ever_raise_oserror(pair: tuple[Kernel, Vnet, Vnet]) -> None:
+    """Requests with random bytes changed, cut short or given a matching length: the
+    answer is an OSError or a reply, never another exception, and the table still works."""
+    _, a, _ = pair
+    s = a.socket(AF_ROUTE, SOCK_RAW, 0)
+    rng = random.Random(5)
+    addrs = {m.RTA_DST: m.sockaddr_in(0x0A010000), m.RTA_GATEWAY: m.sockaddr_in(0x0A000002),
+             m.RTA_NETMASK: m.sockaddr_in(0xFFFF0000), m.RTA_IFP: m.sockaddr_dl(2, "epair0a"),
+             m.RTA_IFA: m.sockaddr_in(0x0A000001)}
+    seeds = [m.RtMsg(t, RTF_UP | RTF_GATEWAY, addrs, inits=m.RTV_MTU).pack() for t in range(1, 8)]
+    for _ in range(3000):
+        msg = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 6)):
+            msg[rng.randrange(len(msg))] = rng.getrandbits(8)
+        if rng.random() < 0.2:
+            msg = msg[:rng.randrange(len(msg))]
+        if rng.random() < 0.5 and len(msg) >= 4:
+            msg[0:2], msg[2] = len(msg).to_bytes(2, "little"), m.RTM_VERSION
+        with contextlib.suppress(OSError):
+            s.send(bytes(msg))
+        drain(s)
+    a.rt.changed()
+    assert a.rt.lookup(0x0A000002) is not None  # the connected route is still there
+    assert a.cmd("netstat -rnW").ok and a.cmd("netstat -onW").ok
