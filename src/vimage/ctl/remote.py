@@ -18,7 +18,9 @@ On the wire between the process and the daemon:
   address; 0.0.0.0:0 means the connected peer), kind 1 an error (errno in the port
   field) that the relay reports without waiting (dropped if the pair is full) and the
   process raises on its next receive, or its next send when nothing is queued before it;
-- a listening socket's pair carries one byte per connection waiting for accept().
+- a listening socket's pair carries one byte per connection waiting for accept();
+- a routing socket (`socket(17, SOCK_RAW)`: FreeBSD's AF_ROUTE, docs/routing.md) is a
+  datagram socket whose messages carry address 0.0.0.0:0.
 When the socket's vnet is destroyed the daemon closes its ends: a datagram socket's calls
 then fail with ENETDOWN, a stream sees the end of its connection.
 Names are resolved by the daemon in the vnet (its hosts table).
