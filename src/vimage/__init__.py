@@ -22,18 +22,21 @@ from vimage.net import if_bridge as _if_bridge
 from vimage.net import if_vlan as _if_vlan
 from vimage.net import ifnet as _ifnet
 from vimage.net import route as _route
+from vimage.net import rtsock as _rtsock
 from vimage.netinet import in_proto as _in_proto
 from vimage.netinet import ip_divert as _ip_divert
 from vimage.netpfil import dummynet as _dummynet
 from vimage.netpfil import ipfw as _ipfw
 from vimage.netpfil import nat as _nat
 from vimage.socket.divert import DivertSocket
+from vimage.socket.rtsock import RouteSocket
 from vimage.socket.socket import SOCK_DGRAM, SOCK_RAW, SOCK_STREAM, Socket
 from vimage.socket.tcp_socket import TcpSocket
 from vimage.vnet import Vnet
 
 Kernel.standard_protocols = (
     _route.PROTOCOL,
+    _replace(_rtsock.PROTOCOL, sockets=((SOCK_RAW, RouteSocket),)),
     *_in_proto.PROTOCOLS[:3],  # ip, arp, icmp
     _ipfw.PROTOCOL,
     _replace(_in_proto.UDP, sockets=((SOCK_DGRAM, Socket),)),

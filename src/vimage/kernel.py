@@ -85,8 +85,9 @@ class Kernel:
         hash under the kernel's root, so no vnet's secret tells anything of another's."""
         return hashlib.blake2b(serial.to_bytes(8, "big"), key=self._secret).digest()
 
-    def create(self, name: str) -> Vnet:
-        """Create vnet `name`; `a.b` is a child of `a`, which must exist."""
+    def create(self, name: str, **params: int) -> Vnet:
+        """Create vnet `name`; `a.b` is a child of `a`, which must exist. `params` are
+        creation parameters its subsystems read when they attach (`fibs=4`: net.fibs)."""
         with self.sched.lock:
             check_name(name)
             if name in self._vnets:
@@ -96,6 +97,7 @@ class Kernel:
             if parent is None:
                 raise LookupError(f"parent vnet {parent_name!r} does not exist")
             vnet = Vnet(self, name, parent)
+            vnet.params = params
             self._vnets[name] = vnet
             parent.add_child(vnet)
             vnet.attach()

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from vimage.cli import CmdResult
     from vimage.kernel import Kernel
     from vimage.net.ifnet import Ifnet
-    from vimage.net.route import RouteTable
+    from vimage.net.route import RouteState, RouteTable
     from vimage.netdb import HostsTable
     from vimage.netinet.arp import ArpState
     from vimage.netinet.icmp import IcmpState
@@ -64,10 +64,12 @@ class Vnet:
         "kernel",
         "name",
         "next_ifindex",
+        "params",
         "parent",
         "pfil_link_in",
         "pfil_link_out",
         "raw",
+        "route",
         "rt",
         "serial",
         "tcp",
@@ -103,7 +105,9 @@ class Vnet:
         # every Ethernet frame received / about to be sent by this vnet's interfaces
         self.pfil_link_in: tuple[Any, ...] | None = None
         self.pfil_link_out: tuple[Any, ...] | None = None
-        self.rt: RouteTable
+        self.params: dict[str, int] = {}  # creation parameters (Kernel.create)
+        self.rt: RouteTable  # fib 0; every fib in route.tables
+        self.route: RouteState
         self.ip: IpState
         self.arp: ArpState
         self.icmp: IcmpState
@@ -140,7 +144,7 @@ class Vnet:
     def secret(self) -> bytes:
         """This vnet's own 64 secret bytes, made on first use (most vnets never need
         them): [0:16] TCP's key (ISNs, cookies, syncache hash; RFC 6528), [16:32] the seed
-        of `rng`, [32:34] the first IP ID."""
+        of `rng`, [32:34] the first IP ID, [34:38] the multipath flow-hash key."""
         secret = self._secret
         if secret is None:
             secret = self._secret = self.kernel.vnet_secret(self.serial)

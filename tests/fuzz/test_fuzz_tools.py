@@ -68,7 +68,11 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "ping": ("-c", "-D", "-i", "-m", "-n", "-o", "-q", "-S", "-s", "-W", "-c1", "-Dq"),
     "route": ("-4", "-6", "-d", "-n", "-q", "-t", "-v", "add", "change", "delete", "flush",
               "get", "show", "-net", "-host", "-netmask", "-interface", "-iface", "-reject",
-              "-blackhole", "-mtu", "-static", "-gateway"),
+              "-blackhole", "-mtu", "-static", "-gateway", "-F", "-fib", "-ifp", "-ifa",
+              "-prefsrc", "-proto1", "-proto2", "-nostatic", "-expire", "+5", "-hopcount",
+              "-weight", "default"),
+    "setfib": ("-F", "-F1", "0", "1", "16", "route", "get", "netstat", "-rn", "sysctl",
+               "net.my_fibnum", "ifconfig", "setfib"),
     "sysctl": ("-a", "-d", "-e", "-h", "-i", "-N", "-n", "-q", "net", "net.inet",
                "net.inet.ip.forwarding", "net.inet.ip.forwarding=1",
                "net.inet.ip.forwarding=2", "net.inet.tcp.msl=0", "net.inet.ip.ttl=999",
@@ -99,6 +103,8 @@ BANNED: dict[str, tuple[str, ...]] = {
     "iperf3": ("-s", "--server", "-D", "--daemon"),
     "tcpdump": ("-r", "-w", "--duration"),
     "ping": ("-t",),
+    "route": ("monitor",),  # it waits for messages until stopped
+    "setfib": ("monitor", "ping", "tcpdump", "iperf3", "traceroute"),
 }
 # traceroute sends -m x -q probes, each waiting -w: keep its numbers small
 SMALL_NUMBERS = ("0", "1", "-1", "2", "3", "256", "x", "1.5", "")

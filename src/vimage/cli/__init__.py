@@ -45,6 +45,7 @@ TOOLS: tuple[str, ...] = (
     "netstat",
     "ping",
     "route",
+    "setfib",
     "sysctl",
     "tcpdump",
     "traceroute",

@@ -3,7 +3,7 @@
     ifconfig [-a | -l] [-d] [-u] [inet | ether]
     ifconfig IF [inet | ether]
     ifconfig IF [inet] ADDR[/LEN] [netmask MASK] [broadcast BCAST] [alias | -alias | delete]
-                [up | down] [mtu N] [ether | lladdr MAC] [promisc | -promisc]
+                [up | down] [mtu N] [fib N] [ether | lladdr MAC] [promisc | -promisc]
                 [vnet NAME | -vnet NAME] [destroy]
     ifconfig epair[N] | lo[N] | tap[N] create [netns LINUX_NETNS] [parameters...]
     ifconfig bridge[N] | hub[N] create [bridge parameters...]; ifconfig bridgeN addr
@@ -70,7 +70,8 @@ usage: ifconfig [-a] [-du] [address_family]
        ifconfig interface create [netns linux_netns] [parameters]
        ifconfig interface destroy
        ifconfig interface -vnet vnet
-address_family: inet, ether; parameters: up, down, mtu n, ether mac, [-]promisc
+address_family: inet, ether
+parameters: up, down, mtu n, fib n, ether mac, [-]promisc
 bridge (and hub) parameters: addm if, deletem if, [-]learn if, [-]discover if,
        [-]private if, [-]span if, static if mac, deladdr mac, flush, flushall,
        maxaddr n, timeout s, ifmaxaddr if n; ifconfig bridgeN addr
@@ -204,8 +205,8 @@ def create(vnet: Vnet, name: str, netns: str | None = None) -> Ifnet:
 class _Request:
     """What one `ifconfig IF ...` command line asks for, applied in FreeBSD's order."""
 
-    __slots__ = ("action", "addr", "broadcast", "mac", "moves", "mtu", "netmask", "plen",
-                 "promisc", "up")
+    __slots__ = ("action", "addr", "broadcast", "fib", "mac", "moves", "mtu", "netmask",
+                 "plen", "promisc", "up")
 
     def __init__(self) -> None:
         self.addr: int | None = None
@@ -217,6 +218,7 @@ class _Request:
         self.mtu: int | None = None
         self.mac: bytes | None = None
         self.promisc: bool | None = None
+        self.fib: int | None = None
         self.moves: list[str] = []
 
 
@@ -247,6 +249,12 @@ def _parse(params: list[str]) -> _Request:
             if not text.isdigit():
                 raise ToolError(f"mtu {text}: not a number")
             req.mtu = int(text)
+            step = 2
+        elif word == "fib":  # the FIB of the interface's address routes and forwarding
+            text = value(word)
+            if not text.isdigit():
+                raise ToolError(f"fib {text}: not a number")
+            req.fib = int(text)
             step = 2
         elif word in ("ether", "lladdr", "link"):
             req.mac = parse_mac(value(word))
@@ -294,6 +302,10 @@ def configure(ctx: Context, ifp: Ifnet, params: list[str]) -> None:
         _set_mac(ifp, req.mac)
     if req.promisc is not None:
         ifp.flags = ifp.flags | IFF_PROMISC if req.promisc else ifp.flags & ~IFF_PROMISC
+    if req.fib is not None:
+        if req.fib >= ifp.vnet.route.fibs:
+            raise ToolError("ioctl (SIOCSIFFIB): Invalid argument")
+        ifp.fib = req.fib
     added = _addresses(ifp, req)
     if req.up is not None:
         ifp.set_up(req.up)

@@ -15,7 +15,7 @@ import errno
 from socket import AF_INET
 from typing import TYPE_CHECKING, Any
 
-from vimage.net import ether, pfil  # ether: a module reference (it imports this module too)
+from vimage.net import ether, pfil, rtsock  # ether: a module reference (it imports this module too)
 from vimage.protosw import Protocol
 from vimage.wire.ethernet import ETHERTYPE_IP, ETHERTYPE_IPV6
 
@@ -67,6 +67,7 @@ class Ifnet:
         "addrs",
         "afdata",
         "bpf",
+        "fib",
         "flags",
         "home",
         "ibytes",
@@ -111,6 +112,7 @@ class Ifnet:
         # IFF_L2 by a bridge (if_bridge) or a VLAN trunk (if_vlan); None for most
         self.l2: Any = None
         self.index = 0
+        self.fib = 0  # the FIB its addresses' routes go in (ifconfig IF fib N)
         self.txq = vnet.kernel.sched.queue  # the kernel's packet queue, bound once
         self.ipackets = self.ierrors = self.iqdrops = self.ibytes = 0
         self.opackets = self.oerrors = self.oqdrops = self.obytes = 0
@@ -131,8 +133,12 @@ class Ifnet:
             self.flags |= IFF_UP | IFF_RUNNING
             if not was_up:
                 self.vnet.kernel.ifnet_up(self)  # e.g. gratuitous ARP for its addresses
-        else:
+                rtsock.ifinfo(self)
+        elif self.flags & IFF_UP:
             self.flags &= ~(IFF_UP | IFF_RUNNING)
+            rtsock.ifinfo(self)
+        else:
+            self.flags &= ~IFF_RUNNING
 
     def sync_link_hooks(self) -> None:
         """Set IFF_LINK_HOOKS as the vnet's link-layer pfil points say (Ethernet only)."""
