@@ -18,6 +18,9 @@ from vimage import netdb as _netdb
 from vimage.aio import VimageEventLoop, run, service, spawn
 from vimage.context import get_vnet
 from vimage.kernel import Kernel
+from vimage.net import if_gif as _if_gif
+from vimage.net import if_gre as _if_gre
+from vimage.net import if_vxlan as _if_vxlan
 from vimage.net import ifnet as _ifnet
 from vimage.net import route as _route
 from vimage.netinet import in_proto as _in_proto
@@ -31,10 +34,18 @@ Kernel.standard_protocols = (
     _replace(_in_proto.UDP, sockets=((SOCK_DGRAM, Socket),)),
     _replace(_in_proto.TCP, sockets=((SOCK_STREAM, TcpSocket),)),
     _replace(_in_proto.RAW, sockets=((SOCK_RAW, Socket),)),
+    _if_gif.PROTOCOL,  # IPPROTO_IPV4 input
+    _if_gre.PROTOCOL,  # IPPROTO_GRE input
+    _if_vxlan.PROTOCOL,
     _netdb.PROTOCOL,
     _ifnet.PROTOCOL,
 )
-Kernel.standard_cloners = (("epair", _ifnet.EpairCloner),)
+Kernel.standard_cloners = (
+    ("epair", _ifnet.EpairCloner),
+    ("gif", _if_gif.GifCloner),
+    ("gre", _if_gre.GreCloner),
+    ("vxlan", _if_vxlan.VxlanCloner),
+)
 
 __all__ = ["Kernel", "VimageEventLoop", "Vnet", "get_vnet", "run", "service", "spawn"]
 __version__ = "0.1.0"

@@ -15,6 +15,7 @@ import re
 from typing import TYPE_CHECKING
 
 from vimage.cli import Context, ToolError, UsageError
+from vimage.cli import ifconfig_tunnel as tunnel_cli
 from vimage.cli._util import (
     classful_plen,
     getopts,
@@ -126,11 +127,13 @@ def flag_word(ifp: Ifnet) -> str:
 def render(ifp: Ifnet, family: str | None = None) -> list[str]:
     """The lines `ifconfig IF` prints; `family` limits them to inet or link addresses."""
     lines = [f"{ifp.name}: {flag_word(ifp)} metric 0 mtu {ifp.mtu}"]
+    lines += tunnel_cli.head_lines(ifp)  # gif, gre: `tunnel inet A --> B`
     if ifp.mac is not None and family in (None, "ether", "link", "lladdr"):
         lines.append(f"\tether {ifp.mac.hex(':')}")
     if family in (None, "inet"):
         for ia in ifp.addrs:
-            line = f"\tinet {ntoa(ia.addr)} netmask {mask_hex(ia.plen)}"
+            peer = tunnel_cli.inet_peer(ifp, ia)  # a point-to-point address: ` --> B`
+            line = f"\tinet {ntoa(ia.addr)}{peer} netmask {mask_hex(ia.plen)}"
             if ia.broadcast and not ifp.is_loopback:
                 line += f" broadcast {ntoa(ia.broadcast)}"
             lines.append(line)
@@ -143,12 +146,16 @@ def render(ifp: Ifnet, family: str | None = None) -> list[str]:
             lines.append(f"\tLinux side: {ifp.linux_name}"
                          + (f" in netns {ifp.netns}" if ifp.netns else ""))
         lines.append(f"\tgroups: {ifp.kind}")
+        lines += tunnel_cli.tail_lines(ifp)  # gre key and options, vxlan configuration
     return lines
 
 
 # -- cloning --------------------------------------------------------------------------
 def create(vnet: Vnet, name: str, netns: str | None = None) -> Ifnet:
     """`ifconfig epair[N] | lo[N] | tap[N] create`; returns the (a-end) interface."""
+    tunnel = tunnel_cli.create(vnet, name)  # gif, gre, vxlan
+    if tunnel is not None:
+        return tunnel
     match = _CLONER_RE.match(name)
     if match is None:
         raise ToolError(f"SIOCIFCREATE2 ({name}): cannot create: the name must be"
@@ -252,6 +259,9 @@ def _parse(params: list[str]) -> _Request:
 
 
 def configure(ctx: Context, ifp: Ifnet, params: list[str]) -> None:
+    params = tunnel_cli.configure(ifp, params)  # gif, gre, vxlan parameters
+    if not params:
+        return
     req = _parse(params)
     if req.mtu is not None:
         if not MIN_MTU <= req.mtu <= MAX_MTU:
