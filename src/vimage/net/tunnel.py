@@ -75,10 +75,8 @@ class TunnelState:
 
     def ifdetach(self, ifp: Ifnet) -> None:
         """An interface leaving its vnet loses its tunnel (FreeBSD gif_reassign)."""
-        if isinstance(ifp, Tunnel) and ifp.dst:
-            self.detach_tunnel(ifp)
-            ifp.family = ifp.src = ifp.dst = 0
-        if isinstance(ifp, Tunnel):
+        if isinstance(ifp, Tunnel) and getattr(ifp.vnet, ifp.SLOT) is self:
+            ifp.delete_tunnel()
             ifp.peers.clear()
 
     def clear(self) -> None:
