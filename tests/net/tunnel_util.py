@@ -35,6 +35,7 @@ def sites(kind: str, extra: str = "", seed: int = 1) -> tuple[Kernel, Vnet, Vnet
             ok(vnet, f"ifconfig {kind} create")
             ok(vnet, f"ifconfig {kind}0 tunnel {here} {there} {extra}")
             ok(vnet, f"ifconfig {kind}0 inet {me} {peer}")
+    kernel.run(1)  # the gratuitous ARPs arrive
     return kernel, a, b
 
 

@@ -65,13 +65,14 @@ VxlanStats = counters("VxlanStats", VXLAN_STATS)
 class VxlanState:
     """Per-vnet: the kernel sockets by (local address, port), counters."""
 
-    __slots__ = ("groups", "socks", "stats", "vnet")
+    __slots__ = ("groups", "hook", "socks", "stats", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
         self.socks: dict[tuple[int, int], VxlanSocket] = {}
         self.groups: dict[tuple[int, int], VxlanSocket] = {}  # (group, port) -> socket
         self.stats = VxlanStats()
+        self.hook = self.group_hook  # bound once: pfil tells hooks apart by identity
 
     def group_hook(self, pkt: bytes, ifp: Ifnet | None) -> bytes | None:
         """IPv4 pfil hook: take UDP datagrams to a joined group and port."""
@@ -137,7 +138,7 @@ class VxlanSocket:
         for key in [k for k, s in state.groups.items() if s is self]:
             del state.groups[key]
         if not state.groups:
-            pfil.unlink(state.vnet.ip, "pfil_in", state.group_hook)
+            pfil.unlink(state.vnet.ip, "pfil_in", state.hook)
 
 
 class Vxlan(EtherIfnet):
@@ -184,11 +185,16 @@ class Vxlan(EtherIfnet):
             self._open()
 
     def set_up(self, up: bool) -> None:
-        super().set_up(up)
-        if up:
-            self._open()
-        else:
+        """Up joins the kernel socket before the link comes up (its gratuitous ARP
+        goes out); RUNNING only if that worked (vxlan_init)."""
+        if not up:
+            super().set_up(False)
             self._close()
+            return
+        self._open()
+        super().set_up(True)
+        if self.sock is None:
+            self.flags &= ~IFF_RUNNING
 
     def _open(self) -> None:
         """vxlan_init: join the kernel socket for (local, port); not RUNNING without a
@@ -216,7 +222,7 @@ class Vxlan(EtherIfnet):
         self.sock = sock
         if self.group:
             if not state.groups:
-                pfil.link(vnet.ip, "pfil_in", state.group_hook, order=50, name="vxlan")
+                pfil.link(vnet.ip, "pfil_in", state.hook, order=50, name="vxlan")
             state.groups[(self.group, self.lport)] = sock
         self.flags |= IFF_RUNNING
 
