@@ -26,7 +26,8 @@ INNER, OUTER, ok, sites, tcp_transfer = tu.INNER, tu.OUTER, tu.ok, tu.sites, tu.
 def test_ifconfig_output():
     _, a, _ = sites("vxlan")
     lines = ok(a, "ifconfig vxlan0").splitlines()
-    assert lines[0] == "vxlan0: flags=8843<UP,BROADCAST,RUNNING,SIMPLEX,MULTICAST> metric 0 mtu 1450"
+    assert lines[0] == ("vxlan0: flags=8843<UP,BROADCAST,RUNNING,SIMPLEX,MULTICAST> metric 0"
+                        " mtu 1450")
     assert lines[1].startswith("\tether ")
     assert lines[2:] == [
         "\tinet 10.0.0.1 netmask 0xffffff00 broadcast 10.0.0.255",

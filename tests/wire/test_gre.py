@@ -4,8 +4,7 @@ import pytest
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import GRE
 
-from vimage.wire import WireError
-from vimage.wire import gre
+from vimage.wire import WireError, gre
 
 INNER = bytes(IP(src="10.0.0.1", dst="10.0.0.2") / ICMP())
 

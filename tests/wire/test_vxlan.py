@@ -5,9 +5,8 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 
-from vimage.wire import WireError
+from vimage.wire import WireError, vxlan
 from vimage.wire import udp as wudp
-from vimage.wire import vxlan
 from vimage.wire.ipv4 import aton
 
 FRAME = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP() / b"hello")

@@ -57,7 +57,8 @@ class Gre(Tunnel):
         state: TunnelState = getattr(self.vnet, self.SLOT)
         for other in state.lookup(self.family, self.src, self.dst) or ():
             if other is not self and other.key == key:  # type: ignore[attr-defined]
-                raise OSError(errno.EADDRINUSE, f"{other.name} already uses these tunnel addresses and key")
+                raise OSError(errno.EADDRINUSE,
+                              f"{other.name} already uses these tunnel addresses and key")
         self.key = key
         self._hdr4 = wgre.build_header(wgre.PROTO_IPV4, key)
 
