@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import re
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.cli import ToolError, UsageError
@@ -32,15 +33,18 @@ if TYPE_CHECKING:
     from vimage.vnet import Vnet
 
 _CLONER_RE = re.compile(r"(gif|gre|vxlan)(\d*)\Z")
-_GRE_FLAGS = {"enable_csum": GRE_ENABLE_CSUM, "enable_seq": GRE_ENABLE_SEQ}
+_GRE_FLAGS = MappingProxyType({"enable_csum": GRE_ENABLE_CSUM, "enable_seq": GRE_ENABLE_SEQ})
 _DELETE_WORDS = frozenset(("-alias", "delete", "remove"))
 _WITH_VALUE = frozenset(("netmask", "broadcast", "mtu", "ether", "lladdr", "link", "vnet"))
-# vxlan parameters taking one value -> (setting, parser)
-_VXLAN_INT = {"vxlanid": "vni", "vxlanlocalport": "lport", "vxlanremoteport": "rport",
-              "vxlanttl": "ttl", "vxlantimeout": "timeout", "vxlanmaxaddr": "maxaddr"}
-_VXLAN_ADDR = {"vxlanlocal": "local", "vxlanremote": "remote", "vxlangroup": "group"}
-_VXLAN_LIMITS = {"vni": (0, (1 << 24) - 1), "lport": (1, 65535), "rport": (1, 65535),
-                 "ttl": (1, 255), "timeout": (0, 2**31 - 1), "maxaddr": (0, 2**31 - 1)}
+# vxlan parameters taking one number or address -> the setting
+_VXLAN_INT = MappingProxyType({
+    "vxlanid": "vni", "vxlanlocalport": "lport", "vxlanremoteport": "rport", "vxlanttl": "ttl",
+    "vxlantimeout": "timeout", "vxlanmaxaddr": "maxaddr"})
+_VXLAN_ADDR = MappingProxyType({"vxlanlocal": "local", "vxlanremote": "remote",
+                                "vxlangroup": "group"})
+_VXLAN_LIMITS = MappingProxyType({
+    "vni": (0, (1 << 24) - 1), "lport": (1, 65535), "rport": (1, 65535), "ttl": (1, 255),
+    "timeout": (0, 2**31 - 1), "maxaddr": (0, 2**31 - 1)})
 _VXLAN_MEDIA = "media: Ethernet autoselect (autoselect <full-duplex>)"
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 from socket import AF_INET
+from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar
 
 from vimage.net.tunnel import Tunnel, TunnelCloner, TunnelState
@@ -33,7 +34,7 @@ GRE_TTL = 30  # FreeBSD ip_gre.c
 GRE_ENABLE_CSUM = 0x1  # ifconfig gre0 enable_csum (FreeBSD if_gre.h)
 GRE_ENABLE_SEQ = 0x2  # ifconfig gre0 enable_seq
 OPTION_NAMES = ((GRE_ENABLE_CSUM, "ENABLE_CSUM"), (GRE_ENABLE_SEQ, "ENABLE_SEQ"))
-_INNER_PROTO = {4: wgre.PROTO_IPV4, 6: wgre.PROTO_IPV6}
+_INNER_PROTO = MappingProxyType({4: wgre.PROTO_IPV4, 6: wgre.PROTO_IPV6})
 
 
 class Gre(Tunnel):
