@@ -44,7 +44,8 @@ class GifState(TunnelState):
     def input(self, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: int) -> None:
         """in_gif_input: an IPv4-in-IPv4 packet for the tunnel with outer addresses
         (dst, src); others go to raw IP (rip_input: a raw socket, or protocol unreachable)."""
-        tuns = self.softcs.get((AF_INET, dst, src))
+        softcs = self.softcs
+        tuns = softcs.get((AF_INET, dst, src)) if softcs else None
         if not tuns:
             self.stats.nomatch += 1
             self.vnet.raw.ip_input(ifp, pkt, hlen, src, dst)

@@ -74,8 +74,9 @@ class Gre(Tunnel):
         if self.options & GRE_ENABLE_SEQ:
             self.seq = seq = (self.seq + 1) & 0xFFFFFFFF
         proto = _INNER_PROTO.get(version, wgre.PROTO_IPV4)
-        return IPPROTO_GRE, wgre.build(proto, pkt, self.key, seq,
-                                       bool(self.options & GRE_ENABLE_CSUM))
+        if not self.options & GRE_ENABLE_CSUM:
+            return IPPROTO_GRE, wgre.build_header(proto, self.key, seq) + pkt
+        return IPPROTO_GRE, wgre.build(proto, pkt, self.key, seq, csum=True)
 
 
 class GreState(TunnelState):
@@ -85,7 +86,8 @@ class GreState(TunnelState):
 
     def input(self, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: int) -> None:
         """gre_input: find the tunnel, check the header, queue the inner packet."""
-        tuns = self.softcs.get((AF_INET, dst, src))
+        softcs = self.softcs
+        tuns = softcs.get((AF_INET, dst, src)) if softcs else None
         if not tuns:
             self.stats.nomatch += 1
             self.vnet.raw.ip_input(ifp, pkt, hlen, src, dst)

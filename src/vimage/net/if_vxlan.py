@@ -24,7 +24,7 @@ from __future__ import annotations
 import errno
 import zlib
 from socket import AF_INET
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vimage.net import pfil
 from vimage.net.ifnet import (
@@ -63,25 +63,34 @@ VxlanStats = counters("VxlanStats", VXLAN_STATS)
 
 
 class VxlanState:
-    """Per-vnet: the kernel sockets by (local address, port), counters."""
+    """Per-vnet: the kernel sockets by (local address, port), groups, counters. Made
+    when the vnet's first vxlan interface arrives (`state_of`): most vnets have none."""
 
-    __slots__ = ("groups", "hook", "socks", "stats", "vnet")
+    __slots__ = ("_stats", "groups", "hook", "socks", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
         self.socks: dict[tuple[int, int], VxlanSocket] = {}
         self.groups: dict[tuple[int, int], VxlanSocket] = {}  # (group, port) -> socket
-        self.stats = VxlanStats()
-        self.hook = self.group_hook  # bound once: pfil tells hooks apart by identity
+        self.hook: Any = None  # group_hook bound once (pfil tells hooks apart by identity)
+        self._stats: Any = None
+
+    @property
+    def stats(self) -> Any:
+        """Counters (VXLAN_STATS), made on first use."""
+        if self._stats is None:
+            self._stats = VxlanStats()
+        return self._stats
 
     def group_hook(self, pkt: bytes, ifp: Ifnet | None) -> bytes | None:
         """IPv4 pfil hook: take UDP datagrams to a joined group and port."""
-        if pkt[9] != PROTO_UDP or pkt[16] >> 4 != 0xE:
-            return pkt
+        if pkt[9] != PROTO_UDP or pkt[16] >> 4 != 0xE or pkt[6] & 0x3F or pkt[7]:
+            return pkt  # not UDP to a multicast group, or a fragment
         hlen = (pkt[0] & 0x0F) << 2
+        if len(pkt) < hlen + 8:
+            return pkt
         dst = int.from_bytes(pkt[16:20], "big")
-        sock = self.groups.get((dst, (pkt[hlen + 2] << 8) | pkt[hlen + 3])
-                               if len(pkt) >= hlen + 8 else None)  # type: ignore[arg-type]
+        sock = self.groups.get((dst, (pkt[hlen + 2] << 8) | pkt[hlen + 3]))
         if sock is None:
             return pkt
         src = int.from_bytes(pkt[12:16], "big")
@@ -137,8 +146,9 @@ class VxlanSocket:
         state.vnet.udp.unbind(self)
         for key in [k for k, s in state.groups.items() if s is self]:
             del state.groups[key]
-        if not state.groups:
+        if not state.groups and state.hook is not None:
             pfil.unlink(state.vnet.ip, "pfil_in", state.hook)
+            state.hook = None  # no cycle left through the bound method
 
 
 class Vxlan(EtherIfnet):
@@ -204,7 +214,7 @@ class Vxlan(EtherIfnet):
             self.flags &= ~IFF_RUNNING
             return
         vnet = self.vnet
-        state: VxlanState = vnet.vxlan
+        state = state_of(vnet)
         key = (self.local, self.lport)
         sock = state.socks.get(key)
         if sock is None:
@@ -222,6 +232,7 @@ class Vxlan(EtherIfnet):
         self.sock = sock
         if self.group:
             if not state.groups:
+                state.hook = state.group_hook
                 pfil.link(vnet.ip, "pfil_in", state.hook, order=50, name="vxlan")
             state.groups[(self.group, self.lport)] = sock
         self.flags |= IFF_RUNNING
@@ -268,8 +279,9 @@ class Vxlan(EtherIfnet):
             dst = self.remote or self.group
         span = self.port_max - self.port_min + 1
         sport = self.port_min + zlib.crc32(frame[:14]) % span  # RFC 7348 §5: a flow hash
+        # RFC 7348 §5: the UDP checksum SHOULD be zero over IPv4 (Linux's default too)
         payload = wudp.build(sport, self.rport, wvxlan.header(self.vni) + frame,  # type: ignore[arg-type]
-                             self.local, dst)
+                             self.local, dst, with_checksum=False)
         try:
             if dst == self.group:
                 return self._multicast(dst, payload)
@@ -316,7 +328,7 @@ class Vxlan(EtherIfnet):
             for old in [m for m, e in self.ftable.items() if e[1] <= now]:
                 del self.ftable[old]
             if len(self.ftable) >= self.maxaddr:
-                self.vnet.vxlan.stats.ftable_nospace += 1
+                state_of(self.vnet).stats.ftable_nospace += 1
                 return
         self.ftable[mac] = [src, expire]
 
@@ -332,12 +344,21 @@ class VxlanCloner:
             return Vxlan(vnet, next_unit(vnet, "vxlan", unit))
 
 
+def state_of(vnet: Vnet) -> VxlanState:
+    """The vnet's vxlan state, made on first use."""
+    state = vnet.vxlan
+    if state is None:
+        state = vnet.vxlan = VxlanState(vnet)
+    return state
+
+
 def vnet_attach(vnet: Vnet) -> None:
-    vnet.vxlan = VxlanState(vnet)
+    vnet.vxlan = None
 
 
 def vnet_detach(vnet: Vnet) -> None:
-    vnet.vxlan.clear()
+    if vnet.vxlan is not None:
+        vnet.vxlan.clear()
 
 
 PROTOCOL = Protocol("vxlan", 64, "vxlan", vnet_attach, vnet_detach)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import errno
 from socket import AF_INET
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from vimage.net import ether
 from vimage.net.ifnet import IFF_MULTICAST, IFF_POINTOPOINT, IFF_UP, Ifnet
@@ -45,33 +45,47 @@ TunnelStats = counters("TunnelStats", TUNNEL_STATS)
 
 
 class TunnelState:
-    """Per-vnet state of one tunnel kind: its tunnels by outer addresses, tunables."""
+    """Per-vnet state of one tunnel kind: its tunnels by outer addresses, tunables.
 
-    __slots__ = ("max_nesting", "softcs", "stack", "stats", "ttl", "vnet")
+    Every vnet has one per kind, most never use it: the table and the counters are
+    made on first use, the stack is an immutable tuple (the empty one is shared).
+    """
+
+    __slots__ = ("_stats", "max_nesting", "softcs", "stack", "ttl", "vnet")
 
     def __init__(self, vnet: Vnet, ttl: int) -> None:
         self.vnet = vnet
         # (family, local, remote) -> the tunnels with those outer addresses (gre may
-        # have several, told apart by key)
-        self.softcs: dict[tuple[int, int, int], list[Tunnel]] = {}
-        self.stack: list[Tunnel] = []  # tunnels the packet being sent is crossing
+        # have several, told apart by key); None until a tunnel is set
+        self.softcs: dict[tuple[int, int, int], list[Tunnel]] | None = None
+        self.stack: tuple[Tunnel, ...] = ()  # tunnels the packet being sent is crossing
         self.max_nesting = 1  # net.link.{gif,gre}.max_nesting
         self.ttl = ttl  # net.inet.ip.{gif,gre}ttl
-        self.stats = TunnelStats()
+        self._stats: Any = None
+
+    @property
+    def stats(self) -> Any:
+        """Counters (TUNNEL_STATS), made on first use."""
+        if self._stats is None:
+            self._stats = TunnelStats()
+        return self._stats
 
     def lookup(self, family: int, local: int, remote: int) -> list[Tunnel] | None:
-        return self.softcs.get((family, local, remote))
+        softcs = self.softcs
+        return softcs.get((family, local, remote)) if softcs else None
 
     def attach_tunnel(self, tun: Tunnel) -> None:
+        if self.softcs is None:
+            self.softcs = {}
         self.softcs.setdefault((tun.family, tun.src, tun.dst), []).append(tun)
 
     def detach_tunnel(self, tun: Tunnel) -> None:
         key = (tun.family, tun.src, tun.dst)
-        tuns = self.softcs.get(key)
+        tuns = self.softcs.get(key) if self.softcs else None
         if tuns is not None and tun in tuns:
             tuns.remove(tun)
             if not tuns:
-                del self.softcs[key]
+                del self.softcs[key]  # type: ignore[union-attr]
 
     def ifdetach(self, ifp: Ifnet) -> None:
         """An interface leaving its vnet loses its tunnel (FreeBSD gif_reassign)."""
@@ -80,8 +94,8 @@ class TunnelState:
             ifp.peers.clear()
 
     def clear(self) -> None:
-        self.softcs.clear()
-        self.stack.clear()
+        self.softcs = None
+        self.stack = ()
 
 
 class Tunnel(Ifnet):
@@ -147,16 +161,17 @@ class Tunnel(Ifnet):
             self.oerrors += 1
             return False
         proto, payload = self.encap(frame)
-        stack.append(self)
+        state.stack = (*stack, self)
         try:
             tunnel_output(self.vnet, self.family, proto, self.src, self.dst, payload,
-                          state.ttl, frame[1] & 0xFC if frame[0] >> 4 == 4 else 0)
+                          state.ttl, frame[1] & 0xFC if frame[0] >> 4 == 4 and len(frame) > 1
+                          else 0)
         except OSError:
             state.stats.noroute += 1
             self.oerrors += 1
             return False
         finally:
-            stack.pop()
+            state.stack = stack
         return True
 
     def decap(self, inner: bytes) -> None:
