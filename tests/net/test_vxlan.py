@@ -169,3 +169,24 @@ def test_destroying_the_vnet_leaves_no_socket_or_hook():
     assert a.vxlan.socks == {} and vx.sock is None and vx.ftable == {}
     assert a.udp.ports == {} and kernel.sched.pending_timers(a) == 0
     assert "100.0% packet loss" in b.cmd(f"ping -c 1 {INNER[0]}").output
+
+
+def test_two_vnis_share_one_kernel_socket_and_other_ports_work():
+    kernel, a, b = sites("vxlan")
+    for v, (here, there), me in ((a, OUTER, "10.7.0.1"), (b, OUTER[::-1], "10.7.0.2")):
+        ok(v, f"ifconfig vxlan create vxlanid 43 vxlanlocal {here} vxlanremote {there}")
+        ok(v, f"ifconfig vxlan1 inet {me}/24 up")
+        ok(v, f"ifconfig vxlan create vxlanid 44 vxlanlocal {here} vxlanremote {there} "
+              "vxlanlocalport 8472 vxlanremoteport 8472")
+        ok(v, f"ifconfig vxlan2 inet 10.8.0.{me[-1]}/24 up")
+    assert "vxlan vni 44 local 192.0.2.1:8472 remote 192.0.2.2:8472" in ok(a, "ifconfig vxlan2")
+    sockets = [line for line in ok(a, "netstat -an").splitlines() if line.startswith("udp4")]
+    assert len(sockets) == 2 and len(a.vxlan.socks) == 2
+    assert " 0.0% packet loss" in ok(a, "ping -c 1 10.7.0.2")
+    assert " 0.0% packet loss" in ok(a, "ping -c 1 10.8.0.2")
+    assert " 0.0% packet loss" in ok(a, f"ping -c 1 {INNER[1]}")
+    # the same VNI twice on one socket: the second interface does not run
+    ok(a, f"ifconfig vxlan create vxlanid 43 vxlanlocal {OUTER[0]} vxlanremote {OUTER[1]} up")
+    assert "status: no carrier" in ok(a, "ifconfig vxlan3")
+    ok(a, "ifconfig vxlan1 destroy")
+    assert len(a.vxlan.socks) == 2 and kernel.sched.errors == 0

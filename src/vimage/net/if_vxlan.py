@@ -102,6 +102,16 @@ class VxlanState:
         sock.enqueue(bytes(dgram.payload), src, dgram.sport)
         return None
 
+    def sync_hook(self) -> None:
+        """The group hook is linked while some group is joined, and only then."""
+        ip = self.vnet.ip
+        if self.groups and self.hook is None:
+            self.hook = self.group_hook
+            pfil.link(ip, "pfil_in", self.hook, order=50, name="vxlan")
+        elif not self.groups and self.hook is not None:
+            pfil.unlink(ip, "pfil_in", self.hook)
+            self.hook = None  # no cycle left through the bound method
+
     def clear(self) -> None:
         for sock in list(self.socks.values()):
             sock.close()
@@ -146,9 +156,7 @@ class VxlanSocket:
         state.vnet.udp.unbind(self)
         for key in [k for k, s in state.groups.items() if s is self]:
             del state.groups[key]
-        if not state.groups and state.hook is not None:
-            pfil.unlink(state.vnet.ip, "pfil_in", state.hook)
-            state.hook = None  # no cycle left through the bound method
+        state.sync_hook()
 
 
 class Vxlan(EtherIfnet):
@@ -231,10 +239,8 @@ class Vxlan(EtherIfnet):
         sock.vnis[self.vni] = self
         self.sock = sock
         if self.group:
-            if not state.groups:
-                state.hook = state.group_hook
-                pfil.link(vnet.ip, "pfil_in", state.hook, order=50, name="vxlan")
             state.groups[(self.group, self.lport)] = sock
+            state.sync_hook()
         self.flags |= IFF_RUNNING
 
     def _close(self) -> None:
@@ -247,6 +253,9 @@ class Vxlan(EtherIfnet):
             del sock.vnis[self.vni]  # type: ignore[arg-type]
         if not sock.vnis:
             sock.close()
+        elif self.group and not any(v.group == self.group for v in sock.vnis.values()):
+            sock.state.groups.pop((self.group, self.lport), None)  # the last one leaves
+            sock.state.sync_hook()
 
     def close_device(self) -> None:
         self._close()

@@ -117,8 +117,9 @@ class Tunnel(Ifnet):
 
     # -- configuration ------------------------------------------------------------------
     def set_tunnel(self, src: int, dst: int, family: int = AF_INET) -> None:
-        """`ifconfig IF tunnel SRC DST`. EADDRINUSE if a tunnel of this kind with those
-        outer addresses exists and this kind cannot tell them apart (gif_set_tunnel)."""
+        """`ifconfig IF tunnel SRC DST`. EADDRNOTAVAIL if a tunnel of this kind with those
+        outer addresses exists and this kind cannot tell them apart (FreeBSD's
+        in_gif_checkdup)."""
         if not src or not dst:
             raise OSError(errno.EADDRNOTAVAIL, "tunnel addresses must be set")
         state: TunnelState = getattr(self.vnet, self.SLOT)
@@ -161,11 +162,12 @@ class Tunnel(Ifnet):
             self.oerrors += 1
             return False
         proto, payload = self.encap(frame)
+        # the outer TOS is the inner one without ECN (ip_ecn_ingress, ECN_NOCARE)
+        tos = frame[1] & 0xFC if len(frame) > 1 and frame[0] >> 4 == 4 else 0
         state.stack = (*stack, self)
         try:
             tunnel_output(self.vnet, self.family, proto, self.src, self.dst, payload,
-                          state.ttl, frame[1] & 0xFC if frame[0] >> 4 == 4 and len(frame) > 1
-                          else 0)
+                          state.ttl, tos)
         except OSError:
             state.stats.noroute += 1
             self.oerrors += 1
