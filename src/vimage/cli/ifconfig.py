@@ -6,6 +6,7 @@
                 [up | down] [mtu N] [ether | lladdr MAC] [promisc | -promisc]
                 [vnet NAME | -vnet NAME] [destroy]
     ifconfig epair[N] | lo[N] | tap[N] create [netns LINUX_NETNS] [parameters...]
+    ifconfig gif[N] | gre[N] | vxlan[N] create [parameters...]  (see ifconfig_tunnel.py)
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ usage: ifconfig [-a] [-du] [address_family]
        ifconfig interface destroy
        ifconfig interface -vnet vnet
 address_family: inet, ether; parameters: up, down, mtu n, ether mac, [-]promisc
+tunnels (gif, gre, vxlan): tunnel src dst | -tunnel, [inet] address dest_address,
+       grekey key, [-]enable_csum, [-]enable_seq, vxlanid vni, vxlanlocal address,
+       vxlanremote address, vxlangroup address, vxlandev interface, vxlanlocalport port,
+       vxlanremoteport port, vxlanportrange low high, vxlanttl ttl, [-]vxlanlearn,
+       vxlantimeout seconds, vxlanmaxaddr n, vxlanflush, vxlanflushall
 """
 
 
