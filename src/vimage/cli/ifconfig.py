@@ -66,11 +66,11 @@ usage: ifconfig [-a] [-du] [address_family]
        ifconfig interface destroy
        ifconfig interface -vnet vnet
 address_family: inet, ether; parameters: up, down, mtu n, ether mac, [-]promisc
-tunnels (gif, gre, vxlan): tunnel src dst | -tunnel, [inet] address dest_address,
-       grekey key, [-]enable_csum, [-]enable_seq, vxlanid vni, vxlanlocal address,
-       vxlanremote address, vxlangroup address, vxlandev interface, vxlanlocalport port,
-       vxlanremoteport port, vxlanportrange low high, vxlanttl ttl, [-]vxlanlearn,
-       vxlantimeout seconds, vxlanmaxaddr n, vxlanflush, vxlanflushall
+tunnels (gif, gre, vxlan): tunnel src dst, -tunnel, [inet] address dest_address,
+       grekey key, [-]enable_csum, [-]enable_seq, vxlanid vni, vxlanlocal addr,
+       vxlanremote addr, vxlangroup addr, vxlandev interface, vxlanlocalport port,
+       vxlanremoteport port, vxlanportrange low high, vxlanttl ttl,
+       [-]vxlanlearn, vxlantimeout seconds, vxlanmaxaddr n, vxlanflush[all]
 """
 
 
