@@ -68,7 +68,7 @@ usage: ifconfig [-a] [-du] [address_family]
 address_family: inet, ether; parameters: up, down, mtu n, ether mac, [-]promisc
 tunnels (gif, gre, vxlan): tunnel src dst, -tunnel, [inet] address dest_address,
        grekey key, [-]enable_csum, [-]enable_seq, vxlanid vni, vxlanlocal addr,
-       vxlanremote addr, vxlangroup addr, vxlandev interface, vxlanlocalport port,
+       vxlanremote addr, vxlangroup addr, vxlandev if, vxlanlocalport port,
        vxlanremoteport port, vxlanportrange low high, vxlanttl ttl,
        [-]vxlanlearn, vxlantimeout seconds, vxlanmaxaddr n, vxlanflush[all]
 """
