@@ -6,6 +6,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import IP
 from scapy.layers.l2 import GRE, Ether
 
@@ -146,3 +149,27 @@ def test_default_route_through_the_tunnel_is_a_loop_not_a_crash():
     ok(a, "route add default 10.0.0.2")
     assert "100.0% packet loss" in a.cmd("ping -c 3 10.0.0.2").output
     assert a.gre.stats.loops == 3 and kernel.sched.errors == 0
+
+
+@pytest.fixture(scope="module")
+def gre_world():
+    return sites("gre", "grekey 3")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=64), st.sampled_from([0x0000, 0x2000, 0x3000, 0xB000, 0x8000]))
+def test_fuzzed_gre_never_raises_out_of_the_loop(gre_world, body, flags):
+    kernel, _, b = gre_world
+    _inject(b, OUTER[0], OUTER[1], flags.to_bytes(2, "big") + b"\x08\x00" + body)
+    kernel.run(0.01)
+    assert kernel.sched.errors == 0
+
+
+def test_same_seed_same_bytes_through_gre():
+    def trace() -> list[bytes]:
+        kernel, a, b = sites("gre", "grekey 9 enable_seq enable_csum", seed=5)
+        cap = open_capture(a.ifaces["epair0a"], keep=True)
+        tcp_transfer(a, b, INNER[1], 20_000)
+        cap.close()
+        return [frame for _, frame in cap.packets]
+    assert trace() == trace()

@@ -6,6 +6,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
@@ -190,3 +193,27 @@ def test_two_vnis_share_one_kernel_socket_and_other_ports_work():
     assert "status: no carrier" in ok(a, "ifconfig vxlan3")
     ok(a, "ifconfig vxlan1 destroy")
     assert len(a.vxlan.socks) == 2 and kernel.sched.errors == 0
+
+
+@pytest.fixture(scope="module")
+def vxlan_world():
+    return sites("vxlan")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=80), st.sampled_from([0x00, 0x08, 0xFF]))
+def test_fuzzed_vxlan_never_raises_out_of_the_loop(vxlan_world, body, flags):
+    kernel, _, b = vxlan_world
+    _inject_udp(b, OUTER[0], OUTER[1], bytes((flags, 0, 0, 0, 0, 0, 42, 0)) + body)
+    kernel.run(0.01)
+    assert kernel.sched.errors == 0
+
+
+def test_same_seed_same_bytes_through_vxlan():
+    def trace() -> list[bytes]:
+        kernel, a, b = sites("vxlan", seed=5)
+        cap = open_capture(a.ifaces["epair0a"], keep=True)
+        tcp_transfer(a, b, INNER[1], 20_000)
+        cap.close()
+        return [frame for _, frame in cap.packets]
+    assert trace() == trace()
