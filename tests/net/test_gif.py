@@ -121,3 +121,17 @@ def test_moving_a_gif_drops_its_tunnel_and_addresses():
     gif = c.ifaces["gif0"]
     assert gif.dst == 0 and gif.peers == {} and not a.gif.softcs
     assert "tunnel" not in ok(c, "ifconfig gif0")
+
+
+def test_point_to_point_address_replace_alias_delete():
+    _, a, _ = sites("gif")
+    ok(a, "ifconfig gif0 inet 10.1.0.1 10.1.0.2 netmask 255.255.255.0")
+    lines = ok(a, "ifconfig gif0").splitlines()
+    assert "\tinet 10.1.0.1 --> 10.1.0.2 netmask 0xffffffff" in lines
+    assert not any("10.0.0.1" in line for line in lines)  # replaced
+    ok(a, "ifconfig gif0 inet 10.2.0.1 10.2.0.2 alias")
+    assert "\tinet 10.1.0.1 --> 10.1.0.2 netmask 0xffffffff" in ok(a, "ifconfig gif0")
+    ok(a, "ifconfig gif0 inet 10.1.0.1 delete")
+    out = ok(a, "ifconfig gif0")
+    assert "10.1.0.1" not in out and "\tinet 10.2.0.1 --> 10.2.0.2 netmask 0xffffffff" in out
+    assert "10.1.0.2" not in ok(a, "netstat -rn")  # the peer route went with it

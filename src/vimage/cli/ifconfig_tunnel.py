@@ -121,22 +121,25 @@ def _configure_tunnel(ifp: Tunnel, params: list[str]) -> list[str]:
 
 
 def _p2p_addresses(ifp: Tunnel, addrs: list[int], rest: list[str]) -> list[str]:
-    """`inet A B`: a point-to-point address; `A delete`; one address alone is ifconfig's."""
+    """`[inet] A B [alias]`: a point-to-point address (replacing the first one unless
+    `alias`); `A [B] delete` removes it; one address alone is ifconfig's business."""
+    if any(w in _DELETE_WORDS for w in rest) and addrs and addrs[0] in ifp.peers:
+        _apply(lambda: del_p2p_addr(ifp, addrs[0]), "SIOCDIFADDR")
+        return [w for w in rest if w not in _DELETE_WORDS and w != "inet"]
     if len(addrs) == 1:
-        if any(w in _DELETE_WORDS for w in rest) and addrs[0] in ifp.peers:
-            _apply(lambda: del_p2p_addr(ifp, addrs[0]), "SIOCDIFADDR")
-            return [w for w in rest if w not in _DELETE_WORDS and w != "inet"]
         return [*rest, ntoa(addrs[0])]
     if len(addrs) > 2:
         raise ToolError(f"{ntoa(addrs[2])}: only one address pair per command")
     if addrs:
-        rest = [w for w in rest if w != "inet"]
+        alias = any(w in ("alias", "add") for w in rest)
+        rest = [w for w in rest if w not in ("inet", "alias", "add")]
         for i, word in enumerate(rest):
             if word == "netmask":  # a point-to-point address is a /32 whatever the mask
                 del rest[i:i + 2]
                 break
-        for old in [a for a in ifp.peers if a != addrs[0]]:
-            del_p2p_addr(ifp, old)  # without `alias` the address is replaced
+        if not alias:  # without `alias` the address is replaced
+            for old in [a for a in ifp.peers if a != addrs[0]]:
+                del_p2p_addr(ifp, old)
         _apply(lambda: add_p2p_addr(ifp, addrs[0], addrs[1]), "SIOCAIFADDR")
         if not ifp.up:
             ifp.set_up(True)
