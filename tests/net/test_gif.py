@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
+
+import pytest
 
 from vimage.net.bpf import open_capture
 from vimage.wire import ipv4
@@ -135,3 +138,15 @@ def test_point_to_point_address_replace_alias_delete():
     out = ok(a, "ifconfig gif0")
     assert "10.1.0.1" not in out and "\tinet 10.2.0.1 --> 10.2.0.2 netmask 0xffffffff" in out
     assert "10.1.0.2" not in ok(a, "netstat -rn")  # the peer route went with it
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+def test_tshark_decodes_ip_in_ip(tmp_path):
+    _, a, _ = sites("gif")
+    path = str(tmp_path / "outer.pcap")
+    with open_capture(a.ifaces["epair0a"], path, filter="proto 4"):
+        ok(a, f"ping -c 2 {INNER[1]}")
+    rows = tu.tshark(path, "frame.protocols", "ip.proto", "ip.ttl")
+    assert len(rows) == 4
+    assert all(r[0] == "eth:ethertype:ip:ip:icmp:data" and r[1].startswith("4,1")
+               for r in rows), rows

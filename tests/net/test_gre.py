@@ -4,6 +4,7 @@ scapy; malformed and unmatched GRE counted and dropped; nesting and loops."""
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,20 @@ def test_same_seed_same_bytes_through_gre():
         cap.close()
         return [frame for _, frame in cap.packets]
     assert trace() == trace()
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+def test_tshark_decodes_gre_with_key_sequence_and_checksum(tmp_path):
+    _, a, _ = sites("gre", "grekey 42 enable_seq enable_csum")
+    outer, inner = str(tmp_path / "outer.pcap"), str(tmp_path / "gre0.pcap")
+    with open_capture(a.ifaces["epair0a"], outer, filter="proto 47"), \
+            open_capture(a.ifaces["gre0"], inner):
+        ok(a, f"ping -c 2 {INNER[1]}")
+    rows = tu.tshark(outer, "frame.protocols", "gre.key", "gre.sequence_number",
+                     "gre.checksum.status")
+    assert len(rows) == 4
+    for protocols, key, _, csum in rows:
+        assert protocols == "eth:ethertype:ip:gre:ip:icmp:data" and key == "0x0000002a"
+        assert csum == "1"  # Wireshark PROTO_CHECKSUM_E_GOOD
+    assert sorted(int(r[2]) for r in rows) == [1, 1, 2, 2]
+    assert [r[0] for r in tu.tshark(inner, "frame.protocols")] == ["null:ip:icmp:data"] * 4

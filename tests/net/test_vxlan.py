@@ -4,6 +4,7 @@ timeout, size, flush); malformed datagrams; multicast groups; teardown."""
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,14 @@ def test_same_seed_same_bytes_through_vxlan():
         cap.close()
         return [frame for _, frame in cap.packets]
     assert trace() == trace()
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+def test_tshark_decodes_vxlan(tmp_path):
+    _, a, _ = sites("vxlan")
+    path = str(tmp_path / "outer.pcap")
+    with open_capture(a.ifaces["epair0a"], path, filter="udp port 4789"):
+        ok(a, f"ping -c 2 {INNER[1]}")
+    rows = tu.tshark(path, "frame.protocols", "vxlan.vni", "udp.dstport")
+    inner = ["eth:ethertype:arp"] * 2 + ["eth:ethertype:ip:icmp:data"] * 4  # ARP, then pings
+    assert rows == [[f"eth:ethertype:ip:udp:vxlan:{p}", "42", "4789"] for p in inner]

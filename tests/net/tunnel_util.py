@@ -63,3 +63,19 @@ def tcp_transfer(a: Vnet, b: Vnet, dst: str, size: int, port: int = 5001) -> byt
         s.close()
     assert bytes(got) == data
     return bytes(got)
+
+
+def tshark(path: str, *fields: str) -> list[list[str]]:
+    """tshark's decoding of a pcap file: one row of `fields` per frame (checksums
+    checked); fails on anything tshark calls malformed or bad."""
+    import subprocess
+
+    checks = ("-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE",
+              "-o", "tcp.check_checksum:TRUE")
+    full = subprocess.run(["tshark", "-r", path, "-V", *checks], capture_output=True,
+                          text=True, timeout=120, check=True).stdout
+    assert "Malformed" not in full and "Checksum Status: Bad" not in full, full
+    out = subprocess.run(["tshark", "-r", path, *checks, "-T", "fields", "-E", "separator=|",
+                          *(x for f in fields for x in ("-e", f))],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    return [line.split("|") for line in out.splitlines()]
