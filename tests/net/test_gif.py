@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from vimage.kernel import Kernel
 from vimage.net.bpf import open_capture
+from vimage.topo import add_route, connect
 from vimage.wire import ipv4
 
 # the helpers shared by the tunnel tests (tests are not a package: load it by path)
@@ -150,3 +152,21 @@ def test_tshark_decodes_ip_in_ip(tmp_path):
     assert len(rows) == 4
     assert all(r[0] == "eth:ethertype:ip:ip:icmp:data" and r[1].startswith("4,1")
                for r in rows), rows
+
+
+def test_overlay_across_a_router_decrements_only_the_outer_ttl():
+    kernel = Kernel(clock="virtual", seed=2)
+    a, r, b = kernel.create("a"), kernel.create("r"), kernel.create("b")
+    connect(a, "198.51.100.1/24", r, "198.51.100.254/24")
+    connect(r, "203.0.113.254/24", b, "203.0.113.1/24")
+    ok(r, "sysctl net.inet.ip.forwarding=1")
+    add_route(a, "default", "198.51.100.254")
+    add_route(b, "default", "203.0.113.254")
+    for v, here, there, me, peer in ((a, "198.51.100.1", "203.0.113.1", "10.0.0.1", "10.0.0.2"),
+                                     (b, "203.0.113.1", "198.51.100.1", "10.0.0.2", "10.0.0.1")):
+        ok(v, f"ifconfig gif0 create tunnel {here} {there}")
+        ok(v, f"ifconfig gif0 inet {me} {peer}")
+    out = ok(a, "ping -c 2 10.0.0.2")
+    assert "64 bytes from 10.0.0.2: icmp_seq=0 ttl=64" in out  # the router is not a hop
+    assert r.ip.stats.forward == 4  # it forwarded the outer packets
+    assert len(tcp_transfer(a, b, "10.0.0.2", 50_000)) == 50_000

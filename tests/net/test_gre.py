@@ -191,3 +191,11 @@ def test_tshark_decodes_gre_with_key_sequence_and_checksum(tmp_path):
         assert csum == "1"  # Wireshark PROTO_CHECKSUM_E_GOOD
     assert sorted(int(r[2]) for r in rows) == [1, 1, 2, 2]
     assert [r[0] for r in tu.tshark(inner, "frame.protocols")] == ["null:ip:icmp:data"] * 4
+
+
+def test_moving_a_gre_interface_drops_its_tunnel_keeps_its_key():
+    kernel, a, _ = sites("gre", "grekey 5")
+    c = kernel.create("c")
+    ok(a, "ifconfig gre0 vnet c")
+    gre = c.ifaces["gre0"]
+    assert gre.dst == 0 and not a.gre.softcs and gre.key == 5

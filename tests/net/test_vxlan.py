@@ -229,3 +229,12 @@ def test_tshark_decodes_vxlan(tmp_path):
     rows = tu.tshark(path, "frame.protocols", "vxlan.vni", "udp.dstport")
     inner = ["eth:ethertype:arp"] * 2 + ["eth:ethertype:ip:icmp:data"] * 4  # ARP, then pings
     assert rows == [[f"eth:ethertype:ip:udp:vxlan:{p}", "42", "4789"] for p in inner]
+
+
+def test_moving_a_vxlan_interface_releases_its_socket():
+    kernel, a, _ = sites("vxlan")
+    c = kernel.create("c")
+    ok(a, "ifconfig vxlan0 vnet c")
+    vx = c.ifaces["vxlan0"]
+    assert vx.sock is None and not a.vxlan.socks and 4789 not in a.udp.ports
+    assert "status: no carrier" in ok(c, "ifconfig vxlan0")
