@@ -165,7 +165,7 @@ def create(vnet: Vnet, name: str, netns: str | None = None) -> Ifnet:
     match = _CLONER_RE.match(name)
     if match is None:
         raise ToolError(f"SIOCIFCREATE2 ({name}): cannot create: the name must be"
-                        " epair[N], lo[N] or tap[N]")
+                        " epair[N], lo[N], tap[N], gif[N], gre[N] or vxlan[N]")
     if netns is not None and match.group(1) != "tap":
         raise UsageError("netns applies to tap interfaces only")
     kind, digits = match.groups()
