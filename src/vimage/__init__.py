@@ -19,7 +19,10 @@ from vimage.aio import VimageEventLoop, run, service, spawn
 from vimage.context import get_vnet
 from vimage.kernel import Kernel
 from vimage.net import if_bridge as _if_bridge
+from vimage.net import if_gif as _if_gif
+from vimage.net import if_gre as _if_gre
 from vimage.net import if_vlan as _if_vlan
+from vimage.net import if_vxlan as _if_vxlan
 from vimage.net import ifnet as _ifnet
 from vimage.net import route as _route
 from vimage.net import rtsock as _rtsock
@@ -44,6 +47,9 @@ Kernel.standard_protocols = (
     _replace(_in_proto.RAW, sockets=((SOCK_RAW, Socket),)),
     _dummynet.PROTOCOL,
     _replace(_ip_divert.PROTOCOL, sockets=((SOCK_RAW, DivertSocket),)),
+    _if_gif.PROTOCOL,  # IPPROTO_IPV4 input
+    _if_gre.PROTOCOL,  # IPPROTO_GRE input
+    _if_vxlan.PROTOCOL,
     _netdb.PROTOCOL,
     _ifnet.PROTOCOL,
     _nat.PROTOCOL,
@@ -53,6 +59,9 @@ Kernel.standard_cloners = (
     ("bridge", _if_bridge.BridgeCloner),
     ("hub", _if_bridge.HubCloner),
     ("vlan", _if_vlan.VlanCloner),
+    ("gif", _if_gif.GifCloner),
+    ("gre", _if_gre.GreCloner),
+    ("vxlan", _if_vxlan.VxlanCloner),
 )
 
 __all__ = ["Kernel", "VimageEventLoop", "Vnet", "get_vnet", "run", "service", "spawn"]

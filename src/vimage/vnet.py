@@ -56,6 +56,8 @@ class Vnet:
         "ether_fast",
         "ether_fast_type",
         "ethertypes",
+        "gif",
+        "gre",
         "hosts",
         "icmp",
         "ifaces",
@@ -74,6 +76,7 @@ class Vnet:
         "serial",
         "tcp",
         "udp",
+        "vxlan",
     )
 
     def __init__(self, kernel: Kernel, name: str, parent: Vnet | None) -> None:

@@ -8,6 +8,7 @@
     ifconfig epair[N] | lo[N] | tap[N] create [netns LINUX_NETNS] [parameters...]
     ifconfig bridge[N] | hub[N] create [bridge parameters...]; ifconfig bridgeN addr
     ifconfig vlan[N] create [vlan VID vlandev PARENT] [vlanpcp N]; ifconfig PARENT.VID create
+    ifconfig gif[N] | gre[N] | vxlan[N] create [parameters...]  (see ifconfig_tunnel.py)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.cli import Context, ToolError, UsageError
+from vimage.cli import ifconfig_tunnel as tunnel_cli
 from vimage.cli._util import (
     classful_plen,
     getopts,
@@ -76,6 +78,11 @@ bridge (and hub) parameters: addm if, deletem if, [-]learn if, [-]discover if,
        [-]private if, [-]span if, static if mac, deladdr mac, flush, flushall,
        maxaddr n, timeout s, ifmaxaddr if n; ifconfig bridgeN addr
 vlan parameters: vlan vid, vlandev if, -vlandev, vlanpcp n, vlanproto 802.1q
+tunnels (gif, gre, vxlan): tunnel src dst, -tunnel, [inet] address dest_address,
+       grekey key, [-]enable_csum, [-]enable_seq, vxlanid vni, vxlanlocal addr,
+       vxlanremote addr, vxlangroup addr, vxlandev if, vxlanlocalport port,
+       vxlanremoteport port, vxlanportrange low high, vxlanttl ttl,
+       [-]vxlanlearn, vxlantimeout seconds, vxlanmaxaddr n, vxlanflush[all]
 """
 
 
@@ -145,11 +152,13 @@ def flag_word(ifp: Ifnet) -> str:
 def render(ifp: Ifnet, family: str | None = None) -> list[str]:
     """The lines `ifconfig IF` prints; `family` limits them to inet or link addresses."""
     lines = [f"{ifp.name}: {flag_word(ifp)} metric 0 mtu {ifp.mtu}"]
+    lines += tunnel_cli.head_lines(ifp)  # gif, gre: `tunnel inet A --> B`
     if ifp.mac is not None and family in (None, "ether", "link", "lladdr"):
         lines.append(f"\tether {ifp.mac.hex(':')}")
     if family in (None, "inet"):
         for ia in ifp.addrs:
-            line = f"\tinet {ntoa(ia.addr)} netmask {mask_hex(ia.plen)}"
+            peer = tunnel_cli.inet_peer(ifp, ia)  # a point-to-point address: ` --> B`
+            line = f"\tinet {ntoa(ia.addr)}{peer} netmask {mask_hex(ia.plen)}"
             if ia.broadcast and not ifp.is_loopback:
                 line += f" broadcast {ntoa(ia.broadcast)}"
             lines.append(line)
@@ -164,18 +173,23 @@ def render(ifp: Ifnet, family: str | None = None) -> list[str]:
         lines.extend(l2_status_lines(ifp))
         lines.append(f"\tgroups: {ifp.kind}")
         lines.extend(l2_trailer_lines(ifp, lines))
+        lines += tunnel_cli.tail_lines(ifp)  # gre key and options, vxlan configuration
     return lines
 
 
 # -- cloning --------------------------------------------------------------------------
 def create(vnet: Vnet, name: str, netns: str | None = None) -> Ifnet:
     """`ifconfig epair[N] | lo[N] | tap[N] create`; returns the (a-end) interface."""
+    tunnel = tunnel_cli.create(vnet, name)  # gif, gre, vxlan
+    if tunnel is not None:
+        return tunnel
     match = _CLONER_RE.match(name)
     if match is None and "." in name:
         return _create_dotted_vlan(vnet, name)
     if match is None:
         raise ToolError(f"SIOCIFCREATE2 ({name}): cannot create: the name must be"
-                        " epair[N], lo[N], tap[N], bridge[N], hub[N], vlan[N] or IF.VID")
+                        " epair[N], lo[N], tap[N], bridge[N], hub[N], vlan[N], gif[N], gre[N],"
+                        " vxlan[N] or IF.VID")
     if netns is not None and match.group(1) != "tap":
         raise UsageError("netns applies to tap interfaces only")
     kind, digits = match.groups()
@@ -290,6 +304,7 @@ def configure(ctx: Context, ifp: Ifnet, params: list[str]) -> None:
         params = _bridge_params(ifp, params)
     elif isinstance(ifp, Vlan):
         params = _vlan_params(ifp, params)
+    params = tunnel_cli.configure(ifp, params)  # gif, gre, vxlan parameters
     if not params:
         return
     req = _parse(params)
