@@ -21,6 +21,7 @@ from vimage.kernel import Kernel
 from vimage.net import ifnet as _ifnet
 from vimage.net import route as _route
 from vimage.netinet import in_proto as _in_proto
+from vimage.netinet6 import in6_proto as _in6_proto
 from vimage.socket.socket import SOCK_DGRAM, SOCK_RAW, SOCK_STREAM, Socket
 from vimage.socket.tcp_socket import TcpSocket
 from vimage.vnet import Vnet
@@ -31,6 +32,7 @@ Kernel.standard_protocols = (
     _replace(_in_proto.UDP, sockets=((SOCK_DGRAM, Socket),)),
     _replace(_in_proto.TCP, sockets=((SOCK_STREAM, TcpSocket),)),
     _replace(_in_proto.RAW, sockets=((SOCK_RAW, Socket),)),
+    *_in6_proto.PROTOCOLS,  # route6, ip6, nd6, icmp6
     _netdb.PROTOCOL,
     _ifnet.PROTOCOL,
 )

@@ -27,6 +27,10 @@ FLAG_LETTERS: tuple[tuple[int, str], ...] = (
 )
 
 MASKS: tuple[int, ...] = tuple((0xFFFFFFFF << (32 - p)) & 0xFFFFFFFF for p in range(33))
+MASKS6: tuple[int, ...] = tuple(((1 << 128) - 1) << (128 - p) & ((1 << 128) - 1)
+                                for p in range(129))
+"""IPv6's prefix masks: a table made with `RouteTable(width=128)` and its routes
+(`Route(..., width=128)`) use these (vimage.netinet6 keeps such a table in `vnet.rt6`)."""
 _CACHE_LIMIT = 4096
 
 
@@ -34,11 +38,11 @@ class Route:
     __slots__ = ("dst", "flags", "gateway", "ifa", "ifp", "mtu", "plen", "use")
 
     def __init__(self, dst: int, plen: int, ifp: Ifnet, flags: int, gateway: int = 0,
-                 ifa: InAddr | None = None, mtu: int = 0) -> None:
-        self.dst = dst & MASKS[plen]
+                 ifa: InAddr | None = None, mtu: int = 0, width: int = 32) -> None:
+        self.dst = dst & (MASKS if width == 32 else MASKS6)[plen]
         self.plen = plen
         self.ifp = ifp
-        self.flags = flags | RTF_UP | (RTF_HOST if plen == 32 else 0)
+        self.flags = flags | RTF_UP | (RTF_HOST if plen == width else 0)
         self.gateway = gateway
         self.ifa = ifa
         self.mtu = mtu
@@ -55,9 +59,10 @@ def flag_string(flags: int) -> str:
 class RouteTable:
     """Prefixes bucketed by length; a per-destination cache makes forwarding O(1)."""
 
-    __slots__ = ("_by_len", "_cache", "_lens")
+    __slots__ = ("_by_len", "_cache", "_lens", "_masks")
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = 32) -> None:
+        self._masks = MASKS if width == 32 else MASKS6
         self._by_len: dict[int, dict[int, Route]] = {}
         self._lens: tuple[int, ...] = ()
         self._cache: dict[int, Route] = {}
@@ -67,8 +72,9 @@ class RouteTable:
         if route is not None:
             return route
         by_len = self._by_len
+        masks = self._masks
         for plen in self._lens:
-            route = by_len[plen].get(dst & MASKS[plen])
+            route = by_len[plen].get(dst & masks[plen])
             if route is not None:
                 cache = self._cache
                 if len(cache) >= _CACHE_LIMIT:
@@ -79,7 +85,7 @@ class RouteTable:
 
     def get(self, dst: int, plen: int) -> Route | None:
         bucket = self._by_len.get(plen)
-        return bucket.get(dst & MASKS[plen]) if bucket else None
+        return bucket.get(dst & self._masks[plen]) if bucket else None
 
     def add(self, route: Route) -> Route:
         bucket = self._by_len.get(route.plen)
@@ -94,7 +100,7 @@ class RouteTable:
 
     def delete(self, dst: int, plen: int) -> Route:
         bucket = self._by_len.get(plen)
-        route = bucket.pop(dst & MASKS[plen], None) if bucket else None
+        route = bucket.pop(dst & self._masks[plen], None) if bucket else None
         if route is None:
             raise OSError(errno.ESRCH, "not in table")
         if not bucket:
