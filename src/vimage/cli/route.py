@@ -7,6 +7,8 @@
     route [-n] delete DEST[/LEN]
     route [-n] get | show DEST
     route [-n] flush
+    route -6 | add -inet6 ...: the same commands for IPv6 (`route add -inet6 default
+                               fe80::1%epair0a`, `route -6 add 2001:db8:1::/48 GW`)
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from vimage.cli import Context, ToolError, UsageError
+from vimage.cli import Context, ToolError, UsageError, _inet6
 from vimage.cli._util import getopts, parse_addr, parse_netmask, parse_plen
 from vimage.net.route import (
     MASKS,
@@ -53,7 +55,8 @@ usage: route [-46dnqtv] command [[modifiers] args]
        route delete destination[/len]
        route get | show destination
        route flush
-modifiers: -netmask mask, -blackhole, -reject, -interface, -mtu n
+       route -6 command ... | route command -inet6 ...
+modifiers: -netmask mask, -prefixlen len (inet6), -blackhole, -reject, -interface, -mtu n
 """
 
 
@@ -67,6 +70,8 @@ def main(ctx: Context, argv: list[str]) -> int:
         raise UsageError(f"bad command '{cmd}'", synopsis=True)
     out: Callable[..., None] = _silent if quiet else ctx.print
     vnet = ctx.vnet
+    if any(o == "-6" for o, _ in opts) or "-inet6" in rest:  # IPv6: vimage.cli._inet6
+        return _inet6.route_main(out if cmd != "get" else ctx.print, vnet, cmd, rest)
     if cmd == "flush":
         return flush(vnet, rest, out)
     req = _parse(cmd, rest)

@@ -9,6 +9,7 @@ as rip6_input would pass it to raw sockets.
 from __future__ import annotations
 
 from socket import AF_INET6
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage import protosw
@@ -36,13 +37,13 @@ SYSCTLS: tuple[Oid, ...] = oids("net.inet6.icmp6", "icmp6", (
 ))
 
 # netstat's histogram labels (usr.bin/netstat/inet6.c icmp6names), by type
-_NAMES = {
+_NAMES = MappingProxyType({
     1: "destination unreachable", 2: "packet too big", 3: "time exceed",
     4: "parameter problem", 128: "echo", 129: "echo reply", 130: "multicast listener query",
     131: "MLDv1 listener report", 132: "multicast listener done",
     133: "router solicitation", 134: "router advertisement", 135: "neighbor solicitation",
     136: "neighbor advertisement", 137: "redirect", 143: "MLDv2 listener report",
-}
+})
 TYPE_NAMES: tuple[str, ...] = tuple(_NAMES.get(t, "") for t in range(256))
 
 STAT_LINES: tuple[tuple[str, str], ...] = (  # netstat/inet6.c icmp6_stats, in its order
@@ -66,7 +67,7 @@ STAT_LINES: tuple[tuple[str, str], ...] = (  # netstat/inet6.c icmp6_stats, in i
 )
 
 _ND_ROUTER_TYPES = frozenset({wicmp6.ROUTER_SOLICIT, wicmp6.ROUTER_ADVERT, wicmp6.REDIRECT})
-_PARSE_DROPS = {"badsum": "checksum", "": "tooshort"}
+_PARSE_DROPS = MappingProxyType({"badsum": "checksum", "": "tooshort"})
 
 _Counters = counters("_Icmp6Counters", tuple(name for name, _ in STAT_LINES))
 
