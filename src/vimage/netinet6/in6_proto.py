@@ -41,13 +41,13 @@ RT6 = Protocol("route6", 11, "rt6", _rt6_attach, _rt6_detach)
 IP6 = Protocol(
     "ip6", 21, "ip6", ip6.vnet_attach, ip6.vnet_detach, domain=AF_INET6,
     ethertype=ETHERTYPE_IPV6, input=ip6.Ip6State.input, sysctls=ip6.SYSCTLS,
-    stats=ip6.STAT_LINES, stats_order=31, add_addr=in6.in6_add_addr_text,
+    stats=ip6.STAT_LINES, stats_order=60, add_addr=in6.in6_add_addr_text,
     ifattach=in6.in6_ifattach, ifdetach=_ip6_ifdetach, ifup=in6.in6_ifup)
 ND6 = Protocol("nd6", 31, "nd6", nd6.vnet_attach, nd6.vnet_detach, sysctls=nd6.SYSCTLS)
 ICMP6 = Protocol(
     "icmp6", 41, "icmp6", icmp6.vnet_attach, icmp6.vnet_detach, domain=AF_INET6,
     protocol=NXT_ICMPV6, input=icmp6.Icmp6State.input, sysctls=icmp6.SYSCTLS,
-    stats=icmp6.STAT_LINES, stats_order=41)
+    stats=icmp6.STAT_LINES, stats_order=70)
 
 PROTOCOLS: tuple[Protocol, ...] = (RT6, IP6, ND6, ICMP6)
 """The IPv6 family in attach order (no socket factories yet)."""
