@@ -69,12 +69,14 @@ usage: ifconfig [-a] [-du] [address_family]
        ifconfig interface [inet] address[/len] [netmask mask] [broadcast addr]
                 [alias | -alias | delete] [parameters]
        ifconfig interface inet6 address[/len] [prefixlen len]
-                [alias | -alias | delete] [[-]auto_linklocal] [[-]nud] [[-]no_dad]
+                [alias | -alias | delete] [[-]auto_linklocal] [[-]nud]
+                [[-]no_dad]
        ifconfig interface [parameters]
        ifconfig interface create [netns linux_netns] [parameters]
        ifconfig interface destroy
        ifconfig interface -vnet vnet
-address_family: inet, inet6, ether; parameters: up, down, mtu n, ether mac, [-]promisc
+address_family: inet, inet6, ether
+parameters: up, down, mtu n, ether mac, [-]promisc
 """
 
 

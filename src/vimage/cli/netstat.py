@@ -54,7 +54,8 @@ usage: netstat [-aLn] [-f address_family] [-p protocol]
        netstat -i [-bdn] [-I interface]
        netstat -r [-n] [-f address_family]
        netstat -s [-sz] [-p protocol]
-protocol: tcp, udp, ip, icmp (and arp, ip6, icmp6 with -s); address_family: inet, inet6
+protocol: tcp, udp, ip, icmp (and arp, ip6, icmp6 with -s)
+address_family: inet, inet6
 """
 
 

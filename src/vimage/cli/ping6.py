@@ -12,6 +12,7 @@ required (there is no ^C inside `vnet.cmd`). A link-local host takes its zone as
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.cli import ToolError, UsageError, destroyed
@@ -31,22 +32,22 @@ DEFDATALEN = 56
 TIMELEN = 8
 MAXDATALEN = 65535 - 8
 USAGE = """\
-usage: ping6 [-Dnq] [-c count] [-h hoplimit] [-I iface] [-i wait] [-S sourceaddr]
-             [-s packetsize] [-t timeout] [-W waittime] host
+usage: ping6 [-Dnq] [-c count] [-h hoplimit] [-I iface] [-i wait]
+             [-S sourceaddr] [-s packetsize] [-t timeout] [-W waittime] host
 """
 
-_UNREACH = {
+_UNREACH = MappingProxyType({
     wicmp6.UNREACH_NOROUTE: "No Route to Destination",
     wicmp6.UNREACH_ADMIN: "Administratively Prohibited",
     wicmp6.UNREACH_BEYONDSCOPE: "Beyond Scope of Source Address",
     wicmp6.UNREACH_ADDR: "Destination Host Unreachable",
     wicmp6.UNREACH_NOPORT: "Destination Port Unreachable",
-}
-_PARAMPROB = {
+})
+_PARAMPROB = MappingProxyType({
     wicmp6.PARAMPROB_HEADER: "Erroneous Header Field",
     wicmp6.PARAMPROB_NEXTHEADER: "Unknown Nextheader",
     wicmp6.PARAMPROB_OPTION: "Unrecognized Option",
-}
+})
 
 
 def describe(msg: wicmp6.Icmp6Repr) -> str:

@@ -56,7 +56,8 @@ usage: route [-46dnqtv] command [[modifiers] args]
        route get | show destination
        route flush
        route -6 command ... | route command -inet6 ...
-modifiers: -netmask mask, -prefixlen len (inet6), -blackhole, -reject, -interface, -mtu n
+modifiers: -netmask mask, -prefixlen len (inet6), -blackhole, -reject,
+           -interface, -mtu n
 """
 
 
