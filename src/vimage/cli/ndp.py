@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
     from vimage.vnet import Vnet
 
-W_ADDR, W_LL, W_IF = 36, 17, 7
+W_ADDR, W_LL, W_IF = 36, 17, 6  # ndp.c's widths (a longer interface name is not cut)
 USAGE = """\
 usage: ndp [-nt] hostname
        ndp [-nt] -a | -c
@@ -141,7 +141,7 @@ def _format(vnet: Vnet, addr: int, ifp: Ifnet, mac: bytes | None, expire: int | 
         when = "expired"
     ll = mac.hex(":") if mac is not None else "(incomplete)"
     return (f"{_name(addr, ifp):<{W_ADDR}.{W_ADDR}} {ll:<{W_LL}.{W_LL}} "
-            f"{ifp.name:>{W_IF}.{W_IF}} {when:<9.9} {state} {'R' if router else ''}")
+            f"{ifp.name:>{W_IF}} {when:<9.9} {state} {'R' if router else ''}")
 
 
 def table_lines(vnet: Vnet) -> list[str]:
