@@ -68,7 +68,8 @@ def route_main(ctx_print: Callable[..., None], vnet: Vnet, cmd: str, words: list
                       f"{_gw_text(route):<20.20} done")
         return 0
     dst, plen, exact, gw_text, flags, interface, mtu = _parse(vnet, cmd, words)
-    dest_text = words and next(w for w in words if not w.startswith("-") and w != "inet6")
+    # route.c prints the destination as typed, cut at its '/' (getaddr cuts it in place)
+    dest_text = next(w for w in words if not w.startswith("-")).partition("/")[0]
     kind = "host" if plen == 128 else "net"
     suffix = f": gateway {gw_text}" if gw_text else ""
     rt6 = vnet.rt6
