@@ -90,7 +90,7 @@ class Heard:
 
     def __init__(self, vnet: Vnet) -> None:
         self.msgs: list[tuple[int, w6.Icmp6Repr, bytes]] = []
-        vnet.icmp6.listeners.append(self)
+        vnet.icmp6.add_listener(self)
 
     def __call__(self, _ifp: Ifnet, pkt: bytes, off: int, src: int, dst: int) -> None:
         msg = w6.parse(pkt[off:], src, dst)

@@ -161,7 +161,7 @@ def test_destroy_leaves_no_ipv6_state_behind():
     k.destroy("a")
     assert k.sched.pending_timers(a) == 0
     assert in6.addrs_data(ea) is None and ea.vnet is k.base
-    assert a.ip6.local == {} and len(a.rt6) == 0 and a.icmp6.listeners == []
+    assert a.ip6.local == {} and len(a.rt6) == 0 and a.icmp6.listeners == ()
     assert all(r.ifp.vnet is b for r in b.rt6.routes())
     k.run(DAD_DONE)
     del a

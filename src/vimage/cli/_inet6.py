@@ -61,6 +61,7 @@ def parse_scoped(vnet: Vnet, text: str, what: str = "address") -> tuple[int, Ifn
 # -- route -6 ---------------------------------------------------------------------------------
 def route_main(ctx_print: Callable[..., None], vnet: Vnet, cmd: str, words: list[str]) -> int:
     """`route -6 add|change|delete|get|show|flush ...`."""
+    in6.loopback_addrs(vnet)
     if cmd == "flush":
         for route in [r for r in vnet.rt6.routes() if r.flags & RTF_GATEWAY]:
             vnet.rt6.delete(route.dst, route.plen)
@@ -229,6 +230,7 @@ def _get_lines(vnet: Vnet, dst: int, plen: int, exact: bool) -> list[str]:
 # -- netstat -rn -f inet6 -------------------------------------------------------------------
 def netstat_route_lines(vnet: Vnet) -> list[str]:
     """The Internet6 section of `netstat -rn` (route.c's column widths with -n)."""
+    in6.loopback_addrs(vnet)
     out = ["Internet6:",
            f"{'Destination':<33} {'Gateway':<29} {'Flags':<6} {'Netif':>8} Expire"]
     for r in vnet.rt6.routes():

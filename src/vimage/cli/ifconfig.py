@@ -148,6 +148,7 @@ def render(ifp: Ifnet, family: str | None = None) -> list[str]:
                 line += f" broadcast {ntoa(ia.broadcast)}"
             lines.append(line)
     if family in (None, "inet6"):
+        in6.loopback_addrs(ifp.vnet)  # (lo0's wait for a first use of IPv6)
         lines.extend(inet6_lines(ifp))
     if family is None:
         if ifp.kind == "epair":

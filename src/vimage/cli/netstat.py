@@ -147,12 +147,13 @@ def route_lines(vnet: Vnet) -> list[str]:
 
 
 # -- netstat -s ---------------------------------------------------------------------
-def _histogram(title: str, hist: list[int], stats: object) -> list[str]:
+def _histogram(title: str, hist: list[int] | dict[int, int], stats: object) -> list[str]:
     """ICMP's or ICMPv6's per-type lines (the names come with the counters' class)."""
     rows = []
     names = getattr(stats, "TYPE_NAMES", icmp.TYPE_NAMES)
     unknown = "unknown ICMP" if names is icmp.TYPE_NAMES else "unknown ICMPv6"
-    for type_, count in enumerate(hist):
+    counts = sorted(hist.items()) if isinstance(hist, dict) else enumerate(hist)
+    for type_, count in counts:
         if count:
             name = names[type_] if type_ < len(names) else ""
             label = name or f"{unknown} #{type_}"
@@ -209,9 +210,11 @@ def stat_lines(vnet: Vnet, only: str | None, nonzero: bool, zero: bool) -> list[
         if zero:
             for attr, _ in table:
                 setattr(stats, attr, 0)
-            if hasattr(stats, "inhist"):
-                stats.inhist[:] = [0] * len(stats.inhist)
-                stats.outhist[:] = [0] * len(stats.outhist)
+            for hist in (getattr(stats, "inhist", None), getattr(stats, "outhist", None)):
+                if isinstance(hist, dict):
+                    hist.clear()
+                elif hist is not None:
+                    hist[:] = [0] * len(hist)
     return out
 
 

@@ -4,7 +4,7 @@
           [-s packetsize] [-t timeout] [-W waittime] host
 
 There are no raw ICMPv6 sockets yet: ping6 listens on the vnet's ICMPv6 input
-(`vnet.icmp6.listeners`) and sends through `vnet.ip6.output`. One of -c or -t is
+(`vnet.icmp6.add_listener`) and sends through `vnet.ip6.output`. One of -c or -t is
 required (there is no ^C inside `vnet.cmd`). A link-local host takes its zone as
 `fe80::1%epair0a` or from -I.
 """
@@ -242,12 +242,11 @@ def main(ctx: Context, argv: list[str]) -> int:
               f"{wip6.ntoa(dst)}")
     pinger = Pinger6(ctx, dst, src, ifp, vnet.rng.getrandbits(16), datalen, hlim, quiet,
                      dontfrag)
-    vnet.icmp6.listeners.append(pinger.hear)
+    vnet.icmp6.add_listener(pinger.hear)
     try:
         run(pinger, npackets, interval_ns, alarm, waittime_ms)
     finally:
-        if pinger.hear in vnet.icmp6.listeners:
-            vnet.icmp6.listeners.remove(pinger.hear)
+        vnet.icmp6.remove_listener(pinger.hear)
     pinger.summary(hostname)
     if not vnet.alive:
         raise ToolError(destroyed(vnet))

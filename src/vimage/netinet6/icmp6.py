@@ -1,13 +1,14 @@
 """ICMPv6 (RFC 4443; FreeBSD icmp6.c): echo, errors with rate limiting, packet too big
 and path MTU (RFC 8201), neighbour discovery dispatch, MLDv2 join reports (mld6.c).
 
-Until raw ICMPv6 sockets exist, `listeners` is where a tool (ping6) hears ICMPv6
-messages: each is called as fn(ifp, pkt, off, src, dst) for every message received,
-as rip6_input would pass it to raw sockets.
+Until raw ICMPv6 sockets exist, `listeners` (`add_listener`, `remove_listener`) is
+where a tool (ping6) hears ICMPv6 messages: each is called as fn(ifp, pkt, off, src,
+dst) for every message received, as rip6_input would pass it to raw sockets.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from socket import AF_INET6
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -73,15 +74,28 @@ _Counters = counters("_Icmp6Counters", tuple(name for name, _ in STAT_LINES))
 
 
 class Icmp6Stats(_Counters):  # type: ignore[misc,valid-type]
-    """The counters plus per-type input and output histograms."""
+    """The counters plus per-type input and output histograms: Counters, not lists of
+    256 (two such lists would double a vnet's size, and the garbage collector's work)."""
 
-    __slots__ = ("inhist", "outhist")
+    __slots__ = ("_inhist", "_outhist")
     TYPE_NAMES = TYPE_NAMES
 
     def __init__(self) -> None:
         super().__init__()
-        self.inhist = [0] * 256
-        self.outhist = [0] * 256
+        self._inhist: Counter[int] | None = None  # made on first use: most vnets never count
+        self._outhist: Counter[int] | None = None
+
+    @property
+    def inhist(self) -> Counter[int]:
+        if self._inhist is None:
+            self._inhist = Counter()
+        return self._inhist
+
+    @property
+    def outhist(self) -> Counter[int]:
+        if self._outhist is None:
+            self._outhist = Counter()
+        return self._outhist
 
 
 class Icmp6State:
@@ -95,7 +109,13 @@ class Icmp6State:
         self.lim_second = -1
         self.lim_count = 0
         self.ctlx: Mapping[int, Callable[..., None]] = protosw.UNBOUND
-        self.listeners: list[Callable[..., None]] = []
+        self.listeners: tuple[Callable[..., None], ...] = ()  # replaced, never changed
+
+    def add_listener(self, fn: Callable[..., None]) -> None:
+        self.listeners = (*self.listeners, fn)
+
+    def remove_listener(self, fn: Callable[..., None]) -> None:
+        self.listeners = tuple(f for f in self.listeners if f is not fn)
 
     # -- input ---------------------------------------------------------------------------
     def input(self, ifp: Ifnet, pkt: bytes, off: int, src: int, dst: int) -> None:
@@ -272,4 +292,4 @@ def vnet_attach(vnet: Vnet) -> None:
 
 
 def vnet_detach(vnet: Vnet) -> None:
-    vnet.icmp6.listeners.clear()
+    vnet.icmp6.listeners = ()

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
     from vimage.netinet6.nd6 import NdEntry
     from vimage.sched import Timer
+    from vimage.vnet import Vnet
 
 # address flags (FreeBSD netinet6/in6_var.h IN6_IFF_*)
 IN6_IFF_ANYCAST = 0x01
@@ -144,6 +145,8 @@ def in6_add_addr(ifp: Ifnet, addr: int, plen: int = 64, flags: int = 0) -> In6Ad
     """Add (or update) an address (in6_update_ifa): routes, groups, then DAD."""
     vnet = ifp.vnet
     ip6 = vnet.ip6
+    if not ip6.lo_done:
+        loopback_addrs(vnet)
     if not 0 <= plen <= 128:
         raise ValueError(f"bad prefix length {plen}")
     if addr == 0 or wip6.is_multicast(addr) or (addr == 1 and not ifp.is_loopback):
@@ -247,15 +250,28 @@ def leave(ifp: Ifnet, group: int) -> None:
 
 # -- interface events -------------------------------------------------------------------
 def in6_ifattach(ifp: Ifnet) -> None:
-    """lo0 gets ::1/128 and fe80::1%lo0/64 (in6_ifattach_loopback); an interface that
-    arrives up gets its link-local address now."""
-    if ifp.is_loopback and ifp.kind == "lo" and ifp.unit == 0:
-        data = ifdata(ifp)
-        data.groups[ALL_NODES] = 1
-        in6_add_addr(ifp, wip6.ADDR_LOOPBACK, 128)
-        in6_add_addr(ifp, wip6.LINK_LOCAL_PREFIX | 1, 64)
-    elif ifp.up:
+    """An interface that arrives up gets its link-local address now. lo0's addresses
+    wait for the vnet's first use of IPv6 (`loopback_addrs`)."""
+    if ifp.up and not ifp.is_loopback:
         in6_ifup(ifp)
+
+
+def loopback_addrs(vnet: Vnet) -> None:
+    """lo0's ::1/128 and fe80::1%lo0/64 (in6_ifattach_loopback), added the first time the
+    vnet uses IPv6: an interface comes up, an address is added, a packet is sent, a tool
+    looks. Most vnets of a big topology never do, and two addresses with their three
+    routes made at creation would cost half of a vnet's creation time (mostly in the
+    garbage collector) and 3 KB."""
+    ip6 = vnet.ip6
+    if ip6.lo_done:
+        return
+    ip6.lo_done = True
+    lo = vnet.ifaces.get("lo0")
+    if lo is None or not vnet.alive:
+        return
+    ifdata(lo).groups[ALL_NODES] = 1
+    in6_add_addr(lo, wip6.ADDR_LOOPBACK, 128)
+    in6_add_addr(lo, wip6.LINK_LOCAL_PREFIX | 1, 64)
 
 
 def in6_ifup(ifp: Ifnet) -> None:
@@ -263,6 +279,7 @@ def in6_ifup(ifp: Ifnet) -> None:
     address (in6_ifattach_linklocal) and start DAD for the addresses waiting for it."""
     if ifp.mac is None:
         return
+    loopback_addrs(ifp.vnet)
     data = ifdata(ifp)
     data.groups.setdefault(ALL_NODES, 1)
     joined_down = [g for g in data.groups if g != ALL_NODES]

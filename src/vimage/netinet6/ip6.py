@@ -94,13 +94,14 @@ Ip6Stats = counters("Ip6Stats", tuple(name for name, _ in STAT_LINES))
 class Ip6State:
     """Per-vnet IPv6 state: addresses, tunables, counters, reassembly, path MTUs."""
 
-    __slots__ = ("forwarding", "fragttl", "hlim", "ident", "local", "maxfragpackets",
+    __slots__ = ("forwarding", "fragttl", "hlim", "ident", "lo_done", "local", "maxfragpackets",
                  "maxfrags", "maxfragsperpacket", "pfil_fwd", "pfil_in", "pfil_out", "pmtu",
                  "protox", "reass", "stats", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
         self.local: dict[int, in6.In6Addr] = {}  # zone-embedded address -> its in6_ifaddr
+        self.lo_done = False  # lo0's addresses are there (in6.loopback_addrs)
         self.stats = Ip6Stats()
         self.forwarding = 0
         self.hlim = 64
@@ -110,7 +111,8 @@ class Ip6State:
         self.fragttl = 60  # IPV6_FRAGTTL
         self.ident = -1
         self.reass: Reassembler | None = None
-        self.pmtu: dict[int, tuple[int, int]] = {}  # destination -> (MTU, expiry ns)
+        # destination -> (MTU, expiry ns), made with the first packet too big
+        self.pmtu: dict[int, tuple[int, int]] | None = None
         # next header -> bound input (vimage.protosw), bound on first use as IPv4's
         self.protox: Mapping[int, Callable[..., None]] = protosw.UNBOUND
         self.pfil_in: pfil.Head = None  # every packet received
@@ -372,6 +374,8 @@ class Ip6State:
     def route_to(self, dst: int, ifp: Ifnet | None = None) -> tuple[Ifnet, int, Route | None]:
         """(interface, next hop, route) for `dst`; a scoped `dst` needs `ifp` (its zone).
         OSError as ip6_output raises it (EHOSTUNREACH with no route)."""
+        if not self.lo_done:
+            in6.loopback_addrs(self.vnet)
         if wip6.needs_zone(dst):
             if ifp is None:
                 raise OSError(errno.EHOSTUNREACH, "No route to host")
@@ -404,11 +408,11 @@ class Ip6State:
 
     def path_mtu(self, dst: int, link_mtu: int) -> int:
         """The MTU toward `dst`: a learnt path MTU (RFC 8201) while fresh, else the link's."""
-        entry = self.pmtu.get(dst)
+        entry = self.pmtu.get(dst) if self.pmtu is not None else None
         if entry is None:
             return link_mtu
         if entry[1] <= self.vnet.kernel.sched.now_ns():
-            del self.pmtu[dst]
+            del self.pmtu[dst]  # type: ignore[union-attr]
             return link_mtu
         return min(entry[0], link_mtu)
 
@@ -416,6 +420,8 @@ class Ip6State:
         """A packet too big said `mtu` toward `dst`: remember a lower path MTU (never
         below 1280, RFC 8201 4). True if it changed."""
         mtu = max(mtu, MIN_MTU)
+        if self.pmtu is None:
+            self.pmtu = {}
         old = self.pmtu.get(dst)
         now = self.vnet.kernel.sched.now_ns()
         if old is not None and old[1] > now and old[0] <= mtu:
@@ -485,7 +491,7 @@ class Ip6State:
             self.reass.clear()
             self.reass = None
         self.local.clear()
-        self.pmtu.clear()
+        self.pmtu = None
 
 
 def vnet_attach(vnet: Vnet) -> None:
