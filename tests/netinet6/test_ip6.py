@@ -279,3 +279,16 @@ def test_route_add_inet6_through_a_link_local_gateway():
     assert route.plen == 0 and route.ifp is t.h1_if and route.flags & RTF_STATIC
     assert wip6.is_link_local(route.gateway)
     assert t.h1.ip6.select_source(B2) == A1 and R1 != A1
+
+
+def test_forwarding_out_an_interface_without_ipv6_data():
+    t = routed()
+    lone, far = t.kernel.epair()
+    lone.move_to(t.r)
+    assert t.r.cmd("ifconfig epair2a inet6 -auto_linklocal up").ok
+    lone.afdata = None  # no IPv6 data on it at all
+    assert t.r.cmd("route -6 add 2001:db8:42::/64 -interface epair2a").ok
+    dst = wip6.aton("2001:db8:42::1")
+    send(t.h1, A1, dst, 58, echo(1, 1, A1, dst))
+    t.kernel.run(0.01)
+    assert t.r.ip6.stats.forward == 1 and t.kernel.sched.errors == 0

@@ -356,8 +356,10 @@ class Ip6State:
             st.odropped += 1
             return
         st.forward += 1
-        if ifp.mac is not None:
-            entry = ifp.afdata[AF_INET6].nd.get(nexthop)  # type: ignore[index]
+        af = ifp.afdata
+        if ifp.mac is not None and af is not None:
+            data = af.get(AF_INET6)
+            entry = data.nd.get(nexthop) if data is not None else None
             if entry is not None and entry.state == 1 and entry.mac is not None:  # REACHABLE
                 ifp.output(entry.mac + ifp.mac + ETH_IP6 + out)
                 return
