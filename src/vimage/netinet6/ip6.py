@@ -150,8 +150,10 @@ class Ip6State:
             passed = pfil.run(self.pfil_in, pkt, ifp)
             if passed is None:
                 return
-            pkt = passed
-            dst = _from_bytes(pkt[24:40], "big")
+            if passed is not pkt:  # rewritten: read the addresses again
+                pkt = passed
+                src = _from_bytes(pkt[8:24], "big")
+                dst = _from_bytes(pkt[24:40], "big")
         if pkt[6] == NXT_HOPOPTS and not self.hopopts(ifp, pkt, dst):
             return
         ia = self.local.get(dst)
