@@ -139,3 +139,17 @@ def test_sysctl_net_inet6():
     assert a.cmd("sysctl net.inet6.ip6.hlim=7").ok
     assert " icmp_seq=0 hlim=7 " in a.cmd("ping6 -c 1 ::1").output  # the reply's hop limit
     assert a.cmd("sysctl net.inet6.ip6.hlim=0").status == 1
+
+
+def test_route_6_change_and_flush_and_ping6_from_a_chosen_source():
+    _, a, _ = two_hosts()
+    assert a.cmd("ifconfig epair0a inet6 2001:db8::7/64 alias").ok
+    a.kernel.run(1.5)
+    assert a.cmd("route -6 add 2001:db8:9::/48 2001:db8::2").ok
+    assert a.cmd("route -6 change 2001:db8:9::/48 2001:db8::3").ok
+    assert "    gateway: 2001:db8::3" in a.cmd("route -6 get 2001:db8:9::1").output
+    res = a.cmd("route -6 flush")
+    assert res.output.split() == ["2001:db8:9::/48", "2001:db8::3", "done"]
+    assert a.cmd("route -6 get 2001:db8:9::1").status == 1
+    res = a.cmd("ping6 -c 1 -S 2001:db8::7 2001:db8::2")
+    assert res.ok and res.output.startswith("PING6(104=40+8+56 bytes) 2001:db8::7 --> ")
