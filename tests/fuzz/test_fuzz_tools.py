@@ -62,10 +62,14 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "iperf3": ("-c", "-p", "-t", "-n", "-k", "-i", "-f", "-J", "-V", "-l", "-w", "-P", "-R",
                "-u", "-O", "-B", "-1", "--bidir", "--json", "--client", "--port", "--time",
                "--bytes", "--format", "k", "M", "x"),
+    "ndp": ("-a", "-c", "-d", "-n", "-s", "-t", "-an", "temp", "fe80::1%epair0a", "2001:db8::1",
+            "fe80::1%nope", *MACS),
     "netstat": ("-4", "-6", "-a", "-b", "-d", "-f", "-I", "-i", "-L", "-n", "-p", "-r", "-s",
                 "-W", "-z", "inet", "inet6", "link", "tcp", "udp", "icmp", "ip", "arp", "-rn",
                 "-sp"),
     "ping": ("-c", "-D", "-i", "-m", "-n", "-o", "-q", "-S", "-s", "-W", "-c1", "-Dq"),
+    "ping6": ("-c", "-D", "-h", "-I", "-i", "-m", "-n", "-q", "-S", "-s", "-W", "-c1",
+              "fe80::1%lo0", "2001:db8::1", "ff02::1%epair0a", "fe80::1"),
     "route": ("-4", "-6", "-d", "-n", "-q", "-t", "-v", "add", "change", "delete", "flush",
               "get", "show", "-net", "-host", "-netmask", "-interface", "-iface", "-reject",
               "-blackhole", "-mtu", "-static", "-gateway", "-F", "-fib", "-ifp", "-ifa",
@@ -87,7 +91,8 @@ OPTIONS: dict[str, tuple[str, ...]] = {
               "queue", "qlen", "clear", "10ms", "1Mbit", "50%", "100%", "1e-5", "-5"),
 }
 # fixed words in front: a time limit for tools that would otherwise run until stopped
-PREFIX: dict[str, tuple[str, ...]] = {"ping": ("-t", "2"), "tcpdump": ("--duration", "1")}
+PREFIX: dict[str, tuple[str, ...]] = {"ping": ("-t", "2"), "ping6": ("-t", "2"),
+                                      "tcpdump": ("--duration", "1")}
 # words never generated for a tool: they would run for ever by design, or touch host files
 BANNED: dict[str, tuple[str, ...]] = {
     "ipfw": ("-q", "-a", "-d", "-e", "-N", "-n", "-S", "-t", "-T", "add", "delete", "flush",
@@ -105,6 +110,7 @@ BANNED: dict[str, tuple[str, ...]] = {
     "ping": ("-t",),
     "route": ("monitor",),  # it waits for messages until stopped
     "setfib": ("monitor", "ping", "tcpdump", "iperf3", "traceroute"),
+    "ping6": ("-t",),
 }
 # traceroute sends -m x -q probes, each waiting -w: keep its numbers small
 SMALL_NUMBERS = ("0", "1", "-1", "2", "3", "256", "x", "1.5", "")

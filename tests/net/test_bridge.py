@@ -325,7 +325,7 @@ def test_ifconfig_bridge_shows_members_newest_first():
     members = re.findall(r"member: (\S+) flags=143<LEARNING,DISCOVER,AUTOEDGE,AUTOPTP>", out)
     assert members == [lan.ports[1].name, lan.ports[0].name]
     assert f"ifmaxaddr 0 port {lan.ports[0].index} priority 128 path cost 2000" in out
-    assert "\tgroups: bridge" in out and "\tnd6 options=9<PERFORMNUD,IFDISABLED>" in out
+    assert "\tgroups: bridge" in out and "\tnd6 options=21<PERFORMNUD,AUTO_LINKLOCAL>" in out
     assert "maxaddr 2000 timeout 1200" in out
 
 

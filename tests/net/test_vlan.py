@@ -186,7 +186,7 @@ def test_ifconfig_output(trunk):
     assert "\tinet 10.10.0.1 netmask 0xffffff00 broadcast 10.10.0.255" in out
     assert "\tvlan: 10 vlanproto: 802.1q vlanpcp: 0 parent interface: epair0a" in out
     assert "\tgroups: vlan" in out
-    assert "\tnd6 options=29<PERFORMNUD,IFDISABLED,AUTO_LINKLOCAL>" in out
+    assert "\tnd6 options=21<PERFORMNUD,AUTO_LINKLOCAL>" in out
     assert ok(a, "ifconfig -l").split() == ["lo0", "epair0a", "vlan0"]
 
 

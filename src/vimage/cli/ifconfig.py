@@ -5,6 +5,8 @@
     ifconfig IF [inet] ADDR[/LEN] [netmask MASK] [broadcast BCAST] [alias | -alias | delete]
                 [up | down] [mtu N] [fib N] [ether | lladdr MAC] [promisc | -promisc]
                 [vnet NAME | -vnet NAME] [destroy]
+    ifconfig IF inet6 ADDR[%IF][/LEN] [prefixlen LEN] [alias | -alias | delete]
+                [[-]auto_linklocal] [[-]nud] [[-]no_dad]
     ifconfig epair[N] | lo[N] | tap[N] create [netns LINUX_NETNS] [parameters...]
     ifconfig bridge[N] | hub[N] create [bridge parameters...]; ifconfig bridgeN addr
     ifconfig vlan[N] create [vlan VID vlandev PARENT] [vlanpcp N]; ifconfig PARENT.VID create
@@ -45,6 +47,8 @@ from vimage.net.ifnet import (
     MIN_MTU,
 )
 from vimage.netinet.in_ import in_add_addr, in_del_addr
+from vimage.netinet6 import in6
+from vimage.wire import ipv6 as wip6
 from vimage.wire.ipv4 import ntoa
 
 if TYPE_CHECKING:
@@ -55,7 +59,11 @@ if TYPE_CHECKING:
 # but has no name for; shown so the flag word reads as on FreeBSD (8863).
 _EPAIR_DRV_FLAG = 0x20
 _CLONER_RE = re.compile(r"(epair|lo|tap|bridge|hub|vlan)(\d*)\Z")
-_FAMILIES = frozenset(("inet", "ether", "link", "lladdr"))
+_FAMILIES = frozenset(("inet", "inet6", "ether", "link", "lladdr"))
+# ifconfig's ND flag words (af_inet6.c): word -> ND6_IFF_* bit
+_ND6_WORDS = MappingProxyType({"auto_linklocal": in6.ND6_IFF_AUTO_LINKLOCAL,
+                               "nud": in6.ND6_IFF_PERFORMNUD, "no_dad": in6.ND6_IFF_NO_DAD,
+                               "ifdisabled": in6.ND6_IFF_IFDISABLED})
 _DELETE_WORDS = frozenset(("-alias", "delete", "remove"))
 _ALIAS_WORDS = frozenset(("alias", "add"))
 _MEDIA = "media: Ethernet 10Gbase-T (10Gbase-T <full-duplex>)"
@@ -68,11 +76,14 @@ usage: ifconfig [-a] [-du] [address_family]
        ifconfig interface [address_family]
        ifconfig interface [inet] address[/len] [netmask mask] [broadcast addr]
                 [alias | -alias | delete] [parameters]
+       ifconfig interface inet6 address[/len] [prefixlen len]
+                [alias | -alias | delete] [[-]auto_linklocal] [[-]nud]
+                [[-]no_dad]
        ifconfig interface [parameters]
        ifconfig interface create [netns linux_netns] [parameters]
        ifconfig interface destroy
        ifconfig interface -vnet vnet
-address_family: inet, ether
+address_family: inet, inet6, ether
 parameters: up, down, mtu n, fib n, ether mac, [-]promisc
 bridge (and hub) parameters: addm if, deletem if, [-]learn if, [-]discover if,
        [-]private if, [-]span if, static if mac, deladdr mac, flush, flushall,
@@ -162,6 +173,9 @@ def render(ifp: Ifnet, family: str | None = None) -> list[str]:
             if ia.broadcast and not ifp.is_loopback:
                 line += f" broadcast {ntoa(ia.broadcast)}"
             lines.append(line)
+    if family in (None, "inet6"):
+        in6.loopback_addrs(ifp.vnet)  # (lo0's wait for a first use of IPv6)
+        lines.extend(inet6_lines(ifp))
     if family is None:
         if ifp.kind == "epair":
             lines.append(f"\t{_MEDIA}")
@@ -172,9 +186,33 @@ def render(ifp: Ifnet, family: str | None = None) -> list[str]:
                          + (f" in netns {ifp.netns}" if ifp.netns else ""))
         lines.extend(l2_status_lines(ifp))
         lines.append(f"\tgroups: {ifp.kind}")
-        lines.extend(l2_trailer_lines(ifp, lines))
         lines += tunnel_cli.tail_lines(ifp)  # gre key and options, vxlan configuration
+        data = in6.addrs_data(ifp)
+        if data is not None:  # last, as FreeBSD's ifconfig prints af_inet6's nd6 status
+            lines.append(f"\tnd6 {nd6_options(data.nd_flags)}")
+        lines.extend(l2_trailer_lines(ifp, lines))
     return lines
+
+
+def inet6_lines(ifp: Ifnet) -> list[str]:
+    """`inet6 fe80::1%lo0 prefixlen 64 scopeid 0x1`, as af_inet6.c's in6_status prints."""
+    out = []
+    for ia in in6.addrs(ifp):
+        scoped = wip6.needs_zone(ia.addr)
+        text = wip6.ntoa(ia.addr) + (f"%{ifp.name}" if scoped else "")
+        line = f"\tinet6 {text} prefixlen {ia.plen}"
+        for bit, word in in6.FLAG_WORDS:
+            if ia.flags & bit:
+                line += f" {word}"
+        if scoped:
+            line += f" scopeid {ifp.index:#x}"
+        out.append(line)
+    return out
+
+
+def nd6_options(flags: int) -> str:
+    names = ",".join(name for bit, name in in6.ND6_FLAG_NAMES if flags & bit)
+    return f"options={flags:x}<{names}>"
 
 
 # -- cloning --------------------------------------------------------------------------
@@ -219,8 +257,8 @@ def create(vnet: Vnet, name: str, netns: str | None = None) -> Ifnet:
 class _Request:
     """What one `ifconfig IF ...` command line asks for, applied in FreeBSD's order."""
 
-    __slots__ = ("action", "addr", "broadcast", "fib", "mac", "moves", "mtu", "netmask",
-                 "plen", "promisc", "up")
+    __slots__ = ("action", "addr", "addr6", "broadcast", "fib", "inet6", "mac", "moves", "mtu",
+                 "nd6_clear", "nd6_set", "netmask", "plen", "promisc", "up")
 
     def __init__(self) -> None:
         self.addr: int | None = None
@@ -234,6 +272,10 @@ class _Request:
         self.promisc: bool | None = None
         self.fib: int | None = None
         self.moves: list[str] = []
+        self.inet6 = False  # `inet6`: the address words are IPv6
+        self.addr6: tuple[int, int] | None = None
+        self.nd6_set = 0
+        self.nd6_clear = 0
 
 
 def _parse(params: list[str]) -> _Request:
@@ -250,6 +292,22 @@ def _parse(params: list[str]) -> _Request:
         step = 1
         if word == "inet":
             pass
+        elif word == "inet6":
+            req.inet6 = True
+        elif word.lstrip("-") in _ND6_WORDS:
+            bit = _ND6_WORDS[word.lstrip("-")]
+            if word.startswith("-"):
+                req.nd6_clear |= bit
+            else:
+                req.nd6_set |= bit
+        elif word == "prefixlen" and req.inet6:
+            text = value(word)
+            if not text.isdigit() or int(text) > 128:
+                raise ToolError(f"{text}: bad value")
+            if req.addr6 is None:
+                raise ToolError("prefixlen needs an address")
+            req.addr6 = (req.addr6[0], int(text))
+            step = 2
         elif word in ("up", "down"):
             req.up = word == "up"
         elif word in ("promisc", "-promisc"):
@@ -286,6 +344,14 @@ def _parse(params: list[str]) -> _Request:
             raise UsageError("'-vnet NAME' must come right after the interface name, alone")
         elif word in ("create", "destroy"):
             raise UsageError(f"'{word}' must come right after the interface name, alone")
+        elif req.inet6:
+            if req.addr6 is not None:
+                raise ToolError(f"{word}: only one address per command")
+            try:
+                req.addr6 = in6.parse_cidr(word)
+            except (ValueError, OSError):
+                raise ToolError(f"{word}: bad value (not an address or a known parameter)") \
+                    from None
         else:
             text, slash, plen = word.partition("/")
             addr = try_addr(text)
@@ -321,7 +387,10 @@ def configure(ctx: Context, ifp: Ifnet, params: list[str]) -> None:
         if req.fib >= ifp.vnet.route.fibs:
             raise ToolError("ioctl (SIOCSIFFIB): Invalid argument")
         ifp.fib = req.fib
-    added = _addresses(ifp, req)
+    added = _addresses6(ifp, req) if req.inet6 else _addresses(ifp, req)
+    if req.nd6_set or req.nd6_clear:
+        data = in6.ifdata(ifp)
+        data.nd_flags = (data.nd_flags | req.nd6_set) & ~req.nd6_clear
     if req.up is not None:
         ifp.set_up(req.up)
     elif added and not ifp.up:
@@ -380,6 +449,27 @@ def _addresses(ifp: Ifnet, req: _Request) -> bool:
     except OSError as exc:
         raise ToolError(f"ioctl (SIOCAIFADDR): {exc.strerror or exc} ({ntoa(req.addr)})") \
             from None
+    return True
+
+
+def _addresses6(ifp: Ifnet, req: _Request) -> bool:
+    """`inet6 ADDR[/LEN] [alias | -alias | delete]`: add (every inet6 address is an
+    alias on FreeBSD) or delete; True if one was added."""
+    if req.addr6 is None:
+        return False
+    addr, plen = req.addr6
+    if req.action == "delete":
+        try:
+            in6.in6_del_addr(ifp, addr)
+        except OSError:
+            raise ToolError(f"ioctl (SIOCDIFADDR_IN6): Can't assign requested address "
+                            f"({wip6.ntoa(addr)} is not on {ifp.name})") from None
+        return False
+    try:
+        in6.in6_add_addr(ifp, addr, plen)
+    except OSError as exc:
+        raise ToolError(f"ioctl (SIOCAIFADDR_IN6): {exc.strerror or exc} "
+                        f"({wip6.ntoa(addr)})") from None
     return True
 
 

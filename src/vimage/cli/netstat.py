@@ -1,7 +1,7 @@
 """netstat(1): routing table, protocol statistics, interfaces and sockets of a vnet.
 
     netstat [-aLn] [-f inet] [-p tcp|udp|ip|icmp]    sockets
-    netstat -r [-nW] [-F fib] [-f inet]              routing table (-W: nexthops, MTU)
+    netstat -r [-nW] [-F fib] [-f inet | inet6]      routing table (-W: nexthops, MTU; -6: inet6)
     netstat -o [-nW] [-F fib]                        nexthop objects
     netstat -s [-s] [-z] [-p tcp|udp|ip|icmp|arp]    protocol statistics
     netstat -i [-bdn] [-I interface]                 interfaces
@@ -22,7 +22,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from vimage.cli import UsageError
+from vimage.cli import UsageError, _inet6
 from vimage.cli._util import getopts, ifaces_by_index
 from vimage.context import current_fib
 from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_REJECT, RTF_UP, flag_string
@@ -48,7 +48,7 @@ def stat_protos(vnet: Vnet) -> list[Protocol]:
 
 
 SOCKET_PROTOS = frozenset({"tcp", "udp", "ip", "icmp"})
-FAMILIES = frozenset({"inet"})
+FAMILIES = frozenset({"inet", "inet6"})
 
 
 # netstat(1)'s usage(), the forms vimage implements
@@ -58,7 +58,8 @@ usage: netstat [-aLn] [-f address_family] [-p protocol]
        netstat -r [-nW] [-F fibnum] [-f address_family]
        netstat -o [-nW] [-F fibnum]
        netstat -s [-sz] [-p protocol]
-protocol: tcp, udp, ip, icmp (and arp with -s); address_family: inet
+protocol: tcp, udp, ip, icmp (and arp, ip6, icmp6 with -s)
+address_family: inet, inet6
 """
 
 
@@ -73,6 +74,7 @@ def main(ctx: Context, argv: list[str]) -> int:
     iface: str | None = None
     fib = current_fib.get()
     wide = False
+    family: str | None = None
     for opt, val in opts:
         if opt == "-r":
             mode = mode or "r"
@@ -104,16 +106,21 @@ def main(ctx: Context, argv: list[str]) -> int:
         elif opt == "-f":
             if val not in FAMILIES:
                 raise UsageError(f"{val}: unknown address family")
+            family = val
         elif opt == "-p":
             if val not in {p.name for p in stat_protos(ctx.vnet)}:
                 raise UsageError(f"{val}: unknown or uninstrumented protocol")
             proto = val
         elif opt == "-6":
-            raise UsageError("IPv6 is not supported")
-        # -4, -n: nothing to change
+            family = "inet6"
+        elif opt == "-4":
+            family = "inet"
+        # -n: nothing to change
     vnet = ctx.vnet
     if mode == "r":
-        lines = route_lines(vnet, fib, wide)
+        lines = route_lines(vnet, fib, wide) if family != "inet6" else ["Routing tables"]
+        if family != "inet":
+            lines += ["", *_inet6.netstat_route_lines(vnet)]
     elif mode == "o":
         lines = nhop_lines(vnet, fib)
     elif mode == "s":
@@ -207,12 +214,16 @@ def nhop_lines(vnet: Vnet, fib: int = 0) -> list[str]:
 
 
 # -- netstat -s ---------------------------------------------------------------------
-def _histogram(title: str, hist: list[int]) -> list[str]:
+def _histogram(title: str, hist: list[int] | dict[int, int], stats: object) -> list[str]:
+    """ICMP's or ICMPv6's per-type lines (the names come with the counters' class)."""
     rows = []
-    for type_, count in enumerate(hist):
+    names = getattr(stats, "TYPE_NAMES", icmp.TYPE_NAMES)
+    unknown = "unknown ICMP" if names is icmp.TYPE_NAMES else "unknown ICMPv6"
+    counts = sorted(hist.items()) if isinstance(hist, dict) else enumerate(hist)
+    for type_, count in counts:
         if count:
-            name = icmp.TYPE_NAMES[type_] if type_ < len(icmp.TYPE_NAMES) else ""
-            label = name or f"unknown ICMP #{type_}"
+            name = names[type_] if type_ < len(names) else ""
+            label = name or f"{unknown} #{type_}"
             rows.append(f"\t\t{label}: {count}")
     return [f"\t{title}:", *rows] if rows else []
 
@@ -223,7 +234,8 @@ _SINGULAR = MappingProxyType({
     "ACKs": "ACK", "IPs": "IP", "accepts": "accept", "acks": "ack", "addresses": "address",
     "attempts": "attempt", "bytes": "byte", "calls": "call", "checksums": "checksum",
     "connections": "connection", "cookies": "cookie", "datagrams": "datagram",
-    "entrys": "entry", "episodes": "episode", "errors": "error", "fields": "field",
+    "changes": "change", "entrys": "entry", "episodes": "episode", "errors": "error",
+    "fields": "field",
     "fragments": "fragment", "messages": "message", "options": "option",
     "overflows": "overflow", "packets": "packet", "probes": "probe", "replies": "reply",
     "requests": "request", "resets": "reset", "responses": "response",
@@ -255,19 +267,21 @@ def stat_lines(vnet: Vnet, only: str | None, nonzero: bool, zero: bool) -> list[
         stats = getattr(vnet, proto.slot).stats  # type: ignore[arg-type]
         out.append(f"{name}:")
         for attr, fmt in table:
-            if name == "icmp" and attr == "badcode":
-                out.extend(_histogram("Output histogram", stats.outhist))
-            elif name == "icmp" and attr == "reflect":
-                out.extend(_histogram("Input histogram", stats.inhist))
+            if hasattr(stats, "outhist") and attr == "badcode":
+                out.extend(_histogram("Output histogram", stats.outhist, stats))
+            elif hasattr(stats, "inhist") and attr == "reflect":
+                out.extend(_histogram("Input histogram", stats.inhist, stats))
             value = getattr(stats, attr)
             if value or not nonzero:
                 out.append("\t" + counted(fmt, value))
         if zero:
             for attr, _ in table:
                 setattr(stats, attr, 0)
-            if name == "icmp":
-                stats.inhist[:] = [0] * len(stats.inhist)
-                stats.outhist[:] = [0] * len(stats.outhist)
+            for hist in (getattr(stats, "inhist", None), getattr(stats, "outhist", None)):
+                if isinstance(hist, dict):
+                    hist.clear()
+                elif hist is not None:
+                    hist[:] = [0] * len(hist)
     return out
 
 

@@ -8,6 +8,8 @@
     route [-n] get | show DEST
     route [-n] flush
     route monitor [-fib N] [-count N]
+    route -6 | add -inet6 ...: the same commands for IPv6 (`route add -inet6 default
+                               fe80::1%epair0a`, `route -6 add 2001:db8:1::/48 GW`)
 
 Every command writes FreeBSD's rt_msghdr messages to `socket(AF_ROUTE, SOCK_RAW, 0)`
 (vimage.net.rtsock) and reads the kernel's reply, as FreeBSD's route.c does; `monitor`
@@ -24,7 +26,7 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from vimage.cli import Context, ToolError, UsageError, destroyed
+from vimage.cli import Context, ToolError, UsageError, _inet6, destroyed
 from vimage.cli._util import getopts, parse_addr, parse_netmask, parse_plen, try_addr
 from vimage.net.route import (
     MASKS,
@@ -91,9 +93,12 @@ usage: route [-46dnqtv] [-F fib] command [[modifiers] args]
        route get | show destination
        route flush
        route monitor [-fib n] [-count n]
-modifiers: -netmask mask, -blackhole, -reject, -interface, -ifp ifname,
-       -ifa addr, -gateway addr, -prefsrc addr, -proto1, -proto2, -static,
-       -nostatic, -fib n, -mtu n, -hopcount n, -expire [+]secs, -weight n
+       route -6 command ... | route command -inet6 ...
+modifiers: -netmask mask, -prefixlen len (inet6), -blackhole, -reject,
+       -interface, -ifp ifname, -ifa addr, -gateway addr, -prefsrc addr,
+       -proto1, -proto2, -static, -nostatic, -fib n, -mtu n, -hopcount n,
+       -expire [+]secs, -weight n (inet6: -netmask, -prefixlen, -blackhole,
+       -reject, -interface, -mtu)
 """
 
 
@@ -110,6 +115,8 @@ def main(ctx: Context, argv: list[str]) -> int:
     vnet = ctx.vnet
     if cmd == "monitor":
         return monitor(ctx, rest, fib)
+    if any(o == "-6" for o, _ in opts) or "-inet6" in rest:  # IPv6: vimage.cli._inet6
+        return _inet6.route_main(out if cmd != "get" else ctx.print, vnet, cmd, rest)
     if cmd == "flush":
         extra = [w for w in rest if w not in ("-inet", "-4")]
         if extra:

@@ -59,6 +59,10 @@ FLAG_LETTERS: tuple[tuple[int, str], ...] = (
 )
 
 MASKS: tuple[int, ...] = tuple((0xFFFFFFFF << (32 - p)) & 0xFFFFFFFF for p in range(33))
+MASKS6: tuple[int, ...] = tuple(((1 << 128) - 1) << (128 - p) & ((1 << 128) - 1)
+                                for p in range(129))
+"""IPv6's prefix masks: a table made with `RouteTable(width=128)` and its routes
+(`Route(..., width=128)`) use these (vimage.netinet6 keeps such a table in `vnet.rt6`)."""
 _CACHE_LIMIT = 4096
 RT_MAXFIBS = 16
 """vimage's limit on net.fibs (FreeBSD's RT_MAXFIBS is 65536; 16 keeps a vnet small and
@@ -77,11 +81,11 @@ class Route:
 
     def __init__(self, dst: int, plen: int, ifp: Ifnet, flags: int, gateway: int = 0,
                  ifa: InAddr | None = None, mtu: int = 0, weight: int = 1,
-                 expire: int = 0, hopcount: int = 0) -> None:
-        self.dst = dst & MASKS[plen]
+                 expire: int = 0, hopcount: int = 0, width: int = 32) -> None:
+        self.dst = dst & (MASKS if width == 32 else MASKS6)[plen]
         self.plen = plen
         self.ifp = ifp
-        self.flags = flags | RTF_UP | (RTF_HOST if plen == 32 else 0)
+        self.flags = flags | RTF_UP | (RTF_HOST if plen == width else 0)
         self.gateway = gateway
         self.ifa = ifa
         self.mtu = mtu
@@ -147,9 +151,10 @@ def _slots(paths: tuple[Route, ...]) -> tuple[Route, ...]:
 class RouteTable:
     """Prefixes bucketed by length; a per-destination cache makes forwarding O(1)."""
 
-    __slots__ = ("_by_len", "_cache", "_lens", "fibnum", "on_change")
+    __slots__ = ("_by_len", "_cache", "_lens", "_masks", "fibnum", "on_change")
 
-    def __init__(self, fibnum: int = 0) -> None:
+    def __init__(self, fibnum: int = 0, width: int = 32) -> None:
+        self._masks = MASKS if width == 32 else MASKS6
         self._by_len: dict[int, dict[int, Route]] = {}
         self._lens: tuple[int, ...] = ()
         self._cache: dict[int, Route] = {}
@@ -162,8 +167,9 @@ class RouteTable:
         if route is not None:
             return route
         by_len = self._by_len
+        masks = self._masks
         for plen in self._lens:
-            route = by_len[plen].get(dst & MASKS[plen])
+            route = by_len[plen].get(dst & masks[plen])
             if route is not None:
                 cache = self._cache
                 if len(cache) >= _CACHE_LIMIT:
@@ -174,7 +180,7 @@ class RouteTable:
 
     def get(self, dst: int, plen: int) -> Route | None:
         bucket = self._by_len.get(plen)
-        return bucket.get(dst & MASKS[plen]) if bucket else None
+        return bucket.get(dst & self._masks[plen]) if bucket else None
 
     def add(self, route: Route, multipath: bool = False) -> Route:
         """Add `route`; EEXIST if its prefix is there, unless `multipath` and its
@@ -209,7 +215,7 @@ class RouteTable:
     def delete(self, dst: int, plen: int, gateway: int | None = None) -> Route:
         """Remove a prefix (every path), or with `gateway` only the path through it."""
         bucket = self._by_len.get(plen)
-        head = bucket.get(dst & MASKS[plen]) if bucket else None
+        head = bucket.get(dst & self._masks[plen]) if bucket else None
         if head is None or bucket is None:
             raise OSError(errno.ESRCH, "not in table")
         if gateway is not None and head.group is not None:
