@@ -17,46 +17,35 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vimage.net import pfil
 from vimage.topo import Net, line, star
 
 if TYPE_CHECKING:
-    from vimage.net.ifnet import Ifnet
     from vimage.vnet import Vnet
 
 
 def nat_via(vnet: Vnet, number: int, ifname: str | None) -> None:
     """Translate with NAT instance `number` what `vnet` receives on or sends through
-    `ifname` (as `ipfw add nat N ip from any to any via IF`), or through any interface
-    if `ifname` is None (as `ipfw add nat N ip from any to any`)."""
-    def nat_in(pkt: bytes, ifp: Ifnet | None) -> bytes | None:
-        if ifname is not None and (ifp is None or ifp.name != ifname):
-            return pkt
-        return vnet.ipfw_nat.translate(number, pkt, ifp, False)
-
-    def nat_out(pkt: bytes, ifp: Ifnet | None) -> bytes | None:
-        if ifname is not None and (ifp is None or ifp.name != ifname):
-            return pkt
-        return vnet.ipfw_nat.translate(number, pkt, ifp, True)
-
-    name = f"nat {number}" + (f" via {ifname}" if ifname else "")
-    pfil.link(vnet.ip, "pfil_in", nat_in, name=name)
-    pfil.link(vnet.ip, "pfil_out", nat_out, name=name)
+    `ifname`, or through any interface if `ifname` is None: the ipfw rules
+    `ipfw add 100 nat N ip from any to any [via IF]` and `ipfw add 65000 allow ip from
+    any to any` (ipfw's default rule denies)."""
+    via = f" via {ifname}" if ifname else ""
+    _ipfw(vnet, f"add 100 nat {number} ip from any to any{via}")
 
 
 def divert_via(vnet: Vnet, port: int, ifname: str, rule: int = 100) -> None:
     """Divert to `port` what `vnet` receives on or sends through `ifname`, as rule
-    `rule` (as `ipfw add RULE divert PORT ip from any to any via IF`)."""
-    def divert(outgoing: bool) -> pfil.HookFn:
-        def hook(pkt: bytes, ifp: Ifnet | None) -> bytes | None:
-            if ifp is None or ifp.name != ifname:
-                return pkt
-            vnet.divert.deliver(port, pkt, ifp, outgoing, rule)
-            return None  # consumed (or dropped and counted: nobody on the port)
-        return hook
+    `rule`: `ipfw add RULE divert PORT ip from any to any via IF` and an allow-all rule
+    65000 for what the divert socket reinjects."""
+    _ipfw(vnet, f"add {rule} divert {port} ip from any to any via {ifname}")
 
-    pfil.link(vnet.ip, "pfil_in", divert(False), name=f"divert {port} via {ifname}")
-    pfil.link(vnet.ip, "pfil_out", divert(True), name=f"divert {port} via {ifname}")
+
+def _ipfw(vnet: Vnet, rule: str) -> None:
+    for cmd in (rule, "add 65000 allow ip from any to any"):
+        if cmd.startswith("add 65000") and "65000 " in vnet.cmd("ipfw list 65000").output:
+            continue
+        result = vnet.cmd(f"ipfw -q {cmd}")
+        if not result.ok:
+            raise RuntimeError(result.output.strip())
 
 
 __all__ = ["Net", "divert_via", "line", "nat_via", "star"]
