@@ -41,8 +41,8 @@ def divert_via(vnet: Vnet, port: int, ifname: str, rule: int = 100) -> None:
 
 def _ipfw(vnet: Vnet, rule: str) -> None:
     for cmd in (rule, "add 65000 allow ip from any to any"):
-        if cmd.startswith("add 65000") and "65000 " in vnet.cmd("ipfw list 65000").output:
-            continue
+        if cmd.startswith("add 65000") and vnet.cmd("ipfw -q list 65000").ok:
+            continue  # already there (`ipfw list N` fails for a rule that does not exist)
         result = vnet.cmd(f"ipfw -q {cmd}")
         if not result.ok:
             raise RuntimeError(result.output.strip())
