@@ -4,13 +4,12 @@ They live in `vimage.topo` (one implementation for tests, benches and the plugin
 `Net` builds anything (hosts, routers, impaired links, shortest-path routes, names),
 `star` and `line` are the plugin's factory fixtures.
 
-`nat_via` and `divert_via` stand in for the ipfw rules `ipfw add nat N ip from any to
-any via IF` and `ipfw add divert PORT ip from any to any via IF` until ipfw is part of
-the build: the NAT and divert tests, the interop tests and examples/natd.py call them,
-so switching them to the real rules is a change here only. With ipfw, mind its default
-rule (deny, unless `net.inet.ip.fw.default_to_accept=1`): the stand-ins let everything
-else through, so the switch adds `ipfw add 65000 allow ip from any to any` — and a
-reinjected packet resumes after the divert rule's number, which `rule` gives here.
+`nat_via` and `divert_via` are shorthands for ipfw rules (they run `ipfw` in the vnet):
+`ipfw add 100 nat N ip from any to any [via IF]` and `ipfw add RULE divert PORT ip from
+any to any via IF`, each with `ipfw add 65000 allow ip from any to any` (added once) so
+that the rest passes ipfw's default rule (deny unless
+`net.inet.ip.fw.default_to_accept=1`). A packet a divert socket writes back resumes at
+the first rule numbered above RULE, as on FreeBSD, so it meets rule 65000.
 """
 
 from __future__ import annotations
