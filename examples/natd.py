@@ -5,8 +5,8 @@ The firewall diverts what crosses the outside interface to this program
 the same rule, or `vimage.testing.divert_via(vnet, 8668, "em0")`). What it reads with
 sin_addr 0.0.0.0 was on its way out: the source becomes the alias address and a port of
 its own. What arrives with the interface's address came in: a packet to a port it
-handed out goes back to the inside host. Every datagram is written back to the socket with the address
-it came with, which reinjects it where it was taken.
+handed out goes back to the inside host. Every datagram is written back to the socket
+with the address it came with, which reinjects it where it was taken.
 
 TCP, UDP and ICMP echo (by identifier) are translated; the checksums are recomputed
 whole. Only the standard library is used, so the program is the same on FreeBSD:
