@@ -316,3 +316,18 @@ def _icmp_flood(k: Kernel, vnet: Vnet, dst: str, size: int, rate: float,
             k.call_later(gap, tick)
 
     k.call_later(0, tick)
+
+
+def test_a_held_packet_resumes_after_its_rule_when_the_ruleset_changed():
+    """A rule added while dummynet holds the packet: it resumes after the pipe rule by
+    number (ip_fw2.c looks the rule up when the chain changed), not at a stale slot
+    that would now be the pipe rule again."""
+    k, a, b = pair()
+    a.sysctl("net.inet.ip.fw.one_pass", 0)
+    ipfw(a, "pipe 1 config delay 100", "add 100 pipe 1 udp from any to any out",
+         "add 200 deny udp from any to any 9 out", "add 65000 allow ip from any to any")
+    a.socket(2, 2).sendto(b"x", (B, 9))
+    ipfw(a, "add 50 count ip from any to any")
+    k.run(1)
+    counts = {r.num: r.pcnt for r in a.ipfw.rules}
+    assert counts[100] == 1 and counts[200] == 1 and a.dummynet.io_pkt == 1

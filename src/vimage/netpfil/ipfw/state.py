@@ -256,6 +256,15 @@ class IpfwState:
             pfil.unlink(ip, "pfil_out", self.hook_out)
         self.linked = want
 
+    def after(self, r: R.Rule) -> int:
+        """Index of the rule after `r` in the ruleset as it is now: r's slot while the
+        ruleset is unchanged, else the first rule numbered above r's (ip_fw2.c keeps the
+        slot and chain id with a held packet, and looks up by number when they differ)."""
+        i = r.idx
+        if i < len(self.rules) and self.rules[i] is r:
+            return i + 1
+        return bisect.bisect_right(self.nums, r.num)
+
     def next_index(self, num: int) -> int:
         """Index of the first rule numbered >= num."""
         return bisect.bisect_left(self.nums, num)
@@ -380,7 +389,7 @@ class IpfwState:
             one_pass = self.one_pass  # ipfw_chk marks the packet IPFW_ONEPASS at the rule
 
             def resume(pkt: bytes) -> None:
-                self.resume(pkt, out, ifp, rcvif, i + 1, bool(one_pass), tags)
+                self.resume(pkt, out, ifp, rcvif, self.after(r), bool(one_pass), tags)
             dn.enqueue(arg, act == R.A_QUEUE, a.pkt, ifp, out, resume)
             return None
         if act == R.A_DIVERT or act == R.A_TEE:
