@@ -78,8 +78,9 @@ def test_tcp_rate_measured_by_iperf3(bw: int) -> None:
     b.cmd(f"dnctl pipe 1 config bw {bw}")
     shape(b)
     nbytes = 400 * SEG
-    iperf3.serve(b, once=True)
+    server = iperf3.serve(b, once=True)  # kept: a forgotten server is closed
     report = iperf3.client(a, B, nbytes=nbytes, reverse=True, interval=nbytes * 8 / bw / 20)
+    assert server.tests == 1
     steady = [iv["sum"] for iv in report["intervals"] if iv["sum"]["bytes"]][2:-2]
     rate = sum(s["bytes"] for s in steady) * 8 / sum(s["seconds"] for s in steady)
     assert rate == pytest.approx(bw * SEG / 1500, rel=0.02)

@@ -66,8 +66,9 @@ def _tcp_bytes_in_3s(k: Kernel, host: Vnet, jail: Vnet) -> int:
     script's `dd bs=1024 count=2000 | timeout 3 nc`: 2048000 bytes or a failure)."""
     _flood(k, host, JAIL, 1300, 12_000_000, 6)
     k.run(1)  # allow this to fill the queue
-    iperf3.serve(jail, once=True)
+    server = iperf3.serve(jail, once=True)  # kept: a forgotten server is closed
     report = iperf3.client(host, JAIL, seconds=3, reverse=True)
+    assert server.tests == 1
     k.run(3)
     return int(report["end"]["sum_received"]["bytes"])
 
