@@ -83,3 +83,22 @@ def test_bench_nat_forwards_and_translates_every_packet():
     assert result["nat_many_flows"]["nat_links"] == 30
     assert result["nat_many_flows"]["translated"] == 300
     assert result["translate"]["us_per_call"] > 0
+
+
+def test_bench_bridge_forwards_every_frame_by_one_port():
+    result = _run("bench_bridge.py", "--frames", "300")
+    br, plain = result["bridge_learnt_unicast"], result["plain_epair_hop"]
+    assert plain["delivered_at_b"] == 300 and br["delivered_at_b"] == 300
+    assert br["bridge_forwarded"] == 300 and br["sent_back_to_source_port"] == 0
+    assert result["bridge_vs_plain_ratio"] > 0
+
+
+def test_bench_ipfw_forwards_every_packet_in_every_ruleset():
+    result = _run("bench_ipfw.py", "--packets", "200", "--sizes", "0,10", "--table", "50")
+    runs = {r["ruleset"]: r for r in result["runs"]}
+    assert set(runs) == {"none", "rules=0", "rules=10", "table"}
+    for r in runs.values():
+        assert r["forwarded"] == r["packets"] == r["delivered_at_b"], r
+        assert r["forwarded_per_s"] > 0
+    assert runs["rules=10"]["rules_evaluated_per_pass"] == 11
+    assert runs["table"]["table_entries"] == 50

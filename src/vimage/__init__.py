@@ -18,30 +18,53 @@ from vimage import netdb as _netdb
 from vimage.aio import VimageEventLoop, run, service, spawn
 from vimage.context import get_vnet
 from vimage.kernel import Kernel
+from vimage.net import if_bridge as _if_bridge
+from vimage.net import if_gif as _if_gif
+from vimage.net import if_gre as _if_gre
+from vimage.net import if_vlan as _if_vlan
+from vimage.net import if_vxlan as _if_vxlan
 from vimage.net import ifnet as _ifnet
 from vimage.net import route as _route
+from vimage.net import rtsock as _rtsock
 from vimage.netinet import in_proto as _in_proto
 from vimage.netinet import ip_divert as _ip_divert
+from vimage.netinet6 import in6_proto as _in6_proto
 from vimage.netpfil import dummynet as _dummynet
+from vimage.netpfil import ipfw as _ipfw
 from vimage.netpfil import nat as _nat
 from vimage.socket.divert import DivertSocket
+from vimage.socket.rtsock import RouteSocket
 from vimage.socket.socket import SOCK_DGRAM, SOCK_RAW, SOCK_STREAM, Socket
 from vimage.socket.tcp_socket import TcpSocket
 from vimage.vnet import Vnet
 
 Kernel.standard_protocols = (
     _route.PROTOCOL,
+    _replace(_rtsock.PROTOCOL, sockets=((SOCK_RAW, RouteSocket),), lazy=True),
     *_in_proto.PROTOCOLS[:3],  # ip, arp, icmp
+    _replace(_ipfw.PROTOCOL, lazy=True),  # lazy: made on first use
     _replace(_in_proto.UDP, sockets=((SOCK_DGRAM, Socket),)),
     _replace(_in_proto.TCP, sockets=((SOCK_STREAM, TcpSocket),)),
     _replace(_in_proto.RAW, sockets=((SOCK_RAW, Socket),)),
-    _dummynet.PROTOCOL,
-    _replace(_ip_divert.PROTOCOL, sockets=((SOCK_RAW, DivertSocket),)),
+    _replace(_dummynet.PROTOCOL, lazy=True),
+    _replace(_ip_divert.PROTOCOL, sockets=((SOCK_RAW, DivertSocket),), lazy=True),
+    _if_gif.PROTOCOL,  # IPPROTO_IPV4 input
+    _if_gre.PROTOCOL,  # IPPROTO_GRE input
+    _replace(_if_vxlan.PROTOCOL, lazy=True),
+    *_in6_proto.PROTOCOLS,  # route6, ip6, nd6, icmp6
     _netdb.PROTOCOL,
     _ifnet.PROTOCOL,
-    _nat.PROTOCOL,
+    _replace(_nat.PROTOCOL, lazy=True),
 )
-Kernel.standard_cloners = (("epair", _ifnet.EpairCloner),)
+Kernel.standard_cloners = (
+    ("epair", _ifnet.EpairCloner),
+    ("bridge", _if_bridge.BridgeCloner),
+    ("hub", _if_bridge.HubCloner),
+    ("vlan", _if_vlan.VlanCloner),
+    ("gif", _if_gif.GifCloner),
+    ("gre", _if_gre.GreCloner),
+    ("vxlan", _if_vxlan.VxlanCloner),
+)
 
 __all__ = ["Kernel", "VimageEventLoop", "Vnet", "get_vnet", "run", "service", "spawn"]
 __version__ = "0.1.0"

@@ -57,3 +57,8 @@ class Userland:
             if name not in ("cmd", "activate"):
                 raise TypeError(f"no userland hook {name!r}")
             setattr(cls, name, hook)
+
+
+current_fib: ContextVar[int] = ContextVar("vimage_current_fib", default=0)
+"""The fib of the running code (FreeBSD's per-process p_fibnum, set by setfib(1)): new
+sockets start in it, and `net.my_fibnum` reads it."""

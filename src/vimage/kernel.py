@@ -8,6 +8,7 @@ import random
 import threading
 import weakref
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vimage import protosw
@@ -108,8 +109,9 @@ class Kernel:
         hash under the kernel's root, so no vnet's secret tells anything of another's."""
         return hashlib.blake2b(serial.to_bytes(8, "big"), key=self._secret).digest()
 
-    def create(self, name: str) -> Vnet:
-        """Create vnet `name`; `a.b` is a child of `a`, which must exist."""
+    def create(self, name: str, **params: int) -> Vnet:
+        """Create vnet `name`; `a.b` is a child of `a`, which must exist. `params` are
+        creation parameters its subsystems read when they attach (`fibs=4`: net.fibs)."""
         with self.sched.lock:
             check_name(name)
             if name in self._vnets:
@@ -119,6 +121,7 @@ class Kernel:
             if parent is None:
                 raise LookupError(f"parent vnet {parent_name!r} does not exist")
             vnet = Vnet(self, name, parent)
+            vnet.params = params
             self._vnets[name] = vnet
             parent.add_child(vnet)
             vnet.attach()
@@ -184,8 +187,11 @@ class Kernel:
         protocols = protosw.check_set(protocols)
         oids = protosw.build_oids(protocols)
         self.protocols, self.oids = protocols, oids
-        self.attaches = tuple(p.attach for p in protocols if p.attach is not None)
-        self.detaches = tuple(p.detach for p in reversed(protocols) if p.detach is not None)
+        self.attaches = tuple(p.attach for p in protocols if p.attach is not None and not p.lazy)
+        self.detaches = tuple(p.detach for p in reversed(protocols)
+                              if p.detach is not None and not p.lazy)
+        # slot -> protocol attached on first use (Vnet.__getattr__), detached if it was
+        self.lazy = MappingProxyType({p.slot: p for p in protocols if p.lazy})
         self.ifattaches = tuple(p.ifattach for p in protocols if p.ifattach is not None)
 
     def socket_factory(self, family: int, type_: int, proto: int) -> Callable[..., Any]:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from vimage.cli import CmdResult
     from vimage.kernel import Kernel
     from vimage.net.ifnet import Ifnet
-    from vimage.net.route import RouteTable
+    from vimage.net.route import RouteState, RouteTable
     from vimage.netdb import HostsTable
     from vimage.netinet.arp import ArpState
     from vimage.netinet.icmp import IcmpState
@@ -56,22 +56,31 @@ class Vnet:
         "ether_fast",
         "ether_fast_type",
         "ethertypes",
+        "gif",
+        "gre",
         "hosts",
         "icmp",
+        "icmp6",
         "ifaces",
         "inputs",
         "ip",
+        "ip6",
         "kernel",
         "name",
+        "nd6",
         "next_ifindex",
+        "params",
         "parent",
         "pfil_link_in",
         "pfil_link_out",
         "raw",
+        "route",
         "rt",
+        "rt6",
         "serial",
         "tcp",
         "udp",
+        "vxlan",
     )
 
     def __init__(self, kernel: Kernel, name: str, parent: Vnet | None) -> None:
@@ -103,7 +112,9 @@ class Vnet:
         # every Ethernet frame received / about to be sent by this vnet's interfaces
         self.pfil_link_in: tuple[Any, ...] | None = None
         self.pfil_link_out: tuple[Any, ...] | None = None
-        self.rt: RouteTable
+        self.params: dict[str, int] = {}  # creation parameters (Kernel.create)
+        self.rt: RouteTable  # fib 0; every fib in route.tables
+        self.route: RouteState
         self.ip: IpState
         self.arp: ArpState
         self.icmp: IcmpState
@@ -124,12 +135,26 @@ class Vnet:
         self.alive = False
         kernel.vnet_departure(self)
         if self.inputs is None:  # never bound: nothing to take out of the demux tables
+            for proto in reversed(kernel.lazy.values()):  # add-ons go before what they use
+                if protosw.attached(self, proto):
+                    proto.detach(self)  # type: ignore[misc]
             for detach in kernel.detaches:
                 detach(self)
         else:
             for proto in reversed(kernel.protocols):
                 protosw.detach(self, proto)
         sched.purge_timers(self)
+
+    def __getattr__(self, name: str) -> Any:
+        """A lazy protocol's state (protosw.Protocol.lazy), attached on first use."""
+        try:
+            proto = object.__getattribute__(self, "kernel").lazy.get(name)
+        except AttributeError:
+            proto = None
+        if proto is None or not object.__getattribute__(self, "alive"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        proto.attach(self)
+        return object.__getattribute__(self, name)
 
     def pfil_changed(self, head: str) -> None:
         """A link-layer pfil point changed (vimage.net.pfil): the interfaces re-mark."""
@@ -140,7 +165,7 @@ class Vnet:
     def secret(self) -> bytes:
         """This vnet's own 64 secret bytes, made on first use (most vnets never need
         them): [0:16] TCP's key (ISNs, cookies, syncache hash; RFC 6528), [16:32] the seed
-        of `rng`, [32:34] the first IP ID."""
+        of `rng`, [32:34] the first IP ID, [34:38] the multipath flow-hash key."""
         secret = self._secret
         if secret is None:
             secret = self._secret = self.kernel.vnet_secret(self.serial)

@@ -56,11 +56,20 @@ def pair(kernel: Kernel) -> tuple[Kernel, Vnet, Vnet]:
 def test_fresh_vnet_shows_lo0_like_freebsd(kernel: Kernel) -> None:
     expected = ("lo0: flags=8049<UP,LOOPBACK,RUNNING,MULTICAST> metric 0 mtu 16384\n"
                 "\tinet 127.0.0.1 netmask 0xff000000\n"
-                "\tgroups: lo\n")
+                "\tinet6 ::1 prefixlen 128\n"
+                "\tinet6 fe80::1%lo0 prefixlen 64 scopeid 0x1\n"
+                "\tgroups: lo\n"
+                "\tnd6 options=21<PERFORMNUD,AUTO_LINKLOCAL>\n")
     assert ok(kernel, "ifconfig") == expected
     assert ok(kernel, "ifconfig -a") == expected
     assert ok(kernel, "ifconfig lo0") == expected
     assert ok(kernel, "ifconfig -l") == "lo0\n"
+
+
+def ll_suffix(mac: bytes) -> str:
+    """The interface identifier part of the EUI-64 link-local address of `mac`."""
+    eui = bytes((mac[0] ^ 2,)) + mac[1:3] + b"\xff\xfe" + mac[3:]
+    return ":".join(f"{int.from_bytes(eui[i:i + 2], 'big'):x}" for i in range(0, 8, 2))
 
 
 def test_configured_epair_block(pair: tuple[Kernel, Vnet, Vnet]) -> None:
@@ -70,9 +79,11 @@ def test_configured_epair_block(pair: tuple[Kernel, Vnet, Vnet]) -> None:
         "epair0a: flags=8863<UP,BROADCAST,RUNNING,SIMPLEX,MULTICAST> metric 0 mtu 1500\n"
         f"\tether {ifp.mac.hex(':')}\n"
         "\tinet 10.0.0.1 netmask 0xffffff00 broadcast 10.0.0.255\n"
+        f"\tinet6 fe80::{ll_suffix(ifp.mac)}%epair0a prefixlen 64 scopeid 0x2\n"
         "\tmedia: Ethernet 10Gbase-T (10Gbase-T <full-duplex>)\n"
         "\tstatus: active\n"
-        "\tgroups: epair\n")
+        "\tgroups: epair\n"
+        "\tnd6 options=21<PERFORMNUD,AUTO_LINKLOCAL>\n")
     assert ok(h1, "ifconfig epair0a inet").splitlines()[1:] == [
         "\tinet 10.0.0.1 netmask 0xffffff00 broadcast 10.0.0.255"]
     assert ok(h1, "ifconfig -l") == "lo0 epair0a\n"

@@ -104,9 +104,13 @@ def test_destination_forms(net: tuple[Kernel, Vnet, Vnet, Vnet], line: str, dst:
 def test_add_existing_route_fails(net: tuple[Kernel, Vnet, Vnet, Vnet]) -> None:
     _, h1, _, _ = net
     ok(h1, "route add -net 10.0.2.0/24 10.0.1.2")
+    fails(h1, "route add -net 10.0.2.0/24 10.0.1.2",  # the same path: always
+          "route: writing to routing socket: File exists")
+    ok(h1, "sysctl net.route.multipath=0")  # another gateway only makes a group with it
     fails(h1, "route add -net 10.0.2.0/24 10.0.1.3",
           "route: writing to routing socket: File exists")
     assert h1.rt.get(NET2, 24).gateway == 0x0A000102
+    assert h1.rt.get(NET2, 24).group is None
 
 
 def test_gateway_must_be_directly_reachable(net: tuple[Kernel, Vnet, Vnet, Vnet]) -> None:

@@ -598,7 +598,7 @@ def test_ethernet_runts_and_unknown_types(w):
     for n in range(14):
         inject(w, "epair", bytes(ifb.mac + w.f.ifa.mac)[:n])
     assert ifb.ierrors == errors + 14 and ifb.ipackets == packets + 14
-    inject(w, "epair", eth(ifb.mac, w.f.ifa.mac, b"\0" * 40, b"\x86\xdd"))
+    inject(w, "epair", eth(ifb.mac, w.f.ifa.mac, b"\0" * 40, b"\x88\xb5"))  # local experimental
     assert ifb.iqdrops == drops + 1
     inject(w, "epair", eth(ifb.mac, b"\x01" + w.f.ifa.mac[1:], _udp_pkt()))  # group source
     assert ifb.ierrors == errors + 15

@@ -49,16 +49,34 @@ OPTIONS: dict[str, tuple[str, ...]] = {
                  "broadcast", "alias", "-alias", "delete", "create", "destroy", "vnet",
                  "-vnet", "name", "ether", "lladdr", "promisc", "-promisc", "epair", "epair0",
                  "255.255.255.0", "0xffffff00", *MACS),
+    "ipfw": ("-q", "-a", "-d", "-e", "-N", "-n", "-S", "-t", "-T", "add", "delete", "flush",
+             "list", "show", "zero", "resetlog", "set", "table", "log", "enable", "disable",
+             "firewall", "allow", "deny", "count", "reset", "reject", "unreach", "skipto",
+             "call", "return", "check-state", "pipe", "nat", "divert", "tee", "fwd", "setfib",
+             "tablearg", "from", "to", "any", "me", "ip", "tcp", "udp", "icmp", "ip6",
+             "keep-state", "record-state", "limit", "src-addr", "in", "out", "via", "recv",
+             "setup", "established", "frag", "tcpflags", "syn,!ack", "icmptypes", "8,0",
+             "iplen", "table(t)", "table(t,1)", "create", "type", "addr", "info", "not", "!",
+             "{", "}", "or", "log", "logamount", "prob", "0.5", "tag", "tagged", "80,443",
+             "1024-65535", "dst-port", "move", "swap", "show"),
     "iperf3": ("-c", "-p", "-t", "-n", "-k", "-i", "-f", "-J", "-V", "-l", "-w", "-P", "-R",
                "-u", "-O", "-B", "-1", "--bidir", "--json", "--client", "--port", "--time",
                "--bytes", "--format", "k", "M", "x"),
+    "ndp": ("-a", "-c", "-d", "-n", "-s", "-t", "-an", "temp", "fe80::1%epair0a", "2001:db8::1",
+            "fe80::1%nope", *MACS),
     "netstat": ("-4", "-6", "-a", "-b", "-d", "-f", "-I", "-i", "-L", "-n", "-p", "-r", "-s",
                 "-W", "-z", "inet", "inet6", "link", "tcp", "udp", "icmp", "ip", "arp", "-rn",
                 "-sp"),
     "ping": ("-c", "-D", "-i", "-m", "-n", "-o", "-q", "-S", "-s", "-W", "-c1", "-Dq"),
+    "ping6": ("-c", "-D", "-h", "-I", "-i", "-m", "-n", "-q", "-S", "-s", "-W", "-c1",
+              "fe80::1%lo0", "2001:db8::1", "ff02::1%epair0a", "fe80::1"),
     "route": ("-4", "-6", "-d", "-n", "-q", "-t", "-v", "add", "change", "delete", "flush",
               "get", "show", "-net", "-host", "-netmask", "-interface", "-iface", "-reject",
-              "-blackhole", "-mtu", "-static", "-gateway"),
+              "-blackhole", "-mtu", "-static", "-gateway", "-F", "-fib", "-ifp", "-ifa",
+              "-prefsrc", "-proto1", "-proto2", "-nostatic", "-expire", "+5", "-hopcount",
+              "-weight", "default"),
+    "setfib": ("-F", "-F1", "0", "1", "16", "route", "get", "netstat", "-rn", "sysctl",
+               "net.my_fibnum", "ifconfig", "setfib"),
     "sysctl": ("-a", "-d", "-e", "-h", "-i", "-N", "-n", "-q", "net", "net.inet",
                "net.inet.ip.forwarding", "net.inet.ip.forwarding=1",
                "net.inet.ip.forwarding=2", "net.inet.tcp.msl=0", "net.inet.ip.ttl=999",
@@ -73,12 +91,26 @@ OPTIONS: dict[str, tuple[str, ...]] = {
               "queue", "qlen", "clear", "10ms", "1Mbit", "50%", "100%", "1e-5", "-5"),
 }
 # fixed words in front: a time limit for tools that would otherwise run until stopped
-PREFIX: dict[str, tuple[str, ...]] = {"ping": ("-t", "2"), "tcpdump": ("--duration", "1")}
+PREFIX: dict[str, tuple[str, ...]] = {"ping": ("-t", "2"), "ping6": ("-t", "2"),
+                                      "tcpdump": ("--duration", "1")}
 # words never generated for a tool: they would run for ever by design, or touch host files
 BANNED: dict[str, tuple[str, ...]] = {
+    "ipfw": ("-q", "-a", "-d", "-e", "-N", "-n", "-S", "-t", "-T", "add", "delete", "flush",
+             "list", "show", "zero", "resetlog", "set", "table", "log", "enable", "disable",
+             "firewall", "allow", "deny", "count", "reset", "reject", "unreach", "skipto",
+             "call", "return", "check-state", "pipe", "nat", "divert", "tee", "fwd", "setfib",
+             "tablearg", "from", "to", "any", "me", "ip", "tcp", "udp", "icmp", "ip6",
+             "keep-state", "record-state", "limit", "src-addr", "in", "out", "via", "recv",
+             "setup", "established", "frag", "tcpflags", "syn,!ack", "icmptypes", "8,0",
+             "iplen", "table(t)", "table(t,1)", "create", "type", "addr", "info", "not", "!",
+             "{", "}", "or", "log", "logamount", "prob", "0.5", "tag", "tagged", "80,443",
+             "1024-65535", "dst-port", "move", "swap", "show"),
     "iperf3": ("-s", "--server", "-D", "--daemon"),
     "tcpdump": ("-r", "-w", "--duration"),
     "ping": ("-t",),
+    "route": ("monitor",),  # it waits for messages until stopped
+    "setfib": ("monitor", "ping", "tcpdump", "iperf3", "traceroute"),
+    "ping6": ("-t",),
 }
 # traceroute sends -m x -q probes, each waiting -w: keep its numbers small
 SMALL_NUMBERS = ("0", "1", "-1", "2", "3", "256", "x", "1.5", "")

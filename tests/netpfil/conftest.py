@@ -1,47 +1,113 @@
-"""Helpers of the dummynet tests: a test-only pfil hook standing in for ipfw.
-
-Until ipfw selects packets with rules, `shape(vnet)` links a hook at `vnet.ip.pfil_out`
-that sends every IPv4 packet the vnet transmits into dummynet (`pipe 1`, or what
-`classify(pkt)` says) and, when dummynet releases it, resumes what the hook
-interrupted: the link output of ip_output / ip_forward (`IpState._link_output`, toward
-the next hop of the packet's route).
-"""
+"""Scenarios for the packet filter tests: host a - router r - host b, and helpers that
+send real traffic through it in virtual time."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import errno
+import socket as _socket
+from dataclasses import dataclass
 
-from vimage.net import pfil
-from vimage.net.ifnet import Ifnet
-from vimage.net.route import RTF_GATEWAY
+import pytest
+
+from vimage.kernel import Kernel
+from vimage.topo import router_chain
 from vimage.vnet import Vnet
+from vimage.wire import icmp as wicmp
 
-Classify = Callable[[bytes], tuple[int, bool]]
-
-
-def pipe_one(pkt: bytes) -> tuple[int, bool]:
-    return 1, False
+A, RA, RB, B = "10.0.0.1", "10.0.0.2", "10.0.1.1", "10.0.1.2"
 
 
-def shape(vnet: Vnet, classify: Classify = pipe_one) -> None:
-    ip = vnet.ip
+@dataclass
+class Trio:
+    k: Kernel
+    a: Vnet
+    r: Vnet
+    b: Vnet
 
-    def hook(pkt: bytes, ifp: Ifnet | None) -> bytes | None:
-        number, is_queue = classify(pkt)
-        dst = int.from_bytes(pkt[16:20], "big")
+    def fw(self, vnet: Vnet, *lines: str) -> None:
+        for line in lines:
+            res = vnet.cmd(f"ipfw -q {line}")
+            assert res.ok, res.output
 
-        def resume(out: bytes) -> None:
-            assert ifp is not None
-            route = ip.route_to(dst)
-            nexthop = route.gateway if route.flags & RTF_GATEWAY else dst
-            ip._link_output(ifp, out, nexthop, False)
+    def ping(self, src: Vnet, dst: str, size: int = 8, seq: int = 1) -> bool:
+        """One echo from `src` to `dst`: True if the reply comes back within 2 s."""
+        s = src.socket(2, 3, 1)
+        try:
+            s.settimeout(2)
+            s.sendto(wicmp.build_echo(wicmp.ECHO, 0x77, seq, b"p" * size), (dst, 0))
+            while True:
+                try:
+                    reply = s.recv(65535)
+                except TimeoutError:
+                    return False
+                hlen = (reply[0] & 0x0F) << 2
+                if reply[hlen] == wicmp.ECHO_REPLY:
+                    return True
+        finally:
+            s.close()
 
-        vnet.dummynet.enqueue(number, is_queue, pkt, ifp, True, resume)
-        return None
+    def icmp_error(self, src: Vnet, dst: str) -> tuple[int, int] | None:
+        """Ping `dst`: the (type, code) of an ICMP error that comes back, or None."""
+        s = src.socket(2, 3, 1)
+        try:
+            s.settimeout(2)
+            s.sendto(wicmp.build_echo(wicmp.ECHO, 0x78, 1, b"x"), (dst, 0))
+            try:
+                reply = s.recv(65535)
+            except TimeoutError:
+                return None
+            hlen = (reply[0] & 0x0F) << 2
+            return reply[hlen], reply[hlen + 1]
+        finally:
+            s.close()
 
-    pfil.link(ip, "pfil_out", hook, name="dummynet-test")
+    def udp(self, src: Vnet, dst: Vnet, addr: str, port: int = 7000, sport: int = 0,
+            timeout: float = 1.0) -> bool:
+        rx = dst.socket(2, 2)
+        tx = src.socket(2, 2)
+        try:
+            rx.bind(("", port))
+            rx.settimeout(timeout)
+            if sport:
+                tx.bind(("", sport))
+            tx.sendto(b"data", (addr, port))
+            try:
+                return rx.recv(100) == b"data"
+            except TimeoutError:
+                return False
+        finally:
+            rx.close()
+            tx.close()
+
+    def tcp(self, src: Vnet, dst: Vnet, addr: str, port: int = 80,
+            seconds: float = 3.0) -> str:
+        """Open a TCP connection: "ok", "refused", "unreach" or "timeout"."""
+        srv = dst.socket(2, 1)
+        srv.bind(("", port))
+        srv.listen(4)
+        cli = src.socket(2, 1)
+        cli.setblocking(False)
+        try:
+            with contextlib.suppress(BlockingIOError):
+                cli.connect((addr, port))
+            self.k.run(seconds)
+            err = cli.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+            if cli.tcb is not None and cli.tcb.state_name == "ESTABLISHED":
+                return "ok"
+            if err == errno.ECONNREFUSED:
+                return "refused"
+            if err in (errno.EHOSTUNREACH, errno.ENETUNREACH) or (
+                    cli.tcb is not None and cli.tcb.softerror == errno.EHOSTUNREACH):
+                return "unreach"
+            return "timeout"
+        finally:
+            cli.close()
+            srv.close()
 
 
-def dport(pkt: bytes) -> int:
-    hlen = (pkt[0] & 0x0F) << 2
-    return int.from_bytes(pkt[hlen + 2:hlen + 4], "big")
+@pytest.fixture
+def trio() -> Trio:
+    k = Kernel(clock="virtual", seed=1)
+    a, r, b = router_chain(k, 1, name="t")
+    return Trio(k, a, r, b)

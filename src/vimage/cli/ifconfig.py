@@ -3,18 +3,26 @@
     ifconfig [-a | -l] [-d] [-u] [inet | ether]
     ifconfig IF [inet | ether]
     ifconfig IF [inet] ADDR[/LEN] [netmask MASK] [broadcast BCAST] [alias | -alias | delete]
-                [up | down] [mtu N] [ether | lladdr MAC] [promisc | -promisc]
+                [up | down] [mtu N] [fib N] [ether | lladdr MAC] [promisc | -promisc]
                 [vnet NAME | -vnet NAME] [destroy]
+    ifconfig IF inet6 ADDR[%IF][/LEN] [prefixlen LEN] [alias | -alias | delete]
+                [[-]auto_linklocal] [[-]nud] [[-]no_dad]
     ifconfig epair[N] | lo[N] | tap[N] create [netns LINUX_NETNS] [parameters...]
+    ifconfig bridge[N] | hub[N] create [bridge parameters...]; ifconfig bridgeN addr
+    ifconfig vlan[N] create [vlan VID vlandev PARENT] [vlanpcp N]; ifconfig PARENT.VID create
+    ifconfig gif[N] | gre[N] | vxlan[N] create [parameters...]  (see ifconfig_tunnel.py)
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import re
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.cli import Context, ToolError, UsageError
+from vimage.cli import ifconfig_tunnel as tunnel_cli
 from vimage.cli._util import (
     classful_plen,
     getopts,
@@ -27,8 +35,11 @@ from vimage.cli._util import (
     try_addr,
 )
 from vimage.net import ifnet as ifnet_mod
+from vimage.net.if_bridge import IFBAF_NAMES, IFBIF_NAMES, Bridge, create_bridge
+from vimage.net.if_vlan import Vlan, create_vlan
 from vimage.net.ifnet import (
     FLAG_NAMES,
+    IFF_L2,
     IFF_LINK_HOOKS,
     IFF_PROMISC,
     IFF_RUNNING,
@@ -36,6 +47,8 @@ from vimage.net.ifnet import (
     MIN_MTU,
 )
 from vimage.netinet.in_ import in_add_addr, in_del_addr
+from vimage.netinet6 import in6
+from vimage.wire import ipv6 as wip6
 from vimage.wire.ipv4 import ntoa
 
 if TYPE_CHECKING:
@@ -45,8 +58,12 @@ if TYPE_CHECKING:
 # FreeBSD's epair sets a driver bit (0x20) that ifconfig prints in the hex word
 # but has no name for; shown so the flag word reads as on FreeBSD (8863).
 _EPAIR_DRV_FLAG = 0x20
-_CLONER_RE = re.compile(r"(epair|lo|tap)(\d*)\Z")
-_FAMILIES = frozenset(("inet", "ether", "link", "lladdr"))
+_CLONER_RE = re.compile(r"(epair|lo|tap|bridge|hub|vlan)(\d*)\Z")
+_FAMILIES = frozenset(("inet", "inet6", "ether", "link", "lladdr"))
+# ifconfig's ND flag words (af_inet6.c): word -> ND6_IFF_* bit
+_ND6_WORDS = MappingProxyType({"auto_linklocal": in6.ND6_IFF_AUTO_LINKLOCAL,
+                               "nud": in6.ND6_IFF_PERFORMNUD, "no_dad": in6.ND6_IFF_NO_DAD,
+                               "ifdisabled": in6.ND6_IFF_IFDISABLED})
 _DELETE_WORDS = frozenset(("-alias", "delete", "remove"))
 _ALIAS_WORDS = frozenset(("alias", "add"))
 _MEDIA = "media: Ethernet 10Gbase-T (10Gbase-T <full-duplex>)"
@@ -59,11 +76,24 @@ usage: ifconfig [-a] [-du] [address_family]
        ifconfig interface [address_family]
        ifconfig interface [inet] address[/len] [netmask mask] [broadcast addr]
                 [alias | -alias | delete] [parameters]
+       ifconfig interface inet6 address[/len] [prefixlen len]
+                [alias | -alias | delete] [[-]auto_linklocal] [[-]nud]
+                [[-]no_dad]
        ifconfig interface [parameters]
        ifconfig interface create [netns linux_netns] [parameters]
        ifconfig interface destroy
        ifconfig interface -vnet vnet
-address_family: inet, ether; parameters: up, down, mtu n, ether mac, [-]promisc
+address_family: inet, inet6, ether
+parameters: up, down, mtu n, fib n, ether mac, [-]promisc
+bridge (and hub) parameters: addm if, deletem if, [-]learn if, [-]discover if,
+       [-]private if, [-]span if, static if mac, deladdr mac, flush, flushall,
+       maxaddr n, timeout s, ifmaxaddr if n; ifconfig bridgeN addr
+vlan parameters: vlan vid, vlandev if, -vlandev, vlanpcp n, vlanproto 802.1q
+tunnels (gif, gre, vxlan): tunnel src dst, -tunnel, [inet] address dest_address,
+       grekey key, [-]enable_csum, [-]enable_seq, vxlanid vni, vxlanlocal addr,
+       vxlanremote addr, vxlangroup addr, vxlandev if, vxlanlocalport port,
+       vxlanremoteport port, vxlanportrange low high, vxlanttl ttl,
+       [-]vxlanlearn, vxlantimeout seconds, vxlanmaxaddr n, vxlanflush[all]
 """
 
 
@@ -98,6 +128,8 @@ def main(ctx: Context, argv: list[str]) -> int:
         if len(params) >= 2 and params[0] == "netns":  # tap: put the Linux side there
             netns, params = params[1], params[2:]
         ifp = create(vnet, name, netns)
+        if isinstance(ifp, Vlan) and params:
+            params = _vlan_create_params(ifp, params)  # applied before the name is printed
         ctx.print(ifp.name)
         if not params:
             return 0
@@ -105,6 +137,10 @@ def main(ctx: Context, argv: list[str]) -> int:
         ifp = vnet.ifaces.get(name)
         if ifp is None:
             raise ToolError(f"interface {name} does not exist")
+    if params == ["addr"] and isinstance(ifp, Bridge):
+        for line in bridge_addr_lines(ifp):
+            ctx.print(line)
+        return 0
     if not params or (len(params) == 1 and params[0] in _FAMILIES):
         for line in render(ifp, params[0] if params else None):
             ctx.print(line)
@@ -119,21 +155,27 @@ def main(ctx: Context, argv: list[str]) -> int:
 # -- display --------------------------------------------------------------------------
 def flag_word(ifp: Ifnet) -> str:
     names = ",".join(name for bit, name in FLAG_NAMES if ifp.flags & bit)
-    value = (ifp.flags & ~IFF_LINK_HOOKS) | (_EPAIR_DRV_FLAG if ifp.kind == "epair" else 0)
+    value = ifp.flags & ~(IFF_LINK_HOOKS | IFF_L2)  # vimage-private bits are not shown
+    value |= _EPAIR_DRV_FLAG if ifp.kind == "epair" else 0
     return f"flags={value:x}<{names}>"
 
 
 def render(ifp: Ifnet, family: str | None = None) -> list[str]:
     """The lines `ifconfig IF` prints; `family` limits them to inet or link addresses."""
     lines = [f"{ifp.name}: {flag_word(ifp)} metric 0 mtu {ifp.mtu}"]
+    lines += tunnel_cli.head_lines(ifp)  # gif, gre: `tunnel inet A --> B`
     if ifp.mac is not None and family in (None, "ether", "link", "lladdr"):
         lines.append(f"\tether {ifp.mac.hex(':')}")
     if family in (None, "inet"):
         for ia in ifp.addrs:
-            line = f"\tinet {ntoa(ia.addr)} netmask {mask_hex(ia.plen)}"
+            peer = tunnel_cli.inet_peer(ifp, ia)  # a point-to-point address: ` --> B`
+            line = f"\tinet {ntoa(ia.addr)}{peer} netmask {mask_hex(ia.plen)}"
             if ia.broadcast and not ifp.is_loopback:
                 line += f" broadcast {ntoa(ia.broadcast)}"
             lines.append(line)
+    if family in (None, "inet6"):
+        in6.loopback_addrs(ifp.vnet)  # (lo0's wait for a first use of IPv6)
+        lines.extend(inet6_lines(ifp))
     if family is None:
         if ifp.kind == "epair":
             lines.append(f"\t{_MEDIA}")
@@ -142,17 +184,50 @@ def render(ifp: Ifnet, family: str | None = None) -> list[str]:
             lines.append(f"\tstatus: {'active' if ifp.flags & IFF_RUNNING else 'no carrier'}")
             lines.append(f"\tLinux side: {ifp.linux_name}"
                          + (f" in netns {ifp.netns}" if ifp.netns else ""))
+        lines.extend(l2_status_lines(ifp))
         lines.append(f"\tgroups: {ifp.kind}")
+        lines += tunnel_cli.tail_lines(ifp)  # gre key and options, vxlan configuration
+        data = in6.addrs_data(ifp)
+        if data is not None:  # last, as FreeBSD's ifconfig prints af_inet6's nd6 status
+            lines.append(f"\tnd6 {nd6_options(data.nd_flags)}")
+        lines.extend(l2_trailer_lines(ifp, lines))
     return lines
+
+
+def inet6_lines(ifp: Ifnet) -> list[str]:
+    """`inet6 fe80::1%lo0 prefixlen 64 scopeid 0x1`, as af_inet6.c's in6_status prints."""
+    out = []
+    for ia in in6.addrs(ifp):
+        scoped = wip6.needs_zone(ia.addr)
+        text = wip6.ntoa(ia.addr) + (f"%{ifp.name}" if scoped else "")
+        line = f"\tinet6 {text} prefixlen {ia.plen}"
+        for bit, word in in6.FLAG_WORDS:
+            if ia.flags & bit:
+                line += f" {word}"
+        if scoped:
+            line += f" scopeid {ifp.index:#x}"
+        out.append(line)
+    return out
+
+
+def nd6_options(flags: int) -> str:
+    names = ",".join(name for bit, name in in6.ND6_FLAG_NAMES if flags & bit)
+    return f"options={flags:x}<{names}>"
 
 
 # -- cloning --------------------------------------------------------------------------
 def create(vnet: Vnet, name: str, netns: str | None = None) -> Ifnet:
     """`ifconfig epair[N] | lo[N] | tap[N] create`; returns the (a-end) interface."""
+    tunnel = tunnel_cli.create(vnet, name)  # gif, gre, vxlan
+    if tunnel is not None:
+        return tunnel
     match = _CLONER_RE.match(name)
+    if match is None and "." in name:
+        return _create_dotted_vlan(vnet, name)
     if match is None:
         raise ToolError(f"SIOCIFCREATE2 ({name}): cannot create: the name must be"
-                        " epair[N], lo[N] or tap[N]")
+                        " epair[N], lo[N], tap[N], bridge[N], hub[N], vlan[N], gif[N], gre[N],"
+                        " vxlan[N] or IF.VID")
     if netns is not None and match.group(1) != "tap":
         raise UsageError("netns applies to tap interfaces only")
     kind, digits = match.groups()
@@ -162,6 +237,10 @@ def create(vnet: Vnet, name: str, netns: str | None = None) -> Ifnet:
     try:
         if kind == "epair":
             return ifnet_mod.create_epair(vnet, unit)[0]
+        if kind in ("bridge", "hub"):
+            return create_bridge(vnet, unit, kind)
+        if kind == "vlan":
+            return create_vlan(vnet, name)
         if kind == "tap":
             from vimage.net.tap import TapError, create_tap
 
@@ -178,8 +257,8 @@ def create(vnet: Vnet, name: str, netns: str | None = None) -> Ifnet:
 class _Request:
     """What one `ifconfig IF ...` command line asks for, applied in FreeBSD's order."""
 
-    __slots__ = ("action", "addr", "broadcast", "mac", "moves", "mtu", "netmask", "plen",
-                 "promisc", "up")
+    __slots__ = ("action", "addr", "addr6", "broadcast", "fib", "inet6", "mac", "moves", "mtu",
+                 "nd6_clear", "nd6_set", "netmask", "plen", "promisc", "up")
 
     def __init__(self) -> None:
         self.addr: int | None = None
@@ -191,7 +270,12 @@ class _Request:
         self.mtu: int | None = None
         self.mac: bytes | None = None
         self.promisc: bool | None = None
+        self.fib: int | None = None
         self.moves: list[str] = []
+        self.inet6 = False  # `inet6`: the address words are IPv6
+        self.addr6: tuple[int, int] | None = None
+        self.nd6_set = 0
+        self.nd6_clear = 0
 
 
 def _parse(params: list[str]) -> _Request:
@@ -208,6 +292,22 @@ def _parse(params: list[str]) -> _Request:
         step = 1
         if word == "inet":
             pass
+        elif word == "inet6":
+            req.inet6 = True
+        elif word.lstrip("-") in _ND6_WORDS:
+            bit = _ND6_WORDS[word.lstrip("-")]
+            if word.startswith("-"):
+                req.nd6_clear |= bit
+            else:
+                req.nd6_set |= bit
+        elif word == "prefixlen" and req.inet6:
+            text = value(word)
+            if not text.isdigit() or int(text) > 128:
+                raise ToolError(f"{text}: bad value")
+            if req.addr6 is None:
+                raise ToolError("prefixlen needs an address")
+            req.addr6 = (req.addr6[0], int(text))
+            step = 2
         elif word in ("up", "down"):
             req.up = word == "up"
         elif word in ("promisc", "-promisc"):
@@ -221,6 +321,12 @@ def _parse(params: list[str]) -> _Request:
             if not text.isdigit():
                 raise ToolError(f"mtu {text}: not a number")
             req.mtu = int(text)
+            step = 2
+        elif word == "fib":  # the FIB of the interface's address routes and forwarding
+            text = value(word)
+            if not text.isdigit():
+                raise ToolError(f"fib {text}: not a number")
+            req.fib = int(text)
             step = 2
         elif word in ("ether", "lladdr", "link"):
             req.mac = parse_mac(value(word))
@@ -238,6 +344,14 @@ def _parse(params: list[str]) -> _Request:
             raise UsageError("'-vnet NAME' must come right after the interface name, alone")
         elif word in ("create", "destroy"):
             raise UsageError(f"'{word}' must come right after the interface name, alone")
+        elif req.inet6:
+            if req.addr6 is not None:
+                raise ToolError(f"{word}: only one address per command")
+            try:
+                req.addr6 = in6.parse_cidr(word)
+            except (ValueError, OSError):
+                raise ToolError(f"{word}: bad value (not an address or a known parameter)") \
+                    from None
         else:
             text, slash, plen = word.partition("/")
             addr = try_addr(text)
@@ -252,6 +366,13 @@ def _parse(params: list[str]) -> _Request:
 
 
 def configure(ctx: Context, ifp: Ifnet, params: list[str]) -> None:
+    if isinstance(ifp, Bridge):
+        params = _bridge_params(ifp, params)
+    elif isinstance(ifp, Vlan):
+        params = _vlan_params(ifp, params)
+    params = tunnel_cli.configure(ifp, params)  # gif, gre, vxlan parameters
+    if not params:
+        return
     req = _parse(params)
     if req.mtu is not None:
         if not MIN_MTU <= req.mtu <= MAX_MTU:
@@ -262,7 +383,14 @@ def configure(ctx: Context, ifp: Ifnet, params: list[str]) -> None:
         _set_mac(ifp, req.mac)
     if req.promisc is not None:
         ifp.flags = ifp.flags | IFF_PROMISC if req.promisc else ifp.flags & ~IFF_PROMISC
-    added = _addresses(ifp, req)
+    if req.fib is not None:
+        if req.fib >= ifp.vnet.route.fibs:
+            raise ToolError("ioctl (SIOCSIFFIB): Invalid argument")
+        ifp.fib = req.fib
+    added = _addresses6(ifp, req) if req.inet6 else _addresses(ifp, req)
+    if req.nd6_set or req.nd6_clear:
+        data = in6.ifdata(ifp)
+        data.nd_flags = (data.nd_flags | req.nd6_set) & ~req.nd6_clear
     if req.up is not None:
         ifp.set_up(req.up)
     elif added and not ifp.up:
@@ -324,6 +452,27 @@ def _addresses(ifp: Ifnet, req: _Request) -> bool:
     return True
 
 
+def _addresses6(ifp: Ifnet, req: _Request) -> bool:
+    """`inet6 ADDR[/LEN] [alias | -alias | delete]`: add (every inet6 address is an
+    alias on FreeBSD) or delete; True if one was added."""
+    if req.addr6 is None:
+        return False
+    addr, plen = req.addr6
+    if req.action == "delete":
+        try:
+            in6.in6_del_addr(ifp, addr)
+        except OSError:
+            raise ToolError(f"ioctl (SIOCDIFADDR_IN6): Can't assign requested address "
+                            f"({wip6.ntoa(addr)} is not on {ifp.name})") from None
+        return False
+    try:
+        in6.in6_add_addr(ifp, addr, plen)
+    except OSError as exc:
+        raise ToolError(f"ioctl (SIOCAIFADDR_IN6): {exc.strerror or exc} "
+                        f"({wip6.ntoa(addr)})") from None
+    return True
+
+
 def _vnet(here: Vnet, name: str) -> Vnet:
     try:
         return here.resolve(name)
@@ -340,3 +489,226 @@ def _reclaim(here: Vnet, name: str, vnet_name: str) -> None:
     if ifp is None:
         raise ToolError(f"interface {name} does not exist in vnet {other.display_name}")
     ifnet_mod.move(ifp, here)
+
+
+# -- bridge, hub and vlan (if_bridge(4), vlan(4); FreeBSD sbin/ifconfig/ifbridge.c,
+#    ifvlan.c) --------------------------------------------------------------------------
+_ND6_BRIDGE = "\tnd6 options=9<PERFORMNUD,IFDISABLED>"
+_ND6_VLAN = "\tnd6 options=29<PERFORMNUD,IFDISABLED,AUTO_LINKLOCAL>"
+# bridge words taking a member name and setting (+) or clearing (-) a member flag
+_MEMBER_FLAG_WORDS = MappingProxyType(
+    {"learn": 0x0001, "discover": 0x0002, "private": 0x0800, "sticky": 0x0010})
+_BRIDGE_PATH_COST = 2000  # what FreeBSD shows for a 10 Gbit/s member
+
+
+def _strerror(code: int) -> str:
+    """strerror(3) as FreeBSD words it where Linux's wording differs."""
+    return "Device busy" if code == errno.EBUSY else os.strerror(code)
+
+
+def _bits(value: int, names: tuple[tuple[int, str], ...]) -> str:
+    return f"flags={value:x}<{','.join(name for bit, name in names if value & bit)}>"
+
+
+def l2_status_lines(ifp: Ifnet) -> list[str]:
+    """Bridge and vlan lines of `ifconfig IF`, printed before `groups:` (bridge_status,
+    vlan_status)."""
+    if isinstance(ifp, Bridge):
+        mac = ifp.mac.hex(":") if ifp.mac else "00:00:00:00:00:00"
+        lines = [] if ifp.hub else [  # a hub has no spanning-tree or cache parameters
+            f"\tid {mac} priority 32768 hellotime 2 fwddelay 15",
+            f"\tmaxage 20 holdcnt 6 proto rstp maxaddr {ifp.maxaddr} timeout {ifp.timeout}",
+            f"\troot id {mac} priority 32768 ifcost 0 port 0"]
+        # FreeBSD inserts members at the head of its list: the newest is shown first
+        ports = [*reversed(ifp.members.values()), *reversed(ifp.spans.values())]
+        for member in ports:
+            lines.append(f"\tmember: {member.ifp.name} {_bits(member.flags, IFBIF_NAMES)}")
+            lines.append(f"\t        ifmaxaddr {member.ifmaxaddr} port {member.ifp.index} "
+                         f"priority 128 path cost {_BRIDGE_PATH_COST}")
+        return lines
+    if isinstance(ifp, Vlan):
+        parent = ifp.parent.name if ifp.parent is not None else "<none>"
+        return [f"\tvlan: {ifp.vid} vlanproto: 802.1q vlanpcp: {ifp.pcp} "
+                f"parent interface: {parent}",
+                f"\tstatus: {'active' if ifp.flags & IFF_RUNNING else 'no carrier'}"]
+    return []
+
+
+def l2_trailer_lines(ifp: Ifnet, so_far: list[str]) -> list[str]:
+    """The `nd6 options` line FreeBSD prints for bridges and vlans (unless another part
+    of ifconfig printed one already)."""
+    if any(line.startswith("\tnd6 options") for line in so_far):
+        return []
+    if isinstance(ifp, Bridge):
+        return [_ND6_BRIDGE]
+    if isinstance(ifp, Vlan):
+        return [_ND6_VLAN]
+    return []
+
+
+def bridge_addr_lines(bridge: Bridge) -> list[str]:
+    """`ifconfig bridgeN addr` (bridge_addresses): MAC, VLAN, member, seconds left, flags."""
+    return [f"{mac.hex(':')} Vlan1 {ifp.name} {left} "
+            f"{_bits(flags, IFBAF_NAMES)}"
+            for mac, ifp, left, flags in bridge.addresses()]
+
+
+def _bridge_err(cmd: str, arg: str, exc: OSError) -> ToolError:
+    return ToolError(f"{cmd} {arg}: {_strerror(exc.errno or errno.EINVAL)}")
+
+
+def _port(bridge: Bridge, cmd: str, name: str) -> Ifnet:
+    ifp = bridge.vnet.ifaces.get(name)
+    if ifp is None:
+        raise ToolError(f"{cmd} {name}: {_strerror(errno.ENOENT)}")
+    return ifp
+
+
+def _bridge_params(bridge: Bridge, params: list[str]) -> list[str]:
+    """Apply the bridge words of `params` in order (as ifconfig does, one ioctl each);
+    returns the other words for the generic parser."""
+    rest: list[str] = []
+    i = 0
+    while i < len(params):
+        word = params[i]
+        base = word.removeprefix("-")
+        if word in ("flush", "flushall"):
+            bridge.flush(all_entries=word == "flushall")
+            i += 1
+            continue
+        nargs = {"addm": 1, "deletem": 1, "span": 1, "-span": 1, "deladdr": 1, "maxaddr": 1,
+                 "timeout": 1, "static": 2, "ifmaxaddr": 2, "mtu": 1}.get(word)
+        if nargs is None and base in _MEMBER_FLAG_WORDS:
+            nargs = 1
+        if nargs is None:
+            rest.append(word)
+            i += 1
+            continue
+        if i + nargs >= len(params):
+            raise UsageError(f"'{word}' requires argument")
+        _bridge_word(bridge, word, params[i + 1:i + 1 + nargs])
+        i += 1 + nargs
+    return rest
+
+
+def _bridge_word(bridge: Bridge, word: str, args: list[str]) -> None:
+    arg = args[0]
+    try:
+        if word == "addm":
+            bridge.add_member(_port(bridge, "BRDGADD", arg))
+        elif word == "deletem":
+            bridge.delete_member(_port(bridge, "BRDGDEL", arg))
+        elif word == "span":
+            bridge.add_span(_port(bridge, "BRDGADDS", arg))
+        elif word == "-span":
+            bridge.delete_span(_port(bridge, "BRDGDELS", arg))
+        elif word == "deladdr":
+            bridge.delete_addr(parse_mac(arg))
+        elif word == "static":
+            bridge.add_static(_port(bridge, "BRDGSADDR", arg), parse_mac(args[1]))
+        elif word in ("maxaddr", "timeout", "ifmaxaddr", "mtu"):
+            text = args[-1]
+            if not text.isdigit():
+                raise ToolError(f"invalid value: {text}")
+            if word == "mtu":
+                _bridge_mtu(bridge, int(text))
+            elif word == "maxaddr":
+                bridge.set_maxaddr(int(text))
+            elif word == "timeout":
+                bridge.set_timeout(int(text))
+            else:
+                bridge.member(_port(bridge, "BRDGSIFMAXADDR", arg)).ifmaxaddr = int(text)
+        else:
+            member = bridge.member(_port(bridge, "BRDGGIFFLGS", arg))
+            bit = _MEMBER_FLAG_WORDS[word.removeprefix("-")]
+            member.flags = member.flags & ~bit if word.startswith("-") else member.flags | bit
+    except OSError as exc:
+        cmd = {"addm": "BRDGADD", "deletem": "BRDGDEL", "span": "BRDGADDS",
+               "-span": "BRDGDELS", "deladdr": "BRDGDADDR", "static": "BRDGSADDR"}.get(
+                   word, "BRDGSIFFLGS")
+        raise _bridge_err(cmd, arg, exc) from None
+
+
+def _bridge_mtu(bridge: Bridge, mtu: int) -> None:
+    """`mtu N` on a bridge sets every member's MTU too (if_bridge.c, SIOCSIFMTU)."""
+    if not MIN_MTU <= mtu <= MAX_MTU:
+        raise ToolError(f"ioctl SIOCSIFMTU (set mtu): Invalid argument "
+                        f"(mtu {mtu} is outside {MIN_MTU}..{MAX_MTU})")
+    for ifp in bridge.members:
+        ifp.mtu = mtu
+    bridge.mtu = mtu
+
+
+def _vlan_params(vlan: Vlan, params: list[str]) -> list[str]:
+    """Take `vlan VID`, `vlandev IF`, `-vlandev [IF]`, `vlanpcp N`, `vlanproto P` out of
+    `params` and apply them together (SIOCSETVLAN); returns the other words."""
+    rest: list[str] = []
+    vid = pcp = None
+    parent: Ifnet | None = None
+    detach = False
+    i = 0
+    while i < len(params):
+        word = params[i]
+        if word == "-vlandev":
+            detach = True
+            if i + 1 < len(params) and params[i + 1] in vlan.vnet.ifaces:
+                i += 1  # `-vlandev IF`: the name is optional
+            i += 1
+            continue
+        if word not in ("vlan", "vlandev", "vlanpcp", "vlanproto"):
+            rest.append(word)
+            i += 1
+            continue
+        if i + 1 >= len(params):
+            raise UsageError(f"'{word}' requires argument")
+        value = params[i + 1]
+        i += 2
+        if word == "vlandev":
+            parent = vlan.vnet.ifaces.get(value)
+            if parent is None:
+                raise ToolError(f"SIOCSETVLAN: {_strerror(errno.ENOENT)} ({value})")
+        elif word == "vlanproto":
+            if value.lower() not in ("802.1q", "0x8100"):
+                raise ToolError(f"invalid value for vlanproto: {value} (802.1q only)")
+        elif not value.isdigit():
+            raise ToolError(f"value {value}: bad {word}")
+        elif word == "vlan":
+            vid = int(value)
+        else:
+            pcp = int(value)
+    try:
+        if detach:
+            vlan.unconfigure()
+        if vid is not None or parent is not None or pcp is not None:
+            if parent is None and vlan.parent is None and vid is not None:
+                vlan.vid = vid  # remembered until a vlandev is given (FreeBSD does too)
+                vid = None
+            vlan.configure(parent, vid, pcp)
+    except OSError as exc:
+        raise ToolError(f"SIOCSETVLAN: {_strerror(exc.errno or errno.EINVAL)} "
+                        f"({exc.strerror})") from None
+    return rest
+
+
+def _vlan_create_params(vlan: Vlan, params: list[str]) -> list[str]:
+    """`ifconfig vlan create vlan N vlandev IF ...`: an interface that cannot be
+    configured is not left behind (the parameters go with SIOCIFCREATE2)."""
+    try:
+        return _vlan_params(vlan, params)
+    except ToolError:
+        ifnet_mod.destroy(vlan)
+        raise
+
+
+def _create_dotted_vlan(vnet: Vnet, name: str) -> Ifnet:
+    """`ifconfig epair0a.10 create`: a VLAN with its parent and VID in its name."""
+    parent, _, vid = name.rpartition(".")
+    if not vid.isdigit() or not parent:
+        raise ToolError(f"SIOCIFCREATE2 ({name}): Invalid argument")
+    try:
+        return create_vlan(vnet, name)
+    except FileExistsError:
+        raise ToolError(f"SIOCIFCREATE2 ({name}): File exists") from None
+    except OSError as exc:
+        raise ToolError(f"SIOCIFCREATE2 ({name}): {_strerror(exc.errno or errno.EINVAL)}"
+                        f" ({exc.strerror})") from None

@@ -1,7 +1,8 @@
 """netstat(1): routing table, protocol statistics, interfaces and sockets of a vnet.
 
     netstat [-aLn] [-f inet] [-p tcp|udp|ip|icmp]    sockets
-    netstat -r [-n] [-f inet]                        routing table
+    netstat -r [-nW] [-F fib] [-f inet | inet6]      routing table (-W: nexthops, MTU; -6: inet6)
+    netstat -o [-nW] [-F fib]                        nexthop objects
     netstat -s [-s] [-z] [-p tcp|udp|ip|icmp|arp]    protocol statistics
     netstat -i [-bdn] [-I interface]                 interfaces
 
@@ -21,9 +22,10 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from vimage.cli import UsageError
+from vimage.cli import UsageError, _inet6
 from vimage.cli._util import getopts, ifaces_by_index
-from vimage.net.route import flag_string
+from vimage.context import current_fib
+from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_REJECT, RTF_UP, flag_string
 from vimage.netinet import icmp, tcp
 from vimage.socket.socket import IPPROTO_ICMP, SOCK_RAW
 from vimage.wire import ipv4
@@ -32,6 +34,7 @@ from vimage.wire.ethernet import mac_ntoa
 if TYPE_CHECKING:
     from vimage.cli import Context
     from vimage.net.ifnet import Ifnet
+    from vimage.net.route import Route
     from vimage.netinet.tcp import Tcb
     from vimage.protosw import Protocol
     from vimage.socket.socket import Socket
@@ -45,21 +48,23 @@ def stat_protos(vnet: Vnet) -> list[Protocol]:
 
 
 SOCKET_PROTOS = frozenset({"tcp", "udp", "ip", "icmp"})
-FAMILIES = frozenset({"inet"})
+FAMILIES = frozenset({"inet", "inet6"})
 
 
 # netstat(1)'s usage(), the forms vimage implements
 USAGE = """\
 usage: netstat [-aLn] [-f address_family] [-p protocol]
        netstat -i [-bdn] [-I interface]
-       netstat -r [-n] [-f address_family]
+       netstat -r [-nW] [-F fibnum] [-f address_family]
+       netstat -o [-nW] [-F fibnum]
        netstat -s [-sz] [-p protocol]
-protocol: tcp, udp, ip, icmp (and arp with -s); address_family: inet
+protocol: tcp, udp, ip, icmp (and arp, ip6, icmp6 with -s)
+address_family: inet, inet6
 """
 
 
 def main(ctx: Context, argv: list[str]) -> int:
-    opts, args = getopts(argv, "46abdf:I:iLnp:rsWz")
+    opts, args = getopts(argv, "46abdF:f:I:iLnop:rsWz")
     if args:
         raise UsageError(f"unexpected argument: {args[0]}", synopsis=True)
     mode = ""
@@ -67,9 +72,20 @@ def main(ctx: Context, argv: list[str]) -> int:
     aflag = bflag = dflag = lflag = zflag = False
     proto: str | None = None
     iface: str | None = None
+    fib = current_fib.get()
+    wide = False
+    family: str | None = None
     for opt, val in opts:
         if opt == "-r":
             mode = mode or "r"
+        elif opt == "-o":
+            mode = "o" if mode in ("", "r") else mode
+        elif opt == "-W":
+            wide = True
+        elif opt == "-F":
+            if not val.isdigit() or int(val) >= ctx.vnet.route.fibs:
+                raise UsageError(f"{val}: invalid fib")
+            fib = int(val)
         elif opt == "-s":
             mode = "s"
             sflag += 1
@@ -90,16 +106,23 @@ def main(ctx: Context, argv: list[str]) -> int:
         elif opt == "-f":
             if val not in FAMILIES:
                 raise UsageError(f"{val}: unknown address family")
+            family = val
         elif opt == "-p":
             if val not in {p.name for p in stat_protos(ctx.vnet)}:
                 raise UsageError(f"{val}: unknown or uninstrumented protocol")
             proto = val
         elif opt == "-6":
-            raise UsageError("IPv6 is not supported")
-        # -4, -n, -W: nothing to change
+            family = "inet6"
+        elif opt == "-4":
+            family = "inet"
+        # -n: nothing to change
     vnet = ctx.vnet
     if mode == "r":
-        lines = route_lines(vnet)
+        lines = route_lines(vnet, fib, wide) if family != "inet6" else ["Routing tables"]
+        if family != "inet":
+            lines += ["", *_inet6.netstat_route_lines(vnet)]
+    elif mode == "o":
+        lines = nhop_lines(vnet, fib)
     elif mode == "s":
         lines = stat_lines(vnet, proto, sflag > 1, zflag)
     elif mode == "i":
@@ -125,27 +148,82 @@ def _dst_name(dst: int, plen: int) -> str:
     return f"{ipv4.ntoa(dst)}/{plen}"
 
 
-def route_lines(vnet: Vnet) -> list[str]:
-    out = ["Routing tables", "", "Internet:",
-           f"{'Destination':<18} {'Gateway':<18} {'Flags':<6} {'Netif':>8} Expire"]
-    for r in vnet.rt.routes():
-        if r.gateway:
-            gw = ipv4.ntoa(r.gateway)
+def _gateway(r: Route) -> str:
+    if r.flags & RTF_GATEWAY:
+        return ipv4.ntoa(r.gateway)
+    owner = r.ifa.ifp if r.ifa is not None else r.ifp
+    return f"link#{owner.index}"
+
+
+def _expire(vnet: Vnet, r: Route) -> str:
+    if not r.expire:
+        return ""
+    return str(max(0, (r.expire - vnet.kernel.sched.now_ns()) // 1_000_000_000))
+
+
+def route_lines(vnet: Vnet, fib: int = 0, wide: bool = False) -> list[str]:
+    """FreeBSD's netstat -r: one row per path (a multipath prefix has several), the
+    nexthop index and MTU with -W (usr.bin/netstat/route.c)."""
+    title = "Routing tables" + (f" (fib: {fib})" if fib else "")
+    head = f"{'Destination':<18} {'Gateway':<18} {'Flags':<6}"
+    head += f" {'Nhop#':>6} {'Mtu':>6} {'Netif':>10} Expire" if wide else \
+        f" {'Netif':>8} Expire"
+    out = [title, "", "Internet:", head]
+    for r in vnet.route.table(fib).all_paths():
+        row = f"{_dst_name(r.dst, r.plen):<18} {_gateway(r):<18} {flag_string(r.flags):<6}"
+        if wide:
+            row += f" {r.nhidx:>6} {r.mtu or r.ifp.mtu:>6} {r.ifp.name:>10}"
         else:
-            owner = r.ifa.ifp if r.ifa is not None else r.ifp
-            gw = f"link#{owner.index}"
-        out.append(f"{_dst_name(r.dst, r.plen):<18} {gw:<18} {flag_string(r.flags):<6} "
-                   f"{r.ifp.name:>8}")
+            row += f" {r.ifp.name:>8}"
+        expire = _expire(vnet, r)
+        out.append(row + (f" {expire:>6}" if expire else ""))
+    return out
+
+
+def _nhop_type(r: Route) -> str:
+    if r.flags & RTF_BLACKHOLE:
+        return "v4/blackhole"
+    if r.flags & RTF_REJECT:
+        return "v4/reject"
+    return "v4/gw" if r.flags & RTF_GATEWAY else "v4/resolve"
+
+
+def nhop_lines(vnet: Vnet, fib: int = 0) -> list[str]:
+    """FreeBSD 13's `netstat -onW` (usr.bin/netstat/nhops.c): the nexthop objects of a
+    fib. vimage keeps one per path, where FreeBSD shares equal ones between routes; a
+    multipath group's paths are listed with their weights after them."""
+    title = "Nexthop data" + (f" (fib: {fib})" if fib else "")
+    out = [title, "", "Internet:",
+           f"{'Idx':<5} {'Type':<12} {'IFA':<18} {'Gateway':<18} {'Flags':<8} {'Use':>8} "
+           f"{'Mtu':>6} {'Netif':>10} {'Addrif':>10} {'Refcnt':>6} Prepend"]
+    paths = sorted(vnet.route.table(fib).all_paths(), key=lambda r: r.nhidx)
+    for r in paths:
+        ifa = ipv4.ntoa(r.ifa.addr) if r.ifa is not None else ""
+        addrif = r.ifa.ifp.name if r.ifa is not None and r.ifa.ifp is not r.ifp else ""
+        gw = ipv4.ntoa(r.gateway) if r.flags & RTF_GATEWAY else r.ifp.name
+        out.append(f"{r.nhidx:<5} {_nhop_type(r):<12} {ifa:<18} {gw:<18} "
+                   f"{hex(r.flags & ~RTF_UP):<8} {r.use:>8} {r.mtu or r.ifp.mtu:>6} "
+                   f"{r.ifp.name:>10} {addrif:>10} {1:>6}")
+    groups = [r for r in vnet.route.table(fib).routes() if r.group is not None]
+    if groups:
+        out += ["", "Nexthop groups:", f"{'Destination':<18} Nhops (idx:weight)"]
+        for r in groups:
+            members = " ".join(f"{p.nhidx}:{p.weight}" for p in r.paths)
+            out.append(f"{_dst_name(r.dst, r.plen):<18} {members}")
     return out
 
 
 # -- netstat -s ---------------------------------------------------------------------
-def _histogram(title: str, hist: list[int]) -> list[str]:
+def _histogram(title: str, hist: list[int] | dict[int, int], stats: object) -> list[str]:
+    """ICMP's or ICMPv6's per-type lines (the names come with the counters' class)."""
     rows = []
-    for type_, count in enumerate(hist):
+    names = getattr(stats, "TYPE_NAMES", icmp.TYPE_NAMES)
+    unknown = "unknown ICMP" if names is icmp.TYPE_NAMES else "unknown ICMPv6"
+    counts = sorted(hist.items()) if isinstance(hist, dict) else enumerate(hist)
+    for type_, count in counts:
         if count:
-            name = icmp.TYPE_NAMES[type_] if type_ < len(icmp.TYPE_NAMES) else ""
-            label = name or f"unknown ICMP #{type_}"
+            name = names[type_] if type_ < len(names) else ""
+            label = name or f"{unknown} #{type_}"
             rows.append(f"\t\t{label}: {count}")
     return [f"\t{title}:", *rows] if rows else []
 
@@ -156,7 +234,8 @@ _SINGULAR = MappingProxyType({
     "ACKs": "ACK", "IPs": "IP", "accepts": "accept", "acks": "ack", "addresses": "address",
     "attempts": "attempt", "bytes": "byte", "calls": "call", "checksums": "checksum",
     "connections": "connection", "cookies": "cookie", "datagrams": "datagram",
-    "entrys": "entry", "episodes": "episode", "errors": "error", "fields": "field",
+    "changes": "change", "entrys": "entry", "episodes": "episode", "errors": "error",
+    "fields": "field",
     "fragments": "fragment", "messages": "message", "options": "option",
     "overflows": "overflow", "packets": "packet", "probes": "probe", "replies": "reply",
     "requests": "request", "resets": "reset", "responses": "response",
@@ -188,19 +267,21 @@ def stat_lines(vnet: Vnet, only: str | None, nonzero: bool, zero: bool) -> list[
         stats = getattr(vnet, proto.slot).stats  # type: ignore[arg-type]
         out.append(f"{name}:")
         for attr, fmt in table:
-            if name == "icmp" and attr == "badcode":
-                out.extend(_histogram("Output histogram", stats.outhist))
-            elif name == "icmp" and attr == "reflect":
-                out.extend(_histogram("Input histogram", stats.inhist))
+            if hasattr(stats, "outhist") and attr == "badcode":
+                out.extend(_histogram("Output histogram", stats.outhist, stats))
+            elif hasattr(stats, "inhist") and attr == "reflect":
+                out.extend(_histogram("Input histogram", stats.inhist, stats))
             value = getattr(stats, attr)
             if value or not nonzero:
                 out.append("\t" + counted(fmt, value))
         if zero:
             for attr, _ in table:
                 setattr(stats, attr, 0)
-            if name == "icmp":
-                stats.inhist[:] = [0] * len(stats.inhist)
-                stats.outhist[:] = [0] * len(stats.outhist)
+            for hist in (getattr(stats, "inhist", None), getattr(stats, "outhist", None)):
+                if isinstance(hist, dict):
+                    hist.clear()
+                elif hist is not None:
+                    hist[:] = [0] * len(hist)
     return out
 
 

@@ -49,6 +49,7 @@ RECV_BUF = IP_MAXPACKET + 128
 USAGE = """\
 usage: ping [-Dnoq] [-c count] [-i wait] [-m ttl] [-S src_addr] [-s packetsize]
             [-t timeout] [-W waittime] host
+       ping -6 [ping6 options] host
 """
 
 UNREACH_TEXT: tuple[tuple[int, str], ...] = (
@@ -254,6 +255,10 @@ class Pinger:
 
 
 def main(ctx: Context, argv: list[str]) -> int:
+    if "-6" in argv:  # FreeBSD 13+: `ping -6` is ping6 (vimage.cli.ping6)
+        from vimage.cli import ping6
+
+        return ping6.main(ctx, [a for a in argv if a != "-6"])
     opts, args = getopts(argv, "c:Di:m:noqS:s:t:W:")
     npackets = 0
     interval_ns = NS_PER_S

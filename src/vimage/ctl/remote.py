@@ -18,7 +18,9 @@ On the wire between the process and the daemon:
   address; 0.0.0.0:0 means the connected peer), kind 1 an error (errno in the port
   field) that the relay reports without waiting (dropped if the pair is full) and the
   process raises on its next receive, or its next send when nothing is queued before it;
-- a listening socket's pair carries one byte per connection waiting for accept().
+- a listening socket's pair carries one byte per connection waiting for accept();
+- a routing socket (`socket(17, SOCK_RAW)`: FreeBSD's AF_ROUTE, docs/routing.md) is a
+  datagram socket whose messages carry address 0.0.0.0:0.
 When the socket's vnet is destroyed the daemon closes its ends: a datagram socket's calls
 then fail with ENETDOWN, a stream sees the end of its connection.
 Names are resolved by the daemon in the vnet (its hosts table).
@@ -40,6 +42,7 @@ from vimage.ctl.client import Client, connect_channel
 from vimage.ctl.protocol import CtlError
 from vimage.stdlib import ORIGINAL
 
+AF_ROUTE = 17  # FreeBSD's value: `socket.socket(17, SOCK_RAW)` is the vnet's routing socket
 DGRAM_HEADER = struct.Struct("!B4sH")
 DGRAM_DATA = 0
 DGRAM_ERROR = 1
@@ -91,21 +94,27 @@ def make_socket_class(channel: Channel, real: type) -> type:
     """The `socket.socket` of a process in a vnet (a subclass of the real one)."""
 
     class socket(real):  # type: ignore[misc,valid-type]
-        __slots__ = ("_vid", "_vproto", "_vtype")
+        __slots__ = ("_vfamily", "_vid", "_vproto", "_vtype")
 
         def __new__(cls, family: int = -1, type: int = -1, proto: int = -1,
                     fileno: int | None = None) -> Any:
-            if family in (-1, _socket.AF_INET) and fileno is None:
+            if family in (-1, _socket.AF_INET, AF_ROUTE) and fileno is None:
                 return real.__new__(cls)
             return real(family, type, proto, fileno)  # AF_UNIX and friends stay real
 
         def __init__(self, family: int = -1, type: int = -1, proto: int = -1,
                      fileno: int | None = None) -> None:
+            if family == AF_ROUTE:  # a routing socket of the vnet (FreeBSD's AF_ROUTE)
+                reply, fds = channel.call("socket", family=AF_ROUTE, type=int(type),
+                                          proto=max(proto, 0))
+                self._adopt(reply, fds[0])
+                return
             kind = _socket.SOCK_STREAM if type == -1 else type
             reply, fds = channel.call("socket", type=int(kind), proto=max(proto, 0))
             self._adopt(reply, fds[0])
 
         def _adopt(self, reply: dict[str, Any], fd: int) -> None:
+            self._vfamily = int(reply.get("family", _socket.AF_INET))
             self._vid = int(reply["sid"])
             self._vtype = _socket.SocketKind(int(reply["type"]))
             self._vproto = int(reply["proto"])
@@ -120,7 +129,7 @@ def make_socket_class(channel: Channel, real: type) -> type:
             return sock
 
         # what the socket is, as the program made it
-        family = property(lambda self: _socket.AF_INET)
+        family = property(lambda self: self._vfamily)
         type = property(lambda self: self._vtype)
         proto = property(lambda self: self._vproto)
 
@@ -204,7 +213,8 @@ def make_socket_class(channel: Channel, real: type) -> type:
 
         def dup(self) -> Any:
             return type(self)._wrap({"sid": self._vid, "type": int(self._vtype),
-                                     "proto": self._vproto}, os.dup(self.fileno()))
+                                     "proto": self._vproto, "family": self._vfamily},
+                                    os.dup(self.fileno()))
 
         # -- datagrams: one headed message per datagram ----------------------------------
         def _dgram(self) -> bool:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from vimage.vnet import Vnet
 
 CHUNK = 65536
+AF_ROUTE = 17  # FreeBSD's, which a process asks for (vimage.socket.rtsock)
 CONNECT_POLL = 0.2  # seconds a SO_ERROR request waits for a connection still under way
 MAX_SOCKETS = 4096  # per control connection
 
@@ -333,13 +334,48 @@ def _new(d: Daemon, s: Session, vnet: Vnet, vsock: Any, kind: int) -> tuple[Rela
 
 
 def _describe(rel: Relayed) -> dict[str, Any]:
-    return {"sid": rel.sid, "type": rel.kind, "proto": rel.vsock.proto}
+    return {"sid": rel.sid, "type": rel.kind, "proto": rel.vsock.proto,
+            "family": rel.vsock.family}
+
+
+async def _route_in(rel: Relayed) -> None:
+    """Vnet -> process for a routing socket: each message as a datagram (address 0)."""
+    loop = asyncio.get_running_loop()
+    head = DGRAM_HEADER.pack(DGRAM_DATA, b"\0\0\0\0", 0)
+    while True:
+        try:
+            data = await loop.sock_recv(rel.vsock, CHUNK)
+        except OSError:
+            return  # closed: the vnet is gone, or the process closed its socket
+        with contextlib.suppress(OSError):  # a full pair drops, as a full socket does
+            rel.ours.send(head + data)
+
+
+def _route_socket(d: Daemon, s: Session, req: Request, vnet: Vnet) -> dict[str, Any]:
+    """A routing socket (FreeBSD's AF_ROUTE, 17) for a process: messages both ways over
+    a datagram pair; a request's error comes back as a datagram socket's does (on the
+    next call), and in the reply's rtm_errno."""
+    proto = req.int("proto", 0)
+
+    async def make() -> dict[str, Any]:
+        if req.int("type", socket.SOCK_RAW) & 0xF != socket.SOCK_RAW:
+            raise _Errno(errno.ESOCKTNOSUPPORT, "routing sockets are SOCK_RAW")
+        vsock = vnet.socket(AF_ROUTE, socket.SOCK_RAW, proto)
+        vsock.setblocking(False)
+        rel, fd = _new(d, s, vnet, vsock, socket.SOCK_RAW)
+        req.out_fds.append(fd)
+        _start(rel, _dgram_out, _route_in)
+        return _describe(rel)
+
+    return _run(d, make())
 
 
 def op_socket(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
     kind = req.int("type", socket.SOCK_STREAM) & 0xF
     proto = req.int("proto", 0)
     vnet = _vnet(d, s)
+    if req.int("family", socket.AF_INET) == AF_ROUTE:
+        return _route_socket(d, s, req, vnet)
 
     async def make() -> dict[str, Any]:
         if kind not in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
@@ -537,7 +573,7 @@ def op_netdb(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
 
 
 OPS: Mapping[str, Op] = MappingProxyType({
-    "socket": Op(_errno_replies(op_socket), frozenset(("type", "proto"))),
+    "socket": Op(_errno_replies(op_socket), frozenset(("type", "proto", "family"))),
     "sock.bind": Op(_errno_replies(op_bind), frozenset(("sid", "host", "port"))),
     "sock.listen": Op(_errno_replies(op_listen), frozenset(("sid", "backlog"))),
     "sock.accept": Op(_errno_replies(op_accept), frozenset(("sid",))),

@@ -16,7 +16,7 @@ from socket import AF_INET
 from typing import TYPE_CHECKING, Any
 
 from vimage.kernel import UnitSet
-from vimage.net import ether, pfil  # ether: a module reference (it imports this module too)
+from vimage.net import ether, pfil, rtsock  # ether: a module reference (it imports this module too)
 from vimage.protosw import Protocol
 from vimage.wire.ethernet import ETHERTYPE_IP, ETHERTYPE_IPV6
 
@@ -38,6 +38,11 @@ IFF_MULTICAST = 0x8000
 # data path tests one flag word for "up, and no hooks" (see Ifnet.sync_link_hooks)
 IFF_LINK_HOOKS = 0x40000000
 _UP_OR_HOOKS = IFF_UP | IFF_LINK_HOOKS
+# vimage-private, never shown: a link-layer taker (`Ifnet.l2`: the bridge the interface is
+# a member of, or its VLAN trunk) sees received frames before Ethernet input, as FreeBSD's
+# ether_input hands them to bridge_input_p / vlan_input_p; tested with the hooks bit
+IFF_L2 = 0x20000000
+_L2_OR_HOOKS = IFF_L2 | IFF_LINK_HOOKS
 
 FLAG_NAMES: tuple[tuple[int, str], ...] = (
     (IFF_UP, "UP"), (IFF_BROADCAST, "BROADCAST"), (IFF_LOOPBACK, "LOOPBACK"),
@@ -63,6 +68,7 @@ class Ifnet:
         "addrs",
         "afdata",
         "bpf",
+        "fib",
         "flags",
         "home",
         "ibytes",
@@ -71,6 +77,7 @@ class Ifnet:
         "ipackets",
         "iqdrops",
         "kind",
+        "l2",
         "mac",
         "mtu",
         "name",
@@ -102,7 +109,11 @@ class Ifnet:
         self.peer: Ifnet | None = None
         self.pipe: LinkPipe | None = None
         self.bpf: Any = None  # a capture session (vimage.net.bpf) while someone listens
+        # a link-layer taker with `l2input(ifp, frame) -> bool` (True: taken), set with
+        # IFF_L2 by a bridge (if_bridge) or a VLAN trunk (if_vlan); None for most
+        self.l2: Any = None
         self.index = 0
+        self.fib = 0  # the FIB its addresses' routes go in (ifconfig IF fib N)
         self.txq = vnet.kernel.sched.queue  # the kernel's packet queue, bound once
         self.ipackets = self.ierrors = self.iqdrops = self.ibytes = 0
         self.opackets = self.oerrors = self.oqdrops = self.obytes = 0
@@ -123,8 +134,12 @@ class Ifnet:
             self.flags |= IFF_UP | IFF_RUNNING
             if not was_up:
                 self.vnet.kernel.ifnet_up(self)  # e.g. gratuitous ARP for its addresses
-        else:
+                rtsock.ifinfo(self)
+        elif self.flags & IFF_UP:
             self.flags &= ~(IFF_UP | IFF_RUNNING)
+            rtsock.ifinfo(self)
+        else:
+            self.flags &= ~IFF_RUNNING
 
     def sync_link_hooks(self) -> None:
         """Set IFF_LINK_HOOKS as the vnet's link-layer pfil points say (Ethernet only)."""
@@ -268,10 +283,13 @@ class EtherIfnet(Ifnet):
         if self.bpf is not None:
             self.bpf.tap(frame, False)
         vnet = self.vnet
-        if flags & IFF_LINK_HOOKS and vnet.pfil_link_in is not None:  # after the tap
-            frame = pfil.run(vnet.pfil_link_in, frame, self)  # type: ignore[assignment]
-            if frame is None:
-                return
+        if flags & _L2_OR_HOOKS:  # one test for a bridge / VLAN trunk and link hooks
+            if flags & IFF_L2 and self.l2.l2input(self, frame):
+                return  # the bridge or a VLAN took it (after the tap, before the hooks)
+            if flags & IFF_LINK_HOOKS and vnet.pfil_link_in is not None:  # after the tap
+                frame = pfil.run(vnet.pfil_link_in, frame, self)  # type: ignore[assignment]
+                if frame is None:
+                    return
         # the common case inline: the vnet's first ethertype (IPv4), unicast to us from a
         # unicast source; everything else (and a vnet's first frame) goes through the table
         if frame[12:14] == vnet.ether_fast_type and frame[:6] == self.mac and not frame[6] & 1:

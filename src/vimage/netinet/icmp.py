@@ -7,6 +7,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage import protosw
+from vimage.net import rtsock
+from vimage.net.route import RTF_BLACKHOLE, RTF_DYNAMIC, RTF_GATEWAY, RTF_REJECT, Route
 from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
 from vimage.sched import NS_PER_S
 from vimage.stats import count_drop, counters
@@ -25,6 +27,9 @@ SYSCTLS: tuple[Oid, ...] = oids("net.inet.icmp", "icmp", (
     ("icmplim", "Maximum number of ICMP responses per second (0 = unlimited)", 0, 2**31 - 1),
     ("bmcastecho", "Reply to ICMP echo sent to broadcast/multicast", 0, 1),
     ("quotelen", "Bytes of the original datagram after its header quoted in ICMP errors", 0, 548),
+    ("drop_redirect", "Ignore ICMP redirects", 0, 1),
+    ("redirtimeout", "Delay in seconds before expiring route created by ICMP redirect", 0,
+     2**31 - 1),
 ))
 
 # netstat's histogram labels, indexed by ICMP type ("" = not shown)
@@ -68,8 +73,8 @@ class IcmpStats(_IcmpCounters):  # type: ignore[misc,valid-type]
 
 
 class IcmpState:
-    __slots__ = ("bmcastecho", "ctlx", "icmplim", "lim_count", "lim_second", "quotelen", "stats",
-                 "vnet")
+    __slots__ = ("bmcastecho", "ctlx", "drop_redirect", "icmplim", "lim_count", "lim_second",
+                 "quotelen", "redirtimeout", "stats", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
@@ -79,6 +84,8 @@ class IcmpState:
         self.icmplim = 200
         self.bmcastecho = 0
         self.quotelen = 8
+        self.drop_redirect = 0  # FreeBSD's defaults
+        self.redirtimeout = 600
         self.lim_second = -1
         self.lim_count = 0
 
@@ -121,6 +128,8 @@ class IcmpState:
             else:
                 self._reflect(ifp, msg, src, dst, is_bcast)
         elif msg.type in wicmp.ERROR_TYPES:
+            if msg.type == wicmp.REDIRECT:
+                self._redirect(msg, src)
             self._notify(msg)
         vnet.raw.input(pkt, PROTO_ICMP, src, dst)
 
@@ -146,6 +155,35 @@ class IcmpState:
             out = wicmp.build(wicmp.TSTAMP_REPLY, 0, msg.rest, stamps)
         st.reflect += 1
         self.send(reply_src, src, out)
+
+    def _redirect(self, msg: wicmp.IcmpRepr, author: int) -> None:
+        """An ICMP redirect (FreeBSD icmp_input + rib_add_redirect): a host route to the
+        quoted destination via the new gateway, dynamic and expiring after redirtimeout,
+        and RTM_REDIRECT to routing sockets. A router ignores redirects (RFC 1812
+        5.2.7.2); the new gateway must be on a connected network; a static route stays."""
+        quoted = msg.payload
+        if msg.code > 3:
+            self.stats.badcode += 1
+            return
+        vnet = self.vnet
+        if self.drop_redirect or vnet.ip.forwarding or len(quoted) < 20:
+            return
+        dst = int.from_bytes(quoted[16:20], "big")
+        gateway = msg.rest
+        rt = vnet.rt
+        via = rt.lookup(gateway)
+        if via is None or via.flags & (RTF_GATEWAY | RTF_REJECT | RTF_BLACKHOLE) or (
+                gateway in vnet.ip.local):
+            return
+        old = rt.get(dst, 32)
+        if old is not None:
+            if not old.flags & RTF_DYNAMIC:
+                return
+            rt.delete(dst, 32)
+        expire = vnet.kernel.sched.now_ns() + self.redirtimeout * NS_PER_S
+        rt.add(Route(dst, 32, via.ifp, RTF_GATEWAY | RTF_DYNAMIC, gateway, ifa=via.ifa,
+                     expire=expire if self.redirtimeout else 0))
+        rtsock.redirect(vnet, dst, gateway, author)
 
     def _notify(self, msg: wicmp.IcmpRepr) -> None:
         """Tell the transport whose datagram caused an error (FreeBSD pr_ctlinput): its

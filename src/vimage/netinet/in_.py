@@ -5,13 +5,18 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from vimage.net import rtsock
 from vimage.net.ifnet import IFF_LOOPBACK
-from vimage.net.route import MASKS, RTF_STATIC, Route
+from vimage.net.route import MASKS, RTF_STATIC, Route, RouteTable
 from vimage.wire import ipv4
 from vimage.wire.ipv4 import INADDR_ANY, INADDR_BROADCAST
+from vimage.wire.rtmsg import RTM_ADD, RTM_DELADDR, RTM_DELETE, RTM_NEWADDR
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from vimage.net.ifnet import Ifnet
+    from vimage.vnet import Vnet
 
 
 def is_multicast(addr: int) -> bool:
@@ -59,19 +64,39 @@ def in_add_addr(ifp: Ifnet, addr: int, plen: int, broadcast: int | None = None) 
     ip.local[addr] = ia
     if ia.broadcast:
         ip.bcast[ia.broadcast] = ia
-    rt = vnet.rt
-    if ifp.flags & IFF_LOOPBACK:
-        if rt.get(addr, 32) is None:
-            rt.add(Route(addr, 32, ifp, 0, ifa=ia))
-    else:
-        lo = vnet.ifaces.get("lo0")
-        if plen < 32 and rt.get(ia.net, plen) is None:
-            rt.add(Route(ia.net, plen, ifp, 0, ifa=ia))
-        if lo is not None and rt.get(addr, 32) is None:
-            rt.add(Route(addr, 32, lo, RTF_STATIC, ifa=ia))
-        if ifp.mac is not None and ifp.up:
-            vnet.arp.announce(ifp, addr)
+    rtsock.newaddr(ia, RTM_NEWADDR)
+    for rt in _tables(ifp):
+        if ifp.flags & IFF_LOOPBACK:
+            _add_route(rt, Route(addr, 32, ifp, 0, ifa=ia))
+        else:
+            lo = vnet.ifaces.get("lo0")
+            if plen < 32:
+                _add_route(rt, Route(ia.net, plen, ifp, 0, ifa=ia))
+            if lo is not None:
+                _add_route(rt, Route(addr, 32, lo, RTF_STATIC, ifa=ia))
+    if not ifp.flags & IFF_LOOPBACK and ifp.mac is not None and ifp.up:
+        vnet.arp.announce(ifp, addr)
     return ia
+
+
+def _tables(ifp: Ifnet) -> list[RouteTable]:
+    """The FIBs an address of `ifp` puts its routes in: the interface's own, or every
+    one with net.add_addr_allfibs (FreeBSD in_addprefix / rt_addrmsg)."""
+    return ifp.vnet.route.addr_tables(ifp.fib)
+
+
+def _add_route(rt: RouteTable, route: Route) -> None:
+    if rt.get(route.dst, route.plen) is None:
+        rt.add(route)
+        rtsock.route_event(route.ifp.vnet, RTM_ADD, route)
+
+
+def _purge(vnet: Vnet, predicate: Callable[[Route], bool]) -> None:
+    """Remove the routes `predicate` picks from every FIB, telling listeners."""
+    for rt in vnet.route.tables:
+        for route in [p for p in rt.all_paths() if predicate(p)]:
+            rt.remove_path(route)
+            rtsock.route_event(vnet, RTM_DELETE, route)
 
 
 def _remove(ia: InAddr) -> None:
@@ -87,14 +112,14 @@ def _remove(ia: InAddr) -> None:
             if other.broadcast == ia.broadcast:
                 ip.bcast[ia.broadcast] = other
                 break
-    rt = vnet.rt
-    rt.purge(lambda r: r.ifa is ia)
+    _purge(vnet, lambda r: r.ifa is ia)
+    rtsock.newaddr(ia, RTM_DELADDR)
     # a prefix route that another address of the same prefix can carry comes back
     if ia.plen < 32 and not ifp.is_loopback:
         for other in ip.local.values():
-            if (other.plen == ia.plen and other.net == ia.net and not other.ifp.is_loopback
-                    and rt.get(other.net, other.plen) is None):
-                rt.add(Route(other.net, other.plen, other.ifp, 0, ifa=other))
+            if (other.plen == ia.plen and other.net == ia.net and not other.ifp.is_loopback):
+                for rt in _tables(other.ifp):
+                    _add_route(rt, Route(other.net, other.plen, other.ifp, 0, ifa=other))
                 break
 
 
@@ -117,7 +142,7 @@ def in_purge_ifaddrs(ifp: Ifnet) -> None:
     """Remove every address of `ifp` and every route through it."""
     for ia in list(ifp.addrs):
         _remove(ia)
-    ifp.vnet.rt.purge(lambda r: r.ifp is ifp)
+    _purge(ifp.vnet, lambda r: r.ifp is ifp)
 
 
 def source_for(ifp: Ifnet, dst: int) -> int:

@@ -8,9 +8,9 @@ from socket import AF_INET
 from typing import TYPE_CHECKING
 
 from vimage import protosw
-from vimage.net import pfil
+from vimage.net import pfil, rtsock
 from vimage.net.ifnet import IFF_BROADCAST, IFF_LOOPBACK, IFF_UP
-from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_REJECT
+from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_REJECT, flow_hash, select
 from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.in_ import INADDR_BROADCAST, source_for
 from vimage.netinet.reass import Reassembler, fragment
@@ -169,6 +169,24 @@ class IpState:
         else:
             self.forward(ifp, pkt, hlen, dst)
 
+    def input_after_pfil(self, pkt: bytes, ifp: Ifnet) -> None:
+        """The rest of `input` for a packet a pfil hook took and now releases (ipfw's
+        dummynet `resume`, divert reinjection): options, then local delivery or
+        forwarding. The header was validated before the hook took it (or by the hook)."""
+        hlen = (pkt[0] & 0x0F) << 2
+        src, dst = _addrs(pkt, 12)
+        if hlen > 20:
+            bad = check_options(pkt, hlen)
+            if bad is not None:
+                self.bad_options(pkt, bad, dst)
+                return
+        if dst in self.local or dst in self.bcast or dst == INADDR_BROADCAST:
+            self.deliver(ifp, pkt, hlen, src, dst)
+        elif dst >> 28 == 0xE:
+            self.stats.notmember += 1
+        else:
+            self.forward(ifp, pkt, hlen, dst)
+
     def bad_options(self, pkt: bytes, bad: int, dst: int) -> None:
         """Drop a packet check_options refused, as ip_dooptions does (ip_options.c).
 
@@ -251,13 +269,17 @@ class IpState:
         if ttl <= 1:  # FreeBSD answers without counting it as not forwardable
             icmp_mod.error(vnet, pkt, wicmp.TIMXCEED, wicmp.TIMXCEED_INTRANS)
             return
-        rt = vnet.rt
+        # the receiving interface's fib chooses the table (FreeBSD: M_SETFIB(if_fib))
+        rt = vnet.route.tables[ifp_in.fib] if ifp_in.fib else vnet.rt
         route = rt._cache.get(dst) or rt.lookup(dst)
         if route is None:  # no route at all: the network is unreachable
             st.cantforward += 1
             st.noroute += 1
+            rtsock.miss(vnet, dst, rt.fibnum)
             icmp_mod.error(vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_NET)
             return
+        if route.slots:  # a multipath group: the flow's path
+            route = select(route, self.flowid(pkt, hlen))
         if route.flags & (RTF_REJECT | RTF_BLACKHOLE):  # -reject answers, -blackhole not
             st.cantforward += 1
             if route.flags & RTF_REJECT:
@@ -320,17 +342,29 @@ class IpState:
         self.ident = ident = (ident + 1) & 0xFFFF
         return ident
 
-    def route_to(self, dst: int) -> Route:
-        """The route used to reach `dst`, or OSError as ip_output would raise it."""
-        route = self.vnet.rt.lookup(dst)
+    def route_to(self, dst: int, fib: int = 0) -> Route:
+        """The route used to reach `dst` in FIB `fib`, or OSError as ip_output would
+        raise it (a multipath group's first path: `output_packet` picks the flow's)."""
+        vnet = self.vnet
+        route = (vnet.route.table(fib) if fib else vnet.rt).lookup(dst)
         if route is None and dst == INADDR_BROADCAST:
             route = self._broadcast_route()
         if route is None:
             self.stats.noroute += 1
+            rtsock.miss(vnet, dst, fib)
             raise OSError(errno.ENETUNREACH, "Network is unreachable")
         if route.flags & RTF_REJECT:
             raise OSError(errno.EHOSTUNREACH, "No route to host")
         return route
+
+    def flowid(self, pkt: bytes, hlen: int) -> int:
+        """The flow hash of a packet (addresses, protocol, ports of TCP/UDP), keyed by the
+        vnet's secret: which path of a multipath group it takes."""
+        src, dst = _addrs(pkt, 12)
+        proto = pkt[9]
+        ports = _from_bytes(pkt[hlen:hlen + 4], "big") if proto in (6, 17) else 0
+        key = _from_bytes(self.vnet.secret[34:38], "big")  # bytes no other use draws
+        return flow_hash(key, src, dst, ports, proto)
 
     def _broadcast_route(self) -> Route | None:
         """With no route to 255.255.255.255, use the first broadcast-capable interface."""
@@ -341,11 +375,11 @@ class IpState:
                 return Route(INADDR_BROADCAST, 32, ifp, 0, ifa=ifp.addrs[0])
         return None
 
-    def select_source(self, dst: int) -> int:
+    def select_source(self, dst: int, fib: int = 0) -> int:
         """Source address for a packet to `dst` (the outgoing interface's address)."""
         if dst in self.local:
             return dst
-        route = self.route_to(dst)
+        route = self.route_to(dst, fib)
         if route.ifa is not None and not route.ifp.is_loopback:
             return route.ifa.addr
         src = source_for(route.ifp, dst)
@@ -354,8 +388,9 @@ class IpState:
         return src
 
     def output(self, proto: int, src: int, dst: int, payload: bytes, *, ttl: int | None = None,
-               tos: int = 0, df: bool = False, broadcast_ok: bool = False) -> None:
-        """Build an IPv4 header and send it (FreeBSD ip_output)."""
+               tos: int = 0, df: bool = False, broadcast_ok: bool = False,
+               fib: int = 0) -> None:
+        """Build an IPv4 header and send it (FreeBSD ip_output) with FIB `fib`'s routes."""
         hlen = 20
         total = hlen + len(payload)
         if total > 0xFFFF:
@@ -365,16 +400,18 @@ class IpState:
         header = HEADER.pack(0x45, tos, total, self.next_ident(), FLAG_DF if df else 0, ttl,
                              proto, 0, src, dst)
         pkt = header[:10] + checksum(header).to_bytes(2, "big") + header[12:] + payload
-        self.output_packet(pkt, dst, broadcast_ok=broadcast_ok)
+        self.output_packet(pkt, dst, broadcast_ok=broadcast_ok, fib=fib)
 
     def output_packet(self, pkt: bytes, dst: int, *, broadcast_ok: bool = False,
-                      raw: bool = False) -> None:
+                      raw: bool = False, fib: int = 0) -> None:
         """Route and transmit a complete IPv4 packet built by this host."""
         st = self.stats
         broadcast = dst == INADDR_BROADCAST or dst in self.bcast
         if broadcast and not broadcast_ok:
             raise OSError(errno.EACCES, "Permission denied")
-        route = self.route_to(dst)
+        route = self.route_to(dst, fib)
+        if route.slots:
+            route = select(route, self.flowid(pkt, (pkt[0] & 0x0F) << 2))
         if route.flags & RTF_BLACKHOLE:
             st.localout += 1
             return
@@ -400,6 +437,40 @@ class IpState:
             self._send_fragments(ifp, pkt, mtu, nexthop, dst)
             return
         self._link_output(ifp, pkt, nexthop, broadcast)
+
+    def output_after_pfil(self, pkt: bytes, ifp: Ifnet | None = None,
+                          nexthop: int | None = None) -> None:
+        """Send a packet that has been through the out hooks (ipfw's dummynet `resume`,
+        divert reinjection, `fwd`): route it by `nexthop` if given (ipfw fwd), else by
+        its destination, then fragment and hand it to the link. Errors are counted
+        (noroute, odropped, cantfrag), never raised: there is no caller to tell.
+        `ifp` (where the hooks saw it leave) is not needed: the route decides."""
+        st = self.stats
+        dst = _addrs(pkt, 12)[1]
+        target = dst if nexthop is None else nexthop
+        try:
+            route = self.route_to(target)
+        except OSError:
+            return
+        if route.flags & RTF_BLACKHOLE:
+            return
+        out_ifp = route.ifp
+        if not out_ifp.flags & IFF_UP:
+            st.odropped += 1
+            return
+        gateway = route.gateway if route.flags & RTF_GATEWAY else target
+        mtu = route.mtu or out_ifp.mtu
+        broadcast = dst == INADDR_BROADCAST or dst in self.bcast
+        try:
+            if len(pkt) > mtu:
+                if pkt[6] & 0x40:
+                    st.cantfrag += 1
+                    return
+                self._send_fragments(out_ifp, pkt, mtu, gateway, dst)
+            else:
+                self._link_output(out_ifp, pkt, gateway, broadcast)
+        except OSError:
+            st.odropped += 1
 
     def _send_fragments(self, ifp: Ifnet, pkt: bytes, mtu: int, nexthop: int,
                         dst: int) -> None:

@@ -56,9 +56,9 @@ class RawState:
         if len(data) > sock.sndbuf:
             raise OSError(errno.EMSGSIZE, "Message too long")
         if not sock.hdrincl:
-            src = sock.laddr or ip.select_source(dst)
+            src = sock.laddr or ip.select_source(dst, sock.fib)
             ip.output(sock.proto, src, dst, data, ttl=sock.ttl, tos=sock.tos,
-                      df=sock.dontfrag, broadcast_ok=sock.broadcast)
+                      df=sock.dontfrag, broadcast_ok=sock.broadcast, fib=sock.fib)
             return
         # IP_HDRINCL: the caller wrote the header; the kernel fills id, length, checksum
         if len(data) < 20 or data[0] >> 4 != 4 or (data[0] & 0x0F) << 2 > len(data):
@@ -72,13 +72,13 @@ class RawState:
         if fields[3] == 0:
             fields[3] = ip.next_ident()
         if fields[8] == 0:
-            fields[8] = sock.laddr or ip.select_source(dst)
+            fields[8] = sock.laddr or ip.select_source(dst, sock.fib)
         fields[9] = dst
         fields[7] = 0
         HEADER.pack_into(hdr, 0, *fields)
         hdr[10:12] = checksum(hdr).to_bytes(2, "big")
         ip.output_packet(bytes(hdr) + bytes(data[len(hdr):]), dst, broadcast_ok=sock.broadcast,
-                         raw=True)
+                         raw=True, fib=sock.fib)
 
     def clear(self) -> None:
         for sock in self.sockets.live():

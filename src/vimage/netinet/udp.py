@@ -194,10 +194,10 @@ class UdpState:
         if len(data) + 8 > sock.sndbuf:
             raise OSError(errno.EMSGSIZE, "Message too long")
         ip = self.vnet.ip
-        src = sock.laddr or ip.select_source(dst)
+        src = sock.laddr or ip.select_source(dst, sock.fib)
         payload = wudp.build(sock.lport, dport, data, src, dst, with_checksum=bool(self.checksum))
         ip.output(PROTO_UDP, src, dst, payload, ttl=sock.ttl, tos=sock.tos, df=sock.dontfrag,
-                  broadcast_ok=sock.broadcast)
+                  broadcast_ok=sock.broadcast, fib=sock.fib)
         self.stats.opackets += 1
 
     def sockets(self) -> list[Socket]:

@@ -1,1 +1,1 @@
-"""Packet filters on the pfil hooks (FreeBSD sys/netpfil): ipfw, dummynet and in-kernel NAT."""
+"""Packet filters attached to the pfil hooks (FreeBSD sys/netpfil): ipfw, dummynet, NAT."""

@@ -33,6 +33,7 @@ from socket import MSG_TRUNC as MSG_TRUNC
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from vimage.context import current_fib
 from vimage.netinet.in_ import INADDR_BROADCAST
 from vimage.wire import WireError, ipv4
 
@@ -45,6 +46,21 @@ REUSE_FLAGS = MappingProxyType({SO_REUSEADDR: "reuseaddr", SO_REUSEPORT: "reusep
 _FLAGS = MappingProxyType({**REUSE_FLAGS, SO_BROADCAST: "broadcast"})
 # FreeBSD's IP_DONTFRAG (67); Linux has no such option, so vimage defines it.
 IP_DONTFRAG = 67
+SO_SETFIB = 0x1014  # FreeBSD's: the FIB the socket's packets are routed with
+
+
+def initial_fib(vnet: Vnet) -> int:
+    """A new socket's fib: the running code's (setfib), as FreeBSD's socreate takes
+    the process's p_fibnum; 0 if this vnet has no such fib."""
+    fib = current_fib.get()
+    return fib if fib < vnet.route.fibs else 0
+
+
+def check_fib(vnet: Vnet, value: int) -> int:
+    """SO_SETFIB's value, EINVAL for a fib the vnet does not have (FreeBSD sosetopt)."""
+    if not 0 <= value < vnet.route.fibs:
+        raise OSError(errno.EINVAL, "Invalid argument")
+    return value
 
 
 def parse_host(host: Any) -> int:
@@ -210,6 +226,7 @@ class Socket(TimeoutMixin, PollMixin):
         "dontfrag",
         "faddr",
         "family",
+        "fib",
         "fport",
         "hdrincl",
         "laddr",
@@ -261,6 +278,7 @@ class Socket(TimeoutMixin, PollMixin):
         self.tos = 0
         self.hdrincl = base_type == SOCK_RAW and proto == IPPROTO_RAW
         self.dontfrag = False
+        self.fib = initial_fib(vnet)
         if base_type == SOCK_RAW:
             self.rcvbuf, self.sndbuf = vnet.raw.recvspace, vnet.raw.maxdgram
             vnet.raw.sockets.add(self)
@@ -333,7 +351,7 @@ class Socket(TimeoutMixin, PollMixin):
                 if port == 0:
                     raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
                 if not self.laddr:
-                    src = vnet.ip.select_source(addr)
+                    src = vnet.ip.select_source(addr, self.fib)
                     if not self.lport:
                         vnet.udp.bind(self, 0, 0)
                     self.laddr = src
@@ -454,6 +472,8 @@ class Socket(TimeoutMixin, PollMixin):
                 self._set_buf("rcvbuf", value)
             elif option == SO_SNDBUF:
                 self._set_buf("sndbuf", value)
+            elif option == SO_SETFIB:
+                self.fib = check_fib(self.vnet, value)
             else:
                 raise OSError(errno.ENOPROTOOPT, "Protocol not available")
         elif level == IPPROTO_IP:
@@ -485,6 +505,7 @@ class Socket(TimeoutMixin, PollMixin):
             (SOL_SOCKET, SO_RCVBUF): self.rcvbuf,
             (SOL_SOCKET, SO_SNDBUF): self.sndbuf,
             (SOL_SOCKET, SO_TYPE): self.type,
+            (SOL_SOCKET, SO_SETFIB): self.fib,
             (IPPROTO_IP, IP_TTL): self.ttl or self.vnet.ip.ttl,
             (IPPROTO_IP, IP_TOS): self.tos,
             (IPPROTO_IP, IP_HDRINCL): int(self.hdrincl),

@@ -49,8 +49,11 @@ from vimage.netinet.tcp.var import (
 )
 from vimage.socket.socket import (
     REUSE_FLAGS,
+    SO_SETFIB,
     PollMixin,
     TimeoutMixin,
+    check_fib,
+    initial_fib,
     option_int,
     parse_sockaddr,
 )
@@ -122,6 +125,8 @@ class TcpSocket(TimeoutMixin, PollMixin):
         self.tos = 0
         self.laddr = self.lport = 0
         self._pending = Tcb(vnet.tcp, 0, 0, 0, 0) if _tcb is None else None  # options holder
+        if self._pending is not None:
+            self._pending.fib = initial_fib(vnet)
         self.tcb = _tcb
         if _tcb is not None:
             _tcb.sock = self
@@ -401,6 +406,8 @@ class TcpSocket(TimeoutMixin, PollMixin):
                 tcb.snd_space = min(value, self.vnet.tcp.rcvbuf_max)
             elif option == SO_BROADCAST:
                 pass
+            elif option == SO_SETFIB:
+                tcb.fib = check_fib(self.vnet, value)
             else:
                 raise OSError(errno.ENOPROTOOPT, "Protocol not available")
         elif level == IPPROTO_TCP:
@@ -434,6 +441,7 @@ class TcpSocket(TimeoutMixin, PollMixin):
             (SOL_SOCKET, SO_RCVBUF): tcb.rcv_space,
             (SOL_SOCKET, SO_SNDBUF): tcb.snd_space,
             (SOL_SOCKET, SO_TYPE): SOCK_STREAM,
+            (SOL_SOCKET, SO_SETFIB): tcb.fib,
             (SOL_SOCKET, SO_ACCEPTCONN): int(tcb.state == LISTEN),
             (SOL_SOCKET, SO_BROADCAST): 0,
             (IPPROTO_TCP, TCP_NODELAY): int(tcb.nodelay),

@@ -67,6 +67,7 @@ class Wire:
         ifp, _ = self.kernel.epair()
         ifp.move_to(self.vnet)
         ifp.add_addr(f"{HOST}/24")
+        self.vnet.sysctl("net.inet6.ip6.dad_count", 0)  # no IPv6 DAD timer among TCP's
         ifp.set_up(True)
         ifp.peer = self  # what the vnet sends comes to input() below
         self.ifp = ifp

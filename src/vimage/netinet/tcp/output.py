@@ -100,7 +100,7 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = 
         tcb.unacked_segs = 0
     try:
         tcp.vnet.ip.output(PROTO_TCP, tcb.laddr, tcb.faddr, segment, ttl=tcb.ip_ttl,
-                           tos=tcb.ip_tos, df=bool(tcp.path_mtu_discovery))
+                           tos=tcb.ip_tos, df=bool(tcp.path_mtu_discovery), fib=tcb.fib)
     except OSError as exc:
         if exc.errno == errno.EMSGSIZE:
             raise
@@ -113,7 +113,7 @@ def _soft_error(tcb: Tcb, err: int) -> int:
     gateway (FreeBSD's arpresolve); our ARP says EHOSTDOWN for both."""
     if err == errno.EHOSTDOWN:
         with contextlib.suppress(OSError):
-            if tcb.tcp.vnet.ip.route_to(tcb.faddr).flags & RTF_GATEWAY:
+            if tcb.tcp.vnet.ip.route_to(tcb.faddr, tcb.fib).flags & RTF_GATEWAY:
                 return errno.EHOSTUNREACH
     return err
 

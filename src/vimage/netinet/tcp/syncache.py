@@ -85,6 +85,7 @@ def _child(listener: Tcb, laddr: int, lport: int, faddr: int, fport: int) -> Tcb
     tcb.nodelay, tcb.keepalive = listener.nodelay, listener.keepalive
     tcb.rcv_space, tcb.snd_space = listener.rcv_space, listener.snd_space
     tcb.ip_ttl, tcb.ip_tos = listener.ip_ttl, listener.ip_tos
+    tcb.fib = listener.fib
     return tcb
 
 

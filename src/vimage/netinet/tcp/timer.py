@@ -96,6 +96,8 @@ def rexmt_timeout(tcb: Tcb) -> None:
         drop(tcb, errno.ETIMEDOUT, send_rst=True)
         return
     tcb.rto = min(tcb.rto * 2, MAX_RTO_NS)
+    if tcb.rexmt_shift > MAX_REXMT // 4:
+        _losing(tcb)
     if tcb.state in (SYN_SENT, SYN_RECEIVED):
         output(tcb, force_syn=True)
         set_main(tcb, tcb.rto, rexmt_timeout)
@@ -117,6 +119,19 @@ def rexmt_timeout(tcb: Tcb) -> None:
     if tcb.snd_buf:
         send_data(tcb, tcb.snd_una, tcb.mss)
     output(tcb)
+
+
+def _losing(tcb: Tcb) -> None:
+    """FreeBSD in_losing(): many retransmissions, so routing sockets hear RTM_LOSING for
+    the route in use (a routing daemon may find a better one)."""
+    from vimage.net import rtsock
+
+    vnet = tcb.tcp.vnet
+    if not rtsock.listening(vnet):
+        return
+    route = vnet.route.tables[tcb.fib].lookup(tcb.faddr)
+    if route is not None:
+        rtsock.losing(vnet, route)
 
 
 def persist_timeout(tcb: Tcb) -> None:

@@ -74,7 +74,7 @@ def connect(tcb: Tcb, laddr: int, lport: int, addr: int, port: int) -> None:
         raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
     if addr == 0xFFFFFFFF or addr in vnet.ip.bcast or addr >> 28 == 0xE:
         raise OSError(errno.ENETUNREACH, "Network is unreachable")
-    src = laddr or vnet.ip.select_source(addr)
+    src = laddr or vnet.ip.select_source(addr, tcb.fib)
     lport = lport or tcp.ephemeral(src, addr, port)
     if (src, lport, addr, port) in tcp.conns:
         raise OSError(errno.EADDRINUSE, "Address already in use")

@@ -178,6 +178,7 @@ class Tcb:
         "dsack",
         "dupacks",
         "faddr",
+        "fib",
         "fin_ooo",
         "fin_rcvd",
         "fin_seq",
@@ -301,6 +302,7 @@ class Tcb:
         self.nodelay = False
         self.ip_ttl: int | None = None  # IP_TTL and IP_TOS: they outlive the socket
         self.ip_tos = 0
+        self.fib = 0  # SO_SETFIB: the FIB its segments are routed with
         self.keepalive = False
         self.keep_probes = 0
         self.rcv_time = tcp.vnet.kernel.sched.now_ns()  # when we last heard from the peer

@@ -1,0 +1,374 @@
+"""vxlan(4): Virtual eXtensible LAN, Ethernet frames in UDP (RFC 7348; FreeBSD if_vxlan.c).
+
+`ifconfig vxlan create vxlanid 42 vxlanlocal 192.0.2.1 vxlanremote 192.0.2.2 up`: an
+Ethernet interface whose frames travel to the remote VTEP (or the multicast group)
+in UDP datagrams to port 4789. Like FreeBSD, the receiving side is a kernel socket:
+`VxlanSocket` sits in the vnet's UDP table bound to (local address, port), so UDP's
+own demultiplexing hands it the datagrams (FreeBSD's udp_set_kernel_tunneling), and
+it passes each frame to the interface with that VNI. Several vxlan interfaces with
+the same local address and port share one socket.
+
+Forwarding table (FreeBSD's vxlan_ftable): a frame's source MAC is learnt with the
+outer source address it came from (`vxlanlearn`), for `vxlantimeout` seconds (1200),
+at most `vxlanmaxaddr` entries (2000). A unicast frame to a learnt MAC goes to that
+VTEP; the rest (unknown, broadcast, multicast) to the remote, or the group. Expiry
+is checked when an entry is used or the table is full: no timer runs.
+
+Multicast groups (`vxlangroup G vxlandev IF`): sent with the group's Ethernet address
+out of IF; received through an IPv4 pfil hook the first group interface of a vnet
+installs (the stack has no IP multicast membership yet).
+"""
+
+from __future__ import annotations
+
+import errno
+import zlib
+from socket import AF_INET
+from typing import TYPE_CHECKING, Any
+
+from vimage.net import pfil
+from vimage.net.ifnet import (
+    ETHER_MTU,
+    IFF_BROADCAST,
+    IFF_MULTICAST,
+    IFF_RUNNING,
+    IFF_SIMPLEX,
+    EtherIfnet,
+)
+from vimage.net.tunnel import next_unit
+from vimage.protosw import Protocol
+from vimage.stats import counters
+from vimage.wire import WireError
+from vimage.wire import udp as wudp
+from vimage.wire import vxlan as wvxlan
+from vimage.wire.checksum import checksum
+from vimage.wire.ethernet import ETHERTYPE_IP_BYTES
+from vimage.wire.ipv4 import HEADER as IP_HEADER
+
+if TYPE_CHECKING:
+    from vimage.kernel import Kernel
+    from vimage.net.ifnet import Ifnet
+    from vimage.vnet import Vnet
+
+PROTO_UDP = 17
+VXLAN_MTU = ETHER_MTU - 50  # outer IPv4 + UDP + VXLAN + inner Ethernet headers
+VXLAN_TTL = 64  # FreeBSD IPDEFTTL
+FTABLE_MAX = 2000  # FreeBSD VXLAN_FTABLE_MAX
+FTABLE_TIMEOUT = 20 * 60  # FreeBSD VXLAN_FTABLE_TIMEOUT, seconds
+
+_SETTINGS = frozenset(("local", "remote", "group", "dev", "lport", "rport", "ttl", "learn",
+                       "timeout", "maxaddr", "port_min", "port_max"))
+VXLAN_STATS = ("ipackets", "badheader", "novni", "ftable_nospace")
+VxlanStats = counters("VxlanStats", VXLAN_STATS)
+
+
+class VxlanState:
+    """Per-vnet: the kernel sockets by (local address, port), groups, counters. Made
+    when the vnet's first vxlan interface arrives (`state_of`): most vnets have none."""
+
+    __slots__ = ("_stats", "groups", "hook", "socks", "vnet")
+
+    def __init__(self, vnet: Vnet) -> None:
+        self.vnet = vnet
+        self.socks: dict[tuple[int, int], VxlanSocket] = {}
+        self.groups: dict[tuple[int, int], VxlanSocket] = {}  # (group, port) -> socket
+        self.hook: Any = None  # group_hook bound once (pfil tells hooks apart by identity)
+        self._stats: Any = None
+
+    @property
+    def stats(self) -> Any:
+        """Counters (VXLAN_STATS), made on first use."""
+        if self._stats is None:
+            self._stats = VxlanStats()
+        return self._stats
+
+    def group_hook(self, pkt: bytes, ifp: Ifnet | None) -> bytes | None:
+        """IPv4 pfil hook: take UDP datagrams to a joined group and port."""
+        if pkt[9] != PROTO_UDP or pkt[16] >> 4 != 0xE or pkt[6] & 0x3F or pkt[7]:
+            return pkt  # not UDP to a multicast group, or a fragment
+        hlen = (pkt[0] & 0x0F) << 2
+        if len(pkt) < hlen + 8:
+            return pkt
+        dst = int.from_bytes(pkt[16:20], "big")
+        sock = self.groups.get((dst, (pkt[hlen + 2] << 8) | pkt[hlen + 3]))
+        if sock is None:
+            return pkt
+        src = int.from_bytes(pkt[12:16], "big")
+        try:
+            dgram = wudp.parse(memoryview(pkt)[hlen:], src, dst)
+        except WireError:
+            self.vnet.udp.stats.badsum += 1
+            return None
+        sock.enqueue(bytes(dgram.payload), src, dgram.sport)
+        return None
+
+    def sync_hook(self) -> None:
+        """The group hook is linked while some group is joined, and only then."""
+        ip = self.vnet.ip
+        if self.groups and self.hook is None:
+            self.hook = self.group_hook
+            pfil.link(ip, "pfil_in", self.hook, order=50, name="vxlan")
+        elif not self.groups and self.hook is not None:
+            pfil.unlink(ip, "pfil_in", self.hook)
+            self.hook = None  # no cycle left through the bound method
+
+    def clear(self) -> None:
+        for sock in list(self.socks.values()):
+            sock.close()
+        self.groups.clear()
+
+
+class VxlanSocket:
+    """A kernel UDP socket: what UDP input reads of a socket, and `enqueue`, which
+    decapsulates instead of queueing for a reader (FreeBSD vxlan_rcv_udp_packet)."""
+
+    __slots__ = ("__weakref__", "_rcvbytes", "faddr", "fport", "laddr", "lport", "reuseaddr",
+                 "reuseport", "state", "vnis")
+
+    type = 2  # SOCK_DGRAM, for netstat
+
+    def __init__(self, state: VxlanState) -> None:
+        self.state = state
+        self.laddr = self.lport = self.faddr = self.fport = 0
+        self.reuseaddr = self.reuseport = False
+        self._rcvbytes = 0
+        self.vnis: dict[int, Vxlan] = {}
+
+    def enqueue(self, data: bytes, src: int, sport: int) -> bool:
+        st = self.state.stats
+        st.ipackets += 1
+        try:
+            vx = wvxlan.parse(data)
+        except WireError:
+            st.badheader += 1
+            return True
+        ifp = self.vnis.get(vx.vni)
+        if ifp is None:
+            st.novni += 1
+            return True
+        ifp.receive(vx.payload, src)
+        return True
+
+    def close(self) -> None:
+        state = self.state
+        if state.socks.get((self.laddr, self.lport)) is self:
+            del state.socks[(self.laddr, self.lport)]
+        state.vnet.udp.unbind(self)
+        for key in [k for k, s in state.groups.items() if s is self]:
+            del state.groups[key]
+        state.sync_hook()
+
+
+class Vxlan(EtherIfnet):
+    """A vxlan interface. Addresses are ints; `remote` 0 with a `group` set sends
+    unknown destinations to the group."""
+
+    __slots__ = ("dev", "family", "ftable", "group", "learn", "local", "lport", "maxaddr",
+                 "port_max", "port_min", "remote", "rport", "sock", "timeout", "ttl", "vni")
+
+    def __init__(self, vnet: Vnet, unit: int) -> None:
+        self.vni: int | None = None
+        self.family = AF_INET
+        self.local = self.remote = 0
+        self.group = 0
+        self.dev: str | None = None
+        self.lport = self.rport = wvxlan.PORT
+        self.port_min, self.port_max = vnet.ip.port_first, vnet.ip.port_last
+        self.ttl = VXLAN_TTL
+        self.learn = True
+        self.timeout = FTABLE_TIMEOUT
+        self.maxaddr = FTABLE_MAX
+        self.ftable: dict[bytes, list[int]] = {}  # MAC -> [VTEP address, expiry ns]
+        self.sock: VxlanSocket | None = None
+        super().__init__(vnet, "vxlan", unit, f"vxlan{unit}",
+                         IFF_BROADCAST | IFF_SIMPLEX | IFF_MULTICAST, VXLAN_MTU,
+                         vnet.kernel.random_mac())
+
+    # -- configuration ------------------------------------------------------------------
+    def configure(self, **settings: object) -> None:
+        """Set vni, local, remote, group, dev, lport, rport, ttl, learn, timeout,
+        maxaddr; the kernel socket is reopened if the interface is up."""
+        was_open = self.sock is not None
+        self._close()
+        for name, value in settings.items():
+            if name == "vni":
+                if not 0 <= int(value) <= wvxlan.VNI_MAX:  # type: ignore[call-overload]
+                    raise ValueError(f"vxlanid {value}: out of range 0..{wvxlan.VNI_MAX}")
+                self.vni = int(value)  # type: ignore[call-overload]
+            elif name in _SETTINGS:
+                setattr(self, name, value)
+            else:
+                raise TypeError(f"unknown vxlan setting {name}")
+        if was_open or self.flags & 1:
+            self._open()
+
+    def set_up(self, up: bool) -> None:
+        """Up joins the kernel socket before the link comes up (its gratuitous ARP
+        goes out); RUNNING only if that worked (vxlan_init)."""
+        if not up:
+            super().set_up(False)
+            self._close()
+            return
+        self._open()
+        super().set_up(True)
+        if self.sock is None:
+            self.flags &= ~IFF_RUNNING
+
+    def _open(self) -> None:
+        """vxlan_init: join the kernel socket for (local, port); not RUNNING without a
+        complete configuration or if the VNI is taken there."""
+        self._close()
+        if self.vni is None or not self.local or not (self.remote or self.group):
+            self.flags &= ~IFF_RUNNING
+            return
+        vnet = self.vnet
+        state = state_of(vnet)
+        key = (self.local, self.lport)
+        sock = state.socks.get(key)
+        if sock is None:
+            sock = VxlanSocket(state)
+            try:
+                vnet.udp.bind(sock, self.local, self.lport)
+            except OSError:
+                self.flags &= ~IFF_RUNNING
+                return
+            state.socks[key] = sock
+        if self.vni in sock.vnis:
+            self.flags &= ~IFF_RUNNING
+            return
+        sock.vnis[self.vni] = self
+        self.sock = sock
+        if self.group:
+            state.groups[(self.group, self.lport)] = sock
+            state.sync_hook()
+        self.flags |= IFF_RUNNING
+
+    def _close(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        self.sock = None
+        self.flags &= ~IFF_RUNNING
+        if sock.vnis.get(self.vni) is self:  # type: ignore[arg-type]
+            del sock.vnis[self.vni]  # type: ignore[arg-type]
+        if not sock.vnis:
+            sock.close()
+        elif self.group and not any(v.group == self.group for v in sock.vnis.values()):
+            sock.state.groups.pop((self.group, self.lport), None)  # the last one leaves
+            sock.state.sync_hook()
+
+    def close_device(self) -> None:
+        self._close()
+        self.ftable.clear()
+
+    def flush(self, all_entries: bool = False) -> None:
+        """`vxlanflush` / `vxlanflushall` (all: static entries too; we have none)."""
+        self.ftable.clear()
+
+    def ftable_entries(self) -> list[tuple[bytes, int]]:
+        now = self.vnet.kernel.sched.now_ns()
+        return [(mac, e[0]) for mac, e in self.ftable.items() if e[1] > now]
+
+    # -- data path ----------------------------------------------------------------------
+    def transmit(self, frame: bytes) -> bool:
+        """vxlan_transmit: pick the VTEP, encapsulate, send over UDP."""
+        sock = self.sock
+        if sock is None or len(frame) < 14:
+            self.oerrors += 1
+            return False
+        dst = 0
+        if not frame[0] & 1:
+            entry = self.ftable.get(frame[:6])
+            if entry is not None:
+                if entry[1] > self.vnet.kernel.sched.now_ns():
+                    dst = entry[0]
+                else:
+                    del self.ftable[frame[:6]]
+        if not dst:
+            dst = self.remote or self.group
+        span = self.port_max - self.port_min + 1
+        sport = self.port_min + zlib.crc32(frame[:14]) % span  # RFC 7348 §5: a flow hash
+        # RFC 7348 §5: the UDP checksum SHOULD be zero over IPv4 (Linux's default too)
+        payload = wudp.build(sport, self.rport, wvxlan.header(self.vni) + frame,  # type: ignore[arg-type]
+                             self.local, dst, with_checksum=False)
+        try:
+            if dst == self.group:
+                return self._multicast(dst, payload)
+            self.vnet.ip.output(PROTO_UDP, self.local, dst, payload, ttl=self.ttl)
+        except OSError:
+            self.oerrors += 1
+            return False
+        self.vnet.udp.stats.opackets += 1
+        return True
+
+    def _multicast(self, group: int, payload: bytes) -> bool:
+        """Send to the group out of `vxlandev` with the RFC 1112 Ethernet address."""
+        dev = self.vnet.ifaces.get(self.dev) if self.dev else None
+        if dev is None or dev.mac is None or not dev.flags & 1:
+            raise OSError(errno.ENETUNREACH, "vxlan: no multicast interface")
+        ip = self.vnet.ip
+        header = IP_HEADER.pack(0x45, 0, 20 + len(payload), ip.next_ident(), 0, self.ttl,
+                                PROTO_UDP, 0, self.local, group)
+        header = header[:10] + checksum(header).to_bytes(2, "big") + header[12:]
+        mac = bytes((0x01, 0x00, 0x5E, (group >> 16) & 0x7F, (group >> 8) & 0xFF,
+                     group & 0xFF))
+        ip.stats.localout += 1
+        self.vnet.udp.stats.opackets += 1
+        return dev.output(b"".join((mac, dev.mac, ETHERTYPE_IP_BYTES, header, payload)))
+
+    def receive(self, frame: memoryview, src: int) -> None:
+        """A decapsulated frame from VTEP `src`: learn its source MAC, queue it."""
+        if not self.flags & 1:
+            self.iqdrops += 1
+            return
+        data = bytes(frame)
+        if self.learn and not data[6] & 1:
+            self._learn(data[6:12], src)
+        self.txq.append((self, data))
+
+    def _learn(self, mac: bytes, src: int) -> None:
+        now = self.vnet.kernel.sched.now_ns()
+        expire = now + self.timeout * 1_000_000_000
+        entry = self.ftable.get(mac)
+        if entry is not None:
+            entry[0], entry[1] = src, expire
+            return
+        if len(self.ftable) >= self.maxaddr:
+            for old in [m for m, e in self.ftable.items() if e[1] <= now]:
+                del self.ftable[old]
+            if len(self.ftable) >= self.maxaddr:
+                state_of(self.vnet).stats.ftable_nospace += 1
+                return
+        self.ftable[mac] = [src, expire]
+
+
+class VxlanCloner:
+    """The vxlan cloner (kernel service): `create(vnet, unit=None)`."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+
+    def create(self, vnet: Vnet, unit: int | None = None) -> Vxlan:
+        with self.kernel.sched.cond:
+            return Vxlan(vnet, next_unit(vnet, "vxlan", unit))
+
+
+def state_of(vnet: Vnet) -> VxlanState:
+    """The vnet's vxlan state, made on first use."""
+    state = vnet.vxlan
+    if state is None:
+        state = vnet.vxlan = VxlanState(vnet)
+    return state
+
+
+def vnet_attach(vnet: Vnet) -> None:
+    vnet.vxlan = None
+
+
+def vnet_detach(vnet: Vnet) -> None:
+    if vnet.vxlan is not None:
+        vnet.vxlan.clear()
+
+
+PROTOCOL = Protocol("vxlan", 64, "vxlan", vnet_attach, vnet_detach)
+"""Per-vnet vxlan state; its input comes through UDP's table, not the switch."""

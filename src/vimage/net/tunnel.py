@@ -1,0 +1,236 @@
+"""What gif(4) and gre(4) share: a point-to-point interface whose packets travel
+inside IP packets between two outer addresses (FreeBSD if_gif.c, if_gre.c).
+
+The code is family-neutral: a tunnel has an outer `family` and its outer addresses
+as ints, the per-vnet table of tunnels is keyed by (family, local, remote), and the
+inner packet's version picks its protocol. Only IPv4 outer output exists today
+(`vnet.ip.output`); IPv6 outer needs its output here and its input descriptor.
+
+Output is synchronous: the inner packet's ip output calls `Tunnel.output`, whose
+`transmit` encapsulates and calls ip output again for the outer packet. FreeBSD
+bounds that recursion with an mbuf tag per tunnel crossed (gif_check_nesting); here
+the tunnels a packet is crossing are the per-vnet `state.stack` for the duration of
+the call. A tunnel already on it is a loop (its outer route goes through itself, or
+through a tunnel that leads back to it), more than `max_nesting` is too deep: both
+are counted (`loops`, `nesting`, and the interface's oerrors) and dropped.
+
+Input: the protocol switch hands the outer packet to the kind's `input`, which finds
+the tunnel by (outer destination, outer source) and queues the inner packet for the
+tunnel interface (the kernel loop delivers it: no recursion on input either). A
+packet no tunnel matches goes to raw IP, as FreeBSD's encap_input passes it on.
+"""
+
+from __future__ import annotations
+
+import errno
+from socket import AF_INET
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from vimage.net import ether
+from vimage.net.ifnet import IFF_MULTICAST, IFF_POINTOPOINT, IFF_UP, Ifnet
+from vimage.stats import counters
+from vimage.wire.ethernet import ETHERTYPE_IP
+
+if TYPE_CHECKING:
+    from vimage.kernel import Kernel
+    from vimage.vnet import Vnet
+
+ETHERTYPE_IPV6 = 0x86DD
+# an inner packet's IP version -> the ethertype its input is registered under
+_INNER_TYPES: tuple[int, ...] = tuple(ETHERTYPE_IPV6 if v == 6 else ETHERTYPE_IP
+                                      for v in range(16))
+
+TUNNEL_STATS = ("loops", "nesting", "noroute", "nomatch")
+TunnelStats = counters("TunnelStats", TUNNEL_STATS)
+
+
+class TunnelState:
+    """Per-vnet state of one tunnel kind: its tunnels by outer addresses, tunables.
+
+    Every vnet has one per kind, most never use it: the table and the counters are
+    made on first use, the stack is an immutable tuple (the empty one is shared).
+    """
+
+    __slots__ = ("_stats", "max_nesting", "softcs", "stack", "ttl", "vnet")
+
+    def __init__(self, vnet: Vnet, ttl: int) -> None:
+        self.vnet = vnet
+        # (family, local, remote) -> the tunnels with those outer addresses (gre may
+        # have several, told apart by key); None until a tunnel is set
+        self.softcs: dict[tuple[int, int, int], list[Tunnel]] | None = None
+        self.stack: tuple[Tunnel, ...] = ()  # tunnels the packet being sent is crossing
+        self.max_nesting = 1  # net.link.{gif,gre}.max_nesting
+        self.ttl = ttl  # net.inet.ip.{gif,gre}ttl
+        self._stats: Any = None
+
+    @property
+    def stats(self) -> Any:
+        """Counters (TUNNEL_STATS), made on first use."""
+        if self._stats is None:
+            self._stats = TunnelStats()
+        return self._stats
+
+    def lookup(self, family: int, local: int, remote: int) -> list[Tunnel] | None:
+        softcs = self.softcs
+        return softcs.get((family, local, remote)) if softcs else None
+
+    def attach_tunnel(self, tun: Tunnel) -> None:
+        if self.softcs is None:
+            self.softcs = {}
+        self.softcs.setdefault((tun.family, tun.src, tun.dst), []).append(tun)
+
+    def detach_tunnel(self, tun: Tunnel) -> None:
+        key = (tun.family, tun.src, tun.dst)
+        tuns = self.softcs.get(key) if self.softcs else None
+        if tuns is not None and tun in tuns:
+            tuns.remove(tun)
+            if not tuns:
+                del self.softcs[key]  # type: ignore[union-attr]
+
+    def ifdetach(self, ifp: Ifnet) -> None:
+        """An interface leaving its vnet loses its tunnel (FreeBSD gif_reassign)."""
+        if isinstance(ifp, Tunnel) and getattr(ifp.vnet, ifp.SLOT) is self:
+            ifp.delete_tunnel()
+            ifp.peers.clear()
+
+    def clear(self) -> None:
+        self.softcs = None
+        self.stack = ()
+
+
+class Tunnel(Ifnet):
+    """A point-to-point tunnel interface; subclasses give `encap` and the constants."""
+
+    __slots__ = ("dst", "family", "peers", "src")
+
+    KIND: ClassVar[str] = ""
+    SLOT: ClassVar[str] = ""  # the per-vnet TunnelState's Vnet attribute
+    MTU: ClassVar[int] = 1280
+
+    def __init__(self, vnet: Vnet, unit: int) -> None:
+        self.family = 0  # outer address family; 0 while no tunnel is set
+        self.src = 0
+        self.dst = 0
+        self.peers: dict[int, int] = {}  # inner local address -> point-to-point destination
+        super().__init__(vnet, self.KIND, unit, f"{self.KIND}{unit}",
+                         IFF_POINTOPOINT | IFF_MULTICAST, self.MTU, None)
+
+    # -- configuration ------------------------------------------------------------------
+    def set_tunnel(self, src: int, dst: int, family: int = AF_INET) -> None:
+        """`ifconfig IF tunnel SRC DST`. EADDRNOTAVAIL if a tunnel of this kind with those
+        outer addresses exists and this kind cannot tell them apart (FreeBSD's
+        in_gif_checkdup)."""
+        if not src or not dst:
+            raise OSError(errno.EADDRNOTAVAIL, "tunnel addresses must be set")
+        state: TunnelState = getattr(self.vnet, self.SLOT)
+        others = [t for t in state.lookup(family, src, dst) or () if t is not self]
+        if any(not self.can_share(t) for t in others):
+            raise OSError(errno.EADDRNOTAVAIL,
+                          f"{others[0].name} already uses these tunnel addresses")
+        self.delete_tunnel()
+        self.family, self.src, self.dst = family, src, dst
+        state.attach_tunnel(self)
+
+    def can_share(self, other: Tunnel) -> bool:
+        """Whether input can tell this tunnel and `other` (same outer addresses) apart."""
+        return False
+
+    def delete_tunnel(self) -> None:
+        """`ifconfig IF -tunnel`."""
+        if self.dst:
+            getattr(self.vnet, self.SLOT).detach_tunnel(self)
+        self.family = self.src = self.dst = 0
+
+    # -- data path ----------------------------------------------------------------------
+    def encap(self, pkt: bytes) -> tuple[int, bytes]:
+        """(outer IP protocol, outer payload) for an inner packet."""
+        raise NotImplementedError
+
+    def transmit(self, frame: bytes) -> bool:
+        """Encapsulate and send (gif_transmit / gre_transmit), refusing loops."""
+        state: TunnelState = getattr(self.vnet, self.SLOT)
+        if not self.dst or not frame:
+            self.oerrors += 1
+            return False
+        stack = state.stack
+        if self in stack:  # FreeBSD gif_check_nesting: "loop detected"
+            state.stats.loops += 1
+            self.oerrors += 1
+            return False
+        if len(stack) >= state.max_nesting:  # "if_output recursively called too many times"
+            state.stats.nesting += 1
+            self.oerrors += 1
+            return False
+        proto, payload = self.encap(frame)
+        # the outer TOS is the inner one without ECN (ip_ecn_ingress, ECN_NOCARE)
+        tos = frame[1] & 0xFC if len(frame) > 1 and frame[0] >> 4 == 4 else 0
+        state.stack = (*stack, self)
+        try:
+            tunnel_output(self.vnet, self.family, proto, self.src, self.dst, payload,
+                          state.ttl, tos)
+        except OSError:
+            state.stats.noroute += 1
+            self.oerrors += 1
+            return False
+        finally:
+            state.stack = stack
+        return True
+
+    def decap(self, inner: bytes) -> None:
+        """Queue a decapsulated packet for this interface's input (the kernel loop
+        delivers it, as FreeBSD's netisr does)."""
+        if not self.flags & IFF_UP:
+            self.iqdrops += 1
+            return
+        if not inner:
+            self.ierrors += 1
+            return
+        self.txq.append((self, inner))
+
+    def input(self, frame: bytes) -> None:
+        """An inner packet: counted, captured, then to its family's input by version."""
+        if not self.flags & IFF_UP:
+            self.iqdrops += 1
+            return
+        self.ipackets += 1
+        self.ibytes += len(frame)
+        if self.bpf is not None:
+            self.bpf.tap(frame, False)
+        ether.demux(self, _INNER_TYPES[frame[0] >> 4], frame)
+
+
+def tunnel_output(vnet: Vnet, family: int, proto: int, src: int, dst: int, payload: bytes,
+                  ttl: int, tos: int) -> None:
+    """Send an outer packet of `family` (only AF_INET so far); OSError as ip output."""
+    if family == AF_INET:
+        vnet.ip.output(proto, src, dst, payload, ttl=ttl, tos=tos)
+        return
+    raise OSError(errno.EAFNOSUPPORT, f"tunnel address family {family} is not supported")
+
+
+def next_unit(vnet: Vnet, kind: str, wanted: int | None) -> int:
+    """The unit of a new `kind` interface in `vnet`: `wanted`, or the lowest free one
+    (FreeBSD's cloners number per vnet)."""
+    used = {i.unit for i in vnet.ifaces.values() if i.kind == kind}
+    if wanted is not None:
+        if wanted in used:
+            raise FileExistsError(f"interface {kind}{wanted} already exists")
+        return wanted
+    unit = 0
+    while unit in used:
+        unit += 1
+    return unit
+
+
+class TunnelCloner:
+    """An interface cloner (kernel service): `create(vnet, unit=None)`."""
+
+    IFCLASS: ClassVar[type[Ifnet]]
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+
+    def create(self, vnet: Vnet, unit: int | None = None) -> Ifnet:
+        with self.kernel.sched.cond:
+            kind = self.IFCLASS.KIND  # type: ignore[attr-defined]
+            return self.IFCLASS(vnet, next_unit(vnet, kind, unit))  # type: ignore[call-arg]

@@ -1,0 +1,53 @@
+"""The IPv6 protocol family's descriptors (FreeBSD netinet6/in6_proto.c: `inet6sw[]`).
+
+IPv6 registers for ethertype 0x86DD and ICMPv6 for next header 58 in the AF_INET6
+domain, so `Ip6State.deliver` finds it through the switch as IPv4 finds ICMP; ND
+and the IPv6 routing table are subsystems with state only. Transports over IPv6
+register here later with `domain=AF_INET6` and their next header.
+"""
+
+from __future__ import annotations
+
+from socket import AF_INET6
+from typing import TYPE_CHECKING
+
+from vimage.net.route import RouteTable
+from vimage.netinet6 import icmp6, in6, ip6, nd6
+from vimage.protosw import Protocol
+from vimage.wire.ethernet import ETHERTYPE_IPV6
+from vimage.wire.ipv6 import NXT_ICMPV6
+
+if TYPE_CHECKING:
+    from vimage.net.ifnet import Ifnet
+    from vimage.vnet import Vnet
+
+
+def _rt6_attach(vnet: Vnet) -> None:
+    vnet.rt6 = RouteTable(width=128)
+
+
+def _rt6_detach(vnet: Vnet) -> None:
+    vnet.rt6.clear()
+
+
+def _ip6_ifdetach(ifp: Ifnet) -> None:
+    ip6_state = ifp.vnet.ip6
+    if ip6_state.reass is not None:
+        ip6_state.reass.purge_ifp(ifp)
+    in6.in6_purge_ifaddrs(ifp)
+
+
+RT6 = Protocol("route6", 11, "rt6", _rt6_attach, _rt6_detach)
+IP6 = Protocol(
+    "ip6", 21, "ip6", ip6.vnet_attach, ip6.vnet_detach, domain=AF_INET6,
+    ethertype=ETHERTYPE_IPV6, input=ip6.Ip6State.input, sysctls=ip6.SYSCTLS,
+    stats=ip6.STAT_LINES, stats_order=60, add_addr=in6.in6_add_addr_text,
+    ifattach=in6.in6_ifattach, ifdetach=_ip6_ifdetach, ifup=in6.in6_ifup)
+ND6 = Protocol("nd6", 31, "nd6", nd6.vnet_attach, nd6.vnet_detach, sysctls=nd6.SYSCTLS)
+ICMP6 = Protocol(
+    "icmp6", 41, "icmp6", icmp6.vnet_attach, icmp6.vnet_detach, domain=AF_INET6,
+    protocol=NXT_ICMPV6, input=icmp6.Icmp6State.input, sysctls=icmp6.SYSCTLS,
+    stats=icmp6.STAT_LINES, stats_order=70)
+
+PROTOCOLS: tuple[Protocol, ...] = (RT6, IP6, ND6, ICMP6)
+"""The IPv6 family in attach order (no socket factories yet)."""
