@@ -209,3 +209,17 @@ def test_imn_file_with_unsupported_nodes(vimaged):
     assert err.startswith(f"vimage: {path}: unsupported node types wlan: air (wlan)"), err
     assert vimaged.ok("topo", "up", "-q", "--skip-unsupported", path) == "air: 1 node, 0 links up\n"
     assert names(vimaged.ok("-l", "-r")) == ["air", "air.pc1"]
+
+
+def test_skip_ipv6(vimaged):
+    path = f"{vimaged.dir}/six.yaml"
+    with open(path, "w") as fh:
+        fh.write(LAB.replace("options: {auto_address: true}",
+                             "options: {auto_address: true, auto_address6: true}"))
+    vimaged.ok("topo", "up", "-q", path)
+    assert "fc00:1::20/64" in vimaged.ok("topo", "show", "lab")
+    assert "fc00:1::20" in vimaged.ok("lab.pc2", "ifconfig", "eth0")
+    vimaged.ok("topo", "down", "lab")
+    vimaged.ok("topo", "up", "-q", "--skip-ipv6", path)
+    assert "fc00" not in vimaged.ok("topo", "show", "lab")
+    assert "fc00" not in vimaged.ok("lab.pc2", "ifconfig", "eth0")

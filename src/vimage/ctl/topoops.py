@@ -90,13 +90,16 @@ def _rel(vnet: Vnet, scope: Vnet) -> str:
 
 
 def _node_row(exp: Experiment, name: str, scope: Vnet) -> dict[str, Any]:
+    from vimage.emu.experiment import kernel_has_ipv6
+
     vnet = exp.node(name)
     model = (exp.resolved or exp.topology).nodes[name]
+    ipv6 = not exp.skip_ipv6 and kernel_has_ipv6(exp.kernel)  # as Experiment configures
     ifaces = []
     for ifname in sorted(vnet.ifaces):
         iface = model.interfaces.get(ifname)
-        ifaces.append({"name": ifname,
-                       "addresses": [*iface.ipv4, *iface.ipv6] if iface is not None else []})
+        addresses = [] if iface is None else [*iface.ipv4, *(iface.ipv6 if ipv6 else ())]
+        ifaces.append({"name": ifname, "addresses": addresses})
     return {"name": name, "type": model.type, "vnet": _rel(vnet, scope), "interfaces": ifaces}
 
 
