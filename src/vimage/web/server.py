@@ -36,7 +36,7 @@ class GuiServer:
         self.sock.listen(128)  # connections wait in the backlog until uvicorn accepts
         self.port: int = self.sock.getsockname()[1]
         app = create_app(session, self.token, LOCAL_CLIENTS, interval)
-        config = uvicorn.Config(app, log_level="warning", ws="websockets", lifespan="off")
+        config = uvicorn.Config(app, log_level="warning", ws="auto", lifespan="off")
         self.server = _Server(config)
         self.thread: threading.Thread | None = None
 

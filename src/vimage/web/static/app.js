@@ -321,7 +321,8 @@ function human(value, unit) {
 
 function polyline(values) {
   const top = Math.max(...values, 1);
-  return values.map((v, i) => `${(i * 80 / (SAMPLES - 1)).toFixed(1)},${(24 - v / top * 22).toFixed(1)}`).join(" ");
+  const x = (i) => 80 - (values.length - 1 - i) * 80 / (SAMPLES - 1);  // the newest at the right
+  return values.map((v, i) => `${x(i).toFixed(1)},${(24 - v / top * 22).toFixed(1)}`).join(" ");
 }
 
 function updateSparks() {
