@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import urllib.request
+import warnings
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,14 @@ import pytest
 pytest.importorskip("fastapi", reason="the GUI needs fastapi (pip install 'vimage[gui]')")
 pytest.importorskip("httpx", reason="TestClient needs httpx")
 
-from starlette.testclient import TestClient  # noqa: E402
-from starlette.websockets import WebSocketDisconnect  # noqa: E402
+with warnings.catch_warnings():  # starlette asks for httpx2, which it does not require yet
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
-from vimage.emu import yamlfmt  # noqa: E402
-from vimage.web.app import create_app  # noqa: E402
-from vimage.web.session import GuiSession, layout  # noqa: E402
+from vimage.emu import yamlfmt
+from vimage.web.app import create_app
+from vimage.web.session import GuiSession, layout
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUTING = ROOT / "examples" / "routing.yaml"
@@ -280,6 +283,16 @@ def test_layout_places_nodes_without_positions():
 
 
 # -- vimage gui ---------------------------------------------------------------------------------
+def test_vimage_gui_refuses_a_bad_file_in_one_line(tmp_path, capsys):
+    from vimage.cli.vimage import main
+
+    bad = tmp_path / "lab.yaml"
+    bad.write_text("version: 1\nnodes:\n  ap: {type: wlan}\n")
+    assert main(["gui", str(bad)]) == 1
+    assert capsys.readouterr().err == (
+        f"vimage gui: {bad}:3: nodes.ap.type: unknown node type 'wlan'\n")
+
+
 def test_vimage_gui_prints_a_url_that_serves_the_page(tmp_path):
     path = tmp_path / "routing.yaml"
     shutil.copy(ROUTING, path)

@@ -32,11 +32,12 @@ import asyncio
 import contextlib
 import hmac
 import json
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
 from http.cookies import SimpleCookie
 from importlib import resources
+from types import MappingProxyType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from vimage.web.session import GuiError, GuiSession
 
@@ -45,7 +46,7 @@ TOKEN_HEADER = "x-vimage-token"
 TOKEN_COOKIE = "vimage_token"
 LOCAL_CLIENTS = frozenset({"127.0.0.1", "::1"})
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+STATIC_FILES = MappingProxyType({"app.js": "text/javascript", "style.css": "text/css"})
 MAX_MESSAGE = 64 * 1024  # bytes of one websocket message
 
 Scope = dict[str, Any]
@@ -54,7 +55,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def _hostname(value: str) -> str:
-    return (urlsplit("//" + value).hostname or "").lower()
+    return (urllib.parse.urlsplit("//" + value).hostname or "").lower()
 
 
 class Guard:
@@ -74,7 +75,8 @@ class Guard:
         if _hostname(headers.get("host", "")) not in LOCAL_HOSTS:
             return "the Host header must name this machine"
         origin = headers.get("origin")
-        if origin is not None and _hostname(urlsplit(origin).netloc) not in LOCAL_HOSTS:
+        origin_host = _hostname(urllib.parse.urlsplit(origin).netloc) if origin else None
+        if origin is not None and origin_host not in LOCAL_HOSTS:
             return "cross-origin requests are refused"
         if not any(hmac.compare_digest(t.encode(), self.token.encode())
                    for t in _tokens(scope, headers)):
@@ -99,7 +101,7 @@ class Guard:
 
 
 def _tokens(scope: Scope, headers: dict[str, str]) -> list[str]:
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
     found = list(query.get(TOKEN_PARAM, ()))
     if TOKEN_HEADER in headers:
         found.append(headers[TOKEN_HEADER])

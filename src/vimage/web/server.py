@@ -37,7 +37,7 @@ class GuiServer:
         self.port: int = self.sock.getsockname()[1]
         app = create_app(session, self.token, LOCAL_CLIENTS, interval)
         config = uvicorn.Config(app, log_level="warning", ws="auto", lifespan="off")
-        self.server = _Server(config)
+        self.server = _uvicorn_server(config)
         self.thread: threading.Thread | None = None
 
     @property
@@ -81,7 +81,7 @@ def _server_class() -> Any:
     return Server
 
 
-def _Server(config: Any) -> Any:  # noqa: N802 - a class made on demand (uvicorn is optional)
+def _uvicorn_server(config: Any) -> Any:  # a class made on demand: uvicorn is optional
     return _server_class()(config)
 
 

@@ -109,7 +109,7 @@ class Capture:
         return out.getvalue()
 
     def state(self) -> dict[str, Any]:
-        captured, received, dropped = self.session.stats()
+        captured, _, dropped = self.session.stats()
         return {"a": self.link[0], "b": self.link[1], "ifname": self.ifname,
                 "running": not self.session.closed, "captured": captured, "dropped": dropped}
 
