@@ -23,9 +23,10 @@ Websocket /ws: the server pushes `{"type": "counters", "time", "links": [{"a", "
 "line"}` and gets `{"type": "result", "id", "node", "status", "output"}` or
 `{"type": "error", "id", "error"}` (so does any malformed message).
 
-FastAPI is imported when the app is made (`create_app`), so the rest of vimage does not
-need it; this module has no `from __future__ import annotations` because FastAPI reads
-the handlers' annotations at runtime.
+Everything that takes the session's lock (which `up` holds while it builds) runs in the
+thread pool, never on the event loop. FastAPI is imported when the app is made
+(`create_app`), so the rest of vimage does not need it; this module has no `from
+__future__ import annotations` because FastAPI reads the handlers' annotations at runtime.
 """
 
 import asyncio
@@ -159,7 +160,7 @@ def create_app(session: GuiSession, token: str, clients: Iterable[str] = LOCAL_C
     async def put_topology(request: Request) -> dict[str, Any]:
         data = await body(request)
         await run_in_threadpool(session.replace, data.get("topology", data))
-        return session.view()
+        return await run_in_threadpool(session.view)
 
     @app.get("/api/yaml")
     def get_yaml() -> Response:
@@ -174,19 +175,19 @@ def create_app(session: GuiSession, token: str, clients: Iterable[str] = LOCAL_C
     @app.post("/api/up")
     async def up() -> dict[str, Any]:
         await run_in_threadpool(session.up)
-        return session.view()
+        return await run_in_threadpool(session.view)
 
     @app.post("/api/down")
     async def down() -> dict[str, Any]:
         await run_in_threadpool(session.down)
-        return session.view()
+        return await run_in_threadpool(session.view)
 
     @app.post("/api/link")
     async def set_link(request: Request) -> dict[str, Any]:
         data = await body(request)
         params = await run_in_threadpool(session.set_link, data.get("a"), data.get("b"),
                                          data.get("params"))
-        return {"params": params, "view": session.view()}
+        return {"params": params, "view": await run_in_threadpool(session.view)}
 
     @app.post("/api/capture/{action}")
     async def capture(action: str, request: Request) -> dict[str, Any]:
@@ -215,7 +216,7 @@ def create_app(session: GuiSession, token: str, clients: Iterable[str] = LOCAL_C
         async def counters() -> None:
             while True:
                 try:
-                    sample = {"type": "counters", **session.counters()}
+                    sample = {"type": "counters", **await run_in_threadpool(session.counters)}
                 except Exception as exc:  # a bug: say so on the page, keep the socket
                     sample = {"type": "error", "id": None, "error": f"counters: {exc!r}"}
                 await send(sample)
