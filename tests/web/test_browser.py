@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,11 @@ def click_node(driver, name: str) -> None:
     driver.find_element(By.CSS_SELECTOR, f'g.node[data-name="{name}"] circle').click()
 
 
+def select_link(driver, a: str, b: str) -> None:
+    """Click the link's graph (its line is too thin for Selenium to click reliably)."""
+    driver.find_element(By.CSS_SELECTOR, f'g.link[data-a="{a}"][data-b="{b}"] rect').click()
+
+
 def ping(driver, line: str, replies: int) -> float:
     """Run `line` in the open console; the average RTT of its summary (ms)."""
     before = text_of(driver, "console-output").count("round-trip")
@@ -108,7 +114,7 @@ def test_ping_from_a_console_and_a_live_delay_change(browser, gui, tmp_path):
     before = ping(browser, "ping -c 2 10.0.3.20", 2)
     assert 24 <= before < 60  # 2 x (1 + 5 + 5 + 1) ms of link delay, plus transmission
 
-    browser.find_element(By.CSS_SELECTOR, 'g.link[data-a="r1"][data-b="r2"] rect.sparkbox').click()
+    select_link(browser, "r1", "r2")
     delay = browser.find_element(By.ID, "param-delay")
     assert delay.get_attribute("value") == "5ms"
     delay.clear()
@@ -116,11 +122,22 @@ def test_ping_from_a_console_and_a_live_delay_change(browser, gui, tmp_path):
     browser.find_element(By.ID, "apply-link").click()
     wait(browser, lambda d: "changed (live)" in text_of(d, "message"), "the link change")
     assert gui.session.topology.link_between("r1", "r2").delay == 50_000
+    browser.find_element(By.ID, "capture-start").click()
+    wait(browser, lambda d: d.find_elements(By.ID, "capture-download"), "the capture")
 
     click_node(browser, "pc1")
     browser.find_element(By.ID, "open-console").click()
     after = ping(browser, "ping -c 2 10.0.3.20", 2)
     assert after - before == pytest.approx(90, abs=15)  # 2 x (50 - 5) ms more
+
+    select_link(browser, "r1", "r2")
+    browser.find_element(By.ID, "capture-stop").click()
+    wait(browser, lambda d: "so far" not in text_of(d, "capture-download"), "the capture to stop")
+    assert text_of(browser, "capture-download") == "pcap: 4 frames"  # 2 requests, 2 replies
+    href = browser.find_element(By.ID, "capture-download").get_attribute("href")
+    with urllib.request.urlopen(href, timeout=10) as answer:  # the token is in the link
+        pcap = answer.read()
+    assert pcap[:4] == bytes.fromhex("4d3cb2a1") and pcap.count(b"\x08\x00\x45") == 4
 
     # the counters reached the page over the websocket: a sparkline shows the ping
     wait(browser, lambda d: "bit/s" in d.find_element(

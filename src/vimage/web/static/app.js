@@ -181,13 +181,14 @@ function nodePanel(panel, name) {
   const node = view.topology.nodes[name];
   el("h3", {}, panel, `${name} (${node.type}${node.model ? ", " + node.model : ""})`);
   const auto = view.addresses[name] || {};
-  for (const [ifname, iface] of Object.entries(node.interfaces || {})) {
+  const l3 = !["lanswitch", "hub"].includes(node.type);  // switches hold no addresses
+  for (const [ifname, iface] of Object.entries(l3 ? node.interfaces || {} : {})) {
     const label = el("label", {}, panel, ifname);
     el("input", {id: `addr-${ifname}`, "data-if": ifname, value: (iface.ipv4 || []).join(", "),
                  placeholder: (auto[ifname] || []).join(", ") || "no address"}, label);
   }
   const row = el("p", {}, panel);
-  if (node.interfaces) button("apply-node", "Apply addresses", row, () => applyAddresses(name));
+  if (l3 && node.interfaces) button("apply-node", "Apply addresses", row, () => applyAddresses(name));
   button("open-console", "Console", row, async () => openConsole(name));
   button("delete-node", "Delete", row, () => deleteNode(name));
 }
@@ -245,7 +246,7 @@ function linkPanel(panel, a, b) {
   button("capture-stop", "Stop capture", cap, async () => { await api("POST", "api/capture/stop", {a, b}); await reload(); });
   if (state) {
     el("a", {id: "capture-download", href: withToken(`api/capture.pcap?a=${a}&b=${b}`), download: `${a}-${b}.pcap`},
-       cap, ` pcap (${state.running ? "running" : "stopped"})`);
+       cap, ` pcap: ${state.captured} frames${state.running ? " so far" : ""}`);
   }
 }
 
