@@ -311,6 +311,9 @@ def test_vimage_gui_prints_a_url_that_serves_the_page(tmp_path):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(bare, timeout=10)
         assert refused.value.code == 403
+        proc.terminate()  # uvicorn stops on SIGTERM (and ^C); then the experiment and kernel
+        assert proc.wait(10) == 0
     finally:
-        proc.terminate()
-        proc.wait(10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

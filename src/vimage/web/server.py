@@ -9,6 +9,7 @@ foreground until ^C, then stops the experiment and the kernel.
 from __future__ import annotations
 
 import secrets
+import signal
 import socket
 import sys
 import threading
@@ -85,6 +86,10 @@ def _uvicorn_server(config: Any) -> Any:  # a class made on demand: uvicorn is o
     return _server_class()(config)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def serve(path: str | Path | None, port: int = 0, out: TextIO | None = None) -> int:
     """`vimage gui`: serve `path` until interrupted; prints the URL first."""
     out = out or sys.stdout
@@ -93,6 +98,10 @@ def serve(path: str | Path | None, port: int = 0, out: TextIO | None = None) -> 
     print(f"vimage gui: {server.url}", file=out, flush=True)
     if session.path is not None:
         print(f"vimage gui: Save writes {session.path}", file=out, flush=True)
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn shuts down on SIGTERM and ^C, then raises the signal again: make SIGTERM
+        # a KeyboardInterrupt too, so both end here and the experiment is taken down
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.run()
     except KeyboardInterrupt:
