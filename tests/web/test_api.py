@@ -141,6 +141,8 @@ def test_malformed_http_bodies_get_an_error(client):
                                           "params": {"delay": "soon"}}).status_code == 400
     assert client.get("/api/topology").json()["topology"]["links"][1]["delay"] == "5ms"
     assert client.post("/api/capture/explode", json={"a": "r1", "b": "r2"}).status_code == 404
+    assert client.delete("/api/topology").json() == {"error": "Method Not Allowed"}
+    assert client.get("/api/nothing").json() == {"error": "Not Found"}
 
 
 def test_malformed_websocket_messages_get_an_error(client):

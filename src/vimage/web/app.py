@@ -122,14 +122,24 @@ def create_app(session: GuiSession, token: str, clients: Iterable[str] = LOCAL_C
                interval: float = 1.0) -> Any:
     """The ASGI app (FastAPI behind `Guard`) serving `session`; counters every `interval` s."""
     from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
 
     app = FastAPI(title="vimage gui", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(GuiError)
     async def refused(request: Request, exc: GuiError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": "malformed request"}, status_code=400)
 
     async def body(request: Request) -> dict[str, Any]:
         try:
