@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from vimage.netinet6 import in6
+from vimage.netinet6 import in6, nd6_rtr
 from vimage.sched import NS_PER_S
 from vimage.sysctl import Oid, oids
 from vimage.wire import icmp6 as wicmp6
@@ -79,9 +79,10 @@ class NdEntry:
 class Nd6State:
     """A vnet's neighbour discovery: its tunables and the timers of every link's cache."""
 
-    __slots__ = ("dad_count", "nd6_basereachable", "nd6_delay", "nd6_gctimer",
+    __slots__ = ("accept_rtadv", "dad_count", "nd6_basereachable", "nd6_delay", "nd6_gctimer",
                  "nd6_maxentries", "nd6_maxqueuelen", "nd6_mmaxtries", "nd6_retrans",
-                 "nd6_umaxtries", "vnet")
+                 "nd6_umaxtries", "rediraccept", "redirect", "redirtimeout", "rtr_state",
+                 "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
@@ -94,6 +95,19 @@ class Nd6State:
         self.nd6_retrans = 1000
         self.nd6_maxentries = 4096
         self.dad_count = 1
+        self.accept_rtadv = 0  # net.inet6.ip6.accept_rtadv: ACCEPT_RTADV on new links
+        self.redirect = 1  # net.inet6.ip6.redirect: send redirects when forwarding
+        self.rediraccept = 1  # net.inet6.icmp6.rediraccept
+        self.redirtimeout = nd6_rtr.REDIRECT_TIMEOUT_S
+        self.rtr_state: nd6_rtr.NdRouterState | None = None  # made on first use
+
+    @property
+    def rtr(self) -> nd6_rtr.NdRouterState:
+        """Routers, prefixes, RA data (nd6_rtr), made when first needed."""
+        state = self.rtr_state
+        if state is None:
+            state = self.rtr_state = nd6_rtr.NdRouterState(self.vnet)
+        return state
 
     # -- timers --------------------------------------------------------------------------
     def _arm(self, entry: NdEntry, delay_ns: int) -> None:
@@ -436,4 +450,6 @@ def vnet_attach(vnet: Vnet) -> None:
 
 
 def vnet_detach(vnet: Vnet) -> None:
+    if vnet.nd6.rtr_state is not None:
+        vnet.nd6.rtr_state.clear()
     vnet.nd6.clear()
