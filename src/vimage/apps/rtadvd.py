@@ -110,7 +110,7 @@ def parse_conf(text: str) -> dict[str, RaConfig]:
             continue
         names, _, rest = line.partition(":")
         fields: dict[str, str] = {}
-        for item in rest.split(":"):
+        for item in re.findall(r'(?:"[^"]*"|[^:])+', rest):  # colons inside quotes stay
             item = item.strip()
             if not item:
                 continue

@@ -113,7 +113,7 @@ class NdIfInfo:
 class NdRouterState:
     """A vnet's router list, prefix list, per-link RA data and installed default route."""
 
-    __slots__ = ("daemon", "ifinfo", "installed", "prefixes", "routers", "vnet")
+    __slots__ = ("daemon", "ifinfo", "installed", "prefixes", "redirects", "routers", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
@@ -122,6 +122,7 @@ class NdRouterState:
         self.ifinfo: dict[int, NdIfInfo] = {}  # by interface index
         self.installed: Route | None = None  # the ::/0 route made from the router list
         self.daemon: Any = None  # a router advertisement daemon running here (apps.rtadvd)
+        self.redirects: dict[int, Timer] = {}  # destination -> its host route's expiry
 
     # -- helpers --------------------------------------------------------------------------
     def info(self, ifp: Ifnet) -> NdIfInfo:
@@ -447,8 +448,18 @@ class NdRouterState:
         expire = (self._now() + vnet.nd6.redirtimeout * NS_PER_S
                   if vnet.nd6.redirtimeout else 0)
         flags = RTF_DYNAMIC | (0 if onlink else RTF_GATEWAY)
-        rt6.add(Route(dest, 128, ifp, flags, 0 if onlink else target, expire=expire,
-                      width=128))
+        route = rt6.add(Route(dest, 128, ifp, flags, 0 if onlink else target, expire=expire,
+                              width=128))
+        timer = self.redirects.pop(dest, None)
+        if timer is not None:
+            timer.cancel()
+        if expire:
+            self.redirects[dest] = self._later(expire - self._now(), self._redirect_expired,
+                                               route)
+
+    def _redirect_expired(self, route: Route) -> None:
+        self.redirects.pop(route.dst, None)
+        self.vnet.rt6.remove_path(route)
 
     def redirect_output(self, ifp: Ifnet, pkt: bytes, src: int, dst: int,
                         route: Route) -> None:
@@ -509,6 +520,9 @@ class NdRouterState:
             if info.rs_timer is not None:
                 info.rs_timer.cancel()
         self.ifinfo.clear()
+        for timer in self.redirects.values():
+            timer.cancel()
+        self.redirects.clear()
         self.routers.clear()
         self.prefixes.clear()
         self.installed = None
