@@ -5,6 +5,7 @@ tells the host the better first hop; the host installs a host route."""
 from __future__ import annotations
 
 from tests.netinet6.conftest import DAD_DONE, Heard, inject, link_local
+
 from vimage.kernel import Kernel
 from vimage.net.route import RTF_DYNAMIC, RTF_GATEWAY
 from vimage.wire import icmp6 as w6

@@ -4,8 +4,8 @@ answers to solicitations, stopping, and hosts configured by it through SLAAC."""
 from __future__ import annotations
 
 import pytest
-
 from tests.netinet6.conftest import DAD_DONE, link_local
+
 from vimage.apps import rtadvd as app
 from vimage.kernel import Kernel
 from vimage.netinet6 import in6
