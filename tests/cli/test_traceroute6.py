@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from tests.netinet6.conftest import DAD_DONE, link, link_local
+
 from vimage.cli.traceroute6 import udp6
 from vimage.kernel import Kernel
 from vimage.wire import ipv6 as wip6
