@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.netinet6.conftest import routed
+
 from vimage.fault import Faults
 
 
