@@ -286,3 +286,18 @@ def test_destroy_leaves_no_router_state():
     k.destroy("r")
     assert k.sched.pending_timers(r) == 0
     assert AF_INET6
+
+
+def test_advertised_retrans_and_reachable_times_drive_nud():
+    k, r, h, er, eh = setup()
+    ra(r, er, reachable=4000, retrans=3000)
+    k.run(DAD_DONE)
+    target = wip6.aton("2001:db8:1::99")
+    with k.sched.cond:
+        h.nd6.output(eh, b"\x60" + bytes(39), target)  # an INCOMPLETE entry: NS sent
+    entry = h.nd6.lookup(eh, target)
+    assert entry is not None
+    assert entry.expire_ns - k.sched.now_ns() == 3000 * 10**6  # the link's retrans timer
+    with k.sched.cond:
+        reach = {h.nd6.reachable_ns(eh) for _ in range(50)}
+    assert all(2000 * 10**6 <= t < 6000 * 10**6 for t in reach)  # 0.5 .. 1.5 of 4 s

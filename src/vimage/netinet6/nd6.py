@@ -117,10 +117,25 @@ class Nd6State:
         entry.expire_ns = sched.now_ns() + delay_ns
         entry.timer = sched.call_later(delay_ns, self._timer, entry, owner=self.vnet)
 
-    def reachable_ns(self) -> int:
-        """ND_COMPUTE_RTIME: the base reachable time times a random 0.5 .. 1.5."""
+    def reachable_ns(self, ifp: Ifnet | None = None) -> int:
+        """ND_COMPUTE_RTIME: the base reachable time times a random 0.5 .. 1.5; the
+        link's own base if a router advertised one (RFC 4861 6.3.4)."""
         base = self.nd6_basereachable
+        rtr = self.rtr_state
+        if rtr is not None and ifp is not None and rtr.ifinfo:
+            info = rtr.ifinfo.get(ifp.index)
+            if info is not None and info.basereachable:
+                base = info.basereachable
         return (base // 2 + self.vnet.rng.randrange(base)) * NS_PER_MS
+
+    def retrans_ms(self, ifp: Ifnet) -> int:
+        """The retransmission timer: the link's advertised one, else the sysctl."""
+        rtr = self.rtr_state
+        if rtr is not None and rtr.ifinfo:
+            info = rtr.ifinfo.get(ifp.index)
+            if info is not None and info.retrans:
+                return info.retrans
+        return self.nd6_retrans
 
     def _timer(self, entry: NdEntry) -> None:
         """nd6_llinfo_timer: what each state does when its time is up."""
@@ -219,14 +234,14 @@ class Nd6State:
         msg = wicmp6.build_ns(target, opts, src, dst)
         dmac = mac if mac is not None else wip6.multicast_mac(dst)
         self.vnet.icmp6.send_link(ifp, dmac, src, dst, msg)
-        self._arm(entry, self.nd6_retrans * NS_PER_MS)
+        self._arm(entry, self.retrans_ms(ifp) * NS_PER_MS)
 
     def _resolved(self, entry: NdEntry, mac: bytes, state: int) -> None:
         entry.mac = mac
         entry.state = state
         entry.asked = 0
         if state == REACHABLE:
-            self._arm(entry, self.reachable_ns())
+            self._arm(entry, self.reachable_ns(entry.ifp))
         elif not entry.static:
             self._arm(entry, self.nd6_gctimer * NS_PER_S)
         hold, entry.hold = entry.hold, None
@@ -244,7 +259,7 @@ class Nd6State:
         entry = self.lookup(ifp, addr)
         if entry is not None and entry.mac is not None and not entry.static:
             entry.state = REACHABLE
-            self._arm(entry, self.reachable_ns())
+            self._arm(entry, self.reachable_ns(entry.ifp))
 
     def cache_lladdr(self, ifp: Ifnet, addr: int, mac: bytes) -> None:
         """nd6_cache_lladdr for an NS, RS or redirect carrying a source link address:
@@ -362,7 +377,7 @@ class Nd6State:
         if solicited:
             entry.state = REACHABLE
             entry.asked = 0
-            self._arm(entry, self.reachable_ns())
+            self._arm(entry, self.reachable_ns(entry.ifp))
         elif changed:
             entry.state = STALE
             self._arm(entry, self.nd6_gctimer * NS_PER_S)
