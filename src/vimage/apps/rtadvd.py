@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.net.route import MASKS6
@@ -28,6 +29,8 @@ from vimage.wire import icmp6 as wicmp6
 from vimage.wire import ipv6 as wip6
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from vimage.net.ifnet import Ifnet
     from vimage.sched import Timer
     from vimage.vnet import Vnet
@@ -39,8 +42,8 @@ MIN_DELAY_BETWEEN_RAS_NS = 3 * NS_PER_S
 MAX_RA_DELAY_TIME_NS = NS_PER_S // 2
 
 # rtadvd.conf(5) flag letters
-_RAFLAGS = {"m": wicmp6.RA_MANAGED, "o": wicmp6.RA_OTHER, "h": 0x08, "l": 0x18}
-_PINFOFLAGS = {"l": wicmp6.PREFIX_ONLINK, "a": wicmp6.PREFIX_AUTO}
+_RAFLAGS = MappingProxyType({"m": wicmp6.RA_MANAGED, "o": wicmp6.RA_OTHER, "h": 0x08, "l": 0x18})
+_PINFOFLAGS = MappingProxyType({"l": wicmp6.PREFIX_ONLINK, "a": wicmp6.PREFIX_AUTO})
 NUMERIC_KEYS = frozenset({"maxinterval", "mininterval", "rltime", "prefixlen", "vltime",
                           "pltime", "chlim", "rtime", "retrans"})
 KEYS = NUMERIC_KEYS | {"raflags", "pinfoflags", "addr", "mtu", "tc"}
@@ -88,7 +91,7 @@ class RaConfig:
         return self.rltime if self.rltime is not None else 3 * self.maxinterval
 
 
-def _flags(value: str, letters: dict[str, int]) -> int:
+def _flags(value: str, letters: Mapping[str, int]) -> int:
     if value.isdigit():
         return int(value)
     out = 0

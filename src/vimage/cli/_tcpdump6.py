@@ -5,6 +5,7 @@ length 32`, UDP and TCP over IPv6 with ports, extension headers (HBH, DSTOPT, fr
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.wire import WireError
@@ -14,20 +15,20 @@ from vimage.wire import ipv6 as wip6
 if TYPE_CHECKING:
     from vimage.cli.tcpdump import Printer
 
-_NXT_NAMES = {0: "Options", 6: "TCP", 17: "UDP", 43: "Routing", 44: "Fragment",
-              58: "ICMPv6", 59: "NONE", 60: "DSTOPT"}
-_UNREACH = {  # print-icmp6.c icmp6_print's words, by code
+_NXT_NAMES = MappingProxyType({0: "Options", 6: "TCP", 17: "UDP", 43: "Routing", 44: "Fragment",
+              58: "ICMPv6", 59: "NONE", 60: "DSTOPT"})
+_UNREACH = MappingProxyType({  # print-icmp6.c icmp6_print's words, by code
     wicmp6.UNREACH_NOROUTE: "{} unreachable route",
     wicmp6.UNREACH_ADMIN: "{} unreachable prohibited",
     wicmp6.UNREACH_BEYONDSCOPE: "{} beyond scope",
     wicmp6.UNREACH_ADDR: "{} unreachable address",
-}
-_SIMPLE = {
+})
+_SIMPLE = MappingProxyType({
     wicmp6.ROUTER_SOLICIT: "router solicitation",
     wicmp6.MLD_QUERY: "multicast listener query",
     wicmp6.MLD_REPORT: "multicast listener report",
     wicmp6.MLD_DONE: "multicast listener done",
-}
+})
 
 
 def ip6(pr: Printer, pkt: bytes) -> str:

@@ -14,6 +14,7 @@ with a parameter problem (unrecognised next header): that counts as got there.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.cli import ToolError, UsageError, destroyed
@@ -41,12 +42,12 @@ usage: traceroute6 [-n] [-f firsthop] [-m hoplimit] [-p port] [-q probes]
 """
 
 # ICMPv6 unreachable code -> (mark, counts as got there)
-_MARKS = {
+_MARKS = MappingProxyType({
     wicmp6.UNREACH_NOROUTE: (" !N", False),
     wicmp6.UNREACH_ADMIN: (" !P", False),
     wicmp6.UNREACH_BEYONDSCOPE: (" !S", False),
     wicmp6.UNREACH_ADDR: (" !A", False),
-}
+})
 
 
 def udp6(sport: int, dport: int, data: bytes, src: int, dst: int) -> bytes:
