@@ -301,3 +301,27 @@ def test_advertised_retrans_and_reachable_times_drive_nud():
     with k.sched.cond:
         reach = {h.nd6.reachable_ns(eh) for _ in range(50)}
     assert all(2000 * 10**6 <= t < 6000 * 10**6 for t in reach)  # 0.5 .. 1.5 of 4 s
+
+
+def test_garbage_router_messages_are_counted_never_raise():
+    """Random RA and redirect bodies (hop limit 255, link-local source, good checksum):
+    counted or ignored, never an exception out of the kernel loop."""
+    import random
+
+    from tests.netinet6.conftest import inject
+
+    k, r, h, er, eh = setup()
+    rng = random.Random(11)
+    src = link_local(er)
+    me = link_local(eh)
+    for i in range(300):
+        body = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 120)))
+        if rng.random() < 0.5:  # well-formed option headers with random contents
+            body = body[:8] + bytes((3, 4)) + bytes(rng.randrange(256) for _ in range(30))
+        type_ = (w6.ROUTER_ADVERT, w6.REDIRECT, w6.ROUTER_SOLICIT)[i % 3]
+        msg = w6.build(type_, 0, rng.getrandbits(32), body, src, me)
+        inject(eh, wip6.build(src, me, 58, msg, hlim=255))
+    k.run(1)
+    assert k.sched.errors == 0
+    assert len(h.nd6.rtr.routers) <= nd6_rtr.MAX_ROUTERS
+    assert len(h.nd6.rtr.prefixes) <= nd6_rtr.MAX_PREFIXES

@@ -112,8 +112,9 @@ def ifdata(ifp: Ifnet) -> In6Ifdata:
     data = af.get(AF_INET6)
     if data is None:
         data = af[AF_INET6] = In6Ifdata()
-        if ifp.vnet.nd6.accept_rtadv and not ifp.is_loopback:  # net.inet6.ip6.accept_rtadv
-            data.nd_flags |= ND6_IFF_ACCEPT_RTADV
+        nd6 = getattr(ifp.vnet, "nd6", None)
+        if nd6 is not None and nd6.accept_rtadv and not ifp.is_loopback:
+            data.nd_flags |= ND6_IFF_ACCEPT_RTADV  # net.inet6.ip6.accept_rtadv
     return data
 
 
