@@ -126,7 +126,7 @@ def icmp6_text(m: wicmp6.Icmp6Repr) -> str:
             return "ip6 reassembly time exceeded"
         return f"time exceeded, code {code}"
     if t == wicmp6.PARAM_PROB:
-        what = {0: "errorneous", 1: "next header", 2: "option"}.get(code)
+        what = {0: "erroneous", 1: "next header", 2: "option"}.get(code)
         return (f"parameter problem, {what} - octet {m.rest}" if what
                 else f"parameter problem, code {code}")
     if t in (wicmp6.ECHO_REQUEST, wicmp6.ECHO_REPLY):
