@@ -5,7 +5,8 @@ All state lives on one `Faults` object per kernel, a kernel service
 or at kernel time `at` (seconds; virtual seconds on a virtual clock). A scheduled fault
 is a kernel timer owned by the vnet it concerns, so destroying that vnet cancels it.
 
-- A partition is a pfil hook (vimage.net.pfil) at IPv4 input (`IpState.pfil_in`),
+- A partition is a pfil hook (vimage.net.pfil) at IPv4 input (`IpState.pfil_in`)
+  and at IPv6 input (`Ip6State.pfil_in`: global addresses; link-local ones pass),
   ordered before any firewall, on every member vnet: a
   packet whose source is an address of the other side, and whose destination is
   this vnet or its own side, is dropped and counted (`ip.stats.faultdrop` and
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from vimage.kernel import Kernel
     from vimage.net.ifnet import Ifnet
     from vimage.netinet.ip import IpState
+    from vimage.netinet6.ip6 import Ip6State
     from vimage.sched import Timer
     from vimage.vnet import Vnet
 
@@ -199,6 +201,37 @@ class _PartitionHook:
         return pkt
 
 
+class _Partition6Hook:
+    """The IPv6 input hook of one member vnet (issue 11): the same rule over the IPv6
+    address tables (`ip6.local`). Link-local sources pass, as ARP passes an IPv4
+    partition: neighbour discovery still works, what rides on global addresses does not."""
+
+    __slots__ = ("ip6", "rules")
+
+    def __init__(self, ip6: Ip6State) -> None:
+        self.ip6 = ip6
+        self.rules: list[tuple[Partition, tuple[dict, ...], tuple[dict, ...]]] = []
+
+    def __call__(self, pkt: bytes, ifp: Ifnet | None) -> bytes | None:
+        if ifp is not None and ifp.flags & IFF_LOOPBACK:
+            return pkt
+        src = int.from_bytes(pkt[8:24], "big")
+        if src >> 118 == 0x3FA:
+            return pkt
+        dst = int.from_bytes(pkt[24:40], "big")
+        for part, mine, other in self.rules:
+            for table in other:
+                if src in table:
+                    break
+            else:
+                continue
+            if dst >> 120 == 0xFF or any(dst in table for table in mine):
+                self.ip6.stats.faultdrop += 1
+                part.drops += 1
+                return None
+        return pkt
+
+
 class Faults:
     """The faults of one kernel: what is active, what is scheduled, and what happened."""
 
@@ -214,6 +247,7 @@ class Faults:
         self.on_restart: list[Callable[[Vnet], object]] = []
         self._pending: list[Scheduled] = []
         self._hooks: dict[Vnet, _PartitionHook] = {}
+        self._hooks6: dict[Vnet, _Partition6Hook] = {}
         self._crashed: dict[Vnet, Crash] = {}
         self._next_id = 1
 
@@ -337,6 +371,17 @@ class Faults:
                     hook = self._hooks[vnet] = _PartitionHook(vnet.ip)
                     pfil.link(vnet.ip, "pfil_in", hook, order=pfil.ORDER_FAULT, name="partition")
                 hook.rules.append((part, mine, other))
+        tables_a6 = tuple(v.ip6.local for v in side_a)
+        tables_b6 = tuple(v.ip6.local for v in side_b)
+        for members, mine, other in ((side_a, tables_a6, tables_b6),
+                                     (side_b, tables_b6, tables_a6)):
+            for vnet in members:
+                hook6 = self._hooks6.get(vnet)
+                if hook6 is None:
+                    hook6 = self._hooks6[vnet] = _Partition6Hook(vnet.ip6)
+                    pfil.link(vnet.ip6, "pfil_in", hook6, order=pfil.ORDER_FAULT,
+                              name="partition")
+                hook6.rules.append((part, mine, other))
         self._log("partition", f"{part.id}: {part.describe()}")
 
     def _end(self, part: Partition) -> None:
@@ -347,6 +392,12 @@ class Faults:
             part.state = "healed"
             part.until = self.kernel.now
             for vnet in part.groups[0] + part.groups[1]:
+                hook6 = self._hooks6.get(vnet)
+                if hook6 is not None:
+                    hook6.rules = [r for r in hook6.rules if r[0] is not part]
+                    if not hook6.rules:
+                        del self._hooks6[vnet]
+                        pfil.unlink(vnet.ip6, "pfil_in", hook6)
                 hook = self._hooks.get(vnet)
                 if hook is None:
                     continue

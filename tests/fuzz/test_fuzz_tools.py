@@ -63,7 +63,7 @@ OPTIONS: dict[str, tuple[str, ...]] = {
                "-u", "-O", "-B", "-1", "--bidir", "--json", "--client", "--port", "--time",
                "--bytes", "--format", "k", "M", "x"),
     "ndp": ("-a", "-c", "-d", "-n", "-s", "-t", "-an", "temp", "fe80::1%epair0a", "2001:db8::1",
-            "fe80::1%nope", *MACS),
+            "fe80::1%nope", "-r", "-p", "-i", "accept_rtadv", "-nud", *MACS),
     "netstat": ("-4", "-6", "-a", "-b", "-d", "-f", "-I", "-i", "-L", "-n", "-p", "-r", "-s",
                 "-W", "-z", "inet", "inet6", "link", "tcp", "udp", "icmp", "ip", "arp", "-rn",
                 "-sp"),
@@ -86,7 +86,10 @@ OPTIONS: dict[str, tuple[str, ...]] = {
                 "-tt", "-vvv", "in", "out", "inout", "--time-stamp-precision", "micro",
                 "nano", "icmp", "tcp", "udp", "arp", "host", "port", "and", "or", "not", "(",
                 ")", "src", "dst", "net", "greater", "less", "ip[0]", "len", ">", "80"),
+    "rtadvd": ("-c", "-k", "-s", "epair0a", "epair0b", "lo0"),
     "traceroute": ("-f", "-F", "-m", "-n", "-p", "-q", "-s", "-w"),
+    "traceroute6": ("-f", "-m", "-n", "-p", "-q", "-s", "-w", "2001:db8::1", "fe80::1%epair0a",
+                    "fe80::1"),
     "vlink": ("delay", "dly", "bandwidth", "bw", "loss", "plr", "ber", "dup", "duplicate",
               "queue", "qlen", "clear", "10ms", "1Mbit", "50%", "100%", "1e-5", "-5"),
 }
@@ -111,6 +114,7 @@ BANNED: dict[str, tuple[str, ...]] = {
     "route": ("monitor",),  # it waits for messages until stopped
     "setfib": ("monitor", "ping", "tcpdump", "iperf3", "traceroute"),
     "ping6": ("-t",),
+    "rtadvd": ("-c",),  # reads a host file
 }
 # traceroute sends -m x -q probes, each waiting -w: keep its numbers small
 SMALL_NUMBERS = ("0", "1", "-1", "2", "3", "256", "x", "1.5", "")
@@ -119,7 +123,7 @@ assert set(OPTIONS) == set(TOOLS), "a new tool needs a vocabulary here"
 
 
 def words(tool: str) -> st.SearchStrategy[str]:
-    numbers = SMALL_NUMBERS if tool == "traceroute" else NUMBERS
+    numbers = SMALL_NUMBERS if tool in ("traceroute", "traceroute6") else NUMBERS
     vocab = tuple(w for w in (*OPTIONS[tool], *ADDRS, *numbers, *IFACES, *JUNK)
                   if w not in BANNED.get(tool, ()))
     return st.one_of(st.sampled_from(vocab), st.sampled_from(vocab), st.text(max_size=8))

@@ -47,10 +47,12 @@ TOOLS: tuple[str, ...] = (
     "ping",
     "ping6",
     "route",
+    "rtadvd",
     "setfib",
     "sysctl",
     "tcpdump",
     "traceroute",
+    "traceroute6",
     "vlink",
 )
 

@@ -6,7 +6,7 @@
                 [up | down] [mtu N] [fib N] [ether | lladdr MAC] [promisc | -promisc]
                 [vnet NAME | -vnet NAME] [destroy]
     ifconfig IF inet6 ADDR[%IF][/LEN] [prefixlen LEN] [alias | -alias | delete]
-                [[-]auto_linklocal] [[-]nud] [[-]no_dad]
+                [[-]auto_linklocal] [[-]nud] [[-]no_dad] [[-]accept_rtadv]
     ifconfig epair[N] | lo[N] | tap[N] create [netns LINUX_NETNS] [parameters...]
     ifconfig bridge[N] | hub[N] create [bridge parameters...]; ifconfig bridgeN addr
     ifconfig vlan[N] create [vlan VID vlandev PARENT] [vlanpcp N]; ifconfig PARENT.VID create
@@ -63,7 +63,8 @@ _FAMILIES = frozenset(("inet", "inet6", "ether", "link", "lladdr"))
 # ifconfig's ND flag words (af_inet6.c): word -> ND6_IFF_* bit
 _ND6_WORDS = MappingProxyType({"auto_linklocal": in6.ND6_IFF_AUTO_LINKLOCAL,
                                "nud": in6.ND6_IFF_PERFORMNUD, "no_dad": in6.ND6_IFF_NO_DAD,
-                               "ifdisabled": in6.ND6_IFF_IFDISABLED})
+                               "ifdisabled": in6.ND6_IFF_IFDISABLED,
+                               "accept_rtadv": in6.ND6_IFF_ACCEPT_RTADV})
 _DELETE_WORDS = frozenset(("-alias", "delete", "remove"))
 _ALIAS_WORDS = frozenset(("alias", "add"))
 _MEDIA = "media: Ethernet 10Gbase-T (10Gbase-T <full-duplex>)"
@@ -78,7 +79,7 @@ usage: ifconfig [-a] [-du] [address_family]
                 [alias | -alias | delete] [parameters]
        ifconfig interface inet6 address[/len] [prefixlen len]
                 [alias | -alias | delete] [[-]auto_linklocal] [[-]nud]
-                [[-]no_dad]
+                [[-]no_dad] [[-]accept_rtadv]
        ifconfig interface [parameters]
        ifconfig interface create [netns linux_netns] [parameters]
        ifconfig interface destroy
@@ -390,7 +391,10 @@ def configure(ctx: Context, ifp: Ifnet, params: list[str]) -> None:
     added = _addresses6(ifp, req) if req.inet6 else _addresses(ifp, req)
     if req.nd6_set or req.nd6_clear:
         data = in6.ifdata(ifp)
+        before = data.nd_flags
         data.nd_flags = (data.nd_flags | req.nd6_set) & ~req.nd6_clear
+        if data.nd_flags & ~before & in6.ND6_IFF_ACCEPT_RTADV and ifp.up:
+            ifp.vnet.nd6.rtr.start_solicit(ifp)  # solicit at once, as rtsol would
     if req.up is not None:
         ifp.set_up(req.up)
     elif added and not ifp.up:

@@ -5,6 +5,10 @@
     ndp -d HOST             delete one
     ndp -s HOST MAC         a permanent entry
     ndp HOST                one entry
+    ndp -r                  the default router list (learnt from RAs)
+    ndp -p                  the prefix list (learnt from RAs)
+    ndp -i IF [[-]FLAG ...] the link's ND data and flags (nud, accept_rtadv,
+                            auto_linklocal, no_dad, ifdisabled), or set flags
 
 A link-local HOST takes its zone as `fe80::1%epair0a`. Columns and the S column's
 letters (I, R, S, D, P) as FreeBSD's ndp.c prints them.
@@ -17,9 +21,10 @@ from typing import TYPE_CHECKING
 from vimage.cli import Context, ToolError, UsageError
 from vimage.cli._inet6 import parse_scoped
 from vimage.cli._util import getopts, parse_mac
-from vimage.netinet6 import in6
-from vimage.netinet6.nd6 import STATE_LETTERS
+from vimage.netinet6 import in6, nd6_rtr
+from vimage.netinet6.nd6 import STATE_LETTERS, STATE_NAMES
 from vimage.sched import NS_PER_S
+from vimage.wire import icmp6 as wicmp6
 from vimage.wire import ipv6 as wip6
 
 if TYPE_CHECKING:
@@ -32,16 +37,31 @@ usage: ndp [-nt] hostname
        ndp [-nt] -a | -c
        ndp [-nt] -d hostname
        ndp [-nt] -s nodename etheraddr [temp] [proxy]
+       ndp -i interface [flags...]
+       ndp -p
+       ndp -r
 """
 
 
 def main(ctx: Context, argv: list[str]) -> int:
-    opts, args = getopts(argv, "acdnst")
+    opts, args = getopts(argv, "acdinprst")
     given = {o for o, _ in opts}
-    modes = given & {"-a", "-c", "-d", "-s"}
+    modes = given & {"-a", "-c", "-d", "-s", "-i", "-p", "-r"}
     if len(modes) > 1:
         raise UsageError(f"{' and '.join(sorted(modes))} cannot be combined", synopsis=True)
     vnet = ctx.vnet
+    if "-r" in given or "-p" in given:
+        if args:
+            raise UsageError(f"unexpected argument '{args[0]}'", synopsis=True)
+        for line in (router_lines(vnet) if "-r" in given else prefix_lines(vnet)):
+            ctx.print(line)
+        return 0
+    if "-i" in given:
+        if not args:
+            raise UsageError(synopsis=True)
+        for line in ifinfo(vnet, args[0], args[1:]):
+            ctx.print(line)
+        return 0
     if "-a" in given or "-c" in given:
         if args:
             raise UsageError(f"unexpected argument '{args[0]}'", synopsis=True)
@@ -146,3 +166,91 @@ def _format(vnet: Vnet, addr: int, ifp: Ifnet, mac: bytes | None, expire: int | 
 
 def table_lines(vnet: Vnet) -> list[str]:
     return [_header(), *(_format(vnet, *row) for row in _rows(vnet))]
+
+
+# -- routers, prefixes, interface data (ndp.c rtrlist, plist, ifinfo) -----------------------
+_IFINFO_WORDS = (("nud", in6.ND6_IFF_PERFORMNUD), ("ifdisabled", in6.ND6_IFF_IFDISABLED),
+                 ("accept_rtadv", in6.ND6_IFF_ACCEPT_RTADV),
+                 ("auto_linklocal", in6.ND6_IFF_AUTO_LINKLOCAL),
+                 ("no_dad", in6.ND6_IFF_NO_DAD))
+
+
+def _expire(vnet: Vnet, expire_ns: int) -> str:
+    now = vnet.kernel.now_ns()
+    if not expire_ns:
+        return "Never"
+    if expire_ns < now:
+        return "expired"
+    return sec2str((expire_ns - now) // NS_PER_S)
+
+
+def router_lines(vnet: Vnet) -> list[str]:
+    state = vnet.nd6.rtr_state
+    lines = []
+    for dr in state.routers if state is not None else ():
+        flags = "".join(letter for bit, letter in nd6_rtr.NDRF_ROUTER_FLAGS if dr.flags & bit)
+        lines.append(f"{_name(dr.addr, dr.ifp)} if={dr.ifp.name}, flags={flags}, "
+                     f"pref={nd6_rtr.PREF_NAMES[dr.pref]}, expire={_expire(vnet, dr.expire_ns)}")
+    return lines
+
+
+def _lifetime(value: int) -> str:
+    return "infinity" if value == nd6_rtr.INFINITE else str(value)
+
+
+def prefix_lines(vnet: Vnet) -> list[str]:
+    state = vnet.nd6.rtr_state
+    lines = []
+    for pr in state.prefixes if state is not None else ():
+        flags = ("L" if pr.flags & wicmp6.PREFIX_ONLINK else "") + (
+            "A" if pr.flags & wicmp6.PREFIX_AUTO else "") + ("O" if pr.route else "")
+        lines.append(f"{wip6.ntoa(pr.prefix)}/{pr.plen} if={pr.ifp.name}")
+        lines.append(f"flags={flags} vltime={_lifetime(pr.vltime)}, "
+                     f"pltime={_lifetime(pr.pltime)}, expire={_expire(vnet, pr.expire_ns)}, "
+                     f"ref={len(pr.advrtrs)}")
+        if pr.advrtrs:
+            lines.append("  advertised by")
+            for addr in sorted(pr.advrtrs):
+                entry = vnet.nd6.lookup(pr.ifp, addr)
+                st = "no neighbor state" if entry is None else STATE_NAMES[entry.state].lower()
+                lines.append(f"    {_name(addr, pr.ifp)} ({st})")
+        else:
+            lines.append("  No advertising router")
+    return lines
+
+
+def _ms(ms: int) -> str:
+    return f"{ms // 1000}s{ms % 1000}ms"
+
+
+def ifinfo(vnet: Vnet, name: str, words: list[str]) -> list[str]:
+    """`ndp -i IF`: the link's ND data; with flag words, set or clear them first."""
+    ifp = vnet.ifaces.get(name)
+    if ifp is None:
+        raise ToolError(f"ioctl(SIOCGIFINFO_IN6): {name}: Invalid argument")
+    data = in6.ifdata(ifp)
+    table = dict(_IFINFO_WORDS)
+    for word in words:
+        bit = table.get(word.lstrip("-"))
+        if bit is None:
+            raise ToolError(f"{word}: unknown flag")
+        if word.startswith("-"):
+            data.nd_flags &= ~bit
+        else:
+            before = data.nd_flags
+            data.nd_flags |= bit
+            if bit == in6.ND6_IFF_ACCEPT_RTADV and not before & bit and ifp.up:
+                vnet.nd6.rtr.start_solicit(ifp)
+    nd6 = vnet.nd6
+    info = nd6.rtr_state.ifinfo.get(ifp.index) if nd6.rtr_state is not None else None
+    base = info.basereachable if info is not None and info.basereachable else (
+        nd6.nd6_basereachable)
+    retrans = info.retrans if info is not None and info.retrans else nd6.nd6_retrans
+    reachable = info.reachable if info is not None and info.reachable else base
+    linkmtu = info.linkmtu if info is not None and info.linkmtu else ifp.mtu
+    chlim = info.chlim if info is not None and info.chlim else vnet.ip6.hlim
+    flags = " ".join(w for w, bit in _IFINFO_WORDS if data.nd_flags & bit)
+    return [f"linkmtu={linkmtu}, maxmtu={ifp.mtu}, curhlim={chlim}, "
+            f"basereachable={_ms(base)}, reachable={reachable // 1000}s, "
+            f"retrans={_ms(retrans)}",
+            f"Flags: {flags}"]

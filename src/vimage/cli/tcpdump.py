@@ -32,7 +32,7 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
-from vimage.cli import ToolError, UsageError, getopt_message
+from vimage.cli import ToolError, UsageError, _tcpdump6, getopt_message
 from vimage.cli._util import ifaces_by_index
 from vimage.net import bpf, bpf_filter
 from vimage.sched import NS_PER_S
@@ -50,6 +50,8 @@ from vimage.wire.ethernet import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from vimage.cli import Context
     from vimage.net.ifnet import Ifnet
 
@@ -190,7 +192,7 @@ class Printer:
             if len(data) < 14:
                 return "[|ether]", 0, False
             etype = int.from_bytes(data[12:14], "big")
-            known = etype in (ETHERTYPE_IP, ETHERTYPE_ARP, ETHERTYPE_RARP)
+            known = etype in (ETHERTYPE_IP, ETHERTYPE_ARP, ETHERTYPE_RARP, ETHERTYPE_IPV6)
             head = ""
             if self.eflag or not known:
                 head = f"{mac_ntoa(data[6:12])} > {mac_ntoa(data[0:6])}, "
@@ -211,18 +213,24 @@ class Printer:
             head = ""
             if self.eflag:
                 head = f"AF {_name(AF_NAMES, af, 'Unknown')} ({af}), length {wirelen}: "
+            if af in pcap.AF_INET6_VALUES:
+                return head + self.network(ETHERTYPE_IPV6, data[4:], wirelen - 4), 4, False
             if af != pcap.AF_INET:
                 return (head or f"AF {af}, length {wirelen}: ").rstrip(), 4, True
             return head + self.network(ETHERTYPE_IP, data[4:], wirelen - 4), 4, False
         if lt in (pcap.LINKTYPE_RAW, pcap.LINKTYPE_IPV4):
             if data and data[0] >> 4 == 4:
                 return self.network(ETHERTYPE_IP, data, wirelen), 0, False
+            if data and data[0] >> 4 == 6 and lt == pcap.LINKTYPE_RAW:
+                return self.network(ETHERTYPE_IPV6, data, wirelen), 0, False
             return f"raw packet, length {wirelen}", 0, True
         return f"link-type {lt}, length {wirelen}", 0, True
 
     def network(self, etype: int, payload: bytes, length: int) -> str:
         if etype == ETHERTYPE_IP:
             return self.ip(payload)
+        if etype == ETHERTYPE_IPV6:
+            return _tcpdump6.ip6(self, payload)
         return self.arp(payload, length)
 
     # -- ARP -----------------------------------------------------------------------------
@@ -408,8 +416,9 @@ class Printer:
         return _name(ICMP_SIMPLE, t, f"type-#{t}")
 
     # -- TCP (vimage.wire has no TCP yet: the header is read here) ------------------------
-    def tcp(self, src: int, dst: int, seg: bytes, plen: int) -> str:
-        s, d = ipv4.ntoa(src), ipv4.ntoa(dst)
+    def tcp(self, src: int, dst: int, seg: bytes, plen: int,
+            ntoa: Callable[[int], str] = ipv4.ntoa) -> str:
+        s, d = ntoa(src), ntoa(dst)
         if len(seg) < 4:
             return f"{s} > {d}: [|tcp]"
         sport, dport = struct.unpack_from("!HH", seg)

@@ -15,7 +15,7 @@ import struct
 from collections.abc import Callable
 from typing import NamedTuple
 
-from vimage.wire import WireError, ipv4
+from vimage.wire import WireError, ipv4, ipv6
 from vimage.wire.ethernet import (
     ETHERTYPE_ARP,
     ETHERTYPE_IP,
@@ -37,8 +37,10 @@ Matcher = Callable[[bytes], bool]
 
 
 PROTO_NAMES: tuple[tuple[str, int], ...] = (
-    ("icmp", 1), ("igmp", 2), ("tcp", 6), ("udp", 17), ("sctp", 132),
+    ("icmp", 1), ("igmp", 2), ("tcp", 6), ("udp", 17), ("sctp", 132), ("icmp6", 58),
 )
+_V4_ONLY = frozenset({"icmp", "igmp"})  # libpcap: `tcp` is IPv4 or IPv6, `icmp` IPv4 only
+_V6_ONLY = frozenset({"icmp6"})
 ETHER_PROTO_NAMES: tuple[tuple[str, int], ...] = (
     ("ip", ETHERTYPE_IP), ("arp", ETHERTYPE_ARP), ("rarp", ETHERTYPE_RARP),
     ("ip6", ETHERTYPE_IPV6),
@@ -52,7 +54,7 @@ SERVICE_NAMES: tuple[tuple[str, int], ...] = (
 )
 
 PROTO_QUALIFIERS = frozenset({"ether", "link", "ip", "arp", "rarp", "tcp", "udp", "icmp", "sctp",
-                              "ip6"})
+                              "ip6", "icmp6"})
 DIR_QUALIFIERS = frozenset({"src", "dst"})
 TYPE_QUALIFIERS = frozenset({"host", "net", "port", "portrange"})
 OPERATORS = frozenset({"and", "&&", "or", "||", "not", "!", "(", ")"})
@@ -203,7 +205,9 @@ class _Parser:
                 if proto == "ether":
                     return self.ether_proto(self.take())
                 if proto == "ip":
-                    return self.ip_proto(self.take())
+                    return self.ip_proto(self.take(), v6=False)
+                if proto == "ip6":
+                    return self.ip_proto(self.take(), v4=False)
                 raise ValueError(f"'{tok} proto' is not supported")
             if nxt is None or nxt in OPERATORS or (
                     nxt not in DIR_QUALIFIERS and nxt not in TYPE_QUALIFIERS
@@ -236,7 +240,7 @@ class _Parser:
 
     @staticmethod
     def looks_like_id(tok: str) -> bool:
-        return bool(tok[:1].isdigit() or _MAC_RE.match(tok))
+        return bool(tok[:1].isdigit() or _MAC_RE.match(tok) or ":" in tok)
 
     def number(self, tok: str, lo: int, hi: int) -> int:
         try:
@@ -261,15 +265,31 @@ class _Parser:
             raise ValueError(f"'{tok}' needs a qualifier (host, src, dst, proto, broadcast)")
         number = _lookup(PROTO_NAMES, proto)
         assert number is not None
-        return self.ip_proto(str(number))
+        return self.ip_proto(str(number), v4=proto not in _V6_ONLY, v6=proto not in _V4_ONLY)
 
-    def ip_proto(self, tok: str) -> Matcher:
+    def ip_proto(self, tok: str, v4: bool = True, v6: bool = False) -> Matcher:
+        """`ip proto N` (IPv4); `ip6 proto N` looks at the fixed header's next header
+        and through a hop-by-hop header (MLD is hop-by-hop then ICMPv6)."""
         name = tok.lstrip("\\")
         number = _lookup(PROTO_NAMES, name)
         if number is None:
             number = self.number(tok, 0, 255)
         is_ip, at = self.link.is_ip, self.link.off + 9
-        return lambda f: is_ip(f) and f[at] == number
+        is_ip6, nxt = self.link.is_ip6, self.link.off + 6
+
+        def v4_match(f: bytes) -> bool:
+            return is_ip(f) and f[at] == number
+
+        def v6_match(f: bytes) -> bool:
+            if not is_ip6(f):
+                return False
+            if f[nxt] == 0 and number != 0:
+                return len(f) > nxt + 34 and f[nxt + 34] == number
+            return f[nxt] == number
+
+        if v4 and v6:
+            return _or(v4_match, v6_match)
+        return v4_match if v4 else v6_match
 
     def ether_proto(self, tok: str) -> Matcher:
         self.need_ether(f"ether proto {tok}")
@@ -293,6 +313,9 @@ class _Parser:
     def proto_cast(self, proto: str, word: str) -> Matcher:
         if proto == "ether":
             return self.link_cast(word)
+        if proto == "ip6" and word == "multicast":
+            is_ip6, at6 = self.link.is_ip6, self.link.off + 24
+            return lambda f: is_ip6(f) and f[at6] == 0xFF
         if proto != "ip":
             raise ValueError(f"'{proto} {word}' is not supported")
         is_ip, at = self.link.is_ip, self.link.off + 16
@@ -327,7 +350,9 @@ class _Parser:
             except WireError:
                 raise ValueError(f"bad Ethernet address '{tok}'") from None
             return _directed(direction, lambda f: f[6:12] == mac, lambda f: f[:6] == mac)
-        if proto in ("tcp", "udp", "icmp", "sctp", "ip6"):
+        if ":" in tok and proto in (None, "ip6"):
+            return self.v6_operand(direction, qtype, tok)
+        if proto in ("tcp", "udp", "icmp", "sctp", "ip6", "icmp6"):
             raise ValueError(f"'{proto}' modifier applied to '{qtype or 'host'}' ('{tok}')")
         if qtype == "net" or (qtype is None and "/" in tok) or (
                 qtype is None and _PARTIAL_NET_RE.match(tok) and tok.count(".") < 3):
@@ -335,6 +360,31 @@ class _Parser:
         else:
             net, mask = self.host(tok), 0xFFFFFFFF
         return self.addr_match(proto, direction, net, mask)
+
+    def v6_operand(self, direction: str, qtype: str | None, tok: str) -> Matcher:
+        """`host ADDR6`, `net PREFIX6/len`: the IPv6 header's source/destination."""
+        text, slash, plen_text = tok.partition("/")
+        try:
+            addr = ipv6.aton(text.partition("%")[0])
+        except WireError:
+            raise ValueError(f"bad IPv6 address '{tok}'") from None
+        plen = 128
+        if slash:
+            if not plen_text.isdigit() or int(plen_text) > 128:
+                raise ValueError(f"bad mask length '{tok}'")
+            plen = int(plen_text)
+        mask = ipv6.MASKS6[plen]
+        if addr & ~mask:
+            raise ValueError(f"non-network bits set in '{tok}'")
+        is_ip6, off = self.link.is_ip6, self.link.off
+        want = addr.to_bytes(16, "big")
+
+        def field(at: int) -> Matcher:
+            if plen == 128:
+                return lambda f: is_ip6(f) and f[at:at + 16] == want
+            return lambda f: is_ip6(f) and int.from_bytes(f[at:at + 16], "big") & mask == addr
+
+        return _directed(direction, field(off + 8), field(off + 24))
 
     def host(self, tok: str) -> int:
         if tok == "localhost":
@@ -391,12 +441,16 @@ class _Parser:
 
     def ports(self, proto: str | None, direction: str, lo: int, hi: int) -> Matcher:
         """TCP/UDP/SCTP ports, only in unfragmented packets and first fragments."""
-        is_ip, off = self.link.is_ip, self.link.off
+        is_ip, is_ip6, off = self.link.is_ip, self.link.is_ip6, self.link.off
         protos = frozenset((_lookup(PROTO_NAMES, proto),) if proto else (6, 17, 132))
 
         def transport(f: bytes) -> int:
             """Where the transport header starts, or -1 if it has no ports for us."""
-            if not is_ip(f) or f[off + 9] not in protos:
+            if not is_ip(f):  # IPv6: right after the fixed header, as libpcap looks
+                if is_ip6(f) and f[off + 6] in protos and len(f) >= off + 44:
+                    return off + 40
+                return -1
+            if f[off + 9] not in protos:
                 return -1
             if f[off + 6] & 0x1F or f[off + 7]:
                 return -1  # not the first fragment: no transport header

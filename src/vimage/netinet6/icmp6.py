@@ -141,21 +141,29 @@ class Icmp6State:
             if not self._error_input(msg):
                 return
         elif type_ in _ND_ROUTER_TYPES:
-            self._check_router_msg(pkt, msg, src)
+            self._check_router_msg(ifp, pkt, msg, src)
         for listener in self.listeners:  # rip6_input: raw ICMPv6 listeners get a copy
             listener(ifp, pkt, off, src, dst)
 
-    def _check_router_msg(self, pkt: bytes, msg: wicmp6.Icmp6Repr, src: int) -> None:
-        """RS, RA and redirect are validated and counted (RFC 4861 6.1, 8.1); acting on
-        them (default routers, prefixes, SLAAC) is left to a later slice."""
+    def _check_router_msg(self, ifp: Ifnet, pkt: bytes, msg: wicmp6.Icmp6Repr,
+                          src: int) -> None:
+        """RS, RA and redirect: validated and counted (RFC 4861 6.1, 8.1: hop limit 255,
+        code 0, RA and redirect from a link-local source), then RAs and redirects are
+        acted on (nd6_rtr); an RS is for a router advertisement daemon (a listener)."""
         st = self.stats
         bad = pkt[7] != 255 or msg.code != 0
         if msg.type == wicmp6.ROUTER_SOLICIT:
             st.badrs += bad
         elif msg.type == wicmp6.ROUTER_ADVERT:
-            st.badra += bad or src >> 118 != 0x3FA
+            bad = bad or src >> 118 != 0x3FA
+            st.badra += bad
+            if not bad:
+                self.vnet.nd6.rtr.ra_input(ifp, pkt, src, msg)
         else:
-            st.badredirect += bad or src >> 118 != 0x3FA
+            bad = bad or src >> 118 != 0x3FA
+            st.badredirect += bad
+            if not bad:
+                self.vnet.nd6.rtr.redirect_input(ifp, pkt, src, msg)
 
     def _echo_reply(self, ifp: Ifnet, msg: wicmp6.Icmp6Repr, src: int, dst: int) -> None:
         """icmp6_reflect for an echo request; from the address asked, or for a group
@@ -199,7 +207,7 @@ class Icmp6State:
         return True
 
     # -- errors ---------------------------------------------------------------------------
-    def _rate_ok(self) -> bool:
+    def rate_ok(self) -> bool:
         """icmp6_ratelimit: at most errppslimit errors a second."""
         if self.errppslimit <= 0:
             return True
@@ -227,7 +235,7 @@ class Icmp6State:
         if _is_error_or_redirect(pkt):
             st.canterror += 1
             return
-        if not self._rate_ok():
+        if not self.rate_ok():
             st.toofreq += 1
             return
         ip6 = self.vnet.ip6

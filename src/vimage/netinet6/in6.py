@@ -67,7 +67,8 @@ def unzone(key: int) -> int:
 class In6Addr:
     """One IPv6 address on an interface (struct in6_ifaddr)."""
 
-    __slots__ = ("addr", "dad_count", "dad_timer", "flags", "ifp", "key", "plen")
+    __slots__ = ("addr", "dad_count", "dad_timer", "flags", "ifp", "key", "lt_timer",
+                 "pexpire_ns", "plen", "vexpire_ns")
 
     def __init__(self, ifp: Ifnet, addr: int, plen: int, flags: int) -> None:
         self.ifp = ifp
@@ -77,6 +78,11 @@ class In6Addr:
         self.key = zkey(addr, ifp.index)
         self.dad_count = 0  # DAD probes sent
         self.dad_timer: Timer | None = None
+        # SLAAC lifetimes (nd6_rtr): kernel times the address is deprecated / removed
+        # (0: never) and the timer of the next of them
+        self.pexpire_ns = 0
+        self.vexpire_ns = 0
+        self.lt_timer: Timer | None = None
 
     @property
     def ready(self) -> bool:
@@ -106,6 +112,9 @@ def ifdata(ifp: Ifnet) -> In6Ifdata:
     data = af.get(AF_INET6)
     if data is None:
         data = af[AF_INET6] = In6Ifdata()
+        nd6 = getattr(ifp.vnet, "nd6", None)
+        if nd6 is not None and nd6.accept_rtadv and not ifp.is_loopback:
+            data.nd_flags |= ND6_IFF_ACCEPT_RTADV  # net.inet6.ip6.accept_rtadv
     return data
 
 
@@ -195,6 +204,9 @@ def in6_remove(ia: In6Addr) -> None:
     if ia.dad_timer is not None:
         ia.dad_timer.cancel()
         ia.dad_timer = None
+    if ia.lt_timer is not None:
+        ia.lt_timer.cancel()
+        ia.lt_timer = None
     if vnet.ip6.local.get(ia.key) is ia:
         del vnet.ip6.local[ia.key]
     if ifp.mac is not None:
@@ -226,6 +238,8 @@ def in6_purge_ifaddrs(ifp: Ifnet) -> None:
         in6_remove(ia)
     vnet = ifp.vnet
     vnet.nd6.purge_ifp(ifp)
+    if vnet.nd6.rtr_state is not None:
+        vnet.nd6.rtr_state.purge_ifp(ifp)
     vnet.rt6.purge(lambda r: r.ifp is ifp)
     del af[AF_INET6]  # type: ignore[union-attr]
 
@@ -292,6 +306,8 @@ def in6_ifup(ifp: Ifnet) -> None:
             nd6.dad_start(ia)
     for group in joined_down:  # joined while the link was down: reported now
         ifp.vnet.icmp6.mld_report(ifp, group)
+    if data.nd_flags & ND6_IFF_ACCEPT_RTADV:  # RFC 4861 6.3.7: solicit routers
+        ifp.vnet.nd6.rtr.start_solicit(ifp)
 
 
 # -- source address selection (RFC 6724 section 5; FreeBSD in6_selectsrc) -------------------

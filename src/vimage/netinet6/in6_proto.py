@@ -12,7 +12,7 @@ from socket import AF_INET6
 from typing import TYPE_CHECKING
 
 from vimage.net.route import RouteTable
-from vimage.netinet6 import icmp6, in6, ip6, nd6
+from vimage.netinet6 import icmp6, in6, ip6, nd6, nd6_rtr
 from vimage.protosw import Protocol
 from vimage.wire.ethernet import ETHERTYPE_IPV6
 from vimage.wire.ipv6 import NXT_ICMPV6
@@ -43,7 +43,8 @@ IP6 = Protocol(
     ethertype=ETHERTYPE_IPV6, input=ip6.Ip6State.input, sysctls=ip6.SYSCTLS,
     stats=ip6.STAT_LINES, stats_order=60, add_addr=in6.in6_add_addr_text,
     ifattach=in6.in6_ifattach, ifdetach=_ip6_ifdetach, ifup=in6.in6_ifup)
-ND6 = Protocol("nd6", 31, "nd6", nd6.vnet_attach, nd6.vnet_detach, sysctls=nd6.SYSCTLS)
+ND6 = Protocol("nd6", 31, "nd6", nd6.vnet_attach, nd6.vnet_detach,
+               sysctls=nd6.SYSCTLS + nd6_rtr.SYSCTLS)
 ICMP6 = Protocol(
     "icmp6", 41, "icmp6", icmp6.vnet_attach, icmp6.vnet_detach, domain=AF_INET6,
     protocol=NXT_ICMPV6, input=icmp6.Icmp6State.input, sysctls=icmp6.SYSCTLS,

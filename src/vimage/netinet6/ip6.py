@@ -349,6 +349,8 @@ class Ip6State:
             return
         route.use += 1
         nexthop = route.gateway if route.flags & RTF_GATEWAY else dst
+        if ifp is ifp_in:  # back out the link it came on: a better first hop exists
+            vnet.nd6.rtr.redirect_output(ifp, pkt, src, dst, route)
         hop = _HLIM[hlim - 1]
         af = ifp.afdata
         if self.pfil_out is None and ifp.flags & IFF_UP and ifp.mac is not None and af:
@@ -471,6 +473,9 @@ class Ip6State:
                 return
             pkt = passed
         mtu = (route.mtu if route is not None and route.mtu else 0) or ifp.mtu
+        rtr = self.vnet.nd6.rtr_state
+        if rtr is not None and rtr.ifinfo:  # an MTU option from an RA (IN6_LINKMTU)
+            mtu = min(mtu, rtr.link_mtu(ifp))
         mtu = self.path_mtu(dst, mtu) if self.pmtu else mtu
         if len(pkt) > mtu:
             if dontfrag:

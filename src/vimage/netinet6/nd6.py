@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from vimage.netinet6 import in6
+from vimage.netinet6 import in6, nd6_rtr
 from vimage.sched import NS_PER_S
 from vimage.sysctl import Oid, oids
 from vimage.wire import icmp6 as wicmp6
@@ -79,9 +79,10 @@ class NdEntry:
 class Nd6State:
     """A vnet's neighbour discovery: its tunables and the timers of every link's cache."""
 
-    __slots__ = ("dad_count", "nd6_basereachable", "nd6_delay", "nd6_gctimer",
+    __slots__ = ("accept_rtadv", "dad_count", "nd6_basereachable", "nd6_delay", "nd6_gctimer",
                  "nd6_maxentries", "nd6_maxqueuelen", "nd6_mmaxtries", "nd6_retrans",
-                 "nd6_umaxtries", "vnet")
+                 "nd6_umaxtries", "rediraccept", "redirect", "redirtimeout", "rtr_state",
+                 "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
@@ -94,6 +95,19 @@ class Nd6State:
         self.nd6_retrans = 1000
         self.nd6_maxentries = 4096
         self.dad_count = 1
+        self.accept_rtadv = 0  # net.inet6.ip6.accept_rtadv: ACCEPT_RTADV on new links
+        self.redirect = 1  # net.inet6.ip6.redirect: send redirects when forwarding
+        self.rediraccept = 1  # net.inet6.icmp6.rediraccept
+        self.redirtimeout = nd6_rtr.REDIRECT_TIMEOUT_S
+        self.rtr_state: nd6_rtr.NdRouterState | None = None  # made on first use
+
+    @property
+    def rtr(self) -> nd6_rtr.NdRouterState:
+        """Routers, prefixes, RA data (nd6_rtr), made when first needed."""
+        state = self.rtr_state
+        if state is None:
+            state = self.rtr_state = nd6_rtr.NdRouterState(self.vnet)
+        return state
 
     # -- timers --------------------------------------------------------------------------
     def _arm(self, entry: NdEntry, delay_ns: int) -> None:
@@ -103,10 +117,25 @@ class Nd6State:
         entry.expire_ns = sched.now_ns() + delay_ns
         entry.timer = sched.call_later(delay_ns, self._timer, entry, owner=self.vnet)
 
-    def reachable_ns(self) -> int:
-        """ND_COMPUTE_RTIME: the base reachable time times a random 0.5 .. 1.5."""
+    def reachable_ns(self, ifp: Ifnet | None = None) -> int:
+        """ND_COMPUTE_RTIME: the base reachable time times a random 0.5 .. 1.5; the
+        link's own base if a router advertised one (RFC 4861 6.3.4)."""
         base = self.nd6_basereachable
+        rtr = self.rtr_state
+        if rtr is not None and ifp is not None and rtr.ifinfo:
+            info = rtr.ifinfo.get(ifp.index)
+            if info is not None and info.basereachable:
+                base = info.basereachable
         return (base // 2 + self.vnet.rng.randrange(base)) * NS_PER_MS
+
+    def retrans_ms(self, ifp: Ifnet) -> int:
+        """The retransmission timer: the link's advertised one, else the sysctl."""
+        rtr = self.rtr_state
+        if rtr is not None and rtr.ifinfo:
+            info = rtr.ifinfo.get(ifp.index)
+            if info is not None and info.retrans:
+                return info.retrans
+        return self.nd6_retrans
 
     def _timer(self, entry: NdEntry) -> None:
         """nd6_llinfo_timer: what each state does when its time is up."""
@@ -205,14 +234,14 @@ class Nd6State:
         msg = wicmp6.build_ns(target, opts, src, dst)
         dmac = mac if mac is not None else wip6.multicast_mac(dst)
         self.vnet.icmp6.send_link(ifp, dmac, src, dst, msg)
-        self._arm(entry, self.nd6_retrans * NS_PER_MS)
+        self._arm(entry, self.retrans_ms(ifp) * NS_PER_MS)
 
     def _resolved(self, entry: NdEntry, mac: bytes, state: int) -> None:
         entry.mac = mac
         entry.state = state
         entry.asked = 0
         if state == REACHABLE:
-            self._arm(entry, self.reachable_ns())
+            self._arm(entry, self.reachable_ns(entry.ifp))
         elif not entry.static:
             self._arm(entry, self.nd6_gctimer * NS_PER_S)
         hold, entry.hold = entry.hold, None
@@ -230,7 +259,7 @@ class Nd6State:
         entry = self.lookup(ifp, addr)
         if entry is not None and entry.mac is not None and not entry.static:
             entry.state = REACHABLE
-            self._arm(entry, self.reachable_ns())
+            self._arm(entry, self.reachable_ns(entry.ifp))
 
     def cache_lladdr(self, ifp: Ifnet, addr: int, mac: bytes) -> None:
         """nd6_cache_lladdr for an NS, RS or redirect carrying a source link address:
@@ -348,7 +377,7 @@ class Nd6State:
         if solicited:
             entry.state = REACHABLE
             entry.asked = 0
-            self._arm(entry, self.reachable_ns())
+            self._arm(entry, self.reachable_ns(entry.ifp))
         elif changed:
             entry.state = STALE
             self._arm(entry, self.nd6_gctimer * NS_PER_S)
@@ -436,4 +465,6 @@ def vnet_attach(vnet: Vnet) -> None:
 
 
 def vnet_detach(vnet: Vnet) -> None:
+    if vnet.nd6.rtr_state is not None:
+        vnet.nd6.rtr_state.clear()
     vnet.nd6.clear()
