@@ -47,6 +47,8 @@ TOOLS: tuple[str, ...] = (
     "ping",
     "ping6",
     "route",
+    "routed",
+    "rtquery",
     "setfib",
     "sysctl",
     "tcpdump",
