@@ -34,7 +34,6 @@ from vimage.wire.ipv4 import ntoa
 
 if TYPE_CHECKING:
     from vimage.kernel import Kernel
-    from vimage.net.ifnet import Ifnet
     from vimage.netinet.in_ import InAddr
     from vimage.sched import Timer
     from vimage.vnet import Vnet
@@ -503,15 +502,28 @@ class Routed:
         if len(ents) == 1 and ents[0].afi == rip.AF_UNSPEC and ents[0].metric == rip.INFINITY:
             answer = self.entries_for(ifname, changed_only=False)
         else:
-            answer = []
-            for e in ents:
-                plen = _mask_len(e.mask) if e.mask else 32
-                route = self.routes.get((e.addr, plen)) if e.mask else next(
-                    (r for r in self.routes.values() if r.dst == e.addr), None)
-                metric = route.metric if route is not None else rip.INFINITY
-                answer.append(e._replace(metric=metric))
+            answer = [self._lookup(e, ifname) for e in ents]
         for out in self.packets(answer):
             self._send(out, src, sport)
+
+    def _lookup(self, e: rip.RipEntry, ifname: str | None) -> rip.RipEntry:
+        """One entry of a specific request: a host address (no mask, or /32) gets the
+        longest match, as rtquery -r wants; a prefix its exact route; 16 if none."""
+        plen = _mask_len(e.mask) if e.mask and e.mask != 0xFFFFFFFF else None
+        best = None
+        for r in self.routes.values():
+            if plen is not None:
+                if (r.dst, r.plen) == (e.addr, plen):
+                    best = r
+            elif e.addr & MASKS[r.plen] == r.dst and (best is None or r.plen > best.plen):
+                best = r
+        if best is None:
+            return e._replace(metric=rip.INFINITY)
+        metric = best.metric
+        if ifname is not None and best.kind == "rip" and best.ifname == ifname:
+            metric = rip.INFINITY
+        mask = 0 if self.params.version == 1 else MASKS[best.plen]
+        return rip.RipEntry(best.dst, mask, metric, 0, best.tag)
 
     def _send(self, pkt: bytes, dst: int, port: int) -> None:
         try:
