@@ -1,4 +1,4 @@
-"""examples/routing.yaml: two LANs joined by three static routers, in virtual time."""
+"""examples/routing.yaml: two LANs joined by three RIP routers, in virtual time."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from vimage.emu import load
 from vimage.emu.experiment import pipe_settings
 
 
-def test_routing_example_pings_end_to_end(topology):
+def test_routing_example_pings_end_to_end(topology, vimage_kernel):
     exp = topology("examples/routing.yaml")
+    vimage_kernel.run(10)  # RIP converges (triggered updates, damped 1-5 s)
     res = exp.node("pc1").cmd("ping -c 2 10.0.3.20")
     assert res.status == 0, res.output
     # 1 + 5 + 5 + 1 ms each way, plus 98-byte frames serialised at 100 and 10 Mbit/s
@@ -24,5 +25,6 @@ def test_routing_example_pings_end_to_end(topology):
 def test_routing_example_file_is_what_the_docs_say():
     topo = load("examples/routing.yaml")
     assert [n.type for n in topo.nodes.values()] == ["pc", "router", "router", "router", "pc"]
-    assert all(n.routing == () for n in topo.nodes.values())  # static until RIP lands
+    assert [n.routing for n in topo.nodes.values()] == [(), ("rip",), ("rip",), ("rip",), ()]
+    assert all(not n.routes for n in topo.nodes.values())
     assert pipe_settings(topo.links[1]) == {"bandwidth": 10_000_000, "delay": 0.005}
