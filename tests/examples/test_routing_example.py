@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 from vimage.emu import load
 from vimage.emu.experiment import pipe_settings
@@ -28,3 +31,17 @@ def test_routing_example_file_is_what_the_docs_say():
     assert [n.routing for n in topo.nodes.values()] == [(), ("rip",), ("rip",), ("rip",), ()]
     assert all(not n.routes for n in topo.nodes.values())
     assert pipe_settings(topo.links[1]) == {"bandwidth": 10_000_000, "delay": 0.005}
+
+
+def test_routing_py_converges_then_heals_around_a_cut_link():
+    script = Path(__file__).resolve().parents[2] / "examples" / "routing.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    first, second = done.stdout.split("# second run: the r1-r2 cable is cut")
+    hops = re.findall(r"^ *\d+  (\S+)", first, re.MULTILINE)
+    assert hops == ["10.1.0.1", "10.0.12.2", "10.2.0.20"]  # r1, r2, pc2
+    assert "3 packets transmitted, 3 packets received, 0.0% packet loss" in second
+    hops = re.findall(r"^ *\d+  (\S+)", second, re.MULTILINE)
+    assert hops == ["10.1.0.1", "10.0.41.4", "10.0.34.3", "10.0.23.2", "10.2.0.20"]
+    assert "10.2.0.0/24        10.0.41.4          UG      epair5b" in second
