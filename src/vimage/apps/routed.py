@@ -509,7 +509,10 @@ class Routed:
     def _lookup(self, e: rip.RipEntry, ifname: str | None) -> rip.RipEntry:
         """One entry of a specific request: a host address (no mask, or /32) gets the
         longest match, as rtquery -r wants; a prefix its exact route; 16 if none."""
-        plen = _mask_len(e.mask) if e.mask and e.mask != 0xFFFFFFFF else None
+        try:
+            plen = _mask_len(e.mask) if e.mask and e.mask != 0xFFFFFFFF else None
+        except ValueError:
+            return e._replace(metric=rip.INFINITY)
         best = None
         for r in self.routes.values():
             if plen is not None:
