@@ -3,6 +3,7 @@ timeout, infinity 16, bad input ignored and counted, authentication, clean shutd
 
 from __future__ import annotations
 
+import re
 import weakref
 
 import pytest
@@ -267,11 +268,21 @@ def test_rtquery_prints_the_table():
     start(routers)
     k.run(10)
     out = routers[0].cmd("rtquery -n 10.0.0.2").output.splitlines()
-    assert out[0] == "10.0.0.2:  RIPv2 64 bytes"
-    assert out[1:] == ["     10.0.0.0/24        metric  1", "     10.0.1.0/24        metric  1",
-                       "     10.0.2.0/24        metric  2"]
+    assert out[0] == "10.0.0.2: RIPv2 64 bytes"
+    assert out[1:] == ["  10.0.0.0/24        metric  1", "  10.0.1.0/24        metric  1",
+                       "  10.0.2.0/24        metric  2"]
     one = routers[0].cmd("rtquery -n -r 10.0.2.9 10.0.0.2").output.splitlines()
-    assert one[1] == "     10.0.2.0/24        metric  2"
+    assert one[1] == "  10.0.2.0/24        metric  2"
+    for r in routers:
+        r.cmd("routed -k")
+        assert r.cmd("routed -s -P md5_passwd=k|3").ok
+    k.run(10)
+    assert routers[0].cmd("rtquery -n -w 1 10.0.0.2").status == 1  # unsigned: refused
+    md5 = routers[0].cmd("rtquery -n -a 'md5_passwd=k|3' 10.0.0.2").output.splitlines()
+    assert md5[0] == "10.0.0.2: RIPv2 104 bytes"
+    assert re.fullmatch(r"  MD5 Authentication len=84 KeyID=3 seqno=\d+ rsvd=0,0", md5[1])
+    assert md5[2:] == ["  10.0.0.0/24        metric  1", "  10.0.1.0/24        metric  1",
+                       "  10.0.2.0/24        metric  2"]
     assert routers[0].cmd("rtquery -w 1 10.0.0.77").status == 1
 
 

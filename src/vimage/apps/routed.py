@@ -4,8 +4,9 @@ One `Routed` per vnet, a state machine the kernel loop drives (no thread): a UDP
 socket bound to port 520 wakes it when datagrams arrive (`receive(data, src, sport,
 now)`), one kernel timer (`timer(now)`) fires at the earliest of the next regular
 update, the end of the triggered-update damping, and the route timeouts. Routes go
-in and out of the kernel through a routing socket (RTM_ADD/CHANGE/DELETE, flags
-RTF_UP|RTF_GATEWAY as FreeBSD routed's rtioctl uses, RTV_HOPCOUNT the metric).
+in and out of the kernel through a routing socket (RTM_ADD/CHANGE/DELETE with
+RTF_GATEWAY, RTF_HOST for a host route, and the metric as RTV_HOPCOUNT: what FreeBSD
+routed's fix_kern/kern_ioctl/rtioctl in table.c send).
 
 What follows RFC 2453 (section numbers in the code): metric = received + 1 (the
 interface cost), infinity 16; a route from its own gateway always updates, from
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 AF_ROUTE = 17
 SOCK_DGRAM, SOCK_RAW, AF_INET = 2, 3, 2
 SOL_SOCKET, SO_BROADCAST, SO_USELOOPBACK = 1, 6, 0x0040
-RTF_UP = 0x1
 RTF_HOST = 0x4
 
 COUNTERS: tuple[tuple[str, str], ...] = (
@@ -542,7 +542,7 @@ class Routed:
     def _kernel(self, mtype: int, route: RipRoute) -> bool:
         if self.rtsock is None or not self.vnet.alive:
             return False
-        flags = RTF_UP | RTF_GATEWAY | (RTF_HOST if route.plen == 32 else 0)
+        flags = RTF_GATEWAY | (RTF_HOST if route.plen == 32 else 0)  # table.c rtioctl
         addrs = {rtmsg.RTA_DST: rtmsg.sockaddr_in(route.dst),
                  rtmsg.RTA_GATEWAY: rtmsg.sockaddr_in(route.gateway)}
         if route.plen != 32:
