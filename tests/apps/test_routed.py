@@ -360,3 +360,16 @@ def test_random_and_mutated_packets_never_raise():
     assert d.stats["inpackets"] == 400
     assert d.stats["badpackets"] + d.stats["badauth"] > 0
     assert len(rip_routes(r)) <= d.params.max_routes
+
+
+def test_a_static_route_wins_and_is_redistributed():
+    k = Kernel(clock="virtual", seed=1)
+    routers, _ = ring(k, 3)
+    routers[0].cmd("route add 10.0.1.0/24 10.0.2.1")  # the long way round, by hand
+    start(routers)
+    k.run(10)
+    paths = [r for r in routers[0].rt.routes() if r.plen == 24 and r.dst == ipv4.aton("10.0.1.0")]
+    assert len(paths) == 1 and paths[0].paths == (paths[0],)  # no multipath group formed
+    assert ipv4.ntoa(paths[0].gateway) == "10.0.2.1" and paths[0].flags & 0x800
+    assert "static" in [ln.split()[4] for ln in routers[0].cmd("routed -S").output.splitlines()
+                        if ln.startswith("10.0.1.0/24")]

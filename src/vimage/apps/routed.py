@@ -359,8 +359,8 @@ class Routed:
         if route is None:
             if metric >= rip.INFINITY:
                 return
-            learnt = sum(1 for r in self.routes.values() if r.kind == "rip")
-            if learnt >= self.params.max_routes:
+            if len(self.routes) >= self.params.max_routes and sum(
+                    1 for r in self.routes.values() if r.kind == "rip") >= self.params.max_routes:
                 self.stats["overflow"] += 1
                 return
             route = RipRoute(key[0], key[1], metric, gateway, ifname, "rip", tag)
@@ -537,6 +537,11 @@ class Routed:
 
     # -- the kernel table ----------------------------------------------------------------------
     def _install(self, route: RipRoute) -> None:
+        """Add the route unless the kernel has one for the prefix (an interface's or an
+        operator's: it wins, and an add would join it as another multipath path)."""
+        if self.vnet.rt.get(route.dst, route.plen) is not None:
+            route.installed = False
+            return
         route.installed = self._kernel(rtmsg.RTM_ADD, route)
 
     def _kernel(self, mtype: int, route: RipRoute) -> bool:
