@@ -42,15 +42,17 @@ def parse_params(text: str, params: Params) -> None:
                     raise ValueError
             elif name in _TIMERS and eq:
                 setattr(params, name, float(value))
-                if getattr(params, name) <= 0:
+                if not 0.01 <= getattr(params, name) <= 1e6:  # a sane timer, not a spin
                     raise ValueError
             elif name == "damping" and eq:
                 low, _, high = value.partition("/")
                 params.damp_min, params.damp_max = float(low), float(high or low)
-                if not 0 <= params.damp_min <= params.damp_max:
+                if not 0 <= params.damp_min <= params.damp_max <= 1e6:
                     raise ValueError
             elif name == "max_routes" and eq:
                 params.max_routes = int(value)
+                if params.max_routes < 0:
+                    raise ValueError
             else:
                 raise ValueError
         except ValueError:

@@ -34,6 +34,8 @@ def main(ctx: Context, argv: list[str]) -> int:
         elif opt == "-w":
             try:
                 timeout = float(value)
+                if not 0 < timeout <= 3600:
+                    raise ValueError
             except ValueError:
                 raise UsageError(f"bad timeout: {value}", synopsis=True) from None
         elif opt == "-r":
