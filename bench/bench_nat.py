@@ -3,9 +3,10 @@
 Host `a` - router `r` - host `b` (vimage.topo.router_chain with one router). The frame
 `a` emits for a UDP datagram is captured once, then queued N times at the router,
 which forwards every copy to `b`: first with no packet filter, then with `nat 1` on its
-interface toward `b` (vimage.testing.nat_via, the stand-in for `ipfw add nat 1 ip from
-any to any via IF`), for one flow and for many flows (distinct source ports, one NAT
-link each). Also the cost of one `translate()` call on an established flow. Writes JSON.
+interface toward `b` (vimage.testing.nat_via: the ipfw rules `ipfw add 100 nat 1 ip
+from any to any via IF` and `65000 allow ip from any to any`), for one flow and for many
+flows (distinct source ports, one NAT link each). Also the cost of one `translate()`
+call on an established flow. Writes JSON.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """natd: address translation in userland through a divert socket, as FreeBSD's natd(8).
 
 The firewall diverts what crosses the outside interface to this program
-(`ipfw add divert 8668 ip from any to any via em0`; in vimage, until ipfw is built in,
-`vimage.testing.divert_via(vnet, 8668, "em0")`). What it reads with sin_addr 0.0.0.0
-was on its way out: the source becomes the alias address and a port of its own. What
-arrives with the interface's address came in: a packet to a port it handed out goes
-back to the inside host. Every datagram is written back to the socket with the address
-it came with, which reinjects it where it was taken.
+(`ipfw add divert natd ip from any to any via em0`, natd being port 8668; in vimage
+the same rule, or `vimage.testing.divert_via(vnet, 8668, "em0")`). What it reads with
+sin_addr 0.0.0.0 was on its way out: the source becomes the alias address and a port of
+its own. What arrives with the interface's address came in: a packet to a port it
+handed out goes back to the inside host. Every datagram is written back to the socket
+with the address it came with, which reinjects it where it was taken.
 
 TCP, UDP and ICMP echo (by identifier) are translated; the checksums are recomputed
 whole. Only the standard library is used, so the program is the same on FreeBSD:

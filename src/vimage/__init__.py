@@ -40,21 +40,21 @@ from vimage.vnet import Vnet
 
 Kernel.standard_protocols = (
     _route.PROTOCOL,
-    _replace(_rtsock.PROTOCOL, sockets=((SOCK_RAW, RouteSocket),)),
+    _replace(_rtsock.PROTOCOL, sockets=((SOCK_RAW, RouteSocket),), lazy=True),
     *_in_proto.PROTOCOLS[:3],  # ip, arp, icmp
-    _ipfw.PROTOCOL,
+    _replace(_ipfw.PROTOCOL, lazy=True),  # lazy: made on first use
     _replace(_in_proto.UDP, sockets=((SOCK_DGRAM, Socket),)),
     _replace(_in_proto.TCP, sockets=((SOCK_STREAM, TcpSocket),)),
     _replace(_in_proto.RAW, sockets=((SOCK_RAW, Socket),)),
-    _dummynet.PROTOCOL,
-    _replace(_ip_divert.PROTOCOL, sockets=((SOCK_RAW, DivertSocket),)),
+    _replace(_dummynet.PROTOCOL, lazy=True),
+    _replace(_ip_divert.PROTOCOL, sockets=((SOCK_RAW, DivertSocket),), lazy=True),
     _if_gif.PROTOCOL,  # IPPROTO_IPV4 input
     _if_gre.PROTOCOL,  # IPPROTO_GRE input
-    _if_vxlan.PROTOCOL,
+    _replace(_if_vxlan.PROTOCOL, lazy=True),
     *_in6_proto.PROTOCOLS,  # route6, ip6, nd6, icmp6
     _netdb.PROTOCOL,
     _ifnet.PROTOCOL,
-    _nat.PROTOCOL,
+    _replace(_nat.PROTOCOL, lazy=True),
 )
 Kernel.standard_cloners = (
     ("epair", _ifnet.EpairCloner),

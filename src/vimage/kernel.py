@@ -8,6 +8,7 @@ import random
 import threading
 import weakref
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vimage import protosw
@@ -163,8 +164,11 @@ class Kernel:
         protocols = protosw.check_set(protocols)
         oids = protosw.build_oids(protocols)
         self.protocols, self.oids = protocols, oids
-        self.attaches = tuple(p.attach for p in protocols if p.attach is not None)
-        self.detaches = tuple(p.detach for p in reversed(protocols) if p.detach is not None)
+        self.attaches = tuple(p.attach for p in protocols if p.attach is not None and not p.lazy)
+        self.detaches = tuple(p.detach for p in reversed(protocols)
+                              if p.detach is not None and not p.lazy)
+        # slot -> protocol attached on first use (Vnet.__getattr__), detached if it was
+        self.lazy = MappingProxyType({p.slot: p for p in protocols if p.lazy})
         self.ifattaches = tuple(p.ifattach for p in protocols if p.ifattach is not None)
 
     def socket_factory(self, family: int, type_: int, proto: int) -> Callable[..., Any]:

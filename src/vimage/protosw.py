@@ -76,6 +76,10 @@ class Protocol:
     ifattach, ifdetach, ifup
                 interface events (FreeBSD ifnet_arrival_event, ifnet_departure_event and
                 the link coming up), called with the interface in its vnet
+    lazy        attach on first use of `vnet.<slot>` instead of at vnet creation (a
+                subsystem most vnets never use: a firewall, a shaper, NAT); detached only
+                if it was attached. Not for protocols with packet input; interface events
+                reach it attached or not, so its hooks read the state with `existing`.
     """
 
     name: str
@@ -96,8 +100,13 @@ class Protocol:
     ifattach: Callable[[Ifnet], None] | None = None
     ifdetach: Callable[[Ifnet], None] | None = None
     ifup: Callable[[Ifnet], None] | None = None
+    lazy: bool = False
 
     def __post_init__(self) -> None:
+        if self.lazy and (self.slot is None or self.attach is None or self.input is not None
+                          or self.ctlinput is not None or self.ethertype is not None):
+            raise ValueError(f"protocol {self.name}: only a state slot with an attach and no "
+                             "packet input can be attached lazily")
         if (self.input is not None or self.ctlinput is not None) and self.slot is None:
             raise ValueError(f"protocol {self.name}: input/ctlinput need a state slot")
         if self.input is not None and self.protocol is None and self.ethertype is None:
@@ -147,8 +156,24 @@ def build_oids(protocols: tuple[Protocol, ...]) -> dict[str, Oid]:
 
 
 # -- per vnet ----------------------------------------------------------------------------
+def attached(vnet: Vnet, proto: Protocol) -> bool:
+    """Whether `proto` has its state in `vnet` (a lazy one may not, yet)."""
+    return not proto.lazy or existing(vnet, proto.slot) is not None  # type: ignore[arg-type]
+
+
+def existing(vnet: Vnet, slot: str) -> Any:
+    """`vnet.<slot>` if that state exists, else None, without attaching a lazy protocol
+    (for code that has nothing to do unless it was used: no routing socket, no one to tell)."""
+    try:
+        return object.__getattribute__(vnet, slot)
+    except AttributeError:
+        return None
+
+
 def attach(vnet: Vnet, proto: Protocol) -> None:
     """Attach one protocol to a vnet: its state, and its table entries if already bound."""
+    if proto.lazy:
+        return  # on first use (Vnet.__getattr__)
     if proto.attach is not None:
         proto.attach(vnet)
     if vnet.inputs is not None:
@@ -200,6 +225,8 @@ def _bind(vnet: Vnet, proto: Protocol) -> None:
 
 def detach(vnet: Vnet, proto: Protocol) -> None:
     """Undo `attach`: no packet reaches the protocol once its state is released."""
+    if not attached(vnet, proto):
+        return
     if vnet.inputs is not None and vnet.ctlinputs is not None:
         if proto.protocol is not None:
             vnet.inputs.get(proto.domain, {}).pop(proto.protocol, None)

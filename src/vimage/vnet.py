@@ -135,12 +135,26 @@ class Vnet:
         self.alive = False
         kernel.vnet_departure(self)
         if self.inputs is None:  # never bound: nothing to take out of the demux tables
+            for proto in reversed(kernel.lazy.values()):  # add-ons go before what they use
+                if protosw.attached(self, proto):
+                    proto.detach(self)  # type: ignore[misc]
             for detach in kernel.detaches:
                 detach(self)
         else:
             for proto in reversed(kernel.protocols):
                 protosw.detach(self, proto)
         sched.purge_timers(self)
+
+    def __getattr__(self, name: str) -> Any:
+        """A lazy protocol's state (protosw.Protocol.lazy), attached on first use."""
+        try:
+            proto = object.__getattribute__(self, "kernel").lazy.get(name)
+        except AttributeError:
+            proto = None
+        if proto is None or not object.__getattribute__(self, "alive"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        proto.attach(self)
+        return object.__getattribute__(self, name)
 
     def pfil_changed(self, head: str) -> None:
         """A link-layer pfil point changed (vimage.net.pfil): the interfaces re-mark."""

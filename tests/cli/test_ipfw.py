@@ -263,5 +263,6 @@ def test_dummynet_and_nat_dispatch_say_when_missing(v):
 def test_usage(v):
     res = v.cmd("ipfw")
     assert res.status == 64 and res.output.startswith("usage: ipfw")
+    assert "{pipe|queue|sched|nat} ..." in v.cmd("ipfw -h").output
     res = v.cmd("ipfw frob")
     assert res.output == "ipfw: bad command `frob'\n"

@@ -58,7 +58,7 @@ conn.close()
 
 def nat_on(vnet: Vnet, ifname: str, config: str) -> None:
     """`ipfw nat 1 config CONFIG` and `ipfw add nat 1 ip from any to any via IFNAME`
-    (until ipfw is merged: the NAT API and vimage.testing.nat_via)."""
+    (vimage.testing.nat_via: that rule and an allow-all rule 65000)."""
     command(vnet, ["nat", "1", "config", *config.split()])
     nat_via(vnet, 1, ifname)
 

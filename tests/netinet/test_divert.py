@@ -1,9 +1,10 @@
 """Divert sockets (divert(4)): binding, what a reader gets, reinjection both ways, tee,
 and examples/natd.py translating a vnet's traffic through one.
 
-The diverting rule is `vimage.testing.divert_via` (all traffic via the wan interface to
-a port, as rule 100) until ipfw is merged; reinjection then takes the documented
-fallback of vimage.netinet.ip_divert (straight on to IPv4 output or input)."""
+The diverting rule is `vimage.testing.divert_via`: `ipfw add 100 divert PORT ip from any
+to any via WAN` and `ipfw add 65000 allow ip from any to any`; a reinjected packet
+resumes at rule 65000 (tests/netpfil/test_ipfw_integration.py checks what rules after
+the divert rule see)."""
 
 from __future__ import annotations
 

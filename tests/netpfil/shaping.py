@@ -1,42 +1,39 @@
-"""Helpers of the dummynet tests: a test-only pfil hook standing in for ipfw.
+"""Helpers of the dummynet tests: packets get into dummynet through ipfw rules.
 
-Until ipfw selects packets with rules, `shape(vnet)` links a hook at `vnet.ip.pfil_out`
-that sends every IPv4 packet the vnet transmits into dummynet (`pipe 1`, or what
-`classify(pkt)` says) and, when dummynet releases it, resumes what the hook
-interrupted: the link output of ip_output / ip_forward (`IpState._link_output`, toward
-the next hop of the packet's route).
+`shape(vnet, *rules)` adds ipfw rules numbered 100, 110, ... (by default `pipe 1 ip from
+any to any out`: every IPv4 packet the vnet transmits) and `65000 allow ip from any to
+any` for the rest (ipfw's default rule denies). With `net.inet.ip.fw.one_pass=1`, the
+default, what dummynet releases leaves without a second pass through the rules.
+
+`shape_direct(vnet)` is the direct-API path kept for one test: a pfil hook calling
+`vnet.dummynet.enqueue` itself, as ipfw's `pipe` action does (the issue-12 contract).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from vimage.net import pfil
 from vimage.net.ifnet import Ifnet
-from vimage.net.route import RTF_GATEWAY
 from vimage.vnet import Vnet
 
-Classify = Callable[[bytes], tuple[int, bool]]
+
+def shape(vnet: Vnet, *rules: str) -> None:
+    for n, rule in enumerate(rules or ("pipe 1 ip from any to any out",)):
+        _ipfw(vnet, f"add {100 + 10 * n} {rule}")
+    _ipfw(vnet, "add 65000 allow ip from any to any")
 
 
-def pipe_one(pkt: bytes) -> tuple[int, bool]:
-    return 1, False
+def _ipfw(vnet: Vnet, args: str) -> None:
+    result = vnet.cmd(f"ipfw -q {args}")
+    assert result.ok, result.output
 
 
-def shape(vnet: Vnet, classify: Classify = pipe_one) -> None:
+def shape_direct(vnet: Vnet, number: int = 1) -> None:
+    """Every IPv4 packet `vnet` sends into pipe `number` by the dummynet API, resumed
+    by IPv4 output after the hooks (`IpState.output_after_pfil`)."""
     ip = vnet.ip
 
     def hook(pkt: bytes, ifp: Ifnet | None) -> bytes | None:
-        number, is_queue = classify(pkt)
-        dst = int.from_bytes(pkt[16:20], "big")
-
-        def resume(out: bytes) -> None:
-            assert ifp is not None
-            route = ip.route_to(dst)
-            nexthop = route.gateway if route.flags & RTF_GATEWAY else dst
-            ip._link_output(ifp, out, nexthop, False)
-
-        vnet.dummynet.enqueue(number, is_queue, pkt, ifp, True, resume)
+        vnet.dummynet.enqueue(number, False, pkt, ifp, True, ip.output_after_pfil)
         return None
 
     pfil.link(ip, "pfil_out", hook, name="dummynet-test")

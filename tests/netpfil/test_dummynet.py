@@ -220,7 +220,7 @@ def test_changing_a_busy_queue_weight() -> None:
     connect(a, "10.0.0.1/24", b, "10.0.0.2/24")
     a.cmd("dnctl pipe 1 config bw 64k")
     a.cmd("dnctl queue 1 config pipe 1 weight 2")
-    shape(a, lambda pkt: (1, True))
+    shape(a, "queue 1 ip from any to any out")
     k.run(0.01)
     s = a.socket(2, 2)
     for _ in range(5):

@@ -1,8 +1,9 @@
 """dummynet's packet path in virtual time: rates, delay, loss, queue limits, RED and
 the schedulers' shares, all exact or statistically checked with a fixed seed.
 
-Packets get into dummynet through the test-only hook of conftest.shape (ipfw's `pipe`
-action will do it once ipfw core is merged)."""
+Packets get into dummynet through ipfw rules (shaping.shape: `ipfw add 100 pipe 1 ip
+from any to any out` unless a test names its own `queue` rules); one test uses the
+dummynet API directly (shaping.shape_direct)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from vimage.net import pfil
 from vimage.topo import connect
 from vimage.vnet import Vnet
 
-from .shaping import dport, shape
+from .shaping import dport, shape, shape_direct
 
 A, B = "10.0.0.1", "10.0.0.2"
 SEG = 1448  # TCP payload of a full segment: 1500 - 20 (IP) - 20 (TCP) - 12 (timestamps)
@@ -77,8 +78,9 @@ def test_tcp_rate_measured_by_iperf3(bw: int) -> None:
     b.cmd(f"dnctl pipe 1 config bw {bw}")
     shape(b)
     nbytes = 400 * SEG
-    iperf3.serve(b, once=True)
+    server = iperf3.serve(b, once=True)  # kept: a forgotten server is closed
     report = iperf3.client(a, B, nbytes=nbytes, reverse=True, interval=nbytes * 8 / bw / 20)
+    assert server.tests == 1
     steady = [iv["sum"] for iv in report["intervals"] if iv["sum"]["bytes"]][2:-2]
     rate = sum(s["bytes"] for s in steady) * 8 / sum(s["seconds"] for s in steady)
     assert rate == pytest.approx(bw * SEG / 1500, rel=0.02)
@@ -244,7 +246,7 @@ def _two_queues(sched_type: str, w1: int, w2: int) -> tuple[float, float]:
         a.cmd(f"dnctl sched 1 config type {sched_type}")
     a.cmd(f"dnctl queue 1 config pipe 1 weight {w1}")
     a.cmd(f"dnctl queue 2 config pipe 1 weight {w2}")
-    shape(a, lambda pkt: (1 if dport(pkt) == 5001 else 2, True))
+    shape(a, "queue 1 udp from any to any dst-port 5001 out", "queue 2 ip from any to any out")
     arrivals = Arrivals(b)
     flood(k, a, 5001, 1000, 1_000_000, 700)
     flood(k, a, 5002, 1000, 1_000_000, 700)
@@ -280,7 +282,8 @@ def test_order_of_service(sched_type: str, order: list[int]) -> None:
     a.cmd(f"dnctl sched 1 config type {sched_type}")
     a.cmd("dnctl queue 1 config pipe 1")
     a.cmd("dnctl queue 2 config pipe 1")
-    shape(a, lambda pkt: (dport(pkt) - 5000, True))
+    shape(a, "queue 1 udp from any to any dst-port 5001 out",
+          "queue 2 udp from any to any dst-port 5002 out")
     arrivals = Arrivals(b)
     sock = a.socket(2, 2)
     for port in (5001, 5001, 5001, 5002, 5002, 5002):
@@ -318,7 +321,7 @@ def test_masked_queue_gives_each_flow_its_own_weighted_queue() -> None:
     k, a, b = pair()
     a.cmd("dnctl pipe 1 config bw 1Mbit/s")
     a.cmd("dnctl queue 1 config pipe 1 mask dst-port 0xffff")
-    shape(a, lambda pkt: (1, True))
+    shape(a, "queue 1 ip from any to any out")
     arrivals = Arrivals(b)
     flood(k, a, 7001, 1000, 1_000_000, 300)
     flood(k, a, 7002, 1000, 1_000_000, 300)
@@ -332,8 +335,9 @@ def test_masked_queue_gives_each_flow_its_own_weighted_queue() -> None:
 
 
 def test_packets_to_a_missing_pipe_are_dropped_and_counted() -> None:
+    """Through the dummynet API itself (the call ipfw's `pipe` action makes)."""
     k, a, b = pair()
-    shape(a)
+    shape_direct(a)
     sock = a.socket(2, 2)
     sock.sendto(b"x", (B, 9))
     k.run(1)
@@ -363,7 +367,8 @@ def test_deleting_a_backlogged_queue_leaves_the_link_to_the_other(sched_type: st
     a.cmd(f"dnctl sched 1 config type {sched_type}")
     a.cmd("dnctl queue 1 config pipe 1 weight 1")
     a.cmd("dnctl queue 2 config pipe 1 weight 3")
-    shape(a, lambda pkt: (dport(pkt) - 5000, True))
+    shape(a, "queue 1 udp from any to any dst-port 5001 out",
+          "queue 2 udp from any to any dst-port 5002 out")
     arrivals = Arrivals(b)
     flood(k, a, 5001, 1000, 1_000_000, 400)
     flood(k, a, 5002, 1000, 1_000_000, 400)
@@ -383,7 +388,7 @@ def test_a_fifo_scheduler_queue_is_sized_by_its_own_flowset() -> None:
     a.cmd("dnctl pipe 1 config bw 1Mbit/s")
     a.cmd("dnctl sched 1 config type fifo queue 5")
     a.cmd("dnctl queue 1 config pipe 1 queue 50")
-    shape(a, lambda pkt: (1, True))
+    shape(a, "queue 1 ip from any to any out")
     sock = a.socket(2, 2)
     for _ in range(10):
         sock.sendto(b"f" * 500, (B, 9))

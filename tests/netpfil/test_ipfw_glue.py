@@ -40,10 +40,11 @@ class FakeDivert:
     def __init__(self) -> None:
         self.got = []
 
-    def deliver(self, port, pkt, ifp, outgoing, rule):
+    def deliver(self, port, pkt, ifp, outgoing, rule, tee=False):
         if port != 8668:
             return False
         self.got.append((port, pkt, ifp.name if ifp else None, outgoing, rule))
+        self.tee = tee
         return True
 
 
@@ -145,7 +146,7 @@ def test_tee_copies_and_accepts(trio: Trio):
     t.fw(t.r, "add 100 tee 8668 icmp from any to any icmptypes 8 in",
          "add 300 allow ip from any to any")
     assert t.ping(t.a, B)
-    assert len(dv.got) == 1 and dv.got[0][4] == 100
+    assert len(dv.got) == 1 and dv.got[0][4] == 100 and dv.tee is True
 
 
 def test_reinject_outgoing_goes_to_output(trio: Trio):

@@ -1,8 +1,9 @@
 """In-kernel NAT (vimage.netpfil.nat) between vnets: an inside host h (10.0.0.2) behind a
 router r (lan 10.0.0.1, wan 192.0.2.1) translating with `nat 1` on its wan interface,
 and an outside server s (192.0.2.7) that has no route back to 10.0.0.0/8, so only
-translated traffic can be answered. `vimage.testing.nat_via` stands in for
-`ipfw add nat 1 ip from any to any via WAN` until ipfw is merged."""
+translated traffic can be answered. `vimage.testing.nat_via` adds the ipfw rules
+`ipfw add 100 nat 1 ip from any to any via WAN` and `ipfw add 65000 allow ip from any to
+any`."""
 
 from __future__ import annotations
 

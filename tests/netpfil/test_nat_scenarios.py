@@ -5,8 +5,11 @@ and two clients on links of their own (192.0.2.2 via 192.0.2.1, 192.0.3.2 via
 192.0.3.1) routing 198.51.100.0/24 through `nat`. The host has no route back to the
 clients, so a ping fails until `nat` translates: `basic` with the in-kernel NAT
 (`ipfw nat 123 config if IF` + `ipfw add 1000 nat 123 all from any to any`),
-`userspace_nat` with examples/natd.py behind a divert socket (`ipfw add divert natd all
-from any to any via IF`). The rules are vimage.testing's stand-ins until ipfw is merged.
+`userspace_nat` with examples/natd.py behind a divert socket (`ipfw -q add divert natd
+all from any to any via IF`). The rules are the scripts' own ipfw commands; FreeBSD's test
+machines load ipfw with `net.inet.ip.fw.default_to_accept=1`, set here before the first
+rule (the scripts add no allow rule: the clients' packets in on their own links and what
+natd reinjects after the divert rule reach the default rule).
 """
 
 from __future__ import annotations
@@ -19,8 +22,6 @@ from pathlib import Path
 import vimage
 from vimage.kernel import Kernel
 from vimage.netinet.ip_divert import IPPROTO_DIVERT
-from vimage.netpfil.nat import command
-from vimage.testing import divert_via, nat_via
 from vimage.topo import add_route, connect
 from vimage.wire import icmp as wicmp
 
@@ -40,16 +41,25 @@ class Lab:
         add_route(c2, "198.51.100.0/24", "192.0.3.1")
         self.clients = (c1, c2)
 
+    def ipfw(self, *commands: str) -> None:
+        """firewall_config: the script's commands in the nat vnet (ipfw loaded with
+        default_to_accept=1, as FreeBSD's test machines do)."""
+        assert self.nat.cmd("sysctl net.inet.ip.fw.default_to_accept=1").ok
+        for line in commands:
+            result = self.nat.cmd(line)
+            assert result.ok, result.output
+
     def pings(self) -> list[int]:
         """`ping -t 1 -c 1 198.51.100.2` from each client: its exit status."""
         return [c.cmd("ping -t 1 -c 1 198.51.100.2").status for c in self.clients]
 
 
 def test_basic():
+    """nat.sh:basic (ipfw) — in-kernel NAT on the host link, one `nat` rule for all."""
     lab = Lab()
     assert lab.pings() == [2, 2]  # ping fails without NAT configuration
-    command(lab.nat, ["nat", "123", "config", "if", lab.wan.name])
-    nat_via(lab.nat, 123, None)  # ipfw -q add 1000 nat 123 all from any to any
+    lab.ipfw(f"ipfw -q nat 123 config if {lab.wan.name}",
+             "ipfw -q add 1000 nat 123 all from any to any")
     assert lab.pings() == [0, 0]  # ping is successful now
     inst = lab.nat.ipfw_nat.instances[123]
     aliased = [link for link in inst.out.values() if link.laddr != link.aaddr]
@@ -58,13 +68,14 @@ def test_basic():
 
 
 def test_userspace_nat():
+    """nat.sh:userspace_nat — natd (examples/natd.py) behind `divert natd` rules."""
     lab = Lab()
     assert lab.pings() == [2, 2]
     spec = importlib.util.spec_from_file_location("natd_example", NATD)
     natd = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(natd)
     translator = natd.Translator("198.51.100.1")
-    divert_via(lab.nat, 8668, lab.wan.name)  # ipfw -q add divert natd all from any to any via IF
+    lab.ipfw(f"ipfw -q add divert natd all from any to any via {lab.wan.name}")
     replies: list[bytes] = []
 
     async def ping(client, ident: int) -> None:

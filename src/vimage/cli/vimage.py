@@ -6,7 +6,7 @@
     vimage -i NAME IFNAME [NEWNAME]
     vimage NAME [command ...]          (no command: a shell inside NAME)
     vimage TOOL [argument ...]         (a tool in the current vnet: ifconfig, route, ...)
-    vimage create|modify|destroy|list|ifmove|exec|daemon|topo ...   (each with --help)
+    vimage create|modify|destroy|list|ifmove|exec|daemon|topo|gui ... (each with --help)
 
 A first word that is a subcommand or a tool is one; anything else names a vnet
 (`vimage exec NAME ...` reaches a vnet whose name is a tool's). Names are relative
@@ -36,7 +36,7 @@ usage: vimage [--socket PATH] [-c | -m] NAME [param=value ...]
        vimage -i NAME IFNAME [NEWNAME]
        vimage NAME [command ...]
        vimage TOOL [argument ...]
-       vimage create|modify|destroy|list|ifmove|exec|daemon|topo ... (see --help of each)
+       vimage create|modify|destroy|list|ifmove|exec|daemon|topo|gui ... (see --help of each)
 """
 
 EX_USAGE = 64
@@ -535,9 +535,32 @@ def topo_file(action: str, path: str, skip_unsupported: bool, output: str | None
     return 0
 
 
+@_subcommand
+def sub_gui(ctx: Ctx, argv: list[str]) -> int:
+    p = _parser("gui", "Serve the web GUI (docs/gui.md) on 127.0.0.1 and print its URL, with "
+                       "a random token; the experiment runs in this process, in real time.")
+    p.add_argument("file", nargs="?", help="topology file (.yaml or .imn); Save writes YAML")
+    p.add_argument("--port", type=int, default=0, help="TCP port (default: any free one)")
+    args = _parse(p, argv)
+    try:
+        from vimage.web.server import serve
+    except ImportError as exc:
+        print(f"vimage gui: {exc.name or exc} is missing: pip install 'vimage[gui]'",
+              file=sys.stderr)
+        return 1
+    from vimage.emu import TopologyError
+
+    try:
+        return serve(args.file, args.port)
+    except (TopologyError, OSError) as exc:
+        print(f"vimage gui: {exc}", file=sys.stderr)
+        return 1
+
+
 SUBCOMMANDS: Mapping[str, Callable[[Ctx, list[str]], int]] = MappingProxyType({
     "create": sub_create, "modify": sub_modify, "destroy": sub_destroy, "list": sub_list,
     "ifmove": sub_ifmove, "exec": sub_exec, "daemon": sub_daemon, "topo": sub_topo,
+    "gui": sub_gui,
 })
 
 

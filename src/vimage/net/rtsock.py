@@ -35,7 +35,7 @@ from vimage.net.route import (
     Route,
     RouteTable,
 )
-from vimage.protosw import ANY, Protocol
+from vimage.protosw import ANY, Protocol, existing
 from vimage.wire import WireError
 from vimage.wire import rtmsg as m
 
@@ -97,7 +97,7 @@ class RtsockState:
 
 
 def listening(vnet: Vnet) -> bool:
-    state = getattr(vnet, "rtsock", None)
+    state = existing(vnet, "rtsock")  # lazy: no state, no listener
     return bool(state is not None and state.sockets)
 
 
@@ -107,7 +107,7 @@ def broadcast(vnet: Vnet, msg: bytes, family: int = m.AF_INET, fib: int = -1,
     of `fib` (-1: every fib, as interface messages go), of `family` unless the socket
     takes all, of the type its ROUTE_MSGFILTER lets through; not back to `sender`
     without SO_USELOOPBACK."""
-    state = getattr(vnet, "rtsock", None)
+    state = existing(vnet, "rtsock")
     if state is None or not state.sockets:
         return
     bit = 1 << msg[3]

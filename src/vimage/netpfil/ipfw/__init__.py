@@ -22,6 +22,7 @@ from vimage.protosw import Protocol
 from vimage.wire.checksum import checksum
 
 if TYPE_CHECKING:
+    from vimage.net.ifnet import Ifnet
     from vimage.vnet import Vnet
 
 PROTOCOL = Protocol("ipfw", 25, "ipfw", _state.vnet_attach, _state.vnet_detach,
@@ -41,11 +42,20 @@ def reinject(vnet: Vnet, pkt: bytes, outgoing: bool, ifname: str | None,
     if checked is None:
         return
     pkt = checked
-    ifp = vnet.ifaces.get(ifname) if ifname else None
     rules = fw.ruleset()
-    start = fw.next_index(after_rule + 1)
-    fw.resume(pkt, outgoing, ifp, None if outgoing else ifp, min(start, len(rules) - 1),
-              skip=False)
+    # div_output tags the packet with rulenum sin_port + 1: ipfw_chk resumes there
+    start = min(fw.next_index(after_rule + 1), len(rules) - 1)
+    if outgoing:
+        # ip_output routes it, and ipfw's out pass sees the interface it leaves by
+        try:
+            ifp: Ifnet | None = vnet.ip.route_to(int.from_bytes(pkt[16:20], "big")).ifp
+        except OSError:
+            return  # counted (noroute) by route_to, as ip_output would
+        fw.resume(pkt, True, ifp, None, start, skip=False)
+        return
+    ifp = vnet.ifaces.get(ifname) if ifname else None
+    # netisr_queue_src: ip_input takes it from the queue, not inside sendto
+    vnet.kernel.call_later(0, fw.resume, pkt, False, ifp, ifp, start, False, owner=vnet)
 
 
 def _checked(vnet: Vnet, pkt: bytes, outgoing: bool) -> bytes | None:

@@ -55,6 +55,8 @@ SERVICES = MappingProxyType({
             "pop3": 110, "sunrpc": 111, "ntp": 123, "imap": 143, "snmp": 161, "bgp": 179,
             "https": 443, "syslog": 514, "route": 520, "iperf3": 5201})
 SERVICE_NAMES = MappingProxyType({v: k for k, v in SERVICES.items()})
+# divert/tee port names: ipfw(8) asks getservbyname(name, "divert") (/etc/services)
+DIVERT_SERVICES = MappingProxyType({"natd": 8668})
 UNREACH_CODES = MappingProxyType({
     "net": 0, "host": 1, "protocol": 2, "port": 3, "needfrag": 4, "srcfail": 5,
                  "net-unknown": 6, "host-unknown": 7, "isolated": 8, "net-prohib": 9,
@@ -233,6 +235,8 @@ class Parser:
                 r.arg = 0
             elif text == "tablearg":
                 r.arg = R.TABLEARG
+            elif kind in (R.A_DIVERT, R.A_TEE) and text in DIVERT_SERVICES:
+                r.arg = DIVERT_SERVICES[text]
             else:
                 r.arg = _int(text, f"{name} argument", 0 if kind == R.A_SETFIB else 1, hi)
             if kind == R.A_SETFIB and r.arg != R.TABLEARG:

@@ -256,6 +256,15 @@ class IpfwState:
             pfil.unlink(ip, "pfil_out", self.hook_out)
         self.linked = want
 
+    def after(self, r: R.Rule) -> int:
+        """Index of the rule after `r` in the ruleset as it is now: r's slot while the
+        ruleset is unchanged, else the first rule numbered above r's (ip_fw2.c keeps the
+        slot and chain id with a held packet, and looks up by number when they differ)."""
+        i = r.idx
+        if i < len(self.rules) and self.rules[i] is r:
+            return i + 1
+        return bisect.bisect_right(self.nums, r.num)
+
     def next_index(self, num: int) -> int:
         """Index of the first rule numbered >= num."""
         return bisect.bisect_left(self.nums, num)
@@ -263,13 +272,21 @@ class IpfwState:
     # -- pfil hooks ----------------------------------------------------------------------
     def _hook_in(self, pkt: bytes, ifp: Ifnet | None) -> bytes | None:
         a = Args(pkt, False, ifp, ifp)
-        if a.dst in self.vnet.ip.local:
-            return self.check(a, 0)
+        out = self.check(a, 0)
+        if out is not None:
+            self.note_forward(out, ifp, a.tags)
+        return out
+
+    def note_forward(self, pkt: bytes, ifp: Ifnet | None, tags: set[int] | None) -> None:
+        """Remember a packet that passed the in rules and will be forwarded, as it leaves
+        them (an incoming packet `nat` rewrote to an inside address is forwarded too):
+        its out pass finds its receiving interface (`recv IF`) and its tags by these
+        bytes (addresses and IP ID), as FreeBSD's mbuf keeps rcvif and its tags."""
+        if int.from_bytes(pkt[16:20], "big") in self.vnet.ip.local:
+            return
         self.fwd_key = pkt[4:6] + pkt[12:20]
         self.fwd_rcvif = ifp
-        out = self.check(a, 0)
-        self.fwd_tags = a.tags  # mbuf tags travel with the packet to its out pass
-        return out
+        self.fwd_tags = tags
 
     def _hook_out(self, pkt: bytes, ifp: Ifnet | None) -> bytes | None:
         if self.bypass:
@@ -349,7 +366,9 @@ class IpfwState:
                 out = self.nat(arg, a)
                 if out is None or self.one_pass:
                     return out
+                tags = a.tags
                 a = Args(out, a.out, a.ifp, a.rcvif)
+                a.tags = tags
                 i += 1
                 continue
             return self.terminal(r, act, arg, a, i)
@@ -366,16 +385,17 @@ class IpfwState:
             dn = getattr(vnet, "dummynet", None)
             if dn is None:
                 return None  # no dummynet: FreeBSD drops (ip_dn_io_ptr is NULL)
-            out, ifp, rcvif = a.out, a.ifp, a.rcvif
+            out, ifp, rcvif, tags = a.out, a.ifp, a.rcvif, a.tags
+            one_pass = self.one_pass  # ipfw_chk marks the packet IPFW_ONEPASS at the rule
 
             def resume(pkt: bytes) -> None:
-                self.resume(pkt, out, ifp, rcvif, i + 1, self.one_pass)
+                self.resume(pkt, out, ifp, rcvif, self.after(r), bool(one_pass), tags)
             dn.enqueue(arg, act == R.A_QUEUE, a.pkt, ifp, out, resume)
             return None
         if act == R.A_DIVERT or act == R.A_TEE:
             dv = getattr(vnet, "divert", None)
-            if dv is not None:
-                dv.deliver(arg, a.pkt, a.ifp, a.out, r.num)
+            if dv is not None:  # ip_fw_pfil.c ipfw_divert: tee hands divert a copy
+                dv.deliver(arg, a.pkt, a.ifp, a.out, r.num, tee=act == R.A_TEE)
             if act == R.A_TEE:
                 return a.pkt  # the original is accepted (ipfw(8) tee)
             return None  # taken, or dropped if no socket listens on the port
@@ -464,17 +484,22 @@ class IpfwState:
 
     # -- continuation after dummynet / divert --------------------------------------------------
     def resume(self, pkt: bytes, out: bool, ifp: Ifnet | None, rcvif: Ifnet | None,
-               start: int, skip: bool) -> None:
+               start: int, skip: bool, tags: set[int] | None = None) -> None:
         """Continue a packet ipfw handed out (dummynet's resume, divert's reinjection)
-        at rule index `start`, or past ipfw if `skip`, then the rest of IPv4."""
+        at rule index `start`, or past ipfw if `skip`, then the rest of IPv4. `tags`:
+        the packet's tags (FreeBSD keeps mbuf tags across dummynet)."""
         vnet = self.vnet
         if not vnet.alive or len(pkt) < 20 or pkt[0] >> 4 != 4:
             return
         if not skip and self.linked and start < len(self.rules):
-            passed = self.check(Args(pkt, out, ifp, rcvif), start)
+            a = Args(pkt, out, ifp, rcvif)
+            a.tags = tags
+            passed = self.check(a, start)
             if passed is None:
                 return
-            pkt = passed
+            pkt, tags = passed, a.tags
+        if not out:
+            self.note_forward(pkt, rcvif, tags)
         if out:
             vnet.ip.output_after_pfil(pkt, ifp)
         else:

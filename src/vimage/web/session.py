@@ -1,0 +1,339 @@
+"""What the GUI server holds: a topology, its file, a real-time kernel and the experiment.
+
+`GuiSession` is the GUI without HTTP (so it is tested without a server): every page
+action is a method here that checks its input and raises `GuiError` (a message and an
+HTTP status) when it refuses. The kernel runs in real time in a background thread of
+the server's own process; the experiment is an `Experiment` in it, so the GUI does not
+need vimaged.
+
+Console confinement: a console line runs through `vnet.cmd` in the node's vnet, which
+runs only the vimage tools (`vimage.cli.TOOLS`), never a shell or a program; tcpdump's
+file options (-r, -w) are refused as well, so a page cannot read or write the server's
+files (a capture is downloaded with the capture buttons instead).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import shlex
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vimage.emu import address, yamlfmt
+from vimage.emu.model import NODE_TYPES, Topology, TopologyError
+
+if TYPE_CHECKING:
+    from vimage.emu.experiment import Experiment, ExpLink
+    from vimage.kernel import Kernel
+    from vimage.net.bpf import Session
+
+MAX_LINE = 1000  # characters in a console line
+MAX_OUTPUT = 256 * 1024  # characters of a console command's output sent back
+CAPTURE_BUFFER = 100_000  # frames kept per capture (the rest are counted as dropped)
+GRID_STEP = 160.0  # canvas units between nodes placed by the layout
+FILE_OPTIONS = frozenset("rw")  # tcpdump's file options, refused in a console
+
+
+class GuiError(Exception):
+    """A refused request: a one-line message and the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def layout(topo: Topology) -> int:
+    """Give every node without a position one (IMUNES files always have them; ours may
+    not): a circle for a few nodes, a grid for many. Returns how many were placed."""
+    missing = [n for n in topo.nodes.values() if n.position is None]
+    if not missing:
+        return 0
+    if len(missing) <= 12:
+        radius = max(GRID_STEP, GRID_STEP * len(missing) / (2 * math.pi))
+        for k, node in enumerate(missing):
+            angle = 2 * math.pi * k / len(missing) - math.pi / 2
+            node.position = (round(radius + 80 + radius * math.cos(angle)),
+                             round(radius + 80 + radius * math.sin(angle)))
+        return len(missing)
+    side = math.ceil(math.sqrt(len(missing)))
+    for k, node in enumerate(missing):
+        row, col = divmod(k, side)
+        node.position = (80 + col * GRID_STEP, 80 + row * GRID_STEP)
+    return len(missing)
+
+
+def console_argv(line: Any) -> list[str]:
+    """The words of a console line, or GuiError: a tool of vimage.cli.TOOLS, and no
+    tcpdump option that names a file."""
+    from vimage.cli import TOOLS
+
+    if not isinstance(line, str) or not line.strip():
+        raise GuiError("a console line is a non-empty string")
+    if len(line) > MAX_LINE:
+        raise GuiError(f"a console line has at most {MAX_LINE} characters")
+    try:
+        argv = shlex.split(line)
+    except ValueError as exc:
+        raise GuiError(f"cannot parse the line: {exc}") from None
+    if argv[0] not in TOOLS:
+        raise GuiError(f"{argv[0]}: not a vimage tool (the console runs {', '.join(TOOLS)})")
+    if argv[0] == "tcpdump":
+        for word in argv[1:]:
+            if word.startswith("-") and not word.startswith("--") and FILE_OPTIONS & set(word):
+                raise GuiError("tcpdump: -r and -w are not available in the console "
+                               "(use the link's capture buttons)")
+    return argv
+
+
+@dataclass
+class Capture:
+    """A capture on one link: a bpf session on the link's a end, frames kept in memory."""
+
+    link: tuple[str, str]
+    ifname: str
+    session: Session
+    linktype: int
+
+    def pcap(self) -> bytes:
+        from vimage.wire.pcap import PcapWriter
+
+        out = io.BytesIO()
+        writer = PcapWriter(out, self.linktype)
+        for time_ns, data in list(self.session.packets or ()):
+            writer.write(time_ns, data, len(data))
+        writer.close()
+        return out.getvalue()
+
+    def state(self) -> dict[str, Any]:
+        captured, _, dropped = self.session.stats()
+        return {"a": self.link[0], "b": self.link[1], "ifname": self.ifname,
+                "running": not self.session.closed, "captured": captured, "dropped": dropped}
+
+
+@dataclass
+class GuiSession:
+    """The topology being edited and, while it runs, its experiment (see the module doc)."""
+
+    topology: Topology
+    path: Path | None = None  # where Save writes (None: download only)
+    kernel: Kernel | None = None  # created (real clock, started) on first use
+    experiment: Experiment | None = None
+    captures: dict[tuple[str, str], Capture] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @classmethod
+    def open(cls, path: str | Path | None) -> GuiSession:
+        """A session for a topology file (YAML or .imn; saved as YAML), or an empty one."""
+        from vimage.emu import load
+
+        if path is None:
+            return cls(Topology(name="lab"))
+        path = Path(path)
+        topo = load(path) if path.exists() else Topology(name=_name_of(path))
+        layout(topo)
+        target = path if path.suffix in (".yaml", ".yml") else path.with_suffix(".yaml")
+        return cls(topo, target)
+
+    # -- the topology ------------------------------------------------------------------------
+    @property
+    def is_up(self) -> bool:
+        return self.experiment is not None and self.experiment.is_up
+
+    def view(self) -> dict[str, Any]:
+        """What the page draws: the topology as plain data (the YAML structure), the
+        addresses the experiment gives (automatic ones included), and the run state."""
+        with self.lock:
+            topo = self.topology
+            try:
+                resolved = address.auto_assign(topo, topo.auto_address, topo.auto_address6)
+            except ValueError:
+                resolved = topo
+            addresses = {n.name: {i.name: i.ipv4 + i.ipv6 for i in n.interfaces.values()}
+                         for n in resolved.nodes.values()}
+            return {"topology": topo.to_dict(), "addresses": addresses, "up": self.is_up,
+                    "file": str(self.path) if self.path else None, "node_types": NODE_TYPES,
+                    "warnings": list(self.experiment.warnings) if self.experiment else [],
+                    "captures": [c.state() for c in self.captures.values()]}
+
+    def replace(self, data: Any) -> None:
+        """The page's edited topology (the YAML structure as JSON). While the experiment
+        runs only positions may change (nodes dragged); anything else needs a stop."""
+        if not isinstance(data, dict):
+            raise GuiError("the topology is a JSON object")
+        try:
+            topo = Topology.from_dict(data)
+        except TopologyError as exc:
+            raise GuiError(str(exc)) from None
+        with self.lock:
+            if self.is_up:
+                if _without_positions(topo) != _without_positions(self.topology):
+                    raise GuiError("stop the experiment to change its topology "
+                                   "(link parameters change live)", 409)
+                for name, node in topo.nodes.items():
+                    self.topology.nodes[name].position = node.position
+                return
+            layout(topo)
+            self.topology = topo
+
+    def yaml(self) -> str:
+        with self.lock:
+            return yamlfmt.dumps(self.topology)
+
+    def save(self) -> str:
+        """Write the topology to its file as YAML; returns the path."""
+        with self.lock:
+            if self.path is None:
+                raise GuiError("no file to save to (started without one): use Download", 409)
+            self.path.write_text(yamlfmt.dumps(self.topology))
+            return str(self.path)
+
+    # -- the experiment ------------------------------------------------------------------------
+    def _kernel(self) -> Kernel:
+        if self.kernel is None:
+            from vimage import Kernel
+
+            self.kernel = Kernel(clock="real")
+            self.kernel.start()
+        return self.kernel
+
+    def up(self) -> None:
+        from vimage.emu.experiment import Experiment, ExperimentError
+
+        with self.lock:
+            if self.is_up:
+                raise GuiError("the experiment is already running", 409)
+            try:
+                self.experiment = Experiment(self.topology, self._kernel()).up()
+            except (ExperimentError, TopologyError) as exc:
+                self.experiment = None
+                raise GuiError(str(exc), 409) from None
+
+    def down(self) -> None:
+        with self.lock:
+            for capture in self.captures.values():
+                capture.session.close()
+            if self.experiment is not None:
+                self.experiment.down()
+            self.experiment = None
+
+    def close(self) -> None:
+        """Stop the experiment and the kernel thread (server shutdown)."""
+        self.down()
+        with self.lock:
+            if self.kernel is not None:
+                self.kernel.stop()
+                self.kernel = None
+
+    def set_link(self, a: Any, b: Any, params: Any) -> dict[str, Any]:
+        """Change a link's parameters (YAML-style values), live when it runs."""
+        from vimage.emu.experiment import ExpLink
+
+        if not isinstance(params, dict) or not params:
+            raise GuiError("params is a non-empty JSON object of link parameters")
+        with self.lock:
+            model = self._link_model(a, b)
+            live = self._live_link(a, b) if self.is_up else ExpLink(model, ())  # type: ignore[arg-type]
+            values = {k: (None if v in ("", None) else v) for k, v in params.items()}
+            try:
+                live.set(**values)
+            except (TypeError, ValueError) as exc:
+                raise GuiError(f"link {a}-{b}: {exc}") from None
+            return live.params
+
+    def _link_model(self, a: Any, b: Any) -> Any:
+        if not isinstance(a, str) or not isinstance(b, str):
+            raise GuiError("a link is named by its two node names a and b")
+        try:
+            return self.topology.link_between(a, b)
+        except LookupError as exc:
+            raise GuiError(str(exc), 404) from None
+
+    def _live_link(self, a: str, b: str) -> ExpLink:
+        assert self.experiment is not None
+        try:
+            return self.experiment.link(a, b)
+        except LookupError as exc:
+            raise GuiError(str(exc), 404) from None
+
+    def counters(self) -> dict[str, Any]:
+        """Per link, bytes and packets sent by both ends (the page turns them into
+        rates), stamped with the kernel clock."""
+        with self.lock:
+            if not self.is_up or self.kernel is None or self.experiment is None:
+                return {"up": False, "links": []}
+            links = []
+            for link in self.experiment.links:
+                e0, e1 = link.ends
+                links.append({"a": link.model.a[0], "b": link.model.b[0],
+                              "bytes": e0.obytes + e1.obytes,
+                              "packets": e0.opackets + e1.opackets})
+            return {"up": True, "time": self.kernel.now, "links": links}
+
+    # -- consoles ----------------------------------------------------------------------------
+    def run(self, node: Any, line: Any) -> tuple[int, str]:
+        """Run a console line in `node`'s vnet (blocking: call it off the event loop)."""
+        if not isinstance(node, str):
+            raise GuiError("node is a node name")
+        argv = console_argv(line)
+        with self.lock:
+            if not self.is_up or self.experiment is None:
+                raise GuiError("start the experiment first", 409)
+            try:
+                vnet = self.experiment.node(node)
+            except LookupError as exc:
+                raise GuiError(str(exc), 404) from None
+        result = vnet.cmd(argv)
+        output = result.output
+        if len(output) > MAX_OUTPUT:
+            output = output[:MAX_OUTPUT] + "\n[output cut]\n"
+        return result.status, output
+
+    # -- captures ----------------------------------------------------------------------------
+    def capture_start(self, a: Any, b: Any) -> dict[str, Any]:
+        from vimage.net.bpf import linktype_of, open_capture
+
+        with self.lock:
+            self._link_model(a, b)
+            if not self.is_up:
+                raise GuiError("start the experiment first", 409)
+            link = self._live_link(a, b)
+            key = (link.model.a[0], link.model.b[0])
+            old = self.captures.get(key)
+            if old is not None and not old.session.closed:
+                raise GuiError(f"a capture on {a}-{b} is already running", 409)
+            end = link.ends[0]
+            session = open_capture(end, keep=True, buffer=CAPTURE_BUFFER)
+            capture = self.captures[key] = Capture(key, end.name, session, linktype_of(end))
+            return capture.state()
+
+    def capture_stop(self, a: Any, b: Any) -> dict[str, Any]:
+        capture = self._capture(a, b)
+        capture.session.close()
+        return capture.state()
+
+    def capture_pcap(self, a: Any, b: Any) -> bytes:
+        return self._capture(a, b).pcap()
+
+    def _capture(self, a: Any, b: Any) -> Capture:
+        with self.lock:
+            model = self._link_model(a, b)
+            capture = self.captures.get((model.a[0], model.b[0]))
+            if capture is None:
+                raise GuiError(f"no capture on {a}-{b}", 404)
+            return capture
+
+
+def _without_positions(topo: Topology) -> dict[str, Any]:
+    data = copy.deepcopy(topo.to_dict())
+    for node in data["nodes"].values():
+        node.pop("position", None)
+    return data
+
+
+def _name_of(path: Path) -> str:
+    name = "".join(c if c.isalnum() or c in "_-" else "-" for c in path.stem)
+    return name[:64] or "lab"
