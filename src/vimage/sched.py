@@ -14,6 +14,7 @@ import heapq
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +25,7 @@ NS_PER_S = 1_000_000_000
 class Timer:
     """A one-shot kernel timer. `owner` is the vnet it belongs to (or None)."""
 
-    __slots__ = ("args", "callback", "cancelled", "owner", "seq", "when")
+    __slots__ = ("__weakref__", "args", "callback", "cancelled", "owner", "seq", "when")
 
     def __init__(self, when: int, seq: int, callback: Callable[..., Any], args: tuple,
                  owner: Any) -> None:
@@ -61,6 +62,12 @@ class Scheduler:
         self.virtual = virtual
         self._heap: list[Timer] = []
         self._seq = 0
+        # timers by owner, so destroying a vnet cancels its own timers without a scan of
+        # the heap; weak references, so a fired timer does not keep what it called alive
+        # (the heap holds the pending ones); dead ones are pruned when a list doubles
+        self._owned: dict[Any, list[weakref.ref[Timer]]] = {}
+        self._owned_cap: dict[Any, int] = {}
+        self._purged = 0  # timers cancelled by purge_timers still in the heap (at most)
         self.queue: deque[tuple[Any, bytes]] = deque()
         self._virtual_now = 0
         self._real_base = time.monotonic_ns()
@@ -84,6 +91,8 @@ class Scheduler:
                    owner: Any = None) -> Timer:
         self._seq += 1
         timer = Timer(self.now_ns() + max(0, int(delay_ns)), self._seq, callback, args, owner)
+        if owner is not None:
+            self._own(owner, timer)
         if self.virtual:
             heapq.heappush(self._heap, timer)
         else:
@@ -119,16 +128,37 @@ class Scheduler:
         """Live timers (all, or those of one owner)."""
         return sum(1 for t in self._heap if not t.cancelled and (owner is None or t.owner is owner))
 
+    def _own(self, owner: Any, timer: Timer) -> None:
+        """Index `timer` under its owner. A list is pruned of dead timers each time it
+        reaches twice its live size (at least 32): amortised O(1) per timer."""
+        owned = self._owned.get(owner)
+        if owned is None:
+            owned = self._owned[owner] = []
+        owned.append(weakref.ref(timer))
+        if len(owned) >= self._owned_cap.get(owner, 32):
+            owned[:] = [r for r in owned if (t := r()) is not None and not t.cancelled]
+            self._owned_cap[owner] = max(32, 2 * len(owned))
+
     def purge_timers(self, owner: Any) -> None:
-        """Cancel and forget every timer that belongs to `owner` (a vnet)."""
-        heap = self._heap
-        for t in heap:
-            if t.owner is owner:
+        """Cancel and forget every timer that belongs to `owner` (a vnet).
+
+        Only the owner's own timers are touched (the index), so destroying n vnets is
+        linear, not n scans and re-heapifications of the whole heap. Cancelled timers are
+        left in the heap (the loop skips them) until they make up half of it: then one
+        compaction, whose cost those cancellations paid for."""
+        owned = self._owned.pop(owner, ())
+        self._owned_cap.pop(owner, None)
+        for ref in owned:
+            t = ref()
+            if t is not None and not t.cancelled and t.owner is owner:
                 t.cancel()
-        live = [t for t in heap if not t.cancelled]
-        if len(live) != len(heap):
+                self._purged += 1
+        heap = self._heap
+        if self._purged and 2 * self._purged >= len(heap):
+            live = [t for t in heap if not t.cancelled]
             heapq.heapify(live)
             heap[:] = live  # in place: a running loop holds a reference to the heap
+            self._purged = 0
 
     def purge_queue(self, receivers: set[Any]) -> None:
         """Drop every queued frame addressed to one of `receivers`."""

@@ -66,3 +66,12 @@ def test_ext_gateways_come_first_and_subnets_must_match():
     assert routes["r1"] == [Route("0.0.0.0/0", "10.0.0.3")]
     done.nodes["gw"].interfaces["eth0"].ipv4 = ["192.168.0.1/24"]  # another subnet
     assert Route("0.0.0.0/0", "192.168.0.1") not in default_routes(done)["pc1"]
+
+
+def test_default_routes_of_both_families_through_one_router():
+    topo = Topology(auto_address=True, auto_address6=True)
+    topo.add_node("pc", "pc", auto_default_routes=True)
+    topo.add_node("r", "router")
+    topo.connect("pc", "r")
+    assert default_routes(auto_assign(topo, True, True)) == {
+        "pc": [Route("0.0.0.0/0", "10.0.0.1"), Route("::/0", "fc00::1")]}

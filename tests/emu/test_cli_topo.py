@@ -28,8 +28,8 @@ def test_convert_imn_to_yaml(tmp_path, capsys):
     out = tmp_path / "t.yaml"
     assert main(["topo", "convert", str(DATA / "static-legacy.imn"), "-o", str(out)]) == 0
     assert load(out) == imn.load(DATA / "static-legacy.imn")
-    assert main(["topo", "convert", str(DATA / "p-s-p.imn")]) == 0
-    assert capsys.readouterr().out.startswith("version: 1\nname: p-s-p\n")
+    assert main(["topo", "convert", str(DATA / "switched.imn")]) == 0
+    assert capsys.readouterr().out.startswith("version: 1\nname: switched\n")
 
 
 def test_convert_unsupported_and_skip(tmp_path, capsys):

@@ -156,26 +156,27 @@ class NoBridgeKernel(Kernel):
 def test_lanswitch_needs_the_bridge():
     kernel = NoBridgeKernel(clock="virtual", seed=1)
     with pytest.raises(ExperimentError) as info:
-        Experiment(imn.load(DATA / "p-s-p.imn"), kernel, skip_ipv6=True).up()
-    assert str(info.value) == ("experiment p-s-p: node switch1: lanswitch needs the bridge "
+        Experiment(imn.load(DATA / "switched.imn"), kernel, skip_ipv6=True).up()
+    assert str(info.value) == ("experiment switched: node switch1: lanswitch needs the bridge "
                                "interface")
     assert kernel.vnets() == []
 
 
 @pytest.mark.skipif(kernel_has_ipv6(Kernel()), reason="this kernel has IPv6")
 def test_rip_and_ipv6_are_refused_before_anything_is_made(kernel):
-    topo = imn.load(DATA / "p-r-p.imn")
+    topo = imn.load(DATA / "rip-line.imn")
     with pytest.raises(ExperimentError) as info:
         Experiment(topo, kernel).up()
-    assert str(info.value) == ("experiment p-r-p: node pc1: IPv6 addresses need IPv6 in the "
-                               "kernel (or skip_ipv6 / --skip-ipv6)")
-    assert "node router1: model rip ripng needs the routed daemon, which this vimage does " \
-           "not have (use model static)" in info.value.problems
+    assert str(info.value) == ("experiment rip-line: node router1: model rip ripng needs the "
+                               "routed daemon, which this vimage does not have (use model "
+                               "static)")
+    assert "node pc1: IPv6 addresses need IPv6 in the kernel (or skip_ipv6 / --skip-ipv6)" \
+        in info.value.problems
     assert kernel.vnets() == []
 
 
 def test_skip_ipv6_brings_up_an_imunes_file_with_ipv6_addresses(kernel):
-    topo = imn.load(DATA / "p-r-p.imn")
+    topo = imn.load(DATA / "rip-line.imn")
     topo.nodes["router1"].routing = ()  # as model static
     with Experiment(topo, kernel, skip_ipv6=True) as exp:
         res = exp.node("pc1").cmd("ping -c 1 10.0.1.20")

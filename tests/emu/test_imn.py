@@ -45,7 +45,7 @@ def test_lo0_defaults_are_implied_and_extra_addresses_kept():
     assert "lo0" not in topo.nodes["pc1"].interfaces
     assert topo.nodes["router1"].interfaces["lo0"].ipv4 == ["10.255.0.1/32"]
     # old legacy files wrote 127.0.0.1/24: still the implied default
-    assert "lo0" not in imported("p-r-p-legacy.imn").nodes["pc1"].interfaces
+    assert "lo0" not in imported("rip-line-legacy.imn").nodes["pc1"].interfaces
 
 
 def test_auto_default_routes_enabled_disabled():
@@ -61,8 +61,8 @@ def test_static_router_runs_no_routing_protocol():
     quagga routers run what is enabled."""
     assert imported("static-v2.imn").nodes["router1"].routing == ()
     assert imported("static-legacy.imn").nodes["router1"].routing == ()
-    assert imported("p-r-p.imn").nodes["router1"].routing == ("rip", "ripng")
-    assert imported("p-r-p-legacy.imn").nodes["router1"].routing == ("rip", "ripng")
+    assert imported("rip-line.imn").nodes["router1"].routing == ("rip", "ripng")
+    assert imported("rip-line-legacy.imn").nodes["router1"].routing == ("rip", "ripng")
 
 
 def test_legacy_and_json_give_the_same_model():
@@ -72,7 +72,7 @@ def test_legacy_and_json_give_the_same_model():
     legacy.name = v2.name
     legacy.nodes["pc1"].auto_default_routes = True  # the one G2 difference
     assert legacy == v2
-    real_v2, real_legacy = imported("p-r-p.imn"), imported("p-r-p-legacy.imn")
+    real_v2, real_legacy = imported("rip-line.imn"), imported("rip-line-legacy.imn")
     real_legacy.name = real_v2.name
     assert real_legacy == real_v2
 
@@ -88,7 +88,7 @@ def test_json_version_1_cross_canvas_link_is_merged():
 
 
 def test_lanswitch_file_from_imunes_examples():
-    topo = imported("p-s-p.imn")
+    topo = imported("switched.imn")
     assert topo.nodes["switch1"].type == "lanswitch"
     assert sorted(topo.nodes["switch1"].interfaces) == ["e0", "e1"]
     assert {link.b[0] for link in topo.links} | {link.a[0] for link in topo.links} == {
@@ -164,8 +164,8 @@ def test_tcl_words():
 
 
 def test_export_imn_to_yaml_gives_an_equal_model(tmp_path):
-    for name in ("static-v2.imn", "static-legacy.imn", "crosscanvas-v1.imn", "p-r-p.imn",
-                 "p-s-p.imn"):
+    for name in ("static-v2.imn", "static-legacy.imn", "crosscanvas-v1.imn", "rip-line.imn",
+                 "switched.imn"):
         topo = imported(name)
         out = tmp_path / "out.yaml"
         yamlfmt.dump(topo, out)

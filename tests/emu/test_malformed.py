@@ -47,7 +47,7 @@ def _refused_in_one_line(load: Any, text: str) -> None:
         assert "\n" not in str(exc) and all("\n" not in line for line in exc.lines)
 
 
-@pytest.mark.parametrize("name", ["static-v2.imn", "crosscanvas-v1.imn", "p-s-p.imn"])
+@pytest.mark.parametrize("name", ["static-v2.imn", "crosscanvas-v1.imn", "switched.imn"])
 def test_json_imn_with_values_of_the_wrong_shape(name):
     rng = random.Random(name)
     original = json.loads((DATA / name).read_text())

@@ -7,6 +7,8 @@
     vimage NAME [command ...]          (no command: a shell inside NAME)
     vimage TOOL [argument ...]         (a tool in the current vnet: ifconfig, route, ...)
     vimage create|modify|destroy|list|ifmove|exec|daemon|topo|gui ... (each with --help)
+    vimage topo up FILE [-e NAME] | down NAME | list | show NAME | exec NAME NODE -- CMD
+    vimage topo link NAME A B [bw X] [delay Y] ... | capture NAME A B -w FILE [-c N]
 
 A first word that is a subcommand or a tool is one; anything else names a vnet
 (`vimage exec NAME ...` reaches a vnet whose name is a tool's). Names are relative
@@ -489,21 +491,193 @@ def sub_daemon(ctx: Ctx, argv: list[str]) -> int:
     return 0
 
 
+TOPO_ACTIONS = "check|convert|up|down|list|show|exec|link|capture"
+LINK_KEYS = MappingProxyType({
+    "bw": "bandwidth", "bandwidth": "bandwidth", "delay": "delay", "jitter": "jitter",
+    "loss": "loss", "ber": "ber", "dup": "duplicate", "duplicate": "duplicate",
+    "queue": "queue", "direct": "direct"})
+"""Link parameter words of `vimage topo link` and the model fields they set."""
+
+
 @_subcommand
 def sub_topo(ctx: Ctx, argv: list[str]) -> int:
-    p = _parser("topo", "Topology files (docs/emulator.md): check one, or convert an IMUNES "
-                        ".imn file to our YAML format.")
-    actions = p.add_subparsers(dest="action", required=True, metavar="check|convert")
+    import argparse
+
+    p = _parser("topo", "Topology files and experiments (docs/emulator.md): check a file, "
+                        "convert an IMUNES .imn file to our YAML format, or run it as an "
+                        "experiment in vimaged, each node a vnet EXP.NODE.")
+    actions = p.add_subparsers(dest="action", required=True, metavar=TOPO_ACTIONS)
     check = actions.add_parser("check", help="validate FILE (.yaml or .imn): one line per "
                                              "problem, status 1 if any")
     convert = actions.add_parser("convert", help="import FILE (.imn or .yaml) and write YAML")
     convert.add_argument("-o", dest="output", metavar="OUT.yaml", help="default: stdout")
-    for sub in (check, convert):
+    up = actions.add_parser("up", help="bring FILE up as an experiment (all or nothing)")
+    up.add_argument("-e", dest="name", default="", help="experiment name (default: the "
+                                                        "topology's name)")
+    up.add_argument("--wait-converged", action="store_true",
+                    help="return once the routing daemons have converged")
+    up.add_argument("--timeout", type=int, default=60,
+                    help="seconds --wait-converged waits (default 60)")
+    up.add_argument("--skip-ipv6", action="store_true", help="configure IPv4 only")
+    up.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    for sub in (check, convert, up):
         sub.add_argument("file")
         sub.add_argument("--skip-unsupported", action="store_true",
                          help="leave out .imn node types the emulator does not model")
+    down = actions.add_parser("down", help="destroy experiment NAME and all its nodes")
+    down.add_argument("name")
+    actions.add_parser("list", help="the experiments")
+    show = actions.add_parser("show", help="the nodes and links of experiment NAME")
+    show.add_argument("name")
+    run = actions.add_parser("exec", help="run a tool or program in node NODE of NAME "
+                                          "(as vimage exec NAME.NODE)")
+    run.add_argument("name")
+    run.add_argument("node")
+    run.add_argument("command", nargs=argparse.REMAINDER)
+    link = actions.add_parser("link", help="show or change the link between nodes A and B: "
+                                           "bw|delay|jitter|loss|ber|dup|queue|direct VALUE "
+                                           "(default: back to the default)")
+    for sub in (link,):
+        sub.add_argument("name")
+        sub.add_argument("a")
+        sub.add_argument("b")
+    link.add_argument("words", nargs="*", metavar="PARAM VALUE")
+    capture = actions.add_parser("capture", help="capture on the link between A and B, at "
+                                                 "A's end, into a pcap file")
+    capture.add_argument("name")
+    capture.add_argument("a")
+    capture.add_argument("b")
+    capture.add_argument("-w", dest="file", required=True, metavar="FILE.pcap")
+    capture.add_argument("-c", dest="count", metavar="N", help="stop after N packets")
+    capture.add_argument("--duration", metavar="S", help="stop after S seconds")
     args = _parse(p, argv)
-    return topo_file(args.action, args.file, args.skip_unsupported, getattr(args, "output", None))
+    action = args.action
+    if action in ("check", "convert"):
+        return topo_file(action, args.file, args.skip_unsupported,
+                         getattr(args, "output", None))
+    return TOPO_COMMANDS[action](ctx, args)
+
+
+def topo_up(ctx: Ctx, args: Any) -> int:
+    try:
+        fd = os.open(args.file, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        print(f"vimage topo: {shown(args.file)}: {exc.strerror}", file=sys.stderr)
+        return 1
+    label = shown(args.file)
+
+    def progress(step: dict[str, Any]) -> None:
+        if not args.quiet:
+            print(f"vimage topo: {label}: {step.get('done')}/{step.get('total')} "
+                  f"{step.get('what')}", file=sys.stderr, flush=True)
+
+    try:
+        reply, fds = ctx.client().call(
+            "topo_up", fds=[fd], on_progress=progress, file=label, name=args.name,
+            skip_ipv6=args.skip_ipv6, skip_unsupported=args.skip_unsupported,
+            wait_converged=args.wait_converged, timeout=args.timeout)
+    finally:
+        os.close(fd)
+    for extra in fds:
+        os.close(extra)
+    for warning in reply.get("warnings", ()):
+        print(f"vimage topo: {reply['name']}: warning: {warning}", file=sys.stderr)
+    converged = " (converged)" if reply.get("converged") else ""
+    print(f"{reply['name']}: {plural(reply['nodes'], 'node')}, "
+          f"{plural(reply['links'], 'link')} up{converged}")
+    return 0
+
+
+def topo_down(ctx: Ctx, args: Any) -> int:
+    reply = ctx.client().request("topo_down", name=args.name)
+    print(f"{reply['name']}: down ({plural(reply['nodes'], 'node')} destroyed)")
+    return 0
+
+
+def topo_list(ctx: Ctx, args: Any) -> int:
+    rows = ctx.client().request("topo_list")["experiments"]
+    sys.stdout.write(format_table([("Name", "Nodes", "Links", "Topology"), *(
+        (r["name"], str(r["nodes"]), str(r["links"]), r["topology"]) for r in rows)]))
+    return 0
+
+
+def _params_text(link: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in link["shown"].items()) or "-"
+
+
+def _ends_text(link: dict[str, Any]) -> str:
+    return f"{link['a']}--{link['b']}"
+
+
+def _counters_text(link: dict[str, Any]) -> str:
+    return " ".join(f"{c['ifname']}:{c['opackets']}>/{c['ipackets']}<"
+                    for c in link["counters"])
+
+
+def topo_show(ctx: Ctx, args: Any) -> int:
+    reply = ctx.client().request("topo_show", name=args.name)
+    print(f"experiment {reply['name']} (topology {reply['topology']}): "
+          f"{plural(len(reply['nodes']), 'node')}, {plural(len(reply['links']), 'link')}")
+    rows: list[tuple[str, ...]] = [("Node", "Type", "Vnet", "Interfaces")]
+    for node in reply["nodes"]:
+        ifaces = ", ".join(" ".join([i["name"], *i["addresses"]]) for i in node["interfaces"])
+        rows.append((node["name"], node["type"], node["vnet"], ifaces))
+    sys.stdout.write(format_table(rows))
+    if reply["links"]:
+        rows = [("Link", "Parameters", "Packets out>/in<")]
+        rows += [(_ends_text(lk), _params_text(lk), _counters_text(lk))
+                 for lk in reply["links"]]
+        sys.stdout.write(format_table(rows))
+    for warning in reply.get("warnings", ()):
+        print(f"warning: {warning}")
+    return 0
+
+
+def topo_node(ctx: Ctx, name: str, node: str) -> dict[str, Any]:
+    return dict(ctx.client().request("topo_show", name=name, node=node)["node"])
+
+
+def topo_exec(ctx: Ctx, args: Any) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    vnet = topo_node(ctx, args.name, args.node)["vnet"]
+    return enter(ctx, vnet, command)
+
+
+def topo_link(ctx: Ctx, args: Any) -> int:
+    words = args.words
+    if len(words) % 2:
+        raise Usage(f"topo link: {words[-1]} needs a value")
+    params: dict[str, str | None] = {}
+    for key, value in zip(words[::2], words[1::2], strict=True):
+        if key not in LINK_KEYS:
+            raise Usage(f"topo link: unknown parameter {key!r} "
+                        f"({', '.join(sorted(set(LINK_KEYS)))})")
+        params[LINK_KEYS[key]] = None if value == "default" else value
+    client = ctx.client()
+    if params:
+        reply = client.request("topo_link", name=args.name, a=args.a, b=args.b, params=params)
+    else:
+        reply = client.request("topo_show", name=args.name, a=args.a, b=args.b)
+    link = reply["link"]
+    print(f"{_ends_text(link)}: {_params_text(link)}")
+    return 0
+
+
+def topo_capture(ctx: Ctx, args: Any) -> int:
+    link = ctx.client().request("topo_show", name=args.name, a=args.a, b=args.b)["link"]
+    end = next(e for e in link["ends"] if e["node"] == args.a)
+    argv = ["tcpdump", "-i", end["ifname"], "-w", args.file]
+    if args.count is not None:
+        argv += ["-c", args.count]
+    if args.duration is not None:
+        argv += ["--duration", args.duration]
+    return run_tool(ctx, end["vnet"], argv)
+
+
+TOPO_COMMANDS: Mapping[str, Callable[[Ctx, Any], int]] = MappingProxyType({
+    "up": topo_up, "down": topo_down, "list": topo_list, "show": topo_show, "exec": topo_exec,
+    "link": topo_link, "capture": topo_capture,
+})
 
 
 def topo_file(action: str, path: str, skip_unsupported: bool, output: str | None) -> int:

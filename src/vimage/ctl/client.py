@@ -17,7 +17,7 @@ import select
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from vimage.ctl import paths, protocol
@@ -44,9 +44,11 @@ class Client:
     def scoped(self) -> bool:
         return bool(self.info.get("scoped"))
 
-    def call(self, op: str, fds: Sequence[int] = (), **fields: Any) -> tuple[dict[str, Any],
-                                                                           list[int]]:
-        """Send a request, return (reply fields, received descriptors); CtlError if refused."""
+    def call(self, op: str, fds: Sequence[int] = (),
+             on_progress: Callable[[dict[str, Any]], None] | None = None,
+             **fields: Any) -> tuple[dict[str, Any], list[int]]:
+        """Send a request, return (reply fields, received descriptors); CtlError if refused.
+        Progress frames before the reply (`topo_up`) go to `on_progress`, if given."""
         self._next_id += 1
         rid = self._next_id
         try:
@@ -61,7 +63,10 @@ class Client:
                 reply, got = frame
                 if isinstance(reply, dict) and "ok" in reply:
                     break
-                protocol.close_fds(got)  # a progress frame: none are defined yet
+                protocol.close_fds(got)  # a progress frame (ctl/topoops.py)
+                if on_progress is not None and isinstance(reply, dict) \
+                        and isinstance(reply.get("progress"), dict):
+                    on_progress(reply["progress"])
         except CtlError as exc:
             if exc.code == protocol.MALFORMED:
                 raise CtlError(UNAVAILABLE, f"garbled reply from the daemon: {exc.message}") \

@@ -28,7 +28,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from vimage.ctl import names, ops, paths, procs, protocol, sockops
+from vimage.ctl import names, ops, paths, procs, protocol, sockops, topoops
 from vimage.ctl.protocol import (
     BAD_REQUEST,
     BUSY,
@@ -45,6 +45,7 @@ from vimage.ctl.protocol import (
 from vimage.kernel import Kernel
 
 if TYPE_CHECKING:
+    from vimage.emu.experiment import Experiment
     from vimage.net.ifnet import Ifnet
     from vimage.vnet import Vnet
 
@@ -90,6 +91,8 @@ class Daemon:
         self.ops: dict[str, ops.Op] = dict(ops.OPS)
         self.ops.update(sockops.OPS)  # the sockets of processes in vnets (vimage exec)
         self.sockets = sockops.SocketTable(self.kernel)
+        self.ops.update(topoops.OPS)  # experiments (vimage topo up|down|list|show|link)
+        self.experiments: dict[str, Experiment] = {}  # by full vnet name (ctl/topoops.py)
         self.meta: dict[Vnet, ops.VnetMeta] = {}
         self.renamed: dict[Ifnet, str] = {}  # interfaces renamed by ifmove: original names
         self.next_jid = 0
@@ -459,6 +462,10 @@ class Daemon:
         self.sockets.vnets_destroyed()  # wake the processes blocked on their sockets
         for dead in [v for v in self.meta if not v.alive]:
             del self.meta[dead]
+        for name, exp in list(self.experiments.items()):
+            if exp.vnet is not None and not exp.vnet.alive:  # `vimage -d` of an experiment
+                exp.down()
+                del self.experiments[name]
         with self._lock:
             self._pending.append(("retire", None))
         self._wake()

@@ -132,7 +132,9 @@ def default_routes(topo: Topology) -> dict[str, list[Route]]:
                     prio = dict(GATEWAY_PRIORITY)[peer.type]
                     candidates.append((-prio, order, gateway))
             routes = out.setdefault(node_name, [])
-            for _, _, gateway in sorted(candidates):
+            # one peer gives a gateway per family: never compare an IPv4 with an IPv6 one
+            candidates.sort(key=lambda c: (c[0], c[1], c[2].version, int(c[2])))
+            for _, _, gateway in candidates:
                 dest = "0.0.0.0/0" if gateway.version == 4 else "::/0"
                 route = Route(dest, str(gateway))
                 if route not in routes:

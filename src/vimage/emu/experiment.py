@@ -157,6 +157,7 @@ class Experiment:
     links: list[ExpLink] = field(default_factory=list)
     routing: dict[str, tuple[str, ...]] = field(default_factory=dict)  # RIP intent
     warnings: list[str] = field(default_factory=list)
+    resolved: Topology | None = None  # the topology as brought up (automatic addresses)
 
     def __post_init__(self) -> None:
         self.topology.check()
@@ -188,6 +189,21 @@ class Experiment:
                              "interfaces": sorted(v.ifaces)} for name, v in self.nodes.items()},
             "links": [link.state() for link in self.links],
         }
+
+    def converged(self) -> bool:
+        """True when every node running a routing daemon has a route to every IPv4 subnet
+        of the experiment (`vimage topo up --wait-converged`); True with no such node."""
+        topo = self.resolved
+        if not self.is_up or topo is None:
+            return False
+        subnets = {ipaddress.ip_interface(a).network for n in topo.nodes.values()
+                   for i in n.interfaces.values() for a in i.ipv4
+                   if ipaddress.ip_interface(a).network.prefixlen < 32}
+        for name in self.routing:
+            rt = self.nodes[name].rt
+            if any(rt.lookup(int(net.network_address)) is None for net in subnets):
+                return False
+        return True
 
     def __enter__(self) -> Experiment:
         return self.up()
@@ -221,6 +237,7 @@ class Experiment:
             if self.vnet is not None and self.vnet.alive:
                 kernel.destroy(self.vnet)
         self.vnet = None
+        self.resolved = None
         self.nodes = {}
         self.links = []
         self.routing = {}
@@ -273,6 +290,7 @@ class Experiment:
         kernel = self.kernel
         use_ipv6 = kernel_has_ipv6(kernel) and not self.skip_ipv6
         total = len(topo.nodes) + len(topo.links)
+        self.resolved = topo
         with kernel.sched.cond:
             self.vnet = kernel.create(str(self.name))
             for k, node in enumerate(topo.nodes.values()):

@@ -15,6 +15,7 @@ import errno
 from socket import AF_INET
 from typing import TYPE_CHECKING, Any
 
+from vimage.kernel import UnitSet
 from vimage.net import ether, pfil, rtsock  # ether: a module reference (it imports this module too)
 from vimage.protosw import Protocol
 from vimage.wire.ethernet import ETHERTYPE_IP, ETHERTYPE_IPV6
@@ -329,7 +330,7 @@ class EpairCloner:
 
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
-        self.units: set[int] = set()
+        self.units = UnitSet()
         self.pairs: dict[int, tuple[Ifnet, Ifnet]] = {}
         self.born: dict[Vnet, set[int]] = {}  # units of the epairs each vnet created
 
