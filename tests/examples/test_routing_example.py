@@ -45,3 +45,21 @@ def test_routing_py_converges_then_heals_around_a_cut_link():
     hops = re.findall(r"^ *\d+  (\S+)", second, re.MULTILINE)
     assert hops == ["10.1.0.1", "10.0.41.4", "10.0.34.3", "10.0.23.2", "10.2.0.20"]
     assert "10.2.0.0/24        10.0.41.4          UG      epair5b" in second
+
+
+def test_routing_example_converges_with_rip(vimage_kernel):
+    """The emulator starts routed on the RIP routers; Experiment.converged() (what
+    `vimage topo up --wait-converged` waits for) turns true once RIP has spread every
+    subnet, within the first round of triggered updates."""
+    from vimage.emu import Experiment
+
+    with Experiment(load("examples/routing.yaml"), vimage_kernel) as exp:
+        assert sorted(exp.routing) == ["r1", "r2", "r3"]
+        assert not exp.converged()
+        waited = 0.0
+        while not exp.converged():
+            vimage_kernel.run(0.5)
+            waited += 0.5
+            assert waited < 10, "RIP did not converge in 10 s"
+        r1 = exp.node("r1").cmd("netstat -rn -f inet").output
+        assert re.search(r"^10\.0\.3\.0/24 +10\.0\.1\.2 +UG ", r1, re.MULTILINE), r1
