@@ -102,3 +102,9 @@ def test_bench_ipfw_forwards_every_packet_in_every_ruleset():
         assert r["forwarded_per_s"] > 0
     assert runs["rules=10"]["rules_evaluated_per_pass"] == 11
     assert runs["table"]["table_entries"] == 50
+
+
+def test_bench_rip_converges_a_ring():
+    result = _run("bench_rip.py", "--routers", "20")
+    assert result["ok"] and result["routes_per_router"] == [18]  # n - 2: all the links
+    assert 0 < result["converged_at_s"] < 35

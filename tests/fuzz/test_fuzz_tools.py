@@ -75,6 +75,10 @@ OPTIONS: dict[str, tuple[str, ...]] = {
               "-blackhole", "-mtu", "-static", "-gateway", "-F", "-fib", "-ifp", "-ifa",
               "-prefsrc", "-proto1", "-proto2", "-nostatic", "-expire", "+5", "-hopcount",
               "-weight", "default"),
+    "routed": ("-s", "-q", "-d", "-k", "-S", "-P", "-T", "ripv1", "ripv2", "passwd=x",
+               "md5_passwd=x|1", "md5_passwd=x|999", "update=1", "timeout=0", "garbage=-1",
+               "damping=0/0", "damping=5/1", "max_routes=3", "no_ag", "ripv1,passwd=y"),
+    "rtquery": ("-1", "-n", "-r", "-w", "-a", "passwd=x", "md5_passwd=k|3", "md5_passwd=k|x"),
     "setfib": ("-F", "-F1", "0", "1", "16", "route", "get", "netstat", "-rn", "sysctl",
                "net.my_fibnum", "ifconfig", "setfib"),
     "sysctl": ("-a", "-d", "-e", "-h", "-i", "-N", "-n", "-q", "net", "net.inet",
@@ -112,6 +116,8 @@ BANNED: dict[str, tuple[str, ...]] = {
     "tcpdump": ("-r", "-w", "--duration"),
     "ping": ("-t",),
     "route": ("monitor",),  # it waits for messages until stopped
+    "routed": ("-G",),  # reads a host file
+    "rtquery": ("-w",),  # a huge wait with a daemon's timers running would never end
     "setfib": ("monitor", "ping", "tcpdump", "iperf3", "traceroute"),
     "ping6": ("-t",),
     "rtadvd": ("-c",),  # reads a host file

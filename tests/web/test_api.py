@@ -30,7 +30,7 @@ from vimage.web.app import create_app
 from vimage.web.session import GuiSession, layout
 
 ROOT = Path(__file__).resolve().parents[2]
-ROUTING = ROOT / "examples" / "routing.yaml"
+ROUTING = Path(__file__).resolve().parent / "data" / "routing.yaml"  # static routes
 TOKEN = "secret-token"
 LOCAL = ("127.0.0.1", 50000)
 BASE = "http://127.0.0.1:8000"

@@ -22,7 +22,7 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-ROUTING = Path(__file__).resolve().parents[2] / "examples" / "routing.yaml"
+ROUTING = Path(__file__).resolve().parent / "data" / "routing.yaml"  # static routes
 
 pytest.importorskip("fastapi", reason="the GUI needs fastapi (pip install 'vimage[gui]')")
 pytest.importorskip("uvicorn", reason="the GUI needs uvicorn (pip install 'vimage[gui]')")

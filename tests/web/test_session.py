@@ -10,7 +10,7 @@ import pytest
 from vimage.emu import yamlfmt
 from vimage.web.session import GuiError, GuiSession, console_argv
 
-ROUTING = Path(__file__).resolve().parents[2] / "examples" / "routing.yaml"
+ROUTING = Path(__file__).resolve().parent / "data" / "routing.yaml"  # static routes
 
 
 def test_a_missing_file_starts_an_empty_topology_saved_there(tmp_path):
