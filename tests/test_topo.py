@@ -3,7 +3,16 @@
 import ipaddress
 
 from vimage.kernel import Kernel
-from vimage.topo import chain_links, link_blocks, link_prefix, router_chain, udp_delivered
+from vimage.topo import (
+    chain_links,
+    line,
+    link_blocks,
+    link_prefix,
+    link_prefix6,
+    router_chain,
+    star,
+    udp_delivered,
+)
 
 
 def test_link_blocks_cover_exactly_the_range():
@@ -26,3 +35,36 @@ def test_long_chain_every_node_reaches_links_on_both_sides():
     assert udp_delivered(nodes[-1], nodes[262], f"{link_prefix(261)}.2")
     links = chain_links(nodes)
     assert len(links) == 301 and links[5][0].vnet is nodes[5] and links[5][1].vnet is nodes[6]
+
+
+def test_dual_stack_line_routes_ipv6_beside_ipv4():
+    k = Kernel(clock="virtual", seed=1)
+    net = line(k, 4, ipv6=True)
+    k.run(3)  # duplicate address detection is over
+    assert net.addr6("n4") == f"{link_prefix6(2)}2" == "fd00:0:0:2::2"
+    out = net["n1"].cmd(f"ping6 -c 2 {net.addr6('n4')}")
+    assert out.ok and "2 packets received" in out.output and "hlim=62" in out.output
+    assert net["n1"].cmd(f"ping -c 1 {net.addr('n4')}").ok  # IPv4 as before
+    routes = net["n2"].cmd("netstat -rn -f inet6").output
+    assert "fd00:0:0:2::/64                   fd00:0:0:1::2                 UGS" in routes
+    assert net["n2"].sysctl("net.inet6.ip6.forwarding") == 1
+
+
+def test_dual_stack_star_and_ipv4_only_default():
+    k = Kernel(clock="virtual", seed=1)
+    net = star(k, 3, ipv6=True)
+    k.run(3)
+    assert net["h1"].cmd(f"ping6 -c 1 {net.addr6('h3')}").ok
+    plain = star(Kernel(clock="virtual", seed=1), 2)
+    assert not plain.ipv6
+    assert "fd00:" not in plain["h1"].cmd("ifconfig -a").output
+
+
+async def test_the_plugins_star_fixture_makes_a_dual_stack_star(star, vimage_kernel):
+    net = star(2, ipv6=True, delay="5ms")
+    vimage_kernel.run(3)
+    out6 = net["h1"].cmd(f"ping6 -c 1 {net.addr6('h2')}")
+    out4 = net["h1"].cmd(f"ping -c 1 {net.addr('h2')}")
+    assert out6.ok and out4.ok
+    rtt6 = out6.output.split("time=")[1].split()[0]
+    assert rtt6 == out4.output.split("time=")[1].split()[0] and float(rtt6) >= 20

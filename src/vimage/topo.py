@@ -14,7 +14,13 @@ epair, addressed and up), `add_route`, `udp_delivered` (did one datagram arrive?
     net.route()                 # static routes along shortest paths, names in every vnet
 
 Each link gets its own /24 (`link_prefix`), the lower-named end .1 and the other
-.2. A host (one link) gets a default route; a router forwards and gets a route to
+.2. `Net(kernel, ipv6=True)` (and `star(..., ipv6=True)`, `line(..., ipv6=True)`) makes
+the topology dual-stack: link i also gets the /64 `link_prefix6(i)` (fd00:0:X:Y::/64,
+ends ::1 and ::2), and route() installs the IPv6 routes beside the IPv4 ones; new
+addresses are tentative during duplicate address detection (about a second of kernel
+time) before they can be used.
+
+A host (one link) gets a default route; a router forwards and gets a route to
 every link it does not touch, through its neighbour on a shortest path. Every vnet's
 hosts table learns every node's name (its first address), so programs connect by name.
 
@@ -70,6 +76,24 @@ def link_prefix(i: int) -> str:
     return f"10.{(i >> 8) & 0xFF}.{i & 0xFF}"
 
 
+def link_prefix6(i: int) -> str:
+    """The /64 of the i-th link of a dual-stack Net, ending in "::" for the host part:
+    fd00:0:X:Y:: with X.Y = i, as link_prefix's 10.X.Y."""
+    return f"fd00:0:{(i >> 8) & 0xFF:x}:{i & 0xFF:x}::"
+
+
+def _ok(vnet: Vnet, line: str) -> None:
+    result = vnet.cmd(line)
+    if not result.ok:
+        raise OSError(f"{vnet.display_name}: {line}: {result.output.strip()}")
+
+
+def _route6(vnet: Vnet, dest: str, gateway: str) -> None:
+    """An IPv6 static route through the tools (replacing one to the same prefix)."""
+    vnet.cmd(f"route -6 delete {dest}")
+    _ok(vnet, f"route -6 add {dest} {gateway}")
+
+
 def link_blocks(first: int, last: int) -> list[tuple[str, int]]:
     """The fewest prefixes covering the /24s of links first..last: [("10.0.0.0", 22), ...]."""
     blocks = []
@@ -112,8 +136,9 @@ def udp_delivered(src: Vnet, dst: Vnet, addr: str, port: int = 7000,
 class Net:
     """A topology under construction; see the module docstring."""
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, *, ipv6: bool = False) -> None:
         self.kernel = kernel
+        self.ipv6 = ipv6
         self.nodes: dict[str, Vnet] = {}
         self.routers_: set[str] = set()
         self.links: list[tuple[Ifnet, Ifnet]] = []
@@ -152,6 +177,10 @@ class Net:
         (`delay`, `bandwidth`, `loss`, `ber`, `dup`, `queue` as `vlink` takes them)."""
         p = link_prefix(len(self.links))
         end_a, end_b = connect(a, f"{p}.1/24", b, f"{p}.2/24")
+        if self.ipv6:
+            p6 = link_prefix6(len(self.links))
+            _ok(a, f"ifconfig {end_a.name} inet6 {p6}1/64 alias")
+            _ok(b, f"ifconfig {end_b.name} inet6 {p6}2/64 alias")
         if impair:
             end_a.impair(**impair)
             end_b.impair(**impair)
@@ -159,6 +188,22 @@ class Net:
         if self.auto_route:
             self.route()
         return end_a, end_b
+
+    def _addr6(self, end: Ifnet) -> str:
+        """The global IPv6 address route() gave link end `end`."""
+        for i, (end_a, end_b) in enumerate(self.links):
+            if end is end_a or end is end_b:
+                return f"{link_prefix6(i)}{1 if end is end_a else 2}"
+        raise LookupError(f"{end.name} is not an end of a link of this Net")
+
+    def addr6(self, vnet: Vnet | str) -> str:
+        """The node's first global IPv6 address (a dual-stack Net only)."""
+        vnet = self.nodes[vnet] if isinstance(vnet, str) else vnet
+        for end_a, end_b in self.links:
+            for end in (end_a, end_b):
+                if end.vnet is vnet:
+                    return self._addr6(end)
+        raise LookupError(f"{vnet.name} has no link")
 
     def addr(self, vnet: Vnet | str) -> str:
         """The node's first address (the one its name resolves to)."""
@@ -184,8 +229,12 @@ class Net:
             if len(edges) == 1 and node.name not in self.routers_:
                 gateway = ipv4.ntoa(edges[0][2].addrs[0].addr)
                 add_route(node, "default", gateway, replace=True)
+                if self.ipv6:
+                    _route6(node, "default", self._addr6(edges[0][2]))
                 continue
             node.ip.forwarding = 1
+            if self.ipv6:
+                _ok(node, "sysctl net.inet6.ip6.forwarding=1")
             first_hop = _first_hops(node, adj)
             touching = {id(end) for _, end, _ in edges}
             for end_a, end_b in self.links:
@@ -196,6 +245,9 @@ class Net:
                     continue  # not connected to this part of the graph
                 net = ipv4.ntoa(end_a.addrs[0].addr & 0xFFFFFF00)
                 add_route(node, f"{net}/24", ipv4.ntoa(hop.addrs[0].addr), replace=True)
+                if self.ipv6:
+                    _route6(node, f"{self._addr6(end_a).rsplit(':', 1)[0]}:/64",
+                            self._addr6(hop))
         names = [(name, self.addr(v)) for name, v in self.nodes.items() if adj.get(v)]
         for vnet in self.nodes.values():
             for name, address in names:
@@ -225,18 +277,20 @@ def _first_hops(src: Vnet, adj: dict[Vnet, list[tuple[Vnet, Ifnet, Ifnet]]]) -> 
     return hops
 
 
-def star(kernel: Kernel, n: int, prefix: str = "h", center: str = "r", **impair: Any) -> Net:
-    """`n` hosts h1..hn, each on its own link to router `center`."""
-    net = Net(kernel)
+def star(kernel: Kernel, n: int, prefix: str = "h", center: str = "r", *,
+         ipv6: bool = False, **impair: Any) -> Net:
+    """`n` hosts h1..hn, each on its own link to router `center` (dual-stack with ipv6)."""
+    net = Net(kernel, ipv6=ipv6)
     (router,) = net.routers(center)
     for host in net.hosts(n, prefix=prefix):
         net.link(host, router, **impair)
     return net.route()
 
 
-def line(kernel: Kernel, n: int, prefix: str = "n", **impair: Any) -> Net:
-    """`n` nodes n1..nn in a chain; the inner ones forward."""
-    net = Net(kernel)
+def line(kernel: Kernel, n: int, prefix: str = "n", *, ipv6: bool = False,
+         **impair: Any) -> Net:
+    """`n` nodes n1..nn in a chain; the inner ones forward (dual-stack with ipv6)."""
+    net = Net(kernel, ipv6=ipv6)
     nodes = net.hosts(n, prefix=prefix)
     for left, right in pairwise(nodes):
         net.link(left, right, **impair)
