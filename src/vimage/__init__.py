@@ -29,6 +29,7 @@ from vimage.net import rtsock as _rtsock
 from vimage.netinet import in_proto as _in_proto
 from vimage.netinet import ip_divert as _ip_divert
 from vimage.netinet6 import in6_proto as _in6_proto
+from vimage.netipsec import PROTOCOL as _ESP
 from vimage.netpfil import dummynet as _dummynet
 from vimage.netpfil import ipfw as _ipfw
 from vimage.netpfil import nat as _nat
@@ -51,6 +52,7 @@ Kernel.standard_protocols = (
     _if_gif.PROTOCOL,  # IPPROTO_IPV4 input
     _if_gre.PROTOCOL,  # IPPROTO_GRE input
     _if_vxlan.PROTOCOL,
+    _ESP,  # IPPROTO_ESP input, the SAD and SPD (vnet.ipsec)
     *_in6_proto.PROTOCOLS,  # route6, ip6, nd6, icmp6
     _netdb.PROTOCOL,
     _ifnet.PROTOCOL,

@@ -65,6 +65,7 @@ class Vnet:
         "inputs",
         "ip",
         "ip6",
+        "ipsec",
         "kernel",
         "name",
         "nd6",

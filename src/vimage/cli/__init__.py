@@ -48,6 +48,7 @@ TOOLS: tuple[str, ...] = (
     "ping6",
     "route",
     "setfib",
+    "setkey",
     "sysctl",
     "tcpdump",
     "traceroute",

@@ -45,6 +45,8 @@ FILE_OPTIONS: Mapping[str, FileSpec] = MappingProxyType({
     # the option letters of cli/tcpdump.py
     "tcpdump": FileSpec("c:ei:npqQ:r:s:StUvw:x", ("duration=", "time-stamp-precision="),
                         MappingProxyType({"-r": "rb", "-w": "wb"})),
+    # cli/setkey.py: `-f FILE` (`-f -` is standard input)
+    "setkey": FileSpec("46acCDdFf:hlnPvx", (), MappingProxyType({"-f": "rb"})),
 })
 
 

@@ -1,0 +1,420 @@
+"""IPsec per vnet: the SAD and SPD (`vnet.ipsec`), policy checks on output and input,
+and ESP (RFC 4303) in transport and tunnel mode (FreeBSD netipsec/ipsec.c,
+ipsec_output.c, ipsec_input.c, xform_esp.c, key.c).
+
+Where it hooks in:
+- output: a pfil hook at `ip.pfil_out` (it sees every packet sent or forwarded, before
+  fragmentation; FreeBSD's ip_output calls IPSEC_OUTPUT at the same place, before the
+  firewall's hooks). A packet matching an `out ipsec` policy is encapsulated and the
+  ESP packet is sent by `ip.output_packet`, whose hooks see it again (the firewall sees
+  ESP, as on FreeBSD); our hook lets it pass because it is the object we just sent (the
+  role of FreeBSD's IPSEC_OUT_DONE mbuf tag).
+- input: ESP (IP protocol 50) is a protocol-switch descriptor (`PROTOCOL`). Transport
+  mode hands the decrypted payload to its protocol's input (ip_protox); tunnel mode
+  hands the inner packet to IPv4 input again (FreeBSD requeues it on the IP netisr).
+- the inbound policy check (ipsec4_in_reject): a pfil hook at `ip.pfil_in` drops a
+  plaintext packet that an `in ipsec .../require` policy says must have come in ESP.
+  ESP itself and the inner packets of tunnel mode pass it.
+The hooks are linked only while the SPD holds a policy: without IPsec a packet pays
+nothing.
+
+Differences from FreeBSD, on purpose: an SA added without `-r` gets the 64-packet
+anti-replay window (setkey's default is none); an ESP packet that would exceed the
+outgoing MTU is sent with DF clear and fragmented (FreeBSD shrinks TCP's segment by
+ipsec_hdrsiz instead), and a tunnel's outer header never sets DF (FreeBSD's default
+net.inet.ipsec.dfbit=0). No IKE: a packet with no SA is dropped (no SADB_ACQUIRE).
+"""
+
+from __future__ import annotations
+
+import errno
+from socket import AF_INET
+from typing import TYPE_CHECKING
+
+from vimage.net import pfil
+from vimage.netipsec.key import (
+    LEVEL_REQUIRE,
+    LEVEL_UNIQUE,
+    MODE_ANY,
+    MODE_TUNNEL,
+    Request,
+    SecAssoc,
+    SecPolicy,
+)
+from vimage.netipsec.xform import AesGcm16, AuthError
+from vimage.protosw import Protocol
+from vimage.stats import counters
+from vimage.wire import esp as wesp
+from vimage.wire._common import WireError
+from vimage.wire.checksum import checksum
+from vimage.wire.ipv4 import HEADER as IP_HEADER
+
+if TYPE_CHECKING:
+    from vimage.net.ifnet import Ifnet
+    from vimage.vnet import Vnet
+
+ORDER_IPSEC = -150
+"""Before fault injection (-100) and the firewall (0): they see the ESP packet that goes
+out, not the plaintext, as FreeBSD's pfil hooks run after IPSEC_OUTPUT."""
+
+IPPROTO_IPV4 = 4
+FLAG_DF = 0x40  # in the first byte of the flags/offset field
+
+# FreeBSD's struct espstat (netipsec/esp_var.h) and netstat's print_espstats (ipsec.c)
+STAT_LINES = (
+    ("hdrops", "{} packets shorter than header shows"),
+    ("nopf", "{} packets dropped; protocol family not supported"),
+    ("notdb", "{} packets dropped; no TDB"),
+    ("badkcr", "{} packets dropped; bad KCR"),
+    ("qfull", "{} packets dropped; queue full"),
+    ("noxform", "{} packets dropped; no transform"),
+    ("badilen", "{} packets dropped; bad ilen"),
+    ("wrap", "{} replay counter wraps"),
+    ("badenc", "{} packets dropped; bad encryption detected"),
+    ("badauth", "{} packets dropped; bad authentication detected"),
+    ("replay", "{} possible replay packets detected"),
+    ("input", "{} packets in"),
+    ("output", "{} packets out"),
+    ("invalid", "{} packets dropped; invalid TDB"),
+    ("ibytes", "{} bytes in"),
+    ("obytes", "{} bytes out"),
+    ("toobig", "{} packets dropped; larger than IP_MAXPACKET"),
+    ("pdrops", "{} packets blocked due to policy"),
+    ("crypto", "{} crypto processing failures"),
+    ("tunnel", "{} tunnel sanity check failures"),
+)
+EspStats = counters("EspStats", tuple(attr for attr, _ in STAT_LINES))
+# FreeBSD's struct ipsecstat (netipsec/ipsec.h): policy decisions
+IpsecStats = counters("IpsecStats", ("in_polvio", "out_polvio", "out_nosa", "out_inval"))
+
+
+class IpsecState:
+    """A vnet's SAD, SPD and ESP counters (FreeBSD's V_sahtree/V_sptree, V_espstat)."""
+
+    __slots__ = ("_in_hook", "_out_hook", "by_pair", "by_spi", "decapsulated", "linked",
+                 "next_sadb_seq", "next_spid", "pstats", "sad", "sent", "spd", "spd_in",
+                 "spd_out", "stats", "vnet")
+
+    def __init__(self, vnet: Vnet) -> None:
+        self.vnet = vnet
+        self.stats = EspStats()
+        self.pstats = IpsecStats()
+        self.sad: list[SecAssoc] = []  # in the order added (setkey -D prints it so)
+        self.by_spi: dict[tuple[int, int], SecAssoc] = {}  # (spi, dst): key_allocsa
+        self.by_pair: dict[tuple[int, int], list[SecAssoc]] = {}  # (src, dst), oldest first
+        self.spd: list[SecPolicy] = []
+        self.spd_in: tuple[SecPolicy, ...] = ()
+        self.spd_out: tuple[SecPolicy, ...] = ()
+        self.next_spid = 1
+        self.next_sadb_seq = 0
+        self.linked = False
+        self.sent: bytes | None = None  # the ESP packet being sent (IPSEC_OUT_DONE)
+        self.decapsulated: bytes | None = None  # the inner packet being input
+        self._out_hook = self.output_hook  # one bound method each, for pfil.unlink
+        self._in_hook = self.input_hook
+
+    # -- the SAD ----------------------------------------------------------------------
+    def add_sa(self, sa: SecAssoc) -> None:
+        """SADB_ADD; EEXIST if the (SPI, destination) is taken (key_add)."""
+        if (sa.spi, sa.dst) in self.by_spi:
+            raise OSError(errno.EEXIST, "File exists")
+        sa.serial = self.next_sadb_seq
+        self.next_sadb_seq += 1
+        self.sad.append(sa)
+        self.by_spi[(sa.spi, sa.dst)] = sa
+        self.by_pair.setdefault((sa.src, sa.dst), []).append(sa)
+
+    def get_sa(self, src: int, dst: int, spi: int) -> SecAssoc:
+        sa = self.by_spi.get((spi, dst))
+        if sa is None or sa.src != src:
+            raise OSError(errno.ESRCH, "No such process")
+        return sa
+
+    def delete_sa(self, src: int, dst: int, spi: int) -> None:
+        self._remove([self.get_sa(src, dst, spi)])
+
+    def delete_all(self, src: int, dst: int) -> None:
+        found = [sa for sa in self.sad if sa.src == src and sa.dst == dst]
+        if not found:
+            raise OSError(errno.ESRCH, "No such process")
+        self._remove(found)
+
+    def flush_sa(self) -> None:
+        self._remove(list(self.sad))
+
+    def _remove(self, gone: list[SecAssoc]) -> None:
+        for sa in gone:
+            self.sad.remove(sa)
+            del self.by_spi[(sa.spi, sa.dst)]
+            pair = self.by_pair[(sa.src, sa.dst)]
+            pair.remove(sa)
+            if not pair:
+                del self.by_pair[(sa.src, sa.dst)]
+
+    def snapshot(self) -> tuple[list[SecAssoc], list[SecPolicy], int, int]:
+        """What `restore` puts back: setkey applies an input whole or not at all."""
+        return list(self.sad), list(self.spd), self.next_sadb_seq, self.next_spid
+
+    def restore(self, saved: tuple[list[SecAssoc], list[SecPolicy], int, int]) -> None:
+        sad, spd, self.next_sadb_seq, self.next_spid = saved
+        self.sad, self.spd = list(sad), list(spd)
+        self.by_spi = {(sa.spi, sa.dst): sa for sa in sad}
+        self.by_pair = {}
+        for sa in sad:
+            self.by_pair.setdefault((sa.src, sa.dst), []).append(sa)
+        self._spd_changed()
+
+    # -- the SPD ----------------------------------------------------------------------
+    def add_sp(self, sp: SecPolicy) -> None:
+        """SADB_X_SPDADD; EEXIST for a second policy with the same selector (key_spdadd)."""
+        if any(p.selector_key == sp.selector_key for p in self.spd):
+            raise OSError(errno.EEXIST, "File exists")
+        sp.spid = self.next_spid
+        self.next_spid += 1
+        sp.created_ns = self.vnet.kernel.sched.now_ns()
+        self.spd.append(sp)
+        self._spd_changed()
+
+    def delete_sp(self, selector: tuple) -> None:  # type: ignore[type-arg]
+        found = [p for p in self.spd if p.selector_key == selector]
+        if not found:
+            raise OSError(errno.ESRCH, "No such process")
+        self.spd.remove(found[0])
+        self._spd_changed()
+
+    def flush_sp(self) -> None:
+        self.spd.clear()
+        self._spd_changed()
+
+    def _spd_changed(self) -> None:
+        self.spd_in = tuple(p for p in self.spd if p.direction == "in")
+        self.spd_out = tuple(p for p in self.spd if p.direction == "out")
+        want = bool(self.spd)
+        if want == self.linked:
+            return
+        ip = self.vnet.ip
+        if want:
+            pfil.link(ip, "pfil_out", self._out_hook, order=ORDER_IPSEC, name="ipsec")
+            pfil.link(ip, "pfil_in", self._in_hook, order=ORDER_IPSEC, name="ipsec")
+        else:
+            pfil.unlink(ip, "pfil_out", self._out_hook)
+            pfil.unlink(ip, "pfil_in", self._in_hook)
+        self.linked = want
+
+    def lookup(self, spd: tuple[SecPolicy, ...], pkt: bytes) -> SecPolicy | None:
+        """The first policy of `spd` whose selector matches `pkt` (key_allocsp)."""
+        hlen = (pkt[0] & 0x0F) << 2
+        proto = pkt[9]
+        src = int.from_bytes(pkt[12:16], "big")
+        dst = int.from_bytes(pkt[16:20], "big")
+        sport = dport = -1
+        if proto in (6, 17) and not ((pkt[6] << 8) | pkt[7]) & 0x1FFF and len(pkt) >= hlen + 4:
+            sport = (pkt[hlen] << 8) | pkt[hlen + 1]
+            dport = (pkt[hlen + 2] << 8) | pkt[hlen + 3]
+        for sp in spd:
+            if sp.matches(src, dst, proto, sport, dport):
+                sp.lastused_ns = self.vnet.kernel.sched.now_ns()
+                return sp
+        return None
+
+    def find_sa(self, req: Request, src: int, dst: int) -> SecAssoc | None:
+        """The SA for a request (key_allocsa_policy): the oldest one between the
+        endpoints whose mode fits, and with a `unique:N` request, whose reqid is N."""
+        if req.src is not None and req.dst is not None:
+            src, dst = req.src, req.dst
+        for sa in self.by_pair.get((src, dst), ()):
+            if sa.mode != MODE_ANY and sa.mode != req.mode:
+                continue
+            if req.level == LEVEL_UNIQUE and req.reqid and sa.reqid != req.reqid:
+                continue
+            return sa
+        return None
+
+    # -- output -----------------------------------------------------------------------
+    def output_hook(self, pkt: bytes, ifp: Ifnet | None) -> bytes | None:
+        """ipsec4_output: apply the outbound policy to a packet about to be sent."""
+        if pkt is self.sent:
+            return pkt
+        sp = self.lookup(self.spd_out, pkt)
+        if sp is None or sp.action == "none":
+            return pkt
+        if sp.action == "discard":
+            self.pstats.out_polvio += 1
+            return None
+        out = pkt
+        for req in sp.requests:
+            src = int.from_bytes(out[12:16], "big")
+            dst = int.from_bytes(out[16:20], "big")
+            sa = self.find_sa(req, src, dst)
+            if sa is None:
+                if req.level in (LEVEL_REQUIRE, LEVEL_UNIQUE):
+                    self.pstats.out_nosa += 1  # FreeBSD would ask IKE (SADB_ACQUIRE)
+                    return None
+                continue  # default and use: plaintext without an SA
+            esp = self.esp_output(sa, out, ifp.mtu if ifp is not None else 0xFFFF)
+            if esp is None:
+                return None
+            out = esp
+        if out is pkt:
+            return pkt
+        self.send(out)
+        return None
+
+    def send(self, pkt: bytes) -> None:
+        """Send an ESP packet through IPv4 output (routed by its new destination)."""
+        self.sent = pkt
+        try:
+            self.vnet.ip.output_packet(pkt, int.from_bytes(pkt[16:20], "big"))
+        except OSError:
+            self.pstats.out_inval += 1  # no route to the peer, interface down
+        finally:
+            self.sent = None
+
+    def esp_output(self, sa: SecAssoc, pkt: bytes, mtu: int) -> bytes | None:
+        """esp_output: the ESP packet carrying `pkt` (its payload in transport mode, the
+        whole packet in tunnel mode)."""
+        st = self.stats
+        hlen = (pkt[0] & 0x0F) << 2
+        tunnel = sa.mode == MODE_TUNNEL
+        if tunnel:
+            inner, nxt = pkt, IPPROTO_IPV4
+        else:
+            inner, nxt = pkt[hlen:], pkt[9]
+        if sa.seq >= 0xFFFFFFFF:
+            st.wrap += 1  # RFC 4303 3.3.3: a new SA must be made before the counter wraps
+            return None
+        sa.seq += 1
+        xform = sa.xform
+        head = wesp.header(sa.spi, sa.seq)
+        if isinstance(xform, AesGcm16):
+            iv = sa.seq.to_bytes(8, "big")  # RFC 4106 3.1: unique per SA; a counter will do
+        else:
+            iv = self.vnet.rng.getrandbits(xform.ivlen * 8).to_bytes(xform.ivlen, "big")
+        plain = inner + wesp.trailer(len(inner), xform.block, nxt)
+        body = head + xform.seal(head, plain, iv)
+        st.output += 1
+        st.obytes += len(inner)
+        sa.bytes += len(inner)
+        sa.last_ns = self.vnet.kernel.sched.now_ns()
+        if tunnel:
+            total = 20 + len(body)
+            if total > 0xFFFF:
+                st.toobig += 1
+                return None
+            ip = self.vnet.ip
+            header = IP_HEADER.pack(0x45, pkt[1], total, ip.next_ident(), 0, ip.ttl,
+                                    wesp.PROTO_ESP, 0, sa.src, sa.dst)
+        else:
+            total = hlen + len(body)
+            if total > 0xFFFF:
+                st.toobig += 1
+                return None
+            h = bytearray(pkt[:hlen])
+            h[2:4] = total.to_bytes(2, "big")
+            if total > mtu:
+                h[6] &= ~FLAG_DF & 0xFF  # fragment the ESP packet rather than drop it
+            h[9] = wesp.PROTO_ESP
+            h[10:12] = b"\0\0"
+            header = bytes(h)
+        return header[:10] + checksum(header).to_bytes(2, "big") + header[12:] + body
+
+    # -- input ------------------------------------------------------------------------
+    def input_hook(self, pkt: bytes, ifp: Ifnet | None) -> bytes | None:
+        """ipsec4_in_reject: a plaintext packet an inbound policy wants protected."""
+        if pkt[9] == wesp.PROTO_ESP or pkt is self.decapsulated:
+            return pkt
+        sp = self.lookup(self.spd_in, pkt)
+        if sp is None or sp.action == "none":
+            return pkt
+        if sp.action == "discard" or any(
+                r.level in (LEVEL_REQUIRE, LEVEL_UNIQUE) for r in sp.requests):
+            self.pstats.in_polvio += 1
+            return None
+        return pkt
+
+    def input(self, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: int) -> None:
+        """esp_input and esp_input_cb: find the SA, check replay and the ICV, decrypt,
+        strip the trailer, then hand the payload on (ipsec4_common_input_cb)."""
+        st = self.stats
+        if len(pkt) < hlen + wesp.HEADER_LEN:
+            st.hdrops += 1
+            return
+        spi, seq = wesp.HEADER.unpack_from(pkt, hlen)
+        sa = self.by_spi.get((spi, dst))
+        if sa is None:
+            st.notdb += 1
+            return
+        replay = sa.replay
+        if replay is not None and not replay.check(seq):
+            st.replay += 1
+            return
+        head = pkt[hlen:hlen + wesp.HEADER_LEN]
+        try:
+            plain = sa.xform.open(head, pkt[hlen + wesp.HEADER_LEN:])
+        except AuthError:
+            st.badauth += 1
+            return
+        if replay is not None:
+            replay.update(seq)
+        try:
+            view, nxt = wesp.strip_trailer(plain)
+        except WireError as exc:  # bad padding: decryption went wrong
+            if exc.reason == "badilen":
+                st.badilen += 1
+            else:
+                st.badenc += 1
+            return
+        payload = bytes(view)
+        st.input += 1
+        st.ibytes += len(payload)
+        sa.bytes += len(payload)
+        sa.last_ns = self.vnet.kernel.sched.now_ns()
+        if sa.mode == MODE_TUNNEL:
+            self.tunnel_input(ifp, payload, nxt)
+        else:
+            self.transport_input(ifp, pkt, hlen, payload, nxt, src, dst)
+
+    def tunnel_input(self, ifp: Ifnet, inner: bytes, nxt: int) -> None:
+        if nxt != IPPROTO_IPV4 or len(inner) < 20 or inner[0] >> 4 != 4:
+            self.stats.tunnel += 1
+            return
+        self.decapsulated = inner
+        try:
+            self.vnet.ip.input(ifp, inner)
+        finally:
+            self.decapsulated = None
+
+    def transport_input(self, ifp: Ifnet, pkt: bytes, hlen: int, payload: bytes, nxt: int,
+                        src: int, dst: int) -> None:
+        h = bytearray(pkt[:hlen])
+        total = hlen + len(payload)
+        h[2:4] = total.to_bytes(2, "big")
+        h[9] = nxt
+        h[10:12] = b"\0\0"
+        h[10:12] = checksum(h).to_bytes(2, "big")
+        new = bytes(h) + payload
+        ip = self.vnet.ip
+        handler = ip.protox.get(nxt) or ip.unclaimed(nxt)
+        if handler is None:
+            ip.noproto(new, dst)
+            return
+        handler(ifp, new, hlen, src, dst)
+
+    def clear(self) -> None:
+        self.flush_sa()
+        self.flush_sp()
+
+
+def vnet_attach(vnet: Vnet) -> None:
+    vnet.ipsec = IpsecState(vnet)
+
+
+def vnet_detach(vnet: Vnet) -> None:
+    vnet.ipsec.clear()
+
+
+PROTOCOL = Protocol(
+    "esp", 65, "ipsec", vnet_attach, vnet_detach, domain=AF_INET, protocol=wesp.PROTO_ESP,
+    input=IpsecState.input, stats=STAT_LINES, stats_order=45)
+"""ESP input through the protocol switch (FreeBSD's inetsw entry for IPPROTO_ESP); the
+slot `vnet.ipsec` holds the SAD and SPD; `netstat -s -p esp` prints the counters."""
