@@ -248,13 +248,22 @@ def test_gateways_tunnel_lan_to_lan_ping_and_tcp():
 
 
 def test_destroy_leaves_no_state_and_hooks_go_with_the_last_policy():
+    import gc
+    import weakref
+
     kernel, a, b, _, _ = pair("gcm")
+    ok(a, "ping -c 1 192.0.2.2")
     assert a.ip.pfil_out is not None and a.ip.pfil_in is not None
     ok(a, "setkey -FP")
     assert a.ip.pfil_out is None and a.ip.pfil_in is None
     ipsec = b.ipsec
-    kernel.destroy(b) if hasattr(kernel, "destroy") else b.destroy()
+    ref = weakref.ref(b)
+    kernel.destroy(b)
     assert ipsec.sad == [] and ipsec.spd == [] and not ipsec.by_spi and not ipsec.by_pair
+    del b, ipsec
+    gc.collect()
+    assert ref() is None, "something still holds the destroyed vnet"
+    kernel.run(5)  # nothing of b's is left to run
 
 
 def test_same_seed_same_esp_bytes():
