@@ -9,7 +9,7 @@ SA = f"add 192.0.2.1 192.0.2.2 esp 0x1000 -m transport -E aes-gcm-16 {GCM};"
 SP = "spdadd 10.1.0.0/24 10.2.0.0/24[80] tcp -P out ipsec esp/tunnel/192.0.2.1-192.0.2.2/unique:7;"
 
 
-def vnet():  # noqa: ANN201
+def vnet():
     return Kernel(clock="virtual", seed=1).create("a")
 
 
@@ -79,7 +79,8 @@ def test_syntax_error_reports_line_and_applies_nothing(tmp_path):
                         "line 1: invalid SPI 16"),
                        ("spdadd 10.0.0.1 10.0.0.2 any -P out ipsec ah/transport//require;",
                         "line 1: syntax error at [ah/transport//require]"),
-                       ("spdadd 10.0.0.1 10.0.0.2 any -P fwd none;", "line 1: syntax error at [fwd]"),
+                       ("spdadd 10.0.0.1 10.0.0.2 any -P fwd none;",
+                        "line 1: syntax error at [fwd]"),
                        ("spdflush", "line 1: syntax error at [spdflush]: missing ';'"),
                        ("frobnicate;", "line 1: syntax error at [frobnicate]")):
         r = a.cmd("setkey -c", stdin=bad.encode())

@@ -49,7 +49,7 @@ def pair(alg: str | None = "gcm", mode: str = "transport",
     return kernel, a, b, ia, ib
 
 
-def scapy_sa(alg: str, spi: int, mode: str, src: str, dst: str):  # noqa: ANN201
+def scapy_sa(alg: str, spi: int, mode: str, src: str, dst: str):
     """scapy's SecurityAssociation for one of our SAs."""
     from scapy.layers.inet import IP
     from scapy.layers.ipsec import ESP, SecurityAssociation

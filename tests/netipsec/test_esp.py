@@ -26,7 +26,7 @@ A, B, ok, pair, scapy_sa = iu.A, iu.B, iu.ok, iu.pair, iu.scapy_sa
 CASES = [(alg, mode) for alg in ("gcm", "cbc") for mode in ("transport", "tunnel")]
 
 
-def tcp_transfer(a, b, dst: str, size: int, port: int = 5001) -> bytes:  # noqa: ANN001
+def tcp_transfer(a, b, dst: str, size: int, port: int = 5001) -> bytes:
     srv = b.socket(2, 1)
     srv.bind(("", port))
     srv.listen(1)
@@ -118,7 +118,7 @@ def test_we_decrypt_scapy_esp(alg, mode):
     assert bytes(answer[ICMP].payload) == b"scapy" * 10
 
 
-def _one_esp_frame(alg: str, mode: str = "transport"):  # noqa: ANN202
+def _one_esp_frame(alg: str, mode: str = "transport"):
     kernel, a, b, ia, ib = pair(alg, mode)
     cap = open_capture(ia, keep=True)
     ok(a, "ping -c 1 192.0.2.2")
@@ -168,8 +168,8 @@ def test_replay_window_accepts_out_of_order_within_64():
 
 def test_unknown_spi_and_short_header_are_counted():
     kernel, a, b, ia, ib = pair("gcm")
-    from vimage.wire.ipv4 import HEADER, aton
     from vimage.wire.checksum import checksum
+    from vimage.wire.ipv4 import HEADER, aton
 
     def ip(payload: bytes) -> bytes:
         h = HEADER.pack(0x45, 0, 20 + len(payload), 1, 0, 64, 50, 0, aton(A), aton(B))

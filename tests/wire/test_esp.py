@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vimage.wire import WireError
-from vimage.wire import esp
+from vimage.wire import WireError, esp
 
 
 def test_header_round_trip_and_reserved_spis():
