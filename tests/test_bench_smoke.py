@@ -102,3 +102,13 @@ def test_bench_ipfw_forwards_every_packet_in_every_ruleset():
         assert r["forwarded_per_s"] > 0
     assert runs["rules=10"]["rules_evaluated_per_pass"] == 11
     assert runs["table"]["table_entries"] == 50
+
+
+def test_bench_ipsec_moves_every_byte_through_esp():
+    result = _run("bench_ipsec.py", "--mb", "0.2", "--trials", "1")
+    runs = {r["path"]: r for r in result["runs"]}
+    assert set(runs) == {"plain", "gif", "gre", "esp-gcm", "esp-cbc", "gif+esp-gcm"}
+    for path, run in runs.items():
+        assert run["errors"] == 0 and run["esp_errors"] == 0
+        assert (run["esp_packets_out"] > 0) == ("esp" in path)
+        assert run["ratio_to_plain"] > 0
