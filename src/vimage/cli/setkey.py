@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from vimage.cli import Context, ToolError, UsageError
 from vimage.cli._util import getopts
@@ -54,10 +55,10 @@ usage: setkey [-v] -c
        setkey [-Pv] -F
 """
 
-UPPER_NAMES = {"icmp": 1, "igmp": 2, "ipencap": 4, "ip4": 4, "tcp": 6, "udp": 17,
-               "gre": 47, "esp": 50, "ah": 51}
-UPPER_SHOWN = {1: "icmp", 2: "igmp", 4: "ipencap", 6: "tcp", 17: "udp", 47: "gre",
-               50: "esp", 51: "ah"}
+UPPER_NAMES = MappingProxyType({"icmp": 1, "igmp": 2, "ipencap": 4, "ip4": 4, "tcp": 6,
+                                "udp": 17, "gre": 47, "esp": 50, "ah": 51})
+UPPER_SHOWN = MappingProxyType({1: "icmp", 2: "igmp", 4: "ipencap", 6: "tcp", 17: "udp",
+                                47: "gre", 50: "esp", 51: "ah"})
 LEVELS = ("default", "use", "require", "unique")
 _RANGE_RE = re.compile(r"([^/\[\]]+)(?:/(\d+))?(?:\[(any|\d+)\])?\Z")
 _TOKEN_RE = re.compile(r'"[^"]*"|;|[^\s;"]+')
@@ -380,11 +381,11 @@ def _spddump(w: Words, now_ns: int) -> Action:
     return lambda ipsec: spd_text(ipsec, now_ns)
 
 
-_COMMANDS: dict[str, Callable[[Words, int], Action]] = {
+_COMMANDS: Mapping[str, Callable[[Words, int], Action]] = MappingProxyType({
     "add": _add, "get": _get, "delete": _delete, "deleteall": _deleteall, "flush": _flush,
     "dump": _dump, "spdadd": _spdadd, "spddelete": _spddelete, "spdflush": _spdflush,
     "spddump": _spddump,
-}
+})
 
 
 # -- output (libipsec pfkey_dump.c) ------------------------------------------------------
