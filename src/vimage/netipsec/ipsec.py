@@ -28,8 +28,10 @@ net.inet.ipsec.dfbit=0). No IKE: a packet with no SA is dropped (no SADB_ACQUIRE
 from __future__ import annotations
 
 import errno
+from collections.abc import Mapping
 from socket import AF_INET
-from typing import TYPE_CHECKING
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from vimage.net import pfil
 from vimage.netipsec.key import (
@@ -58,6 +60,7 @@ ORDER_IPSEC = -150
 out, not the plaintext, as FreeBSD's pfil hooks run after IPSEC_OUTPUT."""
 
 IPPROTO_IPV4 = 4
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})
 FLAG_DF = 0x40  # in the first byte of the flags/offset field
 
 # FreeBSD's struct espstat (netipsec/esp_var.h) and netstat's print_espstats (ipsec.c)
@@ -91,27 +94,41 @@ IpsecStats = counters("IpsecStats", ("in_polvio", "out_polvio", "out_nosa", "out
 class IpsecState:
     """A vnet's SAD, SPD and ESP counters (FreeBSD's V_sahtree/V_sptree, V_espstat)."""
 
-    __slots__ = ("_in_hook", "_out_hook", "by_pair", "by_spi", "decapsulated", "linked",
-                 "next_sadb_seq", "next_spid", "pstats", "sad", "sent", "spd", "spd_in",
-                 "spd_out", "stats", "vnet")
+    __slots__ = ("_pstats", "_stats", "by_pair", "by_spi", "decapsulated", "hooks",
+                 "next_sadb_seq", "next_spid", "sad", "sent", "spd", "spd_in", "spd_out",
+                 "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
+        # every vnet has one and most never use it: the tables start as shared empty
+        # values and the counters are made on first use (a vnet's creation stays cheap)
         self.vnet = vnet
-        self.stats = EspStats()
-        self.pstats = IpsecStats()
+        self._stats: Any = None
+        self._pstats: Any = None
         self.sad: list[SecAssoc] = []  # in the order added (setkey -D prints it so)
-        self.by_spi: dict[tuple[int, int], SecAssoc] = {}  # (spi, dst): key_allocsa
-        self.by_pair: dict[tuple[int, int], list[SecAssoc]] = {}  # (src, dst), oldest first
+        self.by_spi: Mapping[tuple[int, int], SecAssoc] = _EMPTY  # (spi, dst): key_allocsa
+        self.by_pair: Mapping[tuple[int, int], list[SecAssoc]] = _EMPTY  # (src, dst)
         self.spd: list[SecPolicy] = []
         self.spd_in: tuple[SecPolicy, ...] = ()
         self.spd_out: tuple[SecPolicy, ...] = ()
         self.next_spid = 1
         self.next_sadb_seq = 0
-        self.linked = False
+        self.hooks: tuple[pfil.HookFn, pfil.HookFn] | None = None  # (out, in) while linked
         self.sent: bytes | None = None  # the ESP packet being sent (IPSEC_OUT_DONE)
         self.decapsulated: bytes | None = None  # the inner packet being input
-        self._out_hook = self.output_hook  # one bound method each, for pfil.unlink
-        self._in_hook = self.input_hook
+
+    @property
+    def stats(self) -> Any:
+        """ESP counters (STAT_LINES), made on first use."""
+        if self._stats is None:
+            self._stats = EspStats()
+        return self._stats
+
+    @property
+    def pstats(self) -> Any:
+        """Policy counters (IpsecStats), made on first use."""
+        if self._pstats is None:
+            self._pstats = IpsecStats()
+        return self._pstats
 
     # -- the SAD ----------------------------------------------------------------------
     def add_sa(self, sa: SecAssoc) -> None:
@@ -120,9 +137,11 @@ class IpsecState:
             raise OSError(errno.EEXIST, "File exists")
         sa.serial = self.next_sadb_seq
         self.next_sadb_seq += 1
+        if self.by_spi is _EMPTY:
+            self.by_spi, self.by_pair = {}, {}
         self.sad.append(sa)
-        self.by_spi[(sa.spi, sa.dst)] = sa
-        self.by_pair.setdefault((sa.src, sa.dst), []).append(sa)
+        self.by_spi[(sa.spi, sa.dst)] = sa  # type: ignore[index]
+        self.by_pair.setdefault((sa.src, sa.dst), []).append(sa)  # type: ignore[attr-defined]
 
     def get_sa(self, src: int, dst: int, spi: int) -> SecAssoc:
         sa = self.by_spi.get((spi, dst))
@@ -143,13 +162,14 @@ class IpsecState:
         self._remove(list(self.sad))
 
     def _remove(self, gone: list[SecAssoc]) -> None:
+        by_spi, by_pair = self.by_spi, self.by_pair
         for sa in gone:
             self.sad.remove(sa)
-            del self.by_spi[(sa.spi, sa.dst)]
-            pair = self.by_pair[(sa.src, sa.dst)]
+            del by_spi[(sa.spi, sa.dst)]  # type: ignore[attr-defined]
+            pair = by_pair[(sa.src, sa.dst)]
             pair.remove(sa)
             if not pair:
-                del self.by_pair[(sa.src, sa.dst)]
+                del by_pair[(sa.src, sa.dst)]  # type: ignore[attr-defined]
 
     def snapshot(self) -> tuple[list[SecAssoc], list[SecPolicy], int, int]:
         """What `restore` puts back: setkey applies an input whole or not at all."""
@@ -158,10 +178,10 @@ class IpsecState:
     def restore(self, saved: tuple[list[SecAssoc], list[SecPolicy], int, int]) -> None:
         sad, spd, self.next_sadb_seq, self.next_spid = saved
         self.sad, self.spd = list(sad), list(spd)
-        self.by_spi = {(sa.spi, sa.dst): sa for sa in sad}
-        self.by_pair = {}
+        by_pair: dict[tuple[int, int], list[SecAssoc]] = {}
         for sa in sad:
-            self.by_pair.setdefault((sa.src, sa.dst), []).append(sa)
+            by_pair.setdefault((sa.src, sa.dst), []).append(sa)
+        self.by_spi, self.by_pair = {(sa.spi, sa.dst): sa for sa in sad}, by_pair
         self._spd_changed()
 
     # -- the SPD ----------------------------------------------------------------------
@@ -189,17 +209,15 @@ class IpsecState:
     def _spd_changed(self) -> None:
         self.spd_in = tuple(p for p in self.spd if p.direction == "in")
         self.spd_out = tuple(p for p in self.spd if p.direction == "out")
-        want = bool(self.spd)
-        if want == self.linked:
-            return
         ip = self.vnet.ip
-        if want:
-            pfil.link(ip, "pfil_out", self._out_hook, order=ORDER_IPSEC, name="ipsec")
-            pfil.link(ip, "pfil_in", self._in_hook, order=ORDER_IPSEC, name="ipsec")
-        else:
-            pfil.unlink(ip, "pfil_out", self._out_hook)
-            pfil.unlink(ip, "pfil_in", self._in_hook)
-        self.linked = want
+        if self.spd and self.hooks is None:
+            self.hooks = (self.output_hook, self.input_hook)  # one bound method each
+            pfil.link(ip, "pfil_out", self.hooks[0], order=ORDER_IPSEC, name="ipsec")
+            pfil.link(ip, "pfil_in", self.hooks[1], order=ORDER_IPSEC, name="ipsec")
+        elif not self.spd and self.hooks is not None:
+            pfil.unlink(ip, "pfil_out", self.hooks[0])
+            pfil.unlink(ip, "pfil_in", self.hooks[1])
+            self.hooks = None
 
     def lookup(self, spd: tuple[SecPolicy, ...], pkt: bytes) -> SecPolicy | None:
         """The first policy of `spd` whose selector matches `pkt` (key_allocsp)."""
