@@ -285,3 +285,47 @@ def test_tcpdump_shows_spi_and_sequence(tmp_path):
     esp = [line for line in lines if "ESP" in line]
     assert "IP 192.0.2.1 > 192.0.2.2: ESP(spi=0x00001000,seq=0x1), length 100" in esp[0]
     assert "ESP(spi=0x00001001,seq=0x2)" in esp[3]
+
+
+def test_malformed_esp_is_counted_never_raises():
+    """Garbage after a known SPI, truncations of a genuine packet, and a tunnel-mode SA
+    carrying what is not an IPv4 packet: each counted on one espstat counter, dropped."""
+    import random
+
+    from scapy.layers.inet import IP
+
+    kernel, a, b, ia, frame = _one_esp_frame("gcm")
+    rng = random.Random(4)
+    head = frame[:14 + 20]
+    cases = 0
+    for n in range(60):
+        body = (iu.SPI_AB).to_bytes(4, "big") + (100 + n).to_bytes(4, "big") + rng.randbytes(
+            rng.randrange(0, 80))
+        ia.output(_with_payload(head, body))
+        cases += 1
+    genuine = frame[14 + 20:]
+    for cut in (1, 7, 9, 20, len(genuine) - 1):
+        ia.output(_with_payload(head, genuine[:cut]))
+        cases += 1
+    kernel.run(1)
+    st = b.ipsec.stats
+    assert st.badauth + st.hdrops + st.replay == cases
+    assert st.input == 1 and kernel.sched.errors == 0
+    # a tunnel-mode SA whose payload is not IPv4 (authentic: sealed with the key)
+    kernel, a, b, ia, ib = pair("gcm", "tunnel")
+    sa = scapy_sa("gcm", iu.SPI_AB, "transport", A, B)  # seals next header 4 as given
+    sealed = bytes(sa.encrypt(IP(src=A, dst=B, proto=4) / b"\x60not an IPv4 packet at all"))
+    ia.output(ib.mac + ia.mac + b"\x08\x00" + sealed)
+    kernel.run(1)
+    assert b.ipsec.stats.tunnel == 1 and b.ipsec.stats.input == 1
+
+
+def _with_payload(frame_head: bytes, payload: bytes) -> bytes:
+    """An Ethernet + IPv4 header from a captured ESP frame, with a new payload."""
+    from vimage.wire.checksum import checksum
+
+    h = bytearray(frame_head[14:34])
+    h[2:4] = (20 + len(payload)).to_bytes(2, "big")
+    h[10:12] = b"\0\0"
+    h[10:12] = checksum(h).to_bytes(2, "big")
+    return frame_head[:14] + bytes(h) + payload
