@@ -78,7 +78,7 @@ spdadd 198.18.$n.2 198.18.$m.2 ipencap -P out ipsec esp/transport//require;
 spdadd 198.18.$m.2 198.18.$n.2 ipencap -P in ipsec esp/transport//require;
 CONF
     done
-    v "s$n" setkey -f "$conf"
+    v "s$n" setkey -c <"$conf"
 done
 v s1 setkey -DP | head -4
 

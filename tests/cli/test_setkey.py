@@ -111,3 +111,6 @@ def test_setkey_through_the_vimage_file_operand_spec():
 
     argv, where = file_operands(["setkey", "-f", "/tmp/x.conf"])
     assert argv == ["setkey", "-f", "/tmp/x.conf"] and where == [(2, "rb")]
+    # -c reads standard input: the client forwards it as for `-f -`
+    assert file_operands(["setkey", "-c"]) == (["setkey", "-f", "-"], [(2, "rb")])
+    assert file_operands(["setkey", "-DP"]) == (["setkey", "-D", "-P"], [])

@@ -1,7 +1,8 @@
 """setkey(8): the vnet's security association and policy databases (FreeBSD
 sbin/setkey, its grammar in parse.y and token.l, its output in libipsec's pfkey_dump.c).
 
-    setkey -c                 commands from standard input (`vnet.cmd(..., stdin=...)`)
+    setkey -c                 commands from standard input (`vnet.cmd(..., stdin=...)`;
+                              through vimage, the client's)
     setkey -f FILE            commands from FILE (`-f -`: standard input)
     setkey -D [-P]            dump the SAD (with -P the SPD)
     setkey -F [-P]            flush the SAD (with -P the SPD)
