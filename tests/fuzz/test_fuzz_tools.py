@@ -75,6 +75,8 @@ OPTIONS: dict[str, tuple[str, ...]] = {
               "-blackhole", "-mtu", "-static", "-gateway", "-F", "-fib", "-ifp", "-ifa",
               "-prefsrc", "-proto1", "-proto2", "-nostatic", "-expire", "+5", "-hopcount",
               "-weight", "default"),
+    "setkey": ("-c", "-D", "-P", "-F", "-DP", "-FP", "-v", "-n", "-x", "-4", "-6", "add",
+               "spdadd", "esp"),
     "setfib": ("-F", "-F1", "0", "1", "16", "route", "get", "netstat", "-rn", "sysctl",
                "net.my_fibnum", "ifconfig", "setfib"),
     "sysctl": ("-a", "-d", "-e", "-h", "-i", "-N", "-n", "-q", "net", "net.inet",
@@ -109,6 +111,7 @@ BANNED: dict[str, tuple[str, ...]] = {
     "tcpdump": ("-r", "-w", "--duration"),
     "ping": ("-t",),
     "route": ("monitor",),  # it waits for messages until stopped
+    "setkey": ("-f",),  # it reads a host file
     "setfib": ("monitor", "ping", "tcpdump", "iperf3", "traceroute"),
     "ping6": ("-t",),
 }
