@@ -1,11 +1,9 @@
 """The overlay VPN: three sites joined over a shared "Internet" by gif tunnels that
 IPsec protects (transport-mode ESP between the tunnel endpoints), in virtual time.
 
-    h1 10.1.0.2 -- s1 ---.                       .--- s2 -- h2 10.2.0.2
-                  198.18.1.2 -- r1 ==== r2 -- 198.18.3.2
-                         198.18.2.2 --'  \\
-                                          s3 ...      (s2 on r1, s3 on r2)
-    h3 10.3.0.2 -- s3
+    h1 -- s1 --.                  .-- s3 -- h3        hN: 10.N.0.2 on the LAN 10.N.0.0/24
+                r1 ============== r2                sN: 10.N.0.1 inside, 198.18.N.2 outside
+    h2 -- s2 --'  198.18.0.0/24                     r1, r2: the Internet (no 10/8 routes)
 
 Each site gateway sN has a private LAN 10.N.0.0/24 with one host hN, a public address
 198.18.N.2 behind an Internet router (s1 and s2 on r1, s3 on r2; r1 and r2 share
