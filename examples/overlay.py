@@ -11,7 +11,7 @@ Each site gateway sN has a private LAN 10.N.0.0/24 with one host hN, a public ad
 send (IP protocol 4, "ipencap", between the public addresses) must be ESP: one SA per
 direction per pair, AES-GCM-16. The Internet routers know nothing of 10.0.0.0/8.
 
-    python examples/overlay.py        # builds it, pings across, shows what r1 saw
+    python examples/overlay.py        # builds it, pings across, shows what the routers saw
 
 `build(kernel)` returns the vnets by name; `check(kernel, nodes)` pings every host from
 every other and returns what the routers captured. examples/overlay.sh builds the same

@@ -329,3 +329,22 @@ def _with_payload(frame_head: bytes, payload: bytes) -> bytes:
     h[10:12] = b"\0\0"
     h[10:12] = checksum(h).to_bytes(2, "big")
     return frame_head[:14] + bytes(h) + payload
+
+
+def test_unique_level_picks_the_sa_by_reqid_and_use_accepts_plaintext_inbound():
+    kernel, a, b, ia, _ = pair(None)
+    gcm = iu.alg_args("gcm")
+    conf = (f"add {A} {B} esp 0x3001 -m transport -u 1 {gcm};\n"
+            f"add {A} {B} esp 0x3002 -m transport -u 2 {gcm};\n")
+    ok(a, "setkey -c", conf + f"spdadd {A} {B} icmp -P out ipsec esp/transport//unique:2;")
+    ok(b, "setkey -c", conf + f"spdadd {A} {B} icmp -P in ipsec esp/transport//use;")
+    cap = open_capture(ia, keep=True)
+    # the echo goes out in ESP with SA reqid 2; b has no policy for its reply: plaintext,
+    # and a's inbound side has no policy either
+    assert "1 packets received" in ok(a, "ping -c 1 192.0.2.2")
+    cap.close()
+    esp = [p for p in ip_frames(cap.packets) if p[9] == 50]
+    assert [int.from_bytes(p[20:24], "big") for p in esp] == [0x3002]
+    ok(a, "setkey -c", "spdflush;")
+    assert "1 packets received" in ok(a, "ping -c 1 192.0.2.2")  # use: plaintext accepted
+    assert b.ipsec.pstats.in_polvio == 0
