@@ -30,6 +30,7 @@ from vimage.netinet import in_proto as _in_proto
 from vimage.netinet import ip_divert as _ip_divert
 from vimage.netinet6 import in6_proto as _in6_proto
 from vimage.netipsec import PROTOCOL as _ESP
+from vimage.netipsec import PROTOCOL6 as _ESP6
 from vimage.netpfil import dummynet as _dummynet
 from vimage.netpfil import ipfw as _ipfw
 from vimage.netpfil import nat as _nat
@@ -54,6 +55,7 @@ Kernel.standard_protocols = (
     _if_vxlan.PROTOCOL,
     _ESP,  # IPPROTO_ESP input, the SAD and SPD (vnet.ipsec)
     *_in6_proto.PROTOCOLS,  # route6, ip6, nd6, icmp6
+    _ESP6,  # ESP after IPv6 (vnet.ipsec6 is vnet.ipsec)
     _netdb.PROTOCOL,
     _ifnet.PROTOCOL,
     _nat.PROTOCOL,

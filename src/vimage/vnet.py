@@ -66,6 +66,7 @@ class Vnet:
         "ip",
         "ip6",
         "ipsec",
+        "ipsec6",
         "kernel",
         "name",
         "nd6",

@@ -52,9 +52,11 @@ def pair(alg: str | None = "gcm", mode: str = "transport",
 def scapy_sa(alg: str, spi: int, mode: str, src: str, dst: str):
     """scapy's SecurityAssociation for one of our SAs."""
     from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6
     from scapy.layers.ipsec import ESP, SecurityAssociation
 
-    tunnel = IP(src=src, dst=dst) if mode == "tunnel" else None
+    outer = IPv6 if ":" in src else IP
+    tunnel = outer(src=src, dst=dst) if mode == "tunnel" else None
     if alg == "gcm":
         return SecurityAssociation(ESP, spi=spi, crypt_algo="AES-GCM", crypt_key=GCM_KEY,
                                    tunnel_header=tunnel)

@@ -17,7 +17,8 @@ Commands, each ended by `;` (a command may span lines; `#` starts a comment):
 EALGO aes-gcm-16 (a 160/224/288-bit key including the 32-bit salt, RFC 4106), aes-cbc
 (with -A hmac-sha2-256, RFC 4868) or null (with -A); keys 0xHEX or "text". MODE any,
 transport or tunnel. POLICY: `discard`, `none` or `ipsec` and one or more
-`esp/MODE/[A-B]/LEVEL` with LEVEL default, use, require or unique[:ID]. IPv4 only.
+`esp/MODE/[A-B]/LEVEL` with LEVEL default, use, require or unique[:ID]. Addresses are
+IPv4 or IPv6 (the two ends of a command of one family).
 
 Everything is parsed before anything is applied: a syntax error is reported with its
 line number and changes nothing; a command that fails (an SA that exists, a policy that
@@ -31,6 +32,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from socket import AF_INET, AF_INET6
 from types import MappingProxyType
 
 from vimage.cli import Context, ToolError, UsageError
@@ -47,7 +49,7 @@ from vimage.netipsec.key import (
     SecAssoc,
     SecPolicy,
 )
-from vimage.wire import WireError, ipv4
+from vimage.wire import WireError, ipv4, ipv6
 
 USAGE = """\
 usage: setkey [-v] -c
@@ -57,9 +59,10 @@ usage: setkey [-v] -c
 """
 
 UPPER_NAMES = MappingProxyType({"icmp": 1, "igmp": 2, "ipencap": 4, "ip4": 4, "tcp": 6,
-                                "udp": 17, "gre": 47, "esp": 50, "ah": 51})
+                                "udp": 17, "ipv6": 41, "gre": 47, "esp": 50, "ah": 51,
+                                "icmp6": 58, "ipv6-icmp": 58})
 UPPER_SHOWN = MappingProxyType({1: "icmp", 2: "igmp", 4: "ipencap", 6: "tcp", 17: "udp",
-                                47: "gre", 50: "esp", 51: "ah"})
+                                41: "ipv6", 47: "gre", 50: "esp", 51: "ah", 58: "ipv6-icmp"})
 LEVELS = ("default", "use", "require", "unique")
 _RANGE_RE = re.compile(r"([^/\[\]]+)(?:/(\d+))?(?:\[(any|\d+)\])?\Z")
 _TOKEN_RE = re.compile(r'"[^"]*"|;|[^\s;"]+')
@@ -125,18 +128,25 @@ class Words:
             raise self.error(f"syntax error at [{word}]")
 
     def flags(self) -> None:
-        """`-4`, `-n` (accepted), `-6` (refused: IPv4 only)."""
+        """`-4`, `-6`, `-46`, `-n`: accepted (the addresses say their family)."""
         while (word := self.peek()) is not None and word in ("-4", "-6", "-n", "-46"):
-            if "6" in word:
-                raise self.error("IPv6 is not supported by this setkey")
             self.i += 1
 
-    def addr(self) -> int:
+    def addr(self) -> tuple[int, int]:
+        """An IPv4 or IPv6 address: (family, address)."""
         word = self.next("address")
         try:
-            return ipv4.aton(word)
-        except WireError:
-            raise self.error(f"syntax error at [{word}]: not an IPv4 address") from None
+            return _parse_addr(word)
+        except ValueError:
+            raise self.error(f"syntax error at [{word}]: not an address") from None
+
+    def pair(self) -> tuple[int, int, int]:
+        """Two addresses of one family: (family, source, destination)."""
+        (fam, src), (fam2, dst) = self.addr(), self.addr()
+        if fam != fam2:
+            raise self.error(f"syntax error at [{self.words[self.i - 1]}]: "
+                             "source and destination of different families")
+        return fam, src, dst
 
     def proto(self) -> None:
         word = self.next("protocol")
@@ -166,23 +176,34 @@ class Words:
                 pass
         raise self.error(f"syntax error at [{word}]: a key is 0xHEX or \"string\"")
 
-    def range_(self) -> tuple[int, int, int | None]:
+    def range_(self) -> tuple[int, int, int, int | None]:
+        """ADDR[/PLEN][[PORT]]: (family, network, prefix length, port or None)."""
         word = self.next("address range")
         m = _RANGE_RE.match(word)
         if m is None:
             raise self.error(f"syntax error at [{word}]")
         try:
-            addr = ipv4.aton(m.group(1))
-        except WireError:
-            raise self.error(f"syntax error at [{word}]: not an IPv4 address") from None
-        plen = int(m.group(2)) if m.group(2) is not None else 32
-        if plen > 32:
+            family, addr = _parse_addr(m.group(1))
+        except ValueError:
+            raise self.error(f"syntax error at [{word}]: not an address") from None
+        width = 32 if family == AF_INET else 128
+        plen = int(m.group(2)) if m.group(2) is not None else width
+        if plen > width:
             raise self.error(f"prefix length out of range: {word}")
         port = None if m.group(3) in (None, "any") else int(m.group(3))
         if port is not None and port > 65535:
             raise self.error(f"port out of range: {word}")
-        mask = ((0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF) if plen else 0
-        return addr & mask, plen, port
+        mask = (((1 << width) - 1) >> (width - plen) << (width - plen)) if plen else 0
+        return family, addr & mask, plen, port
+
+    def ranges(self) -> tuple[int, int, int, int | None, int, int, int | None]:
+        """Source and destination ranges of one family."""
+        fam, src, splen, sport = self.range_()
+        fam2, dst, dplen, dport = self.range_()
+        if fam != fam2:
+            raise self.error(f"syntax error at [{self.words[self.i - 1]}]: "
+                             "source and destination of different families")
+        return fam, src, splen, sport, dst, dplen, dport
 
     def upper(self) -> int | None:
         word = self.next("upper-layer protocol")
@@ -222,11 +243,13 @@ class Words:
         if mode == MODE_TUNNEL:
             src_s, _, dst_s = ends.partition("-")
             try:
-                src, dst = ipv4.aton(src_s), ipv4.aton(dst_s)
-            except WireError:
+                (fam, src), (fam2, dst) = _parse_addr(src_s), _parse_addr(dst_s)
+            except ValueError:
                 raise self.error(f"syntax error at [{word}]: tunnel mode needs "
                                  "SRC-DST") from None
-            return Request("esp", mode, src, dst, level, reqid)
+            if fam != fam2:
+                raise self.error(f"syntax error at [{word}]: endpoints of different families")
+            return Request("esp", mode, src, dst, level, reqid, fam)
         if mode != MODE_TRANSPORT:
             raise self.error(f"syntax error at [{word}]: mode transport or tunnel")
         if ends:
@@ -249,7 +272,7 @@ def compile_statement(st: Statement, now_ns: int) -> Action:
 
 def _add(w: Words, now_ns: int) -> Action:
     w.flags()
-    src, dst = w.addr(), w.addr()
+    family, src, dst = w.pair()
     w.proto()
     spi = w.number("spi")
     if spi < 256:
@@ -290,36 +313,36 @@ def _add(w: Words, now_ns: int) -> Action:
 
     def run(ipsec: IpsecState) -> str:
         ipsec.add_sa(SecAssoc(src, dst, spi, mode, reqid, tf, enc[1],
-                              auth[1] if auth else b"", replay, now_ns))
+                              auth[1] if auth else b"", replay, now_ns, family=family))
         return ""
     return run
 
 
-def _sa_key(w: Words) -> tuple[int, int, int]:
+def _sa_key(w: Words) -> tuple[int, int, int, int]:
     w.flags()
-    src, dst = w.addr(), w.addr()
+    family, src, dst = w.pair()
     w.proto()
     spi = w.number("spi")
     w.end()
-    return src, dst, spi
+    return src, dst, spi, family
 
 
 def _get(w: Words, now_ns: int) -> Action:
-    src, dst, spi = _sa_key(w)
-    return lambda ipsec: sa_text(ipsec, ipsec.get_sa(src, dst, spi), now_ns)
+    key = _sa_key(w)
+    return lambda ipsec: sa_text(ipsec, ipsec.get_sa(*key), now_ns)
 
 
 def _delete(w: Words, now_ns: int) -> Action:
-    src, dst, spi = _sa_key(w)
-    return lambda ipsec: ipsec.delete_sa(src, dst, spi) or ""
+    key = _sa_key(w)
+    return lambda ipsec: ipsec.delete_sa(*key) or ""
 
 
 def _deleteall(w: Words, now_ns: int) -> Action:
     w.flags()
-    src, dst = w.addr(), w.addr()
+    family, src, dst = w.pair()
     w.proto()
     w.end()
-    return lambda ipsec: ipsec.delete_all(src, dst) or ""
+    return lambda ipsec: ipsec.delete_all(src, dst, family) or ""
 
 
 def _maybe_proto(w: Words) -> None:
@@ -340,8 +363,7 @@ def _dump(w: Words, now_ns: int) -> Action:
 
 def _spdadd(w: Words, now_ns: int) -> Action:
     w.flags()
-    src, splen, sport = w.range_()
-    dst, dplen, dport = w.range_()
+    family, src, splen, sport, dst, dplen, dport = w.ranges()
     upper = w.upper()
     direction = w.direction()
     action = w.next("policy")
@@ -356,19 +378,18 @@ def _spdadd(w: Words, now_ns: int) -> Action:
         raise w.error(f"syntax error at [{w.words[w.i - 1]}]: {action} takes no requests")
     sp_args = (src, splen, sport, dst, dplen, dport, upper, direction, action,
                tuple(requests))
-    return lambda ipsec: ipsec.add_sp(SecPolicy(*sp_args)) or ""
+    return lambda ipsec: ipsec.add_sp(SecPolicy(*sp_args, family=family)) or ""
 
 
 def _spddelete(w: Words, now_ns: int) -> Action:
     w.flags()
-    src, splen, sport = w.range_()
-    dst, dplen, dport = w.range_()
+    family, src, splen, sport, dst, dplen, dport = w.ranges()
     upper = w.upper()
     direction = w.direction()
     if w.peek() in ("ipsec", "discard", "none"):  # setkey accepts and ignores a policy
         w.i = len(w.words)
     w.end()
-    key = (src, splen, sport, dst, dplen, dport, upper, direction)
+    key = (src, splen, sport, dst, dplen, dport, upper, direction, family)
     return lambda ipsec: ipsec.delete_sp(key) or ""
 
 
@@ -389,6 +410,24 @@ _COMMANDS: Mapping[str, Callable[[Words, int], Action]] = MappingProxyType({
 })
 
 
+def _parse_addr(text: str) -> tuple[int, int]:
+    """(family, address) of an IPv4 or IPv6 literal; ValueError if neither."""
+    try:
+        return AF_INET, ipv4.aton(text)
+    except WireError:
+        pass
+    if ":" in text and "%" not in text:
+        try:
+            return AF_INET6, ipv6.aton(text)
+        except (WireError, ValueError):
+            pass
+    raise ValueError(text)
+
+
+def _ntoa(family: int) -> Callable[[int], str]:
+    return ipv4.ntoa if family == AF_INET else ipv6.ntoa
+
+
 # -- output (libipsec pfkey_dump.c) ------------------------------------------------------
 def _date(ns: int) -> str:
     return time.strftime("%b %e %H:%M:%S %Y", time.gmtime(ns // 1_000_000_000))
@@ -400,7 +439,8 @@ def _hexkey(key: bytes) -> str:
 
 def sa_text(ipsec: IpsecState, sa: SecAssoc, now_ns: int) -> str:
     diff = (now_ns - sa.created_ns) // 1_000_000_000
-    lines = [f"{ipv4.ntoa(sa.src)} {ipv4.ntoa(sa.dst)}",
+    ntoa = _ntoa(sa.family)
+    lines = [f"{ntoa(sa.src)} {ntoa(sa.dst)}",
              f"\tesp mode={sa.mode} spi={sa.spi}(0x{sa.spi:08x}) "
              f"reqid={sa.reqid}(0x{sa.reqid:08x})",
              f"\tE: {sa.xform.enc_name}  {_hexkey(sa.enc_key)}".rstrip()]
@@ -424,17 +464,18 @@ def sad_text(ipsec: IpsecState, now_ns: int) -> str:
     return "".join(sa_text(ipsec, sa, now_ns) for sa in ipsec.sad)
 
 
-def _range_text(addr: int, plen: int, port: int | None) -> str:
-    net = ipv4.ntoa(addr) + ("" if plen == 32 else f"/{plen}")
+def _range_text(family: int, addr: int, plen: int, port: int | None) -> str:
+    width = 32 if family == AF_INET else 128
+    net = _ntoa(family)(addr) + ("" if plen == width else f"/{plen}")
     return f"{net}[{'any' if port is None else port}]"
 
 
 def sp_text(sp: SecPolicy, now_ns: int) -> str:
     upper = "any" if sp.upper is None else UPPER_SHOWN.get(sp.upper, str(sp.upper))
-    lines = [f"{_range_text(sp.src, sp.src_plen, sp.sport)} "
-             f"{_range_text(sp.dst, sp.dst_plen, sp.dport)} {upper}",
+    lines = [f"{_range_text(sp.family, sp.src, sp.src_plen, sp.sport)} "
+             f"{_range_text(sp.family, sp.dst, sp.dst_plen, sp.dport)} {upper}",
              f"\t{sp.direction} {sp.action}"]
-    lines += [f"\t{req.text(ipv4.ntoa)}" for req in sp.requests]
+    lines += [f"\t{req.text(_ntoa(req.family))}" for req in sp.requests]
     used = _date(sp.lastused_ns) if sp.lastused_ns else ""
     lines += [f"\tcreated: {_date(sp.created_ns)}  lastused: {used}",
               "\tlifetime: 0(s) validtime: 0(s)",

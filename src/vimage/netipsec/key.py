@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from socket import AF_INET
 
 from vimage.netipsec.xform import Transform
 
@@ -74,6 +75,7 @@ class SecAssoc:
     allocations: int = 0
     last_ns: int = 0
     serial: int = 0  # sadb_seq
+    family: int = AF_INET  # of the endpoints (AF_INET6: 128-bit addresses)
 
     def __post_init__(self) -> None:
         if self.replay_size and self.replay is None:
@@ -90,6 +92,7 @@ class Request:
     dst: int | None
     level: str
     reqid: int = 0
+    family: int = AF_INET  # of the tunnel endpoints
 
     def text(self, ntoa: Callable[[int], str]) -> str:
         ends = "" if self.src is None else f"{ntoa(self.src)}-{ntoa(self.dst)}"
@@ -116,18 +119,21 @@ class SecPolicy:
     spid: int = 0
     created_ns: int = 0
     lastused_ns: int = 0
+    family: int = AF_INET  # of the selector's addresses
     selector_key: tuple = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         self.selector_key = (self.src, self.src_plen, self.sport, self.dst, self.dst_plen,
-                             self.dport, self.upper, self.direction)
+                             self.dport, self.upper, self.direction, self.family)
 
     def matches(self, src: int, dst: int, proto: int, sport: int, dport: int) -> bool:
+        """Whether a packet of this policy's family matches the selector."""
         if self.upper is not None and self.upper != proto:
             return False
-        if (src ^ self.src) >> (32 - self.src_plen) if self.src_plen else False:
+        width = 32 if self.family == AF_INET else 128
+        if (src ^ self.src) >> (width - self.src_plen) if self.src_plen else False:
             return False
-        if (dst ^ self.dst) >> (32 - self.dst_plen) if self.dst_plen else False:
+        if (dst ^ self.dst) >> (width - self.dst_plen) if self.dst_plen else False:
             return False
         if self.sport is not None and self.sport != sport:
             return False
