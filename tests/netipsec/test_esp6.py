@@ -24,7 +24,7 @@ ok = iu.ok
 A6, B6 = "2001:db8::1", "2001:db8::2"
 
 
-def pair6(alg: str, mode: str, policy_ends: tuple[str, str] = (A6, B6)):  # noqa: ANN201
+def pair6(alg: str, mode: str, policy_ends: tuple[str, str] = (A6, B6)):
     kernel = Kernel(clock="virtual", seed=1)
     a, b = kernel.create("a"), kernel.create("b")
     ia, ib = connect(a, "192.0.2.1/24", b, "192.0.2.2/24")
@@ -44,7 +44,7 @@ def pair6(alg: str, mode: str, policy_ends: tuple[str, str] = (A6, B6)):  # noqa
     return kernel, a, b, ia, ib
 
 
-def ip6_packets(cap) -> list[bytes]:  # noqa: ANN001
+def ip6_packets(cap) -> list[bytes]:
     return [f[14:] for _, f in cap.packets if f[12:14] == b"\x86\xdd"]
 
 
