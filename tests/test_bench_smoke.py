@@ -108,3 +108,13 @@ def test_bench_rip_converges_a_ring():
     result = _run("bench_rip.py", "--routers", "20")
     assert result["ok"] and result["routes_per_router"] == [18]  # n - 2: all the links
     assert 0 < result["converged_at_s"] < 35
+
+
+def test_bench_ipsec_moves_every_byte_through_esp():
+    result = _run("bench_ipsec.py", "--mb", "0.2", "--trials", "1")
+    runs = {r["path"]: r for r in result["runs"]}
+    assert set(runs) == {"plain", "gif", "gre", "esp-gcm", "esp-cbc", "gif+esp-gcm"}
+    for path, run in runs.items():
+        assert run["errors"] == 0 and run["esp_errors"] == 0
+        assert (run["esp_packets_out"] > 0) == ("esp" in path)
+        assert run["ratio_to_plain"] > 0

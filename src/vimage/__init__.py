@@ -29,6 +29,8 @@ from vimage.net import rtsock as _rtsock
 from vimage.netinet import in_proto as _in_proto
 from vimage.netinet import ip_divert as _ip_divert
 from vimage.netinet6 import in6_proto as _in6_proto
+from vimage.netipsec import PROTOCOL as _ESP
+from vimage.netipsec import PROTOCOL6 as _ESP6
 from vimage.netpfil import dummynet as _dummynet
 from vimage.netpfil import ipfw as _ipfw
 from vimage.netpfil import nat as _nat
@@ -51,7 +53,9 @@ Kernel.standard_protocols = (
     _if_gif.PROTOCOL,  # IPPROTO_IPV4 input
     _if_gre.PROTOCOL,  # IPPROTO_GRE input
     _replace(_if_vxlan.PROTOCOL, lazy=True),
+    _ESP,  # IPPROTO_ESP input, the SAD and SPD (vnet.ipsec)
     *_in6_proto.PROTOCOLS,  # route6, ip6, nd6, icmp6
+    _ESP6,  # ESP after IPv6 (vnet.ipsec6 is vnet.ipsec)
     _netdb.PROTOCOL,
     _ifnet.PROTOCOL,
     _replace(_nat.PROTOCOL, lazy=True),

@@ -65,6 +65,8 @@ class Vnet:
         "inputs",
         "ip",
         "ip6",
+        "ipsec",
+        "ipsec6",
         "kernel",
         "name",
         "nd6",

@@ -115,7 +115,7 @@ def test_netstat_s_all_protocols_zero_suppression_and_reset() -> None:
     h1.cmd("ping -c 1 10.0.1.2")
     out = h1.cmd("netstat -s").output
     headers = [line for line in out.splitlines() if not line.startswith("\t")]
-    assert headers == ["tcp:", "udp:", "ip:", "icmp:", "arp:", "ip6:", "icmp6:"]
+    assert headers == ["tcp:", "udp:", "ip:", "icmp:", "esp:", "arp:", "ip6:", "icmp6:"]
     assert "\t0 bad header checksums" in out
     assert stat(out, "ARP requests sent") >= 1
     terse = h1.cmd("netstat -ss").output

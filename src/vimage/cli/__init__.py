@@ -51,6 +51,7 @@ TOOLS: tuple[str, ...] = (
     "rtadvd",
     "rtquery",
     "setfib",
+    "setkey",
     "sysctl",
     "tcpdump",
     "traceroute",

@@ -283,6 +283,11 @@ class Printer:
             return prefix + self.tcp(ip.src, ip.dst, payload, plen)
         if ip.proto == ipv4.PROTO_ICMP:
             return f"{prefix}{src} > {dst}: {self.icmp(payload, plen, fragmented)}"
+        if ip.proto == 50:  # ESP, as tcpdump's esp_print (print-esp.c) without keys
+            if len(payload) < 8:
+                return f"{prefix}{src} > {dst}: [|ESP]"
+            spi, seq = int.from_bytes(payload[:4], "big"), int.from_bytes(payload[4:8], "big")
+            return f"{prefix}{src} > {dst}: ESP(spi=0x{spi:08x},seq=0x{seq:x}), length {plen}"
         return f"{prefix}{src} > {dst}:  ip-proto-{ip.proto} {plen}"
 
     def ip_verbose(self, ip: ipv4.Ipv4Header, pkt: bytes) -> str:

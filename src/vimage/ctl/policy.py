@@ -39,12 +39,17 @@ class FileSpec(NamedTuple):
     shortopts: str
     longopts: tuple[str, ...]
     modes: Mapping[str, str]  # option -> how the tool opens its operand ("rb", "wb")
+    # a flag that reads standard input with no operand (setkey -c), and the option
+    # taking a file it is the same as with the operand `-` (setkey -f -)
+    stdin_flag: tuple[str, str] | None = None
 
 
 FILE_OPTIONS: Mapping[str, FileSpec] = MappingProxyType({
     # the option letters of cli/tcpdump.py
     "tcpdump": FileSpec("c:ei:npqQ:r:s:StUvw:x", ("duration=", "time-stamp-precision="),
                         MappingProxyType({"-r": "rb", "-w": "wb"})),
+    # cli/setkey.py: `-f FILE` (`-f -` is standard input)
+    "setkey": FileSpec("46acCDdFf:hlnPvx", (), MappingProxyType({"-f": "rb"}), ("-c", "-f")),
 })
 
 
@@ -67,6 +72,10 @@ def file_operands(argv: list[str]) -> tuple[list[str], list[tuple[int, str]]]:
     for opt, val in opts:
         if opt.startswith("--"):
             out.append(f"{opt}={val}")
+            continue
+        if spec.stdin_flag is not None and opt == spec.stdin_flag[0]:
+            out += [spec.stdin_flag[1], "-"]  # `setkey -c` reads what `setkey -f -` does
+            where.append((len(out) - 1, spec.modes[spec.stdin_flag[1]]))
             continue
         out.append(opt)
         if opt[1] + ":" in spec.shortopts:
