@@ -52,6 +52,9 @@ Kernel.standard_protocols = (
     _if_gre.PROTOCOL,  # IPPROTO_GRE input
     _if_vxlan.PROTOCOL,
     *_in6_proto.PROTOCOLS,  # route6, ip6, nd6, icmp6
+    _replace(_in6_proto.UDP6, sockets=((SOCK_DGRAM, Socket),)),
+    _replace(_in6_proto.TCP6, sockets=((SOCK_STREAM, TcpSocket),)),
+    _replace(_in6_proto.RAW6, sockets=((SOCK_RAW, Socket),)),
     _netdb.PROTOCOL,
     _ifnet.PROTOCOL,
     _nat.PROTOCOL,
