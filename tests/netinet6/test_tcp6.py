@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 from socket import AF_INET, AF_INET6, IPPROTO_IPV6, IPV6_V6ONLY, SOCK_STREAM
 
@@ -35,10 +36,8 @@ def _transfer(cli, conn, size: int) -> bytes:
     sent = 0
     while len(got) < len(data):
         if sent < len(data):
-            try:
+            with contextlib.suppress(BlockingIOError):
                 sent += cli.send(data[sent:sent + 65536])
-            except BlockingIOError:
-                pass
         got += conn.recv(1 << 20)
     assert bytes(got) == data
     return bytes(got)

@@ -8,9 +8,10 @@ from socket import AF_INET, AF_INET6, IPPROTO_IPV6, IPV6_UNICAST_HOPS, IPV6_V6ON
 import pytest
 from scapy.layers.inet6 import UDP, IPv6  # type: ignore[import-untyped]
 
-from .conftest import Collector, link_local, pair
 from vimage.wire import ipv6 as wip6
 from vimage.wire import udp as wudp
+
+from .conftest import Collector, link_local, pair
 
 
 def test_checksum_matches_scapy() -> None:
