@@ -242,3 +242,29 @@ def test_unreachable_port_over_icmpv6_error() -> None:
         p.a.icmp6.input(p.ea, wip6.build_header(src, tcb.laddr, 58, len(err), 64, 0) + err,
                         40, src, tcb.laddr)
     assert tcb.state == 0 and tcb.so_error == errno.ECONNREFUSED
+
+
+def test_netstat_rows_tcp6_tcp46_udp6() -> None:
+    p = pair()
+    dual = p.b.socket(AF_INET6, SOCK_STREAM)
+    dual.setsockopt(IPPROTO_IPV6, IPV6_V6ONLY, 0)
+    dual.bind(("::", 80))
+    dual.listen()
+    only = p.b.socket(AF_INET6, SOCK_STREAM)
+    only.bind(("::", 81))
+    only.listen()
+    cli = p.a.socket(AF_INET6, SOCK_STREAM)
+    cli.settimeout(5)
+    cli.connect(("2001:db8:1::2", 80))
+    dual.accept()
+    u = p.b.socket(AF_INET6, 2)
+    u.bind(("::", 53))
+    rows = [line.split() for line in p.b.cmd("netstat -an").output.splitlines()[2:]]
+    assert ["tcp46", "0", "0", "*.80", "*.*", "LISTEN"] in rows
+    assert ["tcp6", "0", "0", "*.81", "*.*", "LISTEN"] in rows
+    port = cli.getsockname()[1]
+    assert ["tcp6", "0", "0", "2001:db8:1::2.80", f"2001:db8:1::1.{port}",
+            "ESTABLISHED"] in rows
+    assert ["udp6", "0", "0", "*.53", "*.*"] in rows
+    inet = p.b.cmd("netstat -an -f inet").output.splitlines()[2:]
+    assert [line.split()[0] for line in inet] == ["tcp46"]
