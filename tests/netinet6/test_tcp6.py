@@ -256,7 +256,7 @@ def test_netstat_rows_tcp6_tcp46_udp6() -> None:
     cli = p.a.socket(AF_INET6, SOCK_STREAM)
     cli.settimeout(5)
     cli.connect(("2001:db8:1::2", 80))
-    dual.accept()
+    conn, _ = dual.accept()
     u = p.b.socket(AF_INET6, 2)
     u.bind(("::", 53))
     rows = [line.split() for line in p.b.cmd("netstat -an").output.splitlines()[2:]]
@@ -268,3 +268,4 @@ def test_netstat_rows_tcp6_tcp46_udp6() -> None:
     assert ["udp6", "0", "0", "*.53", "*.*"] in rows
     inet = p.b.cmd("netstat -an -f inet").output.splitlines()[2:]
     assert [line.split()[0] for line in inet] == ["tcp46"]
+    conn.close()
