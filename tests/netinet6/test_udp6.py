@@ -164,3 +164,21 @@ def test_destroy_leaves_nothing() -> None:
     p.kernel.destroy(p.b)
     assert s.closed
     assert "udp6" not in vars(p.b)
+
+
+def test_recvpktinfo_gives_the_destination_and_interface() -> None:
+    import socket as std
+    import struct
+
+    p = pair()
+    rx = p.b.socket(AF_INET6, SOCK_DGRAM)
+    rx.bind(("::", 5353))
+    rx.setsockopt(IPPROTO_IPV6, std.IPV6_RECVPKTINFO, 1)
+    rx.settimeout(1)
+    tx = p.a.socket(AF_INET6, SOCK_DGRAM)
+    tx.sendto(b"where to?", ("2001:db8:1::2", 5353))
+    data, anc, flags, addr = rx.recvmsg(100, std.CMSG_SPACE(20))
+    assert data == b"where to?" and flags == 0 and addr[0] == "2001:db8:1::1"
+    [(level, kind, info)] = anc
+    assert (level, kind) == (std.IPPROTO_IPV6, std.IPV6_PKTINFO)
+    assert info == struct.pack("@16sI", std.inet_pton(AF_INET6, "2001:db8:1::2"), p.eb.index)

@@ -323,7 +323,7 @@ class UdpState:
             if not self.blackhole:
                 self.vnet.icmp6.error(ifp, pkt, wicmp6.DST_UNREACH, wicmp6.UNREACH_NOPORT, 0)
             return
-        if best.enqueue(bytes(dgram.payload), zsrc, sport):
+        if best.enqueue(bytes(dgram.payload), zsrc, sport, (dst, ifp.index)):
             st.delivered += 1
         else:
             st.fullsock += 1

@@ -6,6 +6,7 @@ import errno
 import io
 import os
 import socket as _std
+import struct
 from collections import deque
 from socket import (  # a vnet's socket takes the stdlib's constants
     AF_INET,
@@ -43,6 +44,7 @@ from vimage.socket.inet6 import (
     IPV6_CHECKSUM,
     IPV6_DONTFRAG,
     IPV6_MULTICAST_HOPS,
+    IPV6_PKTINFO,
     IPV6_RECVPKTINFO,
     IPV6_TCLASS,
     IPV6_UNICAST_HOPS,
@@ -67,6 +69,7 @@ _FLAGS = MappingProxyType({**REUSE_FLAGS, SO_BROADCAST: "broadcast"})
 # FreeBSD's IP_DONTFRAG (67); Linux has no such option, so vimage defines it.
 IP_DONTFRAG = 67
 SO_SETFIB = 0x1014  # FreeBSD's: the FIB the socket's packets are routed with
+_PKTINFO = struct.Struct("@16sI")  # struct in6_pktinfo
 
 
 def initial_fib(vnet: Vnet) -> int:
@@ -291,7 +294,8 @@ class Socket(TimeoutMixin, PollMixin):
         self.type = base_type
         self.proto = proto
         self.laddr = self.lport = self.faddr = self.fport = 0
-        self._rcvq: deque[tuple[bytes, int, int]] = deque()
+        # (data, source, port), with (destination, interface index) for IPV6_RECVPKTINFO
+        self._rcvq: deque[tuple[Any, ...]] = deque()
         self._rcvbytes = 0
         self._so_error = 0
         self._timeout: float | None = None
@@ -324,11 +328,14 @@ class Socket(TimeoutMixin, PollMixin):
             self.rcvbuf, self.sndbuf = vnet.udp.recvspace, vnet.udp.maxdgram
 
     # -- kernel side ----------------------------------------------------------------
-    def enqueue(self, data: bytes, src: int, sport: int) -> bool:
-        """Queue a received datagram; False if the receive buffer is full."""
+    def enqueue(self, data: bytes, src: int, sport: int,
+                info: tuple[int, int] | None = None) -> bool:
+        """Queue a received datagram; False if the receive buffer is full. `info` is
+        (destination, interface index), kept for IPV6_RECVPKTINFO."""
         if self.closed or self._rcvbytes + len(data) > self.rcvbuf:
             return False
-        self._rcvq.append((data, src, sport))
+        self._rcvq.append((data, src, sport, info) if info is not None and self.recvpktinfo
+                          else (data, src, sport))
         self._rcvbytes += len(data)
         if self._poll is not None:
             self._poll.touch(self)
@@ -522,6 +529,10 @@ class Socket(TimeoutMixin, PollMixin):
             raise TimeoutError("timed out")
 
     def _recv(self, bufsize: int, flags: int) -> tuple[bytes, int, int]:
+        entry = self._recv_entry(bufsize, flags)
+        return entry[0][:bufsize], entry[1], entry[2]
+
+    def _recv_entry(self, bufsize: int, flags: int) -> tuple[Any, ...]:
         if bufsize < 0:
             raise ValueError("negative buffersize in recvfrom")
         with self._lock:
@@ -530,11 +541,26 @@ class Socket(TimeoutMixin, PollMixin):
             if not self._rcvq:
                 self._take_error()
             if flags & MSG_PEEK:
-                data, src, sport = self._rcvq[0]
-            else:
-                data, src, sport = self._rcvq.popleft()
-                self._rcvbytes -= len(data)
-            return data[:bufsize], src, sport
+                return self._rcvq[0]
+            entry = self._rcvq.popleft()
+            self._rcvbytes -= len(entry[0])
+            return entry
+
+    def recvmsg(self, bufsize: int, ancbufsize: int = 0,
+                flags: int = 0) -> tuple[bytes, list[tuple[int, int, bytes]], int, Any]:
+        """The stdlib's recvmsg: with IPV6_RECVPKTINFO on, an IPV6_PKTINFO item (struct
+        in6_pktinfo: the destination address and the arrival interface, RFC 3542 6.1)."""
+        entry = self._recv_entry(bufsize, flags)
+        data = entry[0]
+        msg_flags = MSG_TRUNC if len(data) > bufsize else 0
+        ancdata: list[tuple[int, int, bytes]] = []
+        if len(entry) > 3 and ancbufsize >= _std.CMSG_SPACE(_PKTINFO.size):
+            dst, index = entry[3]
+            ancdata.append((IPPROTO_IPV6, IPV6_PKTINFO,
+                            _PKTINFO.pack(dst.to_bytes(16, "big"), index)))
+        elif len(entry) > 3 and ancbufsize:
+            msg_flags |= _std.MSG_CTRUNC
+        return data[:bufsize], ancdata, msg_flags, self._sockaddr(entry[1], entry[2])
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         return self._recv(bufsize, flags)[0]
