@@ -399,7 +399,7 @@ def _socket_lines(vnet: Vnet, aflag: bool, proto: str | None) -> list[str]:
             continue  # a server (wildcard) socket: shown with -a only
         lport = s.lport if s.type != SOCK_RAW else 0
         fport = s.fport if s.type != SOCK_RAW else 0
-        v6 = s.family == AF_INET6
+        v6 = getattr(s, "family", 0) == AF_INET6  # a kernel socket (vxlan) has none
         zone = _zone_name(vnet, s.scope) if v6 and s.scope else ""
         out.append(f"{name:<5} {s._rcvbytes:>6} {0:>6} {_endpoint(s.laddr, lport, v6, zone):<22} "
                    f"{_endpoint(s.faddr, fport, v6, zone):<22} ")

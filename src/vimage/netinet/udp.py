@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import errno
-from socket import AF_INET6
+from socket import AF_INET, AF_INET6
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -93,7 +93,7 @@ class UdpState:
         """Bind `sock` (AF_INET, or AF_INET6 with a 128-bit `addr`): the ports of both
         families are one space, as FreeBSD's single udbinfo (in6_pcbbind checks the
         IPv4 side of a dual-stack socket)."""
-        v6 = sock.family == AF_INET6
+        v6 = _family(sock) == AF_INET6
         if port == 0:
             port = self.ephemeral(addr)
         else:
@@ -149,7 +149,7 @@ class UdpState:
         raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
 
     def unbind(self, sock: Socket) -> None:
-        table = self.ports6 if sock.family == AF_INET6 else self.ports
+        table = self.ports6 if _family(sock) == AF_INET6 else self.ports
         pcbs = table.get(sock.lport)
         if pcbs is not None:
             pcbs.discard(sock)
@@ -377,11 +377,16 @@ class UdpState:
         self.ports6.clear()
 
 
+def _family(sock: Socket) -> int:
+    """A socket's family; kernel sockets (a vxlan interface's) have none: AF_INET."""
+    return getattr(sock, "family", AF_INET)
+
+
 def _conflict(sock: Socket, addr: int, other: Socket) -> bool:
     """Would `sock` bound to `addr` overlap `other` (either family)? Addresses compare in
     the IPv6 space, an AF_INET socket's as mapped; a v6only socket never overlaps an
     AF_INET one, nor a dual-stack wildcard a specific IPv4 address of another's."""
-    a6, o6 = sock.family == AF_INET6, other.family == AF_INET6
+    a6, o6 = _family(sock) == AF_INET6, _family(other) == AF_INET6
     if a6 != o6:
         v6sock = sock if a6 else other
         if v6sock.v6only:
