@@ -182,3 +182,18 @@ def test_recvpktinfo_gives_the_destination_and_interface() -> None:
     [(level, kind, info)] = anc
     assert (level, kind) == (std.IPPROTO_IPV6, std.IPV6_PKTINFO)
     assert info == struct.pack("@16sI", std.inet_pton(AF_INET6, "2001:db8:1::2"), p.eb.index)
+
+
+def test_a_crash_resets_ipv6_datagram_and_raw_sockets() -> None:
+    from vimage.fault import faults
+
+    p = pair()
+    u = p.b.socket(AF_INET6, SOCK_DGRAM)
+    u.bind(("::", 5353))
+    raw = p.b.socket(AF_INET6, 3, 58)
+    crash = faults(p.kernel).crash(p.b)
+    assert crash.sockets == 2
+    assert p.b.udp.sockets6() == [] and not p.b.raw.sockets6
+    with pytest.raises(ConnectionResetError):
+        u.recv(10)
+    del raw

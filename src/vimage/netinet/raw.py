@@ -94,7 +94,7 @@ class RawState:
             self.vnet.icmp6.add_listener(self.icmp6_input)
 
     def discard(self, sock: Socket) -> None:
-        if sock.family == AF_INET6:
+        if getattr(sock, "family", 0) == AF_INET6:
             self.sockets6.discard(sock)
         else:
             self.sockets.discard(sock)
