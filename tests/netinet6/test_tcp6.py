@@ -269,3 +269,25 @@ def test_netstat_rows_tcp6_tcp46_udp6() -> None:
     inet = p.b.cmd("netstat -an -f inet").output.splitlines()[2:]
     assert [line.split()[0] for line in inet] == ["tcp46"]
     conn.close()
+
+
+def test_destroy_with_ipv6_connections_leaves_no_timer_and_releases_the_vnet() -> None:
+    import gc
+    import weakref
+
+    p = pair()
+    srv, cli, conn, _ = _connected(p)
+    cli.send(b"in flight")
+    u = p.a.socket(AF_INET6, 2)
+    u.sendto(b"x", ("2001:db8:1::2", 9))
+    r = p.a.socket(AF_INET6, 3, 58)
+    assert p.kernel.sched.pending_timers(p.a) > 0
+    ref = weakref.ref(p.a)
+    a = p.a
+    p.kernel.destroy(a)
+    assert p.kernel.sched.pending_timers(a) == 0
+    assert cli.closed and u.closed and r.closed
+    assert not a.tcp.tcbs() and not a.udp.ports6 and not a.raw.sockets6
+    del a, p, cli, u, r, srv, conn
+    gc.collect()
+    assert ref() is None, "something still holds the destroyed vnet"
