@@ -77,7 +77,7 @@ def test_tcp_rate_measured_by_iperf3(bw: int) -> None:
     b.cmd(f"dnctl pipe 1 config bw {bw}")
     shape(b)
     nbytes = 400 * SEG
-    iperf3.serve(b, once=True)
+    server = iperf3.serve(b, once=True)  # kept: a forgotten server is closed when collected
     report = iperf3.client(a, B, nbytes=nbytes, reverse=True, interval=nbytes * 8 / bw / 20)
     steady = [iv["sum"] for iv in report["intervals"] if iv["sum"]["bytes"]][2:-2]
     rate = sum(s["bytes"] for s in steady) * 8 / sum(s["seconds"] for s in steady)
@@ -85,6 +85,7 @@ def test_tcp_rate_measured_by_iperf3(bw: int) -> None:
     ni = b.dummynet.schedulers[65537].instances[(0, 0, 0, 0, 0)].ni
     # every segment crossed the pipe (the 64 KB window keeps its 50 slots from filling)
     assert ni.tot_pkts > 400 and ni.drops == 0
+    server.close()
 
 
 @pytest.mark.parametrize("bw", [64_000, 1_000_000, 100_000_000, 1_000_000_000])
