@@ -56,6 +56,9 @@ Kernel.standard_protocols = (
     _ESP,  # IPPROTO_ESP input, the SAD and SPD (vnet.ipsec)
     *_in6_proto.PROTOCOLS,  # route6, ip6, nd6, icmp6
     _ESP6,  # ESP after IPv6 (vnet.ipsec6 is vnet.ipsec)
+    _replace(_in6_proto.UDP6, sockets=((SOCK_DGRAM, Socket),)),
+    _replace(_in6_proto.TCP6, sockets=((SOCK_STREAM, TcpSocket),)),
+    _replace(_in6_proto.RAW6, sockets=((SOCK_RAW, Socket),)),
     _netdb.PROTOCOL,
     _ifnet.PROTOCOL,
     _replace(_nat.PROTOCOL, lazy=True),

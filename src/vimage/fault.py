@@ -621,12 +621,12 @@ class Faults:
 
     def _reset_datagram_sockets(self, vnet: Vnet, crash: Crash) -> None:
         udp, raw = vnet.udp, vnet.raw
-        socks = udp.sockets()
+        socks = udp.sockets() + udp.sockets6()  # AF_INET6 ones too
         for sock in socks:
             udp.unbind(sock)
-        raw_socks = raw.sockets.live()
+        raw_socks = raw.sockets.live() + raw.sockets6.live()
         for sock in raw_socks:
-            raw.sockets.discard(sock)
+            raw.discard(sock)
         for sock in socks + raw_socks:
             # the receive queue Socket.enqueue fills: the datagrams die with the host
             sock._rcvq.clear()

@@ -10,7 +10,7 @@ follow. `uninstall()` puts the originals back. Importing this module makes its
 `activate` the one behind `vnet.activate()` (`vimage.context.Userland`: the core does
 not import this layer).
 
-Inside a vnet, `socket.socket(AF_INET, ...)` returns a vimage socket: blocking calls,
+Inside a vnet, `socket.socket(AF_INET, ...)` (or AF_INET6) returns a vimage socket: blocking calls,
 timeouts and non-blocking mode work; its `fileno()` is a vimage descriptor that the
 vimage event loop's selector understands, not one for `select.select` (use the
 vimage loop or `vimage exec` for OS-level readiness).
@@ -50,8 +50,10 @@ def _make_socket_class(original: type) -> type:
     def __new__(cls: type, family: int = -1, type: int = -1, proto: int = -1,
                 fileno: int | None = None) -> Any:
         vnet = current_vnet.get()
-        if vnet is not None and fileno is None and family in (-1, _socket.AF_INET):
-            return vnet.socket(_socket.AF_INET, _socket.SOCK_STREAM if type == -1 else type,
+        if vnet is not None and fileno is None and family in (-1, _socket.AF_INET,
+                                                              _socket.AF_INET6):
+            return vnet.socket(_socket.AF_INET if family == -1 else family,
+                               _socket.SOCK_STREAM if type == -1 else type,
                                0 if proto == -1 else proto)
         return original.__new__(cls, family, type, proto, fileno)
 

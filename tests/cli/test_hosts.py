@@ -28,7 +28,8 @@ def test_add_list_lookup_delete(vnet):
 
 
 @pytest.mark.parametrize("line, message", [
-    ("hosts add 10.0.0.300 x", "hosts: bad address '10.0.0.300': an IPv4 address is needed"),
+    ("hosts add 10.0.0.300 x",
+     "hosts: bad address '10.0.0.300': an IPv4 or IPv6 address is needed"),
     ("hosts add 10.0.0.1 bad_name!", "hosts: bad host name 'bad_name!'"),
     ("hosts add 10.0.0.1", ""),
     ("hosts delete nosuch", "hosts: nosuch: no such host in the hosts table"),
@@ -69,6 +70,9 @@ def test_getaddrinfo_matches_the_stdlib_for_numeric_hosts(vnet):
 def test_getaddrinfo_errors_like_the_stdlib(vnet):
     with pytest.raises(socket.gaierror) as err:
         netdb.getaddrinfo(vnet, "10.0.0.1", 80, family=socket.AF_INET6)
+    assert err.value.errno == socket.EAI_ADDRFAMILY  # glibc's answer since IPv6 is known
+    with pytest.raises(socket.gaierror) as err:
+        netdb.getaddrinfo(vnet, "10.0.0.1", 80, family=socket.AF_UNIX)
     assert err.value.errno == socket.EAI_FAMILY
     with pytest.raises(socket.gaierror) as err:
         netdb.getaddrinfo(vnet, "10.0.0.1", "no-such-service")

@@ -79,7 +79,6 @@ OPTIONS: dict[str, tuple[str, ...]] = {
                "md5_passwd=x|1", "md5_passwd=x|999", "update=1", "timeout=0", "garbage=-1",
                "damping=0/0", "damping=5/1", "max_routes=3", "no_ag", "ripv1,passwd=y"),
     "rtquery": ("-1", "-n", "-r", "-w", "-a", "passwd=x", "md5_passwd=k|3", "md5_passwd=k|x"),
-
     "setkey": ("-c", "-D", "-P", "-F", "-DP", "-FP", "-v", "-n", "-x", "-4", "-6", "add",
                "spdadd", "esp"),
     "setfib": ("-F", "-F1", "0", "1", "16", "route", "get", "netstat", "-rn", "sysctl",
@@ -121,7 +120,6 @@ BANNED: dict[str, tuple[str, ...]] = {
     "route": ("monitor",),  # it waits for messages until stopped
     "routed": ("-G",),  # reads a host file
     "rtquery": ("-w",),  # a huge wait with a daemon's timers running would never end
-
     "setkey": ("-f",),  # it reads a host file
     "setfib": ("monitor", "ping", "tcpdump", "iperf3", "traceroute"),
     "ping6": ("-t",),

@@ -80,9 +80,9 @@ class Task(Generic[T]):
         self.error: BaseException | None = None
 
     # -- sockets --------------------------------------------------------------------------------
-    def socket(self) -> TcpSocket:
+    def socket(self, family: int = AF_INET) -> TcpSocket:
         """A new non-blocking TCP socket of the task's vnet whose changes wake the task."""
-        sock = self.vnet.socket(AF_INET, SOCK_STREAM)
+        sock = self.vnet.socket(family, SOCK_STREAM)
         return self.adopt(sock)  # type: ignore[arg-type]
 
     def adopt(self, sock: TcpSocket) -> TcpSocket:

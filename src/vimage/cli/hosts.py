@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from vimage.cli import Context, ToolError, UsageError
-from vimage.wire import ipv4
+from vimage.wire import ipv4, ipv6
 
 USAGE = """\
 usage: hosts
@@ -26,6 +26,8 @@ def main(ctx: Context, argv: list[str]) -> int:
     if not argv:
         for addr, names in hosts.entries():
             ctx.print(f"{ipv4.ntoa(addr)}\t{' '.join(names)}")
+        for addr, names in hosts.entries6():
+            ctx.print(f"{ipv6.ntoa(addr)}\t{' '.join(names)}")
         return 0
     verb, args = argv[0], argv[1:]
     if verb == "add":
@@ -46,11 +48,12 @@ def main(ctx: Context, argv: list[str]) -> int:
     if verb == "lookup":
         if len(args) != 1:
             raise UsageError()
-        addrs = hosts.lookup(args[0])
-        if not addrs:
+        texts = [ipv4.ntoa(a) for a in hosts.lookup(args[0])]
+        texts += [ipv6.ntoa(a) for a in hosts.lookup6(args[0])]
+        if not texts:
             raise ToolError(f"{args[0]}: unknown host")
-        for addr in addrs:
-            ctx.print(ipv4.ntoa(addr))
+        for text in texts:
+            ctx.print(text)
         return 0
     if verb.startswith("-"):
         raise UsageError(f"illegal option -- {verb.lstrip('-')}", synopsis=True)

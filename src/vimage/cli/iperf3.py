@@ -25,26 +25,29 @@ from vimage.apps import iperf3 as app
 from vimage.apps.iperf3.report import FORMATS
 from vimage.cli import ToolError, UsageError, getopt_message
 from vimage.cli._util import parse_addr
+from vimage.socket.socket import AF_INET, AF_INET6
 
 if TYPE_CHECKING:
     from vimage.cli import Context
 
-SHORT = "c:sp:t:n:k:l:P:RJN1i:w:b:f:B:uO:V"
+SHORT = "c:sp:t:n:k:l:P:RJN1i:w:b:f:B:uO:V46"
 LONG = ("client=", "server", "port=", "time=", "bytes=", "blockcount=", "length=",
         "parallel=", "reverse", "json", "no-delay", "one-off", "interval=", "window=",
-        "bitrate=", "bandwidth=", "format=", "bind=", "udp", "omit=", "bidir", "verbose")
+        "bitrate=", "bandwidth=", "format=", "bind=", "udp", "omit=", "bidir", "verbose",
+        "version4", "version6")
 ALIASES = MappingProxyType({
     "--client": "-c", "--server": "-s", "--port": "-p", "--time": "-t", "--bytes": "-n",
     "--blockcount": "-k", "--length": "-l", "--parallel": "-P", "--reverse": "-R",
     "--json": "-J", "--no-delay": "-N", "--one-off": "-1", "--interval": "-i",
     "--window": "-w", "--bitrate": "-b", "--bandwidth": "-b", "--format": "-f",
     "--bind": "-B", "--udp": "-u", "--omit": "-O", "--verbose": "-V",
+    "--version4": "-4", "--version6": "-6",
 })
 CLIENT_ONLY = "tnklPRNwb"
 SERVER_ONLY = "1"
 USAGE = """\
-usage: iperf3 -s [-1J] [-p port] [-i interval] [-f format] [-B host]
-       iperf3 -c host [-JNR] [-p port] [-t time | -n bytes[KMGT] | -k blocks]
+usage: iperf3 -s [-1J46] [-p port] [-i interval] [-f format] [-B host]
+       iperf3 -c host [-JNR46] [-p port] [-t time | -n bytes[KMGT] | -k blocks]
               [-P parallel] [-l length[KMGT]] [-w window[KMGT]]
               [-b bitrate[KMGT]] [-i interval] [-f format]
        iperf3 -h | --help
@@ -121,10 +124,11 @@ def main(ctx: Context, argv: list[str]) -> int:
     if "-f" in opts and (len(fmt) != 1 or fmt not in FORMATS):
         raise parameter_error("bad format specifier (valid formats are in the set [kmgtKMGT])")
     json_mode = "-J" in opts
+    family = AF_INET6 if "-6" in opts else AF_INET if "-4" in opts else 0
     if server:
         return run_server(ctx, port, opts.get("-B", ""), "-1" in opts, interval, json_mode,
-                          fmt)
-    return run_client(ctx, opts, port, interval, json_mode, fmt)
+                          fmt, family)
+    return run_client(ctx, opts, port, interval, json_mode, fmt, family)
 
 
 def client_settings(opts: dict[str, str]) -> app.Settings:
@@ -158,11 +162,11 @@ def client_settings(opts: dict[str, str]) -> app.Settings:
 
 
 def run_client(ctx: Context, opts: dict[str, str], port: int, interval: float,
-               json_mode: bool, fmt: str) -> int:
+               json_mode: bool, fmt: str, family: int = 0) -> int:
     settings = client_settings(opts)
     host = opts["-c"]
     task = app.start_client(ctx.vnet, host, port, settings=settings, interval=interval,
-                            json_mode=json_mode, fmt=fmt)
+                            json_mode=json_mode, fmt=fmt, family=family)
     limit = (settings.duration + app.GRACE + 2 * app.CTRL_TIMEOUT if settings.duration
              else None)
     try:
@@ -179,12 +183,12 @@ def run_client(ctx: Context, opts: dict[str, str], port: int, interval: float,
 
 
 def run_server(ctx: Context, port: int, bind: str, once: bool, interval: float,
-               json_mode: bool, fmt: str) -> int:
-    if bind:
+               json_mode: bool, fmt: str, family: int = 0) -> int:
+    if bind and ":" not in bind:
         parse_addr(bind, "host")
     try:
         server = app.serve(ctx.vnet, port, once=once, bind=bind, interval=interval,
-                           json_mode=json_mode, fmt=fmt)
+                           json_mode=json_mode, fmt=fmt, family=family)
     except OSError as exc:
         raise ToolError(f"error - unable to start listener for connections: "
                         f"{exc.strerror or exc}") from None

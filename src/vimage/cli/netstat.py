@@ -27,8 +27,10 @@ from vimage.cli._util import getopts, ifaces_by_index
 from vimage.context import current_fib
 from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_REJECT, RTF_UP, flag_string
 from vimage.netinet import icmp, tcp
-from vimage.socket.socket import IPPROTO_ICMP, SOCK_RAW
+from vimage.socket.inet6 import IPPROTO_ICMPV6
+from vimage.socket.socket import AF_INET6, IPPROTO_ICMP, SOCK_RAW
 from vimage.wire import ipv4
+from vimage.wire import ipv6 as wip6
 from vimage.wire.ethernet import mac_ntoa
 
 if TYPE_CHECKING:
@@ -47,7 +49,7 @@ def stat_protos(vnet: Vnet) -> list[Protocol]:
                   key=lambda p: p.stats_order)
 
 
-SOCKET_PROTOS = frozenset({"tcp", "udp", "ip", "icmp"})
+SOCKET_PROTOS = frozenset({"tcp", "udp", "ip", "icmp", "ip6", "icmp6"})
 FAMILIES = frozenset({"inet", "inet6"})
 
 
@@ -133,7 +135,7 @@ def main(ctx: Context, argv: list[str]) -> int:
         if lflag:
             lines = listen_lines(vnet, proto)
         else:
-            lines = socket_lines(vnet, aflag, proto)
+            lines = socket_lines(vnet, aflag, proto, family)
     for line in lines:
         ctx.print(line)
     return 0
@@ -322,9 +324,34 @@ def iface_lines(vnet: Vnet, only: str | None, bflag: bool, dflag: bool) -> list[
 
 
 # -- netstat [-a] ---------------------------------------------------------------------
-def _endpoint(addr: int, port: int) -> str:
-    host = ipv4.ntoa(addr) if addr else "*"
+def _endpoint(addr: int, port: int, v6: bool = False, zone: str = "") -> str:
+    """FreeBSD's inetprint: `10.0.0.1.80`, `2001:db8::1.80`, `fe80::1%epair0a.22`, `*.*`."""
+    if not addr:
+        host = "*"
+    elif v6:
+        host = wip6.ntoa(addr) + (f"%{zone}" if zone and wip6.needs_zone(addr) else "")
+    else:
+        host = ipv4.ntoa(addr)
     return f"{host}.{port if port else '*'}"
+
+
+def _tcp_proto(t: Tcb) -> str:
+    """tcp4, tcp6, or tcp46 for a dual-stack listener (FreeBSD's vflag INP_IPV4|INP_IPV6)."""
+    if not t.v6:
+        return "tcp4"
+    return "tcp46" if t.state == tcp.LISTEN and not t.v6only and not t.laddr else "tcp6"
+
+
+def _sock_proto(base: str, s: Socket) -> str:
+    if s.family != AF_INET6:
+        return base + "4"
+    if not s.v6only and not s.laddr and not s.faddr:
+        return base + "46"
+    return base + "6"
+
+
+def _zone_name(vnet: Vnet, index: int) -> str:
+    return next((ifp.name for ifp in vnet.ifaces.values() if ifp.index == index), "")
 
 
 def _tcp_rows(vnet: Vnet) -> list[Tcb]:
@@ -332,7 +359,18 @@ def _tcp_rows(vnet: Vnet) -> list[Tcb]:
     return [t for t in vnet.tcp.tcbs() if t.state != tcp.CLOSED]
 
 
-def socket_lines(vnet: Vnet, aflag: bool, proto: str | None) -> list[str]:
+def socket_lines(vnet: Vnet, aflag: bool, proto: str | None,
+                 family: str | None = None) -> list[str]:
+    """netstat [-a]: the sockets, rows named as FreeBSD's (tcp4, tcp6, tcp46, udp6 ...);
+    `-f inet` or `-f inet6` keeps one family's (a dual-stack one is in both)."""
+    out = _socket_lines(vnet, aflag, proto)
+    if family is None:
+        return out
+    keep = ("4", "46") if family == "inet" else ("6", "46")
+    return out[:2] + [line for line in out[2:] if line.split()[0].endswith(keep)]
+
+
+def _socket_lines(vnet: Vnet, aflag: bool, proto: str | None) -> list[str]:
     title = "Active Internet connections" + (" (including servers)" if aflag else "")
     out = [title, f"{'Proto':<5} Recv-Q Send-Q {'Local Address':<22} "
                   f"{'Foreign Address':<22} (state)"]
@@ -340,23 +378,31 @@ def socket_lines(vnet: Vnet, aflag: bool, proto: str | None) -> list[str]:
         for t in _tcp_rows(vnet):
             if not aflag and (t.state == tcp.LISTEN or not t.laddr):
                 continue  # servers are shown with -a only
-            out.append(f"{'tcp4':<5} {len(t.rcv_buf):>6} {len(t.snd_buf):>6} "
-                       f"{_endpoint(t.laddr, t.lport):<22} {_endpoint(t.faddr, t.fport):<22} "
-                       f"{t.state_name:<11}")
+            zone = t.zone.name if t.zone is not None else ""
+            out.append(f"{_tcp_proto(t):<5} {len(t.rcv_buf):>6} {len(t.snd_buf):>6} "
+                       f"{_endpoint(t.laddr, t.lport, t.v6, zone):<22} "
+                       f"{_endpoint(t.faddr, t.fport, t.v6, zone):<22} {t.state_name:<11}")
     rows: list[tuple[str, Socket]] = []
     if proto in (None, "udp"):
         rows.extend(("udp4", s) for s in vnet.udp.sockets())
+        rows.extend((_sock_proto("udp", s), s) for s in vnet.udp.sockets6())
     for s in vnet.raw.sockets:
         is_icmp = s.proto == IPPROTO_ICMP
         if proto is None or (proto == "icmp" and is_icmp) or (proto == "ip" and not is_icmp):
             rows.append(("icm4" if is_icmp else "ip4", s))
+    for s in vnet.raw.sockets6:
+        is_icmp = s.proto == IPPROTO_ICMPV6
+        if proto is None or (proto == "icmp6" and is_icmp) or (proto == "ip6" and not is_icmp):
+            rows.append(("icm6" if is_icmp else "ip6", s))
     for name, s in rows:
         if not aflag and not s.laddr:
             continue  # a server (wildcard) socket: shown with -a only
         lport = s.lport if s.type != SOCK_RAW else 0
         fport = s.fport if s.type != SOCK_RAW else 0
-        out.append(f"{name:<5} {s._rcvbytes:>6} {0:>6} {_endpoint(s.laddr, lport):<22} "
-                   f"{_endpoint(s.faddr, fport):<22} ")
+        v6 = getattr(s, "family", 0) == AF_INET6  # a kernel socket (vxlan) has none
+        zone = _zone_name(vnet, s.scope) if v6 and s.scope else ""
+        out.append(f"{name:<5} {s._rcvbytes:>6} {0:>6} {_endpoint(s.laddr, lport, v6, zone):<22} "
+                   f"{_endpoint(s.faddr, fport, v6, zone):<22} ")
     return out
 
 
@@ -369,5 +415,6 @@ def listen_lines(vnet: Vnet, proto: str | None) -> list[str]:
             if t.state != tcp.LISTEN:
                 continue
             queues = f"{len(t.accept_q or ())}/{t.syn_q}/{t.backlog}"
-            out.append(f"{'tcp4':<5} {queues:<32} {_endpoint(t.laddr, t.lport):<22} ")
+            out.append(f"{_tcp_proto(t):<5} {queues:<32} "
+                       f"{_endpoint(t.laddr, t.lport, t.v6):<22} ")
     return out

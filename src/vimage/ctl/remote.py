@@ -20,7 +20,10 @@ On the wire between the process and the daemon:
   process raises on its next receive, or its next send when nothing is queued before it;
 - a listening socket's pair carries one byte per connection waiting for accept();
 - a routing socket (`socket(17, SOCK_RAW)`: FreeBSD's AF_ROUTE, docs/routing.md) is a
-  datagram socket whose messages carry address 0.0.0.0:0.
+  datagram socket whose messages carry address 0.0.0.0:0;
+- an AF_INET6 socket is relayed the same way; its datagrams are headed by
+  `DGRAM6_HEADER` (kind, IPv6 address, port, scope id; :: port 0 is the connected
+  peer), its addresses are `(host, port, flowinfo, scope_id)` tuples.
 When the socket's vnet is destroyed the daemon closes its ends: a datagram socket's calls
 then fail with ENETDOWN, a stream sees the end of its connection.
 Names are resolved by the daemon in the vnet (its hosts table).
@@ -44,6 +47,7 @@ from vimage.stdlib import ORIGINAL
 
 AF_ROUTE = 17  # FreeBSD's value: `socket.socket(17, SOCK_RAW)` is the vnet's routing socket
 DGRAM_HEADER = struct.Struct("!B4sH")
+DGRAM6_HEADER = struct.Struct("!B16sHI")
 DGRAM_DATA = 0
 DGRAM_ERROR = 1
 
@@ -53,6 +57,18 @@ def _oserror(reply: dict[str, Any]) -> OSError:
         return _socket.gaierror(int(reply["gaierror"]), str(reply.get("message", "")))
     err = int(reply["errno"])
     return OSError(err, reply.get("message") or os.strerror(err))
+
+
+def _addr6(address: Any) -> tuple[str, int, int]:
+    """(host, port, scope id) of an AF_INET6 address (a 2- to 4-tuple, as CPython)."""
+    if not isinstance(address, tuple) or not 2 <= len(address) <= 4:
+        raise TypeError("AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]])")
+    host, port = address[0], address[1]
+    if not isinstance(port, int):
+        raise TypeError(f"'{type(port).__name__}' object cannot be interpreted as an integer")
+    if isinstance(host, bytes):
+        host = host.decode()
+    return str(host), port, int(address[3]) if len(address) > 3 else 0
 
 
 def _addr(address: Any) -> tuple[str, int]:
@@ -98,7 +114,7 @@ def make_socket_class(channel: Channel, real: type) -> type:
 
         def __new__(cls, family: int = -1, type: int = -1, proto: int = -1,
                     fileno: int | None = None) -> Any:
-            if family in (-1, _socket.AF_INET, AF_ROUTE) and fileno is None:
+            if family in (-1, _socket.AF_INET, _socket.AF_INET6, AF_ROUTE) and fileno is None:
                 return real.__new__(cls)
             return real(family, type, proto, fileno)  # AF_UNIX and friends stay real
 
@@ -110,7 +126,8 @@ def make_socket_class(channel: Channel, real: type) -> type:
                 self._adopt(reply, fds[0])
                 return
             kind = _socket.SOCK_STREAM if type == -1 else type
-            reply, fds = channel.call("socket", type=int(kind), proto=max(proto, 0))
+            fam = _socket.AF_INET if family == -1 else int(family)
+            reply, fds = channel.call("socket", type=int(kind), proto=max(proto, 0), family=fam)
             self._adopt(reply, fds[0])
 
         def _adopt(self, reply: dict[str, Any], fd: int) -> None:
@@ -134,25 +151,41 @@ def make_socket_class(channel: Channel, real: type) -> type:
         proto = property(lambda self: self._vproto)
 
         def __repr__(self) -> str:
-            return (f"<vimage socket fd={self.fileno()}, family=AF_INET, type={self._vtype!r}, "
+            return (f"<vimage socket fd={self.fileno()}, family={self.family!r}, "
+                    f"type={self._vtype!r}, "
                     f"vnet={channel.client.vnet}>")
 
         # -- set-up: requests to the daemon ----------------------------------------------
-        def bind(self, address: Any) -> None:
+        def _v6(self) -> bool:
+            return self._vfamily == _socket.AF_INET6
+
+        def _where(self, address: Any) -> dict[str, Any]:
+            """The request fields naming `address`."""
+            if self._v6():
+                host, port, scope = _addr6(address)
+                return {"host": host, "port": port, "scope": scope}
             host, port = _addr(address)
-            channel.request("sock.bind", sid=self._vid, host=host, port=port)
+            return {"host": host, "port": port}
+
+        def _named(self, reply: dict[str, Any]) -> Any:
+            if self._v6():
+                return str(reply["host"]), int(reply["port"]), 0, int(reply.get("scope", 0))
+            return str(reply["host"]), int(reply["port"])
+
+        def bind(self, address: Any) -> None:
+            channel.request("sock.bind", sid=self._vid, **self._where(address))
 
         def listen(self, backlog: int = 128) -> None:
             channel.request("sock.listen", sid=self._vid, backlog=int(backlog))
 
         def connect(self, address: Any) -> None:
-            host, port = _addr(address)
+            where = self._where(address)
             timeout = self.gettimeout()
             if timeout == 0:
-                channel.request("sock.connect", sid=self._vid, host=host, port=port, wait=0.0)
+                channel.request("sock.connect", sid=self._vid, wait=0.0, **where)
                 return
-            channel.request("sock.connect", sid=self._vid, host=host, port=port,
-                            wait=-1.0 if timeout is None else timeout)
+            channel.request("sock.connect", sid=self._vid,
+                            wait=-1.0 if timeout is None else timeout, **where)
 
         def connect_ex(self, address: Any) -> int:
             try:
@@ -174,7 +207,7 @@ def make_socket_class(channel: Channel, real: type) -> type:
             conn = type(self)._wrap(reply, fds[0])
             if _socket.getdefaulttimeout() is None and timeout:
                 conn.setblocking(True)  # as the stdlib's accept()
-            return conn, (str(reply["host"]), int(reply["port"]))
+            return conn, self._named(reply)
 
         def _go_quiet(self) -> None:
             """The daemon's end is gone: put a never-readable descriptor in its place, so
@@ -187,13 +220,11 @@ def make_socket_class(channel: Channel, real: type) -> type:
             finally:
                 quiet.close()
 
-        def getsockname(self) -> tuple[str, int]:
-            reply = channel.request("sock.name", sid=self._vid, peer=False)
-            return str(reply["host"]), int(reply["port"])
+        def getsockname(self) -> Any:
+            return self._named(channel.request("sock.name", sid=self._vid, peer=False))
 
-        def getpeername(self) -> tuple[str, int]:
-            reply = channel.request("sock.name", sid=self._vid, peer=True)
-            return str(reply["host"]), int(reply["port"])
+        def getpeername(self) -> Any:
+            return self._named(channel.request("sock.name", sid=self._vid, peer=True))
 
         def setsockopt(self, level: int, option: int, value: Any, optlen: Any = None) -> None:
             if isinstance(value, (bytes, bytearray)):
@@ -225,6 +256,16 @@ def make_socket_class(channel: Channel, real: type) -> type:
                 return real.sendto(self, data, flags_or_addr, addr) if addr is not None \
                     else real.sendto(self, data, flags_or_addr)
             flags, address = (0, flags_or_addr) if addr is None else (flags_or_addr, addr)
+            if self._v6():
+                host, port, scope = _addr6(address)
+                packed6 = _ip6(host)
+                if packed6 is None:
+                    reply = channel.request("sock.resolve", host=host, family=_socket.AF_INET6)
+                    packed6 = _ip6(reply["addr"]) or bytes(16)
+                    scope = int(reply.get("scope", 0)) or scope
+                self._send_dgram(DGRAM6_HEADER.pack(DGRAM_DATA, packed6, port, scope), data,
+                                 flags)
+                return len(data)
             host, port = _addr(address)
             packed = channel.request("sock.resolve", host=host)["addr"] if not _is_ip(host) \
                 else host
@@ -235,7 +276,9 @@ def make_socket_class(channel: Channel, real: type) -> type:
         def send(self, data: Any, flags: int = 0) -> int:
             if not self._dgram():
                 return real.send(self, data, flags)
-            self._send_dgram(DGRAM_HEADER.pack(DGRAM_DATA, b"\0\0\0\0", 0), data, flags)
+            head = DGRAM6_HEADER.pack(DGRAM_DATA, bytes(16), 0, 0) if self._v6() \
+                else DGRAM_HEADER.pack(DGRAM_DATA, b"\0\0\0\0", 0)
+            self._send_dgram(head, data, flags)
             return len(data)
 
         def sendall(self, data: Any, flags: int = 0) -> None:
@@ -260,28 +303,34 @@ def make_socket_class(channel: Channel, real: type) -> type:
             fcntl.ioctl(self.fileno(), termios.FIONREAD, queued)
             if queued == b"\0\0\0\0":
                 return
+            header = DGRAM6_HEADER if self._v6() else DGRAM_HEADER
             try:
-                head = real.recv(self, DGRAM_HEADER.size, _socket.MSG_PEEK | _socket.MSG_DONTWAIT)
+                head = real.recv(self, header.size, _socket.MSG_PEEK | _socket.MSG_DONTWAIT)
             except BlockingIOError:  # another thread took it
                 return
             except ConnectionResetError:  # the daemon closed its end with ours unread
                 raise _gone() from None
-            if len(head) == DGRAM_HEADER.size and head[0] == DGRAM_ERROR:
-                real.recv(self, DGRAM_HEADER.size, _socket.MSG_DONTWAIT)  # taken: cleared
-                err = DGRAM_HEADER.unpack(head)[2]
+            if len(head) == header.size and head[0] == DGRAM_ERROR:
+                real.recv(self, header.size, _socket.MSG_DONTWAIT)  # taken: cleared
+                err = header.unpack(head)[2]
                 raise OSError(err, os.strerror(err))
 
-        def _recv_dgram(self, bufsize: int, flags: int) -> tuple[bytes, tuple[str, int]]:
+        def _recv_dgram(self, bufsize: int, flags: int) -> tuple[bytes, Any]:
+            header = DGRAM6_HEADER if self._v6() else DGRAM_HEADER
             try:
-                message = real.recv(self, max(bufsize, 0) + DGRAM_HEADER.size, flags)
+                message = real.recv(self, max(bufsize, 0) + header.size, flags)
             except ConnectionResetError:  # the daemon closed its end: the vnet is gone
                 raise _gone() from None
             if not message:  # the daemon closed its end: the vnet (or the daemon) is gone
                 raise _gone()
-            kind, raw, port = DGRAM_HEADER.unpack_from(message)
+            fields = header.unpack_from(message)
+            kind, raw, port = fields[:3]
             if kind == DGRAM_ERROR:
                 raise OSError(port, os.strerror(port))
-            return message[DGRAM_HEADER.size:][:bufsize], (_socket.inet_ntoa(raw), port)
+            data = message[header.size:][:bufsize]
+            if self._v6():
+                return data, (_socket.inet_ntop(_socket.AF_INET6, raw), port, 0, fields[3])
+            return data, (_socket.inet_ntoa(raw), port)
 
         def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
             if not self._dgram():
@@ -312,6 +361,16 @@ def make_socket_class(channel: Channel, real: type) -> type:
 
 def _gone() -> OSError:
     return OSError(errno.ENETDOWN, "vimage: the vnet of this socket (or the daemon) has gone")
+
+
+def _ip6(host: str) -> bytes | None:
+    """The 16 bytes of a numeric IPv6 address without a zone, else None."""
+    if "%" in host:
+        return None
+    try:
+        return _socket.inet_pton(_socket.AF_INET6, host)
+    except OSError:
+        return None
 
 
 def _is_ip(host: str) -> bool:

@@ -24,8 +24,8 @@ from vimage import netdb
 from vimage.aio.loop import VimageEventLoop
 from vimage.ctl.ops import Op, OpFunc, Request
 from vimage.ctl.protocol import BAD_REQUEST, CtlError
-from vimage.ctl.remote import DGRAM_DATA, DGRAM_ERROR, DGRAM_HEADER
-from vimage.wire import ipv4
+from vimage.ctl.remote import DGRAM6_HEADER, DGRAM_DATA, DGRAM_ERROR, DGRAM_HEADER
+from vimage.wire import ipv4, ipv6
 
 if TYPE_CHECKING:
     from vimage.ctl.daemon import Daemon, Session
@@ -51,7 +51,7 @@ class Relayed:
         self.ours = ours
         self.kind = kind
         self.tasks: list[asyncio.Task[Any]] = []
-        self.pending: list[tuple[Any, tuple[str, int]]] = []  # accepted, not yet taken
+        self.pending: list[tuple[Any, tuple[Any, ...]]] = []  # accepted, not yet taken
         self.accepting: asyncio.Event | None = None
         self.backlog = 0
         self.connecting: asyncio.Task[Any] | None = None
@@ -220,13 +220,19 @@ async def _pump_in(rel: Relayed) -> None:
 async def _dgram_out(rel: Relayed) -> None:
     loop = asyncio.get_running_loop()
     while message := await loop.sock_recv(rel.ours, CHUNK + DGRAM_HEADER.size):
-        if len(message) < DGRAM_HEADER.size:
+        v6 = rel.vsock.family == socket.AF_INET6
+        header = DGRAM6_HEADER if v6 else DGRAM_HEADER
+        if len(message) < header.size:
             continue
-        _kind, raw, port = DGRAM_HEADER.unpack_from(message)
-        data = message[DGRAM_HEADER.size:]
+        fields = header.unpack_from(message)
+        raw, port = fields[1], fields[2]
+        data = message[header.size:]
         try:
-            if raw == b"\0\0\0\0" and port == 0:
+            if not any(raw) and port == 0:
                 rel.vsock.send(data)
+            elif v6:
+                rel.vsock.sendto(data, (socket.inet_ntop(socket.AF_INET6, raw), port, 0,
+                                        fields[3]))
             else:
                 rel.vsock.sendto(data, (socket.inet_ntoa(raw), port))
         except OSError as exc:
@@ -242,21 +248,27 @@ def _dgram_error(rel: Relayed, err: int) -> None:
     send or receive. It never waits for the process to read: when the pair is full the
     report is dropped, as a full socket drops a datagram, so a program that only sends
     cannot stall the relay (and, with it, itself)."""
+    head = DGRAM6_HEADER.pack(DGRAM_ERROR, bytes(16), err, 0) \
+        if rel.vsock.family == socket.AF_INET6 else DGRAM_HEADER.pack(DGRAM_ERROR, bytes(4), err)
     with contextlib.suppress(OSError):  # full (BlockingIOError), or the process has gone
-        rel.ours.send(DGRAM_HEADER.pack(DGRAM_ERROR, b"\0\0\0\0", err))
+        rel.ours.send(head)
 
 
 async def _dgram_in(rel: Relayed) -> None:
     loop = asyncio.get_running_loop()
     while True:
         try:
-            data, (host, port) = await loop.sock_recvfrom(rel.vsock, CHUNK)
+            data, address = await loop.sock_recvfrom(rel.vsock, CHUNK)
         except OSError as exc:
             if exc.errno in (errno.EBADF, None):
                 return
             _dgram_error(rel, exc.errno)
             continue
-        head = DGRAM_HEADER.pack(DGRAM_DATA, socket.inet_aton(host), port)
+        if len(address) == 4:
+            head = DGRAM6_HEADER.pack(DGRAM_DATA, socket.inet_pton(socket.AF_INET6, address[0]),
+                                      address[1], address[3])
+        else:
+            head = DGRAM_HEADER.pack(DGRAM_DATA, socket.inet_aton(address[0]), address[1])
         with contextlib.suppress(OSError):  # a full pair drops, as a full socket does (or: gone)
             rel.ours.send(head + data)
 
@@ -374,13 +386,16 @@ def op_socket(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
     kind = req.int("type", socket.SOCK_STREAM) & 0xF
     proto = req.int("proto", 0)
     vnet = _vnet(d, s)
-    if req.int("family", socket.AF_INET) == AF_ROUTE:
+    family = req.int("family", socket.AF_INET)
+    if family == AF_ROUTE:
         return _route_socket(d, s, req, vnet)
 
     async def make() -> dict[str, Any]:
         if kind not in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
             raise _Errno(errno.ESOCKTNOSUPPORT, "only stream and datagram sockets are relayed")
-        vsock = vnet.socket(socket.AF_INET, kind, proto)
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            raise _Errno(errno.EAFNOSUPPORT)
+        vsock = vnet.socket(family, kind, proto)
         vsock.setblocking(False)
         rel, fd = _new(d, s, vnet, vsock, kind)
         req.out_fds.append(fd)
@@ -397,12 +412,35 @@ def _resolve(vnet: Vnet, host: str) -> str:
     return ipv4.ntoa(netdb.resolve_host(vnet, host)[0])
 
 
+def _resolve6(vnet: Vnet, host: str, scope: int) -> tuple[str, int]:
+    """(numeric IPv6 host, scope id) for `host`, in the vnet (a zone in the text wins)."""
+    if host in ("", "::"):
+        return host, scope
+    addr, zone = netdb.resolve_host6(vnet, host)[0]
+    return ipv6.ntoa(addr), zone or scope
+
+
+def _address(rel: Relayed, req: Request) -> tuple[Any, ...]:
+    """The socket address a request names, for the relayed socket's family."""
+    host, port = req.str("host"), req.int("port", 0)
+    if rel.vsock.family == socket.AF_INET6:
+        text, scope = _resolve6(rel.vnet, host, req.int("scope", 0))
+        return text, port, 0, scope
+    return _resolve(rel.vnet, host), port
+
+
+def _reply_name(address: tuple[Any, ...]) -> dict[str, Any]:
+    name = {"host": address[0], "port": address[1]}
+    if len(address) == 4:
+        name["scope"] = address[3]
+    return name
+
+
 def op_bind(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
     rel = d.sockets.get(s, req.args.get("sid"))
-    host, port = req.str("host"), req.int("port", 0)
 
     async def bind() -> dict[str, Any]:
-        rel.vsock.bind((_resolve(rel.vnet, host), port))
+        rel.vsock.bind(_address(rel, req))
         return {}
 
     return _direct(bind())
@@ -432,26 +470,25 @@ def op_accept(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
     async def accept() -> dict[str, Any]:
         if not rel.pending:
             raise _Errno(errno.EAGAIN)
-        conn, (host, port) = rel.pending.pop(0)
+        conn, address = rel.pending.pop(0)
         if rel.accepting is not None:
             rel.accepting.set()
         child, fd = _new(d, s, rel.vnet, conn, socket.SOCK_STREAM)
         req.out_fds.append(fd)
         _start(child, _pump_out, _pump_in)
-        return {**_describe(child), "host": host, "port": port}
+        return {**_describe(child), **_reply_name(address)}
 
     return _run(d, accept())
 
 
 def op_connect(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
     rel = d.sockets.get(s, req.args.get("sid"))
-    host, port = req.str("host"), req.int("port", 0)
     wait = req.args.get("wait", -1.0)
     if not isinstance(wait, (int, float)):
         raise CtlError(BAD_REQUEST, "sock.connect: 'wait' must be a number")
 
     async def connect() -> dict[str, Any]:
-        address = (_resolve(rel.vnet, host), port)
+        address = _address(rel, req)
         if rel.kind == socket.SOCK_DGRAM:
             rel.vsock.connect(address)
             return {}
@@ -484,8 +521,7 @@ def op_name(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
     peer = req.bool("peer")
 
     async def name() -> dict[str, Any]:
-        host, port = rel.vsock.getpeername() if peer else rel.vsock.getsockname()
-        return {"host": host, "port": port}
+        return _reply_name(rel.vsock.getpeername() if peer else rel.vsock.getsockname())
 
     return _direct(name())
 
@@ -537,6 +573,9 @@ def op_getopt(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
 def op_resolve(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
     vnet = _vnet(d, s)
     try:
+        if req.int("family", socket.AF_INET) == socket.AF_INET6:
+            text, scope = _resolve6(vnet, req.str("host"), 0)
+            return {"addr": text, "scope": scope}
         return {"addr": _resolve(vnet, req.str("host"))}
     except OSError as exc:
         return _reply_error(exc)
@@ -574,13 +613,14 @@ def op_netdb(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
 
 OPS: Mapping[str, Op] = MappingProxyType({
     "socket": Op(_errno_replies(op_socket), frozenset(("type", "proto", "family"))),
-    "sock.bind": Op(_errno_replies(op_bind), frozenset(("sid", "host", "port"))),
+    "sock.bind": Op(_errno_replies(op_bind), frozenset(("sid", "host", "port", "scope"))),
     "sock.listen": Op(_errno_replies(op_listen), frozenset(("sid", "backlog"))),
     "sock.accept": Op(_errno_replies(op_accept), frozenset(("sid",))),
-    "sock.connect": Op(_errno_replies(op_connect), frozenset(("sid", "host", "port", "wait"))),
+    "sock.connect": Op(_errno_replies(op_connect),
+                       frozenset(("sid", "host", "port", "wait", "scope"))),
     "sock.name": Op(_errno_replies(op_name), frozenset(("sid", "peer"))),
     "sock.setopt": Op(_errno_replies(op_setopt), frozenset(("sid", "level", "option", "value"))),
     "sock.getopt": Op(_errno_replies(op_getopt), frozenset(("sid", "level", "option", "buflen"))),
-    "sock.resolve": Op(_errno_replies(op_resolve), frozenset(("host",))),
+    "sock.resolve": Op(_errno_replies(op_resolve), frozenset(("host", "family"))),
     "netdb": Op(_errno_replies(op_netdb), frozenset(("call", "args", "kwargs"))),
 })

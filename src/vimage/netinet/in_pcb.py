@@ -43,3 +43,22 @@ class PcbList:
 
     def __bool__(self) -> bool:
         return any(r() is not None for r in self._refs)
+
+
+# -- IPv6 PCBs and IPv4-mapped addresses (FreeBSD in6_pcb.c, RFC 4291 2.5.5.2) --------------
+MAPPED_PREFIX = 0xFFFF << 32
+"""::ffff:0:0/96: a dual-stack AF_INET6 socket names an IPv4 peer as ::ffff:a.b.c.d."""
+
+
+def is_mapped(addr: int) -> bool:
+    return addr >> 32 == 0xFFFF
+
+
+def mapped(addr4: int) -> int:
+    """The IPv4-mapped IPv6 address of an IPv4 address."""
+    return MAPPED_PREFIX | addr4
+
+
+def unmapped(addr6: int) -> int:
+    """The IPv4 address inside an IPv4-mapped one (0 stays 0: the wildcard)."""
+    return addr6 & 0xFFFFFFFF

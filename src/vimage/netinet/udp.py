@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import errno
+from socket import AF_INET, AF_INET6
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.icmp import quoted_ports
 from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
-from vimage.netinet.in_pcb import PcbList
+from vimage.netinet.in_pcb import PcbList, is_mapped, mapped, unmapped
 from vimage.stats import count_drop, counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import WireError
 from vimage.wire import icmp as wicmp
+from vimage.wire import icmp6 as wicmp6
 from vimage.wire import udp as wudp
 from vimage.wire.ipv4 import PROTO_UDP
+from vimage.wire.ipv6 import needs_zone
 
 if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
@@ -53,6 +56,16 @@ _CTL_ERRNO: tuple[tuple[int, int, int], ...] = (
     (wicmp.UNREACH, wicmp.UNREACH_SRCFAIL, errno.EHOSTUNREACH),
     (wicmp.UNREACH, wicmp.UNREACH_NEEDFRAG, errno.EMSGSIZE),
 )
+# the same for ICMPv6 (FreeBSD icmp6_errmap)
+_CTL6_ERRNO: tuple[tuple[int, int, int], ...] = (
+    (wicmp6.DST_UNREACH, wicmp6.UNREACH_NOPORT, errno.ECONNREFUSED),
+    (wicmp6.DST_UNREACH, wicmp6.UNREACH_ADMIN, errno.ECONNREFUSED),
+    (wicmp6.DST_UNREACH, wicmp6.UNREACH_NOROUTE, errno.EHOSTUNREACH),
+    (wicmp6.DST_UNREACH, wicmp6.UNREACH_ADDR, errno.EHOSTUNREACH),
+    (wicmp6.DST_UNREACH, wicmp6.UNREACH_BEYONDSCOPE, errno.ENOPROTOOPT),
+    (wicmp6.PARAM_PROB, wicmp6.PARAMPROB_NEXTHEADER, errno.ECONNREFUSED),
+    (wicmp6.PACKET_TOO_BIG, 0, errno.EMSGSIZE),
+)
 
 
 # a datagram the parser refuses: its WireError reason -> the counter ("" for any other)
@@ -62,11 +75,13 @@ UdpStats = counters("UdpStats", tuple(name for name, _ in STAT_LINES))
 
 
 class UdpState:
-    __slots__ = ("blackhole", "checksum", "maxdgram", "ports", "recvspace", "stats", "vnet")
+    __slots__ = ("blackhole", "checksum", "maxdgram", "ports", "ports6", "recvspace", "stats",
+                 "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
-        self.ports: dict[int, PcbList] = {}
+        self.ports: dict[int, PcbList] = {}  # AF_INET sockets by local port
+        self.ports6: dict[int, PcbList] = {}  # AF_INET6 sockets (dual-stack ones too)
         self.stats = UdpStats()
         self.checksum = 1
         self.maxdgram = 9216
@@ -75,11 +90,15 @@ class UdpState:
 
     # -- PCB table -------------------------------------------------------------------
     def bind(self, sock: Socket, addr: int, port: int) -> None:
+        """Bind `sock` (AF_INET, or AF_INET6 with a 128-bit `addr`): the ports of both
+        families are one space, as FreeBSD's single udbinfo (in6_pcbbind checks the
+        IPv4 side of a dual-stack socket)."""
+        v6 = _family(sock) == AF_INET6
         if port == 0:
             port = self.ephemeral(addr)
         else:
-            for other in self.bound(port):
-                if other.laddr != addr and other.laddr and addr:
+            for other in self.bound(port) + self.bound6(port):
+                if not _conflict(sock, addr, other):
                     continue
                 if sock.reuseport and other.reuseport:
                     continue
@@ -90,9 +109,10 @@ class UdpState:
                 raise OSError(errno.EADDRINUSE, "Address already in use")
         sock.laddr = addr
         sock.lport = port
-        pcbs = self.ports.get(port)
+        table = self.ports6 if v6 else self.ports
+        pcbs = table.get(port)
         if pcbs is None:
-            pcbs = self.ports[port] = PcbList()
+            pcbs = table[port] = PcbList()
         pcbs.add(sock)
 
     def bound(self, port: int) -> list[Socket]:
@@ -105,6 +125,16 @@ class UdpState:
             del self.ports[port]
         return socks
 
+    def bound6(self, port: int) -> list[Socket]:
+        """The live AF_INET6 sockets bound to `port`."""
+        pcbs = self.ports6.get(port)
+        if pcbs is None:
+            return []
+        socks = pcbs.live()
+        if not socks:
+            del self.ports6[port]
+        return socks
+
     def ephemeral(self, addr: int) -> int:
         ip = self.vnet.ip
         first, last = sorted((ip.port_first, ip.port_last))
@@ -113,16 +143,18 @@ class UdpState:
         ports = self.ports
         for i in range(span):
             port = first + (start + i) % span
-            if port not in ports or not self.bound(port):
+            if (port not in ports or not self.bound(port)) and (
+                    port not in self.ports6 or not self.bound6(port)):
                 return port
         raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
 
     def unbind(self, sock: Socket) -> None:
-        pcbs = self.ports.get(sock.lport)
+        table = self.ports6 if _family(sock) == AF_INET6 else self.ports
+        pcbs = table.get(sock.lport)
         if pcbs is not None:
             pcbs.discard(sock)
             if not pcbs:
-                del self.ports[sock.lport]
+                del table[sock.lport]
 
     # -- input ---------------------------------------------------------------------------
     def input(self, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: int) -> None:
@@ -147,6 +179,8 @@ class UdpState:
                 if sock.faddr and (sock.faddr != src or sock.fport != sport):
                     continue
                 delivered = sock.enqueue(bytes(dgram.payload), src, sport) or delivered
+            if self.ports6 and dgram.dport in self.ports6:
+                delivered = self.mapped_input(dgram, src, dst, True) or delivered
             if delivered:
                 st.delivered += 1
             else:
@@ -167,6 +201,9 @@ class UdpState:
             if score > best_score:
                 best, best_score = sock, score
         if best is None:
+            if self.ports6 and dgram.dport in self.ports6 and self.mapped_input(
+                    dgram, src, dst, False):
+                return
             st.noport += 1
             if not self.blackhole:
                 icmp_mod.error(self.vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_PORT)
@@ -176,6 +213,34 @@ class UdpState:
         else:
             st.fullsock += 1
 
+    def mapped_input(self, dgram: wudp.UdpRepr, src: int, dst: int, multi: bool) -> bool:
+        """An IPv4 datagram no AF_INET socket took: the dual-stack AF_INET6 sockets
+        bound to its port, which see ::ffff:src (FreeBSD's in_pcblookup prefers an IPv4
+        wildcard socket to a mapped one, hence after). True if one took it."""
+        msrc, mdst = mapped(src), mapped(dst)
+        best = None
+        best_score = -1
+        taken = False
+        for sock in self.bound6(dgram.dport):
+            if sock.v6only or (sock.laddr and sock.laddr != mdst and not multi):
+                continue
+            if sock.faddr and (sock.faddr != msrc or sock.fport != dgram.sport):
+                continue
+            if multi:
+                taken = sock.enqueue(bytes(dgram.payload), msrc, dgram.sport) or taken
+                continue
+            score = (1 if sock.laddr else 0) + (2 if sock.faddr else 0)
+            if score > best_score:
+                best, best_score = sock, score
+        if best is None:
+            return taken
+        st = self.stats
+        if best.enqueue(bytes(dgram.payload), msrc, dgram.sport):
+            st.delivered += 1
+        else:
+            st.fullsock += 1
+        return True
+
     def ctlinput(self, type_: int, code: int, src: int, dst: int, sport: int,
                  dport: int) -> None:
         err = next((e for t, c, e in _CTL_ERRNO if t == type_ and c == code), 0)
@@ -184,6 +249,11 @@ class UdpState:
         for sock in self.bound(sport):
             if sock.faddr == dst and sock.fport == dport and sock.laddr in (0, src):
                 sock.set_error(err)
+        if self.ports6:
+            msrc, mdst = mapped(src), mapped(dst)
+            for sock in self.bound6(sport):
+                if sock.faddr == mdst and sock.fport == dport and sock.laddr in (0, msrc):
+                    sock.set_error(err)
 
     def ctlinput_quoted(self, type_: int, code: int, quoted: bytes, rest: int) -> None:
         """The protocol switch's ctlinput: an ICMP error quoting one of our datagrams."""
@@ -200,13 +270,130 @@ class UdpState:
                   broadcast_ok=sock.broadcast, fib=sock.fib)
         self.stats.opackets += 1
 
+    # -- over IPv6 (FreeBSD udp6_usrreq.c) ----------------------------------------------
+    def input6(self, ifp: Ifnet, pkt: bytes, off: int, src: int, dst: int) -> None:
+        """udp6_input: the switch's input for next header 17 (`off`: the UDP header)."""
+        st = self.stats
+        st.ipackets += 1
+        try:
+            dgram = wudp.parse(memoryview(pkt)[off:], src, dst)
+        except WireError as exc:
+            count_drop(st, exc.reason, _PARSE_DROPS)
+            return
+        if dgram.checksum == 0:  # mandatory over IPv6 (RFC 8200 8.1)
+            st.nosum += 1
+            return
+        zsrc = src | (ifp.index << 96) if needs_zone(src) else src  # the sender's zone
+        zoned = needs_zone(dst)
+        sport = dgram.sport
+        socks = self.bound6(dgram.dport)
+        if dst >> 120 == 0xFF:
+            delivered = False
+            for sock in socks:
+                if sock.laddr and sock.laddr != dst:
+                    continue
+                if sock.faddr and (sock.faddr != src or sock.fport != sport):
+                    continue
+                delivered = sock.enqueue(bytes(dgram.payload), zsrc, sport) or delivered
+            if delivered:
+                st.delivered += 1
+            else:
+                st.noportbcast += 1
+            return
+        best = None
+        best_score = -1
+        for sock in socks:
+            if is_mapped(sock.laddr) or is_mapped(sock.faddr):
+                continue
+            if zoned and sock.scope and sock.scope != ifp.index:
+                continue
+            score = 0
+            if sock.laddr:
+                if sock.laddr != dst:
+                    continue
+                score += 1
+            if sock.faddr:
+                if sock.faddr != src or sock.fport != sport:
+                    continue
+                score += 2
+            if score > best_score:
+                best, best_score = sock, score
+        if best is None:
+            st.noport += 1
+            if not self.blackhole:
+                self.vnet.icmp6.error(ifp, pkt, wicmp6.DST_UNREACH, wicmp6.UNREACH_NOPORT, 0)
+            return
+        if best.enqueue(bytes(dgram.payload), zsrc, sport, (dst, ifp.index)):
+            st.delivered += 1
+        else:
+            st.fullsock += 1
+
+    def ctlinput6(self, type_: int, code: int, quoted: bytes, rest: int) -> None:
+        """udp6_ctlinput: an ICMPv6 error quoting one of our datagrams."""
+        err = next((e for t, c, e in _CTL6_ERRNO if t == type_ and c == code), 0)
+        if not err or len(quoted) < 44:
+            return
+        src = int.from_bytes(quoted[8:24], "big")
+        dst = int.from_bytes(quoted[24:40], "big")
+        sport = (quoted[40] << 8) | quoted[41]
+        dport = (quoted[42] << 8) | quoted[43]
+        for sock in self.bound6(sport):
+            if sock.faddr == dst and sock.fport == dport and sock.laddr in (0, src):
+                sock.set_error(err)
+
+    def output6(self, sock: Socket, data: bytes, dst: int, dport: int, zone: Ifnet | None,
+                hlim: int | None) -> None:
+        """udp6_output; an IPv4-mapped destination goes out over IPv4 (udp6_send)."""
+        if len(data) + 8 > sock.sndbuf:
+            raise OSError(errno.EMSGSIZE, "Message too long")
+        if is_mapped(dst):
+            src4 = unmapped(sock.laddr) if is_mapped(sock.laddr) else 0
+            ip = self.vnet.ip
+            dst4 = unmapped(dst)
+            src4 = src4 or ip.select_source(dst4, sock.fib)
+            payload = wudp.build(sock.lport, dport, data, src4, dst4,
+                                 with_checksum=bool(self.checksum))
+            ip.output(PROTO_UDP, src4, dst4, payload, ttl=sock.ttl, tos=sock.tos,
+                      df=sock.dontfrag, fib=sock.fib)
+            self.stats.opackets += 1
+            return
+        ip6 = self.vnet.ip6
+        src = sock.laddr or ip6.select_source(dst, zone)
+        payload = wudp.build(sock.lport, dport, data, src, dst)  # never without (RFC 8200)
+        ip6.output(PROTO_UDP, src, dst, payload, hlim=hlim, ifp=zone, tclass=sock.tos,
+                   dontfrag=sock.dontfrag)
+        self.stats.opackets += 1
+
     def sockets(self) -> list[Socket]:
         return [s for port in list(self.ports) for s in self.bound(port)]
 
+    def sockets6(self) -> list[Socket]:
+        return [s for port in list(self.ports6) for s in self.bound6(port)]
+
     def clear(self) -> None:
-        for sock in self.sockets():
+        for sock in self.sockets() + self.sockets6():
             sock.close()
         self.ports.clear()
+        self.ports6.clear()
+
+
+def _family(sock: Socket) -> int:
+    """A socket's family; kernel sockets (a vxlan interface's) have none: AF_INET."""
+    return getattr(sock, "family", AF_INET)
+
+
+def _conflict(sock: Socket, addr: int, other: Socket) -> bool:
+    """Would `sock` bound to `addr` overlap `other` (either family)? Addresses compare in
+    the IPv6 space, an AF_INET socket's as mapped; a v6only socket never overlaps an
+    AF_INET one, nor a dual-stack wildcard a specific IPv4 address of another's."""
+    a6, o6 = _family(sock) == AF_INET6, _family(other) == AF_INET6
+    if a6 != o6:
+        v6sock = sock if a6 else other
+        if v6sock.v6only:
+            return False
+    mine = addr if a6 else (mapped(addr) if addr else 0)
+    theirs = other.laddr if o6 else (mapped(other.laddr) if other.laddr else 0)
+    return not (mine and theirs and mine != theirs)
 
 
 def vnet_attach(vnet: Vnet) -> None:
@@ -215,3 +402,13 @@ def vnet_attach(vnet: Vnet) -> None:
 
 def vnet_detach(vnet: Vnet) -> None:
     vnet.udp.clear()
+
+
+def udp6_attach(vnet: Vnet) -> None:
+    """UDP over IPv6 shares IPv4's state (one port space, one set of counters, as
+    FreeBSD's udbinfo and udpstat): the descriptor's slot names the same object."""
+    vnet.udp6 = vnet.udp
+
+
+def udp6_detach(vnet: Vnet) -> None:
+    vnet.__dict__.pop("udp6", None)

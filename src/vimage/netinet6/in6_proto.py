@@ -12,10 +12,16 @@ from socket import AF_INET6
 from typing import TYPE_CHECKING
 
 from vimage.net.route import RouteTable
+from vimage.netinet import raw, udp
+from vimage.netinet.tcp.input import tcp6_input
+from vimage.netinet.tcp.subr import tcp6_attach, tcp6_ctlinput, tcp6_detach
 from vimage.netinet6 import icmp6, in6, ip6, nd6, nd6_rtr
-from vimage.protosw import Protocol
+from vimage.protosw import ANY, Protocol
 from vimage.wire.ethernet import ETHERTYPE_IPV6
 from vimage.wire.ipv6 import NXT_ICMPV6
+
+NXT_TCP = 6
+NXT_UDP = 17
 
 if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
@@ -50,5 +56,19 @@ ICMP6 = Protocol(
     protocol=NXT_ICMPV6, input=icmp6.Icmp6State.input, sysctls=icmp6.SYSCTLS,
     stats=icmp6.STAT_LINES, stats_order=70)
 
+# transports over IPv6 share their IPv4 state (one port space and set of counters, as
+# FreeBSD's udbinfo/tcbinfo and udpstat/tcpstat): their slots name the same objects
+UDP6 = Protocol(
+    "udp6", 51, "udp6", udp.udp6_attach, udp.udp6_detach, domain=AF_INET6,
+    protocol=NXT_UDP, input=udp.UdpState.input6, ctlinput=udp.UdpState.ctlinput6)
+TCP6 = Protocol(
+    "tcp6", 56, "tcp6", tcp6_attach, tcp6_detach, domain=AF_INET6,
+    protocol=NXT_TCP, input=tcp6_input, ctlinput=tcp6_ctlinput)
+RAW6 = Protocol(
+    "raw6", 61, "raw6", raw.raw6_attach, raw.raw6_detach, domain=AF_INET6,
+    protocol=ANY, input=raw.RawState.ip6_input)
+
 PROTOCOLS: tuple[Protocol, ...] = (RT6, IP6, ND6, ICMP6)
-"""The IPv6 family in attach order (no socket factories yet)."""
+"""The IPv6 family in attach order (without the transports: see TRANSPORTS)."""
+TRANSPORTS: tuple[Protocol, ...] = (UDP6, TCP6, RAW6)
+"""UDP, TCP and raw IP over IPv6, without socket factories (see vimage/__init__.py)."""

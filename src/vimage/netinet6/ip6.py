@@ -57,6 +57,7 @@ SYSCTLS: tuple[Oid, ...] = oids("net.inet6.ip6", "ip6", (
     ("maxfrags", "Maximum fragments in reassembly queues", 0, 2**20),
     ("maxfragsperpacket", "Maximum fragments allowed per packet", 1, 8192),
     ("fragttl", "IPv6 fragment life time on reassembly queue, in seconds", 1, 3600),
+    ("v6only", "Default value of per-socket IPV6_V6ONLY option", 0, 1),
 ))
 
 STAT_LINES: tuple[tuple[str, str], ...] = (  # netstat/inet6.c ip6_stats, in its order
@@ -97,7 +98,7 @@ class Ip6State:
 
     __slots__ = ("forwarding", "fragttl", "hlim", "ident", "lo_done", "local", "maxfragpackets",
                  "maxfrags", "maxfragsperpacket", "pfil_fwd", "pfil_in", "pfil_out", "pmtu",
-                 "protox", "reass", "stats", "vnet")
+                 "protox", "reass", "stats", "v6only", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
@@ -110,6 +111,7 @@ class Ip6State:
         self.maxfrags = 4096
         self.maxfragsperpacket = 64
         self.fragttl = 60  # IPV6_FRAGTTL
+        self.v6only = 1  # FreeBSD's default: an AF_INET6 socket is IPv6 only
         self.ident = -1
         self.reass: Reassembler | None = None
         # destination -> (MTU, expiry ns), made with the first packet too big

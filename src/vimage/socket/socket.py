@@ -6,9 +6,11 @@ import errno
 import io
 import os
 import socket as _std
+import struct
 from collections import deque
 from socket import (  # a vnet's socket takes the stdlib's constants
     AF_INET,
+    AF_INET6,
     IP_HDRINCL,
     IP_TOS,
     IP_TTL,
@@ -35,7 +37,27 @@ from typing import TYPE_CHECKING, Any
 
 from vimage.context import current_fib
 from vimage.netinet.in_ import INADDR_BROADCAST
+from vimage.netinet.in_pcb import is_mapped
+from vimage.socket.inet6 import (
+    IPPROTO_ICMPV6,
+    IPPROTO_IPV6,
+    IPV6_CHECKSUM,
+    IPV6_DONTFRAG,
+    IPV6_MULTICAST_HOPS,
+    IPV6_PKTINFO,
+    IPV6_RECVPKTINFO,
+    IPV6_TCLASS,
+    IPV6_UNICAST_HOPS,
+    IPV6_V6ONLY,
+    LOOPBACK6,
+    check_local6,
+    parse_sockaddr6,
+    sockaddr6,
+    source6,
+    zone_ifp,
+)
 from vimage.wire import WireError, ipv4
+from vimage.wire.ipv6 import needs_zone
 
 if TYPE_CHECKING:
     from vimage.vnet import Vnet
@@ -47,6 +69,7 @@ _FLAGS = MappingProxyType({**REUSE_FLAGS, SO_BROADCAST: "broadcast"})
 # FreeBSD's IP_DONTFRAG (67); Linux has no such option, so vimage defines it.
 IP_DONTFRAG = 67
 SO_SETFIB = 0x1014  # FreeBSD's: the FIB the socket's packets are routed with
+_PKTINFO = struct.Struct("@16sI")  # struct in6_pktinfo
 
 
 def initial_fib(vnet: Vnet) -> int:
@@ -222,6 +245,7 @@ class Socket(TimeoutMixin, PollMixin):
         "_so_error",
         "_timeout",
         "broadcast",
+        "cksum_off",
         "closed",
         "dontfrag",
         "faddr",
@@ -229,16 +253,21 @@ class Socket(TimeoutMixin, PollMixin):
         "fib",
         "fport",
         "hdrincl",
+        "hlim6",
         "laddr",
         "lport",
+        "mhops6",
         "proto",
         "rcvbuf",
+        "recvpktinfo",
         "reuseaddr",
         "reuseport",
+        "scope",
         "sndbuf",
         "tos",
         "ttl",
         "type",
+        "v6only",
         "vnet",
     )
 
@@ -246,7 +275,7 @@ class Socket(TimeoutMixin, PollMixin):
                  proto: int = 0) -> None:
         if not vnet.alive:
             raise OSError(errno.ENETDOWN, "vnet is destroyed")
-        if family != AF_INET:
+        if family not in (AF_INET, AF_INET6):
             raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
         base_type = type & 0xF
         if base_type == SOCK_DGRAM:
@@ -265,7 +294,8 @@ class Socket(TimeoutMixin, PollMixin):
         self.type = base_type
         self.proto = proto
         self.laddr = self.lport = self.faddr = self.fport = 0
-        self._rcvq: deque[tuple[bytes, int, int]] = deque()
+        # (data, source, port), with (destination, interface index) for IPV6_RECVPKTINFO
+        self._rcvq: deque[tuple[Any, ...]] = deque()
         self._rcvbytes = 0
         self._so_error = 0
         self._timeout: float | None = None
@@ -279,18 +309,33 @@ class Socket(TimeoutMixin, PollMixin):
         self.hdrincl = base_type == SOCK_RAW and proto == IPPROTO_RAW
         self.dontfrag = False
         self.fib = initial_fib(vnet)
+        # AF_INET6: IPV6_V6ONLY from net.inet6.ip6.v6only, the zone of a scoped address
+        # bound or connected to, the hop limits (None: the default), the kernel's
+        # checksum offset for raw sockets (RFC 3542 3.1: always 2 for ICMPv6)
+        self.v6only = bool(vnet.ip6.v6only) if family == AF_INET6 else False
+        self.scope = 0
+        self.hlim6: int | None = None
+        self.mhops6: int | None = None
+        self.recvpktinfo = False
+        self.cksum_off = 2 if family == AF_INET6 and proto == IPPROTO_ICMPV6 else -1
         if base_type == SOCK_RAW:
             self.rcvbuf, self.sndbuf = vnet.raw.recvspace, vnet.raw.maxdgram
-            vnet.raw.sockets.add(self)
+            if family == AF_INET6:
+                vnet.raw.add6(self)
+            else:
+                vnet.raw.sockets.add(self)
         else:
             self.rcvbuf, self.sndbuf = vnet.udp.recvspace, vnet.udp.maxdgram
 
     # -- kernel side ----------------------------------------------------------------
-    def enqueue(self, data: bytes, src: int, sport: int) -> bool:
-        """Queue a received datagram; False if the receive buffer is full."""
+    def enqueue(self, data: bytes, src: int, sport: int,
+                info: tuple[int, int] | None = None) -> bool:
+        """Queue a received datagram; False if the receive buffer is full. `info` is
+        (destination, interface index), kept for IPV6_RECVPKTINFO."""
         if self.closed or self._rcvbytes + len(data) > self.rcvbuf:
             return False
-        self._rcvq.append((data, src, sport))
+        self._rcvq.append((data, src, sport, info) if info is not None and self.recvpktinfo
+                          else (data, src, sport))
         self._rcvbytes += len(data)
         if self._poll is not None:
             self._poll.touch(self)
@@ -323,9 +368,12 @@ class Socket(TimeoutMixin, PollMixin):
         return self.type == SOCK_DGRAM
 
     # -- stdlib API -----------------------------------------------------------------
-    def bind(self, address: tuple[str, int]) -> None:
+    def bind(self, address: tuple[Any, ...]) -> None:
         with self._lock:
             self._check_open()
+            if self.family == AF_INET6:
+                self._bind6(address)
+                return
             addr, port = parse_sockaddr(address)
             vnet = self.vnet
             if addr and addr not in vnet.ip.local and addr != INADDR_BROADCAST \
@@ -338,9 +386,45 @@ class Socket(TimeoutMixin, PollMixin):
             else:
                 self.laddr = addr
 
-    def connect(self, address: tuple[str, int]) -> None:
+    def _bind6(self, address: tuple[Any, ...]) -> None:
+        vnet = self.vnet
+        addr, port, scope = parse_sockaddr6(vnet, address)
+        check_local6(vnet, addr, scope, self.v6only)
+        if self._is_udp:
+            if self.lport:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            vnet.udp.bind(self, addr, port)
+        else:
+            self.laddr = addr
+        self.scope = scope if needs_zone(addr) else 0
+
+    def _connect6(self, address: tuple[Any, ...]) -> None:
+        vnet = self.vnet
+        addr, port, scope = parse_sockaddr6(vnet, address)
+        if addr == 0:
+            addr = LOOPBACK6  # as connecting to INADDR_ANY: this host
+        if is_mapped(addr) and self.v6only:
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+        zone = zone_ifp(vnet, addr, scope or self.scope)
+        if self._is_udp:
+            if port == 0:
+                raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
+            if not self.laddr:
+                src = source6(vnet, addr, zone, self.fib)
+                if not self.lport:
+                    vnet.udp.bind(self, 0, 0)
+                self.laddr = src
+        self.faddr, self.fport = addr, port
+        if zone is not None:
+            self.scope = zone.index
+        self._so_error = 0
+
+    def connect(self, address: tuple[Any, ...]) -> None:
         with self._lock:
             self._check_open()
+            if self.family == AF_INET6:
+                self._connect6(address)
+                return
             addr, port = parse_sockaddr(address)
             vnet = self.vnet
             if addr == 0:
@@ -372,6 +456,8 @@ class Socket(TimeoutMixin, PollMixin):
             self._check_open()
             if not self.faddr:
                 raise OSError(errno.EDESTADDRREQ, "Destination address required")
+            if self.family == AF_INET6:
+                return self._send6(bytes(data), self.faddr, self.fport, self.scope)
             return self._send(bytes(data), self.faddr, self.fport)
 
     def sendall(self, data: bytes, flags: int = 0) -> None:
@@ -384,6 +470,11 @@ class Socket(TimeoutMixin, PollMixin):
             self._check_open()
             if self.faddr:
                 raise OSError(errno.EISCONN, "Transport endpoint is already connected")
+            if self.family == AF_INET6:
+                addr, port, scope = parse_sockaddr6(self.vnet, address)
+                if self._is_udp and port == 0:
+                    raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
+                return self._send6(bytes(data), addr or LOOPBACK6, port, scope or self.scope)
             addr, port = parse_sockaddr(address)
             if self._is_udp and port == 0:
                 raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
@@ -401,6 +492,29 @@ class Socket(TimeoutMixin, PollMixin):
         self._lock.notify_all()
         return len(data)
 
+    def _send6(self, data: bytes, dst: int, port: int, scope: int) -> int:
+        vnet = self.vnet
+        if is_mapped(dst) and self.v6only:
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+        zone = zone_ifp(vnet, dst, scope)
+        hlim = (self.mhops6 if self.mhops6 is not None else 1) if dst >> 120 == 0xFF \
+            else self.hlim6
+        if self._is_udp:
+            self._take_error()
+            if not self.lport:
+                vnet.udp.bind(self, 0, 0)
+            vnet.udp.output6(self, data, dst, port, zone, hlim)
+        else:
+            vnet.raw.output6(self, data, dst, zone, hlim)
+        self._lock.notify_all()
+        return len(data)
+
+    def _sockaddr(self, addr: int, port: int) -> Any:
+        """A received or bound address as the stdlib gives it for this family."""
+        if self.family == AF_INET6:
+            return sockaddr6(addr, port, self.scope)
+        return ipv4.ntoa(addr), port
+
     def _wait_readable(self, flags: int) -> None:
         if self._rcvq or self._so_error:
             return
@@ -415,6 +529,10 @@ class Socket(TimeoutMixin, PollMixin):
             raise TimeoutError("timed out")
 
     def _recv(self, bufsize: int, flags: int) -> tuple[bytes, int, int]:
+        entry = self._recv_entry(bufsize, flags)
+        return entry[0][:bufsize], entry[1], entry[2]
+
+    def _recv_entry(self, bufsize: int, flags: int) -> tuple[Any, ...]:
         if bufsize < 0:
             raise ValueError("negative buffersize in recvfrom")
         with self._lock:
@@ -423,18 +541,33 @@ class Socket(TimeoutMixin, PollMixin):
             if not self._rcvq:
                 self._take_error()
             if flags & MSG_PEEK:
-                data, src, sport = self._rcvq[0]
-            else:
-                data, src, sport = self._rcvq.popleft()
-                self._rcvbytes -= len(data)
-            return data[:bufsize], src, sport
+                return self._rcvq[0]
+            entry = self._rcvq.popleft()
+            self._rcvbytes -= len(entry[0])
+            return entry
+
+    def recvmsg(self, bufsize: int, ancbufsize: int = 0,
+                flags: int = 0) -> tuple[bytes, list[tuple[int, int, bytes]], int, Any]:
+        """The stdlib's recvmsg: with IPV6_RECVPKTINFO on, an IPV6_PKTINFO item (struct
+        in6_pktinfo: the destination address and the arrival interface, RFC 3542 6.1)."""
+        entry = self._recv_entry(bufsize, flags)
+        data = entry[0]
+        msg_flags = MSG_TRUNC if len(data) > bufsize else 0
+        ancdata: list[tuple[int, int, bytes]] = []
+        if len(entry) > 3 and ancbufsize >= _std.CMSG_SPACE(_PKTINFO.size):
+            dst, index = entry[3]
+            ancdata.append((IPPROTO_IPV6, IPV6_PKTINFO,
+                            _PKTINFO.pack(dst.to_bytes(16, "big"), index)))
+        elif len(entry) > 3 and ancbufsize:
+            msg_flags |= _std.MSG_CTRUNC
+        return data[:bufsize], ancdata, msg_flags, self._sockaddr(entry[1], entry[2])
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         return self._recv(bufsize, flags)[0]
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, tuple[str, int]]:
         data, src, sport = self._recv(bufsize, flags)
-        return data, (ipv4.ntoa(src), sport)
+        return data, self._sockaddr(src, sport)
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         return self.recvfrom_into(buffer, nbytes, flags)[0]
@@ -450,17 +583,17 @@ class Socket(TimeoutMixin, PollMixin):
             nbytes = len(view)
         data, src, sport = self._recv(nbytes, flags)
         view[:len(data)] = data
-        return len(data), (ipv4.ntoa(src), sport)
+        return len(data), self._sockaddr(src, sport)
 
-    def getsockname(self) -> tuple[str, int]:
+    def getsockname(self) -> Any:
         self._check_open()
-        return ipv4.ntoa(self.laddr), self.lport
+        return self._sockaddr(self.laddr, self.lport)
 
-    def getpeername(self) -> tuple[str, int]:
+    def getpeername(self) -> Any:
         self._check_open()
         if not self.faddr:
             raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
-        return ipv4.ntoa(self.faddr), self.fport
+        return self._sockaddr(self.faddr, self.fport)
 
     def setsockopt(self, level: int, option: int, value: Any) -> None:
         self._check_open()
@@ -489,6 +622,39 @@ class Socket(TimeoutMixin, PollMixin):
                 self.dontfrag = bool(value)
             else:
                 raise OSError(errno.ENOPROTOOPT, "Protocol not available")
+        elif level == IPPROTO_IPV6 and self.family == AF_INET6:
+            self._setsockopt6(option, value)
+        else:
+            raise OSError(errno.ENOPROTOOPT, "Protocol not available")
+
+    def _setsockopt6(self, option: int, value: int) -> None:
+        """The IPPROTO_IPV6 options (FreeBSD ip6_ctloutput, RFC 3542)."""
+        if option == IPV6_V6ONLY:
+            if self.lport or (self.type == SOCK_RAW and self.laddr):
+                raise OSError(errno.EINVAL, "Invalid argument")  # only before bind
+            self.v6only = bool(value)
+        elif option in (IPV6_UNICAST_HOPS, IPV6_MULTICAST_HOPS):
+            if value > 0x7FFFFFFF:
+                value -= 1 << 32  # -1 as an unsigned C int
+            if not -1 <= value <= 255:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            hops = None if value == -1 else value
+            if option == IPV6_UNICAST_HOPS:
+                self.hlim6 = hops
+            else:
+                self.mhops6 = hops
+        elif option == IPV6_RECVPKTINFO:
+            self.recvpktinfo = bool(value)
+        elif option == IPV6_TCLASS:
+            self.tos = value & 0xFF
+        elif option == IPV6_DONTFRAG:
+            self.dontfrag = bool(value)
+        elif option == IPV6_CHECKSUM and self.type == SOCK_RAW:
+            if value > 0x7FFFFFFF:
+                value -= 1 << 32
+            if self.proto == IPPROTO_ICMPV6 or (value >= 0 and value & 1):
+                raise OSError(errno.EINVAL, "Invalid argument")  # RFC 3542 3.1
+            self.cksum_off = max(value, -1)
         else:
             raise OSError(errno.ENOPROTOOPT, "Protocol not available")
 
@@ -514,6 +680,19 @@ class Socket(TimeoutMixin, PollMixin):
         if (level, option) == (SOL_SOCKET, SO_ERROR):
             err, self._so_error = self._so_error, 0
             return err
+        if level == IPPROTO_IPV6 and self.family == AF_INET6:
+            table = {
+                (IPPROTO_IPV6, IPV6_V6ONLY): int(self.v6only),
+                (IPPROTO_IPV6, IPV6_UNICAST_HOPS): self.hlim6 if self.hlim6 is not None
+                else self.vnet.ip6.hlim,
+                (IPPROTO_IPV6, IPV6_MULTICAST_HOPS): self.mhops6 if self.mhops6 is not None
+                else 1,
+                (IPPROTO_IPV6, IPV6_RECVPKTINFO): int(self.recvpktinfo),
+                (IPPROTO_IPV6, IPV6_TCLASS): self.tos,
+                (IPPROTO_IPV6, IPV6_DONTFRAG): int(self.dontfrag),
+            }
+            if self.type == SOCK_RAW:
+                table[(IPPROTO_IPV6, IPV6_CHECKSUM)] = self.cksum_off
         try:
             return table[(level, option)]
         except KeyError:
@@ -526,7 +705,7 @@ class Socket(TimeoutMixin, PollMixin):
             self.closed = True
             vnet = self.vnet
             if self.type == SOCK_RAW:
-                vnet.raw.sockets.discard(self)
+                vnet.raw.discard(self)
             elif self.lport:
                 vnet.udp.unbind(self)
             self._rcvq.clear()
@@ -536,5 +715,6 @@ class Socket(TimeoutMixin, PollMixin):
 
     def __repr__(self) -> str:
         state = " [closed]" if self.closed else ""
-        return (f"<vimage.Socket{state} vnet={self.vnet.display_name} type={self.type} "
+        return (f"<vimage.Socket{state} vnet={self.vnet.display_name} family={self.family} "
+                f"type={self.type} "
                 f"proto={self.proto} laddr={self.getsockname() if not self.closed else None}>")

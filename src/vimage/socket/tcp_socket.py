@@ -35,6 +35,7 @@ from socket import (  # a vnet's socket takes the stdlib's constants
 )
 from typing import TYPE_CHECKING, Any
 
+from vimage.netinet.in_pcb import is_mapped, mapped, unmapped
 from vimage.netinet.tcp import usrreq
 from vimage.netinet.tcp.var import (
     CLOSE_WAIT,
@@ -47,6 +48,17 @@ from vimage.netinet.tcp.var import (
     TIME_WAIT,
     Tcb,
 )
+from vimage.socket.inet6 import (
+    IPPROTO_IPV6,
+    IPV6_TCLASS,
+    IPV6_UNICAST_HOPS,
+    IPV6_V6ONLY,
+    LOOPBACK6,
+    check_local6,
+    parse_sockaddr6,
+    sockaddr6,
+    zone_ifp,
+)
 from vimage.socket.socket import (
     REUSE_FLAGS,
     SO_SETFIB,
@@ -58,6 +70,7 @@ from vimage.socket.socket import (
     parse_sockaddr,
 )
 from vimage.wire import ipv4
+from vimage.wire.ipv6 import needs_zone
 
 if TYPE_CHECKING:
     from vimage.vnet import Vnet
@@ -99,10 +112,12 @@ class TcpSocket(TimeoutMixin, PollMixin):
         "proto",
         "reuseaddr",
         "reuseport",
+        "scope",
         "tcb",
         "tos",
         "ttl",
         "type",
+        "v6only",
         "vnet",
     )
 
@@ -112,7 +127,12 @@ class TcpSocket(TimeoutMixin, PollMixin):
             raise OSError(errno.ENETDOWN, "vnet is destroyed")
         if proto not in (0, IPPROTO_TCP):
             raise OSError(errno.EPROTONOSUPPORT, "Protocol not supported")
+        if family not in (_std.AF_INET, _std.AF_INET6):
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
         self.vnet = vnet
+        # AF_INET6: laddr is 128-bit (an IPv4 connection's mapped), scope the zone index
+        self.v6only = bool(vnet.ip6.v6only) if family == _std.AF_INET6 else False
+        self.scope = 0
         self.family, self.type, self.proto = family, SOCK_STREAM, IPPROTO_TCP
         self.closed = False
         self._fd = -1
@@ -130,7 +150,9 @@ class TcpSocket(TimeoutMixin, PollMixin):
         self.tcb = _tcb
         if _tcb is not None:
             _tcb.sock = self
-            self.laddr, self.lport = _tcb.laddr, _tcb.lport
+            self.laddr, self.lport = self._key(_tcb.laddr, _tcb.v6), _tcb.lport
+            if _tcb.zone is not None:
+                self.scope = _tcb.zone.index
 
     # -- plumbing -------------------------------------------------------------------------------
     @property
@@ -174,14 +196,41 @@ class TcpSocket(TimeoutMixin, PollMixin):
         write = 2 if (closed or tcb.shut_wr or len(tcb.snd_buf) < tcb.snd_space) else 0
         return read | write
 
+    # -- addresses of AF_INET6 sockets ---------------------------------------------------------
+    def _key(self, addr: int, v6: bool) -> int:
+        """A PCB address as this socket holds it: an IPv4 one mapped on an AF_INET6 socket."""
+        if self.family == _std.AF_INET6 and not v6 and addr:
+            return mapped(addr)
+        return addr
+
+    def _name(self, addr: int, port: int, v6: bool) -> Any:
+        if self.family == _std.AF_INET:
+            return ipv4.ntoa(addr), port
+        return sockaddr6(self._key(addr, v6), port, self.scope)
+
+    def _pcb_addr(self, addr: int) -> tuple[int, bool]:
+        """(address for the PCB, over IPv6?) of an address this AF_INET6 socket names."""
+        if is_mapped(addr):
+            return unmapped(addr), False
+        return addr, True
+
     # -- connection set-up ------------------------------------------------------------------------
-    def bind(self, address: tuple[str, int]) -> None:
+    def bind(self, address: tuple[Any, ...]) -> None:
         with self._lock:
             self._check_open()
             if self.tcb is not None or self.lport:
                 raise OSError(errno.EINVAL, "Invalid argument")
-            addr, port = parse_sockaddr(address)
-            port = usrreq.bind(self.vnet.tcp, addr, port, self.reuseaddr or self.reuseport)
+            reuse = self.reuseaddr or self.reuseport
+            if self.family == _std.AF_INET6:
+                addr, port, scope = parse_sockaddr6(self.vnet, address)
+                check_local6(self.vnet, addr, scope, self.v6only)
+                pcb_addr, v6 = self._pcb_addr(addr)
+                port = usrreq.bind(self.vnet.tcp, pcb_addr, port, reuse, v6,
+                                   self.v6only)
+                self.scope = scope if needs_zone(addr) else 0
+            else:
+                addr, port = parse_sockaddr(address)
+                port = usrreq.bind(self.vnet.tcp, addr, port, reuse)
             self.laddr, self.lport = addr, port
 
     def listen(self, backlog: int = 128) -> None:
@@ -190,13 +239,17 @@ class TcpSocket(TimeoutMixin, PollMixin):
             if self.tcb is not None and self.tcb.state != LISTEN:
                 raise OSError(errno.EINVAL, "Invalid argument")
             tcb = self._opts
-            usrreq.listen(tcb, self.laddr, self.lport, backlog)
+            laddr = self.laddr
+            if self.family == _std.AF_INET6 and tcb.state != LISTEN:
+                laddr, tcb.v6 = self._pcb_addr(laddr)
+                tcb.v6only = self.v6only and tcb.v6
+            usrreq.listen(tcb, laddr, self.lport, backlog)
             if self.tcb is None:
                 tcb.sock = self
                 self.tcb, self._pending = tcb, None
                 self.lport = tcb.lport
 
-    def accept(self) -> tuple[TcpSocket, tuple[str, int]]:
+    def accept(self) -> tuple[TcpSocket, Any]:
         with self._lock:
             self._check_open()
             tcb = self.tcb
@@ -204,9 +257,9 @@ class TcpSocket(TimeoutMixin, PollMixin):
                 raise OSError(errno.EINVAL, "Invalid argument")
             self._wait(lambda: tcb.accept_q)
             child = usrreq.accept(tcb)
-            sock = TcpSocket(self.vnet, _tcb=child)
-            sock.ttl, sock.tos = self.ttl, self.tos
-            return sock, (ipv4.ntoa(child.faddr), child.fport)
+            sock = TcpSocket(self.vnet, self.family, _tcb=child)
+            sock.ttl, sock.tos, sock.v6only = self.ttl, self.tos, self.v6only
+            return sock, sock._name(child.faddr, child.fport, child.v6)
 
     def connect(self, address: tuple[str, int]) -> None:
         with self._lock:
@@ -242,13 +295,30 @@ class TcpSocket(TimeoutMixin, PollMixin):
             return exc.errno or errno.EINVAL
         return 0
 
-    def _start_connect(self, address: tuple[str, int]) -> None:
-        addr, port = parse_sockaddr(address)
+    def _start_connect(self, address: tuple[Any, ...]) -> None:
         tcb = self._opts
-        usrreq.connect(tcb, self.laddr, self.lport, addr, port)
+        if self.family == _std.AF_INET6:
+            addr, port, scope = parse_sockaddr6(self.vnet, address)
+            addr = addr or LOOPBACK6
+            pcb_addr, v6 = self._pcb_addr(addr)
+            laddr, lv6 = self._pcb_addr(self.laddr)
+            if not v6:
+                if self.v6only or (self.laddr and lv6):
+                    raise OSError(errno.ENETUNREACH, "Network is unreachable")
+                usrreq.connect(tcb, laddr, self.lport, pcb_addr, port)
+            else:
+                if self.laddr and not lv6:
+                    raise OSError(errno.ENETUNREACH, "Network is unreachable")
+                zone = zone_ifp(self.vnet, addr, scope or self.scope)
+                usrreq.connect6(tcb, laddr, self.lport, addr, port, zone)
+                if zone is not None:
+                    self.scope = zone.index
+        else:
+            addr, port = parse_sockaddr(address)
+            usrreq.connect(tcb, self.laddr, self.lport, addr, port)
         tcb.sock = self
         self.tcb, self._pending = tcb, None
-        self.laddr, self.lport = tcb.laddr, tcb.lport
+        self.laddr, self.lport = self._key(tcb.laddr, tcb.v6), tcb.lport
         self._lock.notify_all()
 
     # -- data -------------------------------------------------------------------------------------
@@ -370,17 +440,17 @@ class TcpSocket(TimeoutMixin, PollMixin):
                 self._close(wait=False)  # never block the garbage collector
 
     # -- names and options -----------------------------------------------------------------------
-    def getsockname(self) -> tuple[str, int]:
+    def getsockname(self) -> Any:
         self._check_open()
-        return ipv4.ntoa(self.laddr), self.lport
+        return self._name(self.laddr, self.lport, True)
 
-    def getpeername(self) -> tuple[str, int]:
+    def getpeername(self) -> Any:
         self._check_open()
         tcb = self.tcb
         if tcb is None or tcb.state in (LISTEN, SYN_SENT) or (tcb.state == CLOSED
                                                              and not tcb.faddr):
             raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
-        return ipv4.ntoa(tcb.faddr), tcb.fport
+        return self._name(tcb.faddr, tcb.fport, tcb.v6)
 
     def setsockopt(self, level: int, option: int, value: Any) -> None:
         self._check_open()
@@ -422,6 +492,24 @@ class TcpSocket(TimeoutMixin, PollMixin):
                 self.ttl = tcb.ip_ttl = value or None
             else:
                 self.tos = tcb.ip_tos = value & 0xFF
+        elif level == IPPROTO_IPV6 and self.family == _std.AF_INET6:
+            self._setsockopt6(tcb, option, value)
+        else:
+            raise OSError(errno.ENOPROTOOPT, "Protocol not available")
+
+    def _setsockopt6(self, tcb: Tcb, option: int, value: int) -> None:
+        if option == IPV6_V6ONLY:
+            if self.tcb is not None or self.lport:
+                raise OSError(errno.EINVAL, "Invalid argument")  # only before bind
+            self.v6only = bool(value)
+        elif option == IPV6_UNICAST_HOPS:
+            if value > 0x7FFFFFFF:
+                value -= 1 << 32
+            if not -1 <= value <= 255:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            self.ttl = tcb.ip_ttl = None if value == -1 else value
+        elif option == IPV6_TCLASS:
+            self.tos = tcb.ip_tos = value & 0xFF
         else:
             raise OSError(errno.ENOPROTOOPT, "Protocol not available")
 
@@ -448,6 +536,9 @@ class TcpSocket(TimeoutMixin, PollMixin):
             (IPPROTO_TCP, TCP_MAXSEG): tcb.mss,
             (IPPROTO_IP, IP_TTL): self.ttl or self.vnet.ip.ttl,
             (IPPROTO_IP, IP_TOS): self.tos,
+            (IPPROTO_IPV6, IPV6_V6ONLY): int(self.v6only),
+            (IPPROTO_IPV6, IPV6_UNICAST_HOPS): self.ttl or self.vnet.ip6.hlim,
+            (IPPROTO_IPV6, IPV6_TCLASS): self.tos,
         }
         try:
             return table[(level, option)]
@@ -456,5 +547,5 @@ class TcpSocket(TimeoutMixin, PollMixin):
 
     def __repr__(self) -> str:
         state = self.tcb.state_name if self.tcb is not None else "unbound"
-        return f"<vimage.TcpSocket vnet={self.vnet.display_name} {state} " \
-               f"{ipv4.ntoa(self.laddr)}:{self.lport}>"
+        name = self.getsockname() if not self.closed else None
+        return f"<vimage.TcpSocket vnet={self.vnet.display_name} {state} {name}>"

@@ -7,11 +7,7 @@ so the sum is computed with a single ``int.from_bytes`` and a modulo, no loops.
 
 from __future__ import annotations
 
-import struct
-
 from vimage.wire._common import Buffer
-
-_PSEUDO_V4 = struct.Struct("!IIBBH")
 
 
 def _fold(total: int) -> int:
@@ -46,8 +42,13 @@ def verify(data: Buffer, initial: int = 0) -> bool:
 
 
 def pseudo_sum_v4(src: int, dst: int, proto: int, length: int) -> int:
-    """Ones'-complement sum of the IPv4 pseudo-header (RFC 768 / RFC 793)."""
-    return ones_sum(_PSEUDO_V4.pack(src, dst, 0, proto, length))
+    """Ones'-complement sum of the IPv4 pseudo-header (RFC 768 / RFC 793), or of the
+    IPv6 one (RFC 8200 8.1) for 128-bit addresses: a field's value is congruent to
+    the sum of its 16-bit words modulo 0xFFFF, so both are the sum of the values."""
+    return _fold(src + dst + proto + length)
+
+
+pseudo_sum = pseudo_sum_v4
 
 
 def update16(cksum: int, old: int, new: int) -> int:

@@ -51,7 +51,8 @@ from vimage.apps.iperf3.params import (
 from vimage.apps.iperf3.server_end import deny, server_steps
 from vimage.apps.iperf3.session import IperfTest
 from vimage.apps.tasks import Task
-from vimage.socket.socket import SO_REUSEADDR, SOL_SOCKET
+from vimage.socket.inet6 import IPPROTO_IPV6, IPV6_V6ONLY
+from vimage.socket.socket import AF_INET, AF_INET6, SO_REUSEADDR, SOL_SOCKET
 
 if TYPE_CHECKING:
     from vimage.vnet import Vnet
@@ -66,7 +67,7 @@ class Server:
 
     def __init__(self, vnet: Vnet, port: int = DEFAULT_PORT, *, once: bool = False,
                  bind: str = "", interval: float = 1.0, json_mode: bool = False,
-                 fmt: str = "a", timeout: float = CTRL_TIMEOUT) -> None:
+                 fmt: str = "a", timeout: float = CTRL_TIMEOUT, family: int = 0) -> None:
         self.vnet = vnet
         self.fmt = fmt
         self.once = once
@@ -79,10 +80,17 @@ class Server:
         self.tests = 0
         with vnet.kernel.sched.cond:
             self.task: Task[None] = Task(vnet, f"iperf3 -s -p {port}")
-            lsock = self.task.socket()
+            # -6, or -B with an IPv6 address: an IPv6 only listener (iperf3's netannounce
+            # sets IPV6_V6ONLY for AF_INET6); otherwise IPv4 as before
+            v6 = family == AF_INET6 or ":" in bind
+            lsock = self.task.socket(AF_INET6 if v6 else AF_INET)
             try:
                 lsock.setsockopt(SOL_SOCKET, SO_REUSEADDR, 1)
-                lsock.bind((bind, port))
+                if v6:
+                    lsock.setsockopt(IPPROTO_IPV6, IPV6_V6ONLY, 1)
+                    lsock.bind(bind6(vnet, bind, port))
+                else:
+                    lsock.bind((bind, port))
                 lsock.listen(128)
             except OSError:
                 lsock.close()
@@ -135,6 +143,16 @@ class Server:
         self.close()
 
 
+def bind6(vnet: Vnet, bind: str, port: int) -> tuple[Any, ...]:
+    """`-B` as an AF_INET6 socket address (a `%zone` names the interface)."""
+    from vimage.socket.inet6 import parse_sockaddr6
+
+    if not bind:
+        return ("::", port)
+    _addr, port, scope = parse_sockaddr6(vnet, (bind, port))
+    return (bind.partition("%")[0], port, 0, scope)
+
+
 def serve(vnet: Vnet, port: int = DEFAULT_PORT, *, once: bool = False, **options: Any) -> Server:
     """Start an iperf3 server in `vnet` (it runs whenever the kernel loop runs)."""
     return Server(vnet, port, once=once, **options)
@@ -143,7 +161,7 @@ def serve(vnet: Vnet, port: int = DEFAULT_PORT, *, once: bool = False, **options
 def start_client(vnet: Vnet, host: str, port: int = DEFAULT_PORT, *,
                  settings: Settings | None = None, interval: float = 1.0,
                  json_mode: bool = False, fmt: str = "a",
-                 timeout: float = CTRL_TIMEOUT) -> Task[IperfTest]:
+                 timeout: float = CTRL_TIMEOUT, family: int = 0) -> Task[IperfTest]:
     """Start one test against host:port; the task's result is the IperfTest (see `.error`)."""
     settings = settings or Settings()
     settings.check()
@@ -151,7 +169,7 @@ def start_client(vnet: Vnet, host: str, port: int = DEFAULT_PORT, *,
         task: Task[IperfTest] = Task(vnet, f"iperf3 -c {host}")
         test = IperfTest("c", vnet, settings, make_cookie(vnet.rng), interval,
                          json_mode, fmt)
-        return task.start(client_steps(task, test, host, port, timeout))
+        return task.start(client_steps(task, test, host, port, timeout, family))
 
 
 def client(vnet: Vnet, host: str, port: int = DEFAULT_PORT, *, seconds: int | None = None,

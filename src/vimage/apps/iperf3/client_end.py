@@ -37,8 +37,8 @@ from vimage.apps.iperf3.params import (
     server_error_text,
 )
 from vimage.sched import NS_PER_S
+from vimage.socket.socket import SOCK_STREAM
 from vimage.socket.tcp_socket import IPPROTO_TCP, TCP_NODELAY
-from vimage.wire import ipv4
 
 FROZEN_BYTES = 16 << 20
 FROZEN_TEXT = ("the kernel clock stands still: over links without bandwidth or delay, "
@@ -51,10 +51,10 @@ if TYPE_CHECKING:
 
 
 def client_steps(task: Task[IperfTest], test: IperfTest, host: str, port: int,
-                 timeout: float) -> Steps[IperfTest]:
+                 timeout: float, family: int = 0) -> Steps[IperfTest]:
     """Run one test against the server at host:port; failures end up in `test.error`."""
     try:
-        yield from _client(task, test, host, port, timeout)
+        yield from _client(task, test, host, port, timeout, family)
     except Exception as exc:  # every failure is reported as iperf3 reports it
         test.error = str(failure(test, exc))
         test.report.error(test.error)
@@ -64,13 +64,15 @@ def client_steps(task: Task[IperfTest], test: IperfTest, host: str, port: int,
 
 
 def _client(task: Task[IperfTest], test: IperfTest, host: str, port: int,
-            timeout: float) -> Steps[None]:
+            timeout: float, family: int = 0) -> Steps[None]:
     s = test.settings
     kernel = test.kernel
     test.report.connecting(host, port)
     test.doing = "unable to connect to server"
-    address = (ipv4.ntoa(netdb.resolve_host(test.vnet, host)[0]), port)
-    ctrl = test.ctrl = task.socket()
+    # -4/-6 choose the family; otherwise the resolver's first answer (glibc's order)
+    found = netdb.getaddrinfo(test.vnet, host, port, family, SOCK_STREAM)[0]
+    fam, address = int(found[0]), found[4]
+    ctrl = test.ctrl = task.socket(fam)
     yield from tasks.connect(ctrl, address, tasks.deadline_in(kernel, timeout))
     ctrl.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
     learn_ctrl(test)
@@ -86,7 +88,7 @@ def _client(task: Task[IperfTest], test: IperfTest, host: str, port: int,
         elif state == CREATE_STREAMS:
             for _ in range(s.parallel):
                 test.doing = "unable to connect stream"
-                sock = task.socket()
+                sock = task.socket(fam)
                 configure(sock, s)
                 yield from tasks.connect(sock, address, tasks.deadline_in(kernel, timeout))
                 yield from tasks.send_all(sock, test.cookie, tasks.deadline_in(kernel, timeout))

@@ -91,7 +91,7 @@ class Reporter:
             self.say(f"Reverse mode, remote host {host} is sending")
 
     def accepted(self) -> None:
-        host, port = self.test.ctrl_remote
+        host, port = self.test.ctrl_remote[:2]
         self.say(f"Accepted connection from {host}, port {port}")
 
     def connected(self, st: Stream) -> None:

@@ -53,6 +53,7 @@ from vimage.netinet.tcp.var import (
 from vimage.stats import count_drop
 from vimage.wire import WireError
 from vimage.wire import tcp as wtcp
+from vimage.wire.ipv6 import needs_zone
 
 if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
@@ -85,7 +86,7 @@ def tcp_input(tcp: TcpState, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: i
         tcb = None  # recycled: the new SYN goes to a listener
     if tcb is None:
         for listener in tcp.listeners.get(seg.dport, ()):
-            if listener.laddr in (0, dst):
+            if listener.laddr in (0, dst) and not listener.v6only:  # dual-stack IPv6 too
                 tcb = listener
                 break
     if tcb is None:
@@ -94,6 +95,42 @@ def tcp_input(tcp: TcpState, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: i
         return
     if tcb.state == LISTEN:
         listen_input(tcb, seg, src, dst)
+    elif tcb.state == SYN_SENT:
+        syn_sent_input(tcb, seg)
+    else:
+        established_input(tcb, seg)
+
+
+def tcp6_input(tcp: TcpState, ifp: Ifnet, pkt: bytes, off: int, src: int, dst: int) -> None:
+    """tcp6_input: a segment over IPv6 (the switch's input for next header 6, `off` at
+    the TCP header); then as tcp_input, with IPv6 connections and listeners only."""
+    st = tcp.stats
+    st.rcvtotal += 1
+    try:
+        seg = wtcp.parse(memoryview(pkt)[off:], src, dst)
+    except WireError as exc:
+        count_drop(st, exc.reason, _PARSE_DROPS)
+        return
+    if dst >> 120 == 0xFF:
+        return  # TCP is unicast only
+    tcb = tcp.conns.get((dst, seg.dport, src, seg.sport))
+    if tcb is not None and not tcb.v6:
+        tcb = None
+    elif tcb is not None and tcb.state == ESTABLISHED and fast_input(tcb, seg):
+        return
+    if tcb is not None and tcb.state == TIME_WAIT:
+        if not time_wait_input(tcb, seg):
+            return
+        tcb = None
+    zone = ifp if needs_zone(src) else None
+    if tcb is None:
+        tcb = tcp.listener_for(seg.dport, dst)
+    if tcb is None:
+        st.rcvafterclose += 1
+        respond_rst(tcp, seg, src, dst, True, zone)
+        return
+    if tcb.state == LISTEN:
+        listen_input(tcb, seg, src, dst, True, zone)
     elif tcb.state == SYN_SENT:
         syn_sent_input(tcb, seg)
     else:
@@ -176,7 +213,8 @@ def time_wait_input(tcb: Tcb, seg: wtcp.TcpRepr) -> bool:
     return False
 
 
-def listen_input(listener: Tcb, seg: wtcp.TcpRepr, src: int, dst: int) -> None:
+def listen_input(listener: Tcb, seg: wtcp.TcpRepr, src: int, dst: int, v6: bool = False,
+                 zone: Ifnet | None = None) -> None:
     """RFC 9293 §3.10.7.2: a SYN goes to the syncache; an ACK may bring back a cookie."""
     tcp = listener.tcp
     flags = seg.flags
@@ -184,16 +222,16 @@ def listen_input(listener: Tcb, seg: wtcp.TcpRepr, src: int, dst: int) -> None:
         return
     if flags & ACK:
         if tcp.syncookies and not flags & SYN and cookie_ok(tcp, seg, src, dst):
-            tcb = cookie_accept(listener, seg, src, dst)
+            tcb = cookie_accept(listener, seg, src, dst, v6, zone)
             if tcb is not None and (seg.payload or seg.flags & FIN):
                 established_input(tcb, seg)
             return
-        respond_rst(tcp, seg, src, dst)
+        respond_rst(tcp, seg, src, dst, v6, zone)
         return
     if not flags & SYN or flags & FIN:
         tcp.stats.badsyn += 1
         return
-    syncache_add(listener, seg, src, dst)
+    syncache_add(listener, seg, src, dst, v6, zone)
 
 
 def syn_sent_input(tcb: Tcb, seg: wtcp.TcpRepr) -> None:
@@ -201,7 +239,7 @@ def syn_sent_input(tcb: Tcb, seg: wtcp.TcpRepr) -> None:
     flags = seg.flags
     if flags & ACK and (seq_leq(seg.ack, tcb.iss) or seq_lt(tcb.snd_max, seg.ack)):
         if not flags & RST:
-            respond_rst(tcb.tcp, seg, tcb.faddr, tcb.laddr)
+            respond_rst(tcb.tcp, seg, tcb.faddr, tcb.laddr, tcb.v6, tcb.zone)
         return
     if flags & RST:
         if flags & ACK:
@@ -340,7 +378,7 @@ def check_ack(tcb: Tcb, seg: wtcp.TcpRepr, seq: int) -> bool:
     if tcb.state != SYN_RECEIVED:
         return process_ack(tcb, seg, seq) and tcb.state != CLOSED
     if not (seq_lt(tcb.snd_una, seg.ack) and seq_leq(seg.ack, tcb.snd_max)):
-        respond_rst(tcb.tcp, seg, tcb.faddr, tcb.laddr)
+        respond_rst(tcb.tcp, seg, tcb.faddr, tcb.laddr, tcb.v6, tcb.zone)
         return False
     tcb.state = ESTABLISHED
     tcb.snd_wnd = seg.window if seg.flags & SYN else seg.window << tcb.snd_wscale

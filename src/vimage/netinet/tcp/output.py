@@ -34,7 +34,10 @@ from vimage.wire import tcp as wtcp
 from vimage.wire.ipv4 import PROTO_TCP
 
 if TYPE_CHECKING:
+    from vimage.net.ifnet import Ifnet
     from vimage.netinet.tcp.var import Tcb, TcpState
+
+IP6_TCP_HDRS = 60  # an IPv6 and a TCP header: the MSS is the MTU less these (1440 at 1500)
 
 
 def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = None,
@@ -64,7 +67,7 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = 
             tcb.ts_ok or (opening and tcp.rfc1323)) else None
         kwargs: dict[str, Any] = {}
         if syn_options:
-            kwargs["mss"] = offer_mss(tcp, tcb.faddr)
+            kwargs["mss"] = tcb_offer_mss(tcb)
             if (opening and tcp.rfc1323) or tcb.ws_ok:
                 kwargs["wscale"] = tcb.rcv_wscale
             if (opening and tcp.sack_enable) or tcb.sack_ok:
@@ -99,8 +102,13 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = 
         tcb.want_ack = False  # a delayed ACK timer still armed finds nothing to do
         tcb.unacked_segs = 0
     try:
-        tcp.vnet.ip.output(PROTO_TCP, tcb.laddr, tcb.faddr, segment, ttl=tcb.ip_ttl,
-                           tos=tcb.ip_tos, df=bool(tcp.path_mtu_discovery), fib=tcb.fib)
+        if tcb.v6:
+            tcp.vnet.ip6.output(PROTO_TCP, tcb.laddr, tcb.faddr, segment, hlim=tcb.ip_ttl,
+                                ifp=tcb.zone, tclass=tcb.ip_tos,
+                                dontfrag=bool(tcp.path_mtu_discovery))
+        else:
+            tcp.vnet.ip.output(PROTO_TCP, tcb.laddr, tcb.faddr, segment, ttl=tcb.ip_ttl,
+                               tos=tcb.ip_tos, df=bool(tcp.path_mtu_discovery), fib=tcb.fib)
     except OSError as exc:
         if exc.errno == errno.EMSGSIZE:
             raise
@@ -111,7 +119,7 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = 
 def _soft_error(tcb: Tcb, err: int) -> int:
     """ARP gave up on the next hop: EHOSTDOWN for a neighbour, EHOSTUNREACH for a
     gateway (FreeBSD's arpresolve); our ARP says EHOSTDOWN for both."""
-    if err == errno.EHOSTDOWN:
+    if err == errno.EHOSTDOWN and not tcb.v6:
         with contextlib.suppress(OSError):
             if tcb.tcp.vnet.ip.route_to(tcb.faddr, tcb.fib).flags & RTF_GATEWAY:
                 return errno.EHOSTUNREACH
@@ -276,7 +284,7 @@ def send_data(tcb: Tcb, seq: int, length: int, rexmit: bool = False) -> bool:
     try:
         send_segment(tcb, seq, flags, data)
     except OSError:  # EMSGSIZE: DF is set and the interface's MTU shrank below our MSS
-        mss = offer_mss(tcb.tcp, tcb.faddr) - (12 if tcb.ts_ok else 0)
+        mss = tcb_offer_mss(tcb) - (12 if tcb.ts_ok else 0)
         if 64 <= mss < tcb.mss:
             tcb.mss = mss
             tcb.cc.set_mss(mss)
@@ -306,9 +314,29 @@ def offer_mss(tcp: TcpState, faddr: int) -> int:
     return max(mtu - 40, 64)
 
 
-def respond_rst(tcp: TcpState, seg: wtcp.TcpRepr, src: int, dst: int) -> None:
+def offer_mss6(tcp: TcpState, faddr: int, zone: Ifnet | None) -> int:
+    """The MSS we can receive from `faddr` over IPv6: the path MTU less 60 (FreeBSD
+    tcp_maxmtu6)."""
+    ip6 = tcp.vnet.ip6
+    try:
+        ifp, _, route = ip6.route_to(faddr, zone)
+    except OSError:
+        return tcp.mssdflt
+    mtu = (route.mtu if route is not None and route.mtu else 0) or ifp.mtu
+    if ip6.pmtu:
+        mtu = ip6.path_mtu(faddr, mtu)
+    return max(mtu - IP6_TCP_HDRS, 64)
+
+
+def tcb_offer_mss(tcb: Tcb) -> int:
+    return offer_mss6(tcb.tcp, tcb.faddr, tcb.zone) if tcb.v6 else offer_mss(tcb.tcp, tcb.faddr)
+
+
+def respond_rst(tcp: TcpState, seg: wtcp.TcpRepr, src: int, dst: int,
+                v6: bool = False, zone: Ifnet | None = None) -> None:
     """RFC 9293 §3.10.7.1: answer a segment for no connection with a reset (FreeBSD
-    tcp_dropwithreset and tcp_respond)."""
+    tcp_dropwithreset and tcp_respond); over IPv6 if `v6` (`zone`: a link-local peer's
+    interface)."""
     if seg.flags & RST or tcp.blackhole:
         return
     seglen = len(seg.payload) + (1 if seg.flags & SYN else 0) + (1 if seg.flags & FIN else 0)
@@ -321,4 +349,7 @@ def respond_rst(tcp: TcpState, seg: wtcp.TcpRepr, src: int, dst: int) -> None:
     tcp.stats.sndtotal += 1
     tcp.stats.sndctrl += 1
     with contextlib.suppress(OSError):
+        if v6:
+            tcp.vnet.ip6.output(PROTO_TCP, dst, src, segment, ifp=zone)
+            return
         tcp.vnet.ip.output(PROTO_TCP, dst, src, segment, df=bool(tcp.path_mtu_discovery))

@@ -8,7 +8,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from vimage.netinet.icmp import quoted_ports
-from vimage.netinet.tcp.output import offer_mss, output, send_segment
+from vimage.netinet.tcp.output import IP6_TCP_HDRS, output, send_segment, tcb_offer_mss
 from vimage.netinet.tcp.seq import MASK, seq_leq, seq_lt
 from vimage.netinet.tcp.timer import arm_keepalive, cancel_all, cancel_main
 from vimage.netinet.tcp.var import (
@@ -25,6 +25,8 @@ from vimage.netinet.tcp.var import (
     wscale_for,
 )
 from vimage.wire import icmp as wicmp
+from vimage.wire import icmp6 as wicmp6
+from vimage.wire.ipv6 import MIN_MTU
 
 if TYPE_CHECKING:
     from vimage.netinet.tcp.var import Tcb
@@ -79,7 +81,7 @@ def set_mss(tcb: Tcb) -> None:
     """The MSS from the peer's offer, floored at net.inet.tcp.minmss so a tiny offer
     cannot make us send a flood of tiny segments (FreeBSD tcp_mss_update), and our
     own interface's MTU."""
-    mss = min(max(tcb.peer_mss, tcb.tcp.minmss), offer_mss(tcb.tcp, tcb.faddr))
+    mss = min(max(tcb.peer_mss, tcb.tcp.minmss), tcb_offer_mss(tcb))
     if tcb.ts_ok:
         mss -= 12
     tcb.mss = max(mss, 64)
@@ -212,9 +214,57 @@ def tcp_ctlinput_quoted(tcp: TcpState, type_: int, code: int, quoted: bytes,
     tcp_ctlinput(tcp, type_, code, *quoted_ports(quoted), seq, rest & 0xFFFF)
 
 
+def tcp6_ctlinput(tcp: TcpState, type_: int, code: int, quoted: bytes, rest: int) -> None:
+    """tcp6_ctlinput: an ICMPv6 error quoting one of our segments (`quoted` starts at its
+    IPv6 header): packet too big lowers the MSS to the path MTU less 60 (RFC 8201, as
+    FreeBSD's tcp_mtudisc), unreachable errors as IPv4's (icmp6_errmap)."""
+    if len(quoted) < 48:
+        return
+    src = int.from_bytes(quoted[8:24], "big")
+    dst = int.from_bytes(quoted[24:40], "big")
+    sport = (quoted[40] << 8) | quoted[41]
+    dport = (quoted[42] << 8) | quoted[43]
+    seq = int.from_bytes(quoted[44:48], "big")
+    tcb = tcp.conns.get((src, sport, dst, dport))
+    if tcb is None or not tcb.v6 or not (seq_leq(tcb.snd_una, seq)
+                                         and seq_lt(seq, tcb.snd_max)):
+        return
+    if type_ == wicmp6.PACKET_TOO_BIG:
+        mtu = max(rest, MIN_MTU, tcp.minmss + IP6_TCP_HDRS)
+        new_mss = mtu - IP6_TCP_HDRS - (12 if tcb.ts_ok else 0)
+        if 64 <= new_mss < tcb.mss:
+            tcb.mss = new_mss
+            tcb.cc.set_mss(new_mss)
+            tcp.stats.pmtud_updates += 1
+            tcb.snd_nxt = tcb.snd_una  # resend what was too big
+            output(tcb)
+        return
+    if type_ == wicmp6.DST_UNREACH or (type_ == wicmp6.PARAM_PROB
+                                       and code == wicmp6.PARAMPROB_NEXTHEADER):
+        refused = type_ == wicmp6.PARAM_PROB or code in (wicmp6.UNREACH_NOPORT,
+                                                         wicmp6.UNREACH_ADMIN)
+        if refused and tcb.state == SYN_SENT:
+            drop(tcb, errno.ECONNREFUSED)
+            return
+        notify_error(tcb, errno.ECONNREFUSED if refused else errno.EHOSTUNREACH)
+    elif type_ == wicmp6.TIME_EXCEEDED:
+        notify_error(tcb, errno.EHOSTUNREACH)
+
+
 # -- per vnet ------------------------------------------------------------------------------------
 def vnet_attach(vnet: Vnet) -> None:
     vnet.tcp = TcpState(vnet)
+
+
+def tcp6_attach(vnet: Vnet) -> None:
+    """TCP over IPv6 shares IPv4's state: one connection table (128-bit addresses for
+    IPv6 connections, `Tcb.v6`), one port space and one set of counters, as FreeBSD's
+    tcbinfo and tcpstat."""
+    vnet.tcp6 = vnet.tcp
+
+
+def tcp6_detach(vnet: Vnet) -> None:
+    vnet.__dict__.pop("tcp6", None)
 
 
 def vnet_detach(vnet: Vnet) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from vimage.netinet.tcp.output import offer_mss, output, respond_rst
+from vimage.netinet.tcp.output import offer_mss, offer_mss6, output, respond_rst
 from vimage.netinet.tcp.seq import MASK
 from vimage.netinet.tcp.subr import (
     detach,
@@ -37,31 +37,35 @@ from vimage.wire import tcp as wtcp
 from vimage.wire.ipv4 import PROTO_TCP
 
 if TYPE_CHECKING:
+    from vimage.net.ifnet import Ifnet
     from vimage.netinet.tcp.var import TcpState
 
 MSS_TABLE = (536, 1220, 1440, 1460, 8940, 8960)  # the MSS a cookie can carry (3 bits)
 
 
-def syncache_add(listener: Tcb, seg: wtcp.TcpRepr, src: int, dst: int) -> None:
+def syncache_add(listener: Tcb, seg: wtcp.TcpRepr, src: int, dst: int, v6: bool = False,
+                 zone: Ifnet | None = None) -> None:
     """A SYN for `listener`: a new embryonic connection that answers with a SYN-ACK, or
-    a cookie when the listen queue or the bucket is full (FreeBSD syncache_add)."""
+    a cookie when the listen queue or the bucket is full (FreeBSD syncache_add). `v6`:
+    the SYN came over IPv6 (`zone`: the link of a link-local peer); a dual-stack IPv6
+    listener's connections from IPv4 peers are IPv4 ones."""
     tcp = listener.tcp
     st = tcp.stats
     queued = listener.syn_q + len(listener.accept_q or ())
     if queued >= listener.backlog:
         if tcp.syncookies and len(listener.accept_q or ()) < listener.backlog:
-            send_cookie(listener, seg, src, dst)
+            send_cookie(listener, seg, src, dst, v6, zone)
         else:
             st.listendrop += 1
         return
     bucket = syncache_bucket(tcp, (dst, seg.dport, src, seg.sport))
     if not syncache_admit(tcp, bucket):
         if tcp.syncookies:
-            send_cookie(listener, seg, src, dst)
+            send_cookie(listener, seg, src, dst, v6, zone)
         else:
             st.sc_dropped += 1
         return
-    tcb = _child(listener, dst, seg.dport, src, seg.sport)
+    tcb = _child(listener, dst, seg.dport, src, seg.sport, v6, zone)
     tcb.state = SYN_RECEIVED
     listener.syn_q += 1
     tcb.irs = seg.seq
@@ -78,9 +82,12 @@ def syncache_add(listener: Tcb, seg: wtcp.TcpRepr, src: int, dst: int) -> None:
     output(tcb)  # SYN-ACK, and the retransmission timer
 
 
-def _child(listener: Tcb, laddr: int, lport: int, faddr: int, fport: int) -> Tcb:
+def _child(listener: Tcb, laddr: int, lport: int, faddr: int, fport: int, v6: bool,
+           zone: Ifnet | None) -> Tcb:
     """A connection of `listener`, with the socket options it inherits."""
     tcb = Tcb(listener.tcp, laddr, lport, faddr, fport)
+    if v6:
+        tcb.v6, tcb.zone = True, zone
     tcb.listener = listener
     tcb.nodelay, tcb.keepalive = listener.nodelay, listener.keepalive
     tcb.rcv_space, tcb.snd_space = listener.rcv_space, listener.snd_space
@@ -142,7 +149,8 @@ def _cookie(tcp: TcpState, src: int, dst: int, sport: int, dport: int, irs: int,
     return tcp.keyed_hash(data)
 
 
-def send_cookie(listener: Tcb, seg: wtcp.TcpRepr, src: int, dst: int) -> None:
+def send_cookie(listener: Tcb, seg: wtcp.TcpRepr, src: int, dst: int, v6: bool = False,
+                zone: Ifnet | None = None) -> None:
     """Answer a SYN without keeping state: the ISN carries what we need back."""
     tcp = listener.tcp
     peer_mss = seg.options.mss or DEFAULT_MSS
@@ -152,10 +160,13 @@ def send_cookie(listener: Tcb, seg: wtcp.TcpRepr, src: int, dst: int) -> None:
            | (t << 3) | idx) & MASK
     segment = wtcp.build(seg.dport, seg.sport, iss, (seg.seq + 1) & MASK, SYN | ACK,
                          min(listener.rcv_space, 65535), b"", src=dst, dst=src,
-                         mss=offer_mss(tcp, src))  # ours; the cookie keeps the peer's
-    tcp.stats.cookiessent += 1
+                         mss=offer_mss6(tcp, src, zone) if v6 else offer_mss(tcp, src))
+    tcp.stats.cookiessent += 1  # our MSS above; the cookie keeps the peer's
     tcp.stats.sndtotal += 1
     with contextlib.suppress(OSError):
+        if v6:
+            tcp.vnet.ip6.output(PROTO_TCP, dst, src, segment, ifp=zone)
+            return
         tcp.vnet.ip.output(PROTO_TCP, dst, src, segment, df=bool(tcp.path_mtu_discovery))
 
 
@@ -171,7 +182,8 @@ def cookie_ok(tcp: TcpState, seg: wtcp.TcpRepr, src: int, dst: int) -> bool:
     return (iss & ~0xFF) == expect
 
 
-def cookie_accept(listener: Tcb, seg: wtcp.TcpRepr, src: int, dst: int) -> Tcb | None:
+def cookie_accept(listener: Tcb, seg: wtcp.TcpRepr, src: int, dst: int, v6: bool = False,
+                  zone: Ifnet | None = None) -> Tcb | None:
     """A valid cookie ACK: the handshake is complete, make the connection (the caller
     processes the segment's data and FIN).
 
@@ -185,10 +197,10 @@ def cookie_accept(listener: Tcb, seg: wtcp.TcpRepr, src: int, dst: int) -> Tcb |
     if len(listener.accept_q or ()) >= listener.backlog:
         tcp.stats.listendrop += 1
         if tcp.rst_on_sock_fail:
-            respond_rst(tcp, seg, src, dst)
+            respond_rst(tcp, seg, src, dst, v6, zone)
         return None
     iss = (seg.ack - 1) & MASK
-    tcb = _child(listener, dst, seg.dport, src, seg.sport)
+    tcb = _child(listener, dst, seg.dport, src, seg.sport, v6, zone)
     set_iss(tcb, iss)
     tcb.irs = (seg.seq - 1) & MASK
     tcb.rcv_nxt = seg.seq

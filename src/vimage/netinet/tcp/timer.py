@@ -127,7 +127,7 @@ def _losing(tcb: Tcb) -> None:
     from vimage.net import rtsock
 
     vnet = tcb.tcp.vnet
-    if not rtsock.listening(vnet):
+    if tcb.v6 or not rtsock.listening(vnet):
         return
     route = vnet.route.tables[tcb.fib].lookup(tcb.faddr)
     if route is not None:

@@ -24,19 +24,22 @@ from vimage.netinet.tcp.var import (
 )
 
 if TYPE_CHECKING:
+    from vimage.net.ifnet import Ifnet
     from vimage.netinet.tcp.var import TcpState
 
 LOOPBACK = 0x7F000001
 MAX_BACKLOG = 4096
 
 
-def bind(tcp: TcpState, addr: int, port: int, reuse: bool) -> int:
-    """The local port for `addr`:`port` (an ephemeral one for 0), or EADDRINUSE."""
-    if addr and addr not in tcp.vnet.ip.local:
+def bind(tcp: TcpState, addr: int, port: int, reuse: bool, v6: bool = False,
+         v6only: bool = False) -> int:
+    """The local port for `addr`:`port` (an ephemeral one for 0), or EADDRINUSE. An
+    IPv6 address (`v6`) was checked by the socket layer (its zone)."""
+    if addr and not v6 and addr not in tcp.vnet.ip.local:
         raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
     if port == 0:
         return tcp.ephemeral(addr, 0, 0)
-    if tcp.port_in_use(addr, port) and not reuse:
+    if tcp.port_in_use(addr, port, v6, v6only) and not reuse:
         raise OSError(errno.EADDRINUSE, "Address already in use")
     return port
 
@@ -48,13 +51,22 @@ def listen(tcb: Tcb, laddr: int, lport: int, backlog: int) -> None:
     if tcb.state != LISTEN:
         if not lport:
             lport = tcp.ephemeral(laddr, 0, 0)
-        if any(t.laddr == laddr for t in tcp.listeners.get(lport, ())):
+        if any(_listen_clash(tcb, laddr, t) for t in tcp.listeners.get(lport, ())):
             raise OSError(errno.EADDRINUSE, "Address already in use")
         tcb.laddr, tcb.lport = laddr, lport
         tcb.state = LISTEN
         tcb.accept_q = []
         tcp.listeners.setdefault(lport, []).append(tcb)
     tcb.backlog = max(1, min(int(backlog), MAX_BACKLOG))
+
+
+def _listen_clash(tcb: Tcb, laddr: int, other: Tcb) -> bool:
+    """Two listeners on one port: the same address of one family, or both wildcards
+    with the IPv6 one dual-stack."""
+    if tcb.v6 == other.v6:
+        return other.laddr == laddr
+    v6one = tcb if tcb.v6 else other
+    return laddr == 0 and other.laddr == 0 and not v6one.v6only
 
 
 def accept(listener: Tcb) -> Tcb:
@@ -86,6 +98,34 @@ def connect(tcb: Tcb, laddr: int, lport: int, addr: int, port: int) -> None:
     tcp.attach(tcb)
     tcp.stats.connattempt += 1
     arm_keepalive(tcb, tcp.keepinit)  # the connection-establishment timer
+    output(tcb)
+
+
+def connect6(tcb: Tcb, laddr: int, lport: int, addr: int, port: int,
+             zone: Ifnet | None) -> None:
+    """`connect` over IPv6 (FreeBSD tcp6_usr_connect); `zone`: a link-local
+    destination's interface."""
+    tcp = tcb.tcp
+    vnet = tcp.vnet
+    if addr == 0:
+        addr = 1  # ::1
+    if port == 0:
+        raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
+    if addr >> 120 == 0xFF:
+        raise OSError(errno.ENETUNREACH, "Network is unreachable")
+    src = laddr or vnet.ip6.select_source(addr, zone)
+    lport = lport or tcp.ephemeral(src, addr, port)
+    if (src, lport, addr, port) in tcp.conns:
+        raise OSError(errno.EADDRINUSE, "Address already in use")
+    tcb.laddr, tcb.lport, tcb.faddr, tcb.fport = src, lport, addr, port
+    tcb.v6, tcb.zone = True, zone
+    set_iss(tcb, new_iss(tcb))
+    tcb.rcv_wscale = wscale_for(tcb.rcv_space) if tcp.rfc1323 else 0
+    tcb.state = SYN_SENT
+    tcb.mss = tcb.peer_mss = min(tcp.mssdflt, 65535)
+    tcp.attach(tcb)
+    tcp.stats.connattempt += 1
+    arm_keepalive(tcb, tcp.keepinit)
     output(tcb)
 
 

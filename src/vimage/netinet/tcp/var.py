@@ -24,6 +24,7 @@ from vimage.wire import tcp as wtcp
 from vimage.wire.tcp import MAX_WSCALE
 
 if TYPE_CHECKING:
+    from vimage.net.ifnet import Ifnet
     from vimage.socket.tcp_socket import TcpSocket
     from vimage.vnet import Vnet
 
@@ -244,8 +245,11 @@ class Tcb:
         "ts_recent",
         "unacked_segs",
         "user_closed",
+        "v6",
+        "v6only",
         "want_ack",
         "ws_ok",
+        "zone",
     )
 
     def __init__(self, tcp: TcpState, laddr: int, lport: int, faddr: int, fport: int) -> None:
@@ -298,6 +302,10 @@ class Tcb:
         self.fin_ooo: int | None = None  # sequence number of a FIN that came out of order
         self.shut_wr = self.user_closed = False
         self.so_error = 0
+        # over IPv6 (addresses are then 128-bit ints; FreeBSD's INP_IPV6), IPV6_V6ONLY of
+        # a listener, and the interface a link-local peer is on
+        self.v6 = self.v6only = False
+        self.zone: Ifnet | None = None
         self.softerror = 0  # FreeBSD t_softerror: reported instead of ETIMEDOUT
         self.nodelay = False
         self.ip_ttl: int | None = None  # IP_TTL and IP_TOS: they outlive the socket
@@ -429,11 +437,15 @@ class TcpState:
         return int.from_bytes(hashlib.blake2s(data, key=self.secret, digest_size=4,
                                               person=person).digest(), "big")
 
-    def port_in_use(self, addr: int, port: int) -> bool:
-        if any(t.laddr in (0, addr) or addr == 0 for t in self.listeners.get(port, ())):
+    def port_in_use(self, addr: int, port: int, v6: bool = False,
+                    v6only: bool = False) -> bool:
+        """Is `addr`:`port` (of an IPv6 socket if `v6`) taken? The two families share
+        the port space: a dual-stack IPv6 wildcard overlaps every IPv4 address, a
+        v6only one none (FreeBSD in6_pcbbind)."""
+        if any(overlaps(addr, v6, v6only, t) for t in self.listeners.get(port, ())):
             return True
-        return any(k[1] == port and (k[0] == addr or addr == 0 or k[0] == 0)
-                   and t.state != TIME_WAIT for k, t in self.conns.items())
+        return any(k[1] == port and t.state != TIME_WAIT and overlaps(addr, v6, v6only, t)
+                   for k, t in self.conns.items())
 
     def ephemeral(self, laddr: int, faddr: int, fport: int) -> int:
         ip = self.vnet.ip
@@ -446,6 +458,14 @@ class TcpState:
                 return port
         raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
 
+    def listener_for(self, port: int, dst: int) -> Tcb | None:
+        """The IPv6 listener on `port` for `dst` (IPv4 ones and those bound to another
+        address skipped)."""
+        for listener in self.listeners.get(port, ()):
+            if listener.v6 and listener.laddr in (0, dst):
+                return listener
+        return None
+
     def attach(self, tcb: Tcb) -> None:
         self.conns[tcb.key] = tcb
 
@@ -453,3 +473,12 @@ class TcpState:
         out = [t for socks in self.listeners.values() for t in socks]
         out.extend(self.conns.values())
         return out
+
+
+def overlaps(addr: int, v6: bool, v6only: bool, other: Tcb) -> bool:
+    """Would a socket bound to `addr` (IPv6 if `v6`) collide with `other`'s address?"""
+    if v6 == other.v6:
+        return addr == 0 or other.laddr in (0, addr)
+    if v6:  # an IPv6 socket against an IPv4 one: only a dual-stack wildcard collides
+        return not v6only and addr == 0
+    return not other.v6only and other.laddr == 0
