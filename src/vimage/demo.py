@@ -2,6 +2,7 @@
 
     host a --- router r --- host b
     10.0.1.0/24  (1 Mbit/s, 5 ms)  10.0.2.0/24
+    2001:db8:1::/64                2001:db8:2::/64
 
 Everything is configured with the FreeBSD tools, inside each vnet, exactly as a
 shell script on FreeBSD would do it. Run: python -m vimage.demo [--real]
@@ -25,15 +26,24 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("", "ifconfig epair1b vnet demo.b"),
     ("demo.a", "ifconfig epair0a inet 10.0.1.2/24 up"),
     ("demo.a", "route add default 10.0.1.1"),
+    ("demo.a", "ifconfig epair0a inet6 2001:db8:1::2/64"),
+    ("demo.a", "route -6 add default 2001:db8:1::1"),
     ("demo.r", "ifconfig epair0b inet 10.0.1.1/24 up"),
     ("demo.r", "ifconfig epair1a inet 10.0.2.1/24 up"),
     ("demo.r", "sysctl net.inet.ip.forwarding=1"),
+    ("demo.r", "ifconfig epair0b inet6 2001:db8:1::1/64"),
+    ("demo.r", "ifconfig epair1a inet6 2001:db8:2::1/64"),
+    ("demo.r", "sysctl net.inet6.ip6.forwarding=1"),
     ("demo.r", "vlink epair1a bw 1Mbit/s delay 5ms"),
     ("demo.b", "ifconfig epair1b inet 10.0.2.2/24 up"),
     ("demo.b", "route add default 10.0.2.1"),
+    ("demo.b", "ifconfig epair1b inet6 2001:db8:2::2/64"),
+    ("demo.b", "route -6 add default 2001:db8:2::1"),
     ("demo.b", "vlink epair1b bw 1Mbit/s delay 5ms"),
     ("demo.a", "ping -c 3 10.0.2.2"),
     ("demo.a", "traceroute -n 10.0.2.2"),
+    ("demo.a", "ping6 -c 3 2001:db8:2::2"),
+    ("demo.a", "traceroute6 -n 2001:db8:2::2"),
     ("demo.a", "netstat -rn"),
     ("demo.r", "netstat -s -p ip"),
     ("demo.r", "vlink epair1a"),
