@@ -47,6 +47,7 @@ from vimage.emu.model import (
 )
 from vimage.net.ifnet import create_loopback
 from vimage.net.pipe import DEFAULT_QUEUE
+from vimage.netinet6.in6 import IN6_IFF_DUPLICATED, IN6_IFF_TENTATIVE, In6Addr
 from vimage.topo import add_route
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from vimage.vnet import Vnet
 
 IPV6_PROTOCOL_NAMES = frozenset({"ip6", "ipv6", "inet6"})
+DAD_WAIT = 10.0  # seconds up() waits at most for DAD (dad_count probes, 1 s apart)
 
 
 class ExperimentError(RuntimeError):
@@ -296,7 +298,9 @@ class Experiment:
             for k, node in enumerate(topo.nodes.values()):
                 self.nodes[node.name] = vnet = kernel.create(f"{self.name}.{node.name}")
                 if node.type == "router":
-                    vnet.ip.forwarding = 1  # G5; pc and host nodes do not forward
+                    vnet.ip.forwarding = 1  # G5 (v4 and v6); pc and host nodes do not forward
+                    if use_ipv6:
+                        vnet.ip6.forwarding = 1
                 self._step(k + 1, total, f"node {node.name}")
             for k, link in enumerate(self.topology.links):
                 self.links.append(self._make_link(topo, link))
@@ -312,6 +316,8 @@ class Experiment:
                 self._auto_defaults(topo.nodes[name], routes, use_ipv6)
             if topo.hosts:
                 self._hosts(topo)
+        if use_ipv6:
+            self._wait_dad(topo)
         for node in topo.nodes.values():  # tools take the kernel lock themselves
             self._start(node)
 
@@ -357,6 +363,37 @@ class Experiment:
             if use_ipv6:
                 for cidr in iface.ipv6:
                     self._cmd(node, f"ifconfig {ifname} inet6 {cidr}")
+
+    def _wait_dad(self, topo: Topology) -> None:
+        """Wait (in the kernel's clock) until duplicate address detection has finished on
+        every address the topology gives, so `up()` returns with usable IPv6 addresses
+        (RFC 4862 5.4: a tentative address is neither a source nor a destination); a
+        duplicated address is a warning, as the node's kernel logs it."""
+        pending: list[In6Addr] = []
+        for node in topo.nodes.values():
+            if not any(i.ipv6 for i in node.interfaces.values()):
+                continue
+            for ifp in self.nodes[node.name].ifaces.values():
+                data = (ifp.afdata or {}).get(_std_socket.AF_INET6)
+                if data is not None:
+                    pending.extend(ia for ia in data.addrs if ia.flags & IN6_IFF_TENTATIVE)
+
+        def done() -> bool:
+            while pending and not pending[-1].flags & IN6_IFF_TENTATIVE:
+                pending.pop()
+            return not pending
+
+        if not done():
+            self.kernel.wait(done, DAD_WAIT)
+        for ia in pending:
+            if ia.flags & IN6_IFF_TENTATIVE:
+                self.warnings.append(f"{ia!r}: still tentative after {DAD_WAIT:g} s")
+        for node in topo.nodes.values():
+            for ifp in self.nodes[node.name].ifaces.values():
+                data = (ifp.afdata or {}).get(_std_socket.AF_INET6)
+                for ia in data.addrs if data is not None else ():
+                    if ia.flags & IN6_IFF_DUPLICATED:
+                        self.warnings.append(f"node {node.name}: duplicate address {ia!r}")
 
     def _switch(self, node: Node) -> None:
         """A lanswitch is a learning bridge; a hub floods (G6): the hub interface if the
