@@ -17,8 +17,10 @@ failure destroys what was made and raises ExperimentError naming the node.
 home is its node's vnet), so a link dies with either node, and nothing is left.
 
 Link units converted to the link model (vimage.net.pipe): bandwidth bit/s as is,
-delay µs -> s, loss and duplicate % -> probability, BER 1/N -> 1/N per bit, queue
-in frames; jitter is not modelled (a warning). A `direct` link is not impaired.
+delay and jitter µs -> s, loss and duplicate % -> probability, BER 1/N -> 1/N per bit,
+queue in frames; jitter is the pipe's uniform extra delay in [0, jitter], never
+reordering (IMUNES's FreeBSD jitter lists arrive as their largest value). A `direct`
+link is not impaired.
 `link(a, b).set(delay="20ms", ...)` changes a live link (values as in the YAML format).
 """
 
@@ -84,6 +86,7 @@ def pipe_settings(link: Link, every: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "bandwidth": link.bandwidth,
         "delay": link.delay / 1e6,
+        "jitter": link.jitter / 1e6,
         "loss": link.loss / 100,
         "ber": 1.0 / link.ber if link.ber else 0.0,
         "dup": link.duplicate / 100,
@@ -338,8 +341,6 @@ class Experiment:
         if settings:
             for end in ends:
                 end.impair(**settings)
-        if link.jitter and not link.direct:
-            self.warnings.append(f"link {link.a[0]}-{link.b[0]}: jitter is not modelled")
         for end in ends:
             end.set_up(True)
         return ExpLink(link, (ends[0], ends[1]))
