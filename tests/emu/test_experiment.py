@@ -229,7 +229,8 @@ def test_hub_and_ext_nodes_are_refused_with_what_they_need():
     with pytest.raises(ExperimentError) as info:
         Experiment(topo, kernel).up()
     assert info.value.problems == ["node hub1: hub needs the hub or bridge interface",
-                                   "node out: ext nodes are not realised by Experiment yet"]
+                                   "node out: ext nodes need the real clock (a TAP into Linux, "
+                                   "which does not wait for virtual time)"]
     assert kernel.vnets() == []
 
 

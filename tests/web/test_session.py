@@ -45,13 +45,13 @@ def test_console_lines_that_are_refused(line, why):
 
 def test_a_failed_start_leaves_nothing_and_close_stops_the_kernel(tmp_path):
     path = tmp_path / "t.yaml"
-    path.write_text("version: 1\nname: t\nnodes:\n  a: {type: pc}\n  x: {type: ext}\n"
-                    "links: [[a, x]]\n")
+    path.write_text("version: 1\nname: t\nnodes:\n  a: {type: pc}\n"
+                    "  x: {type: pc, commands: [nosuchtool -x]}\nlinks: [[a, x]]\n")
     gui = GuiSession.open(path)
     with pytest.raises(GuiError) as refused:
         gui.up()
     assert refused.value.status == 409
-    assert "node x: ext nodes are not realised" in str(refused.value)
+    assert "node x: 'nosuchtool -x' failed" in str(refused.value)
     assert gui.kernel is not None and gui.kernel.vnets() == []
     assert not gui.is_up
     gui.close()
