@@ -10,6 +10,7 @@ import pytest
 
 from vimage.emu import Experiment, imn, yamlfmt
 from vimage.kernel import Kernel
+from vimage.wire import ipv6
 
 DATA = Path(__file__).parent / "data"
 
@@ -127,3 +128,19 @@ links: [[a, b]]
         assert exp.warnings == [
             "node a: duplicate address <In6Addr fc00:9::1/64 on eth0>",
             "node b: duplicate address <In6Addr fc00:9::1/64 on eth0>"]
+
+
+def test_down_leaves_nothing_with_ipv6_and_jitter(kernel):
+    """ND and DAD timers, neighbour caches, jittered frames in flight: all gone."""
+    topo = yamlfmt.loads(LINE6.replace("{a: r2, b: pc2}", "{a: r2, b: pc2, jitter: 3ms}"),
+                         "line6.yaml")
+    exp = Experiment(topo, kernel).up()
+    vnets = list(exp.nodes.values())
+    assert exp.node("pc1").cmd("ping6 -c 1 fc00:2::10").ok
+    pc2 = exp.node("pc2")
+    pc2.cmd("ifconfig eth0 inet6 fc00:2::99/64")  # DAD running at down
+    exp.node("r2").ip6.output(58, None, ipv6.aton("fc00:2::10"), b"\x80\0\0\0\0\0\0\0")
+    assert kernel.sched.pending_timers(pc2) > 0
+    exp.down()
+    assert kernel.vnets() == [] and [i.name for i in kernel.interfaces()] == ["lo0"]
+    assert all(kernel.sched.pending_timers(v) == 0 for v in vnets)

@@ -5,13 +5,15 @@ a child vnet `EXP.NODE`, so `vimage exec EXP.pc1 -- ...` and every tool reach a 
 several experiments live side by side in one kernel.
 
 `up()` checks first what the kernel must provide (the bridge interface for lanswitch
-nodes, a hub for hubs, IPv6 for IPv6 addresses, a `routed` tool for RIP routers) and
-refuses before creating anything; then it creates the vnets, the links (an epair per
-link, its ends moved into the two nodes and renamed as the model names them, impaired
-both ways as IMUNES's netem does: the delay applies once in each direction, G6),
-forwarding on routers (G5), addresses, lo0's extra addresses, static routes (G3),
-automatic default routes (G2), the hosts tables (IMUNES hostsAutoAssign), the routing
-daemons and the start-up commands (run with `vnet.cmd`). It is all or nothing: any
+nodes, a hub for hubs, IPv6 for IPv6 addresses, a `routed` tool for RIP routers, root,
+a TUN driver and the real clock for ext nodes) and refuses before creating anything;
+then it creates the vnets, the links (an epair per link, its ends moved into the two
+nodes and renamed as the model names them, impaired both ways as IMUNES's netem does:
+the delay applies once in each direction, G6; a link to an ext node is a TAP into the
+ext node's Linux namespace, vimage.emu.ext), forwarding on routers (G5, both families),
+addresses, lo0's extra addresses, static routes (G3), automatic default routes (G2),
+the hosts tables (IMUNES hostsAutoAssign), waits for IPv6 DAD to finish, then starts
+the routing daemons and the start-up commands (run with `vnet.cmd`). It is all or nothing: any
 failure destroys what was made and raises ExperimentError naming the node.
 `down()` destroys the experiment vnet; the link ends belong to their nodes (an end's
 home is its node's vnet), so a link dies with either node, and nothing is left.
