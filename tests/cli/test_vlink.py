@@ -182,7 +182,7 @@ def test_list_all(link: Link) -> None:
     ("vlink epair0a bw fast", "fast"),
     ("vlink epair0a queue 0", "queue"),
     ("vlink epair0a queue many", "many"),
-    ("vlink epair0a jitter 5ms", "jitter"),
+    ("vlink epair0a jitter soon", "soon"),
     ("vlink epair0a delay", "delay"),
     ("vlink epair0a delay 1ms delay 2ms", "delay"),
     ("vlink epair0a clear delay 1ms", "clear"),
@@ -191,3 +191,13 @@ def test_list_all(link: Link) -> None:
 def test_errors(link: Link, line: str, word: str) -> None:
     assert word in fails(link.h1, line)
     assert link.h1.iface("epair0a").pipe is None
+
+
+def test_jitter_setting_shown_and_bounded(link: Link) -> None:
+    ok(link.h1, "vlink epair0a delay 10ms jitter 4ms")
+    assert ok(link.h1, "vlink epair0a").startswith(
+        "epair0a: bandwidth unlimited delay 10.000 ms jitter 4.000 ms loss 0% ")
+    assert link.h1.iface("epair0a").pipe.jitter_ns == 4_000_000
+    delays = [link.arrival_delay() for _ in range(20)]
+    assert all(0.010 <= d <= 0.014 for d in delays), delays
+    assert len(set(delays)) > 1

@@ -117,8 +117,46 @@ def test_direction_and_runtime_change():
 
 
 @pytest.mark.parametrize("bad", [{"loss": "150%"}, {"delay": "-1ms"}, {"bandwidth": "fast"},
-                                 {"queue": 0}, {"colour": "red"}])
+                                 {"queue": 0}, {"colour": "red"},
+                                 {"jitter": "-2ms"}, {"jitter": "lots"}])
 def test_bad_settings_rejected(bad):
     k, a, b, ea, eb = _pair()
     with pytest.raises(ValueError):
         ea.impair(**bad)
+
+
+def _jittered_arrivals(seed: int, spacing_ns: int, n: int = 200) -> list[int]:
+    k, a, b, ea, eb = _pair(seed)
+    ea.impair(delay="10ms", jitter="5ms")
+    times = _arrivals(k, eb)
+    start = k.now_ns()
+    for i in range(n):
+        k.call_later(i * spacing_ns / 1e9, ea.output, i.to_bytes(2, "big") + b"\x00" * 60)
+    k.run(5)
+    return [t - start for t, _ in times]
+
+
+def test_jitter_is_uniform_extra_delay_in_the_bound():
+    got = _jittered_arrivals(1, 20_000_000)  # frames 20 ms apart: jitter cannot reorder
+    extra = [t - i * 20_000_000 - 10_000_000 for i, t in enumerate(got)]
+    assert len(got) == 200
+    assert all(0 <= e <= 5_000_000 for e in extra)
+    assert len(set(extra)) > 150  # drawn, not constant
+    assert 1_500_000 < sum(extra) / len(extra) < 3_500_000  # uniform in [0, 5 ms]: mean 2.5
+
+
+def test_jitter_never_reorders_and_is_reproducible():
+    got = _jittered_arrivals(2, 1_000_000)  # 1 ms apart, 5 ms jitter: would reorder
+    assert got == sorted(got) and len(got) == 200
+    assert got == _jittered_arrivals(2, 1_000_000)  # same seed, same times
+    assert got != _jittered_arrivals(3, 1_000_000)
+
+
+def test_jitter_zero_draws_nothing():
+    """A link without jitter keeps the RNG stream (and so every other draw) unchanged."""
+    k, a, b, ea, eb = _pair()
+    ea.impair(delay="10ms")
+    state = k.rng.getstate()
+    ea.output(b"\x00" * 60)
+    k.run(1)
+    assert k.rng.getstate() == state

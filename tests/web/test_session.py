@@ -45,13 +45,13 @@ def test_console_lines_that_are_refused(line, why):
 
 def test_a_failed_start_leaves_nothing_and_close_stops_the_kernel(tmp_path):
     path = tmp_path / "t.yaml"
-    path.write_text("version: 1\nname: t\nnodes:\n  a: {type: pc}\n  x: {type: ext}\n"
-                    "links: [[a, x]]\n")
+    path.write_text("version: 1\nname: t\nnodes:\n  a: {type: pc}\n"
+                    "  x: {type: pc, commands: [nosuchtool -x]}\nlinks: [[a, x]]\n")
     gui = GuiSession.open(path)
     with pytest.raises(GuiError) as refused:
         gui.up()
     assert refused.value.status == 409
-    assert "node x: ext nodes are not realised" in str(refused.value)
+    assert "node x: 'nosuchtool -x' failed" in str(refused.value)
     assert gui.kernel is not None and gui.kernel.vnets() == []
     assert not gui.is_up
     gui.close()
@@ -75,3 +75,20 @@ def test_down_destroys_the_experiment_and_its_captures(tmp_path):
     with pytest.raises(GuiError, match="start the experiment first"):
         gui.run("pc1", "ifconfig")
     gui.close()
+
+
+def test_the_console_runs_ping6_across_a_router(tmp_path):
+    """IPv6 in the GUI's experiments: IMUNES fc00:N::/64 addresses, automatic defaults."""
+    path = tmp_path / "six.yaml"
+    path.write_text("version: 1\nname: six\noptions: {auto_address: true, auto_address6: true}\n"
+                    "nodes:\n  pc1: {type: pc, auto_default_routes: true}\n"
+                    "  r1: {type: router}\n  pc2: {type: pc, auto_default_routes: true}\n"
+                    "links: [[pc1, r1], [r1, pc2]]\n")
+    gui = GuiSession.open(path)
+    try:
+        gui.up()
+        status, output = gui.run("pc1", "ping6 -c 1 fc00:1::20")
+        assert status == 0, output
+        assert "from fc00:1::20" in output and "hlim=63" in output
+    finally:
+        gui.close()

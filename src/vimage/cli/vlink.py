@@ -3,10 +3,13 @@
     vlink                    show every epair of this vnet
     vlink IF                 show IF's settings and counters
     vlink IF clear           remove every impairment
-    vlink IF [bw|bandwidth RATE] [delay TIME] [loss P] [ber P] [dup P] [queue N]
+    vlink IF [bw|bandwidth RATE] [delay TIME] [jitter TIME] [loss P] [ber P] [dup P]
+             [queue N]
 
 RATE: `1Mbit/s`, `100kbps`, `64000` (bit/s, 0 = unlimited); TIME: `50ms`, `1.5s`,
 `200us` (a bare number is milliseconds); P: `1%` or `0.01`; N: frames.
+jitter: each frame's delay grows by a uniform random amount in [0, TIME] (the kernel
+RNG), never reordering frames (see vimage.net.pipe).
 The settings act on frames leaving IF, so impair both ends for both directions.
 """
 
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
 # command-line word -> vimage.net.pipe setting
 KEYWORDS: tuple[tuple[str, str], ...] = (
     ("bw", "bandwidth"), ("bandwidth", "bandwidth"), ("delay", "delay"), ("dly", "delay"),
+    ("jitter", "jitter"),
     ("loss", "loss"), ("plr", "loss"), ("ber", "ber"), ("dup", "dup"), ("duplicate", "dup"),
     ("queue", "queue"), ("qlen", "queue"),
 )
@@ -32,7 +36,8 @@ KEYWORDS: tuple[tuple[str, str], ...] = (
 USAGE = """\
 usage: vlink [interface]
        vlink interface clear
-       vlink interface [bw rate] [delay time] [loss p] [ber p] [dup p] [queue n]
+       vlink interface [bw rate] [delay time] [jitter time] [loss p] [ber p]
+             [dup p] [queue n]
 """
 
 
@@ -65,7 +70,8 @@ def main(ctx: Context, argv: list[str]) -> int:
             raise UsageError("'clear' takes no other settings")
         key = keywords.get(word)
         if key is None:
-            raise UsageError(f"unknown setting '{word}' (use bw, delay, loss, ber, dup, queue)")
+            raise UsageError(f"unknown setting '{word}' "
+                             "(use bw, delay, jitter, loss, ber, dup, queue)")
         if i + 1 >= len(words):
             raise UsageError(f"'{word}' requires a value")
         if key in settings:
@@ -86,8 +92,9 @@ def show(ifp: Ifnet) -> list[str]:
     if pipe is None:
         return [f"{ifp.name}: no impairment"]
     bandwidth = f"{pipe.bandwidth} bit/s" if pipe.bandwidth else "unlimited"
+    jitter = f" jitter {pipe.jitter_ns / 1e6:.3f} ms" if pipe.jitter_ns else ""
     return [
-        f"{ifp.name}: bandwidth {bandwidth} delay {pipe.delay_ns / 1e6:.3f} ms "
+        f"{ifp.name}: bandwidth {bandwidth} delay {pipe.delay_ns / 1e6:.3f} ms{jitter} "
         f"loss {percent(pipe.loss)} ber {pipe.ber:g} duplicate {percent(pipe.dup)} "
         f"queue {pipe.queue}",
         f"\tdelivered {pipe.delivered} duplicated {pipe.duplicated} in flight {pipe.in_flight}",

@@ -5,20 +5,24 @@ a child vnet `EXP.NODE`, so `vimage exec EXP.pc1 -- ...` and every tool reach a 
 several experiments live side by side in one kernel.
 
 `up()` checks first what the kernel must provide (the bridge interface for lanswitch
-nodes, a hub for hubs, IPv6 for IPv6 addresses, a `routed` tool for RIP routers) and
-refuses before creating anything; then it creates the vnets, the links (an epair per
-link, its ends moved into the two nodes and renamed as the model names them, impaired
-both ways as IMUNES's netem does: the delay applies once in each direction, G6),
-forwarding on routers (G5), addresses, lo0's extra addresses, static routes (G3),
-automatic default routes (G2), the hosts tables (IMUNES hostsAutoAssign), the routing
-daemons and the start-up commands (run with `vnet.cmd`). It is all or nothing: any
+nodes, a hub for hubs, IPv6 for IPv6 addresses, a `routed` tool for RIP routers, root,
+a TUN driver and the real clock for ext nodes) and refuses before creating anything;
+then it creates the vnets, the links (an epair per link, its ends moved into the two
+nodes and renamed as the model names them, impaired both ways as IMUNES's netem does:
+the delay applies once in each direction, G6; a link to an ext node is a TAP into the
+ext node's Linux namespace, vimage.emu.ext), forwarding on routers (G5, both families),
+addresses, lo0's extra addresses, static routes (G3), automatic default routes (G2),
+the hosts tables (IMUNES hostsAutoAssign), waits for IPv6 DAD to finish, then starts
+the routing daemons and the start-up commands (run with `vnet.cmd`). It is all or nothing: any
 failure destroys what was made and raises ExperimentError naming the node.
 `down()` destroys the experiment vnet; the link ends belong to their nodes (an end's
 home is its node's vnet), so a link dies with either node, and nothing is left.
 
 Link units converted to the link model (vimage.net.pipe): bandwidth bit/s as is,
-delay µs -> s, loss and duplicate % -> probability, BER 1/N -> 1/N per bit, queue
-in frames; jitter is not modelled (a warning). A `direct` link is not impaired.
+delay and jitter µs -> s, loss and duplicate % -> probability, BER 1/N -> 1/N per bit,
+queue in frames; jitter is the pipe's uniform extra delay in [0, jitter], never
+reordering (IMUNES's FreeBSD jitter lists arrive as their largest value). A `direct`
+link is not impaired.
 `link(a, b).set(delay="20ms", ...)` changes a live link (values as in the YAML format).
 """
 
@@ -28,11 +32,12 @@ import copy
 import ipaddress
 import socket as _std_socket
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from vimage.cli import TOOLS
 from vimage.emu import address
+from vimage.emu import ext as linux_ext
 from vimage.emu.model import (
     LINK_FIELDS,
     SWITCH_TYPES,
@@ -47,6 +52,7 @@ from vimage.emu.model import (
 )
 from vimage.net.ifnet import create_loopback
 from vimage.net.pipe import DEFAULT_QUEUE
+from vimage.netinet6.in6 import IN6_IFF_DUPLICATED, IN6_IFF_TENTATIVE, In6Addr
 from vimage.topo import add_route
 
 if TYPE_CHECKING:
@@ -55,6 +61,7 @@ if TYPE_CHECKING:
     from vimage.vnet import Vnet
 
 IPV6_PROTOCOL_NAMES = frozenset({"ip6", "ipv6", "inet6"})
+DAD_WAIT = 10.0  # seconds up() waits at most for DAD (dad_count probes, 1 s apart)
 
 
 class ExperimentError(RuntimeError):
@@ -82,6 +89,7 @@ def pipe_settings(link: Link, every: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "bandwidth": link.bandwidth,
         "delay": link.delay / 1e6,
+        "jitter": link.jitter / 1e6,
         "loss": link.loss / 100,
         "ber": 1.0 / link.ber if link.ber else 0.0,
         "dup": link.duplicate / 100,
@@ -158,6 +166,7 @@ class Experiment:
     routing: dict[str, tuple[str, ...]] = field(default_factory=dict)  # RIP intent
     warnings: list[str] = field(default_factory=list)
     resolved: Topology | None = None  # the topology as brought up (automatic addresses)
+    ext: dict[str, linux_ext.ExtNode] = field(default_factory=dict)  # ext nodes (Linux)
 
     def __post_init__(self) -> None:
         self.topology.check()
@@ -173,6 +182,9 @@ class Experiment:
         try:
             return self.nodes[name]
         except KeyError:
+            if name in self.ext:
+                raise LookupError(f"node {name} of experiment {self.name} is an ext node, "
+                                  f"Linux network namespace {self.ext[name].netns}") from None
             raise LookupError(f"experiment {self.name} has no node {name!r}") from None
 
     def link(self, a: str, b: str) -> ExpLink:
@@ -186,7 +198,8 @@ class Experiment:
         return {
             "name": self.name, "up": self.is_up,
             "nodes": {name: {"vnet": v.name, "type": self.topology.nodes[name].type,
-                             "interfaces": sorted(v.ifaces)} for name, v in self.nodes.items()},
+                             "interfaces": sorted(v.ifaces)} for name, v in self.nodes.items()}
+            | {name: node.state() for name, node in self.ext.items()},
             "links": [link.state() for link in self.links],
         }
 
@@ -235,7 +248,12 @@ class Experiment:
         kernel = self.kernel
         with kernel.sched.cond:
             if self.vnet is not None and self.vnet.alive:
-                kernel.destroy(self.vnet)
+                kernel.destroy(self.vnet)  # closes the ext nodes' TAPs with their vnets
+        for node in self.ext.values():
+            problem = linux_ext.destroy(node)
+            if problem is not None:
+                self.warnings.append(f"node {node.name}: {problem}")
+        self.ext = {}
         self.vnet = None
         self.resolved = None
         self.nodes = {}
@@ -258,6 +276,7 @@ class Experiment:
         has_ipv6 = kernel_has_ipv6(kernel)
         for node in topo.nodes.values():
             problems.extend(self._node_needs(node, has_ipv6))
+        problems.extend(self._ext_needs(topo))
         if problems:
             raise ExperimentError(f"experiment {self.name}: {problems[0]}", problems)
 
@@ -269,8 +288,6 @@ class Experiment:
         if node.type == "hub" and not (kernel_has_cloner(kernel, "hub")
                                         or kernel_has_cloner(kernel, "bridge")):
             out.append(f"node {node.name}: hub needs the hub or bridge interface")
-        if node.type == "ext":
-            out.append(f"node {node.name}: ext nodes are not realised by Experiment yet")
         if node.routing and "routed" not in TOOLS:
             out.append(f"node {node.name}: model {node.model} needs the routed daemon, "
                        "which this vimage does not have (use model static)")
@@ -279,6 +296,22 @@ class Experiment:
         if wants_ipv6 and not has_ipv6 and not self.skip_ipv6:
             out.append(f"node {node.name}: IPv6 addresses need IPv6 in the kernel "
                        "(or skip_ipv6 / --skip-ipv6)")
+        return out
+
+    def _ext_needs(self, topo: Topology) -> list[str]:
+        out = []
+        exts = [n for n in topo.nodes.values() if n.type == "ext"]
+        why = linux_ext.unavailable(self.kernel) if exts else None
+        for node in exts:
+            if why is not None:
+                out.append(f"node {node.name}: {why}")
+            elif linux_ext.exists(linux_ext.netns_name(str(self.name), node.name)):
+                out.append(f"node {node.name}: Linux network namespace "
+                           f"{linux_ext.netns_name(str(self.name), node.name)} already exists")
+        for link in topo.links:
+            if {topo.nodes[link.a[0]].type, topo.nodes[link.b[0]].type} == {"ext"}:
+                out.append(f"link {link.a[0]}-{link.b[0]}: a link between two ext nodes "
+                           "has no vnet end")
         return out
 
     def _step(self, done: int, total: int, what: str) -> None:
@@ -291,18 +324,30 @@ class Experiment:
         use_ipv6 = kernel_has_ipv6(kernel) and not self.skip_ipv6
         total = len(topo.nodes) + len(topo.links)
         self.resolved = topo
+        for node in topo.nodes.values():
+            if node.type == "ext":  # its Linux namespace, before the kernel lock
+                name = linux_ext.netns_name(str(self.name), node.name)
+                self.ext[node.name] = linux_ext.create(node.name, name)
         with kernel.sched.cond:
             self.vnet = kernel.create(str(self.name))
             for k, node in enumerate(topo.nodes.values()):
+                if node.type == "ext":
+                    continue
                 self.nodes[node.name] = vnet = kernel.create(f"{self.name}.{node.name}")
                 if node.type == "router":
-                    vnet.ip.forwarding = 1  # G5; pc and host nodes do not forward
+                    vnet.ip.forwarding = 1  # G5 (v4 and v6); pc and host nodes do not forward
+                    if use_ipv6:
+                        vnet.ip6.forwarding = 1
                 self._step(k + 1, total, f"node {node.name}")
             for k, link in enumerate(self.topology.links):
-                self.links.append(self._make_link(topo, link))
+                if link.a[0] in self.ext or link.b[0] in self.ext:
+                    self._make_ext_link(topo, link, use_ipv6)
+                else:
+                    self.links.append(self._make_link(topo, link))
                 self._step(len(topo.nodes) + k + 1, total, f"link {link.a[0]}-{link.b[0]}")
             for node in topo.nodes.values():
-                self._configure(node, use_ipv6)
+                if node.type != "ext":
+                    self._configure(node, use_ipv6)
             for node in topo.nodes.values():
                 if node.type in SWITCH_TYPES:
                     self._switch(node)
@@ -312,6 +357,8 @@ class Experiment:
                 self._auto_defaults(topo.nodes[name], routes, use_ipv6)
             if topo.hosts:
                 self._hosts(topo)
+        if use_ipv6:
+            self._wait_dad(topo)
         for node in topo.nodes.values():  # tools take the kernel lock themselves
             self._start(node)
 
@@ -332,11 +379,27 @@ class Experiment:
         if settings:
             for end in ends:
                 end.impair(**settings)
-        if link.jitter and not link.direct:
-            self.warnings.append(f"link {link.a[0]}-{link.b[0]}: jitter is not modelled")
         for end in ends:
             end.set_up(True)
         return ExpLink(link, (ends[0], ends[1]))
+
+    def _make_ext_link(self, topo: Topology, link: Link, use_ipv6: bool) -> None:
+        """A TAP in the peer node whose Linux side is the ext node's interface."""
+        (ext_name, ext_if), (peer_name, peer_if) = (
+            (link.a, link.b) if link.a[0] in self.ext else (link.b, link.a))
+        vnet = self.nodes[peer_name]
+        iface = topo.nodes[ext_name].interfaces[ext_if]
+        if not use_ipv6:
+            iface = replace(iface, ipv6=[])
+        peer = topo.nodes[peer_name].interfaces[peer_if]
+        tap = linux_ext.attach(self.ext[ext_name], vnet, iface, peer.mtu)
+        _rename(tap, peer_if)
+        if peer.mac is not None:
+            tap.mac = bytes.fromhex(peer.mac.replace(":", ""))
+        if pipe_settings(link):
+            self.warnings.append(f"link {link.a[0]}-{link.b[0]}: an ext link is not impaired "
+                                 "(a TAP has no link pipe)")
+        tap.set_up(True)
 
     def _configure(self, node: Node, use_ipv6: bool) -> None:
         vnet = self.nodes[node.name]
@@ -358,6 +421,37 @@ class Experiment:
                 for cidr in iface.ipv6:
                     self._cmd(node, f"ifconfig {ifname} inet6 {cidr}")
 
+    def _wait_dad(self, topo: Topology) -> None:
+        """Wait (in the kernel's clock) until duplicate address detection has finished on
+        every address the topology gives, so `up()` returns with usable IPv6 addresses
+        (RFC 4862 5.4: a tentative address is neither a source nor a destination); a
+        duplicated address is a warning, as the node's kernel logs it."""
+        pending: list[In6Addr] = []
+        for node in topo.nodes.values():
+            if node.name in self.ext or not any(i.ipv6 for i in node.interfaces.values()):
+                continue
+            for ifp in self.nodes[node.name].ifaces.values():
+                data = (ifp.afdata or {}).get(_std_socket.AF_INET6)
+                if data is not None:
+                    pending.extend(ia for ia in data.addrs if ia.flags & IN6_IFF_TENTATIVE)
+
+        def done() -> bool:
+            while pending and not pending[-1].flags & IN6_IFF_TENTATIVE:
+                pending.pop()
+            return not pending
+
+        if not done():
+            self.kernel.wait(done, DAD_WAIT)
+        for ia in pending:
+            if ia.flags & IN6_IFF_TENTATIVE:
+                self.warnings.append(f"{ia!r}: still tentative after {DAD_WAIT:g} s")
+        for node in topo.nodes.values():
+            for ifp in self.nodes[node.name].ifaces.values() if node.name in self.nodes else ():
+                data = (ifp.afdata or {}).get(_std_socket.AF_INET6)
+                for ia in data.addrs if data is not None else ():
+                    if ia.flags & IN6_IFF_DUPLICATED:
+                        self.warnings.append(f"node {node.name}: duplicate address {ia!r}")
+
     def _switch(self, node: Node) -> None:
         """A lanswitch is a learning bridge; a hub floods (G6): the hub interface if the
         kernel has one, else a bridge."""
@@ -373,6 +467,10 @@ class Experiment:
         self._cmd(node, f"ifconfig {bridge} {' '.join(members)} up")
 
     def _routes(self, node: Node, routes: list[Route], use_ipv6: bool) -> None:
+        if node.name in self.ext:
+            wanted = [r for r in routes if use_ipv6 or r.family == 4]
+            linux_ext.add_routes(self.ext[node.name], wanted)
+            return
         vnet = self.nodes[node.name]
         for route in routes:
             if route.family == 6:
@@ -407,6 +505,10 @@ class Experiment:
                 vnet.hosts.add(addr, name)
 
     def _start(self, node: Node) -> None:
+        if node.name in self.ext:
+            if node.commands:
+                self.warnings.append(f"node {node.name}: an ext node's commands are not run")
+            return
         if node.routing:
             self.routing[node.name] = node.routing
             self._cmd(node, "routed")

@@ -4,6 +4,12 @@ A frame first waits in a FIFO of at most `queue` frames for the transmitter,
 which serialises it at `bandwidth` bit/s; it then propagates for `delay` and
 arrives. Loss, bit errors and duplication are drawn from the kernel RNG, so a
 virtual-time run is exact and reproducible.
+
+Jitter adds to each frame's delay an extra delay drawn uniformly from [0, jitter]
+(kernel RNG), but a frame never arrives before the one sent ahead of it: the link
+stays FIFO, as a wire (and ng_pipe's single queue) is. netem instead reorders when its
+jitter exceeds the spacing of packets; that reordering is deliberately not modelled.
+A link without jitter draws nothing, so its runs are unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ class LinkPipe:
     __slots__ = (
         "_busy_until",
         "_done",
+        "_last_arrive",
         "_timers",
         "bandwidth",
         "ber",
@@ -34,6 +41,7 @@ class LinkPipe:
         "dup",
         "duplicated",
         "ifp",
+        "jitter_ns",
         "loss",
         "queue",
     )
@@ -42,11 +50,13 @@ class LinkPipe:
         self.ifp = ifp
         self.bandwidth = 0  # bit/s, 0 = unlimited
         self.delay_ns = 0
+        self.jitter_ns = 0
         self.loss = 0.0
         self.ber = 0.0
         self.dup = 0.0
         self.queue = DEFAULT_QUEUE
         self._busy_until = 0
+        self._last_arrive = 0  # the latest arrival scheduled: jitter never reorders
         self._done: deque[int] = deque()  # serialisation end times of frames in the FIFO
         self._timers: deque[Timer] = deque()
         self.delivered = self.dropped_queue = self.dropped_loss = 0
@@ -55,6 +65,10 @@ class LinkPipe:
     @property
     def delay(self) -> float:
         return self.delay_ns / NS_PER_S
+
+    @property
+    def jitter(self) -> float:
+        return self.jitter_ns / NS_PER_S
 
     @property
     def in_flight(self) -> int:
@@ -86,6 +100,10 @@ class LinkPipe:
         else:
             finish = now
         arrive = finish + self.delay_ns
+        if self.jitter_ns:
+            arrive += rng.randint(0, self.jitter_ns)
+        # FIFO: never before the frame ahead (jitter, or a delay lowered mid-flight)
+        arrive = self._last_arrive = max(arrive, self._last_arrive)
         copies = 2 if self.dup and rng.random() < self.dup else 1
         if copies == 2:
             self.duplicated += 1
@@ -107,9 +125,10 @@ class LinkPipe:
         self._timers.clear()
         self._done.clear()
         self._busy_until = 0
+        self._last_arrive = 0
 
 
-SETTINGS: tuple[str, ...] = ("bandwidth", "delay", "loss", "ber", "dup", "queue")
+SETTINGS: tuple[str, ...] = ("bandwidth", "delay", "jitter", "loss", "ber", "dup", "queue")
 
 
 def configure(ifp: Ifnet, settings: dict[str, object]) -> LinkPipe:
@@ -122,9 +141,9 @@ def configure(ifp: Ifnet, settings: dict[str, object]) -> LinkPipe:
         text = raw if isinstance(raw, str) else None
         if key == "bandwidth":
             values[key] = parse_bandwidth(text) if text is not None else int(raw)  # type: ignore[call-overload]
-        elif key == "delay":
-            values["delay_ns"] = (parse_duration_ns(text) if text is not None
-                                  else round(float(raw) * NS_PER_S))  # type: ignore[arg-type]
+        elif key in ("delay", "jitter"):
+            values[f"{key}_ns"] = (parse_duration_ns(text) if text is not None
+                                   else round(float(raw) * NS_PER_S))  # type: ignore[arg-type]
         elif key in ("loss", "ber", "dup"):
             values[key] = parse_probability(text if text is not None else str(raw))
         else:
@@ -134,8 +153,8 @@ def configure(ifp: Ifnet, settings: dict[str, object]) -> LinkPipe:
             values[key] = queue
         if key in ("bandwidth",) and int(values[key]) < 0:  # type: ignore[call-overload]
             raise ValueError("bandwidth must be >= 0")
-        if key == "delay" and int(values["delay_ns"]) < 0:  # type: ignore[call-overload]
-            raise ValueError("delay must be >= 0")
+        if key in ("delay", "jitter") and int(values[f"{key}_ns"]) < 0:  # type: ignore
+            raise ValueError(f"{key} must be >= 0")
     pipe = ifp.pipe
     if pipe is None:
         pipe = ifp.pipe = LinkPipe(ifp)
