@@ -183,3 +183,20 @@ def test_interface_moved_away_takes_its_ipv6_state():
     assert [ia.addr for ia in in6.addrs(p.ea)] == [
         wip6.LINK_LOCAL_PREFIX | wip6.eui64(p.ea.mac)]
     assert any(f[54] == w6.NEIGHBOR_SOLICIT for f in wire.frames if f[12:14] == b"\x86\xdd")
+
+
+def test_no_solicitation_from_the_unspecified_address_while_every_source_is_tentative():
+    """Resolving before DAD ended must not send an NS from :: (a DAD probe): the
+    neighbour, whose address is tentative too, would take its address for a duplicate."""
+    k = Kernel(clock="virtual", seed=1)
+    a, b = k.create("a"), k.create("b")
+    ea, eb = k.epair()
+    ea.move_to(a)
+    eb.move_to(b)
+    assert a.cmd(f"ifconfig {ea.name} inet6 2001:db8::1/64 up").ok
+    assert b.cmd(f"ifconfig {eb.name} inet6 2001:db8::2/64 up").ok
+    a.cmd("ping6 -c 1 -t 1 2001:db8::2")  # at once: every address of a is tentative
+    k.run(3)
+    assert "duplicated" not in b.cmd(f"ifconfig {eb.name}").output
+    assert "duplicated" not in a.cmd(f"ifconfig {ea.name}").output
+    assert a.cmd("ping6 -c 1 2001:db8::2").ok  # after DAD, resolution works

@@ -228,12 +228,16 @@ class Nd6State:
         target = entry.addr
         entry.asked += 1
         src_ia = in6.select_source([ifp], target, ifp)
-        src = src_ia.addr if src_ia is not None else 0
-        dst = target if mac is not None else wip6.solicited_node(target)
-        opts = wicmp6.opt_lladdr(wicmp6.ND_OPT_SOURCE_LINKADDR, ifp.mac) if src else b""
-        msg = wicmp6.build_ns(target, opts, src, dst)
-        dmac = mac if mac is not None else wip6.multicast_mac(dst)
-        self.vnet.icmp6.send_link(ifp, dmac, src, dst, msg)
+        if src_ia is not None:
+            src = src_ia.addr
+            dst = target if mac is not None else wip6.solicited_node(target)
+            opts = wicmp6.opt_lladdr(wicmp6.ND_OPT_SOURCE_LINKADDR, ifp.mac)
+            msg = wicmp6.build_ns(target, opts, src, dst)
+            dmac = mac if mac is not None else wip6.multicast_mac(dst)
+            self.vnet.icmp6.send_link(ifp, dmac, src, dst, msg)
+        # else no usable source yet (every address still tentative): nothing is sent, as
+        # FreeBSD's nd6_ns_output gives up; an NS from :: would be a DAD probe and make
+        # the target's owner, if its address is tentative too, think it a duplicate
         self._arm(entry, self.retrans_ms(ifp) * NS_PER_MS)
 
     def _resolved(self, entry: NdEntry, mac: bytes, state: int) -> None:
