@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -165,10 +166,12 @@ def test_lanswitch_needs_the_bridge():
 
 
 def kernel_without_ipv6() -> Kernel:
-    """A kernel built without the inet6 descriptors (route6, ip6, nd6, icmp6)."""
+    """A kernel built without IPv6: no inet6 descriptors (route6, ip6, nd6, icmp6) and
+    nothing of the AF_INET6 domain (udp6, tcp6, raw6, esp6, ...)."""
     names = {p.name for p in in6_proto.PROTOCOLS}
     return Kernel(clock="virtual", seed=1, protocols=tuple(
-        p for p in Kernel.standard_protocols if p.name not in names))
+        p for p in Kernel.standard_protocols
+        if p.name not in names and p.domain != socket.AF_INET6))
 
 
 def test_rip_and_ipv6_are_refused_before_anything_is_made():
