@@ -52,6 +52,8 @@ Kernel.standard_protocols = (
     _if_gre.PROTOCOL,  # IPPROTO_GRE input
     _replace(_if_vxlan.PROTOCOL, lazy=True),
     *_in6_proto.PROTOCOLS,  # route6, ip6, nd6, icmp6
+    *_if_gif.INPUTS,  # IPv6 in IPv4 (41), IPv4 and IPv6 in IPv6 (4, 41)
+    _if_gre.INPUT6,  # GRE over IPv6 (47)
     _netdb.PROTOCOL,
     _ifnet.PROTOCOL,
     _replace(_nat.PROTOCOL, lazy=True),
