@@ -24,6 +24,7 @@ from vimage.net import if_gre as _if_gre
 from vimage.net import if_vlan as _if_vlan
 from vimage.net import if_vxlan as _if_vxlan
 from vimage.net import ifnet as _ifnet
+from vimage.net import netgraph as _netgraph
 from vimage.net import route as _route
 from vimage.net import rtsock as _rtsock
 from vimage.netinet import in_proto as _in_proto
@@ -57,6 +58,7 @@ Kernel.standard_protocols = (
     _netdb.PROTOCOL,
     _ifnet.PROTOCOL,
     _replace(_nat.PROTOCOL, lazy=True),
+    _replace(_netgraph.PROTOCOL, lazy=True),  # ngctl's graph, in the vnets that use it
 )
 Kernel.standard_cloners = (
     ("epair", _ifnet.EpairCloner),
