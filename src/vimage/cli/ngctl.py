@@ -20,6 +20,7 @@ hook names (`NAME:hook`, `.:hook`) to reach the node at the other end; a bare HO
 from __future__ import annotations
 
 import shlex
+from types import MappingProxyType
 
 from vimage.cli import Context, ToolError, UsageError
 from vimage.net.netgraph import Netgraph, Node, SocketNode
@@ -201,8 +202,8 @@ def _show(ctx: Context, graph: Netgraph, sock: SocketNode, args: list[str]) -> N
                       f"{peer.name}")
 
 
-_COMMANDS = {
+_COMMANDS = MappingProxyType({
     "mkpeer": _mkpeer, "connect": _connect, "name": _name, "rmhook": _rmhook,
     "msg": _msg, "shutdown": _shutdown, "list": _list, "ls": _list, "show": _show,
-}
+})
 

@@ -10,6 +10,7 @@ MTU 1280 as FreeBSD's GIF_MTU; `net.link.gif.max_nesting` (1), `net.inet.ip.gift
 from __future__ import annotations
 
 from socket import AF_INET, AF_INET6
+from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar
 
 from vimage.net.tunnel import Tunnel, TunnelCloner, TunnelState, outer_nomatch
@@ -24,7 +25,7 @@ IPPROTO_IPV4 = 4
 IPPROTO_IPV6 = 41
 GIF_MTU = 1280  # FreeBSD if_gif.h
 GIF_TTL = 30  # FreeBSD in_gif.c
-_MIN_HEADER = {4: 20, 6: 40}  # an inner packet's version -> its fixed header's length
+_MIN_HEADER = MappingProxyType({4: 20, 6: 40})  # inner IP version -> fixed header length
 
 
 class Gif(Tunnel):

@@ -24,6 +24,8 @@ as in FreeBSD. Node IDs count per graph from 1.
 from __future__ import annotations
 
 import errno
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from vimage.net import ifnet
@@ -260,8 +262,8 @@ class PipeNode(Node):
                 f"{direction('upstream')} {direction('downstream')} }}")
 
 
-NODE_TYPES: dict[str, type[Node]] = {
-    "eiface": EifaceNode, "hub": HubNode, "bridge": BridgeNode, "pipe": PipeNode}
+NODE_TYPES: Mapping[str, type[Node]] = MappingProxyType({
+    "eiface": EifaceNode, "hub": HubNode, "bridge": BridgeNode, "pipe": PipeNode})
 
 
 def _number(key: str, value: object) -> int:
