@@ -169,3 +169,13 @@ def test_graphs_are_per_vnet_and_destroying_the_vnet_leaves_nothing():
     assert not any(i.kind in ("ngeth", "ngport") for n in nodes for i in n.ifaces.values())
     assert kernel.sched.pending_timers(host) == 0
     assert kernel.sched.errors == 0
+
+
+def test_ifconfig_destroy_of_an_ngeth_leaves_its_far_end_without_carrier():
+    kernel, host, nodes = world()
+    upper, lower = _shaped_link(host, nodes[0], nodes[1], "{ delay=1000 }")
+    ok(nodes[0], f"ifconfig {upper} destroy")
+    far = nodes[1].ifaces[lower]
+    assert far.peer is None and "RUNNING" not in ok(nodes[1], f"ifconfig {lower}")
+    ok(host, "ngctl shutdown link34:")
+    assert lower in nodes[1].ifaces and kernel.sched.errors == 0
