@@ -186,3 +186,21 @@ def test_destroying_the_vnet_leaves_nothing_behind():
     assert not a.gre.softcs and gre.dst == 0 and not gre.peers6
     assert "100.0% packet loss" in b.cmd(f"ping6 -c 1 {INNER6[0]}").output
     assert kernel.sched.errors == 0
+
+
+def test_only_input_entry_points_may_share_a_state_slot():
+    from socket import AF_INET6
+
+    from vimage.net.if_gif import GifState, vnet_attach
+    from vimage.protosw import Protocol
+
+    kernel = Kernel(clock="virtual")
+    extra = Protocol("gif-test", 90, "gif", domain=AF_INET6, protocol=250,
+                     input=GifState.input6_6in6)
+    kernel.register(extra)  # another entry point into vnet.gif: accepted
+    v = kernel.create("v")
+    v.ip6.unclaimed(250)  # bind the tables
+    assert v.inputs[AF_INET6][250].__self__ is v.gif
+    with pytest.raises(ValueError, match="already registered"):
+        kernel.register(Protocol("gif-test2", 90, "gif", vnet_attach, domain=AF_INET6,
+                                 protocol=251, input=GifState.input6_6in6))
