@@ -24,6 +24,7 @@ from vimage.net import if_gre as _if_gre
 from vimage.net import if_vlan as _if_vlan
 from vimage.net import if_vxlan as _if_vxlan
 from vimage.net import ifnet as _ifnet
+from vimage.net import netgraph as _netgraph
 from vimage.net import route as _route
 from vimage.net import rtsock as _rtsock
 from vimage.netinet import in_proto as _in_proto
@@ -59,9 +60,12 @@ Kernel.standard_protocols = (
     _replace(_in6_proto.UDP6, sockets=((SOCK_DGRAM, Socket),)),
     _replace(_in6_proto.TCP6, sockets=((SOCK_STREAM, TcpSocket),)),
     _replace(_in6_proto.RAW6, sockets=((SOCK_RAW, Socket),)),
+    *_if_gif.INPUTS,  # IPv6 in IPv4 (41), IPv4 and IPv6 in IPv6 (4, 41)
+    _if_gre.INPUT6,  # GRE over IPv6 (47)
     _netdb.PROTOCOL,
     _ifnet.PROTOCOL,
     _replace(_nat.PROTOCOL, lazy=True),
+    _replace(_netgraph.PROTOCOL, lazy=True),  # ngctl's graph, in the vnets that use it
 )
 Kernel.standard_cloners = (
     ("epair", _ifnet.EpairCloner),

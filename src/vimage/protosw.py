@@ -126,7 +126,7 @@ def check_set(protocols: tuple[Protocol, ...]) -> tuple[Protocol, ...]:
         clash = None
         if proto.name in names:
             clash = f"name {proto.name!r}"
-        elif proto.slot is not None and proto.slot in slots:
+        elif proto.slot is not None and proto.slot in slots and not _entry_point(proto):
             clash = f"slot {proto.slot!r}"
         elif proto.protocol is not None and (proto.domain, proto.protocol) in numbers:
             clash = f"protocol number {proto.protocol} in domain {proto.domain}"
@@ -142,6 +142,15 @@ def check_set(protocols: tuple[Protocol, ...]) -> tuple[Protocol, ...]:
         if proto.ethertype is not None:
             ethertypes.add(proto.ethertype)
     return tuple(sorted(protocols, key=lambda p: p.order))
+
+
+def _entry_point(proto: Protocol) -> bool:
+    """A descriptor that only adds an input for another number to a state attached by an
+    earlier one (no attach, detach, sysctls or stats): it may name that slot, as several
+    of FreeBSD's protosw entries (gif's IPv4 and IPv6 encap handlers) share one softc."""
+    return (proto.input is not None and proto.protocol is not None and proto.attach is None
+            and proto.detach is None and not proto.sysctls and not proto.stats
+            and not proto.lazy)
 
 
 def build_oids(protocols: tuple[Protocol, ...]) -> dict[str, Oid]:

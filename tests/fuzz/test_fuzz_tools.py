@@ -96,6 +96,11 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "traceroute": ("-f", "-F", "-m", "-n", "-p", "-q", "-s", "-w"),
     "traceroute6": ("-f", "-m", "-n", "-p", "-q", "-s", "-w", "2001:db8::1", "fe80::1%epair0a",
                     "fe80::1"),
+    "ngctl": ("mkpeer", "connect", "name", "rmhook", "msg", "shutdown", "list", "ls", "show",
+              ".", ".:", ".:tmp", "tmp", "lan:", "[1]:", "[2]:", "ngeth0:", "ngeth0:ether",
+              "eiface", "hub", "bridge", "pipe", "ether", "upper", "lower", "link0", "link1",
+              "setcfg", "getcfg", "getifname", "setpersistent", "{ delay=1 }",
+              "{ upstream={ BER=9 } }", "{", "}", "-f"),
     "vlink": ("delay", "dly", "bandwidth", "bw", "loss", "plr", "ber", "dup", "duplicate",
               "queue", "qlen", "clear", "10ms", "1Mbit", "50%", "100%", "1e-5", "-5"),
 }
@@ -124,6 +129,7 @@ BANNED: dict[str, tuple[str, ...]] = {
     "setfib": ("monitor", "ping", "tcpdump", "iperf3", "traceroute"),
     "ping6": ("-t",),
     "rtadvd": ("-c",),  # reads a host file
+    "ngctl": ("-f",),  # reads a host file
 }
 # traceroute sends -m x -q probes, each waiting -w: keep its numbers small
 SMALL_NUMBERS = ("0", "1", "-1", "2", "3", "256", "x", "1.5", "")

@@ -44,6 +44,7 @@ TOOLS: tuple[str, ...] = (
     "iperf3",
     "ndp",
     "netstat",
+    "ngctl",
     "ping",
     "ping6",
     "route",

@@ -201,7 +201,8 @@ def inet6_lines(ifp: Ifnet) -> list[str]:
     for ia in in6.addrs(ifp):
         scoped = wip6.needs_zone(ia.addr)
         text = wip6.ntoa(ia.addr) + (f"%{ifp.name}" if scoped else "")
-        line = f"\tinet6 {text} prefixlen {ia.plen}"
+        peer = tunnel_cli.inet6_peer(ifp, ia.addr)  # a point-to-point address: ` --> B`
+        line = f"\tinet6 {text}{peer} prefixlen {ia.plen}"
         for bit, word in in6.FLAG_WORDS:
             if ia.flags & bit:
                 line += f" {word}"

@@ -3,8 +3,9 @@ iftunnel.c, ifgre.c, ifvxlan.c). `ifconfig.py` calls `create`, `configure`,
 `head_lines`, `tail_lines` and `inet_peer`; each returns quickly for other interfaces.
 
     ifconfig gif|gre[N] create
-    ifconfig IF tunnel SRC DST | -tunnel | deletetunnel
+    ifconfig IF tunnel SRC DST | -tunnel | deletetunnel   (IPv4 or IPv6 outer addresses)
     ifconfig IF [inet] A B                 point-to-point address (netmask 0xffffffff)
+    ifconfig IF inet6 A B prefixlen 128    point-to-point IPv6 address
     ifconfig greN grekey N | enable_csum | -enable_csum | enable_seq | -enable_seq
     ifconfig vxlan[N] create vxlanid N vxlanlocal A vxlanremote B | vxlangroup G vxlandev IF
              [vxlanlocalport P] [vxlanremoteport P] [vxlanportrange LOW HIGH] [vxlanttl T]
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import re
+from socket import AF_INET, AF_INET6
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -25,6 +27,9 @@ from vimage.net.if_gre import GRE_ENABLE_CSUM, GRE_ENABLE_SEQ, OPTION_NAMES, Gre
 from vimage.net.if_vxlan import Vxlan
 from vimage.net.tunnel import Tunnel
 from vimage.netinet.in_tunnel import add_p2p_addr, del_p2p_addr
+from vimage.netinet6.in6_tunnel import add_p2p_addr6, del_p2p_addr6
+from vimage.wire import WireError
+from vimage.wire import ipv6 as wip6
 from vimage.wire.ipv4 import ntoa
 
 if TYPE_CHECKING:
@@ -35,7 +40,8 @@ if TYPE_CHECKING:
 _CLONER_RE = re.compile(r"(gif|gre|vxlan)(\d*)\Z")
 _GRE_FLAGS = MappingProxyType({"enable_csum": GRE_ENABLE_CSUM, "enable_seq": GRE_ENABLE_SEQ})
 _DELETE_WORDS = frozenset(("-alias", "delete", "remove"))
-_WITH_VALUE = frozenset(("netmask", "broadcast", "mtu", "ether", "lladdr", "link", "vnet"))
+_WITH_VALUE = frozenset(("netmask", "broadcast", "mtu", "ether", "lladdr", "link", "vnet",
+                         "prefixlen", "fib"))
 # vxlan parameters taking one number or address -> the setting
 _VXLAN_INT = MappingProxyType({
     "vxlanid": "vni", "vxlanlocalport": "lport", "vxlanremoteport": "rport", "vxlanttl": "ttl",
@@ -78,7 +84,7 @@ def _value(params: list[str], i: int, n: int = 1) -> list[str]:
 
 def _configure_tunnel(ifp: Tunnel, params: list[str]) -> list[str]:
     rest: list[str] = []
-    tunnel: tuple[int, int] | None = None
+    tunnel: tuple[int, int, int] | None = None
     delete_tunnel = False
     key: int | None = None
     addrs: list[int] = []
@@ -87,7 +93,7 @@ def _configure_tunnel(ifp: Tunnel, params: list[str]) -> list[str]:
         word = params[i]
         if word == "tunnel":
             src, dst = _value(params, i, 2)
-            tunnel = (parse_addr(src, "tunnel source"), parse_addr(dst, "tunnel destination"))
+            tunnel = _tunnel_addrs(src, dst)
             i += 3
             continue
         if word in ("-tunnel", "deletetunnel"):
@@ -114,10 +120,74 @@ def _configure_tunnel(ifp: Tunnel, params: list[str]) -> list[str]:
     if delete_tunnel:
         ifp.delete_tunnel()
     if tunnel is not None:
-        _apply(lambda: ifp.set_tunnel(*tunnel), "SIOCSIFPHYADDR")
+        ioctl = "SIOCSIFPHYADDR_IN6" if tunnel[2] == AF_INET6 else "SIOCSIFPHYADDR"
+        _apply(lambda: ifp.set_tunnel(*tunnel), ioctl)
         if not ifp.up:
             ifp.set_up(True)  # FreeBSD marks a tunnel running once its addresses are set
+    if "inet6" in rest:
+        return _p2p_addresses6(ifp, rest)
     return _p2p_addresses(ifp, addrs, rest)
+
+
+def _tunnel_addrs(src: str, dst: str) -> tuple[int, int, int]:
+    """`tunnel SRC DST`: (source, destination, family), both IPv4 or both IPv6
+    (iftunnel.c settunnel: "source and destination address families do not match")."""
+    v4 = try_addr(src), try_addr(dst)
+    if v4[0] is not None and v4[1] is not None:
+        return v4[0], v4[1], AF_INET
+    v6 = _try_addr6(src), _try_addr6(dst)
+    if v6[0] is not None and v6[1] is not None:
+        if wip6.is_multicast(v6[0]) or wip6.is_multicast(v6[1]):
+            raise ToolError("ioctl (SIOCSIFPHYADDR_IN6): Invalid argument")
+        return v6[0], v6[1], AF_INET6
+    if (v4[0] is None and v6[0] is None) or (v4[1] is None and v6[1] is None):
+        bad = src if v4[0] is None and v6[0] is None else dst
+        raise ToolError(f"bad tunnel address: {bad}")
+    raise ToolError("source and destination address families do not match")
+
+
+def _try_addr6(text: str) -> int | None:
+    try:
+        return wip6.aton(text)
+    except WireError:
+        return None
+
+
+def _p2p_addresses6(ifp: Tunnel, rest: list[str]) -> list[str]:
+    """`inet6 A B [prefixlen 128]`: a point-to-point IPv6 address (in6_update_ifa with a
+    destination; every inet6 address is an alias); `inet6 A delete` removes it. One
+    address alone is ifconfig's business."""
+    addrs: list[int] = []
+    others: list[str] = []
+    plen = 64  # ifconfig's default prefix length (af_inet6.c)
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        if word == "prefixlen" and i + 1 < len(rest):
+            text = rest[i + 1]
+            if not text.isdigit() or int(text) > 128:
+                raise ToolError(f"{text}: bad value")
+            plen = int(text)
+            i += 2
+            continue
+        addr = _try_addr6(word)
+        if addr is not None:
+            addrs.append(addr)
+        else:
+            others.append(word)
+        i += 1
+    deleting = any(w in _DELETE_WORDS for w in others)
+    if deleting and addrs and addrs[0] in ifp.peers6:
+        _apply(lambda: del_p2p_addr6(ifp, addrs[0]), "SIOCDIFADDR_IN6")
+        return []
+    if len(addrs) < 2:
+        return rest
+    if len(addrs) > 2:
+        raise ToolError(f"{wip6.ntoa(addrs[2])}: only one address pair per command")
+    _apply(lambda: add_p2p_addr6(ifp, addrs[0], addrs[1], plen), "SIOCAIFADDR_IN6")
+    if not ifp.up:
+        ifp.set_up(True)
+    return [w for w in others if w not in ("inet6", "alias", "add")]
 
 
 def _p2p_addresses(ifp: Tunnel, addrs: list[int], rest: list[str]) -> list[str]:
@@ -212,8 +282,17 @@ def _apply(action, ioctl: str) -> None:  # type: ignore[no-untyped-def]
 def head_lines(ifp: Ifnet) -> list[str]:
     """Lines right after the flags line: `tunnel inet A --> B` (iftunnel.c)."""
     if isinstance(ifp, Tunnel) and ifp.dst:
+        if ifp.family == AF_INET6:
+            return [f"\ttunnel inet6 {wip6.ntoa(ifp.src)} --> {wip6.ntoa(ifp.dst)}"]
         return [f"\ttunnel inet {ntoa(ifp.src)} --> {ntoa(ifp.dst)}"]
     return []
+
+
+def inet6_peer(ifp: Ifnet, addr: int) -> str:
+    """` --> B` after a point-to-point IPv6 address (af_inet6.c in6_status)."""
+    peers = getattr(ifp, "peers6", None)
+    dst = peers.get(addr) if peers else None
+    return f" --> {wip6.ntoa(dst)}" if dst else ""
 
 
 def inet_peer(ifp: Ifnet, ia: InAddr) -> str:

@@ -14,11 +14,11 @@ MTU 1476 (GREMTU), `net.link.gre.max_nesting` (1), `net.inet.ip.grettl` (30).
 from __future__ import annotations
 
 import errno
-from socket import AF_INET
+from socket import AF_INET, AF_INET6
 from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar
 
-from vimage.net.tunnel import Tunnel, TunnelCloner, TunnelState
+from vimage.net.tunnel import Tunnel, TunnelCloner, TunnelState, outer_nomatch
 from vimage.protosw import Protocol
 from vimage.sysctl import Oid
 from vimage.wire import WireError
@@ -85,12 +85,20 @@ class GreState(TunnelState):
     __slots__ = ()
 
     def input(self, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: int) -> None:
+        """GRE over IPv4 (in_gre_input)."""
+        self.gre_input(AF_INET, ifp, pkt, hlen, src, dst)
+
+    def input6(self, ifp: Ifnet, pkt: bytes, off: int, src: int, dst: int) -> None:
+        """GRE over IPv6, next header 47 (in6_gre_input)."""
+        self.gre_input(AF_INET6, ifp, pkt, off, src, dst)
+
+    def gre_input(self, family: int, ifp: Ifnet, pkt: bytes, hlen: int, src: int,
+                  dst: int) -> None:
         """gre_input: find the tunnel, check the header, queue the inner packet."""
         softcs = self.softcs
-        tuns = softcs.get((AF_INET, dst, src)) if softcs else None
+        tuns = softcs.get((family, dst, src)) if softcs else None
         if not tuns:
-            self.stats.nomatch += 1
-            self.vnet.raw.ip_input(ifp, pkt, hlen, src, dst)
+            outer_nomatch(self, family, ifp, pkt, hlen, src, dst)
             return
         try:
             gre = wgre.parse(memoryview(pkt)[hlen:])
@@ -107,7 +115,7 @@ class GreState(TunnelState):
             if len(inner) < 20 or inner[0] >> 4 != 4:
                 tun.ierrors += 1
                 return
-        elif gre.proto != wgre.PROTO_IPV6 or not inner or inner[0] >> 4 != 6:
+        elif gre.proto != wgre.PROTO_IPV6 or len(inner) < 40 or inner[0] >> 4 != 6:
             tun.iqdrops += 1  # a protocol type we do not carry
             return
         tun.decap(inner)
@@ -139,3 +147,7 @@ PROTOCOL = Protocol(
     input=GreState.input, sysctls=SYSCTLS, ifdetach=_ifdetach)
 """IPPROTO_GRE input through the protocol switch (FreeBSD's in_gre_attach registers an
 encap handler)."""
+
+INPUT6 = Protocol("gre6", 64, "gre", domain=AF_INET6, protocol=IPPROTO_GRE,
+                  input=GreState.input6)
+"""GRE over IPv6 (in6_gre_attach): another entry point into the same state."""

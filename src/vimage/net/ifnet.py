@@ -380,7 +380,12 @@ def destroy(ifp: Ifnet) -> None:
     kernel = ifp.vnet.kernel
     if ifp.kind == "lo" and ifp.unit == 0 and ifp.vnet.alive:
         raise PermissionError("lo0 cannot be destroyed")
-    ends = [e for e in (ifp, ifp.peer) if e is not None]
+    peer = ifp.peer
+    if peer is not None and ifp.kind != "epair":  # a netgraph cable: the far end stays
+        peer.peer = None
+        peer.flags &= ~IFF_RUNNING
+        peer = None
+    ends = [e for e in (ifp, peer) if e is not None]
     for end in ends:
         if end.vnet.ifaces.get(end.name) is end:
             _unlink(end)

@@ -3,8 +3,9 @@ inside IP packets between two outer addresses (FreeBSD if_gif.c, if_gre.c).
 
 The code is family-neutral: a tunnel has an outer `family` and its outer addresses
 as ints, the per-vnet table of tunnels is keyed by (family, local, remote), and the
-inner packet's version picks its protocol. Only IPv4 outer output exists today
-(`vnet.ip.output`); IPv6 outer needs its output here and its input descriptor.
+inner packet's version picks its protocol. The outer packet goes out through
+`vnet.ip.output` (AF_INET) or `vnet.ip6.output` (AF_INET6, FreeBSD in6_gif_output,
+in6_gre_output); each kind registers its input for both outer families.
 
 Output is synchronous: the inner packet's ip output calls `Tunnel.output`, whose
 `transmit` encapsulates and calls ip output again for the outer packet. FreeBSD
@@ -23,7 +24,7 @@ packet no tunnel matches goes to raw IP, as FreeBSD's encap_input passes it on.
 from __future__ import annotations
 
 import errno
-from socket import AF_INET
+from socket import AF_INET, AF_INET6
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from vimage.net import ether
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from vimage.vnet import Vnet
 
 ETHERTYPE_IPV6 = 0x86DD
+IP6_HEADER_LEN = 40
 # an inner packet's IP version -> the ethertype its input is registered under
 _INNER_TYPES: tuple[int, ...] = tuple(ETHERTYPE_IPV6 if v == 6 else ETHERTYPE_IP
                                       for v in range(16))
@@ -92,6 +94,7 @@ class TunnelState:
         if isinstance(ifp, Tunnel) and getattr(ifp.vnet, ifp.SLOT) is self:
             ifp.delete_tunnel()
             ifp.peers.clear()
+            ifp.peers6.clear()
 
     def clear(self) -> None:
         self.softcs = None
@@ -101,7 +104,7 @@ class TunnelState:
 class Tunnel(Ifnet):
     """A point-to-point tunnel interface; subclasses give `encap` and the constants."""
 
-    __slots__ = ("dst", "family", "peers", "src")
+    __slots__ = ("dst", "family", "peers", "peers6", "src")
 
     KIND: ClassVar[str] = ""
     SLOT: ClassVar[str] = ""  # the per-vnet TunnelState's Vnet attribute
@@ -112,6 +115,7 @@ class Tunnel(Ifnet):
         self.src = 0
         self.dst = 0
         self.peers: dict[int, int] = {}  # inner local address -> point-to-point destination
+        self.peers6: dict[int, int] = {}  # the same for IPv6 addresses
         super().__init__(vnet, self.KIND, unit, f"{self.KIND}{unit}",
                          IFF_POINTOPOINT | IFF_MULTICAST, self.MTU, None)
 
@@ -162,8 +166,7 @@ class Tunnel(Ifnet):
             self.oerrors += 1
             return False
         proto, payload = self.encap(frame)
-        # the outer TOS is the inner one without ECN (ip_ecn_ingress, ECN_NOCARE)
-        tos = frame[1] & 0xFC if len(frame) > 1 and frame[0] >> 4 == 4 else 0
+        tos = _outer_tos(frame)
         state.stack = (*stack, self)
         try:
             tunnel_output(self.vnet, self.family, proto, self.src, self.dst, payload,
@@ -199,13 +202,49 @@ class Tunnel(Ifnet):
         ether.demux(self, _INNER_TYPES[frame[0] >> 4], frame)
 
 
+def _outer_tos(frame: bytes) -> int:
+    """The outer TOS / traffic class: the inner one without ECN (ip_ecn_ingress with
+    ECN_NOCARE), from an IPv4 TOS byte or an IPv6 traffic class."""
+    if len(frame) < 2:
+        return 0
+    version = frame[0] >> 4
+    if version == 4:
+        return frame[1] & 0xFC
+    if version == 6:
+        return (((frame[0] & 0x0F) << 4) | (frame[1] >> 4)) & 0xFC
+    return 0
+
+
 def tunnel_output(vnet: Vnet, family: int, proto: int, src: int, dst: int, payload: bytes,
                   ttl: int, tos: int) -> None:
-    """Send an outer packet of `family` (only AF_INET so far); OSError as ip output."""
+    """Send an outer packet of `family` (AF_INET or AF_INET6); OSError as ip output.
+    Over IPv6 the outer packet may be fragmented at the source (RFC 2473 7.1: a tunnel
+    whose path MTU is below the inner packet fragments the outer one)."""
     if family == AF_INET:
         vnet.ip.output(proto, src, dst, payload, ttl=ttl, tos=tos)
         return
+    if family == AF_INET6:
+        vnet.ip6.output(proto, src, dst, payload, hlim=ttl, tclass=tos)
+        return
     raise OSError(errno.EAFNOSUPPORT, f"tunnel address family {family} is not supported")
+
+
+def outer_nomatch(state: TunnelState, family: int, ifp: Ifnet, pkt: bytes, off: int,
+                  src: int, dst: int) -> None:
+    """An outer packet no tunnel takes: counted, then raw IP's (IPv4: rip_input); over
+    IPv6, with no raw IPv6 socket layer, a parameter problem at the next header when it
+    directly follows the fixed header (rip6_input with no socket), else dropped."""
+    state.stats.nomatch += 1
+    vnet = state.vnet
+    if family == AF_INET:
+        vnet.raw.ip_input(ifp, pkt, off, src, dst)
+        return
+    ip6 = vnet.ip6
+    handler = ip6.unclaimed(-1)
+    if handler is not None:  # a raw IPv6 protocol registered for any next header
+        handler(ifp, pkt, off, src, dst)
+    elif off == IP6_HEADER_LEN:
+        ip6.noproto(ifp, pkt, 6)
 
 
 def next_unit(vnet: Vnet, kind: str, wanted: int | None) -> int:
