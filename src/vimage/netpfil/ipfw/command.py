@@ -288,7 +288,8 @@ def dyn_line(s: object, now: int, pw: int, bw: int) -> str:
     line += " LIMIT" if spec is not None and spec.kind == "limit" else " STATE"
     proto = PROTO_NAMES.get(s.proto)
     line += f" {proto}" if proto else f" proto {s.proto}"
-    line += f" {ipv4.ntoa(s.src)} {s.sport} <-> {ipv4.ntoa(s.dst)} {s.dport}"
+    ntoa = ipv6.ntoa if s.family == 6 else ipv4.ntoa
+    line += f" {ntoa(s.src)} {s.sport} <-> {ntoa(s.dst)} {s.dport}"
     return line + f" :{spec.name if spec is not None else 'default'}"
 
 

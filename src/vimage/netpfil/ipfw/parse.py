@@ -77,7 +77,8 @@ LIMIT_FIELDS = ("src-addr", "src-port", "dst-addr", "dst-port")
 _ACTIONS = MappingProxyType({
     "allow": R.A_ALLOW, "accept": R.A_ALLOW, "pass": R.A_ALLOW, "permit": R.A_ALLOW,
             "deny": R.A_DENY, "drop": R.A_DENY, "reject": R.A_REJECT, "unreach": R.A_REJECT,
-            "reset": R.A_REJECT, "unreach6": R.A_UNREACH6, "reset6": R.A_UNREACH6, "count": R.A_COUNT,
+            "reset": R.A_REJECT, "unreach6": R.A_UNREACH6, "reset6": R.A_UNREACH6,
+            "count": R.A_COUNT,
             "skipto": R.A_SKIPTO, "call": R.A_CALL, "return": R.A_RETURN,
             "check-state": R.A_CHECK_STATE, "pipe": R.A_PIPE, "queue": R.A_QUEUE,
             "nat": R.A_NAT, "divert": R.A_DIVERT, "tee": R.A_TEE, "fwd": R.A_FWD,
