@@ -488,3 +488,27 @@ def test_destroy_with_ipv6_rules_and_states_leaves_nothing(net: Net6) -> None:
     assert fw.rules == [] and fw._dyn is not None and len(fw._dyn) == 0
     net.k.run(5)
     assert net.ping6(net.h1, R1)  # the others go on
+
+
+def test_pipe_mask_src_ip6_makes_a_queue_per_prefix(net: Net6) -> None:
+    """`mask src-ip6 /64`: one dynamic queue per source /64 (dummynet's flow id of an
+    IPv6 packet: addresses, ports, flow label)."""
+    net.h1.iface(net.h1_if.name).add_addr("2001:db8:1:0:1::5/64", family=AF_INET6)
+    net.h2.iface("lo0").add_addr("2001:db8:2:1::7/128", family=AF_INET6)
+    assert net.r.cmd("dnctl pipe 1 config delay 10 mask src-ip6 /64").ok
+    assert net.r.cmd("dnctl pipe 2 config mask src-ip6 /128 dst-ip6 /128 flow-id 0xfffff").ok
+    net.fw(net.r, f"add 10 {ND}", "add 100 pipe 1 ip6 from 2001:db8:1::/64 to any in",
+           "add 200 allow ip from any to any")
+    net.k.run(1.5)
+    assert net.ping6(net.h1, H2)
+    assert net.h1.cmd(f"ping6 -c 1 -S 2001:db8:1:0:1::5 {H2}").ok
+    show = net.r.cmd("dnctl pipe show 1").output
+    assert "mask: proto: 0x00, flow_id: 0x00000000,  ffff:ffff:ffff:ffff::/0x0000 -> ::/0x0000" \
+        in show, show
+    flows = [line for line in show.splitlines() if "2001:db8:1::" in line]
+    assert len(flows) == 1 and "2 " in flows[0]  # both sources in one /64: one queue
+    net.fw(net.r, "delete 100", "add 100 pipe 2 ip6 from 2001:db8:1::/64 to any in")
+    assert net.ping6(net.h1, H2)
+    assert net.h1.cmd(f"ping6 -c 1 -S 2001:db8:1:0:1::5 {H2}").ok
+    show2 = net.r.cmd("dnctl pipe show 2").output
+    assert "2001:db8:1::1" in show2 and "2001:db8:1:0:1::5" in show2  # a queue each
