@@ -512,3 +512,48 @@ def test_pipe_mask_src_ip6_makes_a_queue_per_prefix(net: Net6) -> None:
     assert net.h1.cmd(f"ping6 -c 1 -S 2001:db8:1:0:1::5 {H2}").ok
     show2 = net.r.cmd("dnctl pipe show 2").output
     assert "2001:db8:1::1" in show2 and "2001:db8:1:0:1::5" in show2  # a queue each
+
+
+def test_malformed_ipv6_chains_never_raise(net: Net6) -> None:
+    """Random extension-header chains and truncated headers through the rules of r (its
+    kernel loop must not raise: the suite's fixture checks it)."""
+    import random
+
+    rng = random.Random(12)
+    net.r.sysctl("net.inet.ip.fw.verbose", 1)
+    net.fw(net.r, f"add 10 {ND}", "add 100 count log ip6 from any to any ext6hdr frag",
+           "add 110 reset6 tcp from any to any dst-port 1-100",
+           "add 120 unreach6 port udp from any to any dst-port 1-100",
+           "add 130 count ipv6-icmp from any to any icmp6types 128",
+           "add 140 allow ip6 from any 1-65535 to any frag",
+           "add 200 allow ip from any to any")
+    src, dst = wip6.aton(H1), wip6.aton(H2)
+    nxts = (0, 6, 17, 43, 44, 50, 51, 58, 60, 59, 255)
+    for i in range(400):
+        if i % 2:  # noise, with plausible next-header bytes along the chain
+            first = rng.choice(nxts)
+            body = bytearray(rng.randbytes(rng.randrange(0, 48)))
+            for at in range(0, len(body), 8):
+                body[at] = rng.choice(nxts)
+        else:  # a well-formed chain, then a TCP/UDP header, cut anywhere
+            chain = [rng.choice((0, 43, 44, 60)) for _ in range(rng.randrange(0, 3))]
+            upper = rng.choice((6, 17))
+            first = (chain or [upper])[0]
+            body = bytearray()
+            for k, kind in enumerate(chain):
+                nxt = chain[k + 1] if k + 1 < len(chain) else upper
+                ext = bytearray(8)
+                ext[0] = nxt
+                if kind == 43:
+                    ext[2] = 4  # an unknown routing type
+                body += ext
+            body += rng.randbytes(2) + rng.randrange(1, 101).to_bytes(2, "big")
+            body += rng.randbytes(16)
+            del body[rng.randrange(len(body) - 8, len(body) + 1):]
+        hdr = wip6.build_header(src, dst, first, len(body), 64)
+        with net.k.sched.cond:
+            net.r1_if.input(net.r1_if.mac + b"\x02\x00\x00\x00\x00\x99\x86\xdd" + hdr
+                            + bytes(body))
+        net.k.run(0.01)
+    assert counts(net.r, 200)[0] > 0
+    assert counts(net.r, 110)[0] > 0 and counts(net.r, 120)[0] > 0  # ports found, answered

@@ -11,6 +11,7 @@ does (hop-by-hop, routing, fragment, destination options, AH; ESP ends the walk)
 from __future__ import annotations
 
 import struct
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP
@@ -25,8 +26,8 @@ _PORTS = struct.Struct("!HH")
 PROTO_ICMPV6 = 58
 # ext6hdr bits (FreeBSD's EXT_FRAGMENT ... EXT_DSTOPTS, ip_fw.h)
 EXT_FRAGMENT, EXT_HOPOPTS, EXT_ROUTING, EXT_AH, EXT_ESP, EXT_DSTOPTS = 1, 2, 4, 8, 16, 32
-_EXT_BITS = {0: EXT_HOPOPTS, 43: EXT_ROUTING, 44: EXT_FRAGMENT, 51: EXT_AH, 50: EXT_ESP,
-             60: EXT_DSTOPTS}
+_EXT_BITS = MappingProxyType({0: EXT_HOPOPTS, 43: EXT_ROUTING, 44: EXT_FRAGMENT, 51: EXT_AH,
+                              50: EXT_ESP, 60: EXT_DSTOPTS})
 _MAX_EXT = 40  # headers walked before giving up (as ip6_input's MAX_EXTHDRS)
 
 
