@@ -118,12 +118,14 @@ def test_show_widths_follow_the_largest_counter(v):
 
 def test_timestamps_and_sets(v):
     ok(v, "ipfw -q add 100 allow icmp from any to any")
+    ok(v, "ipfw -q add 200 set 1 allow ip6 from any to any")  # the link's ND and MLD
     v.peer.cmd("ping -c 1 10.0.0.2")
     out = ok(v, "ipfw -t show").splitlines()
     assert out[0] == "00100 2 168 Thu Jan  1 00:00:01 1970 allow icmp from any to any"
-    assert out[1] == "65535 0   0" + " " * 25 + "deny ip from any to any"
+    assert out[2] == "65535 0   0" + " " * 25 + "deny ip from any to any"
     assert ok(v, "ipfw -T list 100") == "00100          1 allow icmp from any to any\n"
     assert ok(v, "ipfw -S list") == ("00100 set 0 allow icmp from any to any\n"
+                                     "00200 set 1 allow ip6 from any to any\n"
                                      "65535 set 31 deny ip from any to any\n")
 
 

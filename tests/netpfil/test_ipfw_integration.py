@@ -122,7 +122,7 @@ def _nat_world(one_pass: int) -> World:
     w.s.rt.delete(0x0A000000, 24)  # only translated traffic can be answered
     w.r.sysctl("net.inet.ip.fw.one_pass", one_pass)
     w.fw(f"nat 1 config ip {ALIAS}",
-         f"add 100 nat 1 ip from any to any via {w.wan.name}",
+         f"add 100 nat 1 ip4 from any to any via {w.wan.name}",  # nat denies IPv6
          f"add 200 count ip from {ALIAS} to any out xmit {w.wan.name}",
          f"add 300 count ip from any to {INSIDE} out recv {w.wan.name} xmit {w.lan.name}",
          "add 65000 allow ip from any to any")

@@ -83,7 +83,7 @@ class IpState:
     """Per-vnet IPv4 state: addresses, tunables, counters and reassembly queues."""
 
     __slots__ = ("bcast", "forwarding", "fragttl", "ident", "local", "maxfragpackets",
-                 "maxfragsperpacket", "pfil_fwd", "pfil_in", "pfil_out", "port_first",
+                 "maxfragsperpacket", "mfib", "pfil_fwd", "pfil_in", "pfil_out", "port_first",
                  "port_last", "protox", "reass", "stats", "ttl", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
@@ -106,6 +106,9 @@ class IpState:
         self.pfil_in: pfil.Head = None  # every packet received, before local or forward
         self.pfil_fwd: pfil.Head = None  # a packet about to be forwarded
         self.pfil_out: pfil.Head = None  # every packet sent, local or forwarded, unfragmented
+        # (packet, fib): the FIB a hook chose for the packet it passed (ipfw setfib,
+        # FreeBSD's M_SETFIB on the mbuf); read and cleared by forward and output
+        self.mfib: tuple[bytes, int] | None = None
 
     # -- input ---------------------------------------------------------------------
     def input(self, ifp: Ifnet, pkt: bytes) -> None:
@@ -259,6 +262,13 @@ class IpState:
         if not self.forwarding or dst >> 24 in (0, 127) or dst >> 28 >= 0xE:
             st.cantforward += 1
             return
+        # the receiving interface's fib chooses the table (FreeBSD: M_SETFIB(if_fib)),
+        # unless a hook set the packet's own (ipfw setfib)
+        fib = ifp_in.fib
+        if self.mfib is not None:
+            if self.mfib[0] is pkt:
+                fib = self.mfib[1]
+            self.mfib = None
         if self.pfil_fwd is not None:
             passed = pfil.run(self.pfil_fwd, pkt, ifp_in)
             if passed is None:
@@ -269,8 +279,7 @@ class IpState:
         if ttl <= 1:  # FreeBSD answers without counting it as not forwardable
             icmp_mod.error(vnet, pkt, wicmp.TIMXCEED, wicmp.TIMXCEED_INTRANS)
             return
-        # the receiving interface's fib chooses the table (FreeBSD: M_SETFIB(if_fib))
-        rt = vnet.route.tables[ifp_in.fib] if ifp_in.fib else vnet.rt
+        rt = vnet.route.tables[fib] if fib else vnet.rt
         route = rt._cache.get(dst) or rt.lookup(dst)
         if route is None:  # no route at all: the network is unreachable
             st.cantforward += 1
@@ -430,6 +439,20 @@ class IpState:
             if passed is None:
                 return  # taken by a hook, which counted it (FreeBSD: EACCES for a deny)
             pkt = passed
+            mfib = self.mfib
+            if mfib is not None:
+                self.mfib = None
+                if mfib[0] is pkt and mfib[1] != fib:
+                    # ip_output: "See if fib was changed by packet filter": route it
+                    # again in that FIB, past the hooks (M_SKIP_FIREWALL)
+                    route = self.route_to(dst, mfib[1])
+                    if route.slots:
+                        route = select(route, self.flowid(pkt, (pkt[0] & 0x0F) << 2))
+                    if route.flags & RTF_BLACKHOLE:
+                        return
+                    ifp = route.ifp
+                    nexthop = route.gateway if route.flags & RTF_GATEWAY else dst
+                    mtu = route.mtu or ifp.mtu
         if len(pkt) > mtu:
             if pkt[6] & 0x40:
                 st.cantfrag += 1

@@ -156,6 +156,16 @@ class Ip6State:
                 pkt = passed
                 src = _from_bytes(pkt[8:24], "big")
                 dst = _from_bytes(pkt[24:40], "big")
+        self.input_after_pfil(pkt, ifp, src, dst)
+
+    def input_after_pfil(self, pkt: bytes, ifp: Ifnet, src: int | None = None,
+                         dst: int | None = None) -> None:
+        """The rest of `input` after the in hooks: also for a packet a hook took and
+        releases (ipfw's dummynet `resume`): hop-by-hop options, then ours or not."""
+        if src is None or dst is None:
+            src = _from_bytes(pkt[8:24], "big")
+            dst = _from_bytes(pkt[24:40], "big")
+        st = self.stats
         if pkt[6] == NXT_HOPOPTS and not self.hopopts(ifp, pkt, dst):
             return
         ia = self.local.get(dst)
@@ -490,6 +500,34 @@ class Ip6State:
                 self.link_output(ifp, piece, nexthop)
             return
         self.link_output(ifp, pkt, nexthop)
+
+    def output_after_pfil(self, pkt: bytes, nexthop: int | None = None) -> None:
+        """Send a packet that has been through the out hooks (ipfw's dummynet `resume`,
+        `fwd`): route it by `nexthop` if given, else by its destination, fragment it if
+        it is ours, and hand it to the link. Errors are counted, never raised."""
+        dst = _from_bytes(pkt[24:40], "big")
+        target = dst if nexthop is None else nexthop
+        try:
+            ifp, hop, route = self.route_to(target)
+        except OSError:
+            return
+        if route is not None and route.flags & RTF_BLACKHOLE:
+            return
+        if not ifp.flags & IFF_UP:
+            self.stats.odropped += 1
+            return
+        mtu = (route.mtu if route is not None and route.mtu else 0) or ifp.mtu
+        if len(pkt) > mtu:
+            if self.local.get(_from_bytes(pkt[8:24], "big")) is None:
+                self.stats.cantfrag += 1  # a router never fragments (RFC 8200 5)
+                return
+            pieces = fragment(pkt, mtu, self.next_ident())
+            self.stats.fragmented += 1
+            self.stats.ofragments += len(pieces)
+            for piece in pieces:
+                self.link_output(ifp, piece, hop)
+            return
+        self.link_output(ifp, pkt, hop)
 
     def link_output(self, ifp: Ifnet, pkt: bytes, nexthop: int) -> None:
         """Hand a packet to the link: bare on loopback, to a group's MAC, or through ND."""

@@ -26,6 +26,7 @@ from vimage.netpfil.dummynet.core import (
     bucket_of,
 )
 from vimage.netpfil.dummynet.schedulers import Fifo, Wf2q, discipline
+from vimage.wire import WireError, ipv6
 from vimage.wire.ipv4 import ntoa
 
 if TYPE_CHECKING:
@@ -123,15 +124,16 @@ def parse_bandwidth(text: str) -> int:
 def parse_mask(words: list[str], i: int, mask: Mask) -> int:
     """The `mask` specifiers from words[i]; returns the index after them."""
     fields = {"dst-ip": "dst", "src-ip": "src", "dst-port": "dport", "src-port": "sport",
-              "proto": "proto"}
-    widths = {"dst": 32, "src": 32, "dport": 16, "sport": 16, "proto": 8}
-    for name in ("proto", "src", "dst", "sport", "dport"):
+              "proto": "proto", "src-ip6": "src6", "dst-ip6": "dst6", "flow-id": "flow"}
+    widths = {"dst": 32, "src": 32, "dport": 16, "sport": 16, "proto": 8, "src6": 128,
+              "dst6": 128, "flow": 20}
+    for name in widths:
         setattr(mask, name, 0)
     while i < len(words):
         tok = words[i]
-        if tok == "all":
-            mask.proto, mask.src, mask.dst, mask.sport, mask.dport = (
-                0xFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFF, 0xFFFF)
+        if tok == "all":  # ipfw's dummynet.c: every field, IPv6 ones too
+            for name, width in widths.items():
+                setattr(mask, name, (1 << width) - 1)
             return i + 1
         field = fields.get(tok)
         if field is None:
@@ -139,11 +141,18 @@ def parse_mask(words: list[str], i: int, mask: Mask) -> int:
         if i + 1 >= len(words):
             raise ValueError("mask: value missing")
         value = words[i + 1]
+        width = widths[field]
         if value.startswith("/"):
             bits, _ = _leading_int(value[1:], "mask")
             a = (1 << min(bits, 32)) - 1
-            if widths[field] == 32:
-                a = 0xFFFFFFFF if bits >= 32 else ((1 << bits) - 1) << (32 - bits)
+            if width in (32, 128):  # a prefix length: the high bits
+                bits = min(bits, width)
+                a = ((1 << bits) - 1) << (width - bits)
+        elif width == 128:
+            try:
+                a = ipv6.aton(value)
+            except WireError:
+                raise ValueError(f"mask: invalid IPv6 mask `{value}'") from None
         else:
             a, _ = _leading_int(value, "mask")
         if field in ("sport", "dport") and a > 0xFFFF:
@@ -511,6 +520,10 @@ def _sched_lines(dn: DummynetState, sched: Sched, lines: list[str]) -> None:
 
 
 def _mask_line(mask: Mask) -> str:
+    if mask.ip6:  # print_mask's IPv6 form
+        return (f"    mask: proto: 0x{mask.proto:02x}, flow_id: 0x{mask.flow:08x},  "
+                f"{ipv6.ntoa(mask.src6)}/0x{mask.sport:04x} -> "
+                f"{ipv6.ntoa(mask.dst6)}/0x{mask.dport:04x}")
     return (f"    mask:  0x{mask.proto:02x} 0x{mask.src:08x}/0x{mask.sport:04x} -> "
             f"0x{mask.dst:08x}/0x{mask.dport:04x}")
 
@@ -519,7 +532,11 @@ def _flow_line(bucket: int, fid: FlowKey, ni: Counts) -> str:
     """list_flow(): `BKT Prot Source/port Dest/port Tot_pkt/bytes Pkt/Byte Drp`."""
     name = dict(PROTO_NAMES).get(fid[0])
     prot = f"{name:<4s} " if name is not None else f"{fid[0]:4d} "
-    src = f"{ntoa(fid[1]):>15s}/{fid[3]:<5d} "
-    dst = f"{ntoa(fid[2]):>15s}/{fid[4]:<5d} "
+    if len(fid) > 5:  # an IPv6 flow: list_flow's wide columns
+        src = f"{ipv6.ntoa(fid[5]):>39s}/{fid[3]:<5d} "
+        dst = f"{ipv6.ntoa(fid[6]):>39s}/{fid[4]:<5d} "
+    else:
+        src = f"{ntoa(fid[1]):>15s}/{fid[3]:<5d} "
+        dst = f"{ntoa(fid[2]):>15s}/{fid[4]:<5d} "
     return (f"{bucket & 0xFF:3d} {prot}{src}{dst}{ni.tot_pkts:4d} {ni.tot_bytes:8d} "
             f"{ni.length:2d} {ni.len_bytes:4d} {ni.drops:3d}")

@@ -45,7 +45,10 @@ NO_TABLE: Mapping[int, Any] = MappingProxyType({})
 """What `links`, `schedulers` and `flowsets` are before a vnet's first configuration."""
 
 Resume = Callable[[bytes], None]
-FlowKey = tuple[int, int, int, int, int]  # proto, src, dst, sport, dport
+FlowKey = tuple[int, ...]
+"""proto, src, dst, sport, dport: struct ipfw_flow_id's fields; an IPv6 flow adds src6,
+dst6 and its flow label (and has zeros for src and dst). A masked IPv6 flow keeps the
+three only while the mask has IPv6 bits, so an unmasked scheduler has one instance."""
 
 Counts = counters("Counts", ("tot_pkts", "tot_bytes", "length", "len_bytes", "drops"))
 """struct dn_flow's counters: totals seen, what is queued now, drops."""
@@ -54,31 +57,43 @@ Counts = counters("Counts", ("tot_pkts", "tot_bytes", "length", "len_bytes", "dr
 class Mask:
     """A flow mask (struct ipfw_flow_id used as a mask): the fields that tell flows apart."""
 
-    __slots__ = ("dport", "dst", "proto", "sport", "src")
+    __slots__ = ("dport", "dst", "dst6", "flow", "proto", "sport", "src", "src6")
 
     def __init__(self, proto: int = 0, src: int = 0, dst: int = 0, sport: int = 0,
-                 dport: int = 0) -> None:
+                 dport: int = 0, src6: int = 0, dst6: int = 0, flow: int = 0) -> None:
         self.proto, self.src, self.dst, self.sport, self.dport = proto, src, dst, sport, dport
+        self.src6, self.dst6, self.flow = src6, dst6, flow
 
     def __bool__(self) -> bool:
-        return bool(self.proto or self.src or self.dst or self.sport or self.dport)
+        return any(self.key())
+
+    @property
+    def ip6(self) -> bool:
+        """Masks IPv6 fields (`pipe show` prints it the IPv6 way)."""
+        return bool(self.src6 or self.dst6 or self.flow)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Mask) and self.key() == other.key()
 
     __hash__ = None  # type: ignore[assignment]
 
-    def key(self) -> FlowKey:
-        return self.proto, self.src, self.dst, self.sport, self.dport
+    def key(self) -> tuple[int, int, int, int, int, int, int, int]:
+        return (self.proto, self.src, self.dst, self.sport, self.dport, self.src6, self.dst6,
+                self.flow)
 
     def apply(self, fid: FlowKey) -> FlowKey:
-        return (fid[0] & self.proto, fid[1] & self.src, fid[2] & self.dst,
-                fid[3] & self.sport, fid[4] & self.dport)
+        out = (fid[0] & self.proto, fid[1] & self.src, fid[2] & self.dst,
+               fid[3] & self.sport, fid[4] & self.dport)
+        if len(fid) > 5 and (self.src6 or self.dst6 or self.flow):
+            return (*out, fid[5] & self.src6, fid[6] & self.dst6, fid[7] & self.flow)
+        return out
 
 
 def flow_id(pkt: bytes) -> FlowKey:
     """The flow of an IPv4 datagram: protocol, addresses and, for the first fragment of
     TCP, UDP or SCTP, ports (ipfw_chk's f_id). Malformed headers give zeros."""
+    if len(pkt) >= 40 and pkt[0] >> 4 == 6:
+        return flow_id6(pkt)
     if len(pkt) < 20 or pkt[0] >> 4 != 4:
         return 0, 0, 0, 0, 0
     proto = pkt[9]
@@ -93,11 +108,27 @@ def flow_id(pkt: bytes) -> FlowKey:
     return proto, src, dst, sport, dport
 
 
+def flow_id6(pkt: bytes) -> FlowKey:
+    """The flow of an IPv6 packet: upper-layer protocol (past the extension headers, as
+    ipfw_chk walks them), addresses, ports and the flow label."""
+    from vimage.netpfil.ipfw.packet import Args
+
+    a = Args(pkt, False, None, None)
+    flow = int.from_bytes(pkt[1:4], "big") & 0xFFFFF
+    return a.proto, 0, 0, max(a.sport, 0), max(a.dport, 0), a.src, a.dst, flow
+
+
 def bucket_of(fid: FlowKey, buckets: int) -> int:
     """The hash bucket of a (masked) flow id, as `pipe show` prints it (BKT)."""
     if buckets <= 1:
         return 0
     h = fid[1] ^ fid[2] ^ ((fid[4] << 16) | fid[3]) ^ fid[0]
+    if len(fid) > 5:  # IPv6: fold the addresses and the flow label in
+        for word in (fid[5], fid[6]):
+            while word:
+                h ^= word & 0xFFFFFFFF
+                word >>= 32
+        h ^= fid[7]
     h ^= h >> 16
     return h % buckets
 

@@ -25,7 +25,7 @@ from vimage.netpfil.ipfw.parse import (
 )
 from vimage.netpfil.ipfw.table import TABLE_TYPES, Table
 from vimage.sched import NS_PER_S
-from vimage.wire import WireError, ipv4
+from vimage.wire import WireError, ipv4, ipv6
 
 if TYPE_CHECKING:
     from vimage.netpfil.ipfw.state import IpfwState
@@ -288,7 +288,8 @@ def dyn_line(s: object, now: int, pw: int, bw: int) -> str:
     line += " LIMIT" if spec is not None and spec.kind == "limit" else " STATE"
     proto = PROTO_NAMES.get(s.proto)
     line += f" {proto}" if proto else f" proto {s.proto}"
-    line += f" {ipv4.ntoa(s.src)} {s.sport} <-> {ipv4.ntoa(s.dst)} {s.dport}"
+    ntoa = ipv6.ntoa if s.family == 6 else ipv4.ntoa
+    line += f" {ntoa(s.src)} {s.sport} <-> {ntoa(s.dst)} {s.dport}"
     return line + f" :{spec.name if spec is not None else 'default'}"
 
 
@@ -394,15 +395,21 @@ def cmd_set(fw: IpfwState, cfg: Config, args: list[str], opts: Options,
 
 
 # -- tables ----------------------------------------------------------------------------------
-def _table_addr(text: str) -> tuple[int, int]:
+def _table_addr(text: str) -> tuple[int, int, int]:
+    """A table key: (address, prefix length, family); IPv6 keys go in the same table."""
     host, slash, plen = text.partition("/")
+    family, width = 4, 32
     try:
         addr = ipv4.aton(host)
     except WireError:
-        raise IpfwError(f"invalid table key: {text}", EX_DATAERR) from None
-    if slash and (not plen.isdigit() or int(plen) > 32):
+        try:
+            addr = ipv6.aton(host)
+        except WireError:
+            raise IpfwError(f"invalid table key: {text}", EX_DATAERR) from None
+        family, width = 6, 128
+    if slash and (not plen.isdigit() or int(plen) > width):
         raise IpfwError(f"invalid table key: {text}", EX_DATAERR)
-    return addr, int(plen) if slash else 32
+    return addr, int(plen) if slash else width, family
 
 
 def cmd_table(fw: IpfwState, cfg: Config, args: list[str], opts: Options,
@@ -452,24 +459,26 @@ def cmd_table(fw: IpfwState, cfg: Config, args: list[str], opts: Options,
     elif sub == "add":
         if not rest:
             raise IpfwError("missing table key")
-        addr, plen = _table_addr(rest[0])
+        addr, plen, family = _table_addr(rest[0])
         value = 0
         if len(rest) > 1:
             if not rest[1].isdigit():
                 raise IpfwError(f"invalid table value: {rest[1]}", EX_DATAERR)
             value = int(rest[1])
-        if not table.add(addr, plen, value):
+        if not table.add(addr, plen, value, family):
             raise IpfwError("Adding record failed: record already exists", EX_DATAERR)
         if not opts.quiet:
-            out.append(f"added: {ipv4.ntoa(addr)}/{plen} {value}\n")
+            text = ipv6.ntoa(addr) if family == 6 else ipv4.ntoa(addr)
+            out.append(f"added: {text}/{plen} {value}\n")
     elif sub in ("delete", "del"):
         if not rest:
             raise IpfwError("missing table key")
-        addr, plen = _table_addr(rest[0])
-        if not table.delete(addr, plen):
+        addr, plen, family = _table_addr(rest[0])
+        if not table.delete(addr, plen, family):
             raise IpfwError("Deleting record failed: record not found", EX_UNAVAILABLE)
         if not opts.quiet:
-            out.append(f"deleted: {ipv4.ntoa(addr)}/{plen} 0\n")
+            text = ipv6.ntoa(addr) if family == 6 else ipv4.ntoa(addr)
+            out.append(f"deleted: {text}/{plen} 0\n")
     elif sub == "flush":
         table.flush()
     elif sub == "list":

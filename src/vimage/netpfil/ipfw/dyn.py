@@ -38,14 +38,15 @@ Key = tuple[int, int, int, int, int]
 
 
 class DynState:
-    __slots__ = ("bcnt", "dport", "dst", "expire", "key", "parent", "pcnt", "proto", "rule",
-                 "sport", "src", "tcp")
+    __slots__ = ("bcnt", "dport", "dst", "expire", "family", "key", "parent", "pcnt", "proto",
+                 "rule", "sport", "src", "tcp")
 
     def __init__(self, rule: Rule, key: Key, parent: Parent | None) -> None:
         self.rule = rule
         self.key = key
         self.proto, self.src, self.sport, self.dst, self.dport = key
         self.parent = parent
+        self.family = 4  # the flow's address family (4 or 6)
         self.tcp = 0  # TCP flags seen: forward in the low byte, reverse in the high one
         self.expire = 0
         self.pcnt = 0
@@ -143,6 +144,7 @@ class DynTable:
                 return False
             parent.count += 1
         st = DynState(rule, key, parent)
+        st.family = a.family
         self.states[key] = st
         self.by_key[key] = st
         self.by_key[(key[0], key[3], key[4], key[1], key[2])] = st

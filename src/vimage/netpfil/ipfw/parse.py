@@ -19,11 +19,11 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from vimage.net.route import MASKS
+from vimage.net.route import MASKS, MASKS6
 from vimage.netpfil.ipfw import rule as R
 from vimage.netpfil.ipfw.rule import Pred, Rule, StateSpec
 from vimage.netpfil.ipfw.table import Table
-from vimage.wire import WireError, ipv4
+from vimage.wire import WireError, ipv4, ipv6
 
 if TYPE_CHECKING:
     from vimage.netpfil.ipfw.packet import Args
@@ -63,8 +63,12 @@ UNREACH_CODES = MappingProxyType({
                  "host-prohib": 10, "tosnet": 11, "toshost": 12, "filter-prohib": 13,
                  "host-precedence": 14, "precedence-cutoff": 15})
 UNREACH_NAMES = MappingProxyType({v: k for k, v in UNREACH_CODES.items()})
+# ipfw(8) unreach6: ICMPv6 destination unreachable codes (RFC 4443 3.1)
 UNREACH6_CODES = MappingProxyType({
     "no-route": 0, "admin-prohib": 1, "address": 3, "port": 4})
+# ext6hdr names (ipfw2.c f_ipv6 ... fill_ext6hdr), bits as packet.py's EXT_*
+EXT6_HEADERS = MappingProxyType({
+    "frag": 1, "hopopt": 2, "route": 4, "ah": 8, "esp": 16, "dstopt": 32})
 TCP_FLAGS = MappingProxyType({
     "fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08, "ack": 0x10, "urg": 0x20})
 TCP_OPTIONS = MappingProxyType({
@@ -73,7 +77,8 @@ LIMIT_FIELDS = ("src-addr", "src-port", "dst-addr", "dst-port")
 _ACTIONS = MappingProxyType({
     "allow": R.A_ALLOW, "accept": R.A_ALLOW, "pass": R.A_ALLOW, "permit": R.A_ALLOW,
             "deny": R.A_DENY, "drop": R.A_DENY, "reject": R.A_REJECT, "unreach": R.A_REJECT,
-            "reset": R.A_REJECT, "unreach6": R.A_UNREACH6, "count": R.A_COUNT,
+            "reset": R.A_REJECT, "unreach6": R.A_UNREACH6, "reset6": R.A_UNREACH6,
+            "count": R.A_COUNT,
             "skipto": R.A_SKIPTO, "call": R.A_CALL, "return": R.A_RETURN,
             "check-state": R.A_CHECK_STATE, "pipe": R.A_PIPE, "queue": R.A_QUEUE,
             "nat": R.A_NAT, "divert": R.A_DIVERT, "tee": R.A_TEE, "fwd": R.A_FWD,
@@ -216,7 +221,7 @@ class Parser:
         r = Rule(num, kind)
         if word == "reject":
             r.arg = 1  # ICMP_UNREACH_HOST
-        elif word == "reset":
+        elif word in ("reset", "reset6"):
             r.arg = R.CODE_RST
         elif word == "unreach":
             code = self.take("missing unreach code")
@@ -248,14 +253,21 @@ class Parser:
         return r
 
     def fwd(self, r: Rule, text: str) -> None:
+        """`fwd ADDR[,PORT]`: an IPv4 or IPv6 next hop (ipfw2.c: an IPv6 one is
+        O_FORWARD_IP6)."""
         host, _, port = text.partition(",")
         if not port and host.count(":") == 1:
             host, _, port = host.partition(":")
+        family = 4
         try:
             addr = ipv4.aton(host)
         except WireError:
-            raise IpfwError(f"hostname ``{host}'' unknown", EX_DATAERR) from None
-        r.fwd = (addr, _int(port, "port", 0, 65535) if port else 0)
+            try:
+                addr = ipv6.aton(host)
+                family = 6
+            except WireError:
+                raise IpfwError(f"hostname ``{host}'' unknown", EX_DATAERR) from None
+        r.fwd = (addr, _int(port, "port", 0, 65535) if port else 0, family)
 
     def action_text(self, r: Rule) -> str:
         kind, arg = r.action, r.arg
@@ -270,6 +282,8 @@ class Parser:
                 return "reject"
             return f"unreach {UNREACH_NAMES.get(arg, arg)}"
         if kind == R.A_UNREACH6:
+            if arg == R.CODE_RST:
+                return "reset6"
             names = {v: k for k, v in UNREACH6_CODES.items()}
             return f"unreach6 {names.get(arg, arg)}"
         if kind == R.A_COUNT:
@@ -280,8 +294,9 @@ class Parser:
             return "check-state :default"
         if kind == R.A_FWD:
             assert r.fwd is not None
-            addr, port = r.fwd
-            return f"fwd {ipv4.ntoa(addr)}" + (f",{port}" if port else "")
+            addr, port, family = r.fwd
+            text = ipv6.ntoa(addr) if family == 6 else ipv4.ntoa(addr)
+            return f"fwd {text}" + (f",{port}" if port else "")
         name = _NUMBERED[kind][0]
         if arg == R.TABLEARG:
             return f"{name} tablearg"
@@ -376,23 +391,38 @@ class Parser:
         field = "a.src" if side == "src" else "a.dst"
         if word == "any":
             return "any", None
-        if word == "me":
-            return "me", f"a.family == 4 and {field} in {self.bind(self.fw.vnet.ip.local)}"
+        me6 = f"a.family == 6 and {self.bind(_local6(self.fw.vnet))}({field})"
+        if word == "me":  # ip_fw2.c O_IP_SRC_ME falls through to O_IP6_SRC_ME: both families
+            return "me", (f"(a.family == 4 and {field} in {self.bind(self.fw.vnet.ip.local)})"
+                          f" or ({me6})")
         if word == "me6":
-            return "me6", "False"  # no IPv6 addresses yet
+            return "me6", me6
         if word.startswith("table(") and word.endswith(")"):
             return self.table_ref(word, side)
         nets = [self.one_addr(item) for item in word.split(",")]
-        texts = ",".join(ipv4.ntoa(n) if p == 32 else f"{ipv4.ntoa(n)}/{p}" for n, p in nets)
-        hosts = frozenset(n for n, p in nets if p == 32)
-        tests = [f"{field} & {MASKS[p]:d} == {n:d}" for n, p in nets if p != 32]
-        if len(hosts) == 1:
-            tests.insert(0, f"{field} == {next(iter(hosts)):d}")
-        elif hosts:
-            tests.insert(0, f"{field} in {self.bind(hosts)}")
-        return texts, f"a.family == 4 and ({' or '.join(tests)})"
+        texts = ",".join(_net_text(n, p, f) for n, p, f in nets)
+        tests = []
+        for family, masks, full in ((4, MASKS, 32), (6, MASKS6, 128)):
+            fam = [(n, p) for n, p, f in nets if f == family]
+            if fam:
+                inner = _net_tests(self, field, fam, masks, full)
+                tests.append(f"a.family == {family} and ({inner})")
+        return texts, " or ".join(f"({t})" for t in tests)
 
-    def one_addr(self, item: str) -> tuple[int, int]:
+    def one_addr(self, item: str) -> tuple[int, int, int]:
+        """address[/len|:mask] as (network, prefix length, family)."""
+        if item.count(":") > 1:  # IPv6: address[/len]
+            host, sep, mask = item.partition("/")
+            try:
+                addr = ipv6.aton(host)
+            except WireError:
+                raise IpfwError(f"bad ip6 address ``{host}''", EX_DATAERR) from None
+            plen = 128
+            if sep:
+                if not mask.isdigit() or int(mask) > 128:
+                    raise IpfwError(f"bad width ``{mask}''", EX_DATAERR)
+                plen = int(mask)
+            return addr & MASKS6[plen], plen, 6
         host, sep, mask = item.partition("/")
         if not sep:
             host, sep, mask = item.partition(":")
@@ -414,7 +444,7 @@ class Parser:
                 plen = ipv4.mask_to_prefix(ipv4.aton(mask))
             except WireError:
                 raise IpfwError(f"bad netmask ``{mask}''", EX_DATAERR) from None
-        return addr & MASKS[plen], plen
+        return addr & MASKS[plen], plen, 4
 
     def table_ref(self, word: str, side: str) -> tuple[str, str]:
         inner = word[6:-1]
@@ -433,12 +463,13 @@ class Parser:
             table = fw.tables.get(name)
             if table is None:
                 return False
-            value = table.lookup(a.src if src else a.dst)
+            addr = a.src if src else a.dst
+            value = table.lookup(addr) if a.family == 4 else table.lookup6(addr)
             if value is None or (want is not None and value != want):
                 return False
             a.tablearg = value
             return True
-        return text, f"a.family == 4 and {self.bind(lookup)}(a)"
+        return text, f"{self.bind(lookup)}(a)"
 
     def ports(self, word: str, field: str) -> tuple[str, str]:
         ranges = parse_ranges(word, "port", SERVICES)
@@ -511,9 +542,21 @@ class Parser:
 
     def opt_icmp6types(self, r: Rule, word: str) -> tuple[str, str]:
         spec = self.take("missing argument for icmp6types")
-        for t in spec.split(","):
-            _int(t, "ICMP6 type", 0, 255)
-        return f"icmp6types {spec}", "False"
+        types = frozenset(_int(t, "ICMP6 type", 0, 255) for t in spec.split(","))
+        return (f"icmp6types {','.join(str(t) for t in sorted(types))}",
+                f"a.icmp6type in {self.bind(types)}")
+
+    def opt_ext6hdr(self, r: Rule, word: str) -> tuple[str, str]:
+        """ext6hdr: the IPv6 packet carries all the extension headers named."""
+        spec = self.take("missing argument for ext6hdr")
+        bits = 0
+        for item in spec.split(","):
+            bit = EXT6_HEADERS.get(item)
+            if bit is None:
+                raise IpfwError(f"invalid ext6hdr ``{item}''", EX_DATAERR)
+            bits |= bit
+        names = ",".join(n for n, b in EXT6_HEADERS.items() if bits & b)
+        return f"ext6hdr {names}", f"a.ext6 & {bits:d} == {bits:d}"
 
     def _numeric(self, word: str, attr: str, hi: int) -> tuple[str, str]:
         spec = self.take(f"missing argument for {word}")
@@ -521,13 +564,15 @@ class Parser:
         return f"{word} {format_ranges(ranges)}", range_expr(f"a.{attr}", ranges)
 
     def opt_iplen(self, r: Rule, word: str) -> tuple[str, str]:
-        return self._numeric(word, "iplen", 65535)
+        text, expr = self._numeric(word, "iplen", 65535)
+        return text, f"a.family == 4 and ({expr})"  # ip_fw2.c: O_IPLEN is IPv4 only
 
     def opt_ipttl(self, r: Rule, word: str) -> tuple[str, str]:
         return self._numeric(word, "ttl", 255)
 
     def opt_ipid(self, r: Rule, word: str) -> tuple[str, str]:
-        return self._numeric(word, "ipid", 65535)
+        text, expr = self._numeric(word, "ipid", 65535)
+        return text, f"a.family == 4 and ({expr})"
 
     def opt_dst_port(self, r: Rule, word: str) -> tuple[str, str]:
         text, expr = self.ports(self.take(f"missing argument for {word}"), "dport")
@@ -544,6 +589,21 @@ class Parser:
     def opt_dst_ip(self, r: Rule, word: str) -> tuple[str, str | None]:
         text, expr = self.addr_list(self.take(f"missing argument for {word}"), "dst")
         return f"dst-ip {text}", expr
+
+    def opt_src_ip6(self, r: Rule, word: str) -> tuple[str, str | None]:
+        return self._ip6_option(word, "src")
+
+    def opt_dst_ip6(self, r: Rule, word: str) -> tuple[str, str | None]:
+        return self._ip6_option(word, "dst")
+
+    def _ip6_option(self, word: str, side: str) -> tuple[str, str | None]:
+        """src-ip6/dst-ip6: IPv6 addresses, me6 or a table (ipfw(8))."""
+        spec = self.take(f"missing argument for {word}")
+        if not (spec in ("me6", "any") or spec.startswith("table(")) and any(
+                item.count(":") < 2 for item in spec.split(",")):
+            raise IpfwError(f"bad ip6 address ``{spec}''", EX_DATAERR)
+        text, expr = self.addr_list(spec, side)
+        return f"{word} {text}", expr
 
     def opt_proto(self, r: Rule, word: str) -> tuple[str, str | None]:
         text, expr = self.one_proto(self.take("missing protocol"))
@@ -607,6 +667,37 @@ _SIMPLE: Mapping[str, tuple[str, str]] = MappingProxyType({
     "ipv6": ("ip6", "a.family == 6"),
     "ip6": ("ip6", "a.family == 6"),
 })
+
+
+def _local6(vnet: object) -> Callable[[int], bool]:
+    """`me6`: one of the vnet's IPv6 addresses (a link-local one on any link;
+    ip_fw2.c ipfw_localip6)."""
+    def local6(addr: int) -> bool:
+        ip6 = getattr(vnet, "ip6", None)
+        if ip6 is None:
+            return False
+        if addr in ip6.local:
+            return True
+        return addr >> 118 == 0x3FA and any(ia.addr == addr for ia in ip6.local.values())
+    return local6
+
+
+def _net_text(net: int, plen: int, family: int) -> str:
+    if family == 6:
+        return ipv6.ntoa(net) if plen == 128 else f"{ipv6.ntoa(net)}/{plen}"
+    return ipv4.ntoa(net) if plen == 32 else f"{ipv4.ntoa(net)}/{plen}"
+
+
+def _net_tests(parser: Parser, field: str, nets: list[tuple[int, int]],
+               masks: tuple[int, ...], full: int) -> str:
+    """`field` in one of `nets` (one family): a set test for hosts, a mask per prefix."""
+    hosts = frozenset(n for n, p in nets if p == full)
+    tests = [f"{field} & {masks[p]:d} == {n:d}" for n, p in nets if p != full]
+    if len(hosts) == 1:
+        tests.insert(0, f"{field} == {next(iter(hosts)):d}")
+    elif hosts:
+        tests.insert(0, f"{field} in {parser.bind(hosts)}")
+    return " or ".join(tests)
 
 
 def range_expr(field: str, ranges: list[tuple[int, int]]) -> str:

@@ -64,7 +64,7 @@ class Rule:
         self.prob = 1.0
         self.action = action
         self.arg = arg
-        self.fwd: tuple[int, int] | None = None  # fwd ADDR,PORT
+        self.fwd: tuple[int, int, int] | None = None  # fwd ADDR,PORT and ADDR's family
         self.log = False
         self.logamount = 0  # 0: net.inet.ip.fw.verbose_limit when added
         self.log_left = 0

@@ -3,8 +3,13 @@ the pfil glue and the evaluation loop (FreeBSD sys/netpfil/ipfw/ip_fw2.c ipfw_ch
 ip_fw_pfil.c, ip_fw_log.c).
 
 The hooks are linked to IPv4's in and out points (`vnet.ip.pfil_in`/`pfil_out`; a
-forwarded packet is seen at both, as on FreeBSD) only while `net.inet.ip.fw.enable` is 1
-and the ruleset holds more than the default rule: a vnet without a firewall pays nothing.
+forwarded packet is seen at both, as on FreeBSD) and IPv6's (`vnet.ip6.pfil_in`/
+`pfil_out`, ip_fw_pfil.c's AF_INET6 hooks) only while `net.inet.ip.fw.enable` is 1 and
+the ruleset holds more than the default rule: a vnet without a firewall pays nothing.
+IPv6 packets meet the same rules (`ip4`/`ip6` tell the families apart); `nat` and
+`divert` are IPv4 only (ip_fw2.c denies an IPv6 packet at a nat rule; vimage's divert
+sockets are IPv4 ones, so an IPv6 packet at a divert rule is dropped and `tee` passes
+it without a copy).
 
 A packet taken by dummynet (`pipe`, `queue`) or diverted and sent back continues where
 FreeBSD continues it: at the rule after the one that took it (or past ipfw entirely with
@@ -31,7 +36,9 @@ from vimage.netpfil.ipfw.table import Table
 from vimage.sched import NS_PER_S
 from vimage.sysctl import Oid, oids
 from vimage.wire import icmp as wicmp
-from vimage.wire import ipv4
+from vimage.wire import icmp6 as wicmp6
+from vimage.wire import ipv4, ipv6
+from vimage.wire import tcp as wtcp
 from vimage.wire.checksum import checksum
 from vimage.wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP
 
@@ -63,6 +70,18 @@ SYSCTLS: tuple[Oid, ...] = oids("net.inet.ip.fw", "ipfw", (
 ))
 
 _LOG_PROTO = MappingProxyType({PROTO_TCP: "TCP", PROTO_UDP: "UDP"})
+PROTO_ICMPV6 = 58
+NXT_ICMPV6 = 58
+
+
+def map_icmp_unreach(code: int) -> int:
+    """An ICMP unreachable code as the ICMPv6 one `reject`/`unreach` send to an IPv6
+    packet (ip_fw2.c map_icmp_unreach)."""
+    if code in (wicmp.UNREACH_NET, wicmp.UNREACH_HOST, 5, 6, 7, 11, 12):
+        return wicmp6.UNREACH_NOROUTE  # net, host, srcfail, *-unknown, tos*
+    if code == wicmp.UNREACH_PORT:
+        return wicmp6.UNREACH_NOPORT
+    return wicmp6.UNREACH_ADMIN
 
 
 class IpfwState:
@@ -87,7 +106,9 @@ class IpfwState:
         "fwd_rcvif",
         "fwd_tags",
         "hook_in",
+        "hook_in6",
         "hook_out",
+        "hook_out6",
         "linked",
         "nums",
         "one_pass",
@@ -123,6 +144,8 @@ class IpfwState:
         # bound once, when first linked: pfil.unlink finds a hook by identity
         self.hook_in: pfil.HookFn | None = None
         self.hook_out: pfil.HookFn | None = None
+        self.hook_in6: pfil.HookFn | None = None
+        self.hook_out6: pfil.HookFn | None = None
         # the packet being forwarded, seen at in: its out pass finds its receiving
         # interface by these bytes (addresses and IP ID) for `recv IF` (FreeBSD's rcvif)
         self.fwd_key = b""
@@ -244,17 +267,31 @@ class IpfwState:
         want = bool(self._enable) and len(self.rules) > 1 and self.vnet.alive
         if want == self.linked:
             return
-        ip = self.vnet.ip
         if want:
-            if self.hook_in is None or self.hook_out is None:
-                self.hook_in, self.hook_out = self._hook_in, self._hook_out
-            pfil.link(ip, "pfil_in", self.hook_in, name="ipfw")
-            pfil.link(ip, "pfil_out", self.hook_out, name="ipfw")
+            self._link()
         else:
-            assert self.hook_in is not None and self.hook_out is not None
-            pfil.unlink(ip, "pfil_in", self.hook_in)
-            pfil.unlink(ip, "pfil_out", self.hook_out)
+            self._unlink()
         self.linked = want
+
+    def _link(self) -> None:
+        if self.hook_in is None or self.hook_out is None:
+            self.hook_in, self.hook_out = self._hook_in, self._hook_out
+            self.hook_in6, self.hook_out6 = self._hook_in6, self._hook_out6
+        pfil.link(self.vnet.ip, "pfil_in", self.hook_in, name="ipfw")
+        pfil.link(self.vnet.ip, "pfil_out", self.hook_out, name="ipfw")
+        ip6 = getattr(self.vnet, "ip6", None)
+        if ip6 is not None:
+            pfil.link(ip6, "pfil_in", self.hook_in6, name="ipfw")
+            pfil.link(ip6, "pfil_out", self.hook_out6, name="ipfw")
+
+    def _unlink(self) -> None:
+        assert self.hook_in is not None and self.hook_out is not None
+        pfil.unlink(self.vnet.ip, "pfil_in", self.hook_in)
+        pfil.unlink(self.vnet.ip, "pfil_out", self.hook_out)
+        ip6 = getattr(self.vnet, "ip6", None)
+        if ip6 is not None and self.hook_in6 is not None and self.hook_out6 is not None:
+            pfil.unlink(ip6, "pfil_in", self.hook_in6)
+            pfil.unlink(ip6, "pfil_out", self.hook_out6)
 
     def after(self, r: R.Rule) -> int:
         """Index of the rule after `r` in the ruleset as it is now: r's slot while the
@@ -275,7 +312,37 @@ class IpfwState:
         out = self.check(a, 0)
         if out is not None:
             self.note_forward(out, ifp, a.tags)
+            if a.fib >= 0:
+                self.vnet.ip.mfib = (out, a.fib)
         return out
+
+    def _hook_in6(self, pkt: bytes, ifp: Ifnet | None) -> bytes | None:
+        a = Args(pkt, False, ifp, ifp)
+        out = self.check(a, 0)
+        if out is not None:
+            self.note_forward6(out, ifp, a.tags)
+        return out
+
+    def note_forward6(self, pkt: bytes, ifp: Ifnet | None, tags: set[int] | None) -> None:
+        """note_forward for IPv6: the key is the header without its hop limit (which
+        forwarding lowers) and the start of the payload."""
+        dst = int.from_bytes(pkt[24:40], "big")
+        ip6 = self.vnet.ip6
+        if dst in ip6.local or dst >> 120 == 0xFF or dst >> 118 == 0x3FA:
+            return
+        self.fwd_key = pkt[:7] + pkt[8:80]
+        self.fwd_rcvif = ifp
+        self.fwd_tags = tags
+
+    def _hook_out6(self, pkt: bytes, ifp: Ifnet | None) -> bytes | None:
+        if self.bypass:
+            return pkt
+        if self.fwd_key == pkt[:7] + pkt[8:80]:  # the packet being forwarded
+            a = Args(pkt, True, ifp, self.fwd_rcvif)
+            if self.fwd_tags:
+                a.tags = set(self.fwd_tags)
+            return self.check(a, 0)
+        return self.check(Args(pkt, True, ifp, None), 0)
 
     def note_forward(self, pkt: bytes, ifp: Ifnet | None, tags: set[int] | None) -> None:
         """Remember a packet that passed the in rules and will be forwarded, as it leaves
@@ -296,7 +363,11 @@ class IpfwState:
             if self.fwd_tags:
                 a.tags = set(self.fwd_tags)
             return self.check(a, 0)
-        return self.check(Args(pkt, True, ifp, None), 0)
+        a = Args(pkt, True, ifp, None)
+        out = self.check(a, 0)
+        if out is not None and a.fib >= 0:
+            self.vnet.ip.mfib = (out, a.fib)
+        return out
 
     # -- evaluation (ipfw_chk) --------------------------------------------------------------
     def check(self, a: Args, i: int) -> bytes | None:
@@ -343,7 +414,11 @@ class IpfwState:
             arg = a.tablearg if r.arg == R.TABLEARG else r.arg
             if act == R.A_ALLOW:
                 return a.pkt
-            if act == R.A_COUNT or act == R.A_SETFIB:
+            if act == R.A_COUNT:
+                i += 1
+                continue
+            if act == R.A_SETFIB:  # M_SETFIB: the packet's routes come from FIB arg
+                a.fib = arg if arg < self.fibs() else 0
                 i += 1
                 continue
             if act == R.A_SKIPTO:
@@ -363,6 +438,8 @@ class IpfwState:
                 i = stack.pop() + 1 if stack else i + 1
                 continue
             if act == R.A_NAT:
+                if a.family != 4:
+                    return None  # ip_fw2.c: NAT only for IPv4, else IP_FW_DENY
                 out = self.nat(arg, a)
                 if out is None or self.one_pass:
                     return out
@@ -376,10 +453,14 @@ class IpfwState:
     def terminal(self, r: R.Rule, act: int, arg: int, a: Args, i: int) -> bytes | None:
         """The actions that end the pass."""
         vnet = self.vnet
-        if act == R.A_DENY or act == R.A_UNREACH6:
+        if act == R.A_DENY:
             return None
-        if act == R.A_REJECT:
-            self.reject(a, arg)
+        if act == R.A_REJECT or act == R.A_UNREACH6:
+            if a.family == 6:
+                self.reject6(a, arg if act == R.A_UNREACH6 or arg == R.CODE_RST
+                             else map_icmp_unreach(arg))
+            elif act == R.A_REJECT:
+                self.reject(a, arg)
             return None
         if act == R.A_PIPE or act == R.A_QUEUE:
             dn = getattr(vnet, "dummynet", None)
@@ -393,6 +474,8 @@ class IpfwState:
             dn.enqueue(arg, act == R.A_QUEUE, a.pkt, ifp, out, resume)
             return None
         if act == R.A_DIVERT or act == R.A_TEE:
+            if a.family != 4:  # divert(4) sockets here are IPv4 ones
+                return a.pkt if act == R.A_TEE else None
             dv = getattr(vnet, "divert", None)
             if dv is not None:  # ip_fw_pfil.c ipfw_divert: tee hands divert a copy
                 dv.deliver(arg, a.pkt, a.ifp, a.out, r.num, tee=act == R.A_TEE)
@@ -401,7 +484,12 @@ class IpfwState:
             return None  # taken, or dropped if no socket listens on the port
         if act == R.A_FWD:
             assert r.fwd is not None
-            self.forward(a, r.fwd[0])
+            if a.family != r.fwd[2]:
+                return None  # a next hop of the other family: nowhere to send it
+            if a.family == 6:
+                self.forward6(a, r.fwd[0])
+            else:
+                self.forward(a, r.fwd[0])
             return None
         return None
 
@@ -447,6 +535,86 @@ class IpfwState:
             return
         icmp_mod.error(self.vnet, pkt, wicmp.UNREACH, code)
 
+    def fibs(self) -> int:
+        """net.fibs: how many FIBs the vnet has (1 without the routing FIBs)."""
+        route = getattr(self.vnet, "route", None)
+        return int(route.fibs) if route is not None else 1
+
+    def reject6(self, a: Args, code: int) -> None:
+        """send_reject6(): an ICMPv6 destination unreachable with `code`, or a RST for
+        `reset` to TCP; never about a fragment after the first, an ICMPv6 error or a
+        multicast destination (ip_fw2.c O_UNREACH6)."""
+        if a.off or a.dst >> 120 == 0xFF:
+            return
+        if code == R.CODE_RST:
+            if a.proto == PROTO_TCP and a.tcpflags >= 0 and not a.tcpflags & wtcp.RST:
+                self.send_rst6(a)
+            return
+        if a.proto == PROTO_ICMPV6 and 0 <= a.icmp6type < 128:
+            return  # not about an error message (is_icmp6_query)
+        ifp = a.rcvif if a.rcvif is not None else a.ifp
+        if ifp is None:
+            return
+        self.vnet.icmp6.error(ifp, a.pkt, wicmp6.DST_UNREACH, code, 0)
+
+    def send_rst6(self, a: Args) -> None:
+        """A RST answering the TCP segment in `a` (tcp_respond's rules, RFC 9293
+        3.10.7.1), sent past the firewall as ipfw_send_pkt marks it."""
+        pkt, at = a.pkt, a.hlen
+        flags = a.tcpflags
+        seq = int.from_bytes(pkt[at + 4:at + 8], "big")
+        ack = int.from_bytes(pkt[at + 8:at + 12], "big")
+        data = max(len(pkt) - at - ((pkt[at + 12] >> 4) << 2), 0)
+        if flags & wtcp.ACK:
+            rseq, rack, rflags = ack, 0, wtcp.RST
+        else:
+            seglen = data + (1 if flags & wtcp.SYN else 0) + (1 if flags & wtcp.FIN else 0)
+            rseq, rack, rflags = 0, (seq + seglen) & 0xFFFFFFFF, wtcp.RST | wtcp.ACK
+        seg = bytearray(wtcp.build(a.dport, a.sport, rseq, rack, rflags, 0, b"", src=0, dst=0))
+        seg[16:18] = b"\x00\x00"
+        seg[16:18] = checksum(seg, ipv6.pseudo_sum(a.dst, a.src, len(seg), PROTO_TCP)) \
+            .to_bytes(2, "big")
+        self.bypass = True
+        try:
+            self.vnet.ip6.output(PROTO_TCP, a.dst, a.src, bytes(seg),
+                                 ifp=a.rcvif if ipv6.needs_zone(a.src) else None)
+        except OSError:
+            pass
+        finally:
+            self.bypass = False
+
+    def forward6(self, a: Args, nexthop: int) -> None:
+        """fwd for IPv6 (O_FORWARD_IP6): to a local address, deliver it here; else send
+        it to `nexthop`, forwarding it first if it came in for someone else."""
+        ip6 = self.vnet.ip6
+        pkt = a.pkt
+        if nexthop in ip6.local:
+            ifp = a.ifp if a.ifp is not None and not a.out else self.vnet.ifaces.get("lo0")
+            if ifp is not None:
+                ip6.deliver(ifp, pkt, a.src, a.dst)
+            return
+        if not a.out and a.dst not in ip6.local:
+            if not ip6.forwarding:
+                ip6.stats.cantforward += 1
+                return
+            if pkt[7] <= 1:
+                if a.ifp is not None:
+                    self.vnet.icmp6.error(a.ifp, pkt, wicmp6.TIME_EXCEEDED,
+                                          wicmp6.TIME_EXCEED_TRANSIT, 0)
+                return
+            pkt = pkt[:7] + bytes((pkt[7] - 1,)) + pkt[8:]
+            ip6.stats.forward += 1
+            try:
+                ifp = ip6.route_to(nexthop)[0]
+            except OSError:
+                return
+            if ip6.pfil_out is not None:
+                passed = pfil.run(ip6.pfil_out, pkt, ifp)
+                if passed is None:
+                    return
+                pkt = passed
+        ip6.output_after_pfil(pkt, nexthop)
+
     def forward(self, a: Args, nexthop: int) -> None:
         """fwd: send the packet to `nexthop` instead of where its route says; to a local
         address, deliver it here (FreeBSD's transparent-proxy use)."""
@@ -489,7 +657,10 @@ class IpfwState:
         at rule index `start`, or past ipfw if `skip`, then the rest of IPv4. `tags`:
         the packet's tags (FreeBSD keeps mbuf tags across dummynet)."""
         vnet = self.vnet
-        if not vnet.alive or len(pkt) < 20 or pkt[0] >> 4 != 4:
+        if not vnet.alive or len(pkt) < 20 or pkt[0] >> 4 not in (4, 6):
+            return
+        if pkt[0] >> 4 == 6:
+            self.resume6(pkt, out, ifp, rcvif, start, skip, tags)
             return
         if not skip and self.linked and start < len(self.rules):
             a = Args(pkt, out, ifp, rcvif)
@@ -509,6 +680,29 @@ class IpfwState:
                     return
             vnet.ip.input_after_pfil(pkt, ifp)
 
+    def resume6(self, pkt: bytes, out: bool, ifp: Ifnet | None, rcvif: Ifnet | None,
+                start: int, skip: bool, tags: set[int] | None) -> None:
+        """`resume` for an IPv6 packet: the rest of ip6_input or ip6_output."""
+        vnet = self.vnet
+        if len(pkt) < 40:
+            return
+        if not skip and self.linked and start < len(self.rules):
+            a = Args(pkt, out, ifp, rcvif)
+            a.tags = tags
+            passed = self.check(a, start)
+            if passed is None:
+                return
+            pkt, tags = passed, a.tags
+        if out:
+            vnet.ip6.output_after_pfil(pkt)
+            return
+        self.note_forward6(pkt, rcvif, tags)
+        if ifp is None:
+            ifp = vnet.ifaces.get("lo0")
+            if ifp is None:
+                return
+        vnet.ip6.input_after_pfil(pkt, ifp)
+
     # -- log (ip_fw_log.c ipfw_log) ---------------------------------------------------------------
     def log_text(self, line: str) -> None:
         self.log.append(line)
@@ -519,6 +713,11 @@ class IpfwState:
         if r.logamount and r.log_left <= 0:
             return
         action = log_action(r, a)
+        if a.family == 6:
+            self.log.append(f"ipfw: {r.num} {action} {_log_proto6(a)} {_log_where(a)}"
+                            f"{_log_frag6(a)}")
+            self._logged(r)
+            return
         src, dst = ipv4.ntoa(a.src), ipv4.ntoa(a.dst)
         name = _LOG_PROTO.get(a.proto)
         if name is not None:
@@ -534,9 +733,10 @@ class IpfwState:
         if a.off or a.mf:
             frag = (f" (frag {a.ipid}:{a.iplen - a.hlen}@{a.off * 8}"
                     f"{'+' if a.mf else ''})")
-        ifp = a.ifp
-        where = f"{'out' if a.out else 'in'} via {ifp.name if ifp is not None else '?'}"
-        self.log.append(f"ipfw: {r.num} {action} {proto} {where}{frag}")
+        self.log.append(f"ipfw: {r.num} {action} {proto} {_log_where(a)}{frag}")
+        self._logged(r)
+
+    def _logged(self, r: R.Rule) -> None:
         if r.logamount:
             r.log_left -= 1
             if r.log_left == 0:
@@ -551,8 +751,7 @@ class IpfwState:
         if self._dyn is not None:
             self._dyn.clear()
         if self.linked and self.hook_in is not None and self.hook_out is not None:
-            pfil.unlink(self.vnet.ip, "pfil_in", self.hook_in)
-            pfil.unlink(self.vnet.ip, "pfil_out", self.hook_out)
+            self._unlink()
             self.linked = False
         self.rules = []
         self.nums = []
@@ -560,17 +759,48 @@ class IpfwState:
         self._log = None
 
 
+def _log_where(a: Args) -> str:
+    ifp = a.ifp
+    return f"{'out' if a.out else 'in'} via {ifp.name if ifp is not None else '?'}"
+
+
+def _log_proto6(a: Args) -> str:
+    """ipfw_log's protocol part for IPv6: addresses in brackets (`[2001:db8::1]:53`)."""
+    src, dst = f"[{ipv6.ntoa(a.src)}]", f"[{ipv6.ntoa(a.dst)}]"
+    name = _LOG_PROTO.get(a.proto)
+    if name is not None:
+        if a.off == 0 and a.sport >= 0:
+            return f"{name} {src}:{a.sport} {dst}:{a.dport}"
+        return f"{name} {src} {dst}"
+    if a.proto == PROTO_ICMPV6:
+        if a.off == 0 and a.icmp6type >= 0 and len(a.pkt) > a.hlen + 1:
+            return f"ICMPv6:{a.icmp6type}.{a.pkt[a.hlen + 1]} {src} {dst}"
+        return f"ICMPv6 {src} {dst}"
+    return f"P:{a.proto} {src} {dst}"
+
+
+def _log_frag6(a: Args) -> str:
+    if not (a.off or a.mf):
+        return ""
+    return (f" (frag {a.ipid:08x}:{len(a.pkt) - a.hlen}@{a.off * 8}"
+            f"{'+' if a.mf else ''})")
+
+
 def log_action(r: R.Rule, a: Args) -> str:
     act, arg = r.action, (a.tablearg if r.arg == R.TABLEARG else r.arg)
     if act == R.A_ALLOW:
         return "Accept"
-    if act in (R.A_DENY, R.A_UNREACH6):
+    if act == R.A_DENY:
         return "Deny"
+    if act == R.A_UNREACH6:  # ip_fw_log.c: "Reset" for reset6, else "Unreach %d"
+        return "Reset" if arg == R.CODE_RST else f"Unreach {arg}"
     if act == R.A_REJECT:
         return "Reset" if arg == R.CODE_RST else "Reject" if arg == 1 else f"Unreach {arg}"
     if act == R.A_FWD:
         assert r.fwd is not None
-        return f"Forward to {ipv4.ntoa(r.fwd[0])}" + (f":{r.fwd[1]}" if r.fwd[1] else "")
+        addr, port, family = r.fwd
+        text = ipv6.ntoa(addr) if family == 6 else ipv4.ntoa(addr)
+        return f"Forward to {text}" + (f":{port}" if port else "")
     names = {R.A_COUNT: "Count", R.A_SKIPTO: "SkipTo", R.A_CALL: "Call", R.A_RETURN: "Return",
              R.A_CHECK_STATE: "Check-State", R.A_PIPE: "Pipe", R.A_QUEUE: "Queue",
              R.A_NAT: "Nat", R.A_DIVERT: "Divert", R.A_TEE: "Tee", R.A_SETFIB: "SetFib"}
