@@ -47,6 +47,7 @@ TOOLS: tuple[str, ...] = (
     "ping",
     "ping6",
     "route",
+    "route6d",
     "routed",
     "rtadvd",
     "rtquery",
