@@ -128,9 +128,7 @@ class Route6d:
         sock._poll = rts._poll = self
         self.running = True
         now = self.kernel.now_ns()
-        self.scan_interfaces(now)
-        for ifp in self.interfaces():
-            self._send(ripng.whole_table_request(), ifp)
+        self.scan_interfaces(now)  # joins ff02::9 and asks for the neighbours' tables
         self._next_update = now
         self._arm(now)
 
@@ -219,6 +217,8 @@ class Route6d:
         for route in self.routes.values():
             if route.expire:
                 when = min(when, route.expire)
+        if self._waiting_dad():
+            when = min(when, now + NS_PER_S)  # look again when DAD may be done
         if self._timer is not None:
             if self._timer.when == when:
                 return
@@ -235,6 +235,12 @@ class Route6d:
                 out.append(ifp)
         return out
 
+    def _waiting_dad(self) -> bool:
+        """An interface up whose addresses are still tentative (no event tells us when
+        duplicate address detection ends: the daemon looks every second meanwhile)."""
+        return any(ifp.flags & 0x1 and not ifp.flags & 0x8 and not ia.ready
+                   for ifp in self.vnet.ifaces.values() for ia in in6.addrs(ifp))
+
     def scan_interfaces(self, now: int) -> None:
         """Connected prefixes (not link-local) and static kernel routes are ours to
         advertise; those gone are poisoned. Joins ff02::9 on new interfaces."""
@@ -244,6 +250,7 @@ class Route6d:
             if ifp not in self._joined:
                 in6.join(ifp, ripng.GROUP)
                 self._joined.add(ifp)
+                self._send(ripng.whole_table_request(), ifp)  # 2.4.1, as at start
             for ia in in6.addrs(ifp):
                 if is_link_local(ia.addr) or ia.plen >= 128 or not ia.ready:
                     continue
