@@ -238,7 +238,8 @@ class Route6d:
     def _waiting_dad(self) -> bool:
         """An interface up whose addresses are still tentative (no event tells us when
         duplicate address detection ends: the daemon looks every second meanwhile)."""
-        return any(ifp.flags & 0x1 and not ifp.flags & 0x8 and not ia.ready
+        return any(ifp.flags & 0x1 and not ifp.flags & 0x8
+                   and ia.flags & in6.IN6_IFF_TENTATIVE
                    for ifp in self.vnet.ifaces.values() for ia in in6.addrs(ifp))
 
     def scan_interfaces(self, now: int) -> None:
