@@ -4,7 +4,9 @@ RTM_NEWADDR / RTM_DELADDR for IPv6 addresses; the bytes of the messages."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import random
 import struct
 from socket import AF_INET6
 
@@ -132,3 +134,29 @@ def test_ipv6_newaddr_deladdr(pair: tuple[Kernel, Vnet, Vnet]) -> None:
     from vimage.netinet6 import in6
     in6.in6_del_addr(ifp, wip6.aton("2001:db8:5::1"))
     assert [r[3] for r in drain(s)] == [m.RTM_DELADDR]
+
+
+def test_mutated_ipv6_requests_only_ever_raise_oserror(pair: tuple[Kernel, Vnet, Vnet]) -> None:
+    """AF_INET6 requests with random bytes changed or cut short: an OSError or a reply,
+    never another exception, and the IPv6 table still works."""
+    _, a, _ = pair
+    ifp = a.ifaces["epair0a"]
+    s = a.socket(AF_ROUTE, SOCK_RAW, 0)
+    rng = random.Random(6)
+    gws = [m.sockaddr_in6(wip6.aton("fd00::2")), m.sockaddr_in6(wip6.aton("fe80::2"), ifp.index),
+           m.sockaddr_dl(ifp.index, ifp.name)]
+    seeds = [req(t, NET, gw) for t in (1, 2, 3, 4) for gw in gws]
+    for _ in range(2000):
+        msg = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            msg[rng.randrange(len(msg))] = rng.getrandbits(8)
+        if rng.random() < 0.2:
+            msg = msg[:rng.randrange(len(msg))]
+        if rng.random() < 0.6 and len(msg) >= 4:
+            msg[0:2], msg[2] = len(msg).to_bytes(2, "little"), m.RTM_VERSION
+        with contextlib.suppress(OSError):
+            s.send(bytes(msg))
+        drain(s)
+    a.rt6.changed()
+    assert a.rt6.lookup(wip6.aton("fd00::2")) is not None  # the connected prefix is there
+    assert a.cmd("netstat -rn -f inet6").ok and a.cmd("route -6 get fd00::2").ok
