@@ -168,7 +168,7 @@ class Vnet:
         """This vnet's own 64 secret bytes, made on first use (most vnets never need
         them): [0:16] TCP's key (ISNs, cookies, syncache hash; RFC 6528), [16:32] the seed
         of `rng`, [32:34] the first IP ID, [34:38] the multipath flow-hash key, [40:48]
-        the seed of routed's RNG (triggered-update damping)."""
+        the seed of routed's RNG (triggered-update damping), [48:56] route6d's."""
         secret = self._secret
         if secret is None:
             secret = self._secret = self.kernel.vnet_secret(self.serial)

@@ -75,6 +75,8 @@ OPTIONS: dict[str, tuple[str, ...]] = {
               "-blackhole", "-mtu", "-static", "-gateway", "-F", "-fib", "-ifp", "-ifa",
               "-prefsrc", "-proto1", "-proto2", "-nostatic", "-expire", "+5", "-hopcount",
               "-weight", "default"),
+    "route6d": ("-s", "-q", "-d", "-k", "-S", "-P", "update=1", "timeout=0", "garbage=-1",
+                "damping=0/0", "damping=5/1", "max_routes=3", "ripv1", "update=1,timeout=3"),
     "routed": ("-s", "-q", "-d", "-k", "-S", "-P", "-T", "ripv1", "ripv2", "passwd=x",
                "md5_passwd=x|1", "md5_passwd=x|999", "update=1", "timeout=0", "garbage=-1",
                "damping=0/0", "damping=5/1", "max_routes=3", "no_ag", "ripv1,passwd=y"),

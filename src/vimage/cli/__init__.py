@@ -48,6 +48,7 @@ TOOLS: tuple[str, ...] = (
     "ping",
     "ping6",
     "route",
+    "route6d",
     "routed",
     "rtadvd",
     "rtquery",

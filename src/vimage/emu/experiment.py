@@ -204,17 +204,26 @@ class Experiment:
         }
 
     def converged(self) -> bool:
-        """True when every node running a routing daemon has a route to every IPv4 subnet
-        of the experiment (`vimage topo up --wait-converged`); True with no such node."""
+        """True when every node running a routing daemon has a route to every subnet of
+        its family (IPv4 for rip, IPv6 for ripng) of the experiment (`vimage topo up
+        --wait-converged`); True with no such node."""
         topo = self.resolved
         if not self.is_up or topo is None:
             return False
         subnets = {ipaddress.ip_interface(a).network for n in topo.nodes.values()
                    for i in n.interfaces.values() for a in i.ipv4
                    if ipaddress.ip_interface(a).network.prefixlen < 32}
-        for name in self.routing:
-            rt = self.nodes[name].rt
-            if any(rt.lookup(int(net.network_address)) is None for net in subnets):
+        subnets6 = {ipaddress.ip_interface(a).network for n in topo.nodes.values()
+                    for i in n.interfaces.values() for a in i.ipv6
+                    if ipaddress.ip_interface(a).network.prefixlen < 128
+                    and not ipaddress.ip_interface(a).is_link_local}
+        for name, protocols in self.routing.items():
+            vnet = self.nodes[name]
+            if "rip" in protocols and any(vnet.rt.lookup(int(net.network_address)) is None
+                                          for net in subnets):
+                return False
+            if "ripng" in protocols and any(
+                    vnet.rt6.lookup(int(net.network_address)) is None for net in subnets6):
                 return False
         return True
 
@@ -290,6 +299,9 @@ class Experiment:
             out.append(f"node {node.name}: hub needs the hub or bridge interface")
         if node.routing and "routed" not in TOOLS:
             out.append(f"node {node.name}: model {node.model} needs the routed daemon, "
+                       "which this vimage does not have (use model static)")
+        elif "ripng" in node.routing and "route6d" not in TOOLS:
+            out.append(f"node {node.name}: model {node.model} needs the route6d daemon, "
                        "which this vimage does not have (use model static)")
         wants_ipv6 = any(i.ipv6 for i in node.interfaces.values()) or any(
             r.family == 6 for r in node.routes)
@@ -511,7 +523,10 @@ class Experiment:
             return
         if node.routing:
             self.routing[node.name] = node.routing
-            self._cmd(node, "routed")
+            if "rip" in node.routing:
+                self._cmd(node, "routed")
+            if "ripng" in node.routing:
+                self._cmd(node, "route6d")
         for line in node.commands:
             self._cmd(node, line)
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from typing import Protocol as TypingProtocol
 
 from vimage.net.route import (
     MASKS,
+    MASKS6,
     RTF_BLACKHOLE,
     RTF_DONE,
     RTF_DYNAMIC,
@@ -38,10 +40,12 @@ from vimage.net.route import (
 from vimage.protosw import ANY, Protocol, existing
 from vimage.wire import WireError
 from vimage.wire import rtmsg as m
+from vimage.wire.ipv6 import needs_zone
 
 if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
     from vimage.netinet.in_ import InAddr
+    from vimage.netinet6.in6 import In6Addr
     from vimage.vnet import Vnet
 
 AF_ROUTE = m.AF_ROUTE
@@ -220,10 +224,22 @@ def write(vnet: Vnet, data: bytes, sender: Any) -> None:
     raise the error as FreeBSD's write(2) returns it."""
     state: RtsockState = vnet.rtsock
     state.stats.requests += 1
-    reply, err = route_output(vnet, data, sender.fib, os.getpid())
-    broadcast(vnet, reply, m.AF_INET, sender.fib, sender)
+    family = _dst_family(data)
+    output = route_output6 if family == m.AF_INET6 else route_output
+    reply, err = output(vnet, data, sender.fib, os.getpid())
+    broadcast(vnet, reply, family, sender.fib, sender)
     if err:
         raise OSError(err, strerror(err))
+
+
+def _dst_family(data: bytes) -> int:
+    """The family of a request's RTA_DST (AF_INET if it cannot tell: route_output then
+    rejects the message as it always did)."""
+    try:
+        dst = m.parse_rtmsg(data).addrs.get(m.RTA_DST)
+    except WireError:
+        return m.AF_INET
+    return dst.family if dst is not None and dst.family == m.AF_INET6 else m.AF_INET
 
 
 def _plen(mask: int) -> int:
@@ -247,9 +263,7 @@ def route_output(vnet: Vnet, data: bytes, fib: int, pid: int) -> tuple[bytes, in
         raise OSError(errno.EOPNOTSUPP, "Operation not supported")
     dst_sa = req.addrs.get(m.RTA_DST)
     if dst_sa is None or dst_sa.family != m.AF_INET:
-        err = errno.EAFNOSUPPORT if dst_sa is not None and dst_sa.family == m.AF_INET6 \
-            else errno.EINVAL
-        raise OSError(err, os.strerror(err))
+        raise OSError(errno.EINVAL, "Invalid argument")
     mask_sa = req.addrs.get(m.RTA_NETMASK)
     if mask_sa is not None and mask_sa.family not in (m.AF_INET, m.AF_UNSPEC):
         raise OSError(errno.EINVAL, "Invalid argument")
@@ -379,6 +393,178 @@ def _nexthop(vnet: Vnet, table: RouteTable, req: m.ParsedRtMsg, gw_sa: m.Sockadd
     if ifa is None and ifp.addrs:
         ifa = next((ia for ia in ifp.addrs if gateway & ia.mask == ia.net), ifp.addrs[0])
     return ifp, ifa, gateway, flags
+
+
+# -- IPv6 (FreeBSD rtsock.c with INET6; scopes as KAME: netinet6/scope6.c) ------------------
+# Inside the kernel a link-local destination is kept with its zone embedded in bits 96..111
+# (vimage.netinet6.in6.zkey) and a link-local gateway bare, the route's interface being its
+# zone. On the socket, as FreeBSD with net.inet6.ip6.deembed_scopeid=1 (the default):
+# what the kernel sends carries the zone in sin6_scope_id and a clear address; what it
+# receives may carry it either way -- sin6_scope_id (route(8)'s way) wins, else an
+# embedded zone is taken (sa6_embedscope leaves such an address alone).
+def _zone(sa: m.Sockaddr) -> tuple[int, int]:
+    """(bare address, zone index) of a received sockaddr_in6 (zone 0: none)."""
+    addr = int(sa.addr)
+    if not needs_zone(addr & ~(0xFFFF << 96)):
+        return addr, 0
+    embedded = (addr >> 96) & 0xFFFF
+    return addr & ~(0xFFFF << 96), sa.index or embedded
+
+
+def sockaddr6(key: int, ifp: Ifnet | None = None) -> bytes:
+    """A sockaddr_in6 for a kernel address: an embedded zone (or, for a bare link-local
+    gateway, `ifp`) goes out in sin6_scope_id."""
+    bare = key & ~(0xFFFF << 96)
+    if not needs_zone(bare):
+        return m.sockaddr_in6(key)
+    zone = (key >> 96) & 0xFFFF or (ifp.index if ifp is not None else 0)
+    return m.sockaddr_in6(bare, zone)
+
+
+def route_msg6(mtype: int, route: Route, *, pid: int = 0, seq: int = 0,
+               with_ifp: bool = False, flags: int | None = None) -> bytes:
+    """An rt_msghdr describing an IPv6 `route`."""
+    addrs = {m.RTA_DST: sockaddr6(route.dst)}
+    if route.flags & RTF_GATEWAY:
+        addrs[m.RTA_GATEWAY] = sockaddr6(route.gateway, route.ifp)
+    else:
+        addrs[m.RTA_GATEWAY] = link_sa(route.ifp, named=False)
+    if not route.flags & RTF_HOST:
+        addrs[m.RTA_NETMASK] = m.sockaddr_in6(MASKS6[route.plen])
+    if with_ifp:
+        addrs[m.RTA_IFP] = link_sa(route.ifp)
+        if route.ifa is not None:
+            addrs[m.RTA_IFA] = sockaddr6(route.ifa.key)  # type: ignore[attr-defined]
+    rmx = (0, route.mtu or route.ifp.mtu, route.hopcount, route.expire // NS, 0, 0, 0, 0, 0,
+           route.use, route.weight, route.nhidx, 0, 0)
+    return m.RtMsg(mtype, (route.flags if flags is None else flags), addrs, route.ifp.index,
+                   pid, seq, 0, 0, 0, rmx).pack()
+
+
+def route_event6(vnet: Vnet, mtype: int, route: Route) -> None:
+    if listening(vnet):
+        broadcast(vnet, route_msg6(mtype, route, flags=route.flags | RTF_DONE), m.AF_INET6)
+
+
+def newaddr6(ia: In6Addr, mtype: int) -> None:
+    """RTM_NEWADDR / RTM_DELADDR for an IPv6 address (rt_newaddrmsg_fib via in6_newaddrmsg)."""
+    ifp = ia.ifp
+    if not listening(ifp.vnet):
+        return
+    addrs = {m.RTA_IFA: sockaddr6(ia.key), m.RTA_IFP: link_sa(ifp),
+             m.RTA_NETMASK: m.sockaddr_in6(MASKS6[ia.plen])}
+    broadcast(ifp.vnet, m.ifa_msg(mtype, ifp.index, 1, addrs), m.AF_INET6)
+
+
+def _plen6(mask: int) -> int:
+    plen = 128 - (~mask & MASKS6[128]).bit_length()
+    if MASKS6[plen] != mask:
+        raise OSError(errno.EINVAL, "non-contiguous netmask")
+    return plen
+
+
+def route_output6(vnet: Vnet, data: bytes, fib: int, pid: int) -> tuple[bytes, int]:
+    """route_output for an AF_INET6 destination, on `vnet.rt6` (vimage keeps one IPv6
+    table: requests of every fib go to it)."""
+    del fib
+    try:
+        req = m.parse_rtmsg(data)
+    except WireError:
+        raise OSError(errno.EINVAL, "Invalid argument") from None
+    if req.type not in (m.RTM_ADD, m.RTM_DELETE, m.RTM_CHANGE, m.RTM_GET):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+    mask_sa = req.addrs.get(m.RTA_NETMASK)
+    if mask_sa is not None and mask_sa.family not in (m.AF_INET6, m.AF_UNSPEC):
+        raise OSError(errno.EINVAL, "Invalid argument")
+    addr, zone = _zone(req.addrs[m.RTA_DST])
+    key = addr | (zone << 96)
+    if mask_sa is not None and not req.flags & RTF_HOST:
+        plen = _plen6(int(mask_sa.addr))
+    else:
+        plen = 128
+    exact = mask_sa is not None or bool(req.flags & RTF_HOST)
+    try:
+        route = _do6(vnet, req, key & MASKS6[plen], plen, exact)
+    except OSError as exc:
+        reply = bytearray(data)
+        m.RT_MSGHDR.pack_into(reply, 0, *_with_errno(req, exc.errno or errno.EINVAL))
+        return bytes(reply), exc.errno or errno.EINVAL
+    reply = route_msg6(req.type, route, pid=pid, seq=req.seq, flags=route.flags | RTF_DONE,
+                       with_ifp=req.type == m.RTM_GET and bool(req.addrs_mask & m.RTA_IFP))
+    return reply, 0
+
+
+def _do6(vnet: Vnet, req: m.ParsedRtMsg, dst: int, plen: int, exact: bool) -> Route:
+    table: RouteTable = vnet.rt6
+    gw_sa = req.addrs.get(m.RTA_GATEWAY)
+    gw = _zone(gw_sa)[0] if gw_sa is not None and gw_sa.family == m.AF_INET6 else None
+    if req.type == m.RTM_GET:
+        route = table.get(dst, plen) if exact else table.lookup(dst)
+        if route is None:
+            raise OSError(errno.ESRCH, "No such process")
+        return route
+    if req.type == m.RTM_DELETE:
+        return table.delete(dst, plen, gw)
+    if gw_sa is None:
+        if req.type == m.RTM_ADD:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        head = table.get(dst, plen)
+        if head is None:
+            raise OSError(errno.ESRCH, "No such process")
+        _metrics(head, req)
+        table.changed()
+        return head
+    ifp, ifa, gateway, flags = _nexthop6(vnet, req, gw_sa)
+    if req.type == m.RTM_ADD:
+        route = Route(dst, plen, ifp, flags, gateway, ifa=ifa, width=128)  # type: ignore
+        _metrics(route, req)
+        return table.add(route, multipath=bool(vnet.route.multipath))
+    route = table.get(dst, plen)  # RTM_CHANGE
+    if route is None:
+        raise OSError(errno.ESRCH, "No such process")
+    route.ifp, route.ifa, route.gateway = ifp, ifa, gateway  # type: ignore[assignment]
+    settable = USER_FLAGS & ~RTF_HOST
+    route.flags = (route.flags & ~settable) | (flags & settable)
+    _metrics(route, req)
+    table.changed()
+    return route
+
+
+def _nexthop6(vnet: Vnet, req: m.ParsedRtMsg, gw_sa: m.Sockaddr
+              ) -> tuple[Ifnet, In6Addr | None, int, int]:
+    """Interface, address, gateway and flags of a new IPv6 path (rt_getifa_fib, in6)."""
+    flags = req.flags & USER_FLAGS
+    ifp_sa = req.addrs.get(m.RTA_IFP)
+    ifp = _ifp_of(vnet, ifp_sa) if ifp_sa is not None and ifp_sa.family == m.AF_LINK else None
+    if gw_sa.family == m.AF_LINK:
+        ifp = _ifp_of(vnet, gw_sa)
+        return ifp, _first6(ifp), 0, flags & ~RTF_GATEWAY
+    if gw_sa.family != m.AF_INET6:
+        raise OSError(errno.EAFNOSUPPORT, "Address family not supported")
+    gateway, zone = _zone(gw_sa)
+    if needs_zone(gateway):  # link-local: its zone is the interface
+        if not zone:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        ifp = _ifp_of(vnet, m.Sockaddr(m.AF_LINK, "", zone))
+        return ifp, _first6(ifp), gateway, flags | RTF_GATEWAY
+    own = vnet.ip6.local.get(gateway)
+    if not flags & RTF_GATEWAY:
+        if own is None:
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+        return ifp or own.ifp, own, 0, flags
+    if ifp is None:
+        via = vnet.rt6.lookup(gateway)
+        if via is None or via.flags & (RTF_GATEWAY | RTF_REJECT | RTF_BLACKHOLE):
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+        ifp = via.ifp
+        return ifp, via.ifa, gateway, flags  # type: ignore[return-value]
+    return ifp, _first6(ifp), gateway, flags
+
+
+def _first6(ifp: Ifnet) -> In6Addr | None:
+    af = ifp.afdata
+    data = af.get(socket.AF_INET6) if af is not None else None  # afdata keys: the host's
+    return data.addrs[0] if data is not None and data.addrs else None
 
 
 # -- the protocol ---------------------------------------------------------------------------

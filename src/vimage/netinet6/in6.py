@@ -15,9 +15,11 @@ import errno
 from socket import AF_INET6
 from typing import TYPE_CHECKING
 
+from vimage.net import rtsock
 from vimage.net.route import MASKS6, RTF_STATIC, Route
 from vimage.wire import ipv6 as wip6
 from vimage.wire.ipv6 import ALL_NODES, is_link_local, needs_zone, scope, solicited_node
+from vimage.wire.rtmsg import RTM_DELADDR, RTM_NEWADDR
 
 if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
@@ -171,6 +173,7 @@ def in6_add_addr(ifp: Ifnet, addr: int, plen: int = 64, flags: int = 0) -> In6Ad
     data.addrs.append(ia)
     ip6.local[key] = ia
     _add_routes(ia)
+    rtsock.newaddr6(ia, RTM_NEWADDR)
     if ifp.mac is not None:
         join(ifp, solicited_node(addr))
         if vnet.nd6.dad_count and not data.nd_flags & ND6_IFF_NO_DAD:
@@ -209,6 +212,7 @@ def in6_remove(ia: In6Addr) -> None:
         ia.lt_timer = None
     if vnet.ip6.local.get(ia.key) is ia:
         del vnet.ip6.local[ia.key]
+    rtsock.newaddr6(ia, RTM_DELADDR)
     if ifp.mac is not None:
         leave(ifp, solicited_node(ia.addr))
     rt6 = vnet.rt6

@@ -111,7 +111,8 @@ def sa_size(sa_len: int) -> int:
 # -- sockaddrs -----------------------------------------------------------------------------
 class Sockaddr(NamedTuple):
     """A decoded sockaddr: `family`, the address (an int for AF_INET/AF_INET6, the
-    interface name for AF_LINK), an interface index (AF_LINK) and the raw bytes."""
+    interface name for AF_LINK), an interface index (AF_LINK; for AF_INET6 the
+    sin6_scope_id) and the raw bytes."""
 
     family: int
     addr: int | str
@@ -172,7 +173,8 @@ def parse_sockaddr(buf: Buffer) -> Sockaddr:
         if sa_len < 8 or sa_len > 28:
             raise WireError("badsa", f"sockaddr_in6 of length {sa_len}")
         addr = bytes(raw[8:24]).ljust(16, b"\0")
-        return Sockaddr(AF_INET6, int.from_bytes(addr, "big"), 0, raw)
+        scope = int.from_bytes(raw[24:28], "little") if sa_len == 28 else 0
+        return Sockaddr(AF_INET6, int.from_bytes(addr, "big"), scope, raw)
     if family == AF_LINK:
         if sa_len < 8:
             raise WireError("badsa", f"sockaddr_dl of length {sa_len}")
