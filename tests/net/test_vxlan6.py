@@ -80,7 +80,7 @@ def test_ifconfig_output_and_kernel_socket_in_the_ipv6_table():
     assert "status: no carrier" in ok(a, "ifconfig vxlan0") and not a.udp.ports6
 
 
-def test_mixed_families_and_ipv6_groups_are_refused():
+def test_mixed_families_and_bad_groups_are_refused():
     kernel = Kernel(clock="virtual", seed=1)
     a = kernel.create("a")
     assert a.cmd("ifconfig vxlan create vxlanid 1 vxlanlocal 2001:db8::1 "
@@ -89,7 +89,6 @@ def test_mixed_families_and_ipv6_groups_are_refused():
     ok(a, "ifconfig vxlan0 vxlanid 1 vxlanlocal 2001:db8::1")
     assert a.ifaces["vxlan0"].mtu == 1430
     assert a.cmd("ifconfig vxlan0 vxlanremote 192.0.2.2").status == 1
-    assert a.cmd("ifconfig vxlan0 vxlangroup ff0e::1 vxlandev lo0").status == 1
     assert a.cmd("ifconfig vxlan0 vxlangroup 2001:db8::9").status == 1
     assert a.cmd("ifconfig vxlan0 vxlanremote 2001:db8::zz").status == 1
     # both replaced at once: back to IPv4 and its MTU
@@ -192,3 +191,32 @@ def test_same_seed_same_bytes_through_vxlan6():
         cap.close()
         return [frame for _, frame in cap.packets]
     assert trace() == trace()
+
+
+def test_ipv6_multicast_group_on_a_shared_link():
+    kernel = Kernel(clock="virtual", seed=1)
+    a, b = kernel.create("a"), kernel.create("b")
+    connect(a, "192.0.2.1/24", b, "192.0.2.2/24")
+    for v, me, dev, inner in ((a, OUTER6[0], "epair0a", INNER[0]),
+                              (b, OUTER6[1], "epair0b", INNER[1])):
+        ok(v, f"ifconfig {dev} inet6 {me}/64")
+        ok(v, f"ifconfig vxlan create vxlanid 77 vxlanlocal {me} vxlanremote ff0e::42 "
+              f"vxlandev {dev}")  # a multicast remote is the group (FreeBSD)
+        ok(v, f"ifconfig vxlan0 inet {inner}/24 up")
+    kernel.run(3)  # DAD
+    assert "vxlan vni 77 local [2001:db8::1]:4789 group [ff0e::42]:4789" in ok(
+        a, "ifconfig vxlan0")
+    cap = open_capture(a.ifaces["epair0a"], keep=True)
+    assert " 0.0% packet loss" in ok(a, f"ping -c 2 {INNER[1]}")
+    cap.close()
+    frames = [Ether(f) for _, f in cap.packets]
+    first = next(f for f in frames if UDP in f and f[UDP].dport == 4789)
+    assert first.dst == "33:33:00:00:00:42" and first[IPv6].dst == "ff0e::42"
+    assert first[UDP].chksum != 0 and first[VXLAN].vni == 77
+    # b learnt a behind its unicast address: the answers went there, not to the group
+    replies = [f for f in frames if UDP in f and f[IPv6].src == OUTER6[1]]
+    assert replies and all(f[IPv6].dst == OUTER6[0] for f in replies)
+    assert b.ip6.pfil_in is not None
+    ok(b, "ifconfig vxlan0 destroy")
+    assert b.ip6.pfil_in is None and not b.vxlan.groups  # the hook went with the group
+    assert kernel.sched.errors == 0

@@ -8,7 +8,7 @@ iftunnel.c, ifgre.c, ifvxlan.c). `ifconfig.py` calls `create`, `configure`,
     ifconfig IF inet6 A B prefixlen 128    point-to-point IPv6 address
     ifconfig greN grekey N | enable_csum | -enable_csum | enable_seq | -enable_seq
     ifconfig vxlan[N] create vxlanid N vxlanlocal A vxlanremote B | vxlangroup G vxlandev IF
-             (A and B both IPv4 or both IPv6; groups IPv4 only)
+             (A and B, or A and G, both IPv4 or both IPv6)
              [vxlanlocalport P] [vxlanremoteport P] [vxlanportrange LOW HIGH] [vxlanttl T]
              [vxlanlearn | -vxlanlearn] [vxlantimeout S] [vxlanmaxaddr N]
     ifconfig vxlanN vxlanflush | vxlanflushall
@@ -286,10 +286,7 @@ def _vxlan_groups(settings: dict[str, object]) -> None:
         raise ToolError(f"vxlangroup {show(group)}: not a multicast address")  # type: ignore[arg-type]
     remote = settings.get("remote")
     if remote is not None and is_group(remote):
-        settings["group"], settings["remote"] = remote, 0
-        group = remote
-    if v6 and group is not None:
-        raise ToolError(f"vxlan: {show(group)}: IPv6 multicast groups are not supported")  # type: ignore[arg-type]
+        settings["group"], settings["remote"] = remote, 0  # FreeBSD: a multicast remote
 
 
 def _number(text: str, what: str, lo: int, hi: int) -> int:

@@ -23,7 +23,9 @@ AF_INET6): the kernel socket sits in UDP's IPv6 table (`ports6`), frames go out 
 `ip6.output` with a real UDP checksum (RFC 8200 8.1 makes it mandatory; RFC 7348 §5 asks
 for it over IPv6), the hop limit is `vxlanttl`, VTEPs are learnt as IPv6 addresses, and
 the default MTU is 1430 (Ethernet less 70 bytes of outer IPv6, UDP, VXLAN and inner
-Ethernet headers, as Linux). IPv6 multicast groups are not supported.
+Ethernet headers, as Linux). An IPv6 group (`vxlangroup ff0e::42 vxlandev IF`) is sent
+out of IF to the 33:33 Ethernet address and received through an IPv6 pfil hook, as
+IPv4's (no MLD report is sent for it).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from vimage.net.tunnel import next_unit
 from vimage.protosw import Protocol
 from vimage.stats import counters
 from vimage.wire import WireError
+from vimage.wire import ipv6 as wip6
 from vimage.wire import udp as wudp
 from vimage.wire import vxlan as wvxlan
 from vimage.wire.checksum import checksum
@@ -74,13 +77,14 @@ class VxlanState:
     """Per-vnet: the kernel sockets by (local address, port), groups, counters. Made
     when the vnet's first vxlan interface arrives (`state_of`): most vnets have none."""
 
-    __slots__ = ("_stats", "groups", "hook", "socks", "vnet")
+    __slots__ = ("_stats", "groups", "hook", "hook6", "socks", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
         self.socks: dict[tuple[int, int, int], VxlanSocket] = {}  # (family, addr, port)
         self.groups: dict[tuple[int, int], VxlanSocket] = {}  # (group, port) -> socket
         self.hook: Any = None  # group_hook bound once (pfil tells hooks apart by identity)
+        self.hook6: Any = None  # group_hook6, the same for IPv6 groups
         self._stats: Any = None
 
     @property
@@ -110,15 +114,46 @@ class VxlanState:
         sock.enqueue(bytes(dgram.payload), src, dgram.sport)
         return None
 
+    def group_hook6(self, pkt: bytes, ifp: Ifnet | None) -> bytes | None:
+        """IPv6 pfil hook: take UDP datagrams (no extension header) to a joined group."""
+        if pkt[6] != PROTO_UDP or pkt[24] != 0xFF or len(pkt) < 48:
+            return pkt
+        dst = int.from_bytes(pkt[24:40], "big")
+        sock = self.groups.get((dst, (pkt[42] << 8) | pkt[43]))
+        if sock is None:
+            return pkt
+        src = int.from_bytes(pkt[8:24], "big")
+        st = self.vnet.udp.stats
+        try:
+            dgram = wudp.parse(memoryview(pkt)[40:], src, dst)
+        except WireError:
+            st.badsum += 1
+            return None
+        if dgram.checksum == 0:  # mandatory over IPv6 (RFC 8200 8.1), as udp6_input
+            st.nosum += 1
+            return None
+        sock.enqueue(bytes(dgram.payload), src, dgram.sport)
+        return None
+
     def sync_hook(self) -> None:
-        """The group hook is linked while some group is joined, and only then."""
+        """A group hook is linked while some group of its family is joined, and only
+        then (IPv4 groups are 32-bit addresses, IPv6 ones 128-bit)."""
+        v4 = any(g <= 0xFFFFFFFF for g, _ in self.groups)
+        v6 = any(g > 0xFFFFFFFF for g, _ in self.groups)
         ip = self.vnet.ip
-        if self.groups and self.hook is None:
+        if v4 and self.hook is None:
             self.hook = self.group_hook
             pfil.link(ip, "pfil_in", self.hook, order=50, name="vxlan")
-        elif not self.groups and self.hook is not None:
+        elif not v4 and self.hook is not None:
             pfil.unlink(ip, "pfil_in", self.hook)
             self.hook = None  # no cycle left through the bound method
+        ip6 = getattr(self.vnet, "ip6", None)
+        if v6 and self.hook6 is None and ip6 is not None:
+            self.hook6 = self.group_hook6
+            pfil.link(ip6, "pfil_in", self.hook6, order=50, name="vxlan")
+        elif not v6 and self.hook6 is not None:
+            pfil.unlink(ip6, "pfil_in", self.hook6)
+            self.hook6 = None
 
     def clear(self) -> None:
         for sock in list(self.socks.values()):
@@ -246,8 +281,8 @@ class Vxlan(EtherIfnet):
             self.flags &= ~IFF_RUNNING
             return
         vnet = self.vnet
-        if self.family == AF_INET6 and (getattr(vnet, "ip6", None) is None or self.group):
-            self.flags &= ~IFF_RUNNING  # no IPv6 in this kernel; no IPv6 groups yet
+        if self.family == AF_INET6 and getattr(vnet, "ip6", None) is None:
+            self.flags &= ~IFF_RUNNING  # no IPv6 in this kernel
             return
         state = state_of(vnet)
         key = (self.family, self.local, self.lport)
@@ -335,8 +370,16 @@ class Vxlan(EtherIfnet):
         hop limit is `vxlanttl` (FreeBSD vxlan_encap6)."""
         payload = wudp.build(sport, self.rport, wvxlan.header(self.vni) + frame,  # type: ignore[arg-type]
                              self.local, dst)
+        ip6 = self.vnet.ip6
         try:
-            self.vnet.ip6.output(PROTO_UDP, self.local, dst, payload, hlim=self.ttl)
+            if dst == self.group:  # out of vxlandev, whatever the routes say
+                dev = self.vnet.ifaces.get(self.dev) if self.dev else None
+                if dev is None or not dev.flags & 1:
+                    raise OSError(errno.ENETUNREACH, "vxlan: no multicast interface")
+                pkt = wip6.build_header(self.local, dst, PROTO_UDP, len(payload), self.ttl)
+                ip6.output_packet(pkt + payload, dev, dst, None, dst)
+            else:
+                ip6.output(PROTO_UDP, self.local, dst, payload, hlim=self.ttl)
         except OSError:
             self.oerrors += 1
             return False
