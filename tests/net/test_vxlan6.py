@@ -219,4 +219,6 @@ def test_ipv6_multicast_group_on_a_shared_link():
     assert b.ip6.pfil_in is not None
     ok(b, "ifconfig vxlan0 destroy")
     assert b.ip6.pfil_in is None and not b.vxlan.groups  # the hook went with the group
-    assert kernel.sched.errors == 0
+    kernel.destroy("a")  # with its group joined
+    assert not a.vxlan.groups and a.vxlan.hook6 is None and a.udp.ports6 == {}
+    assert kernel.sched.pending_timers(a) == 0 and kernel.sched.errors == 0

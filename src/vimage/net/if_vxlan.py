@@ -152,7 +152,8 @@ class VxlanState:
             self.hook6 = self.group_hook6
             pfil.link(ip6, "pfil_in", self.hook6, order=50, name="vxlan")
         elif not v6 and self.hook6 is not None:
-            pfil.unlink(ip6, "pfil_in", self.hook6)
+            if ip6 is not None:  # (gone first when the whole vnet is destroyed)
+                pfil.unlink(ip6, "pfil_in", self.hook6)
             self.hook6 = None
 
     def clear(self) -> None:
