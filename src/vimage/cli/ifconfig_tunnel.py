@@ -8,6 +8,7 @@ iftunnel.c, ifgre.c, ifvxlan.c). `ifconfig.py` calls `create`, `configure`,
     ifconfig IF inet6 A B prefixlen 128    point-to-point IPv6 address
     ifconfig greN grekey N | enable_csum | -enable_csum | enable_seq | -enable_seq
     ifconfig vxlan[N] create vxlanid N vxlanlocal A vxlanremote B | vxlangroup G vxlandev IF
+             (A and B, or A and G, both IPv4 or both IPv6)
              [vxlanlocalport P] [vxlanremoteport P] [vxlanportrange LOW HIGH] [vxlanttl T]
              [vxlanlearn | -vxlanlearn] [vxlantimeout S] [vxlanmaxaddr N]
     ifconfig vxlanN vxlanflush | vxlanflushall
@@ -229,7 +230,9 @@ def _configure_vxlan(ifp: Vxlan, params: list[str]) -> list[str]:
             settings[name] = _number(_value(params, i)[0], word, *_VXLAN_LIMITS[name])
             step = 2
         elif word in _VXLAN_ADDR:
-            settings[_VXLAN_ADDR[word]] = parse_addr(_value(params, i)[0], word)
+            addr, family = _vxlan_addr(_value(params, i)[0], word)
+            settings[_VXLAN_ADDR[word]] = addr
+            _vxlan_family(ifp, settings, family)
             step = 2
         elif word == "vxlandev":
             settings["dev"] = _value(params, i)[0]
@@ -247,17 +250,43 @@ def _configure_vxlan(ifp: Vxlan, params: list[str]) -> list[str]:
         else:
             rest.append(word)
         i += step
-    group = settings.get("group")
-    if group is not None and group >> 28 != 0xE:  # type: ignore[operator]
-        raise ToolError(f"vxlangroup {ntoa(group)}: not a multicast address")  # type: ignore[arg-type]
-    remote = settings.get("remote")
-    if remote is not None and remote >> 28 == 0xE:  # type: ignore[operator]
-        settings["group"], settings["remote"] = remote, 0  # FreeBSD: a multicast remote
+    _vxlan_groups(settings)
     if settings:
         ifp.configure(**settings)
     if flush:
         ifp.flush()
     return rest
+
+
+def _vxlan_addr(text: str, what: str) -> tuple[int, int]:
+    """A vxlan address, IPv4 or IPv6 (ifvxlan.c: getaddrinfo with AF_UNSPEC)."""
+    v6 = _try_addr6(text) if ":" in text else None
+    if v6 is not None:
+        return v6, AF_INET6
+    return parse_addr(text, what), AF_INET
+
+
+def _vxlan_family(ifp: Vxlan, settings: dict[str, object], family: int) -> None:
+    """The outer addresses are all of one family (FreeBSD vxlan_ctrl_set_local/remote
+    refuse a mix: EAFNOSUPPORT), counting those already set and not being replaced."""
+    if settings.setdefault("family", family) != family:
+        raise ToolError("vxlan: local and remote address families do not match")
+    kept = [getattr(ifp, n) for n in ("local", "remote", "group") if n not in settings]
+    if ifp.family != family and any(kept):
+        raise ToolError("vxlan: local and remote address families do not match")
+
+
+def _vxlan_groups(settings: dict[str, object]) -> None:
+    """vxlangroup must be multicast; a multicast vxlanremote is the group (FreeBSD)."""
+    v6 = settings.get("family") == AF_INET6
+    show = wip6.ntoa if v6 else ntoa
+    is_group = wip6.is_multicast if v6 else (lambda a: a >> 28 == 0xE)
+    group = settings.get("group")
+    if group is not None and not is_group(group):
+        raise ToolError(f"vxlangroup {show(group)}: not a multicast address")  # type: ignore[arg-type]
+    remote = settings.get("remote")
+    if remote is not None and is_group(remote):
+        settings["group"], settings["remote"] = remote, 0  # FreeBSD: a multicast remote
 
 
 def _number(text: str, what: str, lo: int, hi: int) -> int:
@@ -317,8 +346,12 @@ def tail_lines(ifp: Ifnet) -> list[str]:
         lines = []
         if ifp.vni is not None:
             far = ifp.group or ifp.remote
-            lines.append(f"\tvxlan vni {ifp.vni} local {ntoa(ifp.local)}:{ifp.lport} "
-                         f"{'group' if ifp.group else 'remote'} {ntoa(far)}:{ifp.rport}")
+            if ifp.family == AF_INET6:  # ifvxlan.c: an IPv6 address in brackets
+                local, far_s = f"[{wip6.ntoa(ifp.local)}]", f"[{wip6.ntoa(far)}]"
+            else:
+                local, far_s = ntoa(ifp.local), ntoa(far)
+            lines.append(f"\tvxlan vni {ifp.vni} local {local}:{ifp.lport} "
+                         f"{'group' if ifp.group else 'remote'} {far_s}:{ifp.rport}")
         lines.append(f"\t{_VXLAN_MEDIA}")
         lines.append(f"\tstatus: {'active' if ifp.sock is not None else 'no carrier'}")
         return lines

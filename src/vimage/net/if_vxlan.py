@@ -17,13 +17,22 @@ is checked when an entry is used or the table is full: no timer runs.
 Multicast groups (`vxlangroup G vxlandev IF`): sent with the group's Ethernet address
 out of IF; received through an IPv4 pfil hook the first group interface of a vnet
 installs (the stack has no IP multicast membership yet).
+
+Over IPv6 (`vxlanlocal 2001:db8::1 vxlanremote 2001:db8::2`, FreeBSD vxlan_socket with
+AF_INET6): the kernel socket sits in UDP's IPv6 table (`ports6`), frames go out through
+`ip6.output` with a real UDP checksum (RFC 8200 8.1 makes it mandatory; RFC 7348 §5 asks
+for it over IPv6), the hop limit is `vxlanttl`, VTEPs are learnt as IPv6 addresses, and
+the default MTU is 1430 (Ethernet less 70 bytes of outer IPv6, UDP, VXLAN and inner
+Ethernet headers, as Linux). An IPv6 group (`vxlangroup ff0e::42 vxlandev IF`) is sent
+out of IF to the 33:33 Ethernet address and received through an IPv6 pfil hook, as
+IPv4's (no MLD report is sent for it).
 """
 
 from __future__ import annotations
 
 import errno
 import zlib
-from socket import AF_INET
+from socket import AF_INET, AF_INET6
 from typing import TYPE_CHECKING, Any
 
 from vimage.net import pfil
@@ -39,6 +48,7 @@ from vimage.net.tunnel import next_unit
 from vimage.protosw import Protocol
 from vimage.stats import counters
 from vimage.wire import WireError
+from vimage.wire import ipv6 as wip6
 from vimage.wire import udp as wudp
 from vimage.wire import vxlan as wvxlan
 from vimage.wire.checksum import checksum
@@ -52,12 +62,13 @@ if TYPE_CHECKING:
 
 PROTO_UDP = 17
 VXLAN_MTU = ETHER_MTU - 50  # outer IPv4 + UDP + VXLAN + inner Ethernet headers
+VXLAN6_MTU = ETHER_MTU - 70  # the same with an outer IPv6 header (Linux's default too)
 VXLAN_TTL = 64  # FreeBSD IPDEFTTL
 FTABLE_MAX = 2000  # FreeBSD VXLAN_FTABLE_MAX
 FTABLE_TIMEOUT = 20 * 60  # FreeBSD VXLAN_FTABLE_TIMEOUT, seconds
 
-_SETTINGS = frozenset(("local", "remote", "group", "dev", "lport", "rport", "ttl", "learn",
-                       "timeout", "maxaddr", "port_min", "port_max"))
+_SETTINGS = frozenset(("family", "local", "remote", "group", "dev", "lport", "rport", "ttl",
+                       "learn", "timeout", "maxaddr", "port_min", "port_max"))
 VXLAN_STATS = ("ipackets", "badheader", "novni", "ftable_nospace")
 VxlanStats = counters("VxlanStats", VXLAN_STATS)
 
@@ -66,13 +77,14 @@ class VxlanState:
     """Per-vnet: the kernel sockets by (local address, port), groups, counters. Made
     when the vnet's first vxlan interface arrives (`state_of`): most vnets have none."""
 
-    __slots__ = ("_stats", "groups", "hook", "socks", "vnet")
+    __slots__ = ("_stats", "groups", "hook", "hook6", "socks", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
-        self.socks: dict[tuple[int, int], VxlanSocket] = {}
+        self.socks: dict[tuple[int, int, int], VxlanSocket] = {}  # (family, addr, port)
         self.groups: dict[tuple[int, int], VxlanSocket] = {}  # (group, port) -> socket
         self.hook: Any = None  # group_hook bound once (pfil tells hooks apart by identity)
+        self.hook6: Any = None  # group_hook6, the same for IPv6 groups
         self._stats: Any = None
 
     @property
@@ -102,15 +114,47 @@ class VxlanState:
         sock.enqueue(bytes(dgram.payload), src, dgram.sport)
         return None
 
+    def group_hook6(self, pkt: bytes, ifp: Ifnet | None) -> bytes | None:
+        """IPv6 pfil hook: take UDP datagrams (no extension header) to a joined group."""
+        if pkt[6] != PROTO_UDP or pkt[24] != 0xFF or len(pkt) < 48:
+            return pkt
+        dst = int.from_bytes(pkt[24:40], "big")
+        sock = self.groups.get((dst, (pkt[42] << 8) | pkt[43]))
+        if sock is None:
+            return pkt
+        src = int.from_bytes(pkt[8:24], "big")
+        st = self.vnet.udp.stats
+        try:
+            dgram = wudp.parse(memoryview(pkt)[40:], src, dst)
+        except WireError:
+            st.badsum += 1
+            return None
+        if dgram.checksum == 0:  # mandatory over IPv6 (RFC 8200 8.1), as udp6_input
+            st.nosum += 1
+            return None
+        sock.enqueue(bytes(dgram.payload), src, dgram.sport)
+        return None
+
     def sync_hook(self) -> None:
-        """The group hook is linked while some group is joined, and only then."""
+        """A group hook is linked while some group of its family is joined, and only
+        then (IPv4 groups are 32-bit addresses, IPv6 ones 128-bit)."""
+        v4 = any(g <= 0xFFFFFFFF for g, _ in self.groups)
+        v6 = any(g > 0xFFFFFFFF for g, _ in self.groups)
         ip = self.vnet.ip
-        if self.groups and self.hook is None:
+        if v4 and self.hook is None:
             self.hook = self.group_hook
             pfil.link(ip, "pfil_in", self.hook, order=50, name="vxlan")
-        elif not self.groups and self.hook is not None:
+        elif not v4 and self.hook is not None:
             pfil.unlink(ip, "pfil_in", self.hook)
             self.hook = None  # no cycle left through the bound method
+        ip6 = getattr(self.vnet, "ip6", None)
+        if v6 and self.hook6 is None and ip6 is not None:
+            self.hook6 = self.group_hook6
+            pfil.link(ip6, "pfil_in", self.hook6, order=50, name="vxlan")
+        elif not v6 and self.hook6 is not None:
+            if ip6 is not None:  # (gone first when the whole vnet is destroyed)
+                pfil.unlink(ip6, "pfil_in", self.hook6)
+            self.hook6 = None
 
     def clear(self) -> None:
         for sock in list(self.socks.values()):
@@ -122,19 +166,22 @@ class VxlanSocket:
     """A kernel UDP socket: what UDP input reads of a socket, and `enqueue`, which
     decapsulates instead of queueing for a reader (FreeBSD vxlan_rcv_udp_packet)."""
 
-    __slots__ = ("__weakref__", "_rcvbytes", "faddr", "fport", "laddr", "lport", "reuseaddr",
-                 "reuseport", "state", "vnis")
+    __slots__ = ("__weakref__", "_rcvbytes", "faddr", "family", "fport", "laddr", "lport",
+                 "reuseaddr", "reuseport", "state", "vnis")
 
     type = 2  # SOCK_DGRAM, for netstat
+    scope = 0  # what UDP over IPv6 reads of a socket: no zone, IPv6 only
+    v6only = True
 
-    def __init__(self, state: VxlanState) -> None:
+    def __init__(self, state: VxlanState, family: int = AF_INET) -> None:
         self.state = state
+        self.family = family
         self.laddr = self.lport = self.faddr = self.fport = 0
         self.reuseaddr = self.reuseport = False
         self._rcvbytes = 0
         self.vnis: dict[int, Vxlan] = {}
 
-    def enqueue(self, data: bytes, src: int, sport: int) -> bool:
+    def enqueue(self, data: bytes, src: int, sport: int, *_dst: object) -> bool:
         st = self.state.stats
         st.ipackets += 1
         try:
@@ -151,8 +198,9 @@ class VxlanSocket:
 
     def close(self) -> None:
         state = self.state
-        if state.socks.get((self.laddr, self.lport)) is self:
-            del state.socks[(self.laddr, self.lport)]
+        key = (self.family, self.laddr, self.lport)
+        if state.socks.get(key) is self:
+            del state.socks[key]
         state.vnet.udp.unbind(self)
         for key in [k for k, s in state.groups.items() if s is self]:
             del state.groups[key]
@@ -186,8 +234,9 @@ class Vxlan(EtherIfnet):
 
     # -- configuration ------------------------------------------------------------------
     def configure(self, **settings: object) -> None:
-        """Set vni, local, remote, group, dev, lport, rport, ttl, learn, timeout,
-        maxaddr; the kernel socket is reopened if the interface is up."""
+        """Set vni, family (of the outer addresses), local, remote, group, dev, lport,
+        rport, ttl, learn, timeout, maxaddr; the kernel socket is reopened if the
+        interface is up. A change of family moves a default MTU to the family's."""
         was_open = self.sock is not None
         self._close()
         for name, value in settings.items():
@@ -195,12 +244,23 @@ class Vxlan(EtherIfnet):
                 if not 0 <= int(value) <= wvxlan.VNI_MAX:  # type: ignore[call-overload]
                     raise ValueError(f"vxlanid {value}: out of range 0..{wvxlan.VNI_MAX}")
                 self.vni = int(value)  # type: ignore[call-overload]
+            elif name == "family":
+                self._set_family(int(value))  # type: ignore[call-overload]
             elif name in _SETTINGS:
                 setattr(self, name, value)
             else:
                 raise TypeError(f"unknown vxlan setting {name}")
         if was_open or self.flags & 1:
             self._open()
+
+    def _set_family(self, family: int) -> None:
+        if family == self.family:
+            return
+        defaults = {AF_INET: VXLAN_MTU, AF_INET6: VXLAN6_MTU}
+        if self.mtu == defaults[self.family]:
+            self.mtu = defaults[family]
+        self.family = family
+        self.ftable.clear()  # the learnt VTEPs were of the other family
 
     def set_up(self, up: bool) -> None:
         """Up joins the kernel socket before the link comes up (its gratuitous ARP
@@ -222,11 +282,14 @@ class Vxlan(EtherIfnet):
             self.flags &= ~IFF_RUNNING
             return
         vnet = self.vnet
+        if self.family == AF_INET6 and getattr(vnet, "ip6", None) is None:
+            self.flags &= ~IFF_RUNNING  # no IPv6 in this kernel
+            return
         state = state_of(vnet)
-        key = (self.local, self.lport)
+        key = (self.family, self.local, self.lport)
         sock = state.socks.get(key)
         if sock is None:
-            sock = VxlanSocket(state)
+            sock = VxlanSocket(state, self.family)
             try:
                 vnet.udp.bind(sock, self.local, self.lport)
             except OSError:
@@ -288,6 +351,8 @@ class Vxlan(EtherIfnet):
             dst = self.remote or self.group
         span = self.port_max - self.port_min + 1
         sport = self.port_min + zlib.crc32(frame[:14]) % span  # RFC 7348 §5: a flow hash
+        if self.family == AF_INET6:
+            return self._output6(sport, dst, frame)
         # RFC 7348 §5: the UDP checksum SHOULD be zero over IPv4 (Linux's default too)
         payload = wudp.build(sport, self.rport, wvxlan.header(self.vni) + frame,  # type: ignore[arg-type]
                              self.local, dst, with_checksum=False)
@@ -295,6 +360,27 @@ class Vxlan(EtherIfnet):
             if dst == self.group:
                 return self._multicast(dst, payload)
             self.vnet.ip.output(PROTO_UDP, self.local, dst, payload, ttl=self.ttl)
+        except OSError:
+            self.oerrors += 1
+            return False
+        self.vnet.udp.stats.opackets += 1
+        return True
+
+    def _output6(self, sport: int, dst: int, frame: bytes) -> bool:
+        """Over IPv6 the UDP checksum is computed (RFC 8200 8.1; RFC 7348 §5), the
+        hop limit is `vxlanttl` (FreeBSD vxlan_encap6)."""
+        payload = wudp.build(sport, self.rport, wvxlan.header(self.vni) + frame,  # type: ignore[arg-type]
+                             self.local, dst)
+        ip6 = self.vnet.ip6
+        try:
+            if dst == self.group:  # out of vxlandev, whatever the routes say
+                dev = self.vnet.ifaces.get(self.dev) if self.dev else None
+                if dev is None or not dev.flags & 1:
+                    raise OSError(errno.ENETUNREACH, "vxlan: no multicast interface")
+                pkt = wip6.build_header(self.local, dst, PROTO_UDP, len(payload), self.ttl)
+                ip6.output_packet(pkt + payload, dev, dst, None, dst)
+            else:
+                ip6.output(PROTO_UDP, self.local, dst, payload, hlim=self.ttl)
         except OSError:
             self.oerrors += 1
             return False
