@@ -5,6 +5,7 @@ ping6.c repeats)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vimage.cli import UsageError
@@ -43,6 +44,47 @@ def interval_arg(text: str) -> int:
 def timeout_for(remaining_ns: int) -> float:
     """Seconds for settimeout() that convert back to exactly `remaining_ns` (>= 1 ns)."""
     return (max(remaining_ns, 1) + 0.5) / NS_PER_S
+
+
+@dataclass
+class PingOptions:
+    """The options ping and ping6 share, as they parse them."""
+
+    npackets: int = 0
+    interval_ns: int = NS_PER_S
+    alarm: int = 0
+    source: str | None = None
+    waittime_ms: int | None = None
+    dontfrag: bool = False
+    quiet: bool = False
+
+    def take(self, opt: str, val: str) -> bool:
+        """Apply `opt` if it is one of the shared options (-c -D -i -q -S -t -W)."""
+        if opt == "-c":
+            self.npackets = int_arg(val, "count of packets to transmit", 1, 2**63 - 1)
+        elif opt == "-D":
+            self.dontfrag = True
+        elif opt == "-i":
+            self.interval_ns = interval_arg(val)
+        elif opt == "-q":
+            self.quiet = True
+        elif opt == "-S":
+            self.source = val
+        elif opt == "-t":
+            self.alarm = int_arg(val, "timeout", 1, MAXALARM)
+        elif opt == "-W":
+            self.waittime_ms = int_arg(val, "timing interval", 0, 2**31 - 1)
+        else:
+            return False
+        return True
+
+    def host(self, args: list[str]) -> str:
+        """The one operand; one of -c or -t is required (there is no ^C in vnet.cmd)."""
+        if len(args) != 1:
+            raise UsageError()
+        if not self.npackets and not self.alarm:
+            raise UsageError("-c count or -t timeout is required (there is no ^C in vnet.cmd)")
+        return args[0]
 
 
 class PingBase:

@@ -15,16 +15,14 @@ from typing import TYPE_CHECKING
 from vimage import netdb
 from vimage.cli import ToolError, UsageError, destroyed
 from vimage.cli._ping_common import (
-    MAXALARM,
     MAXWAIT_MS,
     PingBase,
+    PingOptions,
     int_arg,
-    interval_arg,
     run,
     timeout_for,
 )
 from vimage.cli._util import getopts
-from vimage.sched import NS_PER_S
 from vimage.socket.socket import (
     AF_INET,
     IP_DONTFRAG,
@@ -206,65 +204,45 @@ def main(ctx: Context, argv: list[str]) -> int:
 
         return ping6.main(ctx, [a for a in argv if a != "-6"])
     opts, args = getopts(argv, "c:Di:m:noqS:s:t:W:")
-    npackets = 0
-    interval_ns = NS_PER_S
+    o = PingOptions()
     datalen = DEFDATALEN
-    alarm = 0
     ttl: int | None = None
-    source: str | None = None
-    waittime_ms: int | None = None
-    dontfrag = quiet = once = False
+    once = False
     for opt, val in opts:
-        if opt == "-c":
-            npackets = int_arg(val, "count of packets to transmit", 1, 2**63 - 1)
-        elif opt == "-D":
-            dontfrag = True
-        elif opt == "-i":
-            interval_ns = interval_arg(val)
-        elif opt == "-m":
+        if o.take(opt, val):
+            continue
+        if opt == "-m":
             ttl = int_arg(val, "TTL", 0, 255)
         elif opt == "-o":
             once = True
-        elif opt == "-q":
-            quiet = True
-        elif opt == "-S":
-            source = val
         elif opt == "-s":
             datalen = int_arg(val, "packet size", 0, 2**31 - 1)
             if datalen > MAXPAYLOAD:
                 raise UsageError(f"packet size too large: {datalen} > {MAXPAYLOAD}")
-        elif opt == "-t":
-            alarm = int_arg(val, "timeout", 1, MAXALARM)
-        elif opt == "-W":
-            waittime_ms = int_arg(val, "timing interval", 0, 2**31 - 1)
         # -n: addresses are never resolved to names anyway
-    if len(args) != 1:
-        raise UsageError()
-    if not npackets and not alarm:
-        raise UsageError("-c count or -t timeout is required (there is no ^C in vnet.cmd)")
-    hostname = args[0]
+    hostname = o.host(args)
     vnet = ctx.vnet
     dst = resolve(vnet, hostname)
     with vnet.socket(AF_INET, SOCK_RAW, IPPROTO_ICMP) as sock:
-        if source is not None:
-            src = resolve(vnet, source)
+        if o.source is not None:
+            src = resolve(vnet, o.source)
             try:
                 sock.bind((ipv4.ntoa(src), 0))
             except OSError as exc:
                 raise ToolError(f"bind: {exc.strerror or exc}") from None
         if ttl is not None:
             sock.setsockopt(IPPROTO_IP, IP_TTL, ttl)
-        if dontfrag:
+        if o.dontfrag:
             sock.setsockopt(IPPROTO_IP, IP_DONTFRAG, 1)
         sock.setsockopt(SOL_SOCKET, SO_BROADCAST, 1)  # FreeBSD raw sockets may always broadcast
         sock.setsockopt(SOL_SOCKET, SO_RCVBUF, RECV_BUF)
         sock.setsockopt(SOL_SOCKET, SO_SNDBUF, RECV_BUF)
-        from_text = f" from {source}" if source is not None else ""
+        from_text = f" from {o.source}" if o.source is not None else ""
         ctx.print(f"PING {hostname} ({ipv4.ntoa(dst)}){from_text}: {datalen} data bytes")
-        pinger = Pinger(ctx, sock, dst, vnet.rng.getrandbits(16), datalen, quiet, waittime_ms)
+        pinger = Pinger(ctx, sock, dst, vnet.rng.getrandbits(16), datalen, o.quiet, o.waittime_ms)
         try:
-            run(pinger, npackets, interval_ns, alarm, once,
-                MAXWAIT_MS if waittime_ms is None else waittime_ms)
+            run(pinger, o.npackets, o.interval_ns, o.alarm, once,
+                MAXWAIT_MS if o.waittime_ms is None else o.waittime_ms)
         except OSError:
             if vnet.alive:
                 raise

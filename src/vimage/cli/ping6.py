@@ -14,19 +14,17 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from vimage.cli import ToolError, UsageError, destroyed
+from vimage.cli import ToolError, destroyed
 from vimage.cli._inet6 import parse_scoped
 from vimage.cli._ping_common import (
-    MAXALARM,
     MAXWAIT_MS,
     PingBase,
+    PingOptions,
     int_arg,
-    interval_arg,
     run,
     timeout_for,
 )
 from vimage.cli._util import getopts
-from vimage.sched import NS_PER_S
 from vimage.wire import icmp6 as wicmp6
 from vimage.wire import ipv6 as wip6
 from vimage.wire.ipv6 import NXT_ICMPV6
@@ -149,41 +147,21 @@ class Pinger6(PingBase):
 
 def main(ctx: Context, argv: list[str]) -> int:
     opts, args = getopts(argv, "6c:Dh:I:i:m:nqS:s:t:W:")
-    npackets = alarm = 0
-    interval_ns = NS_PER_S
+    o = PingOptions(waittime_ms=MAXWAIT_MS)
     datalen = DEFDATALEN
     hlim: int | None = None
-    source: str | None = None
     iface: str | None = None
-    waittime_ms = MAXWAIT_MS
-    quiet = dontfrag = False
     for opt, val in opts:
-        if opt == "-c":
-            npackets = int_arg(val, "count of packets to transmit", 1, 2**63 - 1)
-        elif opt == "-D":
-            dontfrag = True
-        elif opt in ("-h", "-m"):
+        if o.take(opt, val):
+            continue
+        if opt in ("-h", "-m"):
             hlim = int_arg(val, "hoplimit", 0, 255)
         elif opt == "-I":
             iface = val
-        elif opt == "-i":
-            interval_ns = interval_arg(val)
-        elif opt == "-q":
-            quiet = True
-        elif opt == "-S":
-            source = val
         elif opt == "-s":
             datalen = int_arg(val, "packet size", 0, MAXDATALEN)
-        elif opt == "-t":
-            alarm = int_arg(val, "timeout", 1, MAXALARM)
-        elif opt == "-W":
-            waittime_ms = int_arg(val, "timing interval", 0, 2**31 - 1)
-    if len(args) != 1:
-        raise UsageError()
-    if not npackets and not alarm:
-        raise UsageError("-c count or -t timeout is required (there is no ^C in vnet.cmd)")
+    hostname = o.host(args)
     vnet = ctx.vnet
-    hostname = args[0]
     dst, ifp = parse_scoped(vnet, hostname, "host")
     if iface is not None:
         ifp = vnet.ifaces.get(iface)
@@ -192,17 +170,17 @@ def main(ctx: Context, argv: list[str]) -> int:
     if ifp is None and wip6.needs_zone(dst):
         raise ToolError(f"{hostname}: a link-local or multicast host needs a zone (-I or %if)")
     try:
-        src = (parse_scoped(vnet, source, "source")[0] if source is not None
+        src = (parse_scoped(vnet, o.source, "source")[0] if o.source is not None
                else vnet.ip6.select_source(dst, ifp))
     except OSError as exc:
         raise ToolError(f"UDP connect: {exc.strerror or exc}") from None
     ctx.print(f"PING6({40 + 8 + datalen}=40+8+{datalen} bytes) {wip6.ntoa(src)} --> "
               f"{wip6.ntoa(dst)}")
-    pinger = Pinger6(ctx, dst, src, ifp, vnet.rng.getrandbits(16), datalen, hlim, quiet,
-                     dontfrag)
+    pinger = Pinger6(ctx, dst, src, ifp, vnet.rng.getrandbits(16), datalen, hlim, o.quiet,
+                     o.dontfrag)
     vnet.icmp6.add_listener(pinger.hear)
     try:
-        run(pinger, npackets, interval_ns, alarm, False, waittime_ms)
+        run(pinger, o.npackets, o.interval_ns, o.alarm, False, o.waittime_ms)
     finally:
         vnet.icmp6.remove_listener(pinger.hear)
     pinger.summary(hostname)
