@@ -12,15 +12,13 @@ Writes JSON.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import time
 
+from _bulk import best_of, move, rates, tcp_pair
 from _report import report
 from bench_tunnel import _setup as tunnel_setup
 from vimage.kernel import Kernel
 from vimage.vnet import Vnet
 
-CHUNK = 1 << 16
 PATHS = ("plain", "gif", "gre", "esp-gcm", "esp-cbc", "gif+esp-gcm")
 GCM = "-E aes-gcm-16 0x" + bytes(range(1, 21)).hex()
 CBC = "-E aes-cbc 0x" + bytes(range(16)).hex() + " -A hmac-sha2-256 0x" + bytes(32).hex()
@@ -50,30 +48,10 @@ def _setup(path: str) -> tuple[Kernel, Vnet, Vnet, str]:
 
 def transfer(path: str, size: int) -> dict[str, object]:
     kernel, a, b, dst = _setup(path)
-    srv = b.socket(2, 1)
-    srv.bind(("", 5001))
-    srv.listen(1)
-    cli = a.socket(2, 1)
-    cli.connect((dst, 5001))
-    conn, _ = srv.accept()
-    payload = bytes(range(256)) * (CHUNK // 256 + 1)
-    cli.setblocking(False)
-    sent = received = 0
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    while received < size:
-        if sent < size:
-            with contextlib.suppress(BlockingIOError):
-                start = sent % 256
-                sent += cli.send(payload[start:start + min(CHUNK, size - sent)])
-        chunk = conn.recv(1 << 20)
-        if not chunk or chunk[0] != received % 256:
-            raise RuntimeError("stream closed or corrupted")
-        received += len(chunk)
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    cli, conn = tcp_pair(a, b, dst)
+    wall, cpu = move(cli, conn, size)
     esp = a.ipsec.stats
-    return {"path": path, "bytes": size, "seconds": round(wall, 4), "cpu_seconds": round(cpu, 4),
-            "mbit_per_s": round(size * 8 / wall / 1e6, 1),
-            "mbit_per_cpu_s": round(size * 8 / cpu / 1e6, 1),
+    return {"path": path, "bytes": size, **rates(size, wall, cpu),
             "segments_sent": a.tcp.stats.sndpack, "esp_packets_out": esp.output,
             "esp_errors": b.ipsec.stats.badauth + b.ipsec.stats.replay,
             "errors": kernel.sched.errors}
@@ -86,18 +64,9 @@ def main() -> None:
     parser.add_argument("-o", "--out", help="also write the JSON here")
     args = parser.parse_args()
     size = int(args.mb * 1e6)
-    runs: dict[str, dict[str, object]] = {}
-    for _ in range(args.trials):  # interleaved, so drift in machine load hits all paths
-        for path in PATHS:
-            run = transfer(path, size)
-            best = runs.get(path)
-            if best is None or run["cpu_seconds"] < best["cpu_seconds"]:  # type: ignore[operator]
-                runs[path] = run
-    plain = runs["plain"]["mbit_per_cpu_s"]
-    for run in runs.values():
-        run["ratio_to_plain"] = round(run["mbit_per_cpu_s"] / plain, 3)  # type: ignore[operator]
+    runs = best_of(PATHS, args.trials, lambda path: transfer(path, size))
     report({"benchmark": "IPsec TCP throughput (virtual clock, best of "
-                         f"{args.trials})", "runs": list(runs.values())}, args.out)
+                         f"{args.trials})", "runs": runs}, args.out)
 
 
 if __name__ == "__main__":

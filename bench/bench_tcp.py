@@ -9,19 +9,17 @@ available). Writes JSON.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import shutil
 import subprocess
 import time
 
+from _bulk import big_buffers, move, tcp_pair
 from _report import report
 from vimage.kernel import Kernel
 from vimage.socket.socket import AF_INET6
 from vimage.socket.tcp_socket import TcpSocket
 from vimage.topo import connect
-
-CHUNK = 1 << 16
 
 
 def _pair(kernel: Kernel, mtu: int | None, family: int = 2) -> tuple[TcpSocket, TcpSocket, str]:
@@ -40,45 +38,15 @@ def _pair(kernel: Kernel, mtu: int | None, family: int = 2) -> tuple[TcpSocket, 
             ea.add_addr("2001:db8::1/64", family=AF_INET6)
             eb.add_addr("2001:db8::2/64", family=AF_INET6)
             dst = "2001:db8::2"
-    for v in {a, b}:
-        v.sysctl("net.inet.tcp.sendspace", 1 << 20)
-        v.sysctl("net.inet.tcp.recvspace", 1 << 20)
-    srv = b.socket(family, 1)
-    srv.bind(("", 5001))
-    srv.listen(1)
-    cli = a.socket(family, 1)
-    cli.connect((dst, 5001))
-    conn, _ = srv.accept()
+    big_buffers({a, b})
+    cli, conn = tcp_pair(a, b, dst, family)
     return cli, conn, dst  # type: ignore[return-value]
-
-
-def _move(kernel: Kernel, cli: TcpSocket, conn: TcpSocket, size: int) -> float:
-    """Send `size` bytes from cli to conn; returns wall seconds. Data is checked by length
-    and by a sample of its content."""
-    payload = bytes(range(256)) * (CHUNK // 256 + 1)  # byte i of the stream is i % 256
-    cli.setblocking(False)
-    sent = received = 0
-    t0 = time.perf_counter()
-    while received < size:
-        if sent < size:
-            with contextlib.suppress(BlockingIOError):
-                start = sent % 256
-                sent += cli.send(payload[start:start + min(CHUNK, size - sent)])
-        chunk = conn.recv(1 << 20)
-        if not chunk:
-            raise RuntimeError("connection closed early")
-        if chunk[0] != received % 256:
-            raise RuntimeError("stream corrupted")
-        received += len(chunk)
-    return time.perf_counter() - t0
 
 
 def bulk(mtu: int | None, size: int, family: int = 2) -> dict[str, object]:
     kernel = Kernel(clock="virtual", seed=1)
     cli, conn, _ = _pair(kernel, mtu, family)
-    cpu0 = time.process_time()
-    wall = _move(kernel, cli, conn, size)
-    cpu = time.process_time() - cpu0
+    wall, cpu = move(cli, conn, size)
     tcp = cli.vnet.tcp.stats
     return {"path": "lo0" if mtu is None else f"epair mtu {mtu}",
             "family": "inet6" if family == AF_INET6 else "inet", "bytes": size,
@@ -106,7 +74,7 @@ def lossy(size: int) -> dict[str, object]:
     for ifp in (cli.vnet.ifaces["epair0a"], conn.vnet.ifaces["epair0b"]):
         ifp.impair(bandwidth="100Mbit/s", delay="50ms", loss="1%", queue=1000)
     v0 = kernel.now
-    wall = _move(kernel, cli, conn, size)
+    wall, _cpu = move(cli, conn, size)
     st = cli.vnet.tcp.stats
     return {"bytes": size, "virtual_seconds": kernel.now - v0, "wall_seconds": wall,
             "retransmitted_segments": st.sndrexmitpack, "sack_recoveries": st.sack_recovery,

@@ -11,15 +11,13 @@ link per CPU second. Writes JSON.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import time
 
+from _bulk import best_of, big_buffers, move, rates, tcp_pair
 from _report import report
 from vimage.kernel import Kernel
 from vimage.topo import connect
 from vimage.vnet import Vnet
 
-CHUNK = 1 << 16
 PATHS = ("plain", "gif", "gre", "gre+key+seq", "vxlan")
 
 
@@ -27,9 +25,7 @@ def _setup(path: str) -> tuple[Kernel, Vnet, Vnet, str]:
     kernel = Kernel(clock="virtual", seed=1)
     a, b = kernel.create("a"), kernel.create("b")
     connect(a, "192.0.2.1/24", b, "192.0.2.2/24")
-    for v in (a, b):
-        v.sysctl("net.inet.tcp.sendspace", 1 << 20)
-        v.sysctl("net.inet.tcp.recvspace", 1 << 20)
+    big_buffers((a, b))
     if path == "plain":
         return kernel, a, b, "192.0.2.2"
     kind, _, opts = path.partition("+")
@@ -54,29 +50,9 @@ def _setup(path: str) -> tuple[Kernel, Vnet, Vnet, str]:
 
 def transfer(path: str, size: int) -> dict[str, object]:
     kernel, a, b, dst = _setup(path)
-    srv = b.socket(2, 1)
-    srv.bind(("", 5001))
-    srv.listen(1)
-    cli = a.socket(2, 1)
-    cli.connect((dst, 5001))
-    conn, _ = srv.accept()
-    payload = bytes(range(256)) * (CHUNK // 256 + 1)
-    cli.setblocking(False)
-    sent = received = 0
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    while received < size:
-        if sent < size:
-            with contextlib.suppress(BlockingIOError):
-                start = sent % 256
-                sent += cli.send(payload[start:start + min(CHUNK, size - sent)])
-        chunk = conn.recv(1 << 20)
-        if not chunk or chunk[0] != received % 256:
-            raise RuntimeError("stream closed or corrupted")
-        received += len(chunk)
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    return {"path": path, "bytes": size, "seconds": round(wall, 4), "cpu_seconds": round(cpu, 4),
-            "mbit_per_s": round(size * 8 / wall / 1e6, 1),
-            "mbit_per_cpu_s": round(size * 8 / cpu / 1e6, 1),
+    cli, conn = tcp_pair(a, b, dst)
+    wall, cpu = move(cli, conn, size)
+    return {"path": path, "bytes": size, **rates(size, wall, cpu),
             "segments_sent": a.tcp.stats.sndpack, "errors": kernel.sched.errors}
 
 
@@ -87,18 +63,9 @@ def main() -> None:
     parser.add_argument("-o", "--out", help="also write the JSON here")
     args = parser.parse_args()
     size = int(args.mb * 1e6)
-    runs: dict[str, dict[str, object]] = {}
-    for _ in range(args.trials):  # interleaved, so drift in machine load hits all paths
-        for path in PATHS:
-            run = transfer(path, size)
-            best = runs.get(path)
-            if best is None or run["cpu_seconds"] < best["cpu_seconds"]:  # type: ignore[operator]
-                runs[path] = run
-    plain = runs["plain"]["mbit_per_cpu_s"]
-    for run in runs.values():
-        run["ratio_to_plain"] = round(run["mbit_per_cpu_s"] / plain, 3)  # type: ignore[operator]
+    runs = best_of(PATHS, args.trials, lambda path: transfer(path, size))
     report({"benchmark": "tunnel TCP throughput (virtual clock, best of "
-                         f"{args.trials})", "runs": list(runs.values())}, args.out)
+                         f"{args.trials})", "runs": runs}, args.out)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 import pytest
 
 from vimage.kernel import Kernel
-from vimage.sched import NS_PER_S, Scheduler
+from vimage.sched import NS_PER_S, PpsLimit, Scheduler
 
 
 def test_next_event_is_the_sooner_of_timer_and_deadline():
@@ -69,3 +69,11 @@ def test_no_module_reaches_into_the_scheduler():
             if name in ("sched", "_sched", "scheduler") or node.attr == "_virtual_now":
                 bad.append(f"{path.relative_to(root)}:{node.lineno}: .{node.attr}")
     assert bad == []
+
+
+def test_pps_limit_allows_limit_events_per_clock_second_and_none_means_unlimited():
+    lim = PpsLimit()
+    assert [lim.check(5 * NS_PER_S + i, 2) for i in range(3)] == [True, True, False]
+    assert lim.check(6 * NS_PER_S, 2)  # a new second starts a new count
+    unlimited = PpsLimit()
+    assert all(unlimited.check(0, 0) for _ in range(1000))

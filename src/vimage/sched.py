@@ -22,6 +22,29 @@ from typing import Any
 NS_PER_S = 1_000_000_000
 
 
+class PpsLimit:
+    """ppsratecheck(9) as icmp_error and icmp6_ratelimit use it (FreeBSD kern_time.c):
+    at most `limit` events in each whole second of the kernel clock; a limit <= 0 is
+    no limit."""
+
+    __slots__ = ("count", "second")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.count = 0
+
+    def check(self, now_ns: int, limit: int) -> bool:
+        """Count one event; False if it is over this second's limit."""
+        if limit <= 0:
+            return True
+        second = now_ns // NS_PER_S
+        if second != self.second:
+            self.second = second
+            self.count = 0
+        self.count += 1
+        return self.count <= limit
+
+
 class Timer:
     """A one-shot kernel timer. `owner` is the vnet it belongs to (or None)."""
 

@@ -354,6 +354,36 @@ class Pair:
     vnet: Vnet
     link: Link
 
+    def ok(self, line: str, stdin: str | None = None) -> str:
+        """Run a tool in the vnet; its output, asserting it succeeded."""
+        res = self.vnet.cmd(line, stdin=None if stdin is None else stdin.encode())
+        assert res.status == 0, f"{line}: {res.output}"
+        return res.output
+
+    def tcp_from_linux(self, ours: str, theirs: str | None = None) -> None:
+        """A Linux client (bound to `theirs` if given) sends 200 kB to a server in the
+        vnet at `ours`; asserts every byte arrived."""
+        import socket
+
+        srv = self.vnet.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.bind((ours, 5001))
+        srv.listen(1)
+        bind = f"source_address=('{theirs}',0)," if theirs else ""
+        code = ("import socket\n"
+                f"s=socket.create_connection(('{ours}',5001),timeout=20,{bind})\n"
+                "s.sendall(bytes(range(256))*800)\ns.close()\n")
+        client = self.lab.spawn_python(self.link.ns, code)
+        srv.settimeout(20)
+        conn, _ = srv.accept()
+        conn.settimeout(20)
+        got = bytearray()
+        while chunk := conn.recv(65536):
+            got += chunk
+        conn.close()
+        srv.close()
+        assert client.wait(timeout=20) == 0
+        assert bytes(got) == bytes(range(256)) * 800
+
 
 @pytest.fixture
 def pair(lab: Lab) -> Pair:

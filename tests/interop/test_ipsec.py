@@ -20,12 +20,6 @@ HMAC_KEY = "0x" + bytes(range(32, 64)).hex()
 PING_FAST = ("-i", "0.2", "-W", "2", "-w", "10")
 
 
-def _ok(pair: Pair, line: str, stdin: str | None = None) -> str:
-    res = pair.vnet.cmd(line, stdin=None if stdin is None else stdin.encode())
-    assert res.status == 0, f"{line}: {res.output}"
-    return res.output
-
-
 def _xfrm_state(pair: Pair, src: str, dst: str, spi: int, mode: str, alg: str) -> None:
     if alg == "gcm":
         algo = ["aead", "rfc4106(gcm(aes))", GCM_KEY, "128"]
@@ -50,28 +44,6 @@ def _setkey_alg(alg: str) -> str:
     if alg == "gcm":
         return f"-E aes-gcm-16 {GCM_KEY}"
     return f"-E aes-cbc {CBC_KEY} -A hmac-sha2-256 {HMAC_KEY}"
-
-
-def _tcp_from_linux(pair: Pair, ours: str, theirs: str | None = None) -> None:
-    """A Linux client sends 200 kB to a server in the vnet at `ours`."""
-    srv = pair.vnet.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.bind((ours, 5001))
-    srv.listen(1)
-    bind = f"source_address=('{theirs}',0)," if theirs else ""
-    code = ("import socket\n"
-            f"s=socket.create_connection(('{ours}',5001),timeout=20,{bind})\n"
-            "s.sendall(bytes(range(256))*800)\ns.close()\n")
-    client = pair.lab.spawn_python(pair.link.ns, code)
-    srv.settimeout(20)
-    conn, _ = srv.accept()
-    conn.settimeout(20)
-    got = bytearray()
-    while chunk := conn.recv(65536):
-        got += chunk
-    conn.close()
-    srv.close()
-    assert client.wait(timeout=20) == 0
-    assert bytes(got) == bytes(range(256)) * 800
 
 
 def _tcp_to_linux(pair: Pair, theirs: str, ours: str) -> None:
@@ -106,13 +78,13 @@ def test_esp_transport_gcm_with_linux_xfrm(pair: Pair) -> None:
     _xfrm_state(pair, LINUX, US, 0x1001, "transport", "gcm")
     _xfrm_policy(pair, LINUX, US, "out", LINUX, US, "transport")
     _xfrm_policy(pair, US, LINUX, "in", US, LINUX, "transport")
-    _ok(pair, "setkey -c",
+    pair.ok("setkey -c",
         f"add {US} {LINUX} esp 0x1000 -m transport {_setkey_alg('gcm')};\n"
         f"add {LINUX} {US} esp 0x1001 -m transport {_setkey_alg('gcm')};\n"
         f"spdadd {US} {LINUX} any -P out ipsec esp/transport//require;\n"
         f"spdadd {LINUX} {US} any -P in ipsec esp/transport//require;\n")
     _pings_both_ways(pair, US, LINUX)
-    _tcp_from_linux(pair, US)
+    pair.tcp_from_linux(US)
     _tcp_to_linux(pair, LINUX, US)
     st = pair.vnet.ipsec.stats
     assert st.input > 50 and st.output > 50
@@ -127,19 +99,19 @@ def test_esp_tunnel_cbc_hmac_with_linux_xfrm(pair: Pair) -> None:
     ours, theirs = "10.20.0.1", "10.21.0.2"
     lab.ip(ns, "addr", "add", f"{theirs}/32", "dev", "lo")
     lab.ip(ns, "route", "add", f"{ours}/32", "via", US, "src", theirs)
-    _ok(pair, f"ifconfig lo0 inet {ours}/32 alias")
-    _ok(pair, f"route add {theirs} {LINUX}")
+    pair.ok(f"ifconfig lo0 inet {ours}/32 alias")
+    pair.ok(f"route add {theirs} {LINUX}")
     _xfrm_state(pair, US, LINUX, 0x2000, "tunnel", "cbc")
     _xfrm_state(pair, LINUX, US, 0x2001, "tunnel", "cbc")
     _xfrm_policy(pair, theirs, ours, "out", LINUX, US, "tunnel")
     _xfrm_policy(pair, ours, theirs, "in", US, LINUX, "tunnel")
-    _ok(pair, "setkey -c",
+    pair.ok("setkey -c",
         f"add {US} {LINUX} esp 0x2000 -m tunnel {_setkey_alg('cbc')};\n"
         f"add {LINUX} {US} esp 0x2001 -m tunnel {_setkey_alg('cbc')};\n"
         f"spdadd {ours} {theirs} any -P out ipsec esp/tunnel/{US}-{LINUX}/require;\n"
         f"spdadd {theirs} {ours} any -P in ipsec esp/tunnel/{LINUX}-{US}/require;\n")
     _pings_both_ways(pair, ours, theirs)
-    _tcp_from_linux(pair, ours, theirs)
+    pair.tcp_from_linux(ours, theirs)
     _tcp_to_linux(pair, theirs, ours)
     st = pair.vnet.ipsec.stats
     assert st.input > 50 and st.output > 50

@@ -3,7 +3,6 @@ replay and bad ICV, policy levels and actions, destroy, determinism."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import logging
 from pathlib import Path
@@ -22,30 +21,13 @@ _spec = importlib.util.spec_from_file_location("ipsec_util",
 iu = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
 _spec.loader.exec_module(iu)  # type: ignore[union-attr]
 A, B, ok, pair, scapy_sa = iu.A, iu.B, iu.ok, iu.pair, iu.scapy_sa
+_tu_spec = importlib.util.spec_from_file_location(
+    "tunnel_util", Path(__file__).parent.parent / "net" / "tunnel_util.py")
+tu = importlib.util.module_from_spec(_tu_spec)  # type: ignore[arg-type]
+_tu_spec.loader.exec_module(tu)  # type: ignore[union-attr]
+tcp_transfer = tu.tcp_transfer
 
 CASES = [(alg, mode) for alg in ("gcm", "cbc") for mode in ("transport", "tunnel")]
-
-
-def tcp_transfer(a, b, dst: str, size: int, port: int = 5001) -> bytes:
-    srv = b.socket(2, 1)
-    srv.bind(("", port))
-    srv.listen(1)
-    cli = a.socket(2, 1)
-    cli.connect((dst, port))
-    conn, _ = srv.accept()
-    data = (bytes(range(256)) * (size // 256 + 1))[:size]
-    cli.setblocking(False)
-    sent, got = 0, bytearray()
-    while len(got) < size:
-        if sent < size:
-            with contextlib.suppress(BlockingIOError):
-                sent += cli.send(data[sent:sent + 65536])
-        chunk = conn.recv(1 << 20)
-        assert chunk, "connection closed early"
-        got += chunk
-    for s in (cli, conn, srv):
-        s.close()
-    return bytes(got)
 
 
 def ip_frames(packets: list[tuple[int, bytes]]) -> list[bytes]:

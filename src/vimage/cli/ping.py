@@ -10,13 +10,19 @@ so a run is instant and its round-trip times are exact.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 from vimage import netdb
 from vimage.cli import ToolError, UsageError, destroyed
+from vimage.cli._ping_common import (
+    MAXWAIT_MS,
+    PingBase,
+    PingOptions,
+    int_arg,
+    run,
+    timeout_for,
+)
 from vimage.cli._util import getopts
-from vimage.sched import NS_PER_S
 from vimage.socket.socket import (
     AF_INET,
     IP_DONTFRAG,
@@ -41,9 +47,6 @@ EX_NOHOST = 68
 DEFDATALEN = 56
 IP_MAXPACKET = 65535
 MAXPAYLOAD = IP_MAXPACKET - 20 - 8
-TIMELEN = 8  # bytes of send timestamp at the start of the data
-MAXWAIT_MS = 10000
-MAXALARM = 3600
 RECV_BUF = IP_MAXPACKET + 128
 # ping(8)'s SYNOPSIS, the options vimage implements
 USAGE = """\
@@ -62,27 +65,12 @@ UNREACH_TEXT: tuple[tuple[int, str], ...] = (
 )
 
 
-def _int_arg(text: str, what: str, lo: int, hi: int) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise UsageError(f"invalid {what}: `{text}'") from None
-    if not lo <= value <= hi:
-        raise UsageError(f"invalid {what}: `{text}'")
-    return value
-
-
 def resolve(vnet: Vnet, text: str) -> int:
     """A dotted quad or a name in the vnet's hosts table; else unknown host (status 68)."""
     try:
         return netdb.resolve_host(vnet, text)[0]
     except OSError:
         raise ToolError(f"cannot resolve {text}: Unknown host", EX_NOHOST) from None
-
-
-def timeout_for(remaining_ns: int) -> float:
-    """Seconds for settimeout() that convert back to exactly `remaining_ns` (>= 1 ns)."""
-    return (max(remaining_ns, 1) + 0.5) / NS_PER_S
 
 
 def describe_error(msg: wicmp.IcmpRepr) -> str:
@@ -127,40 +115,33 @@ def dump_ip_header(quoted: bytes) -> list[str]:
     ]
 
 
-class Pinger:
+class Pinger(PingBase):
     """One run of ping: its socket, counters and timing sums."""
 
     def __init__(self, ctx: Context, sock: Socket, dst: int, ident: int, datalen: int,
                  quiet: bool, waittime_ms: int | None) -> None:
-        self.ctx = ctx
-        self.kernel = ctx.vnet.kernel
+        super().__init__(ctx, ident, datalen, quiet)
         self.sock = sock
         self.dst = dst
-        self.ident = ident
-        self.datalen = datalen
-        self.timing = datalen >= TIMELEN
-        self.quiet = quiet
         self.waittime_ms = waittime_ms
-        self.filler = bytes(i & 0xFF for i in range(TIMELEN, datalen))
-        self.ntransmitted = self.nreceived = self.nrepeats = self.nrcvtimeout = 0
-        self.received: set[int] = set()
-        self.tmin = math.inf
-        self.tmax = self.tsum = self.tsumsq = 0.0
 
     def send(self) -> None:
         """Send echo request number `ntransmitted`; a send error is reported, not fatal."""
-        seq = self.ntransmitted & 0xFFFF
-        self.received.discard(seq)
-        if self.timing:
-            data = self.kernel.now_ns().to_bytes(TIMELEN, "big") + self.filler
-        else:
-            data = bytes(i & 0xFF for i in range(self.datalen))
+        seq, data = self.next_echo()
         packet = wicmp.build_echo(wicmp.ECHO, self.ident, seq, data)
         try:
             self.sock.sendto(packet, (ipv4.ntoa(self.dst), 0))
         except OSError as exc:
             self.ctx.print(f"ping: sendto: {exc.strerror or exc}")
         self.ntransmitted += 1
+
+    def poll(self, timeout_ns: int) -> None:
+        self.sock.settimeout(timeout_for(timeout_ns))
+        try:
+            pkt, (src, _port) = self.sock.recvfrom(RECV_BUF)
+        except TimeoutError:
+            return
+        self.receive(pkt, src)
 
     def receive(self, pkt: bytes, src: str) -> None:
         """Account for (and print) one packet read from the raw socket (pr_pack)."""
@@ -180,26 +161,12 @@ class Pinger:
             self._error(msg, cc, src)
 
     def _echo_reply(self, msg: wicmp.IcmpRepr, cc: int, src: str, ttl: int) -> None:
-        self.nreceived += 1
-        triptime = 0.0
-        timed = self.timing and len(msg.payload) >= TIMELEN
-        if timed:
-            sent = int.from_bytes(msg.payload[:TIMELEN], "big")
-            triptime = (self.kernel.now_ns() - sent) / 1e6
-            self.tsum += triptime
-            self.tsumsq += triptime * triptime
-            self.tmin = min(self.tmin, triptime)
-            self.tmax = max(self.tmax, triptime)
+        timed, triptime = self.time_reply(msg.payload)
         if self.waittime_ms is not None and triptime > self.waittime_ms:
             self.nrcvtimeout += 1
             return
         seq = msg.seq
-        dup = seq in self.received
-        if dup:
-            self.nrepeats += 1
-            self.nreceived -= 1
-        else:
-            self.received.add(seq)
+        dup = self.is_dup(seq)
         if self.quiet:
             return
         line = f"{cc} bytes from {src}: icmp_seq={seq} ttl={ttl}"
@@ -230,29 +197,6 @@ class Pinger:
             self.ctx.print(line)
         self.ctx.print()
 
-    def summary(self, hostname: str) -> None:
-        p = self.ctx.print
-        p()
-        p(f"--- {hostname} ping statistics ---")
-        line = f"{self.ntransmitted} packets transmitted, {self.nreceived} packets received, "
-        if self.nrepeats:
-            line += f"+{self.nrepeats} duplicates, "
-        if self.ntransmitted:
-            if self.nreceived > self.ntransmitted:
-                line += "-- somebody's printing up packets!"
-            else:
-                loss = (self.ntransmitted - self.nreceived) * 100.0 / self.ntransmitted
-                line += f"{loss:.1f}% packet loss"
-        if self.nrcvtimeout:
-            line += f", {self.nrcvtimeout} packets out of wait time"
-        p(line)
-        if self.nreceived and self.timing and self.tmin != math.inf:
-            n = self.nreceived + self.nrepeats
-            avg = self.tsum / n
-            dev = math.sqrt(max(0.0, self.tsumsq / n - avg * avg))
-            p(f"round-trip min/avg/max/stddev = {self.tmin:.3f}/{avg:.3f}/{self.tmax:.3f}/"
-              f"{dev:.3f} ms")
-
 
 def main(ctx: Context, argv: list[str]) -> int:
     if "-6" in argv:  # FreeBSD 13+: `ping -6` is ping6 (vimage.cli.ping6)
@@ -260,71 +204,45 @@ def main(ctx: Context, argv: list[str]) -> int:
 
         return ping6.main(ctx, [a for a in argv if a != "-6"])
     opts, args = getopts(argv, "c:Di:m:noqS:s:t:W:")
-    npackets = 0
-    interval_ns = NS_PER_S
+    o = PingOptions()
     datalen = DEFDATALEN
-    alarm = 0
     ttl: int | None = None
-    source: str | None = None
-    waittime_ms: int | None = None
-    dontfrag = quiet = once = False
+    once = False
     for opt, val in opts:
-        if opt == "-c":
-            npackets = _int_arg(val, "count of packets to transmit", 1, 2**63 - 1)
-        elif opt == "-D":
-            dontfrag = True
-        elif opt == "-i":
-            try:
-                seconds = float(val)
-            except ValueError:
-                raise UsageError(f"invalid timing interval: `{val}'") from None
-            if not 0.001 <= seconds <= 2**31 / 1000:
-                raise UsageError(f"invalid timing interval: `{val}'")
-            interval_ns = round(seconds * NS_PER_S)
-        elif opt == "-m":
-            ttl = _int_arg(val, "TTL", 0, 255)
+        if o.take(opt, val):
+            continue
+        if opt == "-m":
+            ttl = int_arg(val, "TTL", 0, 255)
         elif opt == "-o":
             once = True
-        elif opt == "-q":
-            quiet = True
-        elif opt == "-S":
-            source = val
         elif opt == "-s":
-            datalen = _int_arg(val, "packet size", 0, 2**31 - 1)
+            datalen = int_arg(val, "packet size", 0, 2**31 - 1)
             if datalen > MAXPAYLOAD:
                 raise UsageError(f"packet size too large: {datalen} > {MAXPAYLOAD}")
-        elif opt == "-t":
-            alarm = _int_arg(val, "timeout", 1, MAXALARM)
-        elif opt == "-W":
-            waittime_ms = _int_arg(val, "timing interval", 0, 2**31 - 1)
         # -n: addresses are never resolved to names anyway
-    if len(args) != 1:
-        raise UsageError()
-    if not npackets and not alarm:
-        raise UsageError("-c count or -t timeout is required (there is no ^C in vnet.cmd)")
-    hostname = args[0]
+    hostname = o.host(args)
     vnet = ctx.vnet
     dst = resolve(vnet, hostname)
     with vnet.socket(AF_INET, SOCK_RAW, IPPROTO_ICMP) as sock:
-        if source is not None:
-            src = resolve(vnet, source)
+        if o.source is not None:
+            src = resolve(vnet, o.source)
             try:
                 sock.bind((ipv4.ntoa(src), 0))
             except OSError as exc:
                 raise ToolError(f"bind: {exc.strerror or exc}") from None
         if ttl is not None:
             sock.setsockopt(IPPROTO_IP, IP_TTL, ttl)
-        if dontfrag:
+        if o.dontfrag:
             sock.setsockopt(IPPROTO_IP, IP_DONTFRAG, 1)
         sock.setsockopt(SOL_SOCKET, SO_BROADCAST, 1)  # FreeBSD raw sockets may always broadcast
         sock.setsockopt(SOL_SOCKET, SO_RCVBUF, RECV_BUF)
         sock.setsockopt(SOL_SOCKET, SO_SNDBUF, RECV_BUF)
-        from_text = f" from {source}" if source is not None else ""
+        from_text = f" from {o.source}" if o.source is not None else ""
         ctx.print(f"PING {hostname} ({ipv4.ntoa(dst)}){from_text}: {datalen} data bytes")
-        pinger = Pinger(ctx, sock, dst, vnet.rng.getrandbits(16), datalen, quiet, waittime_ms)
+        pinger = Pinger(ctx, sock, dst, vnet.rng.getrandbits(16), datalen, o.quiet, o.waittime_ms)
         try:
-            run(pinger, npackets, interval_ns, alarm, once,
-                MAXWAIT_MS if waittime_ms is None else waittime_ms)
+            run(pinger, o.npackets, o.interval_ns, o.alarm, once,
+                MAXWAIT_MS if o.waittime_ms is None else o.waittime_ms)
         except OSError:
             if vnet.alive:
                 raise
@@ -334,47 +252,3 @@ def main(ctx: Context, argv: list[str]) -> int:
     if not vnet.alive:
         raise ToolError(destroyed(vnet))
     return 0 if pinger.nreceived else 2
-
-
-def run(pinger: Pinger, npackets: int, interval_ns: int, alarm: int, once: bool,
-        maxwait_ms: int) -> None:
-    """FreeBSD ping's main loop: send every interval, read replies in between.
-
-    After the last request it waits twice the longest round trip (at least a
-    second) if anything came back, else `maxwait_ms`.
-    """
-    kernel = pinger.kernel
-    sock = pinger.sock
-    alarm_at = kernel.now_ns() + alarm * NS_PER_S if alarm else None
-    pinger.send()
-    last = kernel.now_ns()
-    intvl = interval_ns
-    almost_done = False
-    while True:
-        now = kernel.now_ns()
-        if alarm_at is not None and now >= alarm_at:
-            return
-        wake = last + intvl
-        if alarm_at is not None:
-            wake = min(wake, alarm_at)
-        if now < wake:
-            sock.settimeout(timeout_for(wake - now))
-            try:
-                pkt, (src, _port) = sock.recvfrom(RECV_BUF)
-            except TimeoutError:
-                continue
-            pinger.receive(pkt, src)
-            if (npackets and pinger.nreceived >= npackets) or (once and pinger.nreceived):
-                return
-            continue
-        if not npackets or pinger.ntransmitted < npackets:
-            pinger.send()
-        else:
-            if almost_done:
-                return
-            almost_done = True
-            if pinger.nreceived:
-                intvl = max(1, int(2 * pinger.tmax / 1000)) * NS_PER_S
-            else:
-                intvl = maxwait_ms * 1_000_000
-        last = kernel.now_ns()

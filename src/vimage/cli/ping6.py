@@ -11,15 +11,20 @@ required (there is no ^C inside `vnet.cmd`). A link-local host takes its zone as
 
 from __future__ import annotations
 
-import math
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from vimage.cli import ToolError, UsageError, destroyed
+from vimage.cli import ToolError, destroyed
 from vimage.cli._inet6 import parse_scoped
+from vimage.cli._ping_common import (
+    MAXWAIT_MS,
+    PingBase,
+    PingOptions,
+    int_arg,
+    run,
+    timeout_for,
+)
 from vimage.cli._util import getopts
-from vimage.cli.ping import MAXALARM, MAXWAIT_MS, timeout_for
-from vimage.sched import NS_PER_S
 from vimage.wire import icmp6 as wicmp6
 from vimage.wire import ipv6 as wip6
 from vimage.wire.ipv6 import NXT_ICMPV6
@@ -29,7 +34,6 @@ if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
 
 DEFDATALEN = 56
-TIMELEN = 8
 MAXDATALEN = 65535 - 8
 USAGE = """\
 usage: ping6 [-Dnq] [-c count] [-h hoplimit] [-I iface] [-i wait]
@@ -68,48 +72,38 @@ def describe(msg: wicmp6.Icmp6Repr) -> str:
     return f"Bad ICMP type: {msg.type}"
 
 
-def _int(text: str, what: str, lo: int, hi: int) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise UsageError(f"invalid {what}: `{text}'") from None
-    if not lo <= value <= hi:
-        raise UsageError(f"invalid {what}: `{text}'")
-    return value
-
-
-class Pinger6:
+class Pinger6(PingBase):
     """One run: what was sent and heard, and the round-trip sums."""
+
+    PROG = "ping6"
+    STDDEV = "std-dev"
+    CHECK_EXCESS = False
 
     def __init__(self, ctx: Context, dst: int, src: int, ifp: Ifnet | None, ident: int,
                  datalen: int, hlim: int | None, quiet: bool, dontfrag: bool) -> None:
-        self.ctx = ctx
+        super().__init__(ctx, ident, datalen, quiet)
         self.vnet = ctx.vnet
-        self.kernel = ctx.vnet.kernel
         self.dst, self.src, self.ifp = dst, src, ifp
-        self.ident = ident
-        self.datalen = datalen
-        self.timing = datalen >= TIMELEN
         self.hlim = hlim
-        self.quiet = quiet
         self.dontfrag = dontfrag
-        self.filler = bytes(i & 0xFF for i in range(TIMELEN, datalen))
         self.inbox: list[tuple[bytes, int, int]] = []
-        self.ntransmitted = self.nreceived = self.nrepeats = 0
-        self.received: set[int] = set()
-        self.tmin = math.inf
-        self.tmax = self.tsum = self.tsumsq = 0.0
 
     def hear(self, _ifp: Ifnet, pkt: bytes, off: int, src: int, _dst: int) -> None:
         self.inbox.append((pkt, off, src))
 
+    def running(self) -> bool:
+        return self.vnet.alive
+
+    def poll(self, timeout_ns: int) -> None:
+        """Wait for the listener to hear something, then read all it heard."""
+        if not self.inbox:
+            self.kernel.wait(lambda: bool(self.inbox) or not self.vnet.alive,
+                             timeout_for(timeout_ns))
+        while self.inbox:
+            self.receive(*self.inbox.pop(0))
+
     def send(self) -> None:
-        seq = self.ntransmitted & 0xFFFF
-        self.received.discard(seq)
-        if self.timing:
-            data = self.kernel.now_ns().to_bytes(TIMELEN, "big") + self.filler
-        else:
-            data = bytes(i & 0xFF for i in range(self.datalen))
+        seq, data = self.next_echo()
         msg = wicmp6.build_echo(wicmp6.ECHO_REQUEST, self.ident, seq, data, self.src, self.dst)
         try:
             self.vnet.ip6.output(NXT_ICMPV6, self.src, self.dst, msg, hlim=self.hlim,
@@ -136,23 +130,9 @@ class Pinger6:
                 self.ctx.print(f"{cc} bytes from {wip6.ntoa(src)}: {describe(msg)}")
 
     def _reply(self, msg: wicmp6.Icmp6Repr, cc: int, src: int, hlim: int) -> None:
-        self.nreceived += 1
-        triptime = 0.0
-        timed = self.timing and len(msg.payload) >= TIMELEN
-        if timed:
-            sent = int.from_bytes(msg.payload[:TIMELEN], "big")
-            triptime = (self.kernel.now_ns() - sent) / 1e6
-            self.tsum += triptime
-            self.tsumsq += triptime * triptime
-            self.tmin = min(self.tmin, triptime)
-            self.tmax = max(self.tmax, triptime)
+        timed, triptime = self.time_reply(msg.payload)
         seq = msg.seq
-        dup = seq in self.received
-        if dup:
-            self.nrepeats += 1
-            self.nreceived -= 1
-        else:
-            self.received.add(seq)
+        dup = self.is_dup(seq)
         if self.quiet:
             return
         name = wip6.ntoa(src) + (f"%{self.ifp.name}" if self.ifp is not None
@@ -164,68 +144,24 @@ class Pinger6:
             line += "(DUP!)"
         self.ctx.print(line)
 
-    def summary(self, hostname: str) -> None:
-        p = self.ctx.print
-        p()
-        p(f"--- {hostname} ping6 statistics ---")
-        line = f"{self.ntransmitted} packets transmitted, {self.nreceived} packets received, "
-        if self.nrepeats:
-            line += f"+{self.nrepeats} duplicates, "
-        if self.ntransmitted:
-            loss = (self.ntransmitted - self.nreceived) * 100.0 / self.ntransmitted
-            line += f"{loss:.1f}% packet loss"
-        p(line)
-        if self.nreceived and self.timing and self.tmin != math.inf:
-            n = self.nreceived + self.nrepeats
-            avg = self.tsum / n
-            dev = math.sqrt(max(0.0, self.tsumsq / n - avg * avg))
-            p(f"round-trip min/avg/max/std-dev = {self.tmin:.3f}/{avg:.3f}/{self.tmax:.3f}/"
-              f"{dev:.3f} ms")
-
 
 def main(ctx: Context, argv: list[str]) -> int:
     opts, args = getopts(argv, "6c:Dh:I:i:m:nqS:s:t:W:")
-    npackets = alarm = 0
-    interval_ns = NS_PER_S
+    o = PingOptions(waittime_ms=MAXWAIT_MS)
     datalen = DEFDATALEN
     hlim: int | None = None
-    source: str | None = None
     iface: str | None = None
-    waittime_ms = MAXWAIT_MS
-    quiet = dontfrag = False
     for opt, val in opts:
-        if opt == "-c":
-            npackets = _int(val, "count of packets to transmit", 1, 2**63 - 1)
-        elif opt == "-D":
-            dontfrag = True
-        elif opt in ("-h", "-m"):
-            hlim = _int(val, "hoplimit", 0, 255)
+        if o.take(opt, val):
+            continue
+        if opt in ("-h", "-m"):
+            hlim = int_arg(val, "hoplimit", 0, 255)
         elif opt == "-I":
             iface = val
-        elif opt == "-i":
-            try:
-                seconds = float(val)
-            except ValueError:
-                raise UsageError(f"invalid timing interval: `{val}'") from None
-            if not 0.001 <= seconds <= 2**31 / 1000:
-                raise UsageError(f"invalid timing interval: `{val}'")
-            interval_ns = round(seconds * NS_PER_S)
-        elif opt == "-q":
-            quiet = True
-        elif opt == "-S":
-            source = val
         elif opt == "-s":
-            datalen = _int(val, "packet size", 0, MAXDATALEN)
-        elif opt == "-t":
-            alarm = _int(val, "timeout", 1, MAXALARM)
-        elif opt == "-W":
-            waittime_ms = _int(val, "timing interval", 0, 2**31 - 1)
-    if len(args) != 1:
-        raise UsageError()
-    if not npackets and not alarm:
-        raise UsageError("-c count or -t timeout is required (there is no ^C in vnet.cmd)")
+            datalen = int_arg(val, "packet size", 0, MAXDATALEN)
+    hostname = o.host(args)
     vnet = ctx.vnet
-    hostname = args[0]
     dst, ifp = parse_scoped(vnet, hostname, "host")
     if iface is not None:
         ifp = vnet.ifaces.get(iface)
@@ -234,53 +170,20 @@ def main(ctx: Context, argv: list[str]) -> int:
     if ifp is None and wip6.needs_zone(dst):
         raise ToolError(f"{hostname}: a link-local or multicast host needs a zone (-I or %if)")
     try:
-        src = (parse_scoped(vnet, source, "source")[0] if source is not None
+        src = (parse_scoped(vnet, o.source, "source")[0] if o.source is not None
                else vnet.ip6.select_source(dst, ifp))
     except OSError as exc:
         raise ToolError(f"UDP connect: {exc.strerror or exc}") from None
     ctx.print(f"PING6({40 + 8 + datalen}=40+8+{datalen} bytes) {wip6.ntoa(src)} --> "
               f"{wip6.ntoa(dst)}")
-    pinger = Pinger6(ctx, dst, src, ifp, vnet.rng.getrandbits(16), datalen, hlim, quiet,
-                     dontfrag)
+    pinger = Pinger6(ctx, dst, src, ifp, vnet.rng.getrandbits(16), datalen, hlim, o.quiet,
+                     o.dontfrag)
     vnet.icmp6.add_listener(pinger.hear)
     try:
-        run(pinger, npackets, interval_ns, alarm, waittime_ms)
+        run(pinger, o.npackets, o.interval_ns, o.alarm, False, o.waittime_ms)
     finally:
         vnet.icmp6.remove_listener(pinger.hear)
     pinger.summary(hostname)
     if not vnet.alive:
         raise ToolError(destroyed(vnet))
     return 0 if pinger.nreceived else 2
-
-
-def run(pinger: Pinger6, npackets: int, interval_ns: int, alarm: int, maxwait_ms: int) -> None:
-    """ping's main loop (see vimage.cli.ping.run), reading from the listener's inbox."""
-    kernel = pinger.kernel
-    alarm_at = kernel.now_ns() + alarm * NS_PER_S if alarm else None
-    pinger.send()
-    last = kernel.now_ns()
-    intvl = interval_ns
-    almost_done = False
-    while pinger.vnet.alive:
-        now = kernel.now_ns()
-        if alarm_at is not None and now >= alarm_at:
-            return
-        wake = last + intvl if alarm_at is None else min(last + intvl, alarm_at)
-        if now < wake:
-            if not pinger.inbox:
-                kernel.wait(lambda: bool(pinger.inbox) or not pinger.vnet.alive,
-                            timeout_for(wake - now))
-            while pinger.inbox:
-                pinger.receive(*pinger.inbox.pop(0))
-            if npackets and pinger.nreceived >= npackets:
-                return
-            continue
-        if not npackets or pinger.ntransmitted < npackets:
-            pinger.send()
-        else:
-            if almost_done:
-                return
-            almost_done = True
-            intvl = (max(1, int(2 * pinger.tmax / 1000)) * NS_PER_S if pinger.nreceived
-                     else maxwait_ms * 1_000_000)
-        last = kernel.now_ns()

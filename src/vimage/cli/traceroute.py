@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from vimage import netdb
 from vimage.cli import ToolError, UsageError
+from vimage.cli._ping_common import timeout_for
 from vimage.cli._util import getopts
 from vimage.sched import NS_PER_S
 from vimage.socket.socket import (
@@ -86,9 +87,15 @@ def _resolve(vnet: Vnet, text: str) -> int:
         raise ToolError(f"unknown host {text}") from None
 
 
-def timeout_for(remaining_ns: int) -> float:
-    """Seconds for settimeout() that convert back to exactly `remaining_ns` (>= 1 ns)."""
-    return (max(remaining_ns, 1) + 0.5) / NS_PER_S
+def probe_data(seq: int, ttl: int, sent_ns: int, datalen: int) -> bytes:
+    """The classic probe payload: probe number, TTL and the send time, zero padded
+    (traceroute.c's struct outdata; traceroute6.c sends the same)."""
+    return (bytes((seq & 0xFF, ttl)) + sent_ns.to_bytes(8, "big") + bytes(datalen))[:datalen]
+
+
+def hop_text(addr: str, numeric: bool) -> str:
+    """A hop's address as printed, with its name in parentheses unless -n."""
+    return f" {addr}" if numeric else f" {addr} ({addr})"
 
 
 class Reply:
@@ -201,9 +208,7 @@ def trace(ctx: Context, udp: Socket, icmp: Socket, dst: int, ttls: range, nprobe
                 seq += 1
                 dport = (port + seq) & 0xFFFF
                 sent = kernel.now_ns()
-                # the classic payload: probe number, TTL and the send time, zero padded
-                data = bytes((seq & 0xFF, ttl)) + sent.to_bytes(8, "big") + bytes(datalen)
-                data = data[:datalen]
+                data = probe_data(seq, ttl, sent, datalen)
                 udp.setsockopt(IPPROTO_IP, IP_TTL, ttl)
                 try:
                     udp.sendto(data, (dst_text, dport))
@@ -216,7 +221,7 @@ def trace(ctx: Context, udp: Socket, icmp: Socket, dst: int, ttls: range, nprobe
                 if reply.src != lastaddr:
                     if lastaddr is not None:
                         line += "\n   "
-                    line += f" {reply.src}" if numeric else f" {reply.src} ({reply.src})"
+                    line += hop_text(reply.src, numeric)
                     lastaddr = reply.src
                 line += f"  {(kernel.now_ns() - sent) / 1e6:.3f} ms"
                 if reply.code == -1:

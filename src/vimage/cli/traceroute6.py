@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 from vimage.cli import ToolError, UsageError, destroyed
 from vimage.cli._inet6 import parse_scoped
+from vimage.cli._ping_common import timeout_for
 from vimage.cli._util import getopts
-from vimage.cli.ping import timeout_for
-from vimage.cli.traceroute import _int_arg
+from vimage.cli.traceroute import _int_arg, hop_text, probe_data
 from vimage.sched import NS_PER_S
 from vimage.wire import WireError
 from vimage.wire import icmp6 as wicmp6
@@ -154,8 +154,7 @@ def trace(ctx: Context, tracer: Tracer, zone: Ifnet | None, hops: range, nprobes
             seq += 1
             dport = (port + seq) & 0xFFFF
             sent = kernel.now_ns()
-            data = (bytes((seq & 0xFF, hlim)) + sent.to_bytes(8, "big") + bytes(datalen))
-            data = data[:datalen]
+            data = probe_data(seq, hlim, sent, datalen)
             try:
                 vnet.ip6.output(wip6.NXT_UDP, tracer.src, tracer.dst,
                                 udp6(tracer.sport, dport, data, tracer.src, tracer.dst),
@@ -168,8 +167,7 @@ def trace(ctx: Context, tracer: Tracer, zone: Ifnet | None, hops: range, nprobes
                 continue
             _dport, type_, code, frm, rhlim = reply
             if frm != lastaddr:
-                text = wip6.ntoa(frm)
-                line += f" {text}" if numeric else f" {text} ({text})"
+                line += hop_text(wip6.ntoa(frm), numeric)
                 lastaddr = frm
             line += f"  {(kernel.now_ns() - sent) / 1e6:.3f} ms"
             if type_ == wicmp6.TIME_EXCEEDED:

@@ -10,7 +10,7 @@ from vimage import protosw
 from vimage.net import rtsock
 from vimage.net.route import RTF_BLACKHOLE, RTF_DYNAMIC, RTF_GATEWAY, RTF_REJECT, Route
 from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
-from vimage.sched import NS_PER_S
+from vimage.sched import NS_PER_S, PpsLimit
 from vimage.stats import count_drop, counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import WireError
@@ -73,8 +73,8 @@ class IcmpStats(_IcmpCounters):  # type: ignore[misc,valid-type]
 
 
 class IcmpState:
-    __slots__ = ("bmcastecho", "ctlx", "drop_redirect", "icmplim", "lim_count", "lim_second",
-                 "quotelen", "redirtimeout", "stats", "vnet")
+    __slots__ = ("bmcastecho", "ctlx", "drop_redirect", "icmplim", "lim", "quotelen",
+                 "redirtimeout", "stats", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
@@ -86,18 +86,10 @@ class IcmpState:
         self.quotelen = 8
         self.drop_redirect = 0  # FreeBSD's defaults
         self.redirtimeout = 600
-        self.lim_second = -1
-        self.lim_count = 0
+        self.lim = PpsLimit()
 
     def _rate_ok(self) -> bool:
-        if self.icmplim <= 0:
-            return True
-        second = self.vnet.kernel.sched.now_ns() // NS_PER_S
-        if second != self.lim_second:
-            self.lim_second = second
-            self.lim_count = 0
-        self.lim_count += 1
-        return self.lim_count <= self.icmplim
+        return self.lim.check(self.vnet.kernel.sched.now_ns(), self.icmplim)
 
     def send(self, src: int, dst: int, msg: bytes) -> None:
         st = self.stats

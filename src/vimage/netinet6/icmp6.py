@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from vimage import protosw
 from vimage.netinet6 import in6
-from vimage.sched import NS_PER_S
+from vimage.sched import PpsLimit
 from vimage.stats import count_drop, counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import WireError
@@ -99,15 +99,13 @@ class Icmp6Stats(_Counters):  # type: ignore[misc,valid-type]
 
 
 class Icmp6State:
-    __slots__ = ("ctlx", "errppslimit", "lim_count", "lim_second", "listeners", "stats",
-                 "vnet")
+    __slots__ = ("ctlx", "errppslimit", "lim", "listeners", "stats", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
         self.stats = Icmp6Stats()
         self.errppslimit = 100
-        self.lim_second = -1
-        self.lim_count = 0
+        self.lim = PpsLimit()
         self.ctlx: Mapping[int, Callable[..., None]] = protosw.UNBOUND
         self.listeners: tuple[Callable[..., None], ...] = ()  # replaced, never changed
 
@@ -209,14 +207,7 @@ class Icmp6State:
     # -- errors ---------------------------------------------------------------------------
     def rate_ok(self) -> bool:
         """icmp6_ratelimit: at most errppslimit errors a second."""
-        if self.errppslimit <= 0:
-            return True
-        second = self.vnet.kernel.sched.now_ns() // NS_PER_S
-        if second != self.lim_second:
-            self.lim_second = second
-            self.lim_count = 0
-        self.lim_count += 1
-        return self.lim_count <= self.errppslimit
+        return self.lim.check(self.vnet.kernel.sched.now_ns(), self.errppslimit)
 
     def error(self, ifp: Ifnet, pkt: bytes, type_: int, code: int, param: int) -> None:
         """icmp6_error: an error about `pkt` (received on `ifp`) to its source."""

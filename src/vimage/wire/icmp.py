@@ -84,9 +84,15 @@ def build(type: int, code: int, rest: int, payload: Buffer) -> bytes:
     return b"".join((header, payload))
 
 
+def echo_rest(ident: int, seq: int) -> int:
+    """The word after an echo message's checksum: identifier, then sequence number
+    (RFC 792; ICMPv6 echo, RFC 4443 4.1, lays it out the same)."""
+    return ((ident & 0xFFFF) << 16) | (seq & 0xFFFF)
+
+
 def build_echo(type: int, ident: int, seq: int, payload: Buffer) -> bytes:
     """Emit an echo request or reply (``type`` is ECHO or ECHO_REPLY)."""
-    return build(type, 0, ((ident & 0xFFFF) << 16) | (seq & 0xFFFF), payload)
+    return build(type, 0, echo_rest(ident, seq), payload)
 
 
 def build_error(type: int, code: int, quoted: Buffer, rest: int = 0) -> bytes:

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 from vimage.wire._common import Buffer, WireError, as_view
 from vimage.wire.checksum import checksum, ones_sum
+from vimage.wire.icmp import HEADER, HEADER_LEN, IcmpRepr, echo_rest
 from vimage.wire.ipv6 import NXT_ICMPV6, pseudo_sum
 
 # types
@@ -42,8 +43,6 @@ PARAMPROB_HEADER = 0
 PARAMPROB_NEXTHEADER = 1
 PARAMPROB_OPTION = 2
 
-HEADER = struct.Struct("!BBHI")
-HEADER_LEN = 8
 
 # ND option types (RFC 4861 4.6)
 ND_OPT_SOURCE_LINKADDR = 1
@@ -79,13 +78,9 @@ class Icmp6Repr(NamedTuple):
     rest: int  # the 32-bit word after the checksum
     payload: memoryview
 
-    @property
-    def ident(self) -> int:
-        return self.rest >> 16
-
-    @property
-    def seq(self) -> int:
-        return self.rest & 0xFFFF
+    # echo identifier and sequence number, laid out as ICMPv4's (RFC 4443 4.1)
+    ident = IcmpRepr.ident
+    seq = IcmpRepr.seq
 
     @property
     def is_error(self) -> bool:
@@ -110,7 +105,7 @@ def build(type_: int, code: int, rest: int, payload: Buffer, src: int, dst: int)
 
 
 def build_echo(type_: int, ident: int, seq: int, data: Buffer, src: int, dst: int) -> bytes:
-    return build(type_, 0, (ident & 0xFFFF) << 16 | (seq & 0xFFFF), data, src, dst)
+    return build(type_, 0, echo_rest(ident, seq), data, src, dst)
 
 
 # -- neighbour discovery ------------------------------------------------------------------
