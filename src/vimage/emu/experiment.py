@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 IPV6_PROTOCOL_NAMES = frozenset({"ip6", "ipv6", "inet6"})
 DAD_WAIT = 10.0  # seconds up() waits at most for DAD (dad_count probes, 1 s apart)
 CONVERGE_WAIT = 60.0  # seconds up(wait_converged=True) waits at most (as vimage topo up)
-CONVERGE_STEP = 0.1  # seconds of the kernel's clock between two convergence checks
+CONVERGE_STEP = 0.01  # seconds of the kernel's clock between two convergence checks
 
 
 class ExperimentError(RuntimeError):
@@ -266,12 +266,17 @@ class Experiment:
     def wait_converged(self, timeout: float = CONVERGE_WAIT,
                        step: float = CONVERGE_STEP) -> bool:
         """Wait in the kernel's clock until `converged()`, at most `timeout` seconds,
-        checking at most once per `step` seconds of that clock (a check on a large
-        topology is a route lookup per router per subnet; the kernel checks a wait's
-        predicate after every event)."""
+        checking once per `step` seconds of that clock: a check on a large topology is a
+        route lookup per router per subnet, and the kernel would test a wait's predicate
+        after every event. A timer every `step` makes sure a check happens then even when
+        nothing else is going on, so the wait ends at most `step` after convergence."""
         sched = self.kernel.sched
         step_ns = max(1, int(step * 1e9))
         next_check = sched.now_ns()
+        tick: list[Any] = []
+
+        def arm() -> None:
+            tick[:] = [sched.call_later(step_ns, arm, owner=self.vnet)]
 
         def due() -> bool:
             nonlocal next_check
@@ -284,7 +289,12 @@ class Experiment:
         with sched.cond:
             if self.converged():
                 return True
-        return self.kernel.wait(due, timeout)
+            arm()
+        try:
+            return self.kernel.wait(due, timeout)
+        finally:
+            with sched.cond:
+                tick[0].cancel()
 
     def down(self) -> None:
         self._teardown()
