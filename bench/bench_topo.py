@@ -59,9 +59,10 @@ RIP_SIDE = 7  # backbone grid side: diameter 12, stub to stub 14 hops (RIP reach
 
 
 def rip_grid(n: int) -> Topology:
-    """About n RIP routers: a RIP_SIDE x RIP_SIDE grid b_I_J, each with stubs s_I_J_K."""
+    """At least n RIP routers (1,029 for 1,000): a RIP_SIDE x RIP_SIDE grid b_I_J, each
+    with a fan of stub routers s_I_J_K."""
     side_ = min(RIP_SIDE, max(1, math.isqrt(n)))
-    stubs = max(0, round(n / side_**2) - 1)
+    stubs = max(0, math.ceil(n / side_**2) - 1)  # at least n routers
     topo = Topology(name="ripgrid", auto_address=True)
     for i in range(side_):
         for j in range(side_):
