@@ -8,6 +8,15 @@ namespaces take for the first `--linux-nodes` nodes of the same topology (namesp
 veth pairs, addresses, `ip -batch`), side by side; that part is skipped with its reason
 otherwise.
 
+The RIP part (`--rip-nodes`, default 1000): a 7 x 7 grid of backbone routers, each with
+a fan of stub routers, every router running routed (`model: rip`), brought up with
+`Experiment.up()` in virtual time and then waited for with `wait_converged()` (every
+router has a route to every subnet); it reports the wall and CPU seconds and the virtual
+seconds to convergence. A plain grid or ring of 1,000 routers cannot converge in that
+sense: RIP's infinity is 16 (RFC 2453 3.4.2), so a route reaches 15 hops, and the
+backbone side 7 keeps every subnet within 1 + 12 + 1 hops of every router. 1,000 asked
+for are 980 routers and 1,015 subnets: routed learns 1,024 routes at most.
+
 Writes JSON (to stdout and, with --out, to a file). Run: python bench/bench_topo.py
 """
 
@@ -45,6 +54,52 @@ def grid(k: int) -> Topology:
             if i + 1 < k:
                 topo.connect(f"r{i}_{j}", f"r{i + 1}_{j}")
     return topo.check()
+
+
+RIP_SIDE = 7  # backbone grid side: diameter 12, stub to stub 14 hops (RIP reaches 15)
+
+
+def rip_grid(n: int) -> Topology:
+    """About n RIP routers (980 for 1,000): a RIP_SIDE x RIP_SIDE grid b_I_J, each with a
+    fan of stub routers s_I_J_K. Rounded down, not up: routed learns 1,024 routes at most
+    (RoutedParams.max_routes), and 1,029 routers would make 1,064 subnets."""
+    side_ = min(RIP_SIDE, max(1, math.isqrt(n)))
+    stubs = max(0, round(n / side_**2) - 1)
+    topo = Topology(name="ripgrid", auto_address=True)
+    for i in range(side_):
+        for j in range(side_):
+            topo.add_node(f"b{i}_{j}", "router", routing=("rip",))
+            for s in range(stubs):
+                topo.add_node(f"s{i}_{j}_{s}", "router", routing=("rip",))
+                topo.connect(f"b{i}_{j}", f"s{i}_{j}_{s}")
+    for i in range(side_):
+        for j in range(side_):
+            if j + 1 < side_:
+                topo.connect(f"b{i}_{j}", f"b{i}_{j + 1}")
+            if i + 1 < side_:
+                topo.connect(f"b{i}_{j}", f"b{i + 1}_{j}")
+    return topo.check()
+
+
+def rip_converge(n: int, timeout: float) -> dict[str, object]:
+    """Bring the RIP grid up, then wait (virtual time) until every router reaches every
+    subnet; wall, CPU and virtual seconds of each part."""
+    topo = rip_grid(n)
+    kernel = Kernel(clock="virtual", seed=1)
+    exp = Experiment(topo, kernel)
+    up_cpu, up_wall = _timed(exp.up)
+    start = kernel.sched.now_ns()
+    done: list[bool] = []
+    cpu, wall = _timed(lambda: done.append(exp.wait_converged(timeout)))
+    virtual = (kernel.sched.now_ns() - start) / 1e9
+    routes = min(len(v.rt) for v in exp.nodes.values()) if done[0] else None
+    down_cpu, down_wall = _timed(exp.down)
+    return {"routers": len(topo.nodes), "subnets": len(topo.links), "converged": done[0],
+            "up_cpu_s": round(up_cpu, 3), "up_wall_s": round(up_wall, 3),
+            "converge_cpu_s": round(cpu, 3), "converge_wall_s": round(wall, 3),
+            "converge_virtual_s": round(virtual, 3), "fewest_routes": routes,
+            "down_wall_s": round(down_wall, 3), "down_cpu_s": round(down_cpu, 3),
+            "vnets_left": len(kernel.vnets())}
 
 
 def side(nodes: int) -> int:
@@ -209,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timers-per-node", type=int, default=2,
                         help="timers armed in each node before down (default 2: the periodic "
                              "timers a routing daemon or IPv6 keeps)")
+    parser.add_argument("--rip-nodes", type=int, default=1000,
+                        help="RIP routers converging in virtual time (default 1000; 0: skip)")
+    parser.add_argument("--rip-timeout", type=float, default=600.0,
+                        help="virtual seconds the RIP part waits for convergence (default 600)")
     parser.add_argument("--out", help="write the JSON here too")
     args = parser.parse_args(argv)
     k = side(args.nodes)
@@ -218,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         "memory": memory_per_node(side(args.memory_nodes)),
         "targets": {"nodes": 10000, "up_s": 10, "down_s": 5},
     }
+    if args.rip_nodes > 0:
+        result["rip"] = rip_converge(args.rip_nodes, args.rip_timeout)
     linux = linux_run(grid(k), args.linux_nodes)
     comparison: dict[str, object] = {"linux_netns": linux}
     if "skipped" not in linux:

@@ -223,3 +223,16 @@ def test_skip_ipv6(vimaged):
     vimaged.ok("topo", "up", "-q", "--skip-ipv6", path)
     assert "fc00" not in vimaged.ok("topo", "show", "lab")
     assert "fc00" not in vimaged.ok("lab.pc2", "ifconfig", "eth0")
+
+
+def test_wait_converged_with_routed(vimaged):
+    """examples/routing.yaml through the daemon: `--wait-converged` returns once the three
+    RIP routers reach every subnet (about a second of real time), and pc1 reaches pc2."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "routing.yaml"
+    status, out, err = vimaged.cli("topo", "up", "-q", str(path), "--wait-converged",
+                                   "--timeout", "30")
+    assert (status, out) == (0, "routing: 5 nodes, 4 links up (converged)\n"), err
+    assert "0.0% packet loss" in vimaged.ok("routing.pc1", "ping", "-c", "1", "10.0.3.20")
+    vimaged.ok("topo", "down", "routing")

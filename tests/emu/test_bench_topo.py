@@ -11,7 +11,8 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 def test_bench_topo_reports_up_down_and_memory():
     out = subprocess.run([sys.executable, str(BENCH / "bench_topo.py"), "-n", "50",
-                          "--memory-nodes", "18", "--linux-nodes", "0"], check=True,
+                          "--memory-nodes", "18", "--linux-nodes", "0",
+                           "--rip-nodes", "8"], check=True,
                          capture_output=True, text=True, timeout=120)
     result = json.loads(out.stdout)
     grid = result["grid"]
@@ -19,6 +20,10 @@ def test_bench_topo_reports_up_down_and_memory():
     assert grid["vnets"] == 51 and grid["vnets_left"] == 0 and grid["timers_left"] == 0
     assert grid["host_to_router_ping_ok"] is True
     assert 0 < result["memory"]["bytes_per_node"] < 1_000_000
+    rip = result["rip"]  # a 2 x 2 backbone, one stub each: 8 RIP routers, 4 + 4 subnets
+    assert (rip["routers"], rip["subnets"], rip["converged"]) == (8, 8, True)
+    assert 0 < rip["converge_virtual_s"] < 60 and rip["vnets_left"] == 0
+    assert rip["fewest_routes"] >= 8
     assert result["first_nodes"]["linux_netns"] == {"skipped": "not asked for (--linux-nodes 0)"}
 
 

@@ -4,6 +4,8 @@ sbin/setkey, its grammar in parse.y and token.l, its output in libipsec's pfkey_
     setkey -c                 commands from standard input (`vnet.cmd(..., stdin=...)`;
                               through vimage, the client's)
     setkey -f FILE            commands from FILE (`-f -`: standard input)
+    setkey -e SCRIPT          commands from the argument (FreeBSD setkey -e; what a
+                              topology file's start-up commands use, having no stdin)
     setkey -D [-P]            dump the SAD (with -P the SPD)
     setkey -F [-P]            flush the SAD (with -P the SPD)
 
@@ -54,6 +56,7 @@ from vimage.wire import WireError, ipv4, ipv6
 USAGE = """\
 usage: setkey [-v] -c
        setkey [-v] -f filename
+       setkey [-v] -e script
        setkey [-Pv] -D
        setkey [-Pv] -F
 """
@@ -520,7 +523,7 @@ def _read(ctx: Context, path: str) -> str:
 
 
 def main(ctx: Context, argv: list[str]) -> int:
-    opts, args = getopts(argv, "46acCDdFf:hlnPvx")
+    opts, args = getopts(argv, "46acCDde:Ff:hlnPvx")
     given = {o for o, _ in opts}
     if args:
         raise UsageError(f"extra operand {args[0]}", synopsis=True)
@@ -539,7 +542,10 @@ def main(ctx: Context, argv: list[str]) -> int:
             ipsec.flush_sa()
         return 0
     path = next((v for o, v in opts if o == "-f"), None)
-    if path is not None:
+    script = next((v for o, v in opts if o == "-e"), None)
+    if script is not None:
+        text, label = script, "-"
+    elif path is not None:
         text, label = _read(ctx, path), ctx.label(path)
     elif "-c" in given:
         text, label = _read(ctx, "-"), "-"

@@ -62,6 +62,8 @@ if TYPE_CHECKING:
 
 IPV6_PROTOCOL_NAMES = frozenset({"ip6", "ipv6", "inet6"})
 DAD_WAIT = 10.0  # seconds up() waits at most for DAD (dad_count probes, 1 s apart)
+CONVERGE_WAIT = 60.0  # seconds up(wait_converged=True) waits at most (as vimage topo up)
+CONVERGE_STEP = 0.01  # seconds of the kernel's clock between two convergence checks
 
 
 class ExperimentError(RuntimeError):
@@ -167,6 +169,9 @@ class Experiment:
     warnings: list[str] = field(default_factory=list)
     resolved: Topology | None = None  # the topology as brought up (automatic addresses)
     ext: dict[str, linux_ext.ExtNode] = field(default_factory=dict)  # ext nodes (Linux)
+    _subnets: list[int] | None = field(default=None, repr=False)  # converged(): IPv4 nets
+    _subnets6: list[int] = field(default_factory=list, repr=False)  # and IPv6 ones
+    _last_miss: tuple[int, int] = field(default=(0, 0), repr=False)  # converged(): where
 
     def __post_init__(self) -> None:
         self.topology.check()
@@ -210,31 +215,47 @@ class Experiment:
         topo = self.resolved
         if not self.is_up or topo is None:
             return False
-        subnets = {ipaddress.ip_interface(a).network for n in topo.nodes.values()
-                   for i in n.interfaces.values() for a in i.ipv4
-                   if ipaddress.ip_interface(a).network.prefixlen < 32}
-        subnets6 = {ipaddress.ip_interface(a).network for n in topo.nodes.values()
-                    for i in n.interfaces.values() for a in i.ipv6
-                    if ipaddress.ip_interface(a).network.prefixlen < 128
-                    and not ipaddress.ip_interface(a).is_link_local}
-        for name, protocols in self.routing.items():
-            vnet = self.nodes[name]
-            if "rip" in protocols and any(vnet.rt.lookup(int(net.network_address)) is None
-                                          for net in subnets):
-                return False
-            if "ripng" in protocols and any(
-                    vnet.rt6.lookup(int(net.network_address)) is None for net in subnets6):
-                return False
+        if self._subnets is None:
+            nets = {ipaddress.ip_interface(a).network for n in topo.nodes.values()
+                    for i in n.interfaces.values() for a in i.ipv4}
+            self._subnets = sorted(int(net.network_address) for net in nets
+                                   if net.prefixlen < 32)
+            nets6 = {ipaddress.ip_interface(a).network for n in topo.nodes.values()
+                     for i in n.interfaces.values() for a in i.ipv6
+                     if not ipaddress.ip_interface(a).is_link_local}
+            self._subnets6 = sorted(int(net.network_address) for net in nets6
+                                    if net.prefixlen < 128)
+        for name, protocols in self.routing.items():  # RIPng routers: every IPv6 subnet
+            if "ripng" in protocols:
+                lookup6 = self.nodes[name].rt6.lookup
+                if any(lookup6(net) is None for net in self._subnets6):
+                    return False
+        # RIP routers: the router and subnet that failed last time go first; until
+        # convergence a check ends at the first miss, so polling a large topology is cheap
+        names = [name for name, protocols in self.routing.items() if "rip" in protocols]
+        start, first = self._last_miss
+        names = names[start:] + names[:start] if start < len(names) else names
+        for k, name in enumerate(names):
+            lookup = self.nodes[name].rt.lookup
+            subnets = self._subnets[first:] + self._subnets[:first] if k == 0 else self._subnets
+            for j, net in enumerate(subnets):
+                if lookup(net) is None:
+                    self._last_miss = ((start + k) % len(names),
+                                       (first + j) % len(subnets) if k == 0 else j)
+                    return False
         return True
 
     def __enter__(self) -> Experiment:
-        return self.up()
+        return self if self.is_up else self.up()  # `with exp.up(wait_converged=True):`
 
     def __exit__(self, *exc: object) -> None:
         self.down()
 
     # -- up and down ------------------------------------------------------------------------
-    def up(self) -> Experiment:
+    def up(self, wait_converged: bool = False, timeout: float = CONVERGE_WAIT) -> Experiment:
+        """Bring the topology up; with `wait_converged`, return only once `converged()`
+        (waiting in the kernel's clock, at most `timeout` seconds: in virtual time that only
+        advances the clock), else bring it down again and raise `ExperimentError`."""
         if self.is_up:
             raise ExperimentError(f"experiment {self.name} is already up")
         try:
@@ -248,7 +269,44 @@ class Experiment:
             self._teardown()
             problems = exc.problems if isinstance(exc, ExperimentError) else [str(exc)]
             raise ExperimentError(f"experiment {self.name}: {exc}", problems) from exc
+        if wait_converged and not self.wait_converged(timeout):
+            self._teardown()
+            raise ExperimentError(f"experiment {self.name}: the routing daemons did not "
+                                  f"converge in {timeout:g} s")
         return self
+
+    def wait_converged(self, timeout: float = CONVERGE_WAIT,
+                       step: float = CONVERGE_STEP) -> bool:
+        """Wait in the kernel's clock until `converged()`, at most `timeout` seconds,
+        checking once per `step` seconds of that clock: a check on a large topology is a
+        route lookup per router per subnet, and the kernel would test a wait's predicate
+        after every event. A timer every `step` makes sure a check happens then even when
+        nothing else is going on, so the wait ends at most `step` after convergence."""
+        sched = self.kernel.sched
+        step_ns = max(1, int(step * 1e9))
+        next_check = sched.now_ns()
+        tick: list[Any] = []
+
+        def arm() -> None:
+            tick[:] = [sched.call_later(step_ns, arm, owner=self.vnet)]
+
+        def due() -> bool:
+            nonlocal next_check
+            now = sched.now_ns()
+            if now < next_check:
+                return False
+            next_check = now + step_ns
+            return self.converged()
+
+        with sched.cond:
+            if self.converged():
+                return True
+            arm()
+        try:
+            return self.kernel.wait(due, timeout)
+        finally:
+            with sched.cond:
+                tick[0].cancel()
 
     def down(self) -> None:
         self._teardown()
@@ -265,6 +323,7 @@ class Experiment:
         self.ext = {}
         self.vnet = None
         self.resolved = None
+        self._subnets, self._last_miss = None, (0, 0)
         self.nodes = {}
         self.links = []
         self.routing = {}
