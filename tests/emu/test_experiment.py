@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import re
 import socket
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from vimage.cli import TOOLS
-from vimage.emu import Experiment, imn, load
+from vimage.emu import Experiment, imn, load, yamlfmt
 from vimage.emu.experiment import ExperimentError, kernel_has_cloner, kernel_has_ipv6
 from vimage.emu.model import Topology
 from vimage.kernel import Kernel
@@ -240,3 +241,21 @@ def test_hub_and_ext_nodes_are_refused_with_what_they_need():
 def test_bridge_detection():
     assert kernel_has_cloner(Kernel(), "epair")
     assert not kernel_has_cloner(NoBridgeKernel(), "bridge")
+
+
+def test_services_vimage_provides_start_and_others_are_warned_about():
+    kernel = Kernel(clock="virtual", seed=1)
+    topo = yamlfmt.loads(textwrap.dedent("""\
+        version: 1
+        name: svc
+        nodes:
+          r1: {type: router, services: [routed, ssh], interfaces: {eth0: {ipv4: [10.0.0.1/24]}}}
+          r2: {type: router, interfaces: {eth0: {ipv4: [10.0.0.2/24]}}}
+        links:
+          - {a: r1:eth0, b: r2:eth0}
+        """), "svc.yaml")
+    with Experiment(topo, kernel) as exp:
+        assert exp.node("r1").cmd("routed -S").ok  # the routed service runs in r1
+        assert not exp.node("r2").cmd("routed -S").ok
+        assert exp.warnings == ["node r1: service ssh is not provided by vimage "
+                                "(it has rip, ripng, route6d, routed)"]

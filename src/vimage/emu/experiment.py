@@ -33,6 +33,7 @@ import ipaddress
 import socket as _std_socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from vimage.cli import TOOLS
@@ -61,6 +62,11 @@ if TYPE_CHECKING:
     from vimage.vnet import Vnet
 
 IPV6_PROTOCOL_NAMES = frozenset({"ip6", "ipv6", "inet6"})
+SERVICES = MappingProxyType({"routed": "routed", "rip": "routed", "route6d": "route6d",
+                             "ripng": "route6d"})
+"""The node services vimage provides, by the names a topology may give, and the command
+that starts each in the node (IMUNES's own services, ssh, ftp, telnet..., are not here:
+they are warned about)."""
 DAD_WAIT = 10.0  # seconds up() waits at most for DAD (dad_count probes, 1 s apart)
 CONVERGE_WAIT = 60.0  # seconds up(wait_converged=True) waits at most (as vimage topo up)
 CONVERGE_STEP = 0.01  # seconds of the kernel's clock between two convergence checks
@@ -586,6 +592,13 @@ class Experiment:
                 self._cmd(node, "routed")
             if "ripng" in node.routing:
                 self._cmd(node, "route6d")
+        for service in node.services:
+            line = SERVICES.get(service)
+            if line is None:
+                self.warnings.append(f"node {node.name}: service {service} is not provided "
+                                     f"by vimage (it has {', '.join(sorted(SERVICES))})")
+            elif service not in node.routing:  # a routing model already started it
+                self._cmd(node, line)
         for line in node.commands:
             self._cmd(node, line)
 
