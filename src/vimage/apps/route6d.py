@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import errno
 import random
-from dataclasses import dataclass
 from socket import AF_INET6
 from typing import TYPE_CHECKING, Any
 
+from vimage.apps.routed import DaemonService, RipParams
 from vimage.net.route import MASKS6, RTF_GATEWAY, RTF_STATIC
 from vimage.netinet6 import in6
 from vimage.sched import NS_PER_S
@@ -61,17 +61,8 @@ COUNTERS: tuple[tuple[str, str], ...] = (
 )
 
 
-@dataclass
-class Params:
-    """route6d's -s/-q and -P parameters (the timers as routed's)."""
-
-    supply: bool | None = None  # -s True, -q False, None: supply when forwarding
-    update: float = 30.0
-    timeout: float = 180.0
-    garbage: float = 120.0
-    damp_min: float = 1.0
-    damp_max: float = 5.0
-    max_routes: int = 1024
+class Params(RipParams):
+    """route6d's -s/-q and -P parameters: routed's timers and table limit, no more."""
 
 
 class Rt6:
@@ -519,30 +510,6 @@ def _valid_prefix(prefix: int, plen: int) -> bool:
         prefix == 1 and plen == 128)
 
 
-class Route6dService:
-    """The kernel's RIPng daemons, one per vnet at most; a vnet's dies with it."""
-
-    def __init__(self, kernel: Kernel) -> None:
-        self.kernel = kernel
-        self.daemons: dict[Vnet, Route6d] = {}
-
-    def start(self, vnet: Vnet, params: Params) -> Route6d:
-        if vnet in self.daemons:
-            raise OSError(errno.EADDRINUSE, "route6d is already running")
-        daemon = Route6d(vnet, params)
-        daemon.start()
-        self.daemons[vnet] = daemon
-        return daemon
-
-    def get(self, vnet: Vnet) -> Route6d | None:
-        return self.daemons.get(vnet)
-
-    def stop(self, vnet: Vnet) -> bool:
-        daemon = self.daemons.pop(vnet, None)
-        if daemon is None:
-            return False
-        daemon.stop()
-        return True
-
-    def vnet_detach(self, vnet: Vnet) -> None:
-        self.stop(vnet)
+class Route6dService(DaemonService[Route6d]):
+    name = "route6d"
+    daemon = Route6d

@@ -24,8 +24,9 @@ from __future__ import annotations
 import errno
 import ipaddress
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from vimage.net.route import MASKS, RTF_GATEWAY, RTF_STATIC
 from vimage.netinet.in_ import is_multicast
@@ -62,20 +63,26 @@ COUNTERS: tuple[tuple[str, str], ...] = (
 
 
 @dataclass
-class Params:
-    """routed's -s/-q and -P parameters (routed(8)'s names where it has one)."""
+class RipParams:
+    """What routed and route6d share: -s/-q and the timer and table -P parameters."""
 
     supply: bool | None = None  # -s True, -q False, None: supply when forwarding
-    version: int = 2  # ripv1: send RIPv1; ripv2 (the default): send RIPv2
-    passwd: bytes | None = None  # passwd=XXX: simple password, sent and required
-    md5_key: bytes | None = None  # md5_passwd=XXX|KEYID
-    md5_keyid: int = 0
-    update: float = 30.0  # regular update interval (RFC 2453 §3.8)
+    update: float = 30.0  # regular update interval (RFC 2453 §3.8, RFC 2080 §2.3)
     timeout: float = 180.0  # a route not refreshed for this long is unreachable
     garbage: float = 120.0  # then advertised at 16 for this long before deletion
     damp_min: float = 1.0  # triggered-update damping: a random delay in [min, max]
     damp_max: float = 5.0
     max_routes: int = 1024  # learnt routes at most (a flooding neighbour's limit)
+
+
+@dataclass
+class Params(RipParams):
+    """routed's -s/-q and -P parameters (routed(8)'s names where it has one)."""
+
+    version: int = 2  # ripv1: send RIPv1; ripv2 (the default): send RIPv2
+    passwd: bytes | None = None  # passwd=XXX: simple password, sent and required
+    md5_key: bytes | None = None  # md5_passwd=XXX|KEYID
+    md5_keyid: int = 0
     gateways: list[tuple[int, int, int, int]] = field(default_factory=list)  # dst plen gw m
 
 
@@ -611,22 +618,34 @@ def _valid_dest(addr: int, plen: int) -> bool:
     return top not in (0, 127) and not is_multicast(addr) and top < 240
 
 
-class RoutedService:
-    """The kernel's daemons, one per vnet at most; a vnet's dies with it."""
+class _Daemon(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+D = TypeVar("D", bound=_Daemon)
+
+
+class DaemonService(Generic[D]):
+    """A kernel's daemons of one kind, one per vnet at most; a vnet's dies with it.
+    A subclass names the kind (`name`) and how one is made (`daemon`)."""
+
+    name = ""
+    daemon: Callable[[Vnet, Any], D]
 
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
-        self.daemons: dict[Vnet, Routed] = {}
+        self.daemons: dict[Vnet, D] = {}
 
-    def start(self, vnet: Vnet, params: Params) -> Routed:
+    def start(self, vnet: Vnet, params: Any) -> D:
         if vnet in self.daemons:
-            raise OSError(errno.EADDRINUSE, "routed is already running")
-        daemon = Routed(vnet, params)
+            raise OSError(errno.EADDRINUSE, f"{self.name} is already running")
+        daemon = type(self).daemon(vnet, params)
         daemon.start()
         self.daemons[vnet] = daemon
         return daemon
 
-    def get(self, vnet: Vnet) -> Routed | None:
+    def get(self, vnet: Vnet) -> D | None:
         return self.daemons.get(vnet)
 
     def stop(self, vnet: Vnet) -> bool:
@@ -638,6 +657,11 @@ class RoutedService:
 
     def vnet_detach(self, vnet: Vnet) -> None:
         self.stop(vnet)
+
+
+class RoutedService(DaemonService[Routed]):
+    name = "routed"
+    daemon = Routed
 
 
 def parse_gateways(text: str) -> list[tuple[int, int, int, int]]:

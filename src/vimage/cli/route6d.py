@@ -15,31 +15,18 @@ from __future__ import annotations
 from vimage.apps.route6d import COUNTERS, Params, Route6dService
 from vimage.cli import Context, ToolError, UsageError
 from vimage.cli._util import getopts
+from vimage.cli.routed import control, rip_param, supply_flag
 
 USAGE = "usage: route6d [-sqdkS] [-P parms]\n"
 
-_TIMERS = ("update", "timeout", "garbage")
-
 
 def parse_params(text: str, params: Params) -> None:
-    """Apply `-P` words to `params`; ToolError names a bad one."""
+    """Apply `-P` words to `params` (routed's timers, damping and max_routes);
+    ToolError names a bad one."""
     for word in filter(None, (w.strip() for w in text.split(","))):
         name, eq, value = word.partition("=")
         try:
-            if name in _TIMERS and eq:
-                setattr(params, name, float(value))
-                if not 0.01 <= getattr(params, name) <= 1e6:
-                    raise ValueError
-            elif name == "damping" and eq:
-                low, _, high = value.partition("/")
-                params.damp_min, params.damp_max = float(low), float(high or low)
-                if not 0 <= params.damp_min <= params.damp_max <= 1e6:
-                    raise ValueError
-            elif name == "max_routes" and eq:
-                params.max_routes = int(value)
-                if params.max_routes < 0:
-                    raise ValueError
-            else:
+            if not rip_param(name, eq, value, params):
                 raise ValueError
         except ValueError:
             raise ToolError(f"bad \"{word}\" in \"-P {text}\"") from None
@@ -51,20 +38,9 @@ def main(ctx: Context, argv: list[str]) -> int:
         raise UsageError(f"bad operand: {args[0]}", synopsis=True)
     service = ctx.vnet.kernel.service(Route6dService)
     flags = {o for o, _ in opts}
-    if "-k" in flags:
-        if not service.stop(ctx.vnet):
-            raise ToolError("not running")
+    if control(ctx, service, flags):
         return 0
-    if "-S" in flags:
-        daemon = service.get(ctx.vnet)
-        if daemon is None:
-            raise ToolError("not running")
-        for line in daemon.status():
-            ctx.print(line)
-        return 0
-    if "-s" in flags and "-q" in flags:
-        raise UsageError("-s and -q are exclusive", synopsis=True)
-    params = Params(supply=True if "-s" in flags else False if "-q" in flags else None)
+    params = Params(supply=supply_flag(flags))
     for opt, value in opts:
         if opt == "-P":
             parse_params(value, params)
