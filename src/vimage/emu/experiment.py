@@ -179,6 +179,7 @@ class Experiment:
     _subnets: list[int] | None = field(default=None, repr=False)  # converged(): IPv4 nets
     _subnets6: list[int] = field(default_factory=list, repr=False)  # and IPv6 ones
     _last_miss: tuple[int, int] = field(default=(0, 0), repr=False)  # converged(): where
+    _table_sizes: dict[int, int] = field(default_factory=dict, repr=False)  # family: subnets
 
     def __post_init__(self) -> None:
         self.topology.check()
@@ -607,11 +608,14 @@ class Experiment:
         """routed's/route6d's -P max_routes for this topology: the daemons refuse routes
         beyond their table limit (a guard against a flooding neighbour), so a topology
         with more subnets than the default limit gets a table twice its size."""
-        topo = self.resolved
-        assert topo is not None
-        nets = {ipaddress.ip_interface(a).network for n in topo.nodes.values()
-                for i in n.interfaces.values() for a in (i.ipv4 if family == 4 else i.ipv6)}
-        wanted = 2 * len(nets)
+        sizes = self._table_sizes
+        if family not in sizes:  # once per experiment: every router asks
+            topo = self.resolved
+            assert topo is not None
+            sizes[family] = len({ipaddress.ip_interface(a).network for n in topo.nodes.values()
+                                 for i in n.interfaces.values()
+                                 for a in (i.ipv4 if family == 4 else i.ipv6)})
+        wanted = 2 * sizes[family]
         return f" -P max_routes={wanted}" if wanted > RipParams.max_routes else ""
 
     def _cmd(self, node: Node, line: str) -> None:
