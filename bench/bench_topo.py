@@ -15,7 +15,8 @@ router has a route to every subnet); it reports the wall and CPU seconds and the
 seconds to convergence. A plain grid or ring of 1,000 routers cannot converge in that
 sense: RIP's infinity is 16 (RFC 2453 3.4.2), so a route reaches 15 hops, and the
 backbone side 7 keeps every subnet within 1 + 12 + 1 hops of every router. 1,000 asked
-for are 980 routers and 1,015 subnets: routed learns 1,024 routes at most.
+for are 1,029 routers (rounded up) and 1,064 subnets; the experiment sizes routed's table
+(-P max_routes) to the topology, as the default limit is 1,024 learnt routes.
 
 Writes JSON (to stdout and, with --out, to a file). Run: python bench/bench_topo.py
 """
@@ -60,11 +61,10 @@ RIP_SIDE = 7  # backbone grid side: diameter 12, stub to stub 14 hops (RIP reach
 
 
 def rip_grid(n: int) -> Topology:
-    """About n RIP routers (980 for 1,000): a RIP_SIDE x RIP_SIDE grid b_I_J, each with a
-    fan of stub routers s_I_J_K. Rounded down, not up: routed learns 1,024 routes at most
-    (RoutedParams.max_routes), and 1,029 routers would make 1,064 subnets."""
+    """At least n RIP routers (1,029 for 1,000): a RIP_SIDE x RIP_SIDE grid b_I_J, each
+    with a fan of stub routers s_I_J_K."""
     side_ = min(RIP_SIDE, max(1, math.isqrt(n)))
-    stubs = max(0, round(n / side_**2) - 1)
+    stubs = max(0, -(-n // side_**2) - 1)
     topo = Topology(name="ripgrid", auto_address=True)
     for i in range(side_):
         for j in range(side_):

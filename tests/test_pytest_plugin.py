@@ -96,3 +96,10 @@ def test_a_failing_test_leaves_a_pcapng_trace(pytester: pytest.Pytester):
     # one interface description per interface that saw frames, named vnet:ifname
     names = {p.sniffed_on for p in packets}
     assert names == {"h1:epair0a", "r:epair0b", "r:epair1b", "h2:epair1a"}
+    # and the topology the test built, as the emulator's YAML, beside the trace
+    result.stdout.fnmatch_lines(["*vimage topology*", "*.yaml"])
+    from vimage.emu import yamlfmt
+
+    topo = yamlfmt.load(path.with_suffix(".yaml"))
+    assert sorted(topo.nodes) == ["h1", "h2", "r"] and len(topo.links) == 2
+    assert topo.nodes["h2"].interfaces["epair1a"].ipv4 == ["10.0.1.1/24"]

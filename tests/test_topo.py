@@ -68,3 +68,50 @@ async def test_the_plugins_star_fixture_makes_a_dual_stack_star(star, vimage_ker
     assert out6.ok and out4.ok
     rtt6 = out6.output.split("time=")[1].split()[0]
     assert rtt6 == out4.output.split("time=")[1].split()[0] and float(rtt6) >= 20
+
+
+def test_net_records_what_it_builds_in_the_emulator_model():
+    k = Kernel(clock="virtual", seed=1)
+    net = star(k, 3, ipv6=True)
+    topo = net.topology
+    assert {n: node.type for n, node in topo.nodes.items()} == {
+        "r": "router", "h1": "host", "h2": "host", "h3": "host"}
+    assert not topo.problems()
+    assert len(topo.links) == 3
+    for end_a, end_b in net.links:  # every live interface is in the model, same addresses
+        for end in (end_a, end_b):
+            iface = topo.nodes[end.vnet.name].interfaces[end.name]
+            assert iface.ipv4 == [f"{ipaddress.IPv4Address(a.addr)}/{a.plen}" for a in end.addrs]
+            assert iface.ipv4[0].endswith((".1/24", ".2/24"))
+            assert iface.ipv6 == [f"{net._addr6(end)}/64"]
+    h1_routes = {(r.dest, r.gateway) for r in topo.nodes["h1"].routes}
+    assert h1_routes == {("0.0.0.0/0", "10.0.0.2"), ("::/0", "fd00:0:0:0::2")}
+    assert len(topo.nodes["r"].routes) == 0  # the router touches every link
+
+
+def test_a_nets_model_comes_up_again_as_an_experiment():
+    """The graph a test built is the emulator's: saved as YAML, loaded, brought up in
+    another kernel, it has the same addresses and routes, and h1 reaches h3."""
+    from vimage.emu import Experiment, yamlfmt
+
+    net = line(Kernel(clock="virtual", seed=1), 4)
+    net.link(net["n1"], net["n4"], delay="5ms", loss="1%")
+    net.route()
+    text = yamlfmt.dumps(net.topology)
+    again = yamlfmt.loads(text)
+    assert again.to_dict() == net.topology.to_dict()
+    link = again.link_between("n1", "n4")
+    assert (link.delay, link.loss) == (5000, 1.0)
+    k2 = Kernel(clock="virtual", seed=2)
+    with Experiment(again, k2, name="copy") as exp:
+        for name, vnet in net.nodes.items():
+            mine = {(i.name, ipv4_of(i)) for i in vnet.ifaces.values() if i.addrs}
+            theirs = {(i.name, ipv4_of(i)) for i in exp.node(name).ifaces.values() if i.addrs}
+            assert mine == theirs
+        assert exp.node("n1").cmd(f"ping -c 1 {net.addr('n3')}").ok
+        assert "1 packets received" in exp.node("n2").cmd(
+            f"ping -c 1 -t 2 {net.addr('n4')}").output
+
+
+def ipv4_of(ifp):
+    return tuple(sorted((a.addr, a.plen) for a in ifp.addrs))

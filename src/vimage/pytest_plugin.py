@@ -17,7 +17,9 @@ kernel's base vnet, in virtual time: start programs with `vimage.spawn(vnet, cor
 
 When such a test fails, the frames every interface saw during the test body are
 written as a pcapng file (default directory `.vimage-traces` under the rootdir, or
---vimage-trace-dir) and the failure report names it.
+--vimage-trace-dir) and the failure report names it. The topologies the test built with
+net, star or line are written beside it as the emulator's YAML (`vimage gui FILE` draws
+one; `vimage topo up FILE` brings it up again).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from vimage.net.pcapng import TraceRecorder
 
 KERNEL_KEY = pytest.StashKey[Kernel]()
 TRACE_KEY = pytest.StashKey[TraceRecorder]()
+NETS_KEY = pytest.StashKey[list[testing.Net]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -71,9 +74,15 @@ def vimage_kernel(request: pytest.FixtureRequest) -> Iterator[Kernel]:
             kernel.destroy(vnet)
 
 
+def _built(request: pytest.FixtureRequest, net: testing.Net) -> testing.Net:
+    """Remember a Net the test built, for the failure report's topology file."""
+    request.node.stash.setdefault(NETS_KEY, []).append(net)
+    return net
+
+
 @pytest.fixture
-def net(vimage_kernel: Kernel) -> testing.Net:
-    return testing.Net(vimage_kernel)
+def net(vimage_kernel: Kernel, request: pytest.FixtureRequest) -> testing.Net:
+    return _built(request, testing.Net(vimage_kernel))
 
 
 @pytest.fixture
@@ -87,16 +96,16 @@ def routers(net: testing.Net) -> Callable[..., Any]:
 
 
 @pytest.fixture
-def star(vimage_kernel: Kernel) -> Callable[..., testing.Net]:
+def star(vimage_kernel: Kernel, request: pytest.FixtureRequest) -> Callable[..., testing.Net]:
     def make(n: int, **kwargs: Any) -> testing.Net:
-        return testing.star(vimage_kernel, n, **kwargs)
+        return _built(request, testing.star(vimage_kernel, n, **kwargs))
     return make
 
 
 @pytest.fixture
-def line(vimage_kernel: Kernel) -> Callable[..., testing.Net]:
+def line(vimage_kernel: Kernel, request: pytest.FixtureRequest) -> Callable[..., testing.Net]:
     def make(n: int, **kwargs: Any) -> testing.Net:
-        return testing.line(vimage_kernel, n, **kwargs)
+        return _built(request, testing.line(vimage_kernel, n, **kwargs))
     return make
 
 
@@ -157,4 +166,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         count = recorder.write(path)
         where_to = f"{count} frames on {recorder.written_interfaces} interfaces: {path}"
         report.sections.append(("vimage packet trace", where_to))
+        files = _write_topologies(item.stash.get(NETS_KEY, []), path[:-len(".pcapng")])
+        if files:
+            report.sections.append(("vimage topology", " ".join(files)))
     return report
+
+
+def _write_topologies(nets: list[testing.Net], stem: str) -> list[str]:
+    """Each non-empty Net's model as YAML: STEM.yaml, or STEM-2.yaml ... for more."""
+    from vimage.emu import yamlfmt
+
+    files = []
+    for net in (n for n in nets if n.topology.nodes):
+        path = f"{stem}.yaml" if not files else f"{stem}-{len(files) + 1}.yaml"
+        yamlfmt.dump(net.topology, path)
+        files.append(path)
+    return files

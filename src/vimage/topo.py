@@ -24,6 +24,12 @@ A host (one link) gets a default route; a router forwards and gets a route to
 every link it does not touch, through its neighbour on a shortest path. Every vnet's
 hosts table learns every node's name (its first address), so programs connect by name.
 
+What a `Net` builds is also recorded in the emulator's model (`net.topology`, a
+`vimage.emu.Topology`: nodes of type host/router, links with their impairment, the
+addresses, the static routes route() installs): the same graph `vimage topo up` and the
+GUI read, so a test's topology can be saved (`vimage.emu.yamlfmt.dump(net.topology,
+"t.yaml")`) and brought up again as an experiment, with the same addresses and routes.
+
 `star`, `line` and `router_chain` are common shapes made with `Net`; `router_chain`
 routes with a few aggregated prefixes per node instead of `route()`, so a chain of
 thousands of routers stays small.
@@ -35,12 +41,16 @@ from collections import deque
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
+from vimage.emu.model import Route as ModelRoute
+from vimage.emu.model import Topology
+from vimage.net.pipe import DEFAULT_QUEUE
 from vimage.net.route import RTF_GATEWAY, RTF_STATIC, Route
 from vimage.wire import ipv4
 
 if TYPE_CHECKING:
     from vimage.kernel import Kernel
     from vimage.net.ifnet import Ifnet
+    from vimage.net.pipe import LinkPipe
     from vimage.vnet import Vnet
 
 
@@ -144,6 +154,7 @@ class Net:
         self.links: list[tuple[Ifnet, Ifnet]] = []
         self._routed = 0  # number of links when routes were last computed
         self.auto_route = False  # route() after every link (set once a test body runs)
+        self.topology = Topology(name="net", hosts=True)  # the same graph, as the emulator's
 
     # -- nodes ------------------------------------------------------------------------------
     def _names(self, spec: tuple[Any, ...], prefix: str) -> list[str]:
@@ -156,6 +167,7 @@ class Net:
         """`hosts(3)` makes h1..h3 (continuing the numbering); `hosts("a", "b")` names them."""
         out = []
         for name in self._names(spec, prefix):
+            self.topology.add_node(name, "host")  # first: a duplicate name creates nothing
             self.nodes[name] = vnet = self.kernel.create(name)
             out.append(vnet)
         return out
@@ -164,9 +176,13 @@ class Net:
         """Like hosts(), with forwarding on."""
         out = self.hosts(*spec, prefix=prefix)
         for vnet in out:
-            vnet.ip.forwarding = 1
-            self.routers_.add(vnet.name)
+            self._make_router(vnet)
         return out
+
+    def _make_router(self, vnet: Vnet) -> None:
+        vnet.ip.forwarding = 1
+        self.routers_.add(vnet.name)
+        self.topology.nodes[vnet.name].type = "router"
 
     def __getitem__(self, name: str) -> Vnet:
         return self.nodes[name]
@@ -185,9 +201,32 @@ class Net:
             end_a.impair(**impair)
             end_b.impair(**impair)
         self.links.append((end_a, end_b))
+        self._record_link(end_a, end_b)
         if self.auto_route:
             self.route()
         return end_a, end_b
+
+    def _record_link(self, end_a: Ifnet, end_b: Ifnet) -> None:
+        """The link in the model: its ends' names and addresses, its impairment."""
+        params = {} if end_a.pipe is None else _model_params(end_a.pipe)
+        for vnet in (end_a.vnet, end_b.vnet):
+            if vnet.name not in self.topology.nodes:  # a vnet this Net did not make
+                self.topology.add_node(vnet.name, "host")
+        link = self.topology.connect(end_a.vnet.name, end_b.vnet.name, end_a.name, end_b.name,
+                                     **params)
+        for (node, ifname), end in zip((link.a, link.b), (end_a, end_b), strict=True):
+            iface = self.topology.nodes[node].interfaces[ifname]
+            iface.ipv4 = [f"{ipv4.ntoa(ia.addr)}/{ia.plen}" for ia in end.addrs]
+            if self.ipv6:
+                iface.ipv6 = [f"{self._addr6(end)}/64"]
+
+    def _record_route(self, vnet: Vnet, dest: str, gateway: str) -> None:
+        """A static route in the model, replacing one to the same destination."""
+        routes = self.topology.nodes[vnet.name].routes
+        dest = "::/0" if dest == "default" and ":" in gateway else dest
+        dest = "0.0.0.0/0" if dest == "default" else dest
+        routes[:] = [r for r in routes if r.dest != dest]
+        routes.append(ModelRoute(dest, gateway))
 
     def _addr6(self, end: Ifnet) -> str:
         """The global IPv6 address route() gave link end `end`."""
@@ -229,10 +268,13 @@ class Net:
             if len(edges) == 1 and node.name not in self.routers_:
                 gateway = ipv4.ntoa(edges[0][2].addrs[0].addr)
                 add_route(node, "default", gateway, replace=True)
+                self._record_route(node, "default", gateway)
                 if self.ipv6:
                     _route6(node, "default", self._addr6(edges[0][2]))
+                    self._record_route(node, "default", self._addr6(edges[0][2]))
                 continue
             node.ip.forwarding = 1
+            self.topology.nodes[node.name].type = "router"
             if self.ipv6:
                 _ok(node, "sysctl net.inet6.ip6.forwarding=1")
             first_hop = _first_hops(node, adj)
@@ -245,9 +287,11 @@ class Net:
                     continue  # not connected to this part of the graph
                 net = ipv4.ntoa(end_a.addrs[0].addr & 0xFFFFFF00)
                 add_route(node, f"{net}/24", ipv4.ntoa(hop.addrs[0].addr), replace=True)
+                self._record_route(node, f"{net}/24", ipv4.ntoa(hop.addrs[0].addr))
                 if self.ipv6:
-                    _route6(node, f"{self._addr6(end_a).rsplit(':', 1)[0]}:/64",
-                            self._addr6(hop))
+                    dest6 = f"{self._addr6(end_a).rsplit(':', 1)[0]}:/64"
+                    _route6(node, dest6, self._addr6(hop))
+                    self._record_route(node, dest6, self._addr6(hop))
         names = [(name, self.addr(v)) for name, v in self.nodes.items() if adj.get(v)]
         for vnet in self.nodes.values():
             for name, address in names:
@@ -255,6 +299,18 @@ class Net:
                     vnet.hosts.add(address, name)
         self._routed = len(self.links)
         return self
+
+
+def _model_params(pipe: LinkPipe) -> dict[str, Any]:
+    """A link pipe's settings in the model's units (bit/s, µs, %, 1/N, frames)."""
+    params: dict[str, Any] = {
+        "bandwidth": pipe.bandwidth, "delay": pipe.delay_ns // 1000,
+        "jitter": pipe.jitter_ns // 1000, "loss": pipe.loss * 100,
+        "ber": round(1 / pipe.ber) if pipe.ber else 0, "duplicate": pipe.dup * 100,
+    }
+    if pipe.queue != DEFAULT_QUEUE:
+        params["queue"] = pipe.queue
+    return params
 
 
 def _first_hops(src: Vnet, adj: dict[Vnet, list[tuple[Vnet, Ifnet, Ifnet]]]) -> dict[Vnet, Ifnet]:
@@ -296,6 +352,7 @@ def line(kernel: Kernel, n: int, prefix: str = "n", *, ipv6: bool = False,
         net.link(left, right, **impair)
     for node in nodes[1:-1]:
         net.routers_.add(node.name)
+        net.topology.nodes[node.name].type = "router"
     return net.route()
 
 
@@ -321,11 +378,15 @@ def router_chain(kernel: Kernel, routers: int, name: str = "chain",
         net.link(left, right, **impair)
     last = len(nodes) - 1
     for i, node in enumerate(nodes):
+        routes = []
         if i < last:
-            add_route(node, "default", f"{link_prefix(i)}.2")
+            routes.append(("default", f"{link_prefix(i)}.2"))
             if i >= 2:
-                for prefix, plen in link_blocks(0, i - 2):
-                    add_route(node, f"{prefix}/{plen}", f"{link_prefix(i - 1)}.1")
+                routes += [(f"{prefix}/{plen}", f"{link_prefix(i - 1)}.1")
+                           for prefix, plen in link_blocks(0, i - 2)]
         elif i > 0:
-            add_route(node, "default", f"{link_prefix(i - 1)}.1")
+            routes.append(("default", f"{link_prefix(i - 1)}.1"))
+        for dest, gateway in routes:
+            add_route(node, dest, gateway)
+            net._record_route(node, dest, gateway)
     return nodes

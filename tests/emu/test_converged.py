@@ -60,3 +60,23 @@ def test_up_that_does_not_converge_fails_and_leaves_nothing():
         exp.up(wait_converged=True, timeout=5)
     assert 5 <= (kernel.sched.now_ns() - start) / 1e9 < 5.2
     assert not exp.is_up and kernel.vnets() == []
+
+
+def test_routed_gets_a_table_sized_to_a_topology_larger_than_its_limit(monkeypatch):
+    """The daemons refuse learnt routes past max_routes (1,024 by default); an experiment
+    with more subnets than that starts them with a table twice the topology's size.
+    Here the limit is lowered to 4 so that a ring of 6 routers (6 subnets) exceeds it."""
+    from vimage.apps.routed import RipParams, RoutedService
+
+    monkeypatch.setattr(RipParams, "max_routes", 4)
+    topo = Topology(name="ring", auto_address=True)
+    names = [f"r{i}" for i in range(6)]
+    for name in names:
+        topo.add_node(name, "router", routing=("rip",))
+    for a, b in zip(names, names[1:] + names[:1], strict=True):
+        topo.connect(a, b)
+    kernel = Kernel(clock="virtual", seed=1)
+    with Experiment(topo, kernel).up(wait_converged=True) as exp:
+        daemon = kernel.service(RoutedService).get(exp.node("r0"))
+        assert daemon is not None and daemon.params.max_routes == 12
+        assert daemon.stats["overflow"] == 0

@@ -465,3 +465,20 @@ def test_writer_round_trip_through_a_file_object() -> None:
     assert (linktype, snaplen, nano) == (1, 262144, True)
     assert list(records) == [pcap.Record(1_000_000_001, FRAMES["tcp"], len(FRAMES["tcp"])),
                              pcap.Record(2_500_000_000, FRAMES["arp_req"][:20], 42)]
+
+
+def test_esp_ah_and_gre_by_name() -> None:
+    """libpcap's `esp` and `ah` keywords (IPv4 and IPv6) and `ip proto gre`."""
+    from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.ipsec import AH, ESP
+    from scapy.layers.l2 import GRE, Ether
+
+    esp4 = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / ESP(spi=1, seq=1))
+    esp6 = bytes(Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2") / ESP(spi=1, seq=1))
+    ah4 = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / AH(spi=1, seq=1))
+    gre4 = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / GRE())
+    for expr, matching in (("esp", {esp4, esp6}), ("ah", {ah4}), ("ip proto gre", {gre4}),
+                           ("ip proto esp", {esp4}), ("ip6 proto esp", {esp6})):
+        match = compile_filter(expr)
+        assert {f for f in (esp4, esp6, ah4, gre4) if match(f)} == matching, expr

@@ -328,7 +328,8 @@ class Route6d:
         if route is None:
             if metric >= ripng.INFINITY:
                 return
-            if sum(1 for r in self.routes.values() if r.kind == "rip") >= self.params.max_routes:
+            if len(self.routes) >= self.params.max_routes and sum(
+                    1 for r in self.routes.values() if r.kind == "rip") >= self.params.max_routes:
                 self.stats["overflow"] += 1
                 return
             route = Rt6(key[0], key[1], metric, gateway, ifname, "rip", tag)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from vimage.apps.routed import RipParams
 from vimage.cli import TOOLS
 from vimage.emu import address
 from vimage.emu import ext as linux_ext
@@ -178,6 +179,7 @@ class Experiment:
     _subnets: list[int] | None = field(default=None, repr=False)  # converged(): IPv4 nets
     _subnets6: list[int] = field(default_factory=list, repr=False)  # and IPv6 ones
     _last_miss: tuple[int, int] = field(default=(0, 0), repr=False)  # converged(): where
+    _table_sizes: dict[int, int] = field(default_factory=dict, repr=False)  # family: subnets
 
     def __post_init__(self) -> None:
         self.topology.check()
@@ -589,9 +591,9 @@ class Experiment:
         if node.routing:
             self.routing[node.name] = node.routing
             if "rip" in node.routing:
-                self._cmd(node, "routed")
+                self._cmd(node, f"routed{self._table_size(4)}")
             if "ripng" in node.routing:
-                self._cmd(node, "route6d")
+                self._cmd(node, f"route6d{self._table_size(6)}")
         for service in node.services:
             line = SERVICES.get(service)
             if line is None:
@@ -601,6 +603,20 @@ class Experiment:
                 self._cmd(node, line)
         for line in node.commands:
             self._cmd(node, line)
+
+    def _table_size(self, family: int) -> str:
+        """routed's/route6d's -P max_routes for this topology: the daemons refuse routes
+        beyond their table limit (a guard against a flooding neighbour), so a topology
+        with more subnets than the default limit gets a table twice its size."""
+        sizes = self._table_sizes
+        if family not in sizes:  # once per experiment: every router asks
+            topo = self.resolved
+            assert topo is not None
+            sizes[family] = len({ipaddress.ip_interface(a).network for n in topo.nodes.values()
+                                 for i in n.interfaces.values()
+                                 for a in (i.ipv4 if family == 4 else i.ipv6)})
+        wanted = 2 * sizes[family]
+        return f" -P max_routes={wanted}" if wanted > RipParams.max_routes else ""
 
     def _cmd(self, node: Node, line: str) -> None:
         result = self.nodes[node.name].cmd(line)

@@ -38,6 +38,7 @@ Matcher = Callable[[bytes], bool]
 
 PROTO_NAMES: tuple[tuple[str, int], ...] = (
     ("icmp", 1), ("igmp", 2), ("tcp", 6), ("udp", 17), ("sctp", 132), ("icmp6", 58),
+    ("esp", 50), ("ah", 51), ("gre", 47),  # esp and ah are libpcap keywords; gre a name
 )
 _V4_ONLY = frozenset({"icmp", "igmp"})  # libpcap: `tcp` is IPv4 or IPv6, `icmp` IPv4 only
 _V6_ONLY = frozenset({"icmp6"})
@@ -54,7 +55,7 @@ SERVICE_NAMES: tuple[tuple[str, int], ...] = (
 )
 
 PROTO_QUALIFIERS = frozenset({"ether", "link", "ip", "arp", "rarp", "tcp", "udp", "icmp", "sctp",
-                              "ip6", "icmp6"})
+                              "ip6", "icmp6", "esp", "ah"})
 DIR_QUALIFIERS = frozenset({"src", "dst"})
 TYPE_QUALIFIERS = frozenset({"host", "net", "port", "portrange"})
 OPERATORS = frozenset({"and", "&&", "or", "||", "not", "!", "(", ")"})
