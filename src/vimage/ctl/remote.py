@@ -200,7 +200,11 @@ def make_socket_class(channel: Channel, real: type) -> type:
                 ready, _, _ = select.select([self], [], [], timeout)
                 if not ready:
                     raise TimeoutError("timed out")
-            if not real.recv(self, 1):  # one byte per waiting connection
+            try:
+                byte = real.recv(self, 1)  # one byte per waiting connection
+            except ConnectionResetError:  # the daemon closed its end with bytes unread
+                byte = b""
+            if not byte:
                 self._go_quiet()
                 raise OSError(errno.ENETDOWN, "vimage: the daemon closed this listening socket")
             reply, fds = channel.call("sock.accept", sid=self._vid)
