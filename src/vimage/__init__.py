@@ -62,7 +62,7 @@ Kernel.standard_protocols = (
     _replace(_in6_proto.RAW6, sockets=((SOCK_RAW, Socket),)),
     *_if_gif.INPUTS,  # IPv6 in IPv4 (41), IPv4 and IPv6 in IPv6 (4, 41)
     _if_gre.INPUT6,  # GRE over IPv6 (47)
-    _netdb.PROTOCOL,
+    _replace(_netdb.PROTOCOL, lazy=True),  # the hosts table, made on first lookup
     _ifnet.PROTOCOL,
     _replace(_nat.PROTOCOL, lazy=True),
     _replace(_netgraph.PROTOCOL, lazy=True),  # ngctl's graph, in the vnets that use it
