@@ -84,7 +84,6 @@ class Kernel:
         self.oids: dict[str, Oid] = {}
         # what creating a vnet and an interface arriving run, gathered once (hot enough)
         self.attaches: tuple[Callable[[Vnet], None], ...] = ()
-        self.detaches: tuple[Callable[[Vnet], None], ...] = ()  # in reverse order
         self.ifattaches: tuple[Callable[[Ifnet], None], ...] = ()
         self._set_protocols(self.standard_protocols if protocols is None else tuple(protocols))
         self._vnets: dict[str, Vnet] = {}
@@ -188,8 +187,6 @@ class Kernel:
         oids = protosw.build_oids(protocols)
         self.protocols, self.oids = protocols, oids
         self.attaches = tuple(p.attach for p in protocols if p.attach is not None and not p.lazy)
-        self.detaches = tuple(p.detach for p in reversed(protocols)
-                              if p.detach is not None and not p.lazy)
         # slot -> protocol attached on first use (Vnet.__getattr__), detached if it was
         self.lazy = MappingProxyType({p.slot: p for p in protocols if p.lazy})
         self.ifattaches = tuple(p.ifattach for p in protocols if p.ifattach is not None)

@@ -136,15 +136,8 @@ class Vnet:
         sched.purge_queue(set(self.ifaces.values()))  # frames for this vnet are dropped
         self.alive = False
         kernel.vnet_departure(self)
-        if self.inputs is None:  # never bound: nothing to take out of the demux tables
-            for proto in reversed(kernel.lazy.values()):  # add-ons go before what they use
-                if protosw.attached(self, proto):
-                    proto.detach(self)  # type: ignore[misc]
-            for detach in kernel.detaches:
-                detach(self)
-        else:
-            for proto in reversed(kernel.protocols):
-                protosw.detach(self, proto)
+        for proto in reversed(kernel.protocols):  # a lazy one only if it was attached
+            protosw.detach(self, proto)
         sched.purge_timers(self)
 
     def __getattr__(self, name: str) -> Any:
