@@ -44,10 +44,12 @@ from vimage.vnet import Vnet
 Kernel.standard_protocols = (
     _route.PROTOCOL,
     _replace(_rtsock.PROTOCOL, sockets=((SOCK_RAW, RouteSocket),), lazy=True),
-    *_in_proto.PROTOCOLS[:3],  # ip, arp, icmp
+    _in_proto.IP,
+    _replace(_in_proto.ARP, lazy=True),  # on the first interface up or ARP packet
+    _replace(_in_proto.ICMP, lazy=True),
     _replace(_ipfw.PROTOCOL, lazy=True),  # lazy: made on first use
-    _replace(_in_proto.UDP, sockets=((SOCK_DGRAM, Socket),)),
-    _replace(_in_proto.TCP, sockets=((SOCK_STREAM, TcpSocket),)),
+    _replace(_in_proto.UDP, sockets=((SOCK_DGRAM, Socket),), lazy=True),
+    _replace(_in_proto.TCP, sockets=((SOCK_STREAM, TcpSocket),), lazy=True),
     _replace(_in_proto.RAW, sockets=((SOCK_RAW, Socket),), lazy=True),
     _replace(_dummynet.PROTOCOL, lazy=True),
     _replace(_ip_divert.PROTOCOL, sockets=((SOCK_RAW, DivertSocket),), lazy=True),
@@ -55,7 +57,7 @@ Kernel.standard_protocols = (
     _replace(_if_gre.PROTOCOL, lazy=True),  # IPPROTO_GRE input
     _replace(_if_vxlan.PROTOCOL, lazy=True),
     _replace(_ESP, lazy=True),  # IPPROTO_ESP input, the SAD and SPD (vnet.ipsec)
-    *_in6_proto.PROTOCOLS,  # route6, ip6, nd6, icmp6
+    *(_replace(p, lazy=True) for p in _in6_proto.PROTOCOLS),  # route6, ip6, nd6, icmp6
     _replace(_ESP6, lazy=True),  # ESP after IPv6 (vnet.ipsec6 is vnet.ipsec)
     _replace(_in6_proto.UDP6, sockets=((SOCK_DGRAM, Socket),), lazy=True),
     _replace(_in6_proto.TCP6, sockets=((SOCK_STREAM, TcpSocket),), lazy=True),

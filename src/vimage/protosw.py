@@ -252,9 +252,13 @@ class _LazyInput:
     def __init__(self, vnet: Vnet, proto: Protocol, fn: Callable[..., None]) -> None:
         self.vnet, self.proto, self.fn = vnet, proto, fn
 
+    # what a bound method tells: the function, and the state it is for (attached on asking)
+    @property
+    def __func__(self) -> Callable[..., None]:
+        return self.fn
+
     @property
     def __self__(self) -> Any:
-        """The state the entry is for, as a bound method's (attached on asking)."""
         return getattr(self.vnet, self.proto.slot)  # type: ignore[arg-type]
 
     def __call__(self, *args: Any) -> None:
