@@ -175,6 +175,8 @@ def attached(vnet: Vnet, proto: Protocol) -> bool:
 def existing(vnet: Vnet, slot: str) -> Any:
     """`vnet.<slot>` if that state exists, else None, without attaching a lazy protocol
     (for code that has nothing to do unless it was used: no routing socket, no one to tell)."""
+    if slot not in vnet.DECLARED:  # a state kept in the instance dict: no exception to pay
+        return vnet.__dict__.get(slot)  # (rtsock asks this for every address and route)
     try:
         return object.__getattribute__(vnet, slot)
     except AttributeError:

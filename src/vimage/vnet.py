@@ -7,7 +7,7 @@ import random
 import re
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from vimage import protosw
 
@@ -84,6 +84,8 @@ class Vnet:
         "udp",
         "vxlan",
     )
+
+    DECLARED: ClassVar[frozenset[str]] = frozenset(__slots__)
 
     def __init__(self, kernel: Kernel, name: str, parent: Vnet | None) -> None:
         self.kernel = kernel
