@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import random
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,6 +28,26 @@ if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
 
 S = TypeVar("S")
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Keep Python's cyclic garbage collector from running inside the block, restoring
+    it (if it was on) after: for building a topology in bulk.
+
+    Every vnet is a few objects the collector tracks (a dozen when idle) and all of them
+    live as long as the topology: while thousands are made, each full collection (one
+    whenever the tracked objects grew by a quarter) walks every vnet made so far, which
+    cost more than making them. Paused, the new objects are walked once, by the first
+    collection after the block. Nothing made here is garbage, so nothing is held back.
+    """
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 class UnitSet(set[int]):
@@ -125,6 +147,12 @@ class Kernel:
             parent.add_child(vnet)
             vnet.attach()
             return vnet
+
+    def create_many(self, names: Iterable[str], **params: int) -> list[Vnet]:
+        """Create a vnet for each of `names` (as `create`, each with `params`), with the
+        garbage collector paused meanwhile (see `collector_paused`)."""
+        with self.sched.lock, collector_paused():
+            return [self.create(name, **params) for name in names]
 
     def get(self, name: str) -> Vnet:
         if name in ("", "0", "vnet0"):

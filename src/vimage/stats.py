@@ -7,6 +7,7 @@ for every protocol, so it has to be cheap.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class LazySlots:
     """
 
     __slots__ = ()
-    lazy: ClassVar[Mapping[str, Callable[[], Any]]] = {}
+    lazy: ClassVar[Mapping[str, Callable[[], Any]]] = MappingProxyType({})
 
     def __getattr__(self, name: str) -> Any:
         factory = type(self).lazy.get(name)

@@ -154,10 +154,9 @@ class Net:
 
     def hosts(self, *spec: Any, prefix: str = "h") -> list[Vnet]:
         """`hosts(3)` makes h1..h3 (continuing the numbering); `hosts("a", "b")` names them."""
-        out = []
-        for name in self._names(spec, prefix):
-            self.nodes[name] = vnet = self.kernel.create(name)
-            out.append(vnet)
+        out = self.kernel.create_many(self._names(spec, prefix))  # the collector paused
+        for vnet in out:
+            self.nodes[vnet.name] = vnet
         return out
 
     def routers(self, *spec: Any, prefix: str = "r") -> list[Vnet]:
