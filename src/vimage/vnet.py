@@ -150,8 +150,12 @@ class Vnet:
             proto = None
         if proto is None or not object.__getattribute__(self, "alive"):
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        proto.attach(self)
-        return object.__getattribute__(self, name)
+        with self.kernel.sched.lock:  # a socket call and the kernel thread may race here
+            state = protosw.existing(self, name)
+            if state is None:
+                proto.attach(self)
+                state = object.__getattribute__(self, name)
+        return state
 
     def pfil_changed(self, head: str) -> None:
         """A link-layer pfil point changed (vimage.net.pfil): the interfaces re-mark."""
