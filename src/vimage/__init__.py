@@ -44,25 +44,27 @@ from vimage.vnet import Vnet
 Kernel.standard_protocols = (
     _route.PROTOCOL,
     _replace(_rtsock.PROTOCOL, sockets=((SOCK_RAW, RouteSocket),), lazy=True),
-    *_in_proto.PROTOCOLS[:3],  # ip, arp, icmp
+    _in_proto.IP,
+    _replace(_in_proto.ARP, lazy=True),  # on the first interface up or ARP packet
+    _replace(_in_proto.ICMP, lazy=True),
     _replace(_ipfw.PROTOCOL, lazy=True),  # lazy: made on first use
-    _replace(_in_proto.UDP, sockets=((SOCK_DGRAM, Socket),)),
-    _replace(_in_proto.TCP, sockets=((SOCK_STREAM, TcpSocket),)),
-    _replace(_in_proto.RAW, sockets=((SOCK_RAW, Socket),)),
+    _replace(_in_proto.UDP, sockets=((SOCK_DGRAM, Socket),), lazy=True),
+    _replace(_in_proto.TCP, sockets=((SOCK_STREAM, TcpSocket),), lazy=True),
+    _replace(_in_proto.RAW, sockets=((SOCK_RAW, Socket),), lazy=True),
     _replace(_dummynet.PROTOCOL, lazy=True),
     _replace(_ip_divert.PROTOCOL, sockets=((SOCK_RAW, DivertSocket),), lazy=True),
-    _if_gif.PROTOCOL,  # IPPROTO_IPV4 input
-    _if_gre.PROTOCOL,  # IPPROTO_GRE input
+    _replace(_if_gif.PROTOCOL, lazy=True),  # IPPROTO_IPV4 input
+    _replace(_if_gre.PROTOCOL, lazy=True),  # IPPROTO_GRE input
     _replace(_if_vxlan.PROTOCOL, lazy=True),
-    _ESP,  # IPPROTO_ESP input, the SAD and SPD (vnet.ipsec)
-    *_in6_proto.PROTOCOLS,  # route6, ip6, nd6, icmp6
-    _ESP6,  # ESP after IPv6 (vnet.ipsec6 is vnet.ipsec)
-    _replace(_in6_proto.UDP6, sockets=((SOCK_DGRAM, Socket),)),
-    _replace(_in6_proto.TCP6, sockets=((SOCK_STREAM, TcpSocket),)),
-    _replace(_in6_proto.RAW6, sockets=((SOCK_RAW, Socket),)),
+    _replace(_ESP, lazy=True),  # IPPROTO_ESP input, the SAD and SPD (vnet.ipsec)
+    *(_replace(p, lazy=True) for p in _in6_proto.PROTOCOLS),  # route6, ip6, nd6, icmp6
+    _replace(_ESP6, lazy=True),  # ESP after IPv6 (vnet.ipsec6 is vnet.ipsec)
+    _replace(_in6_proto.UDP6, sockets=((SOCK_DGRAM, Socket),), lazy=True),
+    _replace(_in6_proto.TCP6, sockets=((SOCK_STREAM, TcpSocket),), lazy=True),
+    _replace(_in6_proto.RAW6, sockets=((SOCK_RAW, Socket),), lazy=True),
     *_if_gif.INPUTS,  # IPv6 in IPv4 (41), IPv4 and IPv6 in IPv6 (4, 41)
     _if_gre.INPUT6,  # GRE over IPv6 (47)
-    _netdb.PROTOCOL,
+    _replace(_netdb.PROTOCOL, lazy=True),  # the hosts table, made on first lookup
     _ifnet.PROTOCOL,
     _replace(_nat.PROTOCOL, lazy=True),
     _replace(_netgraph.PROTOCOL, lazy=True),  # ngctl's graph, in the vnets that use it

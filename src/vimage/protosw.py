@@ -77,9 +77,12 @@ class Protocol:
                 interface events (FreeBSD ifnet_arrival_event, ifnet_departure_event and
                 the link coming up), called with the interface in its vnet
     lazy        attach on first use of `vnet.<slot>` instead of at vnet creation (a
-                subsystem most vnets never use: a firewall, a shaper, NAT); detached only
-                if it was attached. Not for protocols with packet input; interface events
-                reach it attached or not, so its hooks read the state with `existing`.
+                subsystem most vnets never use: a firewall, a shaper, NAT, a tunnel, a
+                transport); detached only if it was attached. With packet input, its
+                table entries are bound to a stand-in (`_LazyInput`) that attaches the
+                state on the first packet and puts the real input in its place.
+                Interface events reach it attached or not, so its hooks read the state
+                with `existing`.
     """
 
     name: str
@@ -103,10 +106,9 @@ class Protocol:
     lazy: bool = False
 
     def __post_init__(self) -> None:
-        if self.lazy and (self.slot is None or self.attach is None or self.input is not None
-                          or self.ctlinput is not None or self.ethertype is not None):
-            raise ValueError(f"protocol {self.name}: only a state slot with an attach and no "
-                             "packet input can be attached lazily")
+        if self.lazy and (self.slot is None or self.attach is None):
+            raise ValueError(f"protocol {self.name}: only a state slot with an attach "
+                             "can be attached lazily")
         if (self.input is not None or self.ctlinput is not None) and self.slot is None:
             raise ValueError(f"protocol {self.name}: input/ctlinput need a state slot")
         if self.input is not None and self.protocol is None and self.ethertype is None:
@@ -173,6 +175,8 @@ def attached(vnet: Vnet, proto: Protocol) -> bool:
 def existing(vnet: Vnet, slot: str) -> Any:
     """`vnet.<slot>` if that state exists, else None, without attaching a lazy protocol
     (for code that has nothing to do unless it was used: no routing socket, no one to tell)."""
+    if slot not in vnet.DECLARED:  # a state kept in the instance dict: no exception to pay
+        return vnet.__dict__.get(slot)  # (rtsock asks this for every address and route)
     try:
         return object.__getattribute__(vnet, slot)
     except AttributeError:
@@ -181,8 +185,10 @@ def existing(vnet: Vnet, slot: str) -> Any:
 
 def attach(vnet: Vnet, proto: Protocol) -> None:
     """Attach one protocol to a vnet: its state, and its table entries if already bound."""
-    if proto.lazy:
-        return  # on first use (Vnet.__getattr__)
+    if proto.lazy:  # the state on first use (Vnet.__getattr__)
+        if vnet.inputs is not None:
+            _bind(vnet, proto)
+        return
     if proto.attach is not None:
         proto.attach(vnet)
     if vnet.inputs is not None:
@@ -216,10 +222,15 @@ def bound_table(vnet: Vnet, tables: str, domain: int) -> dict[int, Callable[...,
 def _bind(vnet: Vnet, proto: Protocol) -> None:
     if proto.slot is None:
         return
-    state = getattr(vnet, proto.slot)
+    # a lazy protocol (or an entry point into a lazy one's state) not attached yet gets
+    # stand-ins: binding the tables on a vnet's first packet attaches nothing
+    state = existing(vnet, proto.slot)
+    if state is None and vnet.kernel.lazy.get(proto.slot) is None:
+        state = getattr(vnet, proto.slot)
     assert vnet.inputs is not None and vnet.ctlinputs is not None
     if proto.input is not None:
-        bound = MethodType(proto.input, state)
+        bound = (MethodType(proto.input, state) if state is not None else
+                 _LazyInput(vnet, proto, proto.input))
         if proto.protocol is not None:
             vnet.inputs.setdefault(proto.domain, {})[proto.protocol] = bound
         if proto.ethertype is not None:
@@ -228,14 +239,41 @@ def _bind(vnet: Vnet, proto: Protocol) -> None:
                 vnet.ether_fast_type = proto.ethertype.to_bytes(2, "big")
                 vnet.ether_fast = bound
     if proto.ctlinput is not None and proto.protocol is not None:
-        vnet.ctlinputs.setdefault(proto.domain, {})[proto.protocol] = MethodType(
-            proto.ctlinput, state)
+        vnet.ctlinputs.setdefault(proto.domain, {})[proto.protocol] = (
+            MethodType(proto.ctlinput, state) if state is not None else
+            _LazyInput(vnet, proto, proto.ctlinput))
+
+
+class _LazyInput:
+    """A lazy protocol's table entry until its first packet: attaches its state, binds
+    its real entries in place of the stand-ins (the same dicts, so IPv4's `protox` and
+    ICMP's `ctlx` see them) and hands the packet on."""
+
+    __slots__ = ("fn", "proto", "vnet")
+
+    def __init__(self, vnet: Vnet, proto: Protocol, fn: Callable[..., None]) -> None:
+        self.vnet, self.proto, self.fn = vnet, proto, fn
+
+    # what a bound method tells: the function, and the state it is for (attached on asking)
+    @property
+    def __func__(self) -> Callable[..., None]:
+        return self.fn
+
+    @property
+    def __self__(self) -> Any:
+        return getattr(self.vnet, self.proto.slot)  # type: ignore[arg-type]
+
+    def __call__(self, *args: Any) -> None:
+        vnet = self.vnet
+        if not vnet.alive:
+            return
+        state = getattr(vnet, self.proto.slot)  # type: ignore[arg-type]
+        _bind(vnet, self.proto)
+        self.fn(state, *args)
 
 
 def detach(vnet: Vnet, proto: Protocol) -> None:
     """Undo `attach`: no packet reaches the protocol once its state is released."""
-    if not attached(vnet, proto):
-        return
     if vnet.inputs is not None and vnet.ctlinputs is not None:
         if proto.protocol is not None:
             vnet.inputs.get(proto.domain, {}).pop(proto.protocol, None)
@@ -246,7 +284,7 @@ def detach(vnet: Vnet, proto: Protocol) -> None:
                 first = next(iter(vnet.ethertypes.items()), None)
                 vnet.ether_fast_type = b"" if first is None else first[0].to_bytes(2, "big")
                 vnet.ether_fast = None if first is None else first[1]
-    if proto.detach is not None:
+    if proto.detach is not None and attached(vnet, proto):
         proto.detach(vnet)
 
 

@@ -7,10 +7,11 @@ for every protocol, so it has to be cheap.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 
 def counters(class_name: str, names: tuple[str, ...]) -> type:
@@ -22,6 +23,28 @@ def counters(class_name: str, names: tuple[str, ...]) -> type:
     exec(body, namespace)
     return type(class_name, (), {"__slots__": names, "__init__": namespace["__init__"],
                                  "names": names})
+
+
+class LazySlots:
+    """Mixin for per-vnet state: the slots named in `lazy` are made on first read.
+
+    Most vnets of a big topology never count a packet nor send an ICMP error, and every
+    object made at creation is one more for the cyclic garbage collector to walk in each
+    full collection, so the counters and rate limiters are made when first read (a slot
+    never set raises AttributeError, which lands here); once set, a read is a plain slot
+    read, so the hot paths pay nothing. `lazy` maps a slot to its factory (a class).
+    """
+
+    __slots__ = ()
+    lazy: ClassVar[Mapping[str, Callable[[], Any]]] = MappingProxyType({})
+
+    def __getattr__(self, name: str) -> Any:
+        factory = type(self).lazy.get(name)
+        if factory is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        value = factory()
+        setattr(self, name, value)
+        return value
 
 
 def count_drop(stats: object, reason: str, counter_of: Mapping[str, str]) -> None:

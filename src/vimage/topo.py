@@ -165,11 +165,18 @@ class Net:
 
     def hosts(self, *spec: Any, prefix: str = "h") -> list[Vnet]:
         """`hosts(3)` makes h1..h3 (continuing the numbering); `hosts("a", "b")` names them."""
-        out = []
-        for name in self._names(spec, prefix):
-            self.topology.add_node(name, "host")  # first: a duplicate name creates nothing
-            self.nodes[name] = vnet = self.kernel.create(name)
-            out.append(vnet)
+        names = self._names(spec, prefix)
+        for name in names:  # first: a duplicate name creates nothing
+            self.topology.add_node(name, "host")
+        try:
+            out = self.kernel.create_many(names)  # the collector paused
+        except Exception:
+            for name in names:
+                if name not in self.nodes:
+                    self.topology.nodes.pop(name, None)
+            raise
+        for vnet in out:
+            self.nodes[vnet.name] = vnet
         return out
 
     def routers(self, *spec: Any, prefix: str = "r") -> list[Vnet]:

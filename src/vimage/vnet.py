@@ -7,7 +7,7 @@ import random
 import re
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from vimage import protosw
 
@@ -85,6 +85,8 @@ class Vnet:
         "vxlan",
     )
 
+    DECLARED: ClassVar[frozenset[str]] = frozenset(__slots__)
+
     def __init__(self, kernel: Kernel, name: str, parent: Vnet | None) -> None:
         self.kernel = kernel
         self.name = name
@@ -136,15 +138,8 @@ class Vnet:
         sched.purge_queue(set(self.ifaces.values()))  # frames for this vnet are dropped
         self.alive = False
         kernel.vnet_departure(self)
-        if self.inputs is None:  # never bound: nothing to take out of the demux tables
-            for proto in reversed(kernel.lazy.values()):  # add-ons go before what they use
-                if protosw.attached(self, proto):
-                    proto.detach(self)  # type: ignore[misc]
-            for detach in kernel.detaches:
-                detach(self)
-        else:
-            for proto in reversed(kernel.protocols):
-                protosw.detach(self, proto)
+        for proto in reversed(kernel.protocols):  # a lazy one only if it was attached
+            protosw.detach(self, proto)
         sched.purge_timers(self)
 
     def __getattr__(self, name: str) -> Any:
@@ -155,8 +150,12 @@ class Vnet:
             proto = None
         if proto is None or not object.__getattribute__(self, "alive"):
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        proto.attach(self)
-        return object.__getattribute__(self, name)
+        with self.kernel.sched.lock:  # a socket call and the kernel thread may race here
+            state = protosw.existing(self, name)
+            if state is None:
+                proto.attach(self)
+                state = object.__getattribute__(self, name)
+        return state
 
     def pfil_changed(self, head: str) -> None:
         """A link-layer pfil point changed (vimage.net.pfil): the interfaces re-mark."""

@@ -52,6 +52,7 @@ from vimage.emu.model import (
     parse_duration_us,
     parse_percent,
 )
+from vimage.kernel import collector_paused
 from vimage.net.ifnet import create_loopback
 from vimage.net.pipe import DEFAULT_QUEUE
 from vimage.netinet6.in6 import IN6_IFF_DUPLICATED, IN6_IFF_TENTATIVE, In6Addr
@@ -407,7 +408,9 @@ class Experiment:
             if node.type == "ext":  # its Linux namespace, before the kernel lock
                 name = linux_ext.netns_name(str(self.name), node.name)
                 self.ext[node.name] = linux_ext.create(node.name, name)
-        with kernel.sched.cond:
+        # the collector paused while the nodes and links are made (kernel.collector_paused:
+        # a full collection per quarter of growth would walk every node made so far)
+        with kernel.sched.cond, collector_paused():
             self.vnet = kernel.create(str(self.name))
             for k, node in enumerate(topo.nodes.values()):
                 if node.type == "ext":

@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar
 
 from vimage.net.tunnel import Tunnel, TunnelCloner, TunnelState, outer_nomatch
-from vimage.protosw import Protocol
+from vimage.protosw import Protocol, existing
 from vimage.sysctl import Oid
 
 if TYPE_CHECKING:
@@ -93,7 +93,9 @@ def vnet_detach(vnet: Vnet) -> None:
 
 
 def _ifdetach(ifp: Ifnet) -> None:
-    ifp.vnet.gif.ifdetach(ifp)
+    state = existing(ifp.vnet, "gif")  # never used: no tunnel to tear down
+    if state is not None:
+        state.ifdetach(ifp)
 
 
 SYSCTLS: tuple[Oid, ...] = (

@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar
 
 from vimage.net.tunnel import Tunnel, TunnelCloner, TunnelState, outer_nomatch
-from vimage.protosw import Protocol
+from vimage.protosw import Protocol, existing
 from vimage.sysctl import Oid
 from vimage.wire import WireError
 from vimage.wire import gre as wgre
@@ -134,7 +134,9 @@ def vnet_detach(vnet: Vnet) -> None:
 
 
 def _ifdetach(ifp: Ifnet) -> None:
-    ifp.vnet.gre.ifdetach(ifp)
+    state = existing(ifp.vnet, "gre")  # never used: no tunnel to tear down
+    if state is not None:
+        state.ifdetach(ifp)
 
 
 SYSCTLS: tuple[Oid, ...] = (

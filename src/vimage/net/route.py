@@ -151,7 +151,7 @@ def _slots(paths: tuple[Route, ...]) -> tuple[Route, ...]:
 class RouteTable:
     """Prefixes bucketed by length; a per-destination cache makes forwarding O(1)."""
 
-    __slots__ = ("_by_len", "_cache", "_lens", "_masks", "fibnum", "on_change")
+    __slots__ = ("_by_len", "_cache", "_lens", "_masks", "fibnum", "owner")
 
     def __init__(self, fibnum: int = 0, width: int = 32) -> None:
         self._masks = MASKS if width == 32 else MASKS6
@@ -159,8 +159,9 @@ class RouteTable:
         self._lens: tuple[int, ...] = ()
         self._cache: dict[int, Route] = {}
         self.fibnum = fibnum
-        # called with each route added (expiry timers); set by the vnet's RouteState
-        self.on_change: Callable[[Route], None] | None = None
+        # the vnet's RouteState, told of each route added (nexthop index, expiry timer);
+        # the object, not a bound method of it: one object fewer per vnet to track
+        self.owner: RouteState | None = None
 
     def lookup(self, dst: int) -> Route | None:
         route = self._cache.get(dst)
@@ -200,8 +201,8 @@ class RouteTable:
         else:
             bucket[route.dst] = route
         self._cache.clear()
-        if self.on_change is not None:
-            self.on_change(route)
+        if self.owner is not None:
+            self.owner.added(route)
         return route
 
     def _regroup(self, bucket: dict[int, Route], paths: tuple[Route, ...]) -> None:
@@ -306,7 +307,7 @@ class RouteState:
             raise ValueError("net.fibs: the number of fibs can only grow")
         while len(self.tables) < n:
             table = RouteTable(len(self.tables))
-            table.on_change = self._added
+            table.owner = self
             self.tables.append(table)
         self._fibs = n
 
@@ -330,7 +331,7 @@ class RouteState:
         return list(self.tables) if self.add_addr_allfibs else [self.tables[fib]]
 
     # -- nexthops and expiry ----------------------------------------------------------------
-    def _added(self, route: Route) -> None:
+    def added(self, route: Route) -> None:
         if not route.nhidx:
             route.nhidx = self._next_nhidx
             self._next_nhidx += 1

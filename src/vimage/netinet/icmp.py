@@ -11,7 +11,7 @@ from vimage.net import rtsock
 from vimage.net.route import RTF_BLACKHOLE, RTF_DYNAMIC, RTF_GATEWAY, RTF_REJECT, Route
 from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
 from vimage.sched import NS_PER_S, PpsLimit
-from vimage.stats import count_drop, counters
+from vimage.stats import LazySlots, count_drop, counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import WireError
 from vimage.wire import icmp as wicmp
@@ -72,21 +72,20 @@ class IcmpStats(_IcmpCounters):  # type: ignore[misc,valid-type]
         self.outhist = [0] * 19
 
 
-class IcmpState:
+class IcmpState(LazySlots):
     __slots__ = ("bmcastecho", "ctlx", "drop_redirect", "icmplim", "lim", "quotelen",
                  "redirtimeout", "stats", "vnet")
+    lazy = MappingProxyType({"stats": IcmpStats, "lim": PpsLimit})  # on first read
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
         # quoted protocol number -> bound ctlinput: the vnet's table once bound
         self.ctlx: Mapping[int, Callable[..., None]] = protosw.UNBOUND
-        self.stats = IcmpStats()
         self.icmplim = 200
         self.bmcastecho = 0
         self.quotelen = 8
         self.drop_redirect = 0  # FreeBSD's defaults
         self.redirtimeout = 600
-        self.lim = PpsLimit()
 
     def _rate_ok(self) -> bool:
         return self.lim.check(self.vnet.kernel.sched.now_ns(), self.icmplim)

@@ -17,7 +17,7 @@ from vimage.net.ifnet import IFF_UP
 from vimage.netinet import arp, icmp, in_, ip, raw, tcp, udp
 from vimage.netinet.tcp.input import tcp_input
 from vimage.netinet.tcp.subr import tcp_ctlinput_quoted
-from vimage.protosw import ANY, Protocol
+from vimage.protosw import ANY, Protocol, existing
 from vimage.wire.ethernet import ETHERTYPE_ARP, ETHERTYPE_IP
 from vimage.wire.ipv4 import INADDR_LOOPBACK, PROTO_ICMP, PROTO_TCP, PROTO_UDP
 
@@ -39,7 +39,9 @@ def _arp_ifup(ifp: Ifnet) -> None:
 
 
 def _arp_ifdetach(ifp: Ifnet) -> None:
-    ifp.vnet.arp.purge_ifp(ifp)
+    arp_state = existing(ifp.vnet, "arp")  # never used: no entry to purge
+    if arp_state is not None:
+        arp_state.purge_ifp(ifp)
 
 
 IP = Protocol(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import struct
 from socket import AF_INET
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage import protosw
@@ -15,7 +16,7 @@ from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.in_ import INADDR_BROADCAST, source_for
 from vimage.netinet.reass import Reassembler, fragment
 from vimage.protosw import ANY
-from vimage.stats import counters
+from vimage.stats import LazySlots, counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import icmp as wicmp
 from vimage.wire.checksum import checksum
@@ -79,18 +80,18 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
 IpStats = counters("IpStats", tuple(name for name, _ in STAT_LINES))
 
 
-class IpState:
+class IpState(LazySlots):
     """Per-vnet IPv4 state: addresses, tunables, counters and reassembly queues."""
 
     __slots__ = ("bcast", "forwarding", "fragttl", "ident", "local", "maxfragpackets",
                  "maxfragsperpacket", "mfib", "pfil_fwd", "pfil_in", "pfil_out", "port_first",
                  "port_last", "protox", "reass", "stats", "ttl", "vnet")
+    lazy = MappingProxyType({"stats": IpStats})  # on first read
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
         self.local: dict[int, InAddr] = {}
         self.bcast: dict[int, InAddr] = {}
-        self.stats = IpStats()
         self.forwarding = 0
         self.ttl = 64
         self.fragttl = 30

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import errno
 from socket import AF_INET6
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.netinet.in_pcb import PcbList
 from vimage.netinet.ip import options_ok
+from vimage.stats import LazySlots
 from vimage.sysctl import Oid, oids
 from vimage.wire.checksum import checksum
 from vimage.wire.ipv4 import HEADER
@@ -26,13 +28,13 @@ SYSCTLS: tuple[Oid, ...] = oids("net.inet.raw", "raw", (
 ))
 
 
-class RawState:
+class RawState(LazySlots):
     __slots__ = ("icmp6_hooked", "maxdgram", "recvspace", "sockets", "sockets6", "vnet")
+    lazy = MappingProxyType({"sockets": PcbList, "sockets6": PcbList})  # on first read
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
-        self.sockets = PcbList()
-        self.sockets6 = PcbList()  # AF_INET6 raw sockets
+        # sockets, sockets6 (AF_INET6): made on first read
         self.icmp6_hooked = False
         self.maxdgram = 9216
         self.recvspace = 9216

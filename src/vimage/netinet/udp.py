@@ -11,7 +11,7 @@ from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.icmp import quoted_ports
 from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
 from vimage.netinet.in_pcb import PcbList, is_mapped, mapped, unmapped
-from vimage.stats import count_drop, counters
+from vimage.stats import LazySlots, count_drop, counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import WireError
 from vimage.wire import icmp as wicmp
@@ -74,15 +74,15 @@ _PARSE_DROPS = MappingProxyType({"badsum": "badsum", "badlen": "badlen", "": "hd
 UdpStats = counters("UdpStats", tuple(name for name, _ in STAT_LINES))
 
 
-class UdpState:
+class UdpState(LazySlots):
     __slots__ = ("blackhole", "checksum", "maxdgram", "ports", "ports6", "recvspace", "stats",
                  "vnet")
+    lazy = MappingProxyType({"stats": UdpStats})  # on first read
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
         self.ports: dict[int, PcbList] = {}  # AF_INET sockets by local port
         self.ports6: dict[int, PcbList] = {}  # AF_INET6 sockets (dual-stack ones too)
-        self.stats = UdpStats()
         self.checksum = 1
         self.maxdgram = 9216
         self.recvspace = 42080

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from vimage import protosw
 from vimage.netinet6 import in6
 from vimage.sched import PpsLimit
-from vimage.stats import count_drop, counters
+from vimage.stats import LazySlots, count_drop, counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import WireError
 from vimage.wire import icmp6 as wicmp6
@@ -98,14 +98,13 @@ class Icmp6Stats(_Counters):  # type: ignore[misc,valid-type]
         return self._outhist
 
 
-class Icmp6State:
+class Icmp6State(LazySlots):
     __slots__ = ("ctlx", "errppslimit", "lim", "listeners", "stats", "vnet")
+    lazy = MappingProxyType({"stats": Icmp6Stats, "lim": PpsLimit})  # on first read
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
-        self.stats = Icmp6Stats()
         self.errppslimit = 100
-        self.lim = PpsLimit()
         self.ctlx: Mapping[int, Callable[..., None]] = protosw.UNBOUND
         self.listeners: tuple[Callable[..., None], ...] = ()  # replaced, never changed
 

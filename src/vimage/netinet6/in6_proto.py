@@ -16,7 +16,7 @@ from vimage.netinet import raw, udp
 from vimage.netinet.tcp.input import tcp6_input
 from vimage.netinet.tcp.subr import tcp6_attach, tcp6_ctlinput, tcp6_detach
 from vimage.netinet6 import icmp6, in6, ip6, nd6, nd6_rtr
-from vimage.protosw import ANY, Protocol
+from vimage.protosw import ANY, Protocol, existing
 from vimage.wire.ethernet import ETHERTYPE_IPV6
 from vimage.wire.ipv6 import NXT_ICMPV6
 
@@ -37,7 +37,9 @@ def _rt6_detach(vnet: Vnet) -> None:
 
 
 def _ip6_ifdetach(ifp: Ifnet) -> None:
-    ip6_state = ifp.vnet.ip6
+    ip6_state = existing(ifp.vnet, "ip6")
+    if ip6_state is None:  # IPv6 never used in this vnet: no address, no fragment
+        return
     if ip6_state.reass is not None:
         ip6_state.reass.purge_ifp(ifp)
     in6.in6_purge_ifaddrs(ifp)

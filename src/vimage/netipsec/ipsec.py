@@ -45,7 +45,7 @@ from vimage.netipsec.key import (
 )
 from vimage.netipsec.xform import AesGcm16, AuthError
 from vimage.protosw import Protocol
-from vimage.stats import counters
+from vimage.stats import LazySlots, counters
 from vimage.wire import esp as wesp
 from vimage.wire import ipv6 as wip6
 from vimage.wire._common import WireError
@@ -101,12 +101,13 @@ def _ends(pkt: bytes) -> tuple[int, int, int]:
     return _from_bytes(pkt[12:16], "big"), _from_bytes(pkt[16:20], "big"), AF_INET
 
 
-class IpsecState:
+class IpsecState(LazySlots):
     """A vnet's SAD, SPD and ESP counters (FreeBSD's V_sahtree/V_sptree, V_espstat)."""
 
     __slots__ = ("_pstats", "_stats", "by_pair", "by_spi", "decapsulated", "hooks", "hooks6",
                  "next_sadb_seq", "next_spid", "sad", "sent", "spd", "spd6_in", "spd6_out",
                  "spd_in", "spd_out", "vnet")
+    lazy = MappingProxyType({"sad": list, "spd": list})
 
     def __init__(self, vnet: Vnet) -> None:
         # every vnet has one and most never use it: the tables start as shared empty
@@ -114,11 +115,11 @@ class IpsecState:
         self.vnet = vnet
         self._stats: Any = None
         self._pstats: Any = None
-        self.sad: list[SecAssoc] = []  # in the order added (setkey -D prints it so)
+        self.sad: list[SecAssoc]  # in the order added (setkey -D prints it so)
         # (spi, dst, family): key_allocsa; (src, dst, family): the SAs between two ends
         self.by_spi: Mapping[tuple[int, int, int], SecAssoc] = _EMPTY
         self.by_pair: Mapping[tuple[int, int, int], list[SecAssoc]] = _EMPTY
-        self.spd: list[SecPolicy] = []
+        self.spd: list[SecPolicy]  # both made on first read (LazySlots)
         self.spd_in: tuple[SecPolicy, ...] = ()  # IPv4 policies by direction
         self.spd_out: tuple[SecPolicy, ...] = ()
         self.spd6_in: tuple[SecPolicy, ...] = ()  # IPv6 policies by direction

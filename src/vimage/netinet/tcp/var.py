@@ -12,13 +12,14 @@ from __future__ import annotations
 import errno
 import hashlib
 import weakref
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.netinet.tcp.cc import ALGORITHMS
 from vimage.netinet.tcp.cc import create as cc_create
 from vimage.netinet.tcp.seq import MASK
 from vimage.sched import NS_PER_S, Timer
-from vimage.stats import counters
+from vimage.stats import LazySlots, counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import tcp as wtcp
 from vimage.wire.tcp import MAX_WSCALE
@@ -366,7 +367,7 @@ class Tcb:
             sock._poll.touch(sock)
 
 
-class TcpState:
+class TcpState(LazySlots):
     """Per-vnet TCP: tunables, counters, listeners, connections and the syncache.
 
     The protocol switch binds tcp_input and tcp_ctlinput_quoted to this state (see
@@ -382,10 +383,10 @@ class TcpState:
         "stats", "syncache", "syncache_bucketlimit", "syncache_cachelimit", "syncache_count",
         "syncache_overflow", "syncache_rexmtlimit", "syncookies", "vnet"
     )
+    lazy = MappingProxyType({"stats": TcpStats})  # on first read
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
-        self.stats = TcpStats()
         self.conns: dict[tuple[int, int, int, int], Tcb] = {}
         self.listeners: dict[int, list[Tcb]] = {}
         self.cc_algorithm = "cubic"
