@@ -39,8 +39,8 @@ MIN_WEIGHT, MAX_WEIGHT = 1, 10000
 class VnetCpu:
     """A vnet's CPU figures (nanoseconds) and its load averages."""
 
-    __slots__ = ("_at", "_cpu", "cgroup_ns", "load1", "load5", "load15", "loop_ns", "proc_ns",
-                 "steps", "task_ns", "units", "wall", "weight")
+    __slots__ = ("_at", "_cpu", "born", "cgroup_ns", "load1", "load5", "load15", "loop_ns",
+                 "proc_ns", "steps", "task_ns", "units", "wall", "weight")
 
     def __init__(self, now_ns: int) -> None:
         self.loop_ns = 0  # packets and timers in the kernel loop
@@ -52,6 +52,7 @@ class VnetCpu:
         self.cgroup_ns = 0  # the vnet's cgroup: usage_usec of cpu.stat, as last read
         self.weight = DEFAULT_WEIGHT
         self.load1 = self.load5 = self.load15 = 0.0
+        self.born = now_ns
         self._at = now_ns  # when the averages were last folded
         self._cpu = 0  # total_ns() then
 
@@ -77,11 +78,14 @@ class VnetCpu:
     def figures(self, now_ns: int) -> dict[str, float | int]:
         """What `vimage -l -v` and its JSON form show (seconds, counts, averages)."""
         load = self.loadavg(now_ns)
-        return {"cpu": round(self.total_ns() / NS_PER_S, 6),
+        total = self.total_ns()
+        life = now_ns - self.born
+        return {"cpu": round(total / NS_PER_S, 6),
+                "cpu_percent": round(100 * total / life, 2) if life > 0 else 0.0,
                 "cpu_loop": round(self.loop_ns / NS_PER_S, 6), "units": self.units,
                 "cpu_tasks": round(self.task_ns / NS_PER_S, 6), "steps": self.steps,
                 "cpu_procs": round((self.proc_ns + self.cgroup_ns) / NS_PER_S, 6),
-                "loadavg": [round(x, 2) for x in load], "weight": self.weight}
+                "loadavg": [round(x, 4) for x in load], "weight": self.weight}
 
 
 def _decay(load: float, share: float, dt: int, period: int) -> float:
