@@ -157,6 +157,7 @@ class Kernel:
             for child in list(vnet.children or ()):
                 self.destroy(child)
             vnet.detach()
+            self.sched.cpu_dirty.discard(vnet.cpu)  # load not yet folded: nobody to fold for
             if self._weighted:
                 self.set_cpu_weight(vnet, DEFAULT_WEIGHT)
             del self._vnets[vnet.name]

@@ -85,6 +85,7 @@ class Cgroups:
         if mount is None:
             return cls(None, "no cgroup2 hierarchy is mounted")
         root = os.path.join(mount, "vimage", name)
+        _prune(os.path.dirname(root))
         try:
             os.makedirs(root, exist_ok=True)
             probe = os.path.join(root, "cgroup.procs")
@@ -214,6 +215,26 @@ class Cgroups:
             os.rmdir(self.root)
         with contextlib.suppress(OSError):  # the shared parent, once no daemon uses it
             os.rmdir(os.path.dirname(self.root))
+
+
+def _prune(parent: str) -> None:
+    """Remove the subtrees of daemons that died without stopping (`vimaged-PID-...` with
+    no process PID), those of their cgroups no process is left in."""
+    try:
+        entries = os.listdir(parent)
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.split("-")[1] if entry.startswith("vimaged-") else ""
+        if not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
+            continue
+        subtree = os.path.join(parent, entry)
+        with contextlib.suppress(OSError):
+            for child in os.scandir(subtree):
+                if child.is_dir(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(child.path)
+            os.rmdir(subtree)
 
 
 def _write(path: str, text: str) -> None:

@@ -150,7 +150,10 @@ class Daemon:
         fd = os.open(where.pid, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(f"{os.getpid()}\n")
-        self.cgroups = Cgroups.open(f"vimaged-{os.getpid()}-{st.st_ino}")
+        if os.environ.get("VIMAGED_CGROUPS", "1") == "0":  # rusage accounting only
+            self.cgroups = Cgroups(None, "turned off by VIMAGED_CGROUPS=0")
+        else:
+            self.cgroups = Cgroups.open(f"vimaged-{os.getpid()}-{st.st_ino}")
         self.kernel.start()
         self._selector.register(listener, selectors.EVENT_READ, ("accept", None))
         self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
