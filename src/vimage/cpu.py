@@ -85,7 +85,7 @@ class VnetCpu:
                 "cpu_loop": round(self.loop_ns / NS_PER_S, 6), "units": self.units,
                 "cpu_tasks": round(self.task_ns / NS_PER_S, 6), "steps": self.steps,
                 "cpu_procs": round((self.proc_ns + self.cgroup_ns) / NS_PER_S, 6),
-                "loadavg": [round(x, 4) for x in load], "weight": self.weight}
+                "loadavg": [round(x, 6) for x in load], "weight": self.weight}
 
 
 def _decay(load: float, share: float, dt: int, period: int) -> float:
