@@ -136,8 +136,8 @@ def test_cpu_max_words():
 
 
 class _FakeVnet:
-    def __init__(self, name: str, serial: int) -> None:
-        self.name, self.serial, self.alive = name, serial, True
+    def __init__(self, name: str, serial: int, parent: _FakeVnet | None = None) -> None:
+        self.name, self.serial, self.alive, self.parent = name, serial, True, parent
 
 
 def test_cgroup_files_written_on_a_model_hierarchy(tmp_path):
@@ -153,24 +153,34 @@ def test_cgroup_files_written_on_a_model_hierarchy(tmp_path):
         (directory / "cgroup.procs").write_text("")
     cgroups = Cgroups.open("vimaged-1-2", mount=str(mount))
     assert cgroups.available and cgroups.root == str(root)
-    vnet = _FakeVnet("a.b", 7)
-    path = cgroups.ensure(vnet)
-    assert path == str(root / "a.b@7") and cgroups.path(vnet) == path
-    for name in ("cpu.max", "cpu.weight", "cgroup.procs"):
-        (root / "a.b@7" / name).write_text("")
-    (root / "a.b@7" / "cpu.stat").write_text("usage_usec 1500\nuser_usec 1000\n")
+    base = _FakeVnet("", 0)
+    parent = _FakeVnet("a", 3, base)
+    vnet = _FakeVnet("a.b", 7, parent)
+    path = cgroups.ensure(vnet)  # nested as the vnets are, each with a leaf of its own
+    here = root / "a@3" / "b@7"
+    assert path == str(here) and cgroups.path(vnet) == path
+    assert cgroups.path(parent) == str(root / "a@3") and (here / "self").is_dir()
+    (root / "a@3" / "cgroup.subtree_control").write_text("")
+    for name in ("cpu.max", "cpu.weight"):
+        (here / name).write_text("")
+    (here / "self" / "cgroup.procs").write_text("")
+    (here / "self" / "cpu.stat").write_text("usage_usec 1500\nuser_usec 1000\n")
     assert cgroups.set_limit(vnet, "cpu.max", "50000 100000") == "50000 100000"
-    for directory in (mount, mount / "vimage", root):  # the controller enabled down to it
+    # the controller is enabled from the mount down to the vnet's parent
+    for directory in (mount, mount / "vimage", root, root / "a@3"):
         assert (directory / "cgroup.subtree_control").read_text() == "+cpu"
     assert cgroups.usage_ns(vnet) == 1_500_000
     cgroups.attach(vnet, 4242)
-    assert (root / "a.b@7" / "cgroup.procs").read_text() == "4242"
-    vnet.alive = False
-    for name in ("cpu.max", "cpu.weight", "cgroup.procs", "cpu.stat"):
-        (root / "a.b@7" / name).unlink()
-    cgroups.close()  # removes the vnet's cgroup, then the daemon's subtree
-    assert not root.exists() or not (root / "a.b@7").exists()
-    assert cgroups.path(vnet) is None
+    assert (here / "self" / "cgroup.procs").read_text() == "4242"
+    for name in ("cpu.max", "cpu.weight"):
+        (here / name).unlink()
+    for name in ("cgroup.procs", "cpu.stat"):
+        (here / "self" / name).unlink()
+    (root / "a@3" / "cgroup.subtree_control").unlink()
+    vnet.alive = parent.alive = False
+    cgroups.retire_dead()  # a thread removes them, deepest first
+    assert until(lambda: not (root / "a@3").exists(), 10)
+    assert cgroups.path(vnet) is None and cgroups.path(parent) is None
 
 
 def test_no_cgroup2_means_rusage_accounting(tmp_path):

@@ -1,8 +1,12 @@
 """Linux cgroup v2 for the processes of vnets (`vimage exec`): accounting and limits.
 
-vimaged keeps a subtree of its own, `<cgroup2 mount>/vimage/vimaged-<pid>`, and in it
-one cgroup per vnet whose processes it was asked to run, `<vnet name>@<serial>` (the
-serial tells a vnet from a later one of the same name). A process started by
+vimaged keeps a subtree of its own, `<cgroup2 mount>/vimage/vimaged-<pid>-<ino>`, and
+in it a cgroup per vnet whose processes it was asked to run or limit, nested as the
+vnets are (`a@3/b@5` for vnet a.b; the serial tells a vnet from a later one of the
+same name), each with a leaf `self` holding the vnet's own processes (cgroup v2 puts
+processes only in leaves once a controller is enabled below a cgroup). Nesting makes
+a limit cover the subtree: a process in a vnet limited by cpu.max cannot escape the
+limit by creating a child vnet and running there. A process started by
 `vimage exec NAME` is born there: the daemon moves the client into the cgroup just
 before it forks the program and back to its own cgroup just after (a child starts in
 its parent's cgroup), so the program and everything it forks count to the vnet from
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
 DEFAULT_PERIOD = 100_000
 """cpu.max's default period in microseconds (cgroup-v2.rst)."""
 MIN_QUOTA, MAX_PERIOD = 1000, 1_000_000  # the kernel's bounds on cpu.max (1 ms, 1 s)
+LEAF = "self"  # the leaf cgroup of a vnet's own processes
 REMOVE_WAIT = 5.0  # seconds a destroyed vnet's cgroup is retried while its processes die
 
 
@@ -110,16 +115,18 @@ class Cgroups:
             return path
         if self.root is None:
             raise OSError(errno.ENOTSUP, f"no cgroups for vnet processes ({self.reason})")
-        path = os.path.join(self.root, f"{vnet.name}@{vnet.serial}")
-        os.makedirs(path, exist_ok=True)
+        parent = vnet.parent
+        above = self.root if parent is None or parent.parent is None else self.ensure(parent)
+        path = os.path.join(above, f"{vnet.name.rpartition('.')[2]}@{vnet.serial}")
+        os.makedirs(os.path.join(path, LEAF), exist_ok=True)
         with self._lock:
             self._paths[vnet] = path
         return path
 
     def attach(self, vnet: Vnet, pid: int) -> str:
-        """Move process `pid` into the vnet's cgroup; the cgroup's path."""
+        """Move process `pid` into the vnet's cgroup (its leaf); the cgroup's path."""
         path = self.ensure(vnet)
-        _write(os.path.join(path, "cgroup.procs"), str(pid))
+        _write(os.path.join(path, LEAF, "cgroup.procs"), str(pid))
         return path
 
     def home(self, pid: int) -> str:
@@ -142,12 +149,13 @@ class Cgroups:
                 _write(os.path.join(home, "cgroup.procs"), str(pid))
 
     def usage_ns(self, vnet: Vnet) -> int:
-        """usage_usec of the vnet's cpu.stat in ns (0 without a cgroup)."""
+        """usage_usec of the cpu.stat of the vnet's own processes (its leaf: not those
+        of its children, which have their own figures) in ns; 0 without a cgroup."""
         path = self._paths.get(vnet)
         if path is None:
             return 0
         try:
-            with open(os.path.join(path, "cpu.stat"), encoding="ascii") as fh:
+            with open(os.path.join(path, LEAF, "cpu.stat"), encoding="ascii") as fh:
                 for line in fh:
                     key, _, value = line.partition(" ")
                     if key == "usage_usec":
@@ -157,12 +165,15 @@ class Cgroups:
         return 0
 
     # -- limits ---------------------------------------------------------------------------
-    def enable_cpu(self) -> None:
-        """Enable the cpu controller from the mount down to the daemon's subtree, so the
-        vnets' cgroups have cpu.max and cpu.weight; OSError (ENOTSUP) if it cannot be."""
+    def enable_cpu(self, path: str) -> None:
+        """Enable the cpu controller in every cgroup from the mount down to the parent of
+        `path`, so `path` has cpu.max and cpu.weight; OSError (ENOTSUP) if it cannot be."""
         assert self.root is not None
-        vimage_dir = os.path.dirname(self.root)
-        for parent in (os.path.dirname(vimage_dir), vimage_dir, self.root):
+        mount = os.path.dirname(os.path.dirname(self.root))
+        parents = [os.path.dirname(path)]
+        while parents[-1] != mount and len(parents[-1]) > len(mount):
+            parents.append(os.path.dirname(parents[-1]))
+        for parent in reversed(parents):
             control = os.path.join(parent, "cgroup.subtree_control")
             try:
                 with open(control, encoding="ascii") as fh:
@@ -177,7 +188,7 @@ class Cgroups:
     def set_limit(self, vnet: Vnet, name: str, value: str) -> str:
         """Write cpu.max or cpu.weight of the vnet's cgroup and read it back."""
         path = self.ensure(vnet)
-        self.enable_cpu()
+        self.enable_cpu(path)
         target = os.path.join(path, name)
         _write(target, value)
         return self.read(vnet, name)
@@ -246,13 +257,16 @@ def _write(path: str, text: str) -> None:
 
 
 def _remove_all(paths: list[str], refuge: str) -> None:
-    """Remove cgroups, moving the processes left in them to `refuge` first (again while
-    one of them forks into a cgroup being emptied)."""
+    """Remove vnets' cgroups, deepest first, moving the processes left in their leaves to
+    `refuge` first (again while one of them forks into a cgroup being emptied)."""
     deadline = time.monotonic() + REMOVE_WAIT
-    for path in paths:
+    for path in sorted(paths, key=len, reverse=True):
+        leaf = os.path.join(path, LEAF)
         while True:
-            _evict(path, refuge)
+            _evict(leaf, refuge)
             try:
+                if os.path.isdir(leaf):
+                    os.rmdir(leaf)
                 os.rmdir(path)
                 break
             except FileNotFoundError:
