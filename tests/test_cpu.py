@@ -16,8 +16,14 @@ def _burn(n: int = 20000) -> int:
     return sum(range(n))
 
 
-def test_a_busy_vnet_is_charged_and_an_idle_one_is_not():
+def _kernel() -> Kernel:
     kernel = Kernel(clock="virtual", seed=1)
+    kernel.base.sysctl("kern.vnet_cpu_accounting", 1)  # off by default (its cost)
+    return kernel
+
+
+def test_a_busy_vnet_is_charged_and_an_idle_one_is_not():
+    kernel = _kernel()
     busy, idle = kernel.create("busy"), kernel.create("idle")
     busy.cmd("ifconfig lo0 inet 127.0.0.1/8 up")
     out = busy.cmd("ping -c 20 -i 0.1 127.0.0.1").output
@@ -31,7 +37,7 @@ def test_a_busy_vnet_is_charged_and_an_idle_one_is_not():
 
 
 def test_a_timer_is_charged_to_its_owner_and_one_of_no_vnet_to_the_base():
-    kernel = Kernel(clock="virtual", seed=1)
+    kernel = _kernel()
     a, b = kernel.create("a"), kernel.create("b")
     for _ in range(3):
         kernel.call_later(0.5, _burn, owner=a)
@@ -43,7 +49,7 @@ def test_a_timer_is_charged_to_its_owner_and_one_of_no_vnet_to_the_base():
 
 
 def test_odd_receivers_and_owners_do_not_break_the_loop():
-    kernel = Kernel(clock="virtual", seed=1)
+    kernel = _kernel()
     got = []
 
     class Bare:  # no .vnet (a benchmark's capture, a test's stub): the base vnet pays
@@ -59,7 +65,9 @@ def test_odd_receivers_and_owners_do_not_break_the_loop():
 
 def test_the_sysctl_turns_the_accounting_off_and_on():
     kernel = Kernel(clock="virtual", seed=1)
+    assert kernel.base.sysctl("kern.vnet_cpu_accounting") == 0  # its cost: opt in
     a = kernel.create("a")
+    a.sysctl("kern.vnet_cpu_accounting", 1)
     assert kernel.base.sysctl("kern.vnet_cpu_accounting") == 1
     a.sysctl("kern.vnet_cpu_accounting", 0)  # a kernel-wide switch, as FreeBSD's kern.*
     assert kernel.base.sysctl("kern.vnet_cpu_accounting") == 0
@@ -92,7 +100,7 @@ def test_load_averages_decay_as_the_kernels_do():
 
 
 def test_the_loop_folds_the_averages_of_busy_vnets_only():
-    kernel = Kernel(clock="virtual", seed=1)
+    kernel = _kernel()
     busy, idle = kernel.create("busy"), kernel.create("idle")
     for i in range(40):
         kernel.call_later(i * 0.5, _burn, owner=busy)
@@ -104,7 +112,7 @@ def test_the_loop_folds_the_averages_of_busy_vnets_only():
 
 
 def test_asyncio_task_steps_are_charged_to_the_tasks_vnet():
-    kernel = Kernel(clock="virtual", seed=1)
+    kernel = _kernel()
     busy, idle = kernel.create("busy"), kernel.create("idle")
 
     async def worker(burn: bool) -> None:
@@ -124,7 +132,7 @@ def test_asyncio_task_steps_are_charged_to_the_tasks_vnet():
 def _served(weights: dict[str, int], frames: int = 300, first: int = 200) -> dict[str, int]:
     """Queue `frames` frames for a, then as many for b, and count whose the loop serves
     among the first `first` (the order it delivers them in)."""
-    kernel = Kernel(clock="virtual", seed=1)
+    kernel = _kernel()
     vnets = {name: kernel.create(name) for name in ("a", "b")}
     for name, weight in weights.items():
         kernel.set_cpu_weight(vnets[name], weight)
@@ -155,7 +163,7 @@ def test_weights_share_the_loop_between_vnets_with_queued_work():
 
 
 def test_default_weights_keep_the_plain_loop_and_destroy_forgets_a_weight():
-    kernel = Kernel(clock="virtual", seed=1)
+    kernel = _kernel()
     a, b = kernel.create("a"), kernel.create("b")
     assert not kernel.sched.weighted
     kernel.set_cpu_weight(a, 500)

@@ -104,4 +104,6 @@ PROTOCOL = Protocol(
     sysctls=(Oid("kern.vnet_cpu_accounting", "kernel", "cpu_accounting",
                  "Account kernel-loop and task CPU time to vnets", 0, 1),),
 )
-"""The sysctl of the accounting (a kernel-wide switch, as FreeBSD's kern.* are global)."""
+"""The sysctl of the accounting: a kernel-wide switch (as FreeBSD's kern.* are global),
+off by default in a Kernel (it costs up to a few percent of a forwarding or asyncio
+benchmark: docs/internals.md) and turned on by vimaged, where `vimage -l -v` shows it."""

@@ -102,10 +102,11 @@ class Scheduler:
         # Called (under the lock) whenever work arrives from another thread, so a loop
         # that sleeps outside the condition variable (a selector) can be woken.
         self.waker: Callable[[], None] | None = None
-        # per-vnet CPU accounting (vimage.cpu): on/off (kern.vnet_cpu_accounting), the vnet
-        # charged for work of no vnet (the kernel's base vnet, set by Kernel), weighted
-        # service (some vnet has a cpu.weight other than the default), load sampling
-        self.accounting = True
+        # per-vnet CPU accounting (vimage.cpu): on/off (kern.vnet_cpu_accounting, off by
+        # default: it costs up to a few percent; vimaged turns it on), the vnet charged
+        # for work of no vnet (the kernel's base vnet, set by Kernel), weighted service
+        # (some vnet has a cpu.weight other than the default), load sampling
+        self.accounting = False
         self.cpu_base: Any = None
         self.weighted = False
         self.cpu_dirty: set[Any] = set()

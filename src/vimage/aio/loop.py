@@ -40,9 +40,6 @@ class _Step(asyncio.Handle):
 
     def _run(self) -> None:
         loop: VimageEventLoop = self._loop  # type: ignore[attr-defined]
-        if not loop.sched.accounting:
-            super()._run()
-            return
         t0 = time.perf_counter_ns()
         super()._run()  # which reports what the callback raised to the loop's handler
         vnet = self._context.get(current_vnet) or loop.vnet  # type: ignore[attr-defined]
@@ -78,8 +75,10 @@ class VimageEventLoop(asyncio.SelectorEventLoop):
     def _call_soon(self, callback: Callable[..., Any], args: Any,
                    context: contextvars.Context | None) -> asyncio.Handle:
         """asyncio's own, with a handle that charges the vnet of the callback for its CPU
-        time (per-vnet accounting, vimage.cpu): tasks schedule each step through here."""
-        handle = _Step(callback, args, self, context)
+        time while per-vnet accounting is on (vimage.cpu): tasks schedule each step
+        through here."""
+        handle = (_Step if self.sched.accounting else asyncio.Handle)(callback, args, self,
+                                                                      context)
         if handle._source_traceback:  # type: ignore[attr-defined]
             del handle._source_traceback[-1]  # type: ignore[attr-defined]
         self._ready.append(handle)  # type: ignore[attr-defined]

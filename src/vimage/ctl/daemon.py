@@ -89,6 +89,7 @@ class Daemon:
         self.reserved_connections = min(reserved_connections, max_connections)
         self.frame_timeout = frame_timeout
         self.kernel = kernel if kernel is not None else Kernel(clock="real")
+        self.kernel.cpu_accounting = 1  # per-vnet CPU figures for vimage -l -v (vimage.cpu)
         self.ops: dict[str, ops.Op] = dict(ops.OPS)
         self.ops.update(sockops.OPS)  # the sockets of processes in vnets (vimage exec)
         self.sockets = sockops.SocketTable(self.kernel)
