@@ -185,3 +185,24 @@ def test_default_weights_keep_the_plain_loop_and_destroy_forgets_a_weight():
             assert "cpu.weight" in str(exc)
         else:
             raise AssertionError(f"weight {bad} was taken")
+
+
+def test_a_vnet_destroyed_mid_round_gets_no_more_frames():
+    kernel = _kernel()
+    a, b = kernel.create("a"), kernel.create("b")
+    kernel.set_cpu_weight(a, 300)
+    got: list[str] = []
+
+    class Receiver:
+        def __init__(self, vnet: vimage.Vnet) -> None:
+            self.vnet = vnet
+
+        def input(self, frame: bytes) -> None:
+            got.append(self.vnet.name)
+            if frame == b"kill":
+                kernel.destroy(b)
+
+    ra, rb = Receiver(a), Receiver(b)
+    kernel.sched.queue.extend([(ra, b"kill"), (rb, b"f"), (rb, b"f"), (ra, b"f")])
+    kernel.run(0)
+    assert got == ["a", "a"] and kernel.sched.errors == 0

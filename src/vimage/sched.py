@@ -250,11 +250,19 @@ class Scheduler:
     def _run_accounted(self, weighted: bool) -> bool:
         """run_ready with CPU accounting: the clock is read once per run of consecutive
         work of one vnet (one frame's receiver, one timer's owner), not once per unit."""
+        meter = _Meter()
+        try:
+            return self._run_metered(meter, weighted)
+        finally:  # settled even if something got out (a KeyboardInterrupt)
+            charged = meter.close()
+            if charged:
+                self._sample(charged, self.now_ns())
+
+    def _run_metered(self, meter: _Meter, weighted: bool) -> bool:
         ran = False
         queue = self.queue
         heap = self._heap
         base = self.cpu_base
-        meter = _Meter()
         while True:
             if queue:
                 ran = True
@@ -281,9 +289,6 @@ class Scheduler:
                 if queue:
                     break
             if not fired and not queue:
-                charged = meter.close()
-                if charged:
-                    self._sample(charged, now)
                 return ran
 
     def _drain(self, meter: _Meter) -> None:
@@ -344,7 +349,10 @@ class Scheduler:
             active = deque((vnet, flow, 0) for vnet, flow in flows.items())
             while active:
                 vnet, flow, credit = active.popleft()
-                credit += vnet.cpu.weight
+                if not getattr(vnet, "alive", True):
+                    continue  # destroyed meanwhile: its frames go with it (purge_queue)
+                cpu = getattr(vnet, "cpu", None)
+                credit += QUANTUM if cpu is None else cpu.weight
                 if credit >= QUANTUM:
                     meter.switch(vnet)
                 while flow and credit >= QUANTUM:
