@@ -100,7 +100,7 @@ def check_weight(value: int) -> int:
 
 
 PROTOCOL = Protocol(
-    name="cpu", order=1,
+    name="cpu", order=60,
     sysctls=(Oid("kern.vnet_cpu_accounting", "kernel", "cpu_accounting",
                  "Account kernel-loop and task CPU time to vnets", 0, 1),),
 )
