@@ -319,10 +319,12 @@ def op_exec_started(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
         d.cgroups.send_home(asker, home)
     if pid <= 0 or not asker or procs.parent_pid(pid) != asker:
         raise PermissionError(f"exec_started: process {pid} is not a child of the caller")
+    in_cgroup = home is not None
     with d.kernel.sched.cond:
         target = names.lookup(d.kernel, d.live_scope(s), rel)
-        d.exec_pids[pid] = (target, asker, home is not None)
-    return {"cgroup": home is not None}
+        if not in_cgroup:  # its rusage is to come (exec_done)
+            d.exec_pids[pid] = (target, asker, in_cgroup)
+    return {"cgroup": in_cgroup}
 
 
 def op_exec_done(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
