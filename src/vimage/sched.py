@@ -111,8 +111,6 @@ class Scheduler:
         self.weighted = False
         self.cpu_dirty: set[Any] = set()
         self._next_sample = 0
-        self.cpu_ratio = 1.0  # the loop thread's CPU time per wall time (_Meter)
-        self._runs = 0
 
     # -- time ---------------------------------------------------------------
     def now_ns(self) -> int:
@@ -252,12 +250,11 @@ class Scheduler:
     def _run_accounted(self, weighted: bool) -> bool:
         """run_ready with CPU accounting: the clock is read once per run of consecutive
         work of one vnet (one frame's receiver, one timer's owner), not once per unit."""
-        self._runs += 1
-        meter = _Meter(self._runs % CALIBRATE == 0)
+        meter = _Meter()
         try:
             return self._run_metered(meter, weighted)
         finally:  # settled even if something got out (a KeyboardInterrupt)
-            charged = meter.close(self)
+            charged = meter.close()
             if charged:
                 self._sample(charged, self.now_ns())
 
@@ -433,18 +430,17 @@ class _Meter:
     read (time.perf_counter_ns: a thread CPU clock read is a system call, 4 to 5 times
     dearer, which matters at one read per forwarded frame) and added to the vnet's
     `cpu.wall`; at the end of the run each is charged its wall time scaled by the loop
-    thread's CPU/wall ratio, so time the thread spent preempted or waiting for the GIL
-    is not charged. The ratio is measured (time.thread_time_ns around the run) on one
-    run in CALIBRATE and smoothed (`Scheduler.cpu_ratio`). `switch` starts charging
-    another vnet (None: nobody)."""
+    thread's CPU/wall ratio over the run (time.thread_time_ns, read at its start and
+    end), so time the thread spent preempted or waiting for the GIL is not charged.
+    `switch` starts charging another vnet (None: nobody)."""
 
     __slots__ = ("count", "cpu0", "spent", "t0", "vnet", "wall0")
 
-    def __init__(self, calibrate: bool) -> None:
+    def __init__(self) -> None:
         self.vnet: Any = None
         self.count = 0  # units of `vnet` since the switch to it
         self.spent: list[Any] = []  # the VnetCpu records charged in this run
-        self.cpu0 = time.thread_time_ns() if calibrate else -1
+        self.cpu0 = time.thread_time_ns()
         self.t0 = self.wall0 = time.perf_counter_ns()
 
     def switch(self, vnet: Any) -> None:
@@ -461,24 +457,19 @@ class _Meter:
         self.t0 = t1
         self.count = 0
 
-    def close(self, sched: Scheduler) -> list[Any]:
+    def close(self) -> list[Any]:
         """Charge the run's time to the vnets; returns their VnetCpu records."""
         self.switch(None)
         spent = self.spent
-        ratio = sched.cpu_ratio
-        if self.cpu0 >= 0:
-            wall = time.perf_counter_ns() - self.wall0
-            if wall > 0:
-                sample = min(1.0, (time.thread_time_ns() - self.cpu0) / wall)
-                ratio = sched.cpu_ratio = 0.75 * ratio + 0.25 * sample
+        if not spent:
+            return spent
+        wall = time.perf_counter_ns() - self.wall0
+        ratio = min(1.0, (time.thread_time_ns() - self.cpu0) / wall) if wall > 0 else 0.0
         for cpu in spent:
             cpu.loop_ns += int(cpu.wall * ratio)
             cpu.wall = 0
         return spent
 
-
-CALIBRATE = 8
-"""One run of the loop in this many measures the loop thread's CPU/wall ratio (_Meter)."""
 QUANTUM = 100
 """What a frame costs in the weighted loop: the default cpu.weight (vimage.cpu)."""
 SAMPLE_NS = 5 * NS_PER_S
