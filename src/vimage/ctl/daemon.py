@@ -474,7 +474,7 @@ class Daemon:
         self.sockets.vnets_destroyed()  # wake the processes blocked on their sockets
         for dead in [v for v in self.meta if not v.alive]:
             del self.meta[dead]
-        self.cgroups.retire_dead()  # the cgroups of the subtree: killed and removed
+        self.cgroups.retire_dead()  # the subtree's cgroups: emptied and removed
         for pid in [p for p, (v, _, _) in self.exec_pids.items() if not v.alive]:
             del self.exec_pids[pid]
         for name, exp in list(self.experiments.items()):
