@@ -194,3 +194,14 @@ def test_no_cgroup2_means_rusage_accounting(tmp_path):
     cgroups = Cgroups(None, "no cgroup2 hierarchy is mounted")
     with pytest.raises(OSError, match="no cgroups for vnet processes"):
         cgroups.ensure(_FakeVnet("a", 1))
+
+
+def test_a_dead_daemons_cgroups_are_pruned(tmp_path):
+    from vimage.ctl.cgroup import Cgroups
+
+    dead = tmp_path / "vimage" / "vimaged-999999999-1" / "a@2" / "self"
+    dead.mkdir(parents=True)
+    (tmp_path / "vimage" / "vimaged-1-9").mkdir()  # pid 1 is alive: left alone
+    Cgroups.open("vimaged-5-5", mount=str(tmp_path))
+    assert not (tmp_path / "vimage" / "vimaged-999999999-1").exists()
+    assert (tmp_path / "vimage" / "vimaged-1-9").is_dir()

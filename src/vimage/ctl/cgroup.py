@@ -240,11 +240,11 @@ def _prune(parent: str) -> None:
         if not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
             continue
         subtree = os.path.join(parent, entry)
+        for top, dirs, _files in os.walk(subtree, topdown=False):  # deepest first
+            for name in dirs:
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.join(top, name))
         with contextlib.suppress(OSError):
-            for child in os.scandir(subtree):
-                if child.is_dir(follow_symlinks=False):
-                    with contextlib.suppress(OSError):
-                        os.rmdir(child.path)
             os.rmdir(subtree)
 
 
