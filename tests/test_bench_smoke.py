@@ -118,3 +118,13 @@ def test_bench_ipsec_moves_every_byte_through_esp():
         assert run["errors"] == 0 and run["esp_errors"] == 0
         assert (run["esp_packets_out"] > 0) == ("esp" in path)
         assert run["ratio_to_plain"] > 0
+
+
+def test_bench_cpu_charges_no_more_than_the_process_used():
+    result = _run("bench_cpu.py", "--routers", "3", "--packets", "100", "--tcp-bytes",
+                  "300000", "--rounds", "100", "--repeat", "1")
+    for name in ("forwarding", "tcp_bulk", "aio_echo"):
+        part = result[name]
+        assert part["cpu_s_off"] > 0 and part["cpu_s_on"] > 0
+        # what the vnets are charged is CPU time of the run, never more
+        assert 0 < part["coverage"] <= 1.01, (name, part)

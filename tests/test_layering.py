@@ -12,7 +12,7 @@ Layers, lowest first (a module belongs to the layer of its longest listed prefix
 
     wire      vimage.wire                formats: parse/emit/checksum, no state
     sched     vimage.sched               clocks, timers, the packet queue
-    kernel    vimage.kernel, .vnet, .protosw, .sysctl, .subsystems, .stats, .context
+    kernel    vimage.kernel, .vnet, .protosw, .sysctl, .subsystems, .stats, .context, .cpu
                                          Kernel, Vnet, the protocol switch, sysctl tree,
                                          counters, the current vnet (a ContextVar)
     net       vimage.net                 interfaces, link layer, routes, pfil, capture
@@ -46,7 +46,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("wire", ("vimage.wire",)),
     ("sched", ("vimage.sched",)),
     ("kernel", ("vimage.kernel", "vimage.vnet", "vimage.protosw", "vimage.sysctl",
-                "vimage.subsystems", "vimage.stats", "vimage.context")),
+                "vimage.subsystems", "vimage.stats", "vimage.context", "vimage.cpu")),
     ("net", ("vimage.net",)),
     ("netinet", ("vimage.netinet", "vimage.netinet6", "vimage.netpfil", "vimage.netipsec",
                  "vimage.fault")),

@@ -14,6 +14,7 @@ from dataclasses import replace as _replace
 # cli and stdlib install the userland the core reaches through vimage.context.Userland when
 # imported: vnet.cmd() (the tools) and the stdlib's socket API under vnet.activate()
 from vimage import cli, stdlib  # noqa: F401
+from vimage import cpu as _cpu
 from vimage import netdb as _netdb
 from vimage.aio import VimageEventLoop, run, service, spawn
 from vimage.context import get_vnet
@@ -68,6 +69,7 @@ Kernel.standard_protocols = (
     _ifnet.PROTOCOL,
     _replace(_nat.PROTOCOL, lazy=True),
     _replace(_netgraph.PROTOCOL, lazy=True),  # ngctl's graph, in the vnets that use it
+    _cpu.PROTOCOL,  # kern.vnet_cpu_accounting
 )
 Kernel.standard_cloners = (
     ("epair", _ifnet.EpairCloner),

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vimage import protosw
+from vimage.cpu import DEFAULT_WEIGHT, check_weight
 from vimage.protosw import Protocol
 from vimage.sched import FOREVER, NS_PER_S, Scheduler, Timer
 from vimage.sysctl import Oid
@@ -117,6 +118,8 @@ class Kernel:
         self.fds: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         self._next_fd = FD_BASE
         self.base: Vnet = Vnet(self, "", None)
+        self.sched.cpu_base = self.base  # charged for timers of no vnet (vimage.cpu)
+        self._weighted: set[Vnet] = set()  # vnets whose cpu.weight is not the default
         self.base.attach()
 
     # -- vnets ----------------------------------------------------------------
@@ -181,9 +184,33 @@ class Kernel:
             for child in list(vnet.children or ()):
                 self.destroy(child)
             vnet.detach()
+            self.sched.cpu_dirty.discard(vnet.cpu)  # load not yet folded: nobody to fold for
+            if self._weighted:
+                self.set_cpu_weight(vnet, DEFAULT_WEIGHT)
             del self._vnets[vnet.name]
             if vnet.parent is not None:
                 vnet.parent.remove_child(vnet)
+
+    # -- CPU accounting (vimage.cpu) -------------------------------------------------
+    @property
+    def cpu_accounting(self) -> int:
+        """kern.vnet_cpu_accounting: 1 if the loop charges vnets for their work."""
+        return int(self.sched.accounting)
+
+    @cpu_accounting.setter
+    def cpu_accounting(self, value: int) -> None:
+        self.sched.accounting = bool(value)
+
+    def set_cpu_weight(self, vnet: Vnet, weight: int) -> None:
+        """Give `vnet` a share of the kernel loop in proportion to `weight` (cgroup v2's
+        cpu.weight scale, default 100) when several vnets have frames queued. While every
+        vnet has the default, the loop serves frames in arrival order, as ever."""
+        vnet.cpu.weight = check_weight(weight)
+        if weight == DEFAULT_WEIGHT:
+            self._weighted.discard(vnet)
+        else:
+            self._weighted.add(vnet)
+        self.sched.weighted = bool(self._weighted)
 
     # -- the protocol set -------------------------------------------------------------
     def register(self, proto: Protocol) -> None:

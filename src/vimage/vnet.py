@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from vimage import protosw
+from vimage.cpu import VnetCpu
 
 if TYPE_CHECKING:
     from vimage.cli import CmdResult
@@ -52,6 +53,7 @@ class Vnet:
         "alive",
         "arp",
         "children",
+        "cpu",
         "ctlinputs",
         "ether_fast",
         "ether_fast_type",
@@ -94,6 +96,7 @@ class Vnet:
         self.children: list[Vnet] | None = None
         self.alive = True
         self.ifaces: dict[str, Ifnet] = {}
+        self.cpu = VnetCpu(kernel.sched.now_ns())  # CPU figures and load (vimage.cpu)
         self.next_ifindex = 1  # never reused, as Linux does: an index names one attachment
         # this vnet's own secret, keyed from the kernel's by a creation serial: still
         # reproducible from the seed, but no vnet's secret, random draws or what it sees of

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from vimage.cli import usage_of
@@ -40,10 +42,16 @@ def test_list_verbose_layouts(vd):
     vd.ok("-c", "web.app")
     vd.ok("ifconfig", "epair", "create")
     vd.ok("-i", "web", "epair0a")
-    assert vd.ok("-lv", "web") == (
+    out = vd.ok("-lv", "web")
+    assert out.startswith(
         "web:\n    Path: /\n    Hostname: www\n    Domainname: example.org\n"
         "    Children: 1\n    Interfaces: lo0 epair0a\n")
-    out = vd.ok("-lj", "web")
+    assert re.fullmatch(  # then its CPU use and load (docs/vimage.md, "CPU accounting")
+        r"    CPU usage: \d+\.\d{3} s \(\d+\.\d\d%\): loop \d+\.\d{3} s \(\d+ units?\), "
+        r"tasks \d+\.\d{3} s \(\d+ steps?\), processes \d+\.\d{3} s\n"
+        r"    Load average: \d+\.\d\d, \d+\.\d\d, \d+\.\d\d\n    CPU weight: 100\n",
+        out.split("Interfaces: lo0 epair0a\n")[1])
+    out = vd.ok("-lvv", "web")
     assert "    Children limit: 3\n" in out and "    PJID: 0\n" in out
     jid = int(out.split("    JID: ")[1].split("\n")[0])
     assert f"    PJID: {jid}\n" in vd.ok("-lvv", "web.app")
@@ -152,7 +160,7 @@ def test_subcommands_do_what_the_options_do(vd):
     assert names(vd.ok("list")) == ["s1"]
     assert names(vd.ok("list", "-r")) == ["s1", "s1.k"]
     assert vd.ok("list", "-v", "s1").startswith("s1:\n    Path: /\n")
-    assert "Children limit: 2" in vd.ok("list", "-j", "s1")
+    assert "Children limit: 2" in vd.ok("list", "-vv", "s1")
     vd.ok("modify", "s1", "host.hostname=h")
     assert "Hostname: h" in vd.ok("list", "-v", "s1")
     vd.ok("ifconfig", "epair", "create")

@@ -18,6 +18,7 @@ kept light (no stack imports): it is also what the PATH shims run.
 
 from __future__ import annotations
 
+import contextlib
 import getopt
 import os
 import signal
@@ -149,7 +150,7 @@ def classic(ctx: Ctx, argv: list[str]) -> int:
         elif opt == "-v":
             verbose += 1
         elif opt == "-j":
-            verbose = 2
+            verbose = JSON
     if command != "-l" and (recursive or verbose):
         raise Usage("-r, -v and -j go with -l")
     if command is None:
@@ -176,12 +177,19 @@ def classic(ctx: Ctx, argv: list[str]) -> int:
 
 
 def parse_params(words: list[str]) -> dict[str, str]:
+    """param=value words; `cpu.max=QUOTA PERIOD` may be two words, as cgroup v2 writes
+    cpu.max (a number right after cpu.max=QUOTA is its period)."""
     params: dict[str, str] = {}
+    last = ""
     for word in words:
         name, eq, value = word.partition("=")
+        if not eq and last == "cpu.max" and word.isdigit() and " " not in params[last]:
+            params[last] += f" {word}"
+            continue
         if not eq or not name or not value:
             raise Usage(f"bad parameter {word!r} (use param=value)")
         params[name] = value
+        last = name
     return params
 
 
@@ -208,11 +216,34 @@ def do_ifmove(ctx: Ctx, name: str, ifname: str, newname: str = "") -> int:
 
 def do_list(ctx: Ctx, name: str, recursive: bool, verbose: int) -> int:
     reply = ctx.client().request("list", name=name, recursive=recursive)
+    if verbose == JSON:
+        import json
+
+        sys.stdout.write(json.dumps({"vnets": reply["vnets"]}, indent=2) + "\n")
+        return 0
     sys.stdout.write(format_list(reply["vnets"], verbose))
     return 0
 
 
 LIST_HEADER = ("Name", "Hostname", "Interfaces")
+JSON = 3  # the `verbose` level of -j: every field, as JSON
+
+
+def cpu_lines(row: dict[str, Any]) -> list[str]:
+    """The -v lines of a vnet's CPU use (docs/vimage.md, "CPU accounting"): the total and
+    its average share of a CPU since the vnet was made, what it went to, the load
+    averages (uptime(1)'s layout), the weight and, with a cgroup, its cpu.max."""
+    lines = [f"    CPU usage: {row['cpu']:.3f} s ({row['cpu_percent']:.2f}%): "
+             f"loop {row['cpu_loop']:.3f} s ({plural(row['units'], 'unit')}), "
+             f"tasks {row['cpu_tasks']:.3f} s ({plural(row['steps'], 'step')}), "
+             f"processes {row['cpu_procs']:.3f} s",
+             "    Load average: " + ", ".join(f"{x:.2f}" for x in row["loadavg"]),
+             f"    CPU weight: {row['weight']}"]
+    if row.get("cpu_max"):
+        lines.append(f"    CPU max: {row['cpu_max']}")
+    if row.get("cgroup"):
+        lines.append(f"    Cgroup: {row['cgroup']}")
+    return lines
 
 
 def format_list(rows: list[dict[str, Any]], verbose: int) -> str:
@@ -230,6 +261,8 @@ def format_list(rows: list[dict[str, Any]], verbose: int) -> str:
             lines += [f"    Children limit: {row['children_max']}", f"    JID: {row['jid']}",
                       f"    PJID: {row['pjid']}"]
         lines.append(f"    Interfaces: {' '.join(row['interfaces'])}")
+        if "cpu" in row:  # a daemon older than CPU accounting has none
+            lines += cpu_lines(row)
     return "".join(line.rstrip() + "\n" for line in lines)
 
 
@@ -276,8 +309,8 @@ def run_exec(ctx: Ctx, name: str, command: list[str], user: str | None = None) -
     if interactive:
         command = [os.environ.get("SHELL") or "/bin/sh"]
     reply, fds = ctx.client().call("exec", vnet=name)
-    ctx.close()
     if len(fds) != 1:
+        ctx.close()
         raise CtlError(UNAVAILABLE, "the daemon sent no channel")
     channel = fds[0]
     bindir = shims.make_dir()
@@ -294,6 +327,8 @@ def run_exec(ctx: Ctx, name: str, command: list[str], user: str | None = None) -
         if interactive and sys.stdin.isatty():
             print(f"Switched to vimage {name}")
             sys.stdout.flush()
+        entered = _enter(ctx, name)
+        proc: subprocess.Popen[bytes] | None = None
         try:
             proc = subprocess.Popen(command, env=env, pass_fds=(channel,), **kwargs)
         except FileNotFoundError:
@@ -304,9 +339,46 @@ def run_exec(ctx: Ctx, name: str, command: list[str], user: str | None = None) -
             return 126
         finally:
             os.close(channel)
-        return _wait(proc)
+            charge = _started(ctx, name, proc, entered)  # and we go back to our cgroup
+            ctx.close()  # no connection held while the program runs
+        status, cpu_usec = _wait(proc)
+        if charge:
+            _report(ctx, proc.pid, cpu_usec)
+        return status
     finally:
+        ctx.close()
         shims.remove_dir(bindir)
+
+
+def _enter(ctx: Ctx, name: str) -> bool | None:
+    """Ask the daemon to move this process into the cgroup of vnet NAME (ctl/cgroup.py)
+    for the fork of its program, which is then born there. True if it did, False if
+    there is no cgroup (the program's rusage is reported instead), None if the daemon
+    does not know the op (an older one)."""
+    try:
+        return bool(ctx.client().request("exec_enter", vnet=name).get("cgroup"))
+    except CtlError:
+        return None
+
+
+def _started(ctx: Ctx, name: str, proc: subprocess.Popen[bytes] | None,
+             entered: bool | None) -> bool:
+    """Tell the daemon the program is forked, or failed to start (this process goes back
+    to its own cgroup); True if the program's CPU time is to be reported when it exits
+    (no cgroup counts it)."""
+    if entered is None:
+        return False
+    try:
+        reply = ctx.client().request("exec_started", vnet=name,
+                                     pid=proc.pid if proc is not None else 0)
+    except CtlError:
+        return False
+    return not reply.get("cgroup")
+
+
+def _report(ctx: Ctx, pid: int, cpu_usec: int) -> None:
+    with contextlib.suppress(CtlError, OSError):
+        ctx.client(autostart=False).request("exec_done", pid=pid, cpu_usec=cpu_usec)
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -345,15 +417,25 @@ def _as_user(user: str, env: dict[str, str]) -> dict[str, Any]:
             "extra_groups": os.getgrouplist(pw.pw_name, pw.pw_gid)}
 
 
-def _wait(proc: subprocess.Popen[bytes]) -> int:
-    """Wait like system(3): ^C and ^\\ are the child's business, not ours."""
+def _wait(proc: subprocess.Popen[bytes]) -> tuple[int, int]:
+    """Wait like system(3): ^C and ^\\ are the child's business, not ours. Returns the
+    exit status and the CPU time (µs, user and system) of the child and of the
+    descendants it waited for, from wait4(2)'s rusage."""
     saved = [(s, signal.signal(s, signal.SIG_IGN)) for s in (signal.SIGINT, signal.SIGQUIT)]
     try:
-        status = proc.wait()
+        while True:
+            try:
+                _pid, wstatus, usage = os.wait4(proc.pid, 0)
+                break
+            except InterruptedError:
+                continue
     finally:
         for signum, handler in saved:
             signal.signal(signum, handler)
-    return 128 - status if status < 0 else status
+    status = os.waitstatus_to_exitcode(wstatus)
+    proc.returncode = status
+    cpu_usec = int((usage.ru_utime + usage.ru_stime) * 1_000_000)
+    return (128 - status if status < 0 else status), cpu_usec
 
 
 # -- subcommands -------------------------------------------------------------------------------
@@ -423,11 +505,12 @@ def sub_destroy(ctx: Ctx, argv: list[str]) -> int:
 def sub_list(ctx: Ctx, argv: list[str]) -> int:
     p = _parser("list", "List the vnets one level below the current one, as vimage -l.")
     p.add_argument("-r", action="store_true", help="the whole subtree")
-    p.add_argument("-v", action="count", default=0, help="details (twice: ids and limits)")
-    p.add_argument("-j", action="store_true", help="same as -vv")
+    p.add_argument("-v", action="count", default=0,
+                   help="details, CPU use and load (twice: ids and limits)")
+    p.add_argument("-j", action="store_true", help="every field, as JSON")
     p.add_argument("name", nargs="?", default="", help="only this vnet (with -r: its subtree)")
     args = _parse(p, argv)
-    return do_list(ctx, args.name, args.r, 2 if args.j else args.v)
+    return do_list(ctx, args.name, args.r, JSON if args.j else args.v)
 
 
 @_subcommand

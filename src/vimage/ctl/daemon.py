@@ -29,6 +29,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from vimage.ctl import names, ops, paths, procs, protocol, sockops, topoops
+from vimage.ctl.cgroup import Cgroups
 from vimage.ctl.protocol import (
     BAD_REQUEST,
     BUSY,
@@ -88,6 +89,7 @@ class Daemon:
         self.reserved_connections = min(reserved_connections, max_connections)
         self.frame_timeout = frame_timeout
         self.kernel = kernel if kernel is not None else Kernel(clock="real")
+        self.kernel.cpu_accounting = 1  # per-vnet CPU figures for vimage -l -v (vimage.cpu)
         self.ops: dict[str, ops.Op] = dict(ops.OPS)
         self.ops.update(sockops.OPS)  # the sockets of processes in vnets (vimage exec)
         self.sockets = sockops.SocketTable(self.kernel)
@@ -95,6 +97,11 @@ class Daemon:
         self.experiments: dict[str, Experiment] = {}  # by full vnet name (ctl/topoops.py)
         self.meta: dict[Vnet, ops.VnetMeta] = {}
         self.renamed: dict[Ifnet, str] = {}  # interfaces renamed by ifmove: original names
+        # the cgroups of vnets' processes (ctl/cgroup.py), made by open(); and the
+        # `vimage exec` processes started: pid -> (vnet, pid of the client, in a cgroup)
+        self.cgroups = Cgroups(None, "the daemon is not open")
+        self.exec_pids: dict[int, tuple[Vnet, int, bool]] = {}
+        self.exec_homes: dict[int, str] = {}  # clients in a vnet's cgroup: their own
         self.next_jid = 0
         self.uid = os.geteuid()
         self.stopped = threading.Event()
@@ -144,6 +151,10 @@ class Daemon:
         fd = os.open(where.pid, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(f"{os.getpid()}\n")
+        if os.environ.get("VIMAGED_CGROUPS", "1") == "0":  # rusage accounting only
+            self.cgroups = Cgroups(None, "turned off by VIMAGED_CGROUPS=0")
+        else:
+            self.cgroups = Cgroups.open(f"vimaged-{os.getpid()}-{st.st_ino}")
         self.kernel.start()
         self._selector.register(listener, selectors.EVENT_READ, ("accept", None))
         self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
@@ -236,6 +247,7 @@ class Daemon:
             for vnet in list(self.kernel.base.children or ()):
                 self.destroy_vnet(vnet)
         self.kernel.stop()
+        self.cgroups.close()
         deadline = time.monotonic() + 2.0
         for session in sessions:  # one blocked in a tool may linger: its thread is a daemon
             if session.thread is not None:
@@ -462,6 +474,9 @@ class Daemon:
         self.sockets.vnets_destroyed()  # wake the processes blocked on their sockets
         for dead in [v for v in self.meta if not v.alive]:
             del self.meta[dead]
+        self.cgroups.retire_dead()  # the subtree's cgroups: emptied and removed
+        for pid in [p for p, (v, _, _) in self.exec_pids.items() if not v.alive]:
+            del self.exec_pids[pid]
         for name, exp in list(self.experiments.items()):
             if exp.vnet is not None and not exp.vnet.alive:  # `vimage -d` of an experiment
                 exp.down()

@@ -10,6 +10,7 @@ reply; `Daemon.handle` turns those into replies, so an op never has to. New ops
 from __future__ import annotations
 
 import binascii
+import contextlib
 import os
 import re
 import socket
@@ -282,6 +283,69 @@ def op_exec(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
     return {"vnet": target.display_name}
 
 
+def op_exec_enter(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
+    """`vimage exec` is about to fork its program: move it (the caller) into the cgroup
+    of vnet `vnet` (ctl/cgroup.py), so the child is born there; exec_started moves it
+    back. Where there are no cgroups, nothing moves ("cgroup" is empty)."""
+    rel = req.str("vnet", "")
+    asker = procs.peer_pid(s.conn)
+    if not asker:
+        raise PermissionError("exec_enter: the caller's process is unknown")
+    with d.kernel.sched.cond:
+        target = names.lookup(d.kernel, d.live_scope(s), rel)
+    path, reason = "", d.cgroups.reason
+    if d.cgroups.available:
+        home = d.cgroups.home(asker)
+        try:
+            path = d.cgroups.attach(target, asker)
+        except OSError as exc:
+            reason = f"{exc.filename or 'cgroup'}: {exc.strerror or exc}"
+        else:
+            with d.kernel.sched.cond:
+                d.exec_homes[asker] = home
+    return {"cgroup": path, "reason": "" if path else reason}
+
+
+def op_exec_started(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
+    """`vimage exec` forked `pid` (in the cgroup of exec_enter, if any): it goes back to
+    its own cgroup, and the child is noted as a process of vnet `vnet`, to be charged
+    its rusage by exec_done where no cgroup counts it."""
+    rel = req.str("vnet", "")
+    pid = req.int("pid", 0)
+    asker = procs.peer_pid(s.conn)
+    with d.kernel.sched.cond:
+        home = d.exec_homes.pop(asker, None)
+    if home is not None:
+        d.cgroups.send_home(asker, home)
+    if pid <= 0 or not asker or procs.parent_pid(pid) != asker:
+        raise PermissionError(f"exec_started: process {pid} is not a child of the caller")
+    in_cgroup = home is not None
+    with d.kernel.sched.cond:
+        target = names.lookup(d.kernel, d.live_scope(s), rel)
+        if not in_cgroup:  # its rusage is to come (exec_done)
+            d.exec_pids[pid] = (target, asker, in_cgroup)
+    return {"cgroup": in_cgroup}
+
+
+def op_exec_done(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
+    """A process of exec_started has exited: without a cgroup, its CPU time (its rusage,
+    and its waited-for descendants', reported by the `vimage exec` that waited for it)
+    is charged to its vnet."""
+    pid = req.int("pid", 0)
+    usec = req.int("cpu_usec", 0)
+    if usec < 0:
+        raise CtlError(BAD_REQUEST, "exec_done: 'cpu_usec' must not be negative")
+    with d.kernel.sched.cond:
+        entry = d.exec_pids.get(pid)
+        if entry is None or entry[1] != procs.peer_pid(s.conn):
+            raise LookupError(f"exec_done: no process {pid} of the caller")
+        del d.exec_pids[pid]
+        vnet, _asker, in_cgroup = entry
+        if not in_cgroup and vnet.alive:
+            vnet.cpu.proc_ns += usec * 1000
+    return {"charged": not in_cgroup}
+
+
 def op_stop(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
     d.request_stop(s)
     if not d.stopped.wait(60):
@@ -301,6 +365,9 @@ OPS: Mapping[str, Op] = MappingProxyType({
     "ifmove": Op(op_ifmove, frozenset(("vnet", "ifname", "newname"))),
     "tool": Op(op_tool, frozenset(("vnet", "argv", "files", "stdin")), fds=True),
     "exec": Op(op_exec, frozenset(("vnet",))),
+    "exec_enter": Op(op_exec_enter, frozenset(("vnet",))),
+    "exec_started": Op(op_exec_started, frozenset(("vnet", "pid"))),
+    "exec_done": Op(op_exec_done, frozenset(("pid", "cpu_usec"))),
     "stop": Op(op_stop, frozenset(), host_only=True),
 })
 
@@ -334,10 +401,43 @@ def apply_params(d: Daemon, vnet: Vnet, params: dict[str, str]) -> None:
             if not _TEXT_RE.match(value):
                 raise ValueError(f"{name}: printable ASCII of at most 255 characters")
             setattr(meta, name[5:], value)
+        elif name in ("cpu.weight", "cpu.max"):
+            apply_cpu(d, vnet, name, value)
         elif name in d.kernel.oids:
             vnet.sysctl(name, value)
         else:
             raise ValueError(f"unknown parameter {name!r}")
+
+
+def apply_cpu(d: Daemon, vnet: Vnet, name: str, value: str) -> None:
+    """cpu.weight=N (1..10000): the vnet's share of the kernel loop (vimage.cpu), and of
+    the CPU for its processes where the cgroup cpu controller is there; cpu.max=QUOTA
+    [PERIOD] or max: a limit on its processes, through its cgroup only (OSError if
+    there is none). Written to the cgroup and read back from it (`vimage -l -v`)."""
+    from vimage.ctl.cgroup import parse_max
+
+    if name == "cpu.weight":
+        if not value.isdigit():
+            raise ValueError(f"cpu.weight: {value!r} is not a number")
+        weight = int(value)
+        d.kernel.set_cpu_weight(vnet, weight)  # ValueError if out of range
+        if d.cgroups.available:
+            with contextlib.suppress(OSError):  # the loop's share is set either way
+                d.cgroups.set_limit(vnet, "cpu.weight", str(weight))
+        return
+    quota, period = parse_max(value)
+    d.cgroups.set_limit(vnet, "cpu.max", f"{'max' if quota is None else quota} {period}")
+
+
+def cpu_figures(d: Daemon, vnet: Vnet) -> dict[str, Any]:
+    """The vnet's CPU figures (vimage.cpu), with its processes' from its cgroup."""
+    cpu = vnet.cpu
+    if d.cgroups.path(vnet) is not None:
+        cpu.cgroup_ns = d.cgroups.usage_ns(vnet)
+    out = cpu.figures(d.kernel.now_ns())
+    out["cgroup"] = d.cgroups.path(vnet) or ""
+    out["cpu_max"] = d.cgroups.read(vnet, "cpu.max")
+    return out
 
 
 def describe(d: Daemon, vnet: Vnet, scope: Vnet) -> dict[str, Any]:
@@ -353,6 +453,7 @@ def describe(d: Daemon, vnet: Vnet, scope: Vnet) -> dict[str, Any]:
         "jid": meta.jid if meta else 0,
         "pjid": parent_meta.jid if parent_meta else 0,
         "interfaces": [i.name for i in ifaces],
+        **cpu_figures(d, vnet),
     }
 
 

@@ -79,3 +79,14 @@ def kill_holders(inodes: Iterable[int], spare: Iterable[int] = ()) -> list[int]:
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
     return killed
+
+
+def parent_pid(pid: int, proc: str = "/proc") -> int:
+    """The parent of process `pid` (field 4 of /proc/PID/stat, after the command name in
+    parentheses, which may itself hold spaces and parentheses); 0 if unknown."""
+    try:
+        with open(f"{proc}/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        return int(stat[stat.rindex(b")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
