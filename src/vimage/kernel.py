@@ -85,6 +85,7 @@ class Kernel:
         self.keyed = keyed
         self.sched.keyed = keyed
         self._mac_rng = random.Random(self._secret) if keyed else self.rng
+        self._mac_counts: dict[str, int] = {}  # keyed: MACs made per vnet name
         self.protocols: tuple[Protocol, ...] = ()
         self.oids: dict[str, Oid] = {}
         # what creating a vnet and an interface arriving run, gathered once (hot enough)
@@ -301,10 +302,17 @@ class Kernel:
         self.fds[fd] = sock
         return fd
 
-    def random_mac(self) -> bytes:
-        """A locally administered unicast MAC from the kernel RNG (a keyed kernel: a
-        stream of its own, so interfaces made do not shift other draws)."""
-        raw = bytearray(self._mac_rng.getrandbits(48).to_bytes(6, "big"))
+    def random_mac(self, vnet: Vnet | None = None) -> bytes:
+        """A locally administered unicast MAC from the kernel RNG. A keyed kernel draws
+        from a stream of its own, and for an interface made in `vnet` from that vnet's
+        count of them: the same MACs whichever vnets share the kernel."""
+        if self.keyed and vnet is not None:
+            count = self._mac_counts[vnet.name] = self._mac_counts.get(vnet.name, 0) + 1
+            digest = hashlib.blake2b(f"{vnet.name}/{count}".encode(), digest_size=6,
+                                     key=self._secret[:32], person=b"vimage.mac")
+            raw = bytearray(digest.digest())
+        else:
+            raw = bytearray(self._mac_rng.getrandbits(48).to_bytes(6, "big"))
         raw[0] = (raw[0] & 0xFC) | 0x02
         return bytes(raw)
 

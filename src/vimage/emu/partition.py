@@ -7,13 +7,15 @@ from a breadth-first split of the part (contiguous regions of a grid or a tree),
 K-L then improves by swapping node pairs, so the sizes of the two sides stay what the
 start gave: ceil and floor of the part's share of the node count.
 
-Weights (what a cut costs): a link's `weight` (expected traffic, 1 by default), times
-ZERO_DELAY_COST for a link without delay: a cut link carries frames between ranks, and
-conservative synchronisation needs a delay on it (the lookahead), so a zero-delay link
-is cut only when nothing else balances. Pins: a node with `partition: K` ends in
-partition K; after the bisections, partitions are renumbered to agree best with the
-pins, and a pinned node still elsewhere is swapped with the unpinned node of its
-partition that costs least to move.
+Groups: nodes joined by links without delay are never split (a cut link carries frames
+between ranks, and conservative synchronisation needs a delay on it, the lookahead):
+the graph partitioned is the topology with each such group contracted to one vertex,
+so balance counts groups (equal in a grid of routers with a host each; a switch with
+many hosts is one heavy group: docs/mpi.md). Weights (what a cut costs): a link's
+`weight` (expected traffic, 1 by default), added up over the links between two groups.
+Pins: a node with `partition: K` puts its group in partition K; after the bisections,
+partitions are renumbered to agree best with the pins, and a pinned group still
+elsewhere is swapped with the unpinned group of its partition that costs least to move.
 
 Deterministic: no random start (K-L's `seed` is unused when a start is given), nodes
 in topology order, ties broken by that order.
@@ -29,7 +31,6 @@ from networkx.algorithms.community import kernighan_lin_bisection
 
 from vimage.emu.model import Topology
 
-ZERO_DELAY_COST = 1000.0
 KL_ITERATIONS = 10
 MAX_PERMUTED = 7  # partitions renumbered by trying every order up to this many; else greedy
 
@@ -44,33 +45,65 @@ def graph(topo: Topology) -> nx.Graph:
     g.add_nodes_from(topo.nodes)
     for link in topo.links:
         a, b = link.nodes
-        cost = link.weight * (ZERO_DELAY_COST if link.delay == 0 else 1.0)
         if g.has_edge(a, b):
-            g[a][b]["weight"] += cost
+            g[a][b]["weight"] += link.weight
         else:
-            g.add_edge(a, b, weight=cost)
+            g.add_edge(a, b, weight=link.weight)
     return g
+
+
+def groups(topo: Topology) -> dict[str, str]:
+    """node -> its group's first node: nodes joined by links without delay (or direct
+    links) stay together, since a cut link needs a delay (the lookahead)."""
+    joined = nx.Graph()
+    joined.add_nodes_from(topo.nodes)
+    joined.add_edges_from(link.nodes for link in topo.links if link.delay == 0 or link.direct)
+    order = {name: i for i, name in enumerate(topo.nodes)}
+    out: dict[str, str] = {}
+    for members in nx.connected_components(joined):
+        head = min(members, key=order.__getitem__)
+        for name in members:
+            out[name] = head
+    return out
 
 
 def partition(topo: Topology, parts: int) -> dict[str, int]:
     """node name -> partition number in range(parts)."""
     if parts < 1:
         raise PartitionError(f"{parts} partitions: at least 1")
-    names = list(topo.nodes)
-    for name in names:
-        pin = topo.nodes[name].partition
-        if pin is not None and pin >= parts:
-            raise PartitionError(f"node {name} is pinned to partition {pin}, "
+    for name, node in topo.nodes.items():
+        if node.partition is not None and node.partition >= parts:
+            raise PartitionError(f"node {name} is pinned to partition {node.partition}, "
                                  f"but there are {parts} (0..{parts - 1})")
-    if parts > len(names) and names:
-        raise PartitionError(f"{parts} partitions for {len(names)} nodes: "
-                             "a rank needs a node at least")
-    g = graph(topo)
-    order = {name: i for i, name in enumerate(names)}
+    head = groups(topo)
+    pins: dict[str, int] = {}
+    for name, node in topo.nodes.items():
+        if node.partition is None:
+            continue
+        other = pins.setdefault(head[name], node.partition)
+        if other != node.partition:
+            raise PartitionError(f"node {name} is pinned to partition {node.partition} but "
+                                 f"linked without delay to a node pinned to {other}")
+    contracted = nx.Graph()
+    heads = [n for n in topo.nodes if head[n] == n]
+    contracted.add_nodes_from(heads)
+    for a, b, data in graph(topo).edges(data=True):
+        ha, hb = head[a], head[b]
+        if ha == hb:
+            continue
+        if contracted.has_edge(ha, hb):
+            contracted[ha][hb]["weight"] += data["weight"]
+        else:
+            contracted.add_edge(ha, hb, weight=data["weight"])
+    if parts > len(heads) and heads:
+        raise PartitionError(f"{parts} partitions, but the topology has {len(heads)} "
+                             "group(s) of nodes joined by links without delay: a rank needs "
+                             "one at least (give more links a delay)")
+    order = {name: i for i, name in enumerate(heads)}
     result: dict[str, int] = {}
-    _split(g, names, 0, parts, order, result)
-    _apply_pins(topo, g, result, parts, order)
-    return result
+    _split(contracted, heads, 0, parts, order, result)
+    _apply_pins(pins, contracted, result, parts, order)
+    return {name: result[head[name]] for name in topo.nodes}
 
 
 def _split(g: nx.Graph, nodes: list[str], first: int, parts: int, order: dict[str, int],
@@ -119,9 +152,8 @@ def _bfs_order(sub: nx.Graph, nodes: list[str], order: dict[str, int]) -> list[s
     return out
 
 
-def _apply_pins(topo: Topology, g: nx.Graph, result: dict[str, int], parts: int,
+def _apply_pins(pins: dict[str, int], g: nx.Graph, result: dict[str, int], parts: int,
                 order: dict[str, int]) -> None:
-    pins = {n: node.partition for n, node in topo.nodes.items() if node.partition is not None}
     if not pins:
         return
     # renumber: the mapping old -> new agreeing with the most pins
