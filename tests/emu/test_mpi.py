@@ -231,7 +231,7 @@ def test_at_jobs_in_a_plain_experiment():
            "received" in "\n".join(lines)
     exp.down()
     topo.nodes["pc1"].commands = ["at soon ping 10.0.2.20"]
-    with pytest.raises(ExperimentError, match="node pc1: 'at soon ping 10.0.2.20': bad time"):
+    with pytest.raises(ExperimentError, match=r"node pc1: 'at soon ping 10\.0\.2\.20': bad time"):
         Experiment(topo, kernel).up()
     topo.nodes["pc1"].commands = ["at 1 frobnicate"]
     with pytest.raises(ExperimentError, match="frobnicate: not a job"):
