@@ -27,6 +27,7 @@ import getopt
 import shlex
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from vimage.apps import tasks
@@ -347,5 +348,5 @@ def _port(text: str) -> int:
     return port
 
 
-_STARTERS = {"ping": _start_ping, "tcp-sink": _start_sink, "tcp-send": _start_send,
-             "iperf3": _start_iperf3}
+_STARTERS = MappingProxyType({"ping": _start_ping, "tcp-sink": _start_sink,
+                              "tcp-send": _start_send, "iperf3": _start_iperf3})
