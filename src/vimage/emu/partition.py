@@ -25,11 +25,12 @@ from __future__ import annotations
 
 from collections import deque
 from itertools import permutations
-
-import networkx as nx
-from networkx.algorithms.community import kernighan_lin_bisection
+from typing import TYPE_CHECKING
 
 from vimage.emu.model import Topology
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 KL_ITERATIONS = 10
 MAX_PERMUTED = 7  # partitions renumbered by trying every order up to this many; else greedy
@@ -41,6 +42,8 @@ class PartitionError(ValueError):
 
 def graph(topo: Topology) -> nx.Graph:
     """The topology as a weighted graph (parallel links add up)."""
+    import networkx as nx
+
     g = nx.Graph()
     g.add_nodes_from(topo.nodes)
     for link in topo.links:
@@ -75,6 +78,10 @@ def partition(topo: Topology, parts: int) -> dict[str, int]:
         if node.partition is not None and node.partition >= parts:
             raise PartitionError(f"node {name} is pinned to partition {node.partition}, "
                                  f"but there are {parts} (0..{parts - 1})")
+    if parts == 1:  # no graph work (nor networkx) for a run in one process
+        return dict.fromkeys(topo.nodes, 0)
+    import networkx as nx
+
     head = groups(topo)
     pins: dict[str, int] = {}
     for name, node in topo.nodes.items():
@@ -122,6 +129,8 @@ def _split(g: nx.Graph, nodes: list[str], first: int, parts: int, order: dict[st
 def _bisect(sub: nx.Graph, nodes: list[str], size: int,
             order: dict[str, int]) -> tuple[list[str], list[str]]:
     """Two sides of `size` and len(nodes) - size nodes, in topology order."""
+    from networkx.algorithms.community import kernighan_lin_bisection
+
     start = _bfs_order(sub, nodes, order)
     a, b = set(start[:size]), set(start[size:])
     if a and b:
