@@ -58,6 +58,8 @@ def graph(topo: Topology) -> nx.Graph:
 def groups(topo: Topology) -> dict[str, str]:
     """node -> its group's first node: nodes joined by links without delay (or direct
     links) stay together, since a cut link needs a delay (the lookahead)."""
+    import networkx as nx
+
     joined = nx.Graph()
     joined.add_nodes_from(topo.nodes)
     joined.add_edges_from(link.nodes for link in topo.links if link.delay == 0 or link.direct)
