@@ -534,6 +534,8 @@ def sub_topo(ctx: Ctx, argv: list[str]) -> int:
     batch.add_argument("--seed", type=int, default=1, help="the kernels' seed (default 1)")
     batch.add_argument("--pcap", metavar="DIR", help="write one pcap per link into DIR")
     batch.add_argument("--skip-ipv6", action="store_true", help="configure IPv4 only")
+    batch.add_argument("--summary-json", metavar="FILE", help="rank 0 writes the summary "
+                                                              "(per-rank figures, jobs) here")
     batch.add_argument("--skip-unsupported", action="store_true",
                        help="leave out .imn node types the emulator does not model")
     down = actions.add_parser("down", help="destroy experiment NAME and all its nodes")
@@ -709,7 +711,8 @@ def topo_run(args: Any) -> int:
     except (TopologyError, OSError) as exc:
         print(f"vimage topo: {exc}", file=sys.stderr)
         return 1
-    return batch.main(topology, args.duration, args.seed, args.pcap, args.skip_ipv6)
+    return batch.main(topology, args.duration, args.seed, args.pcap, args.skip_ipv6,
+                      args.summary_json)
 
 
 def topo_file(action: str, path: str, skip_unsupported: bool, output: str | None) -> int:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 import sys
 import time
@@ -455,7 +456,7 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
 
 
 def main(topology: Topology, duration: float, seed: int = 1, pcap_dir: str | None = None,
-         skip_ipv6: bool = False) -> int:
+         skip_ipv6: bool = False, summary_json: str | None = None) -> int:
     """`vimage topo run`: run, print rank 0's summary; a failing rank names itself and
     its nodes on stderr and aborts every rank (MPI_Abort), so nothing is left running."""
     try:
@@ -464,7 +465,9 @@ def main(topology: Topology, duration: float, seed: int = 1, pcap_dir: str | Non
         print(f"vimage topo run: {exc}", file=sys.stderr)
         return 1
     try:
-        run(topology, duration, seed, pcap_dir, comm, skip_ipv6, out=print)
+        summary = run(topology, duration, seed, pcap_dir, comm, skip_ipv6, out=print)
+        if summary_json is not None and comm.rank == 0:
+            Path(summary_json).write_text(json.dumps(summary, indent=2) + "\n")
     except RunError as exc:  # the same on every rank: rank 0 says it
         if comm.rank == 0:
             print(f"vimage topo run: {exc}", file=sys.stderr)
