@@ -536,6 +536,10 @@ def sub_topo(ctx: Ctx, argv: list[str]) -> int:
     batch.add_argument("--skip-ipv6", action="store_true", help="configure IPv4 only")
     batch.add_argument("--summary-json", metavar="FILE", help="rank 0 writes the summary "
                                                               "(per-rank figures, jobs) here")
+    batch.add_argument("--realtime", action="store_true",
+                       help="the real clock; cut links as VXLAN tunnels between ranks")
+    batch.add_argument("--bind", default="127.0.0.1", metavar="ADDR",
+                       help="with --realtime: this host's address for the tunnels")
     batch.add_argument("--skip-unsupported", action="store_true",
                        help="leave out .imn node types the emulator does not model")
     down = actions.add_parser("down", help="destroy experiment NAME and all its nodes")
@@ -712,7 +716,7 @@ def topo_run(args: Any) -> int:
         print(f"vimage topo: {exc}", file=sys.stderr)
         return 1
     return batch.main(topology, args.duration, args.seed, args.pcap, args.skip_ipv6,
-                      args.summary_json)
+                      args.summary_json, args.realtime, args.bind)
 
 
 def topo_file(action: str, path: str, skip_unsupported: bool, output: str | None) -> int:

@@ -241,7 +241,11 @@ class PartitionedExperiment(Experiment):
             end.mac = bytes.fromhex(iface.mac.replace(":", ""))
         if iface.mtu is not None:
             end.mtu = iface.mtu
-        end.pipe = RemotePipe(end, self.engine, (index, "b" if side == "a" else "a"))
+        tunnels = self.engine.tunnels
+        if tunnels is not None:  # real time: a VXLAN tunnel (vimage.emu.mpi_realtime)
+            end.pipe = tunnels.attach((index, side), end)
+        else:
+            end.pipe = RemotePipe(end, self.engine, (index, "b" if side == "a" else "a"))
         end.impair(**pipe_settings(link, every=True))
         end.set_up(True)
         self.cut_ends[(index, side)] = end
@@ -285,7 +289,10 @@ class Engine:
     seed: int = 1
     pcap_dir: str | None = None
     skip_ipv6: bool = False
+    realtime: bool = False  # cut links as VXLAN tunnels, the real clock
+    bind: str = "127.0.0.1"  # the host address of this rank's tunnels
     progress: Callable[[str], None] | None = None
+    tunnels: Any = None  # real time: vimage.emu.mpi_realtime.Tunnels
     assignment: dict[str, int] = field(default_factory=dict)
     lookahead_ns: int = 0
     kernel: Kernel | None = None
@@ -312,11 +319,11 @@ class Engine:
         for i in parting.cut_links(topo, self.assignment):
             link = topo.links[i]
             ra, rb = self.assignment[link.a[0]], self.assignment[link.b[0]]
-            if link.delay == 0 or link.direct:
+            if (link.delay == 0 or link.direct) and not self.realtime:
                 raise RunError(f"link {':'.join(link.a)}-{':'.join(link.b)} is cut between "
                                f"ranks {ra} and {rb} and has no delay: give it a delay (the "
                                "lookahead) or pin both ends to one partition")
-            delays.append(link.delay * 1000)
+            delays.append(max(1, link.delay) * 1000)
             self._peer_rank[(i, "a")] = ra
             self._peer_rank[(i, "b")] = rb
         self.lookahead_ns = min(delays) if delays else 0
@@ -329,7 +336,12 @@ class Engine:
         local = self.local_nodes()
         self.stats = RankStats(self.comm.rank, len(local))
         self._outbox = [[] for _ in range(self.comm.size)]
-        self.kernel = Kernel(clock="virtual", seed=self.seed, keyed=True)
+        self.kernel = Kernel(clock="real" if self.realtime else "virtual", seed=self.seed,
+                             keyed=True)
+        if self.realtime:
+            from vimage.emu.mpi_realtime import Tunnels
+
+            self.tunnels = Tunnels(self, self.bind)
         self.exp = PartitionedExperiment(self.topology, self.kernel, skip_ipv6=self.skip_ipv6,
                                          local=local, engine=self)
         self.exp.up()
@@ -358,6 +370,10 @@ class Engine:
     def run(self, duration: float) -> RankStats:
         """Run to `duration` seconds of virtual time in step with the other ranks."""
         assert self.kernel is not None and self.stats is not None
+        if self.realtime:
+            from vimage.emu.mpi_realtime import run_realtime
+
+            return run_realtime(self, duration)  # type: ignore[no-any-return]
         kernel, comm, stats = self.kernel, self.comm, self.stats
         sched = kernel.sched
         end_ns = int(duration * NS_PER_S)
@@ -396,6 +412,11 @@ class Engine:
         return stats
 
     def close(self) -> None:
+        if self.kernel is not None and self.realtime:
+            self.kernel.stop()
+        if self.tunnels is not None:
+            self.tunnels.stop()
+            self.tunnels = None
         for session in self.captures:
             session.close()
         self.captures = []
@@ -405,10 +426,11 @@ class Engine:
 
 def run(topology: Topology, duration: float, seed: int = 1, pcap_dir: str | None = None,
         comm: Any = None, skip_ipv6: bool = False,
-        out: Callable[[str], None] | None = None) -> dict[str, Any]:
+        out: Callable[[str], None] | None = None, realtime: bool = False,
+        bind: str = "127.0.0.1") -> dict[str, Any]:
     """The whole batch run on this rank; rank 0 gets the summary (others: {})."""
     comm = comm if comm is not None else world()
-    engine = Engine(topology, comm, seed, pcap_dir, skip_ipv6)
+    engine = Engine(topology, comm, seed, pcap_dir, skip_ipv6, realtime, bind)
     engine.plan()
     try:
         engine.build()
@@ -424,7 +446,7 @@ def run(topology: Topology, duration: float, seed: int = 1, pcap_dir: str | None
     if comm.rank != 0 or gathered is None:
         return {}
     summary = {
-        "ranks": comm.size, "duration": duration, "seed": seed,
+        "ranks": comm.size, "duration": duration, "seed": seed, "realtime": realtime,
         "lookahead_us": engine.lookahead_ns / 1000 if engine.lookahead_ns else None,
         "partition": parting.summary(topology, engine.assignment, comm.size),
         "per_rank": [g["stats"] for g in gathered],
@@ -440,9 +462,11 @@ def run(topology: Topology, duration: float, seed: int = 1, pcap_dir: str | None
 def format_summary(summary: dict[str, Any]) -> list[str]:
     part = summary["partition"]
     look = summary["lookahead_us"]
-    lines = [f"topo run: {summary['ranks']} rank(s), {summary['duration']:g} s of virtual "
-             f"time, seed {summary['seed']}, {part['cut']} cut link(s), lookahead "
-             + (f"{look:g} us" if look is not None else "none (one partition)")]
+    clock = "real" if summary.get("realtime") else "virtual"
+    lines = [f"topo run: {summary['ranks']} rank(s), {summary['duration']:g} s of {clock} "
+             f"time, seed {summary['seed']}, {part['cut']} cut link(s), "
+             + ("VXLAN tunnels" if clock == "real" else "lookahead "
+                + (f"{look:g} us" if look is not None else "none (one partition)"))]
     lines.append("rank  nodes    events  rounds  frames-out  frames-in  build-s  wall-s  "
                  "work-s  sync-s")
     for s in summary["per_rank"]:
@@ -456,7 +480,8 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
 
 
 def main(topology: Topology, duration: float, seed: int = 1, pcap_dir: str | None = None,
-         skip_ipv6: bool = False, summary_json: str | None = None) -> int:
+         skip_ipv6: bool = False, summary_json: str | None = None, realtime: bool = False,
+         bind: str = "127.0.0.1") -> int:
     """`vimage topo run`: run, print rank 0's summary; a failing rank names itself and
     its nodes on stderr and aborts every rank (MPI_Abort), so nothing is left running."""
     try:
@@ -465,7 +490,8 @@ def main(topology: Topology, duration: float, seed: int = 1, pcap_dir: str | Non
         print(f"vimage topo run: {exc}", file=sys.stderr)
         return 1
     try:
-        summary = run(topology, duration, seed, pcap_dir, comm, skip_ipv6, out=print)
+        summary = run(topology, duration, seed, pcap_dir, comm, skip_ipv6, print, realtime,
+                      bind)
         if summary_json is not None and comm.rank == 0:
             Path(summary_json).write_text(json.dumps(summary, indent=2) + "\n")
     except RunError as exc:  # the same on every rank: rank 0 says it
