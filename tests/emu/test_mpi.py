@@ -281,3 +281,68 @@ def test_mpirun_a_dying_rank_ends_the_run(tmp_path):
     assert done.returncode != 0
     assert ("vimage topo run: rank 0 of 2 failed (nodes pc2, r2): RuntimeError: "
             f"{batch.FAIL_ENV} asked this rank to fail") in done.stderr
+
+
+# -- real time: VXLAN tunnels between ranks -----------------------------------------------------
+def test_realtime_ranks_pass_ping_and_tcp_through_vxlan(tmp_path):
+    topo = load(LAB)
+    hub: dict[str, Any] = {"slots": [None] * 2, "barrier": threading.Barrier(2)}
+    results: list[Any] = [None, None]
+
+    def one(rank: int) -> None:
+        try:
+            results[rank] = batch.run(topo, 4.5, 1, None, ThreadComm(hub, rank, 2), True,
+                                      realtime=True)
+        except BaseException as exc:
+            results[rank] = exc
+            hub["barrier"].abort()
+
+    threads = [threading.Thread(target=one, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    summary = results[0]
+    assert not isinstance(summary, BaseException), summary
+    jobs = "\n".join(summary["jobs"])
+    assert "pc1 @1s ping -c 5 -i 0.5 10.0.2.20: 5 packets transmitted, 5 packets received" in jobs
+    assert "pc2 @0s tcp-sink 5001: 307200 bytes in 1 connections" in jobs
+    per_rank = summary["per_rank"]
+    assert per_rank[0]["frames_out"] == per_rank[1]["frames_in"] > 0
+
+
+@pytest.mark.loop_errors
+def test_a_tunnel_drops_and_counts_what_is_not_its_vxlan():
+    from vimage.emu.mpi_realtime import Tunnels
+    from vimage.wire import vxlan
+
+    kernel = Kernel(clock="real", seed=1, keyed=True)
+    a, _b = kernel.epair()
+    tunnels = Tunnels(None, "127.0.0.1")  # type: ignore[arg-type]
+    pipe = tunnels.attach((3, "a"), a)
+    where = tunnels.addresses()[(3, "a")]
+    frame = bytes(6) + bytes.fromhex("020000000001") + b"\x88\xb5" + bytes(50)
+    with __import__("socket").socket(2, 2) as sender:
+        for data in (b"junk", vxlan.build(9, frame), vxlan.build(4, frame)):
+            sender.sendto(data, where)
+        import time
+
+        deadline = time.monotonic() + 5
+        while tunnels.received + tunnels.malformed < 3 and time.monotonic() < deadline:
+            tunnels._drain(pipe.sock, pipe, a)
+    assert (tunnels.malformed, tunnels.received) == (2, 1)
+    assert a.ierrors == 2
+    assert [f for r, f in kernel.sched.queue if r is a] == [frame]
+    tunnels.stop()
+    tunnels.stop()  # twice is harmless
+
+
+def test_mpirun_realtime_across_ranks(tmp_path):
+    cmd = _mpirun()
+    done = subprocess.run([*cmd, sys.executable, "-m", "vimage.cli.vimage", "topo", "run",
+                           str(LAB), "--duration", "4.5", "--realtime", "--skip-ipv6"],
+                          env=_env(), capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "2 rank(s), 4.5 s of real time, seed 1, 1 cut link(s), VXLAN tunnels" in done.stdout
+    assert "10.0.2.20: 5 packets transmitted, 5 packets received" in done.stdout
+    assert "tcp-sink 5001: 307200 bytes in 1 connections" in done.stdout
