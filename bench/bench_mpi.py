@@ -90,6 +90,8 @@ def run_once(path: Path, ranks: int, duration: float, workdir: Path) -> dict[str
         "rounds": per[0]["rounds"],
         "work_s": [round(r["work"], 3) for r in per],
         "sync_s": [round(r["sync"], 3) for r in per],
+        "cpu_s": [round(r["cpu"], 3) for r in per],
+        "cpu_work_s": [round(r["cpu_work"], 3) for r in per],
         "sync_share": round(max(r["sync"] for r in per) / wall, 3) if wall else None,
         "frames_between_ranks": sum(r["frames_out"] for r in per),
         "jobs_ok": sum(" 0.0% packet loss" in j for j in data["jobs"]),
@@ -149,7 +151,11 @@ def model(one: dict[str, object], many: dict[str, object], duration: float,
             predict[f"N={ranks},L={look_ms:g}ms"] = round(
                 work1 / ranks * imbalance + r * c, 2)
     return {"sync_per_round_s": per_round, "alltoall_s": {str(k): v for k, v in a2a.items()},
-            "wait_per_round_s": wait, "imbalance": round(imbalance, 3),
+            "wait_per_round_s": wait,
+            "cpu_sync_per_round_s": (min(c - w for c, w in zip(many["cpu_s"],  # type: ignore
+                                                                many["cpu_work_s"],  # type: ignore
+                                                                strict=True)) / rounds
+                                     if rounds else 0.0), "imbalance": round(imbalance, 3),
             "rounds_measured": rounds,
             "rounds_cap_duration_over_lookahead": round(duration / lookahead_s),
             "predicted_wall_s": predict}
@@ -191,6 +197,12 @@ def main() -> None:
         result["speedup"] = {str(r): round(float(one["run_wall_s"])  # type: ignore[arg-type]
                                            / float(best[r]["run_wall_s"]), 3)  # type: ignore
                              for r in ranks if r > 1}
+        # what the busiest rank's kernel work costs against one rank's, in CPU time: the
+        # speedup on cores of its own, the rounds aside
+        result["cpu_work_speedup"] = {
+            str(r): round(float(one["cpu_work_s"][0])  # type: ignore[index]
+                          / max(best[r]["cpu_work_s"]), 3)  # type: ignore[type-var]
+            for r in ranks if r > 1}
         many = [best[r] for r in ranks if r > 1]
         if many:
             a2a = {r: alltoall_latency(r) for r in (2, 4)}

@@ -278,6 +278,8 @@ class RankStats:
     work: float = 0.0  # seconds running the kernel
     sync: float = 0.0  # seconds in the exchange (waiting for the others included)
     build: float = 0.0  # seconds bringing the partition up
+    cpu: float = 0.0  # CPU seconds of the run loop (time.process_time)
+    cpu_work: float = 0.0  # CPU seconds running the kernel
 
 
 @dataclass
@@ -380,6 +382,7 @@ class Engine:
         lookahead = self.lookahead_ns or end_ns + 1  # one partition: one window
         fail = os.environ.get(FAIL_ENV) == str(comm.rank)
         started = time.perf_counter()
+        cpu0 = time.process_time()
         events0 = sched.events
         while True:
             t0 = time.perf_counter()
@@ -403,12 +406,14 @@ class Engine:
             horizon = min(earliest + lookahead, end_ns + 1)
             if fail and stats.rounds == 2:  # the others wait in the next exchange
                 raise RuntimeError(f"{FAIL_ENV} asked this rank to fail")
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             sched.advance(horizon - 1)
             stats.work += time.perf_counter() - t1
+            stats.cpu_work += time.process_time() - c1
         sched.jump_to(end_ns)
         stats.events = sched.events - events0
         stats.wall = time.perf_counter() - started
+        stats.cpu = time.process_time() - cpu0
         return stats
 
     def close(self) -> None:
