@@ -356,3 +356,17 @@ def _crossed(jobs: list[str]) -> None:
     sink = re.search(r"pc2 @0s tcp-sink 5001: (\d+) bytes in 1 connections", text)
     assert ping is not None and int(ping.group(1)) >= 1, text
     assert sink is not None and int(sink.group(1)) > 0, text
+
+
+def test_bench_mpi_smoke():
+    """bench/bench_mpi.py at a tiny size, one rank (no mpirun needed): no timing asserted."""
+    import json
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_mpi.py"), "--nodes", "18",
+                          "--duration", "3", "--ranks", "1"], env=env, capture_output=True,
+                         text=True, timeout=300, check=True)
+    result = json.loads(out.stdout)
+    run = result["best"]["1"]
+    assert result["nodes"] == 18 and run["events"] > 0
+    assert run["jobs"] == 15 and run["jobs_ok"] == run["jobs"]  # every ping got its replies
