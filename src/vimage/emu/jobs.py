@@ -3,8 +3,9 @@
 A start-up command runs while the experiment comes up and must not block: a blocking
 tool (ping, iperf3 -c) would run the kernel loop inside `up()`, and, in an experiment
 split across MPI ranks (vimage.emu.mpi), one rank's loop alone, out of step with the
-others. A line `at SECONDS COMMAND` instead starts COMMAND at that virtual (or real)
-time as a task of the kernel loop (vimage.apps.tasks), so any number of them run side
+others. A line `at SECONDS COMMAND` instead starts COMMAND that many seconds (of the
+kernel's clock, virtual or real) after the node's start-up commands ran, as a task of
+the kernel loop (vimage.apps.tasks), so any number of them run side
 by side, in virtual time too, and the same way whichever nodes share a kernel:
 
 - `at T ping [-c COUNT] [-i WAIT] [-s SIZE] HOST`: ICMP echo requests (default 3,
@@ -82,8 +83,9 @@ class Jobs:
         starter(vnet, argv, JobResult(node, at, " ".join(argv)), dry=True, jobs=self)
         result = JobResult(node, at, " ".join(argv))
         self.results.append(result)
-        sched = vnet.kernel.sched
-        sched.call_at(int(at * NS_PER_S), self._run, starter, vnet, argv, result, owner=vnet)
+        sched = vnet.kernel.sched  # T seconds after now: when the node's commands run
+        sched.call_at(sched.now_ns() + int(at * NS_PER_S), self._run, starter, vnet, argv,
+                      result, owner=vnet)
 
     def _run(self, starter: Any, vnet: Vnet, argv: list[str], result: JobResult) -> None:
         try:
