@@ -92,7 +92,7 @@ class Kernel:
     standard_cloners: tuple[tuple[str, type], ...] = ()  # (name, service class), likewise
 
     def __init__(self, clock: str = "real", seed: int | None = None,
-                 protocols: tuple[Protocol, ...] | None = None) -> None:
+                 protocols: tuple[Protocol, ...] | None = None, keyed: bool = False) -> None:
         if clock not in ("real", "virtual"):
             raise ValueError(f"clock must be 'real' or 'virtual', not {clock!r}")
         self.clock = clock
@@ -103,6 +103,12 @@ class Kernel:
                         hashlib.blake2b(repr(seed).encode(), person=b"vimage.kernel").digest())
         self._vnet_serial = 0
         self.sched = Scheduler(virtual=clock == "virtual")
+        # keyed: what a vnet draws and the order of its timers depend on its name, not on
+        # which vnets share the kernel (experiments across MPI ranks, docs/mpi.md)
+        self.keyed = keyed
+        self.sched.keyed = keyed
+        self._mac_rng = random.Random(self._secret) if keyed else self.rng
+        self._mac_counts: dict[str, int] = {}  # keyed: MACs made per vnet name
         self.protocols: tuple[Protocol, ...] = ()
         self.oids: dict[str, Oid] = {}
         # what creating a vnet and an interface arriving run, gathered once (hot enough)
@@ -123,8 +129,12 @@ class Kernel:
         self.base.attach()
 
     # -- vnets ----------------------------------------------------------------
-    def vnet_serial(self) -> int:
-        """A new vnet's creation serial: what its secret is derived from."""
+    def vnet_serial(self, name: str = "") -> int:
+        """A new vnet's creation serial: what its secret is derived from. A keyed kernel
+        derives it from the vnet's name instead (unique, 63 bits)."""
+        if self.keyed:
+            digest = hashlib.blake2b(name.encode(), digest_size=8, person=b"vimage.vnet")
+            return int.from_bytes(digest.digest(), "big") >> 1
         self._vnet_serial += 1
         return self._vnet_serial
 
@@ -344,9 +354,17 @@ class Kernel:
         self.fds[fd] = sock
         return fd
 
-    def random_mac(self) -> bytes:
-        """A locally administered unicast MAC from the kernel RNG."""
-        raw = bytearray(self.rng.getrandbits(48).to_bytes(6, "big"))
+    def random_mac(self, vnet: Vnet | None = None) -> bytes:
+        """A locally administered unicast MAC from the kernel RNG. A keyed kernel draws
+        from a stream of its own, and for an interface made in `vnet` from that vnet's
+        count of them: the same MACs whichever vnets share the kernel."""
+        if self.keyed and vnet is not None:
+            count = self._mac_counts[vnet.name] = self._mac_counts.get(vnet.name, 0) + 1
+            digest = hashlib.blake2b(f"{vnet.name}/{count}".encode(), digest_size=6,
+                                     key=self._secret[:32], person=b"vimage.mac")
+            raw = bytearray(digest.digest())
+        else:
+            raw = bytearray(self._mac_rng.getrandbits(48).to_bytes(6, "big"))
         raw[0] = (raw[0] & 0xFC) | 0x02
         return bytes(raw)
 

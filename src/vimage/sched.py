@@ -85,6 +85,11 @@ class Scheduler:
         self.virtual = virtual
         self._heap: list[Timer] = []
         self._seq = 0
+        # keyed ordering (an experiment run across MPI ranks, docs/mpi.md): a timer's seq is
+        # (its owner's key, the owner's own count), so timers due at the same instant run
+        # in an order that does not depend on which other vnets share this kernel
+        self.keyed = False
+        self._owner_seq: dict[Any, int] = {}
         # timers by owner, so destroying a vnet cancels its own timers without a scan of
         # the heap; weak references, so a fired timer does not keep what it called alive
         # (the heap holds the pending ones); dead ones are pruned when a list doubles
@@ -119,10 +124,38 @@ class Scheduler:
         return time.monotonic_ns() - self._real_base
 
     # -- timers ---------------------------------------------------------------
+    def next_seq(self, owner: Any = None) -> Any:
+        """The ordering key of the next timer of `owner`: a global count, or in keyed mode
+        (owner's key, owner's count) with the owner's `serial` as its key."""
+        self._seq += 1
+        if not self.keyed:
+            return self._seq
+        if owner is None:
+            return (-1, self._seq)
+        count = self._owner_seq[owner] = self._owner_seq.get(owner, 0) + 1
+        return (owner.serial, count)
+
     def call_later(self, delay_ns: int, callback: Callable[..., Any], *args: Any,
                    owner: Any = None) -> Timer:
-        self._seq += 1
-        timer = Timer(self.now_ns() + max(0, int(delay_ns)), self._seq, callback, args, owner)
+        if self.keyed:
+            seq = self.next_seq(owner)
+        else:
+            self._seq += 1
+            seq = self._seq
+        timer = Timer(self.now_ns() + max(0, int(delay_ns)), seq, callback, args, owner)
+        return self._push(timer)
+
+    def call_at(self, when_ns: int, callback: Callable[..., Any], *args: Any,
+                owner: Any = None, seq: Any = None) -> Timer:
+        """A timer due at `when_ns` (not before now); `seq` its ordering key among timers
+        due then (default: the next of `owner`'s, see next_seq), given when it was
+        allocated elsewhere (a frame from another MPI rank, vimage.emu.mpi)."""
+        if seq is None:
+            seq = self.next_seq(owner)
+        return self._push(Timer(max(when_ns, self.now_ns()), seq, callback, args, owner))
+
+    def _push(self, timer: Timer) -> Timer:
+        owner = timer.owner
         if owner is not None:
             self._own(owner, timer)
         if self.virtual:
@@ -180,6 +213,7 @@ class Scheduler:
         compaction, whose cost those cancellations paid for."""
         owned = self._owned.pop(owner, ())
         self._owned_cap.pop(owner, None)
+        self._owner_seq.pop(owner, None)
         for ref in owned:
             t = ref()
             if t is not None and not t.cancelled and t.owner is owner:

@@ -103,7 +103,7 @@ class Vnet:
         # them (ISNs, ports, IP IDs) tells anything of another's, and one vnet's activity
         # does not shift another's draws. Drawn from no shared generator (a Mersenne
         # Twister's state can be recovered from its outputs).
-        self.serial = kernel.vnet_serial()  # the secret is derived from it on first use
+        self.serial = kernel.vnet_serial(name)  # the secret is derived from it on first use
         self._secret: bytes | None = None
         self._rng: random.Random | None = None  # made on first use: most vnets never draw
         # domain -> IP protocol number -> bound input / ctlinput; ethertype -> input:

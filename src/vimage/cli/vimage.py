@@ -8,6 +8,7 @@
     vimage TOOL [argument ...]         (a tool in the current vnet: ifconfig, route, ...)
     vimage create|modify|destroy|list|ifmove|exec|daemon|topo|gui ... (each with --help)
     vimage topo up FILE [-e NAME] | down NAME | list | show NAME | exec NAME NODE -- CMD
+    vimage topo run FILE --duration S [--seed S] [--pcap DIR]  (mpirun -n N: docs/mpi.md)
     vimage topo link NAME A B [bw X] [delay Y] ... | capture NAME A B -w FILE [-c N]
 
 A first word that is a subcommand or a tool is one; anything else names a vnet
@@ -574,7 +575,7 @@ def sub_daemon(ctx: Ctx, argv: list[str]) -> int:
     return 0
 
 
-TOPO_ACTIONS = "check|convert|up|down|list|show|exec|link|capture"
+TOPO_ACTIONS = "check|convert|run|up|down|list|show|exec|link|capture"
 LINK_KEYS = MappingProxyType({
     "bw": "bandwidth", "bandwidth": "bandwidth", "delay": "delay", "jitter": "jitter",
     "loss": "loss", "ber": "ber", "dup": "duplicate", "duplicate": "duplicate",
@@ -607,6 +608,23 @@ def sub_topo(ctx: Ctx, argv: list[str]) -> int:
         sub.add_argument("file")
         sub.add_argument("--skip-unsupported", action="store_true",
                          help="leave out .imn node types the emulator does not model")
+    batch = actions.add_parser("run", help="run FILE in virtual time in this process, or "
+                                           "split across the ranks of mpirun -n N "
+                                           "(docs/mpi.md)")
+    batch.add_argument("file")
+    batch.add_argument("--duration", type=float, required=True, metavar="SECONDS",
+                       help="seconds of virtual time")
+    batch.add_argument("--seed", type=int, default=1, help="the kernels' seed (default 1)")
+    batch.add_argument("--pcap", metavar="DIR", help="write one pcap per link into DIR")
+    batch.add_argument("--skip-ipv6", action="store_true", help="configure IPv4 only")
+    batch.add_argument("--summary-json", metavar="FILE", help="rank 0 writes the summary "
+                                                              "(per-rank figures, jobs) here")
+    batch.add_argument("--realtime", action="store_true",
+                       help="the real clock; cut links as VXLAN tunnels between ranks")
+    batch.add_argument("--bind", default="127.0.0.1", metavar="ADDR",
+                       help="with --realtime: this host's address for the tunnels")
+    batch.add_argument("--skip-unsupported", action="store_true",
+                       help="leave out .imn node types the emulator does not model")
     down = actions.add_parser("down", help="destroy experiment NAME and all its nodes")
     down.add_argument("name")
     actions.add_parser("list", help="the experiments")
@@ -638,6 +656,8 @@ def sub_topo(ctx: Ctx, argv: list[str]) -> int:
     if action in ("check", "convert"):
         return topo_file(action, args.file, args.skip_unsupported,
                          getattr(args, "output", None))
+    if action == "run":
+        return topo_run(args)
     return TOPO_COMMANDS[action](ctx, args)
 
 
@@ -761,6 +781,25 @@ TOPO_COMMANDS: Mapping[str, Callable[[Ctx, Any], int]] = MappingProxyType({
     "up": topo_up, "down": topo_down, "list": topo_list, "show": topo_show, "exec": topo_exec,
     "link": topo_link, "capture": topo_capture,
 })
+
+
+def topo_run(args: Any) -> int:
+    """`vimage topo run`: a batch run in virtual time, no daemon (vimage.emu.mpi)."""
+    from vimage.emu import TopologyError, imn, yamlfmt
+    from vimage.emu import mpi as batch
+
+    if not args.duration >= 0:
+        raise Usage("topo run: --duration must be >= 0")
+    try:
+        if args.file.endswith(".imn"):
+            topology = imn.load(args.file, skip_unsupported=args.skip_unsupported)
+        else:
+            topology = yamlfmt.load(args.file)
+    except (TopologyError, OSError) as exc:
+        print(f"vimage topo: {exc}", file=sys.stderr)
+        return 1
+    return batch.main(topology, args.duration, args.seed, args.pcap, args.skip_ipv6,
+                      args.summary_json, args.realtime, args.bind)
 
 
 def topo_file(action: str, path: str, skip_unsupported: bool, output: str | None) -> int:

@@ -40,6 +40,7 @@ from vimage.apps.routed import RipParams
 from vimage.cli import TOOLS
 from vimage.emu import address
 from vimage.emu import ext as linux_ext
+from vimage.emu import jobs as timed
 from vimage.emu.model import (
     LINK_FIELDS,
     SWITCH_TYPES,
@@ -177,6 +178,7 @@ class Experiment:
     warnings: list[str] = field(default_factory=list)
     resolved: Topology | None = None  # the topology as brought up (automatic addresses)
     ext: dict[str, linux_ext.ExtNode] = field(default_factory=dict)  # ext nodes (Linux)
+    jobs: timed.Jobs = field(default_factory=timed.Jobs)  # `at T CMD` lines (emu/jobs.py)
     _subnets: list[int] | None = field(default=None, repr=False)  # converged(): IPv4 nets
     _subnets6: list[int] = field(default_factory=list, repr=False)  # and IPv6 ones
     _last_miss: tuple[int, int] = field(default=(0, 0), repr=False)  # converged(): where
@@ -330,6 +332,7 @@ class Experiment:
             if problem is not None:
                 self.warnings.append(f"node {node.name}: {problem}")
         self.ext = {}
+        self.jobs = timed.Jobs()
         self.vnet = None
         self.resolved = None
         self._subnets, self._last_miss = None, (0, 0)
@@ -605,7 +608,13 @@ class Experiment:
             elif service not in node.routing:  # a routing model already started it
                 self._cmd(node, line)
         for line in node.commands:
-            self._cmd(node, line)
+            if timed.is_job(line):  # `at SECONDS COMMAND`: started then, from the loop
+                try:
+                    self.jobs.schedule(node.name, self.nodes[node.name], line)
+                except timed.JobError as exc:
+                    raise ExperimentError(f"node {node.name}: {exc}") from None
+            else:
+                self._cmd(node, line)
 
     def _table_size(self, family: int) -> str:
         """routed's/route6d's -P max_routes for this topology: the daemons refuse routes

@@ -28,8 +28,9 @@ SWITCH_TYPES: tuple[str, ...] = ("lanswitch", "hub")
 ROUTING_PROTOCOLS: tuple[str, ...] = ("rip", "ripng")
 LINK_FIELDS: tuple[str, ...] = ("bandwidth", "delay", "jitter", "loss", "ber", "duplicate",
                                 "queue", "direct")
+LINK_HINTS: tuple[str, ...] = ("weight",)  # for the partitioner only (docs/mpi.md)
 NODE_FIELDS: tuple[str, ...] = ("type", "model", "interfaces", "routes", "auto_default_routes",
-                                "services", "commands", "position")
+                                "services", "commands", "position", "partition")
 IFACE_FIELDS: tuple[str, ...] = ("ipv4", "ipv6", "mac", "mtu")
 OPTION_FIELDS: tuple[str, ...] = ("auto_address", "auto_address6", "hosts")
 
@@ -203,6 +204,7 @@ class Node:
     services: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)  # start-up commands, vimage tools
     position: tuple[float, float] | None = None
+    partition: int | None = None  # pinned to this partition (MPI rank) by the user
 
     @property
     def model(self) -> str:
@@ -234,6 +236,7 @@ class Link:
     duplicate: float = 0.0  # %
     queue: int | None = None  # frames
     direct: bool = False  # no impairment at all (IMUNES "direct")
+    weight: float = 1.0  # expected traffic, relative: the partitioner avoids cutting heavy links
 
     @property
     def nodes(self) -> tuple[str, str]:
@@ -421,6 +424,8 @@ def _node_dict(node: Node) -> dict[str, Any]:
         out["commands"] = list(node.commands)
     if node.position is not None:
         out["position"] = [_number(node.position[0]), _number(node.position[1])]
+    if node.partition is not None:
+        out["partition"] = node.partition
     return out
 
 
@@ -452,6 +457,8 @@ def _link_dict(link: Link) -> dict[str, Any]:
             out[key] = f"{_number(value)}%"
         else:
             out[key] = value
+    if link.weight != 1.0:
+        out["weight"] = _number(link.weight)
     return out
 
 
@@ -558,6 +565,12 @@ def _read_node(name: str, spec: Any, problems: list[Problem]) -> Node:
             node.position = (position[0], position[1])
         else:
             problems.append(Problem((*at, "position"), "position is [x, y]"))
+    pin = spec.get("partition")
+    if pin is not None:
+        if isinstance(pin, int) and not isinstance(pin, bool) and pin >= 0:
+            node.partition = pin
+        else:
+            problems.append(Problem((*at, "partition"), f"bad partition {pin!r} (0, 1, ...)"))
     return node
 
 
@@ -592,7 +605,7 @@ def _read_link(topo: Topology, i: int, spec: Any, problems: list[Problem]) -> Li
         spec = {"a": spec[0], "b": spec[1]}
     if not _mapping(spec, at, problems):
         return None
-    _unknown(spec, ("a", "b", *LINK_FIELDS), at, problems)
+    _unknown(spec, ("a", "b", *LINK_FIELDS, *LINK_HINTS), at, problems)
     ends: list[tuple[str, str]] = []
     for side in ("a", "b"):
         end = spec.get(side)
@@ -623,6 +636,13 @@ def _read_link(topo: Topology, i: int, spec: Any, problems: list[Problem]) -> Li
             problems.append(Problem((*at, "queue"), f"bad queue length {queue!r} (frames, >= 1)"))
     if "direct" in spec:
         link.direct = _bool(spec["direct"], (*at, "direct"), problems)
+    if "weight" in spec:
+        weight = spec["weight"]
+        if isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0 \
+                and math.isfinite(weight):
+            link.weight = float(weight)
+        else:
+            problems.append(Problem((*at, "weight"), f"bad weight {weight!r} (a number > 0)"))
     return link
 
 

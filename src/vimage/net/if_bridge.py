@@ -126,7 +126,7 @@ class Bridge(EtherIfnet):
         self.sched = kernel.sched
         super().__init__(vnet, kind, unit, f"{kind}{unit}",
                          IFF_BROADCAST | IFF_SIMPLEX | IFF_MULTICAST,
-                         ETHER_MTU, kernel.random_mac())
+                         ETHER_MTU, kernel.random_mac(vnet))
 
     @property
     def hub(self) -> bool:

@@ -77,7 +77,9 @@ class LinkPipe:
     def send(self, frame: bytes) -> None:
         kernel = self.ifp.vnet.kernel
         sched = kernel.sched
-        rng = kernel.rng
+        # a keyed kernel (docs/mpi.md): the sending vnet's own stream, as the vnet's
+        # draws must not depend on which other vnets share the kernel
+        rng = self.ifp.vnet.rng if kernel.keyed else kernel.rng
         now = sched.now_ns()
         bits = len(frame) * 8
         done = self._done
@@ -107,9 +109,14 @@ class LinkPipe:
         copies = 2 if self.dup and rng.random() < self.dup else 1
         if copies == 2:
             self.duplicated += 1
-        owner = self.ifp.vnet
         for _ in range(copies):
-            self._timers.append(sched.call_later(arrive - now, self._arrive, frame, owner=owner))
+            self.schedule(arrive, frame)
+
+    def schedule(self, arrive: int, frame: bytes) -> None:
+        """Put `frame` on the wire to arrive at `arrive` (ns); a cut link of an experiment
+        across MPI ranks sends it to the other rank instead (vimage.emu.mpi)."""
+        sched = self.ifp.vnet.kernel.sched
+        self._timers.append(sched.call_at(arrive, self._arrive, frame, owner=self.ifp.vnet))
 
     def _arrive(self, frame: bytes) -> None:
         self._timers.popleft()

@@ -1,0 +1,372 @@
+"""Experiments split across ranks (vimage.emu.mpi): the same bytes whatever the rank count.
+
+In-process tests run the engine with one rank (SoloComm) or with N ranks as threads
+(ThreadComm: the same alltoall and gather as MPI's, through a barrier); the mpirun
+tests start `mpirun -n 2 vimage topo run` and skip when Open MPI or mpi4py is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vimage import Kernel
+from vimage.emu import Experiment, load
+from vimage.emu import mpi as batch
+from vimage.emu.experiment import ExperimentError
+from vimage.net.bpf import open_capture
+
+LAB = Path(__file__).parent / "data" / "mpi-lab.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ThreadComm:
+    """N ranks as threads of this process, exchanging as MPI's alltoall and gather do."""
+
+    def __init__(self, hub: dict[str, Any], rank: int, size: int) -> None:
+        self.hub, self.rank, self.size = hub, rank, size
+
+    def _swap(self, value: Any) -> list[Any]:
+        self.hub["slots"][self.rank] = value
+        self.hub["barrier"].wait()
+        out = list(self.hub["slots"])
+        self.hub["barrier"].wait()
+        return out
+
+    def alltoall(self, payloads: list[Any]) -> list[Any]:
+        return [row[self.rank] for row in self._swap(payloads)]
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        out = self._swap(obj)
+        return out if self.rank == 0 else None
+
+    def abort(self, code: int) -> None:
+        self.hub["barrier"].abort()
+
+
+def run_threads(topo, size: int, duration: float, pcap: Path, seed: int = 1,
+                skip_ipv6: bool = False) -> dict[str, Any]:
+    hub: dict[str, Any] = {"slots": [None] * size, "barrier": threading.Barrier(size)}
+    results: list[Any] = [None] * size
+
+    def one(rank: int) -> None:
+        comm = ThreadComm(hub, rank, size)
+        try:
+            results[rank] = batch.run(topo, duration, seed, str(pcap), comm, skip_ipv6)
+        except BaseException as exc:
+            results[rank] = exc
+            hub["barrier"].abort()
+
+    threads = [threading.Thread(target=one, args=(r,)) for r in range(size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results[0]
+
+
+def hashes(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.glob("*.pcap"))}
+
+
+def test_one_and_two_ranks_give_the_same_pcaps(tmp_path):
+    topo = load(LAB)
+    one = batch.run(topo, 12, 7, str(tmp_path / "one"), batch.SoloComm())
+    two = run_threads(topo, 2, 12, tmp_path / "two", seed=7)
+    assert two["partition"]["cut"] == 1 and two["lookahead_us"] == 5000
+    assert sorted(two["partition"]["sizes"]) == [2, 4]  # r2-pc2 weighs 10: r1-r2 is cut
+    names = ["h1.eth0--sw1.e1.pcap", "pc1.eth0--sw1.e0.pcap", "r1.eth1--r2.eth0.pcap",
+             "r2.eth1--pc2.eth0.pcap", "sw1.e2--r1.eth0.pcap"]
+    assert list(hashes(tmp_path / "one")) == names
+    assert hashes(tmp_path / "one") == hashes(tmp_path / "two")
+    assert one["jobs"] == two["jobs"]
+    assert any("5 packets received" in j for j in one["jobs"])
+    assert any("307200 bytes in 1 connections" in j for j in one["jobs"])
+    per_rank = two["per_rank"]
+    assert sum(r["events"] for r in per_rank) == one["per_rank"][0]["events"]
+    assert per_rank[0]["frames_out"] == per_rank[1]["frames_in"] > 0
+    assert one["loop_errors"] == two["loop_errors"] == 0
+
+
+def test_another_seed_gives_other_bytes(tmp_path):
+    topo = load(LAB)
+    batch.run(topo, 6, 1, str(tmp_path / "a"), batch.SoloComm())
+    batch.run(topo, 6, 2, str(tmp_path / "b"), batch.SoloComm())
+    batch.run(topo, 6, 1, str(tmp_path / "c"), batch.SoloComm())
+    assert hashes(tmp_path / "a") != hashes(tmp_path / "b")
+    assert hashes(tmp_path / "a") == hashes(tmp_path / "c")
+
+
+def test_three_ranks_match_one(tmp_path):
+    topo = load(LAB)
+    for link in topo.links:
+        link.delay = link.delay or 2000  # every link may be cut
+    batch.run(topo, 8, 3, str(tmp_path / "one"), batch.SoloComm())
+    three = run_threads(topo, 3, 8, tmp_path / "three", seed=3)
+    assert three["partition"]["cut"] >= 2 and three["lookahead_us"] >= 1000
+    assert hashes(tmp_path / "one") == hashes(tmp_path / "three")
+
+
+def test_the_plain_experiment_gives_the_same_pcaps(tmp_path):
+    """The reference: Experiment in a keyed kernel, with the run's derived MACs."""
+    topo = load(LAB)
+    batch.run(topo, 10, 5, str(tmp_path / "engine"), batch.SoloComm(), skip_ipv6=True)
+    kernel = Kernel(clock="virtual", seed=5, keyed=True)
+    exp = Experiment(batch.deterministic(topo, 5), kernel, skip_ipv6=True).up()
+    (tmp_path / "plain").mkdir()
+    sessions = [open_capture(link.ends[0], str(tmp_path / "plain" / batch.pcap_name(link.model)))
+                for link in exp.links]
+    kernel.run(10)
+    for session in sessions:
+        session.close()
+    exp.down()
+    assert hashes(tmp_path / "plain") == hashes(tmp_path / "engine")
+    assert len(hashes(tmp_path / "plain")) == 5
+
+
+def test_a_partitioned_run_leaves_nothing_behind():
+    topo = load(LAB)
+    hub: dict[str, Any] = {"slots": [None], "barrier": threading.Barrier(1)}
+    engine = batch.Engine(topo, ThreadComm(hub, 0, 1), seed=1)
+    engine.plan()
+    engine.build()
+    engine.run(3)
+    kernel = engine.kernel
+    assert kernel is not None and kernel.vnets()
+    engine.close()
+    assert kernel.vnets() == []
+    assert kernel.sched.pending_timers() == 0
+    assert not kernel.sched.queue
+
+
+def test_cut_link_without_delay_is_refused():
+    topo = load(LAB)
+    topo.nodes["r1"].partition = 0
+    topo.nodes["r2"].partition = 1
+    topo.link_between("r1", "r2").delay = 0
+    with pytest.raises(batch.RunError, match="pinned to partition 1 but linked "
+                       "without delay to a node pinned to 0"):
+        batch.Engine(topo, ThreadComm({}, 0, 2)).plan()
+    engine = batch.Engine(topo, ThreadComm({}, 0, 2))
+    engine.assignment = {n: int(n in ("r2", "pc2")) for n in topo.nodes}
+    with pytest.raises(batch.RunError, match=r"^link r1:eth1-r2:eth0 is cut between ranks 0 "
+                       r"and 1 and has no delay: give it a delay"):
+        engine.plan_cuts()
+
+
+def test_ext_nodes_are_refused():
+    topo = load(LAB)
+    topo.add_node("x", "ext")
+    topo.connect("x", "pc2", delay=1000)
+    with pytest.raises(batch.RankFailure, match="node x: an ext node cannot be part of a "
+                       "partitioned run"):
+        batch.run(topo, 1, comm=batch.SoloComm())
+
+
+def test_derived_macs_depend_on_seed_and_name():
+    mac = batch.derived_mac(1, "r1", "eth0")
+    assert mac == batch.derived_mac(1, "r1", "eth0")
+    assert mac != batch.derived_mac(2, "r1", "eth0") != batch.derived_mac(1, "r1", "eth1")
+    assert int(mac[:2], 16) & 3 == 2  # locally administered, unicast
+
+
+def test_keyed_kernel_orders_same_time_timers_by_owner():
+    """Timers due together run by (owner key, owner's count), whatever their creation."""
+    ran: list[str] = []
+    orders = []
+    for creation in (("a", "b"), ("b", "a")):
+        kernel = Kernel(clock="virtual", seed=1, keyed=True)
+        vnets = {n: kernel.create(n) for n in creation}
+        ran.clear()
+        for n in creation:
+            for k in range(2):
+                kernel.call_later(1.0, ran.append, f"{n}{k}", owner=vnets[n])
+        kernel.run(1)
+        orders.append(list(ran))
+    assert orders[0] == orders[1]
+    assert sorted(orders[0]) == ["a0", "a1", "b0", "b1"]
+    assert orders[0].index("a0") < orders[0].index("a1")
+
+
+def test_keyed_kernel_secrets_come_from_names():
+    k1 = Kernel(clock="virtual", seed=1, keyed=True)
+    k2 = Kernel(clock="virtual", seed=1, keyed=True)
+    k1.create("x")
+    a, b = k1.create("lab"), k2.create("lab")
+    assert a.secret == b.secret and a.rng.random() == b.rng.random()
+    plain = Kernel(clock="virtual", seed=1)
+    assert plain.create("lab").serial + 1 == plain.create("lab2").serial  # as before
+
+
+def test_topo_run_cli(tmp_path, capsys):
+    from vimage.cli.vimage import main
+
+    assert main(["topo", "run", str(LAB), "--duration", "5", "--pcap", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("topo run: 1 rank(s), 5 s of virtual time, seed 1, 0 cut link(s)")
+    assert out[1].split()[:4] == ["rank", "nodes", "events", "rounds"]
+    assert out[2].split()[:2] == ["0", "6"]
+    assert len(list(tmp_path.glob("*.pcap"))) == 5
+
+
+def test_at_jobs_in_a_plain_experiment():
+    topo = load(LAB)
+    kernel = Kernel(clock="virtual", seed=1)
+    exp = Experiment(topo, kernel, skip_ipv6=True).up()
+    kernel.run(8)
+    lines = exp.jobs.lines()
+    assert "pc1 @1s ping -c 5 -i 0.5 10.0.2.20: 5 packets transmitted, 5 packets " \
+           "received" in "\n".join(lines)
+    exp.down()
+    topo.nodes["pc1"].commands = ["at soon ping 10.0.2.20"]
+    with pytest.raises(ExperimentError, match=r"node pc1: 'at soon ping 10\.0\.2\.20': bad time"):
+        Experiment(topo, kernel).up()
+    topo.nodes["pc1"].commands = ["at 1 frobnicate"]
+    with pytest.raises(ExperimentError, match="frobnicate: not a job"):
+        Experiment(topo, kernel).up()
+    assert kernel.vnets() == []
+
+
+# -- mpirun ------------------------------------------------------------------------------------
+def _mpirun() -> list[str]:
+    if shutil.which("mpirun") is None:
+        pytest.skip("mpirun not found (Debian: openmpi-bin libopenmpi-dev)")
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        pytest.skip("mpi4py is not installed (pip install 'vimage[mpi]')")
+    return ["mpirun", "--oversubscribe", "-n", "2"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1", **extra)
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    for name in batch.MPI_ENV:  # a run under mpirun itself: not for the child
+        env.pop(name, None)
+    return env
+
+
+def test_mpirun_two_ranks_match_one(tmp_path):
+    cmd = _mpirun()
+    batch.run(load(LAB), 12, 9, str(tmp_path / "one"), batch.SoloComm())
+    done = subprocess.run([*cmd, sys.executable, "-m", "vimage.cli.vimage", "topo", "run",
+                           str(LAB), "--duration", "12", "--seed", "9", "--pcap",
+                           str(tmp_path / "two")], env=_env(), capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "topo run: 2 rank(s), 12 s of virtual time, seed 9, 1 cut link(s), " \
+           "lookahead 5000 us" in done.stdout
+    assert len(hashes(tmp_path / "one")) == 5
+    assert hashes(tmp_path / "one") == hashes(tmp_path / "two")
+
+
+def test_mpirun_a_dying_rank_ends_the_run(tmp_path):
+    cmd = _mpirun()
+    done = subprocess.run([*cmd, sys.executable, "-m", "vimage.cli.vimage", "topo", "run",
+                           str(LAB), "--duration", "10"], env=_env(**{batch.FAIL_ENV: "0"}),
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode != 0
+    assert ("vimage topo run: rank 0 of 2 failed (nodes pc2, r2): RuntimeError: "
+            f"{batch.FAIL_ENV} asked this rank to fail") in done.stderr
+
+
+# -- real time: VXLAN tunnels between ranks -----------------------------------------------------
+def test_realtime_ranks_pass_ping_and_tcp_through_vxlan(tmp_path):
+    topo = load(LAB)
+    hub: dict[str, Any] = {"slots": [None] * 2, "barrier": threading.Barrier(2)}
+    results: list[Any] = [None, None]
+
+    def one(rank: int) -> None:
+        try:
+            results[rank] = batch.run(topo, 4.5, 1, None, ThreadComm(hub, rank, 2), True,
+                                      realtime=True)
+        except BaseException as exc:
+            results[rank] = exc
+            hub["barrier"].abort()
+
+    threads = [threading.Thread(target=one, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    summary = results[0]
+    assert not isinstance(summary, BaseException), summary
+    _crossed(summary["jobs"])
+    per_rank = summary["per_rank"]
+    assert per_rank[0]["frames_out"] == per_rank[1]["frames_in"] > 0
+
+
+@pytest.mark.loop_errors
+def test_a_tunnel_drops_and_counts_what_is_not_its_vxlan():
+    from vimage.emu.mpi_realtime import Tunnels
+    from vimage.wire import vxlan
+
+    kernel = Kernel(clock="real", seed=1, keyed=True)
+    a, _b = kernel.epair()
+    tunnels = Tunnels(None, "127.0.0.1")  # type: ignore[arg-type]
+    pipe = tunnels.attach((3, "a"), a)
+    where = tunnels.addresses()[(3, "a")]
+    frame = bytes(6) + bytes.fromhex("020000000001") + b"\x88\xb5" + bytes(50)
+    with __import__("socket").socket(2, 2) as sender:
+        for data in (b"junk", vxlan.build(9, frame), vxlan.build(4, frame)):
+            sender.sendto(data, where)
+        import time
+
+        deadline = time.monotonic() + 5
+        while tunnels.received + tunnels.malformed < 3 and time.monotonic() < deadline:
+            tunnels._drain(pipe.sock, pipe, a)
+    assert (tunnels.malformed, tunnels.received) == (2, 1)
+    assert a.ierrors == 2
+    assert [f for r, f in kernel.sched.queue if r is a] == [frame]
+    tunnels.stop()
+    tunnels.stop()  # twice is harmless
+
+
+def test_mpirun_realtime_across_ranks(tmp_path):
+    cmd = _mpirun()
+    done = subprocess.run([*cmd, sys.executable, "-m", "vimage.cli.vimage", "topo", "run",
+                           str(LAB), "--duration", "4.5", "--realtime", "--skip-ipv6"],
+                          env=_env(), capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "2 rank(s), 4.5 s of real time, seed 1, 1 cut link(s), VXLAN tunnels" in done.stdout
+    _crossed([line for line in done.stdout.splitlines() if line.startswith("job ")])
+
+
+def _crossed(jobs: list[str]) -> None:
+    """Ping replies and TCP bytes crossed the tunnel (real time on a busy machine: some
+    may still be on their way when the run ends)."""
+    import re
+
+    text = "\n".join(jobs)
+    ping = re.search(r"pc1 @1s ping -c 5 -i 0\.5 10\.0\.2\.20: 5 packets transmitted, "
+                     r"(\d) packets received", text)
+    sink = re.search(r"pc2 @0s tcp-sink 5001: (\d+) bytes in 1 connections", text)
+    assert ping is not None and int(ping.group(1)) >= 1, text
+    assert sink is not None and int(sink.group(1)) > 0, text
+
+
+def test_bench_mpi_smoke():
+    """bench/bench_mpi.py at a tiny size, one rank (no mpirun needed): no timing asserted."""
+    import json
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_mpi.py"), "--nodes", "18",
+                          "--duration", "3", "--ranks", "1"], env=env, capture_output=True,
+                         text=True, timeout=300, check=True)
+    result = json.loads(out.stdout)
+    run = result["best"]["1"]
+    assert result["nodes"] == 18 and run["events"] > 0
+    assert run["jobs"] == 15 and run["jobs_ok"] == run["jobs"]  # every ping got its replies
