@@ -19,13 +19,13 @@ from vimage.stats import counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import icmp as wicmp
 from vimage.wire.checksum import checksum
-from vimage.wire.ethernet import ETHERTYPE_IP_BYTES as ETH_IP
 from vimage.wire.ipv4 import ADDRESSES, FLAG_DF, HEADER, OFFMASK, walk_options
 
 # bound once: attribute lookups cost more than the work on a 20-byte header
 _from_bytes = int.from_bytes
 _addrs = ADDRESSES.unpack_from
 _ttl_word = struct.Struct("!BBH").pack
+_NOT_FAST = RTF_REJECT | RTF_BLACKHOLE  # route flags that leave the forwarding fast path
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Container, Mapping
@@ -256,12 +256,47 @@ class IpState:
 
     # -- forwarding ---------------------------------------------------------------------
     def forward(self, ifp_in: Ifnet, pkt: bytes, hlen: int, dst: int) -> None:
-        """ip_forward(): TTL, route, fragmentation or an ICMP error, then output."""
+        """ip_forward(): TTL, route, fragmentation or an ICMP error, then output.
+
+        The common case (no hook anywhere, no options, the default FIB, a cached route
+        whose next hop is resolved, no fragmentation) is FreeBSD's ip_tryforward
+        (ip_fastfwd.c): it takes the prebuilt link header from the route's next-hop
+        cache (Route.nh, an ArpEntry) and sends at once; anything else falls through
+        to the full path below, which makes the same decisions step by step.
+        """
         st = self.stats
-        vnet = self.vnet
         if not self.forwarding or dst >> 24 in (0, 127) or dst >> 28 >= 0xE:
             st.cantforward += 1
             return
+        ttl = pkt[8]
+        if (hlen == 20 and ttl > 1 and self.pfil_fwd is None and self.pfil_out is None
+                and self.mfib is None and not ifp_in.fib):
+            route = self.vnet.rt._cache.get(dst)
+            if route is not None and not route.slots and not route.flags & _NOT_FAST:
+                ifp = route.ifp
+                if route.flags & RTF_GATEWAY:
+                    entry = route.nh
+                    if entry is None or entry.hdr is None:
+                        entry = route.nh = self.vnet.arp.table.get(route.gateway)
+                else:
+                    entry = self.vnet.arp.table.get(dst)
+                if (entry is not None and entry.ifp is ifp and entry.hdr is not None
+                        and len(pkt) <= (route.mtu or ifp.mtu) and ifp.flags & IFF_UP):
+                    route.use += 1
+                    st.forward += 1
+                    # RFC 1624 eqn. 3 (checksum.update16) for the TTL byte dropping by
+                    # one, inlined in FreeBSD ip_fastfwd's form
+                    csum = (pkt[10] << 8) | pkt[11]
+                    csum = csum - 0xFEFF if csum >= 0xFEFF else csum + 0x100
+                    ifp.output(b"".join((entry.hdr, pkt[:8], _ttl_word(ttl - 1, pkt[9], csum),
+                                         pkt[12:])))
+                    return
+        self._forward(ifp_in, pkt, hlen, dst)
+
+    def _forward(self, ifp_in: Ifnet, pkt: bytes, hlen: int, dst: int) -> None:
+        """The full ip_forward, step by step (hooks, FIBs, options, ICMP errors)."""
+        st = self.stats
+        vnet = self.vnet
         # the receiving interface's fib chooses the table (FreeBSD: M_SETFIB(if_fib)),
         # unless a hook set the packet's own (ipfw setfib)
         fib = ifp_in.fib
@@ -303,14 +338,7 @@ class IpState:
             # FreeBSD ip_fastfwd's form: inlined, a call here costs ~10% of forwarding
             csum = (pkt[10] << 8) | pkt[11]
             csum = csum - 0xFEFF if csum >= 0xFEFF else csum + 0x100
-            word = _ttl_word(ttl - 1, pkt[9], csum)
-            if len(pkt) <= mtu and ifp.flags & IFF_UP and self.pfil_out is None:
-                entry = vnet.arp.table.get(nexthop)
-                if entry is not None and entry.ifp is ifp and entry.mac is not None:
-                    st.forward += 1  # the fast path: next hop resolved, no fragmentation
-                    ifp.output(b"".join((entry.mac, ifp.mac, ETH_IP, pkt[:8], word, pkt[12:])))
-                    return
-            out = pkt[:8] + word + pkt[12:]
+            out = pkt[:8] + _ttl_word(ttl - 1, pkt[9], csum) + pkt[12:]
         else:
             here = route.ifa.addr if route.ifa is not None else source_for(ifp, dst)
             now_ms = (vnet.kernel.sched.now_ns() // 1_000_000) % 86_400_000
