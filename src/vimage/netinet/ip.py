@@ -416,8 +416,10 @@ class IpState:
         """Source address for a packet to `dst` (the outgoing interface's address)."""
         if dst in self.local:
             return dst
-        route = self.route_to(dst, fib)
-        if route.ifa is not None and not route.ifp.is_loopback:
+        route = None if fib else self.vnet.rt._cache.get(dst)  # the common case: cached
+        if route is None or route.flags & RTF_REJECT:
+            route = self.route_to(dst, fib)
+        if route.ifa is not None and not route.ifp.flags & IFF_LOOPBACK:
             return route.ifa.addr
         src = source_for(route.ifp, dst)
         if not src:
