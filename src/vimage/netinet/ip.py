@@ -167,10 +167,38 @@ class IpState:
                 return
         if dst in self.local or dst in self.bcast or dst == INADDR_BROADCAST:
             self.deliver(ifp, pkt, hlen, src, dst)
-        elif dst >> 28 == 0xE:
+            return
+        if dst >> 28 == 0xE:
             st.notmember += 1
-        else:
-            self.forward(ifp, pkt, hlen, dst)
+            return
+        if (hlen == 20 and pkt[8] > 1 and self.forwarding and self.pfil_fwd is None
+                and self.pfil_out is None and self.mfib is None and not ifp.fib
+                and dst >> 24 and dst >> 24 != 127 and dst >> 28 != 0xF):
+            # FreeBSD's ip_tryforward (ip_fastfwd.c), inline: no hook anywhere, no options,
+            # the default FIB, a cached route whose next hop is resolved (Route.nh: the
+            # ARP entry and its prebuilt link header), no fragmentation. Anything else,
+            # and every error, is `forward`'s, which decides the same step by step.
+            route = self.vnet.rt._cache.get(dst)
+            if route is not None and not route.slots and not route.flags & _NOT_FAST:
+                out = route.ifp
+                if route.flags & RTF_GATEWAY:
+                    entry = route.nh
+                    if entry is None or entry.hdr is None:
+                        entry = route.nh = self.vnet.arp.table.get(route.gateway)
+                else:
+                    entry = self.vnet.arp.table.get(dst)
+                if (entry is not None and entry.ifp is out and entry.hdr is not None
+                        and len(pkt) <= (route.mtu or out.mtu) and out.flags & IFF_UP):
+                    route.use += 1
+                    st.forward += 1
+                    # RFC 1624 eqn. 3 (checksum.update16) for the TTL byte dropping by
+                    # one, inlined in FreeBSD ip_fastfwd's form
+                    csum = (pkt[10] << 8) | pkt[11]
+                    csum = csum - 0xFEFF if csum >= 0xFEFF else csum + 0x100
+                    out.output(b"".join((entry.hdr, pkt[:8], _ttl_word(pkt[8] - 1, pkt[9], csum),
+                                         pkt[12:])))
+                    return
+        self.forward(ifp, pkt, hlen, dst)
 
     def input_after_pfil(self, pkt: bytes, ifp: Ifnet) -> None:
         """The rest of `input` for a packet a pfil hook took and now releases (ipfw's
@@ -258,45 +286,14 @@ class IpState:
     def forward(self, ifp_in: Ifnet, pkt: bytes, hlen: int, dst: int) -> None:
         """ip_forward(): TTL, route, fragmentation or an ICMP error, then output.
 
-        The common case (no hook anywhere, no options, the default FIB, a cached route
-        whose next hop is resolved, no fragmentation) is FreeBSD's ip_tryforward
-        (ip_fastfwd.c): it takes the prebuilt link header from the route's next-hop
-        cache (Route.nh, an ArpEntry) and sends at once; anything else falls through
-        to the full path below, which makes the same decisions step by step.
+        `input` sends the common case itself (ip_tryforward); this is the full path,
+        step by step: hooks, FIBs, options, multipath, ICMP errors, fragmentation.
         """
         st = self.stats
+        vnet = self.vnet
         if not self.forwarding or dst >> 24 in (0, 127) or dst >> 28 >= 0xE:
             st.cantforward += 1
             return
-        ttl = pkt[8]
-        if (hlen == 20 and ttl > 1 and self.pfil_fwd is None and self.pfil_out is None
-                and self.mfib is None and not ifp_in.fib):
-            route = self.vnet.rt._cache.get(dst)
-            if route is not None and not route.slots and not route.flags & _NOT_FAST:
-                ifp = route.ifp
-                if route.flags & RTF_GATEWAY:
-                    entry = route.nh
-                    if entry is None or entry.hdr is None:
-                        entry = route.nh = self.vnet.arp.table.get(route.gateway)
-                else:
-                    entry = self.vnet.arp.table.get(dst)
-                if (entry is not None and entry.ifp is ifp and entry.hdr is not None
-                        and len(pkt) <= (route.mtu or ifp.mtu) and ifp.flags & IFF_UP):
-                    route.use += 1
-                    st.forward += 1
-                    # RFC 1624 eqn. 3 (checksum.update16) for the TTL byte dropping by
-                    # one, inlined in FreeBSD ip_fastfwd's form
-                    csum = (pkt[10] << 8) | pkt[11]
-                    csum = csum - 0xFEFF if csum >= 0xFEFF else csum + 0x100
-                    ifp.output(b"".join((entry.hdr, pkt[:8], _ttl_word(ttl - 1, pkt[9], csum),
-                                         pkt[12:])))
-                    return
-        self._forward(ifp_in, pkt, hlen, dst)
-
-    def _forward(self, ifp_in: Ifnet, pkt: bytes, hlen: int, dst: int) -> None:
-        """The full ip_forward, step by step (hooks, FIBs, options, ICMP errors)."""
-        st = self.stats
-        vnet = self.vnet
         # the receiving interface's fib chooses the table (FreeBSD: M_SETFIB(if_fib)),
         # unless a hook set the packet's own (ipfw setfib)
         fib = ifp_in.fib
