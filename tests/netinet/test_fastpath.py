@@ -283,3 +283,32 @@ def test_fast_path_frames_are_the_full_paths():
     assert _drain(rx) == [b"same", b"same"]
     assert len(tap.frames) == 2 and tap.frames[0] == tap.frames[1]
     assert len(atap.frames) == 2 and atap.frames[0] == atap.frames[1]
+
+
+@pytest.mark.parametrize("tos,ttl,df", [(0, 64, False), (0xB8, 1, True), (0xFF, 255, False)])
+def test_output_header_checksum_from_the_fields(tos, ttl, df):
+    """IpState.output sums the fields instead of the bytes: the header verifies, and an
+    ident making the sum a multiple of 0xFFFF gives the field 0 (as checksum() does)."""
+    from vimage.wire.checksum import checksum, verify
+
+    k = Kernel(clock="virtual", seed=3)
+    a, _r, b = router_chain(k, 1)
+    src, dst = ipv4.aton("10.0.0.1"), ipv4.aton("10.0.1.2")
+    tap = Tap(a.ifaces["epair0a"])
+    with k.sched.cond:
+        a.ip.output(17, src, dst, b"\x00" * 8, ttl=ttl, tos=tos, df=df)  # resolves ARP
+    k.run(1)
+    base = (0x4500 | tos) + 28 + (0x4000 if df else 0) + (ttl << 8 | 17) + src + dst
+    for ident in (1, 0xFFFF, 0xFFFF - base % 0xFFFF):  # the last: a sum of 0 mod 0xFFFF
+        a.ip.ident = (ident - 1) & 0xFFFF
+        tap.frames.clear()
+        with k.sched.cond:
+            a.ip.output(17, src, dst, b"\x00" * 8, ttl=ttl, tos=tos, df=df)
+        k.run(0)
+        header = tap.frames[0][14:34]
+        assert int.from_bytes(header[4:6], "big") == ident
+        assert verify(header)
+        zeroed = header[:10] + b"\x00\x00" + header[12:]
+        assert int.from_bytes(header[10:12], "big") == checksum(zeroed)
+        if (base + ident) % 0xFFFF == 0:
+            assert header[10:12] == b"\x00\x00"
