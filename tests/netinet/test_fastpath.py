@@ -312,3 +312,37 @@ def test_output_header_checksum_from_the_fields(tos, ttl, df):
         assert int.from_bytes(header[10:12], "big") == checksum(zeroed)
         if (base + ident) % 0xFFFF == 0:
             assert header[10:12] == b"\x00\x00"
+
+
+def test_sendto_and_recvfrom_with_changing_peers():
+    """The socket's last-destination and last-sender memos never give a stale answer."""
+    import socket as std
+
+    k = Kernel(clock="virtual", seed=3)
+    a, r, b = router_chain(k, 1)
+    rx = _rx(b)
+    other = _rx(b, 10)
+    tx = a.socket(2, 2)
+    tx2 = r.socket(2, 2)
+    for i in range(3):
+        tx.sendto(b"a%d" % i, ("10.0.1.2", 9))
+        tx.sendto(b"b%d" % i, ("10.0.1.2", 10))
+        tx2.sendto(b"r%d" % i, ("10.0.1.2", 9))
+    k.run(1)
+    got = dict(rx.recvfrom(100) for _ in range(6))  # data -> sender
+    a_peer, r_peer = ("10.0.0.1", tx.getsockname()[1]), ("10.0.1.1", tx2.getsockname()[1])
+    assert got == {b"a0": a_peer, b"a1": a_peer, b"a2": a_peer,
+                   b"r0": r_peer, b"r1": r_peer, b"r2": r_peer}
+    assert _drain(other) == [b"b0", b"b1", b"b2"]
+    with pytest.raises(std.gaierror):
+        tx.sendto(b"x", ("10.0.1.256", 9))
+    with pytest.raises(OSError) as exc:
+        tx.sendto(b"x", ("10.0.1.2", 0))
+    assert exc.value.errno == errno.EADDRNOTAVAIL
+    tx.sendto(b"again", ("10.0.1.2", 9))
+    k.run(1)
+    assert _drain(rx) == [b"again"]
+    tx.close()
+    with pytest.raises(OSError) as exc:
+        tx.sendto(b"x", ("10.0.1.2", 9))
+    assert exc.value.errno == errno.EBADF

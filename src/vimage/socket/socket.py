@@ -592,9 +592,11 @@ class Socket(TimeoutMixin, PollMixin):
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, tuple[str, int]]:
         data, src, sport = self._recv(bufsize, flags)
+        if self.family != AF_INET:  # an IPv6 sockaddr also carries the socket's scope
+            return data, self._sockaddr(src, sport)
         peer = self._peer
         if peer is None or peer[0] != src or peer[1] != sport:  # a new sender: format once
-            peer = self._peer = (src, sport, self._sockaddr(src, sport))
+            peer = self._peer = (src, sport, (ipv4.ntoa(src), sport))
         return data, peer[2]
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
