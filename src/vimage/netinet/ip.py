@@ -438,8 +438,9 @@ class IpState:
         self.ident = ident = (ident + 1) & 0xFFFF
         off = FLAG_DF if df else 0
         # RFC 1071 from the fields, no pass over the bytes: each field is congruent to the
-        # sum of its 16-bit words modulo 0xFFFF, the sum is never 0 (version 4), so the
-        # checksum is 0xFFFF minus it modulo 0xFFFF (0 for a sum of 0xFFFF)
+        # sum of its 16-bit words modulo 0xFFFF and the sum is never 0 (version 4), so the
+        # checksum is 0xFFFF minus the sum modulo 0xFFFF, or 0 when the sum is a multiple
+        # of 0xFFFF (what checksum() gives for the header bytes)
         csum = 0xFFFF - ((0x4500 | tos) + total + ident + off + (ttl << 8 | proto)
                          + src + dst) % 0xFFFF
         if csum == 0xFFFF:
