@@ -346,3 +346,22 @@ def test_sendto_and_recvfrom_with_changing_peers():
     with pytest.raises(OSError) as exc:
         tx.sendto(b"x", ("10.0.1.2", 9))
     assert exc.value.errno == errno.EBADF
+
+
+def test_answer_to_the_last_sender_uses_its_address():
+    """sendto() with the very address recvfrom() returned skips parsing it, and still
+    reaches that sender (and only it)."""
+    k = Kernel(clock="virtual", seed=3)
+    a, r, b = router_chain(k, 1)
+    server = _rx(b)
+    clients = [a.socket(2, 2), r.socket(2, 2)]
+    for c in clients:
+        c.setblocking(False)
+    for i, c in enumerate(clients):
+        c.sendto(b"q%d" % i, ("10.0.1.2", 9))
+    k.run(1)
+    for _ in clients:
+        data, peer = server.recvfrom(100)
+        server.sendto(b"answer " + data, peer)
+    k.run(1)
+    assert [_drain(c) for c in clients] == [[b"answer q0"], [b"answer q1"]]

@@ -488,10 +488,16 @@ class Socket(TimeoutMixin, PollMixin):
                 return self._send6(bytes(data), addr or LOOPBACK6, port, scope or self.scope)
             dest = self._dest
             if dest is None or dest[0] != address:  # a new destination: parse it once
-                addr, port = parse_sockaddr(address)
-                if self.type == SOCK_DGRAM and port == 0:
-                    raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
-                dest = self._dest = (address, addr or 0x7F000001, port)
+                peer = self._peer
+                if peer is not None and peer[2] is address and peer[1]:
+                    # an answer to the last sender, with the address recvfrom gave
+                    dest = (address, peer[0] or 0x7F000001, peer[1])
+                else:
+                    addr, port = parse_sockaddr(address)
+                    if self.type == SOCK_DGRAM and port == 0:
+                        raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
+                    dest = (address, addr or 0x7F000001, port)
+                self._dest = dest
             return self._send(bytes(data), dest[1], dest[2])
 
     def _send(self, data: bytes, dst: int, port: int) -> int:
