@@ -57,17 +57,19 @@ def forwarding(routers: int, packets: int, size: int) -> dict[str, float]:
     queue = kernel.sched.queue
     before = sum(n.ip.stats.forward for n in nodes)
     delivered_before = nodes[-1].udp.stats.delivered
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(packets):
         queue.append((first_in, frame))
     kernel.run(0)
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - c0  # what a loaded machine does not distort
     forwarded = sum(n.ip.stats.forward for n in nodes) - before
     delivered = nodes[-1].udp.stats.delivered - delivered_before
     return {
         "routers": routers, "packets": packets, "frame_bytes": len(frame),
         "forwarded": forwarded, "delivered_at_b": delivered, "seconds": elapsed,
         "forwarded_per_s": forwarded / elapsed,
+        "cpu_seconds": cpu, "forwarded_per_cpu_s": forwarded / cpu,
     }
 
 
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "forward",
         "forwarding": forwarding(args.routers, args.packets, args.size),
         "ping": ping_rtt(args.routers, args.pings, not args.no_linux),
-        "targets": {"forwarded_per_s": 200000},
+        "targets": {"forwarded_per_s": 400000},  # issue 16
     }
     report(result, args.out)
     return 0

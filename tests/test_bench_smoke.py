@@ -29,6 +29,15 @@ def test_bench_forward_delivers_every_packet():
     assert result["ping"]["vimage"]["rtt_us_median"] > 0
 
 
+def test_bench_udp_receives_every_datagram():
+    result = _run("bench_udp.py", "--count", "300")
+    runs = result["vimage"]
+    assert {(r["mode"], r["connected"]) for r in runs} == {
+        (m, c) for m in ("lockstep", "batch") for c in (False, True)}
+    assert all(r["datagrams"] == 300 and r["datagrams_per_cpu_s"] > 0 for r in runs)
+    assert result["stdlib_localhost"]["datagrams"] == 300
+
+
 def test_bench_aio_delivers_every_message_in_both_clocks():
     result = _run("bench_aio.py", "--quick")
     runs = result["runs"]

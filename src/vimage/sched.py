@@ -60,7 +60,9 @@ class Timer:
         self.cancelled = False
 
     def __lt__(self, other: Timer) -> bool:
-        return (self.when, self.seq) < (other.when, other.seq)
+        # (when, seq) order without building two tuples: heapq calls this a lot
+        when, other_when = self.when, other.when
+        return when < other_when or (when == other_when and self.seq < other.seq)
 
     def cancel(self) -> None:
         self.cancelled = True

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import errno
 from math import gcd
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vimage.context import current_fib
 from vimage.protosw import Protocol
@@ -73,11 +73,15 @@ MAX_SLOTS = 64  # a multipath group's weights are scaled to at most this many sl
 class Route:
     """One route, which is also its nexthop object (FreeBSD's rtentry + nhop_object).
 
-    `group` and `slots` are set on the first path of a multipath group only.
+    `group` and `slots` are set on the first path of a multipath group only. `nh` is
+    the next-hop cache of a gateway route: the link-layer entry its gateway resolved to
+    (an ArpEntry, with the prebuilt header), set by IPv4 forwarding and output. The
+    entry itself says when it is stale (its header is None once it left the table); a
+    change to the route in place (`RouteTable.changed`) clears it.
     """
 
     __slots__ = ("dst", "expire", "fib", "flags", "gateway", "group", "hopcount", "ifa",
-                 "ifp", "mtu", "nhidx", "plen", "slots", "use", "weight")
+                 "ifp", "mtu", "nh", "nhidx", "plen", "slots", "use", "weight")
 
     def __init__(self, dst: int, plen: int, ifp: Ifnet, flags: int, gateway: int = 0,
                  ifa: InAddr | None = None, mtu: int = 0, weight: int = 1,
@@ -97,6 +101,7 @@ class Route:
         self.nhidx = 0
         self.group: tuple[Route, ...] | None = None
         self.slots: tuple[Route, ...] = ()
+        self.nh: Any = None
 
     def __repr__(self) -> str:
         return f"<Route {self.dst:#010x}/{self.plen} via {self.gateway:#010x} {self.ifp.name}>"
@@ -244,9 +249,12 @@ class RouteTable:
         self.delete(path.dst, path.plen, path.gateway if head.group is not None else None)
 
     def changed(self) -> None:
+        """A route was changed in place (gateway, interface, metrics, weight)."""
         self._cache.clear()
         for bucket in self._by_len.values():  # a path's weight may have changed
             for head in list(bucket.values()):
+                for path in head.paths:
+                    path.nh = None  # its next hop may be another one now
                 if head.group is not None:
                     self._regroup(bucket, head.group)
 

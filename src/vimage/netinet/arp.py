@@ -61,12 +61,18 @@ ArpStats = counters("ArpStats", tuple(name for name, _ in STAT_LINES))
 
 
 class ArpEntry:
-    __slots__ = ("addr", "asked", "expire_ns", "hold", "ifp", "mac", "state", "timer")
+    """One neighbour (FreeBSD's llentry). `hdr` is the Ethernet header that reaches it
+    (destination, our source, IPv4 type), built once when it resolves, as FreeBSD's
+    lle->r_linkdata: None while unresolved and once the entry has left the table, so a
+    route's next-hop cache (Route.nh) holding the entry sees at once when it is stale."""
+
+    __slots__ = ("addr", "asked", "expire_ns", "hdr", "hold", "ifp", "mac", "state", "timer")
 
     def __init__(self, addr: int, ifp: Ifnet, state: int) -> None:
         self.addr = addr
         self.ifp = ifp
         self.mac: bytes | None = None
+        self.hdr: bytes | None = None
         self.state = state
         self.hold: list[bytes] | None = None
         self.asked = 0
@@ -112,9 +118,9 @@ class ArpState(LazySlots):
             return
         entry = self.table.get(nexthop)
         if entry is not None and entry.ifp is ifp:
-            mac = entry.mac
-            if mac is not None:
-                ifp.output(mac + ifp.mac + ETH_IP + packet)
+            hdr = entry.hdr
+            if hdr is not None:
+                ifp.output(hdr + packet)
                 return
             if entry.state == DOWN:
                 raise OSError(errno.EHOSTDOWN, "Host is down")
@@ -194,6 +200,7 @@ class ArpState(LazySlots):
 
     def _unlink(self, entry: ArpEntry) -> None:
         del self.table[entry.addr]
+        entry.hdr = None  # invalidates the next-hop caches holding it (Route.nh)
         per_ifp = self.per_ifp
         left = per_ifp[entry.ifp] - 1
         if left:
@@ -228,14 +235,14 @@ class ArpState(LazySlots):
                                             self.vnet.name)
 
     def _resolved(self, entry: ArpEntry, mac: bytes) -> None:
+        ifp = entry.ifp
         entry.mac = mac
+        entry.hdr = head = mac + ifp.mac + ETH_IP
         entry.state = REACHABLE
         entry.asked = 0
         entry.timer = self._arm(entry, self.max_age, self._expire)
         hold, entry.hold = entry.hold, None
         if hold:
-            ifp = entry.ifp
-            head = mac + ifp.mac + ETH_IP
             for packet in hold:
                 ifp.output(head + packet)
 
@@ -338,6 +345,13 @@ class ArpState(LazySlots):
 
     def entries(self) -> list[ArpEntry]:
         return sorted(self.table.values(), key=lambda e: e.addr)
+
+    def lladdr_changed(self, ifp: Ifnet) -> None:
+        """`ifp` has a new MAC address: rebuild its entries' headers (FreeBSD's
+        iflladdr_event -> lltable_update_ifaddr recomputes the prepended headers)."""
+        for entry in self.table.values():
+            if entry.ifp is ifp and entry.mac is not None:
+                entry.hdr = entry.mac + ifp.mac + ETH_IP
 
     def purge_ifp(self, ifp: Ifnet) -> None:
         for entry in [e for e in self.table.values() if e.ifp is ifp]:

@@ -20,13 +20,13 @@ from vimage.stats import LazySlots, counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import icmp as wicmp
 from vimage.wire.checksum import checksum
-from vimage.wire.ethernet import ETHERTYPE_IP_BYTES as ETH_IP
 from vimage.wire.ipv4 import ADDRESSES, FLAG_DF, HEADER, OFFMASK, walk_options
 
 # bound once: attribute lookups cost more than the work on a 20-byte header
 _from_bytes = int.from_bytes
 _addrs = ADDRESSES.unpack_from
 _ttl_word = struct.Struct("!BBH").pack
+_NOT_FAST = RTF_REJECT | RTF_BLACKHOLE  # route flags that leave the forwarding fast path
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Container, Mapping
@@ -168,10 +168,38 @@ class IpState(LazySlots):
                 return
         if dst in self.local or dst in self.bcast or dst == INADDR_BROADCAST:
             self.deliver(ifp, pkt, hlen, src, dst)
-        elif dst >> 28 == 0xE:
+            return
+        if dst >> 28 == 0xE:
             st.notmember += 1
-        else:
-            self.forward(ifp, pkt, hlen, dst)
+            return
+        if (hlen == 20 and pkt[8] > 1 and self.forwarding and self.pfil_fwd is None
+                and self.pfil_out is None and self.mfib is None and not ifp.fib
+                and dst >> 24 and dst >> 24 != 127 and dst >> 28 != 0xF):
+            # FreeBSD's ip_tryforward (ip_fastfwd.c), inline: no hook anywhere, no options,
+            # the default FIB, a cached route whose next hop is resolved (Route.nh: the
+            # ARP entry and its prebuilt link header), no fragmentation. Anything else,
+            # and every error, is `forward`'s, which decides the same step by step.
+            route = self.vnet.rt._cache.get(dst)
+            if route is not None and not route.slots and not route.flags & _NOT_FAST:
+                out = route.ifp
+                if route.flags & RTF_GATEWAY:
+                    entry = route.nh
+                    if entry is None or entry.hdr is None:
+                        entry = route.nh = self.vnet.arp.table.get(route.gateway)
+                else:
+                    entry = self.vnet.arp.table.get(dst)
+                if (entry is not None and entry.ifp is out and entry.hdr is not None
+                        and len(pkt) <= (route.mtu or out.mtu) and out.flags & IFF_UP):
+                    route.use += 1
+                    st.forward += 1
+                    # RFC 1624 eqn. 3 (checksum.update16) for the TTL byte dropping by
+                    # one, inlined in FreeBSD ip_fastfwd's form
+                    csum = (pkt[10] << 8) | pkt[11]
+                    csum = csum - 0xFEFF if csum >= 0xFEFF else csum + 0x100
+                    out.output(b"".join((entry.hdr, pkt[:8], _ttl_word(pkt[8] - 1, pkt[9], csum),
+                                         pkt[12:])))
+                    return
+        self.forward(ifp, pkt, hlen, dst)
 
     def input_after_pfil(self, pkt: bytes, ifp: Ifnet) -> None:
         """The rest of `input` for a packet a pfil hook took and now releases (ipfw's
@@ -257,7 +285,11 @@ class IpState(LazySlots):
 
     # -- forwarding ---------------------------------------------------------------------
     def forward(self, ifp_in: Ifnet, pkt: bytes, hlen: int, dst: int) -> None:
-        """ip_forward(): TTL, route, fragmentation or an ICMP error, then output."""
+        """ip_forward(): TTL, route, fragmentation or an ICMP error, then output.
+
+        `input` sends the common case itself (ip_tryforward); this is the full path,
+        step by step: hooks, FIBs, options, multipath, ICMP errors, fragmentation.
+        """
         st = self.stats
         vnet = self.vnet
         if not self.forwarding or dst >> 24 in (0, 127) or dst >> 28 >= 0xE:
@@ -304,14 +336,7 @@ class IpState(LazySlots):
             # FreeBSD ip_fastfwd's form: inlined, a call here costs ~10% of forwarding
             csum = (pkt[10] << 8) | pkt[11]
             csum = csum - 0xFEFF if csum >= 0xFEFF else csum + 0x100
-            word = _ttl_word(ttl - 1, pkt[9], csum)
-            if len(pkt) <= mtu and ifp.flags & IFF_UP and self.pfil_out is None:
-                entry = vnet.arp.table.get(nexthop)
-                if entry is not None and entry.ifp is ifp and entry.mac is not None:
-                    st.forward += 1  # the fast path: next hop resolved, no fragmentation
-                    ifp.output(b"".join((entry.mac, ifp.mac, ETH_IP, pkt[:8], word, pkt[12:])))
-                    return
-            out = pkt[:8] + word + pkt[12:]
+            out = pkt[:8] + _ttl_word(ttl - 1, pkt[9], csum) + pkt[12:]
         else:
             here = route.ifa.addr if route.ifa is not None else source_for(ifp, dst)
             now_ms = (vnet.kernel.sched.now_ns() // 1_000_000) % 86_400_000
@@ -389,8 +414,10 @@ class IpState(LazySlots):
         """Source address for a packet to `dst` (the outgoing interface's address)."""
         if dst in self.local:
             return dst
-        route = self.route_to(dst, fib)
-        if route.ifa is not None and not route.ifp.is_loopback:
+        route = None if fib else self.vnet.rt._cache.get(dst)  # the common case: cached
+        if route is None or route.flags & RTF_REJECT:
+            route = self.route_to(dst, fib)
+        if route.ifa is not None and not route.ifp.flags & IFF_LOOPBACK:
             return route.ifa.addr
         src = source_for(route.ifp, dst)
         if not src:
@@ -401,20 +428,47 @@ class IpState(LazySlots):
                tos: int = 0, df: bool = False, broadcast_ok: bool = False,
                fib: int = 0) -> None:
         """Build an IPv4 header and send it (FreeBSD ip_output) with FIB `fib`'s routes."""
-        hlen = 20
-        total = hlen + len(payload)
+        total = 20 + len(payload)
         if total > 0xFFFF:
             raise OSError(errno.EMSGSIZE, "Message too long")
         if ttl is None:
             ttl = self.ttl
-        header = HEADER.pack(0x45, tos, total, self.next_ident(), FLAG_DF if df else 0, ttl,
-                             proto, 0, src, dst)
-        pkt = header[:10] + checksum(header).to_bytes(2, "big") + header[12:] + payload
+        ident = self.ident
+        if ident < 0:  # the first packet: start where the vnet's secret says
+            ident = int.from_bytes(self.vnet.secret[32:34], "big")
+        self.ident = ident = (ident + 1) & 0xFFFF
+        off = FLAG_DF if df else 0
+        # RFC 1071 from the fields, no pass over the bytes: each field is congruent to the
+        # sum of its 16-bit words modulo 0xFFFF and the sum is never 0 (version 4), so the
+        # checksum is 0xFFFF minus the sum modulo 0xFFFF, or 0 when the sum is a multiple
+        # of 0xFFFF (what checksum() gives for the header bytes)
+        csum = 0xFFFF - ((0x4500 | tos) + total + ident + off + (ttl << 8 | proto)
+                         + src + dst) % 0xFFFF
+        if csum == 0xFFFF:
+            csum = 0
+        pkt = HEADER.pack(0x45, tos, total, ident, off, ttl, proto, csum, src, dst) + payload
         self.output_packet(pkt, dst, broadcast_ok=broadcast_ok, fib=fib)
 
     def output_packet(self, pkt: bytes, dst: int, *, broadcast_ok: bool = False,
                       raw: bool = False, fib: int = 0) -> None:
-        """Route and transmit a complete IPv4 packet built by this host."""
+        """Route and transmit a complete IPv4 packet built by this host.
+
+        The common case (FIB 0, no out hooks, a cached unicast route whose next hop is
+        resolved, no fragmentation) goes straight to the link with the next hop's
+        prebuilt header; the rest takes the full path below, which decides the same.
+        """
+        if not fib and not raw and self.pfil_out is None and dst != INADDR_BROADCAST:
+            route = self.vnet.rt._cache.get(dst)
+            if (route is not None and not route.slots and not route.flags & _NOT_FAST
+                    and dst not in self.bcast):
+                hdr = self._nexthop_hdr(route, dst)
+                ifp = route.ifp
+                if (hdr is not None and len(pkt) <= (route.mtu or ifp.mtu)
+                        and ifp.flags & IFF_UP):
+                    self.stats.localout += 1
+                    route.use += 1
+                    ifp.output(hdr + pkt)
+                    return
         st = self.stats
         broadcast = dst == INADDR_BROADCAST or dst in self.bcast
         if broadcast and not broadcast_ok:
@@ -461,6 +515,20 @@ class IpState(LazySlots):
             self._send_fragments(ifp, pkt, mtu, nexthop, dst)
             return
         self._link_output(ifp, pkt, nexthop, broadcast)
+
+    def _nexthop_hdr(self, route: Route, dst: int) -> bytes | None:
+        """The link header toward `route`'s next hop for `dst` if it is resolved on the
+        route's interface, else None. A gateway route keeps the ARP entry in its
+        next-hop cache (Route.nh); an entry that left the table has no header."""
+        if route.flags & RTF_GATEWAY:
+            entry = route.nh
+            if entry is None or entry.hdr is None:
+                entry = route.nh = self.vnet.arp.table.get(route.gateway)
+        else:
+            entry = self.vnet.arp.table.get(dst)
+        if entry is None or entry.ifp is not route.ifp:
+            return None
+        return entry.hdr
 
     def output_after_pfil(self, pkt: bytes, ifp: Ifnet | None = None,
                           nexthop: int | None = None) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.icmp import quoted_ports
-from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
+from vimage.netinet.in_ import INADDR_BROADCAST
 from vimage.netinet.in_pcb import PcbList, is_mapped, mapped, unmapped
 from vimage.stats import LazySlots, count_drop, counters
 from vimage.sysctl import Oid, oids
@@ -170,7 +170,7 @@ class UdpState(LazySlots):
         pcbs = self.ports.get(dgram.dport)
         socks = pcbs.live() if pcbs is not None else ()
         sport = dgram.sport
-        if dst == INADDR_BROADCAST or dst in self.vnet.ip.bcast or is_multicast(dst):
+        if dst == INADDR_BROADCAST or dst >> 28 == 0xE or dst in self.vnet.ip.bcast:
             delivered = False
             for sock in socks or ():
                 if sock.laddr and sock.laddr != dst and not (

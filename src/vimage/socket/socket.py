@@ -70,6 +70,10 @@ _FLAGS = MappingProxyType({**REUSE_FLAGS, SO_BROADCAST: "broadcast"})
 IP_DONTFRAG = 67
 SO_SETFIB = 0x1014  # FreeBSD's: the FIB the socket's packets are routed with
 _PKTINFO = struct.Struct("@16sI")  # struct in6_pktinfo
+# the stdlib's flags are IntFlag members: `flags & MSG_PEEK` with a plain int flags runs
+# enum's Python __rand__; plain ints test in one operation
+_MSG_PEEK = int(MSG_PEEK)
+_MSG_DONTWAIT = int(MSG_DONTWAIT)
 
 
 def initial_fib(vnet: Vnet) -> int:
@@ -237,8 +241,10 @@ class Socket(TimeoutMixin, PollMixin):
 
     __slots__ = (
         "__weakref__",
+        "_dest",
         "_fd",
         "_io_refs",
+        "_peer",
         "_poll",
         "_rcvbytes",
         "_rcvq",
@@ -298,6 +304,11 @@ class Socket(TimeoutMixin, PollMixin):
         self._rcvq: deque[tuple[Any, ...]] = deque()
         self._rcvbytes = 0
         self._so_error = 0
+        # the last sendto() address and what it parsed to, (address, addr, port), and the
+        # last sender recvfrom() formatted, (addr, port, sockaddr): repeated peers are
+        # parsed / formatted once
+        self._dest: tuple[Any, int, int] | None = None
+        self._peer: tuple[int, int, Any] | None = None
         self._timeout: float | None = None
         self.closed = False
         self._fd = -1
@@ -452,7 +463,7 @@ class Socket(TimeoutMixin, PollMixin):
         return 0
 
     def send(self, data: bytes, flags: int = 0) -> int:
-        with self._lock:
+        with self.vnet.kernel.sched.lock:
             self._check_open()
             if not self.faddr:
                 raise OSError(errno.EDESTADDRREQ, "Destination address required")
@@ -466,7 +477,7 @@ class Socket(TimeoutMixin, PollMixin):
     def sendto(self, data: bytes, flags_or_address: Any, address: Any = None) -> int:
         if address is None:
             address = flags_or_address
-        with self._lock:
+        with self.vnet.kernel.sched.lock:  # the condition's lock, entered without its wrapper
             self._check_open()
             if self.faddr:
                 raise OSError(errno.EISCONN, "Transport endpoint is already connected")
@@ -475,21 +486,33 @@ class Socket(TimeoutMixin, PollMixin):
                 if self._is_udp and port == 0:
                     raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
                 return self._send6(bytes(data), addr or LOOPBACK6, port, scope or self.scope)
-            addr, port = parse_sockaddr(address)
-            if self._is_udp and port == 0:
-                raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
-            return self._send(bytes(data), addr or 0x7F000001, port)
+            dest = self._dest
+            if dest is None or dest[0] != address:  # a new destination: parse it once
+                peer = self._peer
+                if peer is not None and peer[2] is address and peer[1]:
+                    # an answer to the last sender, with the address recvfrom gave
+                    dest = (address, peer[0] or 0x7F000001, peer[1])
+                else:
+                    addr, port = parse_sockaddr(address)
+                    if self.type == SOCK_DGRAM and port == 0:
+                        raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
+                    dest = (address, addr or 0x7F000001, port)
+                self._dest = dest
+            return self._send(bytes(data), dest[1], dest[2])
 
     def _send(self, data: bytes, dst: int, port: int) -> int:
         vnet = self.vnet
-        if self._is_udp:
-            self._take_error()
+        if self.type == SOCK_DGRAM:
+            if self._so_error:
+                self._take_error()
             if not self.lport:
                 vnet.udp.bind(self, 0, 0)
             vnet.udp.output(self, data, dst, port)
         else:
             vnet.raw.output(self, data, dst)
-        self._lock.notify_all()
+        sched = vnet.kernel.sched
+        if not sched.virtual:  # only a real clock's loop sleeps on the condition
+            sched.cond.notify_all()
         return len(data)
 
     def _send6(self, data: bytes, dst: int, port: int, scope: int) -> int:
@@ -518,7 +541,7 @@ class Socket(TimeoutMixin, PollMixin):
     def _wait_readable(self, flags: int) -> None:
         if self._rcvq or self._so_error:
             return
-        if self._timeout == 0 or flags & MSG_DONTWAIT:
+        if self._timeout == 0 or flags & _MSG_DONTWAIT:
             raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
         kernel = self.vnet.kernel
         ready = kernel.wait(lambda: bool(self._rcvq or self._so_error or self.closed),
@@ -530,7 +553,8 @@ class Socket(TimeoutMixin, PollMixin):
 
     def _recv(self, bufsize: int, flags: int) -> tuple[bytes, int, int]:
         entry = self._recv_entry(bufsize, flags)
-        return entry[0][:bufsize], entry[1], entry[2]
+        data = entry[0]
+        return data if len(data) <= bufsize else data[:bufsize], entry[1], entry[2]
 
     def _recv_entry(self, bufsize: int, flags: int) -> tuple[Any, ...]:
         if bufsize < 0:
@@ -540,7 +564,7 @@ class Socket(TimeoutMixin, PollMixin):
             self._wait_readable(flags)
             if not self._rcvq:
                 self._take_error()
-            if flags & MSG_PEEK:
+            if flags & _MSG_PEEK:
                 return self._rcvq[0]
             entry = self._rcvq.popleft()
             self._rcvbytes -= len(entry[0])
@@ -563,11 +587,23 @@ class Socket(TimeoutMixin, PollMixin):
         return data[:bufsize], ancdata, msg_flags, self._sockaddr(entry[1], entry[2])
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        if not flags and bufsize >= 0:  # the common case: a datagram is waiting
+            with self.vnet.kernel.sched.lock:
+                queue = self._rcvq
+                if queue and not self.closed:
+                    data = queue.popleft()[0]
+                    self._rcvbytes -= len(data)
+                    return data if len(data) <= bufsize else data[:bufsize]
         return self._recv(bufsize, flags)[0]
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, tuple[str, int]]:
         data, src, sport = self._recv(bufsize, flags)
-        return data, self._sockaddr(src, sport)
+        if self.family != AF_INET:  # an IPv6 sockaddr also carries the socket's scope
+            return data, self._sockaddr(src, sport)
+        peer = self._peer
+        if peer is None or peer[0] != src or peer[1] != sport:  # a new sender: format once
+            peer = self._peer = (src, sport, (ipv4.ntoa(src), sport))
+        return data, peer[2]
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         return self.recvfrom_into(buffer, nbytes, flags)[0]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import struct
+from socket import inet_aton as _inet_aton
 from typing import TYPE_CHECKING, Any
 
 from vimage.wire import checksum as _cksum
@@ -32,7 +34,9 @@ MAX_HEADER_LEN = 60
 MAX_OPTIONS_LEN = MAX_HEADER_LEN - MIN_HEADER_LEN
 MAX_PACKET = 65535
 
-_DIGITS = frozenset("0123456789")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_QUAD = re.compile(r"\.".join([_OCTET] * 4) + r"\Z")
+"""A strict dotted quad: ASCII digits, no leading zeros, every octet at most 255."""
 
 
 class Ipv4Header:
@@ -255,23 +259,14 @@ def walk_options(buf: Buffer, start: int, end: int) -> Iterator[tuple[int, int, 
 
 
 def aton(text: str) -> int:
-    """Parse a strict dotted quad (``a.b.c.d``, decimal, no leading zeros); WireError("badaddr")."""
-    parts = text.split(".")
-    if len(parts) != 4:
+    """Parse a strict dotted quad (``a.b.c.d``, decimal, no leading zeros); WireError("badaddr").
+
+    The pattern is the strictness (inet_aton alone takes "1.2", "0x1.2.3.4", "010..."),
+    inet_aton the conversion: half the time of splitting and checking in Python.
+    """
+    if not isinstance(text, str) or _QUAD.match(text) is None:
         raise WireError("badaddr", f"bad IPv4 address {text!r}")
-    addr = 0
-    for part in parts:
-        if (
-            not 1 <= len(part) <= 3
-            or not _DIGITS.issuperset(part)
-            or (len(part) > 1 and part[0] == "0")
-        ):
-            raise WireError("badaddr", f"bad IPv4 address {text!r}")
-        octet = int(part)
-        if octet > 255:
-            raise WireError("badaddr", f"bad IPv4 address {text!r}")
-        addr = (addr << 8) | octet
-    return addr
+    return int.from_bytes(_inet_aton(text), "big")
 
 
 def ntoa(addr: int) -> str:
