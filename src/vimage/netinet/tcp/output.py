@@ -8,6 +8,8 @@ import contextlib
 import errno
 from typing import TYPE_CHECKING, Any
 
+from vimage.net import offload
+from vimage.net.offload import IFCAP_TSO4, IFCAP_TSO6, LARGE, PARTIAL, TSO_MAX
 from vimage.net.route import RTF_GATEWAY
 from vimage.netinet.tcp.sack import next_seg, sack_blocks, sacked_below, set_pipe
 from vimage.netinet.tcp.seq import HALF, MASK, seq_diff, seq_leq, seq_lt
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from vimage.netinet.tcp.var import Tcb, TcpState
 
 IP6_TCP_HDRS = 60  # an IPv6 and a TCP header: the MSS is the MTU less these (1440 at 1500)
+TSO_HEADROOM = 100  # an IP header (v6: 40) and a TCP header with the most options (60)
 
 
 def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = None,
@@ -77,21 +80,26 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = 
             st.sack_send_blocks += 1
         segment = wtcp.build(tcb.lport, tcb.fport, seq, ack_field, flags, window, data,
                              src=tcb.laddr, dst=tcb.faddr, ts=ts, **kwargs)
-    else:  # the common case: the timestamp option only
+        mark = 0
+    else:  # the common case: the timestamp option only, its checksum offloaded
         tsval = (tcp.vnet.kernel.sched.now_ns() // MS + tcb.ts_offset) & MASK
-        segment = wtcp.build_ts(tcb.lport, tcb.fport, seq, ack_field, flags, window, data,
-                                tcb.laddr, tcb.faddr, tsval,
-                                tcb.ts_recent if has_ack else 0)
-    st.sndtotal += 1
+        segment = wtcp.build_ts_partial(tcb.lport, tcb.fport, seq, ack_field, flags, window,
+                                        data, tsval, tcb.ts_recent if has_ack else 0)
+        mark = PARTIAL
+    # a large (TSO) segment counts as the MSS-sized segments the interface makes of it
+    pieces = -(-len(data) // tcb.mss) if len(data) > tcb.mss else 1
+    if pieces > 1:
+        mark |= LARGE
+    st.sndtotal += pieces
     if data:
         if probe:
             pass
         elif 0 < (tcb.snd_max - seq) & MASK < HALF:  # seq_lt(seq, snd_max), inlined:
             # below SND.MAX, a retransmission
-            st.sndrexmitpack += 1
+            st.sndrexmitpack += pieces
             st.sndrexmitbyte += len(data)
         else:
-            st.sndpack += 1
+            st.sndpack += pieces
             st.sndbyte += len(data)
     elif flags & (SYN | FIN | RST):
         st.sndctrl += 1
@@ -101,6 +109,9 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = 
         tcb.rcv_adv = (ack + (window << shift)) & MASK
         tcb.want_ack = False  # a delayed ACK timer still armed finds nothing to do
         tcb.unacked_segs = 0
+    offl = offload.state(tcp.vnet.kernel)
+    saved, saved_gso = offl.partial, offl.gso
+    offl.partial, offl.gso = mark, tcb.mss
     try:
         if tcb.v6:
             tcp.vnet.ip6.output(PROTO_TCP, tcb.laddr, tcb.faddr, segment, hlim=tcb.ip_ttl,
@@ -114,6 +125,32 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = 
             raise
         if exc.errno in SOFT_ERRORS:
             tcb.softerror = _soft_error(tcb, exc.errno)
+    finally:
+        offl.partial, offl.gso = saved, saved_gso
+
+
+def tso_size(tcb: Tcb) -> int:
+    """The payload of the largest segment to hand the route's interface at once: a
+    multiple of the MSS up to 64 KB with the headers when it has TSO on (FreeBSD's
+    tcp_output with TSO: if_hw_tsomax), else 0. Remembered in `tcb.tso`."""
+    tcp = tcb.tcp
+    try:
+        if tcb.v6:
+            ifp = tcp.vnet.ip6.route_to(tcb.faddr, tcb.zone)[0]
+            on = ifp.capenable & IFCAP_TSO6
+        else:
+            ifp = tcp.vnet.ip.route_to(tcb.faddr, tcb.fib).ifp
+            on = ifp.capenable & IFCAP_TSO4
+    except OSError:
+        return 0
+    if not on:
+        return 0
+    mss = tcb.mss
+    size = (TSO_MAX - TSO_HEADROOM) // mss * mss
+    if size > mss:
+        tcb.tso = size
+        return size
+    return 0
 
 
 def _soft_error(tcb: Tcb, err: int) -> int:
@@ -199,6 +236,7 @@ def send_new_data(tcb: Tcb, limited_transmit: bool) -> bool:
     """
     sent = False
     mss = tcb.mss
+    tso = tso_size(tcb)
     while True:
         hole = 0
         sacked = 0
@@ -225,7 +263,12 @@ def send_new_data(tcb: Tcb, limited_transmit: bool) -> bool:
             break
         if usable <= 0:
             break
-        length = min(mss, pending, usable)
+        if tso:  # one large segment of whole MSS-sized pieces (the tail may be short)
+            length = min(tso, pending, usable)
+            if mss < length < pending:
+                length -= length % mss
+        else:
+            length = min(mss, pending, usable)
         if length < mss and length < pending and length < tcb.snd_wnd // 2:
             # wait for a full segment's worth of window (silly window avoidance), unless
             # half the peer's window can go: a window below one MSS must not stall us
@@ -235,6 +278,7 @@ def send_new_data(tcb: Tcb, limited_transmit: bool) -> bool:
         if not send_data(tcb, tcb.snd_nxt, length):
             if tcb.mss < mss:
                 mss = tcb.mss
+                tso = tso_size(tcb)
                 continue  # the MSS shrank to the interface's MTU: try again
             break
         sent = True
