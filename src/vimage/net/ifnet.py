@@ -384,7 +384,8 @@ class Epair(EtherIfnet):
     __slots__ = ()
 
     def offload_peer(self) -> Ifnet | None:
-        return self.peer if self.pipe is None else None
+        peer = self.peer  # (a test may plug in a stand-in that is no interface)
+        return peer if self.pipe is None and isinstance(peer, Ifnet) else None
 
     def transmit(self, frame: bytes) -> bool:
         """Through the link's impairment pipe (`output` queues to the peer itself)."""

@@ -112,6 +112,8 @@ def resend(offl: Offload, pkt: bytes, mtu: int, send: Any, *args: Any) -> None:
     """Resolve the IP packet `pkt` under the mark and call `send(piece, *args)` for each
     piece with the mark clear (before hooks, a hold queue, an encapsulation)."""
     pieces = resolve_ip(pkt, offl.gso, mtu)
+    if len(pieces) > 1:
+        offl.segmented += 1
     saved = offl.partial
     offl.partial = 0
     try:
@@ -152,6 +154,13 @@ class RxPort:
 
     def __repr__(self) -> str:
         return f"<RxPort {self.ifp!r} gso={self.gso}>"
+
+
+def pieces_fit(pkt: bytes, hl: int, gso: int, mtu: int) -> bool:
+    """True if the pieces of the large TCP segment `pkt` (IP header `hl` bytes) fit in
+    `mtu`: a router passes it on whole, else it refuses it as it would refuse the
+    pieces (ICMP need-fragment / packet too big, for the sender's path MTU discovery)."""
+    return len(pkt) > hl + 12 and hl + ((pkt[hl + 12] >> 4) << 2) + gso <= mtu
 
 
 def caps_text(caps: int) -> str:

@@ -325,8 +325,10 @@ class IpState:
             if passed is None:
                 return
             out = passed
-        if len(out) > mtu and not ifp.offl.partial & LARGE:  # (a TSO segment: the link cuts it)
-            if ifp.offl.partial:  # fragments carry the checksum their datagram needs
+        offl = ifp.offl
+        if len(out) > mtu and not (offl.partial & LARGE
+                                   and offload.pieces_fit(out, hlen, offl.gso, mtu)):
+            if offl.partial:  # fragments carry the checksum their datagram needs
                 out = offload.resolve_ip(out, 0, mtu)[0]
             if (pkt[6] << 8) & FLAG_DF:
                 st.cantfrag += 1
@@ -463,17 +465,18 @@ class IpState:
                     mtu = route.mtu or ifp.mtu
         if len(pkt) > mtu:
             offl = ifp.offl
-            if offl.partial & LARGE:  # a TSO segment: the interface cuts it if it must
-                self._link_output(ifp, pkt, nexthop, broadcast)
+            if offl.partial & LARGE and offload.pieces_fit(pkt, (pkt[0] & 0x0F) << 2,
+                                                           offl.gso, mtu):
+                self._link_output(ifp, pkt, nexthop, broadcast)  # TSO: the interface cuts it
                 return
+            if pkt[6] & 0x40:
+                st.cantfrag += 1
+                raise OSError(errno.EMSGSIZE, "Message too long")
             if offl.partial:  # fragments carry the checksum their whole datagram needs
                 st.localout -= 1
                 offload.resend(offl, pkt, mtu, self._output_resolved, dst, broadcast_ok, raw,
                                fib)
                 return
-            if pkt[6] & 0x40:
-                st.cantfrag += 1
-                raise OSError(errno.EMSGSIZE, "Message too long")
             self._send_fragments(ifp, pkt, mtu, nexthop, dst)
             return
         self._link_output(ifp, pkt, nexthop, broadcast)

@@ -355,7 +355,9 @@ class Ip6State:
             return
         ifp = route.ifp
         mtu = route.mtu or ifp.mtu
-        if len(pkt) > mtu and not ifp.offl.partial & LARGE:  # (a TSO segment: the link cuts it)
+        offl = ifp.offl
+        if len(pkt) > mtu and not (offl.partial & LARGE
+                                   and offload.pieces_fit(pkt, 40, offl.gso, mtu)):
             st.cantfrag += 1
             st.cantforward += 1
             vnet.icmp6.error(ifp_in, pkt, wicmp6.PACKET_TOO_BIG, 0, mtu)
@@ -497,17 +499,17 @@ class Ip6State:
             mtu = min(mtu, rtr.link_mtu(ifp))
         mtu = self.path_mtu(dst, mtu) if self.pmtu else mtu
         if len(pkt) > mtu:
-            if offl.partial & LARGE:  # a TSO segment: the interface cuts it if it must
-                self.link_output(ifp, pkt, nexthop)
+            if offl.partial & LARGE and offload.pieces_fit(pkt, 40, offl.gso, mtu):
+                self.link_output(ifp, pkt, nexthop)  # TSO: the interface cuts it
                 return
+            if dontfrag:
+                st.cantfrag += 1
+                raise OSError(errno.EMSGSIZE, "Message too long")
             if offl.partial:  # fragments carry the checksum their whole datagram needs
                 st.localout -= 1
                 offload.resend(offl, pkt, mtu, self.output_packet, ifp, nexthop, route,
                                dst, dontfrag)
                 return
-            if dontfrag:
-                st.cantfrag += 1
-                raise OSError(errno.EMSGSIZE, "Message too long")
             pieces = fragment(pkt, mtu, self.next_ident())
             st.fragmented += 1
             st.ofragments += len(pieces)

@@ -605,10 +605,10 @@ def ack_advance(tcb: Tcb, ack: int, seg: wtcp.TcpRepr) -> None:
 
 
 def _on_ack_pieces(tcb: Tcb, acked: int, rtt: int | None, now: int, in_flight: int) -> None:
-    """An ACK of large (TSO) segments, given to congestion control as the ACKs of their
-    MSS-sized pieces would have come (one per two pieces, RFC 1122), so the window grows
-    as it does without TSO (slow start's byte counting is capped at 2*SMSS per ACK,
-    RFC 3465)."""
+    """An ACK of large (TSO) segments that left whole (`tcb.tso`, so the receiver took
+    them whole, LRO), given to congestion control as the ACKs of their MSS-sized pieces
+    would have come (one per two pieces, RFC 1122), so the window grows as it does
+    without TSO (slow start's byte counting is capped at 2*SMSS per ACK, RFC 3465)."""
     step = 2 * tcb.mss
     cc = tcb.cc
     while acked > 0:

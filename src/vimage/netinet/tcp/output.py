@@ -112,6 +112,7 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = 
     offl = offload.state(tcp.vnet.kernel)
     saved, saved_gso = offl.partial, offl.gso
     offl.partial, offl.gso = mark, tcb.mss
+    segmented = offl.segmented
     try:
         if tcb.v6:
             tcp.vnet.ip6.output(PROTO_TCP, tcb.laddr, tcb.faddr, segment, hlim=tcb.ip_ttl,
@@ -127,12 +128,14 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = 
             tcb.softerror = _soft_error(tcb, exc.errno)
     finally:
         offl.partial, offl.gso = saved, saved_gso
+    if pieces > 1:
+        tcb.tso = offl.segmented == segmented
 
 
 def tso_size(tcb: Tcb) -> int:
     """The payload of the largest segment to hand the route's interface at once: a
     multiple of the MSS up to 64 KB with the headers when it has TSO on (FreeBSD's
-    tcp_output with TSO: if_hw_tsomax), else 0. Remembered in `tcb.tso`."""
+    tcp_output with TSO: if_hw_tsomax), else 0."""
     tcp = tcb.tcp
     try:
         if tcb.v6:
@@ -147,10 +150,7 @@ def tso_size(tcb: Tcb) -> int:
         return 0
     mss = tcb.mss
     size = (TSO_MAX - TSO_HEADROOM) // mss * mss
-    if size > mss:
-        tcb.tso = size
-        return size
-    return 0
+    return size if size > mss else 0
 
 
 def _soft_error(tcb: Tcb, err: int) -> int:
@@ -263,9 +263,10 @@ def send_new_data(tcb: Tcb, limited_transmit: bool) -> bool:
             break
         if usable <= 0:
             break
-        if tso:  # one large segment of whole MSS-sized pieces (the tail may be short)
+        if tso:  # one large segment of whole MSS-sized pieces; a short tail goes on its
+            # own, by the rules below (Nagle, silly window), as it would without TSO
             length = min(tso, pending, usable)
-            if mss < length < pending:
+            if length > mss:
                 length -= length % mss
         else:
             length = min(mss, pending, usable)

@@ -318,8 +318,9 @@ class Tcb:
         self.linger: int | None = None
         self.want_ack = False
         self.unacked_segs = 0
-        self.tso = 0  # the payload of the largest segment the route's interface takes
-        # (TSO, vimage.net.offload), 0 until a segment has gone as one; see output.py
+        # the last large (TSO) segment left whole, not cut into pieces on the first link
+        # (vimage.net.offload): its ACK stands for the ACKs of the pieces (input.py)
+        self.tso = False
         self.t_main: Timer | None = None  # rexmt, persist, 2MSL or FIN_WAIT_2 (one at a time)
         self.main_due = 0  # when t_main is due (a retransmission timer may fire early)
         self.t_delack: Timer | None = None
