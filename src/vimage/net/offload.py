@@ -163,6 +163,21 @@ def pieces_fit(pkt: bytes, hl: int, gso: int, mtu: int) -> bool:
     return len(pkt) > hl + 12 and hl + ((pkt[hl + 12] >> 4) << 2) + gso <= mtu
 
 
+def set_caps(enabled: int, supported: int, on: int, off: int) -> int:
+    """The enabled capabilities after `ifconfig IF` turned bits `on` and `off`: what the
+    interface cannot do is ignored (ifconfig's setifcap), and TSO goes with the transmit
+    checksum it needs (as FreeBSD drivers' SIOCSIFCAP do: "tso4 requires txcsum")."""
+    if off & IFCAP_TXCSUM:
+        off |= IFCAP_TSO4
+    if off & IFCAP_TXCSUM_IPV6:
+        off |= IFCAP_TSO6
+    if on & IFCAP_TSO4:
+        on |= IFCAP_TXCSUM
+    if on & IFCAP_TSO6:
+        on |= IFCAP_TXCSUM_IPV6
+    return ((enabled | on) & ~off) & supported
+
+
 def caps_text(caps: int) -> str:
     names = ",".join(name for bit, name in CAP_NAMES if caps & bit)
     return f"{caps:x}<{names}>"
