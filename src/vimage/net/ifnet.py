@@ -136,7 +136,7 @@ class Ifnet:
         # in-process sender queues an offloaded frame for
         self.capabilities = self.capenable = 0
         self.offl = offload.state(vnet.kernel)
-        self.rxport = RxPort(self, self.offl)
+        self.rxport: RxPort | None = None  # made on first use (most interfaces never need one)
         self.ipackets = self.ierrors = self.iqdrops = self.ibytes = 0
         self.opackets = self.oerrors = self.oqdrops = self.obytes = 0
         _link(vnet, self)
@@ -269,7 +269,7 @@ class Ifnet:
             if ok:
                 self.opackets += 1
                 self.obytes += len(frame)
-                port = RxPort(rx, offl, offl.gso) if large else rx.rxport
+                port = RxPort(rx, offl, offl.gso) if large else rx.rx_port()
                 self.txq.append((port, frame))
                 return True
         pieces = offload.resolve_frame(frame, offl.gso, self.mtu, self.mac is not None)
@@ -284,6 +284,13 @@ class Ifnet:
         finally:
             offl.partial = saved
         return sent
+
+    def rx_port(self) -> RxPort:
+        """The receiver to queue an offloaded frame of MTU size for (vimage.net.offload)."""
+        port = self.rxport
+        if port is None:
+            port = self.rxport = RxPort(self, self.offl)
+        return port
 
     def offload_peer(self) -> Ifnet | None:
         """The in-process interface that receives what this one transmits, when it can

@@ -9,7 +9,15 @@ import errno
 from typing import TYPE_CHECKING, Any
 
 from vimage.net import offload
-from vimage.net.offload import IFCAP_TSO4, IFCAP_TSO6, LARGE, PARTIAL, TSO_MAX
+from vimage.net.offload import (
+    IFCAP_TSO4,
+    IFCAP_TSO6,
+    IFCAP_TXCSUM,
+    IFCAP_TXCSUM_IPV6,
+    LARGE,
+    PARTIAL,
+    TSO_MAX,
+)
 from vimage.net.route import RTF_GATEWAY
 from vimage.netinet.tcp.sack import next_seg, sack_blocks, sacked_below, set_pipe
 from vimage.netinet.tcp.seq import HALF, MASK, seq_diff, seq_leq, seq_lt
@@ -40,6 +48,8 @@ if TYPE_CHECKING:
     from vimage.netinet.tcp.var import Tcb, TcpState
 
 IP6_TCP_HDRS = 60  # an IPv6 and a TCP header: the MSS is the MTU less these (1440 at 1500)
+_TSO4 = IFCAP_TSO4 | IFCAP_TXCSUM  # TSO needs the checksum offloaded too
+_TSO6 = IFCAP_TSO6 | IFCAP_TXCSUM_IPV6
 TSO_HEADROOM = 100  # an IP header (v6: 40) and a TCP header with the most options (60)
 
 
@@ -140,10 +150,10 @@ def tso_size(tcb: Tcb) -> int:
     try:
         if tcb.v6:
             ifp = tcp.vnet.ip6.route_to(tcb.faddr, tcb.zone)[0]
-            on = ifp.capenable & IFCAP_TSO6
+            on = ifp.capenable & _TSO6 == _TSO6
         else:
             ifp = tcp.vnet.ip.route_to(tcb.faddr, tcb.fib).ifp
-            on = ifp.capenable & IFCAP_TSO4
+            on = ifp.capenable & _TSO4 == _TSO4
     except OSError:
         return 0
     if not on:
