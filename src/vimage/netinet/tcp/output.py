@@ -8,7 +8,6 @@ import contextlib
 import errno
 from typing import TYPE_CHECKING, Any
 
-from vimage.net import offload
 from vimage.net.offload import (
     IFCAP_TSO4,
     IFCAP_TSO6,
@@ -91,11 +90,16 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = 
         segment = wtcp.build(tcb.lport, tcb.fport, seq, ack_field, flags, window, data,
                              src=tcb.laddr, dst=tcb.faddr, ts=ts, **kwargs)
         mark = 0
-    else:  # the common case: the timestamp option only, its checksum offloaded
+    elif tcb.offload:  # the common case: the timestamp option only, checksum offloaded
         tsval = (tcp.vnet.kernel.sched.now_ns() // MS + tcb.ts_offset) & MASK
         segment = wtcp.build_ts_partial(tcb.lport, tcb.fport, seq, ack_field, flags, window,
                                         data, tsval, tcb.ts_recent if has_ack else 0)
         mark = PARTIAL
+    else:  # the same, checksummed here: the interface has -txcsum
+        tsval = (tcp.vnet.kernel.sched.now_ns() // MS + tcb.ts_offset) & MASK
+        segment = wtcp.build_ts(tcb.lport, tcb.fport, seq, ack_field, flags, window, data,
+                                tcb.laddr, tcb.faddr, tsval, tcb.ts_recent if has_ack else 0)
+        mark = 0
     # a large (TSO) segment counts as the MSS-sized segments the interface makes of it
     pieces = -(-len(data) // tcb.mss) if len(data) > tcb.mss else 1
     if pieces > 1:
@@ -119,7 +123,7 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = 
         tcb.rcv_adv = (ack + (window << shift)) & MASK
         tcb.want_ack = False  # a delayed ACK timer still armed finds nothing to do
         tcb.unacked_segs = 0
-    offl = offload.state(tcp.vnet.kernel)
+    offl = tcb.offl
     saved, saved_gso = offl.partial, offl.gso
     offl.partial, offl.gso = mark, tcb.mss
     segmented = offl.segmented
@@ -145,15 +149,18 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = 
 def tso_size(tcb: Tcb) -> int:
     """The payload of the largest segment to hand the route's interface at once: a
     multiple of the MSS up to 64 KB with the headers when it has TSO on (FreeBSD's
-    tcp_output with TSO: if_hw_tsomax), else 0."""
+    tcp_output with TSO: if_hw_tsomax), else 0. Notes in `tcb.offload` whether the
+    interface takes segments without a checksum (txcsum)."""
     tcp = tcb.tcp
     try:
         if tcb.v6:
-            ifp = tcp.vnet.ip6.route_to(tcb.faddr, tcb.zone)[0]
-            on = ifp.capenable & _TSO6 == _TSO6
+            caps = tcp.vnet.ip6.route_to(tcb.faddr, tcb.zone)[0].capenable
+            tcb.offload = PARTIAL if caps & IFCAP_TXCSUM_IPV6 else 0
+            on = caps & _TSO6 == _TSO6
         else:
-            ifp = tcp.vnet.ip.route_to(tcb.faddr, tcb.fib).ifp
-            on = ifp.capenable & _TSO4 == _TSO4
+            caps = tcp.vnet.ip.route_to(tcb.faddr, tcb.fib).ifp.capenable
+            tcb.offload = PARTIAL if caps & IFCAP_TXCSUM else 0
+            on = caps & _TSO4 == _TSO4
     except OSError:
         return 0
     if not on:

@@ -14,6 +14,7 @@ import hashlib
 import weakref
 from typing import TYPE_CHECKING
 
+from vimage.net.offload import state as offload_state
 from vimage.netinet.tcp.cc import ALGORITHMS
 from vimage.netinet.tcp.cc import create as cc_create
 from vimage.netinet.tcp.seq import MASK
@@ -197,6 +198,8 @@ class Tcb:
         "main_due",
         "mss",
         "nodelay",
+        "offl",
+        "offload",
         "ooo",
         "ooo_bytes",
         "ooo_data",
@@ -321,6 +324,10 @@ class Tcb:
         # the last large (TSO) segment left whole, not cut into pieces on the first link
         # (vimage.net.offload): its ACK stands for the ACKs of the pieces (input.py)
         self.tso = False
+        # PARTIAL when the route's interface takes segments without a checksum (txcsum),
+        # as tcp_output last found it; 0 (checksummed here) until data is sent
+        self.offload = 0
+        self.offl = offload_state(tcp.vnet.kernel)  # the kernel's offload mark
         self.t_main: Timer | None = None  # rexmt, persist, 2MSL or FIN_WAIT_2 (one at a time)
         self.main_due = 0  # when t_main is due (a retransmission timer may fire early)
         self.t_delack: Timer | None = None
