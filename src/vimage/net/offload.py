@@ -19,6 +19,8 @@ needless fill at worst; it is never clear on a frame without one. See docs/inter
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from vimage.wire.checksum import checksum, ones_sum, pseudo_sum
@@ -48,11 +50,11 @@ CAP_NAMES: tuple[tuple[int, str], ...] = (
 )
 
 # ifconfig words -> the bits they set or clear (sbin/ifconfig/ifconfig.c)
-CAP_WORDS: dict[str, int] = {
+CAP_WORDS: Mapping[str, int] = MappingProxyType({
     "rxcsum": IFCAP_RXCSUM, "txcsum": IFCAP_TXCSUM,
     "rxcsum6": IFCAP_RXCSUM_IPV6, "txcsum6": IFCAP_TXCSUM_IPV6,
     "tso4": IFCAP_TSO4, "tso6": IFCAP_TSO6, "tso": IFCAP_TSO, "lro": IFCAP_LRO,
-}
+})
 
 # what epair and lo0 offer and enable by default (as Linux veth: csum, TSO, GRO)
 EPAIR_CAPS = (IFCAP_HWCSUM | IFCAP_VLAN_MTU | IFCAP_TSO | IFCAP_LRO
