@@ -154,11 +154,15 @@ def test_capture_shows_wire_frames_with_valid_checksums(v6):
     assert max(len(f) for f in frames) <= ea.mtu + 14
     layer = IPv6 if v6 else IP
     seen = 0
+    ids = []
     for frame in frames:
         pkt = wire_checked(frame)
         if TCP in pkt and layer in pkt:
             seen += 1
+            if not v6 and pkt[IP].src == "10.0.0.1":
+                ids.append(pkt[IP].id)
     assert seen > 100
+    assert len(set(ids)) == len(ids)  # pieces take consecutive IDs, none reused
 
 
 @pytest.mark.parametrize("v6", [False, True])

@@ -144,6 +144,9 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = 
         offl.partial, offl.gso = saved, saved_gso
     if pieces > 1:
         tcb.tso = offl.segmented == segmented
+        if not tcb.v6:  # the pieces take consecutive IP IDs: the next packet follows them
+            ip = tcp.vnet.ip  # (Linux ip_select_ident_segs)
+            ip.ident = (ip.ident + pieces - 1) & 0xFFFF
 
 
 def tso_size(tcb: Tcb) -> int:
