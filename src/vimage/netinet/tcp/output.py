@@ -335,7 +335,7 @@ def send_data(tcb: Tcb, seq: int, length: int, rexmit: bool = False) -> bool:
     offset = (seq - tcb.snd_buf_seq) & MASK
     if offset >= HALF or offset >= len(tcb.snd_buf):
         return False
-    data = bytes(tcb.snd_buf[offset:offset + length])
+    data = tcb.snd_buf[offset:offset + length]  # (a copy: the buffer may change later)
     if not data:
         return False
     end = (seq + len(data)) & MASK
