@@ -87,7 +87,7 @@ def test_tso_segments_reach_linux_cut_and_checksummed(lab: Lab) -> None:
     before = csum_errors(lab, ns)
     proc = lab.spawn_python(ns, LINUX_SINK)
     assert lab.readline(proc) == "ready"
-    data = random.Random(16).randbytes(2 << 20)
+    data = random.Random(16).randbytes(512 << 10)
     with h.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # type: ignore[attr-defined]
         s.settimeout(20)
         s.connect(("10.9.0.2", 5201))
