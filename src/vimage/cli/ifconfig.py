@@ -4,6 +4,7 @@
     ifconfig IF [inet | ether]
     ifconfig IF [inet] ADDR[/LEN] [netmask MASK] [broadcast BCAST] [alias | -alias | delete]
                 [up | down] [mtu N] [fib N] [ether | lladdr MAC] [promisc | -promisc]
+                [[-]txcsum] [[-]rxcsum] [[-]txcsum6] [[-]rxcsum6] [[-]tso[4|6]] [[-]lro]
                 [vnet NAME | -vnet NAME] [destroy]
     ifconfig IF inet6 ADDR[%IF][/LEN] [prefixlen LEN] [alias | -alias | delete]
                 [[-]auto_linklocal] [[-]nud] [[-]no_dad] [[-]accept_rtadv]
@@ -35,6 +36,7 @@ from vimage.cli._util import (
     try_addr,
 )
 from vimage.net import ifnet as ifnet_mod
+from vimage.net import offload
 from vimage.net.if_bridge import IFBAF_NAMES, IFBIF_NAMES, Bridge, create_bridge
 from vimage.net.if_vlan import Vlan, create_vlan
 from vimage.net.ifnet import (
@@ -46,6 +48,7 @@ from vimage.net.ifnet import (
     MAX_MTU,
     MIN_MTU,
 )
+from vimage.net.offload import CAP_WORDS, caps_text
 from vimage.netinet.in_ import in_add_addr, in_del_addr
 from vimage.netinet6 import in6
 from vimage.wire import ipv6 as wip6
@@ -85,7 +88,8 @@ usage: ifconfig [-a] [-du] [address_family]
        ifconfig interface destroy
        ifconfig interface -vnet vnet
 address_family: inet, inet6, ether
-parameters: up, down, mtu n, fib n, ether mac, [-]promisc
+parameters: up, down, mtu n, fib n, ether mac, [-]promisc, [-]txcsum, [-]rxcsum,
+       [-]txcsum6, [-]rxcsum6, [-]tso, [-]tso4, [-]tso6, [-]lro
 bridge (and hub) parameters: addm if, deletem if, [-]learn if, [-]discover if,
        [-]private if, [-]span if, static if mac, deladdr mac, flush, flushall,
        maxaddr n, timeout s, ifmaxaddr if n; ifconfig bridgeN addr
@@ -114,7 +118,7 @@ def main(ctx: Context, argv: list[str]) -> int:
             ctx.print(" ".join(i.name for i in chosen))
         else:
             for ifp in chosen:
-                for line in render(ifp, family):
+                for line in render(ifp, family, "-m" in flags):
                     ctx.print(line)
         return 0
     name, params = args[0], args[1:]
@@ -143,7 +147,7 @@ def main(ctx: Context, argv: list[str]) -> int:
             ctx.print(line)
         return 0
     if not params or (len(params) == 1 and params[0] in _FAMILIES):
-        for line in render(ifp, params[0] if params else None):
+        for line in render(ifp, params[0] if params else None, "-m" in flags):
             ctx.print(line)
         return 0
     if params == ["destroy"]:
@@ -161,9 +165,14 @@ def flag_word(ifp: Ifnet) -> str:
     return f"flags={value:x}<{names}>"
 
 
-def render(ifp: Ifnet, family: str | None = None) -> list[str]:
-    """The lines `ifconfig IF` prints; `family` limits them to inet or link addresses."""
+def render(ifp: Ifnet, family: str | None = None, caps: bool = False) -> list[str]:
+    """The lines `ifconfig IF` prints; `family` limits them to inet or link addresses;
+    `caps` (-m) adds the capabilities line."""
     lines = [f"{ifp.name}: {flag_word(ifp)} metric 0 mtu {ifp.mtu}"]
+    if family is None and ifp.capenable:  # (FreeBSD prints them after the flags)
+        lines.append(f"\toptions={caps_text(ifp.capenable)}")
+    if family is None and caps and ifp.capabilities:
+        lines.append(f"\tcapabilities={caps_text(ifp.capabilities)}")
     lines += tunnel_cli.head_lines(ifp)  # gif, gre: `tunnel inet A --> B`
     if ifp.mac is not None and family in (None, "ether", "link", "lladdr"):
         lines.append(f"\tether {ifp.mac.hex(':')}")
@@ -259,8 +268,9 @@ def create(vnet: Vnet, name: str, netns: str | None = None) -> Ifnet:
 class _Request:
     """What one `ifconfig IF ...` command line asks for, applied in FreeBSD's order."""
 
-    __slots__ = ("action", "addr", "addr6", "broadcast", "fib", "inet6", "mac", "moves", "mtu",
-                 "nd6_clear", "nd6_set", "netmask", "plen", "promisc", "up")
+    __slots__ = ("action", "addr", "addr6", "broadcast", "cap_clear", "cap_set", "fib", "inet6",
+                 "mac", "moves", "mtu", "nd6_clear", "nd6_set", "netmask", "plen", "promisc",
+                 "up")
 
     def __init__(self) -> None:
         self.addr: int | None = None
@@ -278,6 +288,8 @@ class _Request:
         self.addr6: tuple[int, int] | None = None
         self.nd6_set = 0
         self.nd6_clear = 0
+        self.cap_set = 0  # txcsum, -tso...: capability bits to enable and disable
+        self.cap_clear = 0
 
 
 def _parse(params: list[str]) -> _Request:
@@ -302,6 +314,12 @@ def _parse(params: list[str]) -> _Request:
                 req.nd6_clear |= bit
             else:
                 req.nd6_set |= bit
+        elif word.lstrip("-") in CAP_WORDS:  # ifconfig.c's setifcap words
+            bit = CAP_WORDS[word.lstrip("-")]
+            if word.startswith("-"):
+                req.cap_clear |= bit
+            else:
+                req.cap_set |= bit
         elif word == "prefixlen" and req.inet6:
             text = value(word)
             if not text.isdigit() or int(text) > 128:
@@ -385,6 +403,9 @@ def configure(ctx: Context, ifp: Ifnet, params: list[str]) -> None:
         _set_mac(ifp, req.mac)
     if req.promisc is not None:
         ifp.flags = ifp.flags | IFF_PROMISC if req.promisc else ifp.flags & ~IFF_PROMISC
+    if req.cap_set or req.cap_clear:  # what the interface cannot do is ignored (setifcap)
+        ifp.capenable = offload.set_caps(ifp.capenable, ifp.capabilities, req.cap_set,
+                                         req.cap_clear)
     if req.fib is not None:
         if req.fib >= ifp.vnet.route.fibs:
             raise ToolError("ioctl (SIOCSIFFIB): Invalid argument")

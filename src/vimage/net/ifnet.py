@@ -16,7 +16,19 @@ from socket import AF_INET
 from typing import TYPE_CHECKING, Any
 
 from vimage.kernel import UnitSet
-from vimage.net import ether, pfil, rtsock  # ether: a module reference (it imports this module too)
+
+# ether: a module reference (it imports this module too)
+from vimage.net import ether, offload, pfil, rtsock
+from vimage.net.offload import (
+    IFCAP_LRO,
+    IFCAP_RXCSUM,
+    IFCAP_RXCSUM_IPV6,
+    IFCAP_TSO4,
+    IFCAP_TSO6,
+    IFCAP_TXCSUM,
+    IFCAP_TXCSUM_IPV6,
+    RxPort,
+)
 from vimage.protosw import Protocol
 from vimage.wire.ethernet import ETHERTYPE_IP, ETHERTYPE_IPV6
 
@@ -68,6 +80,8 @@ class Ifnet:
         "addrs",
         "afdata",
         "bpf",
+        "capabilities",
+        "capenable",
         "fib",
         "flags",
         "home",
@@ -83,10 +97,12 @@ class Ifnet:
         "name",
         "obytes",
         "oerrors",
+        "offl",
         "opackets",
         "oqdrops",
         "peer",
         "pipe",
+        "rxport",
         "txq",
         "unit",
         "vnet",
@@ -115,6 +131,12 @@ class Ifnet:
         self.index = 0
         self.fib = 0  # the FIB its addresses' routes go in (ifconfig IF fib N)
         self.txq = vnet.kernel.sched.queue  # the kernel's packet queue, bound once
+        # offloads (vimage.net.offload): what the interface can do (FreeBSD's if_capabilities)
+        # and what is on (if_capenable); the kernel's offload mark; the receiver an
+        # in-process sender queues an offloaded frame for
+        self.capabilities = self.capenable = 0
+        self.offl = offload.state(vnet.kernel)
+        self.rxport: RxPort | None = None  # made on first use (most interfaces never need one)
         self.ipackets = self.ierrors = self.iqdrops = self.ibytes = 0
         self.opackets = self.oerrors = self.oqdrops = self.obytes = 0
         _link(vnet, self)
@@ -195,8 +217,11 @@ class Ifnet:
         The one transmit path of every interface (FreeBSD's if_transmit plus the
         BPF_MTAP every driver does): the counters and the capture tap are here, the
         driver's part is `transmit`, except that a frame for a peer (an epair without
-        impairment, the hottest case) is queued here, saving a call per frame.
+        impairment, the hottest case) is queued here, saving a call per frame. A frame
+        under the offload mark goes to `output_partial`.
         """
+        if self.offl.partial:
+            return self.output_partial(frame)
         flags = self.flags
         if flags & _UP_OR_HOOKS != IFF_UP:  # down, or link hooks to run: one test for both
             if not flags & IFF_UP:
@@ -216,6 +241,61 @@ class Ifnet:
             self.txq.append((peer, frame))
             return True
         return self.transmit(frame)
+
+    def output_partial(self, frame: bytes) -> bool:
+        """Transmit a frame whose TCP/UDP checksum may be missing and which may be a
+        large TCP segment (see vimage.net.offload): whole to an in-process receiver that
+        takes it (no capture, hook or impairment on the way, the capabilities on both
+        ends), else filled in and cut to the MTU here and sent the ordinary way."""
+        offl = self.offl
+        rx = self.offload_peer()
+        if rx is not None and self.bpf is None and rx.bpf is None \
+                and not (self.flags | rx.flags) & IFF_LINK_HOOKS and self.flags & IFF_UP \
+                and rx.vnet not in offl.hooked:
+            if self.mac is None:
+                v6 = bool(frame) and frame[0] >> 4 == 6
+                large = len(frame) > self.mtu
+            else:
+                v6 = frame[12:14] == b"\x86\xdd"
+                large = len(frame) > self.mtu + 14
+            tx_on = self.capenable
+            rx_on = rx.capenable
+            if v6:
+                ok = tx_on & IFCAP_TXCSUM_IPV6 and rx_on & IFCAP_RXCSUM_IPV6 and (
+                    not large or (tx_on & IFCAP_TSO6 and rx_on & IFCAP_LRO))
+            else:
+                ok = tx_on & IFCAP_TXCSUM and rx_on & IFCAP_RXCSUM and (
+                    not large or (tx_on & IFCAP_TSO4 and rx_on & IFCAP_LRO))
+            if ok:
+                self.opackets += 1
+                self.obytes += len(frame)
+                port = RxPort(rx, offl, offl.gso) if large else rx.rx_port()
+                self.txq.append((port, frame))
+                return True
+        pieces = offload.resolve_frame(frame, offl.gso, self.mtu, self.mac is not None)
+        if len(pieces) > 1:
+            offl.segmented += 1
+        saved = offl.partial
+        offl.partial = 0
+        try:
+            sent = True
+            for piece in pieces:
+                sent = self.output(piece) and sent
+        finally:
+            offl.partial = saved
+        return sent
+
+    def rx_port(self) -> RxPort:
+        """The receiver to queue an offloaded frame of MTU size for (vimage.net.offload)."""
+        port = self.rxport
+        if port is None:
+            port = self.rxport = RxPort(self, self.offl)
+        return port
+
+    def offload_peer(self) -> Ifnet | None:
+        """The in-process interface that receives what this one transmits, when it can
+        take an offloaded frame (an epair's peer without impairment); None otherwise."""
+        return None
 
     def transmit(self, frame: bytes) -> bool:
         """The driver: put a counted, captured frame on its way; False if it failed."""
@@ -256,6 +336,9 @@ class Loopback(Ifnet):
 
     __slots__ = ()
 
+    def offload_peer(self) -> Ifnet | None:
+        return self
+
     def transmit(self, frame: bytes) -> bool:
         self.txq.append((self, frame))
         return True
@@ -281,7 +364,11 @@ class EtherIfnet(Ifnet):
         self.ipackets += 1
         self.ibytes += len(frame)
         if self.bpf is not None:
-            self.bpf.tap(frame, False)
+            if self.offl.partial:  # a capture started with offloaded frames queued
+                for piece in offload.resolve_frame(frame, self.offl.gso, self.mtu, True):
+                    self.bpf.tap(piece, False)
+            else:
+                self.bpf.tap(frame, False)
         vnet = self.vnet
         if flags & _L2_OR_HOOKS:  # one test for a bridge / VLAN trunk and link hooks
             if flags & IFF_L2 and self.l2.l2input(self, frame):
@@ -303,6 +390,10 @@ class Epair(EtherIfnet):
 
     __slots__ = ()
 
+    def offload_peer(self) -> Ifnet | None:
+        peer = self.peer  # (a test may plug in a stand-in that is no interface)
+        return peer if self.pipe is None and isinstance(peer, Ifnet) else None
+
     def transmit(self, frame: bytes) -> bool:
         """Through the link's impairment pipe (`output` queues to the peer itself)."""
         if self.pipe is not None:
@@ -319,8 +410,10 @@ def create_loopback(vnet: Vnet, unit: int | None = None) -> Loopback:
         unit = 0
         while unit in used:
             unit += 1
-    return Loopback(vnet, "lo", unit, f"lo{unit}", IFF_LOOPBACK | IFF_MULTICAST,
-                    LOOPBACK_MTU, None)
+    lo = Loopback(vnet, "lo", unit, f"lo{unit}", IFF_LOOPBACK | IFF_MULTICAST,
+                  LOOPBACK_MTU, None)
+    lo.capabilities = lo.capenable = offload.LOOP_CAPS
+    return lo
 
 
 class EpairCloner:
@@ -349,6 +442,7 @@ class EpairCloner:
             self.units.discard(unit)
             raise
         a.peer, b.peer = b, a
+        a.capabilities = a.capenable = b.capabilities = b.capenable = offload.EPAIR_CAPS
         self.pairs[unit] = (a, b)
         self.born.setdefault(vnet, set()).add(unit)
         a.flags |= IFF_RUNNING
@@ -419,8 +513,9 @@ def move(ifp: Ifnet, target: Vnet) -> None:
 # -- vnet attach/detach ------------------------------------------------------------
 def vnet_attach(vnet: Vnet) -> None:
     """Every vnet has lo0 (the INET protocol gives it 127.0.0.1 as it arrives)."""
-    Loopback(vnet, "lo", 0, "lo0", IFF_UP | IFF_RUNNING | IFF_LOOPBACK | IFF_MULTICAST,
-             LOOPBACK_MTU, None)
+    lo0 = Loopback(vnet, "lo", 0, "lo0", IFF_UP | IFF_RUNNING | IFF_LOOPBACK | IFF_MULTICAST,
+                   LOOPBACK_MTU, None)
+    lo0.capabilities = lo0.capenable = offload.LOOP_CAPS
 
 
 def vnet_detach(vnet: Vnet) -> None:

@@ -66,10 +66,17 @@ def unlink(owner: Any, head: str, fn: HookFn) -> bool:
 
 def _changed(owner: Any, head: str) -> None:
     """Tell an owner that caches what its points hold (`pfil_changed(head)`): a vnet marks
-    its interfaces so the link layer's data path tests one flag word."""
+    its interfaces so the link layer's data path tests one flag word. The kernel's
+    offload state learns which vnets have hooks: no offloaded frame enters those."""
     notify = getattr(owner, "pfil_changed", None)
     if notify is not None:
         notify(head)
+    vnet = getattr(owner, "vnet", owner)
+    kernel = getattr(vnet, "kernel", None)
+    if kernel is not None:
+        from vimage.net import offload  # (offload imports nothing of this layer's)
+
+        offload.state(kernel).hooks_changed(vnet, owner, head, getattr(owner, head) is not None)
 
 
 def run(hooks: tuple[Hook, ...], pkt: bytes, ifp: Ifnet | None) -> bytes | None:

@@ -7,6 +7,7 @@ import logging
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from vimage.net import offload
 from vimage.net.ether import ether_output
 from vimage.net.ifnet import IFF_SIMPLEX
 from vimage.sched import NS_PER_S, Timer
@@ -114,7 +115,9 @@ class ArpState(LazySlots):
         if broadcast:
             frame = BROADCAST + ifp.mac + ETH_IP + packet
             if ifp.output(frame) and ifp.flags & IFF_SIMPLEX:
-                ifp.txq.append((ifp, frame))  # if_simloop: a simplex link can't hear itself
+                # if_simloop: a simplex link can't hear itself (a frame under the offload
+                # mark keeps it: vimage.net.offload)
+                ifp.txq.append((ifp.rx_port() if ifp.offl.partial else ifp, frame))
             return
         entry = self.table.get(nexthop)
         if entry is not None and entry.ifp is ifp:
@@ -135,6 +138,12 @@ class ArpState(LazySlots):
             self._request(entry)
         hold = entry.hold
         assert hold is not None
+        if ifp.offl.partial:  # held, it leaves later without the offload mark: resolve it
+            offload.resend(ifp.offl, packet, ifp.mtu, self._hold, hold)
+        else:
+            self._hold(packet, hold)
+
+    def _hold(self, packet: bytes, hold: list[bytes]) -> None:
         if len(hold) >= self.maxhold:
             hold.pop(0)
             self.stats.dropped += 1

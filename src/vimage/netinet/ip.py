@@ -9,8 +9,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage import protosw
-from vimage.net import pfil, rtsock
+from vimage.net import offload, pfil, rtsock
 from vimage.net.ifnet import IFF_BROADCAST, IFF_LOOPBACK, IFF_UP
+from vimage.net.offload import LARGE
 from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_REJECT, flow_hash, select
 from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.in_ import INADDR_BROADCAST, source_for
@@ -350,7 +351,11 @@ class IpState(LazySlots):
             if passed is None:
                 return
             out = passed
-        if len(out) > mtu:
+        offl = ifp.offl
+        if len(out) > mtu and not (offl.partial & LARGE
+                                   and offload.pieces_fit(out, hlen, offl.gso, mtu)):
+            if offl.partial:  # fragments carry the checksum their datagram needs
+                out = offload.resolve_ip(out, 0, mtu)[0]
             if (pkt[6] << 8) & FLAG_DF:
                 st.cantfrag += 1
                 st.cantforward += 1
@@ -490,6 +495,11 @@ class IpState(LazySlots):
         nexthop = route.gateway if route.flags & RTF_GATEWAY else dst
         mtu = route.mtu or ifp.mtu
         if self.pfil_out is not None:
+            if ifp.offl.partial:  # hooks see wire packets: filled, cut to the MTU
+                st.localout -= 1
+                offload.resend(ifp.offl, pkt, mtu, self._output_resolved, dst, broadcast_ok,
+                               raw, fib)
+                return
             passed = pfil.run(self.pfil_out, pkt, ifp)
             if passed is None:
                 return  # taken by a hook, which counted it (FreeBSD: EACCES for a deny)
@@ -509,9 +519,19 @@ class IpState(LazySlots):
                     nexthop = route.gateway if route.flags & RTF_GATEWAY else dst
                     mtu = route.mtu or ifp.mtu
         if len(pkt) > mtu:
+            offl = ifp.offl
+            if offl.partial & LARGE and offload.pieces_fit(pkt, (pkt[0] & 0x0F) << 2,
+                                                           offl.gso, mtu):
+                self._link_output(ifp, pkt, nexthop, broadcast)  # TSO: the interface cuts it
+                return
             if pkt[6] & 0x40:
                 st.cantfrag += 1
                 raise OSError(errno.EMSGSIZE, "Message too long")
+            if offl.partial:  # fragments carry the checksum their whole datagram needs
+                st.localout -= 1
+                offload.resend(offl, pkt, mtu, self._output_resolved, dst, broadcast_ok, raw,
+                               fib)
+                return
             self._send_fragments(ifp, pkt, mtu, nexthop, dst)
             return
         self._link_output(ifp, pkt, nexthop, broadcast)
@@ -529,6 +549,11 @@ class IpState(LazySlots):
         if entry is None or entry.ifp is not route.ifp:
             return None
         return entry.hdr
+
+
+    def _output_resolved(self, pkt: bytes, dst: int, broadcast_ok: bool, raw: bool,
+                         fib: int) -> None:
+        self.output_packet(pkt, dst, broadcast_ok=broadcast_ok, raw=raw, fib=fib)
 
     def output_after_pfil(self, pkt: bytes, ifp: Ifnet | None = None,
                           nexthop: int | None = None) -> None:

@@ -7,6 +7,8 @@ from socket import AF_INET, AF_INET6
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from vimage.net import offload
+from vimage.net.offload import PARTIAL
 from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.icmp import quoted_ports
 from vimage.netinet.in_ import INADDR_BROADCAST
@@ -160,12 +162,13 @@ class UdpState(LazySlots):
     def input(self, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: int) -> None:
         st = self.stats
         st.ipackets += 1
+        offloaded = ifp.offl.partial  # from an in-process link: nothing to verify
         try:
-            dgram = wudp.parse(memoryview(pkt)[hlen:], src, dst)
+            dgram = wudp.parse(memoryview(pkt)[hlen:], *(() if offloaded else (src, dst)))
         except WireError as exc:
             count_drop(st, exc.reason, _PARSE_DROPS)
             return
-        if dgram.checksum == 0:
+        if dgram.checksum == 0 and not offloaded:
             st.nosum += 1
         pcbs = self.ports.get(dgram.dport)
         socks = pcbs.live() if pcbs is not None else ()
@@ -265,9 +268,16 @@ class UdpState(LazySlots):
             raise OSError(errno.EMSGSIZE, "Message too long")
         ip = self.vnet.ip
         src = sock.laddr or ip.select_source(dst, sock.fib)
-        payload = wudp.build(sock.lport, dport, data, src, dst, with_checksum=bool(self.checksum))
-        ip.output(PROTO_UDP, src, dst, payload, ttl=sock.ttl, tos=sock.tos, df=sock.dontfrag,
-                  broadcast_ok=sock.broadcast, fib=sock.fib)
+        # the checksum is offloaded: the interface fills it where it is needed
+        payload = wudp.build(sock.lport, dport, data, src, dst, with_checksum=False)
+        offl = offload.state(self.vnet.kernel)
+        saved = offl.partial
+        offl.partial = PARTIAL if self.checksum else saved
+        try:
+            ip.output(PROTO_UDP, src, dst, payload, ttl=sock.ttl, tos=sock.tos,
+                      df=sock.dontfrag, broadcast_ok=sock.broadcast, fib=sock.fib)
+        finally:
+            offl.partial = saved
         self.stats.opackets += 1
 
     # -- over IPv6 (FreeBSD udp6_usrreq.c) ----------------------------------------------
@@ -276,11 +286,12 @@ class UdpState(LazySlots):
         st = self.stats
         st.ipackets += 1
         try:
-            dgram = wudp.parse(memoryview(pkt)[off:], src, dst)
+            dgram = wudp.parse(memoryview(pkt)[off:],
+                               *(() if (offloaded := ifp.offl.partial) else (src, dst)))
         except WireError as exc:
             count_drop(st, exc.reason, _PARSE_DROPS)
             return
-        if dgram.checksum == 0:  # mandatory over IPv6 (RFC 8200 8.1)
+        if dgram.checksum == 0 and not offloaded:  # mandatory over IPv6 (RFC 8200 8.1)
             st.nosum += 1
             return
         zsrc = src | (ifp.index << 96) if needs_zone(src) else src  # the sender's zone
@@ -359,9 +370,16 @@ class UdpState(LazySlots):
             return
         ip6 = self.vnet.ip6
         src = sock.laddr or ip6.select_source(dst, zone)
-        payload = wudp.build(sock.lport, dport, data, src, dst)  # never without (RFC 8200)
-        ip6.output(PROTO_UDP, src, dst, payload, hlim=hlim, ifp=zone, tclass=sock.tos,
-                   dontfrag=sock.dontfrag)
+        # never without a checksum (RFC 8200), but the interface fills it (offload)
+        payload = wudp.build(sock.lport, dport, data, src, dst, with_checksum=False)
+        offl = offload.state(self.vnet.kernel)
+        saved = offl.partial
+        offl.partial = PARTIAL
+        try:
+            ip6.output(PROTO_UDP, src, dst, payload, hlim=hlim, ifp=zone, tclass=sock.tos,
+                       dontfrag=sock.dontfrag)
+        finally:
+            offl.partial = saved
         self.stats.opackets += 1
 
     def sockets(self) -> list[Socket]:

@@ -16,8 +16,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage import protosw
-from vimage.net import pfil
+from vimage.net import offload, pfil
 from vimage.net.ifnet import IFF_LOOPBACK, IFF_UP
+from vimage.net.offload import LARGE
 from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_REJECT
 from vimage.netinet6 import in6
 from vimage.netinet6.frag6 import Reassembler, fragment
@@ -355,7 +356,9 @@ class Ip6State(LazySlots):
             return
         ifp = route.ifp
         mtu = route.mtu or ifp.mtu
-        if len(pkt) > mtu:
+        offl = ifp.offl
+        if len(pkt) > mtu and not (offl.partial & LARGE
+                                   and offload.pieces_fit(pkt, 40, offl.gso, mtu)):
             st.cantfrag += 1
             st.cantforward += 1
             vnet.icmp6.error(ifp_in, pkt, wicmp6.PACKET_TOO_BIG, 0, mtu)
@@ -480,7 +483,13 @@ class Ip6State(LazySlots):
             st.odropped += 1
             raise OSError(errno.ENETDOWN, "Network is down")
         st.localout += 1
+        offl = ifp.offl
         if self.pfil_out is not None:
+            if offl.partial:  # hooks see wire packets: filled, cut to the MTU
+                st.localout -= 1
+                offload.resend(offl, pkt, ifp.mtu, self.output_packet, ifp, nexthop, route,
+                               dst, dontfrag)
+                return
             passed = pfil.run(self.pfil_out, pkt, ifp)
             if passed is None:
                 return
@@ -491,9 +500,17 @@ class Ip6State(LazySlots):
             mtu = min(mtu, rtr.link_mtu(ifp))
         mtu = self.path_mtu(dst, mtu) if self.pmtu else mtu
         if len(pkt) > mtu:
+            if offl.partial & LARGE and offload.pieces_fit(pkt, 40, offl.gso, mtu):
+                self.link_output(ifp, pkt, nexthop)  # TSO: the interface cuts it
+                return
             if dontfrag:
                 st.cantfrag += 1
                 raise OSError(errno.EMSGSIZE, "Message too long")
+            if offl.partial:  # fragments carry the checksum their whole datagram needs
+                st.localout -= 1
+                offload.resend(offl, pkt, mtu, self.output_packet, ifp, nexthop, route,
+                               dst, dontfrag)
+                return
             pieces = fragment(pkt, mtu, self.next_ident())
             st.fragmented += 1
             st.ofragments += len(pieces)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from vimage.net import offload
 from vimage.netinet6 import in6, nd6_rtr
 from vimage.sched import NS_PER_S
 from vimage.sysctl import Oid, oids
@@ -210,8 +211,17 @@ class Nd6State:
             if entry is None:
                 self.vnet.ip6.stats.odropped += 1
                 return
-            entry.hold = [pkt]
+            entry.hold = []
+            self._hold(pkt, ifp, entry)
             self._solicit(entry, None)
+            return
+        self._hold(pkt, ifp, entry)
+
+    def _hold(self, pkt: bytes, ifp: Ifnet, entry: NdEntry) -> None:
+        """Queue `pkt` until `entry` resolves; it leaves later without the offload mark,
+        so a packet under it is resolved first (vimage.net.offload)."""
+        if ifp.offl.partial:
+            offload.resend(ifp.offl, pkt, ifp.mtu, self._hold, ifp, entry)
             return
         hold = entry.hold
         if hold is None:

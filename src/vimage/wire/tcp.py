@@ -307,3 +307,14 @@ def build_ts(sport: int, dport: int, seq: int, ack: int, flags: int, window: int
     cksum = ~total & 0xFFFF if total else 0
     return _HEADER_TS.pack(sport, dport, seq, ack, 0x80, flags, window, cksum, urgent,
                            _TS_ALONE_WORD, tsval, tsecr) + payload
+
+
+def build_ts_partial(sport: int, dport: int, seq: int, ack: int, flags: int, window: int,
+                     payload: Buffer, tsval: int, tsecr: int) -> bytes:
+    """``build_ts`` with the checksum left to the interface (checksum offload: the field
+    stays 0 until `vimage.net.offload` fills it, if anything needs it)."""
+    if 32 + len(payload) > MAX_SEGMENT:
+        raise ValueError(f"tcp segment too long: {32 + len(payload)}")
+    return _HEADER_TS.pack(sport, dport, seq & _SEQ_MASK, ack & _SEQ_MASK, 0x80, flags, window,
+                           0, 0, _TS_ALONE_WORD, tsval & _SEQ_MASK,
+                           tsecr & _SEQ_MASK) + payload

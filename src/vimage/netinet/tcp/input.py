@@ -69,7 +69,10 @@ def tcp_input(tcp: TcpState, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: i
     st = tcp.stats
     st.rcvtotal += 1
     try:
-        seg = wtcp.parse(memoryview(pkt)[hlen:], src, dst)
+        if ifp.offl.partial:  # from an in-process link: nothing to verify (vimage.net.offload)
+            seg = wtcp.parse(memoryview(pkt)[hlen:])
+        else:
+            seg = wtcp.parse(memoryview(pkt)[hlen:], src, dst)
     except WireError as exc:
         count_drop(st, exc.reason, _PARSE_DROPS)
         return
@@ -107,7 +110,10 @@ def tcp6_input(tcp: TcpState, ifp: Ifnet, pkt: bytes, off: int, src: int, dst: i
     st = tcp.stats
     st.rcvtotal += 1
     try:
-        seg = wtcp.parse(memoryview(pkt)[off:], src, dst)
+        if ifp.offl.partial:  # from an in-process link: nothing to verify (vimage.net.offload)
+            seg = wtcp.parse(memoryview(pkt)[off:])
+        else:
+            seg = wtcp.parse(memoryview(pkt)[off:], src, dst)
     except WireError as exc:
         count_drop(st, exc.reason, _PARSE_DROPS)
         return
@@ -172,9 +178,14 @@ def fast_input(tcb: Tcb, seg: wtcp.TcpRepr) -> bool:
         st = tcb.tcp.stats
         tcb.rcv_buf += data
         tcb.rcv_nxt = (seq + len(data)) & MASK
-        st.rcvpack += 1
         st.rcvbyte += len(data)
-        schedule_ack(tcb)
+        if len(data) > tcb.mss:  # a large segment (LRO): counted as its MSS-sized pieces
+            pieces = -(-len(data) // tcb.mss)
+            st.rcvpack += pieces
+            schedule_ack(tcb, pieces)
+        else:
+            st.rcvpack += 1
+            schedule_ack(tcb)
         tcb.notify()
     else:
         ack_advance(tcb, ack, seg)
@@ -580,7 +591,10 @@ def ack_advance(tcb: Tcb, ack: int, seg: wtcp.TcpRepr) -> None:
         # with SACK, output() sends what NextSeg() picks (RFC 6675 step C); an empty
         # scoreboard is no evidence of loss
     elif tcb.state not in (SYN_SENT, SYN_RECEIVED):
-        tcb.cc.on_ack(acked, rtt, now, in_flight)
+        if acked > 2 * tcb.mss and tcb.tso:
+            _on_ack_pieces(tcb, acked, rtt, now, in_flight)
+        else:
+            tcb.cc.on_ack(acked, rtt, now, in_flight)
     # the retransmission timer (RFC 6298 5.2/5.3)
     if tcb.snd_una == tcb.snd_max:
         if tcb.t_main is not None and tcb.t_main.callback is rexmt_timeout:
@@ -588,6 +602,21 @@ def ack_advance(tcb: Tcb, ack: int, seg: wtcp.TcpRepr) -> None:
     else:
         set_main(tcb, tcb.rto, rexmt_timeout)
     tcb.notify()
+
+
+def _on_ack_pieces(tcb: Tcb, acked: int, rtt: int | None, now: int, in_flight: int) -> None:
+    """An ACK of large (TSO) segments that left whole (`tcb.tso`, so the receiver took
+    them whole, LRO), given to congestion control as the ACKs of their MSS-sized pieces
+    would have come (one per two pieces, RFC 1122), so the window grows as it does
+    without TSO (slow start's byte counting is capped at 2*SMSS per ACK, RFC 3465)."""
+    step = 2 * tcb.mss
+    cc = tcb.cc
+    while acked > 0:
+        part = step if acked > step else acked
+        cc.on_ack(part, rtt, now, in_flight)
+        rtt = None
+        acked -= part
+        in_flight -= part
 
 
 def update_rtt(tcb: Tcb, rtt: int) -> None:
@@ -662,7 +691,8 @@ def receive_data(tcb: Tcb, seq: int, data: bytes) -> None:
     if seq == rcv_nxt:
         tcb.rcv_buf += data
         tcb.rcv_nxt = (rcv_nxt + len(data)) & MASK
-        st.rcvpack += 1
+        pieces = -(-len(data) // tcb.mss) if len(data) > tcb.mss else 1  # LRO: its pieces
+        st.rcvpack += pieces
         st.rcvbyte += len(data)
         if tcb.ooo:
             reass.drain(tcb)
@@ -670,7 +700,7 @@ def receive_data(tcb: Tcb, seq: int, data: bytes) -> None:
         elif tcb.dsack is not None:
             ack_now(tcb)  # a partial duplicate: at once, with its D-SACK block
         else:
-            schedule_ack(tcb)
+            schedule_ack(tcb, pieces)
         tcb.notify()
     else:
         st.rcvoopack += 1
@@ -679,9 +709,11 @@ def receive_data(tcb: Tcb, seq: int, data: bytes) -> None:
         ack_now(tcb)  # a gap: duplicate ACK with SACK blocks
 
 
-def schedule_ack(tcb: Tcb) -> None:
+def schedule_ack(tcb: Tcb, segments: int = 1) -> None:
+    """Note `segments` received segments (a large LRO segment counts as its pieces, so
+    it is acknowledged at once, as the second of two segments is)."""
     tcb.want_ack = True
-    tcb.unacked_segs += 1
+    tcb.unacked_segs += segments
     tcp = tcb.tcp
     if not tcp.delayed_ack or tcb.unacked_segs >= 2:
         return  # output() sends the ACK now (every second segment, RFC 1122)

@@ -8,6 +8,15 @@ import contextlib
 import errno
 from typing import TYPE_CHECKING, Any
 
+from vimage.net.offload import (
+    IFCAP_TSO4,
+    IFCAP_TSO6,
+    IFCAP_TXCSUM,
+    IFCAP_TXCSUM_IPV6,
+    LARGE,
+    PARTIAL,
+    TSO_MAX,
+)
 from vimage.net.route import RTF_GATEWAY
 from vimage.netinet.tcp.sack import next_seg, sack_blocks, sacked_below, set_pipe
 from vimage.netinet.tcp.seq import HALF, MASK, seq_diff, seq_leq, seq_lt
@@ -38,6 +47,9 @@ if TYPE_CHECKING:
     from vimage.netinet.tcp.var import Tcb, TcpState
 
 IP6_TCP_HDRS = 60  # an IPv6 and a TCP header: the MSS is the MTU less these (1440 at 1500)
+_TSO4 = IFCAP_TSO4 | IFCAP_TXCSUM  # TSO needs the checksum offloaded too
+_TSO6 = IFCAP_TSO6 | IFCAP_TXCSUM_IPV6
+TSO_HEADROOM = 100  # an IP header (v6: 40) and a TCP header with the most options (60)
 
 
 def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = None,
@@ -77,21 +89,31 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = 
             st.sack_send_blocks += 1
         segment = wtcp.build(tcb.lport, tcb.fport, seq, ack_field, flags, window, data,
                              src=tcb.laddr, dst=tcb.faddr, ts=ts, **kwargs)
-    else:  # the common case: the timestamp option only
+        mark = 0
+    elif tcb.offload:  # the common case: the timestamp option only, checksum offloaded
+        tsval = (tcp.vnet.kernel.sched.now_ns() // MS + tcb.ts_offset) & MASK
+        segment = wtcp.build_ts_partial(tcb.lport, tcb.fport, seq, ack_field, flags, window,
+                                        data, tsval, tcb.ts_recent if has_ack else 0)
+        mark = PARTIAL
+    else:  # the same, checksummed here: the interface has -txcsum
         tsval = (tcp.vnet.kernel.sched.now_ns() // MS + tcb.ts_offset) & MASK
         segment = wtcp.build_ts(tcb.lport, tcb.fport, seq, ack_field, flags, window, data,
-                                tcb.laddr, tcb.faddr, tsval,
-                                tcb.ts_recent if has_ack else 0)
-    st.sndtotal += 1
+                                tcb.laddr, tcb.faddr, tsval, tcb.ts_recent if has_ack else 0)
+        mark = 0
+    # a large (TSO) segment counts as the MSS-sized segments the interface makes of it
+    pieces = -(-len(data) // tcb.mss) if len(data) > tcb.mss else 1
+    if pieces > 1:
+        mark |= LARGE
+    st.sndtotal += pieces
     if data:
         if probe:
             pass
         elif 0 < (tcb.snd_max - seq) & MASK < HALF:  # seq_lt(seq, snd_max), inlined:
             # below SND.MAX, a retransmission
-            st.sndrexmitpack += 1
+            st.sndrexmitpack += pieces
             st.sndrexmitbyte += len(data)
         else:
-            st.sndpack += 1
+            st.sndpack += pieces
             st.sndbyte += len(data)
     elif flags & (SYN | FIN | RST):
         st.sndctrl += 1
@@ -101,6 +123,10 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = 
         tcb.rcv_adv = (ack + (window << shift)) & MASK
         tcb.want_ack = False  # a delayed ACK timer still armed finds nothing to do
         tcb.unacked_segs = 0
+    offl = tcb.offl
+    saved, saved_gso = offl.partial, offl.gso
+    offl.partial, offl.gso = mark, tcb.mss
+    segmented = offl.segmented
     try:
         if tcb.v6:
             tcp.vnet.ip6.output(PROTO_TCP, tcb.laddr, tcb.faddr, segment, hlim=tcb.ip_ttl,
@@ -114,6 +140,37 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = 
             raise
         if exc.errno in SOFT_ERRORS:
             tcb.softerror = _soft_error(tcb, exc.errno)
+    finally:
+        offl.partial, offl.gso = saved, saved_gso
+    if pieces > 1:
+        tcb.tso = offl.segmented == segmented
+        if not tcb.v6:  # the pieces take consecutive IP IDs: the next packet follows them
+            ip = tcp.vnet.ip  # (Linux ip_select_ident_segs)
+            ip.ident = (ip.ident + pieces - 1) & 0xFFFF
+
+
+def tso_size(tcb: Tcb) -> int:
+    """The payload of the largest segment to hand the route's interface at once: a
+    multiple of the MSS up to 64 KB with the headers when it has TSO on (FreeBSD's
+    tcp_output with TSO: if_hw_tsomax), else 0. Notes in `tcb.offload` whether the
+    interface takes segments without a checksum (txcsum)."""
+    tcp = tcb.tcp
+    try:
+        if tcb.v6:
+            caps = tcp.vnet.ip6.route_to(tcb.faddr, tcb.zone)[0].capenable
+            tcb.offload = PARTIAL if caps & IFCAP_TXCSUM_IPV6 else 0
+            on = caps & _TSO6 == _TSO6
+        else:
+            caps = tcp.vnet.ip.route_to(tcb.faddr, tcb.fib).ifp.capenable
+            tcb.offload = PARTIAL if caps & IFCAP_TXCSUM else 0
+            on = caps & _TSO4 == _TSO4
+    except OSError:
+        return 0
+    if not on:
+        return 0
+    mss = tcb.mss
+    size = (TSO_MAX - TSO_HEADROOM) // mss * mss
+    return size if size > mss else 0
 
 
 def _soft_error(tcb: Tcb, err: int) -> int:
@@ -199,6 +256,7 @@ def send_new_data(tcb: Tcb, limited_transmit: bool) -> bool:
     """
     sent = False
     mss = tcb.mss
+    tso = tso_size(tcb)
     while True:
         hole = 0
         sacked = 0
@@ -225,7 +283,13 @@ def send_new_data(tcb: Tcb, limited_transmit: bool) -> bool:
             break
         if usable <= 0:
             break
-        length = min(mss, pending, usable)
+        if tso:  # one large segment of whole MSS-sized pieces; a short tail goes on its
+            # own, by the rules below (Nagle, silly window), as it would without TSO
+            length = min(tso, pending, usable)
+            if length > mss:
+                length -= length % mss
+        else:
+            length = min(mss, pending, usable)
         if length < mss and length < pending and length < tcb.snd_wnd // 2:
             # wait for a full segment's worth of window (silly window avoidance), unless
             # half the peer's window can go: a window below one MSS must not stall us
@@ -235,6 +299,7 @@ def send_new_data(tcb: Tcb, limited_transmit: bool) -> bool:
         if not send_data(tcb, tcb.snd_nxt, length):
             if tcb.mss < mss:
                 mss = tcb.mss
+                tso = tso_size(tcb)
                 continue  # the MSS shrank to the interface's MTU: try again
             break
         sent = True
@@ -270,7 +335,7 @@ def send_data(tcb: Tcb, seq: int, length: int, rexmit: bool = False) -> bool:
     offset = (seq - tcb.snd_buf_seq) & MASK
     if offset >= HALF or offset >= len(tcb.snd_buf):
         return False
-    data = bytes(tcb.snd_buf[offset:offset + length])
+    data = tcb.snd_buf[offset:offset + length]  # (a copy: the buffer may change later)
     if not data:
         return False
     end = (seq + len(data)) & MASK

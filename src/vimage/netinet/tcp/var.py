@@ -15,6 +15,7 @@ import weakref
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from vimage.net.offload import state as offload_state
 from vimage.netinet.tcp.cc import ALGORITHMS
 from vimage.netinet.tcp.cc import create as cc_create
 from vimage.netinet.tcp.seq import MASK
@@ -198,6 +199,8 @@ class Tcb:
         "main_due",
         "mss",
         "nodelay",
+        "offl",
+        "offload",
         "ooo",
         "ooo_bytes",
         "ooo_data",
@@ -244,6 +247,7 @@ class Tcb:
         "ts_offset",
         "ts_ok",
         "ts_recent",
+        "tso",
         "unacked_segs",
         "user_closed",
         "v6",
@@ -318,6 +322,13 @@ class Tcb:
         self.linger: int | None = None
         self.want_ack = False
         self.unacked_segs = 0
+        # the last large (TSO) segment left whole, not cut into pieces on the first link
+        # (vimage.net.offload): its ACK stands for the ACKs of the pieces (input.py)
+        self.tso = False
+        # PARTIAL when the route's interface takes segments without a checksum (txcsum),
+        # as tcp_output last found it; 0 (checksummed here) until data is sent
+        self.offload = 0
+        self.offl = offload_state(tcp.vnet.kernel)  # the kernel's offload mark
         self.t_main: Timer | None = None  # rexmt, persist, 2MSL or FIN_WAIT_2 (one at a time)
         self.main_due = 0  # when t_main is due (a retransmission timer may fire early)
         self.t_delack: Timer | None = None

@@ -1,0 +1,294 @@
+"""Checksum offload and large segments on virtual links (Linux veth's CHECKSUM_PARTIAL,
+CHECKSUM_UNNECESSARY and GSO/GRO; FreeBSD's IFCAP_TXCSUM, IFCAP_RXCSUM, IFCAP_TSO, IFCAP_LRO).
+
+Frames are bytes, so the mark cannot live in the frame. It lives in the kernel's
+`Offload` state, which says of the frame being handed down (or up) right now, in the
+current run-to-completion call chain: `partial` has PARTIAL set when the TCP or UDP
+checksum may be missing and LARGE when a TCP segment may exceed the MTU (then `gso` is
+its MSS, Linux's gso_size). A sender sets it around its call into IP output and
+restores it after; `Ifnet.output` then either keeps the frame as it is (an in-process
+peer that takes it: `RxPort` sets the same mark around the receiver's input, so TCP and
+UDP input skip the verification, as CHECKSUM_UNNECESSARY does) or resolves it here:
+fills the checksums and cuts a large segment into MSS-sized ones (Linux
+skb_checksum_help and skb_gso_segment), then sends the pieces the ordinary way.
+
+The mark errs one way only: set on a frame that carries a correct checksum, it costs a
+needless fill at worst; it is never clear on a frame without one. See docs/internals.md.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from vimage.wire.checksum import checksum, ones_sum, pseudo_sum
+
+if TYPE_CHECKING:
+    from vimage.kernel import Kernel
+    from vimage.net.ifnet import Ifnet
+
+# FreeBSD's if.h capability bits (ifconfig's options= and capabilities= lines)
+IFCAP_RXCSUM = 0x1
+IFCAP_TXCSUM = 0x2
+IFCAP_VLAN_MTU = 0x8
+IFCAP_TSO4 = 0x100
+IFCAP_TSO6 = 0x200
+IFCAP_LRO = 0x400
+IFCAP_LINKSTATE = 0x80000
+IFCAP_RXCSUM_IPV6 = 0x200000
+IFCAP_TXCSUM_IPV6 = 0x400000
+IFCAP_TSO = IFCAP_TSO4 | IFCAP_TSO6
+IFCAP_HWCSUM = IFCAP_RXCSUM | IFCAP_TXCSUM
+
+CAP_NAMES: tuple[tuple[int, str], ...] = (
+    (IFCAP_RXCSUM, "RXCSUM"), (IFCAP_TXCSUM, "TXCSUM"), (IFCAP_VLAN_MTU, "VLAN_MTU"),
+    (IFCAP_TSO4, "TSO4"), (IFCAP_TSO6, "TSO6"), (IFCAP_LRO, "LRO"),
+    (IFCAP_LINKSTATE, "LINKSTATE"), (IFCAP_RXCSUM_IPV6, "RXCSUM_IPV6"),
+    (IFCAP_TXCSUM_IPV6, "TXCSUM_IPV6"),
+)
+
+# ifconfig words -> the bits they set or clear (sbin/ifconfig/ifconfig.c)
+CAP_WORDS: Mapping[str, int] = MappingProxyType({
+    "rxcsum": IFCAP_RXCSUM, "txcsum": IFCAP_TXCSUM,
+    "rxcsum6": IFCAP_RXCSUM_IPV6, "txcsum6": IFCAP_TXCSUM_IPV6,
+    "tso4": IFCAP_TSO4, "tso6": IFCAP_TSO6, "tso": IFCAP_TSO, "lro": IFCAP_LRO,
+})
+
+# what epair and lo0 offer and enable by default (as Linux veth: csum, TSO, GRO)
+EPAIR_CAPS = (IFCAP_HWCSUM | IFCAP_VLAN_MTU | IFCAP_TSO | IFCAP_LRO
+              | IFCAP_RXCSUM_IPV6 | IFCAP_TXCSUM_IPV6)
+LOOP_CAPS = (IFCAP_HWCSUM | IFCAP_TSO | IFCAP_LRO | IFCAP_LINKSTATE
+             | IFCAP_RXCSUM_IPV6 | IFCAP_TXCSUM_IPV6)
+CSUM_CAPS = IFCAP_HWCSUM | IFCAP_RXCSUM_IPV6 | IFCAP_TXCSUM_IPV6
+
+PARTIAL = 1  # the TCP/UDP checksum may be missing
+LARGE = 2  # a TCP segment may be larger than the MTU (cut at `gso` bytes of payload)
+TSO_MAX = 65535  # the largest IP packet TCP hands down (FreeBSD's if_hw_tsomax)
+
+_PROTO_TCP = 6
+_PROTO_UDP = 17
+_FIN_PSH = 0x09
+_CWR = 0x80
+_U32 = struct.Struct("!I")
+_U16 = struct.Struct("!H")
+
+
+class Offload:
+    """The kernel's offload mark (a kernel service): see the module docstring."""
+
+    __slots__ = ("gso", "hooked", "partial", "segmented")
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.partial = 0
+        self.gso = 0
+        self.segmented = 0  # large segments cut in software (a counter for tests and docs)
+        # vnets with pfil hooks (a firewall, NAT, IPsec, fault injection), with the
+        # (owner, head) points that hold some: an offloaded frame is resolved before it
+        # enters one, so no hook ever sees a missing checksum or a large segment
+        self.hooked: dict[Any, set[tuple[int, str]]] = {}
+
+    def hooks_changed(self, vnet: Any, owner: Any, head: str, linked: bool) -> None:
+        points = self.hooked.get(vnet)
+        if linked:
+            if points is None:
+                points = self.hooked[vnet] = set()
+            points.add((id(owner), head))
+        elif points is not None:
+            points.discard((id(owner), head))
+            if not points:
+                del self.hooked[vnet]
+
+    def vnet_detach(self, vnet: Any) -> None:
+        """A destroyed vnet leaves nothing here (its hooks may die linked)."""
+        self.hooked.pop(vnet, None)
+
+
+def state(kernel: Kernel) -> Offload:
+    """The kernel's offload mark (one per kernel: frames never cross kernels in-process)."""
+    return kernel.service(Offload)
+
+
+def resend(offl: Offload, pkt: bytes, mtu: int, send: Any, *args: Any) -> None:
+    """Resolve the IP packet `pkt` under the mark and call `send(piece, *args)` for each
+    piece with the mark clear (before hooks, a hold queue, an encapsulation)."""
+    pieces = resolve_ip(pkt, offl.gso, mtu)
+    if len(pieces) > 1:
+        offl.segmented += 1
+    saved = offl.partial
+    offl.partial = 0
+    try:
+        for piece in pieces:
+            send(piece, *args)
+    finally:
+        offl.partial = saved
+
+
+class RxPort:
+    """What the kernel queue delivers an offloaded frame to: the receiving interface's
+    input, with the mark set around it (CHECKSUM_UNNECESSARY and, for a large segment,
+    its gso size). It compares equal to its interface, so purging the queue of an
+    interface purges its ports too."""
+
+    __slots__ = ("gso", "ifp", "offl")
+
+    def __init__(self, ifp: Ifnet, offl: Offload, gso: int = 0) -> None:
+        self.ifp = ifp
+        self.offl = offl
+        self.gso = gso
+
+    def input(self, frame: bytes) -> None:
+        offl = self.offl
+        partial, gso = offl.partial, offl.gso
+        offl.partial = PARTIAL | LARGE if self.gso else PARTIAL
+        offl.gso = self.gso
+        try:
+            self.ifp.input(frame)
+        finally:
+            offl.partial, offl.gso = partial, gso
+
+    def __hash__(self) -> int:
+        return hash(self.ifp)
+
+    def __eq__(self, other: Any) -> bool:
+        return other is self.ifp or other is self
+
+    def __repr__(self) -> str:
+        return f"<RxPort {self.ifp!r} gso={self.gso}>"
+
+
+def pieces_fit(pkt: bytes, hl: int, gso: int, mtu: int) -> bool:
+    """True if the pieces of the large TCP segment `pkt` (IP header `hl` bytes) fit in
+    `mtu`: a router passes it on whole, else it refuses it as it would refuse the
+    pieces (ICMP need-fragment / packet too big, for the sender's path MTU discovery)."""
+    return len(pkt) > hl + 12 and hl + ((pkt[hl + 12] >> 4) << 2) + gso <= mtu
+
+
+def set_caps(enabled: int, supported: int, on: int, off: int) -> int:
+    """The enabled capabilities after `ifconfig IF` turned bits `on` and `off`: what the
+    interface cannot do is ignored (ifconfig's setifcap), and TSO goes with the transmit
+    checksum it needs (as FreeBSD drivers' SIOCSIFCAP do: "tso4 requires txcsum")."""
+    if off & IFCAP_TXCSUM:
+        off |= IFCAP_TSO4
+    if off & IFCAP_TXCSUM_IPV6:
+        off |= IFCAP_TSO6
+    if on & IFCAP_TSO4:
+        on |= IFCAP_TXCSUM
+    if on & IFCAP_TSO6:
+        on |= IFCAP_TXCSUM_IPV6
+    return ((enabled | on) & ~off) & supported
+
+
+def caps_text(caps: int) -> str:
+    names = ",".join(name for bit, name in CAP_NAMES if caps & bit)
+    return f"{caps:x}<{names}>"
+
+
+# -- resolving a partial frame: fill checksums, cut large segments -------------------
+def resolve_frame(frame: bytes, gso: int, mtu: int, ether: bool) -> list[bytes]:
+    """The wire frames for `frame` (Ethernet if `ether`, else a bare IP packet): its
+    TCP/UDP checksum filled, a TCP segment longer than `mtu` cut into segments of at
+    most `gso` payload bytes. Anything else (ARP, fragments, other protocols) is
+    returned unchanged."""
+    if not ether:
+        return resolve_ip(frame, gso, mtu)
+    off = 14
+    etype = frame[12:14]
+    if etype == b"\x81\x00":  # an 802.1Q tag (a vlan's parent): the type follows it
+        off = 18
+        etype = frame[16:18]
+    if etype != b"\x08\x00" and etype != b"\x86\xdd":
+        return [frame]
+    head = frame[:off]
+    return [head + p for p in resolve_ip(frame[off:], gso, mtu)]
+
+
+def resolve_ip(pkt: bytes, gso: int, mtu: int) -> list[bytes]:
+    """`resolve_frame` for an IPv4 or IPv6 packet."""
+    if len(pkt) < 20:
+        return [pkt]
+    version = pkt[0] >> 4
+    if version == 4:
+        hl = (pkt[0] & 0x0F) << 2
+        if pkt[6] & 0x3F or pkt[7]:  # a fragment: its sender filled the checksum
+            return [pkt]
+        proto = pkt[9]
+        end = (pkt[2] << 8) | pkt[3]
+        src = int.from_bytes(pkt[12:16], "big")
+        dst = int.from_bytes(pkt[16:20], "big")
+    elif version == 6 and len(pkt) >= 40:
+        hl = 40
+        proto = pkt[6]  # (extension headers: left as they are)
+        end = 40 + ((pkt[4] << 8) | pkt[5])
+        src = int.from_bytes(pkt[8:24], "big")
+        dst = int.from_bytes(pkt[24:40], "big")
+    else:
+        return [pkt]
+    if end > len(pkt) or end < hl:
+        return [pkt]
+    if proto == _PROTO_TCP:
+        if end - hl < 20:
+            return [pkt]
+        doff = (pkt[hl + 12] >> 4) << 2
+        room = mtu - hl - doff
+        if end > mtu and gso > 0 and room > 0 and end - hl - doff > min(gso, room):
+            return _segment(pkt, hl, doff, end, min(gso, room), src, dst, version)
+        where = hl + 16
+    elif proto == _PROTO_UDP:
+        if end - hl < 8:
+            return [pkt]
+        where = hl + 6
+    else:
+        return [pkt]
+    return [_fill(pkt, hl, end, where, proto, src, dst)]
+
+
+def _fill(pkt: bytes, hl: int, end: int, where: int, proto: int, src: int,
+          dst: int) -> bytes:
+    """`pkt` with the checksum at `where` computed over [hl:end] and the pseudo-header."""
+    body = bytearray(pkt[hl:end])
+    body[where - hl:where - hl + 2] = b"\x00\x00"
+    value = checksum(body, pseudo_sum(src, dst, proto, end - hl))
+    if value == 0 and proto == _PROTO_UDP:
+        value = 0xFFFF  # RFC 768: a computed zero is sent as all ones
+    body[where - hl:where - hl + 2] = _U16.pack(value)
+    return pkt[:hl] + body
+
+
+def _segment(pkt: bytes, hl: int, doff: int, end: int, gso: int, src: int, dst: int,
+             version: int) -> list[bytes]:
+    """Cut a large TCP segment (Linux tcp_gso_segment): consecutive sequence numbers,
+    CWR on the first piece only, FIN and PSH on the last only, every checksum filled;
+    IPv4 pieces take consecutive IP IDs, as a NIC's TSO engine gives them."""
+    iph = bytearray(pkt[:hl])
+    tcph = bytearray(pkt[hl:hl + doff])
+    tcph[16:18] = b"\x00\x00"
+    seq = _U32.unpack_from(tcph, 4)[0]
+    flags = tcph[13]
+    ident = (iph[4] << 8) | iph[5] if version == 4 else 0
+    data = pkt[hl + doff:end]
+    pieces = []
+    count = (len(data) + gso - 1) // gso
+    for i in range(count):
+        chunk = data[i * gso:(i + 1) * gso]
+        f = flags
+        if i:
+            f &= ~_CWR
+        if i < count - 1:
+            f &= ~_FIN_PSH
+        tcph[13] = f
+        _U32.pack_into(tcph, 4, (seq + i * gso) & 0xFFFFFFFF)
+        tcph[16:18] = b"\x00\x00"
+        length = doff + len(chunk)
+        value = checksum(chunk, ones_sum(tcph, pseudo_sum(src, dst, _PROTO_TCP, length)))
+        _U16.pack_into(tcph, 16, value)
+        if version == 4:
+            _U16.pack_into(iph, 2, hl + length)
+            _U16.pack_into(iph, 4, (ident + i) & 0xFFFF)
+            iph[10:12] = b"\x00\x00"
+            _U16.pack_into(iph, 10, checksum(iph))
+        else:
+            _U16.pack_into(iph, 4, length)
+        pieces.append(b"".join((iph, tcph, chunk)))
+    return pieces
