@@ -211,7 +211,6 @@ class IpState:
     def deliver(self, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: int) -> None:
         st = self.stats
         if ((pkt[6] << 8) | pkt[7]) & 0x3FFF:  # MF or an offset: a fragment
-            st.fragments += 1
             if self.reass is None:
                 self.reass = Reassembler(self)
             whole = self.reass.insert(pkt, hlen, src, dst)
