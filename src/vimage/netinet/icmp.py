@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING
 
 from vimage import protosw
 from vimage.net import rtsock
-from vimage.net.route import RTF_BLACKHOLE, RTF_DYNAMIC, RTF_GATEWAY, RTF_REJECT, Route
+from vimage.net.route import (
+    RTF_BLACKHOLE,
+    RTF_DYNAMIC,
+    RTF_GATEWAY,
+    RTF_MODIFIED,
+    RTF_REJECT,
+    Route,
+)
 from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
 from vimage.sched import NS_PER_S, PpsLimit
 from vimage.stats import count_drop, counters
@@ -21,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from vimage.net.ifnet import Ifnet
+    from vimage.net.route import RouteTable
     from vimage.vnet import Vnet
 
 SYSCTLS: tuple[Oid, ...] = oids("net.inet.icmp", "icmp", (
@@ -31,6 +39,9 @@ SYSCTLS: tuple[Oid, ...] = oids("net.inet.icmp", "icmp", (
     ("redirtimeout", "Delay in seconds before expiring route created by ICMP redirect", 0,
      2**31 - 1),
 ))
+
+REDIRECT_NET = 0  # ICMP redirect codes (RFC 792); a router sends host redirects only
+REDIRECT_HOST = 1
 
 # netstat's histogram labels, indexed by ICMP type ("" = not shown)
 TYPE_NAMES: tuple[str, ...] = (
@@ -120,9 +131,10 @@ class IcmpState:
             else:
                 self._reflect(ifp, msg, src, dst, is_bcast)
         elif msg.type in wicmp.ERROR_TYPES:
-            if msg.type == wicmp.REDIRECT:
-                self._redirect(msg, src)
-            self._notify(msg)
+            if msg.type == wicmp.REDIRECT:  # for the routing table, not the transports
+                self._redirect(ifp, msg, src)
+            else:
+                self._notify(msg)
         vnet.raw.input(pkt, PROTO_ICMP, src, dst)
 
     def _reflect(self, ifp: Ifnet, msg: wicmp.IcmpRepr, src: int, dst: int,
@@ -148,34 +160,49 @@ class IcmpState:
         st.reflect += 1
         self.send(reply_src, src, out)
 
-    def _redirect(self, msg: wicmp.IcmpRepr, author: int) -> None:
-        """An ICMP redirect (FreeBSD icmp_input + rib_add_redirect): a host route to the
-        quoted destination via the new gateway, dynamic and expiring after redirtimeout,
-        and RTM_REDIRECT to routing sockets. A router ignores redirects (RFC 1812
-        5.2.7.2); the new gateway must be on a connected network; a static route stays."""
+    def _redirect(self, ifp: Ifnet, msg: wicmp.IcmpRepr, author: int) -> None:
+        """An ICMP redirect (FreeBSD icmp_input, icmp_verify_redirect_gateway and
+        rib_add_redirect): a host route to the quoted destination via the new gateway,
+        dynamic (D) and expiring after redirtimeout, and RTM_REDIRECT to routing sockets.
+
+        The RFC 1122 3.2.2.2 checks, as FreeBSD makes them: the new gateway is on a
+        connected network and not one of our addresses; the redirect comes from the
+        current first-hop gateway for the destination; the destination is not directly
+        connected. A host route that exists stays, except one an earlier redirect made,
+        which takes the new gateway and the M flag (RTF_MODIFIED, as FreeBSD's
+        rtredirect did). A router ignores redirects (RFC 1812 5.2.7.2)."""
         quoted = msg.payload
         if msg.code > 3:
             self.stats.badcode += 1
             return
         vnet = self.vnet
-        if self.drop_redirect or vnet.ip.forwarding or len(quoted) < 20:
+        if self.drop_redirect or vnet.ip.forwarding:
+            return
+        if len(quoted) < 28 or quoted[0] >> 4 != 4 or quoted[0] & 0x0F < 5:
+            self.stats.badlen += 1  # ICMP_ADVLENMIN: a header and 8 bytes quoted
             return
         dst = int.from_bytes(quoted[16:20], "big")
         gateway = msg.rest
-        rt = vnet.rt
-        via = rt.lookup(gateway)
-        if via is None or via.flags & (RTF_GATEWAY | RTF_REJECT | RTF_BLACKHOLE) or (
-                gateway in vnet.ip.local):
+        rt = vnet.route.tables[ifp.fib] if ifp.fib < len(vnet.route.tables) else vnet.rt
+        via = _redirect_target(vnet, rt, gateway)
+        current = rt.lookup(dst)
+        if (via is None or current is None or not current.flags & RTF_GATEWAY
+                or current.gateway != author):
             return
-        old = rt.get(dst, 32)
-        if old is not None:
-            if not old.flags & RTF_DYNAMIC:
-                return
-            rt.delete(dst, 32)
         expire = vnet.kernel.sched.now_ns() + self.redirtimeout * NS_PER_S
-        rt.add(Route(dst, 32, via.ifp, RTF_GATEWAY | RTF_DYNAMIC, gateway, ifa=via.ifa,
-                     expire=expire if self.redirtimeout else 0))
-        rtsock.redirect(vnet, dst, gateway, author)
+        if current.plen == 32:
+            if not current.flags & RTF_DYNAMIC:
+                return  # "If host route already exists, ignore redirect"
+            current.gateway, current.ifp, current.ifa = gateway, via.ifp, via.ifa
+            current.flags |= RTF_MODIFIED
+            current.expire = expire if self.redirtimeout else 0
+            rt.changed()
+            if current.expire:
+                vnet.route.arm(current.expire)
+        else:
+            rt.add(Route(dst, 32, via.ifp, RTF_GATEWAY | RTF_DYNAMIC, gateway, ifa=via.ifa,
+                         expire=expire if self.redirtimeout else 0))
+        rtsock.redirect(vnet, dst, gateway, author, fib=rt.fibnum)
 
     def _notify(self, msg: wicmp.IcmpRepr) -> None:
         """Tell the transport whose datagram caused an error (FreeBSD pr_ctlinput): its
@@ -197,6 +224,16 @@ class IcmpState:
             handler = table.get(quoted[9])
         if handler is not None:
             handler(msg.type, msg.code, bytes(quoted), msg.rest)
+
+
+def _redirect_target(vnet: Vnet, rt: RouteTable, gateway: int) -> Route | None:
+    """The connected route a redirect's new gateway is reached by (ifa_ifwithnet), or
+    None if it is not on a connected network or is one of our own addresses."""
+    via = rt.lookup(gateway)
+    if via is None or via.flags & (RTF_GATEWAY | RTF_REJECT | RTF_BLACKHOLE) or (
+            gateway in vnet.ip.local) or via.ifp.is_loopback:
+        return None
+    return via
 
 
 def quoted_ports(quoted: bytes) -> tuple[int, int, int, int]:

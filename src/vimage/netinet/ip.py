@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING
 from vimage import protosw
 from vimage.net import pfil, rtsock
 from vimage.net.ifnet import IFF_BROADCAST, IFF_LOOPBACK, IFF_UP
-from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_REJECT, flow_hash, select
+from vimage.net.route import (
+    RTF_BLACKHOLE,
+    RTF_DYNAMIC,
+    RTF_GATEWAY,
+    RTF_REJECT,
+    flow_hash,
+    select,
+)
 from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.in_ import INADDR_BROADCAST, source_for
 from vimage.netinet.reass import Reassembler, fragment
@@ -43,7 +50,10 @@ SYSCTLS: tuple[Oid, ...] = oids("net.inet.ip", "ip", (
     ("maxfragsperpacket", "Maximum number of IPv4 fragments allowed per packet", 1, 8192),
     ("portrange.first", "First port of the ephemeral range", 1, 65535),
     ("portrange.last", "Last port of the ephemeral range", 1, 65535),
-), {"portrange.first": "port_first", "portrange.last": "port_last"})
+    ("portrange.randomized", "Enable random port allocation", 0, 1),
+    ("redirect", "Enable sending IP redirects", 0, 1),
+), {"portrange.first": "port_first", "portrange.last": "port_last",
+    "portrange.randomized": "port_randomized", "redirect": "sendredirects"})
 
 STAT_LINES: tuple[tuple[str, str], ...] = (
     ("total", "{} total packets received"),
@@ -64,6 +74,7 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
     ("forward", "{} packets forwarded"),
     ("cantforward", "{} packets not forwardable"),
     ("notmember", "{} packets received for unknown multicast group"),
+    ("redirectsent", "{} redirects sent"),
     ("localout", "{} packets sent from this host"),
     ("rawout", "{} packets sent with fabricated ip header"),
     ("odropped", "{} output packets dropped due to no bufs, etc."),
@@ -84,7 +95,8 @@ class IpState:
 
     __slots__ = ("bcast", "forwarding", "fragttl", "ident", "local", "maxfragpackets",
                  "maxfragsperpacket", "mfib", "pfil_fwd", "pfil_in", "pfil_out", "port_first",
-                 "port_last", "protox", "reass", "stats", "ttl", "vnet")
+                 "port_last", "port_randomized", "protox", "reass", "sendredirects", "stats",
+                 "ttl", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
@@ -98,6 +110,8 @@ class IpState:
         self.maxfragsperpacket = 16
         self.port_first = 10000
         self.port_last = 65535
+        self.port_randomized = 1  # FreeBSD's defaults: random ephemeral ports ...
+        self.sendredirects = 1  # ... and a router sends ICMP redirects
         self.ident = -1  # the first IP ID comes from Vnet.secret when first needed
         self.reass: Reassembler | None = None
         # protocol number -> bound input: the vnet's table once bound (see unclaimed)
@@ -295,6 +309,8 @@ class IpState:
             return
         ifp = route.ifp
         nexthop = route.gateway if route.flags & RTF_GATEWAY else dst
+        if ifp is ifp_in and self.sendredirects:  # back out where it came in
+            self.send_redirect(pkt, route, nexthop)
         mtu = route.mtu or ifp.mtu
         route.use += 1
         if hlen == 20:
@@ -341,6 +357,22 @@ class IpState:
         except OSError as exc:
             if exc.errno != errno.ENOBUFS:  # ip_forward: no ICMP error for ENOBUFS
                 icmp_mod.error(vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_HOST)
+
+    def send_redirect(self, pkt: bytes, route: Route, nexthop: int) -> None:
+        """ICMP host redirect to a sender that could reach the next hop itself (FreeBSD
+        ip_forward): the packet leaves by the interface it came in on (the caller's
+        test), its source is on the subnet of the route's address, the route is neither
+        the default route nor itself made by a redirect. Source-routed packets never get
+        here (bad_options refuses them). Sent before the packet is forwarded, where
+        FreeBSD sends it after; the packet itself is forwarded all the same."""
+        if route.plen == 0 or route.flags & RTF_DYNAMIC:
+            return
+        src = _from_bytes(pkt[12:16], "big")
+        ias = route.ifp.addrs if route.ifa is None else (route.ifa,)
+        if not any(src & ia.mask == ia.net for ia in ias):
+            return
+        self.stats.redirectsent += 1
+        icmp_mod.error(self.vnet, pkt, wicmp.REDIRECT, icmp_mod.REDIRECT_HOST, nexthop)
 
     # -- output ------------------------------------------------------------------------
     def next_ident(self) -> int:
