@@ -314,13 +314,40 @@ class Epair(EtherIfnet):
 
 # -- cloners -------------------------------------------------------------------
 def create_loopback(vnet: Vnet, unit: int | None = None) -> Loopback:
-    if unit is None:
-        used = {i.unit for i in vnet.ifaces.values() if i.kind == "lo"}
-        unit = 0
-        while unit in used:
-            unit += 1
-    return Loopback(vnet, "lo", unit, f"lo{unit}", IFF_LOOPBACK | IFF_MULTICAST,
-                    LOOPBACK_MTU, None)
+    """`ifconfig lo create`: a cloned loopback (lo1, lo2 ...), down until configured."""
+    return vnet.kernel.service(LoopbackCloner).create(vnet, unit)
+
+
+class LoopbackCloner:
+    """The lo(4) cloner, a kernel service. As FreeBSD's, each vnet numbers its own
+    loopbacks (lo0 is every vnet's own, its unit always taken), and a unit stays taken
+    while its interface lives in another vnet (moved there as vnet_mkloopback does), so
+    it can come home without a clash."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.units: dict[Vnet, UnitSet] = {}  # units in use, by the vnet that made them
+
+    def create(self, vnet: Vnet, unit: int | None = None) -> Loopback:
+        units = self.units.get(vnet)
+        if units is None:
+            units = self.units[vnet] = UnitSet()
+            units.add(0)
+        unit = self.kernel.alloc_unit(units, unit)
+        try:
+            return Loopback(vnet, "lo", unit, f"lo{unit}", IFF_LOOPBACK | IFF_MULTICAST,
+                            LOOPBACK_MTU, None)
+        except FileExistsError:
+            units.discard(unit)
+            raise
+
+    def destroyed(self, ifp: Ifnet) -> None:
+        units = self.units.get(ifp.home)
+        if units is not None and ifp.unit:
+            units.discard(ifp.unit)
+
+    def vnet_detach(self, vnet: Vnet) -> None:
+        self.units.pop(vnet, None)
 
 
 class EpairCloner:
@@ -397,6 +424,8 @@ def destroy(ifp: Ifnet) -> None:
     kernel.sched.purge_queue(set(ends))
     if ifp.kind == "epair":
         kernel.service(EpairCloner).destroyed(ifp)
+    elif ifp.kind == "lo":
+        kernel.service(LoopbackCloner).destroyed(ifp)
 
 
 def move(ifp: Ifnet, target: Vnet) -> None:
@@ -405,8 +434,8 @@ def move(ifp: Ifnet, target: Vnet) -> None:
         raise ValueError(f"{ifp.name} is already in {target.display_name}")
     if not target.alive:
         raise LookupError(f"vnet {target.display_name} is being destroyed")
-    if ifp.is_loopback:
-        raise PermissionError(f"{ifp.name}: loopback interfaces cannot be moved")
+    if ifp.is_loopback and ifp.kind == "lo" and ifp.unit == 0:
+        raise PermissionError(f"{ifp.name}: loopback interfaces cannot be moved")  # lo0 only
     if ifp.name in target.ifaces:
         raise FileExistsError(f"interface {ifp.name} already exists in {target.display_name}")
     _unlink(ifp)
