@@ -35,7 +35,7 @@ _addrs = ADDRESSES.unpack_from
 _ttl_word = struct.Struct("!BBH").pack
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Container, Mapping
+    from collections.abc import Callable, Container, Iterator, Mapping
 
     from vimage.net.ifnet import Ifnet
     from vimage.net.route import Route
@@ -93,10 +93,10 @@ IpStats = counters("IpStats", tuple(name for name, _ in STAT_LINES))
 class IpState:
     """Per-vnet IPv4 state: addresses, tunables, counters and reassembly queues."""
 
-    __slots__ = ("bcast", "forwarding", "fragttl", "ident", "local", "maxfragpackets",
-                 "maxfragsperpacket", "mfib", "pfil_fwd", "pfil_in", "pfil_out", "port_first",
-                 "port_last", "port_randomized", "protox", "reass", "sendredirects", "stats",
-                 "ttl", "vnet")
+    __slots__ = ("bcast", "forwarding", "fragttl", "ident", "lastport", "local",
+                 "maxfragpackets", "maxfragsperpacket", "mfib", "pfil_fwd", "pfil_in",
+                 "pfil_out", "port_first", "port_last", "port_randomized", "protox", "reass",
+                 "sendredirects", "stats", "ttl", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
@@ -111,6 +111,7 @@ class IpState:
         self.port_first = 10000
         self.port_last = 65535
         self.port_randomized = 1  # FreeBSD's defaults: random ephemeral ports ...
+        self.lastport: dict[str, int] = {}  # per port space: the last one handed out
         self.sendredirects = 1  # ... and a router sends ICMP redirects
         self.ident = -1  # the first IP ID comes from Vnet.secret when first needed
         self.reass: Reassembler | None = None
@@ -266,6 +267,23 @@ class IpState:
         st.noproto += 1
         if dst in self.local:
             icmp_mod.error(self.vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_PROTOCOL)
+
+    def ephemeral_ports(self, space: str) -> Iterator[int]:
+        """Every port of [portrange.first, portrange.last] once, in the order FreeBSD's
+        in_pcb_lport_dest tries them for port space `space` ("tcp", "udp"): from a
+        random point (net.inet.ip.portrange.randomized, the vnet's RNG), else from the
+        one after the last handed out (ipi_lastport), so ports come in sequence."""
+        first, last = sorted((self.port_first, self.port_last))
+        span = last - first + 1
+        if self.port_randomized:
+            start = self.vnet.rng.randrange(span)  # the vnet's own stream: see Vnet.rng
+        else:
+            start = (self.lastport.get(space, first - 1) + 1 - first) % span
+        lastport = self.lastport
+        for i in range(span):
+            port = first + (start + i) % span
+            lastport[space] = port
+            yield port
 
     # -- forwarding ---------------------------------------------------------------------
     def forward(self, ifp_in: Ifnet, pkt: bytes, hlen: int, dst: int) -> None:
