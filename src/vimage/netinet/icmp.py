@@ -22,7 +22,8 @@ from vimage.stats import count_drop, counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import WireError
 from vimage.wire import icmp as wicmp
-from vimage.wire.ipv4 import PROTO_ICMP
+from vimage.wire.checksum import checksum
+from vimage.wire.ipv4 import HEADER, PROTO_ICMP, walk_options
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -40,6 +41,9 @@ SYSCTLS: tuple[Oid, ...] = oids("net.inet.icmp", "icmp", (
      2**31 - 1),
 ))
 
+OPT_RR = 7  # IP options icmp_reflect keeps (RFC 791)
+OPT_TS = 68
+OPT_SECURITY = 130
 REDIRECT_NET = 0  # ICMP redirect codes (RFC 792); a router sends host redirects only
 REDIRECT_HOST = 1
 
@@ -102,12 +106,23 @@ class IcmpState:
     def _rate_ok(self) -> bool:
         return self.lim.check(self.vnet.kernel.sched.now_ns(), self.icmplim)
 
-    def send(self, src: int, dst: int, msg: bytes) -> None:
+    def send(self, src: int, dst: int, msg: bytes, options: bytes = b"",
+             tos: int = 0) -> None:
+        """icmp_send: out with IP options if given (a reflected record route)."""
         st = self.stats
         if msg[0] < len(st.outhist):
             st.outhist[msg[0]] += 1
+        ip = self.vnet.ip
         try:
-            self.vnet.ip.output(PROTO_ICMP, src, dst, msg)
+            if not options:
+                ip.output(PROTO_ICMP, src, dst, msg, tos=tos)
+                return
+            hlen = 20 + len(options)
+            header = bytearray(HEADER.pack(0x40 | hlen >> 2, tos, hlen + len(msg),
+                                           ip.next_ident(), 0, ip.ttl, PROTO_ICMP, 0, src,
+                                           dst) + options)
+            header[10:12] = checksum(header).to_bytes(2, "big")
+            ip.output_packet(bytes(header) + msg, dst)
         except OSError:
             st.noroute += 1
 
@@ -129,7 +144,7 @@ class IcmpState:
             elif is_bcast and not self.bmcastecho:
                 st.bmcastecho += 1
             else:
-                self._reflect(ifp, msg, src, dst, is_bcast)
+                self._reflect(ifp, msg, src, dst, is_bcast, pkt[20:hlen], pkt[1])
         elif msg.type in wicmp.ERROR_TYPES:
             if msg.type == wicmp.REDIRECT:  # for the routing table, not the transports
                 self._redirect(ifp, msg, src)
@@ -138,7 +153,9 @@ class IcmpState:
         vnet.raw.input(pkt, PROTO_ICMP, src, dst)
 
     def _reflect(self, ifp: Ifnet, msg: wicmp.IcmpRepr, src: int, dst: int,
-                 is_bcast: bool) -> None:
+                 is_bcast: bool, options: bytes = b"", tos: int = 0) -> None:
+        """icmp_reflect: the reply keeps the request's TOS and its record route and
+        timestamp options (FreeBSD reuses the request's header)."""
         st = self.stats
         if src == 0 or is_multicast(src) or src == INADDR_BROADCAST or src in self.vnet.ip.bcast:
             st.badaddr += 1
@@ -158,7 +175,7 @@ class IcmpState:
             stamps = bytes(msg.payload[:4]) + now_ms.to_bytes(4, "big") * 2
             out = wicmp.build(wicmp.TSTAMP_REPLY, 0, msg.rest, stamps)
         st.reflect += 1
-        self.send(reply_src, src, out)
+        self.send(reply_src, src, out, reflected_options(options), tos)
 
     def _redirect(self, ifp: Ifnet, msg: wicmp.IcmpRepr, author: int) -> None:
         """An ICMP redirect (FreeBSD icmp_input, icmp_verify_redirect_gateway and
@@ -234,6 +251,16 @@ def _redirect_target(vnet: Vnet, rt: RouteTable, gateway: int) -> Route | None:
             gateway in vnet.ip.local) or via.ifp.is_loopback:
         return None
     return via
+
+
+def reflected_options(options: bytes) -> bytes:
+    """The options icmp_reflect copies into a reply: record route, timestamp and
+    security (a source route is not reversed: FreeBSD refuses those by default), padded
+    with end-of-list bytes to a multiple of 4."""
+    out = b"".join(options[i:i + length] for i, kind, length in walk_options(options, 0,
+                                                                           len(options))
+                   if kind in (OPT_RR, OPT_TS, OPT_SECURITY) and length)
+    return out + b"\x00" * (-len(out) % 4)
 
 
 def quoted_ports(quoted: bytes) -> tuple[int, int, int, int]:

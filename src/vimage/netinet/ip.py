@@ -180,6 +180,7 @@ class IpState:
             if bad is not None:
                 self.bad_options(pkt, bad, dst)
                 return
+            pkt = self.record_here(ifp, pkt, hlen, dst)
         if dst in self.local or dst in self.bcast or dst == INADDR_BROADCAST:
             self.deliver(ifp, pkt, hlen, src, dst)
         elif dst >> 28 == 0xE:
@@ -198,12 +199,32 @@ class IpState:
             if bad is not None:
                 self.bad_options(pkt, bad, dst)
                 return
+            pkt = self.record_here(ifp, pkt, hlen, dst)
         if dst in self.local or dst in self.bcast or dst == INADDR_BROADCAST:
             self.deliver(ifp, pkt, hlen, src, dst)
         elif dst >> 28 == 0xE:
             self.stats.notmember += 1
         else:
             self.forward(ifp, pkt, hlen, dst)
+
+    def record_here(self, ifp: Ifnet, pkt: bytes, hlen: int, dst: int) -> bytes:
+        """ip_dooptions for a packet to this host: its record route and timestamp options
+        record the address it came to (ifa_ifwithaddr(ip_dst); for a broadcast, the
+        receiving interface's), as FreeBSD does before delivering it. A packet to
+        forward is left alone here: forward() records the outgoing address."""
+        if dst in self.local:
+            here = dst
+        elif dst in self.bcast or dst == INADDR_BROADCAST:
+            here = source_for(ifp, _addrs(pkt, 12)[0])
+        else:
+            return pkt
+        if not here:
+            return pkt
+        now_ms = (self.vnet.kernel.sched.now_ns() // 1_000_000) % 86_400_000
+        header = stamp_options(pkt, hlen, here, now_ms, self.local)
+        header[10:12] = b"\x00\x00"
+        header[10:12] = checksum(header).to_bytes(2, "big")
+        return bytes(header) + pkt[hlen:]
 
     def bad_options(self, pkt: bytes, bad: int, dst: int) -> None:
         """Drop a packet check_options refused, as ip_dooptions does (ip_options.c).
