@@ -58,7 +58,7 @@ def test_multiple_last_fragments(host):
                                                                 "fragments": 1}
     assert len(a.ip.reass) == 1  # only the bad fragments went, not the queue
     q = next(iter(a.ip.reass.queues.values()))
-    assert [(o, len(d)) for o, d, _ in q.frags] == [(128, 16)]
+    assert [(f[0], len(f[1])) for f in q.frags] == [(128, 16)]
 
 
 def test_zero_length_fragment(host):
@@ -140,3 +140,24 @@ def test_maxfragpackets_zero_refuses_fragments(host):
     ifp.input(_frag(ifp, ident=8, off=0, mf=True, payload=b"z" * 8))
     assert a.ip.stats.fragments == 1 and a.ip.stats.fragdropped == 1
     assert a.ip.reass is None or len(a.ip.reass) == 0
+
+
+def _ecn_frag(ifp, *, ident: int, off: int, mf: bool, payload: bytes, tos: int) -> bytes:
+    pkt = IP(src=SRC, dst=ADDR, id=ident, frag=off, flags="MF" if mf else 0, tos=tos,
+             proto=253) / payload
+    return raw(Ether(dst=ifp.mac, src="02:00:00:00:00:99") / pkt)
+
+
+def test_ecn_ce_mixed_with_not_ect_is_dropped(host):
+    """RFC 3168 5.3 as ip_reass: a CE fragment in a not-ECT datagram (or the reverse) is
+    dropped; CE on an ECT datagram's fragment marks the whole datagram."""
+    _k, a, ifp = host
+    ifp.input(_ecn_frag(ifp, ident=1, off=0, mf=True, payload=b"a" * 8, tos=0))
+    ifp.input(_ecn_frag(ifp, ident=1, off=1, mf=False, payload=b"b" * 8, tos=3))
+    assert a.ip.stats.fragdropped == 1 and a.ip.stats.reassembled == 0
+    rx = a.socket(2, 3, 253)
+    rx.settimeout(1)
+    ifp.input(_ecn_frag(ifp, ident=2, off=0, mf=True, payload=b"a" * 8, tos=2))  # ECT(0)
+    ifp.input(_ecn_frag(ifp, ident=2, off=1, mf=False, payload=b"b" * 8, tos=3))  # CE
+    got = rx.recv(100)
+    assert got[1] & 3 == 3 and got[20:] == b"a" * 8 + b"b" * 8

@@ -187,3 +187,12 @@ def test_no_redirect_when_leaving_by_another_interface(lan: tuple[Kernel, Vnet, 
     ok(r, "route add -net 10.0.8.0/24 10.0.2.9")
     _send(k, h, "10.0.8.8")
     assert r.ip.stats.redirectsent == 0
+
+
+def test_destroying_a_host_with_a_redirect_route_leaves_no_timer(
+        host: tuple[Kernel, Vnet]) -> None:
+    k, j = host
+    redirect(j)
+    assert j.rt.get(0xC633642A, 32) is not None and k.sched.pending_timers(j) > 0
+    k.destroy("j")
+    assert k.sched.pending_timers(j) == 0

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 MF = 0x2000
 OFFMASK = 0x1FFF
 MAX_DATAGRAM = 65535
+ECN_MASK = 0x03  # the ECN bits of the TOS byte (RFC 3168)
+ECN_NOTECT = 0x00
+ECN_CE = 0x03
 
 
 def _checksummed(header: bytearray) -> bytes:
@@ -70,7 +73,7 @@ class _Queue:
     __slots__ = ("first_header", "frags", "maxoff", "timer")
 
     def __init__(self) -> None:
-        self.frags: list[list] = []  # [offset, data, MF set]
+        self.frags: list[list] = []  # [offset, data, MF set, ECN bits]
         self.maxoff = -1
         self.first_header: bytes | None = None
         self.timer: Timer | None = None
@@ -129,7 +132,11 @@ class Reassembler:
                 return None
         elif not more:
             q.maxoff = end
-        if not self._place(q, off, data, more):
+        ecn = pkt[1] & ECN_MASK
+        if q.frags and not self._ecn_ok(q, ecn):
+            st.fragdropped += 1
+            return None
+        if not self._place(q, off, data, more, ecn):
             st.fragdropped += 1
             return None
         if off == 0 and q.first_header is None:  # the header the datagram will carry
@@ -151,7 +158,18 @@ class Reassembler:
         self.ip.stats.fragtimeout += len(self.queues[key].frags)
         self._drop(key)
 
-    def _place(self, q: _Queue, off: int, data: bytes, more: bool) -> bool:
+    @staticmethod
+    def _ecn_ok(q: _Queue, ecn: int) -> bool:
+        """RFC 3168 5.3 as ip_reass: CE mixed with not-ECT drops the fragment; CE on any
+        fragment is kept on the first one (the reassembled header)."""
+        first = q.frags[0]
+        if ecn == ECN_CE:
+            if first[3] == ECN_NOTECT:
+                return False
+            first[3] = ECN_CE
+        return not (ecn == ECN_NOTECT and first[3] != ECN_NOTECT)
+
+    def _place(self, q: _Queue, off: int, data: bytes, more: bool, ecn: int) -> bool:
         """Insert in offset order, as ip_reass: a fragment that starts at or after a held
         one loses what that one already gives (all of it: False, dropped); held fragments
         after it lose what it covers, and those covered entirely are dropped (counted)."""
@@ -160,14 +178,14 @@ class Reassembler:
         while at < len(frags) and frags[at][0] <= off:
             at += 1
         if at:
-            prev_off, prev_data, _ = frags[at - 1]
+            prev_off, prev_data = frags[at - 1][0], frags[at - 1][1]
             cut = prev_off + len(prev_data) - off
             if cut > 0:
                 if cut >= len(data):
                     return False
                 data = data[cut:]
                 off += cut
-        frags.insert(at, [off, data, more])
+        frags.insert(at, [off, data, more, ecn])
         end = off + len(data)
         nxt = at + 1
         while nxt < len(frags) and end > frags[nxt][0]:
@@ -186,7 +204,7 @@ class Reassembler:
         ip = self.ip
         st = ip.stats
         covered = 0
-        for o, d, _ in q.frags:
+        for o, d, _, _ in q.frags:
             if o != covered:
                 break
             covered += len(d)
@@ -207,9 +225,10 @@ class Reassembler:
             st.fragdropped += len(q.frags)
             return None
         header = bytearray(q.first_header)
+        header[1] |= q.frags[0][3] & ECN_CE  # a CE mark any fragment carried
         header[2:4] = (len(header) + total).to_bytes(2, "big")
         header[6:8] = (((header[6] << 8) | header[7]) & 0x4000).to_bytes(2, "big")
-        return _checksummed(header) + b"".join(d for _, d, _ in q.frags)
+        return _checksummed(header) + b"".join(f[1] for f in q.frags)
 
     def _drop(self, key: tuple[int, int, int, int]) -> None:
         q = self.queues.pop(key, None)
