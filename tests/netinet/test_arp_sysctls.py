@@ -168,3 +168,21 @@ def test_portrange_randomized_zero_gives_sequential_ports():
     t = v.socket(2, 1)
     t.bind(("", 0))
     assert t.getsockname()[1] == 20000
+
+
+def test_arp_sh_static_permanent_modify_message(caplog):
+    """arp.sh `static`: a permanent entry for B's address, then B configures it (its
+    gratuitous ARP): the entry stays and the last kernel message is FreeBSD's."""
+    k = Kernel(clock="virtual", seed=4)
+    a, b = k.create("a"), k.create("b")
+    for line in ("ifconfig epair create", "ifconfig epair0a vnet a", "ifconfig epair0b vnet b"):
+        assert k.cmd(line).status == 0
+    assert a.cmd("ifconfig epair0a inet 198.51.100.1/24").status == 0
+    assert a.cmd("arp -s 198.51.100.2 0:0:0:0:0:0").status == 0
+    with caplog.at_level(logging.INFO, logger="vimage.arp"):
+        assert b.cmd("ifconfig epair0b inet 198.51.100.2/24").status == 0
+        k.run(1)
+    eth = b.ifaces["epair0b"].mac.hex(":")
+    assert _messages(caplog)[-1] == (
+        f"arp: {eth} attempts to modify permanent entry for 198.51.100.2 on epair0a")
+    assert a.arp.table[ipv4.aton("198.51.100.2")].mac == bytes(6)
