@@ -111,3 +111,54 @@ def test_df_from_the_header_is_honoured(chain):
     assert exc.value.errno == errno.EMSGSIZE
     s.sendto(_pkt("10.0.1.2", flags=0, body=b"x" * 2000), ("10.0.1.2", 0))
     assert a.ip.stats.fragmented == 1
+
+
+# FreeBSD's tests/sys/netinet/raw.c `input`, its unicast rows (vimage's IPv4 raw sockets
+# have no IP_ADD_MEMBERSHIP): receivers (laddr, faddr, proto) and, per packet sent
+# through a connected IP_HDRINCL socket, which of them get a copy (rip_input).
+_PROT1, _PROT2 = 253, 254
+_RCVRS = (
+    ("", "", 0), ("", "", _PROT1),
+    ("127.0.0.1", "", 0), ("127.0.0.1", "", _PROT1),
+    ("127.0.0.2", "", 0), ("127.0.0.2", "", _PROT1),
+    ("127.0.0.1", "127.0.0.3", 0), ("127.0.0.1", "127.0.0.3", _PROT1),
+    ("127.0.0.1", "127.0.0.4", 0), ("127.0.0.1", "127.0.0.4", _PROT1),
+    ("127.0.0.2", "127.0.0.4", 0), ("127.0.0.2", "127.0.0.4", _PROT1),
+)
+_TESTS = (  # (src, dst, proto, expected): LOOP(0) is 127.0.0.1
+    ("127.0.0.3", "127.0.0.1", _PROT1, "xxxxooxxoooo"),
+    ("127.0.0.3", "127.0.0.1", _PROT2, "xoxoooxooooo"),
+    ("127.0.0.4", "127.0.0.1", _PROT1, "xxxxooooxxoo"),
+    ("127.0.0.4", "127.0.0.1", _PROT2, "xoxoooooxooo"),
+    ("127.0.0.3", "127.0.0.2", _PROT1, "xxooxxoooooo"),
+    ("127.0.0.3", "127.0.0.2", _PROT2, "xoooxooooooo"),
+    ("127.0.0.4", "127.0.0.2", _PROT1, "xxooxxooooxx"),
+    ("127.0.0.4", "127.0.0.2", _PROT2, "xoooxoooooxo"),
+)
+
+
+def test_freebsd_raw_c_input() -> None:
+    k = Kernel(clock="virtual", seed=9)
+    v = k.create("v")
+    assert v.cmd("ifconfig lo0 127.0.0.2/32 alias").status == 0
+    rcvrs = []
+    for laddr, faddr, proto in _RCVRS:
+        r = v.socket(socket.AF_INET, socket.SOCK_RAW, proto)
+        r.setblocking(False)
+        if laddr:
+            r.bind((laddr, 0))
+        if faddr:
+            r.connect((faddr, 0))
+        rcvrs.append(r)
+    s = v.socket(socket.AF_INET, socket.SOCK_RAW, 0)
+    s.setsockopt(socket.IPPROTO_IP, IP_HDRINCL, 1)
+    s.connect(("127.0.0.100", 0))  # send() needs it; the header's destination is used
+    for n, (src, dst, proto, expected) in enumerate(_TESTS):
+        payload = bytes((n + i) & 0xFF for i in range(100))
+        pkt = raw(IP(src=src, dst=dst, proto=proto, ttl=16, id=0) / payload)
+        pkt = pkt[:10] + b"\0\0" + pkt[12:]  # the kernel computes the checksum
+        assert s.send(pkt) == len(pkt)
+        k.run(0.01)
+        got = "".join("x" if (_recv(r) or b"")[20:] == payload else "o" for r in rcvrs)
+        assert got == expected, (n, src, dst, proto)
+        assert all(_recv(r) is None for r in rcvrs)  # one copy each at most
