@@ -88,3 +88,40 @@ def test_lo0_stays(k: Kernel) -> None:
     out = fails(k, "ifconfig lo0 vnet j")
     assert "lo0" in out
     assert "lo0" in k.base.ifaces
+
+
+def test_output_raw_flowid_mpath_success(k: Kernel) -> None:
+    """FreeBSD's tests/sys/netinet/output.sh output_raw_flowid_mpath_success: two jails
+    joined by two epairs, each with a cloned loopback moved in (vnet_mkloopback); pings
+    to 32 addresses on b's loopback over a two-path route are spread over both links."""
+    a, b = k.create("a"), k.create("b")
+    epairs = [ok(k, "ifconfig epair create").strip()[:-1] for _ in range(2)]
+    lo_src = ok(k, "ifconfig lo create").strip()
+    lo_dst = ok(k, "ifconfig lo create").strip()
+    for e in epairs:
+        ok(k, f"ifconfig {e}a vnet a")
+        ok(k, f"ifconfig {e}b vnet b")
+    ok(k, f"ifconfig {lo_src} vnet a")
+    ok(k, f"ifconfig {lo_dst} vnet b")
+    ok(a, "sysctl net.route.multipath=1")
+    for vnet, side, addrs in ((a, "a", (".1", ".5")), (b, "b", (".2", ".6"))):
+        for e, last in zip(epairs, addrs, strict=True):
+            ok(vnet, f"ifconfig {e}{side} up")
+            ok(vnet, f"ifconfig {e}{side} inet 203.0.113{last}/30")
+    ok(a, f"ifconfig {lo_src} up")
+    ok(b, f"ifconfig {lo_dst} up")
+    ips = (4, 29, 48, 53, 55, 61, 71, 80, 84, 87, 90, 91, 119, 131, 137, 153, 154, 158, 162,
+           169, 169, 171, 176, 187, 197, 228, 233, 235, 236, 237, 245, 251)
+    ok(a, f"ifconfig {lo_src} inet 192.0.2.1/32")
+    ok(b, f"ifconfig {lo_dst} inet 198.51.100.1/32")
+    for i in sorted(set(ips)):
+        ok(b, f"ifconfig {lo_dst} alias 198.51.100.{i}/32")
+    ok(a, "route add -4 -net 198.51.100.0/24 203.0.113.2")
+    ok(a, "route add -4 -net 198.51.100.0/24 203.0.113.6")
+    ok(b, "route add -4 -net 192.0.2.0/24 203.0.113.1")
+    valid = "1 packets transmitted, 1 packets received"
+    assert valid in ok(a, "ping -nc1 198.51.100.1")
+    for i in ips:
+        assert valid in ok(a, f"ping -nc1 198.51.100.{i}")
+    pkt_0, pkt_1 = (a.ifaces[f"{e}a"].opackets for e in epairs)
+    assert pkt_0 > 10 and pkt_1 > 10, (pkt_0, pkt_1)
