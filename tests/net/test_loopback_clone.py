@@ -125,3 +125,13 @@ def test_output_raw_flowid_mpath_success(k: Kernel) -> None:
         assert valid in ok(a, f"ping -nc1 198.51.100.{i}")
     pkt_0, pkt_1 = (a.ifaces[f"{e}a"].opackets for e in epairs)
     assert pkt_0 > 10 and pkt_1 > 10, (pkt_0, pkt_1)
+
+
+def test_loopback_dies_with_the_vnet_that_made_it(k: Kernel) -> None:
+    maker, user = k.create("maker"), k.create("user")
+    ok(maker, "ifconfig lo create")
+    ok(maker, "ifconfig lo1 vnet user")
+    ok(user, "ifconfig lo1 inet 192.0.2.9/32 up")
+    k.destroy("maker")
+    assert "lo1" not in user.ifaces
+    assert 0xC0000209 not in user.ip.local

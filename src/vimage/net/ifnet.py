@@ -322,11 +322,13 @@ class LoopbackCloner:
     """The lo(4) cloner, a kernel service. As FreeBSD's, each vnet numbers its own
     loopbacks (lo0 is every vnet's own, its unit always taken), and a unit stays taken
     while its interface lives in another vnet (moved there as vnet_mkloopback does), so
-    it can come home without a clash."""
+    it can come home without a clash. A loopback dies with the vnet that made it (its
+    cloner goes with that vnet), wherever it lives then."""
 
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self.units: dict[Vnet, UnitSet] = {}  # units in use, by the vnet that made them
+        self.born: dict[Vnet, dict[int, Loopback]] = {}
 
     def create(self, vnet: Vnet, unit: int | None = None) -> Loopback:
         units = self.units.get(vnet)
@@ -335,18 +337,27 @@ class LoopbackCloner:
             units.add(0)
         unit = self.kernel.alloc_unit(units, unit)
         try:
-            return Loopback(vnet, "lo", unit, f"lo{unit}", IFF_LOOPBACK | IFF_MULTICAST,
-                            LOOPBACK_MTU, None)
+            ifp = Loopback(vnet, "lo", unit, f"lo{unit}", IFF_LOOPBACK | IFF_MULTICAST,
+                           LOOPBACK_MTU, None)
         except FileExistsError:
             units.discard(unit)
             raise
+        self.born.setdefault(vnet, {})[unit] = ifp
+        return ifp
 
     def destroyed(self, ifp: Ifnet) -> None:
         units = self.units.get(ifp.home)
         if units is not None and ifp.unit:
             units.discard(ifp.unit)
+        born = self.born.get(ifp.home)
+        if born is not None and born.get(ifp.unit) is ifp:
+            del born[ifp.unit]
 
     def vnet_detach(self, vnet: Vnet) -> None:
+        """Loopbacks made in `vnet` that live elsewhere die with it."""
+        for ifp in list(self.born.pop(vnet, {}).values()):
+            if ifp.vnet is not vnet and ifp.vnet.ifaces.get(ifp.name) is ifp:
+                destroy(ifp)
         self.units.pop(vnet, None)
 
 
