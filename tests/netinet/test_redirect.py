@@ -196,3 +196,14 @@ def test_destroying_a_host_with_a_redirect_route_leaves_no_timer(
     assert j.rt.get(0xC633642A, 32) is not None and k.sched.pending_timers(j) > 0
     k.destroy("j")
     assert k.sched.pending_timers(j) == 0
+
+
+def test_log_redirect(host: tuple[Kernel, Vnet], caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    _k, j = host
+    ok(j, "sysctl net.inet.icmp.log_redirect=1")
+    with caplog.at_level(logging.INFO, logger="vimage.icmp"):
+        redirect(j)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"icmp redirect from {REMOTE_RTR}: {DST} => {NEW_RTR} (vnet j)"]

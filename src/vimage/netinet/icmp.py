@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from socket import AF_INET
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -23,7 +24,7 @@ from vimage.sysctl import Oid, oids
 from vimage.wire import WireError
 from vimage.wire import icmp as wicmp
 from vimage.wire.checksum import checksum
-from vimage.wire.ipv4 import HEADER, PROTO_ICMP, walk_options
+from vimage.wire.ipv4 import HEADER, PROTO_ICMP, ntoa, walk_options
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -37,6 +38,7 @@ SYSCTLS: tuple[Oid, ...] = oids("net.inet.icmp", "icmp", (
     ("bmcastecho", "Reply to ICMP echo sent to broadcast/multicast", 0, 1),
     ("quotelen", "Bytes of the original datagram after its header quoted in ICMP errors", 0, 548),
     ("drop_redirect", "Ignore ICMP redirects", 0, 1),
+    ("log_redirect", "Log ICMP redirects to the console", 0, 1),
     ("redirtimeout", "Delay in seconds before expiring route created by ICMP redirect", 0,
      2**31 - 1),
 ))
@@ -88,8 +90,8 @@ class IcmpStats(_IcmpCounters):  # type: ignore[misc,valid-type]
 
 
 class IcmpState:
-    __slots__ = ("bmcastecho", "ctlx", "drop_redirect", "icmplim", "lim", "quotelen",
-                 "redirtimeout", "stats", "vnet")
+    __slots__ = ("bmcastecho", "ctlx", "drop_redirect", "icmplim", "lim", "log_redirect",
+                 "quotelen", "redirtimeout", "stats", "vnet")
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
@@ -101,6 +103,7 @@ class IcmpState:
         self.quotelen = 8
         self.drop_redirect = 0  # FreeBSD's defaults
         self.redirtimeout = 600
+        self.log_redirect = 0
         self.lim = PpsLimit()
 
     def _rate_ok(self) -> bool:
@@ -189,11 +192,15 @@ class IcmpState:
         which takes the new gateway and the M flag (RTF_MODIFIED, as FreeBSD's
         rtredirect did). A router ignores redirects (RFC 1812 5.2.7.2)."""
         quoted = msg.payload
+        vnet = self.vnet
+        if self.log_redirect and len(quoted) >= 20:  # (icmp_input's printf, as it words it)
+            logging.getLogger("vimage.icmp").info(
+                "icmp redirect from %s: %s => %s (vnet %s)", ntoa(author),
+                ntoa(int.from_bytes(quoted[16:20], "big")), ntoa(msg.rest), vnet.name)
+        if self.drop_redirect or vnet.ip.forwarding:
+            return
         if msg.code > 3:
             self.stats.badcode += 1
-            return
-        vnet = self.vnet
-        if self.drop_redirect or vnet.ip.forwarding:
             return
         if len(quoted) < 28 or quoted[0] >> 4 != 4 or quoted[0] & 0x0F < 5:
             self.stats.badlen += 1  # ICMP_ADVLENMIN: a header and 8 bytes quoted
