@@ -162,8 +162,10 @@ def test_portrange_randomized_zero_gives_sequential_ports():
     assert sorted(randomized) != list(range(randomized[0], randomized[0] + 3))
     v.cmd("sysctl net.inet.ip.portrange.randomized=0")
     v.cmd("sysctl net.inet.ip.portrange.first=20000")
-    first = ports(3)
-    assert first[1:] == [first[0] + 1, first[0] + 2]
+    v.cmd("sysctl net.inet.ip.portrange.last=20002")
+    assert ports(3) == [20000, 20001, 20002]  # the last one left the range: from first
+    v.cmd("sysctl net.inet.ip.portrange.last=20010")
+    assert ports(2) == [20003, 20004]  # then on from the last one
     # TCP keeps its own sequence (FreeBSD: one ipi_lastport per pcbinfo)
     t = v.socket(2, 1)
     t.bind(("", 0))

@@ -298,8 +298,9 @@ class IpState:
         span = last - first + 1
         if self.port_randomized:
             start = self.vnet.rng.randrange(span)  # the vnet's own stream: see Vnet.rng
-        else:
-            start = (self.lastport.get(space, first - 1) + 1 - first) % span
+        else:  # ++*lastport, back to first when it left the range (in_pcb_lport_dest)
+            nxt = self.lastport.get(space, first - 1) + 1
+            start = nxt - first if first <= nxt <= last else 0
         lastport = self.lastport
         for i in range(span):
             port = first + (start + i) % span
