@@ -73,6 +73,7 @@ Kernel.standard_protocols = (
 )
 Kernel.standard_cloners = (
     ("epair", _ifnet.EpairCloner),
+    ("lo", _ifnet.LoopbackCloner),
     ("bridge", _if_bridge.BridgeCloner),
     ("hub", _if_bridge.HubCloner),
     ("vlan", _if_vlan.VlanCloner),

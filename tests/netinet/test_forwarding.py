@@ -167,8 +167,9 @@ def test_routers_fill_in_record_route():
     k, at_a, at_b = _through_chain([IPOption_RR(routers=["0.0.0.0"] * 4)])
     got = IP(at_b.recv(2000))
     rr = got.options[0]
-    # each router records the address of the interface it sends on, then moves the pointer
-    assert rr.routers[:2] == ["10.0.1.1", "10.0.2.1"] and rr.pointer == 12
+    # each router records the address of the interface it sends on, then moves the pointer;
+    # the destination records the address it was sent to (ip_dooptions before delivery)
+    assert rr.routers[:3] == ["10.0.1.1", "10.0.2.1", "10.0.2.2"] and rr.pointer == 16
     assert got.ttl == 62 and IP(bytes(got)).chksum == got.chksum
 
 
@@ -182,7 +183,8 @@ def test_routers_fill_in_timestamps_and_count_overflow():
     ts = raw_pkt[20:hl]
     assert ts[0] == 68 and ts[2] == 13  # one address/time pair written
     assert ts[4:8] == bytes((10, 0, 1, 1))
-    assert ts[3] >> 4 == 1  # the second router found no room: overflow counted
+    # the second router found no room, nor did the destination: overflow counted twice
+    assert ts[3] >> 4 == 2
 
 
 def test_malformed_record_route_gets_parameter_problem():

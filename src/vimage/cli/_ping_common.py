@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 TIMELEN = 8  # bytes of send timestamp at the start of the data
 MAXWAIT_MS = 10000
+FLOOD_INTERVAL_NS = 10_000_000  # ping -f: at least a hundred requests a second
 MAXALARM = 3600
 
 
@@ -110,8 +111,9 @@ class PingBase:
     def send(self) -> None:
         raise NotImplementedError
 
-    def poll(self, timeout_ns: int) -> None:
-        """Wait up to `timeout_ns` for packets and account for those that came."""
+    def poll(self, timeout_ns: int) -> bool | None:
+        """Wait up to `timeout_ns` for packets and account for those that came; True if
+        a packet came (flood mode sends the next request at once)."""
         raise NotImplementedError
 
     def running(self) -> bool:
@@ -175,8 +177,9 @@ class PingBase:
 
 
 def run(pinger: PingBase, npackets: int, interval_ns: int, alarm: int, once: bool,
-        maxwait_ms: int) -> None:
-    """FreeBSD ping's main loop: send every interval, read replies in between.
+        maxwait_ms: int, flood: bool = False) -> None:
+    """FreeBSD ping's main loop: send every interval, read replies in between; with
+    `flood`, also send as soon as a packet came in (`n == 0 || options & F_FLOOD`).
 
     After the last request it waits twice the longest round trip (at least a
     second) if anything came back, else `maxwait_ms`.
@@ -193,10 +196,11 @@ def run(pinger: PingBase, npackets: int, interval_ns: int, alarm: int, once: boo
             return
         wake = last + intvl if alarm_at is None else min(last + intvl, alarm_at)
         if now < wake:
-            pinger.poll(wake - now)
+            got = pinger.poll(wake - now)
             if (npackets and pinger.nreceived >= npackets) or (once and pinger.nreceived):
                 return
-            continue
+            if not (flood and got):
+                continue
         if not npackets or pinger.ntransmitted < npackets:
             pinger.send()
         else:

@@ -235,7 +235,7 @@ def op_ifmove(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
         ifp = scope.ifaces.get(ifname)
         if ifp is None:
             raise LookupError(f"interface {ifname} does not exist")
-        if ifp.is_loopback:
+        if ifp.is_loopback and ifp.kind == "lo" and ifp.unit == 0:  # cloned lo1... move
             raise PermissionError(f"{ifname}: loopback interfaces cannot be moved")
         final = newname or ifname
         if final in target.ifaces:

@@ -405,15 +405,52 @@ class Epair(EtherIfnet):
 
 # -- cloners -------------------------------------------------------------------
 def create_loopback(vnet: Vnet, unit: int | None = None) -> Loopback:
-    if unit is None:
-        used = {i.unit for i in vnet.ifaces.values() if i.kind == "lo"}
-        unit = 0
-        while unit in used:
-            unit += 1
-    lo = Loopback(vnet, "lo", unit, f"lo{unit}", IFF_LOOPBACK | IFF_MULTICAST,
-                  LOOPBACK_MTU, None)
-    lo.capabilities = lo.capenable = offload.LOOP_CAPS
-    return lo
+    """`ifconfig lo create`: a cloned loopback (lo1, lo2 ...), down until configured."""
+    return vnet.kernel.service(LoopbackCloner).create(vnet, unit)
+
+
+class LoopbackCloner:
+    """The lo(4) cloner, a kernel service. As FreeBSD's, each vnet numbers its own
+    loopbacks (lo0 is every vnet's own, its unit always taken), and a unit stays taken
+    while its interface lives in another vnet (moved there as vnet_mkloopback does), so
+    it can come home without a clash. A loopback dies with the vnet that made it (its
+    cloner goes with that vnet), wherever it lives then."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.units: dict[Vnet, UnitSet] = {}  # units in use, by the vnet that made them
+        self.born: dict[Vnet, dict[int, Loopback]] = {}
+
+    def create(self, vnet: Vnet, unit: int | None = None) -> Loopback:
+        units = self.units.get(vnet)
+        if units is None:
+            units = self.units[vnet] = UnitSet()
+            units.add(0)
+        unit = self.kernel.alloc_unit(units, unit)
+        try:
+            ifp = Loopback(vnet, "lo", unit, f"lo{unit}", IFF_LOOPBACK | IFF_MULTICAST,
+                           LOOPBACK_MTU, None)
+            ifp.capabilities = ifp.capenable = offload.LOOP_CAPS
+        except FileExistsError:
+            units.discard(unit)
+            raise
+        self.born.setdefault(vnet, {})[unit] = ifp
+        return ifp
+
+    def destroyed(self, ifp: Ifnet) -> None:
+        units = self.units.get(ifp.home)
+        if units is not None and ifp.unit:
+            units.discard(ifp.unit)
+        born = self.born.get(ifp.home)
+        if born is not None and born.get(ifp.unit) is ifp:
+            del born[ifp.unit]
+
+    def vnet_detach(self, vnet: Vnet) -> None:
+        """Loopbacks made in `vnet` that live elsewhere die with it."""
+        for ifp in list(self.born.pop(vnet, {}).values()):
+            if ifp.vnet is not vnet and ifp.vnet.ifaces.get(ifp.name) is ifp:
+                destroy(ifp)
+        self.units.pop(vnet, None)
 
 
 class EpairCloner:
@@ -491,6 +528,8 @@ def destroy(ifp: Ifnet) -> None:
     kernel.sched.purge_queue(set(ends))
     if ifp.kind == "epair":
         kernel.service(EpairCloner).destroyed(ifp)
+    elif ifp.kind == "lo":
+        kernel.service(LoopbackCloner).destroyed(ifp)
 
 
 def move(ifp: Ifnet, target: Vnet) -> None:
@@ -499,8 +538,8 @@ def move(ifp: Ifnet, target: Vnet) -> None:
         raise ValueError(f"{ifp.name} is already in {target.display_name}")
     if not target.alive:
         raise LookupError(f"vnet {target.display_name} is being destroyed")
-    if ifp.is_loopback:
-        raise PermissionError(f"{ifp.name}: loopback interfaces cannot be moved")
+    if ifp.is_loopback and ifp.kind == "lo" and ifp.unit == 0:
+        raise PermissionError(f"{ifp.name}: loopback interfaces cannot be moved")  # lo0 only
     if ifp.name in target.ifaces:
         raise FileExistsError(f"interface {ifp.name} already exists in {target.display_name}")
     _unlink(ifp)

@@ -41,6 +41,15 @@ SYSCTLS: tuple[Oid, ...] = oids("net.link.ether.inet", "arp", (
     ("max_log_per_second",
      "Maximum number of remotely triggered ARP messages that can be logged per second",
      0, 2**31 - 1),
+    ("proxyall", "Enable proxy ARP for all suitable requests", 0, 1),
+    ("garp_rexmit_count",
+     "Number of times to retransmit GARP packets; 0 to disable, maximum of 16", 0, 16),
+    ("log_arp_wrong_iface", "log arp packets arriving on the wrong interface", 0, 1),
+    ("log_arp_movements", "log arp replies from MACs different than the one in the cache",
+     0, 1),
+    ("log_arp_permanent_modify",
+     "log arp replies from MACs different than the one in the permanent arp entry", 0, 1),
+    ("allow_multicast", "accept multicast addresses", 0, 1),
 ))
 
 STAT_LINES: tuple[tuple[str, str], ...] = (
@@ -90,9 +99,11 @@ class ArpState(LazySlots):
     can grow the table (and its timers) without limit.
     """
 
-    __slots__ = ("host_down_time", "log_count", "log_second", "max_age", "max_entries",
-                 "max_log_per_second", "maxhold", "maxtries", "per_ifp", "stats", "table",
-                 "vnet", "wait")
+    __slots__ = ("allow_multicast", "garp", "garp_rexmit_count", "host_down_time",
+                 "log_arp_movements", "log_arp_permanent_modify", "log_arp_wrong_iface",
+                 "log_count", "log_second", "max_age", "max_entries", "max_log_per_second",
+                 "maxhold", "maxtries", "per_ifp", "proxyall", "stats", "table", "vnet",
+                 "wait")
     lazy = MappingProxyType({"stats": ArpStats})  # on first read
 
     def __init__(self, vnet: Vnet) -> None:
@@ -108,6 +119,15 @@ class ArpState(LazySlots):
         self.max_log_per_second = 1
         self.log_second = -1
         self.log_count = 0
+        # FreeBSD's defaults (if_ether.c)
+        self.proxyall = 0
+        self.garp_rexmit_count = 0
+        self.log_arp_wrong_iface = 1
+        self.log_arp_movements = 1
+        self.log_arp_permanent_modify = 1
+        self.allow_multicast = 0
+        # (interface, address) -> its GARP retransmission timer and the retransmissions made
+        self.garp: dict[tuple[Ifnet, int], tuple[Timer, int]] = {}
 
     # -- output ----------------------------------------------------------------------
     def output(self, ifp: Ifnet, packet: bytes, nexthop: int, broadcast: bool = False) -> None:
@@ -270,9 +290,14 @@ class ArpState(LazySlots):
             stats.rxreplies += 1
         if msg.sha == ifp.mac:
             return  # our own frame looped back
-        if msg.sha[0] & 1:
-            stats.rxbad += 1
-            return  # broadcast/multicast sender hardware address
+        if msg.sha[0] & 1 and (not self.allow_multicast or msg.sha == BROADCAST):
+            stats.rxbad += 1  # (a vimage count: FreeBSD only logs these)
+            if msg.sha == BROADCAST:
+                self._log(logging.INFO, "link address is broadcast for IP address %s!",
+                          ntoa(msg.spa))
+            else:
+                self._log(logging.INFO, "%s is multicast", msg.sha.hex(":"))
+            return  # a multicast sender hardware address, unless allow_multicast
         local = self.vnet.ip.local
         mine = local.get(msg.spa)
         if mine is not None and mine.ifp is ifp:
@@ -287,10 +312,32 @@ class ArpState(LazySlots):
             self._learn(ifp, msg.spa, msg.sha, target is not None)
         # answered even when the sender is off-link and got no entry (in_arpinput: "we will
         # try to answer the request instead of dropping frame")
-        if msg.op == warp.OP_REQUEST and target is not None and msg.spa != msg.tpa:
-            stats.txreplies += 1
-            ether_output(ifp, msg.sha, ETH_ARP,
-                         warp.build(warp.OP_REPLY, ifp.mac, msg.tpa, msg.sha, msg.spa))
+        if msg.op != warp.OP_REQUEST or msg.spa == msg.tpa:
+            return
+        if target is None and not self._proxy(ifp, msg.spa, msg.tpa):
+            return
+        stats.txreplies += 1
+        ether_output(ifp, msg.sha, ETH_ARP,
+                     warp.build(warp.OP_REPLY, ifp.mac, msg.tpa, msg.sha, msg.spa))
+
+    def _proxy(self, ifp: Ifnet, spa: int, tpa: int) -> bool:
+        """net.inet.link.ether.inet.proxyall (in_arpinput): answer for an address we
+        route elsewhere, not for one on the interface the request came in on ("or
+        we'll get into a fight"), and only to a sender routed via this interface."""
+        if not self.proxyall:
+            return False
+        route = self.vnet.route
+        rt = route.tables[ifp.fib] if ifp.fib < len(route.tables) else self.vnet.rt
+        there = rt.lookup(tpa)
+        if there is None or there.ifp is ifp:
+            return False
+        back = rt.lookup(spa)
+        if back is None or back.ifp is not ifp:
+            if back is not None:
+                self._log(logging.INFO, "proxy: ignoring request from %s via %s",
+                          ntoa(spa), ifp.name)
+            return False
+        return True
 
     def _learn(self, ifp: Ifnet, spa: int, sha: bytes, to_us: bool) -> None:
         """Update the sender's entry, or create one (FreeBSD in_arpinput).
@@ -302,6 +349,16 @@ class ArpState(LazySlots):
         """
         entry = self.table.get(spa)
         if entry is not None and entry.ifp is ifp:
+            if entry.mac is not None and entry.mac != sha:  # arp_check_update_lle
+                if entry.state == STATIC:
+                    if self.log_arp_permanent_modify:
+                        self._log(logging.ERROR,
+                                  "%s attempts to modify permanent entry for %s on %s",
+                                  sha.hex(":"), ntoa(spa), ifp.name)
+                    return
+                if self.log_arp_movements:
+                    self._log(logging.INFO, "%s moved from %s to %s on %s", ntoa(spa),
+                              entry.mac.hex(":"), sha.hex(":"), ifp.name)
             if entry.state != STATIC:
                 self._resolved(entry, sha)
             return
@@ -309,7 +366,7 @@ class ArpState(LazySlots):
             return
         if not on_link(ifp, spa):
             self.stats.notlocal += 1
-            if entry is not None:  # log_arp_wrong_iface
+            if entry is not None and self.log_arp_wrong_iface:
                 self._log(logging.WARNING, "%s is on %s but got reply from %s on %s",
                           ntoa(spa), entry.ifp.name, sha.hex(":"), ifp.name)
             else:
@@ -325,10 +382,35 @@ class ArpState(LazySlots):
         self._resolved(entry, sha)
 
     def announce(self, ifp: Ifnet, addr: int) -> None:
-        """Gratuitous ARP for a newly configured address."""
+        """Gratuitous ARP for a newly configured address, then, with
+        net.link.ether.inet.garp_rexmit_count N, N retransmissions 1, 2, 4 ... seconds
+        apart (FreeBSD's garp_timer_start and garp_rexmit)."""
+        self._send_garp(ifp, addr)
+        old = self.garp.pop((ifp, addr), None)
+        if old is not None:
+            old[0].cancel()
+        if self.garp_rexmit_count > 0:
+            self._garp_arm(ifp, addr, 0)
+
+    def _send_garp(self, ifp: Ifnet, addr: int) -> None:
         self.stats.txrequests += 1
         ether_output(ifp, BROADCAST, ETH_ARP,
                      warp.build(warp.OP_REQUEST, ifp.mac, addr, ZERO_MAC, addr))
+
+    def _garp_arm(self, ifp: Ifnet, addr: int, count: int) -> None:
+        timer = self.vnet.kernel.sched.call_later((1 << count) * NS_PER_S, self._garp_rexmit,
+                                                  ifp, addr, owner=self.vnet)
+        self.garp[(ifp, addr)] = (timer, count)
+
+    def _garp_rexmit(self, ifp: Ifnet, addr: int) -> None:
+        _timer, count = self.garp.pop((ifp, addr), (None, 0))
+        ia = self.vnet.ip.local.get(addr)
+        if ia is None or ia.ifp is not ifp or not ifp.flags & 1:
+            return  # the address went away (or the interface went down): stop
+        self._send_garp(ifp, addr)
+        count += 1
+        if count < self.garp_rexmit_count:
+            self._garp_arm(ifp, addr, count)
 
     # -- administration (arp -s / -d / -a) ------------------------------------------
     def set_static(self, ifp: Ifnet, addr: int, mac: bytes, temporary: bool = False) -> None:
@@ -365,10 +447,15 @@ class ArpState(LazySlots):
     def purge_ifp(self, ifp: Ifnet) -> None:
         for entry in [e for e in self.table.values() if e.ifp is ifp]:
             self._drop(entry)
+        for key in [k for k in self.garp if k[0] is ifp]:
+            self.garp.pop(key)[0].cancel()
 
     def clear(self) -> None:
         for entry in list(self.table.values()):
             self._drop(entry)
+        for timer, _count in self.garp.values():
+            timer.cancel()
+        self.garp.clear()
 
 
 def on_link(ifp: Ifnet, addr: int) -> bool:

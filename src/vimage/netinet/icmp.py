@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import logging
 from socket import AF_INET
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage import protosw
 from vimage.net import rtsock
-from vimage.net.route import RTF_BLACKHOLE, RTF_DYNAMIC, RTF_GATEWAY, RTF_REJECT, Route
+from vimage.net.route import (
+    RTF_BLACKHOLE,
+    RTF_DYNAMIC,
+    RTF_GATEWAY,
+    RTF_MODIFIED,
+    RTF_REJECT,
+    Route,
+)
 from vimage.netinet.in_ import INADDR_BROADCAST, is_multicast
 from vimage.sched import NS_PER_S, PpsLimit
 from vimage.stats import LazySlots, count_drop, counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import WireError
 from vimage.wire import icmp as wicmp
-from vimage.wire.ipv4 import PROTO_ICMP
+from vimage.wire.checksum import checksum
+from vimage.wire.ipv4 import HEADER, PROTO_ICMP, ntoa, walk_options
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from vimage.net.ifnet import Ifnet
+    from vimage.net.route import RouteTable
     from vimage.vnet import Vnet
 
 SYSCTLS: tuple[Oid, ...] = oids("net.inet.icmp", "icmp", (
@@ -28,9 +38,16 @@ SYSCTLS: tuple[Oid, ...] = oids("net.inet.icmp", "icmp", (
     ("bmcastecho", "Reply to ICMP echo sent to broadcast/multicast", 0, 1),
     ("quotelen", "Bytes of the original datagram after its header quoted in ICMP errors", 0, 548),
     ("drop_redirect", "Ignore ICMP redirects", 0, 1),
+    ("log_redirect", "Log ICMP redirects to the console", 0, 1),
     ("redirtimeout", "Delay in seconds before expiring route created by ICMP redirect", 0,
      2**31 - 1),
 ))
+
+OPT_RR = 7  # IP options icmp_reflect keeps (RFC 791)
+OPT_TS = 68
+OPT_SECURITY = 130
+REDIRECT_NET = 0  # ICMP redirect codes (RFC 792); a router sends host redirects only
+REDIRECT_HOST = 1
 
 # netstat's histogram labels, indexed by ICMP type ("" = not shown)
 TYPE_NAMES: tuple[str, ...] = (
@@ -73,8 +90,8 @@ class IcmpStats(_IcmpCounters):  # type: ignore[misc,valid-type]
 
 
 class IcmpState(LazySlots):
-    __slots__ = ("bmcastecho", "ctlx", "drop_redirect", "icmplim", "lim", "quotelen",
-                 "redirtimeout", "stats", "vnet")
+    __slots__ = ("bmcastecho", "ctlx", "drop_redirect", "icmplim", "lim", "log_redirect",
+                 "quotelen", "redirtimeout", "stats", "vnet")
     lazy = MappingProxyType({"stats": IcmpStats, "lim": PpsLimit})  # on first read
 
     def __init__(self, vnet: Vnet) -> None:
@@ -86,16 +103,28 @@ class IcmpState(LazySlots):
         self.quotelen = 8
         self.drop_redirect = 0  # FreeBSD's defaults
         self.redirtimeout = 600
+        self.log_redirect = 0
 
     def _rate_ok(self) -> bool:
         return self.lim.check(self.vnet.kernel.sched.now_ns(), self.icmplim)
 
-    def send(self, src: int, dst: int, msg: bytes) -> None:
+    def send(self, src: int, dst: int, msg: bytes, options: bytes = b"",
+             tos: int = 0) -> None:
+        """icmp_send: out with IP options if given (a reflected record route)."""
         st = self.stats
         if msg[0] < len(st.outhist):
             st.outhist[msg[0]] += 1
+        ip = self.vnet.ip
         try:
-            self.vnet.ip.output(PROTO_ICMP, src, dst, msg)
+            if not options:
+                ip.output(PROTO_ICMP, src, dst, msg, tos=tos)
+                return
+            hlen = 20 + len(options)
+            header = bytearray(HEADER.pack(0x40 | hlen >> 2, tos, hlen + len(msg),
+                                           ip.next_ident(), 0, ip.ttl, PROTO_ICMP, 0, src,
+                                           dst) + options)
+            header[10:12] = checksum(header).to_bytes(2, "big")
+            ip.output_packet(bytes(header) + msg, dst)
         except OSError:
             st.noroute += 1
 
@@ -117,15 +146,18 @@ class IcmpState(LazySlots):
             elif is_bcast and not self.bmcastecho:
                 st.bmcastecho += 1
             else:
-                self._reflect(ifp, msg, src, dst, is_bcast)
+                self._reflect(ifp, msg, src, dst, is_bcast, pkt[20:hlen], pkt[1])
         elif msg.type in wicmp.ERROR_TYPES:
-            if msg.type == wicmp.REDIRECT:
-                self._redirect(msg, src)
-            self._notify(msg)
+            if msg.type == wicmp.REDIRECT:  # for the routing table, not the transports
+                self._redirect(ifp, msg, src)
+            else:
+                self._notify(msg)
         vnet.raw.input(pkt, PROTO_ICMP, src, dst)
 
     def _reflect(self, ifp: Ifnet, msg: wicmp.IcmpRepr, src: int, dst: int,
-                 is_bcast: bool) -> None:
+                 is_bcast: bool, options: bytes = b"", tos: int = 0) -> None:
+        """icmp_reflect: the reply keeps the request's TOS and its record route and
+        timestamp options (FreeBSD reuses the request's header)."""
         st = self.stats
         if src == 0 or is_multicast(src) or src == INADDR_BROADCAST or src in self.vnet.ip.bcast:
             st.badaddr += 1
@@ -145,36 +177,55 @@ class IcmpState(LazySlots):
             stamps = bytes(msg.payload[:4]) + now_ms.to_bytes(4, "big") * 2
             out = wicmp.build(wicmp.TSTAMP_REPLY, 0, msg.rest, stamps)
         st.reflect += 1
-        self.send(reply_src, src, out)
+        self.send(reply_src, src, out, reflected_options(options), tos)
 
-    def _redirect(self, msg: wicmp.IcmpRepr, author: int) -> None:
-        """An ICMP redirect (FreeBSD icmp_input + rib_add_redirect): a host route to the
-        quoted destination via the new gateway, dynamic and expiring after redirtimeout,
-        and RTM_REDIRECT to routing sockets. A router ignores redirects (RFC 1812
-        5.2.7.2); the new gateway must be on a connected network; a static route stays."""
+    def _redirect(self, ifp: Ifnet, msg: wicmp.IcmpRepr, author: int) -> None:
+        """An ICMP redirect (FreeBSD icmp_input, icmp_verify_redirect_gateway and
+        rib_add_redirect): a host route to the quoted destination via the new gateway,
+        dynamic (D) and expiring after redirtimeout, and RTM_REDIRECT to routing sockets.
+
+        The RFC 1122 3.2.2.2 checks, as FreeBSD makes them: the new gateway is on a
+        connected network and not one of our addresses; the redirect comes from the
+        current first-hop gateway for the destination; the destination is not directly
+        connected. A host route that exists stays, except one an earlier redirect made,
+        which takes the new gateway and the M flag (RTF_MODIFIED, as FreeBSD's
+        rtredirect did). A router ignores redirects (RFC 1812 5.2.7.2)."""
         quoted = msg.payload
+        vnet = self.vnet
+        if self.log_redirect and len(quoted) >= 20:  # (icmp_input's printf, as it words it)
+            logging.getLogger("vimage.icmp").info(
+                "icmp redirect from %s: %s => %s (vnet %s)", ntoa(author),
+                ntoa(int.from_bytes(quoted[16:20], "big")), ntoa(msg.rest), vnet.name)
+        if self.drop_redirect or vnet.ip.forwarding:
+            return
         if msg.code > 3:
             self.stats.badcode += 1
             return
-        vnet = self.vnet
-        if self.drop_redirect or vnet.ip.forwarding or len(quoted) < 20:
+        if len(quoted) < 28 or quoted[0] >> 4 != 4 or quoted[0] & 0x0F < 5:
+            self.stats.badlen += 1  # ICMP_ADVLENMIN: a header and 8 bytes quoted
             return
         dst = int.from_bytes(quoted[16:20], "big")
         gateway = msg.rest
-        rt = vnet.rt
-        via = rt.lookup(gateway)
-        if via is None or via.flags & (RTF_GATEWAY | RTF_REJECT | RTF_BLACKHOLE) or (
-                gateway in vnet.ip.local):
+        rt = vnet.route.tables[ifp.fib] if ifp.fib < len(vnet.route.tables) else vnet.rt
+        via = _redirect_target(vnet, rt, gateway)
+        current = rt.lookup(dst)
+        if (via is None or current is None or not current.flags & RTF_GATEWAY
+                or current.gateway != author):
             return
-        old = rt.get(dst, 32)
-        if old is not None:
-            if not old.flags & RTF_DYNAMIC:
-                return
-            rt.delete(dst, 32)
         expire = vnet.kernel.sched.now_ns() + self.redirtimeout * NS_PER_S
-        rt.add(Route(dst, 32, via.ifp, RTF_GATEWAY | RTF_DYNAMIC, gateway, ifa=via.ifa,
-                     expire=expire if self.redirtimeout else 0))
-        rtsock.redirect(vnet, dst, gateway, author)
+        if current.plen == 32:
+            if not current.flags & RTF_DYNAMIC:
+                return  # "If host route already exists, ignore redirect"
+            current.gateway, current.ifp, current.ifa = gateway, via.ifp, via.ifa
+            current.flags |= RTF_MODIFIED
+            current.expire = expire if self.redirtimeout else 0
+            rt.changed()
+            if current.expire:
+                vnet.route.arm(current.expire)
+        else:
+            rt.add(Route(dst, 32, via.ifp, RTF_GATEWAY | RTF_DYNAMIC, gateway, ifa=via.ifa,
+                         expire=expire if self.redirtimeout else 0))
+        rtsock.redirect(vnet, dst, gateway, author, fib=rt.fibnum)
 
     def _notify(self, msg: wicmp.IcmpRepr) -> None:
         """Tell the transport whose datagram caused an error (FreeBSD pr_ctlinput): its
@@ -196,6 +247,26 @@ class IcmpState(LazySlots):
             handler = table.get(quoted[9])
         if handler is not None:
             handler(msg.type, msg.code, bytes(quoted), msg.rest)
+
+
+def _redirect_target(vnet: Vnet, rt: RouteTable, gateway: int) -> Route | None:
+    """The connected route a redirect's new gateway is reached by (ifa_ifwithnet), or
+    None if it is not on a connected network or is one of our own addresses."""
+    via = rt.lookup(gateway)
+    if via is None or via.flags & (RTF_GATEWAY | RTF_REJECT | RTF_BLACKHOLE) or (
+            gateway in vnet.ip.local) or via.ifp.is_loopback:
+        return None
+    return via
+
+
+def reflected_options(options: bytes) -> bytes:
+    """The options icmp_reflect copies into a reply: record route, timestamp and
+    security (a source route is not reversed: FreeBSD refuses those by default), padded
+    with end-of-list bytes to a multiple of 4."""
+    out = b"".join(options[i:i + length] for i, kind, length in walk_options(options, 0,
+                                                                           len(options))
+                   if kind in (OPT_RR, OPT_TS, OPT_SECURITY) and length)
+    return out + b"\x00" * (-len(out) % 4)
 
 
 def quoted_ports(quoted: bytes) -> tuple[int, int, int, int]:

@@ -12,7 +12,14 @@ from vimage import protosw
 from vimage.net import offload, pfil, rtsock
 from vimage.net.ifnet import IFF_BROADCAST, IFF_LOOPBACK, IFF_UP
 from vimage.net.offload import LARGE
-from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_REJECT, flow_hash, select
+from vimage.net.route import (
+    RTF_BLACKHOLE,
+    RTF_DYNAMIC,
+    RTF_GATEWAY,
+    RTF_REJECT,
+    flow_hash,
+    select,
+)
 from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.in_ import INADDR_BROADCAST, source_for
 from vimage.netinet.reass import Reassembler, fragment
@@ -30,7 +37,7 @@ _ttl_word = struct.Struct("!BBH").pack
 _NOT_FAST = RTF_REJECT | RTF_BLACKHOLE  # route flags that leave the forwarding fast path
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Container, Mapping
+    from collections.abc import Callable, Container, Iterator, Mapping
 
     from vimage.net.ifnet import Ifnet
     from vimage.net.route import Route
@@ -45,7 +52,10 @@ SYSCTLS: tuple[Oid, ...] = oids("net.inet.ip", "ip", (
     ("maxfragsperpacket", "Maximum number of IPv4 fragments allowed per packet", 1, 8192),
     ("portrange.first", "First port of the ephemeral range", 1, 65535),
     ("portrange.last", "Last port of the ephemeral range", 1, 65535),
-), {"portrange.first": "port_first", "portrange.last": "port_last"})
+    ("portrange.randomized", "Enable random port allocation", 0, 1),
+    ("redirect", "Enable sending IP redirects", 0, 1),
+), {"portrange.first": "port_first", "portrange.last": "port_last",
+    "portrange.randomized": "port_randomized", "redirect": "sendredirects"})
 
 STAT_LINES: tuple[tuple[str, str], ...] = (
     ("total", "{} total packets received"),
@@ -66,6 +76,7 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
     ("forward", "{} packets forwarded"),
     ("cantforward", "{} packets not forwardable"),
     ("notmember", "{} packets received for unknown multicast group"),
+    ("redirectsent", "{} redirects sent"),
     ("localout", "{} packets sent from this host"),
     ("rawout", "{} packets sent with fabricated ip header"),
     ("odropped", "{} output packets dropped due to no bufs, etc."),
@@ -84,9 +95,10 @@ IpStats = counters("IpStats", tuple(name for name, _ in STAT_LINES))
 class IpState(LazySlots):
     """Per-vnet IPv4 state: addresses, tunables, counters and reassembly queues."""
 
-    __slots__ = ("bcast", "forwarding", "fragttl", "ident", "local", "maxfragpackets",
-                 "maxfragsperpacket", "mfib", "pfil_fwd", "pfil_in", "pfil_out", "port_first",
-                 "port_last", "protox", "reass", "stats", "ttl", "vnet")
+    __slots__ = ("bcast", "forwarding", "fragttl", "ident", "lastport", "local",
+                 "maxfragpackets", "maxfragsperpacket", "mfib", "pfil_fwd", "pfil_in",
+                 "pfil_out", "port_first", "port_last", "port_randomized", "protox", "reass",
+                 "sendredirects", "stats", "ttl", "vnet")
     lazy = MappingProxyType({"stats": IpStats})  # on first read
 
     def __init__(self, vnet: Vnet) -> None:
@@ -100,6 +112,9 @@ class IpState(LazySlots):
         self.maxfragsperpacket = 16
         self.port_first = 10000
         self.port_last = 65535
+        self.port_randomized = 1  # FreeBSD's defaults: random ephemeral ports ...
+        self.lastport: dict[str, int] = {}  # per port space: the last one handed out
+        self.sendredirects = 1  # ... and a router sends ICMP redirects
         self.ident = -1  # the first IP ID comes from Vnet.secret when first needed
         self.reass: Reassembler | None = None
         # protocol number -> bound input: the vnet's table once bound (see unclaimed)
@@ -167,6 +182,7 @@ class IpState(LazySlots):
             if bad is not None:
                 self.bad_options(pkt, bad, dst)
                 return
+            pkt = self.record_here(ifp, pkt, hlen, dst)
         if dst in self.local or dst in self.bcast or dst == INADDR_BROADCAST:
             self.deliver(ifp, pkt, hlen, src, dst)
             return
@@ -190,7 +206,8 @@ class IpState(LazySlots):
                 else:
                     entry = self.vnet.arp.table.get(dst)
                 if (entry is not None and entry.ifp is out and entry.hdr is not None
-                        and len(pkt) <= (route.mtu or out.mtu) and out.flags & IFF_UP):
+                        and len(pkt) <= (route.mtu or out.mtu) and out.flags & IFF_UP
+                        and (out is not ifp or not self.sendredirects)):  # redirects: forward's
                     route.use += 1
                     st.forward += 1
                     # RFC 1624 eqn. 3 (checksum.update16) for the TTL byte dropping by
@@ -213,12 +230,32 @@ class IpState(LazySlots):
             if bad is not None:
                 self.bad_options(pkt, bad, dst)
                 return
+            pkt = self.record_here(ifp, pkt, hlen, dst)
         if dst in self.local or dst in self.bcast or dst == INADDR_BROADCAST:
             self.deliver(ifp, pkt, hlen, src, dst)
         elif dst >> 28 == 0xE:
             self.stats.notmember += 1
         else:
             self.forward(ifp, pkt, hlen, dst)
+
+    def record_here(self, ifp: Ifnet, pkt: bytes, hlen: int, dst: int) -> bytes:
+        """ip_dooptions for a packet to this host: its record route and timestamp options
+        record the address it came to (ifa_ifwithaddr(ip_dst); for a broadcast, the
+        receiving interface's), as FreeBSD does before delivering it. A packet to
+        forward is left alone here: forward() records the outgoing address."""
+        if dst in self.local:
+            here = dst
+        elif dst in self.bcast or dst == INADDR_BROADCAST:
+            here = source_for(ifp, _addrs(pkt, 12)[0])
+        else:
+            return pkt
+        if not here:
+            return pkt
+        now_ms = (self.vnet.kernel.sched.now_ns() // 1_000_000) % 86_400_000
+        header = stamp_options(pkt, hlen, here, now_ms, self.local)
+        header[10:12] = b"\x00\x00"
+        header[10:12] = checksum(header).to_bytes(2, "big")
+        return bytes(header) + pkt[hlen:]
 
     def bad_options(self, pkt: bytes, bad: int, dst: int) -> None:
         """Drop a packet check_options refused, as ip_dooptions does (ip_options.c).
@@ -241,7 +278,6 @@ class IpState(LazySlots):
     def deliver(self, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: int) -> None:
         st = self.stats
         if ((pkt[6] << 8) | pkt[7]) & 0x3FFF:  # MF or an offset: a fragment
-            st.fragments += 1
             if self.reass is None:
                 self.reass = Reassembler(self)
             whole = self.reass.insert(pkt, hlen, src, dst)
@@ -283,6 +319,24 @@ class IpState(LazySlots):
         st.noproto += 1
         if dst in self.local:
             icmp_mod.error(self.vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_PROTOCOL)
+
+    def ephemeral_ports(self, space: str) -> Iterator[int]:
+        """Every port of [portrange.first, portrange.last] once, in the order FreeBSD's
+        in_pcb_lport_dest tries them for port space `space` ("tcp", "udp"): from a
+        random point (net.inet.ip.portrange.randomized, the vnet's RNG), else from the
+        one after the last handed out (ipi_lastport), so ports come in sequence."""
+        first, last = sorted((self.port_first, self.port_last))
+        span = last - first + 1
+        if self.port_randomized:
+            start = self.vnet.rng.randrange(span)  # the vnet's own stream: see Vnet.rng
+        else:  # ++*lastport, back to first when it left the range (in_pcb_lport_dest)
+            nxt = self.lastport.get(space, first - 1) + 1
+            start = nxt - first if first <= nxt <= last else 0
+        lastport = self.lastport
+        for i in range(span):
+            port = first + (start + i) % span
+            lastport[space] = port
+            yield port
 
     # -- forwarding ---------------------------------------------------------------------
     def forward(self, ifp_in: Ifnet, pkt: bytes, hlen: int, dst: int) -> None:
@@ -330,6 +384,8 @@ class IpState(LazySlots):
             return
         ifp = route.ifp
         nexthop = route.gateway if route.flags & RTF_GATEWAY else dst
+        if ifp is ifp_in and self.sendredirects:  # back out where it came in
+            self.send_redirect(pkt, route, nexthop)
         mtu = route.mtu or ifp.mtu
         route.use += 1
         if hlen == 20:
@@ -373,6 +429,22 @@ class IpState(LazySlots):
         except OSError as exc:
             if exc.errno != errno.ENOBUFS:  # ip_forward: no ICMP error for ENOBUFS
                 icmp_mod.error(vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_HOST)
+
+    def send_redirect(self, pkt: bytes, route: Route, nexthop: int) -> None:
+        """ICMP host redirect to a sender that could reach the next hop itself (FreeBSD
+        ip_forward): the packet leaves by the interface it came in on (the caller's
+        test), its source is on the subnet of the route's address, the route is neither
+        the default route nor itself made by a redirect. Source-routed packets never get
+        here (bad_options refuses them). Sent before the packet is forwarded, where
+        FreeBSD sends it after; the packet itself is forwarded all the same."""
+        if route.plen == 0 or route.flags & RTF_DYNAMIC:
+            return
+        src = _from_bytes(pkt[12:16], "big")
+        ias = route.ifp.addrs if route.ifa is None else (route.ifa,)
+        if not any(src & ia.mask == ia.net for ia in ias):
+            return
+        self.stats.redirectsent += 1
+        icmp_mod.error(self.vnet, pkt, wicmp.REDIRECT, icmp_mod.REDIRECT_HOST, nexthop)
 
     # -- output ------------------------------------------------------------------------
     def next_ident(self) -> int:

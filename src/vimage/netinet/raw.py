@@ -68,24 +68,34 @@ class RawState(LazySlots):
             ip.output(sock.proto, src, dst, data, ttl=sock.ttl, tos=sock.tos,
                       df=sock.dontfrag, broadcast_ok=sock.broadcast, fib=sock.fib)
             return
-        # IP_HDRINCL: the caller wrote the header; the kernel fills id, length, checksum
-        if len(data) < 20 or data[0] >> 4 != 4 or (data[0] & 0x0F) << 2 > len(data):
+        self._output_hdrincl(sock, data)
+
+    def _output_hdrincl(self, sock: Socket, data: bytes) -> None:
+        """IP_HDRINCL (FreeBSD rip_output and ip_output with IP_RAWOUTPUT): the caller's
+        header goes out as written, its destination included (the address given to
+        sendto, or connected to, is not used); ip_len and ip_off are in network order and
+        ip_len must be the datagram's length. The kernel fills only an ip_id of 0, a
+        source of 0.0.0.0 (the outgoing interface's address) and the checksum."""
+        ip = self.vnet.ip
+        if len(data) > 65535:
+            raise OSError(errno.EMSGSIZE, "Message too long")
+        if len(data) < 20 or data[0] >> 4 != 4:
             raise OSError(errno.EINVAL, "Invalid argument")
         hlen = (data[0] & 0x0F) << 2
-        if hlen < 20 or (hlen > 20 and not options_ok(data, hlen)):
+        if (hlen < 20 or hlen > len(data) or int.from_bytes(data[2:4], "big") != len(data)
+                or (hlen > 20 and not options_ok(data, hlen))):
             raise OSError(errno.EINVAL, "Invalid argument")  # as FreeBSD's rip_output
         hdr = bytearray(data[:hlen])
         fields = list(HEADER.unpack_from(hdr))
-        fields[2] = len(data)
-        if fields[3] == 0:
+        dst = fields[9]
+        if fields[3] == 0:  # "doesn't allow application to specify ID of zero"
             fields[3] = ip.next_ident()
         if fields[8] == 0:
             fields[8] = sock.laddr or ip.select_source(dst, sock.fib)
-        fields[9] = dst
         fields[7] = 0
         HEADER.pack_into(hdr, 0, *fields)
         hdr[10:12] = checksum(hdr).to_bytes(2, "big")
-        ip.output_packet(bytes(hdr) + bytes(data[len(hdr):]), dst, broadcast_ok=sock.broadcast,
+        ip.output_packet(bytes(hdr) + bytes(data[hlen:]), dst, broadcast_ok=sock.broadcast,
                          raw=True, fib=sock.fib)
 
     # -- IPv6 (FreeBSD raw_ip6.c) -------------------------------------------------------------

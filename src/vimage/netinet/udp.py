@@ -138,13 +138,8 @@ class UdpState(LazySlots):
         return socks
 
     def ephemeral(self, addr: int) -> int:
-        ip = self.vnet.ip
-        first, last = sorted((ip.port_first, ip.port_last))
-        span = last - first + 1
-        start = self.vnet.rng.randrange(span)  # the vnet's own stream: see Vnet.rng
         ports = self.ports
-        for i in range(span):
-            port = first + (start + i) % span
+        for port in self.vnet.ip.ephemeral_ports("udp"):  # portrange.randomized or not
             if (port not in ports or not self.bound(port)) and (
                     port not in self.ports6 or not self.bound6(port)):
                 return port

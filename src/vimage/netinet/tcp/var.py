@@ -460,12 +460,7 @@ class TcpState(LazySlots):
                    for k, t in self.conns.items())
 
     def ephemeral(self, laddr: int, faddr: int, fport: int) -> int:
-        ip = self.vnet.ip
-        first, last = sorted((ip.port_first, ip.port_last))
-        span = last - first + 1
-        start = self.vnet.rng.randrange(span)  # the vnet's own stream: see Vnet.rng
-        for i in range(span):
-            port = first + (start + i) % span
+        for port in self.vnet.ip.ephemeral_ports("tcp"):  # portrange.randomized or not
             if (laddr, port, faddr, fport) not in self.conns and port not in self.listeners:
                 return port
         raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
