@@ -37,7 +37,7 @@ def vnet():
 
 @pytest.fixture
 def peer(vnet):
-    return next(v for v in vnet.kernel.vnets() if v.name == "b")
+    return vnet.kernel.get("b")
 
 
 @pytest.mark.parametrize(("family", "kind", "proto"), KINDS)
