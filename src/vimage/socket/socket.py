@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import select as _select
 import socket as _std
 import struct
 from collections import deque
@@ -78,6 +79,11 @@ _FLAGS = MappingProxyType({**REUSE_FLAGS, SO_BROADCAST: "broadcast"})
 IP_DONTFRAG = 67
 SO_SETFIB = 0x1014  # FreeBSD's: the FIB the socket's packets are routed with
 _PKTINFO = struct.Struct("@16sI")  # struct in6_pktinfo
+
+
+# poll(2)'s readable and writable masks, as Linux sets them (with the *NORM bits)
+POLL_READ = _select.POLLIN | _select.POLLRDNORM
+POLL_WRITE = _select.POLLOUT | _select.POLLWRNORM
 
 
 def initial_timeout(type_: int) -> float | None:
@@ -195,6 +201,15 @@ class PollMixin:
     def _touch(self) -> None:
         if self._poll is not None:
             self._poll.touch(self)
+
+    def _pollmask(self) -> int:
+        """Readiness as poll(2) reports it (select.POLL* bits; vimage.aio.KernelPoll):
+        from the selectors' events, POLLNVAL once closed. Stream sockets say more."""
+        if self.closed:
+            return _select.POLLNVAL
+        events = self._events()  # type: ignore[attr-defined]
+        return (POLL_READ if events & 1 else 0) | (POLL_WRITE if events & 2 else 0) | (
+            _select.POLLERR if getattr(self, "_so_error", 0) else 0)
 
     # -- file objects (the stdlib's socket.makefile) ---------------------------------------
     _io_refs: int

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select as _select
 import socket as _std
 import struct
 from socket import (  # a vnet's socket takes the stdlib's constants
@@ -61,6 +62,8 @@ from vimage.socket.inet6 import (
     zone_ifp,
 )
 from vimage.socket.socket import (
+    POLL_READ,
+    POLL_WRITE,
     REUSE_FLAGS,
     SO_SETFIB,
     PollMixin,
@@ -198,6 +201,33 @@ class TcpSocket(TimeoutMixin, PollMixin):
         read = 1 if (tcb.rcv_buf or tcb.fin_rcvd or closed or self._rd_shut) else 0
         write = 2 if (closed or tcb.shut_wr or len(tcb.snd_buf) < tcb.snd_space) else 0
         return read | write
+
+    def _pollmask(self) -> int:
+        """poll(2)'s view, as Linux's tcp_poll: the peer's FIN (or our SHUT_RD) makes the
+        socket readable with POLLRDHUP (recv then returns b""); both directions shut or
+        the connection gone, POLLHUP; a pending error, POLLERR; an unconnected socket
+        is writable and hung up; a listener is readable with a connection to accept."""
+        if self.closed:
+            return _select.POLLNVAL
+        tcb = self.tcb
+        if tcb is None:
+            return POLL_WRITE | _select.POLLHUP
+        state = tcb.state
+        if state == LISTEN:
+            return POLL_READ if tcb.accept_q else 0
+        if state in (SYN_SENT, SYN_RECEIVED):
+            return 0
+        closed = state == CLOSED
+        mask = _select.POLLERR if tcb.so_error else 0
+        if tcb.fin_rcvd or closed or self._rd_shut:  # RCV_SHUTDOWN: theirs or ours
+            mask |= POLL_READ | _select.POLLRDHUP
+        elif tcb.rcv_buf:
+            mask |= POLL_READ
+        if closed or (tcb.shut_wr and (tcb.fin_rcvd or self._rd_shut)):
+            mask |= _select.POLLHUP
+        if closed or tcb.shut_wr or len(tcb.snd_buf) < tcb.snd_space:
+            mask |= POLL_WRITE
+        return mask
 
     # -- addresses of AF_INET6 sockets ---------------------------------------------------------
     def _key(self, addr: int, v6: bool) -> int:
