@@ -3,4 +3,5 @@
 from vimage.aio.loop import VimageEventLoop, new_event_loop, run, service, spawn
 from vimage.aio.selector import KernelPoll, KernelSelector
 
-__all__ = ["KernelPoll", "KernelSelector", "VimageEventLoop", "new_event_loop", "run", "service", "spawn"]
+__all__ = ["KernelPoll", "KernelSelector", "VimageEventLoop", "new_event_loop", "run", "service",
+           "spawn"]
