@@ -182,3 +182,48 @@ def test_udp_so_reuseport_lb_spreads_unicast_by_source(net):
         src.sendto(b"q", (SRV, 53))
     a.kernel.run(0.1)
     assert sorted(len(drained(s)) for s in socks) == [0, 0, 0, 5]
+
+
+def test_over_ipv6_too(net):
+    a, b = net
+    for vnet, last in ((a, 1), (b, 2)):
+        vnet.sysctl("net.inet6.ip6.dad_count", 0)
+        iface = next(i for i in vnet.ifaces.values() if not i.is_loopback)
+        vnet.cmd(f"ifconfig {iface.name} inet6 2001:db8::{last}/64 alias")
+    a.kernel.run(1)
+    socks = []
+    for _ in range(2):
+        s = b.socket(socket.AF_INET6, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(("::", 53))
+        socks.append(s)
+    out = a.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    out.sendto(b"six", ("2001:db8::2", 53))
+    a.kernel.run(1)
+    assert [drained(s) for s in socks] == [[], [b"six"]]
+    tcp = [b.socket(socket.AF_INET6, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+           for _ in range(3)]
+    for s in tcp:
+        s.setsockopt(socket.SOL_SOCKET, SO_REUSEPORT_LB, 1)
+        s.bind(("::", 80))
+        s.listen()
+    for _ in range(24):
+        a.socket(socket.AF_INET6, socket.SOCK_STREAM).connect(("2001:db8::2", 80))
+    counts = [accepted(s) for s in tcp]
+    assert sum(counts) == 24 and min(counts) > 0
+
+
+def test_destroying_the_vnet_leaves_no_group_behind(net):
+    a, b = net
+    tcp = [listener(b, 80, SO_REUSEPORT_LB) for _ in range(2)]
+    udp = [receiver(b, 53, socket.SO_REUSEPORT) for _ in range(2)]
+    udp[0].setsockopt(socket.IPPROTO_IP, 65, 1)  # IP_RECVTTL: a socket with control wanted
+    for _ in range(3):
+        a.socket(socket.AF_INET, socket.SOCK_STREAM).connect((SRV, 80))
+    a.kernel.destroy(b)
+    assert all(s.closed for s in udp)
+    assert b.tcp.listeners == {} and b.udp.ports == {}
+    assert a.kernel.sched.pending_timers(b) == 0
+    a.kernel.run(1)
+    with pytest.raises(OSError):
+        tcp[0].accept()

@@ -330,8 +330,10 @@ class UdpState:
                 if sock.faddr != src or sock.fport != sport:
                     continue
                 score += 2
-            if score > best_score:
+            if score >= best_score:  # the last bound among equals, as over IPv4
                 best, best_score = sock, score
+        if best is not None and best.reuseport_lb and not best.faddr:
+            best = self._lb_member(socks, best, src, sport, dst, dgram.dport)
         if best is None:
             st.noport += 1
             if not self.blackhole:
