@@ -81,6 +81,8 @@ SO_SETFIB = 0x1014  # FreeBSD's: the FIB the socket's packets are routed with
 _PKTINFO = struct.Struct("@16sI")  # struct in6_pktinfo
 
 
+_TRUNC = int(MSG_TRUNC)  # a plain int: `flags & MSG_TRUNC` would build an IntFlag each time
+
 # poll(2)'s readable and writable masks, as Linux sets them (with the *NORM bits)
 POLL_READ = _select.POLLIN | _select.POLLRDNORM
 POLL_WRITE = _select.POLLOUT | _select.POLLWRNORM
@@ -659,7 +661,7 @@ class Socket(TimeoutMixin, PollMixin):
         in6_pktinfo: the destination address and the arrival interface, RFC 3542 6.1)."""
         entry = self._recv_entry(bufsize, flags)
         data, ancdata, msg_flags = self._msg_parts(entry, bufsize, ancbufsize)
-        if flags & MSG_TRUNC and len(data) > bufsize:
+        if flags & _TRUNC and len(data) > bufsize:
             return (data[:bufsize].ljust(len(data), b"\0"), ancdata, msg_flags,
                     self._sockaddr(entry[1], entry[2]))
         return data[:bufsize], ancdata, msg_flags, self._sockaddr(entry[1], entry[2])
@@ -669,7 +671,7 @@ class Socket(TimeoutMixin, PollMixin):
         """(data, control messages, msg_flags) of a dequeued datagram for recvmsg:
         MSG_TRUNC if it did not fit, MSG_CTRUNC if its control messages did not."""
         data = entry[0]
-        msg_flags = MSG_TRUNC if len(data) > bufsize else 0
+        msg_flags = _TRUNC if len(data) > bufsize else 0
         if len(entry) <= 3:
             return data, [], msg_flags
         if self.family == AF_INET6:
@@ -678,7 +680,7 @@ class Socket(TimeoutMixin, PollMixin):
         else:
             items = _msg.recv_control(self.vnet, self.recvopts, entry[3])
         ancdata, cut = _msg.fit_control(items, ancbufsize)
-        return data, ancdata, msg_flags | (_std.MSG_CTRUNC if cut else 0)
+        return data, ancdata, msg_flags | (int(_std.MSG_CTRUNC) if cut else 0)
 
     def recvmsg_into(self, buffers: Any, ancbufsize: int = 0,
                      flags: int = 0) -> tuple[int, list[tuple[int, int, bytes]], int, Any]:
@@ -692,16 +694,16 @@ class Socket(TimeoutMixin, PollMixin):
             piece = data[at:at + len(view)]
             view[:len(piece)] = piece
             at += len(piece)
-        nbytes = len(data) if flags & MSG_TRUNC else at
+        nbytes = len(data) if flags & _TRUNC else at
         return nbytes, ancdata, msg_flags, self._sockaddr(entry[1], entry[2])
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        if flags & MSG_TRUNC:
+        if flags & _TRUNC:
             return self._recv_trunc(bufsize, flags)[0]
         return self._recv(bufsize, flags)[0]
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, tuple[str, int]]:
-        if flags & MSG_TRUNC:
+        if flags & _TRUNC:
             return self._recv_trunc(bufsize, flags)
         data, src, sport = self._recv(bufsize, flags)
         return data, self._sockaddr(src, sport)
@@ -726,7 +728,7 @@ class Socket(TimeoutMixin, PollMixin):
             if nbytes > len(view):
                 raise ValueError("nbytes is greater than the length of the buffer")
             nbytes = len(view)
-        if flags & MSG_TRUNC:  # the real length, the part that fits copied
+        if flags & _TRUNC:  # the real length, the part that fits copied
             entry = self._recv_entry(nbytes, flags)
             view[:min(nbytes, len(entry[0]))] = entry[0][:nbytes]
             return len(entry[0]), self._sockaddr(entry[1], entry[2])

@@ -82,6 +82,7 @@ if TYPE_CHECKING:
 
 SO_ACCEPTCONN = getattr(_std, "SO_ACCEPTCONN", 30)
 _LINGER = struct.Struct("ii")
+_WAITALL = int(MSG_WAITALL)  # a plain int: `flags & MSG_WAITALL` builds an IntFlag each time
 _FIN_ACKED = frozenset({FIN_WAIT_2, TIME_WAIT, CLOSED})  # nothing of ours is unacknowledged
 
 
@@ -387,7 +388,7 @@ class TcpSocket(TimeoutMixin, PollMixin):
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
-        if flags & MSG_WAITALL and bufsize:
+        if flags & _WAITALL and bufsize:
             return self._recv_waitall(bufsize, flags)
         with self._lock:
             self._check_open()
