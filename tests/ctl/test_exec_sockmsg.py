@@ -40,3 +40,28 @@ def test_exec_process_nonblocking_socket_and_recvmsg_control(vimaged):
     assert out[2] == "data b'0123' True 127.0.0.1"
     assert out[3:6] == ["cmsg 0 7 7f000001", "cmsg 0 65 07", "cmsg 0 20 24"]  # lo0: IFT_LOOP
     assert out[6] == "small b'again' 1 True"
+
+
+HALF_CLOSE = """
+    import select, socket
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 7000))
+    srv.listen()
+    cli = socket.create_connection(("127.0.0.1", 7000), timeout=10)
+    conn, _ = srv.accept()
+    p = select.poll()
+    p.register(cli, select.POLLIN | select.POLLRDHUP)
+    print("before", p.poll(0))
+    conn.shutdown(socket.SHUT_WR)
+    [(fd, revents)] = p.poll(10000)
+    print("rdhup", bool(revents & select.POLLRDHUP), bool(revents & select.POLLIN))
+    print("eof", cli.recv(10))
+    cli.sendall(b"back")
+    print("other way", conn.recv(10))
+"""
+
+
+def test_exec_process_poll_sees_pollrdhup_on_the_peers_half_close(vimaged):
+    vimaged.ok("-c", "h")
+    out = run_in(vimaged, "h", HALF_CLOSE).splitlines()
+    assert out == ["before []", "rdhup True True", "eof b''", "other way b'back'"]
