@@ -65,3 +65,38 @@ def test_exec_process_poll_sees_pollrdhup_on_the_peers_half_close(vimaged):
     vimaged.ok("-c", "h")
     out = run_in(vimaged, "h", HALF_CLOSE).splitlines()
     assert out == ["before []", "rdhup True True", "eof b''", "other way b'back'"]
+
+
+SEND = """
+    import socket
+    IP_SENDSRCADDR = 7  # FreeBSD's
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.settimeout(10)
+    rx.bind(("127.0.0.1", 5001))
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.bind(("", 0))
+    src = socket.inet_aton("127.0.0.2")  # an alias of lo0 (the test adds it)
+    n = tx.sendmsg([b"he", b"llo"], [(socket.IPPROTO_IP, IP_SENDSRCADDR, src)], 0,
+                   ("127.0.0.1", 5001))
+    print(n, rx.recvfrom(100)[1][0])
+    tx.sendmsg([b"plain"], [], 0, ("127.0.0.1", 5001))
+    print(rx.recvfrom(100)[0].decode())
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 7001))
+    srv.listen()
+    c = socket.create_connection(("127.0.0.1", 7001), timeout=10)
+    conn, _ = srv.accept()
+    c.sendto(b"stream ", ("192.0.2.1", 9))  # connected: the address is ignored
+    c.sendmsg([b"msg"])
+    got = b""
+    while len(got) < 10:
+        got += conn.recv(100)
+    print(got.decode())
+"""
+
+
+def test_exec_process_sendmsg_chooses_the_source_and_tcp_sendto(vimaged):
+    vimaged.ok("-c", "s")
+    vimaged.ok("s", "ifconfig", "lo0", "inet", "127.0.0.2/32", "alias")
+    out = run_in(vimaged, "s", SEND).splitlines()
+    assert out == ["5 127.0.0.2", "plain", "stream msg"]

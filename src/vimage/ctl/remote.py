@@ -18,8 +18,9 @@ On the wire between the process and the daemon:
   address; 0.0.0.0:0 means the connected peer), kind 1 an error (errno in the port
   field) that the relay reports without waiting (dropped if the pair is full) and the
   process raises on its next receive, or its next send when nothing is queued before it;
-  kind 2 is received data with the control messages the socket asked for (IP_RECVTTL,
-  IPV6_RECVPKTINFO, ...) between the header and the data (`pack_control`), for recvmsg;
+  kind 2 is data with control messages between the header and the data
+  (`pack_control`): from the vnet those the socket asked for (IP_RECVTTL,
+  IPV6_RECVPKTINFO, ...), for recvmsg; to the vnet sendmsg's (IP_SENDSRCADDR, ...);
 - a listening socket's pair carries one byte per connection waiting for accept();
 - a routing socket (`socket(17, SOCK_RAW)`: FreeBSD's AF_ROUTE, docs/routing.md) is a
   datagram socket whose messages carry address 0.0.0.0:0;
@@ -283,25 +284,46 @@ def make_socket_class(channel: Channel, real: type) -> type:
             return self._vtype != _socket.SOCK_STREAM
 
         def sendto(self, data: Any, flags_or_addr: Any, addr: Any = None) -> int:
-            if not self._dgram():
-                return real.sendto(self, data, flags_or_addr, addr) if addr is not None \
-                    else real.sendto(self, data, flags_or_addr)
             flags, address = (0, flags_or_addr) if addr is None else (flags_or_addr, addr)
+            if not self._dgram():  # a stream: the address is checked, then ignored (TCP)
+                self._where(address)
+                return real.send(self, data, flags)
+            self._send_dgram(self._dgram_head(address, DGRAM_DATA), data, flags)
+            return len(data)
+
+        def _dgram_head(self, address: Any, kind: int) -> bytes:
+            """The header of a datagram to `address` (None: the connected peer)."""
             if self._v6():
+                if address is None:
+                    return DGRAM6_HEADER.pack(kind, bytes(16), 0, 0)
                 host, port, scope = _addr6(address)
                 packed6 = _ip6(host)
                 if packed6 is None:
                     reply = channel.request("sock.resolve", host=host, family=_socket.AF_INET6)
                     packed6 = _ip6(reply["addr"]) or bytes(16)
                     scope = int(reply.get("scope", 0)) or scope
-                self._send_dgram(DGRAM6_HEADER.pack(DGRAM_DATA, packed6, port, scope), data,
-                                 flags)
-                return len(data)
+                return DGRAM6_HEADER.pack(kind, packed6, port, scope)
+            if address is None:
+                return DGRAM_HEADER.pack(kind, b"\0\0\0\0", 0)
             host, port = _addr(address)
             packed = channel.request("sock.resolve", host=host)["addr"] if not _is_ip(host) \
                 else host
-            self._send_dgram(DGRAM_HEADER.pack(DGRAM_DATA, _socket.inet_aton(packed), port),
-                             data, flags)
+            return DGRAM_HEADER.pack(kind, _socket.inet_aton(packed), port)
+
+        def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0,
+                    address: Any = None) -> int:
+            """sendmsg: a datagram's control messages (IP_SENDSRCADDR, IP_PKTINFO) go to the
+            vnet socket in a kind 2 datagram; a stream takes none (EINVAL), as in a vnet."""
+            data = b"".join(bytes(memoryview(b).cast("B")) for b in buffers)
+            items = [(int(level), int(kind), bytes(value)) for level, kind, value in ancdata]
+            if not self._dgram():
+                if items:
+                    raise OSError(errno.EINVAL, "Invalid argument")
+                if address is not None:
+                    self._where(address)
+                return real.send(self, data, flags)
+            head = self._dgram_head(address, DGRAM_CONTROL if items else DGRAM_DATA)
+            self._send_dgram(head + (pack_control(items) if items else b""), data, flags)
             return len(data)
 
         def send(self, data: Any, flags: int = 0) -> int:

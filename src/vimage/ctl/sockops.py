@@ -15,6 +15,7 @@ import contextlib
 import errno
 import os
 import socket
+import struct
 import threading
 from collections.abc import Coroutine, Mapping
 from types import MappingProxyType
@@ -25,12 +26,14 @@ from vimage.aio.loop import VimageEventLoop
 from vimage.ctl.ops import Op, OpFunc, Request
 from vimage.ctl.protocol import BAD_REQUEST, CtlError
 from vimage.ctl.remote import (
+    CONTROL_ROOM,
     DGRAM6_HEADER,
     DGRAM_CONTROL,
     DGRAM_DATA,
     DGRAM_ERROR,
     DGRAM_HEADER,
     pack_control,
+    unpack_control,
 )
 from vimage.wire import ipv4, ipv6
 
@@ -227,7 +230,7 @@ async def _pump_in(rel: Relayed) -> None:
 
 async def _dgram_out(rel: Relayed) -> None:
     loop = asyncio.get_running_loop()
-    while message := await loop.sock_recv(rel.ours, CHUNK + DGRAM_HEADER.size):
+    while message := await loop.sock_recv(rel.ours, CHUNK + DGRAM6_HEADER.size + CONTROL_ROOM):
         v6 = rel.vsock.family == socket.AF_INET6
         header = DGRAM6_HEADER if v6 else DGRAM_HEADER
         if len(message) < header.size:
@@ -236,7 +239,13 @@ async def _dgram_out(rel: Relayed) -> None:
         raw, port = fields[1], fields[2]
         data = message[header.size:]
         try:
-            if not any(raw) and port == 0:
+            if fields[0] == DGRAM_CONTROL:  # sendmsg with control messages
+                try:
+                    control, off = unpack_control(message, header.size)
+                except struct.error:  # a malformed message: the process hears EINVAL
+                    raise OSError(errno.EINVAL, "Invalid argument") from None
+                rel.vsock.sendmsg([message[off:]], control, 0, _dgram_address(v6, fields))
+            elif not any(raw) and port == 0:
                 rel.vsock.send(data)
             elif v6:
                 rel.vsock.sendto(data, (socket.inet_ntop(socket.AF_INET6, raw), port, 0,
@@ -248,6 +257,16 @@ async def _dgram_out(rel: Relayed) -> None:
                 _dgram_error(rel, errno.ENETDOWN)
                 return
             _dgram_error(rel, exc.errno or errno.EIO)
+
+
+def _dgram_address(v6: bool, fields: tuple[Any, ...]) -> Any:
+    """The address a datagram's header names, None for the connected peer."""
+    raw, port = fields[1], fields[2]
+    if not any(raw) and port == 0:
+        return None
+    if v6:
+        return socket.inet_ntop(socket.AF_INET6, raw), port, 0, fields[3]
+    return socket.inet_ntoa(raw), port
 
 
 def _dgram_error(rel: Relayed, err: int) -> None:
