@@ -225,3 +225,15 @@ def test_tcp_msg_waitall_waits_for_every_byte(net):
     net.k.call_later(2, cli.close)
     assert conn.recv(1000, socket.MSG_WAITALL) == b"3" * 500 + b"end"  # the stream ended
     assert conn.recv(10, socket.MSG_WAITALL) == b""
+
+
+def test_ip_onesbcast_on_a_raw_socket(net):
+    rx = net.b.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_NONBLOCK, 253)
+    tx = net.a.socket(socket.AF_INET, socket.SOCK_RAW, 253)
+    tx.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    tx.setsockopt(socket.IPPROTO_IP, msg.IP_ONESBCAST, 1)
+    tx.sendto(b"raw", ("10.0.0.255", 0))
+    net.k.run(0.1)
+    data = rx.recv(100)
+    hdr = ipv4.parse(data)
+    assert (hdr.src, hdr.dst, data[20:]) == (ipv4.aton(A), 0xFFFFFFFF, b"raw")
