@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import select
 import selectors
 import socket
 from collections.abc import Callable, Mapping
@@ -265,3 +266,58 @@ class KernelSelector(selectors.BaseSelector):
         self._real.close()
         self._wake_r.close()
         self._wake_w.close()
+
+
+class KernelPoll:
+    """`select.poll()`'s interface over one kernel's vimage sockets.
+
+    register/modify/unregister take a vimage socket or its descriptor and a POLL* mask;
+    poll(timeout_ms) drives the kernel (in virtual time the clock jumps) until a socket
+    is ready or the time is up, and returns [(fd, revents)] as poll(2) does: revents
+    from the socket's `_pollmask()` (Linux's tcp_poll and datagram_poll, POLLRDHUP on a
+    stream whose peer half-closed), POLLERR, POLLHUP and POLLNVAL whether asked for or not.
+    """
+
+    _ALWAYS = select.POLLERR | select.POLLHUP | select.POLLNVAL
+    _DEFAULT = select.POLLIN | select.POLLPRI | select.POLLOUT
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self._masks: dict[int, int] = {}
+
+    def register(self, fd: Any, eventmask: int = _DEFAULT) -> None:
+        self._masks[_fd_of(fd)] = eventmask
+
+    def modify(self, fd: Any, eventmask: int) -> None:
+        key = _fd_of(fd)
+        if key not in self._masks:
+            raise FileNotFoundError(2, "No such file or directory")
+        self._masks[key] = eventmask
+
+    def unregister(self, fd: Any) -> None:
+        del self._masks[_fd_of(fd)]
+
+    def _ready(self) -> list[tuple[int, int]]:
+        out = []
+        fds = self.kernel.fds
+        for fd, mask in self._masks.items():
+            sock = fds.get(fd)
+            revents = sock._pollmask() if sock is not None else select.POLLNVAL
+            revents &= mask | self._ALWAYS
+            if revents:
+                out.append((fd, revents))
+        return out
+
+    def poll(self, timeout: float | None = None) -> list[tuple[int, int]]:
+        """Ready descriptors; `timeout` in milliseconds (None or negative: no limit)."""
+        seconds = None if timeout is None or timeout < 0 else timeout / 1000
+        result: list[tuple[int, int]] = []
+
+        def ready() -> bool:
+            result[:] = self._ready()
+            return bool(result)
+
+        with self.kernel.sched.cond:
+            if not ready() and seconds != 0:
+                self.kernel.wait(ready, seconds)
+        return result

@@ -18,6 +18,9 @@ On the wire between the process and the daemon:
   address; 0.0.0.0:0 means the connected peer), kind 1 an error (errno in the port
   field) that the relay reports without waiting (dropped if the pair is full) and the
   process raises on its next receive, or its next send when nothing is queued before it;
+  kind 2 is data with control messages between the header and the data
+  (`pack_control`): from the vnet those the socket asked for (IP_RECVTTL,
+  IPV6_RECVPKTINFO, ...), for recvmsg; to the vnet sendmsg's (IP_SENDSRCADDR, ...);
 - a listening socket's pair carries one byte per connection waiting for accept();
 - a routing socket (`socket(17, SOCK_RAW)`: FreeBSD's AF_ROUTE, docs/routing.md) is a
   datagram socket whose messages carry address 0.0.0.0:0;
@@ -43,6 +46,7 @@ from typing import Any
 
 from vimage.ctl.client import Client, connect_channel
 from vimage.ctl.protocol import CtlError
+from vimage.socket.msg import fit_control
 from vimage.stdlib import ORIGINAL
 
 AF_ROUTE = 17  # FreeBSD's value: `socket.socket(17, SOCK_RAW)` is the vnet's routing socket
@@ -50,6 +54,31 @@ DGRAM_HEADER = struct.Struct("!B4sH")
 DGRAM6_HEADER = struct.Struct("!B16sHI")
 DGRAM_DATA = 0
 DGRAM_ERROR = 1
+DGRAM_CONTROL = 2
+CONTROL_ROOM = 1024  # what a receive reads past the data, for a kind 2 message's controls
+_CMSG = struct.Struct("!iiH")  # level, type, length of one control message
+_NCMSG = struct.Struct("!H")
+
+
+def pack_control(items: list[tuple[int, int, bytes]]) -> bytes:
+    """Control messages as a kind 2 datagram carries them (a count, then each)."""
+    out = [_NCMSG.pack(len(items))]
+    for level, kind, data in items:
+        out.append(_CMSG.pack(level, kind, len(data)) + bytes(data))
+    return b"".join(out)
+
+
+def unpack_control(buf: bytes, off: int) -> tuple[list[tuple[int, int, bytes]], int]:
+    """`pack_control`'s items from `buf` at `off`, and the offset past them."""
+    (count,) = _NCMSG.unpack_from(buf, off)
+    off += _NCMSG.size
+    items = []
+    for _ in range(count):
+        level, kind, n = _CMSG.unpack_from(buf, off)
+        off += _CMSG.size
+        items.append((level, kind, bytes(buf[off:off + n])))
+        off += n
+    return items, off
 
 
 def _oserror(reply: dict[str, Any]) -> OSError:
@@ -129,6 +158,8 @@ def make_socket_class(channel: Channel, real: type) -> type:
             fam = _socket.AF_INET if family == -1 else int(family)
             reply, fds = channel.call("socket", type=int(kind), proto=max(proto, 0), family=fam)
             self._adopt(reply, fds[0])
+            if int(kind) & _socket.SOCK_NONBLOCK:  # as CPython's socket(): the daemon
+                self.setblocking(False)  # only hears the base type
 
         def _adopt(self, reply: dict[str, Any], fd: int) -> None:
             self._vfamily = int(reply.get("family", _socket.AF_INET))
@@ -137,6 +168,7 @@ def make_socket_class(channel: Channel, real: type) -> type:
             self._vproto = int(reply["proto"])
             pair = _socket.SOCK_STREAM if self._vtype == _socket.SOCK_STREAM else \
                 _socket.SOCK_SEQPACKET
+            os.set_inheritable(fd, False)  # as every socket Python makes (PEP 446)
             real.__init__(self, _socket.AF_UNIX, pair, 0, fd)
 
         @classmethod
@@ -256,25 +288,46 @@ def make_socket_class(channel: Channel, real: type) -> type:
             return self._vtype != _socket.SOCK_STREAM
 
         def sendto(self, data: Any, flags_or_addr: Any, addr: Any = None) -> int:
-            if not self._dgram():
-                return real.sendto(self, data, flags_or_addr, addr) if addr is not None \
-                    else real.sendto(self, data, flags_or_addr)
             flags, address = (0, flags_or_addr) if addr is None else (flags_or_addr, addr)
+            if not self._dgram():  # a stream: the address is checked, then ignored (TCP)
+                self._where(address)
+                return real.send(self, data, flags)
+            self._send_dgram(self._dgram_head(address, DGRAM_DATA), data, flags)
+            return len(data)
+
+        def _dgram_head(self, address: Any, kind: int) -> bytes:
+            """The header of a datagram to `address` (None: the connected peer)."""
             if self._v6():
+                if address is None:
+                    return DGRAM6_HEADER.pack(kind, bytes(16), 0, 0)
                 host, port, scope = _addr6(address)
                 packed6 = _ip6(host)
                 if packed6 is None:
                     reply = channel.request("sock.resolve", host=host, family=_socket.AF_INET6)
                     packed6 = _ip6(reply["addr"]) or bytes(16)
                     scope = int(reply.get("scope", 0)) or scope
-                self._send_dgram(DGRAM6_HEADER.pack(DGRAM_DATA, packed6, port, scope), data,
-                                 flags)
-                return len(data)
+                return DGRAM6_HEADER.pack(kind, packed6, port, scope)
+            if address is None:
+                return DGRAM_HEADER.pack(kind, b"\0\0\0\0", 0)
             host, port = _addr(address)
             packed = channel.request("sock.resolve", host=host)["addr"] if not _is_ip(host) \
                 else host
-            self._send_dgram(DGRAM_HEADER.pack(DGRAM_DATA, _socket.inet_aton(packed), port),
-                             data, flags)
+            return DGRAM_HEADER.pack(kind, _socket.inet_aton(packed), port)
+
+        def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0,
+                    address: Any = None) -> int:
+            """sendmsg: a datagram's control messages (IP_SENDSRCADDR, IP_PKTINFO) go to the
+            vnet socket in a kind 2 datagram; a stream takes none (EINVAL), as in a vnet."""
+            data = b"".join(bytes(memoryview(b).cast("B")) for b in buffers)
+            items = [(int(level), int(kind), bytes(value)) for level, kind, value in ancdata]
+            if not self._dgram():
+                if items:
+                    raise OSError(errno.EINVAL, "Invalid argument")
+                if address is not None:
+                    self._where(address)
+                return real.send(self, data, flags)
+            head = self._dgram_head(address, DGRAM_CONTROL if items else DGRAM_DATA)
+            self._send_dgram(head + (pack_control(items) if items else b""), data, flags)
             return len(data)
 
         def send(self, data: Any, flags: int = 0) -> int:
@@ -320,9 +373,18 @@ def make_socket_class(channel: Channel, real: type) -> type:
                 raise OSError(err, os.strerror(err))
 
         def _recv_dgram(self, bufsize: int, flags: int) -> tuple[bytes, Any]:
+            data, _, _, address = self._recv_dgram_msg(bufsize, flags)
+            return data, address
+
+        def _recv_dgram_msg(self, bufsize: int,
+                            flags: int) -> tuple[bytes, list[Any], int, Any]:
+            """(data, control messages, MSG_TRUNC or 0, address) of the next datagram."""
             header = DGRAM6_HEADER if self._v6() else DGRAM_HEADER
+            bufsize = max(bufsize, 0)
             try:
-                message = real.recv(self, max(bufsize, 0) + header.size, flags)
+                message, _, pair_flags, _ = real.recvmsg(
+                    self, bufsize + header.size + CONTROL_ROOM, 0,
+                    flags & ~_socket.MSG_TRUNC)
             except ConnectionResetError:  # the daemon closed its end: the vnet is gone
                 raise _gone() from None
             if not message:  # the daemon closed its end: the vnet (or the daemon) is gone
@@ -331,10 +393,25 @@ def make_socket_class(channel: Channel, real: type) -> type:
             kind, raw, port = fields[:3]
             if kind == DGRAM_ERROR:
                 raise OSError(port, os.strerror(port))
-            data = message[header.size:][:bufsize]
+            control, off = unpack_control(message, header.size) if kind == DGRAM_CONTROL \
+                else ([], header.size)
+            payload = message[off:]
+            trunc = _socket.MSG_TRUNC if len(payload) > bufsize or \
+                pair_flags & _socket.MSG_TRUNC else 0
             if self._v6():
-                return data, (_socket.inet_ntop(_socket.AF_INET6, raw), port, 0, fields[3])
-            return data, (_socket.inet_ntoa(raw), port)
+                address: Any = (_socket.inet_ntop(_socket.AF_INET6, raw), port, 0, fields[3])
+            else:
+                address = (_socket.inet_ntoa(raw), port)
+            return payload[:bufsize], control, trunc, address
+
+        def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0) -> Any:
+            """recvmsg: a datagram's control messages come from the vnet socket (the
+            relay carries them); a stream's is the pair's own."""
+            if not self._dgram():
+                return real.recvmsg(self, bufsize, ancbufsize, flags)
+            data, control, msg_flags, address = self._recv_dgram_msg(bufsize, flags)
+            control, cut = fit_control(control, ancbufsize)
+            return data, control, msg_flags | (_socket.MSG_CTRUNC if cut else 0), address
 
         def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
             if not self._dgram():

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import os
 import socket
+import struct
 import threading
 from collections.abc import Coroutine, Mapping
 from types import MappingProxyType
@@ -24,7 +25,16 @@ from vimage import netdb
 from vimage.aio.loop import VimageEventLoop
 from vimage.ctl.ops import Op, OpFunc, Request
 from vimage.ctl.protocol import BAD_REQUEST, CtlError
-from vimage.ctl.remote import DGRAM6_HEADER, DGRAM_DATA, DGRAM_ERROR, DGRAM_HEADER
+from vimage.ctl.remote import (
+    CONTROL_ROOM,
+    DGRAM6_HEADER,
+    DGRAM_CONTROL,
+    DGRAM_DATA,
+    DGRAM_ERROR,
+    DGRAM_HEADER,
+    pack_control,
+    unpack_control,
+)
 from vimage.wire import ipv4, ipv6
 
 if TYPE_CHECKING:
@@ -36,6 +46,7 @@ CHUNK = 65536
 AF_ROUTE = 17  # FreeBSD's, which a process asks for (vimage.socket.rtsock)
 CONNECT_POLL = 0.2  # seconds a SO_ERROR request waits for a connection still under way
 MAX_SOCKETS = 4096  # per control connection
+CONTROL_SPACE = 1024  # room for a relayed datagram's control messages
 
 
 class Relayed:
@@ -219,7 +230,7 @@ async def _pump_in(rel: Relayed) -> None:
 
 async def _dgram_out(rel: Relayed) -> None:
     loop = asyncio.get_running_loop()
-    while message := await loop.sock_recv(rel.ours, CHUNK + DGRAM_HEADER.size):
+    while message := await loop.sock_recv(rel.ours, CHUNK + DGRAM6_HEADER.size + CONTROL_ROOM):
         v6 = rel.vsock.family == socket.AF_INET6
         header = DGRAM6_HEADER if v6 else DGRAM_HEADER
         if len(message) < header.size:
@@ -228,7 +239,13 @@ async def _dgram_out(rel: Relayed) -> None:
         raw, port = fields[1], fields[2]
         data = message[header.size:]
         try:
-            if not any(raw) and port == 0:
+            if fields[0] == DGRAM_CONTROL:  # sendmsg with control messages
+                try:
+                    control, off = unpack_control(message, header.size)
+                except struct.error:  # a malformed message: the process hears EINVAL
+                    raise OSError(errno.EINVAL, "Invalid argument") from None
+                rel.vsock.sendmsg([message[off:]], control, 0, _dgram_address(v6, fields))
+            elif not any(raw) and port == 0:
                 rel.vsock.send(data)
             elif v6:
                 rel.vsock.sendto(data, (socket.inet_ntop(socket.AF_INET6, raw), port, 0,
@@ -240,6 +257,16 @@ async def _dgram_out(rel: Relayed) -> None:
                 _dgram_error(rel, errno.ENETDOWN)
                 return
             _dgram_error(rel, exc.errno or errno.EIO)
+
+
+def _dgram_address(v6: bool, fields: tuple[Any, ...]) -> Any:
+    """The address a datagram's header names, None for the connected peer."""
+    raw, port = fields[1], fields[2]
+    if not any(raw) and port == 0:
+        return None
+    if v6:
+        return socket.inet_ntop(socket.AF_INET6, raw), port, 0, fields[3]
+    return socket.inet_ntoa(raw), port
 
 
 def _dgram_error(rel: Relayed, err: int) -> None:
@@ -256,21 +283,46 @@ def _dgram_error(rel: Relayed, err: int) -> None:
 
 async def _dgram_in(rel: Relayed) -> None:
     loop = asyncio.get_running_loop()
+    vsock = rel.vsock
     while True:
-        try:
-            data, address = await loop.sock_recvfrom(rel.vsock, CHUNK)
+        try:  # recvmsg: the control messages the socket asked for, if any, come along
+            data, control, _, address = await _recvmsg(loop, vsock)
         except OSError as exc:
             if exc.errno in (errno.EBADF, None):
                 return
             _dgram_error(rel, exc.errno)
             continue
+        kind = DGRAM_CONTROL if control else DGRAM_DATA
         if len(address) == 4:
-            head = DGRAM6_HEADER.pack(DGRAM_DATA, socket.inet_pton(socket.AF_INET6, address[0]),
+            head = DGRAM6_HEADER.pack(kind, socket.inet_pton(socket.AF_INET6, address[0]),
                                       address[1], address[3])
         else:
-            head = DGRAM_HEADER.pack(DGRAM_DATA, socket.inet_aton(address[0]), address[1])
+            head = DGRAM_HEADER.pack(kind, socket.inet_aton(address[0]), address[1])
+        if control:
+            head += pack_control(control)
         with contextlib.suppress(OSError):  # a full pair drops, as a full socket does (or: gone)
             rel.ours.send(head + data)
+
+
+async def _recvmsg(loop: asyncio.AbstractEventLoop, vsock: Any) -> Any:
+    """recvmsg on the (non-blocking) vimage socket once it is readable (asyncio has no
+    sock_recvmsg): the datagram with its control messages."""
+    while True:
+        try:
+            return vsock.recvmsg(CHUNK, CONTROL_SPACE)
+        except BlockingIOError:
+            pass
+        ready = loop.create_future()
+        loop.add_reader(vsock, _wake_once, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(vsock)
+
+
+def _wake_once(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 async def _accept_loop(rel: Relayed) -> None:

@@ -39,8 +39,10 @@ class RawState(LazySlots):
         self.maxdgram = 9216
         self.recvspace = 9216
 
-    def input(self, pkt: bytes, proto: int, src: int, dst: int) -> bool:
-        """Give every matching raw socket a copy (header included); True if any took it."""
+    def input(self, pkt: bytes, proto: int, src: int, dst: int,
+              ifp: Ifnet | None = None) -> bool:
+        """Give every matching raw socket a copy (header included); True if any took it.
+        `ifp`, the arrival interface, is for IP_RECVIF (rip_input's ip_savecontrol)."""
         taken = False
         for sock in self.sockets.live():
             if sock.proto and sock.proto != proto:
@@ -49,14 +51,15 @@ class RawState(LazySlots):
                 continue
             if sock.faddr and sock.faddr != src:
                 continue
-            sock.enqueue(pkt, src, 0)
+            sock.enqueue(pkt, src, 0, (dst, ifp.index if ifp is not None else 0, pkt[8],
+                                       pkt[1]) if sock.recvopts else None)
             taken = True
         return taken
 
     def ip_input(self, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: int) -> None:
         """The protocol switch's entry for every IP protocol no other protocol takes
         (FreeBSD's rip_input in ip_protox): raw sockets, else protocol unreachable."""
-        if not self.input(pkt, pkt[9], src, dst):
+        if not self.input(pkt, pkt[9], src, dst, ifp):
             self.vnet.ip.noproto(pkt, dst)
 
     def output(self, sock: Socket, data: bytes, dst: int) -> None:

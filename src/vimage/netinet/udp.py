@@ -12,7 +12,7 @@ from vimage.net.offload import PARTIAL
 from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.icmp import quoted_ports
 from vimage.netinet.in_ import INADDR_BROADCAST
-from vimage.netinet.in_pcb import PcbList, is_mapped, mapped, unmapped
+from vimage.netinet.in_pcb import PcbList, is_mapped, lb_pick, mapped, shares_port, unmapped
 from vimage.stats import LazySlots, count_drop, counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import WireError
@@ -23,6 +23,8 @@ from vimage.wire.ipv4 import PROTO_UDP
 from vimage.wire.ipv6 import needs_zone
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from vimage.net.ifnet import Ifnet
     from vimage.socket.socket import Socket
     from vimage.vnet import Vnet
@@ -102,7 +104,7 @@ class UdpState(LazySlots):
             for other in self.bound(port) + self.bound6(port):
                 if not _conflict(sock, addr, other):
                     continue
-                if sock.reuseport and other.reuseport:
+                if shares_port(sock, other):
                     continue
                 if sock.reuseaddr and other.reuseaddr:
                     continue
@@ -176,7 +178,8 @@ class UdpState(LazySlots):
                     continue
                 if sock.faddr and (sock.faddr != src or sock.fport != sport):
                     continue
-                delivered = sock.enqueue(bytes(dgram.payload), src, sport) or delivered
+                delivered = sock.enqueue(bytes(dgram.payload), src, sport, (
+                    dst, ifp.index, pkt[8], pkt[1]) if sock.recvopts else None) or delivered
             if self.ports6 and dgram.dport in self.ports6:
                 delivered = self.mapped_input(dgram, src, dst, True) or delivered
             if delivered:
@@ -196,8 +199,10 @@ class UdpState(LazySlots):
                 if sock.faddr != src or sock.fport != sport:
                     continue
                 score += 2
-            if score > best_score:
+            if score >= best_score:  # among equals the last bound (FreeBSD's hash chains)
                 best, best_score = sock, score
+        if best is not None and best.reuseport_lb and not best.faddr:
+            best = self._lb_member(socks, best, src, sport, dst, dgram.dport)
         if best is None:
             if self.ports6 and dgram.dport in self.ports6 and self.mapped_input(
                     dgram, src, dst, False):
@@ -206,10 +211,19 @@ class UdpState(LazySlots):
             if not self.blackhole:
                 icmp_mod.error(self.vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_PORT)
             return
-        if best.enqueue(bytes(dgram.payload), src, sport):
+        if best.enqueue(bytes(dgram.payload), src, sport, (
+                dst, ifp.index, pkt[8], pkt[1]) if best.recvopts else None):
             st.delivered += 1
         else:
             st.fullsock += 1
+
+    @staticmethod
+    def _lb_member(socks: Iterable[Socket], best: Socket, src: int, sport: int, dst: int,
+                   dport: int) -> Socket:
+        """The SO_REUSEPORT_LB group `best` belongs to (the unconnected sockets bound to its
+        address with that option) picks the receiver by the 4-tuple (in_pcblookup_lbgroup)."""
+        group = [s for s in socks if s.reuseport_lb and not s.faddr and s.laddr == best.laddr]
+        return lb_pick(group, src, sport, dst, dport)
 
     def mapped_input(self, dgram: wudp.UdpRepr, src: int, dst: int, multi: bool) -> bool:
         """An IPv4 datagram no AF_INET socket took: the dual-stack AF_INET6 sockets
@@ -322,8 +336,10 @@ class UdpState(LazySlots):
                 if sock.faddr != src or sock.fport != sport:
                     continue
                 score += 2
-            if score > best_score:
+            if score >= best_score:  # the last bound among equals, as over IPv4
                 best, best_score = sock, score
+        if best is not None and best.reuseport_lb and not best.faddr:
+            best = self._lb_member(socks, best, src, sport, dst, dgram.dport)
         if best is None:
             st.noport += 1
             if not self.blackhole:

@@ -27,7 +27,7 @@ class DivertSocket(Socket):
                  proto: int = IPPROTO_DIVERT) -> None:
         if proto != IPPROTO_DIVERT or type & 0xF != SOCK_RAW:
             raise OSError(errno.EPROTONOSUPPORT, "Protocol not supported")
-        super().__init__(vnet, family, SOCK_RAW, 0)  # the common fields of a raw socket
+        super().__init__(vnet, family, type, 0)  # the common fields of a raw socket
         vnet.raw.sockets.discard(self)  # ... which raw IP input must not see
         self.proto = IPPROTO_DIVERT
         self.hdrincl = True

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from vimage.context import current_fib
 from vimage.net import rtsock
-from vimage.socket.socket import PollMixin, TimeoutMixin, option_int
+from vimage.socket.socket import PollMixin, TimeoutMixin, initial_timeout, option_int
 
 if TYPE_CHECKING:
     from vimage.vnet import Vnet
@@ -63,7 +63,7 @@ class RouteSocket(TimeoutMixin, PollMixin):
         self.rcvbuf = RECVSPACE
         self._rcvq: deque[bytes] = deque()
         self._rcvbytes = 0
-        self._timeout: float | None = None
+        self._timeout: float | None = initial_timeout(type)  # SOCK_NONBLOCK
         self.closed = False
         self._fd = -1
         self._poll = None

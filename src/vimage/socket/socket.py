@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import select as _select
 import socket as _std
 import struct
 from collections import deque
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from vimage.context import current_fib
 from vimage.netinet.in_ import INADDR_BROADCAST
 from vimage.netinet.in_pcb import is_mapped
+from vimage.socket import msg as _msg
 from vimage.socket.inet6 import (
     IPPROTO_ICMPV6,
     IPPROTO_IPV6,
@@ -57,14 +59,21 @@ from vimage.socket.inet6 import (
     zone_ifp,
 )
 from vimage.wire import WireError, ipv4
+from vimage.wire import udp as wudp
 from vimage.wire.ipv6 import needs_zone
 
 if TYPE_CHECKING:
     from vimage.vnet import Vnet
 
 SO_REUSEPORT = getattr(_std, "SO_REUSEPORT", 15)
+SO_REUSEPORT_LB = _msg.SO_REUSEPORT_LB  # FreeBSD's load-balancing variant (in_pcb.c lbgroups)
+# the type argument's flags (Linux values, as the stdlib has them; FreeBSD's differ but a
+# program names them through the stdlib): honoured by every kind of vnet socket
+SOCK_NONBLOCK = getattr(_std, "SOCK_NONBLOCK", 0x800)
+SOCK_CLOEXEC = getattr(_std, "SOCK_CLOEXEC", 0x80000)
 # the SOL_SOCKET options every vnet socket keeps as a flag of its own: option -> attribute
-REUSE_FLAGS = MappingProxyType({SO_REUSEADDR: "reuseaddr", SO_REUSEPORT: "reuseport"})
+REUSE_FLAGS = MappingProxyType({SO_REUSEADDR: "reuseaddr", SO_REUSEPORT: "reuseport",
+                                SO_REUSEPORT_LB: "reuseport_lb"})
 _FLAGS = MappingProxyType({**REUSE_FLAGS, SO_BROADCAST: "broadcast"})
 # FreeBSD's IP_DONTFRAG (67); Linux has no such option, so vimage defines it.
 IP_DONTFRAG = 67
@@ -74,6 +83,20 @@ _PKTINFO = struct.Struct("@16sI")  # struct in6_pktinfo
 # enum's Python __rand__; plain ints test in one operation
 _MSG_PEEK = int(MSG_PEEK)
 _MSG_DONTWAIT = int(MSG_DONTWAIT)
+
+
+_TRUNC = int(MSG_TRUNC)  # a plain int: `flags & MSG_TRUNC` would build an IntFlag each time
+
+# poll(2)'s readable and writable masks, as Linux sets them (with the *NORM bits)
+POLL_READ = _select.POLLIN | _select.POLLRDNORM
+POLL_WRITE = _select.POLLOUT | _select.POLLWRNORM
+
+
+def initial_timeout(type_: int) -> float | None:
+    """A new socket's timeout: 0.0 (non-blocking) for SOCK_NONBLOCK in the type argument,
+    as CPython's socket() does; SOCK_CLOEXEC needs nothing (a vnet socket is no
+    descriptor of the process, so nothing can inherit it)."""
+    return 0.0 if type_ & SOCK_NONBLOCK else None
 
 
 def initial_fib(vnet: Vnet) -> int:
@@ -185,6 +208,15 @@ class PollMixin:
         if self._poll is not None:
             self._poll.touch(self)
 
+    def _pollmask(self) -> int:
+        """Readiness as poll(2) reports it (select.POLL* bits; vimage.aio.KernelPoll):
+        from the selectors' events, POLLNVAL once closed. Stream sockets say more."""
+        if self.closed:
+            return _select.POLLNVAL
+        events = self._events()  # type: ignore[attr-defined]
+        return (POLL_READ if events & 1 else 0) | (POLL_WRITE if events & 2 else 0) | (
+            _select.POLLERR if getattr(self, "_so_error", 0) else 0)
+
     # -- file objects (the stdlib's socket.makefile) ---------------------------------------
     _io_refs: int
 
@@ -263,11 +295,14 @@ class Socket(TimeoutMixin, PollMixin):
         "laddr",
         "lport",
         "mhops6",
+        "onesbcast",
         "proto",
         "rcvbuf",
+        "recvopts",
         "recvpktinfo",
         "reuseaddr",
         "reuseport",
+        "reuseport_lb",
         "scope",
         "sndbuf",
         "tos",
@@ -309,12 +344,14 @@ class Socket(TimeoutMixin, PollMixin):
         # parsed / formatted once
         self._dest: tuple[Any, int, int] | None = None
         self._peer: tuple[int, int, Any] | None = None
-        self._timeout: float | None = None
+        self._timeout: float | None = initial_timeout(type)
         self.closed = False
         self._fd = -1
         self._poll = None
         self._io_refs = 0
-        self.reuseaddr = self.reuseport = self.broadcast = False
+        self.reuseaddr = self.reuseport = self.reuseport_lb = self.broadcast = False
+        self.recvopts = 0  # IPv4 control messages asked for (vimage.socket.msg RECV_* bits)
+        self.onesbcast = False
         self.ttl: int | None = None
         self.tos = 0
         self.hdrincl = base_type == SOCK_RAW and proto == IPPROTO_RAW
@@ -340,13 +377,14 @@ class Socket(TimeoutMixin, PollMixin):
 
     # -- kernel side ----------------------------------------------------------------
     def enqueue(self, data: bytes, src: int, sport: int,
-                info: tuple[int, int] | None = None) -> bool:
+                info: tuple[int, ...] | None = None) -> bool:
         """Queue a received datagram; False if the receive buffer is full. `info` is
-        (destination, interface index), kept for IPV6_RECVPKTINFO."""
+        (destination, interface index), kept for IPV6_RECVPKTINFO, or for IPv4
+        (destination, interface index, TTL, TOS), kept for the IP_RECV* options."""
         if self.closed or self._rcvbytes + len(data) > self.rcvbuf:
             return False
-        self._rcvq.append((data, src, sport, info) if info is not None and self.recvpktinfo
-                          else (data, src, sport))
+        self._rcvq.append((data, src, sport, info) if info is not None and (
+            self.recvpktinfo or self.recvopts) else (data, src, sport))
         self._rcvbytes += len(data)
         if self._poll is not None:
             self._poll.touch(self)
@@ -502,6 +540,8 @@ class Socket(TimeoutMixin, PollMixin):
 
     def _send(self, data: bytes, dst: int, port: int) -> int:
         vnet = self.vnet
+        if self.onesbcast and dst in vnet.ip.bcast:
+            return self._send_special(data, dst, port, 0)
         if self.type == SOCK_DGRAM:
             if self._so_error:
                 self._take_error()
@@ -514,6 +554,75 @@ class Socket(TimeoutMixin, PollMixin):
         if not sched.virtual:  # only a real clock's loop sleeps on the condition
             sched.cond.notify_all()
         return len(data)
+
+    def _send_special(self, data: bytes, dst: int, port: int, src: int) -> int:
+        """Send an IPv4 datagram from a chosen source `src` (sendmsg's IP_SENDSRCADDR or
+        IP_PKTINFO) or, with IP_ONESBCAST, to a subnet's broadcast address as
+        255.255.255.255 out of that subnet's interface (FreeBSD udp_output and
+        rip_output with IP_SENDONES: the route is the subnet's, the header's
+        destination all ones, the UDP checksum over it)."""
+        vnet = self.vnet
+        ip = vnet.ip
+        wire_dst = dst
+        if self.onesbcast and dst in ip.bcast:
+            if not self.broadcast:
+                raise OSError(errno.EACCES, "Permission denied")
+            wire_dst = INADDR_BROADCAST
+            src = src or self.laddr or ip.bcast[dst].addr
+        if self.type == SOCK_RAW and self.hdrincl:
+            vnet.raw.output(self, data, dst)  # the caller's header names the addresses
+            return len(data)
+        src = src or self.laddr or ip.select_source(dst, self.fib)
+        if self._is_udp:
+            if len(data) + 8 > self.sndbuf:
+                raise OSError(errno.EMSGSIZE, "Message too long")
+            self._take_error()
+            if not self.lport:
+                vnet.udp.bind(self, 0, 0)
+            payload = wudp.build(self.lport, port, data, src, wire_dst,
+                                 with_checksum=bool(vnet.udp.checksum))
+            proto = IPPROTO_UDP
+        else:
+            if len(data) > self.sndbuf:
+                raise OSError(errno.EMSGSIZE, "Message too long")
+            payload, proto = data, self.proto
+        if len(payload) + 20 > 0xFFFF:
+            raise OSError(errno.EMSGSIZE, "Message too long")
+        pkt = ipv4.build(src, wire_dst, proto, payload, ttl=self.ttl or ip.ttl, tos=self.tos,
+                         ident=ip.next_ident(), flags_frag=ipv4.FLAG_DF if self.dontfrag else 0)
+        ip.output_packet(pkt, dst, broadcast_ok=self.broadcast, raw=not self._is_udp,
+                         fib=self.fib)
+        if self._is_udp:
+            vnet.udp.stats.opackets += 1
+        self._lock.notify_all()
+        return len(data)
+
+    def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0,
+                address: Any = None) -> int:
+        """The stdlib's sendmsg. IPv4 control messages: IP_SENDSRCADDR (FreeBSD) or
+        IP_PKTINFO (Linux) choose the source address, which must be this host's."""
+        data = b"".join(bytes(memoryview(b).cast("B")) for b in buffers)
+        items = list(ancdata)
+        if not items:
+            return self.send(data, flags) if address is None else self.sendto(data, flags,
+                                                                              address)
+        if self.family == AF_INET6:
+            raise OSError(errno.EINVAL, "Invalid argument")  # no IPv6 output options yet
+        with self._lock:
+            self._check_open()
+            src = _msg.send_source(self.vnet, items)
+            if address is None:
+                if not self.faddr:
+                    raise OSError(errno.EDESTADDRREQ, "Destination address required")
+                dst, port = self.faddr, self.fport
+            else:
+                if self.faddr:
+                    raise OSError(errno.EISCONN, "Transport endpoint is already connected")
+                dst, port = parse_sockaddr(address)
+                dst = dst or 0x7F000001
+                if self._is_udp and port == 0:
+                    raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
+            return self._send_special(data, dst, port, src)
 
     def _send6(self, data: bytes, dst: int, port: int, scope: int) -> int:
         vnet = self.vnet
@@ -575,16 +684,42 @@ class Socket(TimeoutMixin, PollMixin):
         """The stdlib's recvmsg: with IPV6_RECVPKTINFO on, an IPV6_PKTINFO item (struct
         in6_pktinfo: the destination address and the arrival interface, RFC 3542 6.1)."""
         entry = self._recv_entry(bufsize, flags)
-        data = entry[0]
-        msg_flags = MSG_TRUNC if len(data) > bufsize else 0
-        ancdata: list[tuple[int, int, bytes]] = []
-        if len(entry) > 3 and ancbufsize >= _std.CMSG_SPACE(_PKTINFO.size):
-            dst, index = entry[3]
-            ancdata.append((IPPROTO_IPV6, IPV6_PKTINFO,
-                            _PKTINFO.pack(dst.to_bytes(16, "big"), index)))
-        elif len(entry) > 3 and ancbufsize:
-            msg_flags |= _std.MSG_CTRUNC
+        data, ancdata, msg_flags = self._msg_parts(entry, bufsize, ancbufsize)
+        if flags & _TRUNC and len(data) > bufsize:
+            return (data[:bufsize].ljust(len(data), b"\0"), ancdata, msg_flags,
+                    self._sockaddr(entry[1], entry[2]))
         return data[:bufsize], ancdata, msg_flags, self._sockaddr(entry[1], entry[2])
+
+    def _msg_parts(self, entry: tuple[Any, ...], bufsize: int,
+                   ancbufsize: int) -> tuple[bytes, list[tuple[int, int, bytes]], int]:
+        """(data, control messages, msg_flags) of a dequeued datagram for recvmsg:
+        MSG_TRUNC if it did not fit, MSG_CTRUNC if its control messages did not."""
+        data = entry[0]
+        msg_flags = _TRUNC if len(data) > bufsize else 0
+        if len(entry) <= 3:
+            return data, [], msg_flags
+        if self.family == AF_INET6:
+            dst, index = entry[3]
+            items = [(IPPROTO_IPV6, IPV6_PKTINFO, _PKTINFO.pack(dst.to_bytes(16, "big"), index))]
+        else:
+            items = _msg.recv_control(self.vnet, self.recvopts, entry[3])
+        ancdata, cut = _msg.fit_control(items, ancbufsize)
+        return data, ancdata, msg_flags | (int(_std.MSG_CTRUNC) if cut else 0)
+
+    def recvmsg_into(self, buffers: Any, ancbufsize: int = 0,
+                     flags: int = 0) -> tuple[int, list[tuple[int, int, bytes]], int, Any]:
+        """The stdlib's recvmsg_into: the datagram scattered over `buffers`."""
+        views = [memoryview(b).cast("B") for b in buffers]
+        room = sum(len(v) for v in views)
+        entry = self._recv_entry(room, flags)
+        data, ancdata, msg_flags = self._msg_parts(entry, room, ancbufsize)
+        at = 0
+        for view in views:
+            piece = data[at:at + len(view)]
+            view[:len(piece)] = piece
+            at += len(piece)
+        nbytes = len(data) if flags & _TRUNC else at
+        return nbytes, ancdata, msg_flags, self._sockaddr(entry[1], entry[2])
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if not flags and bufsize >= 0:  # the common case: a datagram is waiting
@@ -594,9 +729,13 @@ class Socket(TimeoutMixin, PollMixin):
                     data = queue.popleft()[0]
                     self._rcvbytes -= len(data)
                     return data if len(data) <= bufsize else data[:bufsize]
+        if flags & _TRUNC:
+            return self._recv_trunc(bufsize, flags)[0]
         return self._recv(bufsize, flags)[0]
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, tuple[str, int]]:
+        if flags & _TRUNC:
+            return self._recv_trunc(bufsize, flags)
         data, src, sport = self._recv(bufsize, flags)
         if self.family != AF_INET:  # an IPv6 sockaddr also carries the socket's scope
             return data, self._sockaddr(src, sport)
@@ -604,6 +743,14 @@ class Socket(TimeoutMixin, PollMixin):
         if peer is None or peer[0] != src or peer[1] != sport:  # a new sender: format once
             peer = self._peer = (src, sport, (ipv4.ntoa(src), sport))
         return data, peer[2]
+
+    def _recv_trunc(self, bufsize: int, flags: int) -> tuple[bytes, Any]:
+        """recv with MSG_TRUNC (Linux udp_recvmsg, raw_recvmsg): the datagram's real
+        length; CPython then sizes its result to that length, whose bytes past `bufsize`
+        the kernel did not write: vimage makes them zeros."""
+        entry = self._recv_entry(bufsize, flags)
+        data = entry[0]
+        return data[:bufsize].ljust(len(data), b"\0"), self._sockaddr(entry[1], entry[2])
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         return self.recvfrom_into(buffer, nbytes, flags)[0]
@@ -617,6 +764,10 @@ class Socket(TimeoutMixin, PollMixin):
             if nbytes > len(view):
                 raise ValueError("nbytes is greater than the length of the buffer")
             nbytes = len(view)
+        if flags & _TRUNC:  # the real length, the part that fits copied
+            entry = self._recv_entry(nbytes, flags)
+            view[:min(nbytes, len(entry[0]))] = entry[0][:nbytes]
+            return len(entry[0]), self._sockaddr(entry[1], entry[2])
         data, src, sport = self._recv(nbytes, flags)
         view[:len(data)] = data
         return len(data), self._sockaddr(src, sport)
@@ -656,6 +807,11 @@ class Socket(TimeoutMixin, PollMixin):
                 self.hdrincl = bool(value)
             elif option == IP_DONTFRAG:
                 self.dontfrag = bool(value)
+            elif option in _msg.RECV_BITS and self.family == AF_INET:
+                bit = _msg.RECV_BITS[option]
+                self.recvopts = (self.recvopts | bit) if value else (self.recvopts & ~bit)
+            elif option == _msg.IP_ONESBCAST and self.family == AF_INET:
+                self.onesbcast = bool(value)
             else:
                 raise OSError(errno.ENOPROTOOPT, "Protocol not available")
         elif level == IPPROTO_IPV6 and self.family == AF_INET6:
@@ -712,7 +868,10 @@ class Socket(TimeoutMixin, PollMixin):
             (IPPROTO_IP, IP_TOS): self.tos,
             (IPPROTO_IP, IP_HDRINCL): int(self.hdrincl),
             (IPPROTO_IP, IP_DONTFRAG): int(self.dontfrag),
+            (IPPROTO_IP, _msg.IP_ONESBCAST): int(self.onesbcast),
         }
+        if level == IPPROTO_IP and option in _msg.RECV_BITS and self.family == AF_INET:
+            return int(bool(self.recvopts & _msg.RECV_BITS[option]))
         if (level, option) == (SOL_SOCKET, SO_ERROR):
             err, self._so_error = self._so_error, 0
             return err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select as _select
 import socket as _std
 import struct
 from socket import (  # a vnet's socket takes the stdlib's constants
@@ -18,6 +19,7 @@ from socket import (  # a vnet's socket takes the stdlib's constants
     IPPROTO_TCP,
     MSG_DONTWAIT,
     MSG_PEEK,
+    MSG_WAITALL,
     SHUT_RD,
     SHUT_RDWR,
     SHUT_WR,
@@ -60,12 +62,15 @@ from vimage.socket.inet6 import (
     zone_ifp,
 )
 from vimage.socket.socket import (
+    POLL_READ,
+    POLL_WRITE,
     REUSE_FLAGS,
     SO_SETFIB,
     PollMixin,
     TimeoutMixin,
     check_fib,
     initial_fib,
+    initial_timeout,
     option_int,
     parse_sockaddr,
 )
@@ -77,6 +82,7 @@ if TYPE_CHECKING:
 
 SO_ACCEPTCONN = getattr(_std, "SO_ACCEPTCONN", 30)
 _LINGER = struct.Struct("ii")
+_WAITALL = int(MSG_WAITALL)  # a plain int: `flags & MSG_WAITALL` builds an IntFlag each time
 _FIN_ACKED = frozenset({FIN_WAIT_2, TIME_WAIT, CLOSED})  # nothing of ours is unacknowledged
 
 
@@ -112,6 +118,7 @@ class TcpSocket(TimeoutMixin, PollMixin):
         "proto",
         "reuseaddr",
         "reuseport",
+        "reuseport_lb",
         "scope",
         "tcb",
         "tos",
@@ -138,9 +145,9 @@ class TcpSocket(TimeoutMixin, PollMixin):
         self._fd = -1
         self._poll = None
         self._io_refs = 0
-        self._timeout: float | None = None
+        self._timeout: float | None = initial_timeout(type)
         self._rd_shut = False
-        self.reuseaddr = self.reuseport = False
+        self.reuseaddr = self.reuseport = self.reuseport_lb = False
         self.ttl: int | None = None
         self.tos = 0
         self.laddr = self.lport = 0
@@ -196,6 +203,33 @@ class TcpSocket(TimeoutMixin, PollMixin):
         write = 2 if (closed or tcb.shut_wr or len(tcb.snd_buf) < tcb.snd_space) else 0
         return read | write
 
+    def _pollmask(self) -> int:
+        """poll(2)'s view, as Linux's tcp_poll: the peer's FIN (or our SHUT_RD) makes the
+        socket readable with POLLRDHUP (recv then returns b""); both directions shut or
+        the connection gone, POLLHUP; a pending error, POLLERR; an unconnected socket
+        is writable and hung up; a listener is readable with a connection to accept."""
+        if self.closed:
+            return _select.POLLNVAL
+        tcb = self.tcb
+        if tcb is None:
+            return POLL_WRITE | _select.POLLHUP
+        state = tcb.state
+        if state == LISTEN:
+            return POLL_READ if tcb.accept_q else 0
+        if state in (SYN_SENT, SYN_RECEIVED):
+            return 0
+        closed = state == CLOSED
+        mask = _select.POLLERR if tcb.so_error else 0
+        if tcb.fin_rcvd or closed or self._rd_shut:  # RCV_SHUTDOWN: theirs or ours
+            mask |= POLL_READ | _select.POLLRDHUP
+        elif tcb.rcv_buf:
+            mask |= POLL_READ
+        if closed or (tcb.shut_wr and (tcb.fin_rcvd or self._rd_shut)):
+            mask |= _select.POLLHUP
+        if closed or tcb.shut_wr or len(tcb.snd_buf) < tcb.snd_space:
+            mask |= POLL_WRITE
+        return mask
+
     # -- addresses of AF_INET6 sockets ---------------------------------------------------------
     def _key(self, addr: int, v6: bool) -> int:
         """A PCB address as this socket holds it: an IPv4 one mapped on an AF_INET6 socket."""
@@ -220,7 +254,7 @@ class TcpSocket(TimeoutMixin, PollMixin):
             self._check_open()
             if self.tcb is not None or self.lport:
                 raise OSError(errno.EINVAL, "Invalid argument")
-            reuse = self.reuseaddr or self.reuseport
+            reuse = self.reuseaddr or self.reuseport or self.reuseport_lb
             if self.family == _std.AF_INET6:
                 addr, port, scope = parse_sockaddr6(self.vnet, address)
                 check_local6(self.vnet, addr, scope, self.v6only)
@@ -243,6 +277,8 @@ class TcpSocket(TimeoutMixin, PollMixin):
             if self.family == _std.AF_INET6 and tcb.state != LISTEN:
                 laddr, tcb.v6 = self._pcb_addr(laddr)
                 tcb.v6only = self.v6only and tcb.v6
+            if self.tcb is None:
+                tcb.sock = self  # listen's clash check reads our SO_REUSEPORT(_LB)
             usrreq.listen(tcb, laddr, self.lport, backlog)
             if self.tcb is None:
                 tcb.sock = self
@@ -352,6 +388,8 @@ class TcpSocket(TimeoutMixin, PollMixin):
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
+        if flags & _WAITALL and bufsize:
+            return self._recv_waitall(bufsize, flags)
         with self._lock:
             self._check_open()
             tcb = self._connected(reading=True)
@@ -365,6 +403,32 @@ class TcpSocket(TimeoutMixin, PollMixin):
                 return b""
             return usrreq.receive(tcb, bufsize, bool(flags & MSG_PEEK))
 
+    def _recv_waitall(self, bufsize: int, flags: int) -> bytes:
+        """recv with MSG_WAITALL (FreeBSD soreceive_generic): wait for `bufsize` bytes,
+        returning fewer only at the end of the stream, on an error or a timeout after
+        some data arrived (the error then comes with the next call). With MSG_PEEK the
+        bytes stay queued: it waits until that many are there."""
+        with self._lock:
+            self._check_open()
+            tcb = self._connected(reading=True)
+            if flags & MSG_PEEK:
+                self._wait(lambda: len(tcb.rcv_buf) >= bufsize or tcb.fin_rcvd
+                           or tcb.state == CLOSED, flags)
+                return usrreq.receive(tcb, bufsize, True)
+        out = bytearray()
+        rest = flags & ~MSG_WAITALL
+        while len(out) < bufsize:
+            try:
+                chunk = self.recv(bufsize - len(out), rest)
+            except (BlockingIOError, TimeoutError, ConnectionError):
+                if out:
+                    break
+                raise
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
+
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         view = memoryview(buffer).cast("B")
         if nbytes < 0:
@@ -377,6 +441,49 @@ class TcpSocket(TimeoutMixin, PollMixin):
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, tuple[str, int] | None]:
         return self.recv(bufsize, flags), None
+
+    def recvmsg(self, bufsize: int, ancbufsize: int = 0,
+                flags: int = 0) -> tuple[bytes, list[tuple[int, int, bytes]], int, None]:
+        """The stdlib's recvmsg on a stream: no control messages, no address (None, as
+        CPython gives for a connected stream), MSG_PEEK/MSG_WAITALL/MSG_DONTWAIT."""
+        if bufsize < 0:
+            raise ValueError("negative buffer size in recvmsg()")
+        return self.recv(bufsize, flags), [], 0, None
+
+    def recvmsg_into(self, buffers: Any, ancbufsize: int = 0,
+                     flags: int = 0) -> tuple[int, list[tuple[int, int, bytes]], int, None]:
+        views = [memoryview(b).cast("B") for b in buffers]
+        data = self.recv(sum(len(v) for v in views), flags)
+        at = 0
+        for view in views:
+            piece = data[at:at + len(view)]
+            view[:len(piece)] = piece
+            at += len(piece)
+        return at, [], 0, None
+
+    def sendto(self, data: Any, flags_or_address: Any, address: Any = None) -> int:
+        """sendto on a stream: the address is checked and then ignored once connected
+        (Linux tcp_sendmsg; the stdlib's sendto); unconnected, ENOTCONN as send (FreeBSD:
+        a stream has no implied connect)."""
+        flags = 0 if address is None else flags_or_address
+        if address is None:
+            address = flags_or_address
+        if self.family == _std.AF_INET6:
+            parse_sockaddr6(self.vnet, address)
+        else:
+            parse_sockaddr(address)
+        return self.send(data, flags)
+
+    def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0,
+                address: Any = None) -> int:
+        """The stdlib's sendmsg on a stream: the buffers' bytes as one send (which may
+        take fewer when not blocking); control messages are refused (EINVAL)."""
+        data = b"".join(bytes(memoryview(b).cast("B")) for b in buffers)
+        if list(ancdata):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        if address is not None:
+            return self.sendto(data, flags, address)
+        return self.send(data, flags)
 
     def _connected(self, reading: bool = False) -> Tcb:
         tcb = self.tcb

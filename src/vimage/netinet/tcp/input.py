@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.netinet.in_ import INADDR_BROADCAST
+from vimage.netinet.in_pcb import pick_listener
 from vimage.netinet.tcp import reass
 from vimage.netinet.tcp.output import ack_now, output, respond_rst, send_data
 from vimage.netinet.tcp.sack import is_lost, update_scoreboard
@@ -87,11 +88,9 @@ def tcp_input(tcp: TcpState, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: i
         if not time_wait_input(tcb, seg):
             return
         tcb = None  # recycled: the new SYN goes to a listener
-    if tcb is None:
-        for listener in tcp.listeners.get(seg.dport, ()):
-            if listener.laddr in (0, dst) and not listener.v6only:  # dual-stack IPv6 too
-                tcb = listener
-                break
+    if tcb is None:  # dual-stack IPv6 listeners too; SO_REUSEPORT(_LB) ones (in_pcb.py)
+        tcb = pick_listener(tcp.listeners.get(seg.dport, ()), src, seg.sport, dst, seg.dport,
+                            False)
     if tcb is None:
         st.rcvafterclose += 1
         respond_rst(tcp, seg, src, dst)
@@ -130,7 +129,8 @@ def tcp6_input(tcp: TcpState, ifp: Ifnet, pkt: bytes, off: int, src: int, dst: i
         tcb = None
     zone = ifp if needs_zone(src) else None
     if tcb is None:
-        tcb = tcp.listener_for(seg.dport, dst)
+        tcb = pick_listener(tcp.listeners.get(seg.dport, ()), src, seg.sport, dst, seg.dport,
+                            True)
     if tcb is None:
         st.rcvafterclose += 1
         respond_rst(tcp, seg, src, dst, True, zone)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from vimage.netinet.in_pcb import shares_port
 from vimage.netinet.tcp.output import output
 from vimage.netinet.tcp.subr import detach, drop, new_iss, set_iss
 from vimage.netinet.tcp.timer import arm_keepalive
@@ -51,7 +52,8 @@ def listen(tcb: Tcb, laddr: int, lport: int, backlog: int) -> None:
     if tcb.state != LISTEN:
         if not lport:
             lport = tcp.ephemeral(laddr, 0, 0)
-        if any(_listen_clash(tcb, laddr, t) for t in tcp.listeners.get(lport, ())):
+        if any(_listen_clash(tcb, laddr, t) and not shares_port(tcb.sock, t.sock)
+               for t in tcp.listeners.get(lport, ())):
             raise OSError(errno.EADDRINUSE, "Address already in use")
         tcb.laddr, tcb.lport = laddr, lport
         tcb.state = LISTEN
