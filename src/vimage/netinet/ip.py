@@ -73,6 +73,10 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
     ("cantfrag", "{} datagrams that can't be fragmented"),
     ("badaddr", "{} datagrams with bad address in header"),
     ("faultdrop", "{} packets dropped by fault injection"),
+    # counted where vimage has the behaviour; netstat prints them as inet.c does
+    ("fastforward", "{} packets fast forwarded"),
+    ("redirectsent", "{} redirects sent"),
+    ("nogif", "{} tunneling packets that can't find gif"),
 )
 
 

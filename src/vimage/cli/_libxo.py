@@ -1,0 +1,302 @@
+"""A small libxo: `xo_emit` format strings rendered as text, JSON or XML.
+
+FreeBSD's netstat, arp and ifconfig describe every field of their output once, in
+libxo's format language (xo_format(5)): `{:sent-packets/%ju} {N:/packet%s sent}`
+prints `3 packets sent` as text and records `"sent-packets": 3` for JSON or
+`<sent-packets>3</sent-packets>` for XML. The tools here use the same format strings,
+so their text stays what FreeBSD prints and `--libxo json|xml` gives scripts FreeBSD's
+field names.
+
+The subset implemented: roles T (title), L (label), N (note), P (padding), D
+(decoration) and V (value, the default); modifiers d (display only), e (encoding
+only), k (key), q (quote), n (no quotes), t (trim), p (plural, on a note: the
+`singular,plural` form chosen by the previous value); containers, lists and
+instances (xo_open_container, xo_open_list, xo_open_instance). C formats map onto
+Python's `%` operator (length modifiers dropped, `%u` as `%d`, `*` widths taken
+from the arguments as in C).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING
+from xml.sax.saxutils import escape
+
+from vimage.cli import UsageError
+
+if TYPE_CHECKING:
+    from vimage.cli import Context
+
+STYLES = frozenset({"text", "json", "xml"})
+# libxo options that change nothing here (warnings go with the text; no HTML)
+_HARMLESS = frozenset({"warn", "keys", "underscores", "no-top", "not-first", "flush",
+                       "no-locale", "no-humanize", "units", "info", "warn-xml"})
+
+_FIELD = re.compile(r"\{([^:{}]*):([^}]*)\}")
+_CONV = re.compile(r"%([-+ #0]*)(\*|\d+)?(?:\.(\*|\d+))?(?:hh|h|ll|l|j|z|t|q)?([diouxXsc%])")
+_NUMERIC = frozenset("diouxX")
+
+
+def parse_args(argv: list[str]) -> tuple[list[str], str, bool]:
+    """xo_parse_args(3): remove `--libxo STYLE[,OPTS]` or `--libxo=...` (and libxo's
+    `--libxo:J`-style letters) from `argv`; return the rest, the style and `pretty`."""
+    rest: list[str] = []
+    style, pretty = "text", False
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg == "--":
+            rest += argv[i - 1:]
+            break
+        if not arg.startswith("--libxo"):
+            rest.append(arg)
+            continue
+        tail = arg[len("--libxo"):]
+        if tail.startswith("="):
+            spec = tail[1:]
+        elif tail.startswith(":"):
+            spec = _letters(tail[1:])
+        elif tail == "":
+            if i >= len(argv):
+                raise UsageError("--libxo: missing style")
+            spec = argv[i]
+            i += 1
+        else:
+            rest.append(arg)
+            continue
+        for word in spec.split(","):
+            if word in STYLES:
+                style = word
+            elif word == "pretty":
+                pretty = True
+            elif word not in _HARMLESS and word:
+                raise UsageError(f"--libxo: unknown or unsupported option '{word}'")
+    return rest, style, pretty
+
+
+def _letters(spec: str) -> str:
+    """libxo's one-letter flags: J json, X xml, T text, P pretty, W warn."""
+    names = {"J": "json", "X": "xml", "T": "text", "P": "pretty", "W": "warn"}
+    try:
+        return ",".join(names[c] for c in spec)
+    except KeyError as exc:
+        raise UsageError(f"--libxo: unknown flag '{exc.args[0]}'") from None
+
+
+def _c_to_py(fmt: str) -> str:
+    """A C printf format as Python's: length modifiers dropped, %u as %d."""
+    def conv(m: re.Match[str]) -> str:
+        flags, width, prec, kind = m.groups()
+        if kind == "%":
+            return "%%"
+        out = "%" + flags + (width or "")
+        if prec is not None:
+            out += "." + prec
+        return out + ("d" if kind == "u" else kind)
+    return _CONV.sub(conv, fmt)
+
+
+def _arg_count(fmt: str) -> int:
+    count = 0
+    for m in _CONV.finditer(fmt):
+        if m.group(4) == "%":
+            continue
+        count += 1 + (m.group(2) == "*") + (m.group(3) == "*")
+    return count
+
+
+def _bare(fmt: str) -> str:
+    """The format without widths and precisions: what an encoding records."""
+    return _CONV.sub(lambda m: "%%" if m.group(4) == "%" else "%" + m.group(4), fmt)
+
+
+def _strip_star_args(fmt: str, args: tuple[object, ...]) -> tuple[object, ...]:
+    """The arguments of `fmt` with those of `*` widths and precisions left out."""
+    out: list[object] = []
+    it = iter(args)
+    for m in _CONV.finditer(fmt):
+        if m.group(4) == "%":
+            continue
+        if m.group(2) == "*":
+            next(it)
+        if m.group(3) == "*":
+            next(it)
+        out.append(next(it))
+    return tuple(out)
+
+
+class Xo:
+    """One output handle: text accumulates as printed; values go into a tree of
+    containers (dicts) and lists (of dicts) for JSON and XML."""
+
+    def __init__(self, style: str = "text", pretty: bool = False,
+                 version: str | None = None) -> None:
+        self.style = style
+        self.pretty = pretty
+        self.text: list[str] = []
+        self.root: dict[str, object] = {}
+        if version is not None:
+            self.root["__version"] = version
+        self.stack: list[dict[str, object] | list[dict[str, object]]] = [self.root]
+        self._last_number: int | None = None
+
+    @property
+    def encoding(self) -> bool:
+        return self.style != "text"
+
+    # -- structure -----------------------------------------------------------------
+    def _top(self) -> dict[str, object]:
+        top = self.stack[-1]
+        if isinstance(top, list):
+            raise ValueError("libxo: a value in a list outside an instance")
+        return top
+
+    def open_container(self, name: str) -> None:
+        top = self._top()
+        child = top.get(name)
+        if not isinstance(child, dict):
+            child = {}
+            top[name] = child
+        self.stack.append(child)
+
+    def close_container(self, _name: str = "") -> None:
+        self.stack.pop()
+
+    def open_list(self, name: str) -> None:
+        top = self._top()
+        child = top.get(name)
+        if not isinstance(child, list):
+            child = []
+            top[name] = child
+        self.stack.append(child)
+
+    close_list = close_container
+
+    def open_instance(self, name: str) -> None:
+        if not isinstance(self.stack[-1], list):
+            self.open_list(name)
+            self.stack.append(self.stack.pop())  # the list stays open after the instance
+        lst = self.stack[-1]
+        assert isinstance(lst, list)
+        inst: dict[str, object] = {}
+        lst.append(inst)
+        self.stack.append(inst)
+
+    close_instance = close_container
+
+    def set_value(self, name: str, value: object) -> None:
+        self._top()[name] = value
+
+    # -- xo_emit ---------------------------------------------------------------------
+    def emit(self, fmt: str, *args: object) -> None:
+        """xo_emit(3): text and fields in `fmt`, the arguments in order."""
+        pos = 0
+        queue = list(args)
+        for m in _FIELD.finditer(fmt):
+            self._literal(fmt[pos:m.start()])
+            pos = m.end()
+            self._field(m.group(1), m.group(2), queue)
+        self._literal(fmt[pos:])
+        if queue:
+            raise ValueError(f"libxo: {len(queue)} arguments left over in {fmt!r}")
+
+    def _literal(self, text: str) -> None:
+        if text:
+            self.text.append(text)
+
+    def _field(self, mods: str, body: str, queue: list[object]) -> None:
+        content, _, formats = body.partition("/")
+        field_fmt, slash, enc_fmt = formats.partition("/")
+        role = next((c for c in mods if c in "TLNPDV"), "V")
+        if role != "V":
+            self._decoration(mods, content, field_fmt, queue)
+            return
+        fmt = field_fmt or "%s"
+        nargs = _arg_count(fmt)
+        args = tuple(queue[:nargs])
+        del queue[:nargs]
+        shown = _c_to_py(fmt) % args if nargs else fmt
+        if "e" not in mods:
+            self.text.append(shown)
+        values = _strip_star_args(fmt, args)
+        if len(values) == 1 and isinstance(values[0], int):
+            self._last_number = values[0]
+        if "d" in mods or not content:
+            return
+        self._top()[content] = self._encoded(mods, fmt, enc_fmt if slash else "", values)
+
+    def _decoration(self, mods: str, content: str, fmt: str, queue: list[object]) -> None:
+        if "p" in mods and fmt:  # {Np:/singular,plural}
+            singular, _, plural = fmt.partition(",")
+            self.text.append(singular if self._last_number == 1 else plural)
+            return
+        if not fmt:
+            self.text.append(content)
+            return
+        nargs = _arg_count(fmt)
+        args = tuple(queue[:nargs])
+        del queue[:nargs]
+        self.text.append(_c_to_py(fmt) % args)
+
+    @staticmethod
+    def _encoded(mods: str, fmt: str, enc_fmt: str, values: tuple[object, ...]) -> object:
+        if enc_fmt:
+            text = _c_to_py(enc_fmt) % values
+        elif len(values) == 1 and not isinstance(values[0], str):
+            value = values[0]
+            kinds = [m.group(4) for m in _CONV.finditer(fmt) if m.group(4) != "%"]
+            numeric = bool(kinds) and kinds[0] in _NUMERIC
+            if numeric and "q" not in mods and isinstance(value, int):
+                return value
+            text = _c_to_py(_bare(fmt)) % values
+        else:
+            text = _c_to_py(_bare(fmt)) % values if values else fmt
+        if "t" in mods:
+            text = text.strip()
+        if "n" in mods:
+            if text in ("true", "false"):
+                return text == "true"
+            if text.lstrip("-").isdigit():
+                return int(text)
+        return text
+
+    # -- output ----------------------------------------------------------------------
+    def render(self) -> str:
+        """What the tool prints: its text, or the tree as JSON or XML (xo_finish)."""
+        if self.style == "json":
+            if self.pretty:
+                return json.dumps(self.root, indent=2) + "\n"
+            return json.dumps(self.root) + "\n"
+        if self.style == "xml":
+            return _xml(self.root, self.pretty, 0)
+        return "".join(self.text)
+
+    def finish(self, ctx: Context) -> None:
+        ctx.out.write(self.render())
+
+
+def _xml(node: dict[str, object], pretty: bool, depth: int) -> str:
+    out: list[str] = []
+    pad = "  " * depth if pretty else ""
+    nl = "\n" if pretty else ""
+    for key, value in node.items():
+        if key == "__version":
+            continue
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, dict):
+                out.append(f"{pad}<{key}>{nl}{_xml(item, pretty, depth + 1)}{pad}</{key}>{nl}")
+            else:
+                text = ("true" if item else "false") if isinstance(item, bool) else str(item)
+                out.append(f"{pad}<{key}>{escape(text)}</{key}>{nl}")
+    text = "".join(out)
+    return text + "\n" if depth == 0 and not pretty and text else text
+
+
+def text_of(fmt: str, *args: object) -> str:
+    """The text `fmt` prints (a one-off xo_emit in text style)."""
+    xo = Xo()
+    xo.emit(fmt, *args)
+    return "".join(xo.text)
