@@ -207,8 +207,10 @@ class Xo:
             self.text.append(text)
 
     def _field(self, mods: str, body: str, queue: list[object]) -> None:
-        content, _, formats = body.partition("/")
-        field_fmt, slash, enc_fmt = formats.partition("/")
+        # "\\/" is a slash inside a format (`broadcast\\/multicast`), not a separator
+        content, _, formats = body.replace("\\/", "\0").partition("/")
+        field_fmt, slash, enc_fmt = (f.replace("\0", "/") for f in formats.partition("/"))
+        content = content.replace("\0", "/")
         role = next((c for c in mods if c in "TLNPDV"), "V")
         if role != "V":
             self._decoration(mods, content, field_fmt, queue)

@@ -194,7 +194,8 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
     ("sig_err_sigopt", "{} times unexpected signature received"),
     ("sig_err_nosigopt", "{} times no signature provided by segment"),
     ("pmtud_blackhole_activated", "{} Path MTU discovery black hole detection activations"),
-    ("pmtud_blackhole_activated_min_mss", "{} Path MTU discovery black hole detection min MSS activations"),
+    ("pmtud_blackhole_activated_min_mss",
+     "{} Path MTU discovery black hole detection min MSS activations"),
     ("pmtud_blackhole_failed", "{} Path MTU discovery black hole detection failures"),
 )
 
