@@ -35,7 +35,7 @@ _HARMLESS = frozenset({"warn", "keys", "underscores", "no-top", "not-first", "fl
 
 _FIELD = re.compile(r"\{([^:{}]*):([^}]*)\}")
 _CONV = re.compile(r"%([-+ #0]*)(\*|\d+)?(?:\.(\*|\d+))?(?:hh|h|ll|l|j|z|t|q)?([diouxXsc%])")
-_NUMERIC = frozenset("diouxX")
+_NUMERIC = frozenset("diu")  # encoded as JSON numbers; %x and %o keep their text
 
 
 def parse_args(argv: list[str]) -> tuple[list[str], str, bool]:
