@@ -1,10 +1,11 @@
 """ifconfig --libxo json|xml: the interfaces `ifconfig` shows, as structure.
 
 FreeBSD's ifconfig(8) prints text only; vimage's takes libxo's `--libxo` option as
-netstat and arp do, with the names netstat's libxo output uses where they meet
-(`name`, `flags`, `mtu`, `address`), all in an `ifconfig` container, and the words of ifconfig's own lines for the rest
-(`ether`, `inet` with `netmask` and `broadcast`, `inet6` with `prefixlen` and
-`scopeid`, `status`, `groups`). The text output is unchanged by it.
+netstat and arp do: an `ifconfig` container with an `interface` list, the names
+netstat's libxo output uses where they meet (`name`, `flags`, `mtu`, `address`) and
+the words of ifconfig's own lines for the rest (`ether`, `inet` with `netmask` and
+`broadcast`, `inet6` with `prefixlen` and `scopeid`, `status`, `groups`). The text
+output is unchanged by it.
 """
 
 from __future__ import annotations
