@@ -304,3 +304,66 @@ def test_zero_flag_resets_after_printing(vnet: Vnet) -> None:
     assert "\t0 total packets received" in block(vnet, "ip")
     block(vnet, "icmp", "-s -z")
     assert vnet.icmp.stats.inhist[8] == 0
+
+
+# inet6.c ip6_stats() up to its mbuf statistics
+IP6 = [
+    ("p", ("total",), "\t%d total packet%s received\n"),
+    ("p1a", ("toosmall",), "\t%d with size smaller than minimum\n"),
+    ("p1a", ("tooshort",), "\t%d with data size < data length\n"),
+    ("p1a", ("badoptions",), "\t%d with bad options\n"),
+    ("p1a", ("badvers",), "\t%d with incorrect version number\n"),
+    ("p", ("fragments",), "\t%d fragment%s received\n"),
+    ("p", ("fragdropped",), "\t%d fragment%s dropped (dup or out of space)\n"),
+    ("p", ("fragtimeout",), "\t%d fragment%s dropped after timeout\n"),
+    ("p", ("fragoverflow",), "\t%d fragment%s that exceeded limit\n"),
+    ("p", ("atomicfrags",), "\t%d atomic fragment%s\n"),
+    ("p", ("reassembled",), "\t%d packet%s reassembled ok\n"),
+    ("p", ("delivered",), "\t%d packet%s for this host\n"),
+    ("p", ("forward",), "\t%d packet%s forwarded\n"),
+    ("p", ("cantforward",), "\t%d packet%s not forwardable\n"),
+    ("p", ("redirectsent",), "\t%d redirect%s sent\n"),
+    ("p", ("localout",), "\t%d packet%s sent from this host\n"),
+    ("p", ("rawout",), "\t%d packet%s sent with fabricated ip header\n"),
+    ("p", ("odropped",), "\t%d output packet%s dropped due to no bufs, etc.\n"),
+    ("p", ("noroute",), "\t%d output packet%s discarded due to no route\n"),
+    ("p", ("fragmented",), "\t%d output datagram%s fragmented\n"),
+    ("p", ("ofragments",), "\t%d fragment%s created\n"),
+    ("p", ("cantfrag",), "\t%d datagram%s that can't be fragmented\n"),
+    ("p", ("badscope",), "\t%d packet%s that violated scope rules\n"),
+    ("p", ("notmember",), "\t%d multicast packet%s which we don't join\n"),
+]
+
+
+def test_ip6_block_word_for_word(vnet: Vnet) -> None:
+    names = fields(IP6)
+    got = set_counters(vnet.ip6.stats, names, [(1, 0, 7, 12)[i % 4] for i in range(len(names))])
+    mbufs = ["\tMbuf statistics:", "\t\t0 one mbuf", "\t\t0 one ext mbuf",
+             "\t\t0 two or more ext mbuf"]
+    want = [*render(IP6, got), *mbufs]
+    lines = block(vnet, "ip6")
+    assert lines[1:1 + len(want)] == want
+    terse = block(vnet, "ip6", "-ss")
+    assert terse[1:] == [*render(IP6, got, 2), *mbufs]  # the mbuf lines are always there
+
+
+def test_icmp6_error_histogram_counts_what_icmp6_error_is_asked(vnet: Vnet) -> None:
+    """icmp6_errcount(): a datagram to a closed port is a `port unreachable` to generate."""
+    from vimage.socket.socket import AF_INET6, SOCK_DGRAM
+
+    assert vnet.cmd("ifconfig lo0 up").ok
+    s = vnet.socket(AF_INET6, SOCK_DGRAM)
+    s.sendto(b"x", ("::1", 9))
+    vnet.kernel.run(1)
+    lines = block(vnet, "icmp6")
+    at = lines.index("\tHistogram of error messages to be generated:")
+    assert lines[at + 1:at + 14] == [
+        "\t\t0 no route", "\t\t0 administratively prohibited", "\t\t0 beyond scope",
+        "\t\t0 address unreachable", "\t\t1 port unreachable", "\t\t0 packet too big",
+        "\t\t0 time exceed transit", "\t\t0 time exceed reassembly",
+        "\t\t0 erroneous header field", "\t\t0 unrecognized next header",
+        "\t\t0 unrecognized option", "\t\t0 redirect", "\t\t0 unknown"]
+    assert "\t1 call to icmp6_error" in lines
+    out = lines.index("\tOutput histogram:")
+    assert lines[out + 1] == "\t\tdestination unreachable: 1"
+    s.close()

@@ -325,8 +325,124 @@ ICMP: tuple[Line, ...] = (
      "{q:icmp-address-responses/%sabled}\n"),
 )
 
-# protocol name -> its lines; the others are printed from their STAT_LINES
-TABLES = MappingProxyType({"tcp": TCP, "udp": UDP, "ip": IP, "arp": ARP, "icmp": ICMP})
+# inet6.c ip6_stats()
+IP6: tuple[Line, ...] = (
+    ("p", ("total",), "\t{:received-packets/%ju} {N:/total packet%s received}\n"),
+    ("p1a", ("toosmall",), "\t{:dropped-below-minimum-size/%ju} "
+     "{N:/with size smaller than minimum}\n"),
+    ("p1a", ("tooshort",), "\t{:dropped-short-packets/%ju} "
+     "{N:/with data size < data length}\n"),
+    ("p1a", ("badoptions",), "\t{:dropped-bad-options/%ju} {N:/with bad options}\n"),
+    ("p1a", ("badvers",), "\t{:dropped-bad-version/%ju} "
+     "{N:/with incorrect version number}\n"),
+    ("p", ("fragments",), "\t{:received-fragments/%ju} {N:/fragment%s received}\n"),
+    ("p", ("fragdropped",), "\t{:dropped-fragment/%ju} "
+     "{N:/fragment%s dropped (dup or out of space)}\n"),
+    ("p", ("fragtimeout",), "\t{:dropped-fragment-after-timeout/%ju} "
+     "{N:/fragment%s dropped after timeout}\n"),
+    ("p", ("fragoverflow",), "\t{:dropped-fragments-overflow/%ju} "
+     "{N:/fragment%s that exceeded limit}\n"),
+    ("p", ("atomicfrags",), "\t{:atomic-fragments/%ju} {N:/atomic fragment%s}\n"),
+    ("p", ("reassembled",), "\t{:reassembled-packets/%ju} "
+     "{N:/packet%s reassembled ok}\n"),
+    ("p", ("delivered",), "\t{:received-local-packets/%ju} {N:/packet%s for this host}\n"),
+    ("p", ("forward",), "\t{:forwarded-packets/%ju} {N:/packet%s forwarded}\n"),
+    ("p", ("cantforward",), "\t{:packets-not-forwardable/%ju} "
+     "{N:/packet%s not forwardable}\n"),
+    ("p", ("redirectsent",), "\t{:sent-redirects/%ju} {N:/redirect%s sent}\n"),
+    ("p", ("localout",), "\t{:sent-packets/%ju} {N:/packet%s sent from this host}\n"),
+    ("p", ("rawout",), "\t{:send-packets-fabricated-header/%ju} "
+     "{N:/packet%s sent with fabricated ip header}\n"),
+    ("p", ("odropped",), "\t{:discard-no-mbufs/%ju} "
+     "{N:/output packet%s dropped due to no bufs, etc.}\n"),
+    ("p", ("noroute",), "\t{:discard-no-route/%ju} "
+     "{N:/output packet%s discarded due to no route}\n"),
+    ("p", ("fragmented",), "\t{:sent-fragments/%ju} {N:/output datagram%s fragmented}\n"),
+    ("p", ("ofragments",), "\t{:fragments-created/%ju} {N:/fragment%s created}\n"),
+    ("p", ("cantfrag",), "\t{:discard-cannot-fragment/%ju} "
+     "{N:/datagram%s that can't be fragmented}\n"),
+    ("p", ("badscope",), "\t{:discard-scope-violations/%ju} "
+     "{N:/packet%s that violated scope rules}\n"),
+    ("p", ("notmember",), "\t{:multicast-no-join-packets/%ju} "
+     "{N:/multicast packet%s which we don't join}\n"),
+    ("open", ("mbuf-statistics",), "\t{T:Mbuf statistics}:\n"),
+    ("always", ("m1",), "\t\t{:one-mbuf/%ju} {N:/one mbuf}\n"),
+    ("always", ("mext1",), "\t\t{:one-extra-mbuf/%ju} {N:one ext mbuf}\n"),
+    ("always", ("mext2m",), "\t\t{:two-or-more-extra-mbufs/%ju} "
+     "{N:/two or more ext mbuf}\n"),
+    ("close", (), ""),
+    ("p", ("exthdrtoolong",), "\t{:dropped-header-too-long/%ju} "
+     "{N:/packet%s whose headers are not contiguous}\n"),
+    ("p", ("nogif",), "\t{:discard-tunnel-no-gif/%ju} "
+     "{N:/tunneling packet%s that can't find gif}\n"),
+    ("p", ("toomanyhdr",), "\t{:dropped-too-many-headers/%ju} "
+     "{N:/packet%s discarded because of too many headers}\n"),
+    ("open", ("source-address-selection",), ""),
+    ("p", ("sources_none",), "\t{:address-selection-failures/%ju} "
+     "{N:/failure%s of source address selection}\n"),
+    ("close", (), ""),
+    # VIMAGE
+    ("p", ("faultdrop",), "\t{:dropped-fault-injection/%ju} "
+     "{N:/packet%s dropped by fault injection}\n"),
+)
+
+# inet6.c icmp6_stats()
+ICMP6: tuple[Line, ...] = (
+    ("p", ("error",), "\t{:icmp6-calls/%ju} {N:/call%s to icmp6_error}\n"),
+    ("p", ("canterror",), "\t{:errors-not-generated-from-message/%ju} "
+     "{N:/error%s not generated in response to an icmp6 message}\n"),
+    ("p", ("toofreq",), "\t{:errors-discarded-by-rate-limitation/%ju} "
+     "{N:/error%s not generated because of rate limitation}\n"),
+    ("hist", ("outhist",), "output-histogram"),
+    ("p", ("badcode",), "\t{:dropped-bad-code/%ju} {N:/message%s with bad code fields}\n"),
+    ("p", ("tooshort",), "\t{:dropped-too-short/%ju} {N:/message%s < minimum length}\n"),
+    ("p", ("checksum",), "\t{:dropped-bad-checksum/%ju} {N:/bad checksum%s}\n"),
+    ("p", ("badlen",), "\t{:dropped-bad-length/%ju} {N:/message%s with bad length}\n"),
+    ("hist", ("inhist",), "input-histogram"),
+    ("title", (), "\t{T:Histogram of error messages to be generated}:\n"),
+    ("open", ("errors",), ""),
+    ("p1a", ("odst_unreach_noroute",), "\t\t{:no-route/%ju} {N:/no route}\n"),
+    ("p1a", ("odst_unreach_admin",), "\t\t{:admin-prohibited/%ju} "
+     "{N:/administratively prohibited}\n"),
+    ("p1a", ("odst_unreach_beyondscope",), "\t\t{:beyond-scope/%ju} {N:/beyond scope}\n"),
+    ("p1a", ("odst_unreach_addr",), "\t\t{:address-unreachable/%ju} "
+     "{N:/address unreachable}\n"),
+    ("p1a", ("odst_unreach_noport",), "\t\t{:port-unreachable/%ju} "
+     "{N:/port unreachable}\n"),
+    ("p1a", ("opacket_too_big",), "\t\t{:packet-too-big/%ju} {N:/packet too big}\n"),
+    ("p1a", ("otime_exceed_transit",), "\t\t{:time-exceed-transmit/%ju} "
+     "{N:/time exceed transit}\n"),
+    ("p1a", ("otime_exceed_reassembly",), "\t\t{:time-exceed-reassembly/%ju} "
+     "{N:/time exceed reassembly}\n"),
+    ("p1a", ("oparamprob_header",), "\t\t{:bad-header/%ju} {N:/erroneous header field}\n"),
+    ("p1a", ("oparamprob_nextheader",), "\t\t{:bad-next-header/%ju} "
+     "{N:/unrecognized next header}\n"),
+    ("p1a", ("oparamprob_option",), "\t\t{:bad-option/%ju} {N:/unrecognized option}\n"),
+    ("p1a", ("oredirect",), "\t\t{:redirects/%ju} {N:/redirect}\n"),
+    ("p1a", ("ounknown",), "\t\t{:unknown/%ju} {N:unknown}\n"),
+    ("p", ("reflect",), "\t{:reflect/%ju} {N:/message response%s generated}\n"),
+    ("p", ("nd_toomanyopt",), "\t{:too-many-nd-options/%ju} "
+     "{N:/message%s with too many ND options}\n"),
+    ("p", ("nd_badopt",), "\t{:bad-nd-options/%ju} {N:/message%s with bad ND options}\n"),
+    ("p", ("badns",), "\t{:bad-neighbor-solicitation/%ju} "
+     "{N:/bad neighbor solicitation message%s}\n"),
+    ("p", ("badna",), "\t{:bad-neighbor-advertisement/%ju} "
+     "{N:/bad neighbor advertisement message%s}\n"),
+    ("p", ("badrs",), "\t{:bad-router-solicitation/%ju} "
+     "{N:/bad router solicitation message%s}\n"),
+    ("p", ("badra",), "\t{:bad-router-advertisement/%ju} "
+     "{N:/bad router advertisement message%s}\n"),
+    ("p", ("badredirect",), "\t{:bad-redirect/%ju} {N:/bad redirect message%s}\n"),
+    ("close", (), ""),
+    ("p", ("pmtuchg",), "\t{:path-mtu-changes/%ju} {N:/path MTU change%s}\n"),
+    # VIMAGE
+    ("pies", ("ndtablefull",), "\t{:neighbor-entries-refused/%ju} "
+     "{N:/neighbor entr%s refused (interface table full)}\n"),
+)
+
+# protocol name -> its lines; the others (esp, divert) are printed from their STAT_LINES
+TABLES = MappingProxyType({"tcp": TCP, "udp": UDP, "ip": IP, "arp": ARP, "icmp": ICMP,
+                           "ip6": IP6, "icmp6": ICMP6})
 
 # the fields each protocol's table uses (what `-z` zeroes besides the histograms)
 _SUFFIX = MappingProxyType({"p": lambda n: "" if n == 1 else "s",
@@ -350,6 +466,8 @@ def emit_protocol(xo: Xo, vnet: Vnet, proto: Protocol, sflag: int) -> None:
         for kind, fields, fmt in table:
             if kind == "open":
                 xo.open_container(fields[0])
+                if fmt:
+                    xo.emit(fmt)
                 depth += 1
             elif kind == "close":
                 xo.close_container()
@@ -374,6 +492,10 @@ def _emit_line(xo: Xo, vnet: Vnet, stats: object, kind: str, fields: tuple[str, 
             "hdrops", "badlen", "badsum", "noport", "noportbcast", "fullsock"))
         if got or sflag <= 1:
             xo.emit(fmt, got)
+    elif kind == "title":
+        xo.emit(fmt)
+    elif kind == "always":  # printed whatever -s -s says (inet6.c's mbuf statistics)
+        xo.emit(fmt, values[0])
     elif kind == "newline_if":
         if values[0] or sflag <= 1:
             xo.emit(fmt)
@@ -403,21 +525,21 @@ def _args(kind: str, values: list[int]) -> list[object]:
 
 
 def _histogram(xo: Xo, stats: object, attr: str, list_name: str) -> None:
-    """icmp_stats()'s Output and Input histograms: the types seen, by name."""
+    """icmp_stats()'s and icmp6_stats()'s Output and Input histograms: the types seen,
+    by the name of inet.c's icmpnames[] or inet6.c's icmp6names[] (`#N` where those
+    have no word)."""
     hist = getattr(stats, attr)
+    names = getattr(stats, "TYPE_NAMES", icmp.TYPE_NAMES)
     counts = sorted(hist.items()) if isinstance(hist, dict) else list(enumerate(hist))
     rows = [(t, n) for t, n in counts if n]
     if not rows:
         return
     xo.open_list(list_name)
-    xo.emit("\tOutput histogram:\n" if attr == "outhist" else "\tInput histogram:\n")
+    xo.emit("\t{T:Output histogram}:\n" if attr == "outhist" else "\t{T:Input histogram}:\n")
     for type_, count in rows:
         xo.open_instance(list_name)
-        name = icmp.TYPE_NAMES[type_] if type_ < len(icmp.TYPE_NAMES) else ""
-        if name:
-            xo.emit("\t\t{k:name/%s}: {:count/%lu}\n", name, count)
-        else:
-            xo.emit("\t\tunknown ICMP #{k:name/%d}: {:count/%lu}\n", type_, count)
+        name = (names[type_] if type_ < len(names) else "") or f"#{type_}"
+        xo.emit("\t\t{k:name/%s}: {:count/%lu}\n", name, count)
         xo.close_instance()
     xo.close_list()
 
@@ -445,46 +567,16 @@ def _tcp_states(xo: Xo, vnet: Vnet, sflag: int) -> None:
 
 def _emit_generic(xo: Xo, stats: object, lines: tuple[tuple[str, str], ...],
                   sflag: int) -> None:
-    """A protocol without an inet.c table here (esp, ip6, icmp6, divert): its
-    STAT_LINES, the JSON key being the counter's name."""
+    """A protocol without an inet.c table here (esp, divert): its STAT_LINES, the JSON
+    key being the counter's name."""
     from vimage.cli.netstat import counted  # the plural rule of STAT_LINES
 
     for attr, fmt in lines:
-        if attr == "badcode" and hasattr(stats, "outhist"):
-            _histogram6(xo, stats, "outhist", "Output histogram")
-        elif attr == "reflect" and hasattr(stats, "inhist"):
-            _histogram6(xo, stats, "inhist", "Input histogram")
         value = getattr(stats, attr)
         if value or sflag <= 1:
-            head, _, tail = counted(fmt, value).partition(str(value))
-            xo.emit("\t" + head.replace("{", "").replace("}", "") + "{:" + attr + "/%ju}"
-                    + _escape(tail) + "\n", value)
-
-
-def _escape(text: str) -> str:
-    return text.replace("{", "\\{").replace("}", "\\}")
-
-
-def _histogram6(xo: Xo, stats: object, attr: str, title: str) -> None:
-    hist = getattr(stats, attr)
-    names = getattr(stats, "TYPE_NAMES", icmp.TYPE_NAMES)
-    unknown = "unknown ICMP" if names is icmp.TYPE_NAMES else "unknown ICMPv6"
-    counts = sorted(hist.items()) if isinstance(hist, dict) else list(enumerate(hist))
-    rows = [(t, n) for t, n in counts if n]
-    if not rows:
-        return
-    list_name = "output-histogram" if attr == "outhist" else "input-histogram"
-    xo.open_list(list_name)
-    xo.emit(f"\t{title}:\n")
-    for type_, count in rows:
-        xo.open_instance(list_name)
-        name = names[type_] if type_ < len(names) else ""
-        if name:
-            xo.emit("\t\t{k:name/%s}: {:count/%lu}\n", name, count)
-        else:
-            xo.emit(f"\t\t{unknown} #" + "{k:name/%d}: {:count/%lu}\n", type_, count)
-        xo.close_instance()
-    xo.close_list()
+            at = fmt.index("{}")
+            rest = counted(fmt, value)[at + len(str(value)):]
+            xo.emit(fmt[:at] + "\t{:" + attr + "/%ju}" + rest + "\n", value)
 
 
 def zero(vnet: Vnet, proto: Protocol) -> None:
