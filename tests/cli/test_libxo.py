@@ -275,3 +275,27 @@ def test_route_get_json(pair: tuple[Kernel, Vnet, Vnet]) -> None:
     root = run_xml(h1, "route get 10.0.0.2 --libxo xml")
     assert root.findtext("destination") == "10.0.0.0" and root.find("gateway") is None
     assert h1.cmd("route add 10.1.0.0/16 10.0.0.2 --libxo json").status == 64
+
+
+def test_netstat_o_nhops_c_format(pair: tuple[Kernel, Vnet, Vnet]) -> None:
+    """nhops.c: `Idx IFA Gateway Flags Netif Refcnt`, -W adding Type, Use, Mtu, Addrif;
+    a nexthop without a gateway shows `IF/resolve`."""
+    _kernel, h1, _h2 = pair
+    default = next(r for r in h1.route.table(0).all_paths() if r.plen == 0)
+    lines = h1.cmd("netstat -on").output.splitlines()
+    assert lines[:4] == ["Nexthop data", "", "Internet:",
+                         "Idx   IFA                Gateway            Flags     Netif  Refcnt"]
+    assert f"{default.nhidx:<5} 10.0.0.1           10.0.0.2           UGS     epair0a     1" \
+        in lines
+    assert any(line.split()[2] == "epair0a/resolve" for line in lines[4:])
+    wide = h1.cmd("netstat -onW").output.splitlines()
+    assert wide[3].split() == ["Idx", "Type", "IFA", "Gateway", "Flags", "Use", "Mtu", "Netif",
+                               "Addrif", "Refcnt", "Prepend"]
+    row = next(line for line in wide if line.startswith(f"{default.nhidx:<5} "))
+    assert row.split() == [str(default.nhidx), "v4/gw", "10.0.0.1", "10.0.0.2", "UGS",
+                           str(default.use), "1500", "epair0a", "1"]
+    nh = run_json(h1, "netstat -onW --libxo json")["statistics"]["route-nhop-information"]
+    entries = nh["nhop-table"]["rt-family"][0]["nh-entry"]
+    got = next(e for e in entries if e["index"] == default.nhidx)
+    assert got["type_str"] == "v4/gw" and got["gateway"] == "10.0.0.2"
+    assert got["interface-name"] == "epair0a" and got["mtu"] == 1500

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from vimage.cli import UsageError, _inet6, _libxo, netstat_stats
 from vimage.cli._util import getopts, ifaces_by_index
 from vimage.context import current_fib
-from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_REJECT, RTF_UP, flag_string
+from vimage.net.route import RTF_GATEWAY, flag_string
 from vimage.netinet import tcp
 from vimage.socket.inet6 import IPPROTO_ICMPV6
 from vimage.socket.socket import AF_INET6, IPPROTO_ICMP, SOCK_RAW
@@ -135,8 +135,7 @@ def _run(xo: Xo, vnet: Vnet, o: _Options) -> None:
     if o.mode == "r":
         emit_routes(xo, vnet, o.fib, o.wide, o.family)
     elif o.mode == "o":
-        for line in nhop_lines(vnet, o.fib):
-            xo.emit("{T:/%s}\n", line)
+        emit_nhops(xo, vnet, o.fib, o.wide)
     elif o.mode == "s":
         emit_stats(xo, vnet, o.proto, o.sflag, o.zflag)
     elif o.mode == "i":
@@ -233,36 +232,79 @@ def _route_family(xo: Xo, name: str, rows: list[tuple[str, str, str, str, int, i
 
 
 def _nhop_type(r: Route) -> str:
-    if r.flags & RTF_BLACKHOLE:
-        return "v4/blackhole"
-    if r.flags & RTF_REJECT:
-        return "v4/reject"
+    """nhops.c's nh_types[]: a nexthop resolves its destination on the link, or goes
+    to a gateway (blackhole and reject nexthops are resolve ones with their flag)."""
     return "v4/gw" if r.flags & RTF_GATEWAY else "v4/resolve"
 
 
-def nhop_lines(vnet: Vnet, fib: int = 0) -> list[str]:
-    """FreeBSD 13's `netstat -onW` (usr.bin/netstat/nhops.c): the nexthop objects of a
-    fib. vimage keeps one per path, where FreeBSD shares equal ones between routes; a
-    multipath group's paths are listed with their weights after them."""
-    title = "Nexthop data" + (f" (fib: {fib})" if fib else "")
-    out = [title, "", "Internet:",
-           f"{'Idx':<5} {'Type':<12} {'IFA':<18} {'Gateway':<18} {'Flags':<8} {'Use':>8} "
-           f"{'Mtu':>6} {'Netif':>10} {'Addrif':>10} {'Refcnt':>6} Prepend"]
+def emit_nhops(xo: Xo, vnet: Vnet, fib: int, wide: bool) -> None:
+    """FreeBSD's `netstat -o[W]` (usr.bin/netstat/nhops.c): the nexthop objects of a
+    fib, by index. vimage keeps one per path, where FreeBSD shares equal ones between
+    routes; the paths of multipath groups follow, with their weights."""
+    xo.open_container("route-nhop-information")
+    xo.emit("{T:Nexthop data}")
+    if fib:
+        xo.emit(" ({L:fib}: {:fib/%d})", fib)
+    xo.emit("\n")
+    xo.open_container("nhop-table")
+    xo.open_list("rt-family")
     paths = sorted(vnet.route.table(fib).all_paths(), key=lambda r: r.nhidx)
-    for r in paths:
-        ifa = ipv4.ntoa(r.ifa.addr) if r.ifa is not None else ""
+    if paths:
+        xo.open_instance("rt-family")
+        xo.emit("\n{k:address-family/%s}:\n", "Internet")
+        if wide:
+            xo.emit("{T:/%-5s} {T:/%-12s} {T:/%-18s} {T:/%-18s} {T:/%6s} {T:/%8s} {T:/%-6s} "
+                    "{T:/%10s} {T:/%10s} {T:/%6s} {T:Prepend}\n", "Idx", "Type", "IFA",
+                    "Gateway", "Flags", "Use", "Mtu", "Netif", "Addrif", "Refcnt")
+        else:
+            xo.emit("{T:/%-5s} {T:/%-18s} {T:/%-18s} {T:/%-6s} {T:/%8s}  {T:Refcnt}\n",
+                    "Idx", "IFA", "Gateway", "Flags", "Netif")
+        xo.open_list("nh-entry")
+        for r in paths:
+            _nhop_row(xo, r, wide)
+        xo.close_list()
+        xo.close_instance()
+    xo.close_list()
+    xo.close_container()
+    _nhop_groups(xo, vnet, fib)
+    xo.close_container()
+
+
+def _nhop_row(xo: Xo, r: Route, wide: bool) -> None:
+    """print_nhop_entry_sysctl(): index, (type), source address, gateway (`IF/resolve`
+    without one), the route's flags, (use, MTU), interface, (address interface),
+    reference count."""
+    xo.open_instance("nh-entry")
+    xo.emit("{:index/%-5d} ", r.nhidx)
+    if wide:
+        xo.emit("{t:type_str/%12s} ", _nhop_type(r))
+    ifa = ipv4.ntoa(r.ifa.addr) if r.ifa is not None else ""
+    gw = ipv4.ntoa(r.gateway) if r.flags & RTF_GATEWAY else f"{r.ifp.name}/resolve"
+    xo.emit("{:ifa/%-18s} {:gateway/%-18s} {:flags/%-6s} ", ifa, gw, flag_string(r.flags))
+    if wide:
+        xo.emit("{t:use/%8d} {t:mtu/%6d} ", r.use, r.mtu or r.ifp.mtu)
         addrif = r.ifa.ifp.name if r.ifa is not None and r.ifa.ifp is not r.ifp else ""
-        gw = ipv4.ntoa(r.gateway) if r.flags & RTF_GATEWAY else r.ifp.name
-        out.append(f"{r.nhidx:<5} {_nhop_type(r):<12} {ifa:<18} {gw:<18} "
-                   f"{hex(r.flags & ~RTF_UP):<8} {r.use:>8} {r.mtu or r.ifp.mtu:>6} "
-                   f"{r.ifp.name:>10} {addrif:>10} {1:>6}")
+        xo.emit("{t:interface-name/%10s}{t:address-interface-name/%10s}", r.ifp.name, addrif)
+    else:
+        xo.emit("{t:interface-name/%8.8s}", r.ifp.name)
+    xo.emit("{t:refcount/%6d} \n", 1)
+    xo.close_instance()
+
+
+def _nhop_groups(xo: Xo, vnet: Vnet, fib: int) -> None:
+    """vimage's multipath groups: each prefix with its paths' nexthop indexes and weights
+    (FreeBSD shows its groups with nhgrp.c; the layout here is vimage's)."""
     groups = [r for r in vnet.route.table(fib).routes() if r.group is not None]
-    if groups:
-        out += ["", "Nexthop groups:", f"{'Destination':<18} Nhops (idx:weight)"]
-        for r in groups:
-            members = " ".join(f"{p.nhidx}:{p.weight}" for p in r.paths)
-            out.append(f"{_dst_name(r.dst, r.plen):<18} {members}")
-    return out
+    if not groups:
+        return
+    xo.emit("\n{T:Nexthop groups}:\n{T:/%-18s} {T:Nhops (idx:weight)}\n", "Destination")
+    xo.open_list("nhop-group")
+    for r in groups:
+        xo.open_instance("nhop-group")
+        members = " ".join(f"{p.nhidx}:{p.weight}" for p in r.paths)
+        xo.emit("{:destination/%-18s} {:members/%s}\n", _dst_name(r.dst, r.plen), members)
+        xo.close_instance()
+    xo.close_list()
 
 
 # -- netstat -s ---------------------------------------------------------------------
