@@ -148,8 +148,7 @@ def _run(xo: Xo, vnet: Vnet, o: _Options) -> None:
         if o.family == "link":
             raise UsageError("link: no sockets in this address family")
         if o.lflag:
-            for line in listen_lines(vnet, o.proto):
-                xo.emit("{T:/%s}\n", line)
+            emit_listen(xo, vnet, o.proto)
         else:
             emit_sockets(xo, vnet, o.aflag, o.proto, o.family)
 
@@ -531,15 +530,23 @@ def _socket_rows(vnet: Vnet, aflag: bool, proto: str | None) -> list[SocketRow]:
     return out
 
 
-def listen_lines(vnet: Vnet, proto: str | None) -> list[str]:
-    """netstat -L: the queues of listening sockets (only TCP has them)."""
-    out = ["Current listen queue sizes (qlen/incqlen/maxqlen)",
-           f"{'Proto':<5} {'Listen':<32} Local Address"]
+def emit_listen(xo: Xo, vnet: Vnet, proto: str | None) -> None:
+    """netstat -L (inet.c protopr() with Lflag): the queues of listening sockets (only
+    TCP has them), qlen/incqlen/maxqlen."""
+    xo.emit("Current listen queue sizes (qlen/incqlen/maxqlen)\n")
+    xo.emit("{T:/%-5s} {T:/%-32s} {T:Local Address}\n", "Proto", "Listen")
+    xo.open_list("socket")
     if proto in (None, "tcp"):
         for t in _tcp_rows(vnet):
             if t.state != tcp.LISTEN:
                 continue
+            xo.open_instance("socket")
             queues = f"{len(t.accept_q or ())}/{t.syn_q}/{t.backlog}"
-            out.append(f"{_tcp_proto(t):<5} {queues:<32} "
-                       f"{'.'.join(_endpoint(t.laddr, t.lport, t.v6)):<22} ")
-    return out
+            xo.emit("{:protocol/%-5s} {:listen-queue-sizes/%-32s} ", _tcp_proto(t), queues)
+            host, port = _endpoint(t.laddr, t.lport, t.v6)
+            xo.open_container("local")
+            xo.emit("{d:target/%-22s} {e:address/%s}{e:port/%s}\n", f"{host}.{port}", host,
+                    port)
+            xo.close_container()
+            xo.close_instance()
+    xo.close_list()
