@@ -181,6 +181,9 @@ def test_netstat_sockets_json(pair: tuple[Kernel, Vnet, Vnet]) -> None:
     assert est[0]["local"] == {"address": "10.0.0.2", "port": "80"}
     assert est[0]["remote"]["address"] == "10.0.0.1"
     assert est[0]["receive-bytes-waiting"] == 0 and est[0]["send-bytes-waiting"] == 0
+    queued = run_json(h2, "netstat -L --libxo json")["statistics"]["socket"]
+    assert queued == [{"protocol": "tcp4", "listen-queue-sizes": "0/0/5",
+                       "local": {"address": "*", "port": "80"}}]
     root = run_xml(h2, "netstat -an -p tcp --libxo xml")
     assert [s.findtext("tcp-state") for s in root.iter("socket")] == ["LISTEN", "ESTABLISHED"]
     for s in (client, server, listener):
