@@ -4,7 +4,7 @@
     netstat -r [-nW] [-F fib] [-f inet | inet6]      routing table (-W: nexthops, MTU; -6: inet6)
     netstat -o [-nW] [-F fib]                        nexthop objects
     netstat -s [-s] [-z] [-p tcp|udp|ip|icmp|arp]    protocol statistics
-    netstat -i [-bdn] [-I interface]                 interfaces
+    netstat -i [-bdnW] [-I interface] [-f link|inet] interfaces
 
 Nothing is resolved to a name, so `-n` changes nothing. Per-address rows of
 `netstat -i` print "-" for their packet counts: vimage counts packets per
@@ -15,6 +15,9 @@ receive and send buffers, and the state is FreeBSD's name for it. A TCP socket
 that is neither listening nor connected has no control block in the table yet
 and is not listed. `-L` shows the listen queues of TCP listeners as
 qlen/incqlen/maxqlen (completed connections, embryonic ones, the backlog).
+
+Every form takes libxo's `--libxo json|xml[,pretty]` (cli/_libxo.py) with the field
+names of FreeBSD's netstat; `-s` is in netstat_stats.py.
 """
 
 from __future__ import annotations
@@ -57,12 +60,13 @@ FAMILIES = frozenset({"inet", "inet6", "link"})
 # netstat(1)'s usage(), the forms vimage implements
 USAGE = """\
 usage: netstat [-aLn] [-f address_family] [-p protocol]
-       netstat -i [-bdn] [-I interface]
+       netstat -i | -I interface [-bdnW] [-f address_family]
        netstat -r [-nW] [-F fibnum] [-f address_family]
        netstat -o [-nW] [-F fibnum]
        netstat -s [-sz] [-p protocol]
 protocol: tcp, udp, ip, icmp (and arp, ip6, icmp6 with -s)
-address_family: inet, inet6
+address_family: inet, inet6 (and link with -i)
+every form takes --libxo json|xml[,pretty]
 """
 
 
