@@ -367,3 +367,19 @@ def test_icmp6_error_histogram_counts_what_icmp6_error_is_asked(vnet: Vnet) -> N
     out = lines.index("\tOutput histogram:")
     assert lines[out + 1] == "\t\tdestination unreachable: 1"
     s.close()
+
+
+def test_every_table_field_is_a_counter_and_containers_balance(vnet: Vnet) -> None:
+    from vimage.cli.netstat_stats import TABLES
+
+    slots = {"tcp": vnet.tcp, "udp": vnet.udp, "ip": vnet.ip, "arp": vnet.arp,
+             "icmp": vnet.icmp, "ip6": vnet.ip6, "icmp6": vnet.icmp6}
+    for name, table in TABLES.items():
+        stats = slots[name].stats
+        depth = 0
+        for kind, fields_, _fmt in table:
+            depth += {"open": 1, "close": -1}.get(kind, 0)
+            assert depth >= 0, name
+            for field in fields_ if kind != "open" else ():
+                assert field in type(stats).names or field in ("outhist", "inhist"), field
+        assert depth == 0, name

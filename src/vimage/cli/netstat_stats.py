@@ -1,8 +1,9 @@
-"""netstat -s: protocol statistics as FreeBSD's usr.bin/netstat/inet.c prints them.
+"""netstat -s: protocol statistics as FreeBSD's usr.bin/netstat/inet.c and inet6.c
+print them.
 
-Every line is inet.c's libxo format string, in inet.c's order, with the macro it is
-printed by (FreeBSD 13's inet.c: tcp_stats, udp_stats, ip_stats, arp_stats,
-icmp_stats):
+Every line is FreeBSD's libxo format string, in FreeBSD's order, with the macro it is
+printed by (FreeBSD 13's inet.c tcp_stats, udp_stats, ip_stats, arp_stats,
+icmp_stats; inet6.c ip6_stats, icmp6_stats):
 
     p      one counter, `plural()` of it (packet / packets)
     p1a    one counter, no plural (`with bad checksum`)
@@ -10,6 +11,11 @@ icmp_stats):
     p2a    two counters, a plural for the first only
     p3     one counter, `pluralies()` (entry / entries)
     pes    one counter, `plurales()` (address / addresses)
+
+and the pieces around them: `open`/`close` (a libxo container, e.g. tcp's
+`syncache`), `hist` (icmp's histograms), `states` (tcp's connection count by
+state), `delivered` (udp's, computed), `maskrepl`, `title`, `always` (a line
+printed even with `-s -s`) and `newline_if` (the end of ip's forwarded line).
 
 A line is left out with `-s -s` when its counters are zero (`sflag > 1`), as in
 inet.c. Lines after FreeBSD's, marked VIMAGE, are counters vimage keeps that FreeBSD
@@ -295,7 +301,7 @@ ARP: tuple[Line, ...] = (
     ("p", ("rxbad",), "\t{:dropped-bad-format/%ju} {N:/ARP packet%s with a bad format}\n"),
     ("p", ("notlocal",), "\t{:dropped-not-local/%ju} {N:/ARP packet%s from senders not "
      "on the receiving interface's networks}\n"),
-    ("pies", ("tablefull",), "\t{:dropped-table-full/%ju} "
+    ("p3", ("tablefull",), "\t{:dropped-table-full/%ju} "
      "{N:/ARP entr%s refused (interface table full)}\n"),
 )
 
@@ -436,7 +442,7 @@ ICMP6: tuple[Line, ...] = (
     ("close", (), ""),
     ("p", ("pmtuchg",), "\t{:path-mtu-changes/%ju} {N:/path MTU change%s}\n"),
     # VIMAGE
-    ("pies", ("ndtablefull",), "\t{:neighbor-entries-refused/%ju} "
+    ("p3", ("ndtablefull",), "\t{:neighbor-entries-refused/%ju} "
      "{N:/neighbor entr%s refused (interface table full)}\n"),
 )
 
@@ -449,7 +455,6 @@ _SUFFIX = MappingProxyType({"p": lambda n: "" if n == 1 else "s",
                             "p2": lambda n: "" if n == 1 else "s",
                             "p2a": lambda n: "" if n == 1 else "s",
                             "p3": lambda n: "y" if n == 1 else "ies",
-                            "pies": lambda n: "y" if n == 1 else "ies",
                             "pes": lambda n: "" if n == 1 else "es"})
 
 
@@ -462,19 +467,15 @@ def emit_protocol(xo: Xo, vnet: Vnet, proto: Protocol, sflag: int) -> None:
     if table is None:
         _emit_generic(xo, stats, proto.stats, sflag)
     else:
-        depth = 0
         for kind, fields, fmt in table:
             if kind == "open":
                 xo.open_container(fields[0])
                 if fmt:
                     xo.emit(fmt)
-                depth += 1
             elif kind == "close":
                 xo.close_container()
-                depth -= 1
             else:
                 _emit_line(xo, vnet, stats, kind, fields, fmt, sflag)
-        assert depth == 0
     xo.close_container()
 
 
