@@ -705,6 +705,8 @@ def test_data_outside_the_window_is_dropped_with_an_ack():
     with pytest.raises(BlockingIOError):
         c.sock.recv(10)
     assert w.tcp.stats.rcvpackafterwin == 1 and w.tcp.stats.rcvduppack == 1
+    # and their bytes, as netstat -s prints them (tcps_rcvbyteafterwin, tcps_rcvdupbyte)
+    assert w.tcp.stats.rcvbyteafterwin == 100 and w.tcp.stats.rcvdupbyte == 100
 
 
 def test_out_of_order_segment_is_acked_at_once_with_a_sack_block():
@@ -906,6 +908,7 @@ def test_paws_drops_a_segment_with_an_old_timestamp():
     with pytest.raises(BlockingIOError):
         c.sock.recv(10)
     assert w.tcp.stats.rcvduppack == 1
+    assert w.tcp.stats.pawsdrop == 1 and w.tcp.stats.rcvdupbyte == 3  # tcps_pawsdrop
     c.send("PA", b"newer", tsval=5001)
     assert c.sock.recv(10) == b"newer"
 
