@@ -363,7 +363,7 @@ def emit_ifaces(xo: Xo, vnet: Vnet, only: str | None, bflag: bool, dflag: bool,
     if only is not None:
         ifaces = [i for i in ifaces if i.name == only]
         if not ifaces:
-            raise LookupError(f"interface {only} not found")
+            raise LookupError(f"{only}: no such interface")
     name_w = 7
     if wide:
         name_w = max([name_w, *(len(i.name) + (not i.up) for i in ifaces)])
