@@ -112,19 +112,69 @@ def _bare(fmt: str) -> str:
     return _CONV.sub(lambda m: "%%" if m.group(4) == "%" else "%" + m.group(4), fmt)
 
 
-def _strip_star_args(fmt: str, args: tuple[object, ...]) -> tuple[object, ...]:
-    """The arguments of `fmt` with those of `*` widths and precisions left out."""
-    out: list[object] = []
-    it = iter(args)
+# a compiled format: pieces ("t", text), ("p", singular, plural), ("d", pyfmt, nargs) and
+# ("v", modifiers, name, pyfmt, nargs, which args are values, numeric, bare, encoding)
+Compiled = tuple[tuple, ...]
+
+
+def compile_format(fmt: str) -> Compiled:
+    """Parse an xo_emit format string into pieces Xo.emit() runs (immutable: a table of
+    lines can hold them, compiled once)."""
+    pieces: list[tuple] = []
+    pos = 0
+    for m in _FIELD.finditer(fmt):
+        if m.start() > pos:
+            pieces.append(("t", fmt[pos:m.start()]))
+        pieces.append(_compile_field(m.group(1), m.group(2)))
+        pos = m.end()
+    if pos < len(fmt):
+        pieces.append(("t", fmt[pos:]))
+    return tuple(pieces)
+
+
+def _compile_field(mods: str, body: str) -> tuple:
+    # "\\/" is a slash inside a format (`broadcast\\/multicast`), not a separator
+    content, _, formats = body.replace("\\/", "\0").partition("/")
+    field_fmt, slash, enc_fmt = (f.replace("\0", "/") for f in formats.partition("/"))
+    content = content.replace("\0", "/")
+    role = next((c for c in mods if c in "TLNPDV"), "V")
+    if role != "V":
+        if "p" in mods and field_fmt:
+            singular, _, plural = field_fmt.partition(",")
+            return ("p", singular, plural)
+        if not field_fmt:
+            return ("t", content)
+        return ("d", _c_to_py(field_fmt), _arg_count(field_fmt))
+    fmt = field_fmt or "%s"
+    keep: list[bool] = []
     for m in _CONV.finditer(fmt):
-        if m.group(4) == "%":
-            continue
-        if m.group(2) == "*":
-            next(it)
-        if m.group(3) == "*":
-            next(it)
-        out.append(next(it))
-    return tuple(out)
+        if m.group(4) != "%":
+            keep += [False] * ((m.group(2) == "*") + (m.group(3) == "*")) + [True]
+    kinds = [m.group(4) for m in _CONV.finditer(fmt) if m.group(4) != "%"]
+    numeric = bool(kinds) and kinds[0] in _NUMERIC
+    enc = _c_to_py(enc_fmt) if slash and enc_fmt else ""
+    return ("v", mods, content, _c_to_py(fmt), len(keep), tuple(keep), numeric,
+            _c_to_py(_bare(fmt)), enc)
+
+
+def _encoded(mods: str, numeric: bool, bare: str, enc: str,
+             values: tuple[object, ...]) -> object:
+    """A value as JSON and XML record it: a number for a %d/%u field (unless quoted),
+    else the text of its encoding format (or of its format without widths)."""
+    if enc:
+        text = enc % values
+    elif len(values) == 1 and numeric and "q" not in mods and isinstance(values[0], int):
+        return values[0]
+    else:
+        text = bare % values
+    if "t" in mods:
+        text = text.strip()
+    if "n" in mods:
+        if text in ("true", "false"):
+            return text == "true"
+        if text.lstrip("-").isdigit():
+            return int(text)
+    return text
 
 
 class Xo:
@@ -190,79 +240,38 @@ class Xo:
         self._top()[name] = value
 
     # -- xo_emit ---------------------------------------------------------------------
-    def emit(self, fmt: str, *args: object) -> None:
-        """xo_emit(3): text and fields in `fmt`, the arguments in order."""
-        pos = 0
-        queue = list(args)
-        for m in _FIELD.finditer(fmt):
-            self._literal(fmt[pos:m.start()])
-            pos = m.end()
-            self._field(m.group(1), m.group(2), queue)
-        self._literal(fmt[pos:])
-        if queue:
-            raise ValueError(f"libxo: {len(queue)} arguments left over in {fmt!r}")
+    def emit(self, fmt: str | Compiled, *args: object) -> None:
+        """xo_emit(3): text and fields in `fmt` (a format string, or one compile()d
+        once for a line printed often), the arguments in order."""
+        pieces = compile_format(fmt) if isinstance(fmt, str) else fmt
+        text = self.text
+        at = 0
+        for piece in pieces:
+            kind = piece[0]
+            if kind == "t":
+                text.append(piece[1])
+            elif kind == "v":
+                at = self._value(piece, args, at)
+            elif kind == "p":  # {Np:/singular,plural}
+                text.append(piece[1] if self._last_number == 1 else piece[2])
+            else:  # a decoration with a format
+                nargs = piece[2]
+                text.append(piece[1] % args[at:at + nargs])
+                at += nargs
+        if at != len(args):
+            raise ValueError(f"libxo: {len(args) - at} arguments left over")
 
-    def _literal(self, text: str) -> None:
-        if text:
-            self.text.append(text)
-
-    def _field(self, mods: str, body: str, queue: list[object]) -> None:
-        # "\\/" is a slash inside a format (`broadcast\\/multicast`), not a separator
-        content, _, formats = body.replace("\\/", "\0").partition("/")
-        field_fmt, slash, enc_fmt = (f.replace("\0", "/") for f in formats.partition("/"))
-        content = content.replace("\0", "/")
-        role = next((c for c in mods if c in "TLNPDV"), "V")
-        if role != "V":
-            self._decoration(mods, content, field_fmt, queue)
-            return
-        fmt = field_fmt or "%s"
-        nargs = _arg_count(fmt)
-        args = tuple(queue[:nargs])
-        del queue[:nargs]
-        shown = _c_to_py(fmt) % args if nargs else fmt
+    def _value(self, piece: tuple, args: tuple[object, ...], at: int) -> int:
+        _, mods, name, pyfmt, nargs, keep, numeric, bare, enc = piece
+        mine = args[at:at + nargs]
         if "e" not in mods:
-            self.text.append(shown)
-        values = _strip_star_args(fmt, args)
-        if len(values) == 1 and isinstance(values[0], int):
-            self._last_number = values[0]
-        if "d" in mods or not content:
-            return
-        self._top()[content] = self._encoded(mods, fmt, enc_fmt if slash else "", values)
-
-    def _decoration(self, mods: str, content: str, fmt: str, queue: list[object]) -> None:
-        if "p" in mods and fmt:  # {Np:/singular,plural}
-            singular, _, plural = fmt.partition(",")
-            self.text.append(singular if self._last_number == 1 else plural)
-            return
-        if not fmt:
-            self.text.append(content)
-            return
-        nargs = _arg_count(fmt)
-        args = tuple(queue[:nargs])
-        del queue[:nargs]
-        self.text.append(_c_to_py(fmt) % args)
-
-    @staticmethod
-    def _encoded(mods: str, fmt: str, enc_fmt: str, values: tuple[object, ...]) -> object:
-        if enc_fmt:
-            text = _c_to_py(enc_fmt) % values
-        elif len(values) == 1 and not isinstance(values[0], str):
-            value = values[0]
-            kinds = [m.group(4) for m in _CONV.finditer(fmt) if m.group(4) != "%"]
-            numeric = bool(kinds) and kinds[0] in _NUMERIC
-            if numeric and "q" not in mods and isinstance(value, int):
-                return value
-            text = _c_to_py(_bare(fmt)) % values
-        else:
-            text = _c_to_py(_bare(fmt)) % values if values else fmt
-        if "t" in mods:
-            text = text.strip()
-        if "n" in mods:
-            if text in ("true", "false"):
-                return text == "true"
-            if text.lstrip("-").isdigit():
-                return int(text)
-        return text
+            self.text.append(pyfmt % mine)
+        if mine:
+            self._last_number = mine[-1] if isinstance(mine[-1], int) else None
+        if self.style != "text" and name and "d" not in mods:
+            values = tuple(v for v, k in zip(mine, keep, strict=True) if k)
+            self._top()[name] = _encoded(mods, numeric, bare, enc, values)
+        return at + nargs
 
     # -- output ----------------------------------------------------------------------
     def render(self) -> str:

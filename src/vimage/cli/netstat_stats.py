@@ -27,8 +27,9 @@ names of netinet/*.py, FreeBSD's without their `ips_`/`tcps_` prefix).
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from vimage.cli._libxo import compile_format
 from vimage.netinet import icmp, tcp
 
 if TYPE_CHECKING:
@@ -450,6 +451,15 @@ ICMP6: tuple[Line, ...] = (
 TABLES = MappingProxyType({"tcp": TCP, "udp": UDP, "ip": IP, "arp": ARP, "icmp": ICMP,
                            "ip6": IP6, "icmp6": ICMP6})
 
+
+def _compiled(table: tuple[Line, ...]) -> tuple[tuple[str, tuple[str, ...], object], ...]:
+    """The table with its format strings parsed once (a `hist` line's is a list name)."""
+    return tuple((kind, fields, fmt if kind == "hist" or not fmt else compile_format(fmt))
+                 for kind, fields, fmt in table)
+
+
+_COMPILED = MappingProxyType({name: _compiled(table) for name, table in TABLES.items()})
+
 # the fields each protocol's table uses (what `-z` zeroes besides the histograms)
 _SUFFIX = MappingProxyType({"p": lambda n: "" if n == 1 else "s",
                             "p2": lambda n: "" if n == 1 else "s",
@@ -461,7 +471,7 @@ _SUFFIX = MappingProxyType({"p": lambda n: "" if n == 1 else "s",
 def emit_protocol(xo: Xo, vnet: Vnet, proto: Protocol, sflag: int) -> None:
     """One protocol's block: `name:` then its lines, in the container FreeBSD opens."""
     stats = getattr(vnet, proto.slot).stats  # type: ignore[arg-type]
-    table = TABLES.get(proto.name)
+    table = _COMPILED.get(proto.name)
     xo.open_container(proto.name)
     xo.emit("{T:/%s}:\n", proto.name)
     if table is None:
@@ -480,7 +490,7 @@ def emit_protocol(xo: Xo, vnet: Vnet, proto: Protocol, sflag: int) -> None:
 
 
 def _emit_line(xo: Xo, vnet: Vnet, stats: object, kind: str, fields: tuple[str, ...],
-               fmt: str, sflag: int) -> None:
+               fmt: Any, sflag: int) -> None:
     values = [getattr(stats, f) for f in fields]
     if kind == "hist":
         _histogram(xo, stats, fields[0], fmt)
