@@ -147,6 +147,7 @@ TCP_HEAD = [
     ("p", ("rcvbadoff",), "\t\t%d discarded for bad header offset field%s\n"),
     ("p1a", ("rcvshort",), "\t\t%d discarded because packet too short\n"),
     ("p1a", ("rcvmemdrop",), "\t\t%d discarded due to memory problems\n"),
+    ("p1a", ("rcvreassfull",), "\t\t%d discarded due to full reassembly queue\n"),
     ("p", ("connattempt",), "\t%d connection request%s\n"),
     ("p", ("accepts",), "\t%d connection accept%s\n"),
     ("p", ("badsyn",), "\t%d bad connection attempt%s\n"),

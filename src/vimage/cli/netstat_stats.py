@@ -93,6 +93,9 @@ TCP: tuple[Line, ...] = (
      "{N:discarded because packet too short}\n"),
     ("p1a", ("rcvmemdrop",), "\t\t{:discard-memory-problems/%ju} "
      "{N:discarded due to memory problems}\n"),
+    # tcps_rcvreassfull (FreeBSD 12 and later, with the other discards)
+    ("p1a", ("rcvreassfull",), "\t\t{:discard-due-to-full-reassembly-queue/%ju} "
+     "{N:discarded due to full reassembly queue}\n"),
     ("p", ("connattempt",), "\t{:connection-requests/%ju} {N:/connection request%s}\n"),
     ("p", ("accepts",), "\t{:connections-accepts/%ju} {N:/connection accept%s}\n"),
     ("p", ("badsyn",), "\t{:bad-connection-attempts/%ju} "
