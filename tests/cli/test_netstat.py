@@ -357,6 +357,9 @@ def test_netstat_s_tcp_counters_move() -> None:
     assert packets >= 4  # 5000 bytes in segments of at most 1460
     assert tcp_stat(out, "packets sent") > packets
     assert pair(out, r"\t\t(\d+) acks? \(for (\d+) bytes?\)\n")[1] >= 5000
+    # inet.c's `segments updated rtt (of N attempts)`: the SYN was timed at least
+    updated, attempts = pair(out, r"\t(\d+) segments? updated rtt \(of (\d+) attempts?\)\n")
+    assert attempts >= 1 and updated >= 1
     srv = b.cmd("netstat -s -p tcp").output
     assert tcp_stat(srv, "connection accepts") == 1
     # FreeBSD's indentation and wording (inet.c: tcps_rcvpack, tcps_rcvbyte)
