@@ -274,6 +274,9 @@ def test_fast_path_frames_are_the_full_paths():
     atap = Tap(a.ifaces["epair0a"])
     tx.sendto(b"same", ("10.0.1.2", 9))
     k.run(1)
+    fast = r.ip.stats.fastforward
+    assert fast >= 1 and f"({fast} packet{'s' if fast > 1 else ''} fast forwarded)" in \
+        r.cmd("netstat -s -p ip").output
     hook = lambda pkt, ifp: pkt  # noqa: E731 - passes everything
     pfil.link(r.ip, "pfil_out", hook, order=10, name="pass")
     pfil.link(a.ip, "pfil_out", hook, order=10, name="pass")
@@ -283,6 +286,7 @@ def test_fast_path_frames_are_the_full_paths():
     assert _drain(rx) == [b"same", b"same"]
     assert len(tap.frames) == 2 and tap.frames[0] == tap.frames[1]
     assert len(atap.frames) == 2 and atap.frames[0] == atap.frames[1]
+    assert r.ip.stats.fastforward == fast  # the hooked copy took the full path
 
 
 @pytest.mark.parametrize("tos,ttl,df", [(0, 64, False), (0xB8, 1, True), (0xFF, 255, False)])

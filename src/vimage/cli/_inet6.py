@@ -228,17 +228,17 @@ def _get_lines(vnet: Vnet, dst: int, plen: int, exact: bool) -> list[str]:
 
 
 # -- netstat -rn -f inet6 -------------------------------------------------------------------
-def netstat_route_lines(vnet: Vnet) -> list[str]:
-    """The Internet6 section of `netstat -rn` (route.c's column widths with -n)."""
+def route_rows(vnet: Vnet) -> list[tuple[str, str, str, str, int, int, str]]:
+    """The Internet6 rows of `netstat -rn` (destination, gateway, flags, netif, nexthop
+    index, MTU, expire), as netstat's route table emitter takes them."""
     in6.loopback_addrs(vnet)
-    out = ["Internet6:",
-           f"{'Destination':<33} {'Gateway':<29} {'Flags':<6} {'Netif':>8} Expire"]
+    rows = []
     for r in vnet.rt6.routes():
         if r.flags & RTF_GATEWAY:
             gw = _gw_text(r)
         else:
             owner = r.ifa.ifp if r.ifa is not None else r.ifp
             gw = f"link#{owner.index}"
-        out.append(f"{_dest_text(vnet, r.dst, r.plen):<33} {gw:<29} "
-                   f"{flag_string(r.flags):<6} {r.ifp.name:>8}")
-    return out
+        rows.append((_dest_text(vnet, r.dst, r.plen), gw, flag_string(r.flags), r.ifp.name,
+                     0, r.ifp.mtu, ""))
+    return rows

@@ -22,7 +22,7 @@ import re
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from vimage.cli import Context, ToolError, UsageError
+from vimage.cli import Context, ToolError, UsageError, _libxo, ifconfig_xo
 from vimage.cli import ifconfig_tunnel as tunnel_cli
 from vimage.cli._util import (
     classful_plen,
@@ -55,6 +55,7 @@ from vimage.wire import ipv6 as wip6
 from vimage.wire.ipv4 import ntoa
 
 if TYPE_CHECKING:
+    from vimage.cli._libxo import Xo
     from vimage.net.ifnet import Ifnet
     from vimage.vnet import Vnet
 
@@ -103,6 +104,8 @@ tunnels (gif, gre, vxlan): tunnel src dst, -tunnel, [inet] address dest_address,
 
 
 def main(ctx: Context, argv: list[str]) -> int:
+    argv, style, pretty = _libxo.parse_args(argv)
+    xo = _libxo.Xo(style, pretty) if style != "text" else None
     opts, args = getopts(argv, "adlmuv")
     flags = {o for o, _ in opts}
     only_up, only_down = "-u" in flags, "-d" in flags
@@ -116,6 +119,8 @@ def main(ctx: Context, argv: list[str]) -> int:
                   if not (only_up and not i.up) and not (only_down and i.up)]
         if "-l" in flags:
             ctx.print(" ".join(i.name for i in chosen))
+        elif xo is not None:
+            _emit_xo(ctx, xo, chosen, family)
         else:
             for ifp in chosen:
                 for line in render(ifp, family, "-m" in flags):
@@ -147,6 +152,9 @@ def main(ctx: Context, argv: list[str]) -> int:
             ctx.print(line)
         return 0
     if not params or (len(params) == 1 and params[0] in _FAMILIES):
+        if xo is not None:
+            _emit_xo(ctx, xo, [ifp], params[0] if params else None)
+            return 0
         for line in render(ifp, params[0] if params else None, "-m" in flags):
             ctx.print(line)
         return 0
@@ -158,6 +166,18 @@ def main(ctx: Context, argv: list[str]) -> int:
 
 
 # -- display --------------------------------------------------------------------------
+def _emit_xo(ctx: Context, xo: Xo, ifaces: list[Ifnet], family: str | None) -> None:
+    """--libxo json|xml: an `interface` instance per interface in an `ifconfig`
+    container (see ifconfig_xo)."""
+    xo.open_container("ifconfig")
+    xo.open_list("interface")
+    for ifp in ifaces:
+        ifconfig_xo.emit_interface(xo, ifp, family, flag_word(ifp))
+    xo.close_list()
+    xo.close_container()
+    xo.finish(ctx)
+
+
 def flag_word(ifp: Ifnet) -> str:
     names = ",".join(name for bit, name in FLAG_NAMES if ifp.flags & bit)
     value = ifp.flags & ~(IFF_LINK_HOOKS | IFF_L2)  # vimage-private bits are not shown

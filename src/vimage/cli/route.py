@@ -26,7 +26,7 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from vimage.cli import Context, ToolError, UsageError, _inet6, destroyed
+from vimage.cli import Context, ToolError, UsageError, _inet6, _libxo, destroyed, route_xo
 from vimage.cli._util import getopts, parse_addr, parse_netmask, parse_plen, try_addr
 from vimage.net.route import (
     MASKS,
@@ -103,6 +103,7 @@ modifiers: -netmask mask, -prefixlen len (inet6), -blackhole, -reject,
 
 
 def main(ctx: Context, argv: list[str]) -> int:
+    argv, style, pretty = _libxo.parse_args(argv)  # `route get --libxo json` (route_xo)
     opts, args = getopts(argv, "46dnqtvF:")
     quiet = any(o == "-q" for o, _ in opts)
     fib = next((_number(v, "fib") for o, v in opts if o == "-F"), None)
@@ -116,6 +117,8 @@ def main(ctx: Context, argv: list[str]) -> int:
     if cmd == "monitor":
         return monitor(ctx, rest, fib)
     if any(o == "-6" for o, _ in opts) or "-inet6" in rest:  # IPv6: vimage.cli._inet6
+        if style != "text":
+            raise UsageError("--libxo: only `route get` of an IPv4 destination has it")
         return _inet6.route_main(out if cmd != "get" else ctx.print, vnet, cmd, rest)
     if cmd == "flush":
         extra = [w for w in rest if w not in ("-inet", "-4")]
@@ -124,11 +127,17 @@ def main(ctx: Context, argv: list[str]) -> int:
         with _Rtsock(vnet, fib) as rs:
             return flush(vnet, rs, out)
     req = _parse(cmd, rest)
+    if style != "text" and cmd not in ("get", "show"):
+        raise UsageError("--libxo: only `route get` of an IPv4 destination has it")
     fibs = req.fibs or [fib]
     if cmd in ("get", "show"):
         with _Rtsock(vnet, fibs[0]) as rs:
-            for line in get_lines(vnet, rs, req):
-                ctx.print(line)
+            lines = get_lines(vnet, rs, req)
+        if style != "text":
+            route_xo.emit_get(ctx, lines, style, pretty)
+            return 0
+        for line in lines:
+            ctx.print(line)
         return 0
     for each in fibs:  # route.c's newroute: one request per fib of a -fib list
         with _Rtsock(vnet, each) as rs:

@@ -64,6 +64,7 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
     ("dupips", "{} Duplicate IPs seen"),
     ("notlocal", "{} ARP packets from senders not on the receiving interface's networks"),
     ("tablefull", "{} ARP entries refused (interface table full)"),
+    ("txerrors", "{} ARP requests failed to sent"),
 )
 
 

@@ -69,6 +69,7 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
     ("reflect", "{} message responses generated"),
     ("badaddr", "{} invalid return addresses"),
     ("noroute", "{} no return routes"),
+    ("bmcasttstamp", "{} multicast timestamp requests ignored"),
 )
 
 

@@ -86,6 +86,9 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
     ("cantfrag", "{} datagrams that can't be fragmented"),
     ("badaddr", "{} datagrams with bad address in header"),
     ("faultdrop", "{} packets dropped by fault injection"),
+    # counted where vimage has the behaviour; netstat prints them as inet.c does
+    ("fastforward", "{} packets fast forwarded"),
+    ("nogif", "{} tunneling packets that can't find gif"),
 )
 
 
@@ -210,6 +213,7 @@ class IpState(LazySlots):
                         and (out is not ifp or not self.sendredirects)):  # redirects: forward's
                     route.use += 1
                     st.forward += 1
+                    st.fastforward += 1
                     # RFC 1624 eqn. 3 (checksum.update16) for the TTL byte dropping by
                     # one, inlined in FreeBSD ip_fastfwd's form
                     csum = (pkt[10] << 8) | pkt[11]

@@ -47,6 +47,8 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
     ("fullsock", "{} dropped due to full socket buffers"),
     ("delivered", "{} delivered"),
     ("opackets", "{} datagrams output"),
+    ("pcbhashmiss", "{} not for hashed pcb"),
+    ("filtermcast", "{} times multicast source filter matched"),
 )
 
 # how an ICMP error reaches a connected socket (FreeBSD inetctlerrmap)

@@ -65,7 +65,37 @@ STAT_LINES: tuple[tuple[str, str], ...] = (  # netstat/inet6.c icmp6_stats, in i
     ("badredirect", "{} bad redirect messages"),
     ("pmtuchg", "{} path MTU changes"),
     ("ndtablefull", "{} neighbor entries refused (interface table full)"),
+    # icmp6_errcount(): the errors icmp6_error() is asked for, by type and code
+    ("odst_unreach_noroute", "{} no route"),
+    ("odst_unreach_admin", "{} administratively prohibited"),
+    ("odst_unreach_beyondscope", "{} beyond scope"),
+    ("odst_unreach_addr", "{} address unreachable"),
+    ("odst_unreach_noport", "{} port unreachable"),
+    ("opacket_too_big", "{} packet too big"),
+    ("otime_exceed_transit", "{} time exceed transit"),
+    ("otime_exceed_reassembly", "{} time exceed reassembly"),
+    ("oparamprob_header", "{} erroneous header field"),
+    ("oparamprob_nextheader", "{} unrecognized next header"),
+    ("oparamprob_option", "{} unrecognized option"),
+    ("oredirect", "{} redirect"),
+    ("ounknown", "{} unknown"),
 )
+
+# icmp6_errcount() (FreeBSD sys/netinet6/icmp6.c): the counter of an error to generate
+_ERRCOUNT = MappingProxyType({
+    (wicmp6.DST_UNREACH, wicmp6.UNREACH_NOROUTE): "odst_unreach_noroute",
+    (wicmp6.DST_UNREACH, wicmp6.UNREACH_ADMIN): "odst_unreach_admin",
+    (wicmp6.DST_UNREACH, wicmp6.UNREACH_BEYONDSCOPE): "odst_unreach_beyondscope",
+    (wicmp6.DST_UNREACH, wicmp6.UNREACH_ADDR): "odst_unreach_addr",
+    (wicmp6.DST_UNREACH, wicmp6.UNREACH_NOPORT): "odst_unreach_noport",
+    (wicmp6.PACKET_TOO_BIG, -1): "opacket_too_big",
+    (wicmp6.TIME_EXCEEDED, wicmp6.TIME_EXCEED_TRANSIT): "otime_exceed_transit",
+    (wicmp6.TIME_EXCEEDED, wicmp6.TIME_EXCEED_REASSEMBLY): "otime_exceed_reassembly",
+    (wicmp6.PARAM_PROB, wicmp6.PARAMPROB_HEADER): "oparamprob_header",
+    (wicmp6.PARAM_PROB, wicmp6.PARAMPROB_NEXTHEADER): "oparamprob_nextheader",
+    (wicmp6.PARAM_PROB, wicmp6.PARAMPROB_OPTION): "oparamprob_option",
+    (wicmp6.REDIRECT, -1): "oredirect",
+})
 
 _ND_ROUTER_TYPES = frozenset({wicmp6.ROUTER_SOLICIT, wicmp6.ROUTER_ADVERT, wicmp6.REDIRECT})
 _PARSE_DROPS = MappingProxyType({"badsum": "checksum", "": "tooshort"})
@@ -212,6 +242,8 @@ class Icmp6State(LazySlots):
         """icmp6_error: an error about `pkt` (received on `ifp`) to its source."""
         st = self.stats
         st.error += 1
+        name = _ERRCOUNT.get((type_, code)) or _ERRCOUNT.get((type_, -1), "ounknown")
+        setattr(st, name, getattr(st, name) + 1)
         if len(pkt) < wip6.HEADER_LEN:
             return
         src = int.from_bytes(pkt[8:24], "big")

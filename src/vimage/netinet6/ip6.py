@@ -90,6 +90,12 @@ STAT_LINES: tuple[tuple[str, str], ...] = (  # netstat/inet6.c ip6_stats, in its
     ("toomanyhdr", "{} packets discarded because of too many headers"),
     ("sources_none", "{} failures of source address selection"),
     ("faultdrop", "{} packets dropped by fault injection"),
+    # the rest of FreeBSD's ip6stat that netstat -s prints (netstat_stats.IP6)
+    ("m1", "{} one mbuf"),
+    ("mext1", "{} one ext mbuf"),
+    ("mext2m", "{} two or more ext mbuf"),
+    ("exthdrtoolong", "{} packets whose headers are not contiguous"),
+    ("nogif", "{} tunneling packets that can't find gif"),
 )
 
 Ip6Stats = counters("Ip6Stats", tuple(name for name, _ in STAT_LINES))

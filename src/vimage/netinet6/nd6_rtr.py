@@ -489,6 +489,7 @@ class NdRouterState:
         msg = wicmp6.build_redirect(target, dst, opts, rsrc, src)
         vnet.ip6.stats.redirectsent += 1
         vnet.icmp6.stats.outhist[wicmp6.REDIRECT] += 1
+        vnet.icmp6.stats.oredirect += 1  # icmp6_redirect_output: icmp6_errcount()
         try:
             vnet.ip6.output(wip6.NXT_ICMPV6, rsrc, src, msg, hlim=255, ifp=ifp)
         except OSError:

@@ -705,6 +705,8 @@ def test_data_outside_the_window_is_dropped_with_an_ack():
     with pytest.raises(BlockingIOError):
         c.sock.recv(10)
     assert w.tcp.stats.rcvpackafterwin == 1 and w.tcp.stats.rcvduppack == 1
+    # and their bytes, as netstat -s prints them (tcps_rcvbyteafterwin, tcps_rcvdupbyte)
+    assert w.tcp.stats.rcvbyteafterwin == 100 and w.tcp.stats.rcvdupbyte == 100
 
 
 def test_out_of_order_segment_is_acked_at_once_with_a_sack_block():
@@ -906,6 +908,7 @@ def test_paws_drops_a_segment_with_an_old_timestamp():
     with pytest.raises(BlockingIOError):
         c.sock.recv(10)
     assert w.tcp.stats.rcvduppack == 1
+    assert w.tcp.stats.pawsdrop == 1 and w.tcp.stats.rcvdupbyte == 3  # tcps_pawsdrop
     c.send("PA", b"newer", tsval=5001)
     assert c.sock.recv(10) == b"newer"
 
@@ -1649,9 +1652,9 @@ def test_data_counters_separate_new_data_from_retransmissions():
     assert len(probe.payload) == 1 and st.sndprobe == 1
     assert (st.sndpack, st.sndbyte, st.sndrexmitpack) == (2, 1300, 1)
     out = w.vnet.cmd("netstat -s -p tcp").output
-    assert "\t2 data packets\n" in out and "\t1300 data bytes\n" in out
-    assert "\t1 data packet retransmitted\n" in out
-    assert "\t1300 data bytes retransmitted\n" in out
+    # inet.c's p2 lines: packets and their bytes on one line
+    assert "\t\t2 data packets (1300 bytes)\n" in out
+    assert "\t\t1 data packet (1300 bytes) retransmitted\n" in out
     assert "\t1 window probe packet\n" in out
     assert st.rcvwinupd == 0  # ACKs of new data are no window update packets
     c.send("A")  # the window opens again (the probe byte was dropped): a pure update

@@ -324,7 +324,9 @@ def check_seq(tcb: Tcb, seg: wtcp.TcpRepr, seq: int, flags: int) -> bool:
     ts = seg.options.ts
     if (tcb.ts_ok and ts is not None and not flags & RST
             and seq_lt(ts[0], tcb.ts_recent) and tcb.state != SYN_RECEIVED):
-        st.rcvduppack += 1
+        st.rcvduppack += 1  # tcp_input.c: tcps_rcvduppack, tcps_rcvdupbyte, tcps_pawsdrop
+        st.rcvdupbyte += len(seg.payload)
+        st.pawsdrop += 1
         drop_after_ack(tcb)
         return False
     data = seg.payload
@@ -346,11 +348,13 @@ def check_seq(tcb: Tcb, seg: wtcp.TcpRepr, seq: int, flags: int) -> bool:
         return False
     if seglen and seq_lt(seq, rcv_nxt):
         st.rcvduppack += 1
+        st.rcvdupbyte += len(data)
         if data and tcb.sack_ok:  # report the duplicate (D-SACK, RFC 2883)
             end = (seq + len(data)) & MASK
             tcb.dsack = (seq, end if seq_lt(end, rcv_nxt) else rcv_nxt)
     elif seglen:
         st.rcvpackafterwin += 1
+        st.rcvbyteafterwin += len(data)
         if wnd == 0 and seq == rcv_nxt:
             st.rcvwinprobe += 1
             ack_now(tcb)  # a window probe is always answered (tcp_input.c)

@@ -204,6 +204,7 @@ def output(tcb: Tcb, force_syn: bool = False, limited_transmit: bool = False) ->
                 tcb.rtt_seq = None
             else:
                 tcb.rtt_seq, tcb.rtt_start = tcb.iss, tcb.now()
+                tcb.tcp.stats.segstimed += 1  # tcp_output.c: tcps_segstimed
             tcb.snd_nxt = (tcb.iss + 1) & MASK
             if seq_lt(tcb.snd_max, tcb.snd_nxt):
                 tcb.snd_max = tcb.snd_nxt
@@ -360,6 +361,7 @@ def send_data(tcb: Tcb, seq: int, length: int, rexmit: bool = False) -> bool:
             tcb.rtt_seq = None  # Karn: never time a retransmitted segment
     elif tcb.rtt_seq is None and not tcb.ts_ok:
         tcb.rtt_seq, tcb.rtt_start = seq, tcb.now()
+        tcb.tcp.stats.segstimed += 1
     if not rexmit:
         tcb.snd_nxt = end
     if seq_lt(tcb.snd_max, end):
