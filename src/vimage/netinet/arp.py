@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import errno
 import logging
-from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.net import offload
 from vimage.net.ether import ether_output
 from vimage.net.ifnet import IFF_SIMPLEX
 from vimage.sched import NS_PER_S, Timer
-from vimage.stats import LazySlots, counters
+from vimage.stats import counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import WireError
 from vimage.wire import arp as warp
@@ -91,7 +90,7 @@ class ArpEntry:
         self.expire_ns = 0
 
 
-class ArpState(LazySlots):
+class ArpState:
     """The vnet's ARP table: one dict by address, with a count of entries per interface.
 
     FreeBSD keeps one table per interface and does not bound it; here each interface
@@ -105,10 +104,12 @@ class ArpState(LazySlots):
                  "log_count", "log_second", "max_age", "max_entries", "max_log_per_second",
                  "maxhold", "maxtries", "per_ifp", "proxyall", "stats", "table", "vnet",
                  "wait")
-    lazy = MappingProxyType({"stats": ArpStats})  # on first read
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
+        # made here, not on first read: a class with __getattr__ (stats.LazySlots) is
+        # not specialised by CPython 3.11's attribute caches, which costs the hot paths
+        self.stats = ArpStats()
         self.table: dict[int, ArpEntry] = {}
         self.per_ifp: dict[Ifnet, int] = {}  # entries in `table` on each interface
         self.max_age = 1200

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import struct
 from socket import AF_INET
-from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage import protosw
@@ -24,7 +23,7 @@ from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.in_ import INADDR_BROADCAST, source_for
 from vimage.netinet.reass import Reassembler, fragment
 from vimage.protosw import ANY
-from vimage.stats import LazySlots, counters
+from vimage.stats import counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import icmp as wicmp
 from vimage.wire.checksum import checksum
@@ -95,17 +94,19 @@ STAT_LINES: tuple[tuple[str, str], ...] = (
 IpStats = counters("IpStats", tuple(name for name, _ in STAT_LINES))
 
 
-class IpState(LazySlots):
+class IpState:
     """Per-vnet IPv4 state: addresses, tunables, counters and reassembly queues."""
 
     __slots__ = ("bcast", "forwarding", "fragttl", "ident", "lastport", "local",
                  "maxfragpackets", "maxfragsperpacket", "mfib", "pfil_fwd", "pfil_in",
                  "pfil_out", "port_first", "port_last", "port_randomized", "protox", "reass",
                  "sendredirects", "stats", "ttl", "vnet")
-    lazy = MappingProxyType({"stats": IpStats})  # on first read
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
+        # made here, not on first read: a class with __getattr__ (stats.LazySlots) is
+        # not specialised by CPython 3.11's attribute caches, which costs the hot paths
+        self.stats = IpStats()
         self.local: dict[int, InAddr] = {}
         self.bcast: dict[int, InAddr] = {}
         self.forwarding = 0

@@ -13,7 +13,7 @@ from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.icmp import quoted_ports
 from vimage.netinet.in_ import INADDR_BROADCAST
 from vimage.netinet.in_pcb import PcbList, is_mapped, lb_pick, mapped, shares_port, unmapped
-from vimage.stats import LazySlots, count_drop, counters
+from vimage.stats import count_drop, counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import WireError
 from vimage.wire import icmp as wicmp
@@ -80,13 +80,15 @@ _PARSE_DROPS = MappingProxyType({"badsum": "badsum", "badlen": "badlen", "": "hd
 UdpStats = counters("UdpStats", tuple(name for name, _ in STAT_LINES))
 
 
-class UdpState(LazySlots):
+class UdpState:
     __slots__ = ("blackhole", "checksum", "maxdgram", "ports", "ports6", "recvspace", "stats",
                  "vnet")
-    lazy = MappingProxyType({"stats": UdpStats})  # on first read
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
+        # made here, not on first read: a class with __getattr__ (stats.LazySlots) is
+        # not specialised by CPython 3.11's attribute caches, which costs the hot paths
+        self.stats = UdpStats()
         self.ports: dict[int, PcbList] = {}  # AF_INET sockets by local port
         self.ports6: dict[int, PcbList] = {}  # AF_INET6 sockets (dual-stack ones too)
         self.checksum = 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 from socket import AF_INET6
-from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage import protosw
@@ -23,7 +22,7 @@ from vimage.net.route import RTF_BLACKHOLE, RTF_GATEWAY, RTF_REJECT
 from vimage.netinet6 import in6
 from vimage.netinet6.frag6 import Reassembler, fragment
 from vimage.sched import NS_PER_S
-from vimage.stats import LazySlots, counters
+from vimage.stats import counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import icmp6 as wicmp6
 from vimage.wire import ipv6 as wip6
@@ -101,16 +100,18 @@ STAT_LINES: tuple[tuple[str, str], ...] = (  # netstat/inet6.c ip6_stats, in its
 Ip6Stats = counters("Ip6Stats", tuple(name for name, _ in STAT_LINES))
 
 
-class Ip6State(LazySlots):
+class Ip6State:
     """Per-vnet IPv6 state: addresses, tunables, counters, reassembly, path MTUs."""
 
     __slots__ = ("forwarding", "fragttl", "hlim", "ident", "lo_done", "local", "maxfragpackets",
                  "maxfrags", "maxfragsperpacket", "pfil_fwd", "pfil_in", "pfil_out", "pmtu",
                  "protox", "reass", "stats", "v6only", "vnet")
-    lazy = MappingProxyType({"stats": Ip6Stats})  # on first read
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
+        # made here, not on first read: a class with __getattr__ (stats.LazySlots) is
+        # not specialised by CPython 3.11's attribute caches, which costs the hot paths
+        self.stats = Ip6Stats()
         self.local: dict[int, in6.In6Addr] = {}  # zone-embedded address -> its in6_ifaddr
         self.lo_done = False  # lo0's addresses are there (in6.loopback_addrs)
         self.forwarding = 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import weakref
-from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.net.offload import state as offload_state
@@ -20,7 +19,7 @@ from vimage.netinet.tcp.cc import ALGORITHMS
 from vimage.netinet.tcp.cc import create as cc_create
 from vimage.netinet.tcp.seq import MASK
 from vimage.sched import NS_PER_S, Timer
-from vimage.stats import LazySlots, counters
+from vimage.stats import counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import tcp as wtcp
 from vimage.wire.tcp import MAX_WSCALE
@@ -422,7 +421,7 @@ class Tcb:
             sock._poll.touch(sock)
 
 
-class TcpState(LazySlots):
+class TcpState:
     """Per-vnet TCP: tunables, counters, listeners, connections and the syncache.
 
     The protocol switch binds tcp_input and tcp_ctlinput_quoted to this state (see
@@ -438,10 +437,12 @@ class TcpState(LazySlots):
         "stats", "syncache", "syncache_bucketlimit", "syncache_cachelimit", "syncache_count",
         "syncache_overflow", "syncache_rexmtlimit", "syncookies", "vnet"
     )
-    lazy = MappingProxyType({"stats": TcpStats})  # on first read
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
+        # made here, not on first read: a class with __getattr__ (stats.LazySlots) is
+        # not specialised by CPython 3.11's attribute caches, which costs the hot paths
+        self.stats = TcpStats()
         self.conns: dict[tuple[int, int, int, int], Tcb] = {}
         self.listeners: dict[int, list[Tcb]] = {}
         self.cc_algorithm = "cubic"
