@@ -284,14 +284,14 @@ def test_mpirun_a_dying_rank_ends_the_run(tmp_path):
 
 
 # -- real time: VXLAN tunnels between ranks -----------------------------------------------------
-def test_realtime_ranks_pass_ping_and_tcp_through_vxlan(tmp_path):
-    topo = load(LAB)
+def run_realtime_threads(topo, duration: float) -> dict[str, Any]:
+    """Two ranks as threads, in real time (cut links as VXLAN tunnels on 127.0.0.1)."""
     hub: dict[str, Any] = {"slots": [None] * 2, "barrier": threading.Barrier(2)}
     results: list[Any] = [None, None]
 
     def one(rank: int) -> None:
         try:
-            results[rank] = batch.run(topo, 4.5, 1, None, ThreadComm(hub, rank, 2), True,
+            results[rank] = batch.run(topo, duration, 1, None, ThreadComm(hub, rank, 2), True,
                                       realtime=True)
         except BaseException as exc:
             results[rank] = exc
@@ -304,9 +304,29 @@ def test_realtime_ranks_pass_ping_and_tcp_through_vxlan(tmp_path):
         t.join(60)
     summary = results[0]
     assert not isinstance(summary, BaseException), summary
+    return summary  # type: ignore[no-any-return]
+
+
+def test_realtime_ranks_pass_ping_and_tcp_through_vxlan(tmp_path):
+    summary = run_realtime_threads(load(LAB), 4.5)
     _crossed(summary["jobs"])
     per_rank = summary["per_rank"]
     assert per_rank[0]["frames_out"] == per_rank[1]["frames_in"] > 0
+
+
+def test_realtime_ranks_carry_iperf3_through_vxlan():
+    """iperf3 (vimage.apps.iperf3) from pc1 on one rank to pc2 on the other: the client
+    finishes only once the server's results came back over the control connection."""
+    topo = load(Path(__file__).parent / "data" / "mpi-iperf3.yaml")
+    summary = run_realtime_threads(topo, 4.0)
+    assert summary["partition"]["cut"] == 1, summary["partition"]
+    assert "pc1 @1s iperf3 -c 10.0.2.20 -n 200K: 204800 bytes sent, 0 received" \
+        in summary["jobs"], summary["jobs"]
+    out = [r["frames_out"] for r in summary["per_rank"]]
+    into = [r["frames_in"] for r in summary["per_rank"]]
+    assert max(out) >= 200 * 1024 // 1460 and min(out) > 0  # the data one way, ACKs back
+    assert max(into) >= 200 * 1024 // 1460 and min(into) > 0
+    assert summary["loop_errors"] == 0
 
 
 @pytest.mark.loop_errors
