@@ -11,7 +11,8 @@ addresses and ports with one MPI exchange, start together, and stop together aft
 SECONDS; the real network adds its own latency to the link's delay.
 
 A Linux vxlan device is a valid far end (`ip link add vx0 type vxlan id VNI remote
-ADDR dstport PORT local ...`): the datagrams are standard VXLAN.
+ADDR dstport PORT local ...`): the datagrams are standard VXLAN; `--remote NODE=ADDR:PORT`
+makes NODE's one link such a tunnel, its local end bound to PORT (Tunnels.attach).
 """
 
 from __future__ import annotations
