@@ -410,8 +410,14 @@ def test_remote_nodes_are_checked(tmp_path, remote, realtime, message):
                   remote=remote)
 
 
-def test_topo_run_remote_option_is_parsed(capsys):
+def test_topo_run_remote_option_is_parsed(tmp_path, capsys):
     from vimage.cli import vimage as cli
+
+    path = tmp_path / "far.yaml"
+    path.write_text(REMOTE_TOPO)
+    assert cli.main(["topo", "run", str(path), "--duration", "1", "--remote",
+                     "far=127.0.0.1:4789"]) == 1
+    assert "--remote far: a remote node needs --realtime" in capsys.readouterr().err
 
     assert cli._remote_endpoint("far=10.1.2.3:4789") == ("far", ("10.1.2.3", 4789))
     for bad in ("far", "far=10.1.2.3", "=10.1.2.3:1", "far=host:1", "far=10.1.2.3:70000"):
