@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -284,14 +285,14 @@ def test_mpirun_a_dying_rank_ends_the_run(tmp_path):
 
 
 # -- real time: VXLAN tunnels between ranks -----------------------------------------------------
-def test_realtime_ranks_pass_ping_and_tcp_through_vxlan(tmp_path):
-    topo = load(LAB)
+def run_realtime_threads(topo, duration: float) -> dict[str, Any]:
+    """Two ranks as threads, in real time (cut links as VXLAN tunnels on 127.0.0.1)."""
     hub: dict[str, Any] = {"slots": [None] * 2, "barrier": threading.Barrier(2)}
     results: list[Any] = [None, None]
 
     def one(rank: int) -> None:
         try:
-            results[rank] = batch.run(topo, 4.5, 1, None, ThreadComm(hub, rank, 2), True,
+            results[rank] = batch.run(topo, duration, 1, None, ThreadComm(hub, rank, 2), True,
                                       realtime=True)
         except BaseException as exc:
             results[rank] = exc
@@ -304,9 +305,124 @@ def test_realtime_ranks_pass_ping_and_tcp_through_vxlan(tmp_path):
         t.join(60)
     summary = results[0]
     assert not isinstance(summary, BaseException), summary
+    return summary  # type: ignore[no-any-return]
+
+
+def test_realtime_ranks_pass_ping_and_tcp_through_vxlan(tmp_path):
+    summary = run_realtime_threads(load(LAB), 4.5)
     _crossed(summary["jobs"])
     per_rank = summary["per_rank"]
     assert per_rank[0]["frames_out"] == per_rank[1]["frames_in"] > 0
+
+
+def test_realtime_ranks_carry_iperf3_through_vxlan():
+    """iperf3 (vimage.apps.iperf3) from pc1 on one rank to pc2 on the other: the client
+    finishes only once the server's results came back over the control connection."""
+    topo = load(Path(__file__).parent / "data" / "mpi-iperf3.yaml")
+    summary = run_realtime_threads(topo, 4.0)
+    assert summary["partition"]["cut"] == 1, summary["partition"]
+    assert "pc1 @1s iperf3 -c 10.0.2.20 -n 200K: 204800 bytes sent, 0 received" \
+        in summary["jobs"], summary["jobs"]
+    out = [r["frames_out"] for r in summary["per_rank"]]
+    into = [r["frames_in"] for r in summary["per_rank"]]
+    assert max(out) >= 200 * 1024 // 1460 and min(out) > 0  # the data one way, ACKs back
+    assert max(into) >= 200 * 1024 // 1460 and min(into) > 0
+    assert summary["loop_errors"] == 0
+
+
+REMOTE_TOPO = """\
+version: 1
+name: vxfar
+nodes:
+  pc1:
+    type: pc
+    interfaces: {eth0: {ipv4: [10.66.0.1/24]}}
+    commands: ["at 0.3 ping -c 1 10.66.0.2"]
+  far: {type: pc, commands: ["ifconfig eth0 10.66.0.2/24"]}
+links:
+  - {a: pc1:eth0, b: far:eth0, delay: 1ms}
+"""
+
+
+def test_a_remote_node_is_a_vxlan_endpoint_outside_vimage(tmp_path):
+    """--remote far=127.0.0.1:PORT: pc1's end sends VXLAN (VNI 1, link 0) to that socket,
+    binding PORT itself; what the endpoint sends back (an ARP reply) reaches pc1, which
+    then sends its ICMP echo request."""
+    import socket
+    import struct
+
+    from vimage.wire import vxlan
+
+    path = tmp_path / "far.yaml"
+    path.write_text(REMOTE_TOPO)
+    topo = load(path)
+    far = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    far.bind(("127.0.0.1", 0))
+    far.settimeout(5)
+    port = far.getsockname()[1]
+    result: dict[str, Any] = {}
+
+    def engine() -> None:
+        result["summary"] = batch.run(topo, 1.5, 1, None, batch.SoloComm(), True,
+                                      realtime=True, bind="127.0.0.2",
+                                      remote={"far": ("127.0.0.1", port)})
+
+    runner = threading.Thread(target=engine)
+    runner.start()
+    mac = bytes.fromhex("020000000099")
+    kinds = []
+    try:
+        while b"icmp" not in kinds:
+            data, sender = far.recvfrom(65535)
+            rep = vxlan.parse(data)
+            assert rep is not None and rep.vni == 1 and sender == ("127.0.0.2", port)
+            frame = bytes(rep.payload)
+            who_has = frame[12:14] == b"\x08\x06" and frame[20:22] == b"\x00\x01"
+            if who_has and frame[38:42] == bytes([10, 66, 0, 2]):  # not the gratuitous one
+                arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 2, mac,
+                                  bytes([10, 66, 0, 2]), frame[22:28], frame[28:32])
+                far.sendto(vxlan.build(1, frame[6:12] + mac + b"\x08\x06" + arp), sender)
+                kinds.append(b"arp")
+            elif frame[12:14] == b"\x08\x00" and frame[23] == 1:
+                assert frame[:6] == mac and frame[30:34] == bytes([10, 66, 0, 2])
+                kinds.append(b"icmp")
+    finally:
+        runner.join(30)
+        far.close()
+    assert kinds[0] == b"arp" and kinds[-1] == b"icmp"
+    summary = result["summary"]
+    assert summary["per_rank"][0]["nodes"] == 1  # far is not built
+    assert summary["per_rank"][0]["frames_in"] == 1
+
+
+@pytest.mark.parametrize("remote, realtime, message", [
+    ({"nobody": ("127.0.0.1", 4789)}, True, "--remote nobody: no such node"),
+    ({"far": ("127.0.0.1", 4789)}, False, "--remote far: a remote node needs --realtime"),
+    ({"sw": ("127.0.0.1", 4789)}, True,
+     "--remote sw: a remote node needs exactly one link (it has 2)"),
+])
+def test_remote_nodes_are_checked(tmp_path, remote, realtime, message):
+    path = tmp_path / "far.yaml"
+    text = REMOTE_TOPO.split("links:")[0]
+    path.write_text(text + "  sw: {type: lanswitch}\nlinks: [[sw, pc1], [sw, far]]\n")
+    with pytest.raises(batch.RunError, match=re.escape(message)):
+        batch.run(load(path), 1.0, 1, None, batch.SoloComm(), True, realtime=realtime,
+                  remote=remote)
+
+
+def test_topo_run_remote_option_is_parsed(tmp_path, capsys):
+    from vimage.cli import vimage as cli
+
+    path = tmp_path / "far.yaml"
+    path.write_text(REMOTE_TOPO)
+    assert cli.main(["topo", "run", str(path), "--duration", "1", "--remote",
+                     "far=127.0.0.1:4789"]) == 1
+    assert "--remote far: a remote node needs --realtime" in capsys.readouterr().err
+
+    assert cli._remote_endpoint("far=10.1.2.3:4789") == ("far", ("10.1.2.3", 4789))
+    for bad in ("far", "far=10.1.2.3", "=10.1.2.3:1", "far=host:1", "far=10.1.2.3:70000"):
+        with pytest.raises(cli.Usage, match="want NODE=ADDR:PORT"):
+            cli._remote_endpoint(bad)
 
 
 @pytest.mark.loop_errors
@@ -348,8 +464,6 @@ def test_mpirun_realtime_across_ranks(tmp_path):
 def _crossed(jobs: list[str]) -> None:
     """Ping replies and TCP bytes crossed the tunnel (real time on a busy machine: some
     may still be on their way when the run ends)."""
-    import re
-
     text = "\n".join(jobs)
     ping = re.search(r"pc1 @1s ping -c 5 -i 0\.5 10\.0\.2\.20: 5 packets transmitted, "
                      r"(\d) packets received", text)

@@ -23,6 +23,7 @@ import contextlib
 import getopt
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -623,6 +624,9 @@ def sub_topo(ctx: Ctx, argv: list[str]) -> int:
                        help="the real clock; cut links as VXLAN tunnels between ranks")
     batch.add_argument("--bind", default="127.0.0.1", metavar="ADDR",
                        help="with --realtime: this host's address for the tunnels")
+    batch.add_argument("--remote", action="append", default=[], metavar="NODE=ADDR:PORT",
+                       help="with --realtime: NODE is outside vimage, a VXLAN endpoint at "
+                            "ADDR:PORT (e.g. a Linux vxlan device); repeatable")
     batch.add_argument("--skip-unsupported", action="store_true",
                        help="leave out .imn node types the emulator does not model")
     down = actions.add_parser("down", help="destroy experiment NAME and all its nodes")
@@ -799,7 +803,22 @@ def topo_run(args: Any) -> int:
         print(f"vimage topo: {exc}", file=sys.stderr)
         return 1
     return batch.main(topology, args.duration, args.seed, args.pcap, args.skip_ipv6,
-                      args.summary_json, args.realtime, args.bind)
+                      args.summary_json, args.realtime, args.bind,
+                      dict(_remote_endpoint(arg) for arg in args.remote))
+
+
+def _remote_endpoint(arg: str) -> tuple[str, tuple[str, int]]:
+    """`topo run --remote NODE=ADDR:PORT` -> (NODE, (ADDR, PORT))."""
+    node, _, where = arg.partition("=")
+    addr, _, port = where.rpartition(":")
+    try:
+        socket.inet_aton(addr)
+        number = int(port)
+    except (OSError, ValueError):
+        number = -1
+    if not node or not addr or not 0 < number < 65536:
+        raise Usage(f"topo run: --remote {arg}: want NODE=ADDR:PORT (IPv4 address)")
+    return node, (addr, number)
 
 
 def topo_file(action: str, path: str, skip_unsupported: bool, output: str | None) -> int:

@@ -243,7 +243,8 @@ class PartitionedExperiment(Experiment):
             end.mtu = iface.mtu
         tunnels = self.engine.tunnels
         if tunnels is not None:  # real time: a VXLAN tunnel (vimage.emu.mpi_realtime)
-            end.pipe = tunnels.attach((index, side), end)
+            far = link.b[0] if side == "a" else link.a[0]
+            end.pipe = tunnels.attach((index, side), end, self.engine.remote.get(far))
         else:
             end.pipe = RemotePipe(end, self.engine, (index, "b" if side == "a" else "a"))
         end.impair(**pipe_settings(link, every=True))
@@ -293,6 +294,7 @@ class Engine:
     skip_ipv6: bool = False
     realtime: bool = False  # cut links as VXLAN tunnels, the real clock
     bind: str = "127.0.0.1"  # the host address of this rank's tunnels
+    remote: dict[str, tuple[str, int]] = field(default_factory=dict)  # node -> far VTEP
     progress: Callable[[str], None] | None = None
     tunnels: Any = None  # real time: vimage.emu.mpi_realtime.Tunnels
     assignment: dict[str, int] = field(default_factory=dict)
@@ -307,11 +309,26 @@ class Engine:
     # -- set-up -----------------------------------------------------------------------------
     def plan(self) -> None:
         """Partition (every rank the same way) and check the cut links."""
+        self.check_remote()
         try:
             self.assignment = parting.partition(self.topology, self.comm.size)
         except parting.PartitionError as exc:
             raise RunError(str(exc)) from None
         self.plan_cuts()
+
+    def check_remote(self) -> None:
+        """A remote node (--remote NODE=ADDR:PORT) is outside vimage: it needs the real
+        clock, and one link (its tunnel binds the port ADDR's VTEP sends to)."""
+        for name in self.remote:
+            node = self.topology.nodes.get(name)
+            if node is None:
+                raise RunError(f"--remote {name}: no such node")
+            if not self.realtime:
+                raise RunError(f"--remote {name}: a remote node needs --realtime")
+            links = [li for li in self.topology.links if name in (li.a[0], li.b[0])]
+            if len(links) != 1 or links[0].a[0] == links[0].b[0]:
+                raise RunError(f"--remote {name}: a remote node needs exactly one link "
+                               f"(it has {len(links)})")
 
     def plan_cuts(self) -> None:
         """The ranks of each cut link's ends, and the lookahead; RunError if a cut link
@@ -331,7 +348,8 @@ class Engine:
         self.lookahead_ns = min(delays) if delays else 0
 
     def local_nodes(self) -> frozenset[str]:
-        return frozenset(n for n, r in self.assignment.items() if r == self.comm.rank)
+        return frozenset(n for n, r in self.assignment.items()
+                         if r == self.comm.rank and n not in self.remote)
 
     def build(self) -> None:
         start = time.perf_counter()
@@ -432,10 +450,11 @@ class Engine:
 def run(topology: Topology, duration: float, seed: int = 1, pcap_dir: str | None = None,
         comm: Any = None, skip_ipv6: bool = False,
         out: Callable[[str], None] | None = None, realtime: bool = False,
-        bind: str = "127.0.0.1") -> dict[str, Any]:
+        bind: str = "127.0.0.1",
+        remote: dict[str, tuple[str, int]] | None = None) -> dict[str, Any]:
     """The whole batch run on this rank; rank 0 gets the summary (others: {})."""
     comm = comm if comm is not None else world()
-    engine = Engine(topology, comm, seed, pcap_dir, skip_ipv6, realtime, bind)
+    engine = Engine(topology, comm, seed, pcap_dir, skip_ipv6, realtime, bind, dict(remote or {}))
     engine.plan()
     try:
         engine.build()
@@ -486,7 +505,7 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
 
 def main(topology: Topology, duration: float, seed: int = 1, pcap_dir: str | None = None,
          skip_ipv6: bool = False, summary_json: str | None = None, realtime: bool = False,
-         bind: str = "127.0.0.1") -> int:
+         bind: str = "127.0.0.1", remote: dict[str, tuple[str, int]] | None = None) -> int:
     """`vimage topo run`: run, print rank 0's summary; a failing rank names itself and
     its nodes on stderr and aborts every rank (MPI_Abort), so nothing is left running."""
     try:
@@ -496,7 +515,7 @@ def main(topology: Topology, duration: float, seed: int = 1, pcap_dir: str | Non
         return 1
     try:
         summary = run(topology, duration, seed, pcap_dir, comm, skip_ipv6, print, realtime,
-                      bind)
+                      bind, remote)
         if summary_json is not None and comm.rank == 0:
             Path(summary_json).write_text(json.dumps(summary, indent=2) + "\n")
     except RunError as exc:  # the same on every rank: rank 0 says it

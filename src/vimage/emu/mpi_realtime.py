@@ -11,7 +11,8 @@ addresses and ports with one MPI exchange, start together, and stop together aft
 SECONDS; the real network adds its own latency to the link's delay.
 
 A Linux vxlan device is a valid far end (`ip link add vx0 type vxlan id VNI remote
-ADDR dstport PORT local ...`): the datagrams are standard VXLAN.
+ADDR dstport PORT local ...`): the datagrams are standard VXLAN; `--remote NODE=ADDR:PORT`
+makes NODE's one link such a tunnel, its local end bound to PORT (Tunnels.attach).
 """
 
 from __future__ import annotations
@@ -68,18 +69,29 @@ class Tunnels:
         self.engine = engine
         self.bind = bind
         self.pipes: dict[tuple[int, str], TunnelPipe] = {}
+        self.fixed: set[tuple[int, str]] = set()  # ends whose far end is outside vimage
         self.received = 0
         self.malformed = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._selector = selectors.DefaultSelector()
 
-    def attach(self, key: tuple[int, str], end: Ifnet) -> TunnelPipe:
-        """A tunnel for the local end `key` (link index, side) of a cut link."""
+    def attach(self, key: tuple[int, str], end: Ifnet,
+               remote: tuple[str, int] | None = None) -> TunnelPipe:
+        """A tunnel for the local end `key` (link index, side) of a cut link. With
+        `remote` (ADDR, PORT) the far end is outside vimage (a Linux vxlan device with
+        `dstport PORT`): it sends to PORT, so this end binds PORT too, and sends there."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((self.bind, 0))
+        try:
+            sock.bind((self.bind, remote[1] if remote is not None else 0))
+        except OSError:
+            sock.close()
+            raise
         sock.setblocking(False)
         pipe = TunnelPipe(end, sock, key[0] + 1)
+        if remote is not None:
+            pipe.peer_addr = remote
+            self.fixed.add(key)
         self.pipes[key] = pipe
         self._selector.register(sock, selectors.EVENT_READ, (pipe, end))
         return pipe
@@ -90,7 +102,8 @@ class Tunnels:
     def connect(self, everyone: dict[tuple[int, str], tuple[str, int]]) -> None:
         """Point each local end at the socket of the other end of its link."""
         for (index, side), pipe in self.pipes.items():
-            pipe.peer_addr = everyone[(index, "b" if side == "a" else "a")]
+            if (index, side) not in self.fixed:
+                pipe.peer_addr = everyone[(index, "b" if side == "a" else "a")]
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._receive, name="vimage-tunnels",
