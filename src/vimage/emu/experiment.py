@@ -227,15 +227,10 @@ class Experiment:
         if not self.is_up or topo is None:
             return False
         if self._subnets is None:
-            nets = {ipaddress.ip_interface(a).network for n in topo.nodes.values()
-                    for i in n.interfaces.values() for a in i.ipv4}
-            self._subnets = sorted(int(net.network_address) for net in nets
+            self._subnets = sorted(int(net.network_address) for net in networks(topo, 4)
                                    if net.prefixlen < 32)
-            nets6 = {ipaddress.ip_interface(a).network for n in topo.nodes.values()
-                     for i in n.interfaces.values() for a in i.ipv6
-                     if not ipaddress.ip_interface(a).is_link_local}
-            self._subnets6 = sorted(int(net.network_address) for net in nets6
-                                    if net.prefixlen < 128)
+            self._subnets6 = sorted(int(net.network_address) for net in networks(topo, 6)
+                                    if net.prefixlen < 128 and not net.is_link_local)
         for name, protocols in self.routing.items():  # RIPng routers: every IPv6 subnet
             if "ripng" in protocols:
                 lookup6 = self.nodes[name].rt6.lookup
@@ -336,6 +331,7 @@ class Experiment:
         self.vnet = None
         self.resolved = None
         self._subnets, self._last_miss = None, (0, 0)
+        self._table_sizes = {}
         self.nodes = {}
         self.links = []
         self.routing = {}
@@ -622,11 +618,8 @@ class Experiment:
         with more subnets than the default limit gets a table twice its size."""
         sizes = self._table_sizes
         if family not in sizes:  # once per experiment: every router asks
-            topo = self.resolved
-            assert topo is not None
-            sizes[family] = len({ipaddress.ip_interface(a).network for n in topo.nodes.values()
-                                 for i in n.interfaces.values()
-                                 for a in (i.ipv4 if family == 4 else i.ipv6)})
+            assert self.resolved is not None
+            sizes[family] = len(networks(self.resolved, family))
         wanted = 2 * sizes[family]
         return f" -P max_routes={wanted}" if wanted > RipParams.max_routes else ""
 
@@ -635,6 +628,12 @@ class Experiment:
         if not result.ok:
             output = " ".join(result.output.split()) or f"status {result.status}"
             raise ExperimentError(f"node {node.name}: '{line}' failed: {output}")
+
+
+def networks(topo: Topology, family: int) -> set[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The networks of every address of `family` (4 or 6) the topology gives."""
+    return {ipaddress.ip_interface(a).network for n in topo.nodes.values()
+            for i in n.interfaces.values() for a in (i.ipv4 if family == 4 else i.ipv6)}
 
 
 def _rename(ifp: Ifnet, name: str) -> None:

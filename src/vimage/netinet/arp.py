@@ -107,8 +107,7 @@ class ArpState:
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
-        # made here, not on first read: a class with __getattr__ (stats.LazySlots) is
-        # not specialised by CPython 3.11's attribute caches, which costs the hot paths
+        # made here, not on first read: a hot-path class (see stats.LazySlots)
         self.stats = ArpStats()
         self.table: dict[int, ArpEntry] = {}
         self.per_ifp: dict[Ifnet, int] = {}  # entries in `table` on each interface

@@ -104,8 +104,7 @@ class IpState:
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
-        # made here, not on first read: a class with __getattr__ (stats.LazySlots) is
-        # not specialised by CPython 3.11's attribute caches, which costs the hot paths
+        # made here, not on first read: a hot-path class (see stats.LazySlots)
         self.stats = IpStats()
         self.local: dict[int, InAddr] = {}
         self.bcast: dict[int, InAddr] = {}

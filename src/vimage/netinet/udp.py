@@ -86,8 +86,7 @@ class UdpState:
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
-        # made here, not on first read: a class with __getattr__ (stats.LazySlots) is
-        # not specialised by CPython 3.11's attribute caches, which costs the hot paths
+        # made here, not on first read: a hot-path class (see stats.LazySlots)
         self.stats = UdpStats()
         self.ports: dict[int, PcbList] = {}  # AF_INET sockets by local port
         self.ports6: dict[int, PcbList] = {}  # AF_INET6 sockets (dual-stack ones too)
@@ -125,23 +124,11 @@ class UdpState:
 
     def bound(self, port: int) -> list[Socket]:
         """The live sockets bound to `port` (forgetting the port once none is left)."""
-        pcbs = self.ports.get(port)
-        if pcbs is None:
-            return []
-        socks = pcbs.live()
-        if not socks:
-            del self.ports[port]
-        return socks
+        return _live(self.ports, port)
 
     def bound6(self, port: int) -> list[Socket]:
         """The live AF_INET6 sockets bound to `port`."""
-        pcbs = self.ports6.get(port)
-        if pcbs is None:
-            return []
-        socks = pcbs.live()
-        if not socks:
-            del self.ports6[port]
-        return socks
+        return _live(self.ports6, port)
 
     def ephemeral(self, addr: int) -> int:
         ports = self.ports
@@ -445,3 +432,14 @@ def udp6_attach(vnet: Vnet) -> None:
 
 def udp6_detach(vnet: Vnet) -> None:
     vnet.__dict__.pop("udp6", None)
+
+
+def _live(table: dict[int, PcbList], port: int) -> list[Socket]:
+    """The live sockets of `table` bound to `port`; the port is forgotten once none is."""
+    pcbs = table.get(port)
+    if pcbs is None:
+        return []
+    socks = pcbs.live()
+    if not socks:
+        del table[port]
+    return socks

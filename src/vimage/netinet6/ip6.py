@@ -109,8 +109,7 @@ class Ip6State:
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
-        # made here, not on first read: a class with __getattr__ (stats.LazySlots) is
-        # not specialised by CPython 3.11's attribute caches, which costs the hot paths
+        # made here, not on first read: a hot-path class (see stats.LazySlots)
         self.stats = Ip6Stats()
         self.local: dict[int, in6.In6Addr] = {}  # zone-embedded address -> its in6_ifaddr
         self.lo_done = False  # lo0's addresses are there (in6.loopback_addrs)

@@ -440,8 +440,7 @@ class TcpState:
 
     def __init__(self, vnet: Vnet) -> None:
         self.vnet = vnet
-        # made here, not on first read: a class with __getattr__ (stats.LazySlots) is
-        # not specialised by CPython 3.11's attribute caches, which costs the hot paths
+        # made here, not on first read: a hot-path class (see stats.LazySlots)
         self.stats = TcpStats()
         self.conns: dict[tuple[int, int, int, int], Tcb] = {}
         self.listeners: dict[int, list[Tcb]] = {}
