@@ -90,3 +90,30 @@ def test_destroyed_vnet_is_released():
     del a
     gc.collect()
     assert ref() is None, "something still holds the destroyed vnet"
+
+
+def test_sockets_left_behind_by_a_destroyed_vnet_refuse_every_call():
+    """A socket whose vnet is gone, even one never bound, cannot bind, connect or send
+    into the dead vnet's tables: ENETDOWN, as for a socket made after the destruction."""
+    import errno
+    import socket as std
+
+    import pytest
+
+    k = Kernel(clock="virtual")
+    a = k.create("a")
+    socks = [a.socket(std.AF_INET, std.SOCK_STREAM), a.socket(std.AF_INET, std.SOCK_DGRAM),
+             a.socket(std.AF_INET6, std.SOCK_STREAM), a.socket(std.AF_INET6, std.SOCK_DGRAM)]
+    raw = a.socket(std.AF_INET, std.SOCK_RAW, 1)  # on the vnet's list: closed with it
+    k.destroy(a)
+    with pytest.raises(OSError) as info:
+        raw.sendto(b"x", ("10.0.0.1", 0))
+    assert info.value.errno == errno.EBADF
+    for sock in socks:
+        any_addr = ("::", 5000) if sock.family == std.AF_INET6 else ("0.0.0.0", 5000)
+        for call, args in ((sock.bind, ()), (sock.connect, ()), (sock.sendto, (b"x",))):
+            with pytest.raises(OSError) as info:
+                call(*args, any_addr)
+            assert info.value.errno == errno.ENETDOWN, (sock, info.value)
+        sock.close()  # closing still works, and twice
+        sock.close()

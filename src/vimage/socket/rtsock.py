@@ -91,6 +91,8 @@ class RouteSocket(TimeoutMixin, PollMixin):
     def _check_open(self) -> None:
         if self.closed:
             raise OSError(errno.EBADF, "Bad file descriptor")
+        if not self.vnet.alive:  # a socket its vnet's destruction left behind
+            raise OSError(errno.ENETDOWN, "vnet is destroyed")
 
     # -- stdlib API -------------------------------------------------------------------------
     def send(self, data: bytes, flags: int = 0) -> int:

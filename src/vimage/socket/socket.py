@@ -405,6 +405,8 @@ class Socket(TimeoutMixin, PollMixin):
     def _check_open(self) -> None:
         if self.closed:
             raise OSError(errno.EBADF, "Bad file descriptor")
+        if not self.vnet.alive:  # a socket its vnet's destruction left behind
+            raise OSError(errno.ENETDOWN, "vnet is destroyed")
 
     def _take_error(self) -> None:
         err = self._so_error

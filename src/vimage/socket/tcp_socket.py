@@ -175,6 +175,8 @@ class TcpSocket(TimeoutMixin, PollMixin):
     def _check_open(self) -> None:
         if self.closed:
             raise OSError(errno.EBADF, "Bad file descriptor")
+        if not self.vnet.alive:  # a socket its vnet's destruction left behind
+            raise OSError(errno.ENETDOWN, "vnet is destroyed")
 
     def _wait(self, ready: Any, flags: int = 0) -> None:
         """Block (or not) until ready(); in virtual time the kernel clock jumps."""
