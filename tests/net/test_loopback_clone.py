@@ -3,6 +3,8 @@ back as FreeBSD's tests/sys/common/vnet.subr does with vnet_mkloopback + vnet_mk
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from vimage.kernel import Kernel
@@ -135,3 +137,24 @@ def test_loopback_dies_with_the_vnet_that_made_it(k: Kernel) -> None:
     k.destroy("maker")
     assert "lo1" not in user.ifaces
     assert 0xC0000209 not in user.ip.local
+
+
+def test_loopback_addresses_have_no_broadcast(k: Kernel) -> None:
+    """lo(4) is not IFF_BROADCAST, so in_broadcast() never matches on it: 127.255.255.255
+    is not one of the vnet's broadcast addresses, and a packet to it is not delivered."""
+    vnet = k.create("a")
+    ok(vnet, "ifconfig lo0 inet 127.0.0.2/8 alias")
+    ok(vnet, "route add -net 127.0.0.0/8 -interface lo0")
+    assert vnet.ip.bcast == {}
+    sock = vnet.socket(2, 2)
+    sock.bind(("", 7000))
+    sock.setblocking(False)
+    sender = vnet.socket(2, 2)
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    sender.sendto(b"x", ("127.255.255.255", 7000))
+    k.run(0.1)
+    with pytest.raises(BlockingIOError):
+        sock.recv(10)
+    sender.sendto(b"y", ("127.0.0.2", 7000))
+    k.run(0.1)
+    assert sock.recv(10) == b"y"

@@ -6,7 +6,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from vimage.net import rtsock
-from vimage.net.ifnet import IFF_LOOPBACK
+from vimage.net.ifnet import IFF_BROADCAST, IFF_LOOPBACK
 from vimage.net.route import MASKS, RTF_STATIC, Route, RouteTable
 from vimage.wire import ipv4
 from vimage.wire.ipv4 import INADDR_ANY, INADDR_BROADCAST
@@ -59,6 +59,8 @@ def in_add_addr(ifp: Ifnet, addr: int, plen: int, broadcast: int | None = None) 
         if existing.ifp is not ifp:
             raise OSError(errno.EEXIST, f"address already in use on {existing.ifp.name}")
         _remove(existing)
+    if not ifp.flags & IFF_BROADCAST:  # lo0, tunnels: no broadcast (in_broadcast())
+        broadcast = 0
     ia = InAddr(ifp, addr, plen, broadcast)
     ifp.addrs.append(ia)
     ip.local[addr] = ia
