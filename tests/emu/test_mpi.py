@@ -26,6 +26,7 @@ from vimage.emu.experiment import ExperimentError
 from vimage.net.bpf import open_capture
 
 LAB = Path(__file__).parent / "data" / "mpi-lab.yaml"
+DRAWS = Path(__file__).parent / "data" / "mpi-draws.yaml"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -118,6 +119,73 @@ def test_three_ranks_match_one(tmp_path):
     three = run_threads(topo, 3, 8, tmp_path / "three", seed=3)
     assert three["partition"]["cut"] >= 2 and three["lookahead_us"] >= 1000
     assert hashes(tmp_path / "one") == hashes(tmp_path / "three")
+
+
+def test_draws_of_several_nodes_give_the_same_pcaps_with_1_2_3_ranks(tmp_path):
+    """Two iperf3 clients (random payloads) and dummynet loss on two routers: each draws
+    from its own vnet's stream, so how the nodes share kernels does not change a byte."""
+    topo = load(DRAWS)
+    one = batch.run(topo, 10, 4, str(tmp_path / "one"), batch.SoloComm(), skip_ipv6=True)
+    assert len(hashes(tmp_path / "one")) == 5
+    assert sum("61440 bytes sent" in j for j in one["jobs"]) == 2, one["jobs"]
+    for n in (2, 3):
+        summary = run_threads(topo, n, 10, tmp_path / str(n), seed=4, skip_ipv6=True)
+        assert summary["partition"]["cut"] >= n - 1
+        assert hashes(tmp_path / "one") == hashes(tmp_path / str(n)), n
+        assert summary["jobs"] == one["jobs"]
+
+
+class Tripwire:
+    """Stands in for `kernel.rng`: notes every draw, then makes it from the real one."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.draws: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        self.draws.append(name)
+        return getattr(self.real, name)
+
+
+@pytest.mark.parametrize("keyed", [True, False])
+def test_a_keyed_kernel_draws_nothing_from_the_kernel_rng(keyed):
+    """Keyed: iperf3's payload, dummynet's loss and link impairment draw from their
+    vnets' streams. Plain: from `kernel.rng`, as before (the tripwire sees them)."""
+    kernel = Kernel(clock="virtual", seed=4, keyed=keyed)
+    wire = Tripwire(kernel.rng)
+    kernel.rng = wire  # type: ignore[assignment]
+    exp = Experiment(load(DRAWS), kernel, skip_ipv6=True).up()
+    kernel.run(10)
+    drops = [exp.nodes[r].dummynet.io_pkt_drop for r in ("r1", "r2")]
+    lost = exp.links[2].ends[0].pipe.dropped_loss + exp.links[2].ends[1].pipe.dropped_loss
+    jobs = "\n".join(exp.jobs.lines())
+    exp.down()
+    assert jobs.count("61440 bytes sent") == 2, jobs
+    assert min(drops) > 0 and lost > 0  # every drawing subsystem drew
+    if keyed:
+        assert wire.draws == []
+    else:
+        assert {"randbytes", "random", "randint"} <= set(wire.draws)
+
+
+def test_keyed_kernel_macs_of_a_vnets_interfaces_come_from_its_name():
+    """Interfaces a vnet makes itself (epair, vxlan, bridge) get the same MACs whichever
+    other vnets share the kernel and made interfaces before."""
+    macs = []
+    for crowd in (0, 3):
+        kernel = Kernel(clock="virtual", seed=1, keyed=True)
+        for i in range(crowd):
+            other = kernel.create(f"other{i}")
+            kernel.epair(other)
+            assert other.cmd("ifconfig bridge create").status == 0
+        lab = kernel.create("lab")
+        a, b = kernel.epair(lab)
+        for line in ("ifconfig vxlan create vxlanid 5", "ifconfig bridge create"):
+            assert lab.cmd(line).status == 0, line
+        # (epair units are kernel-wide, as FreeBSD's: the names differ, not the MACs)
+        macs.append(sorted(i.mac for i in lab.ifaces.values() if i.mac))
+    assert macs[0] == macs[1]
+    assert len(set(macs[0])) == len(macs[0]) == 4
 
 
 def test_the_plain_experiment_gives_the_same_pcaps(tmp_path):
