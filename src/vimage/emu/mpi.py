@@ -18,7 +18,9 @@ G + L, so no rank can receive anything in the past. A cut link without delay giv
 lookahead and is refused, naming it.
 
 Determinism (the same seed gives the same bytes with 1 rank or N): a keyed kernel
-derives each vnet's secret and random stream from its name, not from creation order;
+derives each vnet's secret and random stream from its name, not from creation order,
+and every random draw (link impairment, dummynet, iperf3) comes from the drawing vnet's
+stream, never the kernel-wide one;
 timers due at the same instant run in the order (owner vnet's key, the owner's own
 count), and a frame from another rank carries the key its sender allocated, so it
 takes the place its local timer would have; link MACs derive from the seed and the
