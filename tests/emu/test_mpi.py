@@ -353,15 +353,15 @@ def test_mpirun_a_dying_rank_ends_the_run(tmp_path):
 
 
 # -- real time: VXLAN tunnels between ranks -----------------------------------------------------
-def run_realtime_threads(topo, duration: float) -> dict[str, Any]:
-    """Two ranks as threads, in real time (cut links as VXLAN tunnels on 127.0.0.1)."""
+def run_realtime_threads(topo, duration: float, bind: str = "127.0.0.1") -> dict[str, Any]:
+    """Two ranks as threads, in real time (cut links as VXLAN tunnels on `bind`)."""
     hub: dict[str, Any] = {"slots": [None] * 2, "barrier": threading.Barrier(2)}
     results: list[Any] = [None, None]
 
     def one(rank: int) -> None:
         try:
             results[rank] = batch.run(topo, duration, 1, None, ThreadComm(hub, rank, 2), True,
-                                      realtime=True)
+                                      realtime=True, bind=bind)
         except BaseException as exc:
             results[rank] = exc
             hub["barrier"].abort()
@@ -376,8 +376,10 @@ def run_realtime_threads(topo, duration: float) -> dict[str, Any]:
     return summary  # type: ignore[no-any-return]
 
 
-def test_realtime_ranks_pass_ping_and_tcp_through_vxlan(tmp_path):
-    summary = run_realtime_threads(load(LAB), 4.5)
+@pytest.mark.parametrize("bind", ["127.0.0.1", "::1"])
+def test_realtime_ranks_pass_ping_and_tcp_through_vxlan(tmp_path, bind):
+    """The tunnels between ranks over IPv4, and over IPv6 (AF_INET6 sockets on ::1)."""
+    summary = run_realtime_threads(load(LAB), 4.5, bind)
     _crossed(summary["jobs"])
     per_rank = summary["per_rank"]
     assert per_rank[0]["frames_out"] == per_rank[1]["frames_in"] > 0
@@ -564,6 +566,18 @@ def test_a_port_of_remote_nodes_on_two_ranks_of_one_host_is_refused(tmp_path):
     assert any(f"cannot bind 127.0.0.2:{port} for the tunnels to remote nodes (Address "
                "already in use)" in f and "pin the nodes linked to remote nodes" in f
                for f in failures), results
+
+
+def test_a_pin_that_splits_a_remote_node_from_a_neighbour_says_why(tmp_path):
+    path = tmp_path / "far2.yaml"
+    path.write_text(REMOTE_TWO_LINKS)
+    topo = load(path)
+    topo.nodes["pc1"].partition, topo.nodes["pc2"].partition = 0, 1
+    with pytest.raises(batch.RunError, match=re.escape(
+            "(a remote node's links count as links without delay: the node and its "
+            "neighbours share a rank)")):
+        batch.Engine(topo, ThreadComm({}, 0, 2), realtime=True,
+                     remote={"far": ("127.0.0.1", 4789)}).plan()
 
 
 @pytest.mark.parametrize("remote, realtime, message", [

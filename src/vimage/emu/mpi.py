@@ -317,6 +317,9 @@ class Engine:
         try:
             self.assignment = parting.partition(self._partitioned(), self.comm.size)
         except parting.PartitionError as exc:
+            if self.remote and "without delay" in str(exc):
+                raise RunError(f"{exc} (a remote node's links count as links without "
+                               "delay: the node and its neighbours share a rank)") from None
             raise RunError(str(exc)) from None
         self.plan_cuts()
 
