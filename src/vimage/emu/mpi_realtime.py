@@ -22,6 +22,7 @@ address's family: IPv4 or IPv6 (AF_INET6), one family for a run.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import selectors
 import socket
@@ -99,12 +100,13 @@ class Tunnels:
             sock.bind((self.bind, port))
         except OSError as exc:
             sock.close()
-            if port:  # a remote node's port: another process (a rank?) holds it
-                raise OSError(exc.errno, f"cannot bind {self._where(port)} for the tunnels "
-                              f"to remote nodes ({exc.strerror}): on one host, one rank "
-                              "can hold a port (pin the nodes linked to remote nodes of "
-                              "that port to one partition)") from None
-            raise
+            what = "for the tunnels to remote nodes" if port else "for a tunnel"
+            hint = ""
+            if port and exc.errno == errno.EADDRINUSE:  # another process (a rank?) holds it
+                hint = (": on one host, one rank can hold a port (pin the nodes linked to "
+                        "remote nodes of that port to one partition)")
+            raise OSError(exc.errno, f"cannot bind {self._where(port)} {what} "
+                          f"({exc.strerror}){hint}") from None
         sock.setblocking(False)
         self.ends[sock] = {}
         self._selector.register(sock, selectors.EVENT_READ, self.ends[sock])
