@@ -183,6 +183,15 @@ class Vnet:
             self._rng = random.Random(self.secret[16:32])
         return self._rng
 
+    @property
+    def draws(self) -> random.Random:
+        """The stream for the draws a plain kernel takes from its shared `kernel.rng`
+        (dummynet's loss and RED, iperf3's payload; link impairment inlines the same
+        choice): this vnet's own `rng` in a keyed kernel, so what it draws does not
+        depend on which vnets share the kernel (docs/mpi.md); the kernel's otherwise,
+        so a seed keeps its results there."""
+        return self.rng if self.kernel.keyed else self.kernel.rng
+
     def add_child(self, child: Vnet) -> None:
         if self.children is None:
             self.children = []

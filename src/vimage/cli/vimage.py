@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import getopt
+import ipaddress
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -623,10 +623,12 @@ def sub_topo(ctx: Ctx, argv: list[str]) -> int:
     batch.add_argument("--realtime", action="store_true",
                        help="the real clock; cut links as VXLAN tunnels between ranks")
     batch.add_argument("--bind", default="127.0.0.1", metavar="ADDR",
-                       help="with --realtime: this host's address for the tunnels")
+                       help="with --realtime: this host's address for the tunnels "
+                            "(IPv4 or IPv6)")
     batch.add_argument("--remote", action="append", default=[], metavar="NODE=ADDR:PORT",
                        help="with --realtime: NODE is outside vimage, a VXLAN endpoint at "
-                            "ADDR:PORT (e.g. a Linux vxlan device); repeatable")
+                            "ADDR:PORT or [ADDR6]:PORT (e.g. a Linux vxlan device), each "
+                            "of its links a VNI (link index + 1); repeatable")
     batch.add_argument("--skip-unsupported", action="store_true",
                        help="leave out .imn node types the emulator does not model")
     down = actions.add_parser("down", help="destroy experiment NAME and all its nodes")
@@ -795,6 +797,10 @@ def topo_run(args: Any) -> int:
     if not args.duration >= 0:
         raise Usage("topo run: --duration must be >= 0")
     try:
+        ipaddress.ip_address(args.bind)
+    except ValueError:
+        raise Usage(f"topo run: --bind {args.bind}: want an IPv4 or IPv6 address") from None
+    try:
         if args.file.endswith(".imn"):
             topology = imn.load(args.file, skip_unsupported=args.skip_unsupported)
         else:
@@ -808,16 +814,21 @@ def topo_run(args: Any) -> int:
 
 
 def _remote_endpoint(arg: str) -> tuple[str, tuple[str, int]]:
-    """`topo run --remote NODE=ADDR:PORT` -> (NODE, (ADDR, PORT))."""
+    """`topo run --remote NODE=ADDR:PORT` (IPv4) or `NODE=[ADDR]:PORT` (IPv6) ->
+    (NODE, (ADDR, PORT))."""
     node, _, where = arg.partition("=")
     addr, _, port = where.rpartition(":")
+    ipv6 = addr.startswith("[") and addr.endswith("]")
+    if ipv6:
+        addr = addr[1:-1]
     try:
-        socket.inet_aton(addr)
+        version = ipaddress.ip_address(addr).version
         number = int(port)
-    except (OSError, ValueError):
-        number = -1
-    if not node or not addr or not 0 < number < 65536:
-        raise Usage(f"topo run: --remote {arg}: want NODE=ADDR:PORT (IPv4 address)")
+    except ValueError:
+        version, number = 0, -1
+    if not node or version != (6 if ipv6 else 4) or not 0 < number < 65536:
+        raise Usage(f"topo run: --remote {arg}: want NODE=ADDR:PORT (IPv4) or "
+                    "NODE=[ADDR]:PORT (IPv6)")
     return node, (addr, number)
 
 

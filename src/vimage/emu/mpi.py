@@ -18,7 +18,9 @@ G + L, so no rank can receive anything in the past. A cut link without delay giv
 lookahead and is refused, naming it.
 
 Determinism (the same seed gives the same bytes with 1 rank or N): a keyed kernel
-derives each vnet's secret and random stream from its name, not from creation order;
+derives each vnet's secret and random stream from its name, not from creation order,
+and every random draw (link impairment, dummynet, iperf3) comes from the drawing vnet's
+stream, never the kernel-wide one;
 timers due at the same instant run in the order (owner vnet's key, the owner's own
 count), and a frame from another rank carries the key its sender allocated, so it
 takes the place its local timer would have; link MACs derive from the seed and the
@@ -28,7 +30,9 @@ interface's name; per-link pcaps are taken at the `a` end by the rank holding it
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
+import ipaddress
 import json
 import os
 import sys
@@ -311,24 +315,51 @@ class Engine:
         """Partition (every rank the same way) and check the cut links."""
         self.check_remote()
         try:
-            self.assignment = parting.partition(self.topology, self.comm.size)
+            self.assignment = parting.partition(self._partitioned(), self.comm.size)
         except parting.PartitionError as exc:
+            if self.remote and "without delay" in str(exc):
+                raise RunError(f"{exc} (a remote node's links count as links without "
+                               "delay: the node and its neighbours share a rank)") from None
             raise RunError(str(exc)) from None
         self.plan_cuts()
 
+    def _partitioned(self) -> Topology:
+        """What the partitioner sees: a remote node's links as links without delay, so
+        the node and every node it links to share a rank (its tunnels, one per link,
+        share that rank's socket on its port: one process can bind a port)."""
+        if not self.remote:
+            return self.topology
+        topo = copy.copy(self.topology)
+        topo.links = [dataclasses.replace(link, direct=True)
+                      if link.a[0] in self.remote or link.b[0] in self.remote else link
+                      for link in self.topology.links]
+        return topo
+
     def check_remote(self) -> None:
         """A remote node (--remote NODE=ADDR:PORT) is outside vimage: it needs the real
-        clock, and one link (its tunnel binds the port ADDR's VTEP sends to)."""
-        for name in self.remote:
+        clock, a link to a node of vimage's, and an address of the family of --bind
+        (the tunnels' sockets are of one family)."""
+        for name, (addr, _port) in self.remote.items():
             node = self.topology.nodes.get(name)
             if node is None:
                 raise RunError(f"--remote {name}: no such node")
             if not self.realtime:
                 raise RunError(f"--remote {name}: a remote node needs --realtime")
             links = [li for li in self.topology.links if name in (li.a[0], li.b[0])]
-            if len(links) != 1 or links[0].a[0] == links[0].b[0]:
-                raise RunError(f"--remote {name}: a remote node needs exactly one link "
-                               f"(it has {len(links)})")
+            if not links:
+                raise RunError(f"--remote {name}: a remote node needs a link")
+            for li in links:
+                if li.a[0] in self.remote and li.b[0] in self.remote:
+                    raise RunError(f"--remote {name}: its link {':'.join(li.a)}-"
+                                   f"{':'.join(li.b)} has no end in vimage")
+            try:
+                theirs, ours = ipaddress.ip_address(addr), ipaddress.ip_address(self.bind)
+            except ValueError as exc:
+                raise RunError(f"--remote {name}: {exc}") from None
+            if theirs.version != ours.version:
+                raise RunError(f"--remote {name}: {addr} is IPv{theirs.version} but --bind "
+                               f"{self.bind} is IPv{ours.version} (give --bind an "
+                               f"IPv{theirs.version} address of this host)")
 
     def plan_cuts(self) -> None:
         """The ranks of each cut link's ends, and the lookahead; RunError if a cut link

@@ -12,11 +12,18 @@ SECONDS; the real network adds its own latency to the link's delay.
 
 A Linux vxlan device is a valid far end (`ip link add vx0 type vxlan id VNI remote
 ADDR dstport PORT local ...`): the datagrams are standard VXLAN; `--remote NODE=ADDR:PORT`
-makes NODE's one link such a tunnel, its local end bound to PORT (Tunnels.attach).
+(or `NODE=[ADDR6]:PORT`) makes each of NODE's links such a tunnel. A Linux VTEP sends to
+its `dstport` and listens there, so the local ends of all the links to remote nodes on
+one PORT share one socket bound to PORT, and a datagram goes to the end its VNI names,
+as several vxlan devices (one VNI each) share Linux's socket on a dstport. Ends between
+ranks have a socket each, on an ephemeral port. The sockets are of the `--bind`
+address's family: IPv4 or IPv6 (AF_INET6), one family for a run.
 """
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import selectors
 import socket
 import threading
@@ -62,38 +69,71 @@ class TunnelPipe(LinkPipe):
         self.sent += 1
 
 
+def family(address: str) -> socket.AddressFamily:
+    """The socket family of an IP address (ValueError if it is not one)."""
+    version = ipaddress.ip_address(address).version
+    return socket.AF_INET6 if version == 6 else socket.AF_INET
+
+
 class Tunnels:
-    """The tunnel sockets of one rank and the thread that receives on them."""
+    """The tunnel sockets of one rank and the thread that receives on them. Each socket
+    has its ends by VNI: one end (a link between ranks) or all the ends towards remote
+    nodes on one port."""
 
     def __init__(self, engine: Engine, bind: str) -> None:
         self.engine = engine
         self.bind = bind
+        self.family = family(bind)
         self.pipes: dict[tuple[int, str], TunnelPipe] = {}
         self.fixed: set[tuple[int, str]] = set()  # ends whose far end is outside vimage
+        self.by_port: dict[int, socket.socket] = {}  # remote nodes' port -> shared socket
+        self.ends: dict[socket.socket, dict[int, tuple[TunnelPipe, Ifnet]]] = {}  # by VNI
         self.received = 0
         self.malformed = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._selector = selectors.DefaultSelector()
 
+    def _open(self, port: int) -> socket.socket:
+        sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((self.bind, port))
+        except OSError as exc:
+            sock.close()
+            what = "for the tunnels to remote nodes" if port else "for a tunnel"
+            hint = ""
+            if port and exc.errno == errno.EADDRINUSE:  # another process (a rank?) holds it
+                hint = (": on one host, one rank can hold a port (pin the nodes linked to "
+                        "remote nodes of that port to one partition)")
+            raise OSError(exc.errno, f"cannot bind {self._where(port)} {what} "
+                          f"({exc.strerror}){hint}") from None
+        sock.setblocking(False)
+        self.ends[sock] = {}
+        self._selector.register(sock, selectors.EVENT_READ, self.ends[sock])
+        return sock
+
+    def _where(self, port: int) -> str:
+        return f"[{self.bind}]:{port}" if self.family == socket.AF_INET6 else \
+            f"{self.bind}:{port}"
+
     def attach(self, key: tuple[int, str], end: Ifnet,
                remote: tuple[str, int] | None = None) -> TunnelPipe:
-        """A tunnel for the local end `key` (link index, side) of a cut link. With
-        `remote` (ADDR, PORT) the far end is outside vimage (a Linux vxlan device with
-        `dstport PORT`): it sends to PORT, so this end binds PORT too, and sends there."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            sock.bind((self.bind, remote[1] if remote is not None else 0))
-        except OSError:
-            sock.close()
-            raise
-        sock.setblocking(False)
+        """A tunnel for the local end `key` (link index, side) of a cut link, VNI = link
+        index + 1. With `remote` (ADDR, PORT) the far end is outside vimage (a Linux
+        vxlan device with `dstport PORT`): it sends to PORT, so this end listens on PORT
+        too (one socket for every such end of this rank, told apart by VNI), and sends
+        to ADDR:PORT."""
+        if remote is None:
+            sock = self._open(0)
+        else:
+            sock = self.by_port.get(remote[1]) or self._open(remote[1])
+            self.by_port[remote[1]] = sock
         pipe = TunnelPipe(end, sock, key[0] + 1)
         if remote is not None:
             pipe.peer_addr = remote
             self.fixed.add(key)
         self.pipes[key] = pipe
-        self._selector.register(sock, selectors.EVENT_READ, (pipe, end))
+        self.ends[sock][pipe.vni] = (pipe, end)
         return pipe
 
     def addresses(self) -> dict[tuple[int, str], tuple[str, int]]:
@@ -113,11 +153,12 @@ class Tunnels:
     def _receive(self) -> None:
         while not self._stop.is_set():
             for key, _ in self._selector.select(POLL):
-                pipe, end = key.data
-                self._drain(key.fileobj, pipe, end)
+                self._drain(key.fileobj, key.data)
 
-    def _drain(self, sock: Any, pipe: TunnelPipe, end: Ifnet) -> None:
-        sched = end.vnet.kernel.sched
+    def _drain(self, sock: Any, ends: dict[int, tuple[TunnelPipe, Ifnet]]) -> None:
+        """Hand each datagram waiting on `sock` to the end its VNI names. One that is
+        not VXLAN, or names no end of this socket, is dropped and counted (`malformed`,
+        and the `ierrors` of the socket's first end: its only one between ranks)."""
         while True:
             try:
                 data = sock.recv(65535)
@@ -129,11 +170,16 @@ class Tunnels:
                 rep = wvxlan.parse(data)
             except WireError:
                 rep = None
-            if rep is None or rep.vni != pipe.vni:
-                with sched.cond:
-                    end.ierrors += 1  # dropped, counted (not for this tunnel)
+            target = None if rep is None else ends.get(rep.vni)
+            if rep is None or target is None:
+                if ends:
+                    first = ends[min(ends)][1]
+                    with first.vnet.kernel.sched.cond:
+                        first.ierrors += 1
                 self.malformed += 1
                 continue
+            end = target[1]
+            sched = end.vnet.kernel.sched
             with sched.cond:
                 sched.queue.append((end, bytes(rep.payload)))
                 sched.notify()
@@ -146,9 +192,9 @@ class Tunnels:
             self._thread = None
         if self._selector.get_map() is None:  # stopped already
             return
-        for pipe in self.pipes.values():
-            self._selector.unregister(pipe.sock)
-            pipe.sock.close()
+        for sock in self.ends:
+            self._selector.unregister(sock)
+            sock.close()
         self._selector.close()
 
 

@@ -232,7 +232,7 @@ class Vxlan(EtherIfnet):
         self.sock: VxlanSocket | None = None
         super().__init__(vnet, "vxlan", unit, f"vxlan{unit}",
                          IFF_BROADCAST | IFF_SIMPLEX | IFF_MULTICAST, VXLAN_MTU,
-                         vnet.kernel.random_mac())
+                         vnet.kernel.random_mac(vnet))
 
     # -- configuration ------------------------------------------------------------------
     def configure(self, **settings: object) -> None:

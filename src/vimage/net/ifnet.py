@@ -470,9 +470,9 @@ class EpairCloner:
         flags = IFF_BROADCAST | IFF_SIMPLEX | IFF_MULTICAST
         try:
             a = Epair(vnet, "epair", unit, f"epair{unit}a", flags, ETHER_MTU,
-                      kernel.random_mac())
+                      kernel.random_mac(vnet))
             b = Epair(vnet, "epair", unit, f"epair{unit}b", flags, ETHER_MTU,
-                      kernel.random_mac())
+                      kernel.random_mac(vnet))
         except FileExistsError:
             if f"epair{unit}a" in vnet.ifaces and vnet.ifaces[f"epair{unit}a"].unit == unit:
                 _unlink(vnet.ifaces[f"epair{unit}a"])

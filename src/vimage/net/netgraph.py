@@ -128,7 +128,7 @@ class EifaceNode(Node):
         unit = next_unit(vnet, "ngeth", None)
         self.ifp: Ifnet = Ngeth(vnet, "ngeth", unit, f"ngeth{unit}",
                                 IFF_BROADCAST | IFF_SIMPLEX | IFF_MULTICAST, ETHER_MTU,
-                                vnet.kernel.random_mac())
+                                vnet.kernel.random_mac(vnet))
         self.name = self.ifp.name
 
     def check_hook(self, name: str) -> None:
@@ -174,7 +174,7 @@ class SwitchNode(Node):
             vnet = self.graph.vnet
             port = Ngeth(vnet, "ngport", self.id, f"{self.bridge.name}_{hook.name}",
                          IFF_BROADCAST | IFF_SIMPLEX | IFF_MULTICAST, ETHER_MTU,
-                         vnet.kernel.random_mac())
+                         vnet.kernel.random_mac(vnet))
             port.set_up(True)
             self.bridge.add_member(port)
             self.ports[hook.name] = port

@@ -218,7 +218,7 @@ def create_tap(vnet: Vnet, unit: int | None = None, netns: str | None = None,
     fd, linux_name = _in_netns(netns, lambda: _open_tap(mtu))
     try:
         ifp = Tap(vnet, "tap", unit, f"tap{unit}", IFF_BROADCAST | IFF_SIMPLEX | IFF_MULTICAST,
-                  mtu, kernel.random_mac())
+                  mtu, kernel.random_mac(vnet))
     except BaseException:
         os.close(fd)
         raise

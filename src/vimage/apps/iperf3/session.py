@@ -98,7 +98,7 @@ class IperfTest:
         self.next_interval_ns = now + self.interval_ns if self.interval_ns else 0
         self.counting = True
         if self.sending:
-            self.payload = self.kernel.rng.randbytes(self.settings.blksize)
+            self.payload = self.vnet.draws.randbytes(self.settings.blksize)
 
     def stop(self, now: int | None = None) -> None:
         """The end of counting: close the last interval."""

@@ -333,8 +333,7 @@ class DummynetState:
         qn.tot_bytes += size
         sn.tot_pkts += 1
         sn.tot_bytes += size
-        rng = self.vnet.kernel.rng
-        drop = bool(fs.plr) and rng.random() * PLR_ONE < fs.plr
+        drop = bool(fs.plr) and self.vnet.draws.random() * PLR_ONE < fs.plr
         if not drop and fs.red is not None:
             drop = self._red_drops(fs, q, si, size, now)
         if not drop:
@@ -378,7 +377,7 @@ class DummynetState:
             p_b = red.max_p * (avg - red.min_th) / (red.max_th - red.min_th)
         q.count += 1
         p_a = p_b if q.count * p_b >= 1 else p_b / (1.0 - q.count * p_b)
-        if self.vnet.kernel.rng.random() < p_a:
+        if self.vnet.draws.random() < p_a:
             q.count = 0
             return True
         return False
