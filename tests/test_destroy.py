@@ -117,3 +117,12 @@ def test_sockets_left_behind_by_a_destroyed_vnet_refuse_every_call():
             assert info.value.errno == errno.ENETDOWN, (sock, info.value)
         sock.close()  # closing still works, and twice
         sock.close()
+
+
+def test_a_keyed_kernel_forgets_a_destroyed_vnets_mac_count():
+    k = Kernel(clock="virtual", keyed=True)
+    a = k.create("a")
+    first = k.random_mac(a)
+    k.destroy(a)
+    assert "a" not in k._mac_counts
+    assert k.random_mac(k.create("a")) == first  # by name, as a fresh run would give

@@ -198,6 +198,7 @@ class Kernel:
             if self._weighted:
                 self.set_cpu_weight(vnet, DEFAULT_WEIGHT)
             del self._vnets[vnet.name]
+            self._mac_counts.pop(vnet.name, None)  # its interfaces died with it
             if vnet.parent is not None:
                 vnet.parent.remove_child(vnet)
 
