@@ -3,10 +3,12 @@
 One `Route6d` per vnet, driven by the kernel loop as `vimage.apps.routed` is (no
 thread): a UDP socket bound to [::]:521 wakes it when datagrams arrive, one kernel
 timer fires at the earliest of the next regular update, the end of the triggered-update
-damping and the route timeouts. Routes go in and out of `vnet.rt6` through an AF_INET6
-routing socket (RTM_ADD/CHANGE/DELETE with RTF_GATEWAY, the gateway the neighbour's
-link-local address with the interface in sin6_scope_id, as FreeBSD route6d's
-addroute/delroute send them; the metric as RTV_HOPCOUNT).
+damping and the route timeouts. Routes go in and out of the IPv6 table of the fib it
+was started in (`setfib N route6d -s`, as FreeBSD's route6d works in its process's
+fib; fib 0's is `vnet.rt6`) through an AF_INET6 routing socket (RTM_ADD/CHANGE/DELETE
+with RTF_GATEWAY, the gateway the neighbour's link-local address with the interface in
+sin6_scope_id, as FreeBSD route6d's addroute/delroute send them; the metric as
+RTV_HOPCOUNT).
 
 RFC 2080 sections in the code: metric = received + 1, infinity 16; a route from its
 own gateway always updates, from another only if better (2.4.2); timers 30/180/120 s
@@ -36,6 +38,7 @@ from vimage.wire.ipv6 import is_link_local, is_multicast, ntoa
 if TYPE_CHECKING:
     from vimage.kernel import Kernel
     from vimage.net.ifnet import Ifnet
+    from vimage.net.route import RouteTable
     from vimage.sched import Timer
     from vimage.vnet import Vnet
 
@@ -254,7 +257,7 @@ class Route6d:
                         self._kernel(rtmsg.RTM_DELETE, route)
                     self.routes[key] = Rt6(key[0], key[1], 1, 0, ifp.name, "if")
                     self._changed()
-        for kr in self.vnet.rt6.routes():
+        for kr in self._table().routes():
             if kr.flags & RTF_STATIC and kr.flags & RTF_GATEWAY and kr.plen < 128:
                 key = (kr.dst, kr.plen)
                 seen.add(key)
@@ -454,8 +457,13 @@ class Route6d:
             pass
 
     # -- the kernel table ----------------------------------------------------------------------
+    def _table(self) -> RouteTable:
+        """The IPv6 table of our fib (our routing socket's, the process's at start)."""
+        fib = self.rtsock.fib if self.rtsock is not None else 0
+        return self.vnet.route.table6(fib)
+
     def _install(self, route: Rt6) -> None:
-        if self.vnet.rt6.get(route.dst, route.plen) is not None:
+        if self._table().get(route.dst, route.plen) is not None:
             route.installed = False
             return
         route.installed = self._kernel(rtmsg.RTM_ADD, route)

@@ -1,6 +1,11 @@
 """The IPv6 parts of route(8) and netstat(1) (`route -6`, `route add -inet6`,
 `netstat -rn -f inet6`), kept apart from the IPv4 code of those tools.
 
+Both work on one fib's IPv6 table: the process's (setfib), `route -F N` / `-fib N`
+(a list as route.c takes it: one change per fib), `netstat -F N`. Changes are told to
+the routing sockets of that fib (RTM_ADD, RTM_CHANGE, RTM_DELETE), as route(8)'s
+requests would be.
+
 Scoped addresses are written `fe80::1%epair0a`; inside the table their zone is
 embedded as KAME does (vimage.netinet6.in6.zkey).
 """
@@ -11,6 +16,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vimage.cli import ToolError, UsageError
+from vimage.context import current_fib
+from vimage.net import rtsock
 from vimage.net.route import (
     MASKS6,
     RTF_BLACKHOLE,
@@ -27,6 +34,7 @@ from vimage.wire import ipv6 as wip6
 
 if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
+    from vimage.net.route import RouteTable
     from vimage.vnet import Vnet
 
 UNREACHABLE = "writing to routing socket: Network is unreachable"
@@ -59,49 +67,86 @@ def parse_scoped(vnet: Vnet, text: str, what: str = "address") -> tuple[int, Ifn
 
 
 # -- route -6 ---------------------------------------------------------------------------------
-def route_main(ctx_print: Callable[..., None], vnet: Vnet, cmd: str, words: list[str]) -> int:
-    """`route -6 add|change|delete|get|show|flush ...`."""
+def route_main(ctx_print: Callable[..., None], vnet: Vnet, cmd: str, words: list[str],
+               fib: int | None = None) -> int:
+    """`route -6 add|change|delete|get|show|flush ...` in fib `fib` (None: the
+    process's), or in each fib of a `-fib` list."""
     in6.loopback_addrs(vnet)
+    words, fibs = _take_fibs(words)
+    if fibs is None:
+        fibs = [current_fib.get() if fib is None else fib]
+    for each in fibs:
+        if not 0 <= each < vnet.route.fibs:
+            raise ToolError(f"fib {each} is not valid (net.fibs={vnet.route.fibs})")
     if cmd == "flush":
-        for route in [r for r in vnet.rt6.routes() if r.flags & RTF_GATEWAY]:
-            vnet.rt6.delete(route.dst, route.plen)
-            ctx_print(f"{_dest_text(vnet, route.dst, route.plen):<20.20} "
-                      f"{_gw_text(route):<20.20} done")
+        for each in fibs:
+            rt6 = vnet.route.table6(each)
+            for route in [r for r in rt6.all_paths() if r.flags & RTF_GATEWAY]:
+                rt6.remove_path(route)
+                rtsock.route_event6(vnet, RTM_DELETE, route)
+                ctx_print(f"{_dest_text(vnet, route.dst, route.plen):<20.20} "
+                          f"{_gw_text(route):<20.20} done")
         return 0
     dst, plen, exact, gw_text, flags, interface, mtu = _parse(vnet, cmd, words)
+    if cmd in ("get", "show"):
+        for line in _get_lines(vnet, fibs[0], dst, plen, exact):
+            ctx_print(line)
+        return 0
     # route.c prints the destination as typed, cut at its '/' (getaddr cuts it in place)
     dest_text = next(w for w in words if not w.startswith("-")).partition("/")[0]
     kind = "host" if plen == 128 else "net"
     suffix = f": gateway {gw_text}" if gw_text else ""
-    rt6 = vnet.rt6
-    if cmd in ("get", "show"):
-        for line in _get_lines(vnet, dst, plen, exact):
-            ctx_print(line)
-        return 0
+    for each in fibs:  # route.c's newroute: one request per fib of a -fib list
+        _change(vnet, vnet.route.table6(each), cmd, dst, plen, gw_text, flags, interface,
+                mtu)
+        fib_suffix = f" fib {each}" if len(fibs) > 1 else ""
+        ctx_print(f"{cmd} {kind} {dest_text}{suffix}{fib_suffix}")
+    return 0
+
+
+RTM_ADD, RTM_DELETE, RTM_CHANGE = 1, 2, 3
+
+
+def _take_fibs(words: list[str]) -> tuple[list[str], list[int] | None]:
+    """`-fib N` (or a list, `-fib 0,2`, `-fib 1-3`) out of the words: (the others, the
+    fibs or None)."""
+    from vimage.cli.route import fib_list
+
+    if "-fib" not in words:
+        return words, None
+    at = words.index("-fib")
+    if at + 1 >= len(words):
+        raise UsageError("-fib requires a number")
+    return words[:at] + words[at + 2:], fib_list(words[at + 1])
+
+
+def _change(vnet: Vnet, rt6: RouteTable, cmd: str, dst: int, plen: int, gw_text: str,
+            flags: int, interface: bool, mtu: int) -> None:
+    """add, change or delete in one table, telling that fib's routing sockets."""
     if cmd == "delete":
         if rt6.get(dst, plen) is None:
             raise ToolError(NOT_FOUND)
-        rt6.delete(dst, plen)
-        ctx_print(f"delete {kind} {dest_text}{suffix}")
-        return 0
-    ifp, ifa, gateway, rflags = _nexthop(vnet, gw_text, interface)
+        for path in rt6.delete(dst, plen).paths:
+            rtsock.route_event6(vnet, RTM_DELETE, path)
+        return
+    ifp, ifa, gateway, rflags = _nexthop(vnet, rt6, gw_text, interface)
     rflags |= flags
     if cmd == "add":
         if rt6.get(dst, plen) is not None:
             raise ToolError("writing to routing socket: File exists")
-        rt6.add(Route(dst, plen, ifp, rflags, gateway, ifa=ifa, mtu=mtu,  # type: ignore
-                      width=128))
-    else:
-        route = rt6.get(dst, plen)
-        if route is None:
-            raise ToolError(NOT_FOUND)
-        route.ifp, route.ifa, route.gateway = ifp, ifa, gateway  # type: ignore[assignment]
-        route.flags = (route.flags & ~RTF_GATEWAY) | rflags
-        if mtu:
-            route.mtu = mtu
-        rt6.changed()
-    ctx_print(f"{cmd} {kind} {dest_text}{suffix}")
-    return 0
+        route = rt6.add(Route(dst, plen, ifp, rflags, gateway, ifa=ifa, mtu=mtu,  # type: ignore
+                              width=128))
+        rtsock.route_event6(vnet, RTM_ADD, route)
+        return
+    route = rt6.get(dst, plen)  # type: ignore[assignment]
+    if route is None:
+        raise ToolError(NOT_FOUND)
+    route.ifp, route.ifa, route.gateway = ifp, ifa, gateway  # type: ignore[assignment]
+    route.flags = (route.flags & ~RTF_GATEWAY) | rflags
+    if mtu:
+        route.mtu = mtu
+    rt6.changed()
+    rtsock.route_event6(vnet, RTM_CHANGE, route)
 
 
 def _parse(vnet: Vnet, cmd: str, words: list[str]
@@ -170,7 +215,7 @@ def _parse(vnet: Vnet, cmd: str, words: list[str]
     return key & MASKS6[plen], plen, exact, gw_text, flags, interface, mtu
 
 
-def _nexthop(vnet: Vnet, text: str, interface: bool
+def _nexthop(vnet: Vnet, rt6: RouteTable, text: str, interface: bool
              ) -> tuple[Ifnet, in6.In6Addr | None, int, int]:
     flags = RTF_STATIC
     if interface:
@@ -183,7 +228,7 @@ def _nexthop(vnet: Vnet, text: str, interface: bool
         if zone is None:
             raise ToolError(f"{text}: a link-local gateway needs a zone (%interface)")
         return zone, None, gateway, flags | RTF_GATEWAY
-    route = vnet.rt6.lookup(gateway)
+    route = rt6.lookup(gateway)
     if route is None or route.flags & (RTF_GATEWAY | RTF_REJECT | RTF_BLACKHOLE):
         raise ToolError(UNREACHABLE)
     return route.ifp, route.ifa, gateway, flags | RTF_GATEWAY  # type: ignore[return-value]
@@ -202,8 +247,8 @@ def _dest_text(vnet: Vnet, dst: int, plen: int) -> str:
     return name if plen == 128 else f"{name}/{plen}"
 
 
-def _get_lines(vnet: Vnet, dst: int, plen: int, exact: bool) -> list[str]:
-    rt6 = vnet.rt6
+def _get_lines(vnet: Vnet, fib: int, dst: int, plen: int, exact: bool) -> list[str]:
+    rt6 = vnet.route.table6(fib)
     route = rt6.get(dst, plen) if exact else rt6.lookup(dst)
     if route is None:
         raise ToolError(NOT_FOUND)
@@ -218,7 +263,7 @@ def _get_lines(vnet: Vnet, dst: int, plen: int, exact: bool) -> list[str]:
     flags = route.flags | RTF_DONE
     names = ",".join(name for bit, name in FLAG_NAMES if flags & bit)
     lines += [
-        "        fib: 0",
+        f"        fib: {fib}",
         f"  interface: {route.ifp.name}",
         f"      flags: <{names}>",
         " recvpipe  sendpipe  ssthresh  rtt,msec    mtu        weight    expire",
@@ -228,12 +273,12 @@ def _get_lines(vnet: Vnet, dst: int, plen: int, exact: bool) -> list[str]:
 
 
 # -- netstat -rn -f inet6 -------------------------------------------------------------------
-def route_rows(vnet: Vnet) -> list[tuple[str, str, str, str, int, int, str]]:
-    """The Internet6 rows of `netstat -rn` (destination, gateway, flags, netif, nexthop
-    index, MTU, expire), as netstat's route table emitter takes them."""
+def route_rows(vnet: Vnet, fib: int = 0) -> list[tuple[str, str, str, str, int, int, str]]:
+    """The Internet6 rows of fib `fib` for `netstat -rn` (destination, gateway, flags,
+    netif, nexthop index, MTU, expire), as netstat's route table emitter takes them."""
     in6.loopback_addrs(vnet)
     rows = []
-    for r in vnet.rt6.routes():
+    for r in vnet.route.table6(fib).routes():
         if r.flags & RTF_GATEWAY:
             gw = _gw_text(r)
         else:

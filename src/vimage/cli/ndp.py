@@ -24,6 +24,7 @@ from vimage.cli._util import getopts, parse_mac
 from vimage.netinet6 import in6, nd6_rtr
 from vimage.netinet6.nd6 import STATE_LETTERS, STATE_NAMES
 from vimage.sched import NS_PER_S
+from vimage.socket.socket import initial_fib
 from vimage.wire import icmp6 as wicmp6
 from vimage.wire import ipv6 as wip6
 
@@ -101,7 +102,7 @@ def _host(vnet: Vnet, text: str) -> tuple[int, Ifnet]:
     """The address and the link of HOST: its zone, or the interface its route leaves by."""
     addr, ifp = parse_scoped(vnet, text, "host")
     if ifp is None:
-        route = vnet.rt6.lookup(addr)
+        route = vnet.route.table6(initial_fib(vnet)).lookup(addr)  # setfib's fib
         if route is None or route.ifp.is_loopback or route.ifp.mac is None:
             raise ToolError(f"{text}: not on an Ethernet link of this vnet")
         ifp = route.ifp

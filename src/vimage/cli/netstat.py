@@ -193,7 +193,7 @@ def emit_routes(xo: Xo, vnet: Vnet, fib: int, wide: bool, family: str | None) ->
     if family != "inet6":
         _route_family(xo, "Internet", _inet_rows(vnet, fib), wide)
     if family != "inet":
-        _route_family(xo, "Internet6", _inet6.route_rows(vnet), False, v6=True)
+        _route_family(xo, "Internet6", _inet6.route_rows(vnet, fib), False, v6=True)
     xo.close_list()
     xo.close_container()
     xo.close_container()

@@ -25,6 +25,7 @@ from vimage.cli._ping_common import (
     timeout_for,
 )
 from vimage.cli._util import getopts
+from vimage.socket.socket import initial_fib
 from vimage.wire import icmp6 as wicmp6
 from vimage.wire import ipv6 as wip6
 from vimage.wire.ipv6 import NXT_ICMPV6
@@ -86,6 +87,7 @@ class Pinger6(PingBase):
         self.dst, self.src, self.ifp = dst, src, ifp
         self.hlim = hlim
         self.dontfrag = dontfrag
+        self.fib = initial_fib(self.vnet)  # setfib: the process's fib, as its socket's
         self.inbox: list[tuple[bytes, int, int]] = []
 
     def hear(self, _ifp: Ifnet, pkt: bytes, off: int, src: int, _dst: int) -> None:
@@ -107,7 +109,7 @@ class Pinger6(PingBase):
         msg = wicmp6.build_echo(wicmp6.ECHO_REQUEST, self.ident, seq, data, self.src, self.dst)
         try:
             self.vnet.ip6.output(NXT_ICMPV6, self.src, self.dst, msg, hlim=self.hlim,
-                                 ifp=self.ifp, dontfrag=self.dontfrag)
+                                 ifp=self.ifp, dontfrag=self.dontfrag, fib=self.fib)
             self.vnet.icmp6.stats.outhist[wicmp6.ECHO_REQUEST] += 1
         except OSError as exc:
             self.ctx.print(f"ping6: sendmsg: {exc.strerror or exc}")
@@ -171,7 +173,7 @@ def main(ctx: Context, argv: list[str]) -> int:
         raise ToolError(f"{hostname}: a link-local or multicast host needs a zone (-I or %if)")
     try:
         src = (parse_scoped(vnet, o.source, "source")[0] if o.source is not None
-               else vnet.ip6.select_source(dst, ifp))
+               else vnet.ip6.select_source(dst, ifp, initial_fib(vnet)))
     except OSError as exc:
         raise ToolError(f"UDP connect: {exc.strerror or exc}") from None
     ctx.print(f"PING6({40 + 8 + datalen}=40+8+{datalen} bytes) {wip6.ntoa(src)} --> "

@@ -98,7 +98,7 @@ modifiers: -netmask mask, -prefixlen len (inet6), -blackhole, -reject,
        -interface, -ifp ifname, -ifa addr, -gateway addr, -prefsrc addr,
        -proto1, -proto2, -static, -nostatic, -fib n, -mtu n, -hopcount n,
        -expire [+]secs, -weight n (inet6: -netmask, -prefixlen, -blackhole,
-       -reject, -interface, -mtu)
+       -reject, -interface, -mtu, -fib)
 """
 
 
@@ -119,7 +119,7 @@ def main(ctx: Context, argv: list[str]) -> int:
     if any(o == "-6" for o, _ in opts) or "-inet6" in rest:  # IPv6: vimage.cli._inet6
         if style != "text":
             raise UsageError("--libxo: only `route get` of an IPv4 destination has it")
-        return _inet6.route_main(out if cmd != "get" else ctx.print, vnet, cmd, rest)
+        return _inet6.route_main(out if cmd != "get" else ctx.print, vnet, cmd, rest, fib)
     if cmd == "flush":
         extra = [w for w in rest if w not in ("-inet", "-4")]
         if extra:

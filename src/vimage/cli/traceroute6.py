@@ -23,6 +23,7 @@ from vimage.cli._ping_common import timeout_for
 from vimage.cli._util import getopts
 from vimage.cli.traceroute import _int_arg, hop_text, probe_data
 from vimage.sched import NS_PER_S
+from vimage.socket.socket import initial_fib
 from vimage.wire import WireError
 from vimage.wire import icmp6 as wicmp6
 from vimage.wire import ipv6 as wip6
@@ -121,7 +122,7 @@ def main(ctx: Context, argv: list[str]) -> int:
         raise ToolError(f"{hostname}: a link-local target needs a zone (%interface)")
     try:
         src = (parse_scoped(vnet, source, "source")[0] if source is not None
-               else vnet.ip6.select_source(dst, zone))
+               else vnet.ip6.select_source(dst, zone, initial_fib(vnet)))
     except OSError as exc:
         raise ToolError(f"connect: {exc.strerror or exc}") from None
     sport = 0x8000 | vnet.rng.getrandbits(15)  # traceroute6 binds an ephemeral port
@@ -158,7 +159,7 @@ def trace(ctx: Context, tracer: Tracer, zone: Ifnet | None, hops: range, nprobes
             try:
                 vnet.ip6.output(wip6.NXT_UDP, tracer.src, tracer.dst,
                                 udp6(tracer.sport, dport, data, tracer.src, tracer.dst),
-                                hlim=hlim, ifp=zone)
+                                hlim=hlim, ifp=zone, fib=initial_fib(vnet))
             except OSError as exc:
                 ctx.print(f"traceroute6: sendto: {exc.strerror or exc}")
             reply = _wait(kernel, tracer, sent + wait_ns, dport)

@@ -1,8 +1,10 @@
-"""Per-vnet IPv4 routing tables: FIBs, longest-prefix match, multipath and nexthops.
+"""Per-vnet routing tables: FIBs, longest-prefix match, multipath and nexthops.
 
-A vnet has `net.fibs` tables (FreeBSD's multiple FIBs, rt_tables[]); `vnet.rt` is
-table 0, the default one, and `vnet.route.fibs[n]` table n. A socket's fib
-(SO_SETFIB, `setfib`) chooses the table its packets are routed with.
+A vnet has `net.fibs` FIBs (FreeBSD's multiple FIBs, rt_tables[], one table per fib
+and address family): `vnet.rt` is IPv4's table 0, the default one, and
+`vnet.route.tables[n]` fib n's; `vnet.rt6` and `vnet.route.tables6[n]` the same for
+IPv6 (FreeBSD's rib for AF_INET6, netinet6/in6_rmx.c). A socket's fib (SO_SETFIB,
+`setfib`) chooses the table its packets are routed with.
 
 Several routes for one prefix with different gateways form a multipath group
 (FreeBSD ROUTE_MPATH, `net.route.multipath`): the table holds the group's first path,
@@ -62,7 +64,7 @@ MASKS: tuple[int, ...] = tuple((0xFFFFFFFF << (32 - p)) & 0xFFFFFFFF for p in ra
 MASKS6: tuple[int, ...] = tuple(((1 << 128) - 1) << (128 - p) & ((1 << 128) - 1)
                                 for p in range(129))
 """IPv6's prefix masks: a table made with `RouteTable(width=128)` and its routes
-(`Route(..., width=128)`) use these (vimage.netinet6 keeps such a table in `vnet.rt6`)."""
+(`Route(..., width=128)`) use these (`RouteState.tables6`; fib 0's is `vnet.rt6`)."""
 _CACHE_LIMIT = 4096
 RT_MAXFIBS = 16
 """vimage's limit on net.fibs (FreeBSD's RT_MAXFIBS is 65536; 16 keeps a vnet small and
@@ -285,12 +287,18 @@ class RouteState:
     """The vnet's routing: its FIBs and their tunables (net.fibs, net.my_fibnum,
     net.add_addr_allfibs, net.route.multipath), nexthop indexes and route expiry."""
 
-    __slots__ = ("_fibs", "_next_nhidx", "_timer", "_timer_at", "add_addr_allfibs",
-                 "multipath", "on_expire", "tables", "vnet")
+    __slots__ = ("_fibs", "_more6", "_next_nhidx", "_rt6", "_timer", "_timer_at",
+                 "add_addr_allfibs", "multipath", "on_expire", "tables", "vnet")
 
     def __init__(self, vnet: Vnet, fibs: int = 1) -> None:
         self.vnet = vnet
         self.tables: list[RouteTable] = []
+        # IPv6's, one per fib too (`tables6`): fib 0's here and the others in a list made
+        # with the second fib, so a vnet with one fib tracks no more objects than before
+        # (tests/test_lazy_state.py). No owner: IPv6 routes take no nexthop index and
+        # their expiry is ND's own timers (nd6_rtr).
+        self._rt6 = RouteTable(0, width=128)
+        self._more6: list[RouteTable] | None = None
         self._next_nhidx = 1
         self._timer: Timer | None = None
         self._timer_at = 0
@@ -317,6 +325,12 @@ class RouteState:
             table = RouteTable(len(self.tables))
             table.owner = self
             self.tables.append(table)
+        if n > 1:
+            more = self._more6
+            if more is None:
+                more = self._more6 = []
+            while len(more) < n - 1:
+                more.append(RouteTable(len(more) + 1, width=128))
         self._fibs = n
 
     @property
@@ -334,9 +348,28 @@ class RouteState:
             raise OSError(errno.EINVAL, f"fib {fib} does not exist (net.fibs={self._fibs})")
         return self.tables[fib]
 
+    @property
+    def tables6(self) -> list[RouteTable]:
+        """Every fib's IPv6 table, by fib number (a new list each time)."""
+        more = self._more6
+        return [self._rt6, *more] if more else [self._rt6]
+
+    def table6(self, fib: int) -> RouteTable:
+        """FIB `fib`'s IPv6 table (EINVAL as `table`)."""
+        if not fib:
+            return self._rt6
+        if not 0 < fib < self._fibs or self._more6 is None:
+            raise OSError(errno.EINVAL, f"fib {fib} does not exist (net.fibs={self._fibs})")
+        return self._more6[fib - 1]
+
     def addr_tables(self, fib: int) -> list[RouteTable]:
         """The tables an interface address's routes go in (net.add_addr_allfibs)."""
         return list(self.tables) if self.add_addr_allfibs else [self.tables[fib]]
+
+    def addr_tables6(self, fib: int) -> list[RouteTable]:
+        """The IPv6 tables an interface address's routes go in (net.add_addr_allfibs,
+        as FreeBSD's in6_ifaddloop and the prefix route of nd6_prefix_onlink)."""
+        return self.tables6 if self.add_addr_allfibs else [self.table6(fib)]
 
     # -- nexthops and expiry ----------------------------------------------------------------
     def added(self, route: Route) -> None:
@@ -379,6 +412,8 @@ class RouteState:
             self._timer.cancel()
             self._timer = None
         for table in self.tables:
+            table.clear()
+        for table in self.tables6:
             table.clear()
 
 

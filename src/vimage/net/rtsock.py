@@ -442,8 +442,10 @@ def route_msg6(mtype: int, route: Route, *, pid: int = 0, seq: int = 0,
 
 
 def route_event6(vnet: Vnet, mtype: int, route: Route) -> None:
+    """Tell the listeners of the route's fib an IPv6 route came or went."""
     if listening(vnet):
-        broadcast(vnet, route_msg6(mtype, route, flags=route.flags | RTF_DONE), m.AF_INET6)
+        broadcast(vnet, route_msg6(mtype, route, flags=route.flags | RTF_DONE), m.AF_INET6,
+                  fib=route.fib)
 
 
 def newaddr6(ia: In6Addr, mtype: int) -> None:
@@ -464,9 +466,7 @@ def _plen6(mask: int) -> int:
 
 
 def route_output6(vnet: Vnet, data: bytes, fib: int, pid: int) -> tuple[bytes, int]:
-    """route_output for an AF_INET6 destination, on `vnet.rt6` (vimage keeps one IPv6
-    table: requests of every fib go to it)."""
-    del fib
+    """route_output for an AF_INET6 destination, on the IPv6 table of the socket's fib."""
     try:
         req = m.parse_rtmsg(data)
     except WireError:
@@ -484,7 +484,7 @@ def route_output6(vnet: Vnet, data: bytes, fib: int, pid: int) -> tuple[bytes, i
         plen = 128
     exact = mask_sa is not None or bool(req.flags & RTF_HOST)
     try:
-        route = _do6(vnet, req, key & MASKS6[plen], plen, exact)
+        route = _do6(vnet, vnet.route.table6(fib), req, key & MASKS6[plen], plen, exact)
     except OSError as exc:
         reply = bytearray(data)
         m.RT_MSGHDR.pack_into(reply, 0, *_with_errno(req, exc.errno or errno.EINVAL))
@@ -494,8 +494,8 @@ def route_output6(vnet: Vnet, data: bytes, fib: int, pid: int) -> tuple[bytes, i
     return reply, 0
 
 
-def _do6(vnet: Vnet, req: m.ParsedRtMsg, dst: int, plen: int, exact: bool) -> Route:
-    table: RouteTable = vnet.rt6
+def _do6(vnet: Vnet, table: RouteTable, req: m.ParsedRtMsg, dst: int, plen: int,
+         exact: bool) -> Route:
     gw_sa = req.addrs.get(m.RTA_GATEWAY)
     gw = _zone(gw_sa)[0] if gw_sa is not None and gw_sa.family == m.AF_INET6 else None
     if req.type == m.RTM_GET:
@@ -514,7 +514,7 @@ def _do6(vnet: Vnet, req: m.ParsedRtMsg, dst: int, plen: int, exact: bool) -> Ro
         _metrics(head, req)
         table.changed()
         return head
-    ifp, ifa, gateway, flags = _nexthop6(vnet, req, gw_sa)
+    ifp, ifa, gateway, flags = _nexthop6(vnet, table, req, gw_sa)
     if req.type == m.RTM_ADD:
         route = Route(dst, plen, ifp, flags, gateway, ifa=ifa, width=128)  # type: ignore
         _metrics(route, req)
@@ -530,7 +530,7 @@ def _do6(vnet: Vnet, req: m.ParsedRtMsg, dst: int, plen: int, exact: bool) -> Ro
     return route
 
 
-def _nexthop6(vnet: Vnet, req: m.ParsedRtMsg, gw_sa: m.Sockaddr
+def _nexthop6(vnet: Vnet, table: RouteTable, req: m.ParsedRtMsg, gw_sa: m.Sockaddr
               ) -> tuple[Ifnet, In6Addr | None, int, int]:
     """Interface, address, gateway and flags of a new IPv6 path (rt_getifa_fib, in6)."""
     flags = req.flags & USER_FLAGS
@@ -553,7 +553,7 @@ def _nexthop6(vnet: Vnet, req: m.ParsedRtMsg, gw_sa: m.Sockaddr
             raise OSError(errno.ENETUNREACH, "Network is unreachable")
         return ifp or own.ifp, own, 0, flags
     if ifp is None:
-        via = vnet.rt6.lookup(gateway)
+        via = table.lookup(gateway)
         if via is None or via.flags & (RTF_GATEWAY | RTF_REJECT | RTF_BLACKHOLE):
             raise OSError(errno.ENETUNREACH, "Network is unreachable")
         ifp = via.ifp

@@ -151,7 +151,7 @@ class RawState(LazySlots):
         if len(data) > sock.sndbuf:
             raise OSError(errno.EMSGSIZE, "Message too long")
         ip6 = self.vnet.ip6
-        src = sock.laddr or ip6.select_source(dst, zone)
+        src = sock.laddr or ip6.select_source(dst, zone, sock.fib)
         off = sock.cksum_off
         if off >= 0:
             if off + 2 > len(data):
@@ -162,7 +162,7 @@ class RawState(LazySlots):
             body[off:off + 2] = csum.to_bytes(2, "big")
             data = bytes(body)
         ip6.output(sock.proto, src, dst, data, hlim=hlim, ifp=zone, tclass=sock.tos,
-                   dontfrag=sock.dontfrag)
+                   dontfrag=sock.dontfrag, fib=sock.fib)
 
     def clear(self) -> None:
         for sock in self.sockets.live() + self.sockets6.live():

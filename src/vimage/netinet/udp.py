@@ -371,7 +371,7 @@ class UdpState:
             self.stats.opackets += 1
             return
         ip6 = self.vnet.ip6
-        src = sock.laddr or ip6.select_source(dst, zone)
+        src = sock.laddr or ip6.select_source(dst, zone, sock.fib)
         # never without a checksum (RFC 8200), but the interface fills it (offload)
         payload = wudp.build(sock.lport, dport, data, src, dst, with_checksum=False)
         offl = offload.state(self.vnet.kernel)
@@ -379,7 +379,7 @@ class UdpState:
         offl.partial = PARTIAL
         try:
             ip6.output(PROTO_UDP, src, dst, payload, hlim=hlim, ifp=zone, tclass=sock.tos,
-                       dontfrag=sock.dontfrag)
+                       dontfrag=sock.dontfrag, fib=sock.fib)
         finally:
             offl.partial = saved
         self.stats.opackets += 1

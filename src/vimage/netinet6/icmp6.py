@@ -194,17 +194,20 @@ class Icmp6State(LazySlots):
 
     def _echo_reply(self, ifp: Ifnet, msg: wicmp6.Icmp6Repr, src: int, dst: int) -> None:
         """icmp6_reflect for an echo request; from the address asked, or for a group
-        from the best address on the link."""
+        from the best address on the link. Routed in the receiving interface's fib (the
+        request's M_GETFIB)."""
         if not src:
             self.stats.badlen += 1
             return
         zone = ifp if wip6.needs_zone(src) else None
         try:
-            rsrc = dst if dst >> 120 != 0xFF else self.vnet.ip6.select_source(src, ifp)
+            fib = ifp.fib
+            rsrc = (dst if dst >> 120 != 0xFF
+                    else self.vnet.ip6.select_source(src, ifp, fib))
             reply = wicmp6.build(wicmp6.ECHO_REPLY, 0, msg.rest, msg.payload, rsrc, src)
             self.stats.reflect += 1
             self.stats.outhist[wicmp6.ECHO_REPLY] += 1
-            self.vnet.ip6.output(NXT_ICMPV6, rsrc, src, reply, ifp=zone)
+            self.vnet.ip6.output(NXT_ICMPV6, rsrc, src, reply, ifp=zone, fib=fib)
         except OSError:
             return
 
@@ -239,7 +242,8 @@ class Icmp6State(LazySlots):
         return self.lim.check(self.vnet.kernel.sched.now_ns(), self.errppslimit)
 
     def error(self, ifp: Ifnet, pkt: bytes, type_: int, code: int, param: int) -> None:
-        """icmp6_error: an error about `pkt` (received on `ifp`) to its source."""
+        """icmp6_error: an error about `pkt` (received on `ifp`) to its source, routed in
+        `ifp`'s fib (the offending packet's)."""
         st = self.stats
         st.error += 1
         name = _ERRCOUNT.get((type_, code)) or _ERRCOUNT.get((type_, -1), "ounknown")
@@ -265,10 +269,12 @@ class Icmp6State(LazySlots):
         quoted = pkt[:MIN_MTU - wip6.HEADER_LEN - wicmp6.HEADER_LEN]
         try:
             ours = ip6.local.get(in6.zkey(dst, ifp.index))
-            rsrc = dst if ours is not None and ours.ready else ip6.select_source(src, zone)
+            fib = ifp.fib
+            rsrc = (dst if ours is not None and ours.ready
+                    else ip6.select_source(src, zone, fib))
             msg = wicmp6.build(type_, code, param, quoted, rsrc, src)
             st.outhist[type_] += 1
-            ip6.output(NXT_ICMPV6, rsrc, src, msg, ifp=zone)
+            ip6.output(NXT_ICMPV6, rsrc, src, msg, ifp=zone, fib=fib)
         except OSError:
             return
 

@@ -164,14 +164,16 @@ def in6_add_addr(ifp: Ifnet, addr: int, plen: int = 64, flags: int = 0) -> In6Ad
         raise OSError(errno.EINVAL, "invalid address")
     data = ifdata(ifp)
     key = zkey(addr, ifp.index)
-    existing = ip6.local.get(key)
-    if existing is not None:
-        if existing.ifp is not ifp:
-            raise OSError(errno.EEXIST, f"address already in use on {existing.ifp.name}")
-        in6_remove(existing)
+    for old in data.addrs:
+        if old.key == key:  # the same address again: updated (in6_update_ifa)
+            in6_remove(old)
+            break
     ia = In6Addr(ifp, addr, plen, flags)
     data.addrs.append(ia)
-    ip6.local[key] = ia
+    # a global address may also be on another interface (FreeBSD allows it, typically
+    # in another fib: fibs_test's same_ip_multiple_ifaces_inet6): the first one keeps
+    # the `local` entry, each puts its routes in its own interface's fib
+    ip6.local.setdefault(key, ia)
     _add_routes(ia)
     rtsock.newaddr6(ia, RTM_NEWADDR)
     if ifp.mac is not None:
@@ -184,18 +186,19 @@ def in6_add_addr(ifp: Ifnet, addr: int, plen: int = 64, flags: int = 0) -> In6Ad
 
 
 def _add_routes(ia: In6Addr) -> None:
-    """The prefix route on the interface and the host route through lo0 (in6_ifaddloop)."""
+    """The prefix route on the interface and the host route through lo0 (in6_ifaddloop),
+    in the interface's fib (every fib with net.add_addr_allfibs)."""
     ifp = ia.ifp
     vnet = ifp.vnet
-    rt6 = vnet.rt6
     lo = vnet.ifaces.get("lo0")
-    if ia.plen < 128:
-        net = ia.key & MASKS6[ia.plen]
-        if rt6.get(net, ia.plen) is None:
-            rt6.add(Route(net, ia.plen, ifp, 0, ifa=ia, width=128))  # type: ignore[arg-type]
     owner = ifp if ifp.is_loopback else lo
-    if owner is not None and rt6.get(ia.key, 128) is None:
-        rt6.add(Route(ia.key, 128, owner, RTF_STATIC, ifa=ia, width=128))  # type: ignore
+    for rt6 in vnet.route.addr_tables6(ifp.fib):
+        if ia.plen < 128:
+            net = ia.key & MASKS6[ia.plen]
+            if rt6.get(net, ia.plen) is None:
+                rt6.add(Route(net, ia.plen, ifp, 0, ifa=ia, width=128))  # type: ignore
+        if owner is not None and rt6.get(ia.key, 128) is None:
+            rt6.add(Route(ia.key, 128, owner, RTF_STATIC, ifa=ia, width=128))  # type: ignore
 
 
 def in6_remove(ia: In6Addr) -> None:
@@ -210,13 +213,19 @@ def in6_remove(ia: In6Addr) -> None:
     if ia.lt_timer is not None:
         ia.lt_timer.cancel()
         ia.lt_timer = None
-    if vnet.ip6.local.get(ia.key) is ia:
-        del vnet.ip6.local[ia.key]
+    local = vnet.ip6.local
+    if local.get(ia.key) is ia:
+        del local[ia.key]
+        if vnet.alive and not needs_zone(ia.addr):  # the same address elsewhere takes over
+            other = next((o for i in vnet.ifaces.values() for o in addrs(i)
+                          if o.key == ia.key and o is not ia), None)
+            if other is not None:
+                local[ia.key] = other
     rtsock.newaddr6(ia, RTM_DELADDR)
     if ifp.mac is not None:
         leave(ifp, solicited_node(ia.addr))
-    rt6 = vnet.rt6
-    rt6.purge(lambda r: r.ifa is ia)
+    for rt6 in vnet.route.tables6:
+        rt6.purge(lambda r: r.ifa is ia)
     if ia.plen < 128:  # another address of the same prefix carries it on
         for other in data.addrs:
             if other.plen == ia.plen and other.key & MASKS6[ia.plen] == ia.key & MASKS6[ia.plen]:
@@ -244,7 +253,8 @@ def in6_purge_ifaddrs(ifp: Ifnet) -> None:
     vnet.nd6.purge_ifp(ifp)
     if vnet.nd6.rtr_state is not None:
         vnet.nd6.rtr_state.purge_ifp(ifp)
-    vnet.rt6.purge(lambda r: r.ifp is ifp)
+    for rt6 in vnet.route.tables6:
+        rt6.purge(lambda r: r.ifp is ifp)
     del af[AF_INET6]  # type: ignore[union-attr]
 
 

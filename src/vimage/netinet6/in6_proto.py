@@ -11,7 +11,6 @@ from __future__ import annotations
 from socket import AF_INET6
 from typing import TYPE_CHECKING
 
-from vimage.net.route import RouteTable
 from vimage.netinet import raw, udp
 from vimage.netinet.tcp.input import tcp6_input
 from vimage.netinet.tcp.subr import tcp6_attach, tcp6_ctlinput, tcp6_detach
@@ -29,11 +28,14 @@ if TYPE_CHECKING:
 
 
 def _rt6_attach(vnet: Vnet) -> None:
-    vnet.rt6 = RouteTable(width=128)
+    """IPv6's fib 0 (the tables of every fib are the route subsystem's, made with
+    net.fibs: `vnet.route.tables6`)."""
+    vnet.rt6 = vnet.route.table6(0)
 
 
 def _rt6_detach(vnet: Vnet) -> None:
-    vnet.rt6.clear()
+    for table in vnet.route.tables6:
+        table.clear()
 
 
 def _ip6_ifdetach(ifp: Ifnet) -> None:

@@ -348,7 +348,8 @@ class Ip6State:
         if hlim <= 1:
             vnet.icmp6.error(ifp_in, pkt, wicmp6.TIME_EXCEEDED, wicmp6.TIME_EXCEED_TRANSIT, 0)
             return
-        rt6 = vnet.rt6
+        # the receiving interface's fib (FreeBSD: M_SETFIB(if_fib), ip6_forward's fibnum)
+        rt6 = vnet.route.table6(ifp_in.fib) if ifp_in.fib else vnet.rt6
         route = rt6._cache.get(dst) or rt6.lookup(dst)
         if route is None:
             st.cantforward += 1
@@ -402,9 +403,10 @@ class Ip6State:
         self.ident = ident = (ident + 1) & 0xFFFFFFFF
         return ident
 
-    def route_to(self, dst: int, ifp: Ifnet | None = None) -> tuple[Ifnet, int, Route | None]:
-        """(interface, next hop, route) for `dst`; a scoped `dst` needs `ifp` (its zone).
-        OSError as ip6_output raises it (EHOSTUNREACH with no route)."""
+    def route_to(self, dst: int, ifp: Ifnet | None = None, fib: int = 0
+                 ) -> tuple[Ifnet, int, Route | None]:
+        """(interface, next hop, route) for `dst` in FIB `fib`; a scoped `dst` needs `ifp`
+        (its zone). OSError as ip6_output raises it (EHOSTUNREACH with no route)."""
         if not self.lo_done:
             in6.loopback_addrs(self.vnet)
         if wip6.needs_zone(dst):
@@ -416,7 +418,7 @@ class Ip6State:
                 if lo is not None:
                     return lo, dst, None
             return ifp, dst, None
-        route = self.vnet.rt6.lookup(dst)
+        route = (self.vnet.route.table6(fib) if fib else self.vnet.rt6).lookup(dst)
         if route is None or route.flags & RTF_REJECT:
             self.stats.noroute += 1
             raise OSError(errno.EHOSTUNREACH, "No route to host")
@@ -425,9 +427,10 @@ class Ip6State:
         nexthop = route.gateway if route.flags & RTF_GATEWAY else dst
         return route.ifp, nexthop, route
 
-    def select_source(self, dst: int, ifp: Ifnet | None = None) -> int:
-        """in6_selectsrc: the RFC 6724 choice among the vnet's ready addresses."""
-        out, _, route = self.route_to(dst, ifp)
+    def select_source(self, dst: int, ifp: Ifnet | None = None, fib: int = 0) -> int:
+        """in6_selectsrc: the RFC 6724 choice among the vnet's ready addresses (of every
+        fib, as FreeBSD's; `fib` chooses the route, hence the outgoing interface)."""
+        out, _, route = self.route_to(dst, ifp, fib)
         if route is not None and route.ifp.is_loopback and route.ifa is not None:
             return route.ifa.addr  # to one of our own addresses: from it
         best = in6.select_source(list(self.vnet.ifaces.values()), dst,
@@ -464,12 +467,13 @@ class Ip6State:
 
     def output(self, nxt: int, src: int | None, dst: int, payload: bytes, *,
                hlim: int | None = None, ifp: Ifnet | None = None, tclass: int = 0,
-               dontfrag: bool = False) -> None:
-        """Build an IPv6 header and send the packet (ip6_output): `src` None picks one;
-        `ifp` is the zone of a scoped destination (or forces the outgoing link)."""
-        out, nexthop, route = self.route_to(dst, ifp)
+               dontfrag: bool = False, fib: int = 0) -> None:
+        """Build an IPv6 header and send the packet (ip6_output) with FIB `fib`'s routes:
+        `src` None picks one; `ifp` is the zone of a scoped destination (or forces the
+        outgoing link)."""
+        out, nexthop, route = self.route_to(dst, ifp, fib)
         if src is None:
-            src = self.select_source(dst, ifp)
+            src = self.select_source(dst, ifp, fib)
         if hlim is None:
             hlim = self.hlim
         if len(payload) > wip6.MAX_PAYLOAD:

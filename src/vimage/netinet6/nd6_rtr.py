@@ -120,9 +120,11 @@ class NdRouterState:
         self.routers: list[DefRouter] = []  # in arrival order (defrouter list)
         self.prefixes: list[NdPrefix] = []
         self.ifinfo: dict[int, NdIfInfo] = {}  # by interface index
-        self.installed: Route | None = None  # the ::/0 route made from the router list
+        # fib -> the ::/0 route made from the router list in that fib (defrouter_select_fib)
+        self.installed: dict[int, Route] = {}
         self.daemon: Any = None  # a router advertisement daemon running here (apps.rtadvd)
-        self.redirects: dict[int, Timer] = {}  # destination -> its host route's expiry
+        # (fib, destination) -> its host route's expiry
+        self.redirects: dict[tuple[int, int], Timer] = {}
 
     # -- helpers --------------------------------------------------------------------------
     def info(self, ifp: Ifnet) -> NdIfInfo:
@@ -270,31 +272,41 @@ class NdRouterState:
         self.select_router()
 
     def select_router(self) -> None:
-        """defrouter_select: the best router (RFC 4191 preference, then a router known
-        reachable, then the first learnt) is the `::/0` route, unless a default route
-        not made from RAs is there."""
+        """defrouter_select_fib for every fib with a router or a route of ours: each fib
+        gets the best of the routers learnt on its interfaces (`ifconfig IF fib N`)."""
+        for fib in sorted({dr.ifp.fib for dr in self.routers} | set(self.installed)):
+            self._select_fib(fib)
+
+    def _select_fib(self, fib: int) -> None:
+        """The best router of `fib` (RFC 4191 preference, then a router known reachable,
+        then the first learnt) is its `::/0` route, unless a default route not made from
+        RAs is there."""
         best = None
         best_key: tuple[int, int] = (-1, -1)
         nd6 = self.vnet.nd6
         for dr in self.routers:
+            if dr.ifp.fib != fib:
+                continue
             entry = nd6.lookup(dr.ifp, dr.addr)
             key = (PREF_RANK[dr.pref], int(entry is not None and entry.mac is not None))
             if key > best_key:
                 best, best_key = dr, key
-        rt6 = self.vnet.rt6
+        rt6 = self.vnet.route.table6(fib)
         current = rt6.get(0, 0)
-        if current is not None and current is not self.installed:
+        installed = self.installed.pop(fib, None)
+        if current is not None and current is not installed:
             return  # an administrator's default route wins
         if best is None:
             if current is not None:
                 rt6.remove_path(current)
-            self.installed = None
             return
         if current is not None:
             if current.gateway == best.addr and current.ifp is best.ifp:
+                self.installed[fib] = current
                 return
             rt6.remove_path(current)
-        self.installed = rt6.add(Route(0, 0, best.ifp, RTF_GATEWAY, best.addr, width=128))
+        self.installed[fib] = rt6.add(Route(0, 0, best.ifp, RTF_GATEWAY, best.addr,
+                                            width=128))
 
     # -- prefixes and SLAAC ---------------------------------------------------------------
     def _prefix_option(self, ifp: Ifnet, src: int, pi: wicmp6.PrefixInfo) -> None:
@@ -336,7 +348,7 @@ class NdRouterState:
             pr.timer = None
         if pi.valid != INFINITE:
             pr.timer = self._later(pi.valid * NS_PER_S, self.remove_prefix, pr)
-        rt6 = self.vnet.rt6
+        rt6 = self.vnet.route.table6(ifp.fib)  # the interface's fib (nd6_prefix_onlink)
         if pr.route is None and rt6.get(prefix, pi.plen) is None:
             pr.route = rt6.add(Route(prefix, pi.plen, ifp, 0, width=128))
 
@@ -348,7 +360,7 @@ class NdRouterState:
         if pr in self.prefixes:
             self.prefixes.remove(pr)
         if pr.route is not None:
-            self.vnet.rt6.remove_path(pr.route)
+            self.vnet.route.table6(pr.route.fib).remove_path(pr.route)
             pr.route = None
 
     def _autoconf(self, ifp: Ifnet, prefix: int, pi: wicmp6.PrefixInfo) -> None:
@@ -427,7 +439,8 @@ class NdRouterState:
             return
         if vnet.ip6.forwarding or not vnet.nd6.rediraccept:
             return
-        route = vnet.rt6.lookup(dest)
+        rt6 = vnet.route.table6(ifp.fib)  # the fib the redirect came in on (M_GETFIB)
+        route = rt6.lookup(dest)
         if (route is None or not route.flags & RTF_GATEWAY or route.gateway != src
                 or route.ifp is not ifp):
             st.badredirect += 1  # not from the current first hop (8.1)
@@ -439,7 +452,6 @@ class NdRouterState:
             entry = vnet.nd6.lookup(ifp, target)
             if entry is not None and not onlink:
                 entry.isrouter = True
-        rt6 = vnet.rt6
         old = rt6.get(dest, 128)
         if old is not None:
             if not old.flags & RTF_DYNAMIC:
@@ -450,16 +462,16 @@ class NdRouterState:
         flags = RTF_DYNAMIC | (0 if onlink else RTF_GATEWAY)
         route = rt6.add(Route(dest, 128, ifp, flags, 0 if onlink else target, expire=expire,
                               width=128))
-        timer = self.redirects.pop(dest, None)
+        timer = self.redirects.pop((ifp.fib, dest), None)
         if timer is not None:
             timer.cancel()
         if expire:
-            self.redirects[dest] = self._later(expire - self._now(), self._redirect_expired,
-                                               route)
+            self.redirects[(ifp.fib, dest)] = self._later(expire - self._now(),
+                                                          self._redirect_expired, route)
 
     def _redirect_expired(self, route: Route) -> None:
-        self.redirects.pop(route.dst, None)
-        self.vnet.rt6.remove_path(route)
+        self.redirects.pop((route.fib, route.dst), None)
+        self.vnet.route.table6(route.fib).remove_path(route)
 
     def redirect_output(self, ifp: Ifnet, pkt: bytes, src: int, dst: int,
                         route: Route) -> None:
@@ -499,7 +511,7 @@ class NdRouterState:
         """nd6_is_addr_neighbor: on a prefix of the link, or link-local."""
         if wip6.is_link_local(addr):
             return True
-        route = self.vnet.rt6.lookup(addr)
+        route = self.vnet.route.table6(ifp.fib).lookup(addr)
         return route is not None and route.ifp is ifp and not route.flags & RTF_GATEWAY
 
     # -- teardown -------------------------------------------------------------------------
@@ -526,4 +538,4 @@ class NdRouterState:
         self.redirects.clear()
         self.routers.clear()
         self.prefixes.clear()
-        self.installed = None
+        self.installed.clear()

@@ -131,6 +131,6 @@ def source6(vnet: Vnet, dst: int, zone: Ifnet | None, fib: int) -> int:
     """The source for `dst`: for a mapped destination IPv4's choice, mapped."""
     if is_mapped(dst):
         return mapped(vnet.ip.select_source(unmapped(dst), fib))
-    return vnet.ip6.select_source(dst, zone)
+    return vnet.ip6.select_source(dst, zone, fib)
 
 

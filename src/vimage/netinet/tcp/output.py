@@ -131,7 +131,7 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = 
         if tcb.v6:
             tcp.vnet.ip6.output(PROTO_TCP, tcb.laddr, tcb.faddr, segment, hlim=tcb.ip_ttl,
                                 ifp=tcb.zone, tclass=tcb.ip_tos,
-                                dontfrag=bool(tcp.path_mtu_discovery))
+                                dontfrag=bool(tcp.path_mtu_discovery), fib=tcb.fib)
         else:
             tcp.vnet.ip.output(PROTO_TCP, tcb.laddr, tcb.faddr, segment, ttl=tcb.ip_ttl,
                                tos=tcb.ip_tos, df=bool(tcp.path_mtu_discovery), fib=tcb.fib)
@@ -157,7 +157,7 @@ def tso_size(tcb: Tcb) -> int:
     tcp = tcb.tcp
     try:
         if tcb.v6:
-            caps = tcp.vnet.ip6.route_to(tcb.faddr, tcb.zone)[0].capenable
+            caps = tcp.vnet.ip6.route_to(tcb.faddr, tcb.zone, tcb.fib)[0].capenable
             tcb.offload = PARTIAL if caps & IFCAP_TXCSUM_IPV6 else 0
             on = caps & _TSO6 == _TSO6
         else:
@@ -381,12 +381,12 @@ def offer_mss(tcp: TcpState, faddr: int) -> int:
     return max(mtu - 40, 64)
 
 
-def offer_mss6(tcp: TcpState, faddr: int, zone: Ifnet | None) -> int:
+def offer_mss6(tcp: TcpState, faddr: int, zone: Ifnet | None, fib: int = 0) -> int:
     """The MSS we can receive from `faddr` over IPv6: the path MTU less 60 (FreeBSD
     tcp_maxmtu6)."""
     ip6 = tcp.vnet.ip6
     try:
-        ifp, _, route = ip6.route_to(faddr, zone)
+        ifp, _, route = ip6.route_to(faddr, zone, fib)
     except OSError:
         return tcp.mssdflt
     mtu = (route.mtu if route is not None and route.mtu else 0) or ifp.mtu
@@ -396,7 +396,9 @@ def offer_mss6(tcp: TcpState, faddr: int, zone: Ifnet | None) -> int:
 
 
 def tcb_offer_mss(tcb: Tcb) -> int:
-    return offer_mss6(tcb.tcp, tcb.faddr, tcb.zone) if tcb.v6 else offer_mss(tcb.tcp, tcb.faddr)
+    if tcb.v6:
+        return offer_mss6(tcb.tcp, tcb.faddr, tcb.zone, tcb.fib)
+    return offer_mss(tcb.tcp, tcb.faddr)
 
 
 def respond_rst(tcp: TcpState, seg: wtcp.TcpRepr, src: int, dst: int,

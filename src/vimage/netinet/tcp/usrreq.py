@@ -115,7 +115,7 @@ def connect6(tcb: Tcb, laddr: int, lport: int, addr: int, port: int,
         raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
     if addr >> 120 == 0xFF:
         raise OSError(errno.ENETUNREACH, "Network is unreachable")
-    src = laddr or vnet.ip6.select_source(addr, zone)
+    src = laddr or vnet.ip6.select_source(addr, zone, tcb.fib)
     lport = lport or tcp.ephemeral(src, addr, port)
     if (src, lport, addr, port) in tcp.conns:
         raise OSError(errno.EADDRINUSE, "Address already in use")
