@@ -346,3 +346,30 @@ def test_ipv6_tables_follow_net_fibs_and_go_with_the_vnet() -> None:
     tables = h.route.tables6
     k.destroy(h)
     assert all(len(t) == 0 for t in tables)
+
+
+def test_route6d_installs_in_the_fib_it_runs_in() -> None:
+    """r0 - r1 - r2 with RIPng; r0's route6d started under `setfib 1`: what it learns
+    goes in r0's fib 1 (its routing socket's), none in fib 0."""
+    k = Kernel(clock="virtual", seed=2)
+    r = [k.create("r0", fibs=2), k.create("r1"), k.create("r2")]
+    for i in range(2):
+        ea, eb = k.epair()
+        ea.move_to(r[i])
+        eb.move_to(r[i + 1])
+        ok(r[i], f"ifconfig {ea.name} inet6 fd00:0:0:{i}::1/64 up")
+        ok(r[i + 1], f"ifconfig {eb.name} inet6 fd00:0:0:{i}::2/64 up")
+    for v in r:
+        v.ip6.forwarding = 1
+    k.run(3)  # DAD
+    ok(r[0], "setfib 1 route6d -s -P damping=0/0")
+    for v in r[1:]:
+        ok(v, "route6d -s -P damping=0/0")
+    k.run(5)
+    far = wip6.aton("fd00:0:0:1::")
+    learnt = r[0].route.table6(1).get(far, 64)
+    assert learnt is not None and learnt.flags & RTF_GATEWAY and learnt.hopcount == 2
+    assert r[0].rt6.get(far, 64) is None
+    assert r[1].rt6.get(far, 64) is not None  # r1's own link, untouched
+    ok(r[0], "route6d -k")
+    assert r[0].route.table6(1).get(far, 64) is None  # withdrawn from fib 1 on stop
