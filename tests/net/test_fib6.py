@@ -200,6 +200,18 @@ def test_tcp_connects_through_its_fib(two_links: tuple[Kernel, Vnet, Vnet, Vnet]
     assert peer[0] == ADDR1
     c.sendall(b"hello")
     assert conn.recv(10) == b"hello"
+    # the other way: h listens in fib 2, the only fib with a route back to t2; the
+    # accepted connection takes its listener's fib and answers through it
+    listener = h.socket(AF_INET6, SOCK_STREAM)
+    listener.setsockopt(SOL_SOCKET, SO_SETFIB, 2)
+    listener.bind(("::", 81))
+    listener.listen(1)
+    client = t2.socket(AF_INET6, SOCK_STREAM)
+    client.connect((ADDR1, 81))
+    accepted, _ = listener.accept()
+    assert accepted.getsockopt(SOL_SOCKET, SO_SETFIB) == 2
+    accepted.sendall(b"back")
+    assert client.recv(10) == b"back"
 
 
 def test_ping6_and_traceroute6_under_setfib(two_links: tuple[Kernel, Vnet, Vnet, Vnet]

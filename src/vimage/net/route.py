@@ -293,11 +293,11 @@ class RouteState:
     def __init__(self, vnet: Vnet, fibs: int = 1) -> None:
         self.vnet = vnet
         self.tables: list[RouteTable] = []
-        # IPv6's, one per fib too (`tables6`): fib 0's here and the others in a list made
-        # with the second fib, so a vnet with one fib tracks no more objects than before
-        # (tests/test_lazy_state.py). No owner: IPv6 routes take no nexthop index and
-        # their expiry is ND's own timers (nd6_rtr).
-        self._rt6 = RouteTable(0, width=128)
+        # IPv6's, one per fib too (`tables6`), made on first use as the IPv6 family is
+        # (the lazy `route6` protocol asks for fib 0's): fib 0's here, the others in a
+        # list. No owner: IPv6 routes take no nexthop index and their expiry is ND's own
+        # timers (nd6_rtr).
+        self._rt6: RouteTable | None = None
         self._more6: list[RouteTable] | None = None
         self._next_nhidx = 1
         self._timer: Timer | None = None
@@ -325,13 +325,9 @@ class RouteState:
             table = RouteTable(len(self.tables))
             table.owner = self
             self.tables.append(table)
-        if n > 1:
-            more = self._more6
-            if more is None:
-                more = self._more6 = []
-            while len(more) < n - 1:
-                more.append(RouteTable(len(more) + 1, width=128))
         self._fibs = n
+        if self._rt6 is not None:
+            self._grow6()
 
     @property
     def my_fibnum(self) -> int:
@@ -351,16 +347,35 @@ class RouteState:
     @property
     def tables6(self) -> list[RouteTable]:
         """Every fib's IPv6 table, by fib number (a new list each time)."""
+        rt6 = self._grow6()
         more = self._more6
-        return [self._rt6, *more] if more else [self._rt6]
+        return [rt6, *more] if more else [rt6]
 
     def table6(self, fib: int) -> RouteTable:
         """FIB `fib`'s IPv6 table (EINVAL as `table`)."""
         if not fib:
-            return self._rt6
-        if not 0 < fib < self._fibs or self._more6 is None:
+            rt6 = self._rt6
+            return rt6 if rt6 is not None else self._grow6()
+        if not 0 < fib < self._fibs:
             raise OSError(errno.EINVAL, f"fib {fib} does not exist (net.fibs={self._fibs})")
-        return self._more6[fib - 1]
+        more = self._more6
+        if more is None or len(more) < fib:
+            self._grow6()
+            more = self._more6
+        return more[fib - 1]  # type: ignore[index]
+
+    def _grow6(self) -> RouteTable:
+        """Make the IPv6 tables net.fibs asks for; fib 0's."""
+        rt6 = self._rt6
+        if rt6 is None:
+            rt6 = self._rt6 = RouteTable(0, width=128)
+        if self._fibs > 1:
+            more = self._more6
+            if more is None:
+                more = self._more6 = []
+            while len(more) < self._fibs - 1:
+                more.append(RouteTable(len(more) + 1, width=128))
+        return rt6
 
     def addr_tables(self, fib: int) -> list[RouteTable]:
         """The tables an interface address's routes go in (net.add_addr_allfibs)."""
@@ -413,7 +428,13 @@ class RouteState:
             self._timer = None
         for table in self.tables:
             table.clear()
-        for table in self.tables6:
+        self.clear6()
+
+    def clear6(self) -> None:
+        """Empty the IPv6 tables that were made (making none)."""
+        if self._rt6 is not None:
+            self._rt6.clear()
+        for table in self._more6 or ():
             table.clear()
 
 

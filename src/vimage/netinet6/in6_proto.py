@@ -28,14 +28,13 @@ if TYPE_CHECKING:
 
 
 def _rt6_attach(vnet: Vnet) -> None:
-    """IPv6's fib 0 (the tables of every fib are the route subsystem's, made with
-    net.fibs: `vnet.route.tables6`)."""
+    """IPv6's fib 0 (the tables of every fib are the route subsystem's,
+    `vnet.route.tables6`, made now as net.fibs says)."""
     vnet.rt6 = vnet.route.table6(0)
 
 
 def _rt6_detach(vnet: Vnet) -> None:
-    for table in vnet.route.tables6:
-        table.clear()
+    vnet.route.clear6()
 
 
 def _ip6_ifdetach(ifp: Ifnet) -> None:

@@ -24,7 +24,7 @@ def add_p2p_addr6(ifp: Tunnel, addr: int, dst: int, plen: int = 128) -> In6Addr:
     """Add `addr` with point-to-point destination `dst` to `ifp`."""
     if plen != 128:  # in6_update_ifa: "prefixlen should be 128 with a destination"
         raise OSError(errno.EINVAL, "Invalid argument")
-    rt6 = ifp.vnet.rt6
+    rt6 = ifp.vnet.route.table6(ifp.fib)  # the peer route in the interface's fib
     key = zkey(dst, ifp.index)
     old = rt6.get(key, 128)
     if old is not None and old.ifp is not ifp:
