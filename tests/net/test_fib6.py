@@ -290,6 +290,8 @@ def test_route6_and_netstat6_output_per_fib() -> None:
     row = next(line for line in out.splitlines() if line.startswith("2001:db8:6::/48"))
     assert row.split() == ["2001:db8:6::/48", "2001:db8::9", "UGS", tap]
     assert "2001:db8:6::" not in ok(h, "netstat -rn -6")
+    both = ok(h, "netstat -rn -F 1")  # both families of fib 1, IPv6's its own
+    assert "Internet6:" in both and "2001:db8:6::/48" in both
     result = h.cmd("route -6 add 2001:db8:7::/48 2001:db8::9 -fib 2")
     assert result.status == 1 and result.output == "route: fib 2 is not valid (net.fibs=2)\n"
     assert h.cmd("netstat -rn -6 -F 2").status != 0
@@ -385,3 +387,18 @@ def test_route6d_installs_in_the_fib_it_runs_in() -> None:
     assert r[1].rt6.get(far, 64) is not None  # r1's own link, untouched
     ok(r[0], "route6d -k")
     assert r[0].route.table6(1).get(far, 64) is None  # withdrawn from fib 1 on stop
+
+
+def test_an_interface_moved_to_a_vnet_without_its_fib_takes_fib_0() -> None:
+    k = Kernel(clock="virtual", seed=1)
+    a, b = k.create("a", fibs=3), k.create("b")
+    ea, _ = k.epair()
+    ea.move_to(a)
+    ok(a, "ifconfig epair0a fib 2")
+    ea.move_to(b)
+    assert ea.fib == 0
+    ok(b, "ifconfig epair0a inet6 2001:db8::1/64 up")
+    ok(b, "ifconfig epair0a inet 192.0.2.1/24")
+    assert b.rt6.get(wip6.aton("2001:db8::"), 64) is not None
+    ea.move_to(a)
+    assert ea.fib == 0  # not given back: the move lost it, as its addresses

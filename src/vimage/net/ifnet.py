@@ -546,6 +546,8 @@ def move(ifp: Ifnet, target: Vnet) -> None:
     ifp.set_up(False)
     if ifp.peer is not None:
         ifp.flags |= IFF_RUNNING
+    if ifp.fib >= target.route.fibs:  # a fib the new vnet lacks: its default one
+        ifp.fib = 0
     _link(target, ifp)
 
 
