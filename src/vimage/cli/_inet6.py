@@ -31,6 +31,7 @@ from vimage.net.route import (
 from vimage.netinet6 import in6
 from vimage.wire import WireError
 from vimage.wire import ipv6 as wip6
+from vimage.wire.rtmsg import RTM_ADD, RTM_CHANGE, RTM_DELETE
 
 if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
@@ -102,9 +103,6 @@ def route_main(ctx_print: Callable[..., None], vnet: Vnet, cmd: str, words: list
         fib_suffix = f" fib {each}" if len(fibs) > 1 else ""
         ctx_print(f"{cmd} {kind} {dest_text}{suffix}{fib_suffix}")
     return 0
-
-
-RTM_ADD, RTM_DELETE, RTM_CHANGE = 1, 2, 3
 
 
 def _take_fibs(words: list[str]) -> tuple[list[str], list[int] | None]:
