@@ -402,3 +402,14 @@ def test_an_interface_moved_to_a_vnet_without_its_fib_takes_fib_0() -> None:
     assert b.rt6.get(wip6.aton("2001:db8::"), 64) is not None
     ea.move_to(a)
     assert ea.fib == 0  # not given back: the move lost it, as its addresses
+
+
+def test_tunnel_peer_route_in_the_tunnel_interfaces_fib() -> None:
+    h = Kernel(clock="virtual", seed=1).create("h", fibs=2)
+    ok(h, "ifconfig gif0 create")
+    ok(h, "ifconfig gif0 fib 1")
+    ok(h, "ifconfig gif0 inet6 2001:db8:1::1 2001:db8:1::2 prefixlen 128")
+    peer = wip6.aton("2001:db8:1::2")
+    assert h.route.table6(1).get(peer, 128) is not None and h.rt6.get(peer, 128) is None
+    ok(h, "ifconfig gif0 inet6 2001:db8:1::1 -alias")
+    assert h.route.table6(1).get(peer, 128) is None
