@@ -22,6 +22,7 @@ from vimage.net.route import RTF_GATEWAY, RTF_STATIC, RTF_UP
 from vimage.socket.rtsock import AF_ROUTE
 from vimage.socket.socket import SO_SETFIB
 from vimage.vnet import Vnet
+from vimage.wire import ipv4
 from vimage.wire import ipv6 as wip6
 from vimage.wire import rtmsg as m
 
@@ -413,3 +414,14 @@ def test_tunnel_peer_route_in_the_tunnel_interfaces_fib() -> None:
     assert h.route.table6(1).get(peer, 128) is not None and h.rt6.get(peer, 128) is None
     ok(h, "ifconfig gif0 inet6 2001:db8:1::1 -alias")
     assert h.route.table6(1).get(peer, 128) is None
+
+
+def test_ipv4_tunnel_peer_route_in_the_tunnel_interfaces_fib() -> None:
+    h = Kernel(clock="virtual", seed=1).create("h", fibs=2)
+    ok(h, "ifconfig gif0 create")
+    ok(h, "ifconfig gif0 fib 1")
+    ok(h, "ifconfig gif0 inet 10.9.0.1 10.9.0.2")
+    peer = ipv4.aton("10.9.0.2")
+    assert h.route.table(1).get(peer, 32) is not None and h.rt.get(peer, 32) is None
+    ok(h, "ifconfig gif0 inet 10.9.0.1 -alias")
+    assert h.route.table(1).get(peer, 32) is None

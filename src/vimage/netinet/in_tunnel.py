@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def add_p2p_addr(ifp: Tunnel, addr: int, dst: int) -> InAddr:
     """Add `addr` with point-to-point destination `dst` to `ifp` (replacing the peer
     route if `dst` had one through this interface)."""
-    rt = ifp.vnet.rt
+    rt = ifp.vnet.route.table(ifp.fib)  # the peer route in the interface's fib
     old = rt.get(dst, 32)
     if old is not None and old.ifp is not ifp:
         raise OSError(errno.EEXIST, f"a route to the destination exists via {old.ifp.name}")
