@@ -165,9 +165,9 @@ def fast_input(tcb: Tcb, seg: wtcp.TcpRepr) -> bool:
         if ack != tcb.snd_una or tcb.ooo or tcb.fin_ooo is not None or tcb.user_closed \
                 or len(data) > tcb.rcv_space - len(tcb.rcv_buf):
             return False
-    elif ack == tcb.snd_una or not 0 < (tcb.snd_max - ack) & MASK <= (
-            tcb.snd_max - tcb.snd_una) & MASK:  # not an ACK of new, sent data
-        return False
+    elif not 0 < (ack - tcb.snd_una) & MASK <= (tcb.snd_max - tcb.snd_una) & MASK \
+            or tcb.fin_ooo is not None:  # not an ACK of new, sent data (SND.UNA < ack
+        return False  # <= SND.MAX), or a FIN held back: established_input's checks
     seq = seg.seq
     tcb.rcv_time = tcb.tcp.vnet.kernel.sched.now_ns()
     if ts is not None:
