@@ -60,7 +60,8 @@ class Timer:
         self.cancelled = False
 
     def __lt__(self, other: Timer) -> bool:
-        # (when, seq) order without building two tuples: heapq calls this a lot
+        # (when, seq) order: the heap's entries are (when, seq, timer) tuples, which reach
+        # this only if two timers share both (a seq given twice to call_at)
         when, other_when = self.when, other.when
         return when < other_when or (when == other_when and self.seq < other.seq)
 
@@ -85,7 +86,9 @@ class Scheduler:
 
     def __init__(self, virtual: bool) -> None:
         self.virtual = virtual
-        self._heap: list[Timer] = []
+        # (when, seq, timer) entries: tuples compare in C, where Timer.__lt__ would be a
+        # Python call for each of the log(n) comparisons of every push and pop
+        self._heap: list[tuple[int, Any, Timer]] = []
         self._seq = 0
         # keyed ordering (an experiment run across MPI ranks, docs/mpi.md): a timer's seq is
         # (its owner's key, the owner's own count), so timers due at the same instant run
@@ -161,18 +164,18 @@ class Scheduler:
         if owner is not None:
             self._own(owner, timer)
         if self.virtual:
-            heapq.heappush(self._heap, timer)
+            heapq.heappush(self._heap, (timer.when, timer.seq, timer))
         else:
             with self.cond:
-                heapq.heappush(self._heap, timer)
+                heapq.heappush(self._heap, (timer.when, timer.seq, timer))
                 self.notify()
         return timer
 
     def next_deadline(self) -> int | None:
         heap = self._heap
-        while heap and heap[0].cancelled:
+        while heap and heap[0][2].cancelled:
             heapq.heappop(heap)
-        return heap[0].when if heap else None
+        return heap[0][0] if heap else None
 
     def next_event(self, deadline_ns: int | None = None) -> int | None:
         """When the loop next has something to do: the next live timer, or `deadline_ns`
@@ -193,7 +196,8 @@ class Scheduler:
 
     def pending_timers(self, owner: Any = None) -> int:
         """Live timers (all, or those of one owner)."""
-        return sum(1 for t in self._heap if not t.cancelled and (owner is None or t.owner is owner))
+        return sum(1 for _w, _s, t in self._heap
+                   if not t.cancelled and (owner is None or t.owner is owner))
 
     def _own(self, owner: Any, timer: Timer) -> None:
         """Index `timer` under its owner. A list is pruned of dead timers each time it
@@ -223,7 +227,7 @@ class Scheduler:
                 self._purged += 1
         heap = self._heap
         if self._purged and 2 * self._purged >= len(heap):
-            live = [t for t in heap if not t.cancelled]
+            live = [e for e in heap if not e[2].cancelled]
             heapq.heapify(live)
             heap[:] = live  # in place: a running loop holds a reference to the heap
             self._purged = 0
@@ -249,9 +253,10 @@ class Scheduler:
         queue = self.queue
         heap = self._heap
         if (self.accounting or self.weighted) and (
-                queue or (heap and heap[0].when <= self.now_ns())):
+                queue or (heap and heap[0][0] <= self.now_ns())):
             return self._run_accounted(self.weighted)
         ran = False
+        heappop = heapq.heappop
         while True:
             if queue:
                 ran = True
@@ -267,8 +272,8 @@ class Scheduler:
                 self.events += count
             now = self.now_ns()
             fired = False
-            while heap and (heap[0].cancelled or heap[0].when <= now):
-                timer = heapq.heappop(heap)
+            while heap and (heap[0][0] <= now or heap[0][2].cancelled):
+                timer = heappop(heap)[2]
                 if timer.cancelled:
                     continue
                 timer.cancelled = True
@@ -299,6 +304,7 @@ class Scheduler:
         queue = self.queue
         heap = self._heap
         base = self.cpu_base
+        heappop = heapq.heappop
         while True:
             if queue:
                 ran = True
@@ -308,8 +314,8 @@ class Scheduler:
                     self._drain(meter)
             now = self.now_ns()
             fired = False
-            while heap and (heap[0].cancelled or heap[0].when <= now):
-                timer = heapq.heappop(heap)
+            while heap and (heap[0][0] <= now or heap[0][2].cancelled):
+                timer = heappop(heap)[2]
                 if timer.cancelled:
                     continue
                 timer.cancelled = True

@@ -83,6 +83,8 @@ if TYPE_CHECKING:
 SO_ACCEPTCONN = getattr(_std, "SO_ACCEPTCONN", 30)
 _LINGER = struct.Struct("ii")
 _WAITALL = int(MSG_WAITALL)  # a plain int: `flags & MSG_WAITALL` builds an IntFlag each time
+_PEEK = int(MSG_PEEK)
+_DONTWAIT = int(MSG_DONTWAIT)
 _FIN_ACKED = frozenset({FIN_WAIT_2, TIME_WAIT, CLOSED})  # nothing of ours is unacknowledged
 
 
@@ -180,7 +182,7 @@ class TcpSocket(TimeoutMixin, PollMixin):
         """Block (or not) until ready(); in virtual time the kernel clock jumps."""
         if ready():
             return
-        if self._timeout == 0 or flags & MSG_DONTWAIT:
+        if self._timeout == 0 or flags & _DONTWAIT:
             raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
         if not self.vnet.kernel.wait(lambda: bool(ready()) or self.closed, self._timeout):
             raise TimeoutError("timed out")
@@ -401,7 +403,7 @@ class TcpSocket(TimeoutMixin, PollMixin):
                     err, tcb.so_error = tcb.so_error, 0
                     raise _oserror(err)
                 return b""
-            return usrreq.receive(tcb, bufsize, bool(flags & MSG_PEEK))
+            return usrreq.receive(tcb, bufsize, bool(flags & _PEEK))
 
     def _recv_waitall(self, bufsize: int, flags: int) -> bytes:
         """recv with MSG_WAITALL (FreeBSD soreceive_generic): wait for `bufsize` bytes,

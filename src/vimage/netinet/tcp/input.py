@@ -551,16 +551,19 @@ def challenge_ack(tcb: Tcb) -> None:
 def ack_advance(tcb: Tcb, ack: int, seg: wtcp.TcpRepr) -> None:
     """SND.UNA moves to `ack`: free the buffer, time the RTT, grow the window."""
     st = tcb.tcp.stats
-    acked = (ack - tcb.snd_una) & MASK
-    in_flight = tcb.in_flight()
+    snd_una = tcb.snd_una
+    acked = (ack - snd_una) & MASK
+    in_flight = (tcb.snd_max - snd_una) & MASK
     st.rcvackpack += 1
     st.rcvackbyte += acked
     # RTT: timestamps if we have them, else the one timed segment (Karn)
     rtt = None
-    now = tcb.now()
-    if tcb.ts_ok and seg.options.ts is not None and seg.options.ts[1]:
-        rtt = ((tcb.tsval() - seg.options.ts[1]) & MASK) * MS
-        rtt = max(rtt, MS // 10)
+    now = tcb.tcp.vnet.kernel.sched.now_ns()
+    ts = seg.options.ts
+    if tcb.ts_ok and ts is not None and ts[1]:
+        rtt = (((now // MS + tcb.ts_offset) - ts[1]) & MASK) * MS  # tsval() - TSecr
+        if rtt < MS // 10:
+            rtt = MS // 10
     if tcb.rtt_seq is not None and seq_lt(tcb.rtt_seq, ack):
         if rtt is None:
             rtt = now - tcb.rtt_start
@@ -578,9 +581,10 @@ def ack_advance(tcb: Tcb, ack: int, seg: wtcp.TcpRepr) -> None:
     tcb.snd_una = ack
     if seq_lt(tcb.snd_nxt, ack):
         tcb.snd_nxt = ack
-    tcb.sacked = [(left, r) for left, r in tcb.sacked if seq_lt(ack, r)]
-    if tcb.sacked and seq_lt(tcb.sacked[0][0], ack):
-        tcb.sacked[0] = (ack, tcb.sacked[0][1])
+    if tcb.sacked:
+        tcb.sacked = [(left, r) for left, r in tcb.sacked if seq_lt(ack, r)]
+        if tcb.sacked and seq_lt(tcb.sacked[0][0], ack):
+            tcb.sacked[0] = (ack, tcb.sacked[0][1])
     # congestion control
     if tcb.recovery:
         if seq_leq(tcb.recover, ack):
