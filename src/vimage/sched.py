@@ -145,10 +145,20 @@ class Scheduler:
         if self.keyed:
             seq = self.next_seq(owner)
         else:
-            self._seq += 1
-            seq = self._seq
-        timer = Timer(self.now_ns() + max(0, int(delay_ns)), seq, callback, args, owner)
-        return self._push(timer)
+            self._seq = seq = self._seq + 1
+        when = self._virtual_now if self.virtual else self.now_ns()
+        if delay_ns > 0:
+            when += int(delay_ns)
+        timer = Timer(when, seq, callback, args, owner)
+        if owner is not None:
+            self._own(owner, timer)
+        if self.virtual:  # _push, inlined: TCP arms a timer or two per segment
+            heapq.heappush(self._heap, (when, seq, timer))
+        else:
+            with self.cond:
+                heapq.heappush(self._heap, (when, seq, timer))
+                self.notify()
+        return timer
 
     def call_at(self, when_ns: int, callback: Callable[..., Any], *args: Any,
                 owner: Any = None, seq: Any = None) -> Timer:
@@ -459,6 +469,13 @@ class Scheduler:
         if not self.virtual:
             with self.cond:
                 self.notify()
+
+    def wake_waiters(self) -> None:
+        """Wake the threads blocked on the condition, if any (the lock must be held): a
+        socket's state changed. Without waiters it costs one test, where notify_all, two
+        Python calls, ran for every segment delivered to a socket."""
+        if self.cond._waiters:  # type: ignore[attr-defined]
+            self.cond.notify_all()
 
     def notify(self) -> None:
         """Wake every thread and selector waiting for the loop (the lock must be held)."""

@@ -361,24 +361,27 @@ class TcpSocket(TimeoutMixin, PollMixin):
 
     # -- data -------------------------------------------------------------------------------------
     def send(self, data: bytes, flags: int = 0) -> int:
-        with self._lock:
+        sched = self.vnet.kernel.sched
+        with sched.cond:
             self._check_open()
             tcb = self._connected()
             data = memoryview(data).cast("B")
             if not len(data):
                 return 0
+            if not (len(tcb.snd_buf) < tcb.snd_space or tcb.shut_wr or tcb.state == CLOSED):
 
-            def writable() -> bool:
-                return tcb.state == CLOSED or tcb.shut_wr or len(tcb.snd_buf) < tcb.snd_space
+                def writable() -> bool:
+                    return (tcb.state == CLOSED or tcb.shut_wr
+                            or len(tcb.snd_buf) < tcb.snd_space)
 
-            self._wait(writable, flags)
+                self._wait(writable, flags)
             if tcb.state == CLOSED:
                 err, tcb.so_error = tcb.so_error or errno.EPIPE, 0
                 raise _oserror(err)
             if tcb.shut_wr or tcb.state not in (ESTABLISHED, CLOSE_WAIT):
                 raise _oserror(errno.EPIPE)
             sent = usrreq.send(tcb, data)
-            self._lock.notify_all()
+            sched.wake_waiters()
             return sent
 
     def sendall(self, data: bytes, flags: int = 0) -> None:
@@ -392,12 +395,13 @@ class TcpSocket(TimeoutMixin, PollMixin):
             raise ValueError("negative buffersize in recv")
         if flags & _WAITALL and bufsize:
             return self._recv_waitall(bufsize, flags)
-        with self._lock:
+        with self.vnet.kernel.sched.cond:
             self._check_open()
             tcb = self._connected(reading=True)
             if self._rd_shut:
                 return b""
-            self._wait(lambda: tcb.rcv_buf or tcb.fin_rcvd or tcb.state == CLOSED, flags)
+            if not tcb.rcv_buf:
+                self._wait(lambda: tcb.rcv_buf or tcb.fin_rcvd or tcb.state == CLOSED, flags)
             if not tcb.rcv_buf:
                 if tcb.state == CLOSED and tcb.so_error:
                     err, tcb.so_error = tcb.so_error, 0

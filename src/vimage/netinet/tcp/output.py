@@ -17,7 +17,7 @@ from vimage.net.offload import (
     PARTIAL,
     TSO_MAX,
 )
-from vimage.net.route import RTF_GATEWAY
+from vimage.net.route import RTF_GATEWAY, RTF_REJECT
 from vimage.netinet.tcp.sack import next_seg, sack_blocks, sacked_below, set_pipe
 from vimage.netinet.tcp.seq import HALF, MASK, seq_diff, seq_leq, seq_lt
 from vimage.netinet.tcp.timer import persist_timeout, rexmt_timeout, set_main
@@ -161,7 +161,10 @@ def tso_size(tcb: Tcb) -> int:
             tcb.offload = PARTIAL if caps & IFCAP_TXCSUM_IPV6 else 0
             on = caps & _TSO6 == _TSO6
         else:
-            caps = tcp.vnet.ip.route_to(tcb.faddr, tcb.fib).ifp.capenable
+            route = None if tcb.fib else tcp.vnet.rt._cache.get(tcb.faddr)  # the common case
+            if route is None or route.flags & RTF_REJECT:
+                route = tcp.vnet.ip.route_to(tcb.faddr, tcb.fib)
+            caps = route.ifp.capenable
             tcb.offload = PARTIAL if caps & IFCAP_TXCSUM else 0
             on = caps & _TSO4 == _TSO4
     except OSError:
