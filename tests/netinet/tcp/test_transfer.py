@@ -496,3 +496,27 @@ def test_local_mtu_lowered_during_a_transfer():
     assert cli.tcb.mss == 900 - 40 - 12
     assert max(len(frame) for _, frame in cap.packets) <= 900 + 14
     link.no_faults()
+
+
+def test_header_prediction_takes_requests_and_the_acks_of_answers():
+    """Request/answer exchanges: each request is in-order data with nothing outstanding
+    on its receiver, each delayed ACK of an answer a plain ACK of new data; both go by
+    header prediction (netstat's "correct ... header predictions"), the answers, which
+    carry data and acknowledge the request, by the full path (FreeBSD's rule)."""
+    link = Link(**LINK)
+    cli, conn = link.sockets()
+    a0, b0 = link.a.tcp.stats, link.b.tcp.stats
+    base = (b0.preddat, b0.predack, a0.preddat, a0.predack)
+    for i in range(10):
+        cli.sendall(b"?%d\n" % i)
+        assert conn.recv(100) == b"?%d\n" % i
+        conn.sendall(b"!%d\n" % i)
+        assert cli.recv(100) == b"!%d\n" % i
+        link.k.run(1)  # the delayed ACK of the answer goes, then idle
+    server_data, server_acks, client_data, client_acks = (
+        b0.preddat - base[0], b0.predack - base[1], a0.preddat - base[2], a0.predack - base[3])
+    assert server_data == 10  # every request
+    assert server_acks == 10  # every delayed ACK of an answer
+    assert client_data == 0 and client_acks == 0  # answers ACK new data: the full path
+    assert link.stats("rexmttimeo") == 0 and link.stats("sndrexmitpack") == 0
+    link.no_faults()

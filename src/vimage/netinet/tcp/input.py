@@ -174,8 +174,9 @@ def fast_input(tcb: Tcb, seg: wtcp.TcpRepr) -> bool:
         tcb.ts_recent = ts[0]
     tcb.snd_wl1, tcb.snd_wl2 = seq, ack
     tcb.snd_wnd = window  # (an ACK of new data or data: no pure window update)
+    st = tcb.tcp.stats
     if data:
-        st = tcb.tcp.stats
+        st.preddat += 1
         tcb.rcv_buf += data
         tcb.rcv_nxt = (seq + len(data)) & MASK
         st.rcvbyte += len(data)
@@ -188,6 +189,7 @@ def fast_input(tcb: Tcb, seg: wtcp.TcpRepr) -> bool:
             schedule_ack(tcb)
         tcb.notify()
     else:
+        st.predack += 1
         ack_advance(tcb, ack, seg)
         tcb.dupacks = 0
     output(tcb)
