@@ -86,7 +86,7 @@ class VimageEventLoop(asyncio.SelectorEventLoop):
 
     # -- time -----------------------------------------------------------------------------
     def time(self) -> float:
-        return self.kernel.sched.now_ns() / NS_PER_S
+        return self.sched.now_ns() / NS_PER_S
 
     @property
     def virtual(self) -> bool:
