@@ -362,9 +362,11 @@ class TcpSocket(TimeoutMixin, PollMixin):
     # -- data -------------------------------------------------------------------------------------
     def send(self, data: bytes, flags: int = 0) -> int:
         sched = self.vnet.kernel.sched
-        with sched.cond:
-            self._check_open()
-            tcb = self._connected()
+        with sched.lock:  # (the condition's lock: Condition.__enter__ is a Python call)
+            tcb = self.tcb
+            if self.closed or tcb is None or tcb.state != ESTABLISHED:  # else: both pass
+                self._check_open()
+                tcb = self._connected()
             data = memoryview(data).cast("B")
             if not len(data):
                 return 0
@@ -395,9 +397,11 @@ class TcpSocket(TimeoutMixin, PollMixin):
             raise ValueError("negative buffersize in recv")
         if flags & _WAITALL and bufsize:
             return self._recv_waitall(bufsize, flags)
-        with self.vnet.kernel.sched.cond:
-            self._check_open()
-            tcb = self._connected(reading=True)
+        with self.vnet.kernel.sched.lock:  # the condition's lock (see send)
+            tcb = self.tcb
+            if self.closed or tcb is None or tcb.state != ESTABLISHED:  # else: both pass
+                self._check_open()
+                tcb = self._connected(reading=True)
             if self._rd_shut:
                 return b""
             if not tcb.rcv_buf:
