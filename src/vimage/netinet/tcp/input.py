@@ -147,7 +147,13 @@ def fast_input(tcb: Tcb, seg: wtcp.TcpRepr) -> bool:
     """Header prediction (FreeBSD tcp_input's fast path): the next in-sequence segment
     of an established connection that is a plain ACK of new data or plain in-order
     data, with nothing unusual (no SACK, no recovery, the same window). False if the
-    segment needs the full processing of established_input."""
+    segment needs the full processing of established_input.
+
+    One more case is taken here that FreeBSD's prediction leaves to the full path: the
+    next in-order data that also acknowledges new data (an answer to a request). It
+    goes through the same steps as in established_input, in its order (the ACK's, the
+    window's, then the text's), without the checks that cannot fail for it; it is not
+    counted as a prediction."""
     if seg.flags & 0x37 != ACK or seg.seq != tcb.rcv_nxt:  # FIN SYN RST URG, no ACK
         return False
     ts = seg.options.ts
@@ -161,22 +167,28 @@ def fast_input(tcb: Tcb, seg: wtcp.TcpRepr) -> bool:
         return False  # zero windows and the persist timer: the slow path
     data = seg.payload
     ack = seg.ack
+    snd_una = tcb.snd_una
+    # an ACK of new, sent data: SND.UNA < ack <= SND.MAX
+    new_ack = 0 < (ack - snd_una) & MASK <= (tcb.snd_max - snd_una) & MASK
     if data:
-        if ack != tcb.snd_una or tcb.ooo or tcb.fin_ooo is not None or tcb.user_closed \
-                or len(data) > tcb.rcv_space - len(tcb.rcv_buf):
+        if (ack != snd_una and not new_ack) or tcb.ooo or tcb.fin_ooo is not None \
+                or tcb.user_closed or len(data) > tcb.rcv_space - len(tcb.rcv_buf):
             return False
-    elif not 0 < (ack - tcb.snd_una) & MASK <= (tcb.snd_max - tcb.snd_una) & MASK \
-            or tcb.fin_ooo is not None:  # not an ACK of new, sent data (SND.UNA < ack
-        return False  # <= SND.MAX), or a FIN held back: established_input's checks
+    elif not new_ack or tcb.fin_ooo is not None:  # a FIN held back: established_input's
+        return False
     seq = seg.seq
     tcb.rcv_time = tcb.tcp.vnet.kernel.sched.now_ns()
     if ts is not None:
         tcb.ts_recent = ts[0]
-    tcb.snd_wl1, tcb.snd_wl2 = seq, ack
-    tcb.snd_wnd = window  # (an ACK of new data or data: no pure window update)
     st = tcb.tcp.stats
     if data:
-        st.preddat += 1
+        if new_ack:  # process_ack's part, before the window and the text
+            ack_advance(tcb, ack, seg)
+            tcb.dupacks = 0
+        else:
+            st.preddat += 1
+        tcb.snd_wl1, tcb.snd_wl2 = seq, ack
+        tcb.snd_wnd = window  # (an ACK of new data or data: no pure window update)
         tcb.rcv_buf += data
         tcb.rcv_nxt = (seq + len(data)) & MASK
         st.rcvbyte += len(data)
@@ -189,6 +201,8 @@ def fast_input(tcb: Tcb, seg: wtcp.TcpRepr) -> bool:
             schedule_ack(tcb)
         tcb.notify()
     else:
+        tcb.snd_wl1, tcb.snd_wl2 = seq, ack
+        tcb.snd_wnd = window
         st.predack += 1
         ack_advance(tcb, ack, seg)
         tcb.dupacks = 0
