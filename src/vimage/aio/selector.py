@@ -131,13 +131,13 @@ class KernelSelector(selectors.BaseSelector):
                 self._socks[fd] = sock
                 self._candidates.add(fd)
         else:
-            if fd not in self._internal:
-                if self._virtual:
-                    raise RuntimeError(
-                        f"real file descriptor {fd} cannot be watched by a loop in virtual "
-                        "time: real I/O does not happen in virtual time (use clock='real')")
-                self._nreal += 1
+            if self._virtual and fd not in self._internal:
+                raise RuntimeError(
+                    f"real file descriptor {fd} cannot be watched by a loop in virtual "
+                    "time: real I/O does not happen in virtual time (use clock='real')")
             self._real.register(fd, events, data)
+            if fd not in self._internal:
+                self._nreal += 1
         self._keys[fd] = key
         return key
 
