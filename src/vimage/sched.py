@@ -60,7 +60,8 @@ class Timer:
         self.cancelled = False
 
     def __lt__(self, other: Timer) -> bool:
-        # (when, seq) order without building two tuples: heapq calls this a lot
+        # (when, seq) order: the heap's entries are (when, seq, timer) tuples, which reach
+        # this only if two timers share both (a seq given twice to call_at)
         when, other_when = self.when, other.when
         return when < other_when or (when == other_when and self.seq < other.seq)
 
@@ -85,7 +86,9 @@ class Scheduler:
 
     def __init__(self, virtual: bool) -> None:
         self.virtual = virtual
-        self._heap: list[Timer] = []
+        # (when, seq, timer) entries: tuples compare in C, where Timer.__lt__ would be a
+        # Python call for each of the log(n) comparisons of every push and pop
+        self._heap: list[tuple[int, Any, Timer]] = []
         self._seq = 0
         # keyed ordering (an experiment run across MPI ranks, docs/mpi.md): a timer's seq is
         # (its owner's key, the owner's own count), so timers due at the same instant run
@@ -142,10 +145,20 @@ class Scheduler:
         if self.keyed:
             seq = self.next_seq(owner)
         else:
-            self._seq += 1
-            seq = self._seq
-        timer = Timer(self.now_ns() + max(0, int(delay_ns)), seq, callback, args, owner)
-        return self._push(timer)
+            self._seq = seq = self._seq + 1
+        when = self._virtual_now if self.virtual else self.now_ns()
+        if delay_ns > 0:
+            when += int(delay_ns)
+        timer = Timer(when, seq, callback, args, owner)
+        if owner is not None:
+            self._own(owner, timer)
+        if self.virtual:  # _push, inlined: TCP arms a timer or two per segment
+            heapq.heappush(self._heap, (when, seq, timer))
+        else:
+            with self.cond:
+                heapq.heappush(self._heap, (when, seq, timer))
+                self.notify()
+        return timer
 
     def call_at(self, when_ns: int, callback: Callable[..., Any], *args: Any,
                 owner: Any = None, seq: Any = None) -> Timer:
@@ -161,18 +174,18 @@ class Scheduler:
         if owner is not None:
             self._own(owner, timer)
         if self.virtual:
-            heapq.heappush(self._heap, timer)
+            heapq.heappush(self._heap, (timer.when, timer.seq, timer))
         else:
             with self.cond:
-                heapq.heappush(self._heap, timer)
+                heapq.heappush(self._heap, (timer.when, timer.seq, timer))
                 self.notify()
         return timer
 
     def next_deadline(self) -> int | None:
         heap = self._heap
-        while heap and heap[0].cancelled:
+        while heap and heap[0][2].cancelled:
             heapq.heappop(heap)
-        return heap[0].when if heap else None
+        return heap[0][0] if heap else None
 
     def next_event(self, deadline_ns: int | None = None) -> int | None:
         """When the loop next has something to do: the next live timer, or `deadline_ns`
@@ -193,7 +206,8 @@ class Scheduler:
 
     def pending_timers(self, owner: Any = None) -> int:
         """Live timers (all, or those of one owner)."""
-        return sum(1 for t in self._heap if not t.cancelled and (owner is None or t.owner is owner))
+        return sum(1 for _w, _s, t in self._heap
+                   if not t.cancelled and (owner is None or t.owner is owner))
 
     def _own(self, owner: Any, timer: Timer) -> None:
         """Index `timer` under its owner. A list is pruned of dead timers each time it
@@ -223,7 +237,7 @@ class Scheduler:
                 self._purged += 1
         heap = self._heap
         if self._purged and 2 * self._purged >= len(heap):
-            live = [t for t in heap if not t.cancelled]
+            live = [e for e in heap if not e[2].cancelled]
             heapq.heapify(live)
             heap[:] = live  # in place: a running loop holds a reference to the heap
             self._purged = 0
@@ -249,9 +263,10 @@ class Scheduler:
         queue = self.queue
         heap = self._heap
         if (self.accounting or self.weighted) and (
-                queue or (heap and heap[0].when <= self.now_ns())):
+                queue or (heap and heap[0][0] <= self.now_ns())):
             return self._run_accounted(self.weighted)
         ran = False
+        heappop = heapq.heappop
         while True:
             if queue:
                 ran = True
@@ -267,8 +282,8 @@ class Scheduler:
                 self.events += count
             now = self.now_ns()
             fired = False
-            while heap and (heap[0].cancelled or heap[0].when <= now):
-                timer = heapq.heappop(heap)
+            while heap and (heap[0][0] <= now or heap[0][2].cancelled):
+                timer = heappop(heap)[2]
                 if timer.cancelled:
                     continue
                 timer.cancelled = True
@@ -299,6 +314,7 @@ class Scheduler:
         queue = self.queue
         heap = self._heap
         base = self.cpu_base
+        heappop = heapq.heappop
         while True:
             if queue:
                 ran = True
@@ -308,8 +324,8 @@ class Scheduler:
                     self._drain(meter)
             now = self.now_ns()
             fired = False
-            while heap and (heap[0].cancelled or heap[0].when <= now):
-                timer = heapq.heappop(heap)
+            while heap and (heap[0][0] <= now or heap[0][2].cancelled):
+                timer = heappop(heap)[2]
                 if timer.cancelled:
                     continue
                 timer.cancelled = True
@@ -453,6 +469,13 @@ class Scheduler:
         if not self.virtual:
             with self.cond:
                 self.notify()
+
+    def wake_waiters(self) -> None:
+        """Wake the threads blocked on the condition, if any (the lock must be held): a
+        socket's state changed. Without waiters it costs one test, where notify_all, two
+        Python calls, ran for every segment delivered to a socket."""
+        if self.cond._waiters:  # type: ignore[attr-defined]
+            self.cond.notify_all()
 
     def notify(self) -> None:
         """Wake every thread and selector waiting for the loop (the lock must be held)."""

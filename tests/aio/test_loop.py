@@ -367,3 +367,27 @@ def test_crash_kills_the_vnets_tasks_and_restart_brings_services_back():
     assert down is TimeoutError  # a crashed host answers nothing
     assert stray_cancelled
     assert starts == [0.0, 20.0]
+
+
+def test_real_descriptors_are_watched_in_real_time():
+    """A real socket on a real-clock loop: its data wakes the loop, and the selector counts
+    it among the real descriptors it polls only while it is registered."""
+    kernel, a, b = two_hosts(clock="real")
+    rsock, wsock = socket.socketpair()
+
+    async def main() -> tuple[bytes, int, int]:
+        loop = asyncio.get_running_loop()
+        selector = loop._kselector  # type: ignore[attr-defined]
+        got = loop.create_future()
+        loop.add_reader(rsock.fileno(), lambda: got.done() or got.set_result(rsock.recv(10)))
+        registered = selector._nreal
+        loop.call_later(0.02, wsock.send, b"ping")
+        data = await asyncio.wait_for(got, 5)
+        loop.remove_reader(rsock.fileno())
+        return data, registered, selector._nreal
+
+    try:
+        assert vimage.run(main(), kernel=kernel) == (b"ping", 1, 0)
+    finally:
+        rsock.close()
+        wsock.close()

@@ -71,3 +71,37 @@ def test_same_seed_same_run_event_for_event():
 def test_another_seed_gives_another_run():
     assert gossip_run(seed=5, hosts=5, seconds=60)[1] != gossip_run(seed=6, hosts=5,
                                                                      seconds=60)[1]
+
+
+def test_the_self_pipe_is_polled_when_written_and_every_64_moves_otherwise():
+    """Before virtual time moves, the selector polls the loop's own descriptors only when
+    the loop wrote its wake-up byte (call_soon_threadsafe), and every REAL_POLL_EVERY moves
+    for bytes nobody announced (a signal's): not a system call per move of the clock."""
+    from vimage.aio.selector import REAL_POLL_EVERY
+
+    kernel = Kernel(clock="virtual", seed=1)
+    polls: list[float] = []
+
+    async def main() -> tuple[int, int, bool]:
+        loop = asyncio.get_running_loop()
+        selector = loop._kselector  # type: ignore[attr-defined]
+        real_ready = selector._real_ready
+
+        def counted(timeout: float | None) -> list:
+            polls.append(loop.time())
+            return real_ready(timeout)
+
+        selector._real_ready = counted
+        for _ in range(2 * REAL_POLL_EVERY + 10):
+            await asyncio.sleep(1)  # one move of the clock each
+        quiet = len(polls)
+        ran = asyncio.Event()
+        loop.call_soon_threadsafe(ran.set)  # writes the self-pipe
+        await ran.wait()
+        before = len(polls)
+        await asyncio.sleep(1)
+        return quiet, before, len(polls) > before
+
+    quiet, _before, polled_after_write = vimage.run(main(), kernel=kernel)
+    assert 1 <= quiet <= 3  # 138 moves: two or three polls, not 138
+    assert polled_after_write

@@ -65,7 +65,7 @@ class VimageEventLoop(asyncio.SelectorEventLoop):
             self._closed = True  # half-built: let BaseEventLoop.__del__ see a closed loop
             raise
         super().__init__(self._kselector)
-        self._kselector.has_callbacks = lambda: bool(self._ready)
+        self._kselector.has_callbacks = self._ready.__len__  # type: ignore[attr-defined]
         self._services: dict[Vnet, list[tuple[Any, str | None]]] | None = None
         # the vnet each task was started in (3.11's C tasks do not show their context)
         self._task_vnets: weakref.WeakKeyDictionary[asyncio.Task[Any], Vnet] = \
@@ -86,7 +86,7 @@ class VimageEventLoop(asyncio.SelectorEventLoop):
 
     # -- time -----------------------------------------------------------------------------
     def time(self) -> float:
-        return self.kernel.sched.now_ns() / NS_PER_S
+        return self.sched.now_ns() / NS_PER_S
 
     @property
     def virtual(self) -> bool:
@@ -100,6 +100,12 @@ class VimageEventLoop(asyncio.SelectorEventLoop):
         self._internal_fds += 1
         self._kselector.register_internal(self._ssock.fileno(), 1,
                                           (asyncio.Handle(self._read_from_self, (), self), None))
+
+    def _write_to_self(self) -> None:
+        """asyncio's wake-up byte (call_soon_threadsafe): the selector polls the self-pipe
+        before virtual time moves on only after this says so (KernelSelector.real_news)."""
+        self._kselector.real_news = True
+        super()._write_to_self()  # type: ignore[misc]
 
     def run_in_executor(self, executor: Any, func: Callable[..., T],
                         *args: Any) -> asyncio.Future[T]:

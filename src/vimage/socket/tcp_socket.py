@@ -83,6 +83,8 @@ if TYPE_CHECKING:
 SO_ACCEPTCONN = getattr(_std, "SO_ACCEPTCONN", 30)
 _LINGER = struct.Struct("ii")
 _WAITALL = int(MSG_WAITALL)  # a plain int: `flags & MSG_WAITALL` builds an IntFlag each time
+_PEEK = int(MSG_PEEK)
+_DONTWAIT = int(MSG_DONTWAIT)
 _FIN_ACKED = frozenset({FIN_WAIT_2, TIME_WAIT, CLOSED})  # nothing of ours is unacknowledged
 
 
@@ -182,7 +184,7 @@ class TcpSocket(TimeoutMixin, PollMixin):
         """Block (or not) until ready(); in virtual time the kernel clock jumps."""
         if ready():
             return
-        if self._timeout == 0 or flags & MSG_DONTWAIT:
+        if self._timeout == 0 or flags & _DONTWAIT:
             raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
         if not self.vnet.kernel.wait(lambda: bool(ready()) or self.closed, self._timeout):
             raise TimeoutError("timed out")
@@ -361,24 +363,29 @@ class TcpSocket(TimeoutMixin, PollMixin):
 
     # -- data -------------------------------------------------------------------------------------
     def send(self, data: bytes, flags: int = 0) -> int:
-        with self._lock:
-            self._check_open()
-            tcb = self._connected()
+        sched = self.vnet.kernel.sched
+        with sched.lock:  # (the condition's lock: Condition.__enter__ is a Python call)
+            tcb = self.tcb
+            if self.closed or tcb is None or tcb.state != ESTABLISHED:  # else: both pass
+                self._check_open()
+                tcb = self._connected()
             data = memoryview(data).cast("B")
             if not len(data):
                 return 0
+            if not (len(tcb.snd_buf) < tcb.snd_space or tcb.shut_wr or tcb.state == CLOSED):
 
-            def writable() -> bool:
-                return tcb.state == CLOSED or tcb.shut_wr or len(tcb.snd_buf) < tcb.snd_space
+                def writable() -> bool:
+                    return (tcb.state == CLOSED or tcb.shut_wr
+                            or len(tcb.snd_buf) < tcb.snd_space)
 
-            self._wait(writable, flags)
+                self._wait(writable, flags)
             if tcb.state == CLOSED:
                 err, tcb.so_error = tcb.so_error or errno.EPIPE, 0
                 raise _oserror(err)
             if tcb.shut_wr or tcb.state not in (ESTABLISHED, CLOSE_WAIT):
                 raise _oserror(errno.EPIPE)
             sent = usrreq.send(tcb, data)
-            self._lock.notify_all()
+            sched.wake_waiters()
             return sent
 
     def sendall(self, data: bytes, flags: int = 0) -> None:
@@ -392,18 +399,21 @@ class TcpSocket(TimeoutMixin, PollMixin):
             raise ValueError("negative buffersize in recv")
         if flags & _WAITALL and bufsize:
             return self._recv_waitall(bufsize, flags)
-        with self._lock:
-            self._check_open()
-            tcb = self._connected(reading=True)
+        with self.vnet.kernel.sched.lock:  # the condition's lock (see send)
+            tcb = self.tcb
+            if self.closed or tcb is None or tcb.state != ESTABLISHED:  # else: both pass
+                self._check_open()
+                tcb = self._connected(reading=True)
             if self._rd_shut:
                 return b""
-            self._wait(lambda: tcb.rcv_buf or tcb.fin_rcvd or tcb.state == CLOSED, flags)
+            if not tcb.rcv_buf:
+                self._wait(lambda: tcb.rcv_buf or tcb.fin_rcvd or tcb.state == CLOSED, flags)
             if not tcb.rcv_buf:
                 if tcb.state == CLOSED and tcb.so_error:
                     err, tcb.so_error = tcb.so_error, 0
                     raise _oserror(err)
                 return b""
-            return usrreq.receive(tcb, bufsize, bool(flags & MSG_PEEK))
+            return usrreq.receive(tcb, bufsize, bool(flags & _PEEK))
 
     def _recv_waitall(self, bufsize: int, flags: int) -> bytes:
         """recv with MSG_WAITALL (FreeBSD soreceive_generic): wait for `bufsize` bytes,

@@ -71,6 +71,7 @@ class TcpOptions(NamedTuple):
 
 
 NO_OPTIONS = TcpOptions()
+_new = tuple.__new__
 
 
 class TcpRepr(NamedTuple):
@@ -159,8 +160,11 @@ def parse(buf: Buffer, src: int | None = None, dst: int | None = None) -> TcpRep
         if word == _TS_ALONE_WORD:
             if src is not None and dst is not None:
                 _verify(view, size, src, dst)
-            return TcpRepr(sport, dport, seq, ack, flags, window, cksum, urgent, 32,
-                           TcpOptions(None, None, False, (), (tsval, tsecr)), view[32:])
+            # tuple.__new__: a NamedTuple's own __new__ is a Python function, a call per
+            # segment on TCP's hottest path
+            return _new(TcpRepr, (sport, dport, seq, ack, flags, window, cksum, urgent, 32,
+                                  _new(TcpOptions, (None, None, False, (), (tsval, tsecr))),
+                                  view[32:]))
     sport, dport, seq, ack, offset, flags, window, cksum, urgent = HEADER.unpack_from(view)
     header_len = (offset >> 4) << 2
     if header_len < HEADER_LEN or header_len > size:

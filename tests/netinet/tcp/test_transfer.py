@@ -496,3 +496,68 @@ def test_local_mtu_lowered_during_a_transfer():
     assert cli.tcb.mss == 900 - 40 - 12
     assert max(len(frame) for _, frame in cap.packets) <= 900 + 14
     link.no_faults()
+
+
+def test_header_prediction_takes_requests_and_the_acks_of_answers():
+    """Request/answer exchanges: each request is in-order data with nothing outstanding
+    on its receiver, each delayed ACK of an answer a plain ACK of new data; both go by
+    header prediction (netstat's "correct ... header predictions"), the answers, which
+    carry data and acknowledge the request, by the full path (FreeBSD's rule)."""
+    link = Link(**LINK)
+    cli, conn = link.sockets()
+    a0, b0 = link.a.tcp.stats, link.b.tcp.stats
+    base = (b0.preddat, b0.predack, a0.preddat, a0.predack)
+    for i in range(10):
+        cli.sendall(b"?%d\n" % i)
+        assert conn.recv(100) == b"?%d\n" % i
+        conn.sendall(b"!%d\n" % i)
+        assert cli.recv(100) == b"!%d\n" % i
+        link.k.run(1)  # the delayed ACK of the answer goes, then idle
+    server_data, server_acks, client_data, client_acks = (
+        b0.preddat - base[0], b0.predack - base[1], a0.preddat - base[2], a0.predack - base[3])
+    assert server_data == 10  # every request
+    assert server_acks == 10  # every delayed ACK of an answer
+    assert client_data == 0 and client_acks == 0  # answers ACK new data: the full path
+    assert link.stats("rexmttimeo") == 0 and link.stats("sndrexmitpack") == 0
+    link.no_faults()
+
+
+def _frames_of_exchanges(monkeypatch: pytest.MonkeyPatch, predict: bool) -> list[bytes]:
+    """Every frame of request/answer exchanges and a lossy transfer both ways, with
+    header prediction on or off."""
+    from vimage.net.ifnet import Epair
+    from vimage.netinet.tcp import input as tcp_input_mod
+
+    frames: list[bytes] = []
+    original = Epair.input
+
+    def recording(self: Any, frame: bytes) -> None:
+        frames.append(b"%d %s " % (self.vnet.kernel.now_ns(), self.name.encode()) + frame)
+        original(self, frame)
+
+    monkeypatch.setattr(Epair, "input", recording)
+    if not predict:
+        monkeypatch.setattr(tcp_input_mod, "fast_input", lambda tcb, seg: False)
+    link = Link(seed=3, bandwidth="20Mbit/s", delay="3ms", loss="2%", queue=100)
+    cli, conn = link.sockets()
+    for i in range(20):
+        cli.sendall(b"?%d\n" % i)
+        assert conn.recv(100) == b"?%d\n" % i
+        conn.sendall(b"!%d\n" % i)
+        assert cli.recv(100) == b"!%d\n" % i
+        link.k.run(0.5)
+    pump(link.k, [Flow(cli, conn, link.payload(300 * KB)), Flow(conn, cli, link.payload(200 * KB))])
+    link.k.run(120)
+    link.no_faults()
+    monkeypatch.undo()
+    return frames
+
+
+def test_header_prediction_changes_nothing_on_the_wire(monkeypatch):
+    """The fast path (header prediction, and data that acknowledges new data) is only a
+    shortcut: the same run with every segment sent through established_input puts the
+    same frames on the wire at the same instants."""
+    fast = _frames_of_exchanges(monkeypatch, True)
+    slow = _frames_of_exchanges(monkeypatch, False)
+    assert len(fast) > 400
+    assert fast == slow

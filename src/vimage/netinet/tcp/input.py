@@ -147,7 +147,13 @@ def fast_input(tcb: Tcb, seg: wtcp.TcpRepr) -> bool:
     """Header prediction (FreeBSD tcp_input's fast path): the next in-sequence segment
     of an established connection that is a plain ACK of new data or plain in-order
     data, with nothing unusual (no SACK, no recovery, the same window). False if the
-    segment needs the full processing of established_input."""
+    segment needs the full processing of established_input.
+
+    One more case is taken here that FreeBSD's prediction leaves to the full path: the
+    next in-order data that also acknowledges new data (an answer to a request). It
+    goes through the same steps as in established_input, in its order (the ACK's, the
+    window's, then the text's), without the checks that cannot fail for it; it is not
+    counted as a prediction."""
     if seg.flags & 0x37 != ACK or seg.seq != tcb.rcv_nxt:  # FIN SYN RST URG, no ACK
         return False
     ts = seg.options.ts
@@ -161,21 +167,28 @@ def fast_input(tcb: Tcb, seg: wtcp.TcpRepr) -> bool:
         return False  # zero windows and the persist timer: the slow path
     data = seg.payload
     ack = seg.ack
+    snd_una = tcb.snd_una
+    # an ACK of new, sent data: SND.UNA < ack <= SND.MAX
+    new_ack = 0 < (ack - snd_una) & MASK <= (tcb.snd_max - snd_una) & MASK
     if data:
-        if ack != tcb.snd_una or tcb.ooo or tcb.fin_ooo is not None or tcb.user_closed \
-                or len(data) > tcb.rcv_space - len(tcb.rcv_buf):
+        if (ack != snd_una and not new_ack) or tcb.ooo or tcb.fin_ooo is not None \
+                or tcb.user_closed or len(data) > tcb.rcv_space - len(tcb.rcv_buf):
             return False
-    elif ack == tcb.snd_una or not 0 < (tcb.snd_max - ack) & MASK <= (
-            tcb.snd_max - tcb.snd_una) & MASK:  # not an ACK of new, sent data
+    elif not new_ack or tcb.fin_ooo is not None:  # a FIN held back: established_input's
         return False
     seq = seg.seq
     tcb.rcv_time = tcb.tcp.vnet.kernel.sched.now_ns()
     if ts is not None:
         tcb.ts_recent = ts[0]
-    tcb.snd_wl1, tcb.snd_wl2 = seq, ack
-    tcb.snd_wnd = window  # (an ACK of new data or data: no pure window update)
+    st = tcb.tcp.stats
     if data:
-        st = tcb.tcp.stats
+        if new_ack:  # process_ack's part, before the window and the text
+            ack_advance(tcb, ack, seg)
+            tcb.dupacks = 0
+        else:
+            st.preddat += 1
+        tcb.snd_wl1, tcb.snd_wl2 = seq, ack
+        tcb.snd_wnd = window  # (an ACK of new data or data: no pure window update)
         tcb.rcv_buf += data
         tcb.rcv_nxt = (seq + len(data)) & MASK
         st.rcvbyte += len(data)
@@ -188,6 +201,9 @@ def fast_input(tcb: Tcb, seg: wtcp.TcpRepr) -> bool:
             schedule_ack(tcb)
         tcb.notify()
     else:
+        tcb.snd_wl1, tcb.snd_wl2 = seq, ack
+        tcb.snd_wnd = window
+        st.predack += 1
         ack_advance(tcb, ack, seg)
         tcb.dupacks = 0
     output(tcb)
@@ -551,16 +567,19 @@ def challenge_ack(tcb: Tcb) -> None:
 def ack_advance(tcb: Tcb, ack: int, seg: wtcp.TcpRepr) -> None:
     """SND.UNA moves to `ack`: free the buffer, time the RTT, grow the window."""
     st = tcb.tcp.stats
-    acked = (ack - tcb.snd_una) & MASK
-    in_flight = tcb.in_flight()
+    snd_una = tcb.snd_una
+    acked = (ack - snd_una) & MASK
+    in_flight = (tcb.snd_max - snd_una) & MASK
     st.rcvackpack += 1
     st.rcvackbyte += acked
     # RTT: timestamps if we have them, else the one timed segment (Karn)
     rtt = None
-    now = tcb.now()
-    if tcb.ts_ok and seg.options.ts is not None and seg.options.ts[1]:
-        rtt = ((tcb.tsval() - seg.options.ts[1]) & MASK) * MS
-        rtt = max(rtt, MS // 10)
+    now = tcb.tcp.vnet.kernel.sched.now_ns()
+    ts = seg.options.ts
+    if tcb.ts_ok and ts is not None and ts[1]:
+        rtt = (((now // MS + tcb.ts_offset) - ts[1]) & MASK) * MS  # tsval() - TSecr
+        if rtt < MS // 10:
+            rtt = MS // 10
     if tcb.rtt_seq is not None and seq_lt(tcb.rtt_seq, ack):
         if rtt is None:
             rtt = now - tcb.rtt_start
@@ -578,9 +597,10 @@ def ack_advance(tcb: Tcb, ack: int, seg: wtcp.TcpRepr) -> None:
     tcb.snd_una = ack
     if seq_lt(tcb.snd_nxt, ack):
         tcb.snd_nxt = ack
-    tcb.sacked = [(left, r) for left, r in tcb.sacked if seq_lt(ack, r)]
-    if tcb.sacked and seq_lt(tcb.sacked[0][0], ack):
-        tcb.sacked[0] = (ack, tcb.sacked[0][1])
+    if tcb.sacked:
+        tcb.sacked = [(left, r) for left, r in tcb.sacked if seq_lt(ack, r)]
+        if tcb.sacked and seq_lt(tcb.sacked[0][0], ack):
+            tcb.sacked[0] = (ack, tcb.sacked[0][1])
     # congestion control
     if tcb.recovery:
         if seq_leq(tcb.recover, ack):

@@ -17,7 +17,7 @@ from vimage.net.offload import (
     PARTIAL,
     TSO_MAX,
 )
-from vimage.net.route import RTF_GATEWAY
+from vimage.net.route import RTF_GATEWAY, RTF_REJECT
 from vimage.netinet.tcp.sack import next_seg, sack_blocks, sacked_below, set_pipe
 from vimage.netinet.tcp.seq import HALF, MASK, seq_diff, seq_leq, seq_lt
 from vimage.netinet.tcp.timer import persist_timeout, rexmt_timeout, set_main
@@ -161,7 +161,10 @@ def tso_size(tcb: Tcb) -> int:
             tcb.offload = PARTIAL if caps & IFCAP_TXCSUM_IPV6 else 0
             on = caps & _TSO6 == _TSO6
         else:
-            caps = tcp.vnet.ip.route_to(tcb.faddr, tcb.fib).ifp.capenable
+            route = None if tcb.fib else tcp.vnet.rt._cache.get(tcb.faddr)  # the common case
+            if route is None or route.flags & RTF_REJECT:
+                route = tcp.vnet.ip.route_to(tcb.faddr, tcb.fib)
+            caps = route.ifp.capenable
             tcb.offload = PARTIAL if caps & IFCAP_TXCSUM else 0
             on = caps & _TSO4 == _TSO4
     except OSError:
@@ -211,14 +214,20 @@ def output(tcb: Tcb, force_syn: bool = False, limited_transmit: bool = False) ->
             if tcb.t_main is None or tcb.t_main.callback is not rexmt_timeout:
                 set_main(tcb, tcb.rto, rexmt_timeout)
         return
-    if tcb.snd_una == tcb.snd_max and tcb.snd_buf:  # resuming after idle (RFC 5681 §4.1)
-        tcb.cc.on_idle(tcb.now(), tcb.rto)
+    snd_buf = tcb.snd_buf
     if tcb.recovery and tcb.sack_ok:
+        if tcb.snd_una == tcb.snd_max and snd_buf:  # resuming after idle (RFC 5681 §4.1)
+            tcb.cc.on_idle(tcb.now(), tcb.rto)
         sent = sack_output(tcb)
-    elif (0 <= seq_diff(tcb.snd_nxt, tcb.snd_buf_seq) < len(tcb.snd_buf)) or not tcb.snd_wnd:
-        sent = send_new_data(tcb, limited_transmit)
+    elif snd_buf:  # (with nothing queued, send_new_data has nothing to send)
+        if tcb.snd_una == tcb.snd_max:  # resuming after idle (RFC 5681 §4.1)
+            tcb.cc.on_idle(tcb.now(), tcb.rto)
+        if 0 <= seq_diff(tcb.snd_nxt, tcb.snd_buf_seq) < len(snd_buf) or not tcb.snd_wnd:
+            sent = send_new_data(tcb, limited_transmit)
+        else:
+            sent = False  # nothing new to send
     else:
-        sent = False  # nothing new to send
+        sent = False
     # FIN
     if tcb.shut_wr and tcb.fin_seq is None and state in (ESTABLISHED, CLOSE_WAIT):
         fin = (tcb.snd_buf_seq + len(tcb.snd_buf)) & MASK
@@ -235,11 +244,18 @@ def output(tcb: Tcb, force_syn: bool = False, limited_transmit: bool = False) ->
         sent = True
     if sent:
         return
-    mss = tcb.mss
-    # a window update worth telling (receiver SWS avoidance, RFC 9293 §3.8.6.2.2)
-    wnd = min(tcb.rcv_wnd(), 65535 << tcb.rcv_wscale)  # what the header can carry
-    adv_room = seq_diff((tcb.rcv_nxt + wnd) & MASK, tcb.rcv_adv)
-    if adv_room >= min(2 * mss, tcb.rcv_space // 2):
+    # a window update worth telling (receiver SWS avoidance, RFC 9293 §3.8.6.2.2); the
+    # arithmetic of rcv_wnd() and seq_diff inlined: this runs after every segment
+    rcv_space = tcb.rcv_space
+    wnd = rcv_space - len(tcb.rcv_buf)
+    if wnd < 0:
+        wnd = 0
+    elif wnd > 65535 << tcb.rcv_wscale:
+        wnd = 65535 << tcb.rcv_wscale  # what the header can carry
+    adv_room = (tcb.rcv_nxt + wnd - tcb.rcv_adv) & MASK
+    if adv_room >= HALF:
+        adv_room -= 1 << 32
+    if adv_room >= min(2 * tcb.mss, rcv_space // 2):
         tcb.tcp.stats.sndwinup += 1
         tcb.want_ack = True
         tcb.unacked_segs = 2

@@ -415,8 +415,9 @@ class Tcb:
 
     def notify(self) -> None:
         """Wake whoever waits on this connection's socket: threads, and a selector."""
-        self.tcp.vnet.kernel.sched.cond.notify_all()
-        sock = self.sock
+        self.tcp.vnet.kernel.sched.wake_waiters()
+        ref = self._sock
+        sock = ref() if ref is not None else None
         if sock is not None and sock._poll is not None:
             sock._poll.touch(sock)
 
