@@ -377,11 +377,18 @@ class EtherIfnet(Ifnet):
                 frame = pfil.run(vnet.pfil_link_in, frame, self)  # type: ignore[assignment]
                 if frame is None:
                     return
-        # the common case inline: the vnet's first ethertype (IPv4), unicast to us from a
-        # unicast source; everything else (and a vnet's first frame) goes through the table
+        # the common case inline: the vnet's first ethertype (IPv4), then any type the
+        # table knows (IPv6), unicast to us from a unicast source; everything else (and a
+        # vnet's first frame, which binds the table) goes through ether_input
         if frame[12:14] == vnet.ether_fast_type and frame[:6] == self.mac and not frame[6] & 1:
             vnet.ether_fast(self, frame[14:])  # type: ignore[misc]
             return
+        if len(frame) >= 14 and frame[:6] == self.mac and not frame[6] & 1:
+            # unicast to us of another known type (IPv6): its input without ether_input
+            handler = vnet.ethertypes.get((frame[12] << 8) | frame[13])
+            if handler is not None:
+                handler(self, frame[14:])
+                return
         ether.ether_input(self, frame)
 
 
