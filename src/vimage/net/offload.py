@@ -56,19 +56,30 @@ CAP_WORDS: Mapping[str, int] = MappingProxyType({
     "tso4": IFCAP_TSO4, "tso6": IFCAP_TSO6, "tso": IFCAP_TSO, "lro": IFCAP_LRO,
 })
 
-# what epair and lo0 offer and enable by default (as Linux veth: csum, TSO, GRO)
+# what epair and lo0 offer and enable by default (as Linux veth: csum, TSO, GRO); a VLAN
+# and a bridge relay offloaded frames to their parent or members (FreeBSD's vlan and
+# bridge take their parent's and members' capabilities; here every parent can resolve)
 EPAIR_CAPS = (IFCAP_HWCSUM | IFCAP_VLAN_MTU | IFCAP_TSO | IFCAP_LRO
               | IFCAP_RXCSUM_IPV6 | IFCAP_TXCSUM_IPV6)
 LOOP_CAPS = (IFCAP_HWCSUM | IFCAP_TSO | IFCAP_LRO | IFCAP_LINKSTATE
              | IFCAP_RXCSUM_IPV6 | IFCAP_TXCSUM_IPV6)
 CSUM_CAPS = IFCAP_HWCSUM | IFCAP_RXCSUM_IPV6 | IFCAP_TXCSUM_IPV6
+RELAY_CAPS = CSUM_CAPS | IFCAP_TSO | IFCAP_LRO
 
 PARTIAL = 1  # the TCP/UDP checksum may be missing
 LARGE = 2  # a TCP segment may be larger than the MTU (cut at `gso` bytes of payload)
+VXLAN = 4  # with PARTIAL: the first UDP datagram in the frame is a VXLAN encapsulation
+# (set by a vxlan interface around its outer packet's output): the missing checksum is
+# its inner frame's, and the outer UDP checksum is filled after it (zero over IPv4 stays)
 TSO_MAX = 65535  # the largest IP packet TCP hands down (FreeBSD's if_hw_tsomax)
 
+_PROTO_IPIP = 4
 _PROTO_TCP = 6
 _PROTO_UDP = 17
+_PROTO_IPV6 = 41
+_PROTO_GRE = 47
+_GRE_IP = (b"\x08\x00", b"\x86\xdd")  # GRE protocol types of an inner IP packet
+_WHOLE = 1 << 30  # an encapsulated packet is never cut: no MTU applies inside
 _FIN_PSH = 0x09
 _CWR = 0x80
 _U32 = struct.Struct("!I")
@@ -113,7 +124,7 @@ def state(kernel: Kernel) -> Offload:
 def resend(offl: Offload, pkt: bytes, mtu: int, send: Any, *args: Any) -> None:
     """Resolve the IP packet `pkt` under the mark and call `send(piece, *args)` for each
     piece with the mark clear (before hooks, a hold queue, an encapsulation)."""
-    pieces = resolve_ip(pkt, offl.gso, mtu)
+    pieces = resolve_ip(pkt, offl.gso, mtu, bool(offl.partial & VXLAN))
     if len(pieces) > 1:
         offl.segmented += 1
     saved = offl.partial
@@ -128,20 +139,21 @@ def resend(offl: Offload, pkt: bytes, mtu: int, send: Any, *args: Any) -> None:
 class RxPort:
     """What the kernel queue delivers an offloaded frame to: the receiving interface's
     input, with the mark set around it (CHECKSUM_UNNECESSARY and, for a large segment,
-    its gso size). It compares equal to its interface, so purging the queue of an
-    interface purges its ports too."""
+    its gso size; VXLAN for a VXLAN packet whose inner frame is offloaded). It compares
+    equal to its interface, so purging the queue of an interface purges its ports too."""
 
-    __slots__ = ("gso", "ifp", "offl")
+    __slots__ = ("gso", "ifp", "mark", "offl")
 
-    def __init__(self, ifp: Ifnet, offl: Offload, gso: int = 0) -> None:
+    def __init__(self, ifp: Ifnet, offl: Offload, gso: int = 0, extra: int = 0) -> None:
         self.ifp = ifp
         self.offl = offl
         self.gso = gso
+        self.mark = (PARTIAL | LARGE if gso else PARTIAL) | extra
 
     def input(self, frame: bytes) -> None:
         offl = self.offl
         partial, gso = offl.partial, offl.gso
-        offl.partial = PARTIAL | LARGE if self.gso else PARTIAL
+        offl.partial = self.mark
         offl.gso = self.gso
         try:
             self.ifp.input(frame)
@@ -155,7 +167,7 @@ class RxPort:
         return other is self.ifp or other is self
 
     def __repr__(self) -> str:
-        return f"<RxPort {self.ifp!r} gso={self.gso}>"
+        return f"<RxPort {self.ifp!r} gso={self.gso} mark={self.mark}>"
 
 
 def pieces_fit(pkt: bytes, hl: int, gso: int, mtu: int) -> bool:
@@ -186,13 +198,15 @@ def caps_text(caps: int) -> str:
 
 
 # -- resolving a partial frame: fill checksums, cut large segments -------------------
-def resolve_frame(frame: bytes, gso: int, mtu: int, ether: bool) -> list[bytes]:
+def resolve_frame(frame: bytes, gso: int, mtu: int, ether: bool,
+                  vxlan: bool = False) -> list[bytes]:
     """The wire frames for `frame` (Ethernet if `ether`, else a bare IP packet): its
     TCP/UDP checksum filled, a TCP segment longer than `mtu` cut into segments of at
-    most `gso` payload bytes. Anything else (ARP, fragments, other protocols) is
-    returned unchanged."""
+    most `gso` payload bytes, the packet inside an IP-in-IP, GRE or (`vxlan`: the mark's
+    VXLAN bit) VXLAN encapsulation filled likewise. Anything else (ARP, fragments,
+    other protocols) is returned unchanged."""
     if not ether:
-        return resolve_ip(frame, gso, mtu)
+        return resolve_ip(frame, gso, mtu, vxlan)
     off = 14
     etype = frame[12:14]
     if etype == b"\x81\x00":  # an 802.1Q tag (a vlan's parent): the type follows it
@@ -201,10 +215,10 @@ def resolve_frame(frame: bytes, gso: int, mtu: int, ether: bool) -> list[bytes]:
     if etype != b"\x08\x00" and etype != b"\x86\xdd":
         return [frame]
     head = frame[:off]
-    return [head + p for p in resolve_ip(frame[off:], gso, mtu)]
+    return [head + p for p in resolve_ip(frame[off:], gso, mtu, vxlan)]
 
 
-def resolve_ip(pkt: bytes, gso: int, mtu: int) -> list[bytes]:
+def resolve_ip(pkt: bytes, gso: int, mtu: int, vxlan: bool = False) -> list[bytes]:
     """`resolve_frame` for an IPv4 or IPv6 packet."""
     if len(pkt) < 20:
         return [pkt]
@@ -238,10 +252,41 @@ def resolve_ip(pkt: bytes, gso: int, mtu: int) -> list[bytes]:
     elif proto == _PROTO_UDP:
         if end - hl < 8:
             return [pkt]
+        if vxlan:
+            return [_vxlan(pkt, hl, end, src, dst, version)]
         where = hl + 6
+    elif proto in (_PROTO_IPIP, _PROTO_IPV6):  # gif (RFC 2003, 2473, 4213)
+        return [pkt[:hl] + resolve_ip(pkt[hl:end], 0, _WHOLE, vxlan)[0] + pkt[end:]]
+    elif proto == _PROTO_GRE:
+        return [_gre(pkt, hl, end, vxlan)]
     else:
         return [pkt]
     return [_fill(pkt, hl, end, where, proto, src, dst)]
+
+
+def _gre(pkt: bytes, hl: int, end: int, vxlan: bool) -> bytes:
+    """A GRE packet (RFC 2784, 2890) with the IP packet it carries resolved. A GRE
+    checksum covers the inner packet: a gre interface with one resolves before it
+    encapsulates, so such a packet (or one of another version or type) is left."""
+    if end - hl < 4 or pkt[hl] & 0x80 or pkt[hl + 1] & 0x07 or pkt[hl + 2:hl + 4] not in _GRE_IP:
+        return pkt
+    inner = hl + 4 + 4 * (bool(pkt[hl] & 0x20) + bool(pkt[hl] & 0x10))  # key, sequence
+    if inner >= end:
+        return pkt
+    return pkt[:inner] + resolve_ip(pkt[inner:end], 0, _WHOLE, vxlan)[0] + pkt[end:]
+
+
+def _vxlan(pkt: bytes, hl: int, end: int, src: int, dst: int, version: int) -> bytes:
+    """A VXLAN packet (RFC 7348) with its inner Ethernet frame resolved, then its UDP
+    checksum filled: over IPv4 a zero one stays zero (RFC 7348 5, what vxlan sends)."""
+    at = hl + 16  # UDP and VXLAN headers
+    if end - at < 14:
+        return pkt
+    inner = resolve_frame(pkt[at:end], 0, _WHOLE, True)[0]
+    out = pkt[:at] + inner + pkt[end:]
+    if version == 4 and not (pkt[hl + 6] or pkt[hl + 7]):
+        return out
+    return _fill(out, hl, end, hl + 6, _PROTO_UDP, src, dst)
 
 
 def _fill(pkt: bytes, hl: int, end: int, where: int, proto: int, src: int,

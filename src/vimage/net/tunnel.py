@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from vimage.net import ether
 from vimage.net.ifnet import IFF_MULTICAST, IFF_POINTOPOINT, IFF_UP, Ifnet
+from vimage.net.offload import LARGE, VXLAN, resolve_ip
 from vimage.stats import counters
 from vimage.wire.ethernet import ETHERTYPE_IP
 
@@ -150,6 +151,13 @@ class Tunnel(Ifnet):
         """(outer IP protocol, outer payload) for an inner packet."""
         raise NotImplementedError
 
+    def relays(self, frame: bytes) -> bool:
+        """An offloaded inner packet is encapsulated as it is: the outer packet goes
+        out under the same mark, and wherever it is resolved (a capture, a hook, a link
+        out of the process) the inner packet is filled (offload.resolve_ip looks inside
+        IP-in-IP and GRE). A large one is cut first: a tunnel has no TSO."""
+        return not self.offl.partial & LARGE
+
     def transmit(self, frame: bytes) -> bool:
         """Encapsulate and send (gif_transmit / gre_transmit), refusing loops."""
         state: TunnelState = getattr(self.vnet, self.SLOT)
@@ -188,7 +196,7 @@ class Tunnel(Ifnet):
         if not inner:
             self.ierrors += 1
             return
-        self.txq.append((self, inner))
+        self.queue_input(inner, ~0)  # an offloaded outer packet's inner one stays so
 
     def input(self, frame: bytes) -> None:
         """An inner packet: counted, captured, then to its family's input by version."""
@@ -198,7 +206,12 @@ class Tunnel(Ifnet):
         self.ipackets += 1
         self.ibytes += len(frame)
         if self.bpf is not None:
-            self.bpf.tap(frame, False)
+            offl = self.offl
+            if offl.partial:  # captures see wire packets (vimage.net.offload)
+                for piece in resolve_ip(frame, 0, self.mtu, bool(offl.partial & VXLAN)):
+                    self.bpf.tap(piece, False)
+            else:
+                self.bpf.tap(frame, False)
         ether.demux(self, _INNER_TYPES[frame[0] >> 4], frame)
 
 
