@@ -44,7 +44,7 @@ from vimage.net.ifnet import (
     IFF_SIMPLEX,
     EtherIfnet,
 )
-from vimage.net.offload import LARGE, VXLAN
+from vimage.net.offload import CSUM_CAPS, LARGE, VXLAN
 from vimage.net.tunnel import next_unit
 from vimage.protosw import Protocol
 from vimage.stats import counters
@@ -234,6 +234,7 @@ class Vxlan(EtherIfnet):
         super().__init__(vnet, "vxlan", unit, f"vxlan{unit}",
                          IFF_BROADCAST | IFF_SIMPLEX | IFF_MULTICAST, VXLAN_MTU,
                          vnet.kernel.random_mac())
+        self.capabilities = self.capenable = CSUM_CAPS  # (vimage: see relays)
 
     # -- configuration ------------------------------------------------------------------
     def configure(self, **settings: object) -> None:
@@ -341,7 +342,8 @@ class Vxlan(EtherIfnet):
         under the mark with its VXLAN bit (vimage.net.offload), so that wherever it is
         resolved the inner frame is filled first. A large frame is cut first (no TSO),
         and a vxlan inside another vxlan's offloaded frame fills it (one VXLAN bit)."""
-        return self.sock is not None and not self.offl.partial & (LARGE | VXLAN)
+        return (self.sock is not None and not self.offl.partial & (LARGE | VXLAN)
+                and self.tx_takes(frame))
 
     def transmit(self, frame: bytes) -> bool:
         """vxlan_transmit: pick the VTEP, encapsulate, send over UDP."""

@@ -358,6 +358,10 @@ class Ifnet:
         mark = offl.partial & keep & ~LARGE  # (nothing large is ever encapsulated)
         if not mark:
             self.txq.append((self, frame))
+        elif not self.rx_takes(frame):  # -rxcsum: it arrives filled
+            vxlan = bool(mark & VXLAN)
+            for piece in offload.resolve_frame(frame, 0, self.mtu, self.mac is not None, vxlan):
+                self.txq.append((self, piece))
         elif mark == PARTIAL:
             self.txq.append((self.rx_port(), frame))
         else:
