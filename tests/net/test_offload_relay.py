@@ -386,3 +386,24 @@ def test_resolve_without_the_vxlan_bit_fills_the_outer_udp_only():
     raw = _zeroed(pkt, UDP)  # the inner one
     out = offload.resolve_ip(raw, 0, 1500)[0]
     assert out[-60:] == raw[-60:]  # the application's bytes are its own: not touched
+
+
+def test_an_application_reading_the_vxlan_port_gets_filled_inner_frames():
+    """b has no vxlan, only a socket on port 4789: the datagram a's vxlan sends it
+    crossed the link offloaded, but the application reads a filled inner frame."""
+    k = Kernel(clock="virtual", seed=4)
+    a, b = k.create("a"), k.create("b")
+    connect(a, "192.0.2.1/24", b, "192.0.2.2/24")
+    ok(a, "ifconfig vxlan create vxlanid 42 vxlanlocal 192.0.2.1 vxlanremote 192.0.2.2")
+    ok(a, "ifconfig vxlan0 inet 10.0.0.1/24 up")
+    ok(a, "arp -s 10.0.0.2 02:00:00:00:00:02")
+    k.run(1)  # (vxlan0's own IPv6 chatter goes by before the socket exists)
+    app = b.socket(2, 2)
+    app.bind(("", 4789))
+    with Marks(b.ifaces["epair0b"]) as seen:
+        a.socket(2, 2).sendto(bytes(500), ("10.0.0.2", 7000))
+        k.run(0.1)
+    assert seen.marks == [offload.PARTIAL | offload.VXLAN]  # it crossed unfilled
+    got = app.recv(2000)
+    assert len(got) == 8 + 14 + 20 + 8 + 500
+    assert checked_layers(got[8:]) == ["UDP"]

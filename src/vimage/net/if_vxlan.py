@@ -171,6 +171,7 @@ class VxlanSocket:
                  "reuseaddr", "reuseport", "state", "vnis")
 
     type = 2  # SOCK_DGRAM, for netstat
+    offloaded_inner = True  # takes datagrams whose inner frame is unfilled (offload.VXLAN)
     recvopts = 0  # no control messages (UDP input reads it of every receiver)
     reuseport_lb = False
     scope = 0  # what UDP over IPv6 reads of a socket: no zone, IPv6 only

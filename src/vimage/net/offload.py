@@ -276,6 +276,15 @@ def _gre(pkt: bytes, hl: int, end: int, vxlan: bool) -> bytes:
     return pkt[:inner] + resolve_ip(pkt[inner:end], 0, _WHOLE, vxlan)[0] + pkt[end:]
 
 
+def fill_vxlan(payload: bytes) -> bytes:
+    """A VXLAN payload (its header, then the inner Ethernet frame) with the inner frame
+    resolved: what a UDP socket other than a vxlan one is given (the mark's VXLAN bit
+    is no concern of an application reading the port)."""
+    if len(payload) < 22:
+        return payload
+    return payload[:8] + resolve_frame(payload[8:], 0, _WHOLE, True)[0]
+
+
 def _vxlan(pkt: bytes, hl: int, end: int, src: int, dst: int, version: int) -> bytes:
     """A VXLAN packet (RFC 7348) with its inner Ethernet frame resolved, then its UDP
     checksum filled: over IPv4 a zero one stays zero (RFC 7348 5, what vxlan sends)."""
