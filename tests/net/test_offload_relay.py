@@ -28,6 +28,7 @@ from vimage.kernel import Kernel
 from vimage.net import offload
 from vimage.net.bpf import open_capture
 from vimage.net.ifnet import EtherIfnet, Ifnet
+from vimage.socket.socket import AF_INET6
 from vimage.topo import connect
 from vimage.vnet import Vnet
 
@@ -78,11 +79,12 @@ def checked_layers(frame: bytes, ether: bool = True) -> list[str]:
 
 def transfer(k: Kernel, a: Vnet, b: Vnet, dst: str, data: bytes = DATA,
              port: int = 5001) -> bytes:
-    """Send `data` from a to b:`port` over TCP; what b read."""
-    srv = b.socket(2, 1)
+    """Send `data` from a to b:`port` over TCP (IPv6 if `dst` is); what b read."""
+    family = AF_INET6 if ":" in dst else 2
+    srv = b.socket(family, 1)
     srv.bind(("", port))
     srv.listen(1)
-    cli = a.socket(2, 1)
+    cli = a.socket(family, 1)
     cli.setblocking(False)
     with contextlib.suppress(BlockingIOError):
         cli.connect((dst, port))
@@ -407,3 +409,48 @@ def test_an_application_reading_the_vxlan_port_gets_filled_inner_frames():
     got = app.recv(2000)
     assert len(got) == 8 + 14 + 20 + 8 + 500
     assert checked_layers(got[8:]) == ["UDP"]
+
+
+def build6(kind: str) -> tuple[Kernel, Vnet, Vnet, Ifnet, Ifnet]:
+    """a and b, a `kind` tunnel between 2001:db8::1 and ::2 (IPv6 outside) carrying
+    10.0.0.0/24 and 2001:db8:1::/64 (inner addresses ::1 and ::2)."""
+    k = Kernel(clock="virtual", seed=2)
+    a, b = k.create("a"), k.create("b")
+    for v in (a, b):
+        v.sysctl("net.inet.tcp.sendspace", 1 << 20)
+        v.sysctl("net.inet.tcp.recvspace", 1 << 20)
+    ea, eb = connect(a, "192.0.2.1/24", b, "192.0.2.2/24")
+    ok(a, "ifconfig epair0a inet6 2001:db8::1/64")
+    ok(b, "ifconfig epair0b inet6 2001:db8::2/64")
+    k.run(3)  # DAD
+    for vnet, here, there, n, m in ((a, "2001:db8::1", "2001:db8::2", 1, 2),
+                                    (b, "2001:db8::2", "2001:db8::1", 2, 1)):
+        if kind == "vxlan":
+            ok(vnet, f"ifconfig vxlan create vxlanid 42 vxlanlocal {here} vxlanremote {there}")
+            ok(vnet, f"ifconfig vxlan0 inet 10.0.0.{n}/24 up")
+            ok(vnet, f"ifconfig vxlan0 inet6 2001:db8:1::{n}/64")
+        else:
+            ok(vnet, f"ifconfig {kind} create")
+            # (gre's 1476 + 44 bytes of IPv6 and GRE would be fragmented: filled first)
+            mtu = " mtu 1456" if kind == "gre" else ""
+            ok(vnet, f"ifconfig {kind}0 tunnel {here} {there}{mtu}")
+            ok(vnet, f"ifconfig {kind}0 inet 10.0.0.{n} 10.0.0.{m}")
+            ok(vnet, f"ifconfig {kind}0 inet6 2001:db8:1::{n} 2001:db8:1::{m} prefixlen 128")
+    k.run(3)
+    return k, a, b, ea, eb
+
+
+@pytest.mark.parametrize("inner", ["10.0.0.2", "2001:db8:1::2"], ids=["inner4", "inner6"])
+@pytest.mark.parametrize("kind", TUNNELS)
+def test_tunnels_over_ipv6_stay_offloaded_and_captures_are_filled(kind, inner):
+    k, a, b, ea, eb = build6(kind)
+    with Marks(eb) as seen:
+        assert transfer(k, a, b, inner, data=DATA[:100 * KB]) == DATA[:100 * KB]
+    assert seen.marks and all(seen.marks)  # the outer IPv6 packets crossed unfilled
+    cap = open_capture(ea)  # now captured: filled on the way out of a
+    assert transfer(k, a, b, inner, data=DATA[:60 * KB], port=5002) == DATA[:60 * KB]
+    frames = [f for _, f in cap.packets]
+    cap.close()
+    outer6 = [f for f in frames if f[12:14] == b"\x86\xdd" and "TCP" in checked_layers(f)]
+    assert len(outer6) > 30
+    assert b.tcp.stats.rcvbadsum == 0 and k.sched.errors == 0
