@@ -222,3 +222,22 @@ def test_route_change_takes_the_new_gateway(slow_calls):
     tap = Tap(t.r1_if)
     _send(t)
     assert len(_to(FAR, tap.frames)) == 1
+
+
+def test_fragments_and_destination_options_are_passed_on_fast(slow_calls):
+    """A router neither reassembles nor reads them (RFC 8200 4, 4.5): the fast path
+    forwards each fragment and a packet with destination options as it is."""
+    t = _gateway_route()
+    _send(t, count=2)
+    before = len(slow_calls)
+    reassembled = t.h2.ip6.stats.reassembled
+    forwarded = t.r.ip6.stats.forward
+    _send(t, payload=b"f" * 3000)  # cut by h1 into 3 fragments (link MTU 1500)
+    assert t.h1.ip6.stats.ofragments == 3
+    assert t.r.ip6.stats.forward == forwarded + 3
+    assert t.h2.ip6.stats.reassembled == reassembled + 1
+    delivered = t.h2.ip6.stats.delivered
+    dstopts = bytes((wip6.NXT_NONE, 0, 1, 4, 0, 0, 0, 0))  # PadN
+    _send(t, nxt=wip6.NXT_DSTOPTS, payload=dstopts)
+    assert t.h2.ip6.stats.delivered == delivered + 1
+    assert len(slow_calls) == before
