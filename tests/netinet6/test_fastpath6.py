@@ -241,3 +241,32 @@ def test_fragments_and_destination_options_are_passed_on_fast(slow_calls):
     _send(t, nxt=wip6.NXT_DSTOPTS, payload=dstopts)
     assert t.h2.ip6.stats.delivered == delivered + 1
     assert len(slow_calls) == before
+
+
+def test_a_vlan_taking_a_new_parent_rebuilds_its_neighbours_headers():
+    """A VLAN has its parent's MAC: a new parent is a new link-level address, and both
+    ARP's and ND's prebuilt headers (the fast paths send them) take it at once
+    (Kernel.ifnet_lladdr, FreeBSD's iflladdr_event)."""
+    from vimage.kernel import Kernel
+    from vimage.wire import ipv4
+
+    k = Kernel(clock="virtual", seed=6)
+    a, b = k.create("a"), k.create("b")
+    a1, b1 = k.epair(a)
+    b1.move_to(b)
+    a2, _c2 = k.epair(a)
+    for vnet, end, n in ((a, a1, 1), (b, b1, 2)):
+        assert vnet.cmd(f"ifconfig {end.name} up").ok
+        assert vnet.cmd(f"ifconfig vlan0 create vlan 10 vlandev {end.name}").ok
+        assert vnet.cmd(f"ifconfig vlan0 inet 10.10.0.{n}/24 up").ok
+        assert vnet.cmd(f"ifconfig vlan0 inet6 2001:db8:10::{n}/64").ok
+    assert a.cmd(f"ifconfig {a2.name} up").ok
+    k.run(3)
+    assert a.cmd("ping -c 1 10.10.0.2").ok and a.cmd("ping6 -c 1 2001:db8:10::2").ok
+    vlan = a.ifaces["vlan0"]
+    arp_entry = a.arp.table[ipv4.aton("10.10.0.2")]
+    nd_entry = a.nd6.lookup(vlan, wip6.aton("2001:db8:10::2"))
+    assert arp_entry.hdr[6:12] == nd_entry.hdr[6:12] == a1.mac
+    assert a.cmd(f"ifconfig vlan0 vlan 10 vlandev {a2.name}").ok
+    assert vlan.mac == a2.mac != a1.mac
+    assert arp_entry.hdr[6:12] == nd_entry.hdr[6:12] == a2.mac

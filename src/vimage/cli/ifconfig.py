@@ -51,7 +51,6 @@ from vimage.net.ifnet import (
 from vimage.net.offload import CAP_WORDS, caps_text
 from vimage.netinet.in_ import in_add_addr, in_del_addr
 from vimage.netinet6 import in6
-from vimage.protosw import existing
 from vimage.wire import ipv6 as wip6
 from vimage.wire.ipv4 import ntoa
 
@@ -455,10 +454,7 @@ def _set_mac(ifp: Ifnet, mac: bytes) -> None:
     if mac[0] & 1:
         raise ToolError(f"ioctl (SIOCSIFLLADDR): {mac.hex(':')} is a multicast address")
     ifp.mac = mac
-    ifp.vnet.arp.lladdr_changed(ifp)  # the neighbours' prebuilt headers carry the old one
-    nd6 = existing(ifp.vnet, "nd6")
-    if nd6 is not None:
-        nd6.lladdr_changed(ifp)
+    ifp.vnet.kernel.ifnet_lladdr(ifp)  # the neighbours' prebuilt headers carry the old one
     if ifp.up:
         for ia in ifp.addrs:  # tell the neighbours (gratuitous ARP), as FreeBSD does
             ifp.vnet.arp.announce(ifp, ia.addr)

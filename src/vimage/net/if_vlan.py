@@ -103,7 +103,9 @@ class Vlan(EtherIfnet):
                 new_parent.flags |= IFF_L2
             trunk.vlans[new_vid] = self
             self.parent = new_parent
-            self.mac = new_parent.mac
+            if self.mac != new_parent.mac:
+                self.mac = new_parent.mac
+                self.vnet.kernel.ifnet_lladdr(self)  # headers built with the old one
             self.mtu = new_parent.mtu - (0 if new_parent.kind in VLAN_MTU_KINDS else TAG_LEN)
             self.flags |= IFF_RUNNING
         self.vid = new_vid
