@@ -182,9 +182,14 @@ def test_transfer_stays_offloaded_through(kind, monkeypatch):
     assert seen.marks and all(seen.marks)  # every data frame crossed unfilled
     if kind == "vxlan":
         assert all(m & offload.VXLAN for m in seen.marks)
-    assert fills == [] and offload.state(k).segmented == 0  # nothing filled, nothing cut
+    assert fills == []  # nothing filled on the way
     if kind in ("vlan", "bridge"):  # TSO through them: fewer frames than segments
+        assert offload.state(k).segmented == 0
         assert ea.opackets * 4 < a.tcp.stats.sndpack
+    else:  # TCP hands the tunnel large segments, which it cuts, unfilled, to its MTU
+        tunnel = a.ifaces[f"{kind}0"]
+        assert offload.state(k).segmented > 0
+        assert tunnel.opackets * 4 < a.tcp.stats.sndpack <= ea.opackets
     assert b.tcp.stats.rcvbadsum == 0 and b.udp.stats.badsum == 0
     assert k.sched.errors == 0
 
@@ -454,3 +459,22 @@ def test_tunnels_over_ipv6_stay_offloaded_and_captures_are_filled(kind, inner):
     outer6 = [f for f in frames if f[12:14] == b"\x86\xdd" and "TCP" in checked_layers(f)]
     assert len(outer6) > 30
     assert b.tcp.stats.rcvbadsum == 0 and k.sched.errors == 0
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_segment_frame_cuts_unfilled_pieces_that_resolve_right(v6):
+    ip = (IPv6(src="2001:db8::1", dst="2001:db8::2") if v6
+          else IP(src="10.0.0.1", dst="10.0.0.2", id=40))
+    data = bytes(range(256)) * 20  # 5120 bytes
+    pkt = bytes(ip / TCP(sport=1, dport=2, seq=100, flags="PA") / data)
+    pieces = offload.segment_frame(pkt, 1200, 1280, False)
+    assert len(pieces) == 5 and all(len(p) <= 1280 for p in pieces)
+    parse = IPv6 if v6 else IP
+    parsed = [parse(p) for p in pieces]
+    assert [p[TCP].seq for p in parsed] == [100 + 1200 * i for i in range(5)]
+    assert [str(p[TCP].flags) for p in parsed] == ["A"] * 4 + ["PA"]
+    assert all(p[TCP].chksum == 0 for p in parsed)  # left for whoever resolves them
+    assert b"".join(bytes(p[TCP].payload) for p in parsed) == data
+    for piece in pieces:
+        assert checked_layers(offload.resolve_ip(piece, 0, 1280)[0], ether=False) == ["TCP"]
+    assert offload.segment_frame(pieces[0], 1200, 1280, False) == [pieces[0]]  # fits

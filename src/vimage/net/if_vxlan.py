@@ -44,7 +44,7 @@ from vimage.net.ifnet import (
     IFF_SIMPLEX,
     EtherIfnet,
 )
-from vimage.net.offload import CSUM_CAPS, LARGE, VXLAN
+from vimage.net.offload import LARGE, TUNNEL_CAPS, VXLAN
 from vimage.net.tunnel import next_unit
 from vimage.protosw import Protocol
 from vimage.stats import counters
@@ -235,7 +235,7 @@ class Vxlan(EtherIfnet):
         super().__init__(vnet, "vxlan", unit, f"vxlan{unit}",
                          IFF_BROADCAST | IFF_SIMPLEX | IFF_MULTICAST, VXLAN_MTU,
                          vnet.kernel.random_mac())
-        self.capabilities = self.capenable = CSUM_CAPS  # (vimage: see relays)
+        self.capabilities = self.capenable = TUNNEL_CAPS  # (vimage: see relays)
 
     # -- configuration ------------------------------------------------------------------
     def configure(self, **settings: object) -> None:
@@ -341,9 +341,10 @@ class Vxlan(EtherIfnet):
     def relays(self, frame: bytes) -> bool:
         """An offloaded inner frame is encapsulated as it is and the outer datagram sent
         under the mark with its VXLAN bit (vimage.net.offload), so that wherever it is
-        resolved the inner frame is filled first. A large frame is cut first (no TSO),
-        and a vxlan inside another vxlan's offloaded frame fills it (one VXLAN bit)."""
-        return (self.sock is not None and not self.offl.partial & (LARGE | VXLAN)
+        resolved the inner frame is filled first. A large TCP segment is cut into
+        pieces, unfilled, one datagram each (`gso_transmit`); a vxlan inside another
+        vxlan's offloaded frame fills it (one VXLAN bit)."""
+        return (self.sock is not None and not self.offl.partial & VXLAN
                 and self.tx_takes(frame))
 
     def transmit(self, frame: bytes) -> bool:
@@ -352,6 +353,8 @@ class Vxlan(EtherIfnet):
         mark = offl.partial
         if not mark:
             return self._transmit(frame, False)
+        if mark & LARGE:  # one datagram per piece (relays)
+            return self.gso_transmit(frame, self.transmit)
         offl.partial = mark | VXLAN
         try:
             return self._transmit(frame, True)

@@ -343,6 +343,24 @@ class Ifnet:
         bridge, tunnels) and can pass the mark on says so when its capabilities allow."""
         return False
 
+    def gso_transmit(self, frame: bytes, send: Any) -> bool:
+        """A relay that encapsulates (a tunnel) and takes a large TCP segment under the
+        mark: cut it into MTU-sized pieces, still unfilled, and `send(piece)` each with
+        the mark's LARGE bit clear (Linux's software GSO at a tunnel device)."""
+        offl = self.offl
+        pieces = offload.segment_frame(frame, offl.gso, self.mtu, self.mac is not None)
+        if len(pieces) > 1:
+            offl.segmented += 1
+        saved = offl.partial
+        offl.partial = saved & ~LARGE
+        try:
+            sent = True
+            for piece in pieces:
+                sent = send(piece) and sent
+        finally:
+            offl.partial = saved
+        return sent
+
     def input_offloaded(self, frame: bytes) -> None:
         """`input` for a frame a relay passes up under the offload mark (a VLAN's parent,
         a bridge member): resolved first if this interface does not take it as it is."""

@@ -65,6 +65,7 @@ LOOP_CAPS = (IFCAP_HWCSUM | IFCAP_TSO | IFCAP_LRO | IFCAP_LINKSTATE
              | IFCAP_RXCSUM_IPV6 | IFCAP_TXCSUM_IPV6)
 CSUM_CAPS = IFCAP_HWCSUM | IFCAP_RXCSUM_IPV6 | IFCAP_TXCSUM_IPV6
 RELAY_CAPS = CSUM_CAPS | IFCAP_TSO | IFCAP_LRO
+TUNNEL_CAPS = CSUM_CAPS | IFCAP_TSO  # (segments in software before encapsulating)
 
 PARTIAL = 1  # the TCP/UDP checksum may be missing
 LARGE = 2  # a TCP segment may be larger than the MTU (cut at `gso` bytes of payload)
@@ -310,11 +311,45 @@ def _fill(pkt: bytes, hl: int, end: int, where: int, proto: int, src: int,
     return pkt[:hl] + body
 
 
+def segment_frame(frame: bytes, gso: int, mtu: int, ether: bool) -> list[bytes]:
+    """Cut a large TCP segment (Ethernet if `ether`, else a bare IP packet) into pieces
+    of at most `gso` payload bytes that fit `mtu`, their checksums left unfilled: what
+    a tunnel without TSO below it sends under the mark, one encapsulation per piece
+    (Linux's software GSO before a tunnel's transmit). Anything else comes back whole."""
+    off = 0
+    if ether:
+        off = 18 if frame[12:14] == b"\x81\x00" else 14
+    pkt = frame[off:]
+    if len(pkt) < 40:
+        return [frame]
+    version = pkt[0] >> 4
+    if version == 4:
+        hl = (pkt[0] & 0x0F) << 2
+        if pkt[9] != _PROTO_TCP or pkt[6] & 0x3F or pkt[7]:
+            return [frame]
+        end = (pkt[2] << 8) | pkt[3]
+    elif version == 6 and len(pkt) >= 60 and pkt[6] == _PROTO_TCP:
+        hl = 40
+        end = 40 + ((pkt[4] << 8) | pkt[5])
+    else:
+        return [frame]
+    if end > len(pkt) or end - hl < 20:
+        return [frame]
+    doff = (pkt[hl + 12] >> 4) << 2
+    room = mtu - hl - doff
+    if end <= mtu or gso <= 0 or room <= 0 or end - hl - doff <= min(gso, room):
+        return [frame]
+    head = frame[:off]
+    return [head + p for p in _segment(pkt, hl, doff, end, min(gso, room), 0, 0, version,
+                                       fill=False)]
+
+
 def _segment(pkt: bytes, hl: int, doff: int, end: int, gso: int, src: int, dst: int,
-             version: int) -> list[bytes]:
+             version: int, fill: bool = True) -> list[bytes]:
     """Cut a large TCP segment (Linux tcp_gso_segment): consecutive sequence numbers,
-    CWR on the first piece only, FIN and PSH on the last only, every checksum filled;
-    IPv4 pieces take consecutive IP IDs, as a NIC's TSO engine gives them."""
+    CWR on the first piece only, FIN and PSH on the last only, every checksum filled
+    (unless not `fill`: then left for whoever resolves the pieces); IPv4 pieces take
+    consecutive IP IDs, as a NIC's TSO engine gives them."""
     iph = bytearray(pkt[:hl])
     tcph = bytearray(pkt[hl:hl + doff])
     tcph[16:18] = b"\x00\x00"
@@ -335,8 +370,9 @@ def _segment(pkt: bytes, hl: int, doff: int, end: int, gso: int, src: int, dst: 
         _U32.pack_into(tcph, 4, (seq + i * gso) & 0xFFFFFFFF)
         tcph[16:18] = b"\x00\x00"
         length = doff + len(chunk)
-        value = checksum(chunk, ones_sum(tcph, pseudo_sum(src, dst, _PROTO_TCP, length)))
-        _U16.pack_into(tcph, 16, value)
+        if fill:
+            value = checksum(chunk, ones_sum(tcph, pseudo_sum(src, dst, _PROTO_TCP, length)))
+            _U16.pack_into(tcph, 16, value)
         if version == 4:
             _U16.pack_into(iph, 2, hl + length)
             _U16.pack_into(iph, 4, (ident + i) & 0xFFFF)

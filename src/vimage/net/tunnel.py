@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from vimage.net import ether
 from vimage.net.ifnet import IFF_MULTICAST, IFF_POINTOPOINT, IFF_UP, Ifnet
-from vimage.net.offload import CSUM_CAPS, LARGE, VXLAN, resolve_ip
+from vimage.net.offload import LARGE, TUNNEL_CAPS, VXLAN, resolve_ip
 from vimage.stats import counters
 from vimage.wire.ethernet import ETHERTYPE_IP
 
@@ -119,7 +119,7 @@ class Tunnel(Ifnet):
         self.peers6: dict[int, int] = {}  # the same for IPv6 addresses
         super().__init__(vnet, self.KIND, unit, f"{self.KIND}{unit}",
                          IFF_POINTOPOINT | IFF_MULTICAST, self.MTU, None)
-        self.capabilities = self.capenable = CSUM_CAPS  # (vimage: see Tunnel.relays)
+        self.capabilities = self.capenable = TUNNEL_CAPS  # (vimage: see Tunnel.relays)
 
     # -- configuration ------------------------------------------------------------------
     def set_tunnel(self, src: int, dst: int, family: int = AF_INET) -> None:
@@ -156,8 +156,9 @@ class Tunnel(Ifnet):
         """An offloaded inner packet is encapsulated as it is: the outer packet goes
         out under the same mark, and wherever it is resolved (a capture, a hook, a link
         out of the process) the inner packet is filled (offload.resolve_ip looks inside
-        IP-in-IP and GRE). A large one is cut first: a tunnel has no TSO."""
-        return not self.offl.partial & LARGE and self.tx_takes(frame)
+        IP-in-IP and GRE). A large TCP segment (TSO) is cut into pieces that fit the
+        tunnel, left unfilled, and each encapsulated (`gso_transmit`)."""
+        return self.tx_takes(frame)
 
     def transmit(self, frame: bytes) -> bool:
         """Encapsulate and send (gif_transmit / gre_transmit), refusing loops."""
@@ -165,6 +166,8 @@ class Tunnel(Ifnet):
         if not self.dst or not frame:
             self.oerrors += 1
             return False
+        if self.offl.partial & LARGE:  # one outer packet per piece (Tunnel.relays)
+            return self.gso_transmit(frame, self.transmit)
         stack = state.stack
         if self in stack:  # FreeBSD gif_check_nesting: "loop detected"
             state.stats.loops += 1
