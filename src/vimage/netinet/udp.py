@@ -455,4 +455,3 @@ def _vxlan_plain(dgram: wudp.UdpRepr, socks: Iterable[Socket]) -> wudp.UdpRepr:
     if any(getattr(sock, "offloaded_inner", False) for sock in socks):
         return dgram
     return dgram._replace(payload=memoryview(offload.fill_vxlan(bytes(dgram.payload))))
-

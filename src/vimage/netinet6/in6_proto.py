@@ -51,6 +51,8 @@ IP6 = Protocol(
     ethertype=ETHERTYPE_IPV6, input=ip6.Ip6State.input, sysctls=ip6.SYSCTLS,
     stats=ip6.STAT_LINES, stats_order=60, add_addr=in6.in6_add_addr_text,
     ifattach=in6.in6_ifattach, ifdetach=_ip6_ifdetach, ifup=in6.in6_ifup)
+
+
 def _nd6_iflladdr(ifp: Ifnet) -> None:
     nd6_state = existing(ifp.vnet, "nd6")  # never used: no header to rebuild
     if nd6_state is not None:

@@ -481,7 +481,7 @@ class Nd6State:
         """`ifp` has a new MAC address: rebuild its neighbours' headers (FreeBSD's
         iflladdr_event -> lltable_update_ifaddr), as ArpState.lladdr_changed does."""
         data = in6.addrs_data(ifp)
-        if data is not None:
+        if data is not None and ifp.mac is not None:
             for entry in data.nd.values():
                 if entry.mac is not None:
                     entry.hdr = entry.mac + ifp.mac + ETH_IP6  # type: ignore[operator]
