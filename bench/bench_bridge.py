@@ -11,7 +11,12 @@ is the real one `a` emits for a UDP datagram (ARP resolved and addresses learnt 
 Every frame is queued at one virtual instant, so the bridge's per-tick bound is set
 above the count (it bounds loops, not traffic). Each topology runs `--repeat` times,
 interleaved, and the run with the least CPU time is kept (the machine may be shared);
-rates are per CPU second and per wall second. Writes JSON.
+rates are per CPU second and per wall second.
+
+Then bulk TCP (`--tcp-mb`, best of `--repeat`) over the plain epair, from an address on
+a bridge interface (bridge0 in a, the epair its member: the bridge's own output) and
+over a VLAN on both ends of the epair: what checksum offload and TSO through a bridge
+or a VLAN save. Writes JSON.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from _bulk import best_of, big_buffers, move, rates, tcp_pair
 from _report import report
 from vimage.kernel import Kernel
 from vimage.net.if_bridge import Bridge
@@ -113,12 +119,43 @@ def bridged(frames: int, size: int) -> dict:
     return result
 
 
+TCP_PATHS = ("plain", "bridge", "vlan")
+
+
+def tcp_transfer(path: str, size: int) -> dict[str, object]:
+    """Bulk TCP a -> b over `path`, virtual clock."""
+    kernel = Kernel(clock="virtual", seed=1)
+    a, b = kernel.create("a"), kernel.create("b")
+    ea, eb = kernel.epair(a)
+    eb.move_to(b)
+    big_buffers((a, b))
+    if path == "plain":
+        _cmd(a, f"ifconfig {ea.name} 10.0.0.1/24 up")
+        _cmd(b, f"ifconfig {eb.name} 10.0.0.2/24 up")
+    elif path == "bridge":
+        _cmd(a, f"ifconfig {ea.name} up")
+        _cmd(a, f"ifconfig bridge create addm {ea.name} 10.0.0.1/24 up")
+        _cmd(b, f"ifconfig {eb.name} 10.0.0.2/24 up")
+    else:
+        for v, end, addr in ((a, ea, "10.0.0.1/24"), (b, eb, "10.0.0.2/24")):
+            _cmd(v, f"ifconfig {end.name} up")
+            _cmd(v, f"ifconfig {end.name}.10 create")
+            _cmd(v, f"ifconfig {end.name}.10 {addr} up")
+    kernel.run(1)
+    cli, conn = tcp_pair(a, b, "10.0.0.2")
+    wall, cpu = move(cli, conn, size)
+    return {"path": path, "bytes": size, **rates(size, wall, cpu),
+            "frames_on_the_epair": ea.opackets, "errors": kernel.sched.errors}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--frames", type=int, default=50000)
     parser.add_argument("--size", type=int, default=64, help="UDP payload bytes")
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs of each, interleaved; the fastest (least CPU) is kept")
+    parser.add_argument("--tcp-mb", type=float, default=10.0,
+                        help="megabytes per bulk TCP transfer (0: none)")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args(argv)
     runs_p, runs_b = [], []
@@ -134,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         "bridge_vs_plain_ratio": br["frames_per_cpu_s"] / p["frames_per_cpu_s"],
         "bridge_added_cpu_us_per_frame": br["cpu_us_per_frame"] - p["cpu_us_per_frame"],
     }
+    if args.tcp_mb > 0:
+        size = int(args.tcp_mb * 1e6)
+        result["tcp"] = best_of(TCP_PATHS, max(1, args.repeat),
+                                lambda path: tcp_transfer(path, size))
     report(result, args.out)
     return 0
 

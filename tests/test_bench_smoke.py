@@ -95,11 +95,16 @@ def test_bench_nat_forwards_and_translates_every_packet():
 
 
 def test_bench_bridge_forwards_every_frame_by_one_port():
-    result = _run("bench_bridge.py", "--frames", "300")
+    result = _run("bench_bridge.py", "--frames", "300", "--repeat", "1", "--tcp-mb", "1")
     br, plain = result["bridge_learnt_unicast"], result["plain_epair_hop"]
     assert plain["delivered_at_b"] == 300 and br["delivered_at_b"] == 300
     assert br["bridge_forwarded"] == 300 and br["sent_back_to_source_port"] == 0
     assert result["bridge_vs_plain_ratio"] > 0
+    tcp = {run["path"]: run for run in result["tcp"]}
+    assert set(tcp) == {"plain", "bridge", "vlan"}
+    assert all(run["errors"] == 0 and run["bytes"] == 1_000_000 for run in tcp.values())
+    # offloaded through the bridge and the VLAN: large segments, as on the plain epair
+    assert tcp["bridge"]["frames_on_the_epair"] < 200 and tcp["vlan"]["frames_on_the_epair"] < 200
 
 
 def test_bench_ipfw_forwards_every_packet_in_every_ruleset():

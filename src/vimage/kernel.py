@@ -312,6 +312,13 @@ class Kernel:
             if proto.ifup is not None:
                 proto.ifup(ifp)
 
+    def ifnet_lladdr(self, ifp: Ifnet) -> None:
+        """`ifp` has a new link-level address (FreeBSD's iflladdr_event): the neighbour
+        caches rebuild the link headers they prebuilt with the old one."""
+        for proto in self.protocols:
+            if proto.iflladdr is not None:
+                proto.iflladdr(ifp)
+
     def vnet_departure(self, vnet: Vnet) -> None:
         for listener in list(self._listeners):
             hook = getattr(listener, "vnet_detach", None)

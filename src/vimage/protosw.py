@@ -73,9 +73,10 @@ class Protocol:
     sockets     (socket type, factory) pairs: factory(vnet, family, type, proto)
     add_addr    add_addr(ifp, text, broadcast): `Ifnet.add_addr` for this domain
                 (FreeBSD's pr_control for SIOCAIFADDR)
-    ifattach, ifdetach, ifup
-                interface events (FreeBSD ifnet_arrival_event, ifnet_departure_event and
-                the link coming up), called with the interface in its vnet
+    ifattach, ifdetach, ifup, iflladdr
+                interface events (FreeBSD ifnet_arrival_event, ifnet_departure_event, the
+                link coming up, iflladdr_event: its link-level address changed), called
+                with the interface in its vnet
     lazy        attach on first use of `vnet.<slot>` instead of at vnet creation (a
                 subsystem most vnets never use: a firewall, a shaper, NAT, a tunnel, a
                 transport); detached only if it was attached. With packet input, its
@@ -103,6 +104,7 @@ class Protocol:
     ifattach: Callable[[Ifnet], None] | None = None
     ifdetach: Callable[[Ifnet], None] | None = None
     ifup: Callable[[Ifnet], None] | None = None
+    iflladdr: Callable[[Ifnet], None] | None = None
     lazy: bool = False
 
     def __post_init__(self) -> None:

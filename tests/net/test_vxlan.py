@@ -32,17 +32,18 @@ def test_ifconfig_output():
     lines = ok(a, "ifconfig vxlan0").splitlines()
     assert lines[0] == ("vxlan0: flags=8843<UP,BROADCAST,RUNNING,SIMPLEX,MULTICAST> metric 0"
                         " mtu 1450")
-    assert lines[1].startswith("\tether ")
-    assert lines[2:] == [
+    assert lines[1] == "\toptions=600303<RXCSUM,TXCSUM,TSO4,TSO6,RXCSUM_IPV6,TXCSUM_IPV6>"
+    assert lines[2].startswith("\tether ")
+    assert lines[3:] == [
         "\tinet 10.0.0.1 netmask 0xffffff00 broadcast 10.0.0.255",
-        lines[3],  # the link-local address, checked below
+        lines[4],  # the link-local address, checked below
         "\tgroups: vxlan",
         "\tvxlan vni 42 local 192.0.2.1:4789 remote 192.0.2.2:4789",
         "\tmedia: Ethernet autoselect (autoselect <full-duplex>)",
         "\tstatus: active",
         "\tnd6 options=21<PERFORMNUD,AUTO_LINKLOCAL>",
     ]
-    assert lines[3].startswith("\tinet6 fe80::") and "%vxlan0 prefixlen 64" in lines[3]
+    assert lines[4].startswith("\tinet6 fe80::") and "%vxlan0 prefixlen 64" in lines[4]
     assert "192.0.2.1.4789" in ok(a, "netstat -an")  # the kernel socket
     ok(a, "ifconfig vxlan0 down")
     assert "status: no carrier" in ok(a, "ifconfig vxlan0")

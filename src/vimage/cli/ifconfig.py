@@ -454,7 +454,7 @@ def _set_mac(ifp: Ifnet, mac: bytes) -> None:
     if mac[0] & 1:
         raise ToolError(f"ioctl (SIOCSIFLLADDR): {mac.hex(':')} is a multicast address")
     ifp.mac = mac
-    ifp.vnet.arp.lladdr_changed(ifp)  # the neighbours' prebuilt headers carry the old one
+    ifp.vnet.kernel.ifnet_lladdr(ifp)  # the neighbours' prebuilt headers carry the old one
     if ifp.up:
         for ia in ifp.addrs:  # tell the neighbours (gratuitous ARP), as FreeBSD does
             ifp.vnet.arp.announce(ifp, ia.addr)

@@ -42,6 +42,7 @@ from vimage.net.ifnet import (
     EtherIfnet,
     Ifnet,
 )
+from vimage.net.offload import RELAY_CAPS
 
 if TYPE_CHECKING:
     from vimage.kernel import Kernel
@@ -127,6 +128,7 @@ class Bridge(EtherIfnet):
         super().__init__(vnet, kind, unit, f"{kind}{unit}",
                          IFF_BROADCAST | IFF_SIMPLEX | IFF_MULTICAST,
                          ETHER_MTU, kernel.random_mac(vnet))
+        self.capabilities = self.capenable = RELAY_CAPS
 
     @property
     def hub(self) -> bool:
@@ -338,14 +340,14 @@ class Bridge(EtherIfnet):
             return True
         if self.hub:
             self._flood(frame, member, True)
-            EtherIfnet.input(self, frame)
+            self.input_offloaded(frame)
             return True
         if member.flags & IFBIF_LEARNING:
             self.learn(frame[6:12], member)
         dst = frame[:6]
         if dst[0] & 1:  # broadcast or multicast: everyone, and us
             self._flood(frame, member, True)
-            EtherIfnet.input(self, frame)
+            self.input_offloaded(frame)
             return True
         entry = self.rt.get(dst)
         if entry is not None:
@@ -357,7 +359,7 @@ class Bridge(EtherIfnet):
             out.ifp.output(frame)
             return True
         if dst == self.mac:
-            EtherIfnet.input(self, frame)
+            self.input_offloaded(frame)
             return True
         for other in self.members:  # for a member's own address: that member's stack
             if other.mac == dst:
@@ -367,6 +369,11 @@ class Bridge(EtherIfnet):
                 return True
         self._flood(frame, member, False)  # unknown unicast
         return True
+
+    def relays(self, frame: bytes) -> bool:
+        """The bridge's own output passes an offloaded frame to its members still
+        offloaded; each member keeps it whole or fills it (vimage.net.offload)."""
+        return self.tx_takes(frame)
 
     def transmit(self, frame: bytes) -> bool:
         """The bridge interface's own output (bridge_output): to the one member behind

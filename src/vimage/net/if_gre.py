@@ -66,6 +66,10 @@ class Gre(Tunnel):
     def can_share(self, other: Tunnel) -> bool:
         return other.key != self.key  # type: ignore[attr-defined]
 
+    def relays(self, frame: bytes) -> bool:
+        """Not with a GRE checksum, which covers the inner packet: that is filled first."""
+        return not self.options & GRE_ENABLE_CSUM and super().relays(frame)
+
     def encap(self, pkt: bytes) -> tuple[int, bytes]:
         version = pkt[0] >> 4
         if version == 4 and not self.options:

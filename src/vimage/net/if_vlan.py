@@ -31,6 +31,7 @@ from vimage.net.ifnet import (
     Ifnet,
     destroy,
 )
+from vimage.net.offload import RELAY_CAPS
 from vimage.wire.vlan import PCP_MAX, TAG_LEN, TPID_BYTES, VID_MAX, VID_MIN, tci
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class Trunk:
             self.unknown_vid += 1
             ifp.iqdrops += 1  # IFCOUNTER_NOPROTO
             return True
-        vlan.input(frame[:12] + frame[16:])
+        vlan.input_offloaded(frame[:12] + frame[16:])  # (an offloaded frame: its RXCSUM)
         return True
 
 
@@ -79,6 +80,7 @@ class Vlan(EtherIfnet):
         self.tag = b""
         super().__init__(vnet, "vlan", unit, name, IFF_BROADCAST | IFF_SIMPLEX | IFF_MULTICAST,
                          ETHER_MTU, bytes(6))
+        self.capabilities = self.capenable = RELAY_CAPS
 
     def configure(self, parent: Ifnet | None, vid: int | None, pcp: int | None = None) -> None:
         """`vlan VID vlandev PARENT` and `vlanpcp N` (SIOCSETVLAN); OSError on refusal."""
@@ -101,7 +103,9 @@ class Vlan(EtherIfnet):
                 new_parent.flags |= IFF_L2
             trunk.vlans[new_vid] = self
             self.parent = new_parent
-            self.mac = new_parent.mac
+            if self.mac != new_parent.mac:
+                self.mac = new_parent.mac
+                self.vnet.kernel.ifnet_lladdr(self)  # headers built with the old one
             self.mtu = new_parent.mtu - (0 if new_parent.kind in VLAN_MTU_KINDS else TAG_LEN)
             self.flags |= IFF_RUNNING
         self.vid = new_vid
@@ -120,6 +124,11 @@ class Vlan(EtherIfnet):
                 parent.flags &= ~IFF_L2
         self.parent = None
         self.flags &= ~IFF_RUNNING
+
+    def relays(self, frame: bytes) -> bool:
+        """An offloaded frame goes to the parent tagged and still offloaded: the parent
+        keeps it whole for an in-process peer or fills it (vimage.net.offload)."""
+        return self.parent is not None and self.tx_takes(frame)
 
     def transmit(self, frame: bytes) -> bool:
         """Insert the tag after the MAC addresses and send through the parent."""

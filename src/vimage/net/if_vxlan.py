@@ -44,6 +44,7 @@ from vimage.net.ifnet import (
     IFF_SIMPLEX,
     EtherIfnet,
 )
+from vimage.net.offload import LARGE, TUNNEL_CAPS, VXLAN
 from vimage.net.tunnel import next_unit
 from vimage.protosw import Protocol
 from vimage.stats import counters
@@ -170,6 +171,7 @@ class VxlanSocket:
                  "reuseaddr", "reuseport", "state", "vnis")
 
     type = 2  # SOCK_DGRAM, for netstat
+    offloaded_inner = True  # takes datagrams whose inner frame is unfilled (offload.VXLAN)
     recvopts = 0  # no control messages (UDP input reads it of every receiver)
     reuseport_lb = False
     scope = 0  # what UDP over IPv6 reads of a socket: no zone, IPv6 only
@@ -233,6 +235,7 @@ class Vxlan(EtherIfnet):
         super().__init__(vnet, "vxlan", unit, f"vxlan{unit}",
                          IFF_BROADCAST | IFF_SIMPLEX | IFF_MULTICAST, VXLAN_MTU,
                          vnet.kernel.random_mac(vnet))
+        self.capabilities = self.capenable = TUNNEL_CAPS  # (vimage: see relays)
 
     # -- configuration ------------------------------------------------------------------
     def configure(self, **settings: object) -> None:
@@ -335,8 +338,30 @@ class Vxlan(EtherIfnet):
         return [(mac, e[0]) for mac, e in self.ftable.items() if e[1] > now]
 
     # -- data path ----------------------------------------------------------------------
+    def relays(self, frame: bytes) -> bool:
+        """An offloaded inner frame is encapsulated as it is and the outer datagram sent
+        under the mark with its VXLAN bit (vimage.net.offload), so that wherever it is
+        resolved the inner frame is filled first. A large TCP segment is cut into
+        pieces, unfilled, one datagram each (`gso_transmit`); a vxlan inside another
+        vxlan's offloaded frame fills it (one VXLAN bit)."""
+        return (self.sock is not None and not self.offl.partial & VXLAN
+                and self.tx_takes(frame))
+
     def transmit(self, frame: bytes) -> bool:
         """vxlan_transmit: pick the VTEP, encapsulate, send over UDP."""
+        offl = self.offl
+        mark = offl.partial
+        if not mark:
+            return self._transmit(frame, False)
+        if mark & LARGE:  # one datagram per piece (relays)
+            return self.gso_transmit(frame, self.transmit)
+        offl.partial = mark | VXLAN
+        try:
+            return self._transmit(frame, True)
+        finally:
+            offl.partial = mark
+
+    def _transmit(self, frame: bytes, offloaded: bool) -> bool:
         sock = self.sock
         if sock is None or len(frame) < 14:
             self.oerrors += 1
@@ -354,7 +379,7 @@ class Vxlan(EtherIfnet):
         span = self.port_max - self.port_min + 1
         sport = self.port_min + zlib.crc32(frame[:14]) % span  # RFC 7348 §5: a flow hash
         if self.family == AF_INET6:
-            return self._output6(sport, dst, frame)
+            return self._output6(sport, dst, frame, offloaded)
         # RFC 7348 §5: the UDP checksum SHOULD be zero over IPv4 (Linux's default too)
         payload = wudp.build(sport, self.rport, wvxlan.header(self.vni) + frame,  # type: ignore[arg-type]
                              self.local, dst, with_checksum=False)
@@ -368,11 +393,12 @@ class Vxlan(EtherIfnet):
         self.vnet.udp.stats.opackets += 1
         return True
 
-    def _output6(self, sport: int, dst: int, frame: bytes) -> bool:
+    def _output6(self, sport: int, dst: int, frame: bytes, offloaded: bool) -> bool:
         """Over IPv6 the UDP checksum is computed (RFC 8200 8.1; RFC 7348 §5), the
-        hop limit is `vxlanttl` (FreeBSD vxlan_encap6)."""
+        hop limit is `vxlanttl` (FreeBSD vxlan_encap6); under the offload mark it is
+        left to whoever fills the inner frame's (vimage.net.offload)."""
         payload = wudp.build(sport, self.rport, wvxlan.header(self.vni) + frame,  # type: ignore[arg-type]
-                             self.local, dst)
+                             self.local, dst, with_checksum=not offloaded)
         ip6 = self.vnet.ip6
         try:
             if dst == self.group:  # out of vxlandev, whatever the routes say
@@ -412,7 +438,7 @@ class Vxlan(EtherIfnet):
         data = bytes(frame)
         if self.learn and not data[6] & 1:
             self._learn(data[6:12], src)
-        self.txq.append((self, data))
+        self.queue_input(data)  # an offloaded outer datagram's inner frame stays so
 
     def _learn(self, mac: bytes, src: int) -> None:
         now = self.vnet.kernel.sched.now_ns()

@@ -27,6 +27,9 @@ from vimage.net.offload import (
     IFCAP_TSO6,
     IFCAP_TXCSUM,
     IFCAP_TXCSUM_IPV6,
+    LARGE,
+    PARTIAL,
+    VXLAN,
     RxPort,
 )
 from vimage.protosw import Protocol
@@ -246,33 +249,50 @@ class Ifnet:
         """Transmit a frame whose TCP/UDP checksum may be missing and which may be a
         large TCP segment (see vimage.net.offload): whole to an in-process receiver that
         takes it (no capture, hook or impairment on the way, the capabilities on both
-        ends), else filled in and cut to the MTU here and sent the ordinary way."""
+        ends); through a relay (a VLAN, a bridge, a tunnel: `relays`) whole to what it
+        sends through, which decides in turn; else filled in and cut to the MTU here and
+        sent the ordinary way."""
         offl = self.offl
         rx = self.offload_peer()
-        if rx is not None and self.bpf is None and rx.bpf is None \
-                and not (self.flags | rx.flags) & IFF_LINK_HOOKS and self.flags & IFF_UP \
-                and rx.vnet not in offl.hooked:
-            if self.mac is None:
-                v6 = bool(frame) and frame[0] >> 4 == 6
-                large = len(frame) > self.mtu
-            else:
-                v6 = frame[12:14] == b"\x86\xdd"
-                large = len(frame) > self.mtu + 14
-            tx_on = self.capenable
-            rx_on = rx.capenable
-            if v6:
-                ok = tx_on & IFCAP_TXCSUM_IPV6 and rx_on & IFCAP_RXCSUM_IPV6 and (
-                    not large or (tx_on & IFCAP_TSO6 and rx_on & IFCAP_LRO))
-            else:
-                ok = tx_on & IFCAP_TXCSUM and rx_on & IFCAP_RXCSUM and (
-                    not large or (tx_on & IFCAP_TSO4 and rx_on & IFCAP_LRO))
-            if ok:
-                self.opackets += 1
-                self.obytes += len(frame)
-                port = RxPort(rx, offl, offl.gso) if large else rx.rx_port()
-                self.txq.append((port, frame))
-                return True
-        pieces = offload.resolve_frame(frame, offl.gso, self.mtu, self.mac is not None)
+        if rx is not None:
+            if self.bpf is None and rx.bpf is None \
+                    and not (self.flags | rx.flags) & IFF_LINK_HOOKS and self.flags & IFF_UP \
+                    and rx.vnet not in offl.hooked:
+                if self.mac is None:  # (frame_kind, inline: this is TCP's hot path)
+                    v6 = bool(frame) and frame[0] >> 4 == 6
+                    large = len(frame) > self.mtu
+                else:
+                    etype = frame[12:14]
+                    hl = 14
+                    if etype == b"\x81\x00":  # tagged (a VLAN's parent)
+                        etype = frame[16:18]
+                        hl = 18
+                    v6 = etype == b"\x86\xdd"
+                    large = len(frame) > self.mtu + hl
+                tx_on = self.capenable
+                rx_on = rx.capenable
+                if v6:
+                    ok = tx_on & IFCAP_TXCSUM_IPV6 and rx_on & IFCAP_RXCSUM_IPV6 and (
+                        not large or (tx_on & IFCAP_TSO6 and rx_on & IFCAP_LRO))
+                else:
+                    ok = tx_on & IFCAP_TXCSUM and rx_on & IFCAP_RXCSUM and (
+                        not large or (tx_on & IFCAP_TSO4 and rx_on & IFCAP_LRO))
+                if ok:
+                    self.opackets += 1
+                    self.obytes += len(frame)
+                    vxlan = offl.partial & VXLAN
+                    if large:
+                        port = RxPort(rx, offl, offl.gso, vxlan)
+                    else:
+                        port = RxPort(rx, offl, 0, vxlan) if vxlan else rx.rx_port()
+                    self.txq.append((port, frame))
+                    return True
+        elif self.bpf is None and self.flags & _UP_OR_HOOKS == IFF_UP and self.relays(frame):
+            self.opackets += 1
+            self.obytes += len(frame)
+            return self.transmit(frame)  # under the mark still
+        pieces = offload.resolve_frame(frame, offl.gso, self.mtu, self.mac is not None,
+                                       bool(offl.partial & VXLAN))
         if len(pieces) > 1:
             offl.segmented += 1
         saved = offl.partial
@@ -291,6 +311,89 @@ class Ifnet:
         if port is None:
             port = self.rxport = RxPort(self, self.offl)
         return port
+
+    def frame_kind(self, frame: bytes) -> tuple[bool, bool]:
+        """(IPv6, larger than the MTU) for a frame of this interface (Ethernet, with or
+        without an 802.1Q tag, or a bare IP packet)."""
+        if self.mac is None:
+            return bool(frame) and frame[0] >> 4 == 6, len(frame) > self.mtu
+        if frame[12:14] == b"\x81\x00":
+            return frame[16:18] == b"\x86\xdd", len(frame) > self.mtu + 18
+        return frame[12:14] == b"\x86\xdd", len(frame) > self.mtu + 14
+
+    def tx_takes(self, frame: bytes) -> bool:
+        """Whether the transmit capabilities let `frame` go on under the offload mark."""
+        v6, large = self.frame_kind(frame)
+        on = self.capenable
+        if v6:
+            return bool(on & IFCAP_TXCSUM_IPV6 and (not large or on & IFCAP_TSO6))
+        return bool(on & IFCAP_TXCSUM and (not large or on & IFCAP_TSO4))
+
+    def rx_takes(self, frame: bytes) -> bool:
+        """Whether this interface's input takes `frame` under the offload mark as it is
+        (RXCSUM, RXCSUM_IPV6, and LRO for a large one); a relay's receiving side asks."""
+        v6, large = self.frame_kind(frame)
+        on = self.capenable
+        return bool(on & (IFCAP_RXCSUM_IPV6 if v6 else IFCAP_RXCSUM)
+                    and (not large or on & IFCAP_LRO))
+
+    def relays(self, frame: bytes) -> bool:
+        """Whether `transmit` may take `frame` under the offload mark: an interface that
+        hands its frames synchronously to another one's output or to IP output (VLAN,
+        bridge, tunnels) and can pass the mark on says so when its capabilities allow."""
+        return False
+
+    def gso_transmit(self, frame: bytes, send: Any) -> bool:
+        """A relay that encapsulates (a tunnel) and takes a large TCP segment under the
+        mark: cut it into MTU-sized pieces, still unfilled, and `send(piece)` each with
+        the mark's LARGE bit clear (Linux's software GSO at a tunnel device)."""
+        offl = self.offl
+        pieces = offload.segment_frame(frame, offl.gso, self.mtu, self.mac is not None)
+        if len(pieces) > 1:
+            offl.segmented += 1
+        saved = offl.partial
+        offl.partial = saved & ~LARGE
+        try:
+            sent = True
+            for piece in pieces:
+                sent = send(piece) and sent
+        finally:
+            offl.partial = saved
+        return sent
+
+    def input_offloaded(self, frame: bytes) -> None:
+        """`input` for a frame a relay passes up under the offload mark (a VLAN's parent,
+        a bridge member): resolved first if this interface does not take it as it is."""
+        offl = self.offl
+        if not offl.partial or self.rx_takes(frame):
+            self.input(frame)
+            return
+        pieces = offload.resolve_frame(frame, offl.gso, self.mtu, self.mac is not None,
+                                       bool(offl.partial & VXLAN))
+        saved = offl.partial
+        offl.partial = 0
+        try:
+            for piece in pieces:
+                self.input(piece)
+        finally:
+            offl.partial = saved
+
+    def queue_input(self, frame: bytes, keep: int = ~VXLAN) -> None:
+        """Queue a decapsulated frame for this interface's input (the kernel loop delivers
+        it, as FreeBSD's netisr does) with the bits `keep` of the current offload mark:
+        the offload crosses the queue as it crosses a link (vimage.net.offload)."""
+        offl = self.offl
+        mark = offl.partial & keep & ~LARGE  # (nothing large is ever encapsulated)
+        if not mark:
+            self.txq.append((self, frame))
+        elif not self.rx_takes(frame):  # -rxcsum: it arrives filled
+            vxlan = bool(mark & VXLAN)
+            for piece in offload.resolve_frame(frame, 0, self.mtu, self.mac is not None, vxlan):
+                self.txq.append((self, piece))
+        elif mark == PARTIAL:
+            self.txq.append((self.rx_port(), frame))
+        else:
+            self.txq.append((RxPort(self, offl, 0, mark & VXLAN), frame))
 
     def offload_peer(self) -> Ifnet | None:
         """The in-process interface that receives what this one transmits, when it can
@@ -365,7 +468,8 @@ class EtherIfnet(Ifnet):
         self.ibytes += len(frame)
         if self.bpf is not None:
             if self.offl.partial:  # a capture started with offloaded frames queued
-                for piece in offload.resolve_frame(frame, self.offl.gso, self.mtu, True):
+                for piece in offload.resolve_frame(frame, self.offl.gso, self.mtu, True,
+                                                   bool(self.offl.partial & VXLAN)):
                     self.bpf.tap(piece, False)
             else:
                 self.bpf.tap(frame, False)
@@ -377,11 +481,18 @@ class EtherIfnet(Ifnet):
                 frame = pfil.run(vnet.pfil_link_in, frame, self)  # type: ignore[assignment]
                 if frame is None:
                     return
-        # the common case inline: the vnet's first ethertype (IPv4), unicast to us from a
-        # unicast source; everything else (and a vnet's first frame) goes through the table
+        # the common case inline: the vnet's first ethertype (IPv4), then any type the
+        # table knows (IPv6), unicast to us from a unicast source; everything else (and a
+        # vnet's first frame, which binds the table) goes through ether_input
         if frame[12:14] == vnet.ether_fast_type and frame[:6] == self.mac and not frame[6] & 1:
             vnet.ether_fast(self, frame[14:])  # type: ignore[misc]
             return
+        if len(frame) >= 14 and frame[:6] == self.mac and not frame[6] & 1:
+            # unicast to us of another known type (IPv6): its input without ether_input
+            handler = vnet.ethertypes.get((frame[12] << 8) | frame[13])
+            if handler is not None:
+                handler(self, frame[14:])
+                return
         ether.ether_input(self, frame)
 
 

@@ -56,19 +56,31 @@ CAP_WORDS: Mapping[str, int] = MappingProxyType({
     "tso4": IFCAP_TSO4, "tso6": IFCAP_TSO6, "tso": IFCAP_TSO, "lro": IFCAP_LRO,
 })
 
-# what epair and lo0 offer and enable by default (as Linux veth: csum, TSO, GRO)
+# what epair and lo0 offer and enable by default (as Linux veth: csum, TSO, GRO); a VLAN
+# and a bridge relay offloaded frames to their parent or members (FreeBSD's vlan and
+# bridge take their parent's and members' capabilities; here every parent can resolve)
 EPAIR_CAPS = (IFCAP_HWCSUM | IFCAP_VLAN_MTU | IFCAP_TSO | IFCAP_LRO
               | IFCAP_RXCSUM_IPV6 | IFCAP_TXCSUM_IPV6)
 LOOP_CAPS = (IFCAP_HWCSUM | IFCAP_TSO | IFCAP_LRO | IFCAP_LINKSTATE
              | IFCAP_RXCSUM_IPV6 | IFCAP_TXCSUM_IPV6)
 CSUM_CAPS = IFCAP_HWCSUM | IFCAP_RXCSUM_IPV6 | IFCAP_TXCSUM_IPV6
+RELAY_CAPS = CSUM_CAPS | IFCAP_TSO | IFCAP_LRO
+TUNNEL_CAPS = CSUM_CAPS | IFCAP_TSO  # (segments in software before encapsulating)
 
 PARTIAL = 1  # the TCP/UDP checksum may be missing
 LARGE = 2  # a TCP segment may be larger than the MTU (cut at `gso` bytes of payload)
+VXLAN = 4  # with PARTIAL: the first UDP datagram in the frame is a VXLAN encapsulation
+# (set by a vxlan interface around its outer packet's output): the missing checksum is
+# its inner frame's, and the outer UDP checksum is filled after it (zero over IPv4 stays)
 TSO_MAX = 65535  # the largest IP packet TCP hands down (FreeBSD's if_hw_tsomax)
 
+_PROTO_IPIP = 4
 _PROTO_TCP = 6
 _PROTO_UDP = 17
+_PROTO_IPV6 = 41
+_PROTO_GRE = 47
+_GRE_IP = (b"\x08\x00", b"\x86\xdd")  # GRE protocol types of an inner IP packet
+_WHOLE = 1 << 30  # an encapsulated packet is never cut: no MTU applies inside
 _FIN_PSH = 0x09
 _CWR = 0x80
 _U32 = struct.Struct("!I")
@@ -113,7 +125,7 @@ def state(kernel: Kernel) -> Offload:
 def resend(offl: Offload, pkt: bytes, mtu: int, send: Any, *args: Any) -> None:
     """Resolve the IP packet `pkt` under the mark and call `send(piece, *args)` for each
     piece with the mark clear (before hooks, a hold queue, an encapsulation)."""
-    pieces = resolve_ip(pkt, offl.gso, mtu)
+    pieces = resolve_ip(pkt, offl.gso, mtu, bool(offl.partial & VXLAN))
     if len(pieces) > 1:
         offl.segmented += 1
     saved = offl.partial
@@ -128,20 +140,21 @@ def resend(offl: Offload, pkt: bytes, mtu: int, send: Any, *args: Any) -> None:
 class RxPort:
     """What the kernel queue delivers an offloaded frame to: the receiving interface's
     input, with the mark set around it (CHECKSUM_UNNECESSARY and, for a large segment,
-    its gso size). It compares equal to its interface, so purging the queue of an
-    interface purges its ports too."""
+    its gso size; VXLAN for a VXLAN packet whose inner frame is offloaded). It compares
+    equal to its interface, so purging the queue of an interface purges its ports too."""
 
-    __slots__ = ("gso", "ifp", "offl")
+    __slots__ = ("gso", "ifp", "mark", "offl")
 
-    def __init__(self, ifp: Ifnet, offl: Offload, gso: int = 0) -> None:
+    def __init__(self, ifp: Ifnet, offl: Offload, gso: int = 0, extra: int = 0) -> None:
         self.ifp = ifp
         self.offl = offl
         self.gso = gso
+        self.mark = (PARTIAL | LARGE if gso else PARTIAL) | extra
 
     def input(self, frame: bytes) -> None:
         offl = self.offl
         partial, gso = offl.partial, offl.gso
-        offl.partial = PARTIAL | LARGE if self.gso else PARTIAL
+        offl.partial = self.mark
         offl.gso = self.gso
         try:
             self.ifp.input(frame)
@@ -155,7 +168,7 @@ class RxPort:
         return other is self.ifp or other is self
 
     def __repr__(self) -> str:
-        return f"<RxPort {self.ifp!r} gso={self.gso}>"
+        return f"<RxPort {self.ifp!r} gso={self.gso} mark={self.mark}>"
 
 
 def pieces_fit(pkt: bytes, hl: int, gso: int, mtu: int) -> bool:
@@ -186,13 +199,15 @@ def caps_text(caps: int) -> str:
 
 
 # -- resolving a partial frame: fill checksums, cut large segments -------------------
-def resolve_frame(frame: bytes, gso: int, mtu: int, ether: bool) -> list[bytes]:
+def resolve_frame(frame: bytes, gso: int, mtu: int, ether: bool,
+                  vxlan: bool = False) -> list[bytes]:
     """The wire frames for `frame` (Ethernet if `ether`, else a bare IP packet): its
     TCP/UDP checksum filled, a TCP segment longer than `mtu` cut into segments of at
-    most `gso` payload bytes. Anything else (ARP, fragments, other protocols) is
-    returned unchanged."""
+    most `gso` payload bytes, the packet inside an IP-in-IP, GRE or (`vxlan`: the mark's
+    VXLAN bit) VXLAN encapsulation filled likewise. Anything else (ARP, fragments,
+    other protocols) is returned unchanged."""
     if not ether:
-        return resolve_ip(frame, gso, mtu)
+        return resolve_ip(frame, gso, mtu, vxlan)
     off = 14
     etype = frame[12:14]
     if etype == b"\x81\x00":  # an 802.1Q tag (a vlan's parent): the type follows it
@@ -201,10 +216,10 @@ def resolve_frame(frame: bytes, gso: int, mtu: int, ether: bool) -> list[bytes]:
     if etype != b"\x08\x00" and etype != b"\x86\xdd":
         return [frame]
     head = frame[:off]
-    return [head + p for p in resolve_ip(frame[off:], gso, mtu)]
+    return [head + p for p in resolve_ip(frame[off:], gso, mtu, vxlan)]
 
 
-def resolve_ip(pkt: bytes, gso: int, mtu: int) -> list[bytes]:
+def resolve_ip(pkt: bytes, gso: int, mtu: int, vxlan: bool = False) -> list[bytes]:
     """`resolve_frame` for an IPv4 or IPv6 packet."""
     if len(pkt) < 20:
         return [pkt]
@@ -238,10 +253,50 @@ def resolve_ip(pkt: bytes, gso: int, mtu: int) -> list[bytes]:
     elif proto == _PROTO_UDP:
         if end - hl < 8:
             return [pkt]
+        if vxlan:
+            return [_vxlan(pkt, hl, end, src, dst, version)]
         where = hl + 6
+    elif proto in (_PROTO_IPIP, _PROTO_IPV6):  # gif (RFC 2003, 2473, 4213)
+        return [pkt[:hl] + resolve_ip(pkt[hl:end], 0, _WHOLE, vxlan)[0] + pkt[end:]]
+    elif proto == _PROTO_GRE:
+        return [_gre(pkt, hl, end, vxlan)]
     else:
         return [pkt]
     return [_fill(pkt, hl, end, where, proto, src, dst)]
+
+
+def _gre(pkt: bytes, hl: int, end: int, vxlan: bool) -> bytes:
+    """A GRE packet (RFC 2784, 2890) with the IP packet it carries resolved. A GRE
+    checksum covers the inner packet: a gre interface with one resolves before it
+    encapsulates, so such a packet (or one of another version or type) is left."""
+    if end - hl < 4 or pkt[hl] & 0x80 or pkt[hl + 1] & 0x07 or pkt[hl + 2:hl + 4] not in _GRE_IP:
+        return pkt
+    inner = hl + 4 + 4 * (bool(pkt[hl] & 0x20) + bool(pkt[hl] & 0x10))  # key, sequence
+    if inner >= end:
+        return pkt
+    return pkt[:inner] + resolve_ip(pkt[inner:end], 0, _WHOLE, vxlan)[0] + pkt[end:]
+
+
+def fill_vxlan(payload: bytes) -> bytes:
+    """A VXLAN payload (its header, then the inner Ethernet frame) with the inner frame
+    resolved: what a UDP socket other than a vxlan one is given (the mark's VXLAN bit
+    is no concern of an application reading the port)."""
+    if len(payload) < 22:
+        return payload
+    return payload[:8] + resolve_frame(payload[8:], 0, _WHOLE, True)[0]
+
+
+def _vxlan(pkt: bytes, hl: int, end: int, src: int, dst: int, version: int) -> bytes:
+    """A VXLAN packet (RFC 7348) with its inner Ethernet frame resolved, then its UDP
+    checksum filled: over IPv4 a zero one stays zero (RFC 7348 5, what vxlan sends)."""
+    at = hl + 16  # UDP and VXLAN headers
+    if end - at < 14:
+        return pkt
+    inner = resolve_frame(pkt[at:end], 0, _WHOLE, True)[0]
+    out = pkt[:at] + inner + pkt[end:]
+    if version == 4 and not (pkt[hl + 6] or pkt[hl + 7]):
+        return out
+    return _fill(out, hl, end, hl + 6, _PROTO_UDP, src, dst)
 
 
 def _fill(pkt: bytes, hl: int, end: int, where: int, proto: int, src: int,
@@ -256,11 +311,45 @@ def _fill(pkt: bytes, hl: int, end: int, where: int, proto: int, src: int,
     return pkt[:hl] + body
 
 
+def segment_frame(frame: bytes, gso: int, mtu: int, ether: bool) -> list[bytes]:
+    """Cut a large TCP segment (Ethernet if `ether`, else a bare IP packet) into pieces
+    of at most `gso` payload bytes that fit `mtu`, their checksums left unfilled: what
+    a tunnel without TSO below it sends under the mark, one encapsulation per piece
+    (Linux's software GSO before a tunnel's transmit). Anything else comes back whole."""
+    off = 0
+    if ether:
+        off = 18 if frame[12:14] == b"\x81\x00" else 14
+    pkt = frame[off:]
+    if len(pkt) < 40:
+        return [frame]
+    version = pkt[0] >> 4
+    if version == 4:
+        hl = (pkt[0] & 0x0F) << 2
+        if pkt[9] != _PROTO_TCP or pkt[6] & 0x3F or pkt[7]:
+            return [frame]
+        end = (pkt[2] << 8) | pkt[3]
+    elif version == 6 and len(pkt) >= 60 and pkt[6] == _PROTO_TCP:
+        hl = 40
+        end = 40 + ((pkt[4] << 8) | pkt[5])
+    else:
+        return [frame]
+    if end > len(pkt) or end - hl < 20:
+        return [frame]
+    doff = (pkt[hl + 12] >> 4) << 2
+    room = mtu - hl - doff
+    if end <= mtu or gso <= 0 or room <= 0 or end - hl - doff <= min(gso, room):
+        return [frame]
+    head = frame[:off]
+    return [head + p for p in _segment(pkt, hl, doff, end, min(gso, room), 0, 0, version,
+                                       fill=False)]
+
+
 def _segment(pkt: bytes, hl: int, doff: int, end: int, gso: int, src: int, dst: int,
-             version: int) -> list[bytes]:
+             version: int, fill: bool = True) -> list[bytes]:
     """Cut a large TCP segment (Linux tcp_gso_segment): consecutive sequence numbers,
-    CWR on the first piece only, FIN and PSH on the last only, every checksum filled;
-    IPv4 pieces take consecutive IP IDs, as a NIC's TSO engine gives them."""
+    CWR on the first piece only, FIN and PSH on the last only, every checksum filled
+    (unless not `fill`: then left for whoever resolves the pieces); IPv4 pieces take
+    consecutive IP IDs, as a NIC's TSO engine gives them."""
     iph = bytearray(pkt[:hl])
     tcph = bytearray(pkt[hl:hl + doff])
     tcph[16:18] = b"\x00\x00"
@@ -281,8 +370,9 @@ def _segment(pkt: bytes, hl: int, doff: int, end: int, gso: int, src: int, dst: 
         _U32.pack_into(tcph, 4, (seq + i * gso) & 0xFFFFFFFF)
         tcph[16:18] = b"\x00\x00"
         length = doff + len(chunk)
-        value = checksum(chunk, ones_sum(tcph, pseudo_sum(src, dst, _PROTO_TCP, length)))
-        _U16.pack_into(tcph, 16, value)
+        if fill:
+            value = checksum(chunk, ones_sum(tcph, pseudo_sum(src, dst, _PROTO_TCP, length)))
+            _U16.pack_into(tcph, 16, value)
         if version == 4:
             _U16.pack_into(iph, 2, hl + length)
             _U16.pack_into(iph, 4, (ident + i) & 0xFFFF)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from vimage.net import ether
 from vimage.net.ifnet import IFF_MULTICAST, IFF_POINTOPOINT, IFF_UP, Ifnet
+from vimage.net.offload import LARGE, TUNNEL_CAPS, VXLAN, resolve_ip
 from vimage.stats import counters
 from vimage.wire.ethernet import ETHERTYPE_IP
 
@@ -118,6 +119,7 @@ class Tunnel(Ifnet):
         self.peers6: dict[int, int] = {}  # the same for IPv6 addresses
         super().__init__(vnet, self.KIND, unit, f"{self.KIND}{unit}",
                          IFF_POINTOPOINT | IFF_MULTICAST, self.MTU, None)
+        self.capabilities = self.capenable = TUNNEL_CAPS  # (vimage: see Tunnel.relays)
 
     # -- configuration ------------------------------------------------------------------
     def set_tunnel(self, src: int, dst: int, family: int = AF_INET) -> None:
@@ -150,12 +152,22 @@ class Tunnel(Ifnet):
         """(outer IP protocol, outer payload) for an inner packet."""
         raise NotImplementedError
 
+    def relays(self, frame: bytes) -> bool:
+        """An offloaded inner packet is encapsulated as it is: the outer packet goes
+        out under the same mark, and wherever it is resolved (a capture, a hook, a link
+        out of the process) the inner packet is filled (offload.resolve_ip looks inside
+        IP-in-IP and GRE). A large TCP segment (TSO) is cut into pieces that fit the
+        tunnel, left unfilled, and each encapsulated (`gso_transmit`)."""
+        return self.tx_takes(frame)
+
     def transmit(self, frame: bytes) -> bool:
         """Encapsulate and send (gif_transmit / gre_transmit), refusing loops."""
         state: TunnelState = getattr(self.vnet, self.SLOT)
         if not self.dst or not frame:
             self.oerrors += 1
             return False
+        if self.offl.partial & LARGE:  # one outer packet per piece (Tunnel.relays)
+            return self.gso_transmit(frame, self.transmit)
         stack = state.stack
         if self in stack:  # FreeBSD gif_check_nesting: "loop detected"
             state.stats.loops += 1
@@ -188,7 +200,7 @@ class Tunnel(Ifnet):
         if not inner:
             self.ierrors += 1
             return
-        self.txq.append((self, inner))
+        self.queue_input(inner, ~0)  # an offloaded outer packet's inner one stays so
 
     def input(self, frame: bytes) -> None:
         """An inner packet: counted, captured, then to its family's input by version."""
@@ -198,7 +210,12 @@ class Tunnel(Ifnet):
         self.ipackets += 1
         self.ibytes += len(frame)
         if self.bpf is not None:
-            self.bpf.tap(frame, False)
+            offl = self.offl
+            if offl.partial:  # captures see wire packets (vimage.net.offload)
+                for piece in resolve_ip(frame, 0, self.mtu, bool(offl.partial & VXLAN)):
+                    self.bpf.tap(piece, False)
+            else:
+                self.bpf.tap(frame, False)
         ether.demux(self, _INNER_TYPES[frame[0] >> 4], frame)
 
 

@@ -138,7 +138,7 @@ class ArpState:
             if ifp.output(frame) and ifp.flags & IFF_SIMPLEX:
                 # if_simloop: a simplex link can't hear itself (a frame under the offload
                 # mark keeps it: vimage.net.offload)
-                ifp.txq.append((ifp.rx_port() if ifp.offl.partial else ifp, frame))
+                ifp.queue_input(frame, ~0)
             return
         entry = self.table.get(nexthop)
         if entry is not None and entry.ifp is ifp:

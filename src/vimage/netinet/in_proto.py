@@ -49,10 +49,17 @@ IP = Protocol(
     ethertype=ETHERTYPE_IP, input=ip.IpState.input, sysctls=ip.SYSCTLS,
     stats=ip.STAT_LINES, stats_order=30,
     add_addr=in_.in_add_addr_text, ifattach=_in_ifattach, ifdetach=in_.in_purge_ifaddrs)
+def _arp_iflladdr(ifp: Ifnet) -> None:
+    arp_state = existing(ifp.vnet, "arp")  # never used: no header to rebuild
+    if arp_state is not None:
+        arp_state.lladdr_changed(ifp)
+
+
 ARP = Protocol(
     "arp", 30, "arp", arp.vnet_attach, arp.vnet_detach, domain=AF_INET,
     ethertype=ETHERTYPE_ARP, input=arp.ArpState.input, sysctls=arp.SYSCTLS,
-    stats=arp.STAT_LINES, stats_order=50, ifdetach=_arp_ifdetach, ifup=_arp_ifup)
+    stats=arp.STAT_LINES, stats_order=50, ifdetach=_arp_ifdetach, ifup=_arp_ifup,
+    iflladdr=_arp_iflladdr)
 ICMP = Protocol(
     "icmp", 40, "icmp", icmp.vnet_attach, icmp.vnet_detach, domain=AF_INET,
     protocol=PROTO_ICMP, input=icmp.IcmpState.input, sysctls=icmp.SYSCTLS,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from vimage import protosw
 from vimage.net import offload, pfil, rtsock
 from vimage.net.ifnet import IFF_BROADCAST, IFF_LOOPBACK, IFF_UP
-from vimage.net.offload import LARGE
+from vimage.net.offload import LARGE, VXLAN
 from vimage.net.route import (
     RTF_BLACKHOLE,
     RTF_DYNAMIC,
@@ -415,7 +415,7 @@ class IpState:
         if len(out) > mtu and not (offl.partial & LARGE
                                    and offload.pieces_fit(out, hlen, offl.gso, mtu)):
             if offl.partial:  # fragments carry the checksum their datagram needs
-                out = offload.resolve_ip(out, 0, mtu)[0]
+                out = offload.resolve_ip(out, 0, mtu, bool(offl.partial & VXLAN))[0]
             if (pkt[6] << 8) & FLAG_DF:
                 st.cantfrag += 1
                 st.cantforward += 1

@@ -8,7 +8,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.net import offload
-from vimage.net.offload import PARTIAL
+from vimage.net.offload import PARTIAL, VXLAN
 from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.icmp import quoted_ports
 from vimage.netinet.in_ import INADDR_BROADCAST
@@ -160,6 +160,8 @@ class UdpState:
             st.nosum += 1
         pcbs = self.ports.get(dgram.dport)
         socks = pcbs.live() if pcbs is not None else ()
+        if offloaded & VXLAN:
+            dgram = _vxlan_plain(dgram, socks)
         sport = dgram.sport
         if dst == INADDR_BROADCAST or dst >> 28 == 0xE or dst in self.vnet.ip.bcast:
             delivered = False
@@ -298,6 +300,8 @@ class UdpState:
         zoned = needs_zone(dst)
         sport = dgram.sport
         socks = self.bound6(dgram.dport)
+        if offloaded & VXLAN:
+            dgram = _vxlan_plain(dgram, socks)
         if dst >> 120 == 0xFF:
             delivered = False
             for sock in socks:
@@ -443,3 +447,11 @@ def _live(table: dict[int, PcbList], port: int) -> list[Socket]:
     if not socks:
         del table[port]
     return socks
+
+
+def _vxlan_plain(dgram: wudp.UdpRepr, socks: Iterable[Socket]) -> wudp.UdpRepr:
+    """A datagram whose inner frame is offloaded (the mark's VXLAN bit, vimage.net.offload)
+    for a port no vxlan kernel socket holds: the application gets it filled."""
+    if any(getattr(sock, "offloaded_inner", False) for sock in socks):
+        return dgram
+    return dgram._replace(payload=memoryview(offload.fill_vxlan(bytes(dgram.payload))))

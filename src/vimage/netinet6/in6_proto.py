@@ -52,8 +52,16 @@ IP6 = Protocol(
     ethertype=ETHERTYPE_IPV6, input=ip6.Ip6State.input, sysctls=ip6.SYSCTLS,
     stats=ip6.STAT_LINES, stats_order=60, add_addr=in6.in6_add_addr_text,
     ifattach=in6.in6_ifattach, ifdetach=_ip6_ifdetach, ifup=in6.in6_ifup)
+
+
+def _nd6_iflladdr(ifp: Ifnet) -> None:
+    nd6_state = existing(ifp.vnet, "nd6")  # never used: no header to rebuild
+    if nd6_state is not None:
+        nd6_state.lladdr_changed(ifp)
+
+
 ND6 = Protocol("nd6", 31, "nd6", nd6.vnet_attach, nd6.vnet_detach,
-               sysctls=nd6.SYSCTLS + nd6_rtr.SYSCTLS)
+               sysctls=nd6.SYSCTLS + nd6_rtr.SYSCTLS, iflladdr=_nd6_iflladdr)
 ICMP6 = Protocol(
     "icmp6", 41, "icmp6", icmp6.vnet_attach, icmp6.vnet_detach, domain=AF_INET6,
     protocol=NXT_ICMPV6, input=icmp6.Icmp6State.input, sysctls=icmp6.SYSCTLS,

@@ -42,11 +42,13 @@ if TYPE_CHECKING:
 
     from vimage.net.ifnet import Ifnet
     from vimage.net.route import Route
+    from vimage.netinet6.nd6 import NdEntry
     from vimage.vnet import Vnet
 
 _from_bytes = int.from_bytes
 ETH_IP6 = ETHERTYPE_IPV6.to_bytes(2, "big")
 _HLIM: tuple[bytes, ...] = tuple(bytes((i,)) for i in range(256))  # a hop limit byte, made once
+_NOT_FAST = RTF_REJECT | RTF_BLACKHOLE  # route flags that leave the forwarding fast path
 PMTU_EXPIRE_S = 600  # RFC 8201 5.3: try a larger MTU again after 10 minutes
 PMTU_LIMIT = 4096  # destinations with a learnt path MTU (a flood cannot grow it further)
 MAX_EXTHDRS = 40  # extension headers walked before giving up (ip6s_toomanyhdr)
@@ -164,6 +166,32 @@ class Ip6State:
                 pkt = passed
                 src = _from_bytes(pkt[8:24], "big")
                 dst = _from_bytes(pkt[24:40], "big")
+        if (pkt[7] > 1 and pkt[6] and self.forwarding and self.pfil_fwd is None
+                and self.pfil_out is None and dst not in self.local and dst >> 120 != 0xFF
+                and dst >> 118 != 0x3FA and src >> 118 != 0x3FA and src):
+            # FreeBSD's ip6_tryforward (ip6_fastfwd.c), inline: not for us, no hop-by-hop
+            # options (next header 0), hop limit above 1, global scope at both ends, no
+            # hook anywhere, a cached route whose next hop is REACHABLE with its header
+            # prebuilt (Route.nh: the NdEntry), out another interface than it came in
+            # (redirects), within the MTU. Anything else, and every error, is `forward`'s,
+            # which decides the same step by step. Extension headers other than
+            # hop-by-hop are not a router's to read (RFC 8200 4), nor are fragments.
+            route = self.vnet.rt6._cache.get(dst)
+            if route is not None and not route.slots and not route.flags & _NOT_FAST:
+                out = route.ifp
+                if route.flags & RTF_GATEWAY:
+                    entry = route.nh
+                    if entry is None or entry.hdr is None:
+                        entry = route.nh = _neighbour(out, route.gateway)
+                else:
+                    entry = _neighbour(out, dst)
+                if (entry is not None and entry.state == 1 and entry.ifp is out  # REACHABLE
+                        and entry.hdr is not None and out is not ifp and out.flags & IFF_UP
+                        and len(pkt) <= (route.mtu or out.mtu)):
+                    route.use += 1
+                    st.forward += 1
+                    out.output(b"".join((entry.hdr, pkt[:7], _HLIM[pkt[7] - 1], pkt[8:])))
+                    return
         self.input_after_pfil(pkt, ifp, src, dst)
 
     def input_after_pfil(self, pkt: bytes, ifp: Ifnet, src: int | None = None,
@@ -572,6 +600,13 @@ class Ip6State:
             self.reass = None
         self.local.clear()
         self.pmtu = None
+
+
+def _neighbour(ifp: Ifnet, addr: int) -> NdEntry | None:
+    """The neighbour cache entry of `addr` on `ifp` (None if it has none or no cache)."""
+    af = ifp.afdata
+    data = af.get(AF_INET6) if af else None
+    return data.nd.get(addr) if data is not None else None
 
 
 def vnet_attach(vnet: Vnet) -> None:

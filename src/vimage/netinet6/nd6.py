@@ -59,16 +59,22 @@ SYSCTLS: tuple[Oid, ...] = oids("net.inet6.icmp6", "nd6", (
 
 
 class NdEntry:
-    """One neighbour (struct llentry with its nd6 timer)."""
+    """One neighbour (struct llentry with its nd6 timer). `hdr` is the Ethernet header
+    that reaches it (destination, our source, IPv6 type), built whenever its link
+    address is learnt or changes, as FreeBSD's lle->r_linkdata: None while unresolved
+    and once the entry has left the cache, so a route's next-hop cache (Route.nh)
+    holding the entry sees at once that it is stale. The forwarding fast path uses it
+    only while the entry is REACHABLE (the other states need nd6_resolve's steps)."""
 
-    __slots__ = ("addr", "asked", "expire_ns", "hold", "ifp", "isrouter", "mac", "state",
-                 "static", "timer")
+    __slots__ = ("addr", "asked", "expire_ns", "hdr", "hold", "ifp", "isrouter", "mac",
+                 "state", "static", "timer")
 
     def __init__(self, addr: int, ifp: Ifnet, state: int) -> None:
         self.addr = addr
         self.ifp = ifp
         self.state = state
         self.mac: bytes | None = None
+        self.hdr: bytes | None = None
         self.hold: list[bytes] | None = None
         self.asked = 0
         self.isrouter = False
@@ -178,6 +184,7 @@ class Nd6State:
         if entry.timer is not None:
             entry.timer.cancel()
             entry.timer = None
+        entry.hdr = None  # invalidates the next-hop caches holding it (Route.nh)
         data = in6.addrs_data(entry.ifp)
         if data is not None and data.nd.get(entry.addr) is entry:
             del data.nd[entry.addr]
@@ -204,7 +211,7 @@ class Nd6State:
                 entry.state = DELAY
                 entry.asked = 0
                 self._arm(entry, self.nd6_delay * NS_PER_S)
-            ifp.output(entry.mac + ifp.mac + ETH_IP6 + pkt)  # type: ignore[operator]
+            ifp.output((entry.hdr or entry.mac + ifp.mac + ETH_IP6) + pkt)  # type: ignore[operator]
             return
         if entry is None:
             entry = self._new(ifp, nexthop, INCOMPLETE)
@@ -250,8 +257,15 @@ class Nd6State:
         # the target's owner, if its address is tentative too, think it a duplicate
         self._arm(entry, self.retrans_ms(ifp) * NS_PER_MS)
 
-    def _resolved(self, entry: NdEntry, mac: bytes, state: int) -> None:
+    @staticmethod
+    def _set_mac(entry: NdEntry, mac: bytes) -> None:
+        """Learn `entry`'s link address and build the header that reaches it."""
         entry.mac = mac
+        own = entry.ifp.mac
+        entry.hdr = mac + own + ETH_IP6 if own is not None else None
+
+    def _resolved(self, entry: NdEntry, mac: bytes, state: int) -> None:
+        self._set_mac(entry, mac)
         entry.state = state
         entry.asked = 0
         if state == REACHABLE:
@@ -289,7 +303,7 @@ class Nd6State:
         elif entry.mac is None:
             self._resolved(entry, mac, STALE)
         elif entry.mac != mac:
-            entry.mac = mac
+            self._set_mac(entry, mac)
             entry.state = STALE
             self._arm(entry, self.nd6_gctimer * NS_PER_S)
 
@@ -386,8 +400,8 @@ class Nd6State:
                 entry.state = STALE
                 self._arm(entry, self.nd6_gctimer * NS_PER_S)
             return
-        if tlla is not None:
-            entry.mac = tlla
+        if tlla is not None and tlla != entry.mac:
+            self._set_mac(entry, tlla)
         if solicited:
             entry.state = REACHABLE
             entry.asked = 0
@@ -462,6 +476,15 @@ class Nd6State:
                 out.extend(data.nd.values())
         out.sort(key=lambda e: (e.addr, e.ifp.index))
         return out
+
+    def lladdr_changed(self, ifp: Ifnet) -> None:
+        """`ifp` has a new MAC address: rebuild its neighbours' headers (FreeBSD's
+        iflladdr_event -> lltable_update_ifaddr), as ArpState.lladdr_changed does."""
+        data = in6.addrs_data(ifp)
+        if data is not None and ifp.mac is not None:
+            for entry in data.nd.values():
+                if entry.mac is not None:
+                    entry.hdr = entry.mac + ifp.mac + ETH_IP6  # type: ignore[operator]
 
     def purge_ifp(self, ifp: Ifnet) -> None:
         data = in6.addrs_data(ifp)
