@@ -268,6 +268,13 @@ def test_forwarding_and_echo_replies_use_the_receiving_interfaces_fib() -> None:
     ok(r, "ifconfig epair0b fib 0")  # now fib 0: towards b1
     assert "1 packets received" in ok(a, "ping6 -c 1 2001:db8:ff::1")
     assert b1.iface("epair1b").ipackets > before[0]
+    # fib 0's route and neighbour are now cached (the fast path's): back in fib 1, the
+    # next packets must still go by b2, not by the cache
+    ok(a, "ping6 -c 2 2001:db8:ff::1")
+    ok(r, "ifconfig epair0b fib 1")
+    at_b1 = b1.iface("epair1b").ipackets
+    assert "3 packets received" in ok(a, "ping6 -c 3 2001:db8:ff::1")
+    assert b1.iface("epair1b").ipackets == at_b1
 
 
 # -- route -6, netstat -6, routing sockets --------------------------------------------------------

@@ -167,7 +167,8 @@ class Ip6State:
                 src = _from_bytes(pkt[8:24], "big")
                 dst = _from_bytes(pkt[24:40], "big")
         if (pkt[7] > 1 and pkt[6] and self.forwarding and self.pfil_fwd is None
-                and self.pfil_out is None and dst not in self.local and dst >> 120 != 0xFF
+                and self.pfil_out is None and not ifp.fib and dst not in self.local
+                and dst >> 120 != 0xFF
                 and dst >> 118 != 0x3FA and src >> 118 != 0x3FA and src):
             # FreeBSD's ip6_tryforward (ip6_fastfwd.c), inline: not for us, no hop-by-hop
             # options (next header 0), hop limit above 1, global scope at both ends, no
