@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import os
 import random
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vimage import protosw
 from vimage.cpu import DEFAULT_WEIGHT, check_weight
+from vimage.gcpolicy import CollectorPolicy, collector_paused
 from vimage.protosw import Protocol
 from vimage.sched import FOREVER, NS_PER_S, Scheduler, Timer
 from vimage.sysctl import Oid
@@ -29,26 +28,6 @@ if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
 
 S = TypeVar("S")
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Keep Python's cyclic garbage collector from running inside the block, restoring
-    it (if it was on) after: for building a topology in bulk.
-
-    Every vnet is a few objects the collector tracks (a dozen when idle) and all of them
-    live as long as the topology: while thousands are made, each full collection (one
-    whenever the tracked objects grew by a quarter) walks every vnet made so far, which
-    cost more than making them. Paused, the new objects are walked once, by the first
-    collection after the block. Nothing made here is garbage, so nothing is held back.
-    """
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
-            gc.enable()
 
 
 class UnitSet(set[int]):
@@ -126,6 +105,8 @@ class Kernel:
         self.base: Vnet = Vnet(self, "", None)
         self.sched.cpu_base = self.base  # charged for timers of no vnet (vimage.cpu)
         self._weighted: set[Vnet] = set()  # vnets whose cpu.weight is not the default
+        # freezes the vnets made one by one in batches (vimage.gcpolicy; batch 0: off)
+        self.collector = CollectorPolicy()
         self.base.attach()
 
     # -- vnets ----------------------------------------------------------------
@@ -159,13 +140,18 @@ class Kernel:
             self._vnets[name] = vnet
             parent.add_child(vnet)
             vnet.attach()
+            self.collector.created()
             return vnet
 
     def create_many(self, names: Iterable[str], **params: int) -> list[Vnet]:
         """Create a vnet for each of `names` (as `create`, each with `params`), with the
-        garbage collector paused meanwhile (see `collector_paused`)."""
-        with self.sched.lock, collector_paused():
-            return [self.create(name, **params) for name in names]
+        garbage collector paused meanwhile (see `vimage.gcpolicy.collector_paused`); the
+        kernel's collector policy may freeze them after."""
+        with self.sched.lock:
+            with collector_paused():
+                vnets = [self.create(name, **params) for name in names]
+            self.collector.settle()
+            return vnets
 
     def get(self, name: str) -> Vnet:
         if name in ("", "0", "vnet0"):
@@ -200,6 +186,7 @@ class Kernel:
             del self._vnets[vnet.name]
             if vnet.parent is not None:
                 vnet.parent.remove_child(vnet)
+            self.collector.destroyed()
 
     # -- CPU accounting (vimage.cpu) -------------------------------------------------
     @property

@@ -438,6 +438,9 @@ class Experiment:
                 self._auto_defaults(topo.nodes[name], routes, use_ipv6)
             if topo.hosts:
                 self._hosts(topo)
+        # a big experiment's vnets are frozen now, not walked by every full collection of
+        # the run (vimage.gcpolicy); a small one's are left alone
+        kernel.collector.settle()
         if use_ipv6:
             self._wait_dad(topo)
         for node in topo.nodes.values():  # tools take the kernel lock themselves

@@ -1,0 +1,123 @@
+"""How a kernel keeps Python's cyclic garbage collector from rescanning its vnets.
+
+CPython (3.11, Modules/gcmodule.c) runs a full collection whenever the objects that
+survived into the oldest generation grew by a quarter since the last one, and each full
+collection walks every tracked object. The vnets of a big topology are a dozen tracked
+objects each and live for the whole run: with vnets made one `Kernel.create()` at a time
+the collector walked every vnet made so far again and again, more work than making them,
+and the creation rate fell as vnets accumulated. Two tools here:
+
+- `collector_paused()`: no collection inside a block (bulk creation: `create_many`, the
+  emulator's build); the new objects are walked once, by the next collection.
+- `CollectorPolicy`: each kernel's policy for vnets made one by one. Once `batch` vnets
+  were made since the last freeze, it runs one full collection (so nothing that is
+  garbage is frozen) and then `gc.freeze()`: every object then alive moves to the
+  permanent generation, which collections never walk. The collections after walk only
+  what was made since, so creation stays flat. Destroying vnets thaws: a destroyed vnet's
+  objects are freed by reference counting if nothing cyclic remains, but its cycles (the
+  vnet and its protocol states refer to each other) are only found once unfrozen, so
+  when half of the vnets frozen since the policy engaged are gone, `gc.unfreeze()` hands
+  everything back to the collector (amortised: the full collection that follows walks
+  what is left, at most twice what was destroyed).
+
+Trade-offs (docs/internals.md): `gc.freeze()` is process-wide, so the objects of the
+whole program alive at a freeze are frozen with the vnets, and any of them that later
+becomes cyclic garbage stays in memory until the kernel thaws (its vnets destroyed) or
+the program calls `gc.unfreeze()`; a kernel dropped without destroying its vnets stays
+in memory the same way. The policy never thaws what it did not freeze: it engages only
+while nothing else is frozen (a program that freezes its own objects, or a second kernel
+while a first one holds frozen vnets, keeps the collector's default behaviour), and does
+nothing while the collector is disabled. `batch = 0` turns it off for a kernel.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+DEFAULT_BATCH = 4096
+"""Vnets made one by one between two freezes. Below this many vnets in a kernel nothing is
+frozen (a test's or a small experiment's collector behaves as Python's default); each
+batch costs one full collection of what is not frozen yet (about 60,000 objects)."""
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Keep Python's cyclic garbage collector from running inside the block, restoring
+    it (if it was on) after: for building a topology in bulk.
+
+    Every vnet is a few objects the collector tracks (a dozen when idle) and all of them
+    live as long as the topology: while thousands are made, each full collection (one
+    whenever the tracked objects grew by a quarter) walks every vnet made so far, which
+    cost more than making them. Paused, the new objects are walked once, by the first
+    collection after the block. Nothing made here is garbage, so nothing is held back.
+    """
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
+class CollectorPolicy:
+    """One kernel's freezing of its long-lived vnets in batches (see the module's doc).
+
+    `unfrozen`: vnets made (net of destroyed ones) since the last freeze; `frozen`: vnets
+    frozen since the policy engaged; `dead`: how many of those were destroyed since.
+    """
+
+    __slots__ = ("batch", "dead", "freezes", "frozen", "thaws", "unfrozen")
+
+    def __init__(self, batch: int = DEFAULT_BATCH) -> None:
+        self.batch = batch
+        self.unfrozen = 0
+        self.frozen = 0
+        self.dead = 0
+        self.freezes = 0  # how many times this kernel froze and thawed (for tests, benches)
+        self.thaws = 0
+
+    @property
+    def engaged(self) -> bool:
+        """Whether objects frozen by this kernel may be in the permanent generation."""
+        return self.frozen > 0
+
+    def created(self) -> None:
+        """A vnet was made (Kernel.create)."""
+        self.unfrozen += 1
+        if self.unfrozen >= self.batch > 0:
+            self.settle()
+
+    def settle(self) -> None:
+        """Freeze now if a batch is due: after `Kernel.create_many` and bulk builds, whose
+        vnets were made with the collector paused."""
+        if self.unfrozen < self.batch or self.batch <= 0 or not gc.isenabled():
+            return
+        if not self.engaged and gc.get_freeze_count():
+            return  # someone else's frozen objects: ours to thaw would be theirs too
+        gc.collect()  # walks only what is not frozen yet; nothing garbage gets frozen
+        gc.freeze()
+        self.frozen += self.unfrozen
+        self.unfrozen = 0
+        self.freezes += 1
+
+    def destroyed(self) -> None:
+        """A vnet was destroyed (Kernel.destroy)."""
+        if not self.engaged:
+            self.unfrozen = max(0, self.unfrozen - 1)
+            return
+        self.dead += 1
+        if 2 * self.dead >= self.frozen:
+            self.thaw()
+
+    def thaw(self) -> None:
+        """Hand every frozen object back to the collector (the cycles of destroyed vnets
+        among them are then collected) and disengage."""
+        if not self.engaged:
+            return
+        gc.unfreeze()
+        self.unfrozen += self.frozen - self.dead
+        self.frozen = self.dead = 0
+        self.thaws += 1
