@@ -86,12 +86,26 @@ def test_half_destroyed_thaws_and_the_rest_is_frozen_again(clean_collector):
 
 def test_nothing_is_frozen_while_the_collector_is_off(clean_collector):
     k = _kernel(10)
-    with collector_paused():
+    with collector_paused() as was_on:
+        assert was_on
         for i in range(50):
             k.create(f"v{i}")
         assert gc.get_freeze_count() == 0
-    k.collector.settle()  # what create_many and the emulator's build do after
+        k.collector.settle()  # the collector is off here: still nothing
+        assert gc.get_freeze_count() == 0
+        # what create_many and the emulator's build do at the end of their paused block
+        k.collector.settle(was_on)
     assert k.collector.freezes == 1 and gc.get_freeze_count() > 0
+    gc.disable()
+    try:
+        with collector_paused() as was_on:  # the program turned it off: left alone
+            assert not was_on
+            for i in range(50, 70):
+                k.create(f"v{i}")
+            k.collector.settle(was_on)
+        assert k.collector.freezes == 1
+    finally:
+        gc.enable()
 
 
 def test_create_many_freezes_a_due_batch_after(clean_collector):

@@ -43,9 +43,10 @@ batch costs one full collection of what is not frozen yet (about 60,000 objects)
 
 
 @contextmanager
-def collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[bool]:
     """Keep Python's cyclic garbage collector from running inside the block, restoring
-    it (if it was on) after: for building a topology in bulk.
+    it (if it was on) after: for building a topology in bulk. Yields whether it was on
+    (for `CollectorPolicy.settle` at the block's end).
 
     Every vnet is a few objects the collector tracks (a dozen when idle) and all of them
     live as long as the topology: while thousands are made, each full collection (one
@@ -56,7 +57,7 @@ def collector_paused() -> Iterator[None]:
     was_on = gc.isenabled()
     gc.disable()
     try:
-        yield
+        yield was_on
     finally:
         if was_on:
             gc.enable()
@@ -90,10 +91,16 @@ class CollectorPolicy:
         if self.unfrozen >= self.batch > 0:
             self.settle()
 
-    def settle(self) -> None:
-        """Freeze now if a batch is due: after `Kernel.create_many` and bulk builds, whose
-        vnets were made with the collector paused."""
-        if self.unfrozen < self.batch or self.batch <= 0 or not gc.isenabled():
+    def settle(self, collector_on: bool | None = None) -> None:
+        """Freeze now if a batch is due and the collector is on (`collector_on`: whether it
+        was before a `collector_paused` block this is called at the end of; default: as
+        it is). `Kernel.create_many` and the emulator's build call it at the end of their
+        paused block: the one full collection before freezing is then the only walk of
+        their new objects (called after the block, an automatic collection of the young
+        generation would walk them first)."""
+        if collector_on is None:
+            collector_on = gc.isenabled()
+        if self.unfrozen < self.batch or self.batch <= 0 or not collector_on:
             return
         if not self.engaged and gc.get_freeze_count():
             return  # someone else's frozen objects: ours to thaw would be theirs too

@@ -148,9 +148,9 @@ class Kernel:
         garbage collector paused meanwhile (see `vimage.gcpolicy.collector_paused`); the
         kernel's collector policy may freeze them after."""
         with self.sched.lock:
-            with collector_paused():
+            with collector_paused() as was_on:
                 vnets = [self.create(name, **params) for name in names]
-            self.collector.settle()
+                self.collector.settle(was_on)
             return vnets
 
     def get(self, name: str) -> Vnet:
