@@ -56,6 +56,25 @@ def test_vnets_made_one_by_one_are_frozen_in_batches(clean_collector):
     assert gc.get_freeze_count() == frozen
 
 
+class _Cycle:
+    def __init__(self):
+        self.me = self
+
+
+def test_garbage_at_a_freeze_is_collected_not_frozen(clean_collector):
+    k = _kernel(50)
+    for i in range(49):
+        k.create(f"v{i}")
+    old = weakref.ref(_Cycle())  # cyclic garbage, collected only by the collector
+    k.create("v49")  # the first freeze: a full collection before it
+    assert k.collector.freezes == 1 and old() is None
+    for i in range(50, 99):
+        k.create(f"v{i}")
+    young = weakref.ref(_Cycle())
+    k.create("v99")  # later ones collect the young generations first
+    assert k.collector.freezes == 2 and young() is None
+
+
 def test_destroying_the_vnets_thaws_and_frees_them(clean_collector):
     k = _kernel(100)
     vnets = [k.create(f"v{i}") for i in range(300)]

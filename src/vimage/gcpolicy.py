@@ -10,10 +10,11 @@ and the creation rate fell as vnets accumulated. Two tools here:
 - `collector_paused()`: no collection inside a block (bulk creation: `create_many`, the
   emulator's build); the new objects are walked once, by the next collection.
 - `CollectorPolicy`: each kernel's policy for vnets made one by one. Once `batch` vnets
-  were made since the last freeze, it runs one full collection (so nothing that is
-  garbage is frozen) and then `gc.freeze()`: every object then alive moves to the
-  permanent generation, which collections never walk. The collections after walk only
-  what was made since, so creation stays flat. Destroying vnets thaws: a destroyed vnet's
+  were made since the last freeze, it collects (everything the first time, so no garbage
+  of the program's is frozen; then the young generations, which hold the batch's new
+  objects) and calls `gc.freeze()`: every object then alive moves to the permanent
+  generation, which collections never walk. The collections after walk only what was
+  made since, so creation stays flat. Destroying vnets thaws: a destroyed vnet's
   objects are freed by reference counting if nothing cyclic remains, but its cycles (the
   vnet and its protocol states refer to each other) are only found once unfrozen, so
   when half of the vnets frozen since the policy engaged are gone, `gc.unfreeze()` hands
@@ -23,8 +24,9 @@ and the creation rate fell as vnets accumulated. Two tools here:
 Trade-offs (docs/internals.md): `gc.freeze()` is process-wide, so the objects of the
 whole program alive at a freeze are frozen with the vnets, and any of them that later
 becomes cyclic garbage stays in memory until the kernel thaws (its vnets destroyed) or
-the program calls `gc.unfreeze()`; a kernel dropped without destroying its vnets stays
-in memory the same way. The policy never thaws what it did not freeze: it engages only
+the program calls `gc.unfreeze()`, as does cyclic garbage that reached the oldest
+generation since the previous freeze; a kernel dropped without destroying its vnets
+stays in memory the same way. The policy never thaws what it did not freeze: it engages only
 while nothing else is frozen (a program that freezes its own objects, or a second kernel
 while a first one holds frozen vnets, keeps the collector's default behaviour), and does
 nothing while the collector is disabled. `batch = 0` turns it off for a kernel.
@@ -39,7 +41,8 @@ from contextlib import contextmanager
 DEFAULT_BATCH = 4096
 """Vnets made one by one between two freezes. Below this many vnets in a kernel nothing is
 frozen (a test's or a small experiment's collector behaves as Python's default); each
-batch costs one full collection of what is not frozen yet (about 60,000 objects)."""
+batch costs one collection of the young generations (a walk of its about 65,000 new
+objects, besides the collector's own young collections)."""
 
 
 @contextmanager
@@ -104,7 +107,11 @@ class CollectorPolicy:
             return
         if not self.engaged and gc.get_freeze_count():
             return  # someone else's frozen objects: ours to thaw would be theirs too
-        gc.collect()  # walks only what is not frozen yet; nothing garbage gets frozen
+        # the first freeze collects everything, so no garbage of the program's is frozen;
+        # later ones only the young generations (the batch's new objects, once): what is
+        # older than the last freeze was collected then, and only what became garbage
+        # after reaching the oldest generation since would be frozen with the rest
+        gc.collect(1 if self.engaged else 2)
         gc.freeze()
         self.frozen += self.unfrozen
         self.unfrozen = 0
