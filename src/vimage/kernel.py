@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import random
@@ -17,7 +18,7 @@ from vimage.gcpolicy import CollectorPolicy, collector_paused
 from vimage.protosw import Protocol
 from vimage.sched import FOREVER, NS_PER_S, Scheduler, Timer
 from vimage.sysctl import Oid
-from vimage.vnet import Vnet, check_name
+from vimage.vnet import LAZY_SLOTS, Vnet, check_name
 
 FD_BASE = 1 << 28
 """Socket descriptors of a kernel start here, above any real descriptor (Linux caps those
@@ -28,6 +29,14 @@ if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
 
 S = TypeVar("S")
+
+
+def _lazy_only_in_a_lazy_slot(proto: Protocol) -> Protocol:
+    """`proto`, attached at creation instead if it is marked lazy but its slot is not one
+    of Vnet's lazy ones (vnet.LAZY_SLOTS): nothing would attach it on first use."""
+    if proto.lazy and proto.slot not in LAZY_SLOTS:
+        return dataclasses.replace(proto, lazy=False)
+    return proto
 
 
 class UnitSet(set[int]):
@@ -214,6 +223,7 @@ class Kernel:
         """Add a protocol to this kernel and attach it to every live vnet (and to their
         interfaces), as loading a protocol module does; ValueError if it clashes."""
         with self.sched.lock:
+            proto = _lazy_only_in_a_lazy_slot(proto)
             self._set_protocols((*self.protocols, proto))
             for vnet in (self.base, *self._vnets.values()):
                 protosw.attach(vnet, proto)
@@ -235,11 +245,11 @@ class Kernel:
             self._set_protocols(tuple(p for p in self.protocols if p is not proto))
 
     def _set_protocols(self, protocols: tuple[Protocol, ...]) -> None:
-        protocols = protosw.check_set(protocols)
+        protocols = protosw.check_set(tuple(_lazy_only_in_a_lazy_slot(p) for p in protocols))
         oids = protosw.build_oids(protocols)
         self.protocols, self.oids = protocols, oids
         self.attaches = tuple(p.attach for p in protocols if p.attach is not None and not p.lazy)
-        # slot -> protocol attached on first use (Vnet.__getattr__), detached if it was
+        # slot -> protocol attached on first use (Vnet.lazy_state), detached if it was
         self.lazy = MappingProxyType({p.slot: p for p in protocols if p.lazy})
         self.ifattaches = tuple(p.ifattach for p in protocols if p.ifattach is not None)
 
