@@ -75,6 +75,32 @@ def test_garbage_at_a_freeze_is_collected_not_frozen(clean_collector):
     assert k.collector.freezes == 2 and young() is None
 
 
+def test_a_later_freeze_collects_the_young_unless_someone_thawed(clean_collector):
+    k = _kernel(20)
+    for i in range(39):
+        k.create(f"v{i}")
+    assert k.collector.freezes == 1
+    collected = []
+
+    def record(phase, info):
+        if phase == "start":
+            collected.append(info["generation"])
+
+    gc.callbacks.append(record)
+    try:
+        collected.clear()
+        k.create("v39")  # the second batch: the young generations only
+        assert k.collector.freezes == 2 and 1 in collected and 2 not in collected
+        gc.unfreeze()  # the program (or another kernel) thawed everything
+        for i in range(40, 59):
+            k.create(f"v{i}")
+        collected.clear()
+        k.create("v59")  # what was thawed is collected before it is frozen again
+        assert k.collector.freezes == 3 and 2 in collected
+    finally:
+        gc.callbacks.remove(record)
+
+
 def test_destroying_the_vnets_thaws_and_frees_them(clean_collector):
     k = _kernel(100)
     vnets = [k.create(f"v{i}") for i in range(300)]

@@ -105,13 +105,15 @@ class CollectorPolicy:
             collector_on = gc.isenabled()
         if self.unfrozen < self.batch or self.batch <= 0 or not collector_on:
             return
-        if not self.engaged and gc.get_freeze_count():
+        frozen_now = gc.get_freeze_count()
+        if not self.engaged and frozen_now:
             return  # someone else's frozen objects: ours to thaw would be theirs too
         # the first freeze collects everything, so no garbage of the program's is frozen;
         # later ones only the young generations (the batch's new objects, once): what is
         # older than the last freeze was collected then, and only what became garbage
-        # after reaching the oldest generation since would be frozen with the rest
-        gc.collect(1 if self.engaged else 2)
+        # after reaching the oldest generation since would be frozen with the rest. If
+        # something thawed our frozen objects meanwhile (another kernel), all again
+        gc.collect(1 if self.engaged and frozen_now else 2)
         gc.freeze()
         self.frozen += self.unfrozen
         self.unfrozen = 0
