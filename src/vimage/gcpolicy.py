@@ -98,9 +98,9 @@ class CollectorPolicy:
         """Freeze now if a batch is due and the collector is on (`collector_on`: whether it
         was before a `collector_paused` block this is called at the end of; default: as
         it is). `Kernel.create_many` and the emulator's build call it at the end of their
-        paused block: the one full collection before freezing is then the only walk of
-        their new objects (called after the block, an automatic collection of the young
-        generation would walk them first)."""
+        paused block: the collection before freezing is then the only walk of their new
+        objects (called after the block, an automatic collection of the young generation
+        would walk them first)."""
         if collector_on is None:
             collector_on = gc.isenabled()
         if self.unfrozen < self.batch or self.batch <= 0 or not collector_on:
