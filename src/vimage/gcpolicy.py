@@ -28,8 +28,10 @@ the program calls `gc.unfreeze()`, as does cyclic garbage that reached the oldes
 generation since the previous freeze; a kernel dropped without destroying its vnets
 stays in memory the same way. The policy never thaws what it did not freeze: it engages only
 while nothing else is frozen (a program that freezes its own objects, or a second kernel
-while a first one holds frozen vnets, keeps the collector's default behaviour), and does
-nothing while the collector is disabled. `batch = 0` turns it off for a kernel.
+while a first one holds frozen vnets, keeps the collector's default behaviour; it looks
+again only at twice as many vnets each time, as `gc.get_freeze_count()` walks every
+frozen object), and does nothing while the collector is disabled. `batch = 0` turns it
+off for a kernel.
 """
 
 from __future__ import annotations
@@ -73,13 +75,17 @@ class CollectorPolicy:
     frozen since the policy engaged; `dead`: how many of those were destroyed since.
     """
 
-    __slots__ = ("batch", "dead", "freezes", "frozen", "thaws", "unfrozen")
+    __slots__ = ("batch", "dead", "freezes", "frozen", "refused", "thaws", "unfrozen")
 
     def __init__(self, batch: int = DEFAULT_BATCH) -> None:
         self.batch = batch
         self.unfrozen = 0
         self.frozen = 0
         self.dead = 0
+        # while others' objects are frozen: how many unfrozen vnets the last refusal saw.
+        # The next look is at twice as many, as counting the frozen objects
+        # (gc.get_freeze_count) walks them all
+        self.refused = 0
         self.freezes = 0  # how many times this kernel froze and thawed (for tests, benches)
         self.thaws = 0
 
@@ -105,15 +111,18 @@ class CollectorPolicy:
             collector_on = gc.isenabled()
         if self.unfrozen < self.batch or self.batch <= 0 or not collector_on:
             return
-        frozen_now = gc.get_freeze_count()
-        if not self.engaged and frozen_now:
-            return  # someone else's frozen objects: ours to thaw would be theirs too
+        if not self.engaged:
+            if self.unfrozen < 2 * self.refused:
+                return
+            if gc.get_freeze_count():  # nothing frozen by us: so someone else's objects,
+                self.refused = self.unfrozen  # which thawing ours would thaw too
+                return
+            self.refused = 0
         # the first freeze collects everything, so no garbage of the program's is frozen;
         # later ones only the young generations (the batch's new objects, once): what is
         # older than the last freeze was collected then, and only what became garbage
-        # after reaching the oldest generation since would be frozen with the rest. If
-        # something thawed our frozen objects meanwhile (another kernel), all again
-        gc.collect(1 if self.engaged and frozen_now else 2)
+        # after reaching the oldest generation since would be frozen with the rest
+        gc.collect(1 if self.engaged else 2)
         gc.freeze()
         self.frozen += self.unfrozen
         self.unfrozen = 0
