@@ -15,10 +15,24 @@ def _run(script, *args):
 
 
 def test_bench_vnets_reports_rates_and_memory():
-    result = _run("bench_vnets.py", "-n", "200", "--linux-n", "0")
+    result = _run("bench_vnets.py", "-n", "200", "--linux-n", "0", "--sizes", "50,100")
     assert result["rate"]["vnets"] == 200 and result["rate"]["create_per_s"] > 0
     assert 0 < result["memory"]["bytes_per_vnet"] < 1_000_000
     assert "skipped" in result["linux_netns"]
+    rows = result["scaling"]["sizes"]
+    assert [row["vnets"] for row in rows] == [50, 100]
+    for row in rows:  # plain create() and create_many side by side, the policy's record
+        assert row["create"]["create_per_cpu_s"] > 0 and row["create_many"]["create_per_cpu_s"] > 0
+        assert row["create"]["gc_policy"]["frozen_after_destroy"] == 0
+    assert result["scaling"]["flatness_create_create"] > 0
+
+
+def test_bench_vnets_quick_and_bad_sizes():
+    quick = _run("bench_vnets.py", "--quick")
+    assert [row["vnets"] for row in quick["scaling"]["sizes"]] == [200, 2000]
+    bad = subprocess.run([sys.executable, str(BENCH / "bench_vnets.py"), "--sizes", "1,x"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "--sizes" in bad.stderr
 
 
 def test_bench_forward_delivers_every_packet():

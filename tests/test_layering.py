@@ -12,9 +12,11 @@ Layers, lowest first (a module belongs to the layer of its longest listed prefix
 
     wire      vimage.wire                formats: parse/emit/checksum, no state
     sched     vimage.sched               clocks, timers, the packet queue
-    kernel    vimage.kernel, .vnet, .protosw, .sysctl, .subsystems, .stats, .context, .cpu
+    kernel    vimage.kernel, .vnet, .protosw, .sysctl, .subsystems, .stats, .context, .cpu,
+              .gcpolicy
                                          Kernel, Vnet, the protocol switch, sysctl tree,
-                                         counters, the current vnet (a ContextVar)
+                                         counters, the current vnet (a ContextVar),
+                                         the garbage collector policy
     net       vimage.net                 interfaces, link layer, routes, pfil, capture
     netinet   vimage.netinet, .netinet6, .netpfil, .netipsec, .fault
                                          protocols; fault injection is a packet filter
@@ -46,7 +48,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("wire", ("vimage.wire",)),
     ("sched", ("vimage.sched",)),
     ("kernel", ("vimage.kernel", "vimage.vnet", "vimage.protosw", "vimage.sysctl",
-                "vimage.subsystems", "vimage.stats", "vimage.context", "vimage.cpu")),
+                "vimage.subsystems", "vimage.stats", "vimage.context", "vimage.cpu",
+                "vimage.gcpolicy")),
     ("net", ("vimage.net",)),
     ("netinet", ("vimage.netinet", "vimage.netinet6", "vimage.netpfil", "vimage.netipsec",
                  "vimage.fault")),

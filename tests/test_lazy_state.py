@@ -8,6 +8,7 @@ import pytest
 from vimage import protosw
 from vimage.kernel import Kernel, collector_paused
 from vimage.topo import connect
+from vimage.vnet import LAZY_SLOTS, Vnet
 
 TRACKED_PER_IDLE_VNET = 17
 """The bound on objects the cyclic collector tracks per idle vnet (14 when written: the
@@ -59,6 +60,41 @@ def test_counters_are_made_on_first_read_and_read_zero():
         icmp.no_such_thing  # noqa: B018 - only the declared lazy slots are made
     for state in (v.ip, v.arp, v.udp, v.tcp):
         assert not any("__getattr__" in vars(c) for c in type(state).__mro__), state
+
+
+def test_a_lazy_state_is_a_descriptor_then_an_instance_dict_entry():
+    """Vnet has no __getattr__ (CPython 3.11 would specialise none of its attribute
+    reads): a lazy slot is a non-data descriptor until the state is attached into the
+    instance dict, which shadows it from then on."""
+    assert not any("__getattr__" in vars(c) for c in Vnet.__mro__)
+    k = Kernel(clock="virtual", seed=1)
+    v = k.create("v")
+    assert set(k.lazy) <= set(LAZY_SLOTS)
+    assert "udp" not in v.__dict__
+    udp = v.udp  # attached by the descriptor
+    assert v.__dict__["udp"] is udp and v.udp is udp
+    with pytest.raises(AttributeError):
+        v.no_such_state  # noqa: B018
+    with pytest.raises(AttributeError):
+        getattr(v, "ip6_but_no")  # noqa: B009
+
+
+def test_a_lazy_protocol_without_a_lazy_slot_attaches_at_creation():
+    """Nothing would attach it on first use: the kernel attaches it with the vnet."""
+    made = []
+
+    def attach(vnet):
+        made.append(vnet.name)
+        vnet.__dict__["extra"] = object()
+
+    proto = protosw.Protocol(name="extra", order=999, slot="extra", attach=attach,
+                             lazy=True)
+    k = Kernel(clock="virtual", seed=1)
+    k.register(proto)
+    v = k.create("v")
+    assert made == ["", "v"] and "extra" not in k.lazy
+    assert protosw.existing(v, "extra") is not None
+    k.unregister("extra")
 
 
 def test_first_use_attaches_only_what_is_used():

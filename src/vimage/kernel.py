@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import gc
+import dataclasses
 import hashlib
 import os
 import random
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vimage import protosw
 from vimage.cpu import DEFAULT_WEIGHT, check_weight
+from vimage.gcpolicy import CollectorPolicy, collector_paused
 from vimage.protosw import Protocol
 from vimage.sched import FOREVER, NS_PER_S, Scheduler, Timer
 from vimage.sysctl import Oid
-from vimage.vnet import Vnet, check_name
+from vimage.vnet import LAZY_SLOTS, Vnet, check_name
 
 FD_BASE = 1 << 28
 """Socket descriptors of a kernel start here, above any real descriptor (Linux caps those
@@ -31,24 +31,12 @@ if TYPE_CHECKING:
 S = TypeVar("S")
 
 
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Keep Python's cyclic garbage collector from running inside the block, restoring
-    it (if it was on) after: for building a topology in bulk.
-
-    Every vnet is a few objects the collector tracks (a dozen when idle) and all of them
-    live as long as the topology: while thousands are made, each full collection (one
-    whenever the tracked objects grew by a quarter) walks every vnet made so far, which
-    cost more than making them. Paused, the new objects are walked once, by the first
-    collection after the block. Nothing made here is garbage, so nothing is held back.
-    """
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
-            gc.enable()
+def _lazy_only_in_a_lazy_slot(proto: Protocol) -> Protocol:
+    """`proto`, attached at creation instead if it is marked lazy but its slot is not one
+    of Vnet's lazy ones (vnet.LAZY_SLOTS): nothing would attach it on first use."""
+    if proto.lazy and proto.slot not in LAZY_SLOTS:
+        return dataclasses.replace(proto, lazy=False)
+    return proto
 
 
 class UnitSet(set[int]):
@@ -126,6 +114,8 @@ class Kernel:
         self.base: Vnet = Vnet(self, "", None)
         self.sched.cpu_base = self.base  # charged for timers of no vnet (vimage.cpu)
         self._weighted: set[Vnet] = set()  # vnets whose cpu.weight is not the default
+        # freezes the vnets made one by one in batches (vimage.gcpolicy; batch 0: off)
+        self.collector = CollectorPolicy()
         self.base.attach()
 
     # -- vnets ----------------------------------------------------------------
@@ -159,13 +149,18 @@ class Kernel:
             self._vnets[name] = vnet
             parent.add_child(vnet)
             vnet.attach()
+            self.collector.created()
             return vnet
 
     def create_many(self, names: Iterable[str], **params: int) -> list[Vnet]:
         """Create a vnet for each of `names` (as `create`, each with `params`), with the
-        garbage collector paused meanwhile (see `collector_paused`)."""
-        with self.sched.lock, collector_paused():
-            return [self.create(name, **params) for name in names]
+        garbage collector paused meanwhile (see `vimage.gcpolicy.collector_paused`); the
+        kernel's collector policy may freeze them after."""
+        with self.sched.lock:
+            with collector_paused() as was_on:
+                vnets = [self.create(name, **params) for name in names]
+                self.collector.settle(was_on)
+            return vnets
 
     def get(self, name: str) -> Vnet:
         if name in ("", "0", "vnet0"):
@@ -201,6 +196,7 @@ class Kernel:
             self._mac_counts.pop(vnet.name, None)  # its interfaces died with it
             if vnet.parent is not None:
                 vnet.parent.remove_child(vnet)
+            self.collector.destroyed()
 
     # -- CPU accounting (vimage.cpu) -------------------------------------------------
     @property
@@ -228,6 +224,7 @@ class Kernel:
         """Add a protocol to this kernel and attach it to every live vnet (and to their
         interfaces), as loading a protocol module does; ValueError if it clashes."""
         with self.sched.lock:
+            proto = _lazy_only_in_a_lazy_slot(proto)
             self._set_protocols((*self.protocols, proto))
             for vnet in (self.base, *self._vnets.values()):
                 protosw.attach(vnet, proto)
@@ -249,11 +246,11 @@ class Kernel:
             self._set_protocols(tuple(p for p in self.protocols if p is not proto))
 
     def _set_protocols(self, protocols: tuple[Protocol, ...]) -> None:
-        protocols = protosw.check_set(protocols)
+        protocols = protosw.check_set(tuple(_lazy_only_in_a_lazy_slot(p) for p in protocols))
         oids = protosw.build_oids(protocols)
         self.protocols, self.oids = protocols, oids
         self.attaches = tuple(p.attach for p in protocols if p.attach is not None and not p.lazy)
-        # slot -> protocol attached on first use (Vnet.__getattr__), detached if it was
+        # slot -> protocol attached on first use (Vnet.lazy_state), detached if it was
         self.lazy = MappingProxyType({p.slot: p for p in protocols if p.lazy})
         self.ifattaches = tuple(p.ifattach for p in protocols if p.ifattach is not None)
 

@@ -187,7 +187,7 @@ def existing(vnet: Vnet, slot: str) -> Any:
 
 def attach(vnet: Vnet, proto: Protocol) -> None:
     """Attach one protocol to a vnet: its state, and its table entries if already bound."""
-    if proto.lazy:  # the state on first use (Vnet.__getattr__)
+    if proto.lazy:  # the state on first use (Vnet.lazy_state)
         if vnet.inputs is not None:
             _bind(vnet, proto)
         return

@@ -7,6 +7,7 @@ import random
 import re
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from vimage import protosw
@@ -26,6 +27,13 @@ if TYPE_CHECKING:
     from vimage.netinet.udp import UdpState
     from vimage.socket.socket import Socket
 
+LAZY_SLOTS = ("arp", "divert", "dummynet", "gif", "gre", "hosts", "icmp", "icmp6", "ip6",
+              "ipfw", "ipfw_nat", "ipsec", "ipsec6", "nd6", "ng", "raw", "raw6", "rt6",
+              "rtsock", "tcp", "tcp6", "udp", "udp6", "vxlan")
+"""The Vnet attributes a lazy protocol may keep its state in (the standard set's): each is
+a `_LazyState` descriptor. A protocol marked lazy with another slot attaches at creation
+(Kernel._set_protocols)."""
+
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\Z")
 
 
@@ -33,6 +41,21 @@ def check_name(name: str) -> None:
     if not isinstance(name, str) or not _NAME_RE.match(name) or len(name) > 255:
         raise ValueError(
             f"bad vnet name {name!r}: use letters, digits, '_' or '-', components joined by '.'")
+
+
+@dataclass(frozen=True, slots=True)
+class _LazyState:
+    """`Vnet.<slot>` of a lazy protocol: a non-data descriptor, so the state, once
+    attached into the instance dict, shadows it and a read is a plain dict lookup; until
+    then a read lands here and attaches it (Vnet.lazy_state). Unlike a __getattr__ on
+    Vnet, it leaves CPython free to specialise every other attribute read of a vnet."""
+
+    slot: str
+
+    def __get__(self, vnet: Vnet | None, owner: type | None = None) -> Any:
+        if vnet is None:
+            return self
+        return vnet.lazy_state(self.slot)
 
 
 class Vnet:
@@ -43,48 +66,36 @@ class Vnet:
     their descriptors.
     """
 
-    # the standard protocols' slots are declared, so the hot paths read them as fast as
-    # any attribute; a protocol registered later keeps its state in the __dict__
+    # the eager protocols' states (route, ip) are declared slots; a lazy protocol's state
+    # (LAZY_SLOTS) is kept in the instance __dict__ under a `_LazyState` descriptor, as is
+    # that of a protocol registered later. No __getattr__: CPython 3.11 specialises no
+    # attribute read on a class that has one, and the packet paths read the vnet's
+    # attributes (ip, ifaces, kernel, alive...) on every packet
     __slots__ = (
         "__dict__",
         "__weakref__",
         "_rng",
         "_secret",
         "alive",
-        "arp",
         "children",
         "cpu",
         "ctlinputs",
         "ether_fast",
         "ether_fast_type",
         "ethertypes",
-        "gif",
-        "gre",
-        "hosts",
-        "icmp",
-        "icmp6",
         "ifaces",
         "inputs",
         "ip",
-        "ip6",
-        "ipsec",
-        "ipsec6",
         "kernel",
         "name",
-        "nd6",
         "next_ifindex",
         "params",
         "parent",
         "pfil_link_in",
         "pfil_link_out",
-        "raw",
         "route",
         "rt",
-        "rt6",
         "serial",
-        "tcp",
-        "udp",
-        "vxlan",
     )
 
     DECLARED: ClassVar[frozenset[str]] = frozenset(__slots__)
@@ -93,7 +104,9 @@ class Vnet:
         self.kernel = kernel
         self.name = name
         self.parent = parent
-        self.children: list[Vnet] | None = None
+        # an insertion-ordered set (a dict's keys): destroying one of 100,000 children
+        # of the base vnet is O(1), not a scan of a list
+        self.children: dict[Vnet, None] | None = None
         self.alive = True
         self.ifaces: dict[str, Ifnet] = {}
         self.cpu = VnetCpu(kernel.sched.now_ns())  # CPU figures and load (vimage.cpu)
@@ -145,19 +158,18 @@ class Vnet:
             protosw.detach(self, proto)
         sched.purge_timers(self)
 
-    def __getattr__(self, name: str) -> Any:
-        """A lazy protocol's state (protosw.Protocol.lazy), attached on first use."""
-        try:
-            proto = object.__getattribute__(self, "kernel").lazy.get(name)
-        except AttributeError:
-            proto = None
-        if proto is None or not object.__getattribute__(self, "alive"):
+    def lazy_state(self, name: str) -> Any:
+        """A lazy protocol's state (protosw.Protocol.lazy), attached now: the first read
+        of `vnet.<name>` lands here (`_LazyState`); the attach puts the state in the
+        instance dict, where every later read finds it without a call."""
+        proto = self.kernel.lazy.get(name)
+        if proto is None or not self.alive:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         with self.kernel.sched.lock:  # a socket call and the kernel thread may race here
-            state = protosw.existing(self, name)
+            state = self.__dict__.get(name)
             if state is None:
                 proto.attach(self)
-                state = object.__getattribute__(self, name)
+                state = self.__dict__[name]
         return state
 
     def pfil_changed(self, head: str) -> None:
@@ -194,12 +206,12 @@ class Vnet:
 
     def add_child(self, child: Vnet) -> None:
         if self.children is None:
-            self.children = []
-        self.children.append(child)
+            self.children = {}
+        self.children[child] = None
 
     def remove_child(self, child: Vnet) -> None:
         if self.children:
-            self.children.remove(child)
+            del self.children[child]
             if not self.children:
                 self.children = None
 
@@ -264,3 +276,8 @@ class Vnet:
     def __repr__(self) -> str:
         state = "" if self.alive else " destroyed"
         return f"<Vnet {self.display_name}{state}>"
+
+
+for _slot in LAZY_SLOTS:
+    setattr(Vnet, _slot, _LazyState(_slot))
+del _slot

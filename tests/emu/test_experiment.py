@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import socket
@@ -118,6 +119,22 @@ def test_down_leaves_nothing(kernel):
     exp.up()  # and it comes up again
     assert exp.node("pc1").cmd("ping -c 1 10.0.3.20").ok
     exp.down()
+
+
+def test_a_big_experiment_is_frozen_after_its_build_and_thawed_by_down(kernel):
+    """The kernel's collector policy (vimage.gcpolicy) freezes the nodes made in the
+    build's paused block once, at its end; down() destroys them and thaws."""
+    if gc.get_freeze_count() or not gc.isenabled():
+        pytest.skip("objects are frozen already, or the collector is off: the policy stays off")
+    kernel.collector.batch = 3  # as if the topology were thousands of nodes
+    exp = Experiment(load(DATA / "static-v2.imn"), kernel).up()
+    try:
+        assert kernel.collector.freezes == 1 and gc.get_freeze_count() > 0
+        assert exp.node("pc1").cmd("ping -c 1 10.0.3.20").ok  # frozen is not stopped
+        exp.down()
+        assert kernel.collector.thaws == 1 and gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
 
 
 def test_a_link_dies_with_either_node(exp, kernel):

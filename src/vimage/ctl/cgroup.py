@@ -32,6 +32,8 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from vimage.vnet import Vnet
 
 DEFAULT_PERIOD = 100_000
@@ -204,11 +206,13 @@ class Cgroups:
             return ""
 
     # -- removal --------------------------------------------------------------------------
-    def retire_dead(self) -> None:
-        """Kill what is left in the cgroups of destroyed vnets and remove them, in a
-        thread of its own (their processes take a moment to die)."""
+    def retire_dead(self, among: Iterable[Vnet] | None = None) -> None:
+        """Kill what is left in the cgroups of destroyed vnets (of `among`, the vnets just
+        destroyed, else of all) and remove them, in a thread of its own (their processes
+        take a moment to die)."""
         with self._lock:
-            dead = [v for v in self._paths if not v.alive]
+            candidates = self._paths if among is None else [v for v in among if v in self._paths]
+            dead = [v for v in candidates if not v.alive]
             paths = [self._paths.pop(v) for v in dead]
         if paths:
             threading.Thread(target=_remove_all, args=(paths, self.home(os.getpid())),

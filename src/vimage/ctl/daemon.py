@@ -470,11 +470,12 @@ class Daemon:
                 del self.renamed[ifp]  # destroyed
             elif names.within(ifp.vnet, vnet) and original not in ifp.vnet.ifaces:
                 self.rename(ifp, original)  # so it can go home under the name it had there
-        self.kernel.destroy(vnet)
+        subtree = [vnet, *names.descendants(vnet)]  # not a scan of every vnet's: destroying
+        self.kernel.destroy(vnet)                   # many one by one stays linear
         self.sockets.vnets_destroyed()  # wake the processes blocked on their sockets
-        for dead in [v for v in self.meta if not v.alive]:
-            del self.meta[dead]
-        self.cgroups.retire_dead()  # the subtree's cgroups: emptied and removed
+        for dead in subtree:
+            self.meta.pop(dead, None)
+        self.cgroups.retire_dead(subtree)  # the subtree's cgroups: emptied and removed
         for pid in [p for p, (v, _, _) in self.exec_pids.items() if not v.alive]:
             del self.exec_pids[pid]
         for name, exp in list(self.experiments.items()):

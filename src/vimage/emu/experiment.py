@@ -409,7 +409,7 @@ class Experiment:
                 self.ext[node.name] = linux_ext.create(node.name, name)
         # the collector paused while the nodes and links are made (kernel.collector_paused:
         # a full collection per quarter of growth would walk every node made so far)
-        with kernel.sched.cond, collector_paused():
+        with kernel.sched.cond, collector_paused() as collector_on:
             self.vnet = kernel.create(str(self.name))
             for k, node in enumerate(topo.nodes.values()):
                 if node.type == "ext":
@@ -438,6 +438,9 @@ class Experiment:
                 self._auto_defaults(topo.nodes[name], routes, use_ipv6)
             if topo.hosts:
                 self._hosts(topo)
+            # a big experiment's vnets are frozen now, not walked by every full collection
+            # of the run (vimage.gcpolicy); a small one's are left alone
+            kernel.collector.settle(collector_on)
         if use_ipv6:
             self._wait_dad(topo)
         for node in topo.nodes.values():  # tools take the kernel lock themselves
