@@ -95,6 +95,7 @@ class Daemon:
         self.sockets = sockops.SocketTable(self.kernel)
         self.ops.update(topoops.OPS)  # experiments (vimage topo up|down|list|show|link)
         self.experiments: dict[str, Experiment] = {}  # by full vnet name (ctl/topoops.py)
+        self.partition: Any = None  # the partitioned experiment served (ctl/partops.py)
         self.meta: dict[Vnet, ops.VnetMeta] = {}
         self.renamed: dict[Ifnet, str] = {}  # interfaces renamed by ifmove: original names
         # the cgroups of vnets' processes (ctl/cgroup.py), made by open(); and the
