@@ -161,6 +161,15 @@ class Daemon:
         self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         log().info("listening on %s", where.socket)
 
+    def abandon(self) -> None:
+        """A daemon that was never opened: release its wake-up pipe and selector."""
+        self._selector.close()
+        with self._lock:
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    os.close(fd)
+            self._wake_r = self._wake_w = -1
+
     def serve_forever(self) -> None:
         """The main loop: accept connections, answer doorbells, until a stop."""
         while not self._stopping:

@@ -163,7 +163,7 @@ def op_part_link(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
     its tunnel, which stays, reconfigured (a direct cut link keeps it, unimpaired)."""
     from vimage.emu.experiment import pipe_settings
 
-    index = req.int("index")
+    index = req.int("index", -1)
     params = req.args.get("params")
     with d.kernel.sched.cond:
         state = _state(d, req)
@@ -214,8 +214,8 @@ def op_part_capture(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
     action = req.str("action")
     state = _state(d, req)
     if action == "start":
-        index, side = req.int("index"), req.str("side")
-        count = req.int("count") if "count" in req.args else None
+        index, side = req.int("index", -1), req.str("side")
+        count = req.int("count", 0) or None
         with d.kernel.sched.cond:
             sides, ends = _local_ends(state, index)
             if side not in sides:
@@ -230,7 +230,7 @@ def op_part_capture(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
             cid = state.next_capture
             state.captures[cid] = _Capture(session, ready)
             return {"id": cid, "ifname": end.name, "linktype": session.linktype}
-    cid = req.int("id")
+    cid = req.int("id", -1)
     cap = state.captures.get(cid)
     if cap is None:
         raise LookupError(f"no capture {cid}")
