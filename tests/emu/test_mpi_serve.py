@@ -21,6 +21,7 @@ import pytest
 
 from vimage.cli import vimage as cli
 from vimage.emu import mpi as batch
+from vimage.emu import mpi_serve
 
 SERVE = Path(__file__).parent / "data" / "mpi-serve.yaml"
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,14 +171,31 @@ def test_a_served_experiment_answers_for_every_rank(served, capfd, tmp_path):
     assert served.leftovers() == []
 
 
-def test_a_killed_rank_ends_the_experiment_on_the_others(served, capfd):
-    os.kill(served.pids[1], signal.SIGKILL)
+@pytest.mark.parametrize("rank, nodes", [(1, "pc1, r1"), (0, "pc2, r2")])
+def test_a_killed_rank_ends_the_experiment_on_the_others(served, rank, nodes):
+    os.kill(served.pids[rank], signal.SIGKILL)
     assert served.proc.wait(60) != 0
     assert served.proc.stderr is not None
     err = served.proc.stderr.read()
-    assert (f"vimage topo serve: rank 1 of 2 (nodes pc1, r1) died: ending experiment {NAME}"
-            in err.splitlines()), err
-    assert served.leftovers() == []  # rank 0's files, and the dead rank's, are gone
+    assert (f"vimage topo serve: rank {rank} of 2 (nodes {nodes}) died: ending experiment "
+            f"{NAME}" in err.splitlines()), err
+    assert served.leftovers() == []  # the survivor's files, and the dead rank's, are gone
+
+
+@pytest.fixture
+def failing(monkeypatch):
+    monkeypatch.setenv(mpi_serve.FAIL_ENV, "1")
+
+
+def test_a_failing_rank_names_itself_and_the_others_end(failing, served):
+    assert served.proc.wait(60) != 0
+    assert served.proc.stderr is not None
+    err = served.proc.stderr.read().splitlines()
+    assert ("vimage topo serve: rank 1 of 2 (nodes pc1, r1) failed: RuntimeError: "
+            f"{mpi_serve.FAIL_ENV} asked this rank to fail") in err, err
+    assert f"vimage topo serve: rank 1 of 2 (nodes pc1, r1) died: ending experiment {NAME}" \
+        in err, err
+    assert served.leftovers() == []
 
 
 def test_sigint_to_mpirun_ends_every_rank(served):
