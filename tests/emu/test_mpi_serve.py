@@ -206,3 +206,52 @@ def test_sigint_to_mpirun_ends_every_rank(served):
     assert f"topo serve: experiment {NAME} down on every rank" in out, (out, err)
     assert "died" not in err, err
     assert served.leftovers() == []
+
+
+# -- one rank: no mpirun needed ------------------------------------------------------------------
+LAB = Path(__file__).parent / "data" / "mpi-lab.yaml"
+
+
+def test_without_mpirun_one_process_serves_the_whole_experiment(tmp_path, capfd):
+    (tmp_path / "run").mkdir()
+    sock = str(tmp_path / "run" / "v.sock")
+    proc = subprocess.Popen([sys.executable, "-m", "vimage.cli.vimage", "--socket", sock,
+                             "topo", "serve", str(LAB), "-e", "one", "--skip-ipv6"],
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert lines[0].startswith("topo serve: experiment one, 6 nodes on 1 rank(s), 0 cut "
+                                   "link(s)"), lines
+        served = Served(proc, sock, lines)
+        assert served.pids == {0: proc.pid}
+        show = served.ok(capfd, "topo", "show", "one", "r1", "r2")
+        assert re.match(r"Link +Parameters +Packets out>/in<\nr1:eth1--r2:eth0 +bandwidth="
+                        r"10Mbit/s delay=5ms jitter=1ms loss=1% ", show), show
+        assert "1 packets received" in served.ok(capfd, "topo", "exec", "one", "h1", "--",
+                                                 "ping", "-c", "1", "10.0.0.20")
+        assert served.ok(capfd, "topo", "down", "one") == "one: down (6 nodes destroyed)\n"
+        assert proc.wait(60) == 0
+        assert served.leftovers() == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_start_that_fails_says_why_in_one_line_and_leaves_nothing(tmp_path):
+    (tmp_path / "run").mkdir()
+    sock = str(tmp_path / "run" / "v.sock")
+    done = subprocess.run([sys.executable, "-m", "vimage.cli.vimage", "--socket", sock, "topo",
+                           "serve", str(LAB), "--bind", "192.0.2.1"], env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == ("vimage topo serve: rank 0 of 1 (nodes h1, pc1, pc2, r1, r2, sw1) "
+                           "failed: OSError: [Errno 99] Cannot assign requested address\n")
+    assert list((tmp_path / "run").iterdir()) == []
+    done = subprocess.run([sys.executable, "-m", "vimage.cli.vimage", "--socket", sock, "topo",
+                           "serve", str(SERVE)], env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stderr) == (1, "vimage topo serve: node pc1 is pinned to "
+                                                 "partition 1, but there are 1 (0..0)\n")
