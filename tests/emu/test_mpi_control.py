@@ -139,3 +139,21 @@ def test_link_rows_merge_the_counters_of_both_ranks():
     assert row["counters"] == [{"ifname": "eth1", "opackets": 3},
                                {"ifname": "eth0", "opackets": 4}]
     assert "held" not in row
+
+
+def test_bench_mpi_control_smoke():
+    """bench/bench_mpi_control.py at a tiny size still reports what it promises."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root / "src"))
+    done = subprocess.run([sys.executable, str(root / "bench" / "bench_mpi_control.py"), "-n",
+                           "20", "--clients", "2", "--runs", "1"], env=env,
+                          capture_output=True, text=True, timeout=120, check=True)
+    result = json.loads(done.stdout)
+    assert result["benchmark"] == "mpi_control"
+    for key in ("remote_us", "remote_cpu_us", "local_us", "concurrent_calls_per_s"):
+        assert result[key] > 0

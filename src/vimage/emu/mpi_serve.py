@@ -158,11 +158,10 @@ class _Serve:
         dead: list[int] = []
         if self.daemon is not None:
             partops.close(self.daemon)
-            if self.opened:
+            if self.opened and not self.daemon.stopped.is_set():
                 self.daemon.request_stop()
-                if not self.daemon.stopped.is_set():
-                    with contextlib.suppress(Exception):
-                        self.daemon.serve_forever()  # runs the shutdown at once
+                with contextlib.suppress(Exception):
+                    self.daemon.serve_forever()  # runs the shutdown at once
             else:
                 self.daemon.sockets.close()
                 self.daemon.abandon()
@@ -204,9 +203,12 @@ def _listening(path: str) -> bool:
 
 def serve(topology: Topology, socket_option: str | None = None, name: str | None = None,
           seed: int = 1, bind: str = "127.0.0.1", skip_ipv6: bool = False,
-          out: Callable[[str], None] = print) -> int:
+          out: Callable[[str], None] = print,
+          on_ready: Callable[[PartitionedControl, Daemon], None] | None = None) -> int:
     """`vimage topo serve` on this rank: 0 after a normal end, 1 after a failure or a
-    death (then the caller should leave with os._exit: see main)."""
+    death (then the caller should leave with os._exit: see main). `on_ready(control,
+    daemon)` is called on every rank once all serve (a GUI starts there, on rank 0; it
+    runs in the main thread, so it must not block: start a thread)."""
     try:
         comm = world()
     except RunError as exc:
@@ -248,26 +250,31 @@ def serve(topology: Topology, socket_option: str | None = None, name: str | None
         run.teardown("the start failed", failed=True)
         return 1
     run.install(everyone)
-    handlers = {s: signal.signal(s, lambda *_: run.daemon.signal_stop())  # type: ignore[union-attr]
+    assert run.daemon is not None and run.control is not None
+    daemon, control = run.daemon, run.control
+    # until the teardown is over: mpirun sends SIGTERM once, then SIGKILL
+    handlers = {s: signal.signal(s, lambda *_: daemon.signal_stop())
                 for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        if comm.rank == 0:
-            for line in ready_lines(engine, everyone, run.control):  # type: ignore[arg-type]
-                out(line)
-            sys.stdout.flush()
-        if os.environ.get(FAIL_ENV) == str(comm.rank):
-            raise RuntimeError(f"{FAIL_ENV} asked this rank to fail")
-        assert run.daemon is not None
-        run.daemon.serve_forever()
-    except Exception as exc:
-        print(f"vimage topo serve: {who} failed: {type(exc).__name__}: {exc}",
-              file=sys.stderr, flush=True)
-        run.teardown("failed", failed=True)
-        return 1
+        try:
+            if comm.rank == 0:
+                for line in ready_lines(engine, everyone, control):
+                    out(line)
+                sys.stdout.flush()
+            if on_ready is not None:
+                on_ready(control, daemon)
+            if os.environ.get(FAIL_ENV) == str(comm.rank):
+                raise RuntimeError(f"{FAIL_ENV} asked this rank to fail")
+            daemon.serve_forever()
+        except Exception as exc:
+            print(f"vimage topo serve: {who} failed: {type(exc).__name__}: {exc}",
+                  file=sys.stderr, flush=True)
+            run.teardown("failed", failed=True)
+            return 1
+        dead = run.teardown(f"rank {comm.rank} stopped")
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
-    dead = run.teardown(f"rank {comm.rank} stopped")
     for rank in dead:
         run.report(rank)
     run.sweep(everyone, dead)
