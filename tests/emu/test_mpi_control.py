@@ -157,3 +157,114 @@ def test_bench_mpi_control_smoke():
     assert result["benchmark"] == "mpi_control"
     for key in ("remote_us", "remote_cpu_us", "local_us", "concurrent_calls_per_s"):
         assert result[key] > 0
+
+
+# -- the API over two real ranks (threads of this process) ----------------------------------------
+SERVE = Path(__file__).parent / "data" / "mpi-serve.yaml"
+
+
+class ThreadComm:
+    """Two ranks as threads: MPI's alltoall through a barrier (as in test_mpi.py)."""
+
+    def __init__(self, hub: dict[str, Any], rank: int, size: int) -> None:
+        self.hub, self.rank, self.size = hub, rank, size
+
+    def alltoall(self, payloads: list[Any]) -> list[Any]:
+        self.hub["slots"][self.rank] = payloads
+        self.hub["barrier"].wait()
+        out = [row[self.rank] for row in self.hub["slots"]]
+        self.hub["barrier"].wait()
+        return out
+
+
+def _in_threads(func, *args) -> list[Any]:
+    results: list[Any] = [None, None]
+
+    def one(rank: int) -> None:
+        try:
+            results[rank] = func(rank, *args)
+        except BaseException as exc:
+            results[rank] = exc
+
+    threads = [threading.Thread(target=one, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
+@pytest.fixture
+def two_ranks(tmp_path, monkeypatch):
+    from vimage.ctl import paths
+    from vimage.emu.mpi import Engine
+    from vimage.emu.mpi_serve import RankServer, rank_paths
+
+    monkeypatch.setenv("VIMAGED_CGROUPS", "0")
+    hub: dict[str, Any] = {"slots": [None, None], "barrier": threading.Barrier(2)}
+    front = paths.resolve(str(tmp_path / "v.sock"))
+
+    def start(rank: int) -> RankServer:
+        engine = Engine(load(SERVE), ThreadComm(hub, rank, 2), 1, None, True, realtime=True,
+                        name="api")
+        engine.plan()
+        server = RankServer(engine, rank_paths(front, rank), lambda line: None)
+        assert server.start()
+        return server
+
+    servers = _in_threads(start)
+    yield servers
+    dead = _in_threads(lambda rank: servers[rank].teardown("test over"))
+    assert dead == [[], []]
+    for server in servers:
+        assert server.engine.kernel is not None and server.engine.kernel.vnets() == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.sock.lock"]
+
+
+def test_the_api_reaches_the_nodes_of_both_ranks(two_ranks):
+    zero, one = (server.control for server in two_ranks)
+    assert zero.owner("pc1") == 1 and zero.owner("pc2") == 0
+    assert zero.node_info("pc1")["vnet"] == "api.pc1"
+    assert "1 packets received" in zero.node_cmd("pc1", "ping -c 1 10.0.2.20")
+    whole = zero.show()
+    assert [n["name"] for n in whole["nodes"]] == ["pc1", "r1", "r2", "pc2"]
+    cut = whole["links"][1]
+    assert (cut["a"], cut["b"]) == ("r1:eth1", "r2:eth0")
+    assert [c["ifname"] for c in cut["counters"]] == ["eth1", "eth0"]
+    assert cut["counters"][0]["opackets"] > 0 and cut["counters"][1]["ipackets"] > 0
+
+    # a cut link: both ranks' model and pipe change; a bad value changes nothing anywhere
+    row = one.link_set("r1", "r2", {"delay": "30ms"})
+    assert row["shown"] == {"delay": "30ms"}
+    for server in two_ranks:
+        assert server.engine.topology.links[1].delay == 30000
+    with pytest.raises(CtlError, match="link r1-r2: bad duration 'x'") as info:
+        zero.link_set("r1", "r2", {"delay": "x"})
+    assert info.value.code == "bad-request"
+    assert all(s.engine.topology.links[1].delay == 30000 for s in two_ranks)
+    rtt = zero.node_cmd("pc2", "ping -c 1 10.0.0.20")
+    assert float(rtt.split("round-trip min/avg/max/stddev = ")[1].split("/")[0]) >= 60.0
+
+    # live frames at r1's end (rank 1), asked from rank 0, while pc1 pings pc2
+    handle = zero.capture_start("r1", "r2", count=2)
+    assert (handle["rank"], handle["ifname"]) == (1, "eth1")
+    pinger = threading.Thread(target=zero.node_cmd, args=("pc1", "ping -c 2 10.0.2.20"))
+    pinger.start()
+    frames: list[tuple[int, bytes]] = []
+    while True:
+        got, still = zero.capture_poll(handle, 2.0)
+        frames += got
+        if not still:
+            break
+    pinger.join(30)
+    assert len(frames) == 2
+    assert all(f[12:14] == b"\x08\x00" and f[23] == 1 for _, f in frames)  # IPv4, ICMP
+    assert zero.capture_stop(handle)["captured"] == 2
+    assert len(list(one.capture("r2", "r1", duration=0.2))) == 0  # nothing while idle
+
+    stats = zero.stats()
+    assert [s["rank"] for s in stats] == [0, 1]
+    assert all(s["frames_out"] > 0 and s["frames_in"] > 0 for s in stats), stats

@@ -207,8 +207,8 @@ def checked_link(model: Link, params: dict[str, str | None]) -> Link:
 
 
 def op_part_capture(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
-    """`action` start (link `index`, `side`; `count`, `filter`), poll (`id`, `wait`
-    seconds for frames) or stop (`id`) a capture at a link end this rank holds."""
+    """`action` start (link `index`, `side`; `count`, `filter`), poll (`capture`, `wait`
+    seconds for frames) or stop (`capture`) a capture at a link end this rank holds."""
     from vimage.net.bpf import open_capture
 
     action = req.str("action")
@@ -229,8 +229,8 @@ def op_part_capture(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
             state.next_capture += 1
             cid = state.next_capture
             state.captures[cid] = _Capture(session, ready)
-            return {"id": cid, "ifname": end.name, "linktype": session.linktype}
-    cid = req.int("id", -1)
+            return {"capture": cid, "ifname": end.name, "linktype": session.linktype}
+    cid = req.int("capture", -1)
     cap = state.captures.get(cid)
     if cap is None:
         raise LookupError(f"no capture {cid}")
@@ -275,7 +275,8 @@ PART_OPS: Mapping[str, ops.Op] = MappingProxyType({
     "part_show": ops.Op(op_part_show, frozenset(("name",)), host_only=True),
     "part_link": ops.Op(op_part_link, frozenset(("name", "index", "params")), host_only=True),
     "part_capture": ops.Op(op_part_capture, frozenset(
-        ("name", "action", "index", "side", "count", "filter", "id", "wait")), host_only=True),
+        ("name", "action", "index", "side", "count", "filter", "capture", "wait")),
+        host_only=True),
     "part_stats": ops.Op(op_part_stats, frozenset(("name",)), host_only=True),
 })
 

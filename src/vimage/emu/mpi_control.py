@@ -353,7 +353,7 @@ class PartitionedControl:
     def capture_start(self, a: str, b: str, count: int | None = None,
                       filter: str | None = None) -> dict[str, Any]:
         """Start capturing at `a`'s end of the link between `a` and `b` on the rank holding
-        it; a handle (rank, id, ifname, linktype) for capture_poll and capture_stop."""
+        it; a handle (rank, capture id, ifname, linktype) for capture_poll and capture_stop."""
         index, link = self.find_link(a, b)
         side = "a" if link.a[0] == a else "b"
         rank = self.owner(a)
@@ -364,7 +364,7 @@ class PartitionedControl:
         if filter:
             body["filter"] = filter
         reply = self.call(rank, body)
-        return {"rank": rank, "id": reply["id"], "ifname": reply["ifname"],
+        return {"rank": rank, "capture": reply["capture"], "ifname": reply["ifname"],
                 "linktype": reply["linktype"]}
 
     def capture_poll(self, handle: dict[str, Any], wait: float = POLL_WAIT
@@ -372,7 +372,8 @@ class PartitionedControl:
         """The frames captured since the last poll, as (time ns, bytes), and whether the
         capture is still open; waits up to `wait` seconds on the holding rank for some."""
         reply = self.call(handle["rank"], {"op": OP_CAPTURE, "name": self.name,
-                                           "action": "poll", "id": handle["id"], "wait": wait},
+                                           "action": "poll", "capture": handle["capture"],
+                                           "wait": wait},
                           REQUEST_TIMEOUT + wait)
         frames = [(int(ts), base64.b64decode(data)) for ts, data in reply["frames"]]
         return frames, bool(reply["open"])
@@ -380,7 +381,7 @@ class PartitionedControl:
     def capture_stop(self, handle: dict[str, Any]) -> dict[str, Any]:
         """End the capture; its counters (captured, received, dropped) and error if any."""
         return self.call(handle["rank"], {"op": OP_CAPTURE, "name": self.name,
-                                          "action": "stop", "id": handle["id"]})
+                                          "action": "stop", "capture": handle["capture"]})
 
     def capture(self, a: str, b: str, count: int | None = None,
                 duration: float | None = None) -> Iterator[tuple[int, bytes]]:

@@ -55,8 +55,12 @@ def rank_paths(front: paths.Paths, rank: int) -> paths.Paths:
                        front.default_dir)
 
 
-class _Serve:
-    """One rank of `topo serve`: what it made, so that any failure undoes all of it."""
+class RankServer:
+    """One rank of `topo serve`: what it made, so that any failure undoes all of it.
+
+    `start()` is collective (every rank calls it); then `daemon` serves (its
+    `serve_forever`), `control` is the rank's PartitionedControl, and `teardown()`
+    undoes everything."""
 
     def __init__(self, engine: Engine, where: paths.Paths, out: Callable[[str], None]) -> None:
         self.engine = engine
@@ -67,6 +71,7 @@ class _Serve:
         self.daemon: Daemon | None = None
         self.opened = False
         self.reported: set[int] = set()
+        self.everyone: list[dict[str, Any]] = []  # per rank: its addresses, socket, host
         self._lock = threading.Lock()
 
     @property
@@ -81,6 +86,41 @@ class _Serve:
         return list(self.comm.alltoall([mine] * self.comm.size))
 
     # -- the start --------------------------------------------------------------------------
+    def who(self) -> str:
+        nodes = sorted(self.engine.local_nodes())
+        shown = ", ".join(nodes[:8]) + (f" ... ({len(nodes)} nodes)" if len(nodes) > 8 else "")
+        return f"rank {self.rank} of {self.comm.size} (nodes {shown or '-'})"
+
+    def start(self) -> bool:
+        """Build, exchange, connect, open, exchange again, install: True once every rank
+        serves. Otherwise a rank that met a problem has printed it, and every rank has
+        undone what it made (False)."""
+        def step(action: Callable[[], Any]) -> tuple[Any, str | None]:
+            try:
+                return action(), None
+            except Exception as exc:
+                return None, (f"vimage topo serve: {self.who()} failed: "
+                              f"{type(exc).__name__}: {exc}")
+
+        mine, problem = step(self.build)
+        everyone = self.exchange({"ok": problem is None, **(mine or {})})
+        if problem is None and all(i["ok"] for i in everyone):
+            _, problem = step(lambda: self.connect(everyone))
+            if problem is None:
+                _, problem = step(self.open)
+            if not all(i["ok"] for i in self.exchange({"ok": problem is None})):
+                problem = problem or ""
+        elif problem is None:
+            problem = ""  # another rank failed and says so
+        if problem is not None:
+            if problem:
+                print(problem, file=sys.stderr, flush=True)
+            self.teardown("the start failed", failed=True)
+            return False
+        self.everyone = everyone
+        self.install(everyone)
+        return True
+
     def build(self) -> dict[str, Any]:
         """Build the partition, bind the tunnels, listen for the other ranks."""
         engine = self.engine
@@ -223,33 +263,11 @@ def serve(topology: Topology, socket_option: str | None = None, name: str | None
         if comm.rank == 0:
             print(f"vimage topo serve: {exc}", file=sys.stderr)
         return 1
-    run = _Serve(engine, rank_paths(front, comm.rank), out)
-    nodes = sorted(engine.local_nodes())
-    shown = ", ".join(nodes[:8]) + (f" ... ({len(nodes)} nodes)" if len(nodes) > 8 else "")
-    who = f"rank {comm.rank} of {comm.size} (nodes {shown or '-'})"
-
-    def step(action: Callable[[], Any]) -> tuple[Any, str | None]:
-        try:
-            return action(), None
-        except Exception as exc:
-            return None, f"vimage topo serve: {who} failed: {type(exc).__name__}: {exc}"
-
-    mine, problem = step(run.build)
-    everyone = run.exchange({"ok": problem is None, **(mine or {})})
-    if problem is None and all(i["ok"] for i in everyone):
-        _, problem = step(lambda: run.connect(everyone))
-        if problem is None:
-            _, problem = step(run.open)
-        if not all(i["ok"] for i in run.exchange({"ok": problem is None})):
-            problem = problem or ""
-    elif problem is None:
-        problem = ""  # another rank failed and says so
-    if problem is not None:
-        if problem:
-            print(problem, file=sys.stderr, flush=True)
-        run.teardown("the start failed", failed=True)
+    run = RankServer(engine, rank_paths(front, comm.rank), out)
+    who = run.who()
+    if not run.start():
         return 1
-    run.install(everyone)
+    everyone = run.everyone
     assert run.daemon is not None and run.control is not None
     daemon, control = run.daemon, run.control
     # until the teardown is over: mpirun sends SIGTERM once, then SIGKILL
