@@ -99,22 +99,24 @@ class RankServer:
             try:
                 return action(), None
             except Exception as exc:
-                return None, (f"vimage topo serve: {self.who()} failed: "
-                              f"{type(exc).__name__}: {exc}")
+                return None, f"{type(exc).__name__}: {exc}"
 
         mine, problem = step(self.build)
-        everyone = self.exchange({"ok": problem is None, **(mine or {})})
-        if problem is None and all(i["ok"] for i in everyone):
+        everyone = self.exchange({"problem": problem, **(mine or {})})
+        problems = [i["problem"] for i in everyone]
+        if not any(problems):
             _, problem = step(lambda: self.connect(everyone))
             if problem is None:
                 _, problem = step(self.open)
-            if not all(i["ok"] for i in self.exchange({"ok": problem is None})):
-                problem = problem or ""
-        elif problem is None:
-            problem = ""  # another rank failed and says so
-        if problem is not None:
-            if problem:
-                print(problem, file=sys.stderr, flush=True)
+            problems = [i["problem"] for i in self.exchange({"problem": problem})]
+        if any(problems):
+            if len(problems) > 1 and all(p == problems[0] for p in problems):
+                if self.rank == 0:  # the same on every rank (the file, the name): once
+                    print(f"vimage topo serve: every rank failed: {problem}",
+                          file=sys.stderr, flush=True)
+            elif problem:
+                print(f"vimage topo serve: {self.who()} failed: {problem}", file=sys.stderr,
+                      flush=True)
             self.teardown("the start failed", failed=True)
             return False
         self.everyone = everyone
