@@ -268,3 +268,31 @@ def test_the_api_reaches_the_nodes_of_both_ranks(two_ranks):
     stats = zero.stats()
     assert [s["rank"] for s in stats] == [0, 1]
     assert all(s["frames_out"] > 0 and s["frames_in"] > 0 for s in stats), stats
+
+
+def test_only_the_ranks_can_join_the_mesh():
+    """A connection to a rank's listener must carry the token the ranks exchanged."""
+    topo = load(LAB)
+    assignment = parting.partition(topo, 2)
+    zero = PartitionedControl(0, 2, topo, assignment, handler(0), "lab")
+    host, port, token = zero.listen()
+    failure: list[BaseException] = []
+
+    def accept() -> None:
+        try:
+            zero.connect([(host, port, token), ("127.0.0.1", 1, "")], timeout=2)
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    from vimage.ctl import protocol
+
+    intruder = socket.create_connection((host, port))
+    protocol.send(intruder, {"kind": "hello", "rank": 1, "token": "guess"})
+    assert intruder.recv(1) == b""  # closed without a word
+    intruder.close()
+    thread.join(10)
+    assert len(failure) == 1 and "did not connect within 2 s" in str(failure[0])
+    assert zero.peers == {}
+    zero.close()

@@ -6,7 +6,7 @@ the rank holding it. `PartitionedControl` is that asking: a TCP connection betwe
 two ranks (a full mesh, on the --bind addresses, exchanged once over MPI at the start),
 carrying the control protocol's frames (vimage.ctl.protocol: a 4-byte length, JSON):
 
-    {"kind": "hello", "rank": R}                 first frame of a dialled connection
+    {"kind": "hello", "rank": R, "token": T}     first frame of a dialled connection
     {"kind": "req", "id": N, "body": REQUEST}    a daemon request (no descriptors)
     {"kind": "rep", "id": N, "body": REPLY}      its reply
     {"kind": "stop", "why": TEXT}                the sender ends the experiment
@@ -24,12 +24,17 @@ portable failure detection); every request can time out; any thread may send, wh
 thread level the MPI library grants; and it is the same on one host or many. A
 connection that ends without a `stop` is a dead rank: `on_dead(rank)` is called once and
 requests to it fail at once, naming it.
+
+Only the ranks can join: each rank's listener has a random token, given to the others
+with its address over MPI, and a connection whose hello does not carry it is closed;
+the listener closes once every rank has connected.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import secrets
 import shlex
 import socket
 import threading
@@ -114,6 +119,7 @@ class PartitionedControl:
         self._waiting: dict[int, _Pending] = {}
         self._next_id = 0
         self._listener: socket.socket | None = None
+        self._token = secrets.token_hex(16)
         self._closing = False
 
     # -- who holds what -------------------------------------------------------------------------
@@ -146,8 +152,9 @@ class PartitionedControl:
         return sorted({self.assignment[link.a[0]], self.assignment[link.b[0]]})
 
     # -- the mesh ---------------------------------------------------------------------------
-    def listen(self) -> tuple[str, int]:
-        """Listen on the bind address (an ephemeral port); the address to tell the others."""
+    def listen(self) -> tuple[str, int, str]:
+        """Listen on the bind address (an ephemeral port); what to tell the others (over
+        MPI, never in the clear): the address and the token a hello must carry."""
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             listener.bind((self.bind, 0))
@@ -157,18 +164,20 @@ class PartitionedControl:
             raise
         self._listener = listener
         host, port = listener.getsockname()[:2]
-        return str(host), int(port)
+        return str(host), int(port), self._token
 
-    def connect(self, addresses: list[tuple[str, int]], timeout: float = CONNECT_TIMEOUT) -> None:
+    def connect(self, addresses: list[tuple[str, int, str]],
+                timeout: float = CONNECT_TIMEOUT) -> None:
         """Connect to every other rank (`addresses[r]`, from listen() on each): dial the
         lower ranks, accept the higher ones; then start reading."""
         assert self._listener is not None
         deadline = time.monotonic() + timeout
         for rank in range(self.rank):
-            sock = socket.create_connection(tuple(addresses[rank]), timeout)
+            host, port, token = addresses[rank]
+            sock = socket.create_connection((host, port), timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(max(0.1, deadline - time.monotonic()))
-            protocol.send(sock, {"kind": "hello", "rank": self.rank})
+            protocol.send(sock, {"kind": "hello", "rank": self.rank, "token": token})
             self.peers[rank] = _Peer(rank, sock)
         while len(self.peers) < self.size - 1:
             self._listener.settimeout(max(0.1, deadline - time.monotonic()))
@@ -178,11 +187,15 @@ class PartitionedControl:
                 missing = sorted(set(range(self.size)) - set(self.peers) - {self.rank})
                 raise CtlError(FAILED, f"ranks {missing} did not connect within "
                                        f"{timeout:g} s") from None
-            sock.settimeout(max(0.1, deadline - time.monotonic()))
-            frame = protocol.recv(sock, 4096)
+            sock.settimeout(min(5.0, max(0.1, deadline - time.monotonic())))
+            try:
+                frame = protocol.recv(sock, 4096)
+            except (OSError, CtlError):
+                frame = None
             hello = frame[0] if frame is not None else None
             rank = hello.get("rank") if isinstance(hello, dict) else None
-            if type(rank) is not int or not self.rank < rank < self.size or rank in self.peers:
+            if type(rank) is not int or not self.rank < rank < self.size or rank in self.peers \
+                    or not secrets.compare_digest(str(hello.get("token")), self._token):
                 sock.close()  # not one of ours
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
