@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -102,13 +103,36 @@ def served(tmp_path: Path) -> Iterator[Served]:
         watchdog.cancel()
 
 
+def _capture_while_pinging(served: Served, capfd: pytest.CaptureFixture[str],
+                           pcap: Path) -> str:
+    """`topo capture NAME r1 r2 -c 4` while pc1 pings pc2 (another process); its output."""
+    pinger = subprocess.Popen([sys.executable, "-m", "vimage.cli.vimage", "--socket",
+                               served.sock, "topo", "exec", NAME, "pc1", "--", "ping", "-c",
+                               "40", "-i", "0.1", "10.0.2.20"], env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return served.ok(capfd, "topo", "capture", NAME, "r1", "r2", "-w", str(pcap), "-c",
+                         "4")
+    finally:
+        pinger.wait(60)
+
+
+def _icmp(pcap: Path) -> None:
+    from scapy.all import ICMP, IP, rdpcap
+
+    frames = rdpcap(str(pcap))
+    assert len(frames) == 4
+    icmp = [f for f in frames if ICMP in f]
+    assert icmp and {f[IP].src for f in icmp} <= {"10.0.0.20", "10.0.2.20"}, frames
+
+
 def _rtt(output: str) -> float:
     match = re.search(r"round-trip min/avg/max/stddev = ([\d.]+)/", output)
     assert match is not None, output
     return float(match.group(1))
 
 
-def test_a_served_experiment_answers_for_every_rank(served, capfd, tmp_path):
+def test_a_served_experiment_answers_for_every_rank(served, capfd, tmp_path, monkeypatch):
     assert served.lines[0].startswith(f"topo serve: experiment {NAME}, 4 nodes on 2 rank(s), "
                                       "1 cut link(s) as VXLAN tunnels; control socket ")
     assert served.lines[1].split(": ")[1].startswith("pc2, r2;"), served.lines
@@ -137,22 +161,27 @@ def test_a_served_experiment_answers_for_every_rank(served, capfd, tmp_path):
     status, out, err = served.vimage(capfd, "topo", "link", NAME, "r1", "r2", "delay", "2x")
     assert (status, out, err) == (1, "", "vimage: link r1-r2: bad duration '2x'\n")
 
-    # live frames at r1's end (rank 1) of the cut link, while pc1 pings
-    pinger = subprocess.Popen([sys.executable, "-m", "vimage.cli.vimage", "--socket",
-                               served.sock, "topo", "exec", NAME, "pc1", "--", "ping", "-c",
-                               "40", "-i", "0.1", "10.0.2.20"], env=_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        pcap = tmp_path / "r1-r2.pcap"
-        served.ok(capfd, "topo", "capture", NAME, "r1", "r2", "-w", str(pcap), "-c", "4")
-    finally:
-        pinger.wait(60)
-    from scapy.all import ICMP, IP, rdpcap
-
-    frames = rdpcap(str(pcap))
-    assert len(frames) == 4
-    icmp = [f for f in frames if ICMP in f]
-    assert icmp and {f[IP].src for f in icmp} <= {"10.0.0.20", "10.0.2.20"}, frames
+    # live frames at r1's end (rank 1) of the cut link, while pc1 pings: the capture runs
+    # in rank 1's daemon (followed there)...
+    pcap = tmp_path / "r1-r2.pcap"
+    followed = _capture_while_pinging(served, capfd, pcap)
+    assert followed == ("tcpdump: listening on eth1, link-type EN10MB (Ethernet), snapshot "
+                        "length 262144 bytes\n4 packets captured\n4 packets received by "
+                        "filter\n0 packets dropped by kernel\n")
+    _icmp(pcap)
+    # ... or, as if rank 1 were on another host, rank 0 relays its frames; exec says where
+    host = socket.gethostname()
+    monkeypatch.setattr(socket, "gethostname", lambda: "elsewhere")
+    relayed = _capture_while_pinging(served, capfd, pcap)
+    assert relayed == followed
+    _icmp(pcap)
+    status, out, err = served.vimage(capfd, "exec", f"{NAME}.pc1", "--", "true")
+    assert (status, out) == (1, "")
+    rank1 = f"{served.sock}.rank-1"
+    assert err == (f"vimage: node pc1 of experiment {NAME} is held by rank 1 on host {host}: "
+                   f"its daemon's socket is {rank1}; run this on host {host} with vimage "
+                   f"--socket {rank1}\n")
+    monkeypatch.undo()
 
     # a program in pc1 (rank 1): its sockets are relayed by rank 1's daemon
     prog = tmp_path / "where.py"

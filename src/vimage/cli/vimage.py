@@ -69,6 +69,13 @@ class Ctx:
             self._client.close()
             self._client = None
 
+    def followable(self, moved: CtlError) -> bool:
+        """True if a `moved` answer names a daemon this command can go on with: on this
+        host, and not from inside a vnet (a channel reaches its own daemon only)."""
+        detail = moved.detail or {}
+        return (isinstance(detail.get("socket"), str) and detail.get("host") ==
+                socket.gethostname() and not (self._client is not None and self._client.scoped))
+
     def follow(self, moved: CtlError) -> None:
         """A `moved` answer (a node of `vimage topo serve` that another rank holds): go on
         with that rank's daemon, on this host; elsewhere, say where to run it."""
@@ -76,7 +83,7 @@ class Ctx:
         where, host = detail.get("socket"), detail.get("host")
         if not isinstance(where, str) or (self._client is not None and self._client.scoped):
             raise moved
-        if host != socket.gethostname():
+        if not self.followable(moved):
             raise CtlError(UNAVAILABLE, f"{moved.message}; run this on host {host} with "
                                         f"vimage --socket {where}")
         from vimage.ctl import paths
@@ -838,7 +845,53 @@ def topo_capture(ctx: Ctx, args: Any) -> int:
         argv += ["-c", args.count]
     if args.duration is not None:
         argv += ["--duration", args.duration]
-    return run_tool(ctx, end["vnet"], argv)
+    try:
+        status, output = ctx.client().tool(argv, end["vnet"])
+    except CtlError as exc:
+        if exc.code != MOVED:
+            raise
+        if not ctx.followable(exc):  # a rank of `topo serve` on another host
+            return _capture_relayed(ctx, args)
+        ctx.follow(exc)
+        status, output = ctx.client().tool(argv, end["vnet"])
+    sys.stdout.write(output)
+    sys.stdout.flush()
+    return status
+
+
+def _capture_relayed(ctx: Ctx, args: Any) -> int:
+    """`topo capture` of an end a rank on another host holds: the daemon we reach relays
+    the frames (part_pcap) into FILE, opened here; tcpdump's lines, as for any capture."""
+    from vimage.wire.pcap import linktype_name
+
+    fields: dict[str, Any] = {}
+    try:
+        if args.count is not None:
+            fields["count"] = int(args.count)
+        if args.duration is not None:
+            fields["duration"] = float(args.duration)
+    except ValueError:
+        raise Usage("topo capture: -c wants a number of packets, --duration seconds") from None
+    try:
+        fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        print(f"tcpdump: {shown(args.file)}: {exc.strerror}", file=sys.stderr)
+        return 1
+    try:
+        reply, fds = ctx.client().call("part_pcap", fds=[fd], name=args.name, a=args.a,
+                                       b=args.b, **fields)
+    finally:
+        os.close(fd)
+    for extra in fds:
+        os.close(extra)
+    named = linktype_name(reply["linktype"])
+    kind = f"link-type {named[0]} ({named[1]})" if named else f"link-type {reply['linktype']}"
+    print(f"tcpdump: listening on {reply['ifname']}, {kind}, snapshot length "
+          f"{reply['snaplen']} bytes")
+    for key, what in (("captured", "captured"), ("received", "received by filter"),
+                      ("dropped", "dropped by kernel")):
+        print(f"{reply[key]} packet{'' if reply[key] == 1 else 's'} {what}")
+    return 0
 
 
 TOPO_COMMANDS: Mapping[str, Callable[[Ctx, Any], int]] = MappingProxyType({

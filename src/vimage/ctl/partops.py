@@ -254,6 +254,50 @@ def op_part_capture(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
     raise CtlError(BAD_REQUEST, f"part_capture: unknown action {action[:32]!r}")
 
 
+def op_part_pcap(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
+    """`topo capture` of a link end on another host (where the client cannot follow a
+    `moved`): the frames come from the holding rank through the request layer and are
+    written here, to the pcap file the client passed; `count` and/or `duration` end it."""
+    import os
+    import time
+
+    from vimage.emu.mpi_control import POLL_WAIT
+    from vimage.wire.pcap import DEFAULT_SNAPLEN, PcapWriter
+
+    rel = req.str("name")
+    state = _ours(d, s, rel)
+    if state is None:
+        raise LookupError(f"no partitioned experiment {rel}")
+    if len(req.fds) != 1:
+        raise CtlError(BAD_REQUEST, "part_pcap: the pcap file must come as one descriptor")
+    count = req.int("count", 0) or None
+    duration = req.args.get("duration")
+    if duration is not None and (not isinstance(duration, int | float) or duration < 0):
+        raise CtlError(BAD_REQUEST, "part_pcap: 'duration' must be a number of seconds")
+    control = state.control
+    handle = control.capture_start(req.str("a"), req.str("b"), count)
+    deadline = None if duration is None else time.monotonic() + duration
+    out = os.fdopen(os.dup(req.fds[0]), "wb")
+    try:
+        writer = PcapWriter(out, handle["linktype"])
+        while True:
+            left = POLL_WAIT if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                break
+            frames, still = control.capture_poll(handle, min(POLL_WAIT, left))
+            for stamp, data in frames:
+                writer.write(stamp, data, len(data))
+            if not still:
+                break
+        writer.close()
+    finally:
+        out.close()
+        result = control.capture_stop(handle)
+    return {"ifname": handle["ifname"], "linktype": handle["linktype"],
+            "snaplen": DEFAULT_SNAPLEN, "captured": result["captured"],
+            "received": result["received"], "dropped": result["dropped"]}
+
+
 def op_part_stats(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
     with d.kernel.sched.cond:
         state = _state(d, req)
@@ -278,6 +322,8 @@ PART_OPS: Mapping[str, ops.Op] = MappingProxyType({
         ("name", "action", "index", "side", "count", "filter", "capture", "wait")),
         host_only=True),
     "part_stats": ops.Op(op_part_stats, frozenset(("name",)), host_only=True),
+    "part_pcap": ops.Op(op_part_pcap, frozenset(("name", "a", "b", "count", "duration")),
+                        host_only=True, fds=True),
 })
 
 
