@@ -12,7 +12,8 @@ from rank 0's socket whatever rank holds the node.
 The start is collective: the ranks exchange (one MPI alltoall each time) their tunnel
 sockets, control address, daemon socket and host, after building and again after
 opening their daemons; a rank that failed says so (one line, naming itself and its
-nodes) and every rank undoes what it made and exits 1. Then MPI is no longer used.
+nodes; a problem every rank met alike is said once, by rank 0) and every rank undoes
+what it made and exits 1. Then MPI is no longer used.
 
 The end: `vimage topo down NAME` (or `vimage -d NAME`), SIGINT or SIGTERM (what mpirun
 sends its ranks on ^C), or a `stop` from another rank: each rank stops its daemon
