@@ -215,12 +215,18 @@ def two_ranks(tmp_path, monkeypatch):
         assert server.start()
         return server
 
+    before = set(threading.enumerate())
     servers = _in_threads(start)
     yield servers
     dead = _in_threads(lambda rank: servers[rank].teardown("test over"))
     assert dead == [[], []]
-    for server in servers:
-        assert server.engine.kernel is not None and server.engine.kernel.vnets() == []
+    for server in servers:  # no vnet, timer, queued frame, thread or file is left
+        kernel = server.engine.kernel
+        assert kernel is not None and kernel.vnets() == []
+        assert kernel.sched.pending_timers() == 0 and not kernel.sched.queue
+    left = [t.name for t in set(threading.enumerate()) - before
+            if t.is_alive() and t.name != "vimage-rank-req"]  # a reply being sent may linger
+    assert left == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.sock.lock"]
 
 
