@@ -146,6 +146,11 @@ def test_a_served_experiment_answers_for_every_rank(served, capfd, tmp_path, mon
         assert re.search(rf"^{node} +\w+ +{NAME}\.{node} +eth0 {address}", show, re.M), show
     assert re.search(r"^r1:eth1--r2:eth0 +delay=5ms +eth1:\d+>/\d+< eth0:\d+>/\d+<$", show,
                      re.M), show
+    listing = served.ok(capfd, "-l", "-r").splitlines()
+    assert [line.split()[0] for line in listing[1:]] == \
+        [NAME, *(f"{NAME}.{n}" for n in ("pc1", "pc2", "r1", "r2"))], listing
+    assert served.ok(capfd, "-l", f"{NAME}.pc1").splitlines()[1].split()[:2] == \
+        [f"{NAME}.pc1", "pc1"]
     node = served.ok(capfd, "topo", "show", NAME, "pc1")
     assert re.search(rf"^pc1 +pc +{NAME}\.pc1 +eth0 10\.0\.0\.20/24, lo0$", node, re.M), node
 

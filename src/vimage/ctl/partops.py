@@ -8,7 +8,7 @@ experiment, and installs here (`install`) two things:
   of `topo link` (a cut link is changed on both ranks: each end's pipe), captures at a
   local link end (frames kept and handed out by polls), and its figures;
 - the front: `topo_list`, `topo_show`, `topo_link`, `topo_down`, `tool`, `exec`,
-  `exec_enter` and `destroy` are wrapped so that a request about a node another rank
+  `exec_enter`, `destroy` and `list` are wrapped so that a request about a node another rank
   holds is answered by that rank. A tool runs there and its output comes back (across
   hosts too); a request that must pass descriptors (`exec`, whose channel and relayed
   sockets belong to the holding daemon, and a tool with file operands such as `tcpdump
@@ -322,6 +322,8 @@ PART_OPS: Mapping[str, ops.Op] = MappingProxyType({
         ("name", "action", "index", "side", "count", "filter", "capture", "wait")),
         host_only=True),
     "part_stats": ops.Op(op_part_stats, frozenset(("name",)), host_only=True),
+    # the plain `list` of this rank's vnets (the front's `list` asks the others for it)
+    "part_list": ops.Op(ops.op_list, frozenset(("name", "recursive")), host_only=True),
     "part_pcap": ops.Op(op_part_pcap, frozenset(("name", "a", "b", "count", "duration")),
                         host_only=True, fds=True),
 })
@@ -382,6 +384,38 @@ def front_topo_list(d: Daemon, s: Session, req: Request, inner: ops.OpFunc) -> d
             if _ours(d, s, row["name"]) is not None:
                 row.update(nodes=len(topo.nodes), links=len(topo.links))
     return result
+
+
+def front_list(d: Daemon, s: Session, req: Request, inner: ops.OpFunc) -> dict[str, Any]:
+    """`vimage -l [-r] [NAME]` from the host: the nodes other ranks hold are listed too
+    (their rows come from their daemons: JIDs are per rank), and the experiment vnet's
+    `children` counts every rank's."""
+    state: PartState | None = d.partition
+    rel = req.str("name", "")
+    if state is None or s.scoped:
+        return inner(d, s, req)
+    control = state.control
+    far = _elsewhere(d, s, rel) if rel else None
+    if far is not None:
+        _, rank, _, full = far
+        return control.call(rank, {"op": "part_list", "name": full,
+                                   "recursive": req.bool("recursive")})
+    rows = inner(d, s, req)["vnets"]
+    covers = req.bool("recursive") and (not rel or rel == state.full
+                                        or state.full.startswith(rel + "."))
+    mine = next((r for r in rows if r["name"] == state.full), None)
+    if not covers and mine is None:
+        return {"vnets": rows}
+    others = [r for r in range(control.size) if r != state.rank]
+    for part in control.call_all({"op": "part_list", "name": state.full, "recursive": True},
+                                 others):
+        for row in part["vnets"]:
+            if row["name"] == state.full:
+                if mine is not None:
+                    mine["children"] += row["children"]
+            elif covers:
+                rows.append(row)
+    return {"vnets": sorted(rows, key=lambda r: r["name"])}
 
 
 def front_topo_show(d: Daemon, s: Session, req: Request, inner: ops.OpFunc) -> dict[str, Any]:
@@ -487,5 +521,5 @@ def front_moved(d: Daemon, s: Session, req: Request, inner: ops.OpFunc) -> dict[
 FRONT: Mapping[str, Callable[..., dict[str, Any]]] = MappingProxyType({
     "topo_list": front_topo_list, "topo_show": front_topo_show, "topo_link": front_topo_link,
     "topo_down": front_topo_down, "destroy": front_destroy, "tool": front_tool,
-    "exec": front_moved, "exec_enter": front_moved,
+    "exec": front_moved, "exec_enter": front_moved, "list": front_list,
 })
