@@ -289,3 +289,17 @@ def test_a_start_that_fails_says_why_in_one_line_and_leaves_nothing(tmp_path):
                           timeout=120)
     assert (done.returncode, done.stderr) == (1, "vimage topo serve: node pc1 is pinned to "
                                                  "partition 1, but there are 1 (0..0)\n")
+    env = dict(_env(), VIMAGE_AUTOSTART="1")
+    subprocess.run([sys.executable, "-m", "vimage.cli.vimage", "--socket", sock, "daemon",
+                    "start"], env=env, check=True, capture_output=True, timeout=60)
+    try:
+        done = subprocess.run([sys.executable, "-m", "vimage.cli.vimage", "--socket", sock,
+                               "topo", "serve", str(LAB)], env=_env(), capture_output=True,
+                              text=True, timeout=120)
+    finally:
+        subprocess.run([sys.executable, "-m", "vimage.cli.vimage", "--socket", sock, "daemon",
+                        "stop"], env=env, check=True, capture_output=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == ("vimage topo serve: rank 0 of 1 (nodes h1, pc1, pc2, r1, r2, sw1) "
+                           f"failed: FileExistsError: {sock}: a daemon is serving there "
+                           "already (vimage daemon stop, or another --socket)\n")

@@ -148,6 +148,9 @@ class RankServer:
 
     def open(self) -> None:
         assert self.daemon is not None
+        if _listening(self.where.socket):  # rather than wait for its lock, then fail
+            raise FileExistsError(f"{self.where.socket}: a daemon is serving there already "
+                                  "(vimage daemon stop, or another --socket)")
         self.daemon.open()  # starts the kernel: the experiment runs from here
         self.opened = True
 
