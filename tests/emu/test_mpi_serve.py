@@ -112,7 +112,7 @@ def _capture_while_pinging(served: Served, capfd: pytest.CaptureFixture[str],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         return served.ok(capfd, "topo", "capture", NAME, "r1", "r2", "-w", str(pcap), "-c",
-                         "4")
+                         "4", "--duration", "60")  # a bound, should the pings not come
     finally:
         pinger.wait(60)
 
