@@ -126,6 +126,27 @@ def _icmp(pcap: Path) -> None:
     assert icmp and {f[IP].src for f in icmp} <= {"10.0.0.20", "10.0.2.20"}, frames
 
 
+def _sent_on_cut_link(served: Served) -> int:
+    """Frames r1 sent on the cut link (asked through rank 0's socket)."""
+    from vimage.ctl import paths
+    from vimage.ctl.client import connect
+
+    with connect(paths.resolve(served.sock), autostart=False) as client:
+        link = client.request("topo_show", name=NAME, a="r1", b="r2")["link"]
+    return int(link["counters"][0]["opackets"])
+
+
+def _until(predicate, timeout: float = 30.0) -> bool:
+    """A condition on the experiment's side, which runs in real time on its own (as
+    tests/ctl/conftest.py's until)."""
+    pause = threading.Event()
+    for _ in range(int(timeout / 0.05)):
+        if predicate():
+            return True
+        pause.wait(0.05)
+    return predicate()
+
+
 def _rtt(output: str) -> float:
     match = re.search(r"round-trip min/avg/max/stddev = ([\d.]+)/", output)
     assert match is not None, output
@@ -207,7 +228,20 @@ def test_a_served_experiment_answers_for_every_rank(served, capfd, tmp_path, mon
 
 @pytest.mark.parametrize("rank, nodes", [(1, "pc1, r1"), (0, "pc2, r2")])
 def test_a_killed_rank_ends_the_experiment_on_the_others(served, rank, nodes):
+    # a ping forwarded to rank 1 is under way: its client gets one line, not a hang
+    sent = _sent_on_cut_link(served)
+    pinger = subprocess.Popen([sys.executable, "-m", "vimage.cli.vimage", "--socket",
+                               served.sock, "topo", "exec", NAME, "pc1", "--", "ping", "-c",
+                               "100", "10.0.2.20"], env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    assert pinger.stdout is not None and pinger.stderr is not None
+    assert _until(lambda: _sent_on_cut_link(served) > sent)  # the ping has begun
     os.kill(served.pids[rank], signal.SIGKILL)
+    assert pinger.wait(60) == 1
+    said = pinger.stderr.read().splitlines()
+    assert len(said) == 1 and (
+        said[0] == "vimage: rank 1 of 2 (nodes pc1, r1) died (its control connection closed)"
+        or said[0].startswith("vimage: lost the daemon")), said
     assert served.proc.wait(60) != 0
     assert served.proc.stderr is not None
     err = served.proc.stderr.read()
