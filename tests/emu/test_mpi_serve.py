@@ -284,21 +284,23 @@ def test_without_mpirun_one_process_serves_the_whole_experiment(tmp_path, capfd)
     (tmp_path / "run").mkdir()
     sock = str(tmp_path / "run" / "v.sock")
     proc = subprocess.Popen([sys.executable, "-m", "vimage.cli.vimage", "--socket", sock,
-                             "topo", "serve", str(LAB), "-e", "one", "--skip-ipv6"],
+                             "topo", "serve", str(LAB), "-e", "one", "--skip-ipv6",
+                             "--wait-converged"],
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
         assert proc.stdout is not None
         lines = [proc.stdout.readline() for _ in range(2)]
         assert lines[0].startswith("topo serve: experiment one, 6 nodes on 1 rank(s), 0 cut "
-                                   "link(s)"), lines
+                                   "link(s) as VXLAN tunnels, converged; "), lines
         served = Served(proc, sock, lines)
         assert served.pids == {0: proc.pid}
         show = served.ok(capfd, "topo", "show", "one", "r1", "r2")
         assert re.match(r"Link +Parameters +Packets out>/in<\nr1:eth1--r2:eth0 +bandwidth="
                         r"10Mbit/s delay=5ms jitter=1ms loss=1% ", show), show
+        # RIP has converged: h1 reaches pc2 across r1 and r2 at once
         assert "1 packets received" in served.ok(capfd, "topo", "exec", "one", "h1", "--",
-                                                 "ping", "-c", "1", "10.0.0.20")
+                                                 "ping", "-c", "1", "10.0.2.20")
         assert served.ok(capfd, "topo", "down", "one") == "one: down (6 nodes destroyed)\n"
         assert proc.wait(60) == 0
         assert served.leftovers() == []
@@ -323,6 +325,14 @@ def test_a_start_that_fails_says_why_in_one_line_and_leaves_nothing(tmp_path):
                           timeout=120)
     assert (done.returncode, done.stderr) == (1, "vimage topo serve: node pc1 is pinned to "
                                                  "partition 1, but there are 1 (0..0)\n")
+    done = subprocess.run([sys.executable, "-m", "vimage.cli.vimage", "--socket", sock, "topo",
+                           "serve", str(LAB), "--wait-converged", "--timeout", "0"],
+                          env=_env(), capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == ("vimage topo serve: experiment mpilab: the routing daemons did not "
+                           "converge within 0 s (on rank 0 of 1 (nodes h1, pc1, pc2, r1, r2, "
+                           "sw1))\n")
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["v.sock.lock"]  # as vimaged
     env = dict(_env(), VIMAGE_AUTOSTART="1")
     subprocess.run([sys.executable, "-m", "vimage.cli.vimage", "--socket", sock, "daemon",
                     "start"], env=env, check=True, capture_output=True, timeout=60)

@@ -674,6 +674,10 @@ def sub_topo(ctx: Ctx, argv: list[str]) -> int:
     srv.add_argument("--bind", default="127.0.0.1", metavar="ADDR",
                      help="this host's address for the tunnels and the ranks' control "
                           "connections (default 127.0.0.1)")
+    srv.add_argument("--wait-converged", action="store_true",
+                     help="say it is ready once the routing daemons have converged")
+    srv.add_argument("--timeout", type=float, default=60,
+                     help="seconds --wait-converged waits (default 60)")
     srv.add_argument("--skip-ipv6", action="store_true", help="configure IPv4 only")
     srv.add_argument("--skip-unsupported", action="store_true",
                      help="leave out .imn node types the emulator does not model")
@@ -934,7 +938,7 @@ def topo_serve(ctx: Ctx, args: Any) -> int:
         print(f"vimage topo: {exc}", file=sys.stderr)
         return 1
     return mpi_serve.main(topology, ctx.socket_option, args.name or None, args.seed,
-                          args.bind, args.skip_ipv6)
+                          args.bind, args.skip_ipv6, args.wait_converged, args.timeout)
 
 
 def _remote_endpoint(arg: str) -> tuple[str, tuple[str, int]]:

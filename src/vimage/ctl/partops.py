@@ -307,6 +307,7 @@ def op_part_stats(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
         info = state.ranks[state.rank]
         return {"stats": {
             "rank": state.rank, "nodes": len(state.exp.nodes),
+            "converged": state.exp.converged(),
             "cut_ends": len(state.exp.cut_ends), "events": sched.events,
             "loop_errors": sched.errors, "uptime": d.kernel.now,
             "frames_out": sum(p.sent for p in pipes),

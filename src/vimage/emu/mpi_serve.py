@@ -32,6 +32,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -250,11 +251,15 @@ def _listening(path: str) -> bool:
 def serve(topology: Topology, socket_option: str | None = None, name: str | None = None,
           seed: int = 1, bind: str = "127.0.0.1", skip_ipv6: bool = False,
           out: Callable[[str], None] = print,
-          on_ready: Callable[[PartitionedControl, Daemon], None] | None = None) -> int:
+          on_ready: Callable[[PartitionedControl, Daemon], None] | None = None,
+          wait_converged: bool = False, timeout: float = 60.0) -> int:
     """`vimage topo serve` on this rank: 0 after a normal end, 1 after a failure or a
     death (then the caller should leave with os._exit: see main). `on_ready(control,
     daemon)` is called on every rank once all serve (a GUI starts there, on rank 0; it
-    runs in the main thread, so it must not block: start a thread)."""
+    runs in the main thread, so it must not block: start a thread). With
+    `wait_converged`, rank 0 says it is ready only once the routers of every rank have a
+    route to every subnet of the experiment, and ends it (status 1) if they do not
+    within `timeout` seconds."""
     try:
         comm = world()
     except RunError as exc:
@@ -277,12 +282,27 @@ def serve(topology: Topology, socket_option: str | None = None, name: str | None
     assert run.daemon is not None and run.control is not None
     daemon, control = run.daemon, run.control
     # until the teardown is over: mpirun sends SIGTERM once, then SIGKILL
-    handlers = {s: signal.signal(s, lambda *_: daemon.signal_stop())
-                for s in (signal.SIGTERM, signal.SIGINT)}
+    stopping = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        stopping.set()
+        daemon.signal_stop()
+
+    handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         try:
-            if comm.rank == 0:
-                for line in ready_lines(engine, everyone, control):
+            converged = ""
+            if wait_converged and comm.rank == 0:
+                late = _converge(control, timeout, stopping)
+                if late:
+                    print(f"vimage topo serve: experiment {engine.name}: the routing "
+                          f"daemons did not converge within {timeout:g} s (on "
+                          f"{'; '.join(late)})", file=sys.stderr, flush=True)
+                    run.teardown("the routing daemons did not converge")
+                    return 1
+                converged = ", converged" if late == [] else ""
+            if comm.rank == 0 and not stopping.is_set() and not control.dead:
+                for line in ready_lines(engine, everyone, control, converged):
                     out(line)
                 sys.stdout.flush()
             if on_ready is not None:
@@ -308,14 +328,35 @@ def serve(topology: Topology, socket_option: str | None = None, name: str | None
     return 1 if dead else 0
 
 
+def _converge(control: PartitionedControl, timeout: float,
+              stopping: threading.Event) -> list[str] | None:
+    """Rank 0, `--wait-converged`: ask every rank (part_stats) until the routers of all
+    have a route to every subnet of the experiment (Experiment.converged, as `topo up
+    --wait-converged`); [] then, else the ranks still waiting after `timeout` s; None if
+    the experiment is ending meanwhile (a signal, a rank that died)."""
+    from vimage.ctl.protocol import CtlError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            stats = control.stats()
+        except CtlError:
+            return None  # a rank died: the daemon is stopping already
+        late = [control.describe(s["rank"]) for s in stats if not s["converged"]]
+        if not late or time.monotonic() >= deadline:
+            return late
+        if stopping.wait(0.1):
+            return None
+
+
 def ready_lines(engine: Engine, everyone: list[dict[str, Any]],
-                control: PartitionedControl) -> list[str]:
+                control: PartitionedControl, converged: str = "") -> list[str]:
     """What rank 0 prints once every rank serves."""
     from vimage.emu import partition as parting
 
     cut = len(parting.cut_links(engine.topology, engine.assignment))
     lines = [f"topo serve: experiment {control.name}, {len(engine.topology.nodes)} nodes on "
-             f"{control.size} rank(s), {cut} cut link(s) as VXLAN tunnels; "
+             f"{control.size} rank(s), {cut} cut link(s) as VXLAN tunnels{converged}; "
              f"control socket {everyone[0]['socket']}"]
     for rank, info in enumerate(everyone):
         nodes = control.nodes_of(rank)
@@ -326,10 +367,12 @@ def ready_lines(engine: Engine, everyone: list[dict[str, Any]],
 
 
 def main(topology: Topology, socket_option: str | None = None, name: str | None = None,
-         seed: int = 1, bind: str = "127.0.0.1", skip_ipv6: bool = False) -> int:
+         seed: int = 1, bind: str = "127.0.0.1", skip_ipv6: bool = False,
+         wait_converged: bool = False, timeout: float = 60.0) -> int:
     """`vimage topo serve`: a normal end returns 0 (MPI is finalised as the process
     exits); a failure or a dead rank leaves at once with status 1, flushing first."""
-    status = serve(topology, socket_option, name, seed, bind, skip_ipv6)
+    status = serve(topology, socket_option, name, seed, bind, skip_ipv6,
+                   wait_converged=wait_converged, timeout=timeout)
     if status != 0 and any(os.environ.get(v) for v in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE")):
         sys.stdout.flush()
         sys.stderr.flush()
