@@ -1,22 +1,13 @@
 """A partitioned experiment in the daemon of each rank (`vimage topo serve`, docs/mpi.md).
 
 vimage.emu.mpi_serve runs a Daemon on every rank, holding that rank's part of the
-experiment, and installs here (`install`) two things:
-
-- the `part_*` requests, which vimage.emu.mpi_control sends between ranks: this rank's
-  share of `topo show` (its nodes, its links and its ends of cut links, with counters),
-  of `topo link` (a cut link is changed on both ranks: each end's pipe), captures at a
-  local link end (frames kept and handed out by polls), and its figures;
-- the front: `topo_list`, `topo_show`, `topo_link`, `topo_down`, `tool`, `exec`,
-  `exec_enter`, `destroy` and `list` are wrapped so that a request about a node another rank
-  holds is answered by that rank. A tool runs there and its output comes back (across
-  hosts too); a request that must pass descriptors (`exec`, whose channel and relayed
-  sockets belong to the holding daemon, and a tool with file operands such as `tcpdump
-  -w`) is answered `moved` with the holding daemon's socket and host, which the vimage
-  command follows on the same host. `topo down` (or `vimage -d` of the experiment) ends
-  the experiment on every rank.
-
-Requests about anything else go to the daemon's ordinary ops unchanged.
+experiment, and `install`s on it two things: the front (vimage.ctl.partfront), which
+answers a request about a node another rank holds through that rank, and, here, the
+`part_*` requests that vimage.emu.mpi_control sends between ranks: this rank's share of
+`topo show` (its nodes, its links and its ends of cut links, with counters), of `topo
+link` (a cut link is changed on both ranks: each end's pipe), captures at a local link
+end (frames kept and handed out by polls), `topo capture` relayed from another host
+(`part_pcap`), its plain vnet list and its figures.
 """
 
 from __future__ import annotations
@@ -31,7 +22,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from vimage.ctl import names, ops
-from vimage.ctl.protocol import BAD_REQUEST, MOVED, CtlError
+from vimage.ctl.protocol import BAD_REQUEST, CtlError
 
 if TYPE_CHECKING:
     from vimage.ctl.daemon import Daemon, Session
@@ -44,8 +35,6 @@ if TYPE_CHECKING:
 
 CAPTURE_BUFFER = 10000
 """Frames a capture keeps between two polls (the rest is counted as dropped)."""
-STOP_WAIT = 60.0
-"""Seconds `topo down` waits for this rank's daemon to have stopped."""
 
 
 @dataclass
@@ -81,6 +70,8 @@ def install(d: Daemon, state: PartState) -> None:
     d.experiments[state.full] = state.exp
     for name, op in PART_OPS.items():
         d.register(name, op)
+    from vimage.ctl.partfront import FRONT
+
     for name, wrap in FRONT.items():
         inner = d.ops[name]
         d.register(name, ops.Op(_wrapped(wrap, inner.func), inner.fields, inner.host_only,
@@ -112,6 +103,14 @@ def _state(d: Daemon, req: Request) -> PartState:
     if state is None or req.str("name") != state.full or not state.exp.is_up:
         raise LookupError(f"no partitioned experiment {req.str('name')}")
     return state
+
+
+def ours(d: Daemon, s: Session, rel: str) -> PartState | None:
+    """The partitioned experiment, if `rel` (from the session's scope) names it."""
+    state: PartState | None = d.partition
+    if state is None or not rel:
+        return None
+    return state if names.full_name(d.live_scope(s), rel) == state.full else None
 
 
 def _local_ends(state: PartState, index: int) -> tuple[list[str], list[Ifnet]]:
@@ -172,7 +171,7 @@ def op_part_link(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
             raise LookupError(f"no link {index}")
         if params is not None:
             model = links[index]
-            updated = checked_link(model, _params(params))
+            updated = checked_link(model, params_of(params))
             held, ends = _local_ends(state, index)
             for key, value in vars(updated).items():
                 setattr(model, key, value)
@@ -187,7 +186,7 @@ def op_part_link(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
         return {"link": _link_row(state, index)}
 
 
-def _params(params: Any) -> dict[str, str | None]:
+def params_of(params: Any) -> dict[str, str | None]:
     if not isinstance(params, dict) or len(params) > 16 or not all(
             isinstance(v, str | None) for v in params.values()):
         raise CtlError(BAD_REQUEST, "topo_link: 'params' must map names to strings or null")
@@ -265,7 +264,7 @@ def op_part_pcap(d: Daemon, s: Session, req: Request) -> dict[str, Any]:
     from vimage.wire.pcap import DEFAULT_SNAPLEN, PcapWriter
 
     rel = req.str("name")
-    state = _ours(d, s, rel)
+    state = ours(d, s, rel)
     if state is None:
         raise LookupError(f"no partitioned experiment {rel}")
     if len(req.fds) != 1:
@@ -327,200 +326,4 @@ PART_OPS: Mapping[str, ops.Op] = MappingProxyType({
     "part_list": ops.Op(ops.op_list, frozenset(("name", "recursive")), host_only=True),
     "part_pcap": ops.Op(op_part_pcap, frozenset(("name", "a", "b", "count", "duration")),
                         host_only=True, fds=True),
-})
-
-
-# -- the front -------------------------------------------------------------------------------
-def _ours(d: Daemon, s: Session, rel: str) -> PartState | None:
-    """The partitioned experiment, if `rel` (from the session's scope) names it."""
-    state: PartState | None = d.partition
-    if state is None or not rel:
-        return None
-    return state if names.full_name(d.live_scope(s), rel) == state.full else None
-
-
-def _elsewhere(d: Daemon, s: Session, rel: str) -> tuple[PartState, int, str, str] | None:
-    """(state, rank, node, full name) if vnet `rel` is in a node another rank holds."""
-    state: PartState | None = d.partition
-    if state is None:
-        return None
-    scope = d.live_scope(s)
-    full = names.full_name(scope, rel) if rel else scope.name
-    prefix = state.full + "."
-    if not full.startswith(prefix):
-        return None
-    node = full[len(prefix):].split(".")[0]
-    rank = state.control.assignment.get(node)
-    if rank is None or rank == state.rank:
-        return None
-    return state, rank, node, full
-
-
-def _moved(state: PartState, rank: int, node: str) -> CtlError:
-    where = state.ranks[rank]
-    return CtlError(MOVED, f"node {node} of experiment {state.full} is held by rank {rank} "
-                           f"on host {where['host']}: its daemon's socket is {where['socket']}",
-                    detail={"rank": rank, "host": where["host"], "socket": where["socket"]})
-
-
-def _rescope(row: Any, scope_name: str) -> Any:
-    """Rows from other ranks name vnets in full: make them relative to the scope."""
-    if not scope_name:
-        return row
-    if isinstance(row, dict):
-        return {k: (v[len(scope_name) + 1:] if k == "vnet" and isinstance(v, str)
-                    and v.startswith(scope_name + ".") else _rescope(v, scope_name))
-                for k, v in row.items()}
-    if isinstance(row, list):
-        return [_rescope(v, scope_name) for v in row]
-    return row
-
-
-def front_topo_list(d: Daemon, s: Session, req: Request, inner: ops.OpFunc) -> dict[str, Any]:
-    result = inner(d, s, req)
-    state: PartState | None = d.partition
-    if state is not None:
-        topo = state.exp.topology
-        for row in result["experiments"]:
-            if _ours(d, s, row["name"]) is not None:
-                row.update(nodes=len(topo.nodes), links=len(topo.links))
-    return result
-
-
-def front_list(d: Daemon, s: Session, req: Request, inner: ops.OpFunc) -> dict[str, Any]:
-    """`vimage -l [-r] [NAME]` from the host: the nodes other ranks hold are listed too
-    (their rows come from their daemons: JIDs are per rank), and the experiment vnet's
-    `children` counts every rank's."""
-    state: PartState | None = d.partition
-    rel = req.str("name", "")
-    if state is None or s.scoped:
-        return inner(d, s, req)
-    control = state.control
-    far = _elsewhere(d, s, rel) if rel else None
-    if far is not None:
-        _, rank, _, full = far
-        return control.call(rank, {"op": "part_list", "name": full,
-                                   "recursive": req.bool("recursive")})
-    rows = inner(d, s, req)["vnets"]
-    covers = req.bool("recursive") and (not rel or rel == state.full
-                                        or state.full.startswith(rel + "."))
-    mine = next((r for r in rows if r["name"] == state.full), None)
-    if not covers and mine is None:
-        return {"vnets": rows}
-    others = [r for r in range(control.size) if r != state.rank]
-    for part in control.call_all({"op": "part_list", "name": state.full, "recursive": True},
-                                 others):
-        for row in part["vnets"]:
-            if row["name"] == state.full:
-                if mine is not None:
-                    mine["children"] += row["children"]
-            elif covers:
-                rows.append(row)
-    return {"vnets": sorted(rows, key=lambda r: r["name"])}
-
-
-def front_topo_show(d: Daemon, s: Session, req: Request, inner: ops.OpFunc) -> dict[str, Any]:
-    rel = req.str("name")
-    state = _ours(d, s, rel)
-    if state is None:
-        return inner(d, s, req)
-    control = state.control
-    scope = d.live_scope(s).name
-    node, a, b = req.str("node", ""), req.str("a", ""), req.str("b", "")
-    if node:
-        rank = control.owner(node)
-        if rank == state.rank:
-            return inner(d, s, req)
-        return {"node": _rescope(control.node_info(node), scope)}
-    if a or b:
-        return {"link": _rescope(control.link_info(a, b), scope)}
-    whole = control.show()
-    return {"name": rel, "topology": state.exp.topology.name,
-            "nodes": _rescope(whole["nodes"], scope), "links": _rescope(whole["links"], scope),
-            "warnings": whole["warnings"]}
-
-
-def front_topo_link(d: Daemon, s: Session, req: Request, inner: ops.OpFunc) -> dict[str, Any]:
-    rel = req.str("name")
-    state = _ours(d, s, rel)
-    if state is None:
-        return inner(d, s, req)
-    a, b = req.str("a"), req.str("b")
-    params = _params(req.args.get("params", {}))
-    _, model = state.control.find_link(a, b)
-    checked_link(model, params)  # a bad value changes nothing, on any rank
-    row = state.control.link_set(a, b, params)
-    return {"link": _rescope(row, d.live_scope(s).name)}
-
-
-def front_topo_down(d: Daemon, s: Session, req: Request, inner: ops.OpFunc) -> dict[str, Any]:
-    rel = req.str("name")
-    state = _ours(d, s, rel)
-    if state is None:
-        return inner(d, s, req)
-    nodes = len(state.exp.topology.nodes)
-    _end_here(d, s, state, f"topo down {rel}")
-    req.close = True
-    return {"name": rel, "nodes": nodes}
-
-
-def _end_here(d: Daemon, s: Session, state: PartState, why: str) -> None:
-    """End the experiment on every rank; return once this rank's daemon has stopped."""
-    if s.scoped:
-        raise PermissionError(f"experiment {state.full} is served by `vimage topo serve`: "
-                              "end it from the host")
-    state.end(why)
-    d.request_stop(s)
-    if not d.stopped.wait(STOP_WAIT):
-        raise CtlError("failed", f"the daemon did not stop within {STOP_WAIT:g} s")
-
-
-def front_destroy(d: Daemon, s: Session, req: Request, inner: ops.OpFunc) -> dict[str, Any]:
-    rel = req.str("name")
-    state = _ours(d, s, rel)
-    if state is not None:  # `vimage -d EXP`: the experiment ends, on every rank
-        _end_here(d, s, state, f"vimage -d {rel}")
-        req.close = True
-        return {"name": rel}
-    far = _elsewhere(d, s, rel)
-    if far is None:
-        return inner(d, s, req)
-    state, rank, _node, full = far
-    if s.scoped:
-        raise PermissionError(f"vnet {rel} is held by rank {rank}")
-    state.control.call(rank, {"op": "destroy", "name": full})
-    return {"name": rel}
-
-
-def front_tool(d: Daemon, s: Session, req: Request, inner: ops.OpFunc) -> dict[str, Any]:
-    from vimage.emu.mpi_control import TOOL_TIMEOUT
-
-    far = _elsewhere(d, s, req.str("vnet", ""))
-    if far is None:
-        return inner(d, s, req)
-    state, rank, node, full = far
-    if req.fds:  # file operands (tcpdump -w): the holding daemon must get the descriptors
-        raise _moved(state, rank, node)
-    if s.scoped:
-        raise PermissionError(f"node {node} is held by rank {rank}: a channel reaches the "
-                              "nodes of its own rank only")
-    body: dict[str, Any] = {"op": "tool", "vnet": full, "argv": req.strings("argv")}
-    if "stdin" in req.args:
-        body["stdin"] = req.args["stdin"]
-    return state.control.call(rank, body, TOOL_TIMEOUT)
-
-
-def front_moved(d: Daemon, s: Session, req: Request, inner: ops.OpFunc) -> dict[str, Any]:
-    """exec and exec_enter: the process's channel and sockets belong to the holding rank."""
-    far = _elsewhere(d, s, req.str("vnet", ""))
-    if far is None:
-        return inner(d, s, req)
-    state, rank, node, _ = far
-    raise _moved(state, rank, node)
-
-
-FRONT: Mapping[str, Callable[..., dict[str, Any]]] = MappingProxyType({
-    "topo_list": front_topo_list, "topo_show": front_topo_show, "topo_link": front_topo_link,
-    "topo_down": front_topo_down, "destroy": front_destroy, "tool": front_tool,
-    "exec": front_moved, "exec_enter": front_moved, "list": front_list,
 })

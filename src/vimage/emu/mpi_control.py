@@ -15,7 +15,7 @@ A request runs on the receiving rank through `handler(body) -> reply` (the daemo
 `Daemon.handle` on a host session) in a thread of its own, so a tool that waits (ping)
 holds up nothing else. The API over it -- `node_tool`, `node_cmd`, `node_info`,
 `link_info`, `link_set`, `capture_start`/`capture_poll`/`capture_stop` and `capture`,
-`stats`, `show` -- is what the daemon's front (vimage.ctl.partops) and the GUI use; the
+`stats`, `show` -- is what the daemon's front (vimage.ctl.partfront) and the GUI use; the
 `part_*` requests it sends are served by vimage.ctl.partops on each rank.
 
 Why TCP rather than MPI point-to-point: a rank that dies is an end of file on each of its

@@ -5,7 +5,7 @@ kernel on the real clock, each cut link a VXLAN tunnel, vimage.emu.mpi_realtime)
 then serves it with a vimaged Daemon of its own, in this process: rank 0 on the control
 socket a plain vimaged would use (`vimage --socket PATH`, $VIMAGE_SOCKET, the default),
 rank K on `PATH.rank-K`. The ranks are joined by a PartitionedControl mesh
-(vimage.emu.mpi_control) and each daemon gets the front of vimage.ctl.partops, so
+(vimage.emu.mpi_control) and each daemon gets the front of vimage.ctl.partfront, so
 `vimage topo show|link|capture|exec|down`, `vimage exec NAME.NODE` and every tool work
 from rank 0's socket whatever rank holds the node.
 
