@@ -13,7 +13,6 @@ A capture is a `CaptureHandle`: its state (for the page), its frames as a pcap, 
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -71,18 +70,6 @@ class Runtime(Protocol):
     def capture(self, index: int, link: Link) -> CaptureHandle: ...
 
 
-def pcap_bytes(packets: list[tuple[int, bytes]], linktype: int) -> bytes:
-    """Frames (time_ns, data) as a classic pcap file with nanosecond stamps."""
-    from vimage.wire.pcap import PcapWriter
-
-    out = io.BytesIO()
-    writer = PcapWriter(out, linktype)
-    for time_ns, data in packets:
-        writer.write(time_ns, data, len(data))
-    writer.close()
-    return out.getvalue()
-
-
 @dataclass
 class Capture:
     """A capture on one link in this process: a bpf session on the link's a end."""
@@ -93,7 +80,9 @@ class Capture:
     linktype: int
 
     def pcap(self) -> bytes:
-        return pcap_bytes(list(self.session.packets or ()), self.linktype)
+        from vimage.wire.pcap import dumps
+
+        return dumps(list(self.session.packets or ()), self.linktype)
 
     def state(self) -> dict[str, Any]:
         captured, _, dropped = self.session.stats()

@@ -1,0 +1,220 @@
+"""One rank's part of an interactive partitioned experiment, in real time (docs/mpi.md).
+
+`mpirun -n N vimage gui FILE` keeps the experiment of the GUI split across the ranks: every
+rank holds a `LivePartition`, which builds the nodes the partition gives it (the same
+`Engine` and `PartitionedExperiment` as `topo run --realtime`, vimage.emu.mpi and
+mpi_realtime: a keyed kernel on the real clock, each cut link a VXLAN tunnel), starts
+its kernel, and then serves requests for its nodes and links until taken down: a tool
+line on a node, a live link change (each rank changes its ends of the link: both pipes
+of a cut link), the counters of its ends, a capture on the `a` ends it holds.
+
+Nothing here talks to other ranks: rank 0 calls these methods on its own partition and,
+through vimage.emu.mpi_rpc, on the others'. Refusals raise LookupError (no such node or
+link end here), ValueError (bad parameters) or ExperimentError / RunError (cannot build).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vimage.emu.mpi import Engine
+
+if TYPE_CHECKING:
+    from vimage.emu.model import Topology
+    from vimage.net.bpf import Session
+    from vimage.net.ifnet import Ifnet
+
+CAPTURE_BUFFER = 100_000  # frames a capture keeps (the rest are counted as dropped)
+
+
+@dataclass(frozen=True)
+class RankPlace:
+    """The `comm` an Engine needs to plan and build: which rank of how many."""
+
+    rank: int
+    size: int
+
+
+@dataclass
+class LiveCapture:
+    ifname: str
+    session: Session
+    linktype: int
+
+    def state(self) -> dict[str, Any]:
+        captured, _, dropped = self.session.stats()
+        return {"ifname": self.ifname, "running": not self.session.closed,
+                "captured": captured, "dropped": dropped}
+
+
+def plan(topology: Topology, size: int, bind: str = "127.0.0.1") -> dict[str, int]:
+    """The partition of `topology` into `size` ranks (node -> rank), as every rank
+    computes it; RunError if it cannot be made."""
+    engine = Engine(topology, RankPlace(0, size), realtime=True, bind=bind)
+    engine.plan()
+    return dict(engine.assignment)
+
+
+class LivePartition:
+    """The nodes and link ends rank `rank` of `size` holds (see the module doc)."""
+
+    def __init__(self, rank: int, size: int, bind: str = "127.0.0.1") -> None:
+        self.rank = rank
+        self.size = size
+        self.bind = bind
+        self.engine: Engine | None = None
+        self.captures: dict[int, LiveCapture] = {}
+        self.lock = threading.RLock()
+
+    # -- up and down --------------------------------------------------------------------------
+    def build(self, topology: Topology, seed: int = 1) -> dict[str, Any]:
+        """Build this rank's nodes (the kernel not yet running); its tunnel ends'
+        addresses (for `start`) and the experiment's warnings."""
+        with self.lock:
+            self.down()
+            engine = Engine(topology, RankPlace(self.rank, self.size), seed, realtime=True,
+                            bind=self.bind)
+            engine.plan()
+            try:
+                engine.build()
+            except BaseException:
+                engine.close()
+                raise
+            self.engine = engine
+            assert engine.tunnels is not None and engine.exp is not None
+            return {"tunnels": engine.tunnels.addresses(), "warnings": list(engine.exp.warnings)}
+
+    def start(self, everyone: dict[tuple[int, str], tuple[str, int]]) -> None:
+        """Point the tunnels at the other ends (every rank's `build` addresses), start
+        receiving and run the kernel."""
+        with self.lock:
+            engine = self._engine()
+            assert engine.tunnels is not None and engine.kernel is not None
+            engine.tunnels.connect(everyone)
+            engine.tunnels.start()
+            engine.kernel.start()
+
+    def down(self) -> None:
+        """Stop the kernel and the tunnels, destroy the nodes; captures keep their frames."""
+        with self.lock:
+            for capture in self.captures.values():
+                capture.session.close()
+            if self.engine is not None:
+                engine, self.engine = self.engine, None
+                engine.close()
+
+    @property
+    def is_up(self) -> bool:
+        return self.engine is not None
+
+    def _engine(self) -> Engine:
+        if self.engine is None or self.engine.exp is None:
+            raise LookupError(f"rank {self.rank} holds no running experiment")
+        return self.engine
+
+    # -- requests ------------------------------------------------------------------------------
+    def node_cmd(self, node: str, argv: list[str]) -> tuple[int, str]:
+        """Run a vimage tool line in `node`'s vnet (blocks while it runs)."""
+        with self.lock:
+            exp = self._engine().exp
+            assert exp is not None
+            vnet = exp.node(node)  # LookupError: not here
+        result = vnet.cmd(argv)
+        return result.status, result.output
+
+    def _ends(self, index: int) -> list[Ifnet]:
+        """This rank's ends of link `index` of the topology: two, one (a cut link) or none."""
+        engine = self._engine()
+        exp = engine.exp
+        assert exp is not None
+        model = engine.topology.links[index]
+        for live in exp.links:
+            if live.model.a == model.a and live.model.b == model.b:
+                return list(live.ends)
+        return [end for (i, _), end in sorted(exp.cut_ends.items()) if i == index]
+
+    def link_set(self, index: int, values: dict[str, Any]) -> dict[str, Any]:
+        """Change this rank's ends of link `index` (YAML-style values, None: the default)."""
+        from vimage.emu.experiment import ExpLink
+
+        with self.lock:
+            engine = self._engine()
+            ends = self._ends(index)
+            if not ends:
+                raise LookupError(f"rank {self.rank} holds no end of link {index}")
+            model = engine.topology.links[index]
+            exp = engine.exp
+            assert exp is not None
+            probe = copy.copy(model)
+            ExpLink(probe, ()).set(**values)  # type: ignore[arg-type]  # checks everything
+            if probe.direct and any(i == index for i, _ in exp.cut_ends):
+                raise ValueError("a link cut between ranks cannot be direct (its ends are "
+                                 "tunnels)")
+            ExpLink(model, tuple(ends)).set(**values)  # type: ignore[arg-type]
+            return dict(model.params())
+
+    def counters(self) -> dict[str, Any]:
+        """Bytes and packets sent by this rank's ends of each link it holds, by index,
+        and the kernel's clock."""
+        with self.lock:
+            if self.engine is None or self.engine.exp is None or self.engine.kernel is None:
+                return {"time": None, "links": {}}
+            links: dict[int, tuple[int, int]] = {}
+            for index in range(len(self.engine.topology.links)):
+                ends = self._ends(index)
+                if ends:
+                    links[index] = (sum(e.obytes for e in ends), sum(e.opackets for e in ends))
+            return {"time": self.engine.kernel.now, "links": links}
+
+    def capture_start(self, index: int) -> dict[str, Any]:
+        """Capture on link `index`'s a end (this rank must hold it), frames in memory."""
+        from vimage.net.bpf import linktype_of, open_capture
+
+        with self.lock:
+            exp = self._engine().exp
+            assert exp is not None
+            end = exp.ends_a.get(index)
+            if end is None:
+                raise LookupError(f"rank {self.rank} does not hold the a end of link {index}")
+            old = self.captures.get(index)
+            if old is not None:
+                old.session.close()
+            session = open_capture(end, keep=True, buffer=CAPTURE_BUFFER)
+            capture = self.captures[index] = LiveCapture(end.name, session, linktype_of(end))
+            return capture.state()
+
+    def _capture(self, index: int) -> LiveCapture:
+        capture = self.captures.get(index)
+        if capture is None:
+            raise LookupError(f"rank {self.rank} has no capture on link {index}")
+        return capture
+
+    def capture_state(self, index: int) -> dict[str, Any]:
+        with self.lock:
+            return self._capture(index).state()
+
+    def capture_stop(self, index: int) -> dict[str, Any]:
+        with self.lock:
+            capture = self._capture(index)
+            capture.session.close()
+            return capture.state()
+
+    def capture_pcap(self, index: int) -> bytes:
+        from vimage.wire.pcap import dumps
+
+        with self.lock:
+            capture = self._capture(index)
+            packets = list(capture.session.packets or ())
+        return dumps(packets, capture.linktype)
+
+    def close(self) -> None:
+        with self.lock:
+            self.down()
+            self.captures.clear()
+
+    OPS = frozenset({"build", "start", "down", "node_cmd", "link_set", "counters",
+                     "capture_start", "capture_state", "capture_stop", "capture_pcap"})
+    """The methods another rank may call (vimage.emu.mpi_rpc serves only these)."""
