@@ -22,6 +22,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterable
+from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener
 from typing import Any
 
@@ -87,6 +88,8 @@ class RankClient:
                 return self._free.pop()
         try:
             return Client(self.address, family="AF_INET", authkey=self.key)
+        except AuthenticationError:
+            raise RankUnreachable(self.rank, "it refused our key") from None
         except (OSError, EOFError) as exc:
             raise RankUnreachable(self.rank, str(exc) or type(exc).__name__) from None
 

@@ -136,8 +136,12 @@ class PartitionedRuntime:
             self._down()
 
     def close(self) -> None:
+        """Take every rank's part down (server shutdown). A rank that does not answer
+        is ending already (mpirun sends SIGTERM to every rank) and tears itself down."""
         try:
             self.down()
+        except GuiError:
+            pass
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
 

@@ -15,6 +15,7 @@ files (a capture is downloaded with the capture buttons instead).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import shlex
@@ -183,9 +184,12 @@ class GuiSession:
             self.runtime.down()
 
     def close(self) -> None:
-        """Stop the experiment and the runtime (server shutdown)."""
+        """Stop the experiment and the runtime (server shutdown); a part that cannot be
+        reached any more (a rank already ending) is not waited for."""
         with self.lock:
-            self.down()
+            for capture in self.captures.values():
+                with contextlib.suppress(GuiError):
+                    capture.stop()
             self.runtime.close()
 
     def set_link(self, a: Any, b: Any, params: Any) -> dict[str, Any]:

@@ -1,0 +1,271 @@
+"""The GUI on a partitioned experiment (vimage.web.partitioned, docs/gui.md).
+
+In-process tests run two ranks in this process: rank 0's LivePartition called directly,
+rank 1's behind a RankServer (vimage.emu.mpi_rpc) on 127.0.0.1, as `mpirun -n 2 vimage
+gui` has them, without MPI. The mpirun test starts the real thing and drives it over HTTP
+and the websocket as the page does; it skips without Open MPI or mpi4py. The topology
+(data/split.yaml) pins pc1 and r1 to rank 1, r2, r3 and pc2 to rank 0: r1-r2 is the cut
+link (a VXLAN tunnel), its a end r1 on rank 1. Real time: pings are short.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from vimage.emu import mpi as batch
+from vimage.emu.mpi_live import LivePartition
+from vimage.emu.mpi_rpc import LocalRank, RankClient, RankServer, RankUnreachable
+from vimage.web.partitioned import PartitionedRuntime
+from vimage.web.session import GuiError, GuiSession
+
+ROOT = Path(__file__).resolve().parents[2]
+SPLIT = Path(__file__).resolve().parent / "data" / "split.yaml"
+KEY = b"k" * 32
+PING = "ping -c 2 -i 0.2 10.0.3.20"  # pc1 (rank 1) to pc2 (rank 0)
+
+
+def min_rtt(output: str) -> float:
+    found = re.search(r"round-trip min/avg/max/stddev = ([\d.]+)/", output)
+    assert found is not None, output
+    return float(found.group(1))
+
+
+@pytest.fixture
+def two_ranks(tmp_path):
+    """A GuiSession on split.yaml whose runtime spans rank 0 (here) and rank 1 (a
+    RankServer); yields (session, rank 0's partition, rank 1's partition, server)."""
+    path = tmp_path / "split.yaml"
+    shutil.copy(SPLIT, path)
+    part0, part1 = LivePartition(0, 2), LivePartition(1, 2)
+    server = RankServer(part1, LivePartition.OPS, "127.0.0.1", KEY)
+    server.start()
+    client = RankClient(1, server.address, KEY)
+    runtime = PartitionedRuntime([LocalRank(part0, LivePartition.OPS), client])
+    gui = GuiSession.open(path, runtime)
+    yield gui, part0, part1, server
+    gui.close()
+    client.close()
+    server.stop()
+    part1.close()
+
+
+def test_requests_reach_the_rank_holding_the_node_or_link(two_ranks):
+    gui, part0, part1, _ = two_ranks
+    with pytest.raises(GuiError, match="start the experiment first"):
+        gui.run("pc1", "ifconfig")
+    gui.up()
+    view = gui.view()
+    assert view["up"] and view["ranks"] == {"pc1": 1, "r1": 1, "r2": 0, "r3": 0, "pc2": 0}
+    assert sorted(part1.engine.exp.nodes) == ["pc1", "r1"]  # type: ignore[union-attr]
+    assert sorted(part0.engine.exp.nodes) == ["pc2", "r2", "r3"]  # type: ignore[union-attr]
+
+    status, output = gui.run("pc1", PING)  # rank 1 -> rank 0 through the tunnel
+    assert status == 0 and "2 packets received" in output, output
+    before = min_rtt(output)
+    assert "inet 10.0.3.20" in gui.run("pc2", "ifconfig eth0")[1]  # rank 0's own node
+
+    assert gui.set_link("r2", "r1", {"delay": "50ms"}) == {"bandwidth": 10_000_000,
+                                                            "delay": 50_000}
+    cut = [e.pipe.delay for p in (part0, part1) for (i, _), e in p.engine.exp.cut_ends.items()  # type: ignore[union-attr]
+           if i == 1]
+    assert cut == [0.05, 0.05]  # both ranks changed their end of the cut link
+    assert gui.topology.link_between("r1", "r2").delay == 50_000
+
+    capture = gui.capture_start("r1", "r2")
+    assert capture["running"] and capture["rank"] == 1 and capture["ifname"] == "eth1"
+    after = min_rtt(gui.run("pc1", PING)[1])
+    assert after >= 100 > before  # 2 x (1 + 50 + 5 + 1) ms now
+    counters = gui.counters()
+    assert [(x["a"], x["b"]) for x in counters["links"]] == [
+        ("pc1", "r1"), ("r1", "r2"), ("r2", "r3"), ("r3", "pc2")]
+    assert all(x["packets"] >= 8 for x in counters["links"])  # 2 pings of 2, both ways
+    stopped = gui.capture_stop("r1", "r2")
+    assert stopped["running"] is False and stopped["captured"] == 4
+    pcap = gui.capture_pcap("r1", "r2")
+    assert pcap[:4] == bytes.fromhex("4d3cb2a1") and pcap.count(b"\x08\x00\x45") == 4
+
+    gui.down()
+    assert not gui.is_up and part0.engine is None and part1.engine is None
+    assert gui.capture_pcap("r1", "r2") == pcap  # kept once stopped
+
+
+def test_refusals_name_what_is_wrong(two_ranks):
+    gui, _, _, _ = two_ranks
+    gui.up()
+    with pytest.raises(GuiError) as refused:
+        gui.run("r9", "ifconfig")
+    assert refused.value.status == 404 and str(refused.value) == \
+        "experiment split has no node 'r9'"
+    with pytest.raises(GuiError, match="cut between ranks cannot be direct"):
+        gui.set_link("r1", "r2", {"direct": True})
+    assert not gui.topology.link_between("r1", "r2").direct  # nothing changed
+    with pytest.raises(GuiError, match="stop the experiment"):
+        topo = gui.topology.to_dict()
+        topo["nodes"]["pc3"] = {"type": "pc"}
+        gui.replace(topo)
+    with pytest.raises(GuiError, match="not a vimage tool"):
+        gui.run("pc1", "sh -c id")
+
+
+def test_edits_while_stopped_are_partitioned_again_at_start(two_ranks):
+    gui, _, part1, _ = two_ranks
+    topo = gui.topology.to_dict()
+    topo["nodes"]["pc3"] = {"type": "pc", "auto_default_routes": True, "partition": 1}
+    topo["links"].append({"a": "pc3", "b": "r2", "delay": "1ms"})
+    gui.replace(topo)
+    gui.up()
+    assert gui.view()["ranks"]["pc3"] == 1 and "pc3" in part1.engine.exp.nodes  # type: ignore[union-attr]
+    assert gui.view()["addresses"]["r2"]["eth2"] == ["10.0.4.1/24"]
+    assert gui.run("pc3", "ping -c 1 10.0.4.1")[0] == 0  # r2, over a second cut link
+
+
+def test_a_rank_that_is_gone_is_named_with_its_nodes(two_ranks):
+    gui, _, part1, server = two_ranks
+    gui.up()
+    server.stop()
+    part1.close()
+    with pytest.raises(GuiError) as refused:
+        gui.run("pc1", "ifconfig")
+    assert refused.value.status == 502
+    assert str(refused.value).startswith("rank 1 does not answer (")
+    assert str(refused.value).endswith("): nodes pc1, r1 are out of reach")
+    assert gui.run("pc2", "ifconfig eth0")[0] == 0  # rank 0 still serves its own
+
+
+def test_a_request_without_the_key_is_not_served():
+    part = LivePartition(1, 2)
+    server = RankServer(part, LivePartition.OPS, "127.0.0.1", KEY)
+    server.start()
+    try:
+        with pytest.raises(RankUnreachable, match=r"rank 1 does not answer \(it refused our key\)"):
+            RankClient(1, server.address, b"x" * 32).call("counters")
+        assert RankClient(1, server.address, KEY).call("counters") == {"time": None,
+                                                                      "links": {}}
+    finally:
+        server.stop()
+
+
+# -- mpirun -n 2 vimage gui -----------------------------------------------------------------------
+def _mpirun() -> list[str]:
+    if shutil.which("mpirun") is None:
+        pytest.skip("mpirun not found (Debian: openmpi-bin libopenmpi-dev)")
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        pytest.skip("mpi4py is not installed (pip install 'vimage[mpi]')")
+    pytest.importorskip("websockets", reason="the websocket client needs websockets")
+    return ["mpirun", "--oversubscribe", "-n", "2"]
+
+
+def mpirun_env() -> dict[str, str]:
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1")
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    for name in batch.MPI_ENV:  # a run under mpirun itself: not for the child
+        env.pop(name, None)
+    return env
+
+
+class PartitionedGui:
+    """`mpirun -n 2 vimage gui FILE` in the background; its URL and an API client."""
+
+    def __init__(self, path: Path) -> None:
+        self.proc = subprocess.Popen(
+            [*_mpirun(), sys.executable, "-m", "vimage.cli.vimage", "gui", str(path)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=mpirun_env(),
+            start_new_session=True)
+        assert self.proc.stdout is not None
+        lines = [self.proc.stdout.readline() for _ in range(2)]
+        assert lines[0] == "vimage gui: 2 ranks, the experiment partitioned on Start\n", lines
+        self.url = lines[1].split()[-1]
+        self.base = self.url.split("?")[0].rstrip("/")
+        self.token = self.url.split("token=")[1]
+
+    def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base + path, data, method=method,
+                                         headers={"X-Vimage-Token": self.token,
+                                                  "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def json(self, method: str, path: str, body: dict | None = None) -> dict:
+        status, data = self.api(method, path, body)
+        assert status == 200, data
+        return json.loads(data)  # type: ignore[no-any-return]
+
+    def stop(self) -> tuple[str, str]:
+        """SIGTERM to mpirun, as ^C would: every rank takes its part down and exits."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            out, err = self.proc.communicate(timeout=10)
+            raise AssertionError(f"the ranks did not end: {err}") from None
+        return out, err
+
+
+def ws_cmd(ws, node: str, line: str, ident: int) -> dict:
+    ws.send(json.dumps({"type": "cmd", "id": ident, "node": node, "line": line}))
+    for _ in range(500):
+        message = json.loads(ws.recv(timeout=60))
+        if message["type"] in ("result", "error") and message.get("id") == ident:
+            return message  # type: ignore[no-any-return]
+    raise AssertionError("no answer to the command")
+
+
+def test_mpirun_two_ranks_serve_the_gui(tmp_path):
+    from websockets.sync.client import connect
+
+    path = tmp_path / "split.yaml"
+    shutil.copy(SPLIT, path)
+    gui = PartitionedGui(path)
+    try:
+        assert gui.api("GET", "/api/topology")[0] == 200
+        view = gui.json("POST", "/api/up")
+        assert view["up"] and view["ranks"] == {"pc1": 1, "r1": 1, "r2": 0, "r3": 0, "pc2": 0}
+        ws_url = gui.base.replace("http:", "ws:") + f"/ws?token={gui.token}"
+        with connect(ws_url, open_timeout=30) as ws:
+            result = ws_cmd(ws, "pc1", PING, 1)  # pc1 on rank 1 pings pc2 on rank 0
+            assert result["type"] == "result" and result["status"] == 0, result
+            before = min_rtt(result["output"])
+            changed = gui.json("POST", "/api/link", {"a": "r1", "b": "r2",
+                                                     "params": {"delay": "50ms"}})
+            assert changed["params"]["delay"] == 50_000  # the cut link, on both ranks
+            started = gui.json("POST", "/api/capture/start", {"a": "r1", "b": "r2"})
+            assert started["running"] and started["rank"] == 1
+            after = ws_cmd(ws, "pc1", PING, 2)
+            assert after["status"] == 0 and min_rtt(after["output"]) >= 100 > before
+            counters = None
+            for _ in range(20):
+                counters = json.loads(ws.recv(timeout=30))
+                if counters["type"] == "counters" and counters["links"][1]["packets"] >= 8:
+                    break
+            assert counters is not None and counters["up"] is True
+            assert counters["links"][1]["packets"] >= 8, counters  # summed over both ranks
+        stopped = gui.json("POST", "/api/capture/stop", {"a": "r1", "b": "r2"})
+        assert stopped["running"] is False and stopped["captured"] == 4
+        status, pcap = gui.api("GET", "/api/capture.pcap?a=r1&b=r2")
+        assert status == 200 and pcap[:4] == bytes.fromhex("4d3cb2a1")
+        assert pcap.count(b"\x08\x00\x45") == 4  # two requests and two replies, rank 1's
+        assert gui.json("POST", "/api/down")["up"] is False
+        assert gui.api("POST", "/api/capture/start", {"a": "r1", "b": "r2"})[0] == 409
+    finally:
+        out, err = gui.stop()
+    assert "Traceback" not in err, err
+    assert gui.proc.returncode is not None
