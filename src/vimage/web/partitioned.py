@@ -26,6 +26,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from vimage.emu.mpi_rpc import RankCallError, RankUnreachable
@@ -34,7 +35,8 @@ from vimage.web.runtime import CaptureHandle, GuiError
 if TYPE_CHECKING:
     from vimage.emu.model import Link, Topology
 
-CALL_STATUS = {"LookupError": 404, "KeyError": 404, "ValueError": 400, "TypeError": 400}
+CALL_STATUS = MappingProxyType({"LookupError": 404, "KeyError": 404, "ValueError": 400,
+                                "TypeError": 400})  # a rank's exception -> HTTP status
 
 
 class PartitionedRuntime:
