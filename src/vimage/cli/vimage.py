@@ -9,6 +9,7 @@
     vimage create|modify|destroy|list|ifmove|exec|daemon|topo|gui ... (each with --help)
     vimage topo up FILE [-e NAME] | down NAME | list | show NAME | exec NAME NODE -- CMD
     vimage topo run FILE --duration S [--seed S] [--pcap DIR]  (mpirun -n N: docs/mpi.md)
+    [mpirun -n N] vimage topo serve FILE [-e NAME] [--bind ADDR]  (until topo down NAME)
     vimage topo link NAME A B [bw X] [delay Y] ... | capture NAME A B -w FILE [-c N]
 
 A first word that is a subcommand or a tool is one; anything else names a vnet
@@ -32,7 +33,7 @@ from typing import Any
 
 from vimage.cli import TOOLS, getopt_message
 from vimage.ctl.client import Client, connect, daemon_pid, open_client
-from vimage.ctl.protocol import PERMISSION, UNAVAILABLE, CtlError, shown
+from vimage.ctl.protocol import MOVED, PERMISSION, UNAVAILABLE, CtlError, shown
 
 USAGE = """\
 usage: vimage [--socket PATH] [-c | -m] NAME [param=value ...]
@@ -67,6 +68,21 @@ class Ctx:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def follow(self, moved: CtlError) -> None:
+        """A `moved` answer (a node of `vimage topo serve` that another rank holds): go on
+        with that rank's daemon, on this host; elsewhere, say where to run it."""
+        detail = moved.detail or {}
+        where, host = detail.get("socket"), detail.get("host")
+        if not isinstance(where, str) or (self._client is not None and self._client.scoped):
+            raise moved
+        if host != socket.gethostname():
+            raise CtlError(UNAVAILABLE, f"{moved.message}; run this on host {host} with "
+                                        f"vimage --socket {where}")
+        from vimage.ctl import paths
+
+        self.close()
+        self._client = connect(paths.resolve(where), autostart=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,7 +301,13 @@ def plural(count: int, noun: str) -> str:
 
 # -- tools and processes ----------------------------------------------------------------------
 def run_tool(ctx: Ctx, vnet: str, argv: list[str]) -> int:
-    status, output = ctx.client().tool(argv, vnet)
+    try:
+        status, output = ctx.client().tool(argv, vnet)
+    except CtlError as exc:
+        if exc.code != MOVED:
+            raise
+        ctx.follow(exc)
+        status, output = ctx.client().tool(argv, vnet)
     sys.stdout.write(output)
     sys.stdout.flush()
     return status
@@ -310,7 +332,13 @@ def run_exec(ctx: Ctx, name: str, command: list[str], user: str | None = None) -
     interactive = not command
     if interactive:
         command = [os.environ.get("SHELL") or "/bin/sh"]
-    reply, fds = ctx.client().call("exec", vnet=name)
+    try:
+        reply, fds = ctx.client().call("exec", vnet=name)
+    except CtlError as exc:
+        if exc.code != MOVED:
+            raise
+        ctx.follow(exc)
+        reply, fds = ctx.client().call("exec", vnet=name)
     if len(fds) != 1:
         ctx.close()
         raise CtlError(UNAVAILABLE, "the daemon sent no channel")
@@ -576,7 +604,7 @@ def sub_daemon(ctx: Ctx, argv: list[str]) -> int:
     return 0
 
 
-TOPO_ACTIONS = "check|convert|run|up|down|list|show|exec|link|capture"
+TOPO_ACTIONS = "check|convert|run|serve|up|down|list|show|exec|link|capture"
 LINK_KEYS = MappingProxyType({
     "bw": "bandwidth", "bandwidth": "bandwidth", "delay": "delay", "jitter": "jitter",
     "loss": "loss", "ber": "ber", "dup": "duplicate", "duplicate": "duplicate",
@@ -629,11 +657,27 @@ def sub_topo(ctx: Ctx, argv: list[str]) -> int:
                             "ADDR:PORT (e.g. a Linux vxlan device); repeatable")
     batch.add_argument("--skip-unsupported", action="store_true",
                        help="leave out .imn node types the emulator does not model")
+    srv = actions.add_parser("serve", help="serve FILE as an experiment in real time from "
+                                           "this process, or split across the ranks of "
+                                           "mpirun -n N, until topo down (docs/mpi.md)")
+    srv.add_argument("file")
+    srv.add_argument("-e", "--name", dest="name", default="",
+                     help="experiment name (default: the topology's name)")
+    srv.add_argument("--seed", type=int, default=1, help="the kernels' seed (default 1)")
+    srv.add_argument("--bind", default="127.0.0.1", metavar="ADDR",
+                     help="this host's address for the tunnels and the ranks' control "
+                          "connections (default 127.0.0.1)")
+    srv.add_argument("--skip-ipv6", action="store_true", help="configure IPv4 only")
+    srv.add_argument("--skip-unsupported", action="store_true",
+                     help="leave out .imn node types the emulator does not model")
     down = actions.add_parser("down", help="destroy experiment NAME and all its nodes")
     down.add_argument("name")
     actions.add_parser("list", help="the experiments")
-    show = actions.add_parser("show", help="the nodes and links of experiment NAME")
+    show = actions.add_parser("show", help="the nodes and links of experiment NAME, or one "
+                                           "node, or the link between nodes A and B")
     show.add_argument("name")
+    show.add_argument("node", nargs="?", metavar="NODE|A", help="one node (or A of a link)")
+    show.add_argument("b", nargs="?", metavar="B", help="with A: the link between A and B")
     run = actions.add_parser("exec", help="run a tool or program in node NODE of NAME "
                                           "(as vimage exec NAME.NODE)")
     run.add_argument("name")
@@ -662,6 +706,8 @@ def sub_topo(ctx: Ctx, argv: list[str]) -> int:
                          getattr(args, "output", None))
     if action == "run":
         return topo_run(args)
+    if action == "serve":
+        return topo_serve(ctx, args)
     return TOPO_COMMANDS[action](ctx, args)
 
 
@@ -722,22 +768,36 @@ def _counters_text(link: dict[str, Any]) -> str:
 
 
 def topo_show(ctx: Ctx, args: Any) -> int:
+    if args.b is not None:  # one link
+        link = ctx.client().request("topo_show", name=args.name, a=args.node, b=args.b)["link"]
+        sys.stdout.write(_links_table([link]))
+        return 0
+    if args.node is not None:  # one node
+        sys.stdout.write(_nodes_table([topo_node(ctx, args.name, args.node)]))
+        return 0
     reply = ctx.client().request("topo_show", name=args.name)
     print(f"experiment {reply['name']} (topology {reply['topology']}): "
           f"{plural(len(reply['nodes']), 'node')}, {plural(len(reply['links']), 'link')}")
-    rows: list[tuple[str, ...]] = [("Node", "Type", "Vnet", "Interfaces")]
-    for node in reply["nodes"]:
-        ifaces = ", ".join(" ".join([i["name"], *i["addresses"]]) for i in node["interfaces"])
-        rows.append((node["name"], node["type"], node["vnet"], ifaces))
-    sys.stdout.write(format_table(rows))
+    sys.stdout.write(_nodes_table(reply["nodes"]))
     if reply["links"]:
-        rows = [("Link", "Parameters", "Packets out>/in<")]
-        rows += [(_ends_text(lk), _params_text(lk), _counters_text(lk))
-                 for lk in reply["links"]]
-        sys.stdout.write(format_table(rows))
+        sys.stdout.write(_links_table(reply["links"]))
     for warning in reply.get("warnings", ()):
         print(f"warning: {warning}")
     return 0
+
+
+def _nodes_table(nodes: list[dict[str, Any]]) -> str:
+    rows: list[tuple[str, ...]] = [("Node", "Type", "Vnet", "Interfaces")]
+    for node in nodes:
+        ifaces = ", ".join(" ".join([i["name"], *i["addresses"]]) for i in node["interfaces"])
+        rows.append((node["name"], node["type"], node["vnet"], ifaces))
+    return format_table(rows)
+
+
+def _links_table(links: list[dict[str, Any]]) -> str:
+    rows: list[tuple[str, ...]] = [("Link", "Parameters", "Packets out>/in<")]
+    rows += [(_ends_text(lk), _params_text(lk), _counters_text(lk)) for lk in links]
+    return format_table(rows)
 
 
 def topo_node(ctx: Ctx, name: str, node: str) -> dict[str, Any]:
@@ -805,6 +865,23 @@ def topo_run(args: Any) -> int:
     return batch.main(topology, args.duration, args.seed, args.pcap, args.skip_ipv6,
                       args.summary_json, args.realtime, args.bind,
                       dict(_remote_endpoint(arg) for arg in args.remote))
+
+
+def topo_serve(ctx: Ctx, args: Any) -> int:
+    """`vimage topo serve`: the experiment in this process (each rank of mpirun its
+    partition), served on the control socket until `topo down` (vimage.emu.mpi_serve)."""
+    from vimage.emu import TopologyError, imn, mpi_serve, yamlfmt
+
+    try:
+        if args.file.endswith(".imn"):
+            topology = imn.load(args.file, skip_unsupported=args.skip_unsupported)
+        else:
+            topology = yamlfmt.load(args.file)
+    except (TopologyError, OSError) as exc:
+        print(f"vimage topo: {exc}", file=sys.stderr)
+        return 1
+    return mpi_serve.main(topology, ctx.socket_option, args.name or None, args.seed,
+                          args.bind, args.skip_ipv6)
 
 
 def _remote_endpoint(arg: str) -> tuple[str, tuple[str, int]]:

@@ -78,7 +78,9 @@ class Client:
         if not reply["ok"]:
             protocol.close_fds(got)
             error = reply.get("error") or {}
-            raise CtlError(str(error.get("code", "failed")), str(error.get("message", "failed")))
+            detail = error.get("detail")
+            raise CtlError(str(error.get("code", "failed")), str(error.get("message", "failed")),
+                           detail=detail if isinstance(detail, dict) else None)
         if reply.get("id") not in (rid, None):
             protocol.close_fds(got)
             raise CtlError(UNAVAILABLE, "the daemon answered another request")

@@ -95,6 +95,7 @@ class Daemon:
         self.sockets = sockops.SocketTable(self.kernel)
         self.ops.update(topoops.OPS)  # experiments (vimage topo up|down|list|show|link)
         self.experiments: dict[str, Experiment] = {}  # by full vnet name (ctl/topoops.py)
+        self.partition: Any = None  # the partitioned experiment served (ctl/partops.py)
         self.meta: dict[Vnet, ops.VnetMeta] = {}
         self.renamed: dict[Ifnet, str] = {}  # interfaces renamed by ifmove: original names
         # the cgroups of vnets' processes (ctl/cgroup.py), made by open(); and the
@@ -159,6 +160,15 @@ class Daemon:
         self._selector.register(listener, selectors.EVENT_READ, ("accept", None))
         self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         log().info("listening on %s", where.socket)
+
+    def abandon(self) -> None:
+        """A daemon that was never opened: release its wake-up pipe and selector."""
+        self._selector.close()
+        with self._lock:
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    os.close(fd)
+            self._wake_r = self._wake_w = -1
 
     def serve_forever(self) -> None:
         """The main loop: accept connections, answer doorbells, until a stop."""

@@ -52,20 +52,26 @@ EXISTS = "exists"
 BUSY = "busy"
 FAILED = "failed"
 INTERNAL = "internal"
+MOVED = "moved"  # served by another daemon: `detail` names its socket and host
 UNAVAILABLE = "unavailable"  # client side only: no daemon, or it went away
 
 
 class CtlError(Exception):
     """An error reply (or a client-side failure) with a code and a one-line message."""
 
-    def __init__(self, code: str, message: str, fatal: bool = False) -> None:
+    def __init__(self, code: str, message: str, fatal: bool = False,
+                 detail: dict[str, Any] | None = None) -> None:
         super().__init__(one_line(message))
         self.code = code
         self.message = one_line(message)
         self.fatal = fatal  # the connection cannot go on (framing lost, or refused)
+        self.detail = detail  # machine-readable extras (`moved`: socket, host, rank)
 
     def reply(self, rid: Any = None) -> dict[str, Any]:
-        return error_reply(rid, self.code, self.message)
+        reply = error_reply(rid, self.code, self.message)
+        if self.detail:
+            reply["error"]["detail"] = self.detail
+        return reply
 
 
 def one_line(text: object) -> str:

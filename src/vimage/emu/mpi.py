@@ -296,6 +296,7 @@ class Engine:
     bind: str = "127.0.0.1"  # the host address of this rank's tunnels
     remote: dict[str, tuple[str, int]] = field(default_factory=dict)  # node -> far VTEP
     progress: Callable[[str], None] | None = None
+    name: str | None = None  # the experiment's vnet name (default: the topology's name)
     tunnels: Any = None  # real time: vimage.emu.mpi_realtime.Tunnels
     assignment: dict[str, int] = field(default_factory=dict)
     lookahead_ns: int = 0
@@ -362,8 +363,8 @@ class Engine:
             from vimage.emu.mpi_realtime import Tunnels
 
             self.tunnels = Tunnels(self, self.bind)
-        self.exp = PartitionedExperiment(self.topology, self.kernel, skip_ipv6=self.skip_ipv6,
-                                         local=local, engine=self)
+        self.exp = PartitionedExperiment(self.topology, self.kernel, name=self.name,
+                                         skip_ipv6=self.skip_ipv6, local=local, engine=self)
         self.exp.up()
         if self.pcap_dir is not None:
             Path(self.pcap_dir).mkdir(parents=True, exist_ok=True)
