@@ -1,11 +1,11 @@
 """The GUI on a partitioned experiment (vimage.web.partitioned, docs/gui.md).
 
-In-process tests run two ranks in this process: rank 0's LivePartition called directly,
-rank 1's behind a RankServer (vimage.emu.mpi_rpc) on 127.0.0.1, as `mpirun -n 2 vimage
-gui` has them, without MPI. The mpirun test starts the real thing and drives it over HTTP
-and the websocket as the page does; it skips without Open MPI or mpi4py. The topology
-(data/split.yaml) pins pc1 and r1 to rank 1, r2, r3 and pc2 to rank 0: r1-r2 is the cut
-link (a VXLAN tunnel), its a end r1 on rank 1. Real time: pings are short.
+In-process tests run two ranks in this process, each a LivePartition serving the other
+through a PartitionedControl mesh on 127.0.0.1 (vimage.emu.mpi_control), as `mpirun -n 2
+vimage gui` has them, without MPI. The mpirun test starts the real thing and drives it
+over HTTP and the websocket as the page does; it skips without Open MPI or mpi4py. The
+topology (data/split.yaml) pins pc1 and r1 to rank 1, r2, r3 and pc2 to rank 0: r1-r2 is
+the cut link (a VXLAN tunnel), its a end r1 on rank 1. Real time: pings are short.
 """
 
 from __future__ import annotations
@@ -13,17 +13,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
 
 import pytest
 
 from vimage.emu.mpi_live import LivePartition
-from vimage.emu.mpi_rpc import LocalRank, RankClient, RankServer, RankUnreachable
-from vimage.web.partitioned import PartitionedRuntime
+from vimage.web.partitioned import PartitionedRuntime, connect_ranks
 from vimage.web.session import GuiError, GuiSession
 
 from .conftest import SPLIT, PartitionedGui
 
-KEY = b"k" * 32
 PING = "ping -c 2 -i 0.2 10.0.3.20"  # pc1 (rank 1) to pc2 (rank 0)
 
 
@@ -33,23 +32,51 @@ def min_rtt(output: str) -> float:
     return float(found.group(1))
 
 
+class MeshComm:
+    """The one MPI exchange connect_ranks makes (an alltoall), between two threads."""
+
+    def __init__(self, hub: dict, rank: int) -> None:
+        self.hub, self.rank, self.size = hub, rank, 2
+
+    def alltoall(self, payloads: list) -> list:
+        self.hub["slots"][self.rank] = payloads
+        self.hub["barrier"].wait(10)
+        return [row[self.rank] for row in self.hub["slots"]]
+
+
+def two_partitions() -> tuple[list[LivePartition], list]:
+    hub = {"slots": [None, None], "barrier": threading.Barrier(2)}
+    parts = [LivePartition(0, 2), LivePartition(1, 2)]
+    controls: list = [None, None]
+
+    def connect(rank: int) -> None:
+        controls[rank] = connect_ranks(MeshComm(hub, rank), parts[rank], "127.0.0.1")
+
+    threads = [threading.Thread(target=connect, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert all(controls), "the mesh did not connect"
+    return parts, controls
+
+
 @pytest.fixture
 def two_ranks(tmp_path):
-    """A GuiSession on split.yaml whose runtime spans rank 0 (here) and rank 1 (a
-    RankServer); yields (session, rank 0's partition, rank 1's partition, server)."""
+    """A GuiSession on split.yaml whose runtime spans rank 0 and rank 1 (this process);
+    yields (session, rank 0's partition, rank 1's partition, rank 1's control)."""
     path = tmp_path / "split.yaml"
     shutil.copy(SPLIT, path)
-    part0, part1 = LivePartition(0, 2), LivePartition(1, 2)
-    server = RankServer(part1, LivePartition.OPS, "127.0.0.1", KEY)
-    server.start()
-    client = RankClient(1, server.address, KEY)
-    runtime = PartitionedRuntime([LocalRank(part0, LivePartition.OPS), client])
-    gui = GuiSession.open(path, runtime)
-    yield gui, part0, part1, server
+    (part0, part1), (control0, control1) = two_partitions()
+    gui = GuiSession.open(path, PartitionedRuntime(control0))
+    yield gui, part0, part1, control1
     gui.close()
-    client.close()
-    server.stop()
-    part1.close()
+    for part, control in ((part1, control1), (part0, control0)):
+        part.close()
+        control.stop("the test ends")
+    for control in (control1, control0):
+        control.finish(1)
+        control.close()
 
 
 def test_requests_reach_the_rank_holding_the_node_or_link(two_ranks):
@@ -99,7 +126,7 @@ def test_refusals_name_what_is_wrong(two_ranks):
         gui.run("r9", "ifconfig")
     assert refused.value.status == 404 and str(refused.value) == \
         "experiment split has no node 'r9'"
-    with pytest.raises(GuiError, match="cut between ranks cannot be direct"):
+    with pytest.raises(GuiError, match="link r1-r2 is cut between ranks: it cannot be direct"):
         gui.set_link("r1", "r2", {"direct": True})
     assert not gui.topology.link_between("r1", "r2").direct  # nothing changed
     with pytest.raises(GuiError, match="stop the experiment"):
@@ -122,30 +149,20 @@ def test_edits_while_stopped_are_partitioned_again_at_start(two_ranks):
     assert gui.run("pc3", "ping -c 1 10.0.4.1")[0] == 0  # r2, over a second cut link
 
 
-def test_a_rank_that_is_gone_is_named_with_its_nodes(two_ranks):
-    gui, _, part1, server = two_ranks
+def test_a_rank_that_died_is_named_with_its_nodes(two_ranks):
+    gui, _, part1, control1 = two_ranks
     gui.up()
-    server.stop()
+    control1.close()  # rank 1's connections end without a stop: as if killed
     part1.close()
     with pytest.raises(GuiError) as refused:
-        gui.run("pc1", "ifconfig")
+        for _ in range(50):  # the reader thread sees the end of file at once, or nearly
+            gui.run("pc1", "ifconfig")
     assert refused.value.status == 502
-    assert str(refused.value).startswith("rank 1 does not answer (")
-    assert str(refused.value).endswith("): nodes pc1, r1 are out of reach")
+    assert str(refused.value) == ("rank 1 of 2 (nodes pc1, r1) died (its control "
+                                  "connection closed)")
     assert gui.run("pc2", "ifconfig eth0")[0] == 0  # rank 0 still serves its own
-
-
-def test_a_request_without_the_key_is_not_served():
-    part = LivePartition(1, 2)
-    server = RankServer(part, LivePartition.OPS, "127.0.0.1", KEY)
-    server.start()
-    try:
-        with pytest.raises(RankUnreachable, match=r"rank 1 does not answer \(it refused our key\)"):
-            RankClient(1, server.address, b"x" * 32).call("counters")
-        assert RankClient(1, server.address, KEY).call("counters") == {"time": None,
-                                                                      "links": {}}
-    finally:
-        server.stop()
+    with pytest.raises(GuiError, match=r"rank 1 of 2 \(nodes pc1, r1\) died"):
+        gui.down()
 
 
 # -- mpirun -n 2 vimage gui -----------------------------------------------------------------------

@@ -6,24 +6,33 @@ rank holds a `LivePartition`, which builds the nodes the partition gives it (the
 mpi_realtime: a keyed kernel on the real clock, each cut link a VXLAN tunnel), starts
 its kernel, and then serves requests for its nodes and links until taken down: a tool
 line on a node, a live link change (each rank changes its ends of the link: both pipes
-of a cut link), the counters of its ends, a capture on the `a` ends it holds.
+of a cut link), the counters of its ends, a capture on the `a` ends it holds. Unlike
+`topo serve` (vimage.emu.mpi_serve, a vimaged per rank), the experiment is built and
+taken down again at will (the GUI's Start and Stop, the topology edited in between), so
+a rank holds no daemon, only this.
 
-Nothing here talks to other ranks: rank 0 calls these methods on its own partition and,
-through vimage.emu.mpi_rpc, on the others'. Refusals raise LookupError (no such node or
-link end here), ValueError (bad parameters) or ExperimentError / RunError (cannot build).
+Requests reach a rank through the PartitionedControl mesh (vimage.emu.mpi_control): its
+`handler` is `LivePartition.handle`, which answers the control protocol's JSON requests
+(`REQUESTS`; `tool` is the request `PartitionedControl.node_tool` sends). Refusals are
+error replies: not-found (no such node or link end here), bad-request (bad parameters),
+failed (cannot build).
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import threading
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from vimage.ctl import protocol
 from vimage.emu.mpi import Engine
 
 if TYPE_CHECKING:
     from vimage.emu.model import Topology
+    from vimage.emu.mpi_control import PartitionedControl
     from vimage.net.bpf import Session
     from vimage.net.ifnet import Ifnet
 
@@ -68,6 +77,7 @@ class LivePartition:
         self.engine: Engine | None = None
         self.captures: dict[int, LiveCapture] = {}
         self.lock = threading.RLock()
+        self.control: PartitionedControl | None = None  # told each new topology
 
     # -- up and down --------------------------------------------------------------------------
     def build(self, topology: Topology, seed: int = 1) -> dict[str, Any]:
@@ -85,6 +95,10 @@ class LivePartition:
                 raise
             self.engine = engine
             assert engine.tunnels is not None and engine.exp is not None
+            if self.control is not None:  # who holds what, for requests from this rank
+                self.control.topology = topology
+                self.control.assignment = dict(engine.assignment)
+                self.control.name = str(engine.exp.name)
             return {"tunnels": engine.tunnels.addresses(), "warnings": list(engine.exp.warnings)}
 
     def start(self, everyone: dict[tuple[int, str], tuple[str, int]]) -> None:
@@ -215,6 +229,81 @@ class LivePartition:
             self.down()
             self.captures.clear()
 
-    OPS = frozenset({"build", "start", "down", "node_cmd", "link_set", "counters",
-                     "capture_start", "capture_state", "capture_stop", "capture_pcap"})
-    """The methods another rank may call (vimage.emu.mpi_rpc serves only these)."""
+    # -- the control protocol -------------------------------------------------------------------
+    def handle(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A request from rank 0 (PartitionedControl's handler): the reply, never raises."""
+        rid = body.get("id")
+        op = body.get("op")
+        serve = REQUESTS.get(op) if isinstance(op, str) else None
+        if serve is None:
+            return protocol.error_reply(rid, protocol.UNKNOWN_OP, f"unknown request {op!r}")
+        try:
+            return {"id": rid, "ok": True, **serve(self, body)}
+        except LookupError as exc:
+            return protocol.error_reply(rid, protocol.NOT_FOUND,
+                                        str(exc.args[0]) if exc.args else str(exc))
+        except (TypeError, ValueError) as exc:
+            return protocol.error_reply(rid, protocol.BAD_REQUEST, str(exc))
+        except Exception as exc:  # cannot build (ExperimentError, RunError), or a bug
+            return protocol.error_reply(rid, protocol.FAILED, str(exc))
+
+
+def _build(part: LivePartition, body: dict[str, Any]) -> dict[str, Any]:
+    from vimage.emu.model import Topology
+
+    built = part.build(Topology.from_dict(body["topology"]), int(body.get("seed", 1)))
+    tunnels = [[index, side, host, port] for (index, side), (host, port)
+               in built["tunnels"].items()]
+    return {"tunnels": tunnels, "warnings": built["warnings"]}
+
+
+def _start(part: LivePartition, body: dict[str, Any]) -> dict[str, Any]:
+    part.start({(int(i), str(side)): (str(host), int(port))
+                for i, side, host, port in body["tunnels"]})
+    return {}
+
+
+def _down(part: LivePartition, body: dict[str, Any]) -> dict[str, Any]:
+    part.down()
+    return {}
+
+
+def _tool(part: LivePartition, body: dict[str, Any]) -> dict[str, Any]:
+    """`tool` as PartitionedControl.node_tool sends it: vnet `EXPERIMENT.NODE`."""
+    vnet, argv = str(body["vnet"]), [str(word) for word in body["argv"]]
+    with part.lock:
+        engine = part._engine()
+        prefix = f"{engine.exp.name if engine.exp is not None else ''}."
+    node = vnet[len(prefix):] if vnet.startswith(prefix) else vnet
+    status, output = part.node_cmd(node, argv)
+    return {"status": status, "output": output}
+
+
+def _link(part: LivePartition, body: dict[str, Any]) -> dict[str, Any]:
+    return {"params": part.link_set(int(body["index"]), dict(body["params"]))}
+
+
+def _counters(part: LivePartition, body: dict[str, Any]) -> dict[str, Any]:
+    counters = part.counters()
+    return {"time": counters["time"],
+            "links": [[i, nbytes, packets] for i, (nbytes, packets) in counters["links"].items()]}
+
+
+def _capture(part: LivePartition, body: dict[str, Any]) -> dict[str, Any]:
+    action, index = body.get("action"), int(body["index"])
+    if action == "start":
+        return part.capture_start(index)
+    if action == "state":
+        return part.capture_state(index)
+    if action == "stop":
+        return part.capture_stop(index)
+    if action == "pcap":
+        return {"pcap": base64.b64encode(part.capture_pcap(index)).decode()}
+    raise ValueError(f"no capture action {action!r} (start, state, stop, pcap)")
+
+
+REQUESTS = MappingProxyType({
+    "gui_build": _build, "gui_start": _start, "gui_down": _down, "tool": _tool,
+    "gui_link": _link, "gui_counters": _counters, "gui_capture": _capture,
+})
+"""The requests a rank of `vimage gui` serves (LivePartition.handle)."""

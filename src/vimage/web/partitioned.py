@@ -2,25 +2,28 @@
 
 Rank 0 serves the GUI (the same app, guard and page as `vimage gui`) with a
 `PartitionedRuntime`; every rank, rank 0 included, holds a `LivePartition`
-(vimage.emu.mpi_live), and ranks 1..N-1 only answer rank 0's requests (vimage.emu.mpi_rpc)
-until told to quit. *Start* partitions the topology as `topo run` does (the same
-partitioner, pins honoured), has every rank build its nodes in a real-time keyed kernel
-(cut links: VXLAN tunnels between the ranks), exchanges the tunnels' addresses and starts
-them all; *Stop* takes every rank's part down. Each request goes to the rank holding the
-node (console lines) or the link's ends (live changes: both ranks of a cut link; counters:
-summed over the ranks; captures: the rank holding the `a` end, which keeps the frames).
+(vimage.emu.mpi_live), and the ranks are joined for the whole run by a PartitionedControl
+mesh (vimage.emu.mpi_control: TCP between every two ranks, control-protocol frames, a
+dead rank named), whose handler on each rank is its LivePartition. *Start* partitions
+the topology as `topo run` does (the same partitioner, pins honoured), has every rank
+build its nodes in a real-time keyed kernel (cut links: VXLAN tunnels between the ranks),
+exchanges the tunnels' addresses and starts them all; *Stop* takes every rank's part down.
+Each request goes to the rank holding the node (console lines, `node_tool`) or the
+link's ends (live changes: both ranks of a cut link; counters: summed over the ranks;
+captures: the rank holding the `a` end, which keeps the frames).
 
 Editing the topology while stopped is as in one process (rank 0 keeps it; the next Start
 sends it to the ranks and partitions it again); while running, only positions change.
-^C or SIGTERM (mpirun forwards it) ends every rank: rank 0 stops the experiment and tells
-the others to quit; a rank that dies makes requests to it fail with its name and nodes.
+^C or SIGTERM (mpirun forwards it to every rank) ends every rank: rank 0 stops the
+experiment and says `stop` to the others. A rank that dies is named (`rank 1 of 2 (nodes
+pc1, r1) died`) by the others, which take their parts down and exit 1.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
-import secrets
 import signal
 import sys
 import threading
@@ -29,33 +32,35 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from vimage.emu.mpi_rpc import RankCallError, RankUnreachable
+from vimage.ctl import protocol
+from vimage.ctl.protocol import CtlError
 from vimage.web.runtime import CaptureHandle, GuiError
 
 if TYPE_CHECKING:
     from vimage.emu.model import Link, Topology
+    from vimage.emu.mpi_control import PartitionedControl
 
-CALL_STATUS = MappingProxyType({"LookupError": 404, "KeyError": 404, "ValueError": 400,
-                                "TypeError": 400})  # a rank's exception -> HTTP status
+CALL_STATUS = MappingProxyType({protocol.NOT_FOUND: 404, protocol.BAD_REQUEST: 400,
+                                protocol.UNKNOWN_OP: 400})  # error code -> HTTP status
+FINISH_WAIT = 3.0  # seconds rank 0 waits for the others to say stop at the end
 
 
 class PartitionedRuntime:
-    """Rank 0's Runtime: each request served by the rank holding the node or link.
-    `channels[k]` is rank k's request channel (`call(op, *args, timeout=...)`): rank 0's
-    own partition in process, the others through vimage.emu.mpi_rpc."""
+    """Rank 0's Runtime: each request served, through `control`, by the rank holding
+    the node or link (see the module doc)."""
 
-    def __init__(self, channels: list[Any], seed: int = 1, bind: str = "127.0.0.1") -> None:
-        self.channels = channels
+    def __init__(self, control: PartitionedControl, seed: int = 1,
+                 bind: str = "127.0.0.1") -> None:
+        self.control = control
         self.seed = seed
         self.bind = bind
-        self.assignment: dict[str, int] = {}
         self.topology: Topology | None = None
         self._warnings: list[str] = []
-        self._pool = ThreadPoolExecutor(max(2, len(channels)), thread_name_prefix="vimage-ranks")
+        self._pool = ThreadPoolExecutor(max(2, control.size), thread_name_prefix="vimage-ranks")
 
     @property
     def size(self) -> int:
-        return len(self.channels)
+        return self.control.size
 
     @property
     def is_up(self) -> bool:
@@ -65,39 +70,37 @@ class PartitionedRuntime:
         return list(self._warnings)
 
     def ranks(self) -> dict[str, int]:
-        return dict(self.assignment)
+        return dict(self.control.assignment) if self.is_up else {}
 
     # -- requests ------------------------------------------------------------------------------
-    def _nodes_of(self, rank: int) -> str:
-        names = sorted(n for n, r in self.assignment.items() if r == rank)
-        return ", ".join(names[:8]) + (f" ... ({len(names)} nodes)" if len(names) > 8 else "")
+    def _call(self, rank: int, body: dict[str, Any], timeout: float | None = None) -> Any:
+        from vimage.emu.mpi_control import REQUEST_TIMEOUT
 
-    def _call(self, rank: int, op: str, *args: Any, timeout: float | None = 30.0) -> Any:
         try:
-            return self.channels[rank].call(op, *args, timeout=timeout)
-        except RankUnreachable as exc:
-            held = self._nodes_of(rank)
-            raise GuiError(f"{exc}" + (f": nodes {held} are out of reach" if held else ""),
-                           502) from None
-        except RankCallError as exc:
-            status = CALL_STATUS.get(exc.kind, 409)
-            text = str(exc) if status != 409 or rank == 0 else f"rank {rank}: {exc}"
-            raise GuiError(text.replace("\n", " "), status) from None
+            return self.control.call(rank, body, timeout or REQUEST_TIMEOUT)
+        except CtlError as exc:
+            raise self._refusal(rank, exc) from None
 
-    def _everyone(self, op: str, *args: Any) -> list[Any]:
-        """`op` on every rank at once; the answers in rank order (the first error raised
-        once all have answered)."""
-        futures = [self._pool.submit(self._call, rank, op, *args) for rank in range(self.size)]
-        answers, problem = [], None
+    def _refusal(self, rank: int, exc: CtlError) -> GuiError:
+        if rank in self.control.dead or "did not answer" in exc.message \
+                or "has stopped" in exc.message:
+            return GuiError(exc.message, 502)
+        return GuiError(exc.message, CALL_STATUS.get(exc.code, 409))
+
+    def _everyone(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """`body` on every rank at once; the replies in rank order (the first refusal
+        raised once all have answered)."""
+        futures = [self._pool.submit(self._call, rank, body) for rank in range(self.size)]
+        replies, problem = [], None
         for future in futures:
             try:
-                answers.append(future.result())
+                replies.append(future.result())
             except GuiError as exc:
-                answers.append(None)
+                replies.append({})
                 problem = problem or exc
         if problem is not None:
             raise problem
-        return answers
+        return replies
 
     # -- up and down -----------------------------------------------------------------------------
     def up(self, topology: Topology) -> None:
@@ -109,29 +112,23 @@ class PartitionedRuntime:
             assignment = plan(topo, self.size, self.bind)
         except RunError as exc:
             raise GuiError(str(exc), 409) from None
-        self.assignment = assignment
+        self.control.topology = topo  # who holds what, as every rank will know it
+        self.control.assignment = assignment
+        self.control.name = topo.name
         try:
-            built = self._everyone("build", topo, self.seed)
-            everyone: dict[tuple[int, str], tuple[str, int]] = {}
-            for answer in built:
-                everyone.update(answer["tunnels"])
-            self._everyone("start", everyone)
+            built = self._everyone({"op": "gui_build", "topology": topo.to_dict(),
+                                    "seed": self.seed})
+            tunnels = [t for reply in built for t in reply["tunnels"]]
+            self._everyone({"op": "gui_start", "tunnels": tunnels})
         except GuiError:
             self._down()
             raise
-        self._warnings = [w for answer in built for w in answer["warnings"]]
+        self._warnings = [w for reply in built for w in reply["warnings"]]
         self.topology = topo
 
     def _down(self) -> None:
-        problem = None
-        try:
-            self._everyone("down")
-        except GuiError as exc:
-            problem = exc
         self.topology = None
-        self.assignment = {}
-        if problem is not None:
-            raise problem
+        self._everyone({"op": "gui_down"})
 
     def down(self) -> None:
         if self.is_up:
@@ -141,49 +138,56 @@ class PartitionedRuntime:
         """Take every rank's part down (server shutdown). A rank that does not answer
         is ending already (mpirun sends SIGTERM to every rank) and tears itself down."""
         try:
-            self.down()
-        except GuiError:
-            pass
+            with contextlib.suppress(GuiError):
+                self.down()
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- the experiment ----------------------------------------------------------------------------
     def node_cmd(self, node: str, argv: list[str]) -> tuple[int, str]:
-        rank = self.assignment.get(node)
-        if rank is None or self.topology is None:
-            name = self.topology.name if self.topology is not None else "?"
-            raise GuiError(f"experiment {name} has no node {node!r}", 404)
-        status, output = self._call(rank, "node_cmd", node, argv, timeout=None)
-        return status, output
-
-    def _link_ranks(self, link: Link) -> list[int]:
-        return sorted({self.assignment[link.a[0]], self.assignment[link.b[0]]})
+        """The line on the rank holding `node` (PartitionedControl.node_tool)."""
+        try:
+            rank = self.control.owner(node)
+        except LookupError as exc:
+            raise GuiError(str(exc.args[0]), 404) from None
+        try:
+            return self.control.node_tool(node, argv)
+        except CtlError as exc:
+            raise self._refusal(rank, exc) from None
 
     def link_set(self, index: int, link: Link, values: dict[str, Any]) -> None:
-        """Both ranks of a cut link change their end (the first refusal stops it: the
-        values were checked on rank 0 before, so a refusal means a rank is gone)."""
-        for rank in self._link_ranks(link):
-            self._call(rank, "link_set", index, values)
+        """Both ranks of a cut link change their end, in turn (the values were checked
+        on rank 0 first; the second rank refuses what the first would have)."""
+        from vimage.emu.experiment import ExpLink
+
+        ranks = self.control.link_ranks(index)
+        probe = copy.copy(link)
+        ExpLink(probe, ()).set(**values)  # type: ignore[arg-type]  # checked: no error
+        if probe.direct and len(ranks) > 1:
+            raise GuiError(f"link {link.a[0]}-{link.b[0]} is cut between ranks: it cannot "
+                           "be direct (its ends are tunnels)", 409)
+        for rank in ranks:
+            self._call(rank, {"op": "gui_link", "index": index, "params": values})
 
     def counters(self) -> dict[str, Any]:
         if self.topology is None:
             return {"up": False, "links": []}
-        answers = self._everyone("counters")
+        replies = self._everyone({"op": "gui_counters"})
         totals: dict[int, list[int]] = {}
-        for answer in answers:
-            for index, (nbytes, packets) in answer["links"].items():
-                total = totals.setdefault(index, [0, 0])
+        for reply in replies:
+            for index, nbytes, packets in reply["links"]:
+                total = totals.setdefault(int(index), [0, 0])
                 total[0] += nbytes
                 total[1] += packets
         links = [{"a": link.a[0], "b": link.b[0], "bytes": totals.get(i, [0, 0])[0],
                   "packets": totals.get(i, [0, 0])[1]}
                  for i, link in enumerate(self.topology.links)]
-        return {"up": True, "time": answers[0]["time"], "links": links}
+        return {"up": True, "time": replies[0]["time"], "links": links}
 
     def capture(self, index: int, link: Link) -> CaptureHandle:
-        rank = self.assignment[link.a[0]]
+        rank = self.control.owner(link.a[0])
         capture = RemoteCapture(self, rank, index, (link.a[0], link.b[0]))
-        capture.remember(self._call(rank, "capture_start", index))
+        capture.remember(self._call(rank, capture.body("start")))
         return capture
 
 
@@ -201,31 +205,39 @@ class RemoteCapture:
         self.frames: bytes | None = None  # the pcap, once stopped
         self.lock = threading.Lock()
 
+    def body(self, action: str) -> dict[str, Any]:
+        return {"op": "gui_capture", "action": action, "index": self.index}
+
     def remember(self, state: dict[str, Any]) -> dict[str, Any]:
-        self.last = {"a": self.link[0], "b": self.link[1], **state, "rank": self.rank}
-        return self.last
+        self.last = {"a": self.link[0], "b": self.link[1], "ifname": state["ifname"],
+                     "running": state["running"], "captured": state["captured"],
+                     "dropped": state["dropped"], "rank": self.rank}
+        return dict(self.last)
 
     def state(self) -> dict[str, Any]:
         with self.lock:
             if self.frames is not None:
                 return dict(self.last)
         try:
-            return self.remember(self.runtime._call(self.rank, "capture_state", self.index))
+            return self.remember(self.runtime._call(self.rank, self.body("state")))
         except GuiError:
             return dict(self.last, running=False)
+
+    def _pcap(self) -> bytes:
+        return base64.b64decode(self.runtime._call(self.rank, self.body("pcap"))["pcap"])
 
     def stop(self) -> None:
         with self.lock:
             if self.frames is not None:
                 return
-            self.remember(self.runtime._call(self.rank, "capture_stop", self.index))
-            self.frames = self.runtime._call(self.rank, "capture_pcap", self.index)
+            self.remember(self.runtime._call(self.rank, self.body("stop")))
+            self.frames = self._pcap()
 
     def pcap(self) -> bytes:
         with self.lock:
             if self.frames is not None:
                 return self.frames
-        return self.runtime._call(self.rank, "capture_pcap", self.index)  # type: ignore[no-any-return]
+        return self._pcap()
 
 
 # -- mpirun -n N vimage gui ----------------------------------------------------------------------
@@ -233,15 +245,29 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def connect_ranks(comm: Any, partition: Any, bind: str) -> PartitionedControl:
+    """The control mesh between every rank (its addresses exchanged with one MPI
+    alltoall), each rank's requests served by its `partition`."""
+    from vimage.emu.model import Topology
+    from vimage.emu.mpi_control import PartitionedControl
+
+    control = PartitionedControl(comm.rank, comm.size, Topology(name="lab"), {},
+                                 partition.handle, "lab", bind)
+    partition.control = control
+    addresses = comm.alltoall([control.listen()] * comm.size)
+    control.connect([tuple(a) for a in addresses])
+    return control
+
+
 def serve_partitioned(comm: Any, path: str | Path | None, port: int = 0,
                       bind: str = "127.0.0.1", seed: int = 1,
                       out: TextIO | None = None) -> int:
     """Every rank of `mpirun -n N vimage gui`: rank 0 serves the GUI, the others their
-    partitions. A bad file is reported once, by rank 0, and every rank exits 1."""
+    partitions; 0 after a normal end (^C, SIGTERM), 1 after a bad file (reported once,
+    by rank 0) or when another rank died."""
     from vimage.emu import load
     from vimage.emu.model import TopologyError
     from vimage.emu.mpi_live import LivePartition
-    from vimage.emu.mpi_rpc import LocalRank, RankClient, RankServer
 
     out = out or sys.stdout
     problem = None
@@ -250,39 +276,40 @@ def serve_partitioned(comm: Any, path: str | Path | None, port: int = 0,
             load(path)
         except (TopologyError, OSError) as exc:
             problem = str(exc)
-    key = comm.bcast(secrets.token_bytes(32) if problem is None and comm.rank == 0 else None)
-    if key is None:
+    if not comm.bcast(problem is None if comm.rank == 0 else None):
         if problem is not None:
             print(f"vimage gui: {problem}", file=sys.stderr)
         return 1
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # mpirun forwards SIGTERM: end cleanly
     partition = LivePartition(comm.rank, comm.size, bind)
-    if comm.rank != 0:
-        server = RankServer(partition, LivePartition.OPS, bind, key)
-        server.start()
-        comm.gather(server.address)
-        try:
-            server.quit.wait()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.stop()
-            partition.close()
-        return 0
-    addresses = comm.gather(None)
-    ranks: list[Any] = [LocalRank(partition, LivePartition.OPS)]
-    ranks += [RankClient(k, tuple(addresses[k]), key) for k in range(1, comm.size)]
-    runtime = PartitionedRuntime(ranks, seed, bind)
-    from vimage.web.server import serve
+    control = connect_ranks(comm, partition, bind)
+    ended = threading.Event()
 
+    def dead(rank: int) -> None:
+        print(f"vimage gui: {control.describe(rank)} died: ending the experiment",
+              file=sys.stderr, flush=True)
+        ended.set()
+        if comm.rank == 0:  # end the server as ^C would
+            signal.raise_signal(signal.SIGTERM)
+
+    control.on_dead = dead
+    control.on_stop = lambda rank, why: ended.set()
     try:
+        if comm.rank != 0:
+            with contextlib.suppress(KeyboardInterrupt):
+                ended.wait()
+            return 1 if control.dead else 0
+        from vimage.web.runtime import Runtime
+        from vimage.web.server import serve
+
+        runtime: Runtime = PartitionedRuntime(control, seed, bind)
         print(f"vimage gui: {comm.size} ranks, the experiment partitioned on Start",
               file=out, flush=True)
-        return serve(path, port, out, runtime=runtime)
+        serve(path, port, out, runtime=runtime)
+        return 1 if control.dead else 0
     finally:
-        for rank in ranks[1:]:
-            with contextlib.suppress(RankUnreachable, RankCallError):
-                rank.call("quit", timeout=10)
-            rank.close()
         partition.close()
+        control.stop(f"rank {comm.rank} ended")
+        control.finish(FINISH_WAIT)
+        control.close()
