@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SPLIT = Path(__file__).resolve().parent / "data" / "split.yaml"  # pc1, r1 on rank 1
 
 
-def _mpirun() -> list[str]:
+def mpirun() -> list[str]:
     if shutil.which("mpirun") is None:
         pytest.skip("mpirun not found (Debian: openmpi-bin libopenmpi-dev)")
     try:
@@ -45,7 +45,7 @@ class PartitionedGui:
 
     def __init__(self, path: Path) -> None:
         self.proc = subprocess.Popen(
-            [*_mpirun(), sys.executable, "-m", "vimage.cli.vimage", "gui", str(path)],
+            [*mpirun(), sys.executable, "-m", "vimage.cli.vimage", "gui", str(path)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=mpirun_env(),
             start_new_session=True)
         assert self.proc.stdout is not None

@@ -11,9 +11,14 @@ the cut link (a VXLAN tunnel), its a end r1 on rank 1. Real time: pings are shor
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +26,7 @@ from vimage.emu.mpi_live import LivePartition
 from vimage.web.partitioned import PartitionedRuntime, connect_ranks
 from vimage.web.session import GuiError, GuiSession
 
-from .conftest import SPLIT, PartitionedGui
+from .conftest import SPLIT, PartitionedGui, mpirun, mpirun_env
 
 PING = "ping -c 2 -i 0.2 10.0.3.20"  # pc1 (rank 1) to pc2 (rank 0)
 
@@ -216,3 +221,37 @@ def test_mpirun_two_ranks_serve_the_gui(tmp_path):
         out, err = gui.stop()
     assert "Traceback" not in err, err
     assert gui.proc.returncode is not None
+
+
+def _rank_pid(mpirun_pid: int, rank: int) -> int:
+    """The process of rank `rank` among mpirun's children (OMPI_COMM_WORLD_RANK)."""
+    for child in Path(f"/proc/{mpirun_pid}/task/{mpirun_pid}/children").read_text().split():
+        environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        if f"OMPI_COMM_WORLD_RANK={rank}".encode() in environ:
+            return int(child)
+    raise AssertionError(f"no rank {rank} under mpirun {mpirun_pid}")
+
+
+def test_mpirun_a_killed_rank_is_named_and_ends_the_gui(tmp_path):
+    path = tmp_path / "split.yaml"
+    shutil.copy(SPLIT, path)
+    gui = PartitionedGui(path)
+    try:
+        assert gui.json("POST", "/api/up")["up"] is True
+        os.kill(_rank_pid(gui.proc.pid, 1), signal.SIGKILL)
+        _, err = gui.proc.communicate(timeout=60)
+    finally:
+        gui.stop()
+    assert "vimage gui: rank 1 of 2 (nodes pc1, r1) died: ending the experiment" in err
+    assert gui.proc.returncode != 0
+
+
+def test_mpirun_a_bad_file_is_one_line(tmp_path):
+    bad = tmp_path / "lab.yaml"
+    bad.write_text("version: 1\nnodes:\n  ap: {type: wlan}\n")
+    done = subprocess.run([*mpirun(), sys.executable, "-m", "vimage.cli.vimage", "gui",
+                           str(bad)], env=mpirun_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0
+    assert f"vimage gui: {bad}:3: nodes.ap.type: unknown node type 'wlan'\n" in done.stderr
+    assert done.stderr.count("vimage gui:") == 1  # said once, by rank 0

@@ -954,7 +954,12 @@ def sub_gui(ctx: Ctx, argv: list[str]) -> int:
             if comm.size > 1:
                 from vimage.web.partitioned import serve_partitioned
 
-                return serve_partitioned(comm, args.file, args.port, args.bind, args.seed)
+                status = serve_partitioned(comm, args.file, args.port, args.bind, args.seed)
+                if status != 0:  # a dead rank: MPI_Finalize could wait for it for ever
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(status)
+                return status
         return serve(args.file, args.port)
     except (TopologyError, OSError, RunError) as exc:
         print(f"vimage gui: {exc}", file=sys.stderr)
