@@ -154,6 +154,26 @@ def test_edits_while_stopped_are_partitioned_again_at_start(two_ranks):
     assert gui.run("pc3", "ping -c 1 10.0.4.1")[0] == 0  # r2, over a second cut link
 
 
+def test_a_failed_start_names_the_rank_and_leaves_nothing(two_ranks):
+    gui, part0, part1, _ = two_ranks
+    topo = gui.topology.to_dict()
+    topo["nodes"]["pc1"]["commands"] = ["nosuchtool -x"]  # pc1 is rank 1's
+    gui.replace(topo)
+    with pytest.raises(GuiError) as refused:
+        gui.up()
+    assert refused.value.status == 409
+    assert str(refused.value).startswith("rank 1: experiment split: node pc1: "
+                                         "'nosuchtool -x' failed")
+    assert not gui.is_up and part0.engine is None and part1.engine is None
+    del topo["nodes"]["pc1"]["commands"]
+    gui.replace(topo)
+    gui.up()  # and it starts once mended
+    kernels = [part.engine.kernel for part in (part0, part1)]  # type: ignore[union-attr]
+    assert all(k._thread is not None for k in kernels)  # type: ignore[union-attr]
+    gui.down()
+    assert all(k.vnets() == [] and k._thread is None for k in kernels)  # type: ignore[union-attr]
+
+
 def test_a_rank_that_died_is_named_with_its_nodes(two_ranks):
     gui, _, part1, control1 = two_ranks
     gui.up()

@@ -85,7 +85,10 @@ class PartitionedRuntime:
         if rank in self.control.dead or "did not answer" in exc.message \
                 or "has stopped" in exc.message:
             return GuiError(exc.message, 502)
-        return GuiError(exc.message, CALL_STATUS.get(exc.code, 409))
+        status = CALL_STATUS.get(exc.code, 409)
+        if status == 409 and rank != self.control.rank:  # cannot build, or a bug: say where
+            return GuiError(f"rank {rank}: {exc.message}", status)
+        return GuiError(exc.message, status)
 
     def _everyone(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         """`body` on every rank at once; the replies in rank order (the first refusal
