@@ -85,6 +85,7 @@ class LivePartition:
         addresses (for `start`) and the experiment's warnings."""
         with self.lock:
             self.down()
+            self.captures.clear()  # rank 0 fetched what it keeps when they stopped
             engine = Engine(topology, RankPlace(self.rank, self.size), seed, realtime=True,
                             bind=self.bind)
             engine.plan()

@@ -180,7 +180,8 @@ class GuiSession:
     def down(self) -> None:
         with self.lock:
             for capture in self.captures.values():
-                capture.stop()
+                with contextlib.suppress(GuiError):  # its rank is gone: down says so
+                    capture.stop()
             self.runtime.down()
 
     def close(self) -> None:
