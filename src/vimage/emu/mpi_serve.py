@@ -270,6 +270,9 @@ def serve(topology: Topology, socket_option: str | None = None, name: str | None
     for rank in dead:
         run.report(rank)
     run.sweep(everyone, dead)
+    if not dead and comm.rank == 0:
+        out(f"topo serve: experiment {engine.name} down on every rank")
+        sys.stdout.flush()
     return 1 if dead else 0
 
 

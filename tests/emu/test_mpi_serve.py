@@ -1,0 +1,190 @@
+"""`mpirun -n 2 vimage topo serve`: an interactive partitioned experiment (docs/mpi.md).
+
+Each test starts the experiment under mpirun with a private control socket in tmp_path
+(skipped without Open MPI or mpi4py), waits for rank 0's ready lines and drives it with
+the vimage command, as a user would, from rank 0's socket: pc1 and r1 are on rank 1,
+r2 and pc2 on rank 0, the r1-r2 link (5 ms) is a VXLAN tunnel between them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vimage.cli import vimage as cli
+from vimage.emu import mpi as batch
+
+SERVE = Path(__file__).parent / "data" / "mpi-serve.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+NAME = "servelab"
+
+
+def _mpirun() -> list[str]:
+    import shutil
+
+    if shutil.which("mpirun") is None:
+        pytest.skip("mpirun not found (Debian: openmpi-bin libopenmpi-dev)")
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        pytest.skip("mpi4py is not installed (pip install 'vimage[mpi]')")
+    # a rank gets SIGTERM, then SIGKILL this many seconds later (default 1): room to tear down
+    # on a loaded machine; mpirun waits that long whatever the ranks do
+    return ["mpirun", "--oversubscribe", "--mca", "odls_base_sigkill_timeout", "3", "-n", "2"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1", VIMAGE_AUTOSTART="0")
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    for name in batch.MPI_ENV:
+        env.pop(name, None)
+    return env
+
+
+class Served:
+    """The running `topo serve`: its mpirun process, socket, ready lines, ranks' pids."""
+
+    def __init__(self, proc: subprocess.Popen[str], sock: str, lines: list[str]) -> None:
+        self.proc = proc
+        self.sock = sock
+        self.lines = lines
+        self.pids = {int(m.group(1)): int(m.group(2)) for m in
+                     (re.match(r"rank (\d+) \(host \S+, pid (\d+)\)", ln) for ln in lines) if m}
+
+    def vimage(self, capfd: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+        capfd.readouterr()
+        status = cli.main(["--socket", self.sock, *args])
+        out, err = capfd.readouterr()
+        return status, out, err
+
+    def ok(self, capfd: pytest.CaptureFixture[str], *args: str) -> str:
+        status, out, err = self.vimage(capfd, *args)
+        assert status == 0, (args, out, err)
+        return out
+
+    def leftovers(self) -> list[str]:
+        """What is left in the socket's directory but the front's lock (as vimaged's)."""
+        where = Path(self.sock).parent
+        return sorted(p.name for p in where.iterdir() if p.name != Path(self.sock).name + ".lock")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    cmd = _mpirun()
+    (tmp_path / "run").mkdir()
+    sock = str(tmp_path / "run" / "v.sock")
+    proc = subprocess.Popen([*cmd, sys.executable, "-m", "vimage.cli.vimage", "--socket", sock,
+                             "topo", "serve", str(SERVE), "--skip-ipv6"], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    watchdog = threading.Timer(240, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    watchdog.start()
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]  # the summary, then one per rank
+        assert lines[-1].startswith("rank 1 "), (lines, proc.stderr.read() if proc.stderr
+                                                 else "")
+        yield Served(proc, sock, lines)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+        watchdog.cancel()
+
+
+def _rtt(output: str) -> float:
+    match = re.search(r"round-trip min/avg/max/stddev = ([\d.]+)/", output)
+    assert match is not None, output
+    return float(match.group(1))
+
+
+def test_a_served_experiment_answers_for_every_rank(served, capfd, tmp_path):
+    assert served.lines[0].startswith(f"topo serve: experiment {NAME}, 4 nodes on 2 rank(s), "
+                                      "1 cut link(s) as VXLAN tunnels; control socket ")
+    assert served.lines[1].split(": ")[1].startswith("pc2, r2;"), served.lines
+    assert served.lines[2].split(": ")[1].startswith("pc1, r1;"), served.lines
+    listing = served.ok(capfd, "topo", "list").splitlines()
+    assert listing[1].split() == [NAME, "4", "3", NAME]
+    show = served.ok(capfd, "topo", "show", NAME)
+    assert show.startswith(f"experiment {NAME} (topology {NAME}): 4 nodes, 3 links\n"), show
+    for node, address in (("pc1", "10.0.0.20/24"), ("r2", "10.0.1.2/24"),
+                          ("pc2", "10.0.2.20/24")):
+        assert re.search(rf"^{node} +\w+ +{NAME}\.{node} +eth0 {address}", show, re.M), show
+    assert re.search(r"^r1:eth1--r2:eth0 +delay=5ms +eth1:\d+>/\d+< eth0:\d+>/\d+<$", show,
+                     re.M), show
+    node = served.ok(capfd, "topo", "show", NAME, "pc1")
+    assert re.search(rf"^pc1 +pc +{NAME}\.pc1 +eth0 10\.0\.0\.20/24, lo0$", node, re.M), node
+
+    # pc1 (rank 1) pings pc2 (rank 0) across the tunnel, asked from rank 0's socket
+    ping = served.ok(capfd, "topo", "exec", NAME, "pc1", "--", "ping", "-c", "2", "10.0.2.20")
+    assert "2 packets transmitted, 2 packets received" in ping, ping
+    assert 10.0 <= _rtt(ping) < 80.0
+    # a cut link changes on both ranks: 40 ms each way
+    assert served.ok(capfd, "topo", "link", NAME, "r1", "r2", "delay", "40ms") == \
+        "r1:eth1--r2:eth0: delay=40ms\n"
+    ping = served.ok(capfd, "topo", "exec", NAME, "pc1", "--", "ping", "-c", "1", "10.0.2.20")
+    assert _rtt(ping) >= 80.0, ping
+    status, out, err = served.vimage(capfd, "topo", "link", NAME, "r1", "r2", "delay", "2x")
+    assert (status, out, err) == (1, "", "vimage: link r1-r2: bad duration '2x'\n")
+
+    # live frames at r1's end (rank 1) of the cut link, while pc1 pings
+    pinger = subprocess.Popen([sys.executable, "-m", "vimage.cli.vimage", "--socket",
+                               served.sock, "topo", "exec", NAME, "pc1", "--", "ping", "-c",
+                               "40", "-i", "0.1", "10.0.2.20"], env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pcap = tmp_path / "r1-r2.pcap"
+        served.ok(capfd, "topo", "capture", NAME, "r1", "r2", "-w", str(pcap), "-c", "4")
+    finally:
+        pinger.wait(60)
+    from scapy.all import ICMP, IP, rdpcap
+
+    frames = rdpcap(str(pcap))
+    assert len(frames) == 4
+    icmp = [f for f in frames if ICMP in f]
+    assert icmp and {f[IP].src for f in icmp} <= {"10.0.0.20", "10.0.2.20"}, frames
+
+    # a program in pc1 (rank 1): its sockets are relayed by rank 1's daemon
+    prog = tmp_path / "where.py"
+    prog.write_text("import os, socket\n"
+                    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                    "s.connect(('10.0.2.20', 9))\n"
+                    "print(os.environ['VIMAGE'], s.getsockname()[0])\n")
+    out = served.ok(capfd, "exec", f"{NAME}.pc1", "--", sys.executable, str(prog))
+    assert out == f"{NAME}.pc1 10.0.0.20\n"
+    assert served.ok(capfd, f"{NAME}.r2", "sysctl", "-n", "net.inet.ip.forwarding") == "1\n"
+
+    assert served.ok(capfd, "topo", "down", NAME) == f"{NAME}: down (4 nodes destroyed)\n"
+    assert served.proc.wait(60) == 0  # every rank exited 0
+    assert served.proc.stdout is not None
+    assert f"topo serve: experiment {NAME} down on every rank" in served.proc.stdout.read()
+    assert served.leftovers() == []
+
+
+def test_a_killed_rank_ends_the_experiment_on_the_others(served, capfd):
+    os.kill(served.pids[1], signal.SIGKILL)
+    assert served.proc.wait(60) != 0
+    assert served.proc.stderr is not None
+    err = served.proc.stderr.read()
+    assert (f"vimage topo serve: rank 1 of 2 (nodes pc1, r1) died: ending experiment {NAME}"
+            in err.splitlines()), err
+    assert served.leftovers() == []  # rank 0's files, and the dead rank's, are gone
+
+
+def test_sigint_to_mpirun_ends_every_rank(served):
+    served.proc.send_signal(signal.SIGINT)
+    served.proc.wait(60)
+    assert served.proc.stdout is not None and served.proc.stderr is not None
+    out, err = served.proc.stdout.read(), served.proc.stderr.read()
+    assert f"topo serve: experiment {NAME} down on every rank" in out, (out, err)
+    assert "died" not in err, err
+    assert served.leftovers() == []
