@@ -32,6 +32,7 @@ from vimage.emu.mpi import Engine
 
 if TYPE_CHECKING:
     from vimage.emu.model import Topology
+    from vimage.emu.mpi import PartitionedExperiment
     from vimage.emu.mpi_control import PartitionedControl
     from vimage.net.bpf import Session
     from vimage.net.ifnet import Ifnet
@@ -67,6 +68,18 @@ def plan(topology: Topology, size: int, bind: str = "127.0.0.1") -> dict[str, in
     return dict(engine.assignment)
 
 
+def link_ends(topology: Topology, exp: PartitionedExperiment) -> dict[int, list[Ifnet]]:
+    """Link index -> the ends `exp` (one rank's part) holds: both for a link inside the
+    partition, one for a cut link."""
+    index = {(link.a, link.b): i for i, link in enumerate(topology.links)}
+    ends: dict[int, list[Ifnet]] = {}
+    for live in exp.links:
+        ends[index[(live.model.a, live.model.b)]] = list(live.ends)
+    for (i, _), end in sorted(exp.cut_ends.items()):
+        ends.setdefault(i, []).append(end)
+    return ends
+
+
 class LivePartition:
     """The nodes and link ends rank `rank` of `size` holds (see the module doc)."""
 
@@ -78,6 +91,7 @@ class LivePartition:
         self.captures: dict[int, LiveCapture] = {}
         self.lock = threading.RLock()
         self.control: PartitionedControl | None = None  # told each new topology
+        self.ends: dict[int, list[Ifnet]] = {}  # link index -> this rank's ends of it
 
     # -- up and down --------------------------------------------------------------------------
     def build(self, topology: Topology, seed: int = 1) -> dict[str, Any]:
@@ -96,6 +110,7 @@ class LivePartition:
                 raise
             self.engine = engine
             assert engine.tunnels is not None and engine.exp is not None
+            self.ends = link_ends(topology, engine.exp)
             if self.control is not None:  # who holds what, for requests from this rank
                 self.control.topology = topology
                 self.control.assignment = dict(engine.assignment)
@@ -119,6 +134,7 @@ class LivePartition:
                 capture.session.close()
             if self.engine is not None:
                 engine, self.engine = self.engine, None
+                self.ends = {}
                 engine.close()
 
     @property
@@ -142,14 +158,8 @@ class LivePartition:
 
     def _ends(self, index: int) -> list[Ifnet]:
         """This rank's ends of link `index` of the topology: two, one (a cut link) or none."""
-        engine = self._engine()
-        exp = engine.exp
-        assert exp is not None
-        model = engine.topology.links[index]
-        for live in exp.links:
-            if live.model.a == model.a and live.model.b == model.b:
-                return list(live.ends)
-        return [end for (i, _), end in sorted(exp.cut_ends.items()) if i == index]
+        self._engine()
+        return self.ends.get(index, [])
 
     def link_set(self, index: int, values: dict[str, Any]) -> dict[str, Any]:
         """Change this rank's ends of link `index` (YAML-style values, None: the default)."""
@@ -177,11 +187,8 @@ class LivePartition:
         with self.lock:
             if self.engine is None or self.engine.exp is None or self.engine.kernel is None:
                 return {"time": None, "links": {}}
-            links: dict[int, tuple[int, int]] = {}
-            for index in range(len(self.engine.topology.links)):
-                ends = self._ends(index)
-                if ends:
-                    links[index] = (sum(e.obytes for e in ends), sum(e.opackets for e in ends))
+            links = {index: (sum(e.obytes for e in ends), sum(e.opackets for e in ends))
+                     for index, ends in self.ends.items()}
             return {"time": self.engine.kernel.now, "links": links}
 
     def capture_start(self, index: int) -> dict[str, Any]:
