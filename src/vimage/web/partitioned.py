@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 CALL_STATUS = MappingProxyType({protocol.NOT_FOUND: 404, protocol.BAD_REQUEST: 400,
                                 protocol.UNKNOWN_OP: 400})  # error code -> HTTP status
 FINISH_WAIT = 3.0  # seconds rank 0 waits for the others to say stop at the end
+BUILD_TIMEOUT = 600.0  # seconds a rank may take to build its part (10,000 nodes: ~30 s)
 
 
 class PartitionedRuntime:
@@ -90,10 +91,12 @@ class PartitionedRuntime:
             return GuiError(f"rank {rank}: {exc.message}", status)
         return GuiError(exc.message, status)
 
-    def _everyone(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+    def _everyone(self, body: dict[str, Any], timeout: float | None = None
+                  ) -> list[dict[str, Any]]:
         """`body` on every rank at once; the replies in rank order (the first refusal
         raised once all have answered)."""
-        futures = [self._pool.submit(self._call, rank, body) for rank in range(self.size)]
+        futures = [self._pool.submit(self._call, rank, body, timeout)
+                   for rank in range(self.size)]
         replies, problem = [], None
         for future in futures:
             try:
@@ -120,18 +123,19 @@ class PartitionedRuntime:
         self.control.name = topo.name
         try:
             built = self._everyone({"op": "gui_build", "topology": topo.to_dict(),
-                                    "seed": self.seed})
+                                    "seed": self.seed}, BUILD_TIMEOUT)
             tunnels = [t for reply in built for t in reply["tunnels"]]
             self._everyone({"op": "gui_start", "tunnels": tunnels})
         except GuiError:
-            self._down()
+            with contextlib.suppress(GuiError):  # the first refusal is the one to show
+                self._down()
             raise
         self._warnings = [w for reply in built for w in reply["warnings"]]
         self.topology = topo
 
     def _down(self) -> None:
         self.topology = None
-        self._everyone({"op": "gui_down"})
+        self._everyone({"op": "gui_down"}, BUILD_TIMEOUT)
 
     def down(self) -> None:
         if self.is_up:
