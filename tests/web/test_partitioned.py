@@ -275,3 +275,17 @@ def test_mpirun_a_bad_file_is_one_line(tmp_path):
     assert done.returncode != 0
     assert f"vimage gui: {bad}:3: nodes.ap.type: unknown node type 'wlan'\n" in done.stderr
     assert done.stderr.count("vimage gui:") == 1  # said once, by rank 0
+
+
+def test_a_rank_sends_the_pcap_frames_that_fit(two_ranks):
+    gui, _, part1, _ = two_ranks
+    gui.up()
+    gui.capture_start("r1", "r2")  # held by rank 1
+    assert gui.run("pc1", PING)[0] == 0
+    index = 1
+    whole = part1.capture_pcap(index)
+    assert whole.count(b"\x08\x00\x45") == 4
+    one = 24 + 16 + int.from_bytes(whole[24 + 8:24 + 12], "little")  # header, 1st frame
+    first = part1.capture_pcap(index, limit=one + 16)  # not room for the second frame
+    assert len(first) == one and whole.startswith(first)
+    assert part1.capture_pcap(index, limit=23) == whole[:24]  # no frame at all

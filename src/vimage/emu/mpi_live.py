@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
 
 CAPTURE_BUFFER = 100_000  # frames a capture keeps (the rest are counted as dropped)
+MAX_PCAP = 40 << 20
+"""Bytes of pcap a rank sends rank 0 (base64 in a JSON frame: under the mesh's 64 MB)."""
 
 
 @dataclass(frozen=True)
@@ -224,13 +226,21 @@ class LivePartition:
             capture.session.close()
             return capture.state()
 
-    def capture_pcap(self, index: int) -> bytes:
-        from vimage.wire.pcap import dumps
+    def capture_pcap(self, index: int, limit: int = MAX_PCAP) -> bytes:
+        """The capture as a pcap file: the first frames that fit in `limit` bytes (a
+        reply between ranks is one frame of the control protocol, base64 in JSON)."""
+        from vimage.wire.pcap import RECORD_HEADER, dumps
 
         with self.lock:
             capture = self._capture(index)
             packets = list(capture.session.packets or ())
-        return dumps(packets, capture.linktype)
+        size, kept = 24, 0  # the file header
+        for _, data in packets:
+            size += RECORD_HEADER.size + len(data)
+            if size > limit:
+                break
+            kept += 1
+        return dumps(packets[:kept], capture.linktype)
 
     def close(self) -> None:
         with self.lock:
