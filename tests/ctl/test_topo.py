@@ -236,3 +236,17 @@ def test_wait_converged_with_routed(vimaged):
     assert (status, out) == (0, "routing: 5 nodes, 4 links up (converged)\n"), err
     assert "0.0% packet loss" in vimaged.ok("routing.pc1", "ping", "-c", "1", "10.0.3.20")
     vimaged.ok("topo", "down", "routing")
+
+
+def test_show_one_node_or_one_link(vimaged, lab):
+    vimaged.ok("topo", "up", "-q", lab)
+    node = vimaged.ok("topo", "show", "lab", "pc2")
+    assert node.splitlines()[0].split() == ["Node", "Type", "Vnet", "Interfaces"]
+    assert re.match(r"pc2 +pc +lab\.pc2 +eth0 10\.0\.1\.20/24, lo0$", node.splitlines()[1]), node
+    assert len(node.splitlines()) == 2
+    link = vimaged.ok("topo", "show", "lab", "r1", "pc1")
+    assert re.match(r"Link +Parameters +Packets out>/in<\npc1:eth0--r1:eth0 +- +eth0:\d+>/\d+< "
+                    r"eth0:\d+>/\d+<\n$", link), link
+    status, err = _fail(vimaged, "topo", "show", "lab", "pc9")
+    assert (status, err) == (1, "vimage: experiment lab has no node 'pc9'")
+    vimaged.ok("topo", "down", "lab")

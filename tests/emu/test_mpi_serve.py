@@ -21,6 +21,7 @@ import pytest
 
 from vimage.cli import vimage as cli
 from vimage.emu import mpi as batch
+from vimage.emu import mpi_serve
 
 SERVE = Path(__file__).parent / "data" / "mpi-serve.yaml"
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,14 +171,31 @@ def test_a_served_experiment_answers_for_every_rank(served, capfd, tmp_path):
     assert served.leftovers() == []
 
 
-def test_a_killed_rank_ends_the_experiment_on_the_others(served, capfd):
-    os.kill(served.pids[1], signal.SIGKILL)
+@pytest.mark.parametrize("rank, nodes", [(1, "pc1, r1"), (0, "pc2, r2")])
+def test_a_killed_rank_ends_the_experiment_on_the_others(served, rank, nodes):
+    os.kill(served.pids[rank], signal.SIGKILL)
     assert served.proc.wait(60) != 0
     assert served.proc.stderr is not None
     err = served.proc.stderr.read()
-    assert (f"vimage topo serve: rank 1 of 2 (nodes pc1, r1) died: ending experiment {NAME}"
-            in err.splitlines()), err
-    assert served.leftovers() == []  # rank 0's files, and the dead rank's, are gone
+    assert (f"vimage topo serve: rank {rank} of 2 (nodes {nodes}) died: ending experiment "
+            f"{NAME}" in err.splitlines()), err
+    assert served.leftovers() == []  # the survivor's files, and the dead rank's, are gone
+
+
+@pytest.fixture
+def failing(monkeypatch):
+    monkeypatch.setenv(mpi_serve.FAIL_ENV, "1")
+
+
+def test_a_failing_rank_names_itself_and_the_others_end(failing, served):
+    assert served.proc.wait(60) != 0
+    assert served.proc.stderr is not None
+    err = served.proc.stderr.read().splitlines()
+    assert ("vimage topo serve: rank 1 of 2 (nodes pc1, r1) failed: RuntimeError: "
+            f"{mpi_serve.FAIL_ENV} asked this rank to fail") in err, err
+    assert f"vimage topo serve: rank 1 of 2 (nodes pc1, r1) died: ending experiment {NAME}" \
+        in err, err
+    assert served.leftovers() == []
 
 
 def test_sigint_to_mpirun_ends_every_rank(served):
@@ -188,3 +206,52 @@ def test_sigint_to_mpirun_ends_every_rank(served):
     assert f"topo serve: experiment {NAME} down on every rank" in out, (out, err)
     assert "died" not in err, err
     assert served.leftovers() == []
+
+
+# -- one rank: no mpirun needed ------------------------------------------------------------------
+LAB = Path(__file__).parent / "data" / "mpi-lab.yaml"
+
+
+def test_without_mpirun_one_process_serves_the_whole_experiment(tmp_path, capfd):
+    (tmp_path / "run").mkdir()
+    sock = str(tmp_path / "run" / "v.sock")
+    proc = subprocess.Popen([sys.executable, "-m", "vimage.cli.vimage", "--socket", sock,
+                             "topo", "serve", str(LAB), "-e", "one", "--skip-ipv6"],
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert lines[0].startswith("topo serve: experiment one, 6 nodes on 1 rank(s), 0 cut "
+                                   "link(s)"), lines
+        served = Served(proc, sock, lines)
+        assert served.pids == {0: proc.pid}
+        show = served.ok(capfd, "topo", "show", "one", "r1", "r2")
+        assert re.match(r"Link +Parameters +Packets out>/in<\nr1:eth1--r2:eth0 +bandwidth="
+                        r"10Mbit/s delay=5ms jitter=1ms loss=1% ", show), show
+        assert "1 packets received" in served.ok(capfd, "topo", "exec", "one", "h1", "--",
+                                                 "ping", "-c", "1", "10.0.0.20")
+        assert served.ok(capfd, "topo", "down", "one") == "one: down (6 nodes destroyed)\n"
+        assert proc.wait(60) == 0
+        assert served.leftovers() == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_start_that_fails_says_why_in_one_line_and_leaves_nothing(tmp_path):
+    (tmp_path / "run").mkdir()
+    sock = str(tmp_path / "run" / "v.sock")
+    done = subprocess.run([sys.executable, "-m", "vimage.cli.vimage", "--socket", sock, "topo",
+                           "serve", str(LAB), "--bind", "192.0.2.1"], env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == ("vimage topo serve: rank 0 of 1 (nodes h1, pc1, pc2, r1, r2, sw1) "
+                           "failed: OSError: [Errno 99] Cannot assign requested address\n")
+    assert list((tmp_path / "run").iterdir()) == []
+    done = subprocess.run([sys.executable, "-m", "vimage.cli.vimage", "--socket", sock, "topo",
+                           "serve", str(SERVE)], env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stderr) == (1, "vimage topo serve: node pc1 is pinned to "
+                                                 "partition 1, but there are 1 (0..0)\n")

@@ -183,9 +183,10 @@ class _Serve:
         host = socket.gethostname()
         for rank in dead:
             info = everyone[rank]
-            if rank == 0 or info["host"] != host or _listening(info["socket"]):
+            if info["host"] != host or _listening(info["socket"]):
                 continue
-            for suffix in ("", ".pid", ".lock"):
+            # the front's lock stays, as a vimaged leaves it; a rank's own lock goes
+            for suffix in ("", ".pid", *((".lock",) if rank > 0 else ())):
                 with contextlib.suppress(OSError):
                     os.unlink(info["socket"] + suffix)
 
