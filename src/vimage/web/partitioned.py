@@ -306,17 +306,19 @@ def serve_partitioned(comm: Any, path: str | Path | None, port: int = 0,
         if comm.rank != 0:
             with contextlib.suppress(KeyboardInterrupt):
                 ended.wait()
-            return 1 if control.dead else 0
-        from vimage.web.runtime import Runtime
-        from vimage.web.server import serve
+        else:
+            from vimage.web.runtime import Runtime
+            from vimage.web.server import serve
 
-        runtime: Runtime = PartitionedRuntime(control, seed, bind)
-        print(f"vimage gui: {comm.size} ranks, the experiment partitioned on Start",
-              file=out, flush=True)
-        serve(path, port, out, runtime=runtime)
-        return 1 if control.dead else 0
+            runtime: Runtime = PartitionedRuntime(control, seed, bind)
+            print(f"vimage gui: {comm.size} ranks, the experiment partitioned on Start",
+                  file=out, flush=True)
+            serve(path, port, out, runtime=runtime)
     finally:
         partition.close()
         control.stop(f"rank {comm.rank} ended")
-        control.finish(FINISH_WAIT)
+        dead = control.finish(FINISH_WAIT)
         control.close()
+    if comm.rank == 0 and not dead:
+        print("vimage gui: stopped on every rank", file=out, flush=True)
+    return 1 if dead else 0
