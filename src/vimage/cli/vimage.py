@@ -998,9 +998,14 @@ def topo_file(action: str, path: str, skip_unsupported: bool, output: str | None
 @_subcommand
 def sub_gui(ctx: Ctx, argv: list[str]) -> int:
     p = _parser("gui", "Serve the web GUI (docs/gui.md) on 127.0.0.1 and print its URL, with "
-                       "a random token; the experiment runs in this process, in real time.")
+                       "a random token; the experiment runs in this process, in real time "
+                       "(under mpirun -n N: partitioned across the ranks, rank 0 serving).")
     p.add_argument("file", nargs="?", help="topology file (.yaml or .imn); Save writes YAML")
     p.add_argument("--port", type=int, default=0, help="TCP port (default: any free one)")
+    p.add_argument("--bind", default="127.0.0.1", metavar="ADDR",
+                   help="under mpirun: this host's address for the tunnels between ranks "
+                        "and rank 0's requests (default 127.0.0.1)")
+    p.add_argument("--seed", type=int, default=1, help="under mpirun: the kernels' seed")
     args = _parse(p, argv)
     try:
         from vimage.web.server import serve
@@ -1009,10 +1014,22 @@ def sub_gui(ctx: Ctx, argv: list[str]) -> int:
               file=sys.stderr)
         return 1
     from vimage.emu import TopologyError
+    from vimage.emu.mpi import RunError, under_mpirun, world
 
     try:
+        if under_mpirun():
+            comm = world()
+            if comm.size > 1:
+                from vimage.web.partitioned import serve_partitioned
+
+                status = serve_partitioned(comm, args.file, args.port, args.bind, args.seed)
+                if status != 0:  # a dead rank: MPI_Finalize could wait for it for ever
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(status)
+                return status
         return serve(args.file, args.port)
-    except (TopologyError, OSError) as exc:
+    except (TopologyError, OSError, RunError) as exc:
         print(f"vimage gui: {exc}", file=sys.stderr)
         return 1
 

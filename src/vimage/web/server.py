@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from vimage.web.app import LOCAL_CLIENTS, create_app
+from vimage.web.runtime import Runtime
 from vimage.web.session import GuiSession
 
 HOST = "127.0.0.1"
@@ -90,10 +91,12 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def serve(path: str | Path | None, port: int = 0, out: TextIO | None = None) -> int:
-    """`vimage gui`: serve `path` until interrupted; prints the URL first."""
+def serve(path: str | Path | None, port: int = 0, out: TextIO | None = None,
+          runtime: Runtime | None = None) -> int:
+    """`vimage gui`: serve `path` until interrupted; prints the URL first. `runtime`:
+    where the experiment runs (default: in this process)."""
     out = out or sys.stdout
-    session = GuiSession.open(path)
+    session = GuiSession.open(path, runtime)
     server = GuiServer(session, port)
     print(f"vimage gui: {server.url}", file=out, flush=True)
     if session.path is not None:

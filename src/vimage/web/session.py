@@ -1,10 +1,11 @@
-"""What the GUI server holds: a topology, its file, a real-time kernel and the experiment.
+"""What the GUI server holds: a topology, its file and the experiment's runtime.
 
 `GuiSession` is the GUI without HTTP (so it is tested without a server): every page
 action is a method here that checks its input and raises `GuiError` (a message and an
-HTTP status) when it refuses. The kernel runs in real time in a background thread of
-the server's own process; the experiment is an `Experiment` in it, so the GUI does not
-need vimaged.
+HTTP status) when it refuses. The experiment is reached only through a `Runtime`
+(runtime.py): by default `LocalRuntime`, an `Experiment` in a real-time kernel running in
+a background thread of the server's own process (so the GUI does not need vimaged); under
+mpirun, `PartitionedRuntime` (partitioned.py), the experiment split across the ranks.
 
 Console confinement: a console line runs through `vnet.cmd` in the node's vnet, which
 runs only the vimage tools (`vimage.cli.TOOLS`), never a shell or a program; tcpdump's
@@ -14,8 +15,8 @@ files (a capture is downloaded with the capture buttons instead).
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import io
 import math
 import shlex
 import threading
@@ -25,25 +26,18 @@ from typing import TYPE_CHECKING, Any
 
 from vimage.emu import address, yamlfmt
 from vimage.emu.model import NODE_TYPES, Topology, TopologyError
+from vimage.web.runtime import CaptureHandle, GuiError, LocalRuntime, Runtime
 
 if TYPE_CHECKING:
-    from vimage.emu.experiment import Experiment, ExpLink
+    from vimage.emu.experiment import Experiment
     from vimage.kernel import Kernel
-    from vimage.net.bpf import Session
+
+__all__ = ["GuiError", "GuiSession", "console_argv", "layout"]
 
 MAX_LINE = 1000  # characters in a console line
 MAX_OUTPUT = 256 * 1024  # characters of a console command's output sent back
-CAPTURE_BUFFER = 100_000  # frames kept per capture (the rest are counted as dropped)
 GRID_STEP = 160.0  # canvas units between nodes placed by the layout
 FILE_OPTIONS = frozenset("rw")  # tcpdump's file options, refused in a console
-
-
-class GuiError(Exception):
-    """A refused request: a one-line message and the HTTP status to answer with."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def layout(topo: Topology) -> int:
@@ -90,58 +84,43 @@ def console_argv(line: Any) -> list[str]:
 
 
 @dataclass
-class Capture:
-    """A capture on one link: a bpf session on the link's a end, frames kept in memory."""
-
-    link: tuple[str, str]
-    ifname: str
-    session: Session
-    linktype: int
-
-    def pcap(self) -> bytes:
-        from vimage.wire.pcap import PcapWriter
-
-        out = io.BytesIO()
-        writer = PcapWriter(out, self.linktype)
-        for time_ns, data in list(self.session.packets or ()):
-            writer.write(time_ns, data, len(data))
-        writer.close()
-        return out.getvalue()
-
-    def state(self) -> dict[str, Any]:
-        captured, _, dropped = self.session.stats()
-        return {"a": self.link[0], "b": self.link[1], "ifname": self.ifname,
-                "running": not self.session.closed, "captured": captured, "dropped": dropped}
-
-
-@dataclass
 class GuiSession:
     """The topology being edited and, while it runs, its experiment (see the module doc)."""
 
     topology: Topology
     path: Path | None = None  # where Save writes (None: download only)
-    kernel: Kernel | None = None  # created (real clock, started) on first use
-    experiment: Experiment | None = None
-    captures: dict[tuple[str, str], Capture] = field(default_factory=dict)
+    runtime: Runtime = field(default_factory=LocalRuntime)
+    captures: dict[tuple[str, str], CaptureHandle] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     @classmethod
-    def open(cls, path: str | Path | None) -> GuiSession:
+    def open(cls, path: str | Path | None, runtime: Runtime | None = None) -> GuiSession:
         """A session for a topology file (YAML or .imn; saved as YAML), or an empty one."""
         from vimage.emu import load
 
+        runtime = runtime if runtime is not None else LocalRuntime()
         if path is None:
-            return cls(Topology(name="lab"))
+            return cls(Topology(name="lab"), runtime=runtime)
         path = Path(path)
         topo = load(path) if path.exists() else Topology(name=_name_of(path))
         layout(topo)
         target = path if path.suffix in (".yaml", ".yml") else path.with_suffix(".yaml")
-        return cls(topo, target)
+        return cls(topo, target, runtime)
+
+    @property
+    def kernel(self) -> Kernel | None:
+        """The local runtime's kernel (None when partitioned)."""
+        return getattr(self.runtime, "kernel", None)
+
+    @property
+    def experiment(self) -> Experiment | None:
+        """The local runtime's experiment (None when partitioned)."""
+        return getattr(self.runtime, "experiment", None)
 
     # -- the topology ------------------------------------------------------------------------
     @property
     def is_up(self) -> bool:
-        return self.experiment is not None and self.experiment.is_up
+        return self.runtime.is_up
 
     def view(self) -> dict[str, Any]:
         """What the page draws: the topology as plain data (the YAML structure), the
@@ -156,7 +135,7 @@ class GuiSession:
                          for n in resolved.nodes.values()}
             return {"topology": topo.to_dict(), "addresses": addresses, "up": self.is_up,
                     "file": str(self.path) if self.path else None, "node_types": NODE_TYPES,
-                    "warnings": list(self.experiment.warnings) if self.experiment else [],
+                    "warnings": self.runtime.warnings(), "ranks": self.runtime.ranks(),
                     "captures": [c.state() for c in self.captures.values()]}
 
     def replace(self, data: Any) -> None:
@@ -192,57 +171,46 @@ class GuiSession:
             return str(self.path)
 
     # -- the experiment ------------------------------------------------------------------------
-    def _kernel(self) -> Kernel:
-        if self.kernel is None:
-            from vimage import Kernel
-
-            self.kernel = Kernel(clock="real")
-            self.kernel.start()
-        return self.kernel
-
     def up(self) -> None:
-        from vimage.emu.experiment import Experiment, ExperimentError
-
         with self.lock:
             if self.is_up:
                 raise GuiError("the experiment is already running", 409)
-            try:
-                self.experiment = Experiment(self.topology, self._kernel()).up()
-            except (ExperimentError, TopologyError) as exc:
-                self.experiment = None
-                raise GuiError(str(exc), 409) from None
+            self.runtime.up(self.topology)
 
     def down(self) -> None:
         with self.lock:
             for capture in self.captures.values():
-                capture.session.close()
-            if self.experiment is not None:
-                self.experiment.down()
-            self.experiment = None
+                with contextlib.suppress(GuiError):  # its rank is gone: down says so
+                    capture.stop()
+            self.runtime.down()
 
     def close(self) -> None:
-        """Stop the experiment and the kernel thread (server shutdown)."""
-        self.down()
+        """Stop the experiment and the runtime (server shutdown); a part that cannot be
+        reached any more (a rank already ending) is not waited for."""
         with self.lock:
-            if self.kernel is not None:
-                self.kernel.stop()
-                self.kernel = None
+            for capture in self.captures.values():
+                with contextlib.suppress(GuiError):
+                    capture.stop()
+            self.runtime.close()
 
     def set_link(self, a: Any, b: Any, params: Any) -> dict[str, Any]:
-        """Change a link's parameters (YAML-style values), live when it runs."""
+        """Change a link's parameters (YAML-style values), live when it runs. Everything
+        is checked (on a copy of the link) before anything changes."""
         from vimage.emu.experiment import ExpLink
 
         if not isinstance(params, dict) or not params:
             raise GuiError("params is a non-empty JSON object of link parameters")
         with self.lock:
             model = self._link_model(a, b)
-            live = self._live_link(a, b) if self.is_up else ExpLink(model, ())  # type: ignore[arg-type]
             values = {k: (None if v in ("", None) else v) for k, v in params.items()}
             try:
-                live.set(**values)
+                ExpLink(copy.copy(model), ()).set(**values)  # type: ignore[arg-type]
             except (TypeError, ValueError) as exc:
                 raise GuiError(f"link {a}-{b}: {exc}") from None
-            return live.params
+            if self.is_up:
+                self.runtime.link_set(self._index(model), model, values)
+            ExpLink(model, ()).set(**values)  # type: ignore[arg-type]
+            return dict(model.params())
 
     def _link_model(self, a: Any, b: Any) -> Any:
         if not isinstance(a, str) or not isinstance(b, str):
@@ -252,26 +220,16 @@ class GuiSession:
         except LookupError as exc:
             raise GuiError(str(exc), 404) from None
 
-    def _live_link(self, a: str, b: str) -> ExpLink:
-        assert self.experiment is not None
-        try:
-            return self.experiment.link(a, b)
-        except LookupError as exc:
-            raise GuiError(str(exc), 404) from None
+    def _index(self, model: Any) -> int:
+        return next(i for i, link in enumerate(self.topology.links) if link is model)
 
     def counters(self) -> dict[str, Any]:
         """Per link, bytes and packets sent by both ends (the page turns them into
         rates), stamped with the kernel clock."""
         with self.lock:
-            if not self.is_up or self.kernel is None or self.experiment is None:
+            if not self.is_up:
                 return {"up": False, "links": []}
-            links = []
-            for link in self.experiment.links:
-                e0, e1 = link.ends
-                links.append({"a": link.model.a[0], "b": link.model.b[0],
-                              "bytes": e0.obytes + e1.obytes,
-                              "packets": e0.opackets + e1.opackets})
-            return {"up": True, "time": self.kernel.now, "links": links}
+            return self.runtime.counters()
 
     # -- consoles ----------------------------------------------------------------------------
     def run(self, node: Any, line: Any) -> tuple[int, str]:
@@ -280,45 +238,35 @@ class GuiSession:
             raise GuiError("node is a node name")
         argv = console_argv(line)
         with self.lock:
-            if not self.is_up or self.experiment is None:
+            if not self.is_up:
                 raise GuiError("start the experiment first", 409)
-            try:
-                vnet = self.experiment.node(node)
-            except LookupError as exc:
-                raise GuiError(str(exc), 404) from None
-        result = vnet.cmd(argv)
-        output = result.output
+        status, output = self.runtime.node_cmd(node, argv)
         if len(output) > MAX_OUTPUT:
             output = output[:MAX_OUTPUT] + "\n[output cut]\n"
-        return result.status, output
+        return status, output
 
     # -- captures ----------------------------------------------------------------------------
     def capture_start(self, a: Any, b: Any) -> dict[str, Any]:
-        from vimage.net.bpf import linktype_of, open_capture
-
         with self.lock:
-            self._link_model(a, b)
+            model = self._link_model(a, b)
             if not self.is_up:
                 raise GuiError("start the experiment first", 409)
-            link = self._live_link(a, b)
-            key = (link.model.a[0], link.model.b[0])
+            key = (model.a[0], model.b[0])
             old = self.captures.get(key)
-            if old is not None and not old.session.closed:
+            if old is not None and old.state()["running"]:
                 raise GuiError(f"a capture on {a}-{b} is already running", 409)
-            end = link.ends[0]
-            session = open_capture(end, keep=True, buffer=CAPTURE_BUFFER)
-            capture = self.captures[key] = Capture(key, end.name, session, linktype_of(end))
+            capture = self.captures[key] = self.runtime.capture(self._index(model), model)
             return capture.state()
 
     def capture_stop(self, a: Any, b: Any) -> dict[str, Any]:
         capture = self._capture(a, b)
-        capture.session.close()
+        capture.stop()
         return capture.state()
 
     def capture_pcap(self, a: Any, b: Any) -> bytes:
         return self._capture(a, b).pcap()
 
-    def _capture(self, a: Any, b: Any) -> Capture:
+    def _capture(self, a: Any, b: Any) -> CaptureHandle:
         with self.lock:
             model = self._link_model(a, b)
             capture = self.captures.get((model.a[0], model.b[0]))

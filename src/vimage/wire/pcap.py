@@ -10,8 +10,9 @@ each packet, as BSD lo0 does.
 
 from __future__ import annotations
 
+import io
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, NamedTuple
 
 LINKTYPE_NULL = 0  # BSD loopback: 4-byte address family, then the packet
@@ -112,6 +113,15 @@ class PcapWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def dumps(packets: Iterable[tuple[int, bytes]], linktype: int) -> bytes:
+    """(time_ns, frame) pairs as a whole pcap file in memory (nanosecond stamps)."""
+    out = io.BytesIO()
+    with PcapWriter(out, linktype) as writer:
+        for time_ns, data in packets:
+            writer.write(time_ns, data, len(data))
+    return out.getvalue()
 
 
 class PcapFile(NamedTuple):

@@ -118,6 +118,8 @@ function drawNode(svg, name, node) {
   else el("circle", {r: 18}, g);
   el("text", {y: 4}, g, node.type === "router" ? "R" : node.type[0].toUpperCase());
   el("text", {y: 34}, g, name);
+  const rank = (view.ranks || {})[name];
+  if (rank !== undefined) el("title", {}, g, `${name}: rank ${rank}`);
   g.addEventListener("mousedown", (event) => drag(event, g, name));
 }
 
@@ -180,6 +182,8 @@ function drawPanel() {
 function nodePanel(panel, name) {
   const node = view.topology.nodes[name];
   el("h3", {}, panel, `${name} (${node.type}${node.model ? ", " + node.model : ""})`);
+  const rank = (view.ranks || {})[name];  // a partitioned experiment: the rank serving it
+  if (rank !== undefined) el("p", {id: "node-rank", class: "hint"}, panel, `on rank ${rank}`);
   const auto = view.addresses[name] || {};
   const l3 = !["lanswitch", "hub"].includes(node.type);  // switches hold no addresses
   for (const [ifname, iface] of Object.entries(l3 ? node.interfaces || {} : {})) {
