@@ -25,6 +25,7 @@ import getopt
 import ipaddress
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
