@@ -15,6 +15,7 @@ import errno
 from socket import AF_INET
 from typing import TYPE_CHECKING, Any
 
+from vimage.compiled import mypyc_attr
 from vimage.kernel import UnitSet
 
 # ether: a module reference (it imports this module too)
@@ -73,6 +74,7 @@ MIN_MTU = 68
 MAX_MTU = 65535
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled: tunnels, tap ... subclass it
 class Ifnet:
     """State common to every interface. `vnet` is where it is now, `home` where it was born."""
 
@@ -122,7 +124,7 @@ class Ifnet:
         # paths), other families' under their AF number in `afdata`, made on first use
         self.addrs: list[InAddr] = []
         self.afdata: dict[int, Any] | None = None
-        self.peer: Ifnet | None = None
+        self.peer: Any = None  # an Ifnet, or a test's stand-in with input(frame)
         self.pipe: LinkPipe | None = None
         self.bpf: Any = None  # a capture session (vimage.net.bpf) while someone listens
         # a link-layer taker with `l2input(ifp, frame) -> bool` (True: taken), set with
@@ -229,9 +231,10 @@ class Ifnet:
                 return False
             hooks = self.vnet.pfil_link_out
             if hooks is not None:
-                frame = pfil.run(hooks, frame, self)  # type: ignore[assignment]
-                if frame is None:
+                passed = pfil.run(hooks, frame, self)
+                if passed is None:
                     return True  # taken by a hook, which counted it
+                frame = passed
         self.opackets += 1
         self.obytes += len(frame)
         if self.bpf is not None:  # captured once, on the way out
@@ -351,6 +354,7 @@ class Loopback(Ifnet):
         ether.demux(self, _LOOP_TYPES[frame[0] >> 4] if frame else _LOOP_EMPTY, frame)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class EtherIfnet(Ifnet):
     """An Ethernet interface: what it receives goes to ether input."""
 
@@ -374,9 +378,10 @@ class EtherIfnet(Ifnet):
             if flags & IFF_L2 and self.l2.l2input(self, frame):
                 return  # the bridge or a VLAN took it (after the tap, before the hooks)
             if flags & IFF_LINK_HOOKS and vnet.pfil_link_in is not None:  # after the tap
-                frame = pfil.run(vnet.pfil_link_in, frame, self)  # type: ignore[assignment]
-                if frame is None:
+                passed = pfil.run(vnet.pfil_link_in, frame, self)
+                if passed is None:
                     return
+                frame = passed
         # the common case inline: the vnet's first ethertype (IPv4), unicast to us from a
         # unicast source; everything else (and a vnet's first frame) goes through the table
         if frame[12:14] == vnet.ether_fast_type and frame[:6] == self.mac and not frame[6] & 1:
@@ -385,6 +390,7 @@ class EtherIfnet(Ifnet):
         ether.ether_input(self, frame)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Epair(EtherIfnet):
     """One end of a virtual Ethernet cable (FreeBSD epair(4))."""
 
@@ -516,7 +522,7 @@ def destroy(ifp: Ifnet) -> None:
         peer.peer = None
         peer.flags &= ~IFF_RUNNING
         peer = None
-    ends = [e for e in (ifp, peer) if e is not None]
+    ends: list[Ifnet] = [e for e in (ifp, peer) if e is not None]
     for end in ends:
         if end.vnet.ifaces.get(end.name) is end:
             _unlink(end)
