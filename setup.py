@@ -16,6 +16,9 @@ from setuptools import setup
 
 ext_modules = []
 if os.environ.get("VIMAGE_COMPILE") == "1":
+    if "editable_wheel" in sys.argv or "develop" in sys.argv:
+        # the extensions would land beside the sources and shadow every later edit
+        sys.exit("VIMAGE_COMPILE=1 needs a non-editable install (pip install ., not -e)")
     try:
         from mypyc.build import mypycify
     except ImportError:
