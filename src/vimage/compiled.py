@@ -31,9 +31,9 @@ except ImportError:  # pragma: no cover - mypy_extensions is usually present
         return lambda cls: cls
 
 
-# The hot paths of forwarding, UDP and TCP (found with cProfile of bench_forward and
-# bench_tcp), and the modules whose classes those paths read on every packet. Paths
-# relative to src/.
+# The hot paths of forwarding, UDP and TCP over IPv4 and IPv6 (found with cProfile of
+# bench_forward and bench_tcp), and the modules whose classes those paths read on every
+# packet. Paths relative to src/.
 MODULES: tuple[str, ...] = (
     "vimage/sched.py",
     "vimage/wire/checksum.py",
@@ -57,6 +57,10 @@ MODULES: tuple[str, ...] = (
     "vimage/netinet/tcp/timer.py",
     "vimage/netinet/tcp/usrreq.py",
     "vimage/netinet/tcp/var.py",
+    "vimage/wire/ipv6.py",
+    "vimage/netinet6/ip6.py",
+    "vimage/netinet6/nd6.py",
+    "vimage/netinet6/in6.py",
 )
 
 

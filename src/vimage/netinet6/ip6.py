@@ -571,7 +571,7 @@ class Ip6State:
 
 
 def vnet_attach(vnet: Vnet) -> None:
-    vnet.ip6 = Ip6State(vnet)
+    vnet.ip6 = Ip6State(vnet)  # type: ignore[attr-defined]
 
 
 def vnet_detach(vnet: Vnet) -> None:
