@@ -11,6 +11,7 @@ config does) may import anything; it is in the top layer.
 Layers, lowest first (a module belongs to the layer of its longest listed prefix):
 
     wire      vimage.wire                formats: parse/emit/checksum, no state
+              vimage.compiled            which modules the compiled build compiles
     sched     vimage.sched               clocks, timers, the packet queue
     kernel    vimage.kernel, .vnet, .protosw, .sysctl, .subsystems, .stats, .context, .cpu,
               .gcpolicy
@@ -45,7 +46,7 @@ PACKAGE = "vimage"
 SRC = Path(vimage.__file__).resolve().parent
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("wire", ("vimage.wire",)),
+    ("wire", ("vimage.wire", "vimage.compiled")),
     ("sched", ("vimage.sched",)),
     ("kernel", ("vimage.kernel", "vimage.vnet", "vimage.protosw", "vimage.sysctl",
                 "vimage.subsystems", "vimage.stats", "vimage.context", "vimage.cpu",

@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from vimage.compiled import mypyc_attr
+
 NS_PER_S = 1_000_000_000
 
 
@@ -45,12 +47,14 @@ class PpsLimit:
         return self.count <= limit
 
 
+@mypyc_attr(native_class=False)  # compiled (vimage.compiled): weakly referenced (_own)
 class Timer:
-    """A one-shot kernel timer. `owner` is the vnet it belongs to (or None)."""
+    """A one-shot kernel timer. `owner` is the vnet it belongs to (or None). `seq` orders
+    timers due at the same instant: an int, or (owner's key, count) in keyed mode."""
 
     __slots__ = ("__weakref__", "args", "callback", "cancelled", "owner", "seq", "when")
 
-    def __init__(self, when: int, seq: int, callback: Callable[..., Any], args: tuple,
+    def __init__(self, when: int, seq: Any, callback: Callable[..., Any], args: tuple,
                  owner: Any) -> None:
         self.when = when
         self.seq = seq
@@ -76,6 +80,7 @@ def _noop(*_args: Any) -> None:
     return None
 
 
+@mypyc_attr(native_class=False)  # compiled (vimage.compiled): tests wrap its methods
 class Scheduler:
     """Timers (a heap) and the packet queue (a deque of (receiver, frame)).
 

@@ -484,6 +484,8 @@ def test_hypothesis_ip_input(pkt, path):
         ip_invariant(v)
         udp_invariant(v)
         no_stray_timers(v)
+    if path == "lo" and pkt[:1] and pkt[0] >> 4 == 6:
+        return  # lo0 hands a packet to the input of its version's family: IPv6's
     assert world.f.b.ip.stats.total >= 1
 
 

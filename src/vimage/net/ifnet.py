@@ -15,6 +15,7 @@ import errno
 from socket import AF_INET
 from typing import TYPE_CHECKING, Any
 
+from vimage.compiled import mypyc_attr
 from vimage.kernel import UnitSet
 
 # ether: a module reference (it imports this module too)
@@ -76,6 +77,7 @@ MIN_MTU = 68
 MAX_MTU = 65535
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled: tunnels, tap ... subclass it
 class Ifnet:
     """State common to every interface. `vnet` is where it is now, `home` where it was born."""
 
@@ -125,7 +127,7 @@ class Ifnet:
         # paths), other families' under their AF number in `afdata`, made on first use
         self.addrs: list[InAddr] = []
         self.afdata: dict[int, Any] | None = None
-        self.peer: Ifnet | None = None
+        self.peer: Any = None  # an Ifnet, or a test's stand-in with input(frame)
         self.pipe: LinkPipe | None = None
         self.bpf: Any = None  # a capture session (vimage.net.bpf) while someone listens
         # a link-layer taker with `l2input(ifp, frame) -> bool` (True: taken), set with
@@ -232,9 +234,10 @@ class Ifnet:
                 return False
             hooks = self.vnet.pfil_link_out
             if hooks is not None:
-                frame = pfil.run(hooks, frame, self)  # type: ignore[assignment]
-                if frame is None:
+                passed = pfil.run(hooks, frame, self)
+                if passed is None:
                     return True  # taken by a hook, which counted it
+                frame = passed
         self.opackets += 1
         self.obytes += len(frame)
         if self.bpf is not None:  # captured once, on the way out
@@ -454,6 +457,7 @@ class Loopback(Ifnet):
         ether.demux(self, _LOOP_TYPES[frame[0] >> 4] if frame else _LOOP_EMPTY, frame)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class EtherIfnet(Ifnet):
     """An Ethernet interface: what it receives goes to ether input."""
 
@@ -478,9 +482,10 @@ class EtherIfnet(Ifnet):
             if flags & IFF_L2 and self.l2.l2input(self, frame):
                 return  # the bridge or a VLAN took it (after the tap, before the hooks)
             if flags & IFF_LINK_HOOKS and vnet.pfil_link_in is not None:  # after the tap
-                frame = pfil.run(vnet.pfil_link_in, frame, self)  # type: ignore[assignment]
-                if frame is None:
+                passed = pfil.run(vnet.pfil_link_in, frame, self)
+                if passed is None:
                     return
+                frame = passed
         # the common case inline: the vnet's first ethertype (IPv4), then any type the
         # table knows (IPv6), unicast to us from a unicast source; everything else (and a
         # vnet's first frame, which binds the table) goes through ether_input
@@ -496,6 +501,7 @@ class EtherIfnet(Ifnet):
         ether.ether_input(self, frame)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Epair(EtherIfnet):
     """One end of a virtual Ethernet cable (FreeBSD epair(4))."""
 
@@ -627,7 +633,7 @@ def destroy(ifp: Ifnet) -> None:
         peer.peer = None
         peer.flags &= ~IFF_RUNNING
         peer = None
-    ends = [e for e in (ifp, peer) if e is not None]
+    ends: list[Ifnet] = [e for e in (ifp, peer) if e is not None]
     for end in ends:
         if end.vnet.ifaces.get(end.name) is end:
             _unlink(end)

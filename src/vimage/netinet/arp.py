@@ -134,7 +134,7 @@ class ArpState:
     def output(self, ifp: Ifnet, packet: bytes, nexthop: int, broadcast: bool = False) -> None:
         """Send an IPv4 packet to `nexthop` on `ifp`, resolving it with ARP first."""
         if broadcast:
-            frame = BROADCAST + ifp.mac + ETH_IP + packet
+            frame = BROADCAST + ifp.mac + ETH_IP + packet  # type: ignore[operator]
             if ifp.output(frame) and ifp.flags & IFF_SIMPLEX:
                 # if_simloop: a simplex link can't hear itself (a frame under the offload
                 # mark keeps it: vimage.net.offload)
@@ -184,7 +184,7 @@ class ArpState:
         entry.asked += 1
         self.stats.txrequests += 1
         ether_output(ifp, BROADCAST, ETH_ARP,
-                     warp.build(warp.OP_REQUEST, ifp.mac, src, ZERO_MAC, entry.addr))
+                     warp.build(warp.OP_REQUEST, ifp.mac, src, ZERO_MAC, entry.addr))  # type: ignore[arg-type]
         entry.timer = self._arm(entry, self.wait, self._retry)
 
     def _arm(self, entry: ArpEntry, seconds: int, callback) -> Timer:  # type: ignore[no-untyped-def]
@@ -267,7 +267,7 @@ class ArpState:
     def _resolved(self, entry: ArpEntry, mac: bytes) -> None:
         ifp = entry.ifp
         entry.mac = mac
-        entry.hdr = head = mac + ifp.mac + ETH_IP
+        entry.hdr = head = mac + ifp.mac + ETH_IP  # type: ignore[operator]
         entry.state = REACHABLE
         entry.asked = 0
         entry.timer = self._arm(entry, self.max_age, self._expire)
@@ -319,7 +319,7 @@ class ArpState:
             return
         stats.txreplies += 1
         ether_output(ifp, msg.sha, ETH_ARP,
-                     warp.build(warp.OP_REPLY, ifp.mac, msg.tpa, msg.sha, msg.spa))
+                     warp.build(warp.OP_REPLY, ifp.mac, msg.tpa, msg.sha, msg.spa))  # type: ignore[arg-type]
 
     def _proxy(self, ifp: Ifnet, spa: int, tpa: int) -> bool:
         """net.inet.link.ether.inet.proxyall (in_arpinput): answer for an address we
@@ -396,7 +396,7 @@ class ArpState:
     def _send_garp(self, ifp: Ifnet, addr: int) -> None:
         self.stats.txrequests += 1
         ether_output(ifp, BROADCAST, ETH_ARP,
-                     warp.build(warp.OP_REQUEST, ifp.mac, addr, ZERO_MAC, addr))
+                     warp.build(warp.OP_REQUEST, ifp.mac, addr, ZERO_MAC, addr))  # type: ignore[arg-type]
 
     def _garp_arm(self, ifp: Ifnet, addr: int, count: int) -> None:
         timer = self.vnet.kernel.sched.call_later((1 << count) * NS_PER_S, self._garp_rexmit,
@@ -443,7 +443,7 @@ class ArpState:
         iflladdr_event -> lltable_update_ifaddr recomputes the prepended headers)."""
         for entry in self.table.values():
             if entry.ifp is ifp and entry.mac is not None:
-                entry.hdr = entry.mac + ifp.mac + ETH_IP
+                entry.hdr = entry.mac + ifp.mac + ETH_IP  # type: ignore[operator]
 
     def purge_ifp(self, ifp: Ifnet) -> None:
         for entry in [e for e in self.table.values() if e.ifp is ifp]:

@@ -431,7 +431,7 @@ def vnet_detach(vnet: Vnet) -> None:
 def udp6_attach(vnet: Vnet) -> None:
     """UDP over IPv6 shares IPv4's state (one port space, one set of counters, as
     FreeBSD's udbinfo and udpstat): the descriptor's slot names the same object."""
-    vnet.udp6 = vnet.udp
+    vnet.udp6 = vnet.udp  # type: ignore[attr-defined]
 
 
 def udp6_detach(vnet: Vnet) -> None:

@@ -611,7 +611,7 @@ def _neighbour(ifp: Ifnet, addr: int) -> NdEntry | None:
 
 
 def vnet_attach(vnet: Vnet) -> None:
-    vnet.ip6 = Ip6State(vnet)
+    vnet.ip6 = Ip6State(vnet)  # type: ignore[attr-defined]
 
 
 def vnet_detach(vnet: Vnet) -> None:

@@ -248,7 +248,7 @@ class Nd6State:
         if src_ia is not None:
             src = src_ia.addr
             dst = target if mac is not None else wip6.solicited_node(target)
-            opts = wicmp6.opt_lladdr(wicmp6.ND_OPT_SOURCE_LINKADDR, ifp.mac)
+            opts = wicmp6.opt_lladdr(wicmp6.ND_OPT_SOURCE_LINKADDR, ifp.mac)  # type: ignore[arg-type]
             msg = wicmp6.build_ns(target, opts, src, dst)
             dmac = mac if mac is not None else wip6.multicast_mac(dst)
             self.vnet.icmp6.send_link(ifp, dmac, src, dst, msg)
@@ -469,7 +469,7 @@ class Nd6State:
         return True
 
     def entries(self) -> list[NdEntry]:
-        out = []
+        out: list[NdEntry] = []
         for ifp in self.vnet.ifaces.values():
             data = in6.addrs_data(ifp)
             if data is not None:
@@ -498,7 +498,7 @@ class Nd6State:
 
 
 def vnet_attach(vnet: Vnet) -> None:
-    vnet.nd6 = Nd6State(vnet)
+    vnet.nd6 = Nd6State(vnet)  # type: ignore[attr-defined]
 
 
 def vnet_detach(vnet: Vnet) -> None:

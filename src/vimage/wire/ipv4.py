@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 import struct
+
+# a global name for the NamedTuple's field type: mypyc (vimage.compiled) looks it up there
+from builtins import memoryview
 from socket import inet_aton as _inet_aton
 from typing import TYPE_CHECKING, Any
 

@@ -8,6 +8,9 @@ familiar; ``parse`` accepts any order and skips option kinds it does not know.
 from __future__ import annotations
 
 import struct
+
+# a global name for the NamedTuple's field type: mypyc (vimage.compiled) looks it up there
+from builtins import memoryview
 from typing import NamedTuple
 
 from vimage.wire import checksum as _cksum

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import struct
+
+# a global name for the NamedTuple's field type: mypyc (vimage.compiled) looks it up there
+from builtins import memoryview
 from typing import NamedTuple
 
 from vimage.wire._common import Buffer, WireError, as_view

@@ -52,7 +52,7 @@ _TSO6 = IFCAP_TSO6 | IFCAP_TXCSUM_IPV6
 TSO_HEADROOM = 100  # an IP header (v6: 40) and a TCP header with the most options (60)
 
 
-def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes, ack: int | None = None,
+def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes | bytearray, ack: int | None = None,
                  syn_options: bool = False, sack: tuple[tuple[int, int], ...] = (),
                  probe: bool = False) -> None:
     """Build and send one segment of `tcb`; counts it as FreeBSD's tcp_output does.
