@@ -158,6 +158,10 @@ class Vnet:
             protosw.detach(self, proto)
         sched.purge_timers(self)
 
+    if TYPE_CHECKING:  # for type checkers (and mypyc) only: protocol states read as
+        # `vnet.ip6`, `vnet.tcp`, ... are the `_LazyState` descriptors' or attached ones
+        def __getattr__(self, name: str) -> Any: ...
+
     def lazy_state(self, name: str) -> Any:
         """A lazy protocol's state (protosw.Protocol.lazy), attached now: the first read
         of `vnet.<name>` lands here (`_LazyState`); the attach puts the state in the

@@ -24,6 +24,7 @@ from scapy.layers.l2 import GRE, Dot1Q, Ether
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import NoPayload
 
+from vimage.compiled import is_compiled
 from vimage.kernel import Kernel
 from vimage.net import offload
 from vimage.net.bpf import open_capture
@@ -153,6 +154,9 @@ class Marks:
     """Records the offload mark each frame arrives at `ifp` with."""
 
     def __init__(self, ifp: Ifnet) -> None:
+        if is_compiled(offload):
+            pytest.skip("spies by patching an interface's input, which compiled callers "
+                        "call directly (vimage.compiled)")
         self.ifp, self.marks = ifp, []
         self.real = type(ifp).input
 

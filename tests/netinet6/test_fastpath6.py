@@ -13,8 +13,9 @@ import pytest
 from tests.netinet6.conftest import A1, B2, Heard, inject, link_local, routed, send
 from tests.netinet6.test_redirect6 import FAR, shared_link
 
+from vimage.compiled import is_compiled
 from vimage.net import pfil
-from vimage.netinet6 import nd6
+from vimage.netinet6 import ip6, nd6
 from vimage.netinet6.ip6 import Ip6State
 from vimage.wire import icmp6 as w6
 from vimage.wire import ipv6 as wip6
@@ -37,6 +38,9 @@ class Tap:
 @pytest.fixture
 def slow_calls(monkeypatch):  # type: ignore[no-untyped-def]
     """The packets that went through Ip6State.forward (the slow path)."""
+    if is_compiled(ip6):
+        pytest.skip("counts by patching Ip6State.forward, which compiled input calls "
+                    "directly (vimage.compiled)")
     calls: list[bytes] = []
     original = Ip6State.forward
 
