@@ -909,7 +909,6 @@ TOPO_COMMANDS: Mapping[str, Callable[[Ctx, Any], int]] = MappingProxyType({
 
 def topo_run(args: Any) -> int:
     """`vimage topo run`: a batch run in virtual time, no daemon (vimage.emu.mpi)."""
-    from vimage.emu import TopologyError, imn, yamlfmt
     from vimage.emu import mpi as batch
 
     if not args.duration >= 0:
@@ -918,31 +917,34 @@ def topo_run(args: Any) -> int:
         ipaddress.ip_address(args.bind)
     except ValueError:
         raise Usage(f"topo run: --bind {args.bind}: want an IPv4 or IPv6 address") from None
-    try:
-        if args.file.endswith(".imn"):
-            topology = imn.load(args.file, skip_unsupported=args.skip_unsupported)
-        else:
-            topology = yamlfmt.load(args.file)
-    except (TopologyError, OSError) as exc:
-        print(f"vimage topo: {exc}", file=sys.stderr)
+    topology = _load_topology(args.file, args.skip_unsupported)
+    if topology is None:
         return 1
     return batch.main(topology, args.duration, args.seed, args.pcap, args.skip_ipv6,
                       args.summary_json, args.realtime, args.bind,
                       dict(_remote_endpoint(arg) for arg in args.remote))
 
 
+def _load_topology(path: str, skip_unsupported: bool) -> Any:
+    """The topology in `path` (.imn or YAML), or None once the error is printed."""
+    from vimage.emu import TopologyError, imn, yamlfmt
+
+    try:
+        if path.endswith(".imn"):
+            return imn.load(path, skip_unsupported=skip_unsupported)
+        return yamlfmt.load(path)
+    except (TopologyError, OSError) as exc:
+        print(f"vimage topo: {exc}", file=sys.stderr)
+        return None
+
+
 def topo_serve(ctx: Ctx, args: Any) -> int:
     """`vimage topo serve`: the experiment in this process (each rank of mpirun its
     partition), served on the control socket until `topo down` (vimage.emu.mpi_serve)."""
-    from vimage.emu import TopologyError, imn, mpi_serve, yamlfmt
+    from vimage.emu import mpi_serve
 
-    try:
-        if args.file.endswith(".imn"):
-            topology = imn.load(args.file, skip_unsupported=args.skip_unsupported)
-        else:
-            topology = yamlfmt.load(args.file)
-    except (TopologyError, OSError) as exc:
-        print(f"vimage topo: {exc}", file=sys.stderr)
+    topology = _load_topology(args.file, args.skip_unsupported)
+    if topology is None:
         return 1
     return mpi_serve.main(topology, ctx.socket_option, args.name or None, args.seed,
                           args.bind, args.skip_ipv6, args.wait_converged, args.timeout)
