@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.mpi_run import mpirun, mpirun_env
 
 from vimage import Kernel
 from vimage.emu import Experiment, load
@@ -309,31 +309,16 @@ def test_at_jobs_in_a_plain_experiment():
 
 
 # -- mpirun ------------------------------------------------------------------------------------
-def _mpirun() -> list[str]:
-    if shutil.which("mpirun") is None:
-        pytest.skip("mpirun not found (Debian: openmpi-bin libopenmpi-dev)")
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        pytest.skip("mpi4py is not installed (pip install 'vimage[mpi]')")
-    return ["mpirun", "--oversubscribe", "-n", "2"]
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1", **extra)
-    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    for name in batch.MPI_ENV:  # a run under mpirun itself: not for the child
-        env.pop(name, None)
-    return env
 
 
 def test_mpirun_two_ranks_match_one(tmp_path):
-    cmd = _mpirun()
+    cmd = mpirun()
     batch.run(load(LAB), 12, 9, str(tmp_path / "one"), batch.SoloComm())
     done = subprocess.run([*cmd, sys.executable, "-m", "vimage.cli.vimage", "topo", "run",
                            str(LAB), "--duration", "12", "--seed", "9", "--pcap",
-                           str(tmp_path / "two")], env=_env(), capture_output=True,
+                           str(tmp_path / "two")], env=mpirun_env(), capture_output=True,
                           text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     assert "topo run: 2 rank(s), 12 s of virtual time, seed 9, 1 cut link(s), " \
@@ -343,9 +328,9 @@ def test_mpirun_two_ranks_match_one(tmp_path):
 
 
 def test_mpirun_a_dying_rank_ends_the_run(tmp_path):
-    cmd = _mpirun()
+    cmd = mpirun()
     done = subprocess.run([*cmd, sys.executable, "-m", "vimage.cli.vimage", "topo", "run",
-                           str(LAB), "--duration", "10"], env=_env(**{batch.FAIL_ENV: "0"}),
+                           str(LAB), "--duration", "10"], env=mpirun_env(**{batch.FAIL_ENV: "0"}),
                           capture_output=True, text=True, timeout=180)
     assert done.returncode != 0
     assert ("vimage topo run: rank 0 of 2 failed (nodes pc2, r2): RuntimeError: "
@@ -647,10 +632,10 @@ def test_a_tunnel_drops_and_counts_what_is_not_its_vxlan():
 
 
 def test_mpirun_realtime_across_ranks(tmp_path):
-    cmd = _mpirun()
+    cmd = mpirun()
     done = subprocess.run([*cmd, sys.executable, "-m", "vimage.cli.vimage", "topo", "run",
                            str(LAB), "--duration", "4.5", "--realtime", "--skip-ipv6"],
-                          env=_env(), capture_output=True, text=True, timeout=180)
+                          env=mpirun_env(), capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     assert "2 rank(s), 4.5 s of real time, seed 1, 1 cut link(s), VXLAN tunnels" in done.stdout
     _crossed([line for line in done.stdout.splitlines() if line.startswith("job ")])

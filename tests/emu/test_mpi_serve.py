@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.mpi_run import mpirun, mpirun_env
 
 from vimage.cli import vimage as cli
-from vimage.emu import mpi as batch
 from vimage.emu import mpi_serve
 
 SERVE = Path(__file__).parent / "data" / "mpi-serve.yaml"
@@ -29,27 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 NAME = "servelab"
 
 
-def _mpirun() -> list[str]:
-    import shutil
-
-    if shutil.which("mpirun") is None:
-        pytest.skip("mpirun not found (Debian: openmpi-bin libopenmpi-dev)")
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        pytest.skip("mpi4py is not installed (pip install 'vimage[mpi]')")
-    # a rank gets SIGTERM, then SIGKILL this many seconds later (default 1): room to tear down
-    # on a loaded machine; mpirun waits that long whatever the ranks do
-    return ["mpirun", "--oversubscribe", "--mca", "odls_base_sigkill_timeout", "3", "-n", "2"]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1", VIMAGE_AUTOSTART="0")
-    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    for name in batch.MPI_ENV:
-        env.pop(name, None)
-    return env
 
 
 class Served:
@@ -81,11 +62,13 @@ class Served:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
-    cmd = _mpirun()
+    # a rank gets SIGTERM, then SIGKILL this many seconds later (default 1): room to tear
+    # down on a loaded machine; mpirun waits that long whatever the ranks do
+    cmd = mpirun("--mca", "odls_base_sigkill_timeout", "3")
     (tmp_path / "run").mkdir()
     sock = str(tmp_path / "run" / "v.sock")
     proc = subprocess.Popen([*cmd, sys.executable, "-m", "vimage.cli.vimage", "--socket", sock,
-                             "topo", "serve", str(SERVE), "--skip-ipv6"], env=_env(),
+                             "topo", "serve", str(SERVE), "--skip-ipv6"], env=mpirun_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     watchdog = threading.Timer(240, lambda: os.killpg(proc.pid, signal.SIGKILL))
@@ -108,7 +91,7 @@ def _capture_while_pinging(served: Served, capfd: pytest.CaptureFixture[str],
     """`topo capture NAME r1 r2 -c 4` while pc1 pings pc2 (another process); its output."""
     pinger = subprocess.Popen([sys.executable, "-m", "vimage.cli.vimage", "--socket",
                                served.sock, "topo", "exec", NAME, "pc1", "--", "ping", "-c",
-                               "40", "-i", "0.1", "10.0.2.20"], env=_env(),
+                               "40", "-i", "0.1", "10.0.2.20"], env=mpirun_env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         return served.ok(capfd, "topo", "capture", NAME, "r1", "r2", "-w", str(pcap), "-c",
@@ -232,7 +215,7 @@ def test_a_killed_rank_ends_the_experiment_on_the_others(served, rank, nodes):
     sent = _sent_on_cut_link(served)
     pinger = subprocess.Popen([sys.executable, "-m", "vimage.cli.vimage", "--socket",
                                served.sock, "topo", "exec", NAME, "pc1", "--", "ping", "-c",
-                               "100", "10.0.2.20"], env=_env(), stdout=subprocess.PIPE,
+                               "100", "10.0.2.20"], env=mpirun_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     assert pinger.stdout is not None and pinger.stderr is not None
     assert _until(lambda: _sent_on_cut_link(served) > sent)  # the ping has begun
@@ -286,7 +269,7 @@ def test_without_mpirun_one_process_serves_the_whole_experiment(tmp_path, capfd)
     proc = subprocess.Popen([sys.executable, "-m", "vimage.cli.vimage", "--socket", sock,
                              "topo", "serve", str(LAB), "-e", "one", "--skip-ipv6",
                              "--wait-converged"],
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=mpirun_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
         assert proc.stdout is not None
@@ -314,31 +297,31 @@ def test_a_start_that_fails_says_why_in_one_line_and_leaves_nothing(tmp_path):
     (tmp_path / "run").mkdir()
     sock = str(tmp_path / "run" / "v.sock")
     done = subprocess.run([sys.executable, "-m", "vimage.cli.vimage", "--socket", sock, "topo",
-                           "serve", str(LAB), "--bind", "192.0.2.1"], env=_env(),
+                           "serve", str(LAB), "--bind", "192.0.2.1"], env=mpirun_env(),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr == ("vimage topo serve: rank 0 of 1 (nodes h1, pc1, pc2, r1, r2, sw1) "
                            "failed: OSError: [Errno 99] Cannot assign requested address\n")
     assert list((tmp_path / "run").iterdir()) == []
     done = subprocess.run([sys.executable, "-m", "vimage.cli.vimage", "--socket", sock, "topo",
-                           "serve", str(SERVE)], env=_env(), capture_output=True, text=True,
+                           "serve", str(SERVE)], env=mpirun_env(), capture_output=True, text=True,
                           timeout=120)
     assert (done.returncode, done.stderr) == (1, "vimage topo serve: node pc1 is pinned to "
                                                  "partition 1, but there are 1 (0..0)\n")
     done = subprocess.run([sys.executable, "-m", "vimage.cli.vimage", "--socket", sock, "topo",
                            "serve", str(LAB), "--wait-converged", "--timeout", "0"],
-                          env=_env(), capture_output=True, text=True, timeout=120)
+                          env=mpirun_env(), capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == ("vimage topo serve: experiment mpilab: the routing daemons did not "
                            "converge within 0 s (on rank 0 of 1 (nodes h1, pc1, pc2, r1, r2, "
                            "sw1))\n")
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["v.sock.lock"]  # as vimaged
-    env = dict(_env(), VIMAGE_AUTOSTART="1")
+    env = dict(mpirun_env(), VIMAGE_AUTOSTART="1")
     subprocess.run([sys.executable, "-m", "vimage.cli.vimage", "--socket", sock, "daemon",
                     "start"], env=env, check=True, capture_output=True, timeout=60)
     try:
         done = subprocess.run([sys.executable, "-m", "vimage.cli.vimage", "--socket", sock,
-                               "topo", "serve", str(LAB)], env=_env(), capture_output=True,
+                               "topo", "serve", str(LAB)], env=mpirun_env(), capture_output=True,
                               text=True, timeout=120)
     finally:
         subprocess.run([sys.executable, "-m", "vimage.cli.vimage", "--socket", sock, "daemon",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,31 +12,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
-
-from vimage.emu import mpi as batch
+from tests.mpi_run import mpirun, mpirun_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SPLIT = Path(__file__).resolve().parent / "data" / "split.yaml"  # pc1, r1 on rank 1
 
 
-def mpirun() -> list[str]:
-    if shutil.which("mpirun") is None:
-        pytest.skip("mpirun not found (Debian: openmpi-bin libopenmpi-dev)")
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        pytest.skip("mpi4py is not installed (pip install 'vimage[mpi]')")
-    return ["mpirun", "--oversubscribe", "-n", "2"]
 
 
-def mpirun_env() -> dict[str, str]:
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1")
-    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    for name in batch.MPI_ENV:  # a run under mpirun itself: not for the child
-        env.pop(name, None)
-    return env
 
 
 class PartitionedGui:
