@@ -159,6 +159,7 @@ class Marks:
                         "call directly (vimage.compiled)")
         self.ifp, self.marks = ifp, []
         self.real = type(ifp).input
+        self.own = "input" in vars(type(ifp))
 
     def __enter__(self) -> Marks:
         real, ifp, marks = self.real, self.ifp, self.marks
@@ -172,7 +173,11 @@ class Marks:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        type(self.ifp).input = self.real  # type: ignore[method-assign]
+        cls = type(self.ifp)
+        if self.own:
+            cls.input = self.real  # type: ignore[method-assign]
+        else:  # inherited: setting it back would shadow later patches of the base class
+            del cls.input
 
 
 @pytest.mark.parametrize("kind", KINDS)
