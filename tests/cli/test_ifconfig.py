@@ -55,8 +55,8 @@ def pair(kernel: Kernel) -> tuple[Kernel, Vnet, Vnet]:
 # -- display -------------------------------------------------------------------------
 def test_fresh_vnet_shows_lo0_like_freebsd(kernel: Kernel) -> None:
     expected = ("lo0: flags=8049<UP,LOOPBACK,RUNNING,MULTICAST> metric 0 mtu 16384\n"
-                "\toptions=680703<RXCSUM,TXCSUM,TSO4,TSO6,LRO,LINKSTATE,RXCSUM_IPV6,"
-                "TXCSUM_IPV6>\n"
+                "\toptions=40680703<RXCSUM,TXCSUM,TSO4,TSO6,LRO,LINKSTATE,RXCSUM_IPV6,"
+                "TXCSUM_IPV6,VXLAN_HWTSO>\n"
                 "\tinet 127.0.0.1 netmask 0xff000000\n"
                 "\tinet6 ::1 prefixlen 128\n"
                 "\tinet6 fe80::1%lo0 prefixlen 64 scopeid 0x1\n"
@@ -79,7 +79,8 @@ def test_configured_epair_block(pair: tuple[Kernel, Vnet, Vnet]) -> None:
     ifp = h1.iface("epair0a")
     assert ok(h1, "ifconfig epair0a") == (
         "epair0a: flags=8863<UP,BROADCAST,RUNNING,SIMPLEX,MULTICAST> metric 0 mtu 1500\n"
-        "\toptions=60070b<RXCSUM,TXCSUM,VLAN_MTU,TSO4,TSO6,LRO,RXCSUM_IPV6,TXCSUM_IPV6>\n"
+        "\toptions=4060070b<RXCSUM,TXCSUM,VLAN_MTU,TSO4,TSO6,LRO,RXCSUM_IPV6,TXCSUM_IPV6,"
+        "VXLAN_HWTSO>\n"
         f"\tether {ifp.mac.hex(':')}\n"
         "\tinet 10.0.0.1 netmask 0xffffff00 broadcast 10.0.0.255\n"
         f"\tinet6 fe80::{ll_suffix(ifp.mac)}%epair0a prefixlen 64 scopeid 0x2\n"

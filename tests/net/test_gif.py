@@ -25,7 +25,7 @@ def test_ifconfig_shows_tunnel_and_point_to_point_address():
     _, a, _ = sites("gif")
     assert ok(a, "ifconfig gif0").splitlines() == [
         "gif0: flags=8051<UP,POINTOPOINT,RUNNING,MULTICAST> metric 0 mtu 1280",
-        "\toptions=600303<RXCSUM,TXCSUM,TSO4,TSO6,RXCSUM_IPV6,TXCSUM_IPV6>",  # offloads
+        "\toptions=600703<RXCSUM,TXCSUM,TSO4,TSO6,LRO,RXCSUM_IPV6,TXCSUM_IPV6>",  # offloads
         "\ttunnel inet 192.0.2.1 --> 192.0.2.2",
         "\tinet 10.0.0.1 --> 10.0.0.2 netmask 0xffffffff",
         "\tgroups: gif",

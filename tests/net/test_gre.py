@@ -32,7 +32,7 @@ def test_ifconfig_output_with_key_and_options():
     _, a, _ = sites("gre", "grekey 42 enable_seq enable_csum")
     assert ok(a, "ifconfig gre0").splitlines() == [
         "gre0: flags=8051<UP,POINTOPOINT,RUNNING,MULTICAST> metric 0 mtu 1476",
-        "\toptions=600303<RXCSUM,TXCSUM,TSO4,TSO6,RXCSUM_IPV6,TXCSUM_IPV6>",  # offloads
+        "\toptions=600703<RXCSUM,TXCSUM,TSO4,TSO6,LRO,RXCSUM_IPV6,TXCSUM_IPV6>",  # offloads
         "\ttunnel inet 192.0.2.1 --> 192.0.2.2",
         "\tinet 10.0.0.1 --> 10.0.0.2 netmask 0xffffffff",
         "\tgroups: gre",

@@ -132,13 +132,14 @@ def test_tso_off_keeps_checksum_offload():
 def test_ifconfig_shows_options_and_capabilities():
     k, a, b, ea, eb, dst = pair()
     out = a.cmd("ifconfig -m epair0a").output
-    assert "\toptions=60070b<RXCSUM,TXCSUM,VLAN_MTU,TSO4,TSO6,LRO,RXCSUM_IPV6,TXCSUM_IPV6>" \
-        in out
-    assert "\tcapabilities=60070b<" in out
+    assert ("\toptions=4060070b<RXCSUM,TXCSUM,VLAN_MTU,TSO4,TSO6,LRO,RXCSUM_IPV6,TXCSUM_IPV6,"
+            "VXLAN_HWTSO>") in out
+    assert "\tcapabilities=4060070b<" in out
     assert a.cmd("ifconfig epair0a -txcsum").status == 0  # TSO4 needs TXCSUM: it goes too
     out = a.cmd("ifconfig -m epair0a").output
-    assert "\toptions=600609<RXCSUM,VLAN_MTU,TSO6,LRO,RXCSUM_IPV6,TXCSUM_IPV6>" in out
-    assert "\tcapabilities=60070b<" in out
+    assert ("\toptions=40600609<RXCSUM,VLAN_MTU,TSO6,LRO,RXCSUM_IPV6,TXCSUM_IPV6,VXLAN_HWTSO>"
+            in out)
+    assert "\tcapabilities=4060070b<" in out
     assert a.cmd("ifconfig epair0a tso4").status == 0
     assert ea.capenable == offload.EPAIR_CAPS
 

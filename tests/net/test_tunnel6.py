@@ -62,7 +62,7 @@ def test_ifconfig_shows_inet6_tunnel_and_point_to_point_inet6_address():
     _, a, _ = sites("gif", OUTER6)
     assert ok(a, "ifconfig gif0").splitlines() == [
         "gif0: flags=8051<UP,POINTOPOINT,RUNNING,MULTICAST> metric 0 mtu 1280",
-        "\toptions=600303<RXCSUM,TXCSUM,TSO4,TSO6,RXCSUM_IPV6,TXCSUM_IPV6>",  # offloads
+        "\toptions=600703<RXCSUM,TXCSUM,TSO4,TSO6,LRO,RXCSUM_IPV6,TXCSUM_IPV6>",  # offloads
         "\ttunnel inet6 2001:db8::1 --> 2001:db8::2",
         "\tinet 10.0.0.1 --> 10.0.0.2 netmask 0xffffffff",
         "\tinet6 2001:db8:1::1 --> 2001:db8:1::2 prefixlen 128",

@@ -32,7 +32,7 @@ def test_ifconfig_output():
     lines = ok(a, "ifconfig vxlan0").splitlines()
     assert lines[0] == ("vxlan0: flags=8843<UP,BROADCAST,RUNNING,SIMPLEX,MULTICAST> metric 0"
                         " mtu 1450")
-    assert lines[1] == "\toptions=600303<RXCSUM,TXCSUM,TSO4,TSO6,RXCSUM_IPV6,TXCSUM_IPV6>"
+    assert lines[1] == "\toptions=600703<RXCSUM,TXCSUM,TSO4,TSO6,LRO,RXCSUM_IPV6,TXCSUM_IPV6>"
     assert lines[2].startswith("\tether ")
     assert lines[3:] == [
         "\tinet 10.0.0.1 netmask 0xffffff00 broadcast 10.0.0.255",

@@ -45,7 +45,7 @@ from vimage.net.ifnet import (
     EtherIfnet,
 )
 from vimage.net.offload import LARGE, TUNNEL_CAPS, VXLAN
-from vimage.net.tunnel import next_unit
+from vimage.net.tunnel import MAX_OUTER4, MAX_OUTER6, encap_gso, next_unit, reserve_ids
 from vimage.protosw import Protocol
 from vimage.stats import counters
 from vimage.wire import WireError
@@ -341,9 +341,10 @@ class Vxlan(EtherIfnet):
     def relays(self, frame: bytes) -> bool:
         """An offloaded inner frame is encapsulated as it is and the outer datagram sent
         under the mark with its VXLAN bit (vimage.net.offload), so that wherever it is
-        resolved the inner frame is filled first. A large TCP segment is cut into
-        pieces, unfilled, one datagram each (`gso_transmit`); a vxlan inside another
-        vxlan's offloaded frame fills it (one VXLAN bit)."""
+        resolved the inner frame is filled first. A large TCP segment goes whole in one
+        datagram when the outer packet's interface takes it (tunnel GSO, `_whole`), else
+        it is cut into pieces, unfilled, one datagram each (`gso_transmit`); a vxlan
+        inside another vxlan's offloaded frame fills it (one VXLAN bit)."""
         return (self.sock is not None and not self.offl.partial & VXLAN
                 and self.tx_takes(frame))
 
@@ -353,19 +354,38 @@ class Vxlan(EtherIfnet):
         mark = offl.partial
         if not mark:
             return self._transmit(frame, False)
-        if mark & LARGE:  # one datagram per piece (relays)
-            return self.gso_transmit(frame, self.transmit)
+        if mark & LARGE:  # whole (tunnel GSO), else one datagram per piece
+            return self._whole(frame, mark)
         offl.partial = mark | VXLAN
         try:
             return self._transmit(frame, True)
         finally:
             offl.partial = mark
 
-    def _transmit(self, frame: bytes, offloaded: bool) -> bool:
-        sock = self.sock
-        if sock is None or len(frame) < 14:
-            self.oerrors += 1
-            return False
+    def _whole(self, frame: bytes, mark: int) -> bool:
+        """A large TCP segment in one datagram to a unicast VTEP (`tunnel.encap_gso`)."""
+        offl = self.offl
+        gso = None
+        if self.sock is not None and len(frame) >= 14:
+            dst = self._vtep(frame)
+            limit = MAX_OUTER4 if self.family == AF_INET else MAX_OUTER6
+            if dst != self.group and len(frame) + 16 <= limit:
+                gso = encap_gso(self, frame, 18 if frame[12:14] == b"\x81\x00" else 14,
+                                self.family, dst)
+        if gso is None:
+            return self.gso_transmit(frame, self.transmit)
+        saved = offl.gso
+        offl.partial = mark | VXLAN
+        offl.gso = gso[0]
+        try:
+            return self._transmit(frame, True, gso[1])
+        finally:
+            offl.partial = mark
+            offl.gso = saved
+            reserve_ids(self.vnet, self.family, gso[1])
+
+    def _vtep(self, frame: bytes) -> int:
+        """The VTEP for `frame`: its learnt one, else the remote, or the group."""
         dst = 0
         if not frame[0] & 1:
             entry = self.ftable.get(frame[:6])
@@ -374,12 +394,20 @@ class Vxlan(EtherIfnet):
                     dst = entry[0]
                 else:
                     del self.ftable[frame[:6]]
-        if not dst:
-            dst = self.remote or self.group
+        return dst or self.remote or self.group
+
+    def _transmit(self, frame: bytes, offloaded: bool, count: int = 1) -> bool:
+        """Send `frame` in one datagram (the `count` pieces of a whole large segment
+        count as the datagrams they become)."""
+        sock = self.sock
+        if sock is None or len(frame) < 14:
+            self.oerrors += 1
+            return False
+        dst = self._vtep(frame)
         span = self.port_max - self.port_min + 1
         sport = self.port_min + zlib.crc32(frame[:14]) % span  # RFC 7348 §5: a flow hash
         if self.family == AF_INET6:
-            return self._output6(sport, dst, frame, offloaded)
+            return self._output6(sport, dst, frame, offloaded, count)
         # RFC 7348 §5: the UDP checksum SHOULD be zero over IPv4 (Linux's default too)
         payload = wudp.build(sport, self.rport, wvxlan.header(self.vni) + frame,  # type: ignore[arg-type]
                              self.local, dst, with_checksum=False)
@@ -388,12 +416,13 @@ class Vxlan(EtherIfnet):
                 return self._multicast(dst, payload)
             self.vnet.ip.output(PROTO_UDP, self.local, dst, payload, ttl=self.ttl)
         except OSError:
-            self.oerrors += 1
+            self.oerrors += count
             return False
-        self.vnet.udp.stats.opackets += 1
+        self.vnet.udp.stats.opackets += count
         return True
 
-    def _output6(self, sport: int, dst: int, frame: bytes, offloaded: bool) -> bool:
+    def _output6(self, sport: int, dst: int, frame: bytes, offloaded: bool,
+                 count: int = 1) -> bool:
         """Over IPv6 the UDP checksum is computed (RFC 8200 8.1; RFC 7348 §5), the
         hop limit is `vxlanttl` (FreeBSD vxlan_encap6); under the offload mark it is
         left to whoever fills the inner frame's (vimage.net.offload)."""
@@ -410,9 +439,9 @@ class Vxlan(EtherIfnet):
             else:
                 ip6.output(PROTO_UDP, self.local, dst, payload, hlim=self.ttl)
         except OSError:
-            self.oerrors += 1
+            self.oerrors += count
             return False
-        self.vnet.udp.stats.opackets += 1
+        self.vnet.udp.stats.opackets += count
         return True
 
     def _multicast(self, group: int, payload: bytes) -> bool:

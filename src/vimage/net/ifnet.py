@@ -351,11 +351,22 @@ class Ifnet:
         mark: cut it into MTU-sized pieces, still unfilled, and `send(piece)` each with
         the mark's LARGE bit clear (Linux's software GSO at a tunnel device)."""
         offl = self.offl
-        pieces = offload.segment_frame(frame, offl.gso, self.mtu, self.mac is not None)
+        ether = self.mac is not None
+        pieces = offload.segment_frame(frame, offl.gso, self.mtu, ether)
+        saved = offl.partial
         if len(pieces) > 1:
             offl.segmented += 1
-        saved = offl.partial
-        offl.partial = saved & ~LARGE
+            offl.partial = saved & ~LARGE
+        elif len(frame) > self.mtu + (14 if ether else 0):
+            # no plain TCP segment: another tunnel's whole (GSO) outer packet, which this
+            # one does not carry whole (nested tunnels): cut and filled here
+            pieces = offload.resolve_frame(frame, offl.gso, self.mtu, ether,
+                                           bool(saved & VXLAN))
+            if len(pieces) > 1:
+                offl.segmented += 1
+            offl.partial = 0
+        else:
+            offl.partial = saved & ~LARGE
         try:
             sent = True
             for piece in pieces:
@@ -386,15 +397,23 @@ class Ifnet:
         it, as FreeBSD's netisr does) with the bits `keep` of the current offload mark:
         the offload crosses the queue as it crosses a link (vimage.net.offload)."""
         offl = self.offl
-        mark = offl.partial & keep & ~LARGE  # (nothing large is ever encapsulated)
+        mark = offl.partial & keep  # (LARGE: a segment a tunnel carried whole, tunnel GSO)
         if not mark:
             self.txq.append((self, frame))
-        elif not self.rx_takes(frame):  # -rxcsum: it arrives filled
+        elif not self.rx_takes(frame) or (mark & LARGE and self.bpf is not None):
+            # -rxcsum, -lro: it arrives filled and cut; and a captured tunnel interface
+            # gets the pieces, as it gets them when the sender's tunnel cut them
             vxlan = bool(mark & VXLAN)
-            for piece in offload.resolve_frame(frame, 0, self.mtu, self.mac is not None, vxlan):
+            gso = offl.gso if mark & LARGE else 0
+            pieces = offload.resolve_frame(frame, gso, self.mtu, self.mac is not None, vxlan)
+            if len(pieces) > 1:
+                offl.segmented += 1
+            for piece in pieces:
                 self.txq.append((self, piece))
         elif mark == PARTIAL:
             self.txq.append((self.rx_port(), frame))
+        elif mark & LARGE and self.frame_kind(frame)[1]:
+            self.txq.append((RxPort(self, offl, offl.gso, mark & VXLAN), frame))
         else:
             self.txq.append((RxPort(self, offl, 0, mark & VXLAN), frame))
 

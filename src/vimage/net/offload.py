@@ -39,6 +39,7 @@ IFCAP_LRO = 0x400
 IFCAP_LINKSTATE = 0x80000
 IFCAP_RXCSUM_IPV6 = 0x200000
 IFCAP_TXCSUM_IPV6 = 0x400000
+IFCAP_VXLAN_HWTSO = 0x40000000  # "can do TSO on VXLAN" (vimage: on any encapsulation)
 IFCAP_TSO = IFCAP_TSO4 | IFCAP_TSO6
 IFCAP_HWCSUM = IFCAP_RXCSUM | IFCAP_TXCSUM
 
@@ -46,7 +47,7 @@ CAP_NAMES: tuple[tuple[int, str], ...] = (
     (IFCAP_RXCSUM, "RXCSUM"), (IFCAP_TXCSUM, "TXCSUM"), (IFCAP_VLAN_MTU, "VLAN_MTU"),
     (IFCAP_TSO4, "TSO4"), (IFCAP_TSO6, "TSO6"), (IFCAP_LRO, "LRO"),
     (IFCAP_LINKSTATE, "LINKSTATE"), (IFCAP_RXCSUM_IPV6, "RXCSUM_IPV6"),
-    (IFCAP_TXCSUM_IPV6, "TXCSUM_IPV6"),
+    (IFCAP_TXCSUM_IPV6, "TXCSUM_IPV6"), (IFCAP_VXLAN_HWTSO, "VXLAN_HWTSO"),
 )
 
 # ifconfig words -> the bits they set or clear (sbin/ifconfig/ifconfig.c)
@@ -54,18 +55,22 @@ CAP_WORDS: Mapping[str, int] = MappingProxyType({
     "rxcsum": IFCAP_RXCSUM, "txcsum": IFCAP_TXCSUM,
     "rxcsum6": IFCAP_RXCSUM_IPV6, "txcsum6": IFCAP_TXCSUM_IPV6,
     "tso4": IFCAP_TSO4, "tso6": IFCAP_TSO6, "tso": IFCAP_TSO, "lro": IFCAP_LRO,
+    "vxlanhwtso": IFCAP_VXLAN_HWTSO,
 })
 
-# what epair and lo0 offer and enable by default (as Linux veth: csum, TSO, GRO); a VLAN
-# and a bridge relay offloaded frames to their parent or members (FreeBSD's vlan and
-# bridge take their parent's and members' capabilities; here every parent can resolve)
+# what epair and lo0 offer and enable by default (as Linux veth: csum, TSO, GRO, and GSO
+# of encapsulated segments, NETIF_F_GSO_ENCAP_ALL); a VLAN and a bridge relay offloaded
+# frames to their parent or members (FreeBSD's vlan and bridge take their parent's and
+# members' capabilities; here every parent can resolve). A tunnel takes large segments
+# (TSO) and receives them (LRO); it encapsulates one whole when the interface its outer
+# packet leaves by has VXLAN_HWTSO (tunnel GSO, `encap_gso`), else cuts it first.
 EPAIR_CAPS = (IFCAP_HWCSUM | IFCAP_VLAN_MTU | IFCAP_TSO | IFCAP_LRO
-              | IFCAP_RXCSUM_IPV6 | IFCAP_TXCSUM_IPV6)
+              | IFCAP_RXCSUM_IPV6 | IFCAP_TXCSUM_IPV6 | IFCAP_VXLAN_HWTSO)
 LOOP_CAPS = (IFCAP_HWCSUM | IFCAP_TSO | IFCAP_LRO | IFCAP_LINKSTATE
-             | IFCAP_RXCSUM_IPV6 | IFCAP_TXCSUM_IPV6)
+             | IFCAP_RXCSUM_IPV6 | IFCAP_TXCSUM_IPV6 | IFCAP_VXLAN_HWTSO)
 CSUM_CAPS = IFCAP_HWCSUM | IFCAP_RXCSUM_IPV6 | IFCAP_TXCSUM_IPV6
-RELAY_CAPS = CSUM_CAPS | IFCAP_TSO | IFCAP_LRO
-TUNNEL_CAPS = CSUM_CAPS | IFCAP_TSO  # (segments in software before encapsulating)
+RELAY_CAPS = CSUM_CAPS | IFCAP_TSO | IFCAP_LRO | IFCAP_VXLAN_HWTSO
+TUNNEL_CAPS = CSUM_CAPS | IFCAP_TSO | IFCAP_LRO
 
 PARTIAL = 1  # the TCP/UDP checksum may be missing
 LARGE = 2  # a TCP segment may be larger than the MTU (cut at `gso` bytes of payload)
@@ -172,10 +177,56 @@ class RxPort:
 
 
 def pieces_fit(pkt: bytes, hl: int, gso: int, mtu: int) -> bool:
-    """True if the pieces of the large TCP segment `pkt` (IP header `hl` bytes) fit in
-    `mtu`: a router passes it on whole, else it refuses it as it would refuse the
-    pieces (ICMP need-fragment / packet too big, for the sender's path MTU discovery)."""
-    return len(pkt) > hl + 12 and hl + ((pkt[hl + 12] >> 4) << 2) + gso <= mtu
+    """True if the pieces of the large TCP segment `pkt` (IP header `hl` bytes), or of
+    the one it carries in an encapsulation (tunnel GSO), fit in `mtu`: a router passes
+    it on whole, else it refuses it as it would refuse the pieces (ICMP need-fragment /
+    packet too big, for the sender's path MTU discovery) or cuts it first."""
+    if (pkt[9] if pkt[0] >> 4 == 4 else pkt[6]) == _PROTO_TCP:
+        return len(pkt) > hl + 12 and hl + ((pkt[hl + 12] >> 4) << 2) + gso <= mtu
+    head = gso_headers(pkt)
+    return head > 0 and head + gso <= mtu
+
+
+def gso_headers(pkt: bytes) -> int:
+    """The length of every header before the TCP payload of the IP packet `pkt`, a TCP
+    segment itself or one inside IP-in-IP, GRE without a checksum or sequence number,
+    or UDP (under the LARGE mark only VXLAN carries a large segment in UDP: its header
+    and an Ethernet frame follow); -1 for anything else. What one piece of the segment
+    repeats (Linux's skb_inner_network_header and friends, found by walking)."""
+    base = 0
+    for _ in range(8):  # nesting depth: tunnels refuse more (max_nesting)
+        if len(pkt) < base + 40:
+            return -1
+        version = pkt[base] >> 4
+        if version == 4:
+            hl = (pkt[base] & 0x0F) << 2
+            if pkt[base + 6] & 0x3F or pkt[base + 7]:
+                return -1
+            proto = pkt[base + 9]
+        elif version == 6:
+            hl = 40
+            proto = pkt[base + 6]
+        else:
+            return -1
+        at = base + hl
+        if proto == _PROTO_TCP:
+            return at + ((pkt[at + 12] >> 4) << 2) if len(pkt) > at + 12 else -1
+        if proto in (_PROTO_IPIP, _PROTO_IPV6):
+            base = at
+        elif proto == _PROTO_GRE:
+            if (len(pkt) < at + 4 or pkt[at] & 0x90 or pkt[at + 1] & 0x07
+                    or pkt[at + 2:at + 4] not in _GRE_IP):
+                return -1
+            base = at + 8 if pkt[at] & 0x20 else at + 4  # (a key)
+        elif proto == _PROTO_UDP:
+            base = at + 16 + 14  # UDP, VXLAN, the inner Ethernet header
+            if len(pkt) > base and pkt[base - 2:base] == b"\x81\x00":
+                base += 4  # an 802.1Q tag
+            if len(pkt) < base or pkt[base - 2:base] not in _GRE_IP:  # (the same types)
+                return -1
+        else:
+            return -1
+    return -1
 
 
 def set_caps(enabled: int, supported: int, on: int, off: int) -> int:
@@ -254,15 +305,80 @@ def resolve_ip(pkt: bytes, gso: int, mtu: int, vxlan: bool = False) -> list[byte
         if end - hl < 8:
             return [pkt]
         if vxlan:
+            if gso > 0 and end - hl > 30 + gso:
+                pieces = _encap_cut(pkt, hl, end, hl + 16, version, gso, True)
+                if pieces is not None:
+                    return pieces
             return [_vxlan(pkt, hl, end, src, dst, version)]
         where = hl + 6
     elif proto in (_PROTO_IPIP, _PROTO_IPV6):  # gif (RFC 2003, 2473, 4213)
+        if gso > 0 and end - hl > 40 + gso:
+            pieces = _encap_cut(pkt, hl, end, hl, version, gso, False, vxlan)
+            if pieces is not None:
+                return pieces
         return [pkt[:hl] + resolve_ip(pkt[hl:end], 0, _WHOLE, vxlan)[0] + pkt[end:]]
     elif proto == _PROTO_GRE:
+        if (gso > 0 and end - hl > 44 + gso and not pkt[hl] & 0x90 and not pkt[hl + 1] & 0x07
+                and pkt[hl + 2:hl + 4] in _GRE_IP):
+            at = hl + 8 if pkt[hl] & 0x20 else hl + 4
+            pieces = _encap_cut(pkt, hl, end, at, version, gso, False, vxlan)
+            if pieces is not None:
+                return pieces
         return [_gre(pkt, hl, end, vxlan)]
     else:
         return [pkt]
     return [_fill(pkt, hl, end, where, proto, src, dst)]
+
+
+def _encap_cut(pkt: bytes, hl: int, end: int, at: int, version: int, gso: int,
+               ether: bool, vxlan: bool = False) -> list[bytes] | None:
+    """Tunnel GSO resolved (Linux skb_udp_tunnel_segment, gre_gso_segment, ipip's
+    inet_gso_segment): the large TCP segment the outer packet `pkt` carries from `at`
+    (an IP packet, or with `ether` VXLAN's Ethernet frame) cut into pieces of `gso`
+    payload bytes, each filled and put behind a copy of the outer headers [0:at] with
+    what changes per piece: the outer IPv4 total length, ID (the outer one plus the
+    piece's index: the IDs the tunnel reserved, `encap_gso`) and header checksum; the
+    IPv6 payload length; VXLAN's UDP length, and its checksum filled unless it is zero
+    over IPv4 (RFC 7348 5). A GRE header is copied unchanged (one with a checksum or
+    sequence number is never sent whole). None if no large TCP segment is inside."""
+    inner = pkt[at:end]
+    off = 0
+    if ether:
+        off = 18 if inner[12:14] == b"\x81\x00" else 14
+        if inner[off - 2:off] not in _GRE_IP:
+            return None
+    ipk = inner[off:]
+    head = gso_headers(ipk)
+    if head < 0 or len(ipk) - head <= gso:
+        return None
+    # the inner packet's own pieces (a plain TCP segment: cut at exactly `gso`; another
+    # encapsulation: the same, recursively), then the outer headers around each
+    pieces = resolve_ip(ipk, gso, head + gso, vxlan and not ether)
+    outer = bytearray(pkt[:at])
+    outer += inner[:off]
+    ident = (pkt[4] << 8) | pkt[5] if version == 4 else 0
+    zero_udp = ether and version == 4 and not (pkt[hl + 6] or pkt[hl + 7])
+    src = dst = 0
+    if ether and not zero_udp:
+        src = int.from_bytes(pkt[12:16] if version == 4 else pkt[8:24], "big")
+        dst = int.from_bytes(pkt[16:20] if version == 4 else pkt[24:40], "big")
+    out = []
+    for i, piece in enumerate(pieces):
+        total = len(outer) + len(piece)
+        if version == 4:
+            _U16.pack_into(outer, 2, total)
+            _U16.pack_into(outer, 4, (ident + i) & 0xFFFF)
+            outer[10:12] = b"\x00\x00"
+            _U16.pack_into(outer, 10, checksum(bytes(outer[:hl])))
+        else:
+            _U16.pack_into(outer, 4, total - 40)
+        if ether:
+            _U16.pack_into(outer, hl + 4, total - hl)
+        whole = bytes(outer) + piece
+        if ether and not zero_udp:
+            whole = _fill(whole, hl, total, hl + 6, _PROTO_UDP, src, dst)
+        out.append(whole)
+    return out
 
 
 def _gre(pkt: bytes, hl: int, end: int, vxlan: bool) -> bytes:

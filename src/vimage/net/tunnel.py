@@ -29,9 +29,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from vimage.net import ether
 from vimage.net.ifnet import IFF_MULTICAST, IFF_POINTOPOINT, IFF_UP, Ifnet
-from vimage.net.offload import LARGE, TUNNEL_CAPS, VXLAN, resolve_ip
+from vimage.net.offload import IFCAP_VXLAN_HWTSO, LARGE, TUNNEL_CAPS, VXLAN, resolve_ip
+from vimage.net.route import RTF_REJECT
 from vimage.stats import counters
 from vimage.wire.ethernet import ETHERTYPE_IP
+from vimage.wire.ipv6 import needs_zone
 
 if TYPE_CHECKING:
     from vimage.kernel import Kernel
@@ -39,6 +41,10 @@ if TYPE_CHECKING:
 
 ETHERTYPE_IPV6 = 0x86DD
 IP6_HEADER_LEN = 40
+# the largest outer payload a whole (GSO) packet may have: an IPv4 total length less
+# its header, an IPv6 payload length
+MAX_OUTER4 = 0xFFFF - 20
+MAX_OUTER6 = 0xFFFF
 # an inner packet's IP version -> the ethertype its input is registered under
 _INNER_TYPES: tuple[int, ...] = tuple(ETHERTYPE_IPV6 if v == 6 else ETHERTYPE_IP
                                       for v in range(16))
@@ -156,9 +162,16 @@ class Tunnel(Ifnet):
         """An offloaded inner packet is encapsulated as it is: the outer packet goes
         out under the same mark, and wherever it is resolved (a capture, a hook, a link
         out of the process) the inner packet is filled (offload.resolve_ip looks inside
-        IP-in-IP and GRE). A large TCP segment (TSO) is cut into pieces that fit the
-        tunnel, left unfilled, and each encapsulated (`gso_transmit`)."""
+        IP-in-IP and GRE). A large TCP segment (TSO) is encapsulated whole when the
+        outer packet's interface takes it (tunnel GSO, `encap_gso`), else cut into
+        pieces that fit the tunnel, left unfilled, and each encapsulated
+        (`gso_transmit`)."""
         return self.tx_takes(frame)
+
+    def whole_ok(self) -> bool:
+        """Whether a large segment may be encapsulated whole: its pieces' outer headers
+        must be copies but for lengths and IDs (not so with a GRE sequence number)."""
+        return True
 
     def transmit(self, frame: bytes) -> bool:
         """Encapsulate and send (gif_transmit / gre_transmit), refusing loops."""
@@ -166,8 +179,19 @@ class Tunnel(Ifnet):
         if not self.dst or not frame:
             self.oerrors += 1
             return False
-        if self.offl.partial & LARGE:  # one outer packet per piece (Tunnel.relays)
-            return self.gso_transmit(frame, self.transmit)
+        offl = self.offl
+        count = 1
+        cut = 0
+        if offl.partial & LARGE:  # whole (tunnel GSO) or one outer packet per piece
+            gso = encap_gso(self, frame, 0, self.family, self.dst) if self.whole_ok() else None
+            if gso is None:
+                return self.gso_transmit(frame, self.transmit)
+            cut, count = gso
+            proto, payload = self.encap(frame)
+            if len(payload) > (MAX_OUTER4 if self.family == AF_INET else MAX_OUTER6):
+                return self.gso_transmit(frame, self.transmit)  # (rare: 64 KB and more)
+        else:
+            proto, payload = self.encap(frame)
         stack = state.stack
         if self in stack:  # FreeBSD gif_check_nesting: "loop detected"
             state.stats.loops += 1
@@ -177,18 +201,32 @@ class Tunnel(Ifnet):
             state.stats.nesting += 1
             self.oerrors += 1
             return False
-        proto, payload = self.encap(frame)
         tos = _outer_tos(frame)
         state.stack = (*stack, self)
+        if count == 1:
+            try:
+                tunnel_output(self.vnet, self.family, proto, self.src, self.dst, payload,
+                              state.ttl, tos)
+            except OSError:
+                state.stats.noroute += 1
+                self.oerrors += 1
+                return False
+            finally:
+                state.stack = stack
+            return True
+        saved = offl.gso
+        offl.gso = cut  # the outer packet's mark: its inner segment is cut at `cut`
         try:
             tunnel_output(self.vnet, self.family, proto, self.src, self.dst, payload,
                           state.ttl, tos)
         except OSError:
-            state.stats.noroute += 1
-            self.oerrors += 1
+            state.stats.noroute += count
+            self.oerrors += count
             return False
         finally:
             state.stack = stack
+            offl.gso = saved
+            reserve_ids(self.vnet, self.family, count)
         return True
 
     def decap(self, inner: bytes) -> None:
@@ -212,11 +250,72 @@ class Tunnel(Ifnet):
         if self.bpf is not None:
             offl = self.offl
             if offl.partial:  # captures see wire packets (vimage.net.offload)
-                for piece in resolve_ip(frame, 0, self.mtu, bool(offl.partial & VXLAN)):
+                for piece in resolve_ip(frame, offl.gso, self.mtu,
+                                        bool(offl.partial & VXLAN)):
                     self.bpf.tap(piece, False)
             else:
                 self.bpf.tap(frame, False)
         ether.demux(self, _INNER_TYPES[frame[0] >> 4], frame)
+
+
+def encap_gso(ifp: Ifnet, frame: bytes, off: int, family: int,
+              dst: int) -> tuple[int, int] | None:
+    """Tunnel GSO (Linux's SKB_GSO_IPXIP4/6, SKB_GSO_GRE, SKB_GSO_UDP_TUNNEL): whether
+    tunnel `ifp` may encapsulate the large TCP segment `frame` (its IP header at `off`)
+    whole, as one outer packet to `dst` of `family` that travels under the LARGE mark
+    and is cut only where it must be (vimage.net.offload, `_encap_cut`). Then (the
+    payload bytes per piece, the number of pieces): what the tunnel would have cut in
+    software. Not when the outer packet's route leaves by an interface without
+    VXLAN_HWTSO (another tunnel: nested tunnels cut first; a TAP), the vnet has pfil
+    hooks (they see wire packets), no unicast route is found (the software path counts
+    its errors), or the frame is no large plain TCP segment for this tunnel's MTU."""
+    vnet = ifp.vnet
+    offl = ifp.offl
+    if vnet in offl.hooked or len(frame) < off + 40:
+        return None
+    version = frame[off] >> 4
+    if version == 4:
+        hl = (frame[off] & 0x0F) << 2
+        if frame[off + 9] != 6 or frame[off + 6] & 0x3F or frame[off + 7]:
+            return None
+        end = off + ((frame[off + 2] << 8) | frame[off + 3])
+    elif version == 6:
+        hl = 40
+        if frame[off + 6] != 6:
+            return None
+        end = off + 40 + ((frame[off + 4] << 8) | frame[off + 5])
+    else:
+        return None
+    at = off + hl
+    if end != len(frame) or end - at < 20:
+        return None
+    doff = (frame[at + 12] >> 4) << 2
+    payload = end - at - doff
+    cut = ifp.mtu - hl - doff
+    if offl.gso < cut:
+        cut = offl.gso
+    if end - off <= ifp.mtu or cut <= 0 or payload <= cut:
+        return None  # not large for this tunnel: sent on as one piece
+    if family == AF_INET:
+        route = vnet.rt.lookup(dst)
+    elif family == AF_INET6 and not needs_zone(dst) and dst >> 120 != 0xFF:
+        route = vnet.rt6.lookup(dst)
+    else:
+        return None
+    if route is None or route.slots or route.flags & RTF_REJECT \
+            or not route.ifp.capenable & IFCAP_VXLAN_HWTSO:
+        return None
+    return cut, -(-payload // cut)
+
+
+def reserve_ids(vnet: Vnet, family: int, count: int) -> None:
+    """After a whole (GSO) outer IPv4 packet of `count` pieces: the IP IDs its pieces
+    take when it is cut (the outer one and the `count - 1` after it, as Linux's
+    inet_gso_segment numbers them) are not handed out again, so the next packet has
+    the ID it has when the tunnel sends the pieces one by one."""
+    if family == AF_INET:
+        ip = vnet.ip
+        ip.ident = (ip.ident + count - 1) & 0xFFFF
 
 
 def _outer_tos(frame: bytes) -> int:

@@ -27,7 +27,7 @@ from vimage.stats import counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import icmp as wicmp
 from vimage.wire.checksum import checksum
-from vimage.wire.ipv4 import ADDRESSES, FLAG_DF, HEADER, OFFMASK, walk_options
+from vimage.wire.ipv4 import ADDRESSES, FLAG_DF, HEADER, OFFMASK, PROTO_TCP, walk_options
 
 # bound once: attribute lookups cost more than the work on a 20-byte header
 _from_bytes = int.from_bytes
@@ -387,10 +387,16 @@ class IpState:
                 icmp_mod.error(vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_HOST)
             return
         ifp = route.ifp
+        mtu = route.mtu or ifp.mtu
+        if len(pkt) > mtu and ifp.offl.partial & LARGE and pkt[9] != PROTO_TCP \
+                and not offload.pieces_fit(pkt, hlen, ifp.offl.gso, mtu):
+            # a tunnel's whole outer packet (tunnel GSO) whose pieces do not fit: cut
+            # first, so each piece is forwarded, fragmented or refused as on a wire
+            offload.resend(ifp.offl, pkt, mtu, self._forward_piece, ifp_in, hlen, dst)
+            return
         nexthop = route.gateway if route.flags & RTF_GATEWAY else dst
         if ifp is ifp_in and self.sendredirects:  # back out where it came in
             self.send_redirect(pkt, route, nexthop)
-        mtu = route.mtu or ifp.mtu
         route.use += 1
         if hlen == 20:
             # RFC 1624 eqn. 3 (checksum.update16) for the TTL byte dropping by one, in
@@ -433,6 +439,9 @@ class IpState:
         except OSError as exc:
             if exc.errno != errno.ENOBUFS:  # ip_forward: no ICMP error for ENOBUFS
                 icmp_mod.error(vnet, pkt, wicmp.UNREACH, wicmp.UNREACH_HOST)
+
+    def _forward_piece(self, pkt: bytes, ifp_in: Ifnet, hlen: int, dst: int) -> None:
+        self.forward(ifp_in, pkt, hlen, dst)
 
     def send_redirect(self, pkt: bytes, route: Route, nexthop: int) -> None:
         """ICMP host redirect to a sender that could reach the next hop itself (FreeBSD

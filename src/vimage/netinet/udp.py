@@ -8,7 +8,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vimage.net import offload
-from vimage.net.offload import PARTIAL, VXLAN
+from vimage.net.offload import LARGE, PARTIAL, VXLAN
 from vimage.netinet import icmp as icmp_mod
 from vimage.netinet.icmp import quoted_ports
 from vimage.netinet.in_ import INADDR_BROADCAST
@@ -23,7 +23,7 @@ from vimage.wire.ipv4 import PROTO_UDP
 from vimage.wire.ipv6 import needs_zone
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from vimage.net.ifnet import Ifnet
     from vimage.socket.socket import Socket
@@ -161,6 +161,9 @@ class UdpState:
         pcbs = self.ports.get(dgram.dport)
         socks = pcbs.live() if pcbs is not None else ()
         if offloaded & VXLAN:
+            if offloaded & LARGE and not _takes_inner(socks):
+                self._cut(ifp, pkt, hlen, src, dst, self.input)
+                return
             dgram = _vxlan_plain(dgram, socks)
         sport = dgram.sport
         if dst == INADDR_BROADCAST or dst >> 28 == 0xE or dst in self.vnet.ip.bcast:
@@ -282,6 +285,21 @@ class UdpState:
             offl.partial = saved
         self.stats.opackets += 1
 
+    def _cut(self, ifp: Ifnet, pkt: bytes, off: int, src: int, dst: int,
+             again: Callable[[Ifnet, bytes, int, int, int], None]) -> None:
+        """A whole VXLAN datagram (tunnel GSO, vimage.net.offload) for a port no vxlan
+        socket holds: cut into the datagrams it stands for, each taken `again`."""
+        self.stats.ipackets -= 1
+        offl = ifp.offl
+        saved = offl.partial
+        pieces = offload.resolve_ip(pkt, offl.gso, 0xFFFF, True)
+        offl.partial = saved & ~LARGE
+        try:
+            for piece in pieces:
+                again(ifp, piece, off, src, dst)
+        finally:
+            offl.partial = saved
+
     # -- over IPv6 (FreeBSD udp6_usrreq.c) ----------------------------------------------
     def input6(self, ifp: Ifnet, pkt: bytes, off: int, src: int, dst: int) -> None:
         """udp6_input: the switch's input for next header 17 (`off`: the UDP header)."""
@@ -301,6 +319,9 @@ class UdpState:
         sport = dgram.sport
         socks = self.bound6(dgram.dport)
         if offloaded & VXLAN:
+            if offloaded & LARGE and not _takes_inner(socks):
+                self._cut(ifp, pkt, off, src, dst, self.input6)
+                return
             dgram = _vxlan_plain(dgram, socks)
         if dst >> 120 == 0xFF:
             delivered = False
@@ -449,9 +470,13 @@ def _live(table: dict[int, PcbList], port: int) -> list[Socket]:
     return socks
 
 
+def _takes_inner(socks: Iterable[Socket]) -> bool:
+    return any(getattr(sock, "offloaded_inner", False) for sock in socks)
+
+
 def _vxlan_plain(dgram: wudp.UdpRepr, socks: Iterable[Socket]) -> wudp.UdpRepr:
     """A datagram whose inner frame is offloaded (the mark's VXLAN bit, vimage.net.offload)
     for a port no vxlan kernel socket holds: the application gets it filled."""
-    if any(getattr(sock, "offloaded_inner", False) for sock in socks):
+    if _takes_inner(socks):
         return dgram
     return dgram._replace(payload=memoryview(offload.fill_vxlan(bytes(dgram.payload))))

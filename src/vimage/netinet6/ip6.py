@@ -354,6 +354,9 @@ class Ip6State:
         self.vnet.icmp6.error(ifp, pkt, wicmp6.PARAM_PROB, wicmp6.PARAMPROB_NEXTHEADER, prev)
 
     # -- forwarding ------------------------------------------------------------------------
+    def _forward_piece(self, pkt: bytes, ifp_in: Ifnet, src: int, dst: int) -> None:
+        self.forward(ifp_in, pkt, src, dst)
+
     def forward(self, ifp_in: Ifnet, pkt: bytes, src: int, dst: int) -> None:
         """ip6_forward: scope, hop limit, route, MTU (never fragmented), then out."""
         st = self.stats
@@ -395,6 +398,11 @@ class Ip6State:
         offl = ifp.offl
         if len(pkt) > mtu and not (offl.partial & LARGE
                                    and offload.pieces_fit(pkt, 40, offl.gso, mtu)):
+            if offl.partial & LARGE and pkt[6] != 6:
+                # a tunnel's whole outer packet (tunnel GSO) whose pieces do not fit:
+                # cut first, so each piece is refused (packet too big) as on a wire
+                offload.resend(offl, pkt, mtu, self._forward_piece, ifp_in, src, dst)
+                return
             st.cantfrag += 1
             st.cantforward += 1
             vnet.icmp6.error(ifp_in, pkt, wicmp6.PACKET_TOO_BIG, 0, mtu)
