@@ -286,3 +286,31 @@ def test_gso_headers_refuses_what_it_cannot_walk():
     assert offload.gso_headers(udp) == -1
     assert offload.gso_headers(gre_seq) == -1
     assert offload.gso_headers(_unfilled_tcp(True, 100)) == 40 + 20
+
+
+def test_an_application_on_the_vxlan_port_gets_one_datagram_per_piece():
+    """A whole VXLAN datagram reaching a port no vxlan interface holds (an application
+    bound to 4789) is cut into the datagrams the tunnel stands for, inner frames filled."""
+    k = Kernel(clock="virtual", seed=4)
+    a, b = k.create("a"), k.create("b")
+    _, eb = connect(a, "192.0.2.1/24", b, "192.0.2.2/24")
+    app = b.socket(2, 2)
+    app.bind(("", 4789))
+    app.setblocking(False)
+    whole = _wrap("vxlan4", _unfilled_tcp(False, 5000), 0)
+    offl = offload.state(k)
+    with k.sched.cond:
+        offl.partial, offl.gso = offload.PARTIAL | offload.LARGE | offload.VXLAN, 1200
+        try:
+            b.udp.input(eb, whole, 20, 0xC0000201, 0xC0000202)
+        finally:
+            offl.partial = offl.gso = 0
+    got = []
+    while True:
+        try:
+            got.append(app.recv(2000))
+        except BlockingIOError:
+            break
+    assert len(got) == 5 and b.udp.stats.ipackets == 5
+    assert all(checked_layers(d[8:]) == ["TCP"] for d in got)
+    assert b"".join(bytes(Ether(d[8:])[TCP].payload) for d in got) == whole[-5000:]
