@@ -314,3 +314,31 @@ def test_an_application_on_the_vxlan_port_gets_one_datagram_per_piece():
     assert len(got) == 5 and b.udp.stats.ipackets == 5
     assert all(checked_layers(d[8:]) == ["TCP"] for d in got)
     assert b"".join(bytes(Ether(d[8:])[TCP].payload) for d in got) == whole[-5000:]
+
+
+@pytest.mark.parametrize("outer", [4, 6])
+def test_a_whole_outer_packet_expiring_at_a_router_gets_an_answer_per_piece(outer):
+    """A router whose forwarding finds the TTL (hop limit) run out answers each piece,
+    as it answers the pieces a tunnel sends one by one."""
+    k = Kernel(clock="virtual", seed=6)
+    a, r = k.create("a"), k.create("r")
+    _, ra = connect(a, "192.0.2.1/24", r, "192.0.2.254/24")
+    ok(a, "ifconfig epair0a inet6 2001:db8::1/64")
+    ok(r, "ifconfig epair0b inet6 2001:db8::fe/64")
+    ok(r, "sysctl net.inet.ip.forwarding=1")
+    ok(r, "sysctl net.inet6.ip6.forwarding=1")
+    k.run(3)
+    inner = IP(_unfilled_tcp(False, 5000))
+    whole = bytes(IP(src="192.0.2.1", dst="198.51.100.2", ttl=1) / inner if outer == 4
+                  else IPv6(src="2001:db8::1", dst="2001:db8:ff::2", hlim=1) / inner)
+    offl = offload.state(k)
+    with k.sched.cond:
+        offl.partial, offl.gso = offload.PARTIAL | offload.LARGE, 1200
+        try:
+            (r.ip.input if outer == 4 else r.ip6.input)(ra, whole)
+        finally:
+            offl.partial = offl.gso = 0
+    if outer == 4:
+        assert r.icmp.stats.outhist[11] == 5  # ICMP time exceeded
+    else:
+        assert r.icmp6.stats.otime_exceed_transit == 5

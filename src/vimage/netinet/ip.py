@@ -369,6 +369,11 @@ class IpState:
                 pkt, hlen, dst = passed, (passed[0] & 0x0F) << 2, _addrs(passed, 12)[1]
         ttl = pkt[8]
         if ttl <= 1:  # FreeBSD answers without counting it as not forwardable
+            offl = ifp_in.offl
+            if offl.partial & LARGE and pkt[9] != PROTO_TCP and len(pkt) > ifp_in.mtu:
+                # a tunnel's whole outer packet (tunnel GSO): an answer per piece
+                offload.resend(offl, pkt, 0xFFFF, self._forward_piece, ifp_in, hlen, dst)
+                return
             icmp_mod.error(vnet, pkt, wicmp.TIMXCEED, wicmp.TIMXCEED_INTRANS)
             return
         rt = vnet.route.tables[fib] if fib else vnet.rt

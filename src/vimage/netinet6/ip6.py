@@ -378,6 +378,11 @@ class Ip6State:
             dst = _from_bytes(pkt[24:40], "big")
         hlim = pkt[7]
         if hlim <= 1:
+            offl = ifp_in.offl
+            if offl.partial & LARGE and pkt[6] != 6 and len(pkt) > ifp_in.mtu:
+                # a tunnel's whole outer packet (tunnel GSO): an answer per piece
+                offload.resend(offl, pkt, 0xFFFF, self._forward_piece, ifp_in, src, dst)
+                return
             vnet.icmp6.error(ifp_in, pkt, wicmp6.TIME_EXCEEDED, wicmp6.TIME_EXCEED_TRANSIT, 0)
             return
         # the receiving interface's fib (FreeBSD: M_SETFIB(if_fib), ip6_forward's fibnum)
