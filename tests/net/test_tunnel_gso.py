@@ -342,3 +342,38 @@ def test_a_whole_outer_packet_expiring_at_a_router_gets_an_answer_per_piece(oute
         assert r.icmp.stats.outhist[11] == 5  # ICMP time exceeded
     else:
         assert r.icmp6.stats.otime_exceed_transit == 5
+
+
+def _gre_fragmenting(outer: int, gso: bool) -> tuple[list, int]:
+    """A gre with a key (IPv4) or over IPv6 at its default MTU 1476: its outer pieces
+    exceed the epair's 1500 and are fragmented at the source (RFC 2473 7.1 over IPv6)."""
+    k = Kernel(clock="virtual", seed=1)
+    a, b = k.create("a"), k.create("b")
+    for v in (a, b):
+        v.sysctl("net.inet.tcp.sendspace", 1 << 20)
+        v.sysctl("net.inet.tcp.recvspace", 1 << 20)
+    ea, eb = connect(a, "192.0.2.1/24", b, "192.0.2.2/24")
+    ok(a, "ifconfig epair0a inet6 2001:db8::1/64")
+    ok(b, "ifconfig epair0b inet6 2001:db8::2/64")
+    if not gso:
+        ok(a, "ifconfig epair0a -vxlanhwtso")
+    k.run(3)
+    for vnet, n, m in ((a, 0, 1), (b, 1, 0)):
+        here, there = OUTER[outer][n], OUTER[outer][m]
+        ok(vnet, "ifconfig gre create")
+        ok(vnet, f"ifconfig gre0 tunnel {here} {there}" + (" grekey 7" if outer == 4 else ""))
+        ok(vnet, f"ifconfig gre0 inet {INNER[4][n]} {INNER[4][m]}")
+    k.run(1)
+    cap = open_capture(eb)
+    data = DATA[:100 * KB]
+    assert transfer(k, a, b, "10.0.0.2", data=data) == data
+    assert b.tcp.stats.rcvbadsum == 0 and k.sched.errors == 0
+    return list(cap.packets), (a.ip6.stats.fragmented if outer == 6 else a.ip.stats.fragmented)
+
+
+@pytest.mark.parametrize("outer", [4, 6])
+def test_outer_pieces_fragmented_at_the_source_are_the_same(outer):
+    on, frag_on = _gre_fragmenting(outer, True)
+    off, frag_off = _gre_fragmenting(outer, False)
+    assert frag_on == frag_off > 0
+    assert len(on) == len(off) and _digest(on) == _digest(off)

@@ -427,8 +427,12 @@ class Vxlan(EtherIfnet):
         """Over IPv6 the UDP checksum is computed (RFC 8200 8.1; RFC 7348 §5), the
         hop limit is `vxlanttl` (FreeBSD vxlan_encap6); under the offload mark it is
         left to whoever fills the inner frame's (vimage.net.offload)."""
-        payload = wudp.build(sport, self.rport, wvxlan.header(self.vni) + frame,  # type: ignore[arg-type]
-                             self.local, dst, with_checksum=not offloaded)
+        if offloaded:  # (one copy, as over IPv4)
+            payload = b"".join((wudp.HEADER.pack(sport, self.rport, 16 + len(frame), 0),
+                                wvxlan.header(self.vni), frame))  # type: ignore[arg-type]
+        else:
+            payload = wudp.build(sport, self.rport, wvxlan.header(self.vni) + frame,  # type: ignore[arg-type]
+                                 self.local, dst)
         ip6 = self.vnet.ip6
         try:
             if dst == self.group:  # out of vxlandev, whatever the routes say
