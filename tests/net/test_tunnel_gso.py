@@ -377,3 +377,48 @@ def test_outer_pieces_fragmented_at_the_source_are_the_same(outer):
     off, frag_off = _gre_fragmenting(outer, False)
     assert frag_on == frag_off > 0
     assert len(on) == len(off) and _digest(on) == _digest(off)
+
+
+def _impaired(kind: str, gso: bool) -> list:
+    """A `kind` tunnel over an epair whose a end has a 2 ms delay (a link pipe, where a
+    wire is modelled): what b's end receives, captured."""
+    k, a, b, ea, eb = tunnel(kind, 4, gso)
+    ea.impair(delay="2ms")
+    cap = open_capture(eb)
+    data = DATA[:100 * KB]
+    assert transfer(k, a, b, INNER[4][1], data=data) == data
+    assert offload.state(k).segmented > 0 and k.sched.errors == 0
+    return list(cap.packets)
+
+
+@pytest.mark.parametrize("kind", TUNNELS)
+def test_an_impaired_link_gets_the_same_wire_frames(kind):
+    on, off = _impaired(kind, True), _impaired(kind, False)
+    assert len(on) == len(off) and _digest(on) == _digest(off)
+
+
+@pytest.mark.parametrize("kind", ["gif", "vxlan"])
+def test_a_bridge_carries_the_whole_outer_packet(kind):
+    k = Kernel(clock="virtual", seed=1)
+    a, b = k.create("a"), k.create("b")
+    for v in (a, b):
+        v.sysctl("net.inet.tcp.sendspace", 1 << 20)
+        v.sysctl("net.inet.tcp.recvspace", 1 << 20)
+    ea, eb = k.epair(a)
+    eb.move_to(b)
+    ok(a, f"ifconfig {ea.name} up")
+    ok(a, f"ifconfig bridge create addm {ea.name} 192.0.2.1/24 up")
+    ok(b, f"ifconfig {eb.name} 192.0.2.2/24 up")
+    for vnet, n, m in ((a, 1, 2), (b, 2, 1)):
+        if kind == "vxlan":
+            ok(vnet, f"ifconfig vxlan create vxlanid 42 vxlanlocal 192.0.2.{n} "
+                     f"vxlanremote 192.0.2.{m}")
+            ok(vnet, f"ifconfig vxlan0 inet 10.0.0.{n}/24 up")
+        else:
+            ok(vnet, "ifconfig gif create")
+            ok(vnet, f"ifconfig gif0 tunnel 192.0.2.{n} 192.0.2.{m}")
+            ok(vnet, f"ifconfig gif0 inet 10.0.0.{n} 10.0.0.{m}")
+    k.run(1)
+    assert transfer(k, a, b, "10.0.0.2") == DATA
+    assert offload.state(k).segmented == 0 and ea.opackets * 4 < a.tcp.stats.sndpack
+    assert b.tcp.stats.rcvbadsum == 0 and k.sched.errors == 0

@@ -194,12 +194,12 @@ class Tunnel(Ifnet):
             proto, payload = self.encap(frame)
         stack = state.stack
         if self in stack:  # FreeBSD gif_check_nesting: "loop detected"
-            state.stats.loops += 1
-            self.oerrors += 1
+            state.stats.loops += count
+            self.oerrors += count
             return False
         if len(stack) >= state.max_nesting:  # "if_output recursively called too many times"
-            state.stats.nesting += 1
-            self.oerrors += 1
+            state.stats.nesting += count
+            self.oerrors += count
             return False
         tos = _outer_tos(frame)
         state.stack = (*stack, self)
