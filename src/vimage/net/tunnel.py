@@ -182,16 +182,15 @@ class Tunnel(Ifnet):
         offl = self.offl
         count = 1
         cut = 0
+        whole: tuple[int, bytes] | None = None
         if offl.partial & LARGE:  # whole (tunnel GSO) or one outer packet per piece
             gso = encap_gso(self, frame, 0, self.family, self.dst) if self.whole_ok() else None
             if gso is None:
                 return self.gso_transmit(frame, self.transmit)
             cut, count = gso
-            proto, payload = self.encap(frame)
-            if len(payload) > (MAX_OUTER4 if self.family == AF_INET else MAX_OUTER6):
+            whole = self.encap(frame)  # (no side effect: whole_ok)
+            if len(whole[1]) > (MAX_OUTER4 if self.family == AF_INET else MAX_OUTER6):
                 return self.gso_transmit(frame, self.transmit)  # (rare: 64 KB and more)
-        else:
-            proto, payload = self.encap(frame)
         stack = state.stack
         if self in stack:  # FreeBSD gif_check_nesting: "loop detected"
             state.stats.loops += count
@@ -201,21 +200,12 @@ class Tunnel(Ifnet):
             state.stats.nesting += count
             self.oerrors += count
             return False
+        proto, payload = whole if whole is not None else self.encap(frame)
         tos = _outer_tos(frame)
         state.stack = (*stack, self)
-        if count == 1:
-            try:
-                tunnel_output(self.vnet, self.family, proto, self.src, self.dst, payload,
-                              state.ttl, tos)
-            except OSError:
-                state.stats.noroute += 1
-                self.oerrors += 1
-                return False
-            finally:
-                state.stack = stack
-            return True
         saved = offl.gso
-        offl.gso = cut  # the outer packet's mark: its inner segment is cut at `cut`
+        if count > 1:
+            offl.gso = cut  # the outer packet's mark: its inner segment is cut at `cut`
         try:
             tunnel_output(self.vnet, self.family, proto, self.src, self.dst, payload,
                           state.ttl, tos)
@@ -225,8 +215,9 @@ class Tunnel(Ifnet):
             return False
         finally:
             state.stack = stack
-            offl.gso = saved
-            reserve_ids(self.vnet, self.family, count)
+            if count > 1:
+                offl.gso = saved
+                reserve_ids(self.vnet, self.family, count)
         return True
 
     def decap(self, inner: bytes) -> None:
