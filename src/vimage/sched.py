@@ -192,6 +192,12 @@ class Scheduler:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
+    def runnable(self) -> bool:
+        """True if run_ready() has something to do now: a queued frame or a timer due (or a
+        cancelled one at the head of the heap, which it would drop)."""
+        heap = self._heap
+        return bool(self.queue) or (bool(heap) and heap[0][0] <= self.now_ns())
+
     def next_event(self, deadline_ns: int | None = None) -> int | None:
         """When the loop next has something to do: the next live timer, or `deadline_ns`
         if that comes first (None: no timer armed and no deadline)."""

@@ -391,3 +391,46 @@ def test_real_descriptors_are_watched_in_real_time():
     finally:
         rsock.close()
         wsock.close()
+
+
+def _traced_run(lean: bool) -> list[tuple[float, str]]:
+    """A busy program (streams, sleeps, call_soon, cancelled timers) on a loop with or
+    without the lean iteration; returns (loop time, event) in order."""
+    kernel = Kernel(clock="virtual", seed=5)
+    a, b = kernel.create("a"), kernel.create("b")
+    topo.connect(a, "10.0.0.1/24", b, "10.0.0.2/24")
+    log: list[tuple[float, str]] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, VimageEventLoop)
+        loop._lean = lean
+        note = lambda what: log.append((loop.time(), what))  # noqa: E731
+        server = await vimage.spawn(b, asyncio.start_server(_echo, "0.0.0.0", 7))
+
+        async def talker(i: int) -> None:
+            with a.activate():
+                reader, writer = await asyncio.open_connection("10.0.0.2", 7)
+            for k in range(5):
+                await asyncio.sleep(0.003 * i + 0.001 * k)
+                writer.write(b"%d.%d\n" % (i, k))
+                note(f"sent {i}.{k}")
+                note(f"got {(await reader.readline())!r}")
+                loop.call_soon(note, f"soon {i}.{k}")
+                loop.call_later(0.5, note, "never").cancel()
+            writer.close()
+
+        await asyncio.gather(*(talker(i) for i in range(4)))
+        server.close()
+        await server.wait_closed()
+
+    vimage.run(main(), kernel=kernel)
+    stats = b.tcp.stats
+    log.append((0.0, repr([getattr(stats, name) for name in stats.names])))
+    return log
+
+
+def test_the_lean_loop_iteration_runs_what_asyncio_would_in_the_same_order():
+    lean, plain = _traced_run(True), _traced_run(False)
+    assert len(lean) == 4 * 5 * 3 + 1
+    assert lean == plain

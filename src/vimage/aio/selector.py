@@ -223,6 +223,12 @@ class KernelSelector(selectors.BaseSelector):
         except (BlockingIOError, OSError):
             pass
 
+    def idle_now(self) -> bool:
+        """True if select(0) would find nothing to do or report: no frame queued, no kernel
+        timer due, no socket whose readiness may have changed, no real descriptor besides
+        the loop's own (the loop then skips the call; see VimageEventLoop._run_once)."""
+        return not (self._candidates or self._nreal or self._sched.runnable())
+
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         sched = self._sched
         has_real = self._nreal > 0  # real descriptors besides the wake-up socket and the
