@@ -12,7 +12,9 @@ scapy checks every checksum of the captured frames and of resolved packets.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import socket as pysocket
 
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
@@ -422,3 +424,98 @@ def test_a_bridge_carries_the_whole_outer_packet(kind):
     assert transfer(k, a, b, "10.0.0.2") == DATA
     assert offload.state(k).segmented == 0 and ea.opackets * 4 < a.tcp.stats.sndpack
     assert b.tcp.stats.rcvbadsum == 0 and k.sched.errors == 0
+
+
+# -- a plain large TCP segment at a router whose way out has a smaller MTU ----------------
+def _plain_router(tso: bool, pmtud: int) -> tuple[Vnet, int, list]:
+    """a - r - b, r's end of the link to b at MTU 1280 (b's at 1500, so b offers an MSS
+    of 1460), a's TCP with or without TSO and DF; returns r, the ICMP
+    unreachables a received and the frames r sent to b during a 100 KB transfer."""
+    k = Kernel(clock="virtual", seed=3)
+    a, r, b = k.create("a"), k.create("r"), k.create("b")
+    for v in (a, b):
+        v.sysctl("net.inet.tcp.sendspace", 1 << 20)
+        v.sysctl("net.inet.tcp.recvspace", 1 << 20)
+        v.sysctl("net.inet.tcp.path_mtu_discovery", pmtud)
+    ea, _ = connect(a, "192.0.2.1/24", r, "192.0.2.254/24")
+    rb, _ = connect(r, "198.51.100.254/24", b, "198.51.100.2/24")
+    ok(r, "sysctl net.inet.ip.forwarding=1")
+    ok(a, "route add default 192.0.2.254")
+    ok(b, "route add default 198.51.100.254")
+    ok(r, f"ifconfig {rb.name} mtu 1280")
+    if not tso:
+        ok(a, f"ifconfig {ea.name} -tso")
+    k.run(1)
+    cap = open_capture(rb)  # (not on a's link: a capture there would cut at a)
+    data = DATA[:100 * KB]
+    assert transfer(k, a, b, "198.51.100.2", data=data) == data
+    frames = list(cap.packets)
+    cap.close()
+    assert k.sched.errors == 0
+    return r, a.icmp.stats.inhist[3], frames
+
+
+@pytest.mark.parametrize("pmtud", [0, 1], ids=["fragments", "needfrag"])
+def test_a_router_cuts_a_large_tcp_segment_whose_pieces_do_not_fit(pmtud):
+    """Without DF each piece is fragmented on its own, as the wire segments would be (not
+    the whole 64 KB datagram); with DF each piece is refused with its own ICMP error, as
+    on a wire: the capture on r's way to b and the errors a gets are the same with and
+    without TSO."""
+    r, errors_on, on = _plain_router(True, pmtud)
+    _, errors_off, off = _plain_router(False, pmtud)
+    assert len(on) == len(off) and _digest(on) == _digest(off)
+    assert errors_on == errors_off
+    for _t, frame in on:
+        checked_layers(frame)
+    if pmtud:
+        assert r.ip.stats.cantfrag == errors_on > 1
+    else:
+        assert r.ip.stats.fragmented > 0
+
+
+def _expiring(tso: bool, v6: bool) -> tuple[int, int]:
+    """a - r - b; once connected, a's TCP socket sends 64 KB with a TTL / hop limit of
+    1: r answers time exceeded. Returns (errors a got, data segments a counted)."""
+    k = Kernel(clock="virtual", seed=3)
+    a, r, b = k.create("a"), k.create("r"), k.create("b")
+    ea, _ = connect(a, "192.0.2.1/24", r, "192.0.2.254/24")
+    rb, eb = connect(r, "198.51.100.254/24", b, "198.51.100.2/24")
+    for vnet, ifp, addr in ((a, ea, "2001:db8:a::1"), (r, _, "2001:db8:a::fe"),
+                            (r, rb, "2001:db8:b::fe"), (b, eb, "2001:db8:b::2")):
+        ok(vnet, f"ifconfig {ifp.name} inet6 {addr}/64")
+    ok(r, "sysctl net.inet.ip.forwarding=1")
+    ok(r, "sysctl net.inet6.ip6.forwarding=1")
+    ok(a, "route add default 192.0.2.254")
+    ok(b, "route add default 198.51.100.254")
+    ok(a, "route -6 add default 2001:db8:a::fe")
+    ok(b, "route -6 add default 2001:db8:b::fe")
+    if not tso:
+        ok(a, f"ifconfig {ea.name} -tso")
+    k.run(3)  # DAD
+    family = pysocket.AF_INET6 if v6 else pysocket.AF_INET
+    srv = b.socket(family, pysocket.SOCK_STREAM)
+    srv.bind(("", 7))
+    srv.listen(1)
+    cli = a.socket(family, pysocket.SOCK_STREAM)
+    cli.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        cli.connect(("2001:db8:b::2" if v6 else "198.51.100.2", 7))
+    k.run(0.1)
+    srv.accept()
+    if v6:
+        cli.setsockopt(pysocket.IPPROTO_IPV6, pysocket.IPV6_UNICAST_HOPS, 1)
+    else:
+        cli.setsockopt(pysocket.IPPROTO_IP, pysocket.IP_TTL, 1)
+    sent = a.tcp.stats.sndpack
+    cli.send(DATA[:64 * KB])
+    k.run(0.01)
+    errors = a.icmp6.stats.inhist[3] if v6 else a.icmp.stats.inhist[11]
+    return errors, a.tcp.stats.sndpack - sent
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_a_large_tcp_segment_expiring_at_a_router_gets_an_answer_per_piece(v6):
+    errors_on, sent_on = _expiring(True, v6)
+    errors_off, sent_off = _expiring(False, v6)
+    assert errors_on == errors_off > 1
+    assert sent_on == sent_off

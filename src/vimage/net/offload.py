@@ -187,6 +187,17 @@ def pieces_fit(pkt: bytes, hl: int, gso: int, mtu: int) -> bool:
     return head > 0 and head + gso <= mtu
 
 
+def piece_limit(pkt: bytes, hl: int, gso: int, limit: int) -> int:
+    """The `mtu` argument of resolve_ip/resend that cuts the large packet `pkt` (IP header
+    `hl` bytes) into the pieces its sender would have sent: a TCP segment at its `gso`
+    (a router never re-cuts TCP to its own MTU), an encapsulation (tunnel GSO) within
+    `limit`. For a router that must treat each piece on its own (too big for the way
+    out, TTL or hop limit run out)."""
+    if (pkt[9] if pkt[0] >> 4 == 4 else pkt[6]) == _PROTO_TCP:
+        return hl + ((pkt[hl + 12] >> 4) << 2) + gso
+    return limit
+
+
 def gso_headers(pkt: bytes) -> int:
     """The length of every header before the TCP payload of the IP packet `pkt`, a TCP
     segment itself or one inside IP-in-IP, GRE without a checksum or sequence number,

@@ -27,7 +27,7 @@ from vimage.stats import counters
 from vimage.sysctl import Oid, oids
 from vimage.wire import icmp as wicmp
 from vimage.wire.checksum import checksum
-from vimage.wire.ipv4 import ADDRESSES, FLAG_DF, HEADER, OFFMASK, PROTO_TCP, walk_options
+from vimage.wire.ipv4 import ADDRESSES, FLAG_DF, HEADER, OFFMASK, walk_options
 
 # bound once: attribute lookups cost more than the work on a 20-byte header
 _from_bytes = int.from_bytes
@@ -370,9 +370,10 @@ class IpState:
         ttl = pkt[8]
         if ttl <= 1:  # FreeBSD answers without counting it as not forwardable
             offl = ifp_in.offl
-            if offl.partial & LARGE and pkt[9] != PROTO_TCP and len(pkt) > ifp_in.mtu:
-                # a tunnel's whole outer packet (tunnel GSO): an answer per piece
-                offload.resend(offl, pkt, 0xFFFF, self._forward_piece, ifp_in, hlen, dst)
+            if offl.partial & LARGE and len(pkt) > ifp_in.mtu:
+                # a large TCP segment or a tunnel's whole outer packet: an answer per piece
+                offload.resend(offl, pkt, offload.piece_limit(pkt, hlen, offl.gso, 0xFFFF),
+                               self._forward_piece, ifp_in, hlen, dst)
                 return
             icmp_mod.error(vnet, pkt, wicmp.TIMXCEED, wicmp.TIMXCEED_INTRANS)
             return
@@ -393,11 +394,14 @@ class IpState:
             return
         ifp = route.ifp
         mtu = route.mtu or ifp.mtu
-        if len(pkt) > mtu and ifp.offl.partial & LARGE and pkt[9] != PROTO_TCP \
+        if len(pkt) > mtu and ifp.offl.partial & LARGE \
                 and not offload.pieces_fit(pkt, hlen, ifp.offl.gso, mtu):
-            # a tunnel's whole outer packet (tunnel GSO) whose pieces do not fit: cut
-            # first, so each piece is forwarded, fragmented or refused as on a wire
-            offload.resend(ifp.offl, pkt, mtu, self._forward_piece, ifp_in, hlen, dst)
+            # a large TCP segment, or a tunnel's whole outer packet (tunnel GSO), whose
+            # pieces do not fit: cut first, so each piece is forwarded, fragmented or
+            # refused (an ICMP error each) as the pieces on a wire would be
+            offl = ifp.offl
+            offload.resend(offl, pkt, offload.piece_limit(pkt, hlen, offl.gso, mtu),
+                           self._forward_piece, ifp_in, hlen, dst)
             return
         nexthop = route.gateway if route.flags & RTF_GATEWAY else dst
         if ifp is ifp_in and self.sendredirects:  # back out where it came in

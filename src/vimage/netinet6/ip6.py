@@ -379,9 +379,10 @@ class Ip6State:
         hlim = pkt[7]
         if hlim <= 1:
             offl = ifp_in.offl
-            if offl.partial & LARGE and pkt[6] != 6 and len(pkt) > ifp_in.mtu:
-                # a tunnel's whole outer packet (tunnel GSO): an answer per piece
-                offload.resend(offl, pkt, 0xFFFF, self._forward_piece, ifp_in, src, dst)
+            if offl.partial & LARGE and len(pkt) > ifp_in.mtu:
+                # a large TCP segment or a tunnel's whole outer packet: an answer per piece
+                offload.resend(offl, pkt, offload.piece_limit(pkt, 40, offl.gso, 0xFFFF),
+                               self._forward_piece, ifp_in, src, dst)
                 return
             vnet.icmp6.error(ifp_in, pkt, wicmp6.TIME_EXCEEDED, wicmp6.TIME_EXCEED_TRANSIT, 0)
             return
@@ -403,10 +404,11 @@ class Ip6State:
         offl = ifp.offl
         if len(pkt) > mtu and not (offl.partial & LARGE
                                    and offload.pieces_fit(pkt, 40, offl.gso, mtu)):
-            if offl.partial & LARGE and pkt[6] != 6:
-                # a tunnel's whole outer packet (tunnel GSO) whose pieces do not fit:
-                # cut first, so each piece is refused (packet too big) as on a wire
-                offload.resend(offl, pkt, mtu, self._forward_piece, ifp_in, src, dst)
+            if offl.partial & LARGE:
+                # a large TCP segment or a tunnel's whole outer packet whose pieces do not
+                # fit: cut first, so each piece is refused (packet too big) as on a wire
+                offload.resend(offl, pkt, offload.piece_limit(pkt, 40, offl.gso, mtu),
+                               self._forward_piece, ifp_in, src, dst)
                 return
             st.cantfrag += 1
             st.cantforward += 1
