@@ -26,6 +26,7 @@ A, B = "10.0.0.1", "10.0.0.2"
 KB = 1024
 MB = 1024 * 1024
 S = 1_000_000_000
+MS = 1_000_000
 
 
 @dataclass
@@ -519,6 +520,46 @@ def test_header_prediction_takes_requests_and_the_acks_of_answers():
     assert server_acks == 10  # every delayed ACK of an answer
     assert client_data == 0 and client_acks == 0  # answers ACK new data: the full path
     assert link.stats("rexmttimeo") == 0 and link.stats("sndrexmitpack") == 0
+    link.no_faults()
+
+
+def test_an_exchange_arms_only_the_timer_it_needs():
+    """A request's retransmission timer, cancelled by its answer, and the server's
+    delayed-ACK timer, whose ACK the answer carries, are both lazy and gone within the
+    instant: the heap gains only the client's delayed ACK of the answer and the
+    server's retransmission timer of it. A request before the withdrawn delayed-ACK
+    timer would have fired brings it back with its own key (and the same ACK time)."""
+    link = Link()
+    cli, conn = link.sockets()
+    sched = link.k.sched
+    link.k.run(1)
+    for i in range(3):
+        before = len(sched._heap)
+        cli.sendall(b"?%d\n" % i)
+        assert conn.recv(100) == b"?%d\n" % i
+        conn.sendall(b"!%d\n" % i)
+        assert cli.recv(100) == b"!%d\n" % i
+        assert conn.tcb.t_delack is None and conn.tcb.delack_ghost is not None
+        assert cli.tcb.t_main is None and cli.tcb.t_delack is not None
+        sched.next_event()  # the clock may move: lazy timers still armed enter the heap
+        assert len(sched._heap) == before + 2
+        link.k.run(1)
+    cli.sendall(b"?x\n")
+    assert conn.recv(100) == b"?x\n"
+    conn.sendall(b"!x\n")
+    ghost = conn.tcb.delack_ghost
+    assert ghost is not None and ghost.when == link.k.now_ns() + 40 * MS
+    link.k.run(0.001)  # a request 1 ms later: the withdrawn timer comes back as it was
+    cli.sendall(b"?y\n")
+    link.k.run(0)
+    timer = conn.tcb.t_delack
+    assert timer is not None and (timer.when, timer.seq) == (ghost.when, ghost.seq)
+    assert conn.tcb.delack_ghost is None
+    acked = cli.tcb.snd_max
+    link.k.run(0.0395)  # it fires at 40 ms, finds the ACK due 1 ms later and waits
+    assert cli.tcb.snd_una != acked
+    link.k.run(0.001)
+    assert cli.tcb.snd_una == acked
     link.no_faults()
 
 

@@ -746,8 +746,16 @@ def schedule_ack(tcb: Tcb, segments: int = 1) -> None:
     sched = tcp.vnet.kernel.sched
     tcb.delack_due = sched.now_ns() + tcp.delacktime * MS
     if tcb.t_delack is None:
-        tcb.t_delack = sched.call_later(tcp.delacktime * MS, delack_timeout, tcb,
-                                        owner=tcp.vnet)
+        ghost = tcb.delack_ghost
+        if ghost is not None:  # withdrawn (output._withdraw_delack): back if still due
+            tcb.delack_ghost = None
+            if not sched.passed(ghost.when, ghost.seq):
+                tcb.t_delack = sched.call_at(ghost.when, delack_timeout, tcb, owner=tcp.vnet,
+                                             seq=ghost.seq)
+                return
+        # lazy (Scheduler.call_later_lazy): an answer sent in this instant carries the ACK
+        tcb.t_delack = sched.call_later_lazy(tcp.delacktime * MS, delack_timeout, tcb,
+                                             owner=tcp.vnet)
 
 
 def receive_fin(tcb: Tcb) -> None:

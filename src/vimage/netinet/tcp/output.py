@@ -45,6 +45,7 @@ from vimage.wire.ipv4 import PROTO_TCP
 if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
     from vimage.netinet.tcp.var import Tcb, TcpState
+    from vimage.sched import Timer
 
 IP6_TCP_HDRS = 60  # an IPv6 and a TCP header: the MSS is the MTU less these (1440 at 1500)
 _TSO4 = IFCAP_TSO4 | IFCAP_TXCSUM  # TSO needs the checksum offloaded too
@@ -123,6 +124,9 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes | bytearray, ack: i
         tcb.rcv_adv = (ack + (window << shift)) & MASK
         tcb.want_ack = False  # a delayed ACK timer still armed finds nothing to do
         tcb.unacked_segs = 0
+        delack = tcb.t_delack
+        if delack is not None and delack.lazy:
+            _withdraw_delack(tcb, delack)
     offl = tcb.offl
     saved, saved_gso = offl.partial, offl.gso
     offl.partial, offl.gso = mark, tcb.mss
@@ -147,6 +151,17 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes | bytearray, ack: i
         if not tcb.v6:  # the pieces take consecutive IP IDs: the next packet follows them
             ip = tcp.vnet.ip  # (Linux ip_select_ident_segs)
             ip.ident = (ip.ident + pieces - 1) & 0xFFFF
+
+
+def _withdraw_delack(tcb: Tcb, timer: Timer) -> None:
+    """An ACK goes in the instant the delayed-ACK timer was armed (an answer carries the
+    ACK of its request): the timer, still outside the heap (lazy), would only fire to
+    find nothing to do, so it is withdrawn, kept as `delack_ghost` in case a segment
+    comes before it would have fired (input.schedule_ack re-arms it with its key then,
+    so timers run in the same order as if it had stayed)."""
+    if tcb.tcp.vnet.kernel.sched.withdraw(timer):
+        tcb.t_delack = None
+        tcb.delack_ghost = timer
 
 
 def tso_size(tcb: Tcb) -> int:

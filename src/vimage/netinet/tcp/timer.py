@@ -51,7 +51,9 @@ def set_main(tcb: Tcb, delay_ns: int, callback: Any) -> None:
         if callback is rexmt_timeout and timer.callback is callback and timer.when <= due:
             return
         timer.cancel()
-    tcb.t_main = sched.call_later(delay_ns, callback, tcb, owner=tcb.tcp.vnet)
+    # lazily pushed (Scheduler.call_later_lazy): the retransmission timer of a request is
+    # mostly cancelled by its answer within the same instant
+    tcb.t_main = sched.call_later_lazy(delay_ns, callback, tcb, owner=tcb.tcp.vnet)
 
 
 def cancel_main(tcb: Tcb) -> None:
@@ -66,6 +68,7 @@ def cancel_all(tcb: Tcb) -> None:
         if timer is not None:
             timer.cancel()
             setattr(tcb, name, None)
+    tcb.delack_ghost = None
 
 
 def rexmt_timeout(tcb: Tcb) -> None:

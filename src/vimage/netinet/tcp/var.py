@@ -221,6 +221,7 @@ class Tcb:
         "backlog",
         "cc",
         "delack_due",
+        "delack_ghost",
         "dsack",
         "dupacks",
         "faddr",
@@ -376,6 +377,9 @@ class Tcb:
         self.main_due = 0  # when t_main is due (a retransmission timer may fire early)
         self.t_delack: Timer | None = None
         self.delack_due = 0  # when the delayed ACK is due (its timer may fire early)
+        # a lazy delayed-ACK timer withdrawn because an ACK went in the instant it was
+        # armed: its key, for a segment that arrives before it would have fired (input.py)
+        self.delack_ghost: Timer | None = None
         self.t_keep: Timer | None = None
         self.ack_war_end = 0  # when the current ACK war window ends (ns)
         self.ack_war_count = 0  # ACKs sent to unacceptable segments in that window
