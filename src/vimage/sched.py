@@ -14,7 +14,6 @@ import heapq
 import logging
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -47,13 +46,13 @@ class PpsLimit:
         return self.count <= limit
 
 
-@mypyc_attr(native_class=False)  # compiled (vimage.compiled): weakly referenced (_own)
+@mypyc_attr(native_class=False)  # compiled (vimage.compiled): weakly referable, as before
 class Timer:
     """A one-shot kernel timer. `owner` is the vnet it belongs to (or None). `seq` orders
     timers due at the same instant: an int, or (owner's key, count) in keyed mode."""
 
-    __slots__ = ("__weakref__", "args", "callback", "cancelled", "lazy", "owner", "seq",
-                 "when")
+    __slots__ = ("__weakref__", "args", "callback", "cancelled", "lazy", "owned", "owner",
+                 "seq", "when")
 
     def __init__(self, when: int, seq: Any, callback: Callable[..., Any], args: tuple,
                  owner: Any) -> None:
@@ -64,6 +63,7 @@ class Timer:
         self.owner = owner
         self.cancelled = False
         self.lazy = False  # armed by call_later_lazy and not in the heap yet
+        self.owned: set[Timer] | None = None  # its owner's index (Scheduler._own) while armed
 
     def __lt__(self, other: Timer) -> bool:
         # (when, seq) order: the heap's entries are (when, seq, timer) tuples, which reach
@@ -76,6 +76,10 @@ class Timer:
         self.callback = _noop
         self.args = ()
         self.owner = None
+        owned = self.owned
+        if owned is not None:
+            self.owned = None
+            owned.discard(self)
 
 
 def _noop(*_args: Any) -> None:
@@ -102,11 +106,12 @@ class Scheduler:
         # in an order that does not depend on which other vnets share this kernel
         self.keyed = False
         self._owner_seq: dict[Any, int] = {}
-        # timers by owner, so destroying a vnet cancels its own timers without a scan of
-        # the heap; weak references, so a fired timer does not keep what it called alive
-        # (the heap holds the pending ones); dead ones are pruned when a list doubles
-        self._owned: dict[Any, list[weakref.ref[Timer]]] = {}
-        self._owned_cap: dict[Any, int] = {}
+        # the armed timers of each owner, so destroying a vnet cancels its own timers
+        # without a scan of the heap; a timer leaves its set when it fires or is
+        # cancelled, so the set holds nothing dead (and makes no garbage: a weak
+        # reference per timer, kept until a prune, was one more object that outlived
+        # two collections for each timer)
+        self._owned: dict[Any, set[Timer]] = {}
         self._purged = 0  # timers cancelled by purge_timers still in the heap (at most)
         # timers of call_later_lazy armed in this instant, not yet in the heap (virtual
         # time): they enter it before the clock can move (`_settle`); one cancelled first
@@ -285,15 +290,12 @@ class Scheduler:
                    if not t.cancelled and (owner is None or t.owner is owner))
 
     def _own(self, owner: Any, timer: Timer) -> None:
-        """Index `timer` under its owner. A list is pruned of dead timers each time it
-        reaches twice its live size (at least 32): amortised O(1) per timer."""
+        """Index `timer` under its owner until it fires or is cancelled."""
         owned = self._owned.get(owner)
         if owned is None:
-            owned = self._owned[owner] = []
-        owned.append(weakref.ref(timer))
-        if len(owned) >= self._owned_cap.get(owner, 32):
-            owned[:] = [r for r in owned if (t := r()) is not None and not t.cancelled]
-            self._owned_cap[owner] = max(32, 2 * len(owned))
+            owned = self._owned[owner] = set()
+        owned.add(timer)
+        timer.owned = owned
 
     def purge_timers(self, owner: Any) -> None:
         """Cancel and forget every timer that belongs to `owner` (a vnet).
@@ -306,11 +308,10 @@ class Scheduler:
             if timer.owner is owner:
                 timer.cancel()
         owned = self._owned.pop(owner, ())
-        self._owned_cap.pop(owner, None)
         self._owner_seq.pop(owner, None)
-        for ref in owned:
-            t = ref()
-            if t is not None and not t.cancelled and t.owner is owner:
+        for t in owned:
+            t.owned = None  # (cancel would take it out of the set being walked)
+            if not t.cancelled and t.owner is owner:
                 t.cancel()
                 self._purged += 1
         heap = self._heap
@@ -366,6 +367,10 @@ class Scheduler:
                 if timer.cancelled:
                     continue
                 timer.cancelled = True
+                owned = timer.owned
+                if owned is not None:
+                    timer.owned = None
+                    owned.discard(timer)
                 self._fired_when = entry[0]
                 self._fired_seq = entry[1]
                 self.events += 1
@@ -413,6 +418,10 @@ class Scheduler:
                 if timer.cancelled:
                     continue
                 timer.cancelled = True
+                owned = timer.owned
+                if owned is not None:
+                    timer.owned = None
+                    owned.discard(timer)
                 self._fired_when = entry[0]
                 self._fired_seq = entry[1]
                 self.events += 1
