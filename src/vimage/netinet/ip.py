@@ -528,6 +528,25 @@ class IpState:
         if csum == 0xFFFF:
             csum = 0
         pkt = HEADER.pack(0x45, tos, total, ident, off, ttl, proto, csum, src, dst) + payload
+        if not fib and self.pfil_out is None and dst != INADDR_BROADCAST:
+            # output_packet's fast path and _nexthop_hdr, inline: every TCP segment and
+            # UDP datagram sent comes this way
+            route = self.vnet.rt._cache.get(dst)
+            if (route is not None and not route.slots and not route.flags & _NOT_FAST
+                    and dst not in self.bcast):
+                ifp = route.ifp
+                if route.flags & RTF_GATEWAY:
+                    entry = route.nh
+                    if entry is None or entry.hdr is None:
+                        entry = route.nh = self.vnet.arp.table.get(route.gateway)
+                else:
+                    entry = self.vnet.arp.table.get(dst)
+                if (entry is not None and entry.ifp is ifp and entry.hdr is not None
+                        and total <= (route.mtu or ifp.mtu) and ifp.flags & IFF_UP):
+                    self.stats.localout += 1
+                    route.use += 1
+                    ifp.output(entry.hdr + pkt)
+                    return
         self.output_packet(pkt, dst, broadcast_ok=broadcast_ok, fib=fib)
 
     def output_packet(self, pkt: bytes, dst: int, *, broadcast_ok: bool = False,

@@ -71,9 +71,9 @@ def tcp_input(tcp: TcpState, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: i
     st.rcvtotal += 1
     try:
         if ifp.offl.partial:  # from an in-process link: nothing to verify (vimage.net.offload)
-            seg = wtcp.parse(memoryview(pkt)[hlen:])
+            seg = wtcp.parse_at(pkt, hlen)
         else:
-            seg = wtcp.parse(memoryview(pkt)[hlen:], src, dst)
+            seg = wtcp.parse_at(pkt, hlen, src, dst)
     except WireError as exc:
         count_drop(st, exc.reason, _PARSE_DROPS)
         return
@@ -110,9 +110,9 @@ def tcp6_input(tcp: TcpState, ifp: Ifnet, pkt: bytes, off: int, src: int, dst: i
     st.rcvtotal += 1
     try:
         if ifp.offl.partial:  # from an in-process link: nothing to verify (vimage.net.offload)
-            seg = wtcp.parse(memoryview(pkt)[off:])
+            seg = wtcp.parse_at(pkt, off)
         else:
-            seg = wtcp.parse(memoryview(pkt)[off:], src, dst)
+            seg = wtcp.parse_at(pkt, off, src, dst)
     except WireError as exc:
         count_drop(st, exc.reason, _PARSE_DROPS)
         return
@@ -183,7 +183,7 @@ def fast_input(tcb: Tcb, seg: wtcp.TcpRepr) -> bool:
     st = tcb.tcp.stats
     if data:
         if new_ack:  # process_ack's part, before the window and the text
-            ack_advance(tcb, ack, seg)
+            ack_advance(tcb, ack, seg, False)  # (the socket hears of both below, once)
             tcb.dupacks = 0
         else:
             st.preddat += 1
@@ -564,8 +564,9 @@ def challenge_ack(tcb: Tcb) -> None:
         ack_now(tcb)
 
 
-def ack_advance(tcb: Tcb, ack: int, seg: wtcp.TcpRepr) -> None:
-    """SND.UNA moves to `ack`: free the buffer, time the RTT, grow the window."""
+def ack_advance(tcb: Tcb, ack: int, seg: wtcp.TcpRepr, notify: bool = True) -> None:
+    """SND.UNA moves to `ack`: free the buffer, time the RTT, grow the window; then tell
+    the socket, unless the caller does (`notify` False: data came with the ACK)."""
     st = tcb.tcp.stats
     snd_una = tcb.snd_una
     acked = (ack - snd_una) & MASK
@@ -625,7 +626,8 @@ def ack_advance(tcb: Tcb, ack: int, seg: wtcp.TcpRepr) -> None:
             cancel_main(tcb)
     else:
         set_main(tcb, tcb.rto, rexmt_timeout)
-    tcb.notify()
+    if notify:
+        tcb.notify()
 
 
 def _on_ack_pieces(tcb: Tcb, acked: int, rtt: int | None, now: int, in_flight: int) -> None:

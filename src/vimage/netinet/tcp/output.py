@@ -19,7 +19,7 @@ from vimage.net.offload import (
 )
 from vimage.net.route import RTF_GATEWAY, RTF_REJECT
 from vimage.netinet.tcp.sack import next_seg, sack_blocks, sacked_below, set_pipe
-from vimage.netinet.tcp.seq import HALF, MASK, seq_diff, seq_leq, seq_lt
+from vimage.netinet.tcp.seq import HALF, MASK, seq_leq, seq_lt
 from vimage.netinet.tcp.timer import persist_timeout, rexmt_timeout, set_main
 from vimage.netinet.tcp.var import (
     ACK,
@@ -236,8 +236,10 @@ def output(tcb: Tcb, force_syn: bool = False, limited_transmit: bool = False) ->
         sent = sack_output(tcb)
     elif snd_buf:  # (with nothing queued, send_new_data has nothing to send)
         if tcb.snd_una == tcb.snd_max:  # resuming after idle (RFC 5681 §4.1)
-            tcb.cc.on_idle(tcb.now(), tcb.rto)
-        if 0 <= seq_diff(tcb.snd_nxt, tcb.snd_buf_seq) < len(snd_buf) or not tcb.snd_wnd:
+            tcb.cc.on_idle(tcb.tcp.vnet.kernel.sched.now_ns(), tcb.rto)
+        # 0 <= seq_diff(SND.NXT, the buffer's start) < its length, inlined (a buffer is
+        # far shorter than half the sequence space)
+        if (tcb.snd_nxt - tcb.snd_buf_seq) & MASK < len(snd_buf) or not tcb.snd_wnd:
             sent = send_new_data(tcb, limited_transmit)
         else:
             sent = False  # nothing new to send
