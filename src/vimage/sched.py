@@ -542,14 +542,19 @@ class Scheduler:
         thread sleeps on the condition variable until the next event.
         """
         with self.cond:
+            heap = self._heap
             while True:
                 self.run_ready()
                 if until is not None and until():
                     return True
-                nxt = self.next_deadline()
                 now = self.now_ns()
-                if now >= deadline_ns and (nxt is None or nxt > now):
-                    return until is None
+                if now >= deadline_ns:  # done unless a timer is due now; lazy ones are
+                    # not (they are due later), so they can stay out of the heap
+                    while heap and heap[0][2].cancelled:
+                        heapq.heappop(heap)
+                    if not heap or heap[0][0] > now:
+                        return until is None
+                nxt = self.next_deadline()
                 target = deadline_ns if nxt is None else min(nxt, deadline_ns)
                 if self.virtual:
                     if target == deadline_ns and nxt is None and until is not None \

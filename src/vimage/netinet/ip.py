@@ -187,6 +187,12 @@ class IpState:
                 return
             pkt = self.record_here(ifp, pkt, hlen, dst)
         if dst in self.local or dst in self.bcast or dst == INADDR_BROADCAST:
+            if not ((pkt[6] << 8) | pkt[7]) & 0x3FFF:  # deliver's common case, inline:
+                handler = self.protox.get(pkt[9])  # no fragment, a bound protocol
+                if handler is not None:
+                    st.delivered += 1
+                    handler(ifp, pkt, hlen, src, dst)
+                    return
             self.deliver(ifp, pkt, hlen, src, dst)
             return
         if dst >> 28 == 0xE:
