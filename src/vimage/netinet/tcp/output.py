@@ -297,6 +297,7 @@ def send_new_data(tcb: Tcb, limited_transmit: bool) -> bool:
         if tcb.sacked:
             sacked, hole = sacked_below(tcb)
         offset = (tcb.snd_nxt - tcb.snd_buf_seq) & MASK
+        rest = offset < HALF and not hole  # sending `pending` empties the queue
         if offset >= HALF:
             offset = 0
         pending = len(tcb.snd_buf) - offset
@@ -337,6 +338,8 @@ def send_new_data(tcb: Tcb, limited_transmit: bool) -> bool:
                 continue  # the MSS shrank to the interface's MTU: try again
             break
         sent = True
+        if rest and length == pending:
+            break  # all sent (a request, an answer): the next turn would find nothing
     return sent
 
 
@@ -389,15 +392,16 @@ def send_data(tcb: Tcb, seq: int, length: int, rexmit: bool = False) -> bool:
             tcb.cc.set_mss(mss)
             tcb.tcp.stats.pmtud_updates += 1
         return False
-    if seq_lt(seq, tcb.snd_max):  # a retransmission (counted by send_segment)
-        if tcb.rtt_seq is not None and seq_leq(seq, tcb.rtt_seq):
+    snd_max = tcb.snd_max
+    if 0 < (snd_max - seq) & MASK < HALF:  # seq_lt(seq, SND.MAX), inlined: a retransmission
+        if tcb.rtt_seq is not None and seq_leq(seq, tcb.rtt_seq):  # (counted by send_segment)
             tcb.rtt_seq = None  # Karn: never time a retransmitted segment
     elif tcb.rtt_seq is None and not tcb.ts_ok:
         tcb.rtt_seq, tcb.rtt_start = seq, tcb.now()
         tcb.tcp.stats.segstimed += 1
     if not rexmit:
         tcb.snd_nxt = end
-    if seq_lt(tcb.snd_max, end):
+    if 0 < (end - snd_max) & MASK < HALF:  # seq_lt(SND.MAX, end)
         tcb.snd_max = end
     if tcb.t_main is None or tcb.t_main.callback is not rexmt_timeout:
         set_main(tcb, tcb.rto, rexmt_timeout)
