@@ -596,7 +596,7 @@ def ack_advance(tcb: Tcb, ack: int, seg: wtcp.TcpRepr, notify: bool = True) -> N
             del tcb.snd_buf[:data_acked]
             tcb.snd_buf_seq = (tcb.snd_buf_seq + data_acked) & MASK
     tcb.snd_una = ack
-    if seq_lt(tcb.snd_nxt, ack):
+    if 0 < (ack - tcb.snd_nxt) & MASK < HALF:  # seq_lt(SND.NXT, ack), inlined
         tcb.snd_nxt = ack
     if tcb.sacked:
         tcb.sacked = [(left, r) for left, r in tcb.sacked if seq_lt(ack, r)]
@@ -622,8 +622,10 @@ def ack_advance(tcb: Tcb, ack: int, seg: wtcp.TcpRepr, notify: bool = True) -> N
             tcb.cc.on_ack(acked, rtt, now, in_flight)
     # the retransmission timer (RFC 6298 5.2/5.3)
     if tcb.snd_una == tcb.snd_max:
-        if tcb.t_main is not None and tcb.t_main.callback is rexmt_timeout:
-            cancel_main(tcb)
+        timer = tcb.t_main
+        if timer is not None and timer.callback is rexmt_timeout:
+            timer.cancel()  # (cancel_main, inlined)
+            tcb.t_main = None
     else:
         set_main(tcb, tcb.rto, rexmt_timeout)
     if notify:
