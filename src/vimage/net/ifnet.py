@@ -289,9 +289,8 @@ class Ifnet:
                     elif vxlan:
                         port = RxPort(rx, offl, 0, vxlan)
                     else:  # (rx_port, inlined)
-                        port = rx.rxport
-                        if port is None:
-                            port = rx.rx_port()
+                        cached = rx.rxport
+                        port = cached if cached is not None else rx.rx_port()
                     self.txq.append((port, frame))
                     return True
         elif self.bpf is None and self.flags & _UP_OR_HOOKS == IFF_UP and self.relays(frame):

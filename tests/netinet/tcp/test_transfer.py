@@ -563,11 +563,14 @@ def test_an_exchange_arms_only_the_timer_it_needs():
     link.no_faults()
 
 
-def _frames_of_exchanges(monkeypatch: pytest.MonkeyPatch, predict: bool) -> list[bytes]:
-    """Every frame of request/answer exchanges and a lossy transfer both ways, with
-    header prediction on or off."""
+def _frames_of_exchanges(monkeypatch: pytest.MonkeyPatch, predict: bool,
+                         lazy: bool = True) -> list[bytes]:
+    """Every frame of request/answer exchanges (some closer together than the delayed
+    ACK) and a lossy transfer both ways, with header prediction on or off, and TCP's
+    lazy timers lazy or pushed at once."""
     from vimage.net.ifnet import Epair
     from vimage.netinet.tcp import input as tcp_input_mod
+    from vimage.sched import Scheduler
 
     frames: list[bytes] = []
     original = Epair.input
@@ -579,6 +582,9 @@ def _frames_of_exchanges(monkeypatch: pytest.MonkeyPatch, predict: bool) -> list
     monkeypatch.setattr(Epair, "input", recording)
     if not predict:
         monkeypatch.setattr(tcp_input_mod, "fast_input", lambda tcb, seg: False)
+    if not lazy:
+        monkeypatch.setattr(Scheduler, "call_later_lazy", Scheduler.call_later)
+        monkeypatch.setattr(Scheduler, "withdraw", lambda self, timer: False)
     link = Link(seed=3, bandwidth="20Mbit/s", delay="3ms", loss="2%", queue=100)
     cli, conn = link.sockets()
     for i in range(20):
@@ -586,12 +592,23 @@ def _frames_of_exchanges(monkeypatch: pytest.MonkeyPatch, predict: bool) -> list
         assert conn.recv(100) == b"?%d\n" % i
         conn.sendall(b"!%d\n" % i)
         assert cli.recv(100) == b"!%d\n" % i
-        link.k.run(0.5)
+        link.k.run(0.5 if i % 4 else 0.02)  # every 4th: the next request within 40 ms
     pump(link.k, [Flow(cli, conn, link.payload(300 * KB)), Flow(conn, cli, link.payload(200 * KB))])
     link.k.run(120)
     link.no_faults()
     monkeypatch.undo()
     return frames
+
+
+def test_lazy_timers_change_nothing_on_the_wire(monkeypatch):
+    """TCP's lazy timers (a retransmission timer cancelled within its instant, a
+    delayed-ACK timer withdrawn when an answer carries the ACK, and brought back when a
+    request comes before it would have fired) put the same frames on the wire at the
+    same instants as timers pushed at once and left to fire."""
+    lazy = _frames_of_exchanges(monkeypatch, True)
+    eager = _frames_of_exchanges(monkeypatch, True, lazy=False)
+    assert len(lazy) > 400
+    assert lazy == eager
 
 
 def test_header_prediction_changes_nothing_on_the_wire(monkeypatch):
