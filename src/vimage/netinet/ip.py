@@ -154,10 +154,7 @@ class IpState:
             if hlen < 20 or hlen > n:
                 st.badhlen += 1
                 return
-        # a frame under the offload mark came over an in-process link with rxcsum on
-        # (vimage.net.offload): its header was built or updated by a vimage stack, so it
-        # is taken as checked, as FreeBSD's ip_input takes CSUM_IP_CHECKED|CSUM_IP_VALID
-        if not ifp.offl.partial and _from_bytes(pkt[:hlen]) % 0xFFFF:
+        if _from_bytes(pkt[:hlen]) % 0xFFFF:
             st.badsum += 1
             return
         total = (pkt[2] << 8) | pkt[3]
