@@ -533,10 +533,10 @@ class IpState:
                          + src + dst) % 0xFFFF
         if csum == 0xFFFF:
             csum = 0
-        pkt = HEADER.pack(0x45, tos, total, ident, off, ttl, proto, csum, src, dst) + payload
+        head = HEADER.pack(0x45, tos, total, ident, off, ttl, proto, csum, src, dst)
         if not fib and self.pfil_out is None and dst != INADDR_BROADCAST:
             # output_packet's fast path and _nexthop_hdr, inline: every TCP segment and
-            # UDP datagram sent comes this way
+            # UDP datagram sent comes this way (the frame made in one copy of the payload)
             route = self.vnet.rt._cache.get(dst)
             if (route is not None and not route.slots and not route.flags & _NOT_FAST
                     and dst not in self.bcast):
@@ -551,9 +551,9 @@ class IpState:
                         and total <= (route.mtu or ifp.mtu) and ifp.flags & IFF_UP):
                     self.stats.localout += 1
                     route.use += 1
-                    ifp.output(entry.hdr + pkt)
+                    ifp.output(b"".join((entry.hdr, head, payload)))
                     return
-        self.output_packet(pkt, dst, broadcast_ok=broadcast_ok, fib=fib)
+        self.output_packet(head + payload, dst, broadcast_ok=broadcast_ok, fib=fib)
 
     def output_packet(self, pkt: bytes, dst: int, *, broadcast_ok: bool = False,
                       raw: bool = False, fib: int = 0) -> None:
