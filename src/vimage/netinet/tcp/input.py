@@ -753,9 +753,10 @@ def schedule_ack(tcb: Tcb, segments: int = 1) -> None:
         ghost = tcb.delack_ghost
         if ghost is not None:  # withdrawn (output._withdraw_delack): back if still due
             tcb.delack_ghost = None
-            if not sched.passed(ghost.when, ghost.seq):
-                tcb.t_delack = sched.call_at(ghost.when, delack_timeout, tcb, ack_now,
-                                             owner=tcp.vnet, seq=ghost.seq)
+            when, seq = ghost
+            if not sched.passed(when, seq):
+                tcb.t_delack = sched.call_at(when, delack_timeout, tcb, ack_now,
+                                             owner=tcp.vnet, seq=seq)
                 return
         # lazy (Scheduler.call_later_lazy): an answer sent in this instant carries the ACK
         tcb.t_delack = sched.call_later_lazy(tcp.delacktime * MS, delack_timeout, tcb,

@@ -161,7 +161,7 @@ def _withdraw_delack(tcb: Tcb, timer: Timer) -> None:
     so timers run in the same order as if it had stayed)."""
     if tcb.tcp.vnet.kernel.sched.withdraw(timer):
         tcb.t_delack = None
-        tcb.delack_ghost = timer
+        tcb.delack_ghost = (timer.when, timer.seq)
 
 
 def tso_size(tcb: Tcb) -> int:
