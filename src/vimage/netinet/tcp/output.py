@@ -290,7 +290,11 @@ def send_new_data(tcb: Tcb, limited_transmit: bool) -> bool:
     """
     sent = False
     mss = tcb.mss
-    tso = tso_size(tcb)
+    # a queue of at most one segment (a request, an answer) needs no TSO size, and the
+    # route need not be looked up again while `tcb.offload` says PARTIAL: a mark left
+    # set on a route that no longer offloads costs a fill on the way out, never a
+    # missing checksum (vimage.net.offload), and gives the same bytes
+    tso = tso_size(tcb) if not tcb.offload or len(tcb.snd_buf) > mss else 0
     while True:
         hole = 0
         sacked = 0
