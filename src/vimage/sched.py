@@ -14,7 +14,6 @@ import heapq
 import logging
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -47,12 +46,13 @@ class PpsLimit:
         return self.count <= limit
 
 
-@mypyc_attr(native_class=False)  # compiled (vimage.compiled): weakly referenced (_own)
+@mypyc_attr(native_class=False)  # compiled (vimage.compiled): weakly referable, as before
 class Timer:
     """A one-shot kernel timer. `owner` is the vnet it belongs to (or None). `seq` orders
     timers due at the same instant: an int, or (owner's key, count) in keyed mode."""
 
-    __slots__ = ("__weakref__", "args", "callback", "cancelled", "owner", "seq", "when")
+    __slots__ = ("__weakref__", "args", "callback", "cancelled", "lazy", "owned", "owner",
+                 "seq", "when")
 
     def __init__(self, when: int, seq: Any, callback: Callable[..., Any], args: tuple,
                  owner: Any) -> None:
@@ -62,6 +62,8 @@ class Timer:
         self.args = args
         self.owner = owner
         self.cancelled = False
+        self.lazy = False  # armed by call_later_lazy and not in the heap yet
+        self.owned: set[Timer] | None = None  # its owner's index (Scheduler._own) while armed
 
     def __lt__(self, other: Timer) -> bool:
         # (when, seq) order: the heap's entries are (when, seq, timer) tuples, which reach
@@ -74,6 +76,10 @@ class Timer:
         self.callback = _noop
         self.args = ()
         self.owner = None
+        owned = self.owned
+        if owned is not None:
+            self.owned = None
+            owned.discard(self)
 
 
 def _noop(*_args: Any) -> None:
@@ -100,12 +106,22 @@ class Scheduler:
         # in an order that does not depend on which other vnets share this kernel
         self.keyed = False
         self._owner_seq: dict[Any, int] = {}
-        # timers by owner, so destroying a vnet cancels its own timers without a scan of
-        # the heap; weak references, so a fired timer does not keep what it called alive
-        # (the heap holds the pending ones); dead ones are pruned when a list doubles
-        self._owned: dict[Any, list[weakref.ref[Timer]]] = {}
-        self._owned_cap: dict[Any, int] = {}
+        # the armed timers of each owner, so destroying a vnet cancels its own timers
+        # without a scan of the heap; a timer leaves its set when it fires or is
+        # cancelled, so the set holds nothing dead (and makes no garbage: a weak
+        # reference per timer, kept until a prune, was one more object that outlived
+        # two collections for each timer)
+        self._owned: dict[Any, set[Timer]] = {}
         self._purged = 0  # timers cancelled by purge_timers still in the heap (at most)
+        # timers of call_later_lazy armed in this instant, not yet in the heap (virtual
+        # time): they enter it before the clock can move (`_settle`); one cancelled first
+        # costs neither a push nor a pop, nor an entry in the owner index
+        self._lazy: list[Timer] = []
+        # for `passed`: the key of the last timer fired, and the last instant at which
+        # the loop fired every timer due
+        self._fired_when = -1
+        self._fired_seq: Any = None
+        self._drained_at = -1
         self.queue: deque[tuple[Any, bytes]] = deque()
         self._virtual_now = 0
         self._real_base = time.monotonic_ns()
@@ -165,6 +181,59 @@ class Scheduler:
                 self.notify()
         return timer
 
+    def call_later_lazy(self, delay_ns: int, callback: Callable[..., Any], *args: Any,
+                        owner: Any = None) -> Timer:
+        """`call_later` for a timer that is likely cancelled within the instant it was
+        armed (TCP's retransmission timer of a request its answer acknowledges at once):
+        in virtual time it enters the heap only when the clock is about to move, with the
+        ordering key it was given now, so nothing can tell it from one pushed at once; if
+        it is cancelled before, it never enters the heap. A delay of 0 and the real clock
+        arm at once."""
+        if not self.virtual or delay_ns <= 0:
+            return self.call_later(delay_ns, callback, *args, owner=owner)
+        if self.keyed:
+            seq = self.next_seq(owner)
+        else:
+            self._seq = seq = self._seq + 1
+        timer = Timer(self._virtual_now + int(delay_ns), seq, callback, args, owner)
+        timer.lazy = True
+        self._lazy.append(timer)
+        return timer
+
+    def withdraw(self, timer: Timer) -> bool:
+        """Cancel `timer` if it is a lazy one not in the heap yet (True); False if it is
+        in the heap, fired or cancelled (it is left alone). Its `when` and `seq` stay: a
+        caller that may need it after all re-arms it with them (`call_at`), if
+        `passed` says it would not have fired yet."""
+        if timer.lazy and not timer.cancelled:
+            timer.cancel()
+            return True
+        return False
+
+    def passed(self, when: int, seq: Any) -> bool:
+        """Whether a timer of key (`when`, `seq`), had it been in the heap, would have
+        been popped by now: it is due before now, or now and the loop has fired a later
+        key at this instant or every timer due now (virtual time)."""
+        now = self._virtual_now if self.virtual else self.now_ns()
+        if when != now:
+            return when < now
+        if self._drained_at == now:
+            return True
+        return self._fired_when == now and self._fired_seq > seq
+
+    def _settle(self) -> None:
+        """Push the lazy timers still armed (see call_later_lazy) into the heap."""
+        lazy = self._lazy
+        heap = self._heap
+        for timer in lazy:
+            timer.lazy = False
+            if not timer.cancelled:
+                owner = timer.owner
+                if owner is not None:
+                    self._own(owner, timer)
+                heapq.heappush(heap, (timer.when, timer.seq, timer))
+        lazy.clear()
+
     def call_at(self, when_ns: int, callback: Callable[..., Any], *args: Any,
                 owner: Any = None, seq: Any = None) -> Timer:
         """A timer due at `when_ns` (not before now); `seq` its ordering key among timers
@@ -187,6 +256,8 @@ class Scheduler:
         return timer
 
     def next_deadline(self) -> int | None:
+        if self._lazy:
+            self._settle()
         heap = self._heap
         while heap and heap[0][2].cancelled:
             heapq.heappop(heap)
@@ -212,24 +283,25 @@ class Scheduler:
         loops that wait for more than the kernel (vimage.aio.selector)."""
         if not self.virtual:
             raise RuntimeError("the real clock cannot be moved")
+        if self._lazy:
+            self._settle()
         if when_ns > self._virtual_now:
             self._virtual_now = when_ns
 
     def pending_timers(self, owner: Any = None) -> int:
         """Live timers (all, or those of one owner)."""
+        if self._lazy:
+            self._settle()
         return sum(1 for _w, _s, t in self._heap
                    if not t.cancelled and (owner is None or t.owner is owner))
 
     def _own(self, owner: Any, timer: Timer) -> None:
-        """Index `timer` under its owner. A list is pruned of dead timers each time it
-        reaches twice its live size (at least 32): amortised O(1) per timer."""
+        """Index `timer` under its owner until it fires or is cancelled."""
         owned = self._owned.get(owner)
         if owned is None:
-            owned = self._owned[owner] = []
-        owned.append(weakref.ref(timer))
-        if len(owned) >= self._owned_cap.get(owner, 32):
-            owned[:] = [r for r in owned if (t := r()) is not None and not t.cancelled]
-            self._owned_cap[owner] = max(32, 2 * len(owned))
+            owned = self._owned[owner] = set()
+        owned.add(timer)
+        timer.owned = owned
 
     def purge_timers(self, owner: Any) -> None:
         """Cancel and forget every timer that belongs to `owner` (a vnet).
@@ -238,12 +310,14 @@ class Scheduler:
         linear, not n scans and re-heapifications of the whole heap. Cancelled timers are
         left in the heap (the loop skips them) until they make up half of it: then one
         compaction, whose cost those cancellations paid for."""
+        for timer in self._lazy:  # (not indexed yet)
+            if timer.owner is owner:
+                timer.cancel()
         owned = self._owned.pop(owner, ())
-        self._owned_cap.pop(owner, None)
         self._owner_seq.pop(owner, None)
-        for ref in owned:
-            t = ref()
-            if t is not None and not t.cancelled and t.owner is owner:
+        for t in owned:
+            t.owned = None  # (cancel would take it out of the set being walked)
+            if not t.cancelled and t.owner is owner:
                 t.cancel()
                 self._purged += 1
         heap = self._heap
@@ -294,10 +368,17 @@ class Scheduler:
             now = self.now_ns()
             fired = False
             while heap and (heap[0][0] <= now or heap[0][2].cancelled):
-                timer = heappop(heap)[2]
+                entry = heappop(heap)
+                timer = entry[2]
                 if timer.cancelled:
                     continue
                 timer.cancelled = True
+                owned = timer.owned
+                if owned is not None:
+                    timer.owned = None
+                    owned.discard(timer)
+                self._fired_when = entry[0]
+                self._fired_seq = entry[1]
                 self.events += 1
                 try:
                     timer.callback(*timer.args)
@@ -306,6 +387,8 @@ class Scheduler:
                 fired = ran = True
                 if queue:
                     break
+            else:
+                self._drained_at = now
             if not fired and not queue:
                 return ran
 
@@ -336,10 +419,17 @@ class Scheduler:
             now = self.now_ns()
             fired = False
             while heap and (heap[0][0] <= now or heap[0][2].cancelled):
-                timer = heappop(heap)[2]
+                entry = heappop(heap)
+                timer = entry[2]
                 if timer.cancelled:
                     continue
                 timer.cancelled = True
+                owned = timer.owned
+                if owned is not None:
+                    timer.owned = None
+                    owned.discard(timer)
+                self._fired_when = entry[0]
+                self._fired_seq = entry[1]
                 self.events += 1
                 owner = timer.owner
                 meter.switch(base if owner is None else owner)
@@ -351,6 +441,8 @@ class Scheduler:
                 fired = ran = True
                 if queue:
                     break
+            else:
+                self._drained_at = now
             if not fired and not queue:
                 return ran
 
@@ -456,14 +548,19 @@ class Scheduler:
         thread sleeps on the condition variable until the next event.
         """
         with self.cond:
+            heap = self._heap
             while True:
                 self.run_ready()
                 if until is not None and until():
                     return True
-                nxt = self.next_deadline()
                 now = self.now_ns()
-                if now >= deadline_ns and (nxt is None or nxt > now):
-                    return until is None
+                if now >= deadline_ns:  # done unless a timer is due now; lazy ones are
+                    # not (they are due later), so they can stay out of the heap
+                    while heap and heap[0][2].cancelled:
+                        heapq.heappop(heap)
+                    if not heap or heap[0][0] > now:
+                        return until is None
+                nxt = self.next_deadline()
                 target = deadline_ns if nxt is None else min(nxt, deadline_ns)
                 if self.virtual:
                     if target == deadline_ns and nxt is None and until is not None \

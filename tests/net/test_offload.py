@@ -119,6 +119,34 @@ def test_same_bytes_with_offloads_off_and_wire_sized_frames(v6):
     assert b.tcp.stats.rcvbadsum == 0
 
 
+def test_small_segments_keep_correct_checksums_when_txcsum_goes_off_midway():
+    """TCP remembers that its route offloads the checksum (`tcb.offload`) and does not
+    look it up again for a segment of at most an MSS: one sent under the mark after
+    `-txcsum` is filled on its way out, so every frame still carries a correct checksum:
+    the receiver, verifying again (`-rxcsum`), takes them all."""
+    k, a, b, ea, eb, dst = pair()
+    srv = b.socket(2, 1)
+    srv.bind(("", 5001))
+    srv.listen(1)
+    cli = a.socket(2, 1)
+    cli.connect((dst, 5001))
+    conn, _ = srv.accept()
+    cli.sendall(b"?before\n")
+    assert conn.recv(100) == b"?before\n"
+    assert cli.tcb.offload == offload.PARTIAL
+    assert a.cmd("ifconfig epair0a -txcsum").status == 0
+    assert b.cmd("ifconfig epair0b -rxcsum").status == 0
+    for i in range(5):
+        cli.sendall(b"?%d\n" % i)
+        assert conn.recv(100) == b"?%d\n" % i
+        conn.sendall(b"!%d\n" % i)
+        assert cli.recv(100) == b"!%d\n" % i
+        k.run(1)
+    assert cli.tcb.offload == offload.PARTIAL  # (not looked up again)
+    assert b.tcp.stats.rcvbadsum == 0 and a.tcp.stats.rcvbadsum == 0
+    assert b.tcp.stats.rcvtotal >= 10  # every request and ACK verified, and good
+
+
 def test_tso_off_keeps_checksum_offload():
     k, a, b, ea, eb, dst = pair()
     assert a.cmd("ifconfig epair0a -tso").status == 0

@@ -286,8 +286,11 @@ class Ifnet:
                     vxlan = offl.partial & VXLAN
                     if large:
                         port = RxPort(rx, offl, offl.gso, vxlan)
-                    else:
-                        port = RxPort(rx, offl, 0, vxlan) if vxlan else rx.rx_port()
+                    elif vxlan:
+                        port = RxPort(rx, offl, 0, vxlan)
+                    else:  # (rx_port, inlined)
+                        cached = rx.rxport
+                        port = cached if cached is not None else rx.rx_port()
                     self.txq.append((port, frame))
                     return True
         elif self.bpf is None and self.flags & _UP_OR_HOOKS == IFF_UP and self.relays(frame):

@@ -187,6 +187,12 @@ class IpState:
                 return
             pkt = self.record_here(ifp, pkt, hlen, dst)
         if dst in self.local or dst in self.bcast or dst == INADDR_BROADCAST:
+            if not ((pkt[6] << 8) | pkt[7]) & 0x3FFF:  # deliver's common case, inline:
+                handler = self.protox.get(pkt[9])  # no fragment, a bound protocol
+                if handler is not None:
+                    st.delivered += 1
+                    handler(ifp, pkt, hlen, src, dst)
+                    return
             self.deliver(ifp, pkt, hlen, src, dst)
             return
         if dst >> 28 == 0xE:
@@ -545,8 +551,27 @@ class IpState:
                          + src + dst) % 0xFFFF
         if csum == 0xFFFF:
             csum = 0
-        pkt = HEADER.pack(0x45, tos, total, ident, off, ttl, proto, csum, src, dst) + payload
-        self.output_packet(pkt, dst, broadcast_ok=broadcast_ok, fib=fib)
+        head = HEADER.pack(0x45, tos, total, ident, off, ttl, proto, csum, src, dst)
+        if not fib and self.pfil_out is None and dst != INADDR_BROADCAST:
+            # output_packet's fast path and _nexthop_hdr, inline: every TCP segment and
+            # UDP datagram sent comes this way (the frame made in one copy of the payload)
+            route = self.vnet.rt._cache.get(dst)
+            if (route is not None and not route.slots and not route.flags & _NOT_FAST
+                    and dst not in self.bcast):
+                ifp = route.ifp
+                if route.flags & RTF_GATEWAY:
+                    entry = route.nh
+                    if entry is None or entry.hdr is None:
+                        entry = route.nh = self.vnet.arp.table.get(route.gateway)
+                else:
+                    entry = self.vnet.arp.table.get(dst)
+                if (entry is not None and entry.ifp is ifp and entry.hdr is not None
+                        and total <= (route.mtu or ifp.mtu) and ifp.flags & IFF_UP):
+                    self.stats.localout += 1
+                    route.use += 1
+                    ifp.output(b"".join((entry.hdr, head, payload)))
+                    return
+        self.output_packet(head + payload, dst, broadcast_ok=broadcast_ok, fib=fib)
 
     def output_packet(self, pkt: bytes, dst: int, *, broadcast_ok: bool = False,
                       raw: bool = False, fib: int = 0) -> None:

@@ -369,7 +369,8 @@ class TcpSocket(TimeoutMixin, PollMixin):
             if self.closed or tcb is None or tcb.state != ESTABLISHED:  # else: both pass
                 self._check_open()
                 tcb = self._connected()
-            data = memoryview(data).cast("B")
+            if type(data) is not bytes:  # (bytes are bytes: no view to make)
+                data = memoryview(data).cast("B")
             if not len(data):
                 return 0
             if not (len(tcb.snd_buf) < tcb.snd_space or tcb.shut_wr or tcb.state == CLOSED):

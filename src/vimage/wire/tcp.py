@@ -183,6 +183,25 @@ def parse(buf: Buffer, src: int | None = None, dst: int | None = None) -> TcpRep
     )
 
 
+def parse_at(pkt: Buffer, off: int, src: int | None = None,
+             dst: int | None = None) -> TcpRepr:
+    """``parse(memoryview(pkt)[off:], src, dst)`` for the segment at offset `off` of a
+    packet (IP input's case). The usual header (NOP NOP TIMESTAMP) is read from the
+    packet itself: one view, of the payload, instead of three and the format checks of
+    `as_view`, on TCP's receive path."""
+    size = len(pkt) - off
+    if size >= 32 and pkt[off + 12] == 0x80:
+        sport, dport, seq, ack, _, flags, window, cksum, urgent, word, tsval, tsecr = \
+            _HEADER_TS.unpack_from(pkt, off)
+        if word == _TS_ALONE_WORD:
+            if src is not None and dst is not None:
+                _verify(memoryview(pkt)[off:], size, src, dst)
+            return _new(TcpRepr, (sport, dport, seq, ack, flags, window, cksum, urgent, 32,
+                                  _new(TcpOptions, (None, None, False, (), (tsval, tsecr))),
+                                  memoryview(pkt)[off + 32:]))
+    return parse(memoryview(pkt)[off:], src, dst)
+
+
 def _sack_room(base: int, count: int) -> int:
     """How many of ``count`` SACK blocks fit after ``base`` bytes of other options."""
     if not count:

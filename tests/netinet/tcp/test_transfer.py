@@ -26,6 +26,7 @@ A, B = "10.0.0.1", "10.0.0.2"
 KB = 1024
 MB = 1024 * 1024
 S = 1_000_000_000
+MS = 1_000_000
 
 
 @dataclass
@@ -522,11 +523,54 @@ def test_header_prediction_takes_requests_and_the_acks_of_answers():
     link.no_faults()
 
 
-def _frames_of_exchanges(monkeypatch: pytest.MonkeyPatch, predict: bool) -> list[bytes]:
-    """Every frame of request/answer exchanges and a lossy transfer both ways, with
-    header prediction on or off."""
+def test_an_exchange_arms_only_the_timer_it_needs():
+    """A request's retransmission timer, cancelled by its answer, and the server's
+    delayed-ACK timer, whose ACK the answer carries, are both lazy and gone within the
+    instant: the heap gains only the client's delayed ACK of the answer and the
+    server's retransmission timer of it. A request before the withdrawn delayed-ACK
+    timer would have fired brings it back with its own key (and the same ACK time)."""
+    link = Link()
+    cli, conn = link.sockets()
+    sched = link.k.sched
+    link.k.run(1)
+    for i in range(3):
+        before = len(sched._heap)
+        cli.sendall(b"?%d\n" % i)
+        assert conn.recv(100) == b"?%d\n" % i
+        conn.sendall(b"!%d\n" % i)
+        assert cli.recv(100) == b"!%d\n" % i
+        assert conn.tcb.t_delack is None and conn.tcb.delack_ghost is not None
+        assert cli.tcb.t_main is None and cli.tcb.t_delack is not None
+        sched.next_event()  # the clock may move: lazy timers still armed enter the heap
+        assert len(sched._heap) == before + 2
+        link.k.run(1)
+    cli.sendall(b"?x\n")
+    assert conn.recv(100) == b"?x\n"
+    conn.sendall(b"!x\n")
+    ghost = conn.tcb.delack_ghost
+    assert ghost is not None and ghost[0] == link.k.now_ns() + 40 * MS
+    link.k.run(0.001)  # a request 1 ms later: the withdrawn timer comes back as it was
+    cli.sendall(b"?y\n")
+    link.k.run(0)
+    timer = conn.tcb.t_delack
+    assert timer is not None and (timer.when, timer.seq) == ghost
+    assert conn.tcb.delack_ghost is None
+    acked = cli.tcb.snd_max
+    link.k.run(0.0395)  # it fires at 40 ms, finds the ACK due 1 ms later and waits
+    assert cli.tcb.snd_una != acked
+    link.k.run(0.001)
+    assert cli.tcb.snd_una == acked
+    link.no_faults()
+
+
+def _frames_of_exchanges(monkeypatch: pytest.MonkeyPatch, predict: bool,
+                         lazy: bool = True) -> list[bytes]:
+    """Every frame of request/answer exchanges (some closer together than the delayed
+    ACK) and a lossy transfer both ways, with header prediction on or off, and TCP's
+    lazy timers lazy or pushed at once."""
     from vimage.net.ifnet import Epair
     from vimage.netinet.tcp import input as tcp_input_mod
+    from vimage.sched import Scheduler
 
     frames: list[bytes] = []
     original = Epair.input
@@ -538,6 +582,9 @@ def _frames_of_exchanges(monkeypatch: pytest.MonkeyPatch, predict: bool) -> list
     monkeypatch.setattr(Epair, "input", recording)
     if not predict:
         monkeypatch.setattr(tcp_input_mod, "fast_input", lambda tcb, seg: False)
+    if not lazy:
+        monkeypatch.setattr(Scheduler, "call_later_lazy", Scheduler.call_later)
+        monkeypatch.setattr(Scheduler, "withdraw", lambda self, timer: False)
     link = Link(seed=3, bandwidth="20Mbit/s", delay="3ms", loss="2%", queue=100)
     cli, conn = link.sockets()
     for i in range(20):
@@ -545,12 +592,23 @@ def _frames_of_exchanges(monkeypatch: pytest.MonkeyPatch, predict: bool) -> list
         assert conn.recv(100) == b"?%d\n" % i
         conn.sendall(b"!%d\n" % i)
         assert cli.recv(100) == b"!%d\n" % i
-        link.k.run(0.5)
+        link.k.run(0.5 if i % 4 else 0.02)  # every 4th: the next request within 40 ms
     pump(link.k, [Flow(cli, conn, link.payload(300 * KB)), Flow(conn, cli, link.payload(200 * KB))])
     link.k.run(120)
     link.no_faults()
     monkeypatch.undo()
     return frames
+
+
+def test_lazy_timers_change_nothing_on_the_wire(monkeypatch):
+    """TCP's lazy timers (a retransmission timer cancelled within its instant, a
+    delayed-ACK timer withdrawn when an answer carries the ACK, and brought back when a
+    request comes before it would have fired) put the same frames on the wire at the
+    same instants as timers pushed at once and left to fire."""
+    lazy = _frames_of_exchanges(monkeypatch, True)
+    eager = _frames_of_exchanges(monkeypatch, True, lazy=False)
+    assert len(lazy) > 400
+    assert lazy == eager
 
 
 def test_header_prediction_changes_nothing_on_the_wire(monkeypatch):

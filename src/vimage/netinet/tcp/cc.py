@@ -137,7 +137,8 @@ class CongestionControl:
         if self._last_ack_ns is not None and now_ns - self._last_ack_ns <= rto_ns:
             self._short_idle(now_ns)
             return
-        self.cwnd = min(self.cwnd, initial_window(self.mss))
+        mss = self.mss  # initial_window(mss), inlined: an interactive flow idles often
+        self.cwnd = min(self.cwnd, 10 * mss, max(2 * mss, 14600))
         self._reset_epoch()
 
     def set_mss(self, mss: int) -> None:

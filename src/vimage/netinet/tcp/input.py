@@ -71,9 +71,9 @@ def tcp_input(tcp: TcpState, ifp: Ifnet, pkt: bytes, hlen: int, src: int, dst: i
     st.rcvtotal += 1
     try:
         if ifp.offl.partial:  # from an in-process link: nothing to verify (vimage.net.offload)
-            seg = wtcp.parse(memoryview(pkt)[hlen:])
+            seg = wtcp.parse_at(pkt, hlen)
         else:
-            seg = wtcp.parse(memoryview(pkt)[hlen:], src, dst)
+            seg = wtcp.parse_at(pkt, hlen, src, dst)
     except WireError as exc:
         count_drop(st, exc.reason, _PARSE_DROPS)
         return
@@ -110,9 +110,9 @@ def tcp6_input(tcp: TcpState, ifp: Ifnet, pkt: bytes, off: int, src: int, dst: i
     st.rcvtotal += 1
     try:
         if ifp.offl.partial:  # from an in-process link: nothing to verify (vimage.net.offload)
-            seg = wtcp.parse(memoryview(pkt)[off:])
+            seg = wtcp.parse_at(pkt, off)
         else:
-            seg = wtcp.parse(memoryview(pkt)[off:], src, dst)
+            seg = wtcp.parse_at(pkt, off, src, dst)
     except WireError as exc:
         count_drop(st, exc.reason, _PARSE_DROPS)
         return
@@ -183,7 +183,7 @@ def fast_input(tcb: Tcb, seg: wtcp.TcpRepr) -> bool:
     st = tcb.tcp.stats
     if data:
         if new_ack:  # process_ack's part, before the window and the text
-            ack_advance(tcb, ack, seg)
+            ack_advance(tcb, ack, seg, False)  # (the socket hears of both below, once)
             tcb.dupacks = 0
         else:
             st.preddat += 1
@@ -564,8 +564,9 @@ def challenge_ack(tcb: Tcb) -> None:
         ack_now(tcb)
 
 
-def ack_advance(tcb: Tcb, ack: int, seg: wtcp.TcpRepr) -> None:
-    """SND.UNA moves to `ack`: free the buffer, time the RTT, grow the window."""
+def ack_advance(tcb: Tcb, ack: int, seg: wtcp.TcpRepr, notify: bool = True) -> None:
+    """SND.UNA moves to `ack`: free the buffer, time the RTT, grow the window; then tell
+    the socket, unless the caller does (`notify` False: data came with the ACK)."""
     st = tcb.tcp.stats
     snd_una = tcb.snd_una
     acked = (ack - snd_una) & MASK
@@ -595,7 +596,7 @@ def ack_advance(tcb: Tcb, ack: int, seg: wtcp.TcpRepr) -> None:
             del tcb.snd_buf[:data_acked]
             tcb.snd_buf_seq = (tcb.snd_buf_seq + data_acked) & MASK
     tcb.snd_una = ack
-    if seq_lt(tcb.snd_nxt, ack):
+    if 0 < (ack - tcb.snd_nxt) & MASK < HALF:  # seq_lt(SND.NXT, ack), inlined
         tcb.snd_nxt = ack
     if tcb.sacked:
         tcb.sacked = [(left, r) for left, r in tcb.sacked if seq_lt(ack, r)]
@@ -621,11 +622,14 @@ def ack_advance(tcb: Tcb, ack: int, seg: wtcp.TcpRepr) -> None:
             tcb.cc.on_ack(acked, rtt, now, in_flight)
     # the retransmission timer (RFC 6298 5.2/5.3)
     if tcb.snd_una == tcb.snd_max:
-        if tcb.t_main is not None and tcb.t_main.callback is rexmt_timeout:
-            cancel_main(tcb)
+        timer = tcb.t_main
+        if timer is not None and timer.callback is rexmt_timeout:
+            timer.cancel()  # (cancel_main, inlined)
+            tcb.t_main = None
     else:
         set_main(tcb, tcb.rto, rexmt_timeout)
-    tcb.notify()
+    if notify:
+        tcb.notify()
 
 
 def _on_ack_pieces(tcb: Tcb, acked: int, rtt: int | None, now: int, in_flight: int) -> None:
@@ -746,8 +750,17 @@ def schedule_ack(tcb: Tcb, segments: int = 1) -> None:
     sched = tcp.vnet.kernel.sched
     tcb.delack_due = sched.now_ns() + tcp.delacktime * MS
     if tcb.t_delack is None:
-        tcb.t_delack = sched.call_later(tcp.delacktime * MS, delack_timeout, tcb,
-                                        owner=tcp.vnet)
+        ghost = tcb.delack_ghost
+        if ghost is not None:  # withdrawn (output._withdraw_delack): back if still due
+            tcb.delack_ghost = None
+            when, seq = ghost
+            if not sched.passed(when, seq):
+                tcb.t_delack = sched.call_at(when, delack_timeout, tcb, ack_now,
+                                             owner=tcp.vnet, seq=seq)
+                return
+        # lazy (Scheduler.call_later_lazy): an answer sent in this instant carries the ACK
+        tcb.t_delack = sched.call_later_lazy(tcp.delacktime * MS, delack_timeout, tcb,
+                                             ack_now, owner=tcp.vnet)
 
 
 def receive_fin(tcb: Tcb) -> None:

@@ -19,7 +19,7 @@ from vimage.net.offload import (
 )
 from vimage.net.route import RTF_GATEWAY, RTF_REJECT
 from vimage.netinet.tcp.sack import next_seg, sack_blocks, sacked_below, set_pipe
-from vimage.netinet.tcp.seq import HALF, MASK, seq_diff, seq_leq, seq_lt
+from vimage.netinet.tcp.seq import HALF, MASK, seq_leq, seq_lt
 from vimage.netinet.tcp.timer import persist_timeout, rexmt_timeout, set_main
 from vimage.netinet.tcp.var import (
     ACK,
@@ -45,6 +45,7 @@ from vimage.wire.ipv4 import PROTO_TCP
 if TYPE_CHECKING:
     from vimage.net.ifnet import Ifnet
     from vimage.netinet.tcp.var import Tcb, TcpState
+    from vimage.sched import Timer
 
 IP6_TCP_HDRS = 60  # an IPv6 and a TCP header: the MSS is the MTU less these (1440 at 1500)
 _TSO4 = IFCAP_TSO4 | IFCAP_TXCSUM  # TSO needs the checksum offloaded too
@@ -123,6 +124,9 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes | bytearray, ack: i
         tcb.rcv_adv = (ack + (window << shift)) & MASK
         tcb.want_ack = False  # a delayed ACK timer still armed finds nothing to do
         tcb.unacked_segs = 0
+        delack = tcb.t_delack
+        if delack is not None and delack.lazy:
+            _withdraw_delack(tcb, delack)
     offl = tcb.offl
     saved, saved_gso = offl.partial, offl.gso
     offl.partial, offl.gso = mark, tcb.mss
@@ -147,6 +151,17 @@ def send_segment(tcb: Tcb, seq: int, flags: int, data: bytes | bytearray, ack: i
         if not tcb.v6:  # the pieces take consecutive IP IDs: the next packet follows them
             ip = tcp.vnet.ip  # (Linux ip_select_ident_segs)
             ip.ident = (ip.ident + pieces - 1) & 0xFFFF
+
+
+def _withdraw_delack(tcb: Tcb, timer: Timer) -> None:
+    """An ACK goes in the instant the delayed-ACK timer was armed (an answer carries the
+    ACK of its request): the timer, still outside the heap (lazy), would only fire to
+    find nothing to do, so it is withdrawn, kept as `delack_ghost` in case a segment
+    comes before it would have fired (input.schedule_ack re-arms it with its key then,
+    so timers run in the same order as if it had stayed)."""
+    if tcb.tcp.vnet.kernel.sched.withdraw(timer):
+        tcb.t_delack = None
+        tcb.delack_ghost = (timer.when, timer.seq)
 
 
 def tso_size(tcb: Tcb) -> int:
@@ -221,8 +236,10 @@ def output(tcb: Tcb, force_syn: bool = False, limited_transmit: bool = False) ->
         sent = sack_output(tcb)
     elif snd_buf:  # (with nothing queued, send_new_data has nothing to send)
         if tcb.snd_una == tcb.snd_max:  # resuming after idle (RFC 5681 §4.1)
-            tcb.cc.on_idle(tcb.now(), tcb.rto)
-        if 0 <= seq_diff(tcb.snd_nxt, tcb.snd_buf_seq) < len(snd_buf) or not tcb.snd_wnd:
+            tcb.cc.on_idle(tcb.tcp.vnet.kernel.sched.now_ns(), tcb.rto)
+        # 0 <= seq_diff(SND.NXT, the buffer's start) < its length, inlined (a buffer is
+        # far shorter than half the sequence space)
+        if (tcb.snd_nxt - tcb.snd_buf_seq) & MASK < len(snd_buf) or not tcb.snd_wnd:
             sent = send_new_data(tcb, limited_transmit)
         else:
             sent = False  # nothing new to send
@@ -273,13 +290,18 @@ def send_new_data(tcb: Tcb, limited_transmit: bool) -> bool:
     """
     sent = False
     mss = tcb.mss
-    tso = tso_size(tcb)
+    # a queue of at most one segment (a request, an answer) needs no TSO size, and the
+    # route need not be looked up again while `tcb.offload` says PARTIAL: a mark left
+    # set on a route that no longer offloads costs a fill on the way out, never a
+    # missing checksum (vimage.net.offload), and gives the same bytes
+    tso = tso_size(tcb) if not tcb.offload or len(tcb.snd_buf) > mss else 0
     while True:
         hole = 0
         sacked = 0
         if tcb.sacked:
             sacked, hole = sacked_below(tcb)
         offset = (tcb.snd_nxt - tcb.snd_buf_seq) & MASK
+        rest = offset < HALF and not hole  # sending `pending` empties the queue
         if offset >= HALF:
             offset = 0
         pending = len(tcb.snd_buf) - offset
@@ -320,6 +342,8 @@ def send_new_data(tcb: Tcb, limited_transmit: bool) -> bool:
                 continue  # the MSS shrank to the interface's MTU: try again
             break
         sent = True
+        if rest and length == pending:
+            break  # all sent (a request, an answer): the next turn would find nothing
     return sent
 
 
@@ -372,15 +396,16 @@ def send_data(tcb: Tcb, seq: int, length: int, rexmit: bool = False) -> bool:
             tcb.cc.set_mss(mss)
             tcb.tcp.stats.pmtud_updates += 1
         return False
-    if seq_lt(seq, tcb.snd_max):  # a retransmission (counted by send_segment)
-        if tcb.rtt_seq is not None and seq_leq(seq, tcb.rtt_seq):
+    snd_max = tcb.snd_max
+    if 0 < (snd_max - seq) & MASK < HALF:  # seq_lt(seq, SND.MAX), inlined: a retransmission
+        if tcb.rtt_seq is not None and seq_leq(seq, tcb.rtt_seq):  # (counted by send_segment)
             tcb.rtt_seq = None  # Karn: never time a retransmitted segment
     elif tcb.rtt_seq is None and not tcb.ts_ok:
         tcb.rtt_seq, tcb.rtt_start = seq, tcb.now()
         tcb.tcp.stats.segstimed += 1
     if not rexmit:
         tcb.snd_nxt = end
-    if seq_lt(tcb.snd_max, end):
+    if 0 < (end - snd_max) & MASK < HALF:  # seq_lt(SND.MAX, end)
         tcb.snd_max = end
     if tcb.t_main is None or tcb.t_main.callback is not rexmt_timeout:
         set_main(tcb, tcb.rto, rexmt_timeout)

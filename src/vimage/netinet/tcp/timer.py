@@ -36,6 +36,8 @@ from vimage.netinet.tcp.var import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from vimage.netinet.tcp.var import Tcb
 
 
@@ -51,7 +53,9 @@ def set_main(tcb: Tcb, delay_ns: int, callback: Any) -> None:
         if callback is rexmt_timeout and timer.callback is callback and timer.when <= due:
             return
         timer.cancel()
-    tcb.t_main = sched.call_later(delay_ns, callback, tcb, owner=tcb.tcp.vnet)
+    # lazily pushed (Scheduler.call_later_lazy): the retransmission timer of a request is
+    # mostly cancelled by its answer within the same instant
+    tcb.t_main = sched.call_later_lazy(delay_ns, callback, tcb, owner=tcb.tcp.vnet)
 
 
 def cancel_main(tcb: Tcb) -> None:
@@ -66,6 +70,7 @@ def cancel_all(tcb: Tcb) -> None:
         if timer is not None:
             timer.cancel()
             setattr(tcb, name, None)
+    tcb.delack_ghost = None
 
 
 def rexmt_timeout(tcb: Tcb) -> None:
@@ -156,20 +161,26 @@ def persist_timeout(tcb: Tcb) -> None:
     set_main(tcb, delay, persist_timeout)
 
 
-def delack_timeout(tcb: Tcb) -> None:
+def delack_timeout(tcb: Tcb, ack_now: Callable[[Tcb], None] | None = None) -> None:
+    """The delayed ACK is due. `ack_now` is output.ack_now, passed by the input code that
+    armed the timer (it is above this module): importing it here on every delayed ACK
+    cost about a microsecond."""
     tcb.t_delack = None
     if not tcb.want_ack or tcb.state == CLOSED:
         return
     tcp = tcb.tcp
-    early = tcb.delack_due - tcb.now()
+    sched = tcp.vnet.kernel.sched
+    early = tcb.delack_due - sched.now_ns()
     if early > 0:
-        tcb.t_delack = tcp.vnet.kernel.sched.call_later(early, delack_timeout, tcb,
-                                                        owner=tcp.vnet)
+        tcb.t_delack = sched.call_later(early, delack_timeout, tcb, ack_now, owner=tcp.vnet)
         return
-    from vimage.netinet.tcp.output import ack_now
-
     tcp.stats.delack += 1
-    ack_now(tcb)
+    if ack_now is not None:
+        ack_now(tcb)
+        return
+    from vimage.netinet.tcp.output import ack_now as send
+
+    send(tcb)
 
 
 def arm_2msl(tcb: Tcb) -> None:

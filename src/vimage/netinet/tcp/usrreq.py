@@ -131,7 +131,7 @@ def connect6(tcb: Tcb, laddr: int, lport: int, addr: int, port: int,
     output(tcb)
 
 
-def send(tcb: Tcb, data: memoryview) -> int:
+def send(tcb: Tcb, data: bytes | memoryview) -> int:
     """Queue what fits of `data` in the send buffer and send what the windows allow;
     the bytes taken."""
     chunk = data[:tcb.snd_space - len(tcb.snd_buf)]
@@ -142,9 +142,16 @@ def send(tcb: Tcb, data: memoryview) -> int:
 
 def receive(tcb: Tcb, bufsize: int, peek: bool) -> bytes:
     """Up to `bufsize` bytes of the receive buffer (left there if `peek`)."""
-    data = bytes(tcb.rcv_buf[:bufsize])
+    buf = tcb.rcv_buf
+    if bufsize >= len(buf):  # all of it (an interactive read): one copy
+        data = bytes(buf)
+        if not peek:
+            buf.clear()
+    else:
+        data = bytes(buf[:bufsize])
+        if not peek:
+            del buf[:bufsize]
     if not peek:
-        del tcb.rcv_buf[:len(data)]
         output(tcb)  # a window update if the window opened enough
     return data
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vimage.net.offload import state as offload_state
 from vimage.netinet.tcp.cc import ALGORITHMS
@@ -221,6 +221,7 @@ class Tcb:
         "backlog",
         "cc",
         "delack_due",
+        "delack_ghost",
         "dsack",
         "dupacks",
         "faddr",
@@ -376,6 +377,11 @@ class Tcb:
         self.main_due = 0  # when t_main is due (a retransmission timer may fire early)
         self.t_delack: Timer | None = None
         self.delack_due = 0  # when the delayed ACK is due (its timer may fire early)
+        # a lazy delayed-ACK timer withdrawn because an ACK went in the instant it was
+        # armed: its key (when, seq), for a segment that arrives before it would have
+        # fired (input.py); a tuple of numbers, which the collector stops tracking, where
+        # the withdrawn Timer, kept for a second, was an object for it to promote
+        self.delack_ghost: tuple[int, Any] | None = None
         self.t_keep: Timer | None = None
         self.ack_war_end = 0  # when the current ACK war window ends (ns)
         self.ack_war_count = 0  # ACKs sent to unacceptable segments in that window
