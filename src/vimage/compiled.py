@@ -62,7 +62,6 @@ MODULES: tuple[str, ...] = (
     "vimage/netinet6/nd6.py",
     "vimage/netinet6/in6.py",
     "vimage/socket/inet6.py",
-    "vimage/socket/socket.py",
     "vimage/socket/tcp_socket.py",
     "vimage/aio/selector.py",
 )

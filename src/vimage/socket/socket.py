@@ -37,7 +37,6 @@ from socket import MSG_TRUNC as MSG_TRUNC
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from vimage.compiled import mypyc_attr
 from vimage.context import current_fib
 from vimage.netinet.in_ import INADDR_BROADCAST
 from vimage.netinet.in_pcb import is_mapped
@@ -149,7 +148,6 @@ def option_int(value: Any) -> int:
     return int(value)
 
 
-@mypyc_attr(native_class=False)  # compiled: weakly referenced (Kernel.fds, the PCBs)
 class SocketBase:
     """What every vnet socket shares: the stdlib's timeout and blocking-mode methods, over
     `_timeout`; a descriptor number and readiness for selectors (vimage.aio.KernelSelector);
@@ -159,16 +157,11 @@ class SocketBase:
     kernel's clock, so virtual in virtual time). `_poll` is the selector watching the
     socket, or None; the stack calls `_touch()` when the socket's readiness may have
     changed, so selectors check only those. A subclass defines `_events` and `close`.
-
-    One base class rather than mixins: the compiled build (vimage.compiled) compiles this
-    module, and mypyc allows a class only one base besides traits.
     """
 
     __slots__ = ("__weakref__", "_fd", "_io_refs", "_poll", "_timeout", "closed", "vnet")
 
     def __init__(self, vnet: Vnet, type_: int) -> None:
-        # (attributes typed here, not in the class body: mypyc evaluates a non-native
-        # class's annotations at import, where Vnet is not defined)
         self.vnet = vnet
         self.closed = False
         self._fd = -1  # a descriptor number, given on the first fileno()
@@ -282,12 +275,10 @@ class SocketBase:
 
 
 def _readable(sock: Socket) -> bool:
-    """What a blocked receive waits for (a function, not a closure: mypyc cannot compile a
-    closure in a method of a non-native class)."""
+    """What a blocked receive waits for."""
     return bool(sock._rcvq or sock._so_error or sock.closed)
 
 
-@mypyc_attr(native_class=False)  # compiled: see SocketBase
 class Socket(SocketBase):
     """An AF_INET datagram or raw socket living in one vnet."""
 

@@ -130,7 +130,9 @@ def _fin_acked(tcb: Tcb) -> bool:
     return tcb.state in _FIN_ACKED
 
 
-@mypyc_attr(native_class=False)  # compiled: weakly referenced (Kernel.fds, Tcb.sock)
+# compiled (vimage.compiled): a Python class with compiled methods, as a native class cannot
+# be weakly referenced (Kernel.fds, Tcb.sock) nor have an interpreted base (SocketBase)
+@mypyc_attr(native_class=False)
 class TcpSocket(SocketBase):
     """An AF_INET SOCK_STREAM socket of one vnet."""
 
