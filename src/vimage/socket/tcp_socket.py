@@ -320,7 +320,7 @@ class TcpSocket(SocketBase):
             sock.ttl, sock.tos, sock.v6only = self.ttl, self.tos, self.v6only
             return sock, sock._name(child.faddr, child.fport, child.v6)
 
-    def connect(self, address: tuple[str, int]) -> None:
+    def connect(self, address: tuple[Any, ...]) -> None:
         with self._lock:
             self._check_open()
             tcb = self.tcb
@@ -343,7 +343,7 @@ class TcpSocket(SocketBase):
                 err, tcb.so_error = tcb.so_error or errno.ECONNREFUSED, 0
                 raise _oserror(err)
 
-    def connect_ex(self, address: tuple[str, int]) -> int:
+    def connect_ex(self, address: tuple[Any, ...]) -> int:
         try:
             self.connect(address)
         except BlockingIOError as exc:
