@@ -85,3 +85,37 @@ def test_what_the_compiled_classes_must_still_allow():
     a.cmd("ping -c 1 -t 1 10.0.0.2")
     assert seen and seen[0][12:14] == b"\x08\x06"  # the ARP request went to the stand-in
     assert calls  # ARP's retransmission timer went through the wrapper
+
+
+def test_what_the_compiled_socket_layer_must_still_allow():
+    """Either way: sockets are weakly referenced (descriptors, the TCP block's owner) and
+    subclassed outside the compiled set (RouteSocket); an AF_INET6 stream connects with a
+    four-item address."""
+    import gc
+    import weakref
+    from socket import AF_INET6, SOCK_STREAM
+
+    from vimage.socket.rtsock import AF_ROUTE, RouteSocket
+    from vimage.socket.tcp_socket import TcpSocket
+
+    k = Kernel(clock="virtual", seed=1)
+    a = k.create("a")
+    srv = a.socket(AF_INET6, SOCK_STREAM)
+    srv.bind(("::1", 80))
+    srv.listen()
+    cli = a.socket(AF_INET6, SOCK_STREAM)
+    assert isinstance(cli, TcpSocket)
+    cli.connect(("::1", 80, 0, 0))
+    conn, _ = srv.accept()
+    cli.sendall(b"hello")
+    assert conn.recv(10) == b"hello"
+    fd = cli.fileno()
+    assert k.fds[fd] is cli and cli.tcb.sock is cli
+    ref = weakref.ref(cli)
+    cli.close()
+    del cli
+    gc.collect()
+    assert ref() is None and fd not in k.fds
+    route = a.socket(AF_ROUTE, 3, 0)
+    assert isinstance(route, RouteSocket) and route.fileno() > 0
+    route.close()

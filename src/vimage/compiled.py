@@ -11,7 +11,8 @@ source, so a missing or unloadable extension falls back to pure Python by itself
 recognises it by that name) and a no-op otherwise, so the pure package does not depend
 on it. The classes that carry it are those that a compiled build would otherwise make
 too strict for the rest of the code: interface classes subclassed outside the compiled
-set, and the scheduler and its timers, which are weakly referenced and patched by tests.
+set, and the scheduler and its timers, which are weakly referenced and patched by tests,
+and TCP sockets, which are weakly referenced and derive from a pure base (SocketBase).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ except ImportError:  # pragma: no cover - mypy_extensions is usually present
 
 
 # The hot paths of forwarding, UDP and TCP over IPv4 and IPv6 (found with cProfile of
-# bench_forward and bench_tcp), and the modules whose classes those paths read on every
-# packet. Paths relative to src/.
+# bench_forward and bench_tcp), the modules whose classes those paths read on every
+# packet, and the TCP socket and asyncio selector that bench_aio's hosts run through.
+# Paths relative to src/.
 MODULES: tuple[str, ...] = (
     "vimage/sched.py",
     "vimage/wire/checksum.py",
@@ -61,6 +63,9 @@ MODULES: tuple[str, ...] = (
     "vimage/netinet6/ip6.py",
     "vimage/netinet6/nd6.py",
     "vimage/netinet6/in6.py",
+    "vimage/socket/inet6.py",
+    "vimage/socket/tcp_socket.py",
+    "vimage/aio/selector.py",
 )
 
 

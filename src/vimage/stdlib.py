@@ -38,10 +38,10 @@ class _SocketType(type(_socket.socket)):  # type: ignore[misc]
     """Makes vimage sockets pass `isinstance(s, socket.socket)` while installed."""
 
     def __instancecheck__(cls, obj: object) -> bool:
-        from vimage.socket.socket import PollMixin
+        from vimage.socket.socket import SocketBase
 
         original = cls.__dict__.get(ORIGINAL)
-        if original is not None and isinstance(obj, (PollMixin, original)):
+        if original is not None and isinstance(obj, (SocketBase, original)):
             return True  # sockets made before install() are still stdlib sockets
         return type.__instancecheck__(cls, obj)
 

@@ -80,7 +80,9 @@ class KernelSelector(selectors.BaseSelector):
         self._keys: dict[int, selectors.SelectorKey] = {}
         self._socks: dict[int, Any] = {}  # our descriptors -> sockets (kept alive while registered)
         self._candidates: set[int] = set()
-        self._real = selectors.DefaultSelector()
+        # the OS's selector for real descriptors (not `_real`: mypyc names a C field after
+        # the attribute, and `__real` is a C keyword of GCC's)
+        self._os_sel = selectors.DefaultSelector()
         self._internal: set[int] = set()  # real descriptors of the loop itself (self-pipe)
         self._nreal = 0  # real descriptors registered besides those (real time only)
         # in virtual time the loop's own descriptors are polled before the clock moves only
@@ -91,12 +93,13 @@ class KernelSelector(selectors.BaseSelector):
         self._quiet_moves = 0
         self._waiting = False
         self.pending_real = 0  # executor jobs under way: virtual time waits for them
-        # set by the loop: True when asyncio has callbacks ready (so time must not move on)
-        self.has_callbacks: Callable[[], bool] = lambda: False
+        # set by the loop: true when asyncio has callbacks ready (so time must not move on);
+        # the loop gives its ready queue's __len__
+        self.has_callbacks: Callable[[], object] = lambda: False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._real.register(self._wake_r, EVENT_READ, None)
+        self._os_sel.register(self._wake_r, EVENT_READ, None)
         self._sched.waker = self._wake
 
     # -- the stack's side -----------------------------------------------------------------
@@ -135,7 +138,7 @@ class KernelSelector(selectors.BaseSelector):
                 raise RuntimeError(
                     f"real file descriptor {fd} cannot be watched by a loop in virtual "
                     "time: real I/O does not happen in virtual time (use clock='real')")
-            self._real.register(fd, events, data)
+            self._os_sel.register(fd, events, data)
             if fd not in self._internal:
                 self._nreal += 1
         self._keys[fd] = key
@@ -163,7 +166,7 @@ class KernelSelector(selectors.BaseSelector):
             else:
                 self._nreal -= 1
             with contextlib.suppress(KeyError, ValueError):
-                self._real.unregister(fd)
+                self._os_sel.unregister(fd)
         return key
 
     def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
@@ -172,7 +175,7 @@ class KernelSelector(selectors.BaseSelector):
         if key is None:
             raise KeyError(f"{fileobj!r} is not registered")
         if fd < FD_BASE:
-            self._real.modify(fd, events, data)
+            self._os_sel.modify(fd, events, data)
         key = key._replace(events=events, data=data)
         self._keys[fd] = key
         if fd >= FD_BASE:
@@ -207,7 +210,7 @@ class KernelSelector(selectors.BaseSelector):
 
     def _real_ready(self, timeout: float | None) -> list[tuple[selectors.SelectorKey, int]]:
         out = []
-        for rkey, events in self._real.select(timeout):
+        for rkey, events in self._os_sel.select(timeout):
             if rkey.fileobj is self._wake_r:
                 self._drain_wake()
                 continue
@@ -238,25 +241,34 @@ class KernelSelector(selectors.BaseSelector):
         deadline = None if timeout is None else sched.now_ns() + max(
             0, math.ceil(timeout * NS_PER_S))
         while True:
+            # (no break or continue inside `with`: mypyc cannot compile those in try/finally)
+            moved = False
             with sched.lock:
                 sched.run_ready()
                 ready = self._collect() if self._candidates else []
                 now = sched.now_ns()
-                if ready or (deadline is not None and now >= deadline) or self.has_callbacks():
-                    break  # (a kernel timer may have scheduled asyncio work: go run it)
-                target = sched.next_event(deadline)
-                if self._virtual and not self.pending_real:
-                    if has_real or self._real_news():  # before the clock moves
-                        real = self._real_ready(0)
-                        if real:
-                            return real
-                    if target is None:
-                        raise RuntimeError(
-                            "would block forever: nothing can happen in virtual time "
-                            "(no timer is armed and no socket can become ready)")
-                    sched.jump_to(target)
-                    continue
-                self._waiting = True
+                # (a kernel timer may have scheduled asyncio work: go run it)
+                done = bool(ready) or (deadline is not None and now >= deadline) \
+                    or bool(self.has_callbacks())
+                if not done:
+                    target = sched.next_event(deadline)
+                    if self._virtual and not self.pending_real:
+                        if has_real or self._real_news():  # before the clock moves
+                            real = self._real_ready(0)
+                            if real:
+                                return real
+                        if target is None:
+                            raise RuntimeError(
+                                "would block forever: nothing can happen in virtual time "
+                                "(no timer is armed and no socket can become ready)")
+                        sched.jump_to(target)
+                        moved = True
+                    else:
+                        self._waiting = True
+            if done:
+                break
+            if moved:
+                continue
             if self._virtual:
                 wait = None  # a thread is working: its work takes no virtual time
             else:
@@ -295,9 +307,15 @@ class KernelSelector(selectors.BaseSelector):
             self._candidates.clear()
             if self._sched.waker == self._wake:
                 self._sched.waker = None
-        self._real.close()
+        self._os_sel.close()
         self._wake_r.close()
         self._wake_w.close()
+
+
+# KernelPoll's masks (module constants: mypyc does not take a class attribute as an
+# argument's default)
+_POLL_ALWAYS = select.POLLERR | select.POLLHUP | select.POLLNVAL
+_POLL_DEFAULT = select.POLLIN | select.POLLPRI | select.POLLOUT
 
 
 class KernelPoll:
@@ -310,14 +328,11 @@ class KernelPoll:
     stream whose peer half-closed), POLLERR, POLLHUP and POLLNVAL whether asked for or not.
     """
 
-    _ALWAYS = select.POLLERR | select.POLLHUP | select.POLLNVAL
-    _DEFAULT = select.POLLIN | select.POLLPRI | select.POLLOUT
-
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self._masks: dict[int, int] = {}
 
-    def register(self, fd: Any, eventmask: int = _DEFAULT) -> None:
+    def register(self, fd: Any, eventmask: int = _POLL_DEFAULT) -> None:
         self._masks[_fd_of(fd)] = eventmask
 
     def modify(self, fd: Any, eventmask: int) -> None:
@@ -335,7 +350,7 @@ class KernelPoll:
         for fd, mask in self._masks.items():
             sock = fds.get(fd)
             revents = sock._pollmask() if sock is not None else select.POLLNVAL
-            revents &= mask | self._ALWAYS
+            revents &= mask | _POLL_ALWAYS
             if revents:
                 out.append((fd, revents))
         return out

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from vimage.context import current_fib
 from vimage.net import rtsock
-from vimage.socket.socket import PollMixin, TimeoutMixin, initial_timeout, option_int
+from vimage.socket.socket import SocketBase, option_int
 
 if TYPE_CHECKING:
     from vimage.vnet import Vnet
@@ -39,12 +39,11 @@ def route_filter(*types: int) -> int:
     return mask
 
 
-class RouteSocket(TimeoutMixin, PollMixin):
+class RouteSocket(SocketBase):
     """A routing socket living in one vnet."""
 
-    __slots__ = ("__weakref__", "_fd", "_io_refs", "_poll", "_rcvbytes", "_rcvq", "_timeout",
-                 "closed", "family", "fib", "msgfilter", "proto", "rcvbuf", "type",
-                 "useloopback", "vnet")
+    __slots__ = ("_rcvbytes", "_rcvq", "family", "fib", "msgfilter", "proto", "rcvbuf", "type",
+                 "useloopback")
 
     def __init__(self, vnet: Vnet, family: int = AF_ROUTE, type: int = SOCK_RAW,
                  proto: int = 0) -> None:
@@ -52,7 +51,7 @@ class RouteSocket(TimeoutMixin, PollMixin):
             raise OSError(errno.ENETDOWN, "vnet is destroyed")
         if type & 0xF != SOCK_RAW:
             raise OSError(errno.ESOCKTNOSUPPORT, "Socket type not supported")
-        self.vnet = vnet
+        super().__init__(vnet, type)
         self.family = family
         self.type = SOCK_RAW
         self.proto = proto  # an address family: only its messages (0: all)
@@ -63,11 +62,6 @@ class RouteSocket(TimeoutMixin, PollMixin):
         self.rcvbuf = RECVSPACE
         self._rcvq: deque[bytes] = deque()
         self._rcvbytes = 0
-        self._timeout: float | None = initial_timeout(type)  # SOCK_NONBLOCK
-        self.closed = False
-        self._fd = -1
-        self._poll = None
-        self._io_refs = 0
         vnet.rtsock.sockets.append(self)
 
     # -- kernel side ------------------------------------------------------------------------

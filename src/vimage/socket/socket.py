@@ -9,6 +9,7 @@ import select as _select
 import socket as _std
 import struct
 from collections import deque
+from functools import partial
 from socket import (  # a vnet's socket takes the stdlib's constants
     AF_INET,
     AF_INET6,
@@ -147,16 +148,28 @@ def option_int(value: Any) -> int:
     return int(value)
 
 
-class TimeoutMixin:
-    """The stdlib's timeout and blocking-mode methods, over a `_timeout` attribute.
+class SocketBase:
+    """What every vnet socket shares: the stdlib's timeout and blocking-mode methods, over
+    `_timeout`; a descriptor number and readiness for selectors (vimage.aio.KernelSelector);
+    the stdlib's makefile.
 
-    None blocks, 0.0 never blocks, a positive number is a timeout in seconds (of
-    the kernel's clock, so virtual in virtual time).
+    None blocks, 0.0 never blocks, a positive number is a timeout in seconds (of the
+    kernel's clock, so virtual in virtual time). `_poll` is the selector watching the
+    socket, or None; the stack calls `_touch()` when the socket's readiness may have
+    changed, so selectors check only those. A subclass defines `_events` and `close`.
     """
 
-    __slots__ = ()
-    _timeout: float | None
+    __slots__ = ("__weakref__", "_fd", "_io_refs", "_poll", "_timeout", "closed", "vnet")
 
+    def __init__(self, vnet: Vnet, type_: int) -> None:
+        self.vnet = vnet
+        self.closed = False
+        self._fd = -1  # a descriptor number, given on the first fileno()
+        self._poll: Any = None
+        self._io_refs = 0  # makefile's files open (negative: close() waits for them)
+        self._timeout: float | None = initial_timeout(type_)
+
+    # -- timeouts -------------------------------------------------------------------------
     def settimeout(self, value: float | None) -> None:
         if value is not None:
             value = float(value)
@@ -181,22 +194,12 @@ class TimeoutMixin:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        self.close()  # type: ignore[attr-defined]
+        self.close()
 
+    def close(self) -> None:
+        raise NotImplementedError
 
-class PollMixin:
-    """A descriptor number and readiness for selectors (vimage.aio.KernelSelector).
-
-    `_poll` is the selector watching the socket, or None; the stack calls `_touch()`
-    when the socket's readiness may have changed, so selectors check only those.
-    """
-
-    __slots__ = ()
-    _fd: int
-    _poll: Any
-    closed: bool
-    vnet: Vnet
-
+    # -- readiness --------------------------------------------------------------------------
     def fileno(self) -> int:
         if self.closed:
             return -1
@@ -208,18 +211,20 @@ class PollMixin:
         if self._poll is not None:
             self._poll.touch(self)
 
+    def _events(self) -> int:
+        """Readiness as selectors' EVENT_READ (1) | EVENT_WRITE (2)."""
+        raise NotImplementedError
+
     def _pollmask(self) -> int:
         """Readiness as poll(2) reports it (select.POLL* bits; vimage.aio.KernelPoll):
         from the selectors' events, POLLNVAL once closed. Stream sockets say more."""
         if self.closed:
             return _select.POLLNVAL
-        events = self._events()  # type: ignore[attr-defined]
+        events = self._events()
         return (POLL_READ if events & 1 else 0) | (POLL_WRITE if events & 2 else 0) | (
             _select.POLLERR if getattr(self, "_so_error", 0) else 0)
 
     # -- file objects (the stdlib's socket.makefile) ---------------------------------------
-    _io_refs: int
-
     def makefile(self, mode: str = "r", buffering: int | None = None, *,
                  encoding: str | None = None, errors: str | None = None,
                  newline: str | None = None) -> Any:
@@ -230,7 +235,8 @@ class PollMixin:
         if not set(mode) <= {"r", "w", "b"}:
             raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
         writing, reading, binary = "w" in mode, "r" in mode or "w" not in mode, "b" in mode
-        raw = _std.SocketIO(self, ("r" if reading else "") + ("w" if writing else ""))
+        raw_mode: Any = ("r" if reading else "") + ("w" if writing else "")
+        raw = _std.SocketIO(self, raw_mode)  # type: ignore[arg-type]  # duck-typed socket
         self._io_refs += 1 if self._io_refs >= 0 else -1
         if buffering is None:
             buffering = -1
@@ -268,23 +274,22 @@ class PollMixin:
         return self._io_refs < 0
 
 
-class Socket(TimeoutMixin, PollMixin):
+def _readable(sock: Socket) -> bool:
+    """What a blocked receive waits for."""
+    return bool(sock._rcvq or sock._so_error or sock.closed)
+
+
+class Socket(SocketBase):
     """An AF_INET datagram or raw socket living in one vnet."""
 
     __slots__ = (
-        "__weakref__",
         "_dest",
-        "_fd",
-        "_io_refs",
         "_peer",
-        "_poll",
         "_rcvbytes",
         "_rcvq",
         "_so_error",
-        "_timeout",
         "broadcast",
         "cksum_off",
-        "closed",
         "dontfrag",
         "faddr",
         "family",
@@ -309,7 +314,6 @@ class Socket(TimeoutMixin, PollMixin):
         "ttl",
         "type",
         "v6only",
-        "vnet",
     )
 
     def __init__(self, vnet: Vnet, family: int = AF_INET, type: int = SOCK_DGRAM,
@@ -330,7 +334,7 @@ class Socket(TimeoutMixin, PollMixin):
             raise OSError(errno.EPROTONOSUPPORT, "TCP is not available in this vnet yet")
         else:
             raise OSError(errno.ESOCKTNOSUPPORT, "Socket type not supported")
-        self.vnet = vnet
+        super().__init__(vnet, type)
         self.family = family
         self.type = base_type
         self.proto = proto
@@ -344,11 +348,6 @@ class Socket(TimeoutMixin, PollMixin):
         # parsed / formatted once
         self._dest: tuple[Any, int, int] | None = None
         self._peer: tuple[int, int, Any] | None = None
-        self._timeout: float | None = initial_timeout(type)
-        self.closed = False
-        self._fd = -1
-        self._poll = None
-        self._io_refs = 0
         self.reuseaddr = self.reuseport = self.reuseport_lb = self.broadcast = False
         self.recvopts = 0  # IPv4 control messages asked for (vimage.socket.msg RECV_* bits)
         self.onesbcast = False
@@ -502,7 +501,7 @@ class Socket(TimeoutMixin, PollMixin):
             return exc.errno or errno.EINVAL
         return 0
 
-    def send(self, data: bytes, flags: int = 0) -> int:
+    def send(self, data: Any, flags: int = 0) -> int:
         with self.vnet.kernel.sched.lock:
             self._check_open()
             if not self.faddr:
@@ -511,10 +510,10 @@ class Socket(TimeoutMixin, PollMixin):
                 return self._send6(bytes(data), self.faddr, self.fport, self.scope)
             return self._send(bytes(data), self.faddr, self.fport)
 
-    def sendall(self, data: bytes, flags: int = 0) -> None:
+    def sendall(self, data: Any, flags: int = 0) -> None:
         self.send(data, flags)
 
-    def sendto(self, data: bytes, flags_or_address: Any, address: Any = None) -> int:
+    def sendto(self, data: Any, flags_or_address: Any, address: Any = None) -> int:
         if address is None:
             address = flags_or_address
         with self.vnet.kernel.sched.lock:  # the condition's lock, entered without its wrapper
@@ -655,8 +654,7 @@ class Socket(TimeoutMixin, PollMixin):
         if self._timeout == 0 or flags & _MSG_DONTWAIT:
             raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
         kernel = self.vnet.kernel
-        ready = kernel.wait(lambda: bool(self._rcvq or self._so_error or self.closed),
-                            self._timeout)
+        ready = kernel.wait(partial(_readable, self), self._timeout)
         if self.closed:
             raise OSError(errno.EBADF, "Bad file descriptor")
         if not ready:

@@ -12,6 +12,8 @@ import os
 import select as _select
 import socket as _std
 import struct
+from collections.abc import Callable
+from functools import partial
 from socket import (  # a vnet's socket takes the stdlib's constants
     IP_TOS,
     IP_TTL,
@@ -37,6 +39,7 @@ from socket import (  # a vnet's socket takes the stdlib's constants
 )
 from typing import TYPE_CHECKING, Any
 
+from vimage.compiled import mypyc_attr
 from vimage.netinet.in_pcb import is_mapped, mapped, unmapped
 from vimage.netinet.tcp import usrreq
 from vimage.netinet.tcp.var import (
@@ -66,11 +69,9 @@ from vimage.socket.socket import (
     POLL_WRITE,
     REUSE_FLAGS,
     SO_SETFIB,
-    PollMixin,
-    TimeoutMixin,
+    SocketBase,
     check_fib,
     initial_fib,
-    initial_timeout,
     option_int,
     parse_sockaddr,
 )
@@ -102,18 +103,42 @@ def _oserror(err: int) -> OSError:
     return OSError(err, os.strerror(err))
 
 
-class TcpSocket(TimeoutMixin, PollMixin):
+# What a blocked call waits for (kernel.wait's predicates). Functions of the module, not
+# closures: mypyc cannot compile a closure in a method of a non-native class (TcpSocket).
+def _ready_or_closed(sock: TcpSocket, ready: Callable[[], bool]) -> bool:
+    return ready() or sock.closed
+
+
+def _acceptable(tcb: Tcb) -> bool:
+    return bool(tcb.accept_q)
+
+
+def _synchronized(tcb: Tcb) -> bool:
+    return tcb.state not in (SYN_SENT, SYN_RECEIVED)
+
+
+def _writable(tcb: Tcb) -> bool:
+    return tcb.state == CLOSED or tcb.shut_wr or len(tcb.snd_buf) < tcb.snd_space
+
+
+def _readable(tcb: Tcb, size: int = 1) -> bool:
+    """At least `size` bytes to read, or the end of the stream."""
+    return len(tcb.rcv_buf) >= size or tcb.fin_rcvd or tcb.state == CLOSED
+
+
+def _fin_acked(tcb: Tcb) -> bool:
+    return tcb.state in _FIN_ACKED
+
+
+# compiled (vimage.compiled): a Python class with compiled methods, as a native class cannot
+# be weakly referenced (Kernel.fds, Tcb.sock) nor have an interpreted base (SocketBase)
+@mypyc_attr(native_class=False)
+class TcpSocket(SocketBase):
     """An AF_INET SOCK_STREAM socket of one vnet."""
 
     __slots__ = (
-        "__weakref__",
-        "_fd",
-        "_io_refs",
         "_pending",
-        "_poll",
         "_rd_shut",
-        "_timeout",
-        "closed",
         "family",
         "laddr",
         "lport",
@@ -127,7 +152,6 @@ class TcpSocket(TimeoutMixin, PollMixin):
         "ttl",
         "type",
         "v6only",
-        "vnet",
     )
 
     def __init__(self, vnet: Vnet, family: int = _std.AF_INET, type: int = SOCK_STREAM,
@@ -138,16 +162,11 @@ class TcpSocket(TimeoutMixin, PollMixin):
             raise OSError(errno.EPROTONOSUPPORT, "Protocol not supported")
         if family not in (_std.AF_INET, _std.AF_INET6):
             raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
-        self.vnet = vnet
+        super().__init__(vnet, type)
         # AF_INET6: laddr is 128-bit (an IPv4 connection's mapped), scope the zone index
         self.v6only = bool(vnet.ip6.v6only) if family == _std.AF_INET6 else False
         self.scope = 0
         self.family, self.type, self.proto = family, SOCK_STREAM, IPPROTO_TCP
-        self.closed = False
-        self._fd = -1
-        self._poll = None
-        self._io_refs = 0
-        self._timeout: float | None = initial_timeout(type)
         self._rd_shut = False
         self.reuseaddr = self.reuseport = self.reuseport_lb = False
         self.ttl: int | None = None
@@ -180,13 +199,13 @@ class TcpSocket(TimeoutMixin, PollMixin):
         if not self.vnet.alive:  # a socket its vnet's destruction left behind
             raise OSError(errno.ENETDOWN, "vnet is destroyed")
 
-    def _wait(self, ready: Any, flags: int = 0) -> None:
+    def _wait(self, ready: Callable[[], bool], flags: int = 0) -> None:
         """Block (or not) until ready(); in virtual time the kernel clock jumps."""
         if ready():
             return
         if self._timeout == 0 or flags & _DONTWAIT:
             raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
-        if not self.vnet.kernel.wait(lambda: bool(ready()) or self.closed, self._timeout):
+        if not self.vnet.kernel.wait(partial(_ready_or_closed, self, ready), self._timeout):
             raise TimeoutError("timed out")
         self._check_open()
 
@@ -295,13 +314,13 @@ class TcpSocket(TimeoutMixin, PollMixin):
             tcb = self.tcb
             if tcb is None or tcb.state != LISTEN:
                 raise OSError(errno.EINVAL, "Invalid argument")
-            self._wait(lambda: tcb.accept_q)
+            self._wait(partial(_acceptable, tcb))
             child = usrreq.accept(tcb)
             sock = TcpSocket(self.vnet, self.family, _tcb=child)
             sock.ttl, sock.tos, sock.v6only = self.ttl, self.tos, self.v6only
             return sock, sock._name(child.faddr, child.fport, child.v6)
 
-    def connect(self, address: tuple[str, int]) -> None:
+    def connect(self, address: tuple[Any, ...]) -> None:
         with self._lock:
             self._check_open()
             tcb = self.tcb
@@ -319,12 +338,12 @@ class TcpSocket(TimeoutMixin, PollMixin):
                 assert tcb is not None
                 if self._timeout == 0:
                     raise BlockingIOError(errno.EINPROGRESS, "Operation now in progress")
-            self._wait(lambda: tcb.state not in (SYN_SENT, SYN_RECEIVED))
+            self._wait(partial(_synchronized, tcb))
             if tcb.state == CLOSED:
                 err, tcb.so_error = tcb.so_error or errno.ECONNREFUSED, 0
                 raise _oserror(err)
 
-    def connect_ex(self, address: tuple[str, int]) -> int:
+    def connect_ex(self, address: tuple[Any, ...]) -> int:
         try:
             self.connect(address)
         except BlockingIOError as exc:
@@ -362,34 +381,30 @@ class TcpSocket(TimeoutMixin, PollMixin):
         self._lock.notify_all()
 
     # -- data -------------------------------------------------------------------------------------
-    def send(self, data: bytes, flags: int = 0) -> int:
+    def send(self, data: Any, flags: int = 0) -> int:
         sched = self.vnet.kernel.sched
         with sched.lock:  # (the condition's lock: Condition.__enter__ is a Python call)
             tcb = self.tcb
             if self.closed or tcb is None or tcb.state != ESTABLISHED:  # else: both pass
                 self._check_open()
                 tcb = self._connected()
-            if type(data) is not bytes:  # (bytes are bytes: no view to make)
-                data = memoryview(data).cast("B")
-            if not len(data):
+            view: Any = data  # (bytes are bytes: no view to make)
+            if type(data) is not bytes:
+                view = memoryview(data).cast("B")
+            if not len(view):
                 return 0
             if not (len(tcb.snd_buf) < tcb.snd_space or tcb.shut_wr or tcb.state == CLOSED):
-
-                def writable() -> bool:
-                    return (tcb.state == CLOSED or tcb.shut_wr
-                            or len(tcb.snd_buf) < tcb.snd_space)
-
-                self._wait(writable, flags)
+                self._wait(partial(_writable, tcb), flags)
             if tcb.state == CLOSED:
                 err, tcb.so_error = tcb.so_error or errno.EPIPE, 0
                 raise _oserror(err)
             if tcb.shut_wr or tcb.state not in (ESTABLISHED, CLOSE_WAIT):
                 raise _oserror(errno.EPIPE)
-            sent = usrreq.send(tcb, data)
+            sent = usrreq.send(tcb, view)
             sched.wake_waiters()
             return sent
 
-    def sendall(self, data: bytes, flags: int = 0) -> None:
+    def sendall(self, data: Any, flags: int = 0) -> None:
         view = memoryview(data).cast("B")
         while len(view):
             sent = self.send(view, flags)
@@ -408,7 +423,7 @@ class TcpSocket(TimeoutMixin, PollMixin):
             if self._rd_shut:
                 return b""
             if not tcb.rcv_buf:
-                self._wait(lambda: tcb.rcv_buf or tcb.fin_rcvd or tcb.state == CLOSED, flags)
+                self._wait(partial(_readable, tcb), flags)
             if not tcb.rcv_buf:
                 if tcb.state == CLOSED and tcb.so_error:
                     err, tcb.so_error = tcb.so_error, 0
@@ -425,8 +440,7 @@ class TcpSocket(TimeoutMixin, PollMixin):
             self._check_open()
             tcb = self._connected(reading=True)
             if flags & MSG_PEEK:
-                self._wait(lambda: len(tcb.rcv_buf) >= bufsize or tcb.fin_rcvd
-                           or tcb.state == CLOSED, flags)
+                self._wait(partial(_readable, tcb, bufsize), flags)
                 return usrreq.receive(tcb, bufsize, True)
         out = bytearray()
         rest = flags & ~MSG_WAITALL
@@ -502,7 +516,7 @@ class TcpSocket(TimeoutMixin, PollMixin):
         tcb = self.tcb
         if tcb is None or tcb.state in (LISTEN, SYN_SENT, SYN_RECEIVED):
             if tcb is not None and tcb.state in (SYN_SENT, SYN_RECEIVED):
-                self._wait(lambda: tcb.state not in (SYN_SENT, SYN_RECEIVED))
+                self._wait(partial(_synchronized, tcb))
                 return self._connected(reading)
             raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
         if tcb.state == CLOSED and tcb.so_error:
@@ -551,8 +565,8 @@ class TcpSocket(TimeoutMixin, PollMixin):
                     linger = tcb.linger  # shut down, not reset: wait for the FIN's ACK
             self._lock.notify_all()
             self._touch()
-            if linger:
-                self.vnet.kernel.wait(lambda: tcb.state in _FIN_ACKED, linger)
+            if linger and tcb is not None:
+                self.vnet.kernel.wait(partial(_fin_acked, tcb), linger)
 
     def __del__(self) -> None:
         if not getattr(self, "closed", True):
