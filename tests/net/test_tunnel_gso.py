@@ -34,10 +34,9 @@ INNER = {4: ("10.0.0.1", "10.0.0.2"), 6: ("2001:db8:1::1", "2001:db8:1::2")}
 OUTER = {4: ("192.0.2.1", "192.0.2.2"), 6: ("2001:db8::1", "2001:db8::2")}
 
 
-def tunnel(kind: str, outer: int, gso: bool = True, seed: int = 1,
-           ) -> tuple[Kernel, Vnet, Vnet, Ifnet, Ifnet]:
-    """a and b joined by an epair (its ends returned), a `kind` tunnel between them over
-    IPv`outer` carrying IPv4 and IPv6; `gso` False: a's end has -vxlanhwtso."""
+def _joined(gso: bool, seed: int = 1) -> tuple[Kernel, Vnet, Vnet, Ifnet, Ifnet]:
+    """a and b with large TCP buffers, joined by an epair over IPv4 and IPv6 (DAD done);
+    `gso` False: a's end has -vxlanhwtso."""
     k = Kernel(clock="virtual", seed=seed)
     a, b = k.create("a"), k.create("b")
     for v in (a, b):
@@ -48,7 +47,15 @@ def tunnel(kind: str, outer: int, gso: bool = True, seed: int = 1,
     ok(b, "ifconfig epair0b inet6 2001:db8::2/64")
     if not gso:
         ok(a, "ifconfig epair0a -vxlanhwtso")
-    k.run(3)  # DAD
+    k.run(3)
+    return k, a, b, ea, eb
+
+
+def tunnel(kind: str, outer: int, gso: bool = True, seed: int = 1,
+           ) -> tuple[Kernel, Vnet, Vnet, Ifnet, Ifnet]:
+    """a and b joined by an epair (its ends returned), a `kind` tunnel between them over
+    IPv`outer` carrying IPv4 and IPv6; `gso` False: a's end has -vxlanhwtso."""
+    k, a, b, ea, eb = _joined(gso, seed)
     for vnet, n, m in ((a, 0, 1), (b, 1, 0)):
         here, there = OUTER[outer][n], OUTER[outer][m]
         me4, peer4 = INNER[4][n], INNER[4][m]
@@ -349,17 +356,7 @@ def test_a_whole_outer_packet_expiring_at_a_router_gets_an_answer_per_piece(oute
 def _gre_fragmenting(outer: int, gso: bool) -> tuple[list, int]:
     """A gre with a key (IPv4) or over IPv6 at its default MTU 1476: its outer pieces
     exceed the epair's 1500 and are fragmented at the source (RFC 2473 7.1 over IPv6)."""
-    k = Kernel(clock="virtual", seed=1)
-    a, b = k.create("a"), k.create("b")
-    for v in (a, b):
-        v.sysctl("net.inet.tcp.sendspace", 1 << 20)
-        v.sysctl("net.inet.tcp.recvspace", 1 << 20)
-    ea, eb = connect(a, "192.0.2.1/24", b, "192.0.2.2/24")
-    ok(a, "ifconfig epair0a inet6 2001:db8::1/64")
-    ok(b, "ifconfig epair0b inet6 2001:db8::2/64")
-    if not gso:
-        ok(a, "ifconfig epair0a -vxlanhwtso")
-    k.run(3)
+    k, a, b, ea, eb = _joined(gso)
     for vnet, n, m in ((a, 0, 1), (b, 1, 0)):
         here, there = OUTER[outer][n], OUTER[outer][m]
         ok(vnet, "ifconfig gre create")
