@@ -602,7 +602,11 @@ def test_topo_run_remote_option_is_parsed(tmp_path, capsys):
             cli._remote_endpoint(bad)
     assert cli.main(["topo", "run", str(path), "--duration", "1", "--realtime", "--bind",
                      "localhost"]) == 64  # EX_USAGE
-    assert "--bind localhost: want an IPv4 or IPv6 address" in capsys.readouterr().err
+    err = capsys.readouterr().err  # a bad value: one line, no usage text after it
+    assert err == "vimage: topo run: --bind localhost: want an IPv4 or IPv6 address\n"
+    assert cli.main(["topo", "run", str(path), "--duration", "1", "--realtime", "--remote",
+                     "far=10.1.2.3"]) == 64
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 @pytest.mark.loop_errors

@@ -50,7 +50,13 @@ EX_USAGE = 64
 
 
 class Usage(Exception):
-    """A command-line mistake: one line and exit status 64."""
+    """A command-line mistake: exit status 64. A wrong option or operand is followed by
+    the usage text (`synopsis`, as FreeBSD's usage()); a bad value is one line alone (as
+    its errx(EX_USAGE, ...)): `Usage(message, synopsis=False)`."""
+
+    def __init__(self, message: str = "", synopsis: bool = True) -> None:
+        super().__init__(message)
+        self.synopsis = synopsis
 
 
 class Ctx:
@@ -98,12 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         socket_option, argv = _socket_option(argv)
     except Usage as exc:
-        return _usage_error(str(exc))
+        return _usage_error(exc)
     ctx = Ctx(socket_option)
     try:
         return dispatch(ctx, argv)
     except Usage as exc:
-        return _usage_error(str(exc))
+        return _usage_error(exc)
     except CtlError as exc:
         print(f"vimage: {exc.message}", file=sys.stderr)
         return 77 if exc.code == PERMISSION else 1
@@ -121,10 +127,12 @@ def shim_main(name: str, argv: list[str]) -> int:
     return main(argv if name == "vimage" else [name, *argv])
 
 
-def _usage_error(message: str) -> int:
+def _usage_error(exc: Usage) -> int:
+    message = str(exc)
     if message:
         print(f"vimage: {shown(message)}", file=sys.stderr)
-    sys.stderr.write(USAGE)
+    if exc.synopsis or not message:
+        sys.stderr.write(USAGE)
     return EX_USAGE
 
 
@@ -827,7 +835,7 @@ def topo_exec(ctx: Ctx, args: Any) -> int:
 def topo_link(ctx: Ctx, args: Any) -> int:
     words = args.words
     if len(words) % 2:
-        raise Usage(f"topo link: {words[-1]} needs a value")
+        raise Usage(f"topo link: {words[-1]} needs a value", synopsis=False)
     params: dict[str, str | None] = {}
     for key, value in zip(words[::2], words[1::2], strict=True):
         if key not in LINK_KEYS:
@@ -878,7 +886,8 @@ def _capture_relayed(ctx: Ctx, args: Any) -> int:
         if args.duration is not None:
             fields["duration"] = float(args.duration)
     except ValueError:
-        raise Usage("topo capture: -c wants a number of packets, --duration seconds") from None
+        raise Usage("topo capture: -c wants a number of packets, --duration seconds",
+                    synopsis=False) from None
     try:
         fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
     except OSError as exc:
@@ -912,11 +921,12 @@ def topo_run(args: Any) -> int:
     from vimage.emu import mpi as batch
 
     if not args.duration >= 0:
-        raise Usage("topo run: --duration must be >= 0")
+        raise Usage("topo run: --duration must be >= 0", synopsis=False)
     try:
         ipaddress.ip_address(args.bind)
     except ValueError:
-        raise Usage(f"topo run: --bind {args.bind}: want an IPv4 or IPv6 address") from None
+        raise Usage(f"topo run: --bind {args.bind}: want an IPv4 or IPv6 address",
+                    synopsis=False) from None
     topology = _load_topology(args.file, args.skip_unsupported)
     if topology is None:
         return 1
@@ -965,7 +975,7 @@ def _remote_endpoint(arg: str) -> tuple[str, tuple[str, int]]:
         version, number = 0, -1
     if not node or version != (6 if ipv6 else 4) or not 0 < number < 65536:
         raise Usage(f"topo run: --remote {arg}: want NODE=ADDR:PORT (IPv4) or "
-                    "NODE=[ADDR]:PORT (IPv6)")
+                    "NODE=[ADDR]:PORT (IPv6)", synopsis=False)
     return node, (addr, number)
 
 
